@@ -1,0 +1,125 @@
+"""The ``Port`` interface every backend implements, and the per-port counter layout.
+
+A port moves whole bursts between a device and the packet pool:
+
+```
+device ──rx_burst──► pool slots (burst)          queue of (slot, egress_vlan) ──tx_burst──► device
+```
+
+* ``rx_burst(pool, burst, start, max_n)`` pops free slots, copies up to ``max_n`` frames
+  into them, writes ``burst[start:start+n]``, ``pool.meta[slot, META_LEN]`` and
+  ``pool.meta[slot, META_IN_PORT] = port_no``; returns ``n``. It never blocks.
+* ``tx_burst(pool, slots, vlans, start, count)`` sends the frames in
+  ``slots[start:start+count]``; ``vlans[i]`` is the egress VLAN edit for entry ``i``:
+  ``VLAN_KEEP`` (-1) sends the frame as it is, ``0`` sends it untagged (an 802.1Q tag
+  is removed), ``1..4095`` sends it tagged with that VID (tag inserted, or its VID
+  replaced; the PCP of an existing tag is kept, 0 otherwise). It never frees slots: a
+  flooded slot appears in several ports' queues. Returns how many frames were sent;
+  the rest are counted in ``TX_DROPPED`` and a reason counter.
+* ``wakeup_fds()`` lists file descriptors that become readable when ``rx_burst`` has work.
+* ``counters`` is an ``int64[PORT_COUNTERS]`` array indexed by the constants below.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+from backends.pool import PacketPool
+
+VLAN_KEEP = -1
+
+# Per-port counter layout (``Port.counters``).
+RX_PACKETS = 0
+RX_BYTES = 1
+RX_DROPPED = 2
+RX_ERRORS = 3
+TX_PACKETS = 4
+TX_BYTES = 5
+TX_DROPPED = 6
+TX_ERRORS = 7
+# Named drop reasons counted by the port itself (each also adds to RX_/TX_DROPPED).
+NO_FREE_SLOT = 8     # rx: the pool had no free slot
+RX_OVERSIZE = 9      # rx: frame longer than a pool slot
+TX_QUEUE_FULL = 10   # tx: the device queue / ring was full (EAGAIN, ENOBUFS, ring slot busy)
+TX_ERROR = 11        # tx: the device refused the frame (other errno)
+RX_CSUM_FIXED = 12   # rx: L4 checksum completed in software (not a drop)
+PORT_COUNTERS = 16
+
+PORT_COUNTER_NAMES = {
+    "rx_packets": RX_PACKETS,
+    "rx_bytes": RX_BYTES,
+    "rx_dropped": RX_DROPPED,
+    "rx_errors": RX_ERRORS,
+    "tx_packets": TX_PACKETS,
+    "tx_bytes": TX_BYTES,
+    "tx_dropped": TX_DROPPED,
+    "tx_errors": TX_ERRORS,
+}
+
+PORT_DROP_REASONS = {
+    "no_free_slot": NO_FREE_SLOT,
+    "rx_oversize": RX_OVERSIZE,
+    "tx_queue_full": TX_QUEUE_FULL,
+    "tx_error": TX_ERROR,
+}
+
+
+class PortError(Exception):
+    """A port could not be opened or configured; the message says why and what to do."""
+
+
+class Port(abc.ABC):
+    """A switch port: a device that frames arrive from and leave through, in bursts."""
+
+    #: OVSDB ``Interface.type`` this class implements ("system", "tap", "internal", ...).
+    type: str = ""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        #: Dense datapath port number, assigned by the bridge when the port is attached.
+        self.port_no = -1
+        self.counters = np.zeros(PORT_COUNTERS, dtype=np.int64)
+
+    @abc.abstractmethod
+    def rx_burst(self, pool: PacketPool, burst: np.ndarray, start: int, max_n: int) -> int:
+        """Receive up to ``max_n`` frames into fresh pool slots; never blocks."""
+
+    @abc.abstractmethod
+    def tx_burst(
+        self, pool: PacketPool, slots: np.ndarray, vlans: np.ndarray, start: int, count: int
+    ) -> int:
+        """Send ``slots[start:start+count]`` with per-frame egress VLAN edits; never blocks."""
+
+    @abc.abstractmethod
+    def wakeup_fds(self) -> list[int]:
+        """File descriptors that are readable when ``rx_burst`` would return frames."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the device and every resource the port holds; idempotent."""
+
+    @property
+    def ifindex(self) -> int:
+        """Kernel interface index of the port's netdev, 0 when there is none."""
+        return 0
+
+    @property
+    def mac(self) -> str:
+        """MAC address of the port's netdev as ``aa:bb:cc:dd:ee:ff``, "" when unknown."""
+        return ""
+
+    @property
+    def link_up(self) -> bool:
+        """Whether the device's carrier is up."""
+        return True
+
+    def stats(self) -> dict[str, int]:
+        """Counters by OVS statistics name plus the port's named drop reasons."""
+        out = {name: int(self.counters[i]) for name, i in PORT_COUNTER_NAMES.items()}
+        out.update({name: int(self.counters[i]) for name, i in PORT_DROP_REASONS.items()})
+        return out
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} port_no={self.port_no}>"

@@ -1,0 +1,60 @@
+"""Layout of the per-slot key array that ``parse_burst`` fills.
+
+``keys`` is ``uint64[n_slots, NKEYS]``: row ``slot`` holds the header fields of the frame in
+that pool slot. The same row feeds the VMDq-style L2 table and, later, OpenFlow matching.
+Fields absent from a frame are 0. MAC addresses are 48-bit big-endian integers, IPv4
+addresses 32-bit, IPv6 addresses two 64-bit halves.
+"""
+
+K_ETH_DST = 0
+K_ETH_SRC = 1
+K_VLAN_VID = 2     # 802.1Q VID | VID_PRESENT when the frame carries a tag, 0 when untagged
+K_VLAN_PCP = 3     # priority of the tag, 0 when untagged
+K_ETH_TYPE = 4     # ethertype after the tag; ETH_TYPE_NONE for 802.3 length-field frames
+K_L3_OFS = 5       # byte offset of the L3 header
+K_IP_PROTO = 6     # IPv4 protocol / IPv6 next header (after extension headers)
+K_IP_TOS = 7       # IPv4 TOS / IPv6 traffic class
+K_NW_SRC = 8       # IPv4 source address
+K_NW_DST = 9       # IPv4 destination address
+K_IPV6_SRC_HI = 10
+K_IPV6_SRC_LO = 11
+K_IPV6_DST_HI = 12
+K_IPV6_DST_LO = 13
+K_TP_SRC = 14      # TCP/UDP source port, ICMP/ICMPv6 type
+K_TP_DST = 15      # TCP/UDP destination port, ICMP/ICMPv6 code
+K_ARP_OP = 16
+K_ARP_SPA = 17
+K_ARP_TPA = 18
+K_ARP_SHA = 19
+K_ARP_THA = 20
+K_FLAGS = 21       # F_* bits below
+K_DROP = 22        # 0, or the DROP_* reason the parser found (see classifier.drops)
+K_IN_PORT = 23     # datapath port number the frame arrived on
+# Scratch columns the L2 switch kernel fills for the frame's forwarding decision.
+K_DP_VLAN = 24     # VLAN the frame belongs to inside the bridge (after ingress VLAN rules)
+K_DP_OUT = 25      # output port, OUT_FLOOD, or OUT_DROP
+NKEYS = 26
+
+OUT_FLOOD = (1 << 64) - 1   # K_DP_OUT: flood within K_DP_VLAN
+OUT_DROP = (1 << 64) - 2    # K_DP_OUT: dropped (reason in K_DROP)
+
+VID_PRESENT = 0x1000      # same meaning as OpenFlow's OFPVID_PRESENT
+ETH_TYPE_NONE = 0x05FF    # frames with an 802.3 length field instead of an ethertype
+
+ETH_TYPE_VLAN = 0x8100
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_IPV6 = 0x86DD
+ETH_TYPE_ARP = 0x0806
+
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
+
+# K_FLAGS bits
+F_VLAN = 1 << 0            # frame carried an 802.1Q tag
+F_L3_TRUNCATED = 1 << 1    # L3 header announced by the ethertype is cut short
+F_L4_TRUNCATED = 1 << 2    # L4 header announced by the IP protocol is cut short
+F_IP_LATER_FRAG = 1 << 3   # IP fragment other than the first: no L4 header
+F_IP_FRAG = 1 << 4         # any IP fragment (first or later)
+F_L4 = 1 << 5              # K_TP_SRC / K_TP_DST are valid

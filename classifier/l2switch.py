@@ -1,0 +1,186 @@
+"""The L2 switch kernel (OVS's NORMAL action): a burst in, per-output-port queues out.
+
+```
+burst ──► parse ──► ingress VLAN ──► learn (VLAN, src) ──► lookup (VLAN, dst)
+      ──► unicast / flood within the VLAN ──► counting sort into per-port queues
+```
+
+``switch_burst(data, meta, burst, n, keys, l2, info, vlan_map, now, drops, out, out_start)``
+
+* ``data``, ``meta``, ``burst[:n]``: the frames (see ``backends.pool``).
+* ``keys``: ``uint64[n_slots, NKEYS]`` parsed headers (``classifier.keys``), filled here.
+* ``l2``, ``info``: the L2 table (``classifier.l2table``).
+* ``vlan_map``: ``int16[n_ports, 2, 4096]``, the VLAN configuration of each port:
+  ``vlan_map[p, 0, vid]`` is the bridge VLAN of a frame received on ``p`` with 802.1Q VID
+  ``vid`` (index 0 for untagged and priority-tagged frames) or ``-1`` when such frames are
+  not allowed; ``vlan_map[p, 1, vlan]`` is how a frame of bridge VLAN ``vlan`` leaves ``p``:
+  ``0`` untagged, ``vlan`` tagged, ``EGRESS_NOT_MEMBER`` or ``EGRESS_PORT_DOWN``.
+  ``vswitch`` builds it from OVS's ``tag``/``trunks``/``vlan_mode``.
+* ``now``: seconds, for learning timestamps.
+* ``drops``: ``int64[n_ports, N_DROPS]`` counts by ingress port and reason (``classifier.drops``).
+* ``out``: ``int32[2, capacity]``, ``out_start``: ``int32[2, n_ports + 1]``. On return, the
+  queue of port ``p`` is ``out[:, out_start[0, p]:out_start[0, p + 1]]``; row 0 holds slots in
+  burst order, row 1 the egress VLAN edit (``-1`` keep, ``0`` untag, ``1..4095`` tag) the port's
+  ``tx_burst`` applies. ``capacity`` must be at least ``n * (n_ports - 1)``.
+
+Returns the number of queue entries. A frame is never sent back to its ingress port.
+
+Unit test: ``tests/test_classifier.py`` (against ``classifier.reference``);
+micro-benchmark: ``python -m bench classify``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from classifier.drops import (
+    DROP_NO_OUTPUT_PORT,
+    DROP_PORT_DOWN,
+    DROP_RESERVED_MULTICAST,
+    DROP_RX_SRC_MULTICAST,
+    DROP_SAME_PORT,
+    DROP_VLAN_FILTERED,
+)
+from classifier.keys import (
+    K_DP_OUT,
+    K_DP_VLAN,
+    K_DROP,
+    K_ETH_DST,
+    K_ETH_SRC,
+    K_VLAN_VID,
+    OUT_DROP,
+    OUT_FLOOD,
+    VID_PRESENT,
+)
+from classifier.l2table import I_HITS, I_MISSES, l2_learn, l2_lookup
+from classifier.parse import META_IN_PORT, META_LEN, parse_frame
+
+EGRESS_NOT_MEMBER = -1
+EGRESS_PORT_DOWN = -2
+INGRESS_DENY = -1
+
+MCAST_BIT = np.uint64(1 << 40)
+RESERVED_PREFIX = np.uint64(0x0180C2000000 >> 4)  # 01:80:c2:00:00:0X
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _egress_edit(eg: int, tagged: bool, vid: int) -> int:
+    if eg == 0:
+        return 0 if tagged else -1
+    if tagged and vid == eg:
+        return -1
+    return eg
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def switch_burst(
+    data: np.ndarray,
+    meta: np.ndarray,
+    burst: np.ndarray,
+    n: int,
+    keys: np.ndarray,
+    l2: np.ndarray,
+    info: np.ndarray,
+    vlan_map: np.ndarray,
+    now: int,
+    drops: np.ndarray,
+    out: np.ndarray,
+    out_start: np.ndarray,
+) -> int:
+    """Decide the output of every frame in ``burst[:n]`` and sort them into per-port queues."""
+    n_ports = vlan_map.shape[0]
+    count = out_start[1]
+    for p in range(n_ports + 1):
+        count[p] = 0
+    slot_len = data.shape[1]
+    # Pass 1: parse, ingress VLAN, learn, look up; count queue entries per output port.
+    for i in range(n):
+        s = burst[i]
+        in_port = meta[s, META_IN_PORT]
+        keys[s, K_DP_OUT] = OUT_DROP
+        parse_frame(data, s, min(meta[s, META_LEN], slot_len), keys)
+        reason = np.int64(keys[s, K_DROP])
+        if reason != 0:
+            drops[in_port, reason] += 1
+            continue
+        src = keys[s, K_ETH_SRC]
+        dst = keys[s, K_ETH_DST]
+        if src & MCAST_BIT:
+            keys[s, K_DROP] = DROP_RX_SRC_MULTICAST
+            drops[in_port, DROP_RX_SRC_MULTICAST] += 1
+            continue
+        if (dst >> np.uint64(4)) == RESERVED_PREFIX:
+            keys[s, K_DROP] = DROP_RESERVED_MULTICAST
+            drops[in_port, DROP_RESERVED_MULTICAST] += 1
+            continue
+        vid = np.int64(keys[s, K_VLAN_VID] & np.uint64(0xFFF))
+        vlan = np.int64(vlan_map[in_port, 0, vid])
+        if vlan < 0:
+            keys[s, K_DROP] = DROP_VLAN_FILTERED
+            drops[in_port, DROP_VLAN_FILTERED] += 1
+            continue
+        keys[s, K_DP_VLAN] = vlan
+        l2_learn(l2, info, vlan, src, in_port, now)
+        if not (dst & MCAST_BIT):
+            p = l2_lookup(l2, info, vlan, dst)
+            if p >= 0:
+                info[I_HITS] += 1
+                if p == in_port:
+                    keys[s, K_DROP] = DROP_SAME_PORT
+                    drops[in_port, DROP_SAME_PORT] += 1
+                    continue
+                eg = vlan_map[p, 1, vlan]
+                if eg < 0:
+                    reason = DROP_PORT_DOWN if eg == EGRESS_PORT_DOWN else DROP_VLAN_FILTERED
+                    keys[s, K_DROP] = reason
+                    drops[in_port, reason] += 1
+                    continue
+                keys[s, K_DP_OUT] = p
+                count[p] += 1
+                continue
+            info[I_MISSES] += 1
+        # Flood within the VLAN, never back to the ingress port.
+        copies = 0
+        for q in range(n_ports):
+            if q != in_port and vlan_map[q, 1, vlan] >= 0:
+                count[q] += 1
+                copies += 1
+        if copies == 0:
+            keys[s, K_DROP] = DROP_NO_OUTPUT_PORT
+            drops[in_port, DROP_NO_OUTPUT_PORT] += 1
+            continue
+        keys[s, K_DP_OUT] = OUT_FLOOD
+    # Counting sort: queue start offsets, then place entries in burst order.
+    start = out_start[0]
+    total = 0
+    for p in range(n_ports):
+        start[p] = total
+        total += count[p]
+        count[p] = start[p]
+    start[n_ports] = total
+    for i in range(n):
+        s = burst[i]
+        o = keys[s, K_DP_OUT]
+        if o == OUT_DROP:
+            continue
+        tagged = (keys[s, K_VLAN_VID] & np.uint64(VID_PRESENT)) != 0
+        vid = np.int64(keys[s, K_VLAN_VID] & np.uint64(0xFFF))
+        vlan = np.int64(keys[s, K_DP_VLAN])
+        if o == OUT_FLOOD:
+            in_port = meta[s, META_IN_PORT]
+            for q in range(n_ports):
+                if q != in_port:
+                    eg = np.int64(vlan_map[q, 1, vlan])
+                    if eg >= 0:
+                        pos = count[q]
+                        out[0, pos] = s
+                        out[1, pos] = _egress_edit(eg, tagged, vid)
+                        count[q] = pos + 1
+        else:
+            q = np.int64(o)
+            pos = count[q]
+            out[0, pos] = s
+            out[1, pos] = _egress_edit(np.int64(vlan_map[q, 1, vlan]), tagged, vid)
+            count[q] = pos + 1
+    return total

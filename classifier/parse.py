@@ -1,0 +1,233 @@
+"""Header parsing: a burst of frames into rows of the key array (see ``classifier.keys``).
+
+``parse_burst(data, meta, burst, n, keys)`` reads ``data[slot, :meta[slot, 0]]`` for each
+``slot`` in ``burst[:n]`` and writes ``keys[slot]``. Ethernet, one 802.1Q tag, ARP, IPv4,
+IPv6 (hop-by-hop, routing, destination-options and fragment headers skipped), TCP, UDP,
+ICMP and ICMPv6. A frame the switch cannot forward (runt, truncated tag) gets a drop
+reason in ``K_DROP``; a truncated L3/L4 header only sets a flag, as the frame can still be
+switched at layer 2.
+
+Unit test: ``tests/test_classifier.py``; micro-benchmark: ``python -m bench classify``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from classifier.drops import DROP_RX_RUNT, DROP_RX_VLAN_TRUNCATED
+from classifier.keys import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    ETH_TYPE_NONE,
+    ETH_TYPE_VLAN,
+    F_IP_FRAG,
+    F_IP_LATER_FRAG,
+    F_L3_TRUNCATED,
+    F_L4,
+    F_L4_TRUNCATED,
+    F_VLAN,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    K_ARP_OP,
+    K_ARP_SHA,
+    K_ARP_SPA,
+    K_ARP_THA,
+    K_ARP_TPA,
+    K_DROP,
+    K_ETH_DST,
+    K_ETH_SRC,
+    K_ETH_TYPE,
+    K_FLAGS,
+    K_IN_PORT,
+    K_IP_PROTO,
+    K_IP_TOS,
+    K_IPV6_DST_HI,
+    K_IPV6_DST_LO,
+    K_IPV6_SRC_HI,
+    K_IPV6_SRC_LO,
+    K_L3_OFS,
+    K_NW_DST,
+    K_NW_SRC,
+    K_TP_DST,
+    K_TP_SRC,
+    K_VLAN_PCP,
+    K_VLAN_VID,
+    VID_PRESENT,
+)
+
+# Column layout of the pool's per-slot metadata that the classifier reads
+# (the same as backends.pool.META_LEN / META_IN_PORT; vswitch checks they agree).
+META_LEN = 0
+META_IN_PORT = 1
+
+MAX_IPV6_EXT_HEADERS = 8
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _be16(d: np.ndarray, s: int, o: int) -> int:
+    return (np.int64(d[s, o]) << 8) | np.int64(d[s, o + 1])
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _be32(d: np.ndarray, s: int, o: int) -> int:
+    return (
+        (np.int64(d[s, o]) << 24)
+        | (np.int64(d[s, o + 1]) << 16)
+        | (np.int64(d[s, o + 2]) << 8)
+        | np.int64(d[s, o + 3])
+    )
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _be48(d: np.ndarray, s: int, o: int) -> int:
+    return (_be16(d, s, o) << 32) | _be32(d, s, o + 2)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _be64(d: np.ndarray, s: int, o: int) -> np.uint64:
+    return (np.uint64(_be32(d, s, o)) << np.uint64(32)) | np.uint64(_be32(d, s, o + 4))
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _parse_l4(d: np.ndarray, s: int, n: int, o: int, proto: int, flags: int, k: np.ndarray) -> int:
+    """Fill the L4 ports (or ICMP type/code) at offset ``o``; return the updated flags."""
+    if proto == IPPROTO_TCP:
+        need = 20
+    elif proto == IPPROTO_UDP:
+        need = 8
+    elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+        need = 4
+    else:
+        return flags
+    if o + need > n:
+        return flags | F_L4_TRUNCATED
+    if proto == IPPROTO_TCP or proto == IPPROTO_UDP:
+        k[s, K_TP_SRC] = _be16(d, s, o)
+        k[s, K_TP_DST] = _be16(d, s, o + 2)
+    else:
+        k[s, K_TP_SRC] = d[s, o]
+        k[s, K_TP_DST] = d[s, o + 1]
+    return flags | F_L4
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _parse_ipv4(d: np.ndarray, s: int, n: int, o: int, flags: int, k: np.ndarray) -> int:
+    if o + 20 > n:
+        return flags | F_L3_TRUNCATED
+    vihl = np.int64(d[s, o])
+    ihl = (vihl & 0xF) * 4
+    if (vihl >> 4) != 4 or ihl < 20 or o + ihl > n:
+        return flags | F_L3_TRUNCATED
+    k[s, K_IP_TOS] = d[s, o + 1]
+    proto = np.int64(d[s, o + 9])
+    k[s, K_IP_PROTO] = proto
+    k[s, K_NW_SRC] = _be32(d, s, o + 12)
+    k[s, K_NW_DST] = _be32(d, s, o + 16)
+    frag = _be16(d, s, o + 6)
+    if (frag & 0x3FFF) != 0:  # MF set or offset != 0
+        flags |= F_IP_FRAG
+    if (frag & 0x1FFF) != 0:
+        return flags | F_IP_LATER_FRAG
+    return _parse_l4(d, s, n, o + ihl, proto, flags, k)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _parse_ipv6(d: np.ndarray, s: int, n: int, o: int, flags: int, k: np.ndarray) -> int:
+    if o + 40 > n:
+        return flags | F_L3_TRUNCATED
+    k[s, K_IP_TOS] = ((np.int64(d[s, o]) & 0xF) << 4) | (np.int64(d[s, o + 1]) >> 4)
+    k[s, K_IPV6_SRC_HI] = _be64(d, s, o + 8)
+    k[s, K_IPV6_SRC_LO] = _be64(d, s, o + 16)
+    k[s, K_IPV6_DST_HI] = _be64(d, s, o + 24)
+    k[s, K_IPV6_DST_LO] = _be64(d, s, o + 32)
+    nh = np.int64(d[s, o + 6])
+    p = o + 40
+    for _ in range(MAX_IPV6_EXT_HEADERS):
+        if nh == 0 or nh == 43 or nh == 60 or nh == 44:
+            if p + 8 > n:
+                k[s, K_IP_PROTO] = nh
+                return flags | F_L3_TRUNCATED
+            nxt = np.int64(d[s, p])
+            if nh == 44:
+                flags |= F_IP_FRAG
+                if (_be16(d, s, p + 2) & 0xFFF8) != 0:
+                    flags |= F_IP_LATER_FRAG
+                p += 8
+            else:
+                p += (np.int64(d[s, p + 1]) + 1) * 8
+            nh = nxt
+        else:
+            break
+    k[s, K_IP_PROTO] = nh
+    if (flags & F_IP_LATER_FRAG) != 0:
+        return flags
+    if p > n:
+        return flags | F_L3_TRUNCATED
+    return _parse_l4(d, s, n, p, nh, flags, k)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _parse_arp(d: np.ndarray, s: int, n: int, o: int, flags: int, k: np.ndarray) -> int:
+    if o + 28 > n:
+        return flags | F_L3_TRUNCATED
+    # Ethernet/IPv4 ARP only (htype 1, ptype 0x0800, hlen 6, plen 4).
+    if _be16(d, s, o) == 1 and _be16(d, s, o + 2) == ETH_TYPE_IPV4 and d[s, o + 4] == 6 and d[s, o + 5] == 4:
+        k[s, K_ARP_OP] = _be16(d, s, o + 6)
+        k[s, K_ARP_SHA] = _be48(d, s, o + 8)
+        k[s, K_ARP_SPA] = _be32(d, s, o + 14)
+        k[s, K_ARP_THA] = _be48(d, s, o + 18)
+        k[s, K_ARP_TPA] = _be32(d, s, o + 24)
+    return flags
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def parse_frame(d: np.ndarray, s: int, n: int, k: np.ndarray) -> None:
+    """Parse frame ``d[s, :n]`` into key row ``k[s]`` (every field before ``K_IN_PORT`` rewritten).
+
+    Takes whole arrays and a row index rather than row views: views cost reference-count
+    updates on every branch.
+    """
+    for i in range(K_IN_PORT):
+        k[s, i] = 0
+    if n < 14:
+        k[s, K_DROP] = DROP_RX_RUNT
+        return
+    k[s, K_ETH_DST] = _be48(d, s, 0)
+    k[s, K_ETH_SRC] = _be48(d, s, 6)
+    et = _be16(d, s, 12)
+    o = 14
+    flags = 0
+    if et == ETH_TYPE_VLAN:
+        if n < 18:
+            k[s, K_DROP] = DROP_RX_VLAN_TRUNCATED
+            return
+        tci = _be16(d, s, 14)
+        k[s, K_VLAN_VID] = (tci & 0xFFF) | VID_PRESENT
+        k[s, K_VLAN_PCP] = tci >> 13
+        flags = F_VLAN
+        et = _be16(d, s, 16)
+        o = 18
+    if et < 0x600:
+        et = ETH_TYPE_NONE
+    k[s, K_ETH_TYPE] = et
+    k[s, K_L3_OFS] = o
+    if et == ETH_TYPE_IPV4:
+        flags = _parse_ipv4(d, s, n, o, flags, k)
+    elif et == ETH_TYPE_IPV6:
+        flags = _parse_ipv6(d, s, n, o, flags, k)
+    elif et == ETH_TYPE_ARP:
+        flags = _parse_arp(d, s, n, o, flags, k)
+    k[s, K_FLAGS] = flags
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def parse_burst(data: np.ndarray, meta: np.ndarray, burst: np.ndarray, n: int, keys: np.ndarray) -> None:
+    """Parse the frames in ``burst[:n]`` into ``keys[slot]`` (including ``K_IN_PORT``)."""
+    for i in range(n):
+        s = burst[i]
+        keys[s, K_IN_PORT] = meta[s, META_IN_PORT]
+        parse_frame(data, s, min(meta[s, META_LEN], data.shape[1]), keys)
