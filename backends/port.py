@@ -45,6 +45,8 @@ RX_OVERSIZE = 9      # rx: frame longer than a pool slot
 TX_QUEUE_FULL = 10   # tx: the device queue / ring was full (EAGAIN, ENOBUFS, ring slot busy)
 TX_ERROR = 11        # tx: the device refused the frame (other errno)
 RX_CSUM_FIXED = 12   # rx: L4 checksum completed in software (not a drop)
+RX_GSO_SPLIT = 13    # rx: a GSO super-frame was cut into MSS-sized frames in software (not a drop)
+RX_RING_FULL = 14    # rx: the kernel dropped frames because the port's receive ring was full
 PORT_COUNTERS = 16
 
 PORT_COUNTER_NAMES = {
@@ -63,6 +65,7 @@ PORT_DROP_REASONS = {
     "rx_oversize": RX_OVERSIZE,
     "tx_queue_full": TX_QUEUE_FULL,
     "tx_error": TX_ERROR,
+    "rx_ring_full": RX_RING_FULL,
 }
 
 

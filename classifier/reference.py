@@ -245,7 +245,7 @@ class ReferenceSwitch:
                 continue
             self._learn(vlan, src, in_port, now)
 
-            def edit(eg: int) -> int:
+            def edit(eg: int, tagged: bool = tagged, vid: int = vid) -> int:
                 if eg == 0:
                     return 0 if tagged else -1
                 return -1 if (tagged and vid == eg) else eg
