@@ -192,6 +192,10 @@ class ReferenceSwitch:
     def _learned_count(self) -> int:
         return sum(1 for e in self.table.values() if not e.static)
 
+    def learn_static_free(self, vlan: int, mac: int, port: int, now: int) -> None:
+        """Put a learned entry in the table directly (benchmark set-up), without the limit check."""
+        self.table[(vlan, mac)] = _Entry(port, now)
+
     def add_static(self, vlan: int, mac: int, port: int) -> None:
         self.table[(vlan, mac)] = _Entry(port, 0, True)
 

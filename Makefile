@@ -1,0 +1,50 @@
+# pyvswitch: `make demo` and `make test` set up a fresh Debian machine (as root) and run.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# Debian packages the demo and the tests need (installed only when missing).
+DEBS := iproute2 iputils-ping tcpdump procps python3-venv
+# ... and the benchmarks (Open vSwitch's userspace datapath is the comparison).
+BENCH_DEBS := openvswitch-switch
+PYTEST_ARGS ?= -q
+
+.PHONY: all debs bench-debs venv demo test lint bench clean
+
+all: venv
+
+debs:
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+bench-debs:
+	@$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q -e '.[test,bench]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import numba, numpy, pyroute2, pytest, hypothesis"
+	touch $@
+
+venv: debs $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/pyvswitch demo
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv lint
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+bench: venv bench-debs
+	$(PY) -m bench classify
+	$(PY) -m bench forward --port-type system --against ovs,linux-bridge
+	$(PY) -m bench forward --port-type tap --against ovs,linux-bridge
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,235 @@
+"""A pyvswitch bridge between hosts in network namespaces: real veth (system ports) and tap devices.
+
+Every test builds its own namespaces with unique names and removes them, also on failure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.netutil import Sniffer, flood_random_sources, mac_of, send_frames, unique
+from vswitch.bridge import Bridge
+from vswitch.hostnet import HostNet, run
+from vswitch.vlan import VlanConfig
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def net() -> Iterator[HostNet]:
+    hn = HostNet()
+    try:
+        yield hn
+    finally:
+        hn.cleanup()
+
+
+@pytest.fixture
+def bridges() -> Iterator[list[Bridge]]:
+    made: list[Bridge] = []
+    try:
+        yield made
+    finally:
+        for br in made:
+            br.close()
+
+
+def make_hosts(net: HostNet, stem: str, specs: list[tuple[str, str | None]]) -> dict[str, str]:
+    """Hosts ``stem+name`` with eth0 at ``ip``; returns name -> switch-side veth."""
+    ends = {}
+    for name, ip in specs:
+        ends[name] = f"{stem}{name}"
+        net.add_host(f"{stem}{name}", ends[name], ip)
+    return ends
+
+
+def test_ping_between_namespaces_over_system_and_tap_ports(net: HostNet, bridges: list[Bridge]) -> None:
+    stem = unique()
+    ends = make_hosts(net, stem, [("a", "10.90.0.1/24"), ("b", "10.90.0.2/24")])
+    net.add_netns(f"{stem}c")
+    br = Bridge(f"{stem}br")
+    bridges.append(br)
+    br.add_port(ends["a"], "system")
+    br.add_port(ends["b"], "system")
+    tap = f"{stem}t"
+    br.add_port(tap, "tap")
+    net.move_to_netns(tap, f"{stem}c", "10.90.0.3/24")
+
+    assert net.ping(f"{stem}a", "10.90.0.2")
+    assert net.ping(f"{stem}b", "10.90.0.1")
+    assert net.ping(f"{stem}a", "10.90.0.3")
+    assert net.ping(f"{stem}c", "10.90.0.2")
+
+    for name in (ends["a"], ends["b"], tap):
+        s = br.port_stats(name)
+        assert s["rx_packets"] >= 3 and s["tx_packets"] >= 3, (name, s)
+    fdb = {e["mac"]: e["port"] for e in br.fdb()}
+    assert fdb[mac_of(net, f"{stem}a")] == ends["a"]
+    assert fdb[mac_of(net, f"{stem}b")] == ends["b"]
+    assert fdb[mac_of(net, f"{stem}c", tap)] == tap
+    show = br.fdb_show().splitlines()
+    assert show[0] == " port  VLAN  MAC                Age"
+    assert any(line.split()[:3] == ["1", "0", mac_of(net, f"{stem}a")] for line in show[1:]), show
+
+
+def test_access_vlans_are_isolated(net: HostNet, bridges: list[Bridge]) -> None:
+    stem = unique()
+    # All four hosts share one subnet: only the VLANs keep them apart.
+    ends = make_hosts(net, stem, [("a1", "10.91.0.1/24"), ("a2", "10.91.0.2/24"),
+                                  ("b1", "10.91.0.3/24"), ("b2", "10.91.0.4/24")])
+    br = Bridge(f"{stem}br")
+    bridges.append(br)
+    for name in ("a1", "a2"):
+        br.add_port(ends[name], "system", VlanConfig(tag=10))
+    for name in ("b1", "b2"):
+        br.add_port(ends[name], "system", VlanConfig(tag=20))
+
+    sniff_b1 = Sniffer(f"{stem}b1", "eth0")
+    sniff_a2 = Sniffer(f"{stem}a2", "eth0")
+    assert net.ping(f"{stem}a1", "10.91.0.2")
+    assert not net.ping(f"{stem}a1", "10.91.0.3", count=2, deadline=3)
+    assert net.ping(f"{stem}b1", "10.91.0.4")
+    seen_b1 = sniff_b1.stop()
+    seen_a2 = sniff_a2.stop()
+    a1_mac = mac_of(net, f"{stem}a1")
+    b1_mac = mac_of(net, f"{stem}b1")
+    assert not [line for line in seen_b1 if a1_mac in line], seen_b1
+    assert not [line for line in seen_a2 if b1_mac in line], seen_a2
+    assert [line for line in seen_a2 if a1_mac in line]  # the sniffer does see its own VLAN
+    vlans = {(e["mac"], e["vlan"]) for e in br.fdb()}
+    assert (a1_mac, 10) in vlans and (b1_mac, 20) in vlans
+
+
+def test_trunk_port_carries_tagged_frames(net: HostNet, bridges: list[Bridge]) -> None:
+    # This kernel has no 802.1Q devices, so the trunk host speaks VLANs through raw sockets and tcpdump.
+    stem = unique()
+    ends = make_hosts(net, stem, [("a", "10.92.0.1/24"), ("b", "10.92.0.2/24"), ("t", None)])
+    br = Bridge(f"{stem}br")
+    bridges.append(br)
+    br.add_port(ends["a"], "system", VlanConfig(tag=10))
+    br.add_port(ends["b"], "system", VlanConfig(tag=20))
+    br.add_port(ends["t"], "system", VlanConfig(trunks=(10, 20), vlan_mode="trunk"))
+    a_mac, b_mac = mac_of(net, f"{stem}a"), mac_of(net, f"{stem}b")
+    t_mac = bytes.fromhex(mac_of(net, f"{stem}t").replace(":", ""))
+
+    # Access -> trunk: a's and b's ARP broadcasts reach the trunk tagged 10 and 20.
+    sniff_t = Sniffer(f"{stem}t", "eth0", "arp")
+    net.ping(f"{stem}a", "10.92.0.99", count=1, deadline=2)
+    net.ping(f"{stem}b", "10.92.0.98", count=1, deadline=2)
+    trunk_lines = sniff_t.stop()
+    from_a = [line for line in trunk_lines if line.split()[1] == a_mac]
+    from_b = [line for line in trunk_lines if line.split()[1] == b_mac]
+    assert from_a and all("vlan 10," in line for line in from_a), trunk_lines
+    assert from_b and all("vlan 20," in line for line in from_b), trunk_lines
+
+    # Trunk -> access: a frame tagged 10 reaches a untagged and never b.
+    sniff_a = Sniffer(f"{stem}a", "eth0", "ether proto 0x88b5")
+    sniff_b = Sniffer(f"{stem}b", "eth0", "ether proto 0x88b5")
+    tagged10 = b"\xff" * 6 + t_mac + b"\x81\x00\x00\x0a\x88\xb5" + b"tagged-ten".ljust(46, b"\0")
+    assert send_frames(net, f"{stem}t", "eth0", [tagged10] * 3) == 3
+    a_lines, b_lines = sniff_a.stop(), sniff_b.stop()
+    assert len(a_lines) == 3 and not [line for line in a_lines if "vlan" in line], a_lines
+    assert b_lines == []
+
+    # VLAN 30 is not in trunks: frames tagged 30 are dropped and counted.
+    tagged30 = b"\xff" * 6 + t_mac + b"\x81\x00\x00\x1e\x88\xb5" + b"\0" * 46
+    before = br.port_stats(ends["t"])["vlan_filtered"]
+    assert send_frames(net, f"{stem}t", "eth0", [tagged30] * 5) == 5
+    time.sleep(0.5)
+    assert br.port_stats(ends["t"])["vlan_filtered"] - before == 5
+
+
+def test_learned_unicast_reaches_only_its_port(net: HostNet, bridges: list[Bridge]) -> None:
+    stem = unique()
+    ends = make_hosts(net, stem, [("a", "10.93.0.1/24"), ("b", "10.93.0.2/24"),
+                                  ("c", "10.93.0.3/24")])
+    br = Bridge(f"{stem}br")
+    bridges.append(br)
+    for name in ("a", "b", "c"):
+        br.add_port(ends[name], "system")
+    assert net.ping(f"{stem}a", "10.93.0.2")  # ARP is flooded once, then both MACs are learned
+    sniff_c = Sniffer(f"{stem}c", "eth0", "icmp")
+    assert net.ping(f"{stem}a", "10.93.0.2", count=5)
+    assert sniff_c.stop() == []
+    assert br.fdb_stats()["hits"] >= 10
+
+
+def test_learned_macs_age_out(net: HostNet, bridges: list[Bridge]) -> None:
+    stem = unique()
+    ends = make_hosts(net, stem, [("a", "10.94.0.1/24"), ("b", "10.94.0.2/24")])
+    br = Bridge(f"{stem}br", mac_aging_time=2)
+    bridges.append(br)
+    br.add_port(ends["a"], "system")
+    br.add_port(ends["b"], "system")
+    assert net.ping(f"{stem}a", "10.94.0.2", count=1)
+    a_mac = mac_of(net, f"{stem}a")
+    assert a_mac in {e["mac"] for e in br.fdb()}
+    deadline = time.monotonic() + 8
+    while a_mac in {e["mac"] for e in br.fdb()} and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert a_mac not in {e["mac"] for e in br.fdb()}
+    assert br.fdb_stats()["aged"] >= 1
+
+
+def test_mac_table_limit_under_a_flood_of_random_sources(net: HostNet, bridges: list[Bridge]) -> None:
+    stem = unique()
+    ends = make_hosts(net, stem, [("a", "10.95.0.1/24"), ("b", "10.95.0.2/24"),
+                                  ("x", None)])
+    br = Bridge(f"{stem}br")  # default mac-table-size 8192
+    bridges.append(br)
+    for name in ("a", "b", "x"):
+        br.add_port(ends[name], "system")
+    assert net.ping(f"{stem}a", "10.95.0.2", count=1)
+    assert flood_random_sources(net, f"{stem}x", "eth0", 20000) == 20000
+    deadline = time.monotonic() + 10
+    while br.port_stats(ends["x"])["rx_packets"] < 20000 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stats = br.fdb_stats()
+    received = br.port_stats(ends["x"])["rx_packets"]
+    assert received >= 19000, received  # a few may be lost in the kernel's queues
+    assert stats["current"] == 8192
+    assert stats["table_full"] >= received - 8192
+    assert br.drop_stats()["mac_table_full"] == stats["table_full"]
+    # The hosts learned before the flood keep their entries and still reach each other.
+    assert net.ping(f"{stem}a", "10.95.0.2", count=2)
+    assert net.ping(f"{stem}b", "10.95.0.1", count=2)
+
+
+def test_malformed_and_oversize_frames_are_counted_and_dropped(net: HostNet, bridges: list[Bridge]) -> None:
+    stem = unique()
+    ends = make_hosts(net, stem, [("a", "10.96.0.1/24"), ("b", "10.96.0.2/24")])
+    net.add_netns(f"{stem}c")
+    br = Bridge(f"{stem}br")
+    bridges.append(br)
+    br.add_port(ends["a"], "system")
+    br.add_port(ends["b"], "system")
+    tap = f"{stem}t"
+    br.add_port(tap, "tap")
+    net.move_to_netns(tap, f"{stem}c", "10.96.0.3/24")
+    assert net.ping(f"{stem}a", "10.96.0.2", count=1)
+
+    # Through the tap: the kernel hands the switch these frames exactly as sent.
+    src = bytes.fromhex(mac_of(net, f"{stem}c", tap).replace(":", ""))
+    runt = b"\xff" * 6 + src[:4]                                   # 10 bytes: no full Ethernet header
+    short_tag = b"\xff" * 6 + src + b"\x81\x00\x00"                # tag cut after 1 byte of TCI
+    good = b"\xff" * 6 + src + b"\x88\xb5" + b"\0" * 46
+    sent = send_frames(net, f"{stem}c", tap, [short_tag] * 3 + [runt] * 2 + [good])
+    time.sleep(0.5)
+    stats = br.port_stats(tap)
+    assert stats["rx_vlan_truncated"] == 3
+    assert sent == 6 and stats["rx_runt"] == 2, (sent, stats)
+    # Frames longer than a pool slot (2048 bytes): jumbo MTU on host a and its switch port.
+    run(["ip", "link", "set", ends["a"], "mtu", "9000"])
+    net.exec(f"{stem}a", ["ip", "link", "set", "eth0", "mtu", "9000"])
+    before = br.port_stats(ends["a"])["rx_oversize"]
+    net.exec(f"{stem}a", ["ping", "-c", "2", "-i", "0.2", "-W", "1", "-s", "4000", "-M", "dont", "10.96.0.2"],
+             check=False)
+    time.sleep(0.3)
+    assert br.port_stats(ends["a"])["rx_oversize"] - before >= 2
+    assert br.drop_stats()["rx_oversize"] >= 2
+    # The switch keeps forwarding normal frames.
+    assert net.ping(f"{stem}a", "10.96.0.2", count=2)
+    assert net.ping(f"{stem}c", "10.96.0.1", count=2)

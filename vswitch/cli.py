@@ -1,0 +1,155 @@
+"""The ``pyvswitch`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+
+from vswitch.vlan import VlanConfig, VlanConfigError
+
+PORT_SPEC_HELP = """\
+A port is TYPE:NAME[,tag=N][,trunks=A,B,...][,vlan_mode=MODE]:
+  TYPE       system (an existing netdev: veth, NIC), tap (created), internal (created)
+  tag        access VLAN (0-4095); with no vlan_mode the port is an access port
+  trunks     VLANs a trunk port carries (default: all)
+  vlan_mode  access | trunk | native-tagged | native-untagged (OVS's meanings)
+Examples: system:veth1   tap:vm1tap,tag=10   system:uplink,trunks=10,20,vlan_mode=trunk
+"""
+
+
+def parse_port_spec(spec: str) -> tuple[str, str, VlanConfig]:
+    """``TYPE:NAME[,key=value...]`` as (type, name, VLAN settings); ValueError with a reason."""
+    head, _, rest = spec.partition(",")
+    if ":" not in head:
+        raise ValueError(f"port {spec!r}: expected TYPE:NAME, e.g. system:veth1")
+    ptype, name = head.split(":", 1)
+    if ptype not in ("system", "tap", "internal"):
+        raise ValueError(f"port {spec!r}: type {ptype!r} is not one of system, tap, internal")
+    if not name or len(name) > 15:
+        raise ValueError(f"port {spec!r}: interface names are 1 to 15 characters")
+    opts: dict[str, str] = {}
+    last = None
+    for token in filter(None, rest.split(",")):
+        if "=" in token:
+            last, value = token.split("=", 1)
+            if last not in ("tag", "trunks", "vlan_mode"):
+                raise ValueError(f"port {spec!r}: unknown setting {last!r} (tag, trunks, vlan_mode)")
+            opts[last] = value
+        elif last == "trunks":
+            opts["trunks"] += "," + token
+        else:
+            raise ValueError(f"port {spec!r}: {token!r} is not key=value")
+    try:
+        vlan = VlanConfig(
+            tag=int(opts["tag"]) if "tag" in opts else None,
+            trunks=tuple(int(v) for v in opts["trunks"].split(",")) if "trunks" in opts else (),
+            vlan_mode=opts.get("vlan_mode"),
+        )
+    except VlanConfigError as exc:
+        raise ValueError(f"port {spec!r}: {exc}") from None
+    except ValueError:
+        raise ValueError(f"port {spec!r}: tag and trunks take VLAN numbers") from None
+    return ptype, name, vlan
+
+
+def cmd_bridge(args: argparse.Namespace) -> int:
+    """Run one bridge in the foreground until SIGINT/SIGTERM."""
+    from vswitch.bridge import Bridge, BridgeError
+
+    try:
+        specs = [parse_port_spec(s) for s in args.port]
+    except ValueError as exc:
+        print(f"pyvswitch bridge: {exc}", file=sys.stderr)
+        return 2
+    bridge = Bridge(args.name, mac_table_size=args.mac_table_size, mac_aging_time=args.mac_aging_time)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        for ptype, name, vlan in specs:
+            try:
+                bridge.add_port(name, ptype, vlan)
+            except (BridgeError, OSError) as exc:
+                print(f"pyvswitch bridge: port {name}: {exc}", file=sys.stderr)
+                return 1
+        ports = ", ".join(f"{bp.name} (ofport {bp.ofport}, {bp.vlan.describe()})" for bp in bridge.ports.values())
+        print(f"pyvswitch: bridge {args.name} ready: {ports}", flush=True)
+        next_stats = time.monotonic() + args.stats_interval if args.stats_interval else None
+        while not stop.wait(0.2):
+            if next_stats and time.monotonic() >= next_stats:
+                next_stats += args.stats_interval
+                print(bridge.stats_table(), flush=True)
+        print(bridge.stats_table(), end="", flush=True)
+        drops = {k: v for k, v in bridge.drop_stats().items() if v}
+        print("drops: " + (", ".join(f"{k}={v}" for k, v in drops.items()) or "none"), flush=True)
+        return 0
+    finally:
+        bridge.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo (see ``vswitch.demo``)."""
+    from vswitch.demo import run_demo
+
+    return run_demo(verbose=args.verbose)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="pyvswitch",
+        description="A software-defined virtual switch for Linux hosts, with numba fast paths.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the switch does")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "bridge",
+        help="run one bridge over the given ports in the foreground",
+        description="Switch frames between ports (MAC learning, OVS VLAN modes) until Ctrl-C or SIGTERM. "
+        "Prints a line with 'ready' once forwarding, and the port counters at exit.",
+        epilog=PORT_SPEC_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", help="bridge name, e.g. br0")
+    p.add_argument("--port", action="append", default=[], metavar="TYPE:NAME[,...]",
+                   help="a port (repeat for more); see below")
+    p.add_argument("--mac-table-size", type=int, default=8192, metavar="N",
+                   help="maximum learned MACs (OVS mac-table-size, default 8192)")
+    p.add_argument("--mac-aging-time", type=int, default=300, metavar="SECONDS",
+                   help="seconds before an unused learned MAC is forgotten (default 300)")
+    p.add_argument("--stats-interval", type=float, default=0, metavar="SECONDS",
+                   help="print the port counters every SECONDS (default: only at exit)")
+    p.set_defaults(func=cmd_bridge)
+
+    p = sub.add_parser(
+        "demo",
+        help="two namespaces and a tap host pinging each other through a pyvswitch bridge",
+        description="Creates namespaces pvdemo-a, pvdemo-b (veth to system ports) and pvdemo-c (on a tap "
+        "port), pings between them through pyvswitch, prints the port counters and the learned MACs, and "
+        "removes everything it created, also on Ctrl-C or failure. Needs root.",
+    )
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pyvswitch`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

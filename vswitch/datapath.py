@@ -1,0 +1,267 @@
+"""The datapath: one thread per bridge moving bursts port -> classifier -> ports, with adaptive polling.
+
+```
+        ┌────────── busy-poll while bursts come back non-empty ──────────┐
+        ▼                                                                │
+ rx_burst of every port ─► switch_burst (parse, VLAN, learn, lookup, sort) ─► tx_burst per port
+        ▲                                                                │
+        └─ epoll on the ports' wake-up fds + the control eventfd ◄── IDLE_POLLS empty polls
+```
+
+The datapath thread owns every array it touches (pool, keys, L2 table, VLAN map, queues).
+The control side never writes them: it queues a function with ``call()`` and the datapath
+runs it between bursts, so the hot path takes no lock. Per-burst Python work is O(ports);
+per-frame work happens only inside numba kernels.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+
+from backends.pool import META_IN_PORT as POOL_META_IN_PORT
+from backends.pool import META_LEN as POOL_META_LEN
+from backends.pool import PacketPool
+from backends.port import Port
+from classifier import parse as _parse
+from classifier.drops import N_DROPS
+from classifier.keys import NKEYS
+from classifier.l2switch import switch_burst
+from classifier.l2table import DEFAULT_AGING, DEFAULT_LIMIT, I_AGING, l2_age, make_l2table
+
+if (POOL_META_LEN, POOL_META_IN_PORT) != (_parse.META_LEN, _parse.META_IN_PORT):
+    raise ImportError("backends.pool and classifier.parse disagree on the slot metadata layout")
+
+log = logging.getLogger(__name__)
+
+BURST = 256              # frames taken from one port per poll
+MAX_BURST = 1024         # frames switched per iteration, over all ports
+IDLE_POLLS = 32          # empty polls in a row before blocking in epoll
+AGING_TICK = 1.0         # seconds between aging passes (and the longest epoll wait)
+
+
+class PmdStats:
+    """Counters of the polling loop (``dpif-pyvswitch/pmd-stats-show``)."""
+
+    def __init__(self) -> None:
+        self.iterations = 0
+        self.busy_polls = 0
+        self.idle_polls = 0
+        self.sleeps = 0
+        self.packets = 0
+        self.bursts = 0
+        self.busy_ns = 0
+
+    def as_dict(self) -> dict[str, float]:
+        """Snapshot with derived averages."""
+        return {
+            "iterations": self.iterations,
+            "busy_polls": self.busy_polls,
+            "idle_polls": self.idle_polls,
+            "sleeps": self.sleeps,
+            "packets": self.packets,
+            "bursts": self.bursts,
+            "avg_burst": self.packets / self.bursts if self.bursts else 0.0,
+            "ns_per_packet": self.busy_ns / self.packets if self.packets else 0.0,
+        }
+
+
+class Datapath:
+    """The forwarding engine of one bridge: ports by number, the L2 table, the VLAN map, the thread."""
+
+    def __init__(
+        self,
+        name: str,
+        n_slots: int = 8192,
+        slot_size: int = 2048,
+        mac_table_size: int = DEFAULT_LIMIT,
+        mac_aging_time: int = DEFAULT_AGING,
+    ) -> None:
+        self.name = name
+        self.pool = PacketPool(n_slots, slot_size)
+        self.keys = np.zeros((n_slots, NKEYS), dtype=np.uint64)
+        self.burst = np.zeros(MAX_BURST, dtype=np.int32)
+        self.l2, self.l2_info = make_l2table(mac_table_size, mac_aging_time)
+        self.ports: list[Port | None] = []
+        self.vlan_map = np.zeros((0, 2, 4096), dtype=np.int16)
+        self.drops = np.zeros((0, N_DROPS), dtype=np.int64)
+        self._alloc_queues(0)
+        self.pmd = PmdStats()
+        self.t0 = time.monotonic()
+        self._calls: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll = select.epoll()
+        self._epoll.register(self._wake_fd, select.EPOLLIN)
+        self._watched: set[int] = set()
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self._last_aging = 0.0
+
+    # ------------------------------------------------------------ time
+    def now(self) -> int:
+        """Seconds since the datapath started (the L2 table's clock)."""
+        return int(time.monotonic() - self.t0)
+
+    # ------------------------------------------------------------ control side
+    def call(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Run ``fn`` on the datapath thread between bursts and return its result."""
+        if self._thread is None or not self._thread.is_alive() or threading.current_thread() is self._thread:
+            return fn()
+        fut: Future = Future()
+        self._calls.append((fn, fut))
+        os.eventfd_write(self._wake_fd, 1)
+        return fut.result(timeout)
+
+    def start(self) -> None:
+        """Start the datapath thread."""
+        if self._thread is not None:
+            return
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name=f"datapath-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (ports stay open; the bridge closes them)."""
+        self._running = False
+        if self._thread is not None:
+            os.eventfd_write(self._wake_fd, 1)
+            self._thread.join(5)
+            self._thread = None
+
+    def close(self) -> None:
+        """Stop and release the epoll and eventfd."""
+        self.stop()
+        self._epoll.close()
+        os.close(self._wake_fd)
+
+    # ------------------------------------------------------------ ports (datapath thread)
+    def _alloc_queues(self, n_ports: int) -> None:
+        self.out = np.zeros((2, MAX_BURST * max(1, n_ports - 1)), dtype=np.int32)
+        self.out_slots = self.out[0]
+        self.out_vlans = self.out[1]
+        self.out_start = np.zeros((2, n_ports + 1), dtype=np.int32)
+
+    def attach(self, port: Port) -> int:
+        """Give ``port`` the lowest free port number and start polling it; returns the number."""
+        try:
+            port_no = self.ports.index(None)
+        except ValueError:
+            port_no = len(self.ports)
+            self.ports.append(None)
+            n = len(self.ports)
+            vlan_map = np.zeros((n, 2, 4096), dtype=np.int16)
+            vlan_map[: n - 1] = self.vlan_map
+            vlan_map[n - 1] = -1
+            drops = np.zeros((n, N_DROPS), dtype=np.int64)
+            drops[: n - 1] = self.drops
+            self.vlan_map, self.drops = vlan_map, drops
+            self._alloc_queues(n)
+        self.drops[port_no] = 0
+        port.port_no = port_no
+        self.ports[port_no] = port
+        for fd in port.wakeup_fds():
+            self._epoll.register(fd, select.EPOLLIN)
+            self._watched.add(fd)
+        return port_no
+
+    def detach(self, port: Port) -> None:
+        """Stop polling ``port`` and forget what was learned on it (static entries included)."""
+        from classifier.l2table import l2_flush
+
+        port_no = port.port_no
+        for fd in port.wakeup_fds():
+            if fd in self._watched:
+                self._epoll.unregister(fd)
+                self._watched.discard(fd)
+        self.vlan_map[port_no] = -1
+        self.ports[port_no] = None
+        l2_flush(self.l2, self.l2_info, port_no, True)
+
+    # ------------------------------------------------------------ the loop
+    def poll_once(self) -> int:
+        """One iteration: receive from every port, switch, transmit; returns frames switched."""
+        pool = self.pool
+        burst = self.burst
+        total = 0
+        for port in self.ports:
+            if port is not None and total < MAX_BURST:
+                total += port.rx_burst(pool, burst, total, min(BURST, MAX_BURST - total))
+        if total == 0:
+            return 0
+        switch_burst(pool.data, pool.meta, burst, total, self.keys, self.l2, self.l2_info,
+                     self.vlan_map, self.now(), self.drops, self.out, self.out_start)
+        start = self.out_start[0]
+        for port_no, port in enumerate(self.ports):
+            count = start[port_no + 1] - start[port_no]
+            if count and port is not None:
+                port.tx_burst(pool, self.out_slots, self.out_vlans, int(start[port_no]), int(count))
+        pool.free(burst, total)
+        return total
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            fn, fut = self._calls.popleft()
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn())
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    fut.set_exception(exc)
+
+    def _age(self) -> None:
+        t = time.monotonic()
+        if t - self._last_aging >= AGING_TICK:
+            self._last_aging = t
+            l2_age(self.l2, self.l2_info, self.now())
+
+    def _run(self) -> None:
+        idle = 0
+        pmd = self.pmd
+        while self._running:
+            if self._calls:
+                self._run_calls()
+            t = time.perf_counter_ns()
+            try:
+                n = self.poll_once()
+            except Exception:  # a bug must not kill forwarding for good: log, count, go on
+                log.exception("datapath %s: iteration failed", self.name)
+                n = 0
+            pmd.iterations += 1
+            if n:
+                pmd.busy_polls += 1
+                pmd.packets += n
+                pmd.bursts += 1
+                pmd.busy_ns += time.perf_counter_ns() - t
+                idle = 0
+                continue
+            pmd.idle_polls += 1
+            idle += 1
+            if idle >= IDLE_POLLS:
+                idle = 0
+                self._age()
+                pmd.sleeps += 1
+                for fd, _ev in self._epoll.poll(AGING_TICK):
+                    if fd == self._wake_fd:
+                        try:
+                            os.eventfd_read(self._wake_fd)
+                        except BlockingIOError:
+                            pass
+        self._run_calls()
+
+    # ------------------------------------------------------------ settings
+    def set_mac_table(self, size: int, aging: int) -> None:
+        """Apply ``mac-table-size`` and ``mac-aging-time`` (a new size starts an empty table)."""
+        from classifier.l2table import I_LIMIT
+
+        if size != int(self.l2_info[I_LIMIT]):
+            self.l2, self.l2_info = make_l2table(size, aging)
+        else:
+            self.l2_info[I_AGING] = aging
