@@ -211,16 +211,16 @@ def test_malformed_and_oversize_frames_are_counted_and_dropped(net: HostNet, bri
     net.move_to_netns(tap, f"{stem}c", "10.96.0.3/24")
     assert net.ping(f"{stem}a", "10.96.0.2", count=1)
 
-    # Through the tap: the kernel hands the switch these frames exactly as sent.
+    # Through the tap: the kernel hands the switch these frames exactly as sent. (Linux refuses
+    # to send frames shorter than an Ethernet header, so runts are covered by the kernel tests.)
     src = bytes.fromhex(mac_of(net, f"{stem}c", tap).replace(":", ""))
-    runt = b"\xff" * 6 + src[:4]                                   # 10 bytes: no full Ethernet header
     short_tag = b"\xff" * 6 + src + b"\x81\x00\x00"                # tag cut after 1 byte of TCI
     good = b"\xff" * 6 + src + b"\x88\xb5" + b"\0" * 46
-    sent = send_frames(net, f"{stem}c", tap, [short_tag] * 3 + [runt] * 2 + [good])
-    time.sleep(0.5)
+    sniff_b = Sniffer(f"{stem}b", "eth0", "ether proto 0x88b5 or vlan")
+    assert send_frames(net, f"{stem}c", tap, [short_tag] * 3 + [good]) == 4
+    assert len(sniff_b.stop()) == 1  # only the good frame is forwarded
     stats = br.port_stats(tap)
     assert stats["rx_vlan_truncated"] == 3
-    assert sent == 6 and stats["rx_runt"] == 2, (sent, stats)
     # Frames longer than a pool slot (2048 bytes): jumbo MTU on host a and its switch port.
     run(["ip", "link", "set", ends["a"], "mtu", "9000"])
     net.exec(f"{stem}a", ["ip", "link", "set", "eth0", "mtu", "9000"])
@@ -233,3 +233,56 @@ def test_malformed_and_oversize_frames_are_counted_and_dropped(net: HostNet, bri
     # The switch keeps forwarding normal frames.
     assert net.ping(f"{stem}a", "10.96.0.2", count=2)
     assert net.ping(f"{stem}c", "10.96.0.1", count=2)
+
+
+def test_idle_switch_sleeps_in_epoll(net: HostNet, bridges: list[Bridge]) -> None:
+    stem = unique()
+    ends = make_hosts(net, stem, [("a", "10.97.0.1/24"), ("b", "10.97.0.2/24")])
+    br = Bridge(f"{stem}br")
+    bridges.append(br)
+    br.add_port(ends["a"], "system")
+    br.add_port(ends["b"], "system")
+    br.add_port(f"{stem}t", "tap")
+    assert net.ping(f"{stem}a", "10.97.0.2", count=1)
+    time.sleep(0.5)
+    cpu0, sleeps0, t0 = time.process_time(), br.dp.pmd.sleeps, time.monotonic()
+    time.sleep(3)
+    busy = (time.process_time() - cpu0) / (time.monotonic() - t0)
+    assert busy < 0.02, f"idle switch used {busy:.1%} of a core"
+    assert br.dp.pmd.sleeps > sleeps0
+    # ... and wakes up at once when traffic comes back.
+    assert net.ping(f"{stem}a", "10.97.0.2", count=2)
+
+
+def test_cli_bridge_runs_until_sigterm_and_prints_counters(net: HostNet) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    stem = unique()
+    ends = make_hosts(net, stem, [("a", "10.98.0.1/24"), ("b", "10.98.0.2/24")])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vswitch.cli", "bridge", f"{stem}br", "--port", f"system:{ends['a']},tag=5",
+         "--port", f"system:{ends['b']},tag=5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "ready" in line and "access tag=5" in line, line
+        assert net.ping(f"{stem}a", "10.98.0.2", count=2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    rows = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.startswith(stem)}
+    assert int(rows[ends["a"]][2]) >= 2  # rx_packets
+
+
+def test_cli_rejects_bad_port_specs_with_a_reason() -> None:
+    import subprocess
+    import sys
+
+    for spec, reason in (("veth1", "expected TYPE:NAME"), ("dpdk:x", "is not one of"),
+                         ("system:x,tag=5000", "outside 0..4095"), ("system:x,color=red", "unknown setting")):
+        proc = subprocess.run([sys.executable, "-m", "vswitch.cli", "bridge", "br9", "--port", spec],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and reason in proc.stderr, (spec, proc.stderr)
