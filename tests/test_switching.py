@@ -286,3 +286,22 @@ def test_cli_rejects_bad_port_specs_with_a_reason() -> None:
         proc = subprocess.run([sys.executable, "-m", "vswitch.cli", "bridge", "br9", "--port", spec],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and reason in proc.stderr, (spec, proc.stderr)
+
+
+def test_static_mac_is_never_moved_nor_aged(net: HostNet, bridges: list[Bridge]) -> None:
+    stem = unique()
+    ends = make_hosts(net, stem, [("a", "10.99.0.1/24"), ("b", "10.99.0.2/24")])
+    br = Bridge(f"{stem}br", mac_aging_time=1)
+    bridges.append(br)
+    br.add_port(ends["a"], "system")
+    br.add_port(ends["b"], "system")
+    b_mac = mac_of(net, f"{stem}b")
+    br.add_static_mac(ends["b"], b_mac)
+    # Host a forges frames with b's MAC as source: the static entry stays on b's port.
+    spoof = b"\xff" * 6 + bytes.fromhex(b_mac.replace(":", "")) + b"\x88\xb5" + b"\0" * 46
+    assert send_frames(net, f"{stem}a", "eth0", [spoof] * 4) == 4
+    time.sleep(2.5)  # longer than the aging time
+    entry = [e for e in br.fdb() if e["mac"] == b_mac]
+    assert entry == [{"ofport": 2, "port": ends["b"], "vlan": 0, "mac": b_mac, "age": 0, "static": True}]
+    assert br.fdb_stats()["static_move_refused"] == 4
+    assert net.ping(f"{stem}a", "10.99.0.2", count=2)

@@ -76,6 +76,15 @@ def cmd_bridge(args: argparse.Namespace) -> int:
             except (BridgeError, OSError) as exc:
                 print(f"pyvswitch bridge: port {name}: {exc}", file=sys.stderr)
                 return 1
+        for spec in args.static_mac:
+            parts = spec.split(",")
+            try:
+                if len(parts) not in (2, 3):
+                    raise BridgeError("expected PORT,MAC[,VLAN]")
+                bridge.add_static_mac(parts[0], parts[1], int(parts[2]) if len(parts) == 3 else 0)
+            except (BridgeError, ValueError) as exc:
+                print(f"pyvswitch bridge: --static-mac {spec}: {exc}", file=sys.stderr)
+                return 2
         ports = ", ".join(f"{bp.name} (ofport {bp.ofport}, {bp.vlan.describe()})" for bp in bridge.ports.values())
         print(f"pyvswitch: bridge {args.name} ready: {ports}", flush=True)
         next_stats = time.monotonic() + args.stats_interval if args.stats_interval else None
@@ -122,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maximum learned MACs (OVS mac-table-size, default 8192)")
     p.add_argument("--mac-aging-time", type=int, default=300, metavar="SECONDS",
                    help="seconds before an unused learned MAC is forgotten (default 300)")
+    p.add_argument("--static-mac", action="append", default=[], metavar="PORT,MAC[,VLAN]",
+                   help="pin MAC (in VLAN, default 0) to PORT: never aged, never moved (a VM's configured MAC)")
     p.add_argument("--stats-interval", type=float, default=0, metavar="SECONDS",
                    help="print the port counters every SECONDS (default: only at exit)")
     p.set_defaults(func=cmd_bridge)
