@@ -8,7 +8,9 @@ burst ──► parse ──► ingress VLAN ──► learn (VLAN, src) ──�
 ``switch_burst(data, meta, burst, n, keys, l2, info, vlan_map, now, drops, out, out_start)``
 
 * ``data``, ``meta``, ``burst[:n]``: the frames (see ``backends.pool``).
-* ``keys``: ``uint64[n_slots, NKEYS]`` parsed headers (``classifier.keys``), filled here.
+* ``keys``: ``uint64[n_slots, NKEYS]`` parsed headers (``classifier.keys``): the L2 fields
+  (``parse_l2``) and the ``K_DP_*`` decision columns are filled here; L3/L4 fields are left
+  alone (``parse_burst`` fills them when flow tables need them).
 * ``l2``, ``info``: the L2 table (``classifier.l2table``).
 * ``vlan_map``: ``int16[n_ports, 2, 4096]``, the VLAN configuration of each port:
   ``vlan_map[p, 0, vid]`` is the bridge VLAN of a frame received on ``p`` with 802.1Q VID
@@ -54,7 +56,7 @@ from classifier.keys import (
     VID_PRESENT,
 )
 from classifier.l2table import I_HITS, I_MISSES, l2_learn, l2_lookup
-from classifier.parse import META_IN_PORT, META_LEN, parse_frame
+from classifier.parse import META_IN_PORT, META_LEN, parse_l2
 
 EGRESS_NOT_MEMBER = -1
 EGRESS_PORT_DOWN = -2
@@ -99,8 +101,7 @@ def switch_burst(
         s = burst[i]
         in_port = meta[s, META_IN_PORT]
         keys[s, K_DP_OUT] = OUT_DROP
-        parse_frame(data, s, min(meta[s, META_LEN], slot_len), keys)
-        reason = np.int64(keys[s, K_DROP])
+        reason = parse_l2(data, s, min(meta[s, META_LEN], slot_len), keys)
         if reason != 0:
             drops[in_port, reason] += 1
             continue

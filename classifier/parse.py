@@ -185,36 +185,60 @@ def _parse_arp(d: np.ndarray, s: int, n: int, o: int, flags: int, k: np.ndarray)
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def parse_frame(d: np.ndarray, s: int, n: int, k: np.ndarray) -> None:
-    """Parse frame ``d[s, :n]`` into key row ``k[s]`` (every field before ``K_IN_PORT`` rewritten).
+def parse_l2(d: np.ndarray, s: int, n: int, k: np.ndarray) -> int:
+    """Parse the Ethernet header and 802.1Q tag of frame ``d[s, :n]`` into ``k[s]``.
 
-    Takes whole arrays and a row index rather than row views: views cost reference-count
-    updates on every branch.
+    Writes ``K_ETH_DST`` .. ``K_L3_OFS``, ``K_FLAGS`` and ``K_DROP``; returns the drop reason
+    (0 when the frame can be switched). This is all the NORMAL action needs.
     """
-    for i in range(K_IN_PORT):
-        k[s, i] = 0
+    k[s, K_FLAGS] = 0
+    k[s, K_VLAN_VID] = 0
+    k[s, K_VLAN_PCP] = 0
     if n < 14:
+        k[s, K_ETH_DST] = 0
+        k[s, K_ETH_SRC] = 0
+        k[s, K_ETH_TYPE] = 0
+        k[s, K_L3_OFS] = 0
         k[s, K_DROP] = DROP_RX_RUNT
-        return
+        return DROP_RX_RUNT
     k[s, K_ETH_DST] = _be48(d, s, 0)
     k[s, K_ETH_SRC] = _be48(d, s, 6)
     et = _be16(d, s, 12)
     o = 14
-    flags = 0
     if et == ETH_TYPE_VLAN:
         if n < 18:
+            k[s, K_ETH_TYPE] = 0
+            k[s, K_L3_OFS] = 0
             k[s, K_DROP] = DROP_RX_VLAN_TRUNCATED
-            return
+            return DROP_RX_VLAN_TRUNCATED
         tci = _be16(d, s, 14)
         k[s, K_VLAN_VID] = (tci & 0xFFF) | VID_PRESENT
         k[s, K_VLAN_PCP] = tci >> 13
-        flags = F_VLAN
+        k[s, K_FLAGS] = F_VLAN
         et = _be16(d, s, 16)
         o = 18
     if et < 0x600:
         et = ETH_TYPE_NONE
     k[s, K_ETH_TYPE] = et
     k[s, K_L3_OFS] = o
+    k[s, K_DROP] = 0
+    return 0
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def parse_frame(d: np.ndarray, s: int, n: int, k: np.ndarray) -> None:
+    """Parse frame ``d[s, :n]`` into key row ``k[s]`` (every field before ``K_IN_PORT`` rewritten).
+
+    Takes whole arrays and a row index rather than row views: views cost reference-count
+    updates on every branch.
+    """
+    for i in range(K_L3_OFS + 1, K_FLAGS):
+        k[s, i] = 0
+    if parse_l2(d, s, n, k) != 0:
+        return
+    et = np.int64(k[s, K_ETH_TYPE])
+    o = np.int64(k[s, K_L3_OFS])
+    flags = np.int64(k[s, K_FLAGS])
     if et == ETH_TYPE_IPV4:
         flags = _parse_ipv4(d, s, n, o, flags, k)
     elif et == ETH_TYPE_IPV6:

@@ -1,0 +1,53 @@
+"""Switch ports: the packet pool, the ``Port`` interface and one backend per port type.
+
+``open_port(type, name, **opts)`` opens a port by its OVSDB ``Interface.type``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backends.internal import InternalPort
+from backends.pool import PacketPool
+from backends.port import Port, PortError
+from backends.system import SystemPort
+from backends.tap import TapPort
+
+PORT_TYPES: dict[str, type[Port]] = {
+    "": SystemPort,
+    "system": SystemPort,
+    "tap": TapPort,
+    "internal": InternalPort,
+}
+
+
+def _coerce(value: Any) -> Any:
+    """OVSDB ``options:`` values are strings: turn "true"/"false" and integers into Python values."""
+    if not isinstance(value, str):
+        return value
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    try:
+        return int(value, 0)
+    except ValueError:
+        return value
+
+
+def open_port(type: str, name: str, **opts: Any) -> Port:
+    """Open the port ``name`` of OVSDB ``Interface.type`` ``type`` with backend options ``opts``.
+
+    Option values may be strings as OVSDB stores them ("true", "4096", ...).
+    """
+    cls = PORT_TYPES.get(type)
+    if cls is None:
+        raise PortError(f"interface {name}: unsupported type {type!r} (supported: "
+                        f"{', '.join(repr(t) for t in PORT_TYPES)})")
+    try:
+        return cls(name, **{k: _coerce(v) for k, v in opts.items()})
+    except TypeError as e:
+        raise PortError(f"interface {name}: bad options for type {type!r}: {e}") from e
+
+
+__all__ = [
+    "PacketPool", "Port", "PortError", "TapPort", "InternalPort", "SystemPort", "open_port", "PORT_TYPES",
+]
