@@ -6,34 +6,39 @@ Fields absent from a frame are 0. MAC addresses are 48-bit big-endian integers, 
 addresses 32-bit, IPv6 addresses two 64-bit halves.
 """
 
+# First cache line: what the NORMAL action reads and writes for every frame.
 K_ETH_DST = 0
 K_ETH_SRC = 1
 K_VLAN_VID = 2     # 802.1Q VID | VID_PRESENT when the frame carries a tag, 0 when untagged
 K_VLAN_PCP = 3     # priority of the tag, 0 when untagged
 K_ETH_TYPE = 4     # ethertype after the tag; ETH_TYPE_NONE for 802.3 length-field frames
 K_L3_OFS = 5       # byte offset of the L3 header
-K_IP_PROTO = 6     # IPv4 protocol / IPv6 next header (after extension headers)
-K_IP_TOS = 7       # IPv4 TOS / IPv6 traffic class
-K_NW_SRC = 8       # IPv4 source address
-K_NW_DST = 9       # IPv4 destination address
-K_IPV6_SRC_HI = 10
-K_IPV6_SRC_LO = 11
-K_IPV6_DST_HI = 12
-K_IPV6_DST_LO = 13
-K_TP_SRC = 14      # TCP/UDP source port, ICMP/ICMPv6 type
-K_TP_DST = 15      # TCP/UDP destination port, ICMP/ICMPv6 code
-K_ARP_OP = 16
-K_ARP_SPA = 17
-K_ARP_TPA = 18
-K_ARP_SHA = 19
-K_ARP_THA = 20
-K_FLAGS = 21       # F_* bits below
-K_DROP = 22        # 0, or the DROP_* reason the parser found (see classifier.drops)
-K_IN_PORT = 23     # datapath port number the frame arrived on
-# Scratch columns the L2 switch kernel fills for the frame's forwarding decision.
-K_DP_VLAN = 24     # VLAN the frame belongs to inside the bridge (after ingress VLAN rules)
-K_DP_OUT = 25      # output port, OUT_FLOOD, or OUT_DROP
+K_FLAGS = 6        # F_* bits below
+K_DROP = 7         # 0, or the DROP_* reason the parser found (see classifier.drops)
+# Second cache line: datapath metadata and the L2 switch's decision.
+K_IN_PORT = 8      # datapath port number the frame arrived on
+K_DP_VLAN = 9      # VLAN the frame belongs to inside the bridge (after ingress VLAN rules)
+K_DP_OUT = 10      # output port, OUT_FLOOD, or OUT_DROP
+# L3/L4 fields (parse_burst only).
+K_IP_PROTO = 11    # IPv4 protocol / IPv6 next header (after extension headers)
+K_IP_TOS = 12      # IPv4 TOS / IPv6 traffic class
+K_NW_SRC = 13      # IPv4 source address
+K_NW_DST = 14      # IPv4 destination address
+K_IPV6_SRC_HI = 15
+K_IPV6_SRC_LO = 16
+K_IPV6_DST_HI = 17
+K_IPV6_DST_LO = 18
+K_TP_SRC = 19      # TCP/UDP source port, ICMP/ICMPv6 type
+K_TP_DST = 20      # TCP/UDP destination port, ICMP/ICMPv6 code
+K_ARP_OP = 21
+K_ARP_SPA = 22
+K_ARP_TPA = 23
+K_ARP_SHA = 24
+K_ARP_THA = 25
 NKEYS = 26
+
+K_L3_FIRST = K_IP_PROTO   # parse_burst rewrites K_L3_FIRST .. NKEYS-1 for every frame
+HEADER_FIELDS = tuple(range(K_IN_PORT)) + tuple(range(K_L3_FIRST, NKEYS))  # what parsing fills
 
 OUT_FLOOD = (1 << 64) - 1   # K_DP_OUT: flood within K_DP_VLAN
 OUT_DROP = (1 << 64) - 2    # K_DP_OUT: dropped (reason in K_DROP)

@@ -49,6 +49,7 @@ from classifier.keys import (
     K_IPV6_DST_LO,
     K_IPV6_SRC_HI,
     K_IPV6_SRC_LO,
+    K_L3_FIRST,
     K_L3_OFS,
     K_NW_DST,
     K_NW_SRC,
@@ -56,6 +57,7 @@ from classifier.keys import (
     K_TP_SRC,
     K_VLAN_PCP,
     K_VLAN_VID,
+    NKEYS,
     VID_PRESENT,
 )
 
@@ -232,7 +234,7 @@ def parse_frame(d: np.ndarray, s: int, n: int, k: np.ndarray) -> None:
     Takes whole arrays and a row index rather than row views: views cost reference-count
     updates on every branch.
     """
-    for i in range(K_L3_OFS + 1, K_FLAGS):
+    for i in range(K_L3_FIRST, NKEYS):
         k[s, i] = 0
     if parse_l2(d, s, n, k) != 0:
         return

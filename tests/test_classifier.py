@@ -128,7 +128,7 @@ def test_parse_matches_reference(burst_frames: list[bytes]) -> None:
     parse_burst(data, meta, burst, len(burst), keys)
     for slot, frame in enumerate(burst_frames):
         want = parse_reference(frame)
-        got = {c: int(keys[slot, c]) for c in range(K.K_IN_PORT) if keys[slot, c]}
+        got = {c: int(keys[slot, c]) for c in K.HEADER_FIELDS if keys[slot, c]}
         assert got == {c: v for c, v in want.items() if v}, frame.hex()
         assert keys[slot, K.K_IN_PORT] == 3
 
