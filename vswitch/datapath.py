@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 BURST = 256              # frames taken from one port per poll
 MAX_BURST = 1024         # frames switched per iteration, over all ports
-IDLE_POLLS = 32          # empty polls in a row before blocking in epoll
+IDLE_POLLS = 4           # empty polls in a row before blocking in epoll
 AGING_TICK = 1.0         # seconds between aging passes (and the longest epoll wait)
 
 

@@ -1,0 +1,1 @@
+"""Packet-rate benchmarks for pyvswitch, Open vSwitch and the Linux bridge (``python -m bench``)."""
