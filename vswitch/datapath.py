@@ -5,7 +5,7 @@
         ▼                                                                │
  rx_burst of every port ─► switch_burst (parse, VLAN, learn, lookup, sort) ─► tx_burst per port
         ▲                                                                │
-        └─ epoll on the ports' wake-up fds + the control eventfd ◄── IDLE_POLLS empty polls
+        └─ epoll on the ports' wake-up fds + the control eventfd ◄── fewer than BUSY_FRAMES
 ```
 
 The datapath thread owns every array it touches (pool, keys, L2 table, VLAN map, queues).
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 BURST = 256              # frames taken from one port per poll
 MAX_BURST = 1024         # frames switched per iteration, over all ports
-IDLE_POLLS = 4           # empty polls in a row before blocking in epoll
+BUSY_FRAMES = 32         # an iteration moving this many frames makes the next one poll every port
 AGING_TICK = 1.0         # seconds between aging passes (and the longest epoll wait)
 
 
@@ -101,7 +101,7 @@ class Datapath:
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll = select.epoll()
         self._epoll.register(self._wake_fd, select.EPOLLIN)
-        self._watched: set[int] = set()
+        self._fd_port: dict[int, Port] = {}
         self._thread: threading.Thread | None = None
         self._running = False
         self._last_aging = 0.0
@@ -170,7 +170,7 @@ class Datapath:
         self.ports[port_no] = port
         for fd in port.wakeup_fds():
             self._epoll.register(fd, select.EPOLLIN)
-            self._watched.add(fd)
+            self._fd_port[fd] = port
         return port_no
 
     def detach(self, port: Port) -> None:
@@ -179,20 +179,19 @@ class Datapath:
 
         port_no = port.port_no
         for fd in port.wakeup_fds():
-            if fd in self._watched:
+            if self._fd_port.pop(fd, None) is not None:
                 self._epoll.unregister(fd)
-                self._watched.discard(fd)
         self.vlan_map[port_no] = -1
         self.ports[port_no] = None
         l2_flush(self.l2, self.l2_info, port_no, True)
 
     # ------------------------------------------------------------ the loop
-    def poll_once(self) -> int:
-        """One iteration: receive from every port, switch, transmit; returns frames switched."""
+    def poll_once(self, ports: list[Port | None] | None = None) -> int:
+        """One iteration: receive from ``ports`` (default all), switch, transmit; returns frames switched."""
         pool = self.pool
         burst = self.burst
         total = 0
-        for port in self.ports:
+        for port in self.ports if ports is None else ports:
             if port is not None and total < MAX_BURST:
                 total += port.rx_burst(pool, burst, total, min(BURST, MAX_BURST - total))
         if total == 0:
@@ -200,10 +199,11 @@ class Datapath:
         switch_burst(pool.data, pool.meta, burst, total, self.keys, self.l2, self.l2_info,
                      self.vlan_map, self.now(), self.drops, self.out, self.out_start)
         start = self.out_start[0]
+        out_slots, out_vlans = self.out_slots, self.out_vlans
         for port_no, port in enumerate(self.ports):
             count = start[port_no + 1] - start[port_no]
             if count and port is not None:
-                port.tx_burst(pool, self.out_slots, self.out_vlans, int(start[port_no]), int(count))
+                port.tx_burst(pool, out_slots, out_vlans, int(start[port_no]), int(count))
         pool.free(burst, total)
         return total
 
@@ -222,15 +222,47 @@ class Datapath:
             self._last_aging = t
             l2_age(self.l2, self.l2_info, self.now())
 
+    def _ready_ports(self, timeout: float) -> list[Port]:
+        """Wait up to ``timeout`` seconds in epoll; the ports whose wake-up fds are readable."""
+        ready: list[Port] = []
+        for fd, _ev in self._epoll.poll(timeout):
+            if fd == self._wake_fd:
+                try:
+                    os.eventfd_read(self._wake_fd)
+                except BlockingIOError:
+                    pass
+                continue
+            port = self._fd_port.get(fd)
+            if port is not None and port not in ready:
+                ready.append(port)
+        return ready
+
     def _run(self) -> None:
-        idle = 0
+        """Adaptive polling: busy-poll every port while bursts keep coming, epoll otherwise.
+
+        While an iteration moves at least ``BUSY_FRAMES`` frames, the next one polls every port
+        at once (a PMD). Below that, the thread asks epoll which ports have work: it polls only
+        those, and blocks (up to ``AGING_TICK``) when none has, so an idle bridge sleeps and a
+        lightly loaded one pays one epoll call per batch instead of spinning.
+        """
         pmd = self.pmd
+        busy = False
         while self._running:
             if self._calls:
                 self._run_calls()
+            if busy:
+                ports = None
+            else:
+                self._age()
+                ports = self._ready_ports(0)
+                if not ports:
+                    pmd.sleeps += 1
+                    ports = self._ready_ports(AGING_TICK)
+                    if not ports:
+                        continue
             t = time.perf_counter_ns()
             try:
-                n = self.poll_once()
+                n = self.poll_once(ports)
             except Exception:  # a bug must not kill forwarding for good: log, count, go on
                 log.exception("datapath %s: iteration failed", self.name)
                 n = 0
@@ -240,20 +272,9 @@ class Datapath:
                 pmd.packets += n
                 pmd.bursts += 1
                 pmd.busy_ns += time.perf_counter_ns() - t
-                idle = 0
-                continue
-            pmd.idle_polls += 1
-            idle += 1
-            if idle >= IDLE_POLLS:
-                idle = 0
-                self._age()
-                pmd.sleeps += 1
-                for fd, _ev in self._epoll.poll(AGING_TICK):
-                    if fd == self._wake_fd:
-                        try:
-                            os.eventfd_read(self._wake_fd)
-                        except BlockingIOError:
-                            pass
+            else:
+                pmd.idle_polls += 1
+            busy = n >= BUSY_FRAMES
         self._run_calls()
 
     # ------------------------------------------------------------ settings
