@@ -5,8 +5,9 @@ over 4 access ports of VLAN 0; every frame's destination sits on another port th
 source, so each frame is parsed, learned (refresh), looked up and queued for one port.
 Frames sit in a pool of hot slots, as in the datapath, whose LIFO free stack keeps reusing
 the same slots. The kernel is called once per burst from Python, so the numba call
-overhead is included. The reference is ``classifier.reference.ReferenceSwitch`` on the same
-frames. One core, nothing else running.
+overhead is included; ``mpps`` is the best of many ~0.1 s windows (as timeit does: this VM's
+neighbours steal CPU in bursts), ``mpps_median`` their median. The reference is
+``classifier.reference.ReferenceSwitch`` on the same frames. One core, nothing else running.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def make_frames(n_frames: int, macs: np.ndarray, mac_port: np.ndarray, rng: np.r
     return data, meta, frames
 
 
-def run_kernel(burst_size: int, n_macs: int, seconds: float, rng: np.random.Generator) -> tuple[float, list]:
-    """Frames per second through ``switch_burst``; also returns the frames for the reference."""
+def run_kernel(burst_size: int, n_macs: int, seconds: float, rng: np.random.Generator) -> tuple[tuple, tuple]:
+    """(best, median) frames per second through ``switch_burst``; also the frames for the reference."""
     macs = (rng.choice(2**46, n_macs, replace=False).astype(np.uint64) & ~np.uint64(0x010000000000)) | np.uint64(
         0x020000000000)  # locally administered unicast
     mac_port = np.arange(n_macs) % N_PORTS
@@ -68,21 +69,23 @@ def run_kernel(burst_size: int, n_macs: int, seconds: float, rng: np.random.Gene
     out_start = np.zeros((2, N_PORTS + 1), dtype=np.int32)
     bursts = [np.arange(i, i + burst_size, dtype=np.int32) for i in range(0, n_slots, burst_size)]
     switch_burst(data, meta, bursts[0], burst_size, keys, l2, info, vlan_map, 0, drops, out, out_start)
-    calls = 0
-    t0 = time.perf_counter()
-    deadline = t0 + seconds
+    # Best of many short windows (like timeit): this VM's neighbours steal time in bursts.
     nb = len(bursts)
-    while True:
-        for _ in range(64):
+    rates = []
+    calls_per_window = max(16, int(2e5 // burst_size))
+    deadline = time.perf_counter() + seconds
+    calls = 0
+    while time.perf_counter() < deadline or len(rates) < 5:
+        t0 = time.perf_counter()
+        for _ in range(calls_per_window):
             switch_burst(data, meta, bursts[calls % nb], burst_size, keys, l2, info, vlan_map, 0, drops, out,
                          out_start)
             calls += 1
-        if time.perf_counter() >= deadline:
-            break
-    dt = time.perf_counter() - t0
+        rates.append(calls_per_window * burst_size / (time.perf_counter() - t0))
     assert out_start[0, N_PORTS] == burst_size, "every frame must be forwarded to exactly one port"
     assert drops.sum() == 0
-    return calls * burst_size / dt, (frames, macs, mac_port)
+    rates.sort()
+    return (rates[-1], rates[len(rates) // 2]), (frames, macs, mac_port)
 
 
 def run_reference(frames: list, macs: np.ndarray, mac_port: np.ndarray, burst_size: int, seconds: float) -> float:
@@ -117,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         for m in n_macs:
             for b in bursts:
                 bar.update(0, f"burst {b}, {m} MACs")
-                fps, (frames, macs, mac_port) = run_kernel(b, m, args.seconds, rng)
+                (fps, fps_median), (frames, macs, mac_port) = run_kernel(b, m, args.seconds, rng)
                 py = run_reference(frames, macs, mac_port, b, args.python_seconds)
                 results.append({"burst": b, "macs": m, "mpps": round(fps / 1e6, 2),
+                                "mpps_median": round(fps_median / 1e6, 2),
                                 "python_mpps": round(py / 1e6, 4), "speedup": round(fps / py, 1)})
                 bar.update(1)
     payload = {"benchmark": "classify", "method": __doc__.split("\n\n", 1)[1].strip(),
@@ -130,6 +134,6 @@ def main(argv: list[str] | None = None) -> int:
                   print_json=args.json, out_dir=args.out_dir)
     if not args.json:
         for r in results:
-            print(f"burst {r['burst']:5d}  macs {r['macs']:6d}  {r['mpps']:7.2f} Mpps  "
+            print(f"burst {r['burst']:5d}  macs {r['macs']:6d}  {r['mpps']:7.2f} Mpps (median {r['mpps_median']})  "
                   f"python {r['python_mpps']:.4f} Mpps  x{r['speedup']}")
     return 0

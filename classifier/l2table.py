@@ -146,9 +146,10 @@ def l2_learn(l2: np.ndarray, info: np.ndarray, vlan: int, mac: np.uint64, port: 
             if (old & np.uint64(0xFFFF)) != np.uint64(port):
                 info[I_STATIC_MOVE_REFUSED] += 1
             return
-        if (old & np.uint64(0xFFFF)) != np.uint64(port):
-            info[I_MOVED] += 1
-        l2[i, 1] = value
+        if old != value:  # same port, same second: no store, the bucket's cache line stays clean
+            if (old & np.uint64(0xFFFF)) != np.uint64(port):
+                info[I_MOVED] += 1
+            l2[i, 1] = value
         return
     if info[I_LEARNED_COUNT] >= info[I_LIMIT]:
         info[I_TABLE_FULL] += 1
