@@ -90,7 +90,9 @@ class PacketPool:
         return pool_alloc(self.free_stack, self.free_top, burst, start, n)
 
     def free(self, burst: np.ndarray, n: int) -> None:
-        """Give the first ``n`` slots of ``burst`` back."""
+        """Give the first ``n`` slots of ``burst`` back (more than were taken is an error, not a corruption)."""
+        if n > burst.shape[0] or int(self.free_top[0]) + n > self.n_slots:
+            raise ValueError(f"freeing {n} slots would overflow the pool ({self.free_count} of {self.n_slots} free)")
         pool_free(self.free_stack, self.free_top, burst, n)
 
     def frame(self, slot: int) -> bytes:

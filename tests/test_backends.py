@@ -724,3 +724,13 @@ def test_internal_port_is_a_host_interface(tap_name: str, ports: list[Port]) -> 
     assert port.counters[TX_DROPPED] == 1
     with contextlib.suppress(PortError):
         port.close()
+
+
+def test_pool_refuses_to_free_more_slots_than_it_lent() -> None:
+    pool = PacketPool(8, 64)
+    burst = np.zeros(8, dtype=np.int32)
+    assert pool.alloc(burst, 0, 3) == 3 and pool.free_count == 5
+    with pytest.raises(ValueError, match="overflow the pool"):
+        pool.free(burst, 4)
+    pool.free(burst, 3)
+    assert pool.free_count == 8 and sorted(pool.free_stack.tolist()) == list(range(8))
