@@ -8,7 +8,7 @@ DEBS := iproute2 iputils-ping tcpdump procps python3-venv
 BENCH_DEBS := openvswitch-switch
 PYTEST_ARGS ?= -q
 
-.PHONY: all debs bench-debs venv demo test lint bench clean
+.PHONY: all debs bench-debs venv demo test lint bench clean clean-cache
 
 all: venv
 
@@ -31,16 +31,27 @@ $(VENV)/.installed: pyproject.toml
 
 venv: debs $(VENV)/.installed
 
-demo: venv
+# numba's cache tracks a kernel's own source file only, not the constants it imports from
+# other modules (classifier/keys.py, ...): drop every cached kernel when any source changes.
+SOURCES := $(shell find classifier backends vswitch bench -name '*.py' 2>/dev/null)
+.numba-stamp: $(SOURCES)
+	@find classifier backends vswitch bench \( -name '*.nbi' -o -name '*.nbc' \) -delete
+	@touch $@
+
+clean-cache:
+	find classifier backends vswitch bench \( -name '*.nbi' -o -name '*.nbc' \) -delete
+	rm -f .numba-stamp
+
+demo: venv .numba-stamp
 	$(VENV)/bin/pyvswitch demo
 
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: venv lint
+test: venv lint .numba-stamp
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
-bench: venv bench-debs
+bench: venv bench-debs .numba-stamp
 	$(PY) -m bench classify
 	$(PY) -m bench forward --port-type system --against ovs,linux-bridge
 	$(PY) -m bench forward --port-type tap --against ovs,linux-bridge

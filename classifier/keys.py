@@ -15,33 +15,28 @@ K_ETH_TYPE = 4     # ethertype after the tag; ETH_TYPE_NONE for 802.3 length-fie
 K_L3_OFS = 5       # byte offset of the L3 header
 K_FLAGS = 6        # F_* bits below
 K_DROP = 7         # 0, or the DROP_* reason the parser found (see classifier.drops)
-# Second cache line: datapath metadata and the L2 switch's decision.
-K_IN_PORT = 8      # datapath port number the frame arrived on
-K_DP_VLAN = 9      # VLAN the frame belongs to inside the bridge (after ingress VLAN rules)
-K_DP_OUT = 10      # output port, OUT_FLOOD, or OUT_DROP
+K_IN_PORT = 8      # datapath port number the frame arrived on (parse_burst)
 # L3/L4 fields (parse_burst only).
-K_IP_PROTO = 11    # IPv4 protocol / IPv6 next header (after extension headers)
-K_IP_TOS = 12      # IPv4 TOS / IPv6 traffic class
-K_NW_SRC = 13      # IPv4 source address
-K_NW_DST = 14      # IPv4 destination address
-K_IPV6_SRC_HI = 15
-K_IPV6_SRC_LO = 16
-K_IPV6_DST_HI = 17
-K_IPV6_DST_LO = 18
-K_TP_SRC = 19      # TCP/UDP source port, ICMP/ICMPv6 type
-K_TP_DST = 20      # TCP/UDP destination port, ICMP/ICMPv6 code
-K_ARP_OP = 21
-K_ARP_SPA = 22
-K_ARP_TPA = 23
-K_ARP_SHA = 24
-K_ARP_THA = 25
-NKEYS = 26
+K_IP_PROTO = 9     # IPv4 protocol / IPv6 next header (after extension headers)
+K_IP_TOS = 10      # IPv4 TOS / IPv6 traffic class
+K_NW_SRC = 11      # IPv4 source address
+K_NW_DST = 12      # IPv4 destination address
+K_IPV6_SRC_HI = 13
+K_IPV6_SRC_LO = 14
+K_IPV6_DST_HI = 15
+K_IPV6_DST_LO = 16
+K_TP_SRC = 17      # TCP/UDP source port, ICMP/ICMPv6 type
+K_TP_DST = 18      # TCP/UDP destination port, ICMP/ICMPv6 code
+K_ARP_OP = 19
+K_ARP_SPA = 20
+K_ARP_TPA = 21
+K_ARP_SHA = 22
+K_ARP_THA = 23
+NKEYS = 24
 
 K_L3_FIRST = K_IP_PROTO   # parse_burst rewrites K_L3_FIRST .. NKEYS-1 for every frame
 HEADER_FIELDS = tuple(range(K_IN_PORT)) + tuple(range(K_L3_FIRST, NKEYS))  # what parsing fills
 
-OUT_FLOOD = (1 << 64) - 1   # K_DP_OUT: flood within K_DP_VLAN
-OUT_DROP = (1 << 64) - 2    # K_DP_OUT: dropped (reason in K_DROP)
 
 VID_PRESENT = 0x1000      # same meaning as OpenFlow's OFPVID_PRESENT
 ETH_TYPE_NONE = 0x05FF    # frames with an 802.3 length field instead of an ethertype

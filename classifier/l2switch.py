@@ -2,15 +2,15 @@
 
 ```
 burst ──► parse ──► ingress VLAN ──► learn (VLAN, src) ──► lookup (VLAN, dst)
-      ──► unicast / flood within the VLAN ──► counting sort into per-port queues
+      ──► unicast / flood within the VLAN ──► the frame's slot appended to each output port's queue
 ```
 
 ``switch_burst(data, meta, burst, n, keys, l2, info, vlan_map, now, drops, out, out_start)``
 
 * ``data``, ``meta``, ``burst[:n]``: the frames (see ``backends.pool``).
 * ``keys``: ``uint64[n_slots, NKEYS]`` parsed headers (``classifier.keys``): the L2 fields
-  (``parse_l2``) and the ``K_DP_*`` decision columns are filled here; L3/L4 fields are left
-  alone (``parse_burst`` fills them when flow tables need them).
+  (``parse_l2``) and ``K_DROP`` are filled here; L3/L4 fields are left alone (``parse_burst``
+  fills them when flow tables need them).
 * ``l2``, ``info``: the L2 table (``classifier.l2table``).
 * ``vlan_map``: ``int16[n_ports, 2, 4096]``, the VLAN configuration of each port:
   ``vlan_map[p, 0, vid]`` is the bridge VLAN of a frame received on ``p`` with 802.1Q VID
@@ -20,12 +20,15 @@ burst ──► parse ──► ingress VLAN ──► learn (VLAN, src) ──�
   ``vswitch`` builds it from OVS's ``tag``/``trunks``/``vlan_mode``.
 * ``now``: seconds, for learning timestamps.
 * ``drops``: ``int64[n_ports, N_DROPS]`` counts by ingress port and reason (``classifier.drops``).
-* ``out``: ``int32[2, capacity]``, ``out_start``: ``int32[2, n_ports + 1]``. On return, the
-  queue of port ``p`` is ``out[:, out_start[0, p]:out_start[0, p + 1]]``; row 0 holds slots in
-  burst order, row 1 the egress VLAN edit (``-1`` keep, ``0`` untag, ``1..4095`` tag) the port's
-  ``tx_burst`` applies. ``capacity`` must be at least ``n * (n_ports - 1)``.
+* ``out``: ``int32[2, n_ports * qcap]`` with ``qcap >= n``, ``out_start``: ``int32[2, n_ports + 1]``.
+  Each port owns a queue region of ``qcap`` entries, so a frame is placed the moment it is
+  decided (no second pass over the burst). On return, the queue of port ``p`` is
+  ``out[:, out_start[0, p]:out_start[0, p] + out_start[1, p]]``; row 0 holds slots in burst
+  order, row 1 the egress VLAN edit (``-1`` keep, ``0`` untag, ``1..4095`` tag) the port's
+  ``tx_burst`` applies.
 
 Returns the number of queue entries. A frame is never sent back to its ingress port.
+``keys[slot, K_DROP]`` tells why a frame was dropped.
 
 Unit test: ``tests/test_classifier.py`` (against ``classifier.reference``);
 micro-benchmark: ``python -m bench classify``.
@@ -45,14 +48,10 @@ from classifier.drops import (
     DROP_VLAN_FILTERED,
 )
 from classifier.keys import (
-    K_DP_OUT,
-    K_DP_VLAN,
     K_DROP,
     K_ETH_DST,
     K_ETH_SRC,
     K_VLAN_VID,
-    OUT_DROP,
-    OUT_FLOOD,
     VID_PRESENT,
 )
 from classifier.l2table import I_HITS, I_MISSES, l2_learn, l2_lookup
@@ -90,17 +89,21 @@ def switch_burst(
     out: np.ndarray,
     out_start: np.ndarray,
 ) -> int:
-    """Decide the output of every frame in ``burst[:n]`` and sort them into per-port queues."""
+    """Decide the output of every frame in ``burst[:n]`` and place it in per-port queues."""
     n_ports = vlan_map.shape[0]
+    qcap = out.shape[1] // n_ports
+    start = out_start[0]
     count = out_start[1]
-    for p in range(n_ports + 1):
+    for p in range(n_ports):
+        start[p] = p * qcap
         count[p] = 0
+    start[n_ports] = n_ports * qcap
+    count[n_ports] = 0
     slot_len = data.shape[1]
-    # Pass 1: parse, ingress VLAN, learn, look up; count queue entries per output port.
+    total = 0
     for i in range(n):
         s = burst[i]
         in_port = meta[s, META_IN_PORT]
-        keys[s, K_DP_OUT] = OUT_DROP
         reason = parse_l2(data, s, min(meta[s, META_LEN], slot_len), keys)
         if reason != 0:
             drops[in_port, reason] += 1
@@ -115,13 +118,14 @@ def switch_burst(
             keys[s, K_DROP] = DROP_RESERVED_MULTICAST
             drops[in_port, DROP_RESERVED_MULTICAST] += 1
             continue
-        vid = np.int64(keys[s, K_VLAN_VID] & np.uint64(0xFFF))
+        tci = keys[s, K_VLAN_VID]
+        tagged = (tci & np.uint64(VID_PRESENT)) != 0
+        vid = np.int64(tci & np.uint64(0xFFF))
         vlan = np.int64(vlan_map[in_port, 0, vid])
         if vlan < 0:
             keys[s, K_DROP] = DROP_VLAN_FILTERED
             drops[in_port, DROP_VLAN_FILTERED] += 1
             continue
-        keys[s, K_DP_VLAN] = vlan
         l2_learn(l2, info, vlan, src, in_port, now)
         if not (dst & MCAST_BIT):
             p = l2_lookup(l2, info, vlan, dst)
@@ -131,57 +135,32 @@ def switch_burst(
                     keys[s, K_DROP] = DROP_SAME_PORT
                     drops[in_port, DROP_SAME_PORT] += 1
                     continue
-                eg = vlan_map[p, 1, vlan]
+                eg = np.int64(vlan_map[p, 1, vlan])
                 if eg < 0:
                     reason = DROP_PORT_DOWN if eg == EGRESS_PORT_DOWN else DROP_VLAN_FILTERED
                     keys[s, K_DROP] = reason
                     drops[in_port, reason] += 1
                     continue
-                keys[s, K_DP_OUT] = p
+                pos = start[p] + count[p]
+                out[0, pos] = s
+                out[1, pos] = _egress_edit(eg, tagged, vid)
                 count[p] += 1
+                total += 1
                 continue
             info[I_MISSES] += 1
         # Flood within the VLAN, never back to the ingress port.
         copies = 0
         for q in range(n_ports):
-            if q != in_port and vlan_map[q, 1, vlan] >= 0:
-                count[q] += 1
-                copies += 1
+            if q != in_port:
+                eg = np.int64(vlan_map[q, 1, vlan])
+                if eg >= 0:
+                    pos = start[q] + count[q]
+                    out[0, pos] = s
+                    out[1, pos] = _egress_edit(eg, tagged, vid)
+                    count[q] += 1
+                    copies += 1
         if copies == 0:
             keys[s, K_DROP] = DROP_NO_OUTPUT_PORT
             drops[in_port, DROP_NO_OUTPUT_PORT] += 1
-            continue
-        keys[s, K_DP_OUT] = OUT_FLOOD
-    # Counting sort: queue start offsets, then place entries in burst order.
-    start = out_start[0]
-    total = 0
-    for p in range(n_ports):
-        start[p] = total
-        total += count[p]
-        count[p] = start[p]
-    start[n_ports] = total
-    for i in range(n):
-        s = burst[i]
-        o = keys[s, K_DP_OUT]
-        if o == OUT_DROP:
-            continue
-        tagged = (keys[s, K_VLAN_VID] & np.uint64(VID_PRESENT)) != 0
-        vid = np.int64(keys[s, K_VLAN_VID] & np.uint64(0xFFF))
-        vlan = np.int64(keys[s, K_DP_VLAN])
-        if o == OUT_FLOOD:
-            in_port = meta[s, META_IN_PORT]
-            for q in range(n_ports):
-                if q != in_port:
-                    eg = np.int64(vlan_map[q, 1, vlan])
-                    if eg >= 0:
-                        pos = count[q]
-                        out[0, pos] = s
-                        out[1, pos] = _egress_edit(eg, tagged, vid)
-                        count[q] = pos + 1
-        else:
-            q = np.int64(o)
-            pos = count[q]
-            out[0, pos] = s
-            out[1, pos] = _egress_edit(np.int64(vlan_map[q, 1, vlan]), tagged, vid)
-            count[q] = pos + 1
+        total += copies
     return total

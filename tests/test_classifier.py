@@ -176,16 +176,17 @@ class KernelSwitch:
         data, meta, burst = load(frames_, [p for _, p in burst_frames])
         n = len(frames_)
         keys = np.zeros((n + 1, K.NKEYS), dtype=np.uint64)
-        out = np.zeros((2, max(1, n * (self.n_ports - 1))), dtype=np.int32)
+        out = np.zeros((2, max(1, n * self.n_ports)), dtype=np.int32)
         out_start = np.zeros((2, self.n_ports + 1), dtype=np.int32)
         total = switch_burst(data, meta, burst, n, keys, self.l2, self.info, self.vlan_map, now,
                              self.drops, out, out_start)
-        assert total == out_start[0, self.n_ports]
+        assert total == out_start[1, : self.n_ports].sum()
         # The kernel sees the burst in reverse slot order: map slots back to frame indices
         # and check each queue is in burst order.
         queues = {}
         for p in range(self.n_ports):
-            entries = [(int(out[0, i]), int(out[1, i])) for i in range(out_start[0, p], out_start[0, p + 1])]
+            first = out_start[0, p]
+            entries = [(int(out[0, i]), int(out[1, i])) for i in range(first, first + out_start[1, p])]
             assert [s for s, _ in entries] == sorted((s for s, _ in entries), reverse=True)
             queues[p] = sorted(entries)
         return queues

@@ -145,7 +145,7 @@ class Datapath:
 
     # ------------------------------------------------------------ ports (datapath thread)
     def _alloc_queues(self, n_ports: int) -> None:
-        self.out = np.zeros((2, MAX_BURST * max(1, n_ports - 1)), dtype=np.int32)
+        self.out = np.zeros((2, MAX_BURST * max(1, n_ports)), dtype=np.int32)
         self.out_slots = self.out[0]
         self.out_vlans = self.out[1]
         self.out_start = np.zeros((2, n_ports + 1), dtype=np.int32)
@@ -198,12 +198,11 @@ class Datapath:
             return 0
         switch_burst(pool.data, pool.meta, burst, total, self.keys, self.l2, self.l2_info,
                      self.vlan_map, self.now(), self.drops, self.out, self.out_start)
-        start = self.out_start[0]
+        start, count = self.out_start
         out_slots, out_vlans = self.out_slots, self.out_vlans
         for port_no, port in enumerate(self.ports):
-            count = start[port_no + 1] - start[port_no]
-            if count and port is not None:
-                port.tx_burst(pool, out_slots, out_vlans, int(start[port_no]), int(count))
+            if count[port_no] and port is not None:
+                port.tx_burst(pool, out_slots, out_vlans, int(start[port_no]), int(count[port_no]))
         pool.free(burst, total)
         return total
 
