@@ -7,12 +7,14 @@ Frames sit in a pool of hot slots, as in the datapath, whose LIFO free stack kee
 the same slots. The kernel is called once per burst from Python, so the numba call
 overhead is included; ``mpps`` is the best of many ~0.1 s windows (as timeit does: this VM's
 neighbours steal CPU in bursts), ``mpps_median`` their median. The reference is
-``classifier.reference.ReferenceSwitch`` on the same frames. One core, nothing else running.
+``classifier.reference.ReferenceSwitch`` on the same frames. The process is pinned to one core
+(the highest-numbered it may use).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--python-seconds", type=float, default=0.5, help="time per reference measurement")
     add_output_args(ap)
     args = ap.parse_args(argv)
+    cpu = max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})  # one core, and no migrations between windows
     bursts = [int(b) for b in args.bursts.split(",")]
     n_macs = [int(m) for m in args.macs.split(",")]
     rng = np.random.default_rng(42)
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "python_mpps": round(py / 1e6, 4), "speedup": round(fps / py, 1)})
                 bar.update(1)
     payload = {"benchmark": "classify", "method": __doc__.split("\n\n", 1)[1].strip(),
-               "machine": machine_info(), "results": results}
+               "machine": machine_info(pinned_cpu=cpu), "results": results}
     write_results("classify", payload, {"group": "burst", "series": "macs",
                                         "metrics": [("mpps", "Mpps (numba)"), ("speedup", "× Python reference")],
                                         "title": "L2 classifier: frames per second on one core"},
