@@ -95,8 +95,8 @@ class Bridge:
         used = {p.ofport for p in self.ports.values()}
         if ofport is None:
             ofport = next(i for i in range(1, 65280) if i not in used)
-        elif ofport in used or not 1 <= ofport < 65280:
-            raise BridgeError(f"ofport {ofport} is in use or outside 1..65279")
+        elif ofport in used or not (1 <= ofport < 65280 or ofport == 65534):
+            raise BridgeError(f"ofport {ofport} is in use or outside 1..65279 (65534 is the bridge's LOCAL port)")
         port = open_port(type, name, **options)
         bp = BridgePort(name, port, ofport, vlan or VlanConfig())
         try:

@@ -107,6 +107,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(verbose=args.verbose)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the OVSDB-driven daemon (see ``vswitch.daemon``)."""
+    import os
+
+    from vswitch.daemon import run_daemon
+
+    if args.log_file:
+        handler = logging.FileHandler(args.log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+    rundir = args.rundir or os.environ.get("OVS_RUNDIR") or "/var/run/openvswitch"
+    return run_daemon(rundir, args.db)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -136,6 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-interval", type=float, default=0, metavar="SECONDS",
                    help="print the port counters every SECONDS (default: only at exit)")
     p.set_defaults(func=cmd_bridge)
+
+    p = sub.add_parser(
+        "run",
+        help="replace ovs-vswitchd: bridges and ports from OVSDB, ovs-vsctl/ovs-appctl unchanged",
+        description="Apply the Open vSwitch database (Bridge, Port, Interface) to pyvswitch bridges and write "
+        "back what ovs-vswitchd writes (ofport, mac_in_use, error, statistics, cur_cfg). Without --db a private "
+        "ovsdb-server is started at <rundir>/db.sock (database <rundir>/conf.db, kept across restarts). "
+        "Use the stock tools with OVS_RUNDIR=<rundir>: ovs-vsctl add-br br0; ovs-appctl fdb/show br0.",
+    )
+    p.add_argument("--db", metavar="unix:PATH", help="use this ovsdb-server instead of a private one")
+    p.add_argument("--rundir", metavar="DIR",
+                   help="pidfile, control and database sockets (default $OVS_RUNDIR or /var/run/openvswitch)")
+    p.add_argument("--log-file", metavar="PATH", help="also log to PATH (SIGHUP reopens it)")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
         "demo",

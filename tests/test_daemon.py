@@ -1,0 +1,228 @@
+"""``pyvswitch run`` driven by the real ovs-vsctl and ovs-appctl, against a real ovsdb-server.
+
+Each test has its own rundir (OVS_RUNDIR) and namespaces, and checks that the daemon leaves no
+process, socket or device behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.netutil import mac_of, unique
+from vswitch.hostnet import HostNet
+from vswitch.ovsdb_server import OvsdbServer
+
+pytestmark = pytest.mark.integration
+
+
+class Switch:
+    """A ``pyvswitch run`` process and the OVS tools pointed at its rundir."""
+
+    def __init__(self, rundir: str, db: str | None = None) -> None:
+        self.rundir = rundir
+        self.env = dict(os.environ, OVS_RUNDIR=rundir)
+        self.db = db
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "vswitch.cli", "run", "--rundir", self.rundir]
+        if self.db:
+            cmd += ["--db", self.db]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
+        line = self.proc.stdout.readline()
+        assert "running" in line, (line, self.proc.stderr.read() if self.proc.poll() is not None else "")
+
+    def stop(self) -> tuple[int, str]:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        code = self.proc.returncode
+        self.proc = None
+        return code, err
+
+    def vsctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        db = [f"--db={self.db}"] if self.db else []
+        proc = subprocess.run(["ovs-vsctl", "--timeout=10", *db, *args], capture_output=True, text=True,
+                              env=self.env, timeout=20)
+        if check:
+            assert proc.returncode == 0, (args, proc.stderr)
+        return proc
+
+    def appctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(["ovs-appctl", "--timeout=10", *args], capture_output=True, text=True, env=self.env,
+                              timeout=20)
+        if check:
+            assert proc.returncode == 0, (args, proc.stderr)
+        return proc
+
+
+@pytest.fixture
+def net() -> Iterator[HostNet]:
+    hn = HostNet()
+    try:
+        yield hn
+    finally:
+        hn.cleanup()
+
+
+@pytest.fixture
+def switch() -> Iterator[Switch]:
+    with tempfile.TemporaryDirectory(prefix="pvrun-") as rundir:
+        sw = Switch(rundir)
+        sw.start()
+        try:
+            yield sw
+        finally:
+            if sw.proc is not None:
+                code, err = sw.stop()
+                assert code == 0, err
+            # No pidfile or socket left behind; the database (and its lock file) stays for restarts.
+            left = [f for f in os.listdir(rundir) if f.endswith((".pid", ".ctl", ".sock"))]
+            assert left == [], left
+            assert "conf.db" in os.listdir(rundir)
+            assert subprocess.run(["pgrep", "-f", f"ovsdb-server {rundir}"], capture_output=True).returncode == 1
+
+
+def hosts(net: HostNet, stem: str, n: int, subnet: str) -> list[str]:
+    ends = []
+    for i in range(n):
+        ends.append(f"{stem}{i}")
+        net.add_host(f"{stem}{i}", f"{stem}{i}", f"{subnet}.{i + 1}/24")
+    return ends
+
+
+def test_ovs_vsctl_and_ovs_appctl_drive_the_switch(switch: Switch, net: HostNet) -> None:
+    stem = unique()
+    a, b = hosts(net, stem, 2, "10.81.0")
+    switch.vsctl("add-br", "br0")
+    t0 = time.monotonic()
+    switch.vsctl("add-port", "br0", a)
+    switch.vsctl("add-port", "br0", b)
+    assert time.monotonic() - t0 < 5
+    show = switch.vsctl("show").stdout
+    assert "Bridge br0" in show and f"Port {a}" in show and f"Interface {b}" in show
+    assert switch.vsctl("get", "Interface", a, "ofport").stdout.strip() == "1"
+    assert switch.vsctl("get", "Interface", b, "ofport").stdout.strip() == "2"
+    assert switch.vsctl("get", "Interface", "br0", "ofport").stdout.strip() == "65534"
+    listing = switch.vsctl("list", "Interface", a).stdout
+    assert 'link_state          : up' in listing and "mac_in_use" in listing
+    assert switch.vsctl("get", "Open_vSwitch", ".", "ovs_version").stdout.strip() == '"0.1.0"'
+    assert len(switch.vsctl("get", "Bridge", "br0", "datapath_id").stdout.strip().strip('"')) == 16
+
+    assert net.ping(f"{stem}0", "10.81.0.2")
+    fdb = switch.appctl("fdb/show", "br0").stdout.splitlines()
+    assert fdb[0] == " port  VLAN  MAC                Age"
+    rows = {tuple(line.split()[:3]) for line in fdb[1:]}
+    assert ("1", "0", mac_of(net, f"{stem}0")) in rows and ("2", "0", mac_of(net, f"{stem}1")) in rows
+    assert switch.appctl("version").stdout.strip() == "ovs-vswitchd (pyvswitch) 0.1.0"
+    dpif = switch.appctl("dpif/show").stdout
+    assert f"    {a} 1/" in dpif and "    br0 65534/" in dpif and "(type internal)" in dpif
+    stats = switch.appctl("fdb/stats-show", "br0").stdout
+    assert "Current/maximum MAC entries in the table: 2/8192" in stats
+    assert switch.appctl("fdb/flush", "br0").stdout.strip() == "table successfully flushed"
+    assert switch.appctl("fdb/show", "br0").stdout.splitlines()[1:] == []
+    assert "never hit" in switch.appctl("coverage/show").stdout
+    assert "bridges:1 ports:3" in switch.appctl("memory/show").stdout
+    assert "vswitch.datapath" in switch.appctl("vlog/list").stdout
+    switch.appctl("vlog/set", "vswitch:file:dbg")
+    assert switch.appctl("vlog/set", "nonsense:bogus", check=False).returncode != 0
+    pmd = switch.appctl("dpif-pyvswitch/pmd-stats-show").stdout
+    assert "pmd thread datapath-br0:" in pmd and "avg. packets per burst" in pmd
+    assert int(pmd.split("packets received: ")[1].split()[0]) >= 4
+    assert switch.appctl("fdb/show", "nosuchbr", check=False).returncode != 0
+    # Statistics are written back every 5 seconds.
+    deadline = time.monotonic() + 8
+    while "rx_packets" not in switch.vsctl("get", "Interface", a, "statistics").stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    switch.vsctl("del-port", "br0", a)
+    assert f"Port {a}" not in switch.vsctl("show").stdout
+    assert not net.ping(f"{stem}0", "10.81.0.2", count=1, deadline=2)
+
+
+def test_vlan_tag_change_takes_effect_live(switch: Switch, net: HostNet) -> None:
+    stem = unique()
+    a, b = hosts(net, stem, 2, "10.82.0")
+    switch.vsctl("add-br", "br0")
+    switch.vsctl("add-port", "br0", a, "tag=10")
+    switch.vsctl("add-port", "br0", b, "tag=10")
+    assert net.ping(f"{stem}0", "10.82.0.2")
+    switch.vsctl("set", "Port", b, "tag=20")
+    assert not net.ping(f"{stem}0", "10.82.0.2", count=2, deadline=2)
+    switch.vsctl("set", "Port", b, "tag=10")
+    assert net.ping(f"{stem}0", "10.82.0.2")
+    fdb = switch.appctl("fdb/show", "br0").stdout
+    assert f"   10  {mac_of(net, f'{stem}0')}" in fdb
+
+
+def test_bad_ports_get_an_error_and_do_not_disturb_the_others(switch: Switch, net: HostNet) -> None:
+    stem = unique()
+    a, b = hosts(net, stem, 2, "10.83.0")
+    switch.vsctl("add-br", "br0")
+    switch.vsctl("add-port", "br0", a)
+    switch.vsctl("add-port", "br0", b)
+    missing = f"{stem}x"
+    proc = switch.vsctl("add-port", "br0", missing, check=False)
+    assert f"Error detected while setting up '{missing}'" in proc.stderr
+    assert "no such network device" in switch.vsctl("get", "Interface", missing, "error").stdout
+    assert switch.vsctl("get", "Interface", missing, "ofport").stdout.strip() == "-1"
+    proc = switch.vsctl("add-port", "br0", "weird0", "--", "set", "Interface", "weird0", "type=vxlan", check=False)
+    assert "unsupported interface type 'vxlan'" in switch.vsctl("get", "Interface", "weird0", "error").stdout
+    assert net.ping(f"{stem}0", "10.83.0.2")
+    # The device appears: the port is retried and comes up without any command.
+    net.add_host(f"{stem}x", missing, "10.83.0.3/24")
+    deadline = time.monotonic() + 6
+    while switch.vsctl("get", "Interface", missing, "ofport").stdout.strip() in ("-1", "[]"):
+        assert time.monotonic() < deadline, switch.vsctl("get", "Interface", missing, "error").stdout
+        time.sleep(0.3)
+    assert switch.vsctl("get", "Interface", missing, "error").stdout.strip() == "[]"
+    assert net.ping(f"{stem}x", "10.83.0.1")
+
+
+def test_restart_keeps_configuration_and_ofports_and_applies_offline_changes(net: HostNet) -> None:
+    stem = unique()
+    a, b, c = hosts(net, stem, 3, "10.84.0")
+    with tempfile.TemporaryDirectory(prefix="pvdb-") as dbdir, tempfile.TemporaryDirectory(prefix="pvrun-") as rundir:
+        server = OvsdbServer(dbdir)
+        server.start()
+        sw = Switch(rundir, db=server.remote)
+        try:
+            sw.start()
+            sw.vsctl("add-br", "br0")
+            sw.vsctl("add-port", "br0", a)
+            sw.vsctl("add-port", "br0", b)
+            sw.vsctl("add-port", "br0", c, "--", "set", "Interface", c, "ofport_request=7")
+            sw.vsctl("del-port", "br0", a)  # leaves ofport 1 free
+            before = {p: sw.vsctl("get", "Interface", p, "ofport").stdout.strip() for p in (b, c)}
+            assert before == {b: "2", c: "7"}
+            code, err = sw.stop()
+            assert code == 0, err
+            # While pyvswitch is down: a new port and a VLAN change.
+            sw.vsctl("--no-wait", "add-port", "br0", a)
+            sw.vsctl("--no-wait", "set", "Port", c, "tag=30")
+            sw.start()
+            sw.vsctl("--no-wait", "--", "--if-exists", "del-port", "br0", "nonexistent")
+            deadline = time.monotonic() + 5
+            while sw.vsctl("get", "Interface", a, "ofport").stdout.strip() in ("[]", "-1"):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            after = {p: sw.vsctl("get", "Interface", p, "ofport").stdout.strip() for p in (b, c)}
+            assert after == before
+            assert net.ping(f"{stem}0", "10.84.0.2")
+            assert not net.ping(f"{stem}0", "10.84.0.3", count=1, deadline=2)  # c is now in VLAN 30
+        finally:
+            if sw.proc is not None:
+                sw.stop()
+            server.stop()

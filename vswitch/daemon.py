@@ -1,0 +1,502 @@
+"""``pyvswitch run``: the ovs-vswitchd replacement driven by OVSDB, inspected with ovs-appctl.
+
+```
+ ovs-vsctl ──► ovsdb-server ──(IDL)──► Daemon.reconcile ──► Bridge / Port objects ──► datapath threads
+                   ▲                          │
+                   └── ofport, mac_in_use, error, link_state, statistics, cur_cfg = next_cfg
+ ovs-appctl ──► <rundir>/ovs-vswitchd.<pid>.ctl (unixctl JSON-RPC) ──► version, exit, fdb/show, dpif/show
+```
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+import ovs.db.idl
+import ovs.poller
+import ovs.unixctl
+import ovs.unixctl.server
+
+from backends.port import PortError
+from vswitch import __version__
+from vswitch.bridge import Bridge, BridgeError
+from vswitch.ovsdb_server import OvsdbServer, find_schema
+from vswitch.vlan import VlanConfig, VlanConfigError
+
+log = logging.getLogger(__name__)
+
+OFPP_LOCAL = 65534
+SUPPORTED_TYPES = ("", "system", "internal", "tap")
+STATS_INTERVAL = 5.0
+RETRY_INTERVAL = 2.0
+
+
+class DaemonError(RuntimeError):
+    """The daemon cannot start; the message says why."""
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """What OVSDB asks for one port (one interface per port)."""
+
+    iface: str
+    type: str
+    vlan: VlanConfig
+    ofport_request: int | None
+
+
+def _opt(value: list) -> object:
+    return value[0] if value else None
+
+
+class Pidfile:
+    """``<rundir>/ovs-vswitchd.pid`` holding this process's pid under a POSIX write lock (ovs-appctl checks it)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self.fd)
+            raise DaemonError(f"{path} is locked: another ovs-vswitchd or pyvswitch runs in this rundir") from exc
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+
+
+class Daemon:
+    """Keeps the running bridges equal to what OVSDB says, and writes back what OVS writes."""
+
+    def __init__(self, rundir: str, db: str | None = None) -> None:
+        self.rundir = os.path.abspath(rundir)
+        os.makedirs(self.rundir, exist_ok=True)
+        self.server: OvsdbServer | None = None
+        self.remote = db
+        self.bridges: dict[str, Bridge] = {}
+        self.specs: dict[tuple[str, str], PortSpec] = {}
+        self.errors: dict[str, str] = {}
+        self.stop_requested = False
+        self.last_seqno = -1
+        self.next_stats = 0.0
+        self.next_retry = 0.0
+        self.pidfile: Pidfile | None = None
+        self.unixctl: ovs.unixctl.server.UnixctlServer | None = None
+        self.idl: ovs.db.idl.Idl | None = None
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # ------------------------------------------------------------ start / stop
+    def start(self) -> None:
+        """Pidfile, ovsdb-server (private unless --db), unixctl socket, IDL."""
+        self.pidfile = Pidfile(os.path.join(self.rundir, "ovs-vswitchd.pid"))
+        if self.remote is None:
+            self.server = OvsdbServer(self.rundir)
+            self.server.start()
+            self.remote = self.server.remote
+        ctl = os.path.join(self.rundir, f"ovs-vswitchd.{os.getpid()}.ctl")
+        err, self.unixctl = ovs.unixctl.server.UnixctlServer.create(ctl, version=__version__)
+        if err:
+            raise DaemonError(f"cannot listen on {ctl}: {os.strerror(err)}")
+        self._register_commands()
+        helper = ovs.db.idl.SchemaHelper(location=find_schema())
+        for table in ("Open_vSwitch", "Bridge", "Port", "Interface"):
+            helper.register_table(table)
+        self.idl = ovs.db.idl.Idl(self.remote, helper)
+        signal.set_wakeup_fd(self._wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_sighup)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stop_requested = True
+
+    def _on_sighup(self, _signum: int, _frame: object) -> None:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.close()  # reopened on the next record (log rotation)
+
+    def close(self) -> None:
+        """Stop every bridge, the unixctl socket and a private ovsdb-server; remove the pidfile."""
+        for br in self.bridges.values():
+            br.close()
+        self.bridges.clear()
+        if self.unixctl is not None:
+            self.unixctl.close()
+            self.unixctl = None
+        if self.idl is not None:
+            self.idl.close()
+            self.idl = None
+        if self.server is not None:
+            self.server.stop()
+        if self.pidfile is not None:
+            self.pidfile.remove()
+            self.pidfile = None
+        for path in (os.path.join(self.rundir, f"ovs-vswitchd.{os.getpid()}.ctl"),):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    # ------------------------------------------------------------ main loop
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT or ``ovs-appctl exit``."""
+        assert self.idl is not None and self.unixctl is not None
+        while not self.stop_requested:
+            self.idl.run()
+            self.unixctl.run()
+            now = time.monotonic()
+            if self.idl.has_ever_connected() and (
+                    self.idl.change_seqno != self.last_seqno or now >= self.next_retry and self.errors):
+                self.last_seqno = self.idl.change_seqno
+                self.reconcile()
+                self.next_retry = now + RETRY_INTERVAL
+            if self.idl.has_ever_connected() and now >= self.next_stats:
+                self.next_stats = now + STATS_INTERVAL
+                self.write_statistics()
+            if self.stop_requested:
+                break
+            poller = ovs.poller.Poller()
+            self.idl.wait(poller)
+            self.unixctl.wait(poller)
+            poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
+            poller.timer_wait(int(1000 * max(0.0, min(self.next_stats, self.next_retry if self.errors else 1e18)
+                                                   - time.monotonic())) + 1)
+            poller.block()
+            try:
+                while os.read(self._wake_r, 64):
+                    pass
+            except BlockingIOError:
+                pass
+
+    # ------------------------------------------------------------ reconcile
+    def _wanted(self) -> tuple[dict[str, object], dict[tuple[str, str], tuple[PortSpec, object]]]:
+        bridges: dict[str, object] = {}
+        ports: dict[tuple[str, str], tuple[PortSpec, object]] = {}
+        for br in self.idl.tables["Bridge"].rows.values():
+            bridges[br.name] = br
+            for port in br.ports:
+                for iface in port.interfaces:
+                    try:
+                        vlan = VlanConfig(tag=_opt(port.tag), trunks=tuple(port.trunks),
+                                          vlan_mode=_opt(port.vlan_mode))
+                    except VlanConfigError as exc:
+                        self.errors[iface.name] = str(exc)
+                        continue
+                    spec = PortSpec(iface.name, iface.type, vlan, _opt(iface.ofport_request))
+                    ports[(br.name, iface.name)] = (spec, iface)
+        return bridges, ports
+
+    def reconcile(self) -> None:
+        """Apply the difference between OVSDB and the running bridges, then write back the results."""
+        bridges, wanted = self._wanted()
+        for name in list(self.bridges):
+            if name not in bridges:
+                self.bridges.pop(name).close()
+                self.specs = {k: v for k, v in self.specs.items() if k[0] != name}
+                log.info("deleted bridge %s", name)
+        for name, row in bridges.items():
+            cfg = row.other_config
+            size = int(cfg.get("mac-table-size", 8192))
+            aging = int(cfg.get("mac-aging-time", 300))
+            br = self.bridges.get(name)
+            if br is None:
+                br = self.bridges[name] = Bridge(name, mac_table_size=size, mac_aging_time=aging)
+                log.info("created bridge %s", name)
+            else:
+                br.set_mac_table(size, aging)
+        # Ports that went away or changed type.
+        for key, spec in list(self.specs.items()):
+            br_name, iface = key
+            new = wanted.get(key)
+            if new is None or new[0].type != spec.type:
+                br = self.bridges.get(br_name)
+                if br is not None and iface in br.ports:
+                    br.del_port(iface)
+                del self.specs[key]
+        for key, (spec, row) in wanted.items():
+            br_name, iface = key
+            br = self.bridges[br_name]
+            old = self.specs.get(key)
+            if old is not None and iface in br.ports:
+                if old.vlan != spec.vlan:
+                    br.set_vlan(iface, spec.vlan)
+                self.specs[key] = spec
+                continue
+            self._add_port(br, spec, row)
+        self.write_back()
+
+    def _add_port(self, br: Bridge, spec: PortSpec, row: object) -> None:
+        self.specs[(br.name, spec.iface)] = spec
+        if spec.type not in SUPPORTED_TYPES:
+            self.errors[spec.iface] = (f"could not open network device {spec.iface} (unsupported interface type "
+                                       f"{spec.type!r}; supported: system, internal, tap)")
+            return
+        ofport = spec.ofport_request
+        if ofport is None and spec.iface == br.name:
+            ofport = OFPP_LOCAL
+        if ofport is None:
+            previous = _opt(row.ofport)
+            used = {p.ofport for p in br.ports.values()}
+            if previous and previous > 0 and previous not in used:
+                ofport = previous
+        try:
+            br.add_port(spec.iface, spec.type or "system", spec.vlan, ofport=ofport)
+        except (PortError, BridgeError, OSError) as exc:
+            message = f"could not open network device {spec.iface} ({exc})"
+            if self.errors.get(spec.iface) != message:
+                log.warning("%s; retrying every %.0f s", message, RETRY_INTERVAL)
+            self.errors[spec.iface] = message
+            return
+        if spec.iface in self.errors:
+            log.info("opened %s after an earlier error", spec.iface)
+        self.errors.pop(spec.iface, None)
+
+    # ------------------------------------------------------------ write back
+    def write_back(self) -> None:
+        """Interface results, Bridge.datapath_id, ovs_version and cur_cfg = next_cfg."""
+        txn = ovs.db.idl.Transaction(self.idl)
+        ports = {}
+        for br in self.bridges.values():
+            for bp in br.ports.values():
+                ports[bp.name] = bp
+        for iface in self.idl.tables["Interface"].rows.values():
+            bp = ports.get(iface.name)
+            if bp is not None:
+                port = bp.port
+                want = {
+                    "ofport": [bp.ofport], "ifindex": [port.ifindex], "mac_in_use": [port.mac] if port.mac else [],
+                    "admin_state": ["up" if bp.admin_up else "down"],
+                    "link_state": ["up" if port.link_up else "down"], "error": [],
+                }
+            elif iface.name in self.errors:
+                want = {"ofport": [-1], "error": [self.errors[iface.name]], "admin_state": [], "link_state": []}
+            else:
+                continue
+            for column, value in want.items():
+                if getattr(iface, column) != value:
+                    setattr(iface, column, value)
+        for row in self.idl.tables["Bridge"].rows.values():
+            br = self.bridges.get(row.name)
+            if br is not None:
+                local = br.ports.get(row.name)
+                mac = (local.port.mac if local else "") or "00:00:00:00:00:00"
+                dpid = f"{int(mac.replace(':', ''), 16):016x}"
+                if _opt(row.datapath_id) != dpid:
+                    row.datapath_id = [dpid]
+        for root in self.idl.tables["Open_vSwitch"].rows.values():
+            if root.cur_cfg != root.next_cfg:
+                root.cur_cfg = root.next_cfg
+            if _opt(root.ovs_version) != __version__:
+                root.ovs_version = [__version__]
+        status = txn.commit_block()
+        if status not in (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED):
+            log.warning("writing back to OVSDB failed: %s (%s)", status, txn.get_error())
+            self.last_seqno = -1  # try again on the next loop
+
+    def write_statistics(self) -> None:
+        """Interface.statistics from the port counters (OVS's stats-update-interval, 5 s)."""
+        stats = {}
+        for br in self.bridges.values():
+            for name in br.ports:
+                stats[name] = br.port_stats(name)
+        if not stats:
+            return
+        txn = ovs.db.idl.Transaction(self.idl)
+        for iface in self.idl.tables["Interface"].rows.values():
+            if iface.name in stats:
+                iface.statistics = {k: v for k, v in stats[iface.name].items()}
+        txn.commit_block()
+
+    # ------------------------------------------------------------ ovs-appctl
+    def _register_commands(self) -> None:
+        reg = ovs.unixctl.command_register
+        ovs.unixctl.commands.pop("version", None)
+        reg("version", "", 0, 0, self._cmd_version, None)
+        reg("exit", "[--cleanup]", 0, 1, self._cmd_exit, None)
+        reg("fdb/show", "bridge", 1, 1, self._cmd_fdb_show, None)
+        reg("fdb/flush", "[bridge]", 0, 1, self._cmd_fdb_flush, None)
+        reg("fdb/stats-show", "bridge", 1, 1, self._cmd_fdb_stats_show, None)
+        reg("dpif/show", "", 0, 0, self._cmd_dpif_show, None)
+        reg("coverage/show", "", 0, 0, self._cmd_coverage_show, None)
+        reg("memory/show", "", 0, 0, self._cmd_memory_show, None)
+        reg("vlog/list", "", 0, 0, self._cmd_vlog_list, None)
+        reg("vlog/set", "{spec | PATTERN:destination:pattern}", 0, 8, self._cmd_vlog_set, None)
+        reg("dpif-pyvswitch/pmd-stats-show", "[bridge]", 0, 1, self._cmd_pmd_stats_show, None)
+
+    def _bridge(self, conn: object, name: str) -> Bridge | None:
+        br = self.bridges.get(name)
+        if br is None:
+            conn.reply_error("no such bridge\n")
+        return br
+
+    def _cmd_version(self, conn: object, argv: list[str], _aux: object) -> None:
+        conn.reply(f"ovs-vswitchd (pyvswitch) {__version__}\n")
+
+    def _cmd_exit(self, conn: object, argv: list[str], _aux: object) -> None:
+        self.stop_requested = True
+        conn.reply(None)
+
+    def _cmd_fdb_show(self, conn: object, argv: list[str], _aux: object) -> None:
+        br = self._bridge(conn, argv[0])
+        if br is not None:
+            conn.reply(br.fdb_show())
+
+    def _cmd_fdb_flush(self, conn: object, argv: list[str], _aux: object) -> None:
+        targets = [self._bridge(conn, argv[0])] if argv else list(self.bridges.values())
+        if None in targets:
+            return
+        for br in targets:
+            br.fdb_flush()
+        conn.reply("table successfully flushed\n")
+
+    def _cmd_fdb_stats_show(self, conn: object, argv: list[str], _aux: object) -> None:
+        br = self._bridge(conn, argv[0])
+        if br is None:
+            return
+        st = br.fdb_stats()
+        conn.reply(
+            f'Statistics for bridge "{br.name}":\n'
+            f"  Current/maximum MAC entries in the table: {st['current']}/{st['max']}\n"
+            f"  Current static MAC entries in the table : {st['static']}\n"
+            f"  Total number of learned MAC entries     : {st['learned']}\n"
+            f"  Total number of expired MAC entries     : {st['aged']}\n"
+            f"  Total number of evicted MAC entries     : 0\n"
+            f"  Total number of port moved MAC entries  : {st['moved']}\n"
+            f"  Total number of MACs not learned (full) : {st['table_full']}\n"
+            f"  MAC aging time (seconds)                : {st['aging_time']}\n")
+
+    def _cmd_dpif_show(self, conn: object, argv: list[str], _aux: object) -> None:
+        lines = []
+        for name, br in sorted(self.bridges.items()):
+            st = br.fdb_stats()
+            lines.append(f"pyvswitch@{name}: hit:{st['hits']} missed:{st['misses']}")
+            lines.append(f"  {name}:")
+            for bp in sorted(br.ports.values(), key=lambda p: p.ofport):
+                kind = "" if bp.port.type in ("system", "") else f": (type {bp.port.type})"
+                lines.append(f"    {bp.name} {bp.ofport}/{bp.port_no}{kind}")
+        conn.reply("\n".join(lines) + "\n")
+
+    def _cmd_coverage_show(self, conn: object, argv: list[str], _aux: object) -> None:
+        totals: dict[str, int] = {}
+        for br in self.bridges.values():
+            for name, value in list(br.drop_stats().items()) + list(br.fdb_stats().items()):
+                if name not in ("current", "static", "max", "aging_time"):
+                    totals[name] = totals.get(name, 0) + value
+        lines = ["Event coverage (totals since start):"]
+        lines += [f"{name:<26} total: {value}" for name, value in sorted(totals.items()) if value]
+        zero = sum(1 for v in totals.values() if not v)
+        lines.append(f"{zero} events never hit")
+        conn.reply("\n".join(lines) + "\n")
+
+    def _cmd_memory_show(self, conn: object, argv: list[str], _aux: object) -> None:
+        ports = sum(len(br.ports) for br in self.bridges.values())
+        macs = sum(br.fdb_stats()["current"] for br in self.bridges.values())
+        pool = sum(br.dp.pool.data.nbytes for br in self.bridges.values())
+        slots = sum(br.dp.pool.n_slots for br in self.bridges.values())
+        conn.reply(f"bridges:{len(self.bridges)} ports:{ports} mac-entries:{macs} pool-slots:{slots} "
+                   f"pool-bytes:{pool}\n")
+
+    def _cmd_vlog_list(self, conn: object, argv: list[str], _aux: object) -> None:
+        lines = ["                 console    syslog    file", "                 -------    ------    ------"]
+        for name in VLOG_MODULES:
+            level = _vlog_level(logging.getLogger(name).getEffectiveLevel())
+            lines.append(f"{name:<16} {level:<10} {'off':<9} {level}")
+        conn.reply("\n".join(lines) + "\n")
+
+    def _cmd_vlog_set(self, conn: object, argv: list[str], _aux: object) -> None:
+        for spec in argv or ["ANY:any:dbg"]:
+            module, level = "ANY", None
+            for word in spec.replace("=", ":").split(":"):
+                if word in VLOG_LEVELS:
+                    level = VLOG_LEVELS[word]
+                elif word in VLOG_MODULES or word == "ANY":
+                    module = word
+                elif word not in ("console", "syslog", "file", "any"):
+                    conn.reply_error(f"unknown module, destination or level \"{word}\"\n")
+                    return
+            if level is None:
+                conn.reply_error(f"no level in \"{spec}\" (emer, err, warn, info, dbg, off)\n")
+                return
+            for name in VLOG_MODULES if module == "ANY" else [module]:
+                logging.getLogger(name).setLevel(level)
+        conn.reply(None)
+
+    def _cmd_pmd_stats_show(self, conn: object, argv: list[str], _aux: object) -> None:
+        names = argv or sorted(self.bridges)
+        lines = []
+        for name in names:
+            br = self._bridge(conn, name)
+            if br is None:
+                return
+            st = br.dp.pmd.as_dict()
+            polls = st["busy_polls"] + st["idle_polls"]
+            lines += [
+                f"pmd thread datapath-{name}:",
+                f"  packets received: {st['packets']}",
+                f"  bursts: {st['bursts']}",
+                f"  avg. packets per burst: {st['avg_burst']:.2f}",
+                f"  busy polls: {st['busy_polls']} ({100 * st['busy_polls'] / polls if polls else 0:.1f}%)",
+                f"  idle polls: {st['idle_polls']} ({100 * st['idle_polls'] / polls if polls else 0:.1f}%)",
+                f"  epoll sleeps: {st['sleeps']}",
+                f"  avg. processing cycles per packet: {st['ns_per_packet'] * CPU_GHZ:.0f} "
+                f"({st['ns_per_packet']:.0f} ns/pkt)",
+            ]
+        conn.reply("\n".join(lines) + "\n")
+
+
+VLOG_MODULES = ("vswitch", "backends", "vswitch.daemon", "vswitch.bridge", "vswitch.datapath")
+VLOG_LEVELS = {"emer": logging.CRITICAL, "err": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO,
+               "dbg": logging.DEBUG, "off": logging.CRITICAL + 10}
+
+
+def _vlog_level(level: int) -> str:
+    for name in ("dbg", "info", "warn", "err", "emer"):
+        if level <= VLOG_LEVELS[name]:
+            return name
+    return "off"
+
+
+def _cpu_ghz() -> float:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return float(line.split(":")[1]) / 1000
+    except OSError:
+        pass
+    return 1.0
+
+
+CPU_GHZ = _cpu_ghz()
+
+
+def run_daemon(rundir: str, db: str | None) -> int:
+    """Start, serve and close a daemon; returns the exit code."""
+    daemon = Daemon(rundir, db)
+    try:
+        daemon.start()
+        print(f"pyvswitch: running, rundir {daemon.rundir}, database {daemon.remote}", flush=True)
+        daemon.run()
+        return 0
+    except DaemonError as exc:
+        print(f"pyvswitch run: {exc}", flush=True)
+        return 1
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(f"pyvswitch run: {exc}", flush=True)
+            return 1
+        raise
+    finally:
+        daemon.close()
