@@ -13,6 +13,7 @@ KNOWN = {
     "forward": "64-byte frames port to port: pyvswitch vs OVS netdev vs the Linux bridge",
     "port_tx": "port backend packet rates (system, tap) on devices it creates",
     "trafgen": "traffic generator and sink (gen / sink / veth self-test)",
+    "vsctl": "ovs-vsctl add-port / del-port round trip, pyvswitch vs OVS",
 }
 NOT_BENCHMARKS = {"common", "__main__", "__init__"}
 

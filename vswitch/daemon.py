@@ -167,6 +167,8 @@ class Daemon:
                 self.write_statistics()
             if self.stop_requested:
                 break
+            if self.idl.change_seqno != self.last_seqno:
+                continue  # updates arrived while we committed: apply them before sleeping
             poller = ovs.poller.Poller()
             self.idl.wait(poller)
             self.unixctl.wait(poller)

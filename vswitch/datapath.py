@@ -255,6 +255,8 @@ class Datapath:
                 self._age()
                 ports = self._ready_ports(0)
                 if not ports:
+                    if self._calls:  # its wake-up was consumed just now: run it before sleeping
+                        continue
                     pmd.sleeps += 1
                     ports = self._ready_ports(AGING_TICK)
                     if not ports:

@@ -1,0 +1,144 @@
+"""``python -m bench vsctl``: how long ``ovs-vsctl add-port`` / ``del-port`` take to return, pyvswitch vs OVS.
+
+Method: in a fresh network namespace, N veth pairs (no traffic); the switch under test runs in
+that namespace with its own rundir and ovsdb-server: ``pyvswitch run`` (private ovsdb-server)
+or ``ovsdb-server`` + ``ovs-vswitchd`` with a ``datapath_type=netdev`` bridge. Each
+``ovs-vsctl add-port br0 vethI`` (without ``--no-wait``: it returns once the switch has applied
+the change and set ``cur_cfg``) is timed end to end, then each ``del-port``. Medians and 90th
+percentiles in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+
+from bench.common import Progress, add_output_args, machine_info, write_results
+
+NS = "pvb-vsctl"
+SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+
+
+def sh(cmd: list[str], env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command, raising with its stderr when it fails."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    if check and proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+    return proc
+
+
+def wait_for(path: str, timeout: float = 20) -> None:
+    """Wait until ``path`` exists."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} did not appear")
+        time.sleep(0.05)
+
+
+def start_pyvswitch(rundir: str, env: dict[str, str]) -> list[subprocess.Popen]:
+    """``pyvswitch run`` in the namespace."""
+    exe = shutil.which("pyvswitch") or os.path.join(os.path.dirname(os.path.dirname(__file__)), ".venv/bin/pyvswitch")
+    proc = subprocess.Popen(["ip", "netns", "exec", NS, exe, "run", "--rundir", rundir], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if "running" not in (proc.stdout.readline() if proc.stdout else ""):
+        raise RuntimeError("pyvswitch run did not start")
+    sh(["ovs-vsctl", "add-br", "br0"], env)
+    return [proc]
+
+
+def start_ovs(rundir: str, env: dict[str, str]) -> list[subprocess.Popen]:
+    """ovsdb-server + ovs-vswitchd (userspace datapath) in the namespace."""
+    sh(["ovsdb-tool", "create", f"{rundir}/conf.db", SCHEMA], env)
+    db = subprocess.Popen(["ip", "netns", "exec", NS, "ovsdb-server", f"{rundir}/conf.db",
+                           f"--remote=punix:{rundir}/db.sock", "--no-chdir", f"--log-file={rundir}/ovsdb.log",
+                           f"--pidfile={rundir}/ovsdb-server.pid", f"--unixctl={rundir}/ovsdb-server.ctl"],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(f"{rundir}/db.sock")
+    sh(["ovs-vsctl", "--no-wait", "init"], env)
+    vswitchd = subprocess.Popen(["ip", "netns", "exec", NS, "ovs-vswitchd", f"unix:{rundir}/db.sock",
+                                 f"--pidfile={rundir}/ovs-vswitchd.pid", "--no-chdir",
+                                 f"--log-file={rundir}/ovs-vswitchd.log"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sh(["ovs-vsctl", "--timeout=30", "add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"], env)
+    return [vswitchd, db]
+
+
+SWITCHES: dict[str, Callable[[str, dict[str, str]], list[subprocess.Popen]]] = {
+    "pyvswitch": start_pyvswitch, "ovs": start_ovs,
+}
+
+
+def measure(name: str, n_ports: int, bar: Progress) -> dict[str, object]:
+    """Time add-port and del-port of ``n_ports`` veths on one switch; everything is removed after."""
+    sh(["ip", "netns", "add", NS])
+    procs: list[subprocess.Popen] = []
+    rundir = tempfile.mkdtemp(prefix="pvb-vsctl-")
+    env = dict(os.environ, OVS_RUNDIR=rundir, OVS_DBDIR=rundir, OVS_LOGDIR=rundir)
+    try:
+        for i in range(n_ports):
+            sh(["ip", "-n", NS, "link", "add", f"vb{i}", "type", "veth", "peer", "name", f"vp{i}"])
+            sh(["ip", "-n", NS, "link", "set", f"vb{i}", "up"])
+            sh(["ip", "-n", NS, "link", "set", f"vp{i}", "up"])
+        procs = SWITCHES[name](rundir, env)
+        add, delete = [], []
+        for i in range(n_ports):
+            t0 = time.perf_counter()
+            sh(["ovs-vsctl", "--timeout=30", "add-port", "br0", f"vb{i}"], env)
+            add.append((time.perf_counter() - t0) * 1e3)
+            bar.update(1, f"{name} add-port {i + 1}/{n_ports}")
+        ofports = sh(["ovs-vsctl", "--columns=ofport", "list", "Interface"], env).stdout
+        if "-1" in ofports:
+            raise RuntimeError(f"{name}: a port failed to attach: {ofports}")
+        for i in range(n_ports):
+            t0 = time.perf_counter()
+            sh(["ovs-vsctl", "--timeout=30", "del-port", "br0", f"vb{i}"], env)
+            delete.append((time.perf_counter() - t0) * 1e3)
+            bar.update(1, f"{name} del-port {i + 1}/{n_ports}")
+        q = statistics.quantiles
+        return {"switch": name, "ports": n_ports,
+                "add_port_median_ms": round(statistics.median(add), 1), "add_port_p90_ms": round(q(add, n=10)[-1], 1),
+                "del_port_median_ms": round(statistics.median(delete), 1),
+                "del_port_p90_ms": round(q(delete, n=10)[-1], 1)}
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write bench/results/vsctl.{json,png,md}."""
+    ap = argparse.ArgumentParser(prog="python -m bench vsctl", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ports", type=int, default=20, help="ports added then deleted per switch (default 20)")
+    ap.add_argument("--switches", default="pyvswitch,ovs", help="switches to measure (default pyvswitch,ovs)")
+    add_output_args(ap)
+    args = ap.parse_args(argv)
+    names = args.switches.split(",")
+    results = []
+    with Progress(2 * args.ports * len(names), "vsctl") as bar:
+        for name in names:
+            results.append(measure(name, args.ports, bar))
+    payload = {"benchmark": "vsctl", "method": __doc__.split("\n\n", 1)[1].strip(), "machine": machine_info(),
+               "results": results}
+    write_results("vsctl", payload, {"group": "ports", "series": "switch",
+                                     "metrics": [("add_port_median_ms", "add-port median (ms)"),
+                                                 ("del_port_median_ms", "del-port median (ms)")],
+                                     "title": "ovs-vsctl add-port / del-port round trip"},
+                  print_json=args.json, out_dir=args.out_dir)
+    if not args.json:
+        for r in results:
+            print(f"{r['switch']:10s} add-port median {r['add_port_median_ms']} ms (p90 {r['add_port_p90_ms']}), "
+                  f"del-port median {r['del_port_median_ms']} ms (p90 {r['del_port_p90_ms']})")
+    return 0
