@@ -226,3 +226,13 @@ def test_restart_keeps_configuration_and_ofports_and_applies_offline_changes(net
             if sw.proc is not None:
                 sw.stop()
             server.stop()
+
+
+def test_demo_runs_through_ovsdb_and_cleans_up() -> None:
+    proc = subprocess.run([sys.executable, "-m", "vswitch.cli", "demo"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "all pings passed" in proc.stdout and " port  VLAN  MAC" in proc.stdout
+    assert "ovs-vsctl add-port pvdemo pvdemo-tap -- set Interface pvdemo-tap type=tap" in proc.stdout
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "pvdemo" not in left
+    assert "pvdemo" not in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout

@@ -95,6 +95,12 @@ class Datapath:
         self.vlan_map = np.zeros((0, 2, 4096), dtype=np.int16)
         self.drops = np.zeros((0, N_DROPS), dtype=np.int64)
         self._alloc_queues(0)
+        # Load (or compile) the kernels now, not in the first burst.
+        switch_burst(self.pool.data, self.pool.meta, self.burst, 0, self.keys, self.l2, self.l2_info,
+                     np.zeros((1, 2, 4096), dtype=np.int16), 0, np.zeros((1, N_DROPS), dtype=np.int64),
+                     np.zeros((2, MAX_BURST), dtype=np.int32), np.zeros((2, 2), dtype=np.int32))
+        l2_age(self.l2, self.l2_info, 0)
+        self.pool.free(self.burst, 0)
         self.pmd = PmdStats()
         self.t0 = time.monotonic()
         self._calls: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
