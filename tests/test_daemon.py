@@ -236,3 +236,29 @@ def test_demo_runs_through_ovsdb_and_cleans_up() -> None:
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "pvdemo" not in left
     assert "pvdemo" not in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
+
+
+def test_detach_then_ovs_appctl_exit_stops_everything() -> None:
+    with tempfile.TemporaryDirectory(prefix="pvrun-") as rundir:
+        env = dict(os.environ, OVS_RUNDIR=rundir)
+        proc = subprocess.run([sys.executable, "-m", "vswitch.cli", "run", "--detach", "--rundir", rundir],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and "running" in proc.stdout, proc.stdout + proc.stderr
+        pid = int(open(os.path.join(rundir, "ovs-vswitchd.pid")).read())
+        out = subprocess.run(["ovs-appctl", "version"], capture_output=True, text=True, env=env, timeout=20)
+        assert out.stdout.strip() == "ovs-vswitchd (pyvswitch) 0.1.0"
+        subprocess.run(["ovs-appctl", "exit"], capture_output=True, env=env, timeout=20, check=True)
+        deadline = time.monotonic() + 15
+
+        def alive() -> bool:
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    return "\nState:\tZ" not in f.read()
+            except FileNotFoundError:
+                return False
+
+        while alive():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert not [f for f in os.listdir(rundir) if f.endswith((".pid", ".ctl", ".sock"))]
+        assert subprocess.run(["pgrep", "-f", f"ovsdb-server {rundir}"], capture_output=True).returncode == 1

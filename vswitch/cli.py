@@ -108,18 +108,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the OVSDB-driven daemon (see ``vswitch.daemon``)."""
+    """Run the OVSDB-driven daemon (see ``vswitch.daemon``), in the foreground or detached."""
     import os
 
     from vswitch.daemon import run_daemon
 
+    rundir = os.path.abspath(args.rundir or os.environ.get("OVS_RUNDIR") or "/var/run/openvswitch")
+    if args.verbose:
+        logging.getLogger().setLevel(logging.INFO)
     if args.log_file:
         handler = logging.FileHandler(args.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.INFO)
-    rundir = args.rundir or os.environ.get("OVS_RUNDIR") or "/var/run/openvswitch"
-    return run_daemon(rundir, args.db)
+    if not args.detach:
+        return run_daemon(rundir, args.db, args.pidfile)
+    # --detach: the child runs the daemon; the parent returns once it reports start-up (or failure).
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_fd)
+        with os.fdopen(read_fd) as status:
+            line = status.readline()
+        print(line.strip() or "pyvswitch run: the daemon exited during start-up", flush=True)
+        return 0 if "running" in line else 1
+    os.close(read_fd)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 2):
+        os.dup2(devnull, fd)
+    os.dup2(write_fd, 1)  # the start-up line goes to the parent; then stdout is closed
+    code = run_daemon(rundir, args.db, args.pidfile, on_started=lambda: os.dup2(devnull, 1))
+    os._exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", metavar="unix:PATH", help="use this ovsdb-server instead of a private one")
     p.add_argument("--rundir", metavar="DIR",
                    help="pidfile, control and database sockets (default $OVS_RUNDIR or /var/run/openvswitch)")
+    p.add_argument("--pidfile", nargs="?", const="", default="", metavar="PATH",
+                   help="pidfile (default and always: <rundir>/ovs-vswitchd.pid, which ovs-appctl reads)")
+    p.add_argument("--detach", action="store_true", help="run in the background once started")
     p.add_argument("--log-file", metavar="PATH", help="also log to PATH (SIGHUP reopens it)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what the switch does")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ovs.db.idl
@@ -80,8 +81,9 @@ class Pidfile:
 class Daemon:
     """Keeps the running bridges equal to what OVSDB says, and writes back what OVS writes."""
 
-    def __init__(self, rundir: str, db: str | None = None) -> None:
+    def __init__(self, rundir: str, db: str | None = None, pidfile: str = "") -> None:
         self.rundir = os.path.abspath(rundir)
+        self.pidfile_path = pidfile or os.path.join(self.rundir, "ovs-vswitchd.pid")
         os.makedirs(self.rundir, exist_ok=True)
         self.server: OvsdbServer | None = None
         self.remote = db
@@ -100,7 +102,7 @@ class Daemon:
     # ------------------------------------------------------------ start / stop
     def start(self) -> None:
         """Pidfile, ovsdb-server (private unless --db), unixctl socket, IDL."""
-        self.pidfile = Pidfile(os.path.join(self.rundir, "ovs-vswitchd.pid"))
+        self.pidfile = Pidfile(self.pidfile_path)
         if self.remote is None:
             self.server = OvsdbServer(self.rundir)
             self.server.start()
@@ -484,12 +486,15 @@ def _cpu_ghz() -> float:
 CPU_GHZ = _cpu_ghz()
 
 
-def run_daemon(rundir: str, db: str | None) -> int:
+def run_daemon(rundir: str, db: str | None, pidfile: str = "", on_started: Callable[[], None] | None = None) -> int:
     """Start, serve and close a daemon; returns the exit code."""
-    daemon = Daemon(rundir, db)
+    daemon = Daemon(rundir, db, pidfile)
     try:
         daemon.start()
-        print(f"pyvswitch: running, rundir {daemon.rundir}, database {daemon.remote}", flush=True)
+        print(f"pyvswitch: running, rundir {daemon.rundir}, database {daemon.remote}, pid {os.getpid()}",
+              flush=True)
+        if on_started is not None:
+            on_started()
         daemon.run()
         return 0
     except DaemonError as exc:
