@@ -92,6 +92,8 @@ def switch() -> Iterator[Switch]:
             left = [f for f in os.listdir(rundir) if f.endswith((".pid", ".ctl", ".sock"))]
             assert left == [], left
             assert "conf.db" in os.listdir(rundir)
+            links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+            assert " br0:" not in links  # the bridge's internal port is gone with the daemon
             assert subprocess.run(["pgrep", "-f", f"ovsdb-server {rundir}"], capture_output=True).returncode == 1
 
 
@@ -131,6 +133,12 @@ def test_ovs_vsctl_and_ovs_appctl_drive_the_switch(switch: Switch, net: HostNet)
     assert f"    {a} 1/" in dpif and "    br0 65534/" in dpif and "(type internal)" in dpif
     stats = switch.appctl("fdb/stats-show", "br0").stdout
     assert "Current/maximum MAC entries in the table: 2/8192" in stats
+    assert switch.vsctl("get", "Interface", a, "link_speed").stdout.strip() == "10000000000"  # veth: 10 Gb/s
+    assert switch.vsctl("get", "Interface", a, "status").stdout.strip() == "{driver_name=veth}"
+    switch.vsctl("set", "Bridge", "br0", "other_config:mac-table-size=100", "other_config:mac-aging-time=42")
+    stats = switch.appctl("fdb/stats-show", "br0").stdout
+    assert "/100\n" in stats and "MAC aging time (seconds)                : 42" in stats
+    assert net.ping(f"{stem}0", "10.81.0.2", count=1)
     assert switch.appctl("fdb/flush", "br0").stdout.strip() == "table successfully flushed"
     assert switch.appctl("fdb/show", "br0").stdout.splitlines()[1:] == []
     assert "never hit" in switch.appctl("coverage/show").stdout

@@ -27,7 +27,7 @@ import ovs.unixctl.server
 from backends.port import PortError
 from vswitch import __version__
 from vswitch.bridge import Bridge, BridgeError
-from vswitch.ovsdb_server import OvsdbServer, find_schema
+from vswitch.ovsdb_server import OvsdbServer, OvsdbServerError, find_schema
 from vswitch.vlan import VlanConfig, VlanConfigError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,30 @@ class PortSpec:
 
 def _opt(value: list) -> object:
     return value[0] if value else None
+
+
+def _link_status(ifname: str) -> dict[str, str]:
+    """``Interface.status`` as OVS fills it where we can know it: ``driver_name`` (veth, tun, ...)."""
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            links = ipr.get_links(ifname=ifname)
+            info = links[0].get_attr("IFLA_LINKINFO") if links else None
+            kind = info.get_attr("IFLA_INFO_KIND") if info else None
+    except Exception:  # noqa: BLE001 - status is best effort; the device may be in another netns
+        return {}
+    return {"driver_name": kind} if kind else {}
+
+
+def _link_speed(ifname: str) -> list[int]:
+    """``[bits per second]`` from sysfs where the driver reports it (veth: 10 Gb/s), else ``[]``."""
+    try:
+        with open(f"/sys/class/net/{ifname}/speed") as f:
+            mbps = int(f.read().strip())
+    except (OSError, ValueError):
+        return []
+    return [mbps * 1_000_000] if mbps > 0 else []
 
 
 class Pidfile:
@@ -90,6 +114,7 @@ class Daemon:
         self.bridges: dict[str, Bridge] = {}
         self.specs: dict[tuple[str, str], PortSpec] = {}
         self.errors: dict[str, str] = {}
+        self.status_done: set[str] = set()
         self.stop_requested = False
         self.last_seqno = -1
         self.next_stats = 0.0
@@ -165,7 +190,7 @@ class Daemon:
                 self.reconcile()
                 self.next_retry = now + RETRY_INTERVAL
             if self.idl.has_ever_connected() and now >= self.next_stats:
-                self.next_stats = now + STATS_INTERVAL
+                self.next_stats = now + self.stats_interval()
                 self.write_statistics()
             if self.stop_requested:
                 break
@@ -212,8 +237,12 @@ class Daemon:
                 log.info("deleted bridge %s", name)
         for name, row in bridges.items():
             cfg = row.other_config
-            size = int(cfg.get("mac-table-size", 8192))
-            aging = int(cfg.get("mac-aging-time", 300))
+            try:
+                size = max(1, int(cfg.get("mac-table-size", 8192)))
+                aging = max(1, int(cfg.get("mac-aging-time", 300)))
+            except ValueError:
+                log.warning("bridge %s: mac-table-size and mac-aging-time must be numbers: %s", name, cfg)
+                size, aging = 8192, 300
             br = self.bridges.get(name)
             if br is None:
                 br = self.bridges[name] = Bridge(name, mac_table_size=size, mac_aging_time=aging)
@@ -229,6 +258,7 @@ class Daemon:
                 if br is not None and iface in br.ports:
                     br.del_port(iface)
                 del self.specs[key]
+                self.status_done.discard(iface)
         for key, (spec, row) in wanted.items():
             br_name, iface = key
             br = self.bridges[br_name]
@@ -283,7 +313,11 @@ class Daemon:
                     "ofport": [bp.ofport], "ifindex": [port.ifindex], "mac_in_use": [port.mac] if port.mac else [],
                     "admin_state": ["up" if bp.admin_up else "down"],
                     "link_state": ["up" if port.link_up else "down"], "error": [],
+                    "link_speed": _link_speed(bp.name),
                 }
+                if bp.name not in self.status_done:
+                    want["status"] = _link_status(bp.name)
+                    self.status_done.add(bp.name)
             elif iface.name in self.errors:
                 want = {"ofport": [-1], "error": [self.errors[iface.name]], "admin_state": [], "link_state": []}
             else:
@@ -308,6 +342,15 @@ class Daemon:
         if status not in (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED):
             log.warning("writing back to OVSDB failed: %s (%s)", status, txn.get_error())
             self.last_seqno = -1  # try again on the next loop
+
+    def stats_interval(self) -> float:
+        """Seconds between statistics updates: ``Open_vSwitch other_config:stats-update-interval`` (ms, >= 5000)."""
+        for root in self.idl.tables["Open_vSwitch"].rows.values():
+            try:
+                return max(5000, int(root.other_config.get("stats-update-interval", 5000))) / 1000
+            except ValueError:
+                pass
+        return STATS_INTERVAL
 
     def write_statistics(self) -> None:
         """Interface.statistics from the port counters (OVS's stats-update-interval, 5 s)."""
@@ -497,7 +540,7 @@ def run_daemon(rundir: str, db: str | None, pidfile: str = "", on_started: Calla
             on_started()
         daemon.run()
         return 0
-    except DaemonError as exc:
+    except (DaemonError, OvsdbServerError) as exc:
         print(f"pyvswitch run: {exc}", flush=True)
         return 1
     except OSError as exc:
