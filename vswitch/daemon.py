@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+import array
 import errno
 import fcntl
 import logging
 import os
 import signal
+import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +36,9 @@ from vswitch.vlan import VlanConfig, VlanConfigError
 log = logging.getLogger(__name__)
 
 OFPP_LOCAL = 65534
+SIOCETHTOOL = 0x8946
+ETHTOOL_GDRVINFO = 0x00000003
+ETHTOOL_DRVINFO_SIZE = 196
 SUPPORTED_TYPES = ("", "system", "internal", "tap")
 STATS_INTERVAL = 5.0
 RETRY_INTERVAL = 2.0
@@ -57,17 +63,21 @@ def _opt(value: list) -> object:
 
 
 def _link_status(ifname: str) -> dict[str, str]:
-    """``Interface.status`` as OVS fills it where we can know it: ``driver_name`` (veth, tun, ...)."""
+    """``Interface.status`` as OVS fills it where we can know it: the driver (veth, tun, ...) via ETHTOOL_GDRVINFO."""
+    buf = array.array("B", struct.pack("I", ETHTOOL_GDRVINFO) + bytes(ETHTOOL_DRVINFO_SIZE - 4))
+    ifreq = struct.pack("16sP", ifname.encode()[:15], buf.buffer_info()[0])
     try:
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            links = ipr.get_links(ifname=ifname)
-            info = links[0].get_attr("IFLA_LINKINFO") if links else None
-            kind = info.get_attr("IFLA_INFO_KIND") if info else None
-    except Exception:  # noqa: BLE001 - status is best effort; the device may be in another netns
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            fcntl.ioctl(sock, SIOCETHTOOL, ifreq)
+    except OSError:  # the device may be gone or in another netns: status is best effort
         return {}
-    return {"driver_name": kind} if kind else {}
+    raw = buf.tobytes()
+    out = {}
+    for key, lo, hi in (("driver_name", 4, 36), ("driver_version", 36, 68), ("firmware_version", 68, 100)):
+        value = raw[lo:hi].split(b"\0", 1)[0].decode(errors="replace")
+        if value:
+            out[key] = value
+    return out
 
 
 def _link_speed(ifname: str) -> list[int]:
