@@ -270,3 +270,27 @@ def test_detach_then_ovs_appctl_exit_stops_everything() -> None:
             time.sleep(0.1)
         assert not [f for f in os.listdir(rundir) if f.endswith((".pid", ".ctl", ".sock"))]
         assert subprocess.run(["pgrep", "-f", f"ovsdb-server {rundir}"], capture_output=True).returncode == 1
+
+
+def test_sighup_reopens_the_log_file(net: HostNet) -> None:
+    stem = unique()
+    (a,) = hosts(net, stem, 1, "10.85.0")
+    with tempfile.TemporaryDirectory(prefix="pvrun-") as rundir:
+        log_path = os.path.join(rundir, "pyvswitch.log")
+        env = dict(os.environ, OVS_RUNDIR=rundir)
+        proc = subprocess.Popen([sys.executable, "-m", "vswitch.cli", "run", "--rundir", rundir,
+                                 "--log-file", log_path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert "running" in proc.stdout.readline()
+            subprocess.run(["ovs-vsctl", "add-br", "br0"], env=env, check=True, timeout=20)
+            assert "created bridge br0" in open(log_path).read()
+            os.rename(log_path, log_path + ".1")  # what logrotate does
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            subprocess.run(["ovs-vsctl", "add-port", "br0", a], env=env, check=True, timeout=20)
+            assert f"added system port {a}" in open(log_path).read()
+            assert f"added system port {a}" not in open(log_path + ".1").read()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
+        assert proc.returncode == 0
