@@ -155,6 +155,15 @@ def test_ovs_vsctl_and_ovs_appctl_drive_the_switch(switch: Switch, net: HostNet)
     while "rx_packets" not in switch.vsctl("get", "Interface", a, "statistics").stdout:
         assert time.monotonic() < deadline
         time.sleep(0.5)
+    # An internal port: pyvswitch creates the host interface, and removes it with the port.
+    internal = f"{stem}i"
+    switch.vsctl("add-port", "br0", internal, "--", "set", "Interface", internal, "type=internal")
+    assert switch.vsctl("get", "Interface", internal, "ofport").stdout.strip() == "3"
+    assert os.path.exists(f"/sys/class/net/{internal}")
+    assert switch.vsctl("get", "Interface", internal, "mac_in_use").stdout.strip().strip('"') == open(
+        f"/sys/class/net/{internal}/address").read().strip()
+    switch.vsctl("del-port", "br0", internal)
+    assert not os.path.exists(f"/sys/class/net/{internal}")
     switch.vsctl("del-port", "br0", a)
     assert f"Port {a}" not in switch.vsctl("show").stdout
     assert not net.ping(f"{stem}0", "10.81.0.2", count=1, deadline=2)
