@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,3 +18,15 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if os.environ.get("CI") == "true" and report.skipped and report.when in ("setup", "call"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which counts as a failure: {report.longrepr}"
+
+
+@pytest.fixture
+def net() -> Iterator:
+    """Namespaces and veths for one test, removed afterwards even when the test fails."""
+    from vswitch.hostnet import HostNet
+
+    hn = HostNet()
+    try:
+        yield hn
+    finally:
+        hn.cleanup()

@@ -69,15 +69,6 @@ class Switch:
 
 
 @pytest.fixture
-def net() -> Iterator[HostNet]:
-    hn = HostNet()
-    try:
-        yield hn
-    finally:
-        hn.cleanup()
-
-
-@pytest.fixture
 def switch() -> Iterator[Switch]:
     with tempfile.TemporaryDirectory(prefix="pvrun-") as rundir:
         sw = Switch(rundir)
@@ -93,7 +84,7 @@ def switch() -> Iterator[Switch]:
             assert left == [], left
             assert "conf.db" in os.listdir(rundir)
             links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-            assert " br0:" not in links  # the bridge's internal port is gone with the daemon
+            assert not [ln for ln in links.splitlines() if "br:" in ln.split()[1]], links  # internal ports gone
             assert subprocess.run(["pgrep", "-f", f"ovsdb-server {rundir}"], capture_output=True).returncode == 1
 
 
@@ -107,47 +98,48 @@ def hosts(net: HostNet, stem: str, n: int, subnet: str) -> list[str]:
 
 def test_ovs_vsctl_and_ovs_appctl_drive_the_switch(switch: Switch, net: HostNet) -> None:
     stem = unique()
+    br = f"{stem}br"
     a, b = hosts(net, stem, 2, "10.81.0")
-    switch.vsctl("add-br", "br0")
+    switch.vsctl("add-br", br)
     t0 = time.monotonic()
-    switch.vsctl("add-port", "br0", a)
-    switch.vsctl("add-port", "br0", b)
+    switch.vsctl("add-port", br, a)
+    switch.vsctl("add-port", br, b)
     assert time.monotonic() - t0 < 5
     show = switch.vsctl("show").stdout
-    assert "Bridge br0" in show and f"Port {a}" in show and f"Interface {b}" in show
+    assert f"Bridge {br}" in show and f"Port {a}" in show and f"Interface {b}" in show
     assert switch.vsctl("get", "Interface", a, "ofport").stdout.strip() == "1"
     assert switch.vsctl("get", "Interface", b, "ofport").stdout.strip() == "2"
-    assert switch.vsctl("get", "Interface", "br0", "ofport").stdout.strip() == "65534"
+    assert switch.vsctl("get", "Interface", br, "ofport").stdout.strip() == "65534"
     listing = switch.vsctl("list", "Interface", a).stdout
     assert 'link_state          : up' in listing and "mac_in_use" in listing
     assert switch.vsctl("get", "Open_vSwitch", ".", "ovs_version").stdout.strip() == '"0.1.0"'
-    assert len(switch.vsctl("get", "Bridge", "br0", "datapath_id").stdout.strip().strip('"')) == 16
+    assert len(switch.vsctl("get", "Bridge", br, "datapath_id").stdout.strip().strip('"')) == 16
 
     assert net.ping(f"{stem}0", "10.81.0.2")
-    fdb = switch.appctl("fdb/show", "br0").stdout.splitlines()
+    fdb = switch.appctl("fdb/show", br).stdout.splitlines()
     assert fdb[0] == " port  VLAN  MAC                Age"
     rows = {tuple(line.split()[:3]) for line in fdb[1:]}
     assert ("1", "0", mac_of(net, f"{stem}0")) in rows and ("2", "0", mac_of(net, f"{stem}1")) in rows
     assert switch.appctl("version").stdout.strip() == "ovs-vswitchd (pyvswitch) 0.1.0"
     dpif = switch.appctl("dpif/show").stdout
-    assert f"    {a} 1/" in dpif and "    br0 65534/" in dpif and "(type internal)" in dpif
-    stats = switch.appctl("fdb/stats-show", "br0").stdout
+    assert f"    {a} 1/" in dpif and f"    {br} 65534/" in dpif and "(type internal)" in dpif
+    stats = switch.appctl("fdb/stats-show", br).stdout
     assert "Current/maximum MAC entries in the table: 2/8192" in stats
     assert switch.vsctl("get", "Interface", a, "link_speed").stdout.strip() == "10000000000"  # veth: 10 Gb/s
     assert "driver_name=veth" in switch.vsctl("get", "Interface", a, "status").stdout
-    switch.vsctl("set", "Bridge", "br0", "other_config:mac-table-size=100", "other_config:mac-aging-time=42")
-    stats = switch.appctl("fdb/stats-show", "br0").stdout
+    switch.vsctl("set", "Bridge", br, "other_config:mac-table-size=100", "other_config:mac-aging-time=42")
+    stats = switch.appctl("fdb/stats-show", br).stdout
     assert "/100\n" in stats and "MAC aging time (seconds)                : 42" in stats
     assert net.ping(f"{stem}0", "10.81.0.2", count=1)
-    assert switch.appctl("fdb/flush", "br0").stdout.strip() == "table successfully flushed"
-    assert switch.appctl("fdb/show", "br0").stdout.splitlines()[1:] == []
+    assert switch.appctl("fdb/flush", br).stdout.strip() == "table successfully flushed"
+    assert switch.appctl("fdb/show", br).stdout.splitlines()[1:] == []
     assert "never hit" in switch.appctl("coverage/show").stdout
     assert "bridges:1 ports:3" in switch.appctl("memory/show").stdout
     assert "vswitch.datapath" in switch.appctl("vlog/list").stdout
     switch.appctl("vlog/set", "vswitch:file:dbg")
     assert switch.appctl("vlog/set", "nonsense:bogus", check=False).returncode != 0
     pmd = switch.appctl("dpif-pyvswitch/pmd-stats-show").stdout
-    assert "pmd thread datapath-br0:" in pmd and "avg. packets per burst" in pmd
+    assert f"pmd thread datapath-{br}:" in pmd and "avg. packets per burst" in pmd
     assert int(pmd.split("packets received: ")[1].split()[0]) >= 4
     assert switch.appctl("fdb/show", "nosuchbr", check=False).returncode != 0
     # Statistics are written back every 5 seconds.
@@ -157,45 +149,47 @@ def test_ovs_vsctl_and_ovs_appctl_drive_the_switch(switch: Switch, net: HostNet)
         time.sleep(0.5)
     # An internal port: pyvswitch creates the host interface, and removes it with the port.
     internal = f"{stem}i"
-    switch.vsctl("add-port", "br0", internal, "--", "set", "Interface", internal, "type=internal")
+    switch.vsctl("add-port", br, internal, "--", "set", "Interface", internal, "type=internal")
     assert switch.vsctl("get", "Interface", internal, "ofport").stdout.strip() == "3"
     assert os.path.exists(f"/sys/class/net/{internal}")
     assert switch.vsctl("get", "Interface", internal, "mac_in_use").stdout.strip().strip('"') == open(
         f"/sys/class/net/{internal}/address").read().strip()
-    switch.vsctl("del-port", "br0", internal)
+    switch.vsctl("del-port", br, internal)
     assert not os.path.exists(f"/sys/class/net/{internal}")
-    switch.vsctl("del-port", "br0", a)
+    switch.vsctl("del-port", br, a)
     assert f"Port {a}" not in switch.vsctl("show").stdout
     assert not net.ping(f"{stem}0", "10.81.0.2", count=1, deadline=2)
 
 
 def test_vlan_tag_change_takes_effect_live(switch: Switch, net: HostNet) -> None:
     stem = unique()
+    br = f"{stem}br"
     a, b = hosts(net, stem, 2, "10.82.0")
-    switch.vsctl("add-br", "br0")
-    switch.vsctl("add-port", "br0", a, "tag=10")
-    switch.vsctl("add-port", "br0", b, "tag=10")
+    switch.vsctl("add-br", br)
+    switch.vsctl("add-port", br, a, "tag=10")
+    switch.vsctl("add-port", br, b, "tag=10")
     assert net.ping(f"{stem}0", "10.82.0.2")
     switch.vsctl("set", "Port", b, "tag=20")
     assert not net.ping(f"{stem}0", "10.82.0.2", count=2, deadline=2)
     switch.vsctl("set", "Port", b, "tag=10")
     assert net.ping(f"{stem}0", "10.82.0.2")
-    fdb = switch.appctl("fdb/show", "br0").stdout
+    fdb = switch.appctl("fdb/show", br).stdout
     assert f"   10  {mac_of(net, f'{stem}0')}" in fdb
 
 
 def test_bad_ports_get_an_error_and_do_not_disturb_the_others(switch: Switch, net: HostNet) -> None:
     stem = unique()
+    br = f"{stem}br"
     a, b = hosts(net, stem, 2, "10.83.0")
-    switch.vsctl("add-br", "br0")
-    switch.vsctl("add-port", "br0", a)
-    switch.vsctl("add-port", "br0", b)
+    switch.vsctl("add-br", br)
+    switch.vsctl("add-port", br, a)
+    switch.vsctl("add-port", br, b)
     missing = f"{stem}x"
-    proc = switch.vsctl("add-port", "br0", missing, check=False)
+    proc = switch.vsctl("add-port", br, missing, check=False)
     assert f"Error detected while setting up '{missing}'" in proc.stderr
     assert "no such network device" in switch.vsctl("get", "Interface", missing, "error").stdout
     assert switch.vsctl("get", "Interface", missing, "ofport").stdout.strip() == "-1"
-    proc = switch.vsctl("add-port", "br0", "weird0", "--", "set", "Interface", "weird0", "type=vxlan", check=False)
+    proc = switch.vsctl("add-port", br, "weird0", "--", "set", "Interface", "weird0", "type=vxlan", check=False)
     assert "unsupported interface type 'vxlan'" in switch.vsctl("get", "Interface", "weird0", "error").stdout
     assert net.ping(f"{stem}0", "10.83.0.2")
     # The device appears: the port is retried and comes up without any command.
@@ -210,6 +204,7 @@ def test_bad_ports_get_an_error_and_do_not_disturb_the_others(switch: Switch, ne
 
 def test_restart_keeps_configuration_and_ofports_and_applies_offline_changes(net: HostNet) -> None:
     stem = unique()
+    br = f"{stem}br"
     a, b, c = hosts(net, stem, 3, "10.84.0")
     with tempfile.TemporaryDirectory(prefix="pvdb-") as dbdir, tempfile.TemporaryDirectory(prefix="pvrun-") as rundir:
         server = OvsdbServer(dbdir)
@@ -217,20 +212,20 @@ def test_restart_keeps_configuration_and_ofports_and_applies_offline_changes(net
         sw = Switch(rundir, db=server.remote)
         try:
             sw.start()
-            sw.vsctl("add-br", "br0")
-            sw.vsctl("add-port", "br0", a)
-            sw.vsctl("add-port", "br0", b)
-            sw.vsctl("add-port", "br0", c, "--", "set", "Interface", c, "ofport_request=7")
-            sw.vsctl("del-port", "br0", a)  # leaves ofport 1 free
+            sw.vsctl("add-br", br)
+            sw.vsctl("add-port", br, a)
+            sw.vsctl("add-port", br, b)
+            sw.vsctl("add-port", br, c, "--", "set", "Interface", c, "ofport_request=7")
+            sw.vsctl("del-port", br, a)  # leaves ofport 1 free
             before = {p: sw.vsctl("get", "Interface", p, "ofport").stdout.strip() for p in (b, c)}
             assert before == {b: "2", c: "7"}
             code, err = sw.stop()
             assert code == 0, err
             # While pyvswitch is down: a new port and a VLAN change.
-            sw.vsctl("--no-wait", "add-port", "br0", a)
+            sw.vsctl("--no-wait", "add-port", br, a)
             sw.vsctl("--no-wait", "set", "Port", c, "tag=30")
             sw.start()
-            sw.vsctl("--no-wait", "--", "--if-exists", "del-port", "br0", "nonexistent")
+            sw.vsctl("--no-wait", "--", "--if-exists", "del-port", br, "nonexistent")
             deadline = time.monotonic() + 5
             while sw.vsctl("get", "Interface", a, "ofport").stdout.strip() in ("[]", "-1"):
                 assert time.monotonic() < deadline
@@ -283,6 +278,7 @@ def test_detach_then_ovs_appctl_exit_stops_everything() -> None:
 
 def test_sighup_reopens_the_log_file(net: HostNet) -> None:
     stem = unique()
+    br = f"{stem}br"
     (a,) = hosts(net, stem, 1, "10.85.0")
     with tempfile.TemporaryDirectory(prefix="pvrun-") as rundir:
         log_path = os.path.join(rundir, "pyvswitch.log")
@@ -291,12 +287,12 @@ def test_sighup_reopens_the_log_file(net: HostNet) -> None:
                                  "--log-file", log_path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert "running" in proc.stdout.readline()
-            subprocess.run(["ovs-vsctl", "add-br", "br0"], env=env, check=True, timeout=20)
-            assert "created bridge br0" in open(log_path).read()
+            subprocess.run(["ovs-vsctl", "add-br", br], env=env, check=True, timeout=20)
+            assert f"created bridge {br}" in open(log_path).read()
             os.rename(log_path, log_path + ".1")  # what logrotate does
             proc.send_signal(signal.SIGHUP)
             time.sleep(0.5)
-            subprocess.run(["ovs-vsctl", "add-port", "br0", a], env=env, check=True, timeout=20)
+            subprocess.run(["ovs-vsctl", "add-port", br, a], env=env, check=True, timeout=20)
             assert f"added system port {a}" in open(log_path).read()
             assert f"added system port {a}" not in open(log_path + ".1").read()
         finally:

@@ -19,15 +19,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def net() -> Iterator[HostNet]:
-    hn = HostNet()
-    try:
-        yield hn
-    finally:
-        hn.cleanup()
-
-
-@pytest.fixture
 def bridges() -> Iterator[list[Bridge]]:
     made: list[Bridge] = []
     try:
@@ -46,17 +37,24 @@ def make_hosts(net: HostNet, stem: str, specs: list[tuple[str, str | None]]) -> 
     return ends
 
 
-def test_ping_between_namespaces_over_system_and_tap_ports(net: HostNet, bridges: list[Bridge]) -> None:
+def two_hosts_and_a_tap(net: HostNet, bridges: list[Bridge], subnet: str) -> tuple[str, Bridge, dict[str, str]]:
+    """Hosts a and b on system ports and host c on a tap port of a new bridge; returns (stem, bridge, ports)."""
     stem = unique()
-    ends = make_hosts(net, stem, [("a", "10.90.0.1/24"), ("b", "10.90.0.2/24")])
+    ends = make_hosts(net, stem, [("a", f"{subnet}.1/24"), ("b", f"{subnet}.2/24")])
     net.add_netns(f"{stem}c")
     br = Bridge(f"{stem}br")
     bridges.append(br)
     br.add_port(ends["a"], "system")
     br.add_port(ends["b"], "system")
-    tap = f"{stem}t"
-    br.add_port(tap, "tap")
-    net.move_to_netns(tap, f"{stem}c", "10.90.0.3/24")
+    ends["c"] = f"{stem}t"
+    br.add_port(ends["c"], "tap")
+    net.move_to_netns(ends["c"], f"{stem}c", f"{subnet}.3/24")
+    return stem, br, ends
+
+
+def test_ping_between_namespaces_over_system_and_tap_ports(net: HostNet, bridges: list[Bridge]) -> None:
+    stem, br, ends = two_hosts_and_a_tap(net, bridges, "10.90.0")
+    tap = ends["c"]
 
     assert net.ping(f"{stem}a", "10.90.0.2")
     assert net.ping(f"{stem}b", "10.90.0.1")
@@ -199,16 +197,8 @@ def test_mac_table_limit_under_a_flood_of_random_sources(net: HostNet, bridges: 
 
 
 def test_malformed_and_oversize_frames_are_counted_and_dropped(net: HostNet, bridges: list[Bridge]) -> None:
-    stem = unique()
-    ends = make_hosts(net, stem, [("a", "10.96.0.1/24"), ("b", "10.96.0.2/24")])
-    net.add_netns(f"{stem}c")
-    br = Bridge(f"{stem}br")
-    bridges.append(br)
-    br.add_port(ends["a"], "system")
-    br.add_port(ends["b"], "system")
-    tap = f"{stem}t"
-    br.add_port(tap, "tap")
-    net.move_to_netns(tap, f"{stem}c", "10.96.0.3/24")
+    stem, br, ends = two_hosts_and_a_tap(net, bridges, "10.96.0")
+    tap = ends["c"]
     assert net.ping(f"{stem}a", "10.96.0.2", count=1)
 
     # Through the tap: the kernel hands the switch these frames exactly as sent. (Linux refuses
