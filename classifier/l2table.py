@@ -235,6 +235,28 @@ def l2_flush(l2: np.ndarray, info: np.ndarray, port: int, include_static: bool) 
     return removed
 
 
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def l2_copy(src: np.ndarray, dst: np.ndarray, dst_info: np.ndarray) -> int:
+    """Insert every entry of table ``src`` into ``dst`` (timestamps kept, ``dst``'s limit applied); returns how many."""
+    copied = 0
+    for i in range(src.shape[0]):
+        key = src[i, 0]
+        if key == 0 or l2_find(dst, dst_info, key) >= 0:
+            continue
+        value = src[i, 1]
+        if (value >> np.uint64(16)) & np.uint64(1):
+            if dst_info[I_STATIC_COUNT] >= STATIC_HEADROOM:
+                continue
+            dst_info[I_STATIC_COUNT] += 1
+        else:
+            if dst_info[I_LEARNED_COUNT] >= dst_info[I_LIMIT]:
+                continue
+            dst_info[I_LEARNED_COUNT] += 1
+        _insert_new(dst, dst_info, key, value)
+        copied += 1
+    return copied
+
+
 def l2_entries(l2: np.ndarray, now: int) -> list[tuple[int, int, int, int, bool]]:
     """All entries as (port, vlan, mac, age_seconds, static), sorted by port, VLAN, MAC (slow path)."""
     used = np.nonzero(l2[:, 0])[0]

@@ -127,9 +127,18 @@ def test_ovs_vsctl_and_ovs_appctl_drive_the_switch(switch: Switch, net: HostNet)
     assert "Current/maximum MAC entries in the table: 2/8192" in stats
     assert switch.vsctl("get", "Interface", a, "link_speed").stdout.strip() == "10000000000"  # veth: 10 Gb/s
     assert "driver_name=veth" in switch.vsctl("get", "Interface", a, "status").stdout
+    assert net.ping(f"{stem}0", "10.81.0.2", count=1)
     switch.vsctl("set", "Bridge", br, "other_config:mac-table-size=100", "other_config:mac-aging-time=42")
     stats = switch.appctl("fdb/stats-show", br).stdout
-    assert "/100\n" in stats and "MAC aging time (seconds)                : 42" in stats
+    assert "table: 2/100\n" in stats and "MAC aging time (seconds)                : 42" in stats  # entries kept
+    # Out-of-range sizes are clamped like OVS does (10 .. 1,000,000), never fatal.
+    switch.vsctl("set", "Bridge", br, "other_config:mac-table-size=2000000000")
+    assert "/1000000\n" in switch.appctl("fdb/stats-show", br).stdout
+    switch.vsctl("set", "Bridge", br, "other_config:mac-table-size=0")
+    assert "/10\n" in switch.appctl("fdb/stats-show", br).stdout
+    assert switch.appctl("fdb/stats-clear", br).stdout.strip() == "statistics successfully cleared"
+    assert "fdb/stats-show" in switch.appctl("list-commands").stdout
+    assert "syslog" in switch.appctl("vlog/set", "vswitch:syslog:dbg", check=False).stderr
     assert net.ping(f"{stem}0", "10.81.0.2", count=1)
     assert switch.appctl("fdb/flush", br).stdout.strip() == "table successfully flushed"
     assert switch.appctl("fdb/show", br).stdout.splitlines()[1:] == []

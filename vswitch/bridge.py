@@ -194,6 +194,12 @@ class Bridge:
             lines.append(f"{e['ofport']:>5}  {e['vlan']:>4}  {e['mac']}  {age:>4}")
         return "\n".join(lines) + "\n"
 
+    def clear_fdb_stats(self) -> None:
+        """Zero the MAC table's event counters (``fdb/stats-clear``)."""
+        from classifier.l2table import I_LEARNED
+
+        self.dp.call(lambda: self.dp.l2_info.__setitem__(slice(I_LEARNED, None), 0))
+
     def fdb_stats(self) -> dict[str, int]:
         """MAC table sizes and event counters (``fdb/stats-show``)."""
         info = self.dp.l2_info

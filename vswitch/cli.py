@@ -116,7 +116,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     rundir = os.path.abspath(args.rundir or os.environ.get("OVS_RUNDIR") or "/var/run/openvswitch")
     if args.verbose:
         logging.getLogger().setLevel(logging.INFO)
+    if args.detach and not args.log_file:
+        args.log_file = os.path.join(rundir, "ovs-vswitchd.log")  # a detached daemon must log somewhere
     if args.log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(args.log_file)), exist_ok=True)
         handler = logging.FileHandler(args.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
@@ -186,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pidfile", nargs="?", const="", default="", metavar="PATH",
                    help="pidfile (default and always: <rundir>/ovs-vswitchd.pid, which ovs-appctl reads)")
     p.add_argument("--detach", action="store_true", help="run in the background once started")
-    p.add_argument("--log-file", metavar="PATH", help="also log to PATH (SIGHUP reopens it)")
+    p.add_argument("--log-file", metavar="PATH",
+                   help="also log to PATH (SIGHUP reopens it; --detach defaults to <rundir>/ovs-vswitchd.log)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what the switch does")
     p.set_defaults(func=cmd_run)
 

@@ -58,6 +58,27 @@ class PortSpec:
     ofport_request: int | None
 
 
+MAC_TABLE_MIN, MAC_TABLE_MAX = 10, 1_000_000   # OVS's bounds for mac-table-size
+MAC_AGING_MAX = 86400
+
+
+def _bounded(cfg: dict, key: str, default: int, lo: int, hi: int, bridge: str) -> int:
+    """An integer ``other_config`` setting, clamped to [lo, hi]; a bad value logs and gives the default."""
+    text = cfg.get(key)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        log.warning("bridge %s: other_config:%s=%r is not a number; using %d", bridge, key, text, default)
+        return default
+    if not lo <= value <= hi:
+        clamped = min(max(value, lo), hi)
+        log.warning("bridge %s: other_config:%s=%d is outside %d..%d; using %d", bridge, key, value, lo, hi, clamped)
+        return clamped
+    return value
+
+
 def _opt(value: list) -> object:
     return value[0] if value else None
 
@@ -197,7 +218,10 @@ class Daemon:
             if self.idl.has_ever_connected() and (
                     self.idl.change_seqno != self.last_seqno or now >= self.next_retry and self.errors):
                 self.last_seqno = self.idl.change_seqno
-                self.reconcile()
+                try:
+                    self.reconcile()
+                except Exception:  # a bug or an unforeseen value must not take the switch down
+                    log.exception("applying the database failed; retrying in %.0f s", RETRY_INTERVAL)
                 self.next_retry = now + RETRY_INTERVAL
             if self.idl.has_ever_connected() and now >= self.next_stats:
                 self.next_stats = now + self.stats_interval()
@@ -246,13 +270,8 @@ class Daemon:
                 self.specs = {k: v for k, v in self.specs.items() if k[0] != name}
                 log.info("deleted bridge %s", name)
         for name, row in bridges.items():
-            cfg = row.other_config
-            try:
-                size = max(1, int(cfg.get("mac-table-size", 8192)))
-                aging = max(1, int(cfg.get("mac-aging-time", 300)))
-            except ValueError:
-                log.warning("bridge %s: mac-table-size and mac-aging-time must be numbers: %s", name, cfg)
-                size, aging = 8192, 300
+            size = _bounded(row.other_config, "mac-table-size", 8192, MAC_TABLE_MIN, MAC_TABLE_MAX, name)
+            aging = _bounded(row.other_config, "mac-aging-time", 300, 1, MAC_AGING_MAX, name)
             br = self.bridges.get(name)
             if br is None:
                 br = self.bridges[name] = Bridge(name, mac_table_size=size, mac_aging_time=aging)
@@ -391,6 +410,10 @@ class Daemon:
         reg("vlog/list", "", 0, 0, self._cmd_vlog_list, None)
         reg("vlog/set", "{spec | PATTERN:destination:pattern}", 0, 8, self._cmd_vlog_set, None)
         reg("dpif-pyvswitch/pmd-stats-show", "[bridge]", 0, 1, self._cmd_pmd_stats_show, None)
+        reg("dpif-pyvswitch/pmd-stats-clear", "[bridge]", 0, 1, self._cmd_pmd_stats_clear, None)
+        reg("fdb/stats-clear", "[bridge]", 0, 1, self._cmd_fdb_stats_clear, None)
+        reg("vlog/reopen", "", 0, 0, self._cmd_vlog_reopen, None)
+        reg("list-commands", "", 0, 0, ovs.unixctl._unixctl_help, None)
 
     def _bridge(self, conn: object, name: str) -> Bridge | None:
         br = self.bridges.get(name)
@@ -480,7 +503,10 @@ class Daemon:
                     level = VLOG_LEVELS[word]
                 elif word in VLOG_MODULES or word == "ANY":
                     module = word
-                elif word not in ("console", "syslog", "file", "any"):
+                elif word == "syslog":
+                    conn.reply_error("pyvswitch does not log to syslog (destinations: console, file)\n")
+                    return
+                elif word not in ("console", "file", "any"):
                     conn.reply_error(f"unknown module, destination or level \"{word}\"\n")
                     return
             if level is None:
@@ -488,6 +514,26 @@ class Daemon:
                 return
             for name in VLOG_MODULES if module == "ANY" else [module]:
                 logging.getLogger(name).setLevel(level)
+        conn.reply(None)
+
+    def _cmd_pmd_stats_clear(self, conn: object, argv: list[str], _aux: object) -> None:
+        targets = [self._bridge(conn, argv[0])] if argv else list(self.bridges.values())
+        if None in targets:
+            return
+        for br in targets:
+            br.dp.pmd.__init__()
+        conn.reply(None)
+
+    def _cmd_fdb_stats_clear(self, conn: object, argv: list[str], _aux: object) -> None:
+        targets = [self._bridge(conn, argv[0])] if argv else list(self.bridges.values())
+        if None in targets:
+            return
+        for br in targets:
+            br.clear_fdb_stats()
+        conn.reply("statistics successfully cleared\n")
+
+    def _cmd_vlog_reopen(self, conn: object, argv: list[str], _aux: object) -> None:
+        self._on_sighup(signal.SIGHUP, None)
         conn.reply(None)
 
     def _cmd_pmd_stats_show(self, conn: object, argv: list[str], _aux: object) -> None:
@@ -552,7 +598,11 @@ def run_daemon(rundir: str, db: str | None, pidfile: str = "", on_started: Calla
         return 0
     except (DaemonError, OvsdbServerError) as exc:
         print(f"pyvswitch run: {exc}", flush=True)
+        log.error("%s", exc)
         return 1
+    except Exception:
+        log.exception("pyvswitch run failed")
+        raise
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             print(f"pyvswitch run: {exc}", flush=True)

@@ -286,10 +286,13 @@ class Datapath:
 
     # ------------------------------------------------------------ settings
     def set_mac_table(self, size: int, aging: int) -> None:
-        """Apply ``mac-table-size`` and ``mac-aging-time`` (a new size starts an empty table)."""
-        from classifier.l2table import I_LIMIT
+        """Apply ``mac-table-size`` and ``mac-aging-time`` (a new size keeps the entries that fit)."""
+        from classifier.l2table import I_LEARNED, I_LIMIT, l2_copy
 
         if size != int(self.l2_info[I_LIMIT]):
-            self.l2, self.l2_info = make_l2table(size, aging)
+            l2, info = make_l2table(size, aging)
+            l2_copy(self.l2, l2, info)  # keep what was learned, up to the new limit
+            info[I_LEARNED:] = self.l2_info[I_LEARNED:]
+            self.l2, self.l2_info = l2, info
         else:
             self.l2_info[I_AGING] = aging

@@ -65,7 +65,7 @@ def run_demo(verbose: bool = False) -> int:
         line = daemon.stdout.readline() if daemon.stdout else ""
         if "running" not in line:
             raise HostNetError("pyvswitch run did not start")
-        print(f"pyvswitch demo: {line.strip()}")
+        print(f"pyvswitch demo: started {line.strip().removeprefix('pyvswitch: ')}")
         vsctl = _Tools(rundir)
         print(f"pyvswitch demo: configuring with the stock Open vSwitch tools (OVS_RUNDIR={rundir})")
         vsctl("ovs-vsctl", "add-br", "pvdemo")

@@ -56,6 +56,7 @@ class OvsdbServer:
         self.proc = subprocess.Popen(
             [server, self.db_path, f"--remote=punix:{self.sock_path}",
              f"--unixctl={os.path.join(self.rundir, 'ovsdb-server.ctl')}",
+             f"--pidfile={os.path.join(self.rundir, 'ovsdb-server.pid')}",
              f"--log-file={os.path.join(self.rundir, 'ovsdb-server.log')}", "--no-chdir"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             start_new_session=True)
@@ -83,7 +84,7 @@ class OvsdbServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
-        for name in ("db.sock", "ovsdb-server.ctl"):
+        for name in ("db.sock", "ovsdb-server.ctl", "ovsdb-server.pid"):
             try:
                 os.unlink(os.path.join(self.rundir, name))
             except FileNotFoundError:
