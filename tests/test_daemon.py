@@ -151,6 +151,8 @@ def test_ovs_vsctl_and_ovs_appctl_drive_the_switch(switch: Switch, net: HostNet)
     assert f"pmd thread datapath-{br}:" in pmd and "avg. packets per burst" in pmd
     assert int(pmd.split("packets received: ")[1].split()[0]) >= 4
     assert switch.appctl("fdb/show", "nosuchbr", check=False).returncode != 0
+    bad = switch.appctl("fdb/show", check=False)
+    assert bad.returncode != 0 and bad.stderr.startswith('"fdb/show" command requires at least 1 arguments\n')
     # Statistics are written back every 5 seconds.
     deadline = time.monotonic() + 8
     while "rx_packets" not in switch.vsctl("get", "Interface", a, "statistics").stdout:

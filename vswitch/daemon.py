@@ -44,6 +44,15 @@ STATS_INTERVAL = 5.0
 RETRY_INTERVAL = 2.0
 
 
+def _reply_error_with_newline(conn: ovs.unixctl.server.UnixctlConnection, body: str) -> None:
+    """ovs-vswitchd ends every error reply with a newline; the ``ovs`` package's own errors do not."""
+    _reply_error(conn, body if body.endswith("\n") else body + "\n")
+
+
+_reply_error = ovs.unixctl.server.UnixctlConnection.reply_error
+ovs.unixctl.server.UnixctlConnection.reply_error = _reply_error_with_newline
+
+
 class DaemonError(RuntimeError):
     """The daemon cannot start; the message says why."""
 
