@@ -14,6 +14,7 @@ from classifier.l2table import (
     DEFAULT_AGING,
     DEFAULT_LIMIT,
     I_AGING,
+    I_LEARNED,
     I_LEARNED_COUNT,
     I_LIMIT,
     I_STATIC_COUNT,
@@ -196,8 +197,6 @@ class Bridge:
 
     def clear_fdb_stats(self) -> None:
         """Zero the MAC table's event counters (``fdb/stats-clear``)."""
-        from classifier.l2table import I_LEARNED
-
         self.dp.call(lambda: self.dp.l2_info.__setitem__(slice(I_LEARNED, None), 0))
 
     def fdb_stats(self) -> dict[str, int]:

@@ -148,6 +148,7 @@ class Daemon:
     def __init__(self, rundir: str, db: str | None = None, pidfile: str = "") -> None:
         self.rundir = os.path.abspath(rundir)
         self.pidfile_path = pidfile or os.path.join(self.rundir, "ovs-vswitchd.pid")
+        self.ctl_path = ""
         os.makedirs(self.rundir, exist_ok=True)
         self.server: OvsdbServer | None = None
         self.remote = db
@@ -172,10 +173,10 @@ class Daemon:
             self.server = OvsdbServer(self.rundir)
             self.server.start()
             self.remote = self.server.remote
-        ctl = os.path.join(self.rundir, f"ovs-vswitchd.{os.getpid()}.ctl")
-        err, self.unixctl = ovs.unixctl.server.UnixctlServer.create(ctl, version=__version__)
+        self.ctl_path = os.path.join(self.rundir, f"ovs-vswitchd.{os.getpid()}.ctl")
+        err, self.unixctl = ovs.unixctl.server.UnixctlServer.create(self.ctl_path, version=__version__)
         if err:
-            raise DaemonError(f"cannot listen on {ctl}: {os.strerror(err)}")
+            raise DaemonError(f"cannot listen on {self.ctl_path}: {os.strerror(err)}")
         self._register_commands()
         helper = ovs.db.idl.SchemaHelper(location=find_schema())
         for table in ("Open_vSwitch", "Bridge", "Port", "Interface"):
@@ -210,9 +211,9 @@ class Daemon:
         if self.pidfile is not None:
             self.pidfile.remove()
             self.pidfile = None
-        for path in (os.path.join(self.rundir, f"ovs-vswitchd.{os.getpid()}.ctl"),):
+        if self.ctl_path:
             try:
-                os.unlink(path)
+                os.unlink(self.ctl_path)
             except FileNotFoundError:
                 pass
 
@@ -424,6 +425,13 @@ class Daemon:
         reg("vlog/reopen", "", 0, 0, self._cmd_vlog_reopen, None)
         reg("list-commands", "", 0, 0, ovs.unixctl._unixctl_help, None)
 
+    def _targets(self, conn: object, argv: list[str]) -> list[Bridge] | None:
+        """The bridge named in ``argv``, or every bridge; None (after an error reply) for an unknown name."""
+        if not argv:
+            return [self.bridges[name] for name in sorted(self.bridges)]
+        br = self._bridge(conn, argv[0])
+        return None if br is None else [br]
+
     def _bridge(self, conn: object, name: str) -> Bridge | None:
         br = self.bridges.get(name)
         if br is None:
@@ -443,8 +451,8 @@ class Daemon:
             conn.reply(br.fdb_show())
 
     def _cmd_fdb_flush(self, conn: object, argv: list[str], _aux: object) -> None:
-        targets = [self._bridge(conn, argv[0])] if argv else list(self.bridges.values())
-        if None in targets:
+        targets = self._targets(conn, argv)
+        if targets is None:
             return
         for br in targets:
             br.fdb_flush()
@@ -526,16 +534,16 @@ class Daemon:
         conn.reply(None)
 
     def _cmd_pmd_stats_clear(self, conn: object, argv: list[str], _aux: object) -> None:
-        targets = [self._bridge(conn, argv[0])] if argv else list(self.bridges.values())
-        if None in targets:
+        targets = self._targets(conn, argv)
+        if targets is None:
             return
         for br in targets:
             br.dp.pmd.__init__()
         conn.reply(None)
 
     def _cmd_fdb_stats_clear(self, conn: object, argv: list[str], _aux: object) -> None:
-        targets = [self._bridge(conn, argv[0])] if argv else list(self.bridges.values())
-        if None in targets:
+        targets = self._targets(conn, argv)
+        if targets is None:
             return
         for br in targets:
             br.clear_fdb_stats()
@@ -546,12 +554,12 @@ class Daemon:
         conn.reply(None)
 
     def _cmd_pmd_stats_show(self, conn: object, argv: list[str], _aux: object) -> None:
-        names = argv or sorted(self.bridges)
+        targets = self._targets(conn, argv)
+        if targets is None:
+            return
         lines = []
-        for name in names:
-            br = self._bridge(conn, name)
-            if br is None:
-                return
+        for br in targets:
+            name = br.name
             st = br.dp.pmd.as_dict()
             polls = st["busy_polls"] + st["idle_polls"]
             lines += [

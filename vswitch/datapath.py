@@ -36,7 +36,17 @@ from classifier import parse as _parse
 from classifier.drops import N_DROPS
 from classifier.keys import NKEYS
 from classifier.l2switch import switch_burst
-from classifier.l2table import DEFAULT_AGING, DEFAULT_LIMIT, I_AGING, l2_age, make_l2table
+from classifier.l2table import (
+    DEFAULT_AGING,
+    DEFAULT_LIMIT,
+    I_AGING,
+    I_LEARNED,
+    I_LIMIT,
+    l2_age,
+    l2_copy,
+    l2_flush,
+    make_l2table,
+)
 
 if (POOL_META_LEN, POOL_META_IN_PORT) != (_parse.META_LEN, _parse.META_IN_PORT):
     raise ImportError("backends.pool and classifier.parse disagree on the slot metadata layout")
@@ -181,8 +191,6 @@ class Datapath:
 
     def detach(self, port: Port) -> None:
         """Stop polling ``port`` and forget what was learned on it (static entries included)."""
-        from classifier.l2table import l2_flush
-
         port_no = port.port_no
         for fd in port.wakeup_fds():
             if self._fd_port.pop(fd, None) is not None:
@@ -287,8 +295,6 @@ class Datapath:
     # ------------------------------------------------------------ settings
     def set_mac_table(self, size: int, aging: int) -> None:
         """Apply ``mac-table-size`` and ``mac-aging-time`` (a new size keeps the entries that fit)."""
-        from classifier.l2table import I_LEARNED, I_LIMIT, l2_copy
-
         if size != int(self.l2_info[I_LIMIT]):
             l2, info = make_l2table(size, aging)
             l2_copy(self.l2, l2, info)  # keep what was learned, up to the new limit
