@@ -19,27 +19,10 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from bench.common import Progress, add_output_args, machine_info, write_results
+from bench.common import Progress, add_output_args, machine_info, run, write_results
+from vswitch.ovsdb_server import OvsdbServer
 
 NS = "pvb-vsctl"
-SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-
-
-def sh(cmd: list[str], env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command, raising with its stderr when it fails."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
-    if check and proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
-    return proc
-
-
-def wait_for(path: str, timeout: float = 20) -> None:
-    """Wait until ``path`` exists."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{path} did not appear")
-        time.sleep(0.05)
 
 
 def start_pyvswitch(rundir: str, env: dict[str, str]) -> list[subprocess.Popen]:
@@ -49,25 +32,22 @@ def start_pyvswitch(rundir: str, env: dict[str, str]) -> list[subprocess.Popen]:
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if "running" not in (proc.stdout.readline() if proc.stdout else ""):
         raise RuntimeError("pyvswitch run did not start")
-    sh(["ovs-vsctl", "add-br", "br0"], env)
+    run(["ovs-vsctl", "add-br", "br0"], env=env)
     return [proc]
 
 
 def start_ovs(rundir: str, env: dict[str, str]) -> list[subprocess.Popen]:
-    """ovsdb-server + ovs-vswitchd (userspace datapath) in the namespace."""
-    sh(["ovsdb-tool", "create", f"{rundir}/conf.db", SCHEMA], env)
-    db = subprocess.Popen(["ip", "netns", "exec", NS, "ovsdb-server", f"{rundir}/conf.db",
-                           f"--remote=punix:{rundir}/db.sock", "--no-chdir", f"--log-file={rundir}/ovsdb.log",
-                           f"--pidfile={rundir}/ovsdb-server.pid", f"--unixctl={rundir}/ovsdb-server.ctl"],
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(f"{rundir}/db.sock")
-    sh(["ovs-vsctl", "--no-wait", "init"], env)
+    """ovsdb-server (the same one pyvswitch runs privately) + ovs-vswitchd (userspace datapath) in the namespace."""
+    db = OvsdbServer(rundir)
+    db.start()
     vswitchd = subprocess.Popen(["ip", "netns", "exec", NS, "ovs-vswitchd", f"unix:{rundir}/db.sock",
                                  f"--pidfile={rundir}/ovs-vswitchd.pid", "--no-chdir",
                                  f"--log-file={rundir}/ovs-vswitchd.log"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sh(["ovs-vsctl", "--timeout=30", "add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"], env)
-    return [vswitchd, db]
+    run(["ovs-vsctl", "--timeout=30", "add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"],
+        env=env)
+    assert db.proc is not None
+    return [vswitchd, db.proc]
 
 
 SWITCHES: dict[str, Callable[[str, dict[str, str]], list[subprocess.Popen]]] = {
@@ -77,28 +57,28 @@ SWITCHES: dict[str, Callable[[str, dict[str, str]], list[subprocess.Popen]]] = {
 
 def measure(name: str, n_ports: int, bar: Progress) -> dict[str, object]:
     """Time add-port and del-port of ``n_ports`` veths on one switch; everything is removed after."""
-    sh(["ip", "netns", "add", NS])
+    run(["ip", "netns", "add", NS])
     procs: list[subprocess.Popen] = []
     rundir = tempfile.mkdtemp(prefix="pvb-vsctl-")
     env = dict(os.environ, OVS_RUNDIR=rundir, OVS_DBDIR=rundir, OVS_LOGDIR=rundir)
     try:
         for i in range(n_ports):
-            sh(["ip", "-n", NS, "link", "add", f"vb{i}", "type", "veth", "peer", "name", f"vp{i}"])
-            sh(["ip", "-n", NS, "link", "set", f"vb{i}", "up"])
-            sh(["ip", "-n", NS, "link", "set", f"vp{i}", "up"])
+            run(["ip", "-n", NS, "link", "add", f"vb{i}", "type", "veth", "peer", "name", f"vp{i}"])
+            run(["ip", "-n", NS, "link", "set", f"vb{i}", "up"])
+            run(["ip", "-n", NS, "link", "set", f"vp{i}", "up"])
         procs = SWITCHES[name](rundir, env)
         add, delete = [], []
         for i in range(n_ports):
             t0 = time.perf_counter()
-            sh(["ovs-vsctl", "--timeout=30", "add-port", "br0", f"vb{i}"], env)
+            run(["ovs-vsctl", "--timeout=30", "add-port", "br0", f"vb{i}"], env=env)
             add.append((time.perf_counter() - t0) * 1e3)
             bar.update(1, f"{name} add-port {i + 1}/{n_ports}")
-        ofports = sh(["ovs-vsctl", "--columns=ofport", "list", "Interface"], env).stdout
+        ofports = run(["ovs-vsctl", "--columns=ofport", "list", "Interface"], env=env).stdout
         if "-1" in ofports:
             raise RuntimeError(f"{name}: a port failed to attach: {ofports}")
         for i in range(n_ports):
             t0 = time.perf_counter()
-            sh(["ovs-vsctl", "--timeout=30", "del-port", "br0", f"vb{i}"], env)
+            run(["ovs-vsctl", "--timeout=30", "del-port", "br0", f"vb{i}"], env=env)
             delete.append((time.perf_counter() - t0) * 1e3)
             bar.update(1, f"{name} del-port {i + 1}/{n_ports}")
         q = statistics.quantiles
