@@ -37,15 +37,26 @@ def make_hosts(net: HostNet, stem: str, specs: list[tuple[str, str | None]]) -> 
     return ends
 
 
+def bridge_of_hosts(net: HostNet, bridges: list[Bridge], specs: list[tuple[str, str | None]],
+                    vlans: dict[str, VlanConfig] | None = None,
+                    **bridge_options: int) -> tuple[str, Bridge, dict[str, str]]:
+    """Hosts (name, ip) on system ports of a new bridge, with optional VLAN settings by name.
+
+    Returns (stem, bridge, name -> switch-side port); host ``name`` lives in netns ``stem+name``.
+    """
+    stem = unique()
+    ends = make_hosts(net, stem, specs)
+    br = Bridge(f"{stem}br", **bridge_options)
+    bridges.append(br)
+    for name, _ip in specs:
+        br.add_port(ends[name], "system", (vlans or {}).get(name))
+    return stem, br, ends
+
+
 def two_hosts_and_a_tap(net: HostNet, bridges: list[Bridge], subnet: str) -> tuple[str, Bridge, dict[str, str]]:
     """Hosts a and b on system ports and host c on a tap port of a new bridge; returns (stem, bridge, ports)."""
-    stem = unique()
-    ends = make_hosts(net, stem, [("a", f"{subnet}.1/24"), ("b", f"{subnet}.2/24")])
+    stem, br, ends = bridge_of_hosts(net, bridges, [("a", f"{subnet}.1/24"), ("b", f"{subnet}.2/24")])
     net.add_netns(f"{stem}c")
-    br = Bridge(f"{stem}br")
-    bridges.append(br)
-    br.add_port(ends["a"], "system")
-    br.add_port(ends["b"], "system")
     ends["c"] = f"{stem}t"
     br.add_port(ends["c"], "tap")
     net.move_to_netns(ends["c"], f"{stem}c", f"{subnet}.3/24")
@@ -74,16 +85,10 @@ def test_ping_between_namespaces_over_system_and_tap_ports(net: HostNet, bridges
 
 
 def test_access_vlans_are_isolated(net: HostNet, bridges: list[Bridge]) -> None:
-    stem = unique()
     # All four hosts share one subnet: only the VLANs keep them apart.
-    ends = make_hosts(net, stem, [("a1", "10.91.0.1/24"), ("a2", "10.91.0.2/24"),
-                                  ("b1", "10.91.0.3/24"), ("b2", "10.91.0.4/24")])
-    br = Bridge(f"{stem}br")
-    bridges.append(br)
-    for name in ("a1", "a2"):
-        br.add_port(ends[name], "system", VlanConfig(tag=10))
-    for name in ("b1", "b2"):
-        br.add_port(ends[name], "system", VlanConfig(tag=20))
+    stem, br, ends = bridge_of_hosts(
+        net, bridges, [("a1", "10.91.0.1/24"), ("a2", "10.91.0.2/24"), ("b1", "10.91.0.3/24"), ("b2", "10.91.0.4/24")],
+        vlans={"a1": VlanConfig(tag=10), "a2": VlanConfig(tag=10), "b1": VlanConfig(tag=20), "b2": VlanConfig(tag=20)})
 
     sniff_b1 = Sniffer(f"{stem}b1", "eth0")
     sniff_a2 = Sniffer(f"{stem}a2", "eth0")
@@ -103,13 +108,9 @@ def test_access_vlans_are_isolated(net: HostNet, bridges: list[Bridge]) -> None:
 
 def test_trunk_port_carries_tagged_frames(net: HostNet, bridges: list[Bridge]) -> None:
     # This kernel has no 802.1Q devices, so the trunk host speaks VLANs through raw sockets and tcpdump.
-    stem = unique()
-    ends = make_hosts(net, stem, [("a", "10.92.0.1/24"), ("b", "10.92.0.2/24"), ("t", None)])
-    br = Bridge(f"{stem}br")
-    bridges.append(br)
-    br.add_port(ends["a"], "system", VlanConfig(tag=10))
-    br.add_port(ends["b"], "system", VlanConfig(tag=20))
-    br.add_port(ends["t"], "system", VlanConfig(trunks=(10, 20), vlan_mode="trunk"))
+    stem, br, ends = bridge_of_hosts(
+        net, bridges, [("a", "10.92.0.1/24"), ("b", "10.92.0.2/24"), ("t", None)],
+        vlans={"a": VlanConfig(tag=10), "b": VlanConfig(tag=20), "t": VlanConfig(trunks=(10, 20), vlan_mode="trunk")})
     a_mac, b_mac = mac_of(net, f"{stem}a"), mac_of(net, f"{stem}b")
     t_mac = bytes.fromhex(mac_of(net, f"{stem}t").replace(":", ""))
 
@@ -141,13 +142,8 @@ def test_trunk_port_carries_tagged_frames(net: HostNet, bridges: list[Bridge]) -
 
 
 def test_learned_unicast_reaches_only_its_port(net: HostNet, bridges: list[Bridge]) -> None:
-    stem = unique()
-    ends = make_hosts(net, stem, [("a", "10.93.0.1/24"), ("b", "10.93.0.2/24"),
-                                  ("c", "10.93.0.3/24")])
-    br = Bridge(f"{stem}br")
-    bridges.append(br)
-    for name in ("a", "b", "c"):
-        br.add_port(ends[name], "system")
+    stem, br, ends = bridge_of_hosts(net, bridges, [("a", "10.93.0.1/24"), ("b", "10.93.0.2/24"),
+                                                    ("c", "10.93.0.3/24")])
     assert net.ping(f"{stem}a", "10.93.0.2")  # ARP is flooded once, then both MACs are learned
     sniff_c = Sniffer(f"{stem}c", "eth0", "icmp")
     assert net.ping(f"{stem}a", "10.93.0.2", count=5)
@@ -156,12 +152,7 @@ def test_learned_unicast_reaches_only_its_port(net: HostNet, bridges: list[Bridg
 
 
 def test_learned_macs_age_out(net: HostNet, bridges: list[Bridge]) -> None:
-    stem = unique()
-    ends = make_hosts(net, stem, [("a", "10.94.0.1/24"), ("b", "10.94.0.2/24")])
-    br = Bridge(f"{stem}br", mac_aging_time=2)
-    bridges.append(br)
-    br.add_port(ends["a"], "system")
-    br.add_port(ends["b"], "system")
+    stem, br, ends = bridge_of_hosts(net, bridges, [("a", "10.94.0.1/24"), ("b", "10.94.0.2/24")], mac_aging_time=2)
     assert net.ping(f"{stem}a", "10.94.0.2", count=1)
     a_mac = mac_of(net, f"{stem}a")
     assert a_mac in {e["mac"] for e in br.fdb()}
@@ -173,13 +164,8 @@ def test_learned_macs_age_out(net: HostNet, bridges: list[Bridge]) -> None:
 
 
 def test_mac_table_limit_under_a_flood_of_random_sources(net: HostNet, bridges: list[Bridge]) -> None:
-    stem = unique()
-    ends = make_hosts(net, stem, [("a", "10.95.0.1/24"), ("b", "10.95.0.2/24"),
-                                  ("x", None)])
-    br = Bridge(f"{stem}br")  # default mac-table-size 8192
-    bridges.append(br)
-    for name in ("a", "b", "x"):
-        br.add_port(ends[name], "system")
+    # The bridge has the default mac-table-size, 8192.
+    stem, br, ends = bridge_of_hosts(net, bridges, [("a", "10.95.0.1/24"), ("b", "10.95.0.2/24"), ("x", None)])
     assert net.ping(f"{stem}a", "10.95.0.2", count=1)
     assert flood_random_sources(net, f"{stem}x", "eth0", 20000) == 20000
     deadline = time.monotonic() + 10
@@ -226,12 +212,7 @@ def test_malformed_and_oversize_frames_are_counted_and_dropped(net: HostNet, bri
 
 
 def test_idle_switch_sleeps_in_epoll(net: HostNet, bridges: list[Bridge]) -> None:
-    stem = unique()
-    ends = make_hosts(net, stem, [("a", "10.97.0.1/24"), ("b", "10.97.0.2/24")])
-    br = Bridge(f"{stem}br")
-    bridges.append(br)
-    br.add_port(ends["a"], "system")
-    br.add_port(ends["b"], "system")
+    stem, br, ends = bridge_of_hosts(net, bridges, [("a", "10.97.0.1/24"), ("b", "10.97.0.2/24")])
     br.add_port(f"{stem}t", "tap")
     assert net.ping(f"{stem}a", "10.97.0.2", count=1)
     time.sleep(0.5)
@@ -279,12 +260,7 @@ def test_cli_rejects_bad_port_specs_with_a_reason() -> None:
 
 
 def test_static_mac_is_never_moved_nor_aged(net: HostNet, bridges: list[Bridge]) -> None:
-    stem = unique()
-    ends = make_hosts(net, stem, [("a", "10.99.0.1/24"), ("b", "10.99.0.2/24")])
-    br = Bridge(f"{stem}br", mac_aging_time=1)
-    bridges.append(br)
-    br.add_port(ends["a"], "system")
-    br.add_port(ends["b"], "system")
+    stem, br, ends = bridge_of_hosts(net, bridges, [("a", "10.99.0.1/24"), ("b", "10.99.0.2/24")], mac_aging_time=1)
     b_mac = mac_of(net, f"{stem}b")
     br.add_static_mac(ends["b"], b_mac)
     # Host a forges frames with b's MAC as source: the static entry stays on b's port.
