@@ -12,12 +12,15 @@ from backends.pool import PacketPool
 from backends.port import Port, PortError
 from backends.system import SystemPort
 from backends.tap import TapPort
+from backends.vhost_user import VhostUserClientPort, VhostUserPort
 
 PORT_TYPES: dict[str, type[Port]] = {
     "": SystemPort,
     "system": SystemPort,
     "tap": TapPort,
     "internal": InternalPort,
+    "dpdkvhostuser": VhostUserPort,
+    "dpdkvhostuserclient": VhostUserClientPort,
 }
 
 
@@ -49,5 +52,6 @@ def open_port(type: str, name: str, **opts: Any) -> Port:
 
 
 __all__ = [
-    "PacketPool", "Port", "PortError", "TapPort", "InternalPort", "SystemPort", "open_port", "PORT_TYPES",
+    "PacketPool", "Port", "PortError", "TapPort", "InternalPort", "SystemPort", "VhostUserPort",
+    "VhostUserClientPort", "open_port", "PORT_TYPES",
 ]

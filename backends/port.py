@@ -18,11 +18,14 @@ device ──rx_burst──► pool slots (burst)          queue of (slot, egres
   the rest are counted in ``TX_DROPPED`` and a reason counter.
 * ``wakeup_fds()`` lists file descriptors that become readable when ``rx_burst`` has work.
 * ``counters`` is an ``int64[PORT_COUNTERS]`` array indexed by the constants below.
+* ``status()``, ``error`` and ``on_change`` report state that changes on its own (a guest
+  connecting, a port reset): ``on_change`` is called (from any thread) when they change.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 import numpy as np
 
@@ -47,7 +50,13 @@ TX_ERROR = 11        # tx: the device refused the frame (other errno)
 RX_CSUM_FIXED = 12   # rx: L4 checksum completed in software (not a drop)
 RX_GSO_SPLIT = 13    # rx: a GSO super-frame was cut into MSS-sized frames in software (not a drop)
 RX_RING_FULL = 14    # rx: the kernel dropped frames because the port's receive ring was full
-PORT_COUNTERS = 16
+# A guest (vhost-user front-end) broke the virtio rules; the port was reset (each also adds to RX_/TX_ERRORS).
+GUEST_BAD_ADDRESS = 15     # a buffer or table address outside the guest's memory
+GUEST_BAD_CHAIN = 16       # a descriptor chain that loops or is too long
+GUEST_BAD_INDEX = 17       # an avail index, head or next index outside the ring
+GUEST_BAD_DESCRIPTOR = 18  # descriptor flags that make no sense (write-only buffer to send, nested indirect)
+PORT_RESETS = 19           # the port's connection was reset because of one of the above
+PORT_COUNTERS = 24
 
 PORT_COUNTER_NAMES = {
     "rx_packets": RX_PACKETS,
@@ -66,6 +75,11 @@ PORT_DROP_REASONS = {
     "tx_queue_full": TX_QUEUE_FULL,
     "tx_error": TX_ERROR,
     "rx_ring_full": RX_RING_FULL,
+    "guest_bad_address": GUEST_BAD_ADDRESS,
+    "guest_bad_chain": GUEST_BAD_CHAIN,
+    "guest_bad_index": GUEST_BAD_INDEX,
+    "guest_bad_descriptor": GUEST_BAD_DESCRIPTOR,
+    "port_resets": PORT_RESETS,
 }
 
 
@@ -84,6 +98,8 @@ class Port(abc.ABC):
         #: Dense datapath port number, assigned by the bridge when the port is attached.
         self.port_no = -1
         self.counters = np.zeros(PORT_COUNTERS, dtype=np.int64)
+        #: Called, from any thread, when ``status()``, ``error`` or ``link_up`` change by themselves.
+        self.on_change: Callable[[], None] | None = None
 
     @abc.abstractmethod
     def rx_burst(self, pool: PacketPool, burst: np.ndarray, start: int, max_n: int) -> int:
@@ -117,6 +133,21 @@ class Port(abc.ABC):
     def link_up(self) -> bool:
         """Whether the device's carrier is up."""
         return True
+
+    @property
+    def error(self) -> str:
+        """What went wrong with the port at run time (``Interface.error``), "" when nothing did."""
+        return ""
+
+    def status(self) -> dict[str, str] | None:
+        """``Interface.status`` for port types that fill it themselves, None for netdev-backed ports."""
+        return None
+
+    def changed(self) -> None:
+        """Tell whoever watches the port (``on_change``) that its status changed."""
+        cb = self.on_change
+        if cb is not None:
+            cb()
 
     def stats(self) -> dict[str, int]:
         """Counters by OVS statistics name plus the port's named drop reasons."""

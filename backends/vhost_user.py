@@ -1,0 +1,764 @@
+"""vhost-user ports: virtio-net guests (QEMU, DPDK virtio_user) over shared memory.
+
+```
+  front-end (QEMU / virtio_user)           VhostUserPort
+  ──────────────────────────────          ───────────────────────────────────────────────────────
+   unix socket  ◄──── messages ────►  protocol thread: features, memory table (GuestMemory),
+                                        ring sizes/addresses/bases, kick/call fds ─┐ (under the port lock)
+   guest memory (memfd / hugepages) ◄─── mmap ─────────────────────────────────────┤
+   TX ring (queue 1) ──────────────────► rx_burst:  vq_dequeue (numba) ──► pool    ▼
+   RX ring (queue 0) ◄────────────────── tx_burst:  vq_enqueue (numba) ◄── pool   vq / regions arrays
+   kick eventfd (queue 1) ─► the port's epoll fd (wakeup_fds) ─► datapath
+   call eventfds ◄──────── written by the kernels, once per burst, per EVENT_IDX
+```
+
+``dpdkvhostuser``: the port listens at ``socket_path`` (the daemon uses ``<rundir>/<name>``)
+and serves one front-end at a time. ``dpdkvhostuserclient``: the port connects to
+``socket_path`` (``options:vhost-server-path``) and reconnects whenever the connection
+drops, so either side can restart.
+
+The protocol thread and the datapath share the queue state through a lock that the datapath
+only *tries* (it never waits on the control side: a burst that finds it taken moves nothing).
+A guest that breaks the virtio rules gets its connection reset, ``error`` set and a named
+counter incremented; a disconnect unmaps all guest memory and closes every fd, and the next
+connection starts from nothing.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import logging
+import os
+import select
+import socket
+import struct
+import threading
+import time
+
+import numpy as np
+
+from backends.guestmem import GuestMemory, GuestMemoryError, Region
+from backends.pool import PacketPool
+from backends.port import PORT_COUNTERS, PORT_RESETS, TX_DROPPED, TX_QUEUE_FULL, Port, PortError
+from backends.virtq import (
+    F_ADDRESS,
+    FAULT_COUNTER,
+    FAULT_NAMES,
+    MAX_QUEUE_SIZE,
+    Q_AVAIL,
+    Q_CALL_FD,
+    Q_DESC,
+    Q_KICK_FD,
+    Q_KICKS_ON,
+    Q_LAST_AVAIL,
+    Q_READY,
+    Q_SIZE,
+    Q_USED,
+    Q_USED_IDX,
+    RX_QUEUE,
+    S_BUSY,
+    S_CALLS,
+    S_EVENT_IDX,
+    S_FAULT,
+    S_FAULT_QUEUE,
+    S_FAULT_VALUE,
+    S_HDR_LEN,
+    S_INDIRECT,
+    S_MRG_RXBUF,
+    S_NREGIONS,
+    S_PORT_NO,
+    S_RX_MAX,
+    S_RX_START,
+    S_TX_COUNT,
+    S_TX_START,
+    STATE_WORDS,
+    TX_QUEUE,
+    VQ_WORDS,
+    VRING_USED_F_NO_NOTIFY,
+    vq_dequeue,
+    vq_enqueue,
+)
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------- protocol constants (vhost-user.rst)
+GET_FEATURES = 1
+SET_FEATURES = 2
+SET_OWNER = 3
+RESET_OWNER = 4
+SET_MEM_TABLE = 5
+SET_LOG_BASE = 6
+SET_LOG_FD = 7
+SET_VRING_NUM = 8
+SET_VRING_ADDR = 9
+SET_VRING_BASE = 10
+GET_VRING_BASE = 11
+SET_VRING_KICK = 12
+SET_VRING_CALL = 13
+SET_VRING_ERR = 14
+GET_PROTOCOL_FEATURES = 15
+SET_PROTOCOL_FEATURES = 16
+GET_QUEUE_NUM = 17
+SET_VRING_ENABLE = 18
+SEND_RARP = 19
+NET_SET_MTU = 20
+REQUEST_NAMES = {v: k for k, v in dict(globals()).items() if isinstance(v, int) and k.isupper() and 1 <= v <= 20
+                 and k[:3] in ("GET", "SET", "RES", "SEN", "NET")}
+
+HEADER = struct.Struct("<III")       # request, flags, payload size
+FLAG_VERSION = 0x1
+FLAG_REPLY = 0x4
+FLAG_NEED_REPLY = 0x8
+VRING_NOFD = 0x100
+VRING_INDEX_MASK = 0xFF
+MAX_PAYLOAD = 4096
+MAX_FDS = 8
+
+# virtio feature bits
+VIRTIO_NET_F_MTU = 3
+VIRTIO_NET_F_MRG_RXBUF = 15
+VIRTIO_F_ANY_LAYOUT = 27
+VIRTIO_RING_F_INDIRECT_DESC = 28
+VIRTIO_RING_F_EVENT_IDX = 29
+VHOST_USER_F_PROTOCOL_FEATURES = 30
+VIRTIO_F_VERSION_1 = 32
+OFFERED_FEATURES = sum(1 << b for b in (
+    VIRTIO_NET_F_MTU, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_F_ANY_LAYOUT, VIRTIO_RING_F_INDIRECT_DESC,
+    VIRTIO_RING_F_EVENT_IDX, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1))
+
+# protocol feature bits
+PROTOCOL_F_MQ = 0
+PROTOCOL_F_REPLY_ACK = 3
+PROTOCOL_F_NET_MTU = 4
+OFFERED_PROTOCOL_FEATURES = (1 << PROTOCOL_F_MQ) | (1 << PROTOCOL_F_REPLY_ACK) | (1 << PROTOCOL_F_NET_MTU)
+
+N_QUEUES = 2                  # one queue pair
+RECONNECT_INTERVAL = 0.25     # client mode: seconds between connection attempts
+BUSY_FRAMES = 32              # a dequeue this large stops guest kicks (the datapath busy-polls then)
+
+
+class ProtocolError(Exception):
+    """The front-end sent something the protocol does not allow; the connection is dropped."""
+
+
+class _Refused(Exception):
+    """A request we answer with a failure (REPLY_ACK) but that does not end the session."""
+
+
+class _Ring:
+    """What the front-end told us about one virtqueue."""
+
+    def __init__(self) -> None:
+        self.num = 0
+        self.desc = self.avail = self.used = -1
+        self.base = 0
+        self.kick_fd = -1
+        self.kick_nofd = False
+        self.call_fd = -1
+        self.err_fd = -1
+        self.started = False
+        self.enabled = False
+
+    def close_fds(self) -> None:
+        for attr in ("kick_fd", "call_fd", "err_fd"):
+            fd = getattr(self, attr)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                setattr(self, attr, -1)
+
+
+class VhostUserPort(Port):
+    """A vhost-user port: ``dpdkvhostuser`` (we listen) or, with ``client=True``, ``dpdkvhostuserclient``.
+
+    ``VhostUserPort(name, *, socket_path, client=False)``: ``socket_path`` is where we listen
+    (server) or the front-end listens (client).
+    """
+
+    type = "dpdkvhostuser"
+
+    def __init__(self, name: str, *, socket_path: str, client: bool = False) -> None:
+        self._st = np.zeros(STATE_WORDS, dtype=np.int64)
+        super().__init__(name)
+        self.counters = self._st[:PORT_COUNTERS]
+        self._st[S_BUSY] = BUSY_FRAMES
+        self._vq = np.zeros((N_QUEUES, VQ_WORDS), dtype=np.int64)
+        self._vq[:, Q_CALL_FD] = -1
+        self._vq[:, Q_KICK_FD] = -1
+        self.client = client
+        self.socket_path = os.path.abspath(socket_path)
+        if len(self.socket_path.encode()) >= 108:
+            raise PortError(f"vhost-user port {name}: socket path {self.socket_path} is longer than 107 bytes")
+        self._lock = threading.Lock()
+        self._mem: GuestMemory | None = None
+        self._regions = np.zeros((8, 4), dtype=np.int64)
+        self._empty = np.zeros(16, dtype=np.uint8)
+        self._rings = [_Ring() for _ in range(N_QUEUES)]
+        self._conn: socket.socket | None = None
+        self._listener: socket.socket | None = None
+        self.features = 0
+        self.protocol_features = 0
+        self.mtu = 0
+        self._error = ""
+        self._link = False
+        self._poll_fd = os.eventfd(1, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # always readable: a polled (no-fd) kick
+        self._epoll = select.epoll()
+        self._kick_registered = -1
+        self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._closed = False
+        try:
+            if not client:
+                self._listen()
+        except BaseException:
+            self._release()
+            raise
+        self._warm_up()
+        self._thread = threading.Thread(target=self._serve, name=f"vhost-{name}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ Port interface (datapath thread)
+    @property
+    def port_no(self) -> int:
+        """Dense datapath port number (written into every received slot's metadata)."""
+        return int(self._st[S_PORT_NO])
+
+    @port_no.setter
+    def port_no(self, value: int) -> None:
+        self._st[S_PORT_NO] = value
+
+    def _warm_up(self) -> None:
+        """Load (or compile) the kernels now, not in the datapath's first burst."""
+        pool = PacketPool(1, 64)
+        one = np.zeros(1, dtype=np.int32)
+        e = self._empty
+        vq_dequeue(self._st, self._vq, self._regions, e, e.view(np.uint16), e.view(np.uint32), e.view(np.uint64),
+                   pool.data, pool.meta, pool.free_stack, pool.free_top, one)
+        vq_enqueue(self._st, self._vq, self._regions, e, e.view(np.uint16), e.view(np.uint32), e.view(np.uint64),
+                   pool.data, pool.meta, one, one)
+        self._st[:PORT_COUNTERS] = 0
+
+    def rx_burst(self, pool: PacketPool, burst: np.ndarray, start: int, max_n: int) -> int:
+        """Frames the guest transmitted, up to ``max_n``, into fresh pool slots; never blocks."""
+        mem = self._mem
+        if mem is None or not self._vq[TX_QUEUE, Q_READY] or not self._lock.acquire(blocking=False):
+            return 0
+        try:
+            mem = self._mem
+            if mem is None:
+                return 0
+            st = self._st
+            st[S_RX_START] = start
+            st[S_RX_MAX] = max_n
+            n = vq_dequeue(st, self._vq, self._regions, mem.mem, mem.m16, mem.m32, mem.m64,
+                           pool.data, pool.meta, pool.free_stack, pool.free_top, burst)
+            if st[S_FAULT]:
+                self._on_fault()
+            return n
+        finally:
+            self._lock.release()
+
+    def tx_burst(
+        self, pool: PacketPool, slots: np.ndarray, vlans: np.ndarray, start: int, count: int
+    ) -> int:
+        """Copy ``slots[start:start+count]`` (with egress VLAN edits) into the guest's receive ring."""
+        st = self._st
+        if self._mem is None or not self._vq[RX_QUEUE, Q_READY] or not self._lock.acquire(blocking=False):
+            st[TX_DROPPED] += count
+            st[TX_QUEUE_FULL] += count
+            return 0
+        try:
+            mem = self._mem
+            if mem is None:
+                st[TX_DROPPED] += count
+                st[TX_QUEUE_FULL] += count
+                return 0
+            st[S_TX_START] = start
+            st[S_TX_COUNT] = count
+            n = vq_enqueue(st, self._vq, self._regions, mem.mem, mem.m16, mem.m32, mem.m64,
+                           pool.data, pool.meta, slots, vlans)
+            if st[S_FAULT]:
+                self._on_fault()
+            return n
+        finally:
+            self._lock.release()
+
+    def wakeup_fds(self) -> list[int]:
+        """The port's epoll fd: readable when the guest kicked its transmit ring (or the ring is polled)."""
+        return [self._epoll.fileno()]
+
+    def _on_fault(self) -> None:
+        """A kernel found a violation (caller holds the lock): count it, say why, drop the connection."""
+        st = self._st
+        code, q, value = int(st[S_FAULT]), int(st[S_FAULT_QUEUE]), int(st[S_FAULT_VALUE])
+        st[S_FAULT] = 0
+        st[FAULT_COUNTER[code]] += 1
+        st[PORT_RESETS] += 1
+        what = f"0x{value & 0xFFFFFFFFFFFFFFFF:x}" if code == F_ADDRESS else str(value)
+        self._error = (f"vhost-user port {self.name}: guest broke the virtio rules on vring {q} "
+                       f"({FAULT_NAMES[code]}: {what}); port reset")
+        log.warning("%s", self._error)
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)   # the protocol thread sees EOF and tears the session down
+        self._link = False
+        self.changed()
+
+    # ------------------------------------------------------------ state for the daemon
+    @property
+    def error(self) -> str:
+        """The last reset's reason (cleared when a new session brings the rings up)."""
+        return self._error
+
+    @property
+    def link_up(self) -> bool:
+        """True while a front-end is connected and its driver runs both rings."""
+        return self._link
+
+    def status(self) -> dict[str, str]:
+        """``Interface.status`` as OVS writes it for vhost-user ports."""
+        out = {"mode": "client" if self.client else "server", "socket": self.socket_path,
+               "status": "connected" if self._conn is not None else "disconnected"}
+        if self._conn is not None:
+            rings = [r for r in self._rings if r.num]
+            out["features"] = f"0x{self.features:016x}"
+            out["num_of_vrings"] = str(len(rings))
+            for i, r in enumerate(self._rings):
+                if r.num:
+                    out[f"vring_{i}_size"] = str(r.num)
+            if self.mtu:
+                out["mtu"] = str(self.mtu)
+        return out
+
+    def stats(self) -> dict[str, int]:
+        """Port counters plus the number of guest notifications sent."""
+        out = super().stats()
+        out["guest_notifications"] = int(self._st[S_CALLS])
+        return out
+
+    # ------------------------------------------------------------ connection handling (protocol thread)
+    def _listen(self) -> None:
+        path = self.socket_path
+        if not os.path.isdir(os.path.dirname(path)):
+            raise PortError(f"vhost-user port {self.name}: directory {os.path.dirname(path)} does not exist")
+        if os.path.exists(path):
+            import stat
+
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                raise PortError(f"vhost-user port {self.name}: {path} exists and is not a socket")
+            os.unlink(path)   # a stale socket from an earlier run
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            s.bind(path)
+            s.listen(4)
+        except OSError as e:
+            s.close()
+            raise PortError(f"vhost-user port {self.name}: cannot listen on {path}: {e.strerror}") from e
+        self._listener = s
+
+    def _wait_readable(self, fd: int, timeout: float | None = None) -> bool:
+        """Block until ``fd`` is readable (True) or the port is closing / the timeout passes (False)."""
+        r, _, _ = select.select([fd, self._stop_r], [], [], timeout)
+        return fd in r and self._stop_r not in r
+
+    def _next_connection(self) -> socket.socket | None:
+        if self._listener is not None:
+            if not self._wait_readable(self._listener.fileno()):
+                return None
+            conn, _ = self._listener.accept()
+            return conn
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            s.connect(self.socket_path)
+            return s
+        except OSError:
+            s.close()
+            self._wait_readable(self._stop_r, RECONNECT_INTERVAL)
+            return None
+
+    def _serve(self) -> None:
+        """The protocol thread: one front-end session after another until the port closes."""
+        while not self._closed:
+            try:
+                conn = self._next_connection()
+            except OSError as e:
+                log.warning("vhost-user port %s: %s", self.name, e)
+                time.sleep(RECONNECT_INTERVAL)
+                continue
+            if conn is None:
+                continue
+            log.info("vhost-user port %s: front-end connected (%s)", self.name, self.socket_path)
+            self._conn = conn
+            self.changed()
+            reason = "front-end closed the connection"
+            try:
+                while not self._closed:
+                    if not self._wait_readable(conn.fileno()):
+                        reason = "port closed"
+                        break
+                    msg = self._recv(conn)
+                    if msg is None:
+                        break
+                    self._handle(conn, *msg)
+            except ProtocolError as e:
+                reason = str(e)
+                self._error = f"vhost-user port {self.name}: protocol error: {e}; connection closed"
+                log.warning("%s", self._error)
+            except OSError as e:
+                reason = e.strerror or str(e)
+            finally:
+                self._end_session(conn, reason)
+
+    def _recv(self, conn: socket.socket) -> tuple[int, int, bytes, list[int]] | None:
+        """One message: ``(request, flags, payload, fds)``, or None at end of stream."""
+        fds = array.array("i")
+        try:
+            head, anc, _flags, _addr = conn.recvmsg(HEADER.size, socket.CMSG_SPACE(MAX_FDS * fds.itemsize),
+                                                    socket.MSG_CMSG_CLOEXEC)
+        except ConnectionResetError:
+            return None
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        fd_list = list(fds)
+        if not head:
+            self._close_fds(fd_list)
+            return None
+        try:
+            while len(head) < HEADER.size:
+                more = conn.recv(HEADER.size - len(head))
+                if not more:
+                    raise ProtocolError("truncated message header")
+                head += more
+            request, flags, size = HEADER.unpack(head)
+            if flags & 0x3 != FLAG_VERSION:
+                raise ProtocolError(f"unsupported protocol version {flags & 0x3}")
+            if size > MAX_PAYLOAD:
+                raise ProtocolError(f"message {request} has a {size}-byte payload (at most {MAX_PAYLOAD})")
+            payload = b""
+            while len(payload) < size:
+                more = conn.recv(size - len(payload))
+                if not more:
+                    raise ProtocolError("truncated message payload")
+                payload += more
+        except BaseException:
+            self._close_fds(fd_list)
+            raise
+        return request, flags, payload, fd_list
+
+    @staticmethod
+    def _close_fds(fds: list[int]) -> None:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _reply(self, conn: socket.socket, request: int, payload: bytes) -> None:
+        conn.sendall(HEADER.pack(request, FLAG_VERSION | FLAG_REPLY, len(payload)) + payload)
+
+    # ------------------------------------------------------------ messages
+    def _handle(self, conn: socket.socket, request: int, flags: int, payload: bytes, fds: list[int]) -> None:
+        name = REQUEST_NAMES.get(request, str(request))
+        log.debug("vhost-user port %s: %s (%d bytes, %d fds)", self.name, name, len(payload), len(fds))
+        reply: bytes | None = None
+        ok = True
+        try:
+            if request == GET_FEATURES:
+                reply = struct.pack("<Q", OFFERED_FEATURES)
+            elif request == GET_PROTOCOL_FEATURES:
+                reply = struct.pack("<Q", OFFERED_PROTOCOL_FEATURES)
+            elif request == GET_QUEUE_NUM:
+                reply = struct.pack("<Q", 1)
+            elif request == GET_VRING_BASE:
+                index, _ = self._unpack("<II", payload, name)
+                reply = struct.pack("<II", index, self._stop_ring(self._ring_index(index)))
+            elif request == SET_FEATURES:
+                (features,) = self._unpack("<Q", payload, name)
+                self._set_features(features)
+            elif request == SET_PROTOCOL_FEATURES:
+                (pf,) = self._unpack("<Q", payload, name)
+                self.protocol_features = pf & OFFERED_PROTOCOL_FEATURES
+            elif request == SET_OWNER:
+                pass
+            elif request == RESET_OWNER:
+                self._reset_session()
+            elif request == SET_MEM_TABLE:
+                owned, fds = fds, []
+                self._set_mem_table(payload, owned)
+            elif request == SET_VRING_NUM:
+                index, num = self._unpack("<II", payload, name)
+                ring = self._rings[self._ring_index(index)]
+                if not 1 <= num <= MAX_QUEUE_SIZE or num & (num - 1):
+                    raise ProtocolError(f"vring {index}: size {num} is not a power of two in 1..{MAX_QUEUE_SIZE}")
+                ring.num = num
+            elif request == SET_VRING_ADDR:
+                index, _flags, desc, used, avail, _log = self._unpack("<IIQQQQ", payload, name)
+                ring = self._rings[self._ring_index(index)]
+                ring.desc, ring.used, ring.avail = desc, used, avail
+                self._apply()
+            elif request == SET_VRING_BASE:
+                index, base = self._unpack("<II", payload, name)
+                self._rings[self._ring_index(index)].base = base & 0xFFFF
+            elif request in (SET_VRING_KICK, SET_VRING_CALL, SET_VRING_ERR):
+                owned, fds = fds, []
+                self._set_vring_fd(request, payload, owned, name)
+            elif request == SET_VRING_ENABLE:
+                index, enable = self._unpack("<II", payload, name)
+                self._rings[self._ring_index(index)].enabled = bool(enable)
+                self._apply()
+            elif request == NET_SET_MTU:
+                (mtu,) = self._unpack("<Q", payload, name)
+                if not 68 <= mtu <= 65535:
+                    raise ProtocolError(f"MTU {mtu} outside 68..65535")
+                self.mtu = mtu
+                self.changed()
+            else:
+                log.info("vhost-user port %s: ignoring unsupported request %s", self.name, name)
+                ok = False
+        except _Refused as e:
+            log.warning("vhost-user port %s: %s refused: %s", self.name, name, e)
+            ok = False
+        finally:
+            self._close_fds(fds)
+        if reply is not None:
+            self._reply(conn, request, reply)
+        elif flags & FLAG_NEED_REPLY and self.protocol_features & (1 << PROTOCOL_F_REPLY_ACK):
+            self._reply(conn, request, struct.pack("<Q", 0 if ok else 1))
+
+    @staticmethod
+    def _unpack(fmt: str, payload: bytes, name: str) -> tuple[int, ...]:
+        size = struct.calcsize(fmt)
+        if len(payload) < size:
+            raise ProtocolError(f"{name}: {len(payload)}-byte payload, {size} expected")
+        return struct.unpack_from(fmt, payload)
+
+    @staticmethod
+    def _ring_index(index: int) -> int:
+        if not 0 <= index < N_QUEUES:
+            raise _Refused(f"vring {index} does not exist (one queue pair: vrings 0 and 1)")
+        return index
+
+    def _set_features(self, features: int) -> None:
+        if features & ~OFFERED_FEATURES:
+            raise ProtocolError(f"features 0x{features:x} include ones never offered (0x{OFFERED_FEATURES:x})")
+        self.features = features
+        with self._lock:
+            st = self._st
+            st[S_HDR_LEN] = 12 if features & (1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_NET_F_MRG_RXBUF) else 10
+            st[S_MRG_RXBUF] = bool(features & (1 << VIRTIO_NET_F_MRG_RXBUF))
+            st[S_EVENT_IDX] = bool(features & (1 << VIRTIO_RING_F_EVENT_IDX))
+            st[S_INDIRECT] = bool(features & (1 << VIRTIO_RING_F_INDIRECT_DESC))
+
+    def _set_mem_table(self, payload: bytes, fds: list[int]) -> None:
+        """Map the new table (taking the fds), swap it in under the lock, unmap the old one."""
+        try:
+            (n, _pad) = self._unpack("<II", payload, "SET_MEM_TABLE")
+            if not 1 <= n <= 8 or len(payload) < 8 + 32 * n:
+                raise ProtocolError(f"SET_MEM_TABLE: {n} regions in a {len(payload)}-byte payload")
+            regions = [Region(*struct.unpack_from("<QQQQ", payload, 8 + 32 * i)) for i in range(n)]
+            try:
+                mem = GuestMemory(regions, fds)
+            except GuestMemoryError as e:
+                raise ProtocolError(f"SET_MEM_TABLE: {e}") from e
+        finally:
+            self._close_fds(fds)   # the mappings keep the memory; the fds are not needed
+        with self._lock:
+            old, self._mem = self._mem, mem
+            self._regions = mem.table
+            self._st[S_NREGIONS] = mem.n
+            try:
+                self._apply_locked()
+            finally:
+                if old is not None:
+                    old.close()
+        self._update_link()
+        log.info("vhost-user port %s: guest memory %d MiB in %d region(s)", self.name, mem.size >> 20, mem.n)
+
+    def _set_vring_fd(self, request: int, payload: bytes, fds: list[int], name: str) -> None:
+        """SET_VRING_KICK / CALL / ERR (taking the fds); a kick starts the ring."""
+        try:
+            (value,) = self._unpack("<Q", payload, name)
+            nofd = bool(value & VRING_NOFD)
+            if not nofd and len(fds) != 1:
+                raise ProtocolError(f"{name}: expected one fd, got {len(fds)}")
+            index = self._ring_index(value & VRING_INDEX_MASK)
+        except BaseException:
+            self._close_fds(fds)
+            raise
+        if nofd:
+            self._close_fds(fds)
+        fd = -1 if nofd else fds[0]
+        ring = self._rings[index]
+        if request == SET_VRING_ERR:
+            old, ring.err_fd = ring.err_fd, fd
+            self._close_fds([old] if old >= 0 else [])
+            return
+        if request == SET_VRING_CALL:
+            with self._lock:
+                old, ring.call_fd = ring.call_fd, fd
+                self._vq[index, Q_CALL_FD] = fd
+            self._close_fds([old] if old >= 0 else [])
+            return
+        # SET_VRING_KICK: the ring starts
+        if fd >= 0:
+            os.set_blocking(fd, False)
+        try:
+            with self._lock:
+                old, ring.kick_fd = ring.kick_fd, fd
+                ring.kick_nofd = nofd
+                ring.started = True
+                self._vq[index, Q_KICK_FD] = fd if index == TX_QUEUE else -1
+                self._start_ring_locked(index)
+                if index == TX_QUEUE:
+                    self._register_kick(fd if fd >= 0 else self._poll_fd)
+                self._apply_locked()
+        finally:
+            self._update_link()
+        self._close_fds([old] if old >= 0 else [])
+        if fd >= 0 and index == TX_QUEUE:
+            os.eventfd_write(fd, 1)   # look at the ring once: buffers may be waiting already
+
+    def _register_kick(self, fd: int) -> None:
+        if self._kick_registered >= 0:
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(self._kick_registered)
+            self._kick_registered = -1
+        if fd >= 0:
+            self._epoll.register(fd, select.EPOLLIN)
+            self._kick_registered = fd
+
+    def _start_ring_locked(self, index: int) -> None:
+        """Set the ring's indices from its base (and the used index the guest sees, as DPDK does)."""
+        vq = self._vq[index]
+        vq[Q_LAST_AVAIL] = self._rings[index].base
+        vq[Q_USED_IDX] = self._rings[index].base
+        vq[Q_KICKS_ON] = 1
+
+    def _stop_ring(self, index: int) -> int:
+        """GET_VRING_BASE: stop the ring and return the next avail index it would have taken."""
+        ring = self._rings[index]
+        with self._lock:
+            ring.started = False
+            self._vq[index, Q_READY] = 0
+            base = int(self._vq[index, Q_LAST_AVAIL]) if ring.num else ring.base
+            ring.base = base
+            if index == TX_QUEUE:
+                self._register_kick(-1)
+            self._vq[index, Q_KICK_FD] = -1
+            kick, ring.kick_fd = ring.kick_fd, -1
+        if kick >= 0:
+            os.close(kick)
+        self._update_link()
+        return base
+
+    def _apply(self) -> None:
+        with self._lock:
+            self._apply_locked()
+        self._update_link()
+
+    def _apply_locked(self) -> None:
+        """Recompute which rings the kernels may touch, translating their addresses (caller holds the lock)."""
+        mem = self._mem
+        for index, ring in enumerate(self._rings):
+            vq = self._vq[index]
+            was_ready = bool(vq[Q_READY])
+            vq[Q_READY] = 0
+            if mem is None or not ring.started or not ring.num or ring.desc < 0:
+                continue
+            if self.features & (1 << VHOST_USER_F_PROTOCOL_FEATURES) and not ring.enabled:
+                continue
+            n = ring.num
+            desc = mem.uva_to_flat(ring.desc, 16 * n)
+            avail = mem.uva_to_flat(ring.avail, 6 + 2 * n)
+            used = mem.uva_to_flat(ring.used, 6 + 8 * n)
+            if min(desc, avail, used) < 0:
+                raise ProtocolError(f"vring {index}: ring addresses outside the memory table "
+                                    f"(desc 0x{ring.desc:x}, avail 0x{ring.avail:x}, used 0x{ring.used:x})")
+            if desc % 8 or avail % 2 or used % 4:
+                raise ProtocolError(f"vring {index}: misaligned ring (desc 0x{ring.desc:x}, avail 0x{ring.avail:x}, "
+                                    f"used 0x{ring.used:x})")
+            vq[Q_SIZE], vq[Q_DESC], vq[Q_AVAIL], vq[Q_USED] = n, desc, avail, used
+            if not was_ready:
+                guest_used = int(mem.m16[(used + 2) >> 1])
+                if guest_used != vq[Q_USED_IDX]:
+                    log.info("vhost-user port %s: vring %d base %d, guest's used index %d: using the latter",
+                             self.name, index, vq[Q_USED_IDX], guest_used)
+                    vq[Q_LAST_AVAIL] = vq[Q_USED_IDX] = guest_used
+                if index == RX_QUEUE and not self._st[S_EVENT_IDX]:
+                    mem.m16[used >> 1] = VRING_USED_F_NO_NOTIFY   # we never wait for receive buffers
+                vq[Q_KICKS_ON] = 1
+            vq[Q_READY] = 1
+
+    def _update_link(self) -> None:
+        up = bool(self._vq[RX_QUEUE, Q_READY] and self._vq[TX_QUEUE, Q_READY])
+        if up and self._error and self._conn is not None:
+            self._error = ""   # a new session runs: the last reset is history
+        if up != self._link:
+            self._link = up
+            log.info("vhost-user port %s: link %s", self.name, "up" if up else "down")
+            self.changed()
+
+    def _reset_session(self) -> None:
+        """Forget everything the front-end set up (disconnect or RESET_OWNER)."""
+        with self._lock:
+            self._vq[:, Q_READY] = 0
+            self._vq[:, Q_CALL_FD] = -1
+            self._vq[:, Q_KICK_FD] = -1
+            self._register_kick(-1)
+            for ring in self._rings:
+                ring.close_fds()
+            self._rings = [_Ring() for _ in range(N_QUEUES)]
+            mem, self._mem = self._mem, None
+            self._st[S_NREGIONS] = 0
+            self._st[S_FAULT] = 0
+            if mem is not None:
+                mem.close()
+        self.features = 0
+        self.protocol_features = 0
+        self.mtu = 0
+        self._update_link()
+
+    def _end_session(self, conn: socket.socket, reason: str) -> None:
+        self._reset_session()
+        self._conn = None
+        with contextlib.suppress(OSError):
+            conn.close()
+        log.info("vhost-user port %s: front-end disconnected (%s)", self.name, reason)
+        self.changed()
+
+    # ------------------------------------------------------------ teardown
+    def close(self) -> None:
+        """Stop the protocol thread, drop the front-end, unmap its memory, remove our socket. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"x")
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(5)
+        self._release()
+
+    def _release(self) -> None:
+        self._reset_session()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+        self._epoll.close()
+        for fd in (self._poll_fd, self._stop_r, self._stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class VhostUserClientPort(VhostUserPort):
+    """``dpdkvhostuserclient``: connects to the front-end's socket and reconnects after either side restarts."""
+
+    type = "dpdkvhostuserclient"
+
+    def __init__(self, name: str, *, socket_path: str) -> None:
+        super().__init__(name, socket_path=socket_path, client=True)

@@ -1,0 +1,598 @@
+"""Split virtqueues in numba: move bursts between a guest's rings and the packet pool.
+
+The device side of a virtio-net queue pair, over guest memory mapped by ``guestmem``:
+
+```
+ guest TX ring (queue 1) ──vq_dequeue──► pool slots          pool slots ──vq_enqueue──► guest RX ring (queue 0)
+   avail → desc chain (direct or indirect),                    copy (+ VLAN edit) into one or more writable
+   virtio-net header skipped, frame copied,                     buffers (mergeable: num_buffers), used len set,
+   used len 0; guest notified per EVENT_IDX                     one used-idx store per burst, one call per burst
+```
+
+Everything the guest wrote is untrusted: each descriptor field is read once, every address is
+translated through the memory table and must lie wholly inside the guest's regions, a chain
+may not visit more descriptors than its table holds (loop detection) nor exceed
+``MAX_CHAIN_BYTES``, indices are checked against the ring size and the avail index may not run
+more than a ring ahead. The first violation stops the port: the kernel records a *fault*
+(``F_*`` code, queue, offending value) in the state array, marks both queues not ready and
+returns; the Python side resets the connection. No access ever leaves the mapped regions.
+
+Layouts (all ``int64`` arrays, so a kernel takes few arguments):
+
+* ``st``: the port's counters (``backends.port``) then ``S_*`` words;
+* ``vq[2, VQ_WORDS]``: per-queue state (``Q_*``); queue 0 is the guest's RX ring (we
+  enqueue), queue 1 its TX ring (we dequeue);
+* ``regions[MAX_REGIONS, 4]``: guest-physical start, size, front-end virtual start and
+  offset in the flat mapping (``R_*``).
+
+Guest memory is one flat ``uint8`` array ``mem`` with ``uint16/32/64`` views of the same bytes
+(``m16``, ``m32``, ``m64``); ring structures are aligned, so their fields are read through the
+views. Kernels run with ``_nrt=False``: no allocation, no reference counting per frame.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
+
+from backends.libc import c_memcpy, c_read, c_write
+from backends.pool import META_IN_PORT, META_LEN, slot_alloc, slot_free
+from backends.port import (
+    GUEST_BAD_ADDRESS,
+    GUEST_BAD_CHAIN,
+    GUEST_BAD_DESCRIPTOR,
+    GUEST_BAD_INDEX,
+    NO_FREE_SLOT,
+    PORT_COUNTERS,
+    RX_BYTES,
+    RX_DROPPED,
+    RX_ERRORS,
+    RX_OVERSIZE,
+    RX_PACKETS,
+    TX_BYTES,
+    TX_DROPPED,
+    TX_ERROR,
+    TX_ERRORS,
+    TX_PACKETS,
+    TX_QUEUE_FULL,
+)
+from backends.vlan_edit import vlan_iov
+
+# virtq descriptor flags, avail/used ring flags
+VRING_DESC_F_NEXT = 1
+VRING_DESC_F_WRITE = 2
+VRING_DESC_F_INDIRECT = 4
+VRING_USED_F_NO_NOTIFY = 1
+VRING_AVAIL_F_NO_INTERRUPT = 1
+
+MAX_REGIONS = 8
+MAX_QUEUE_SIZE = 32768
+#: Longest descriptor chain (bytes) accepted; without TSO a frame is at most 64 KiB.
+MAX_CHAIN_BYTES = 131072
+
+# regions[r, R_*]
+R_GPA = 0
+R_SIZE = 1
+R_UVA = 2
+R_FLAT = 3
+
+# st[S_*]: port-wide state after the counters
+S_PORT_NO = PORT_COUNTERS
+S_RX_START = S_PORT_NO + 1
+S_RX_MAX = S_PORT_NO + 2
+S_TX_START = S_PORT_NO + 3
+S_TX_COUNT = S_PORT_NO + 4
+S_HDR_LEN = S_PORT_NO + 5       # virtio-net header: 12 bytes (VERSION_1 or MRG_RXBUF) or 10
+S_MRG_RXBUF = S_PORT_NO + 6     # 1 when VIRTIO_NET_F_MRG_RXBUF was negotiated
+S_EVENT_IDX = S_PORT_NO + 7     # 1 when VIRTIO_RING_F_EVENT_IDX was negotiated
+S_INDIRECT = S_PORT_NO + 8      # 1 when VIRTIO_RING_F_INDIRECT_DESC was negotiated
+S_NREGIONS = S_PORT_NO + 9
+S_FAULT = S_PORT_NO + 10        # F_* of the first violation, 0 while the guest behaves
+S_FAULT_QUEUE = S_PORT_NO + 11
+S_FAULT_VALUE = S_PORT_NO + 12  # the offending address / index / length
+S_BUSY = S_PORT_NO + 13         # frames per dequeue from which guest kicks are suppressed
+S_CALLS = S_PORT_NO + 14        # call-eventfd notifications sent
+S_SCRATCH = S_PORT_NO + 15      # 16 words: eventfd value, header, iovecs, VLAN tag
+STATE_WORDS = S_SCRATCH + 16
+
+# vq[q, Q_*]
+Q_READY = 0        # started (kick received), enabled, addresses translated, memory mapped
+Q_SIZE = 1         # ring size, a power of two
+Q_DESC = 2         # flat offsets of the descriptor table, avail ring and used ring
+Q_AVAIL = 3
+Q_USED = 4
+Q_LAST_AVAIL = 5   # next avail entry to take (free-running u16)
+Q_USED_IDX = 6     # our used index (free-running u16)
+Q_CALL_FD = 7      # eventfd to notify the guest, -1 for none
+Q_KICK_FD = 8      # eventfd the guest kicks, -1 for none (polling)
+Q_KICKS_ON = 9     # 1 while the guest is asked to kick (we may sleep)
+VQ_WORDS = 10
+
+RX_QUEUE = 0       # the guest's receive ring: the switch enqueues into it
+TX_QUEUE = 1       # the guest's transmit ring: the switch dequeues from it
+
+# fault codes (S_FAULT)
+F_ADDRESS = 1      # a guest address (buffer or indirect table) outside the memory table
+F_CHAIN = 2        # a descriptor chain that loops or is longer than allowed
+F_INDEX = 3        # an avail index, head or next index outside the ring
+F_DESCRIPTOR = 4   # flags that make no sense (write-only buffer to transmit, nested indirect, ...)
+FAULT_NAMES = {
+    F_ADDRESS: "guest address outside its memory",
+    F_CHAIN: "descriptor chain loops or is too long",
+    F_INDEX: "ring index out of range",
+    F_DESCRIPTOR: "invalid descriptor",
+}
+FAULT_COUNTER = {F_ADDRESS: GUEST_BAD_ADDRESS, F_CHAIN: GUEST_BAD_CHAIN, F_INDEX: GUEST_BAD_INDEX,
+                 F_DESCRIPTOR: GUEST_BAD_DESCRIPTOR}
+
+
+@intrinsic
+def fence_full(typingctx):  # noqa: ANN001, ANN201 - numba intrinsic
+    """A full memory barrier (``mfence`` on x86): stores before it are visible before loads after it."""
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return nbtypes.void(), codegen
+
+
+@intrinsic
+def fence_order(typingctx):  # noqa: ANN001, ANN201 - numba intrinsic
+    """An acquire/release barrier: a compiler barrier on x86 (loads and stores keep program order there)."""
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        builder.fence("acq_rel")
+        return context.get_dummy_value()
+
+    return nbtypes.void(), codegen
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def gpa_chunk(regions: np.ndarray, nreg: int, addr: int, length: int) -> tuple[int, int]:
+    """``(flat offset, bytes)`` of the longest prefix of ``[addr, addr+length)`` in one region, else ``(-1, 0)``."""
+    for r in range(nreg):
+        start = regions[r, R_GPA]
+        d = addr - start
+        if addr >= start and d < regions[r, R_SIZE]:
+            n = regions[r, R_SIZE] - d
+            if n > length:
+                n = length
+            return regions[r, R_FLAT] + d, n
+    return -1, 0
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def uva_to_flat(regions: np.ndarray, nreg: int, addr: int, length: int) -> int:
+    """Flat offset of front-end virtual range ``[addr, addr+length)`` if one region holds all of it, else -1."""
+    for r in range(nreg):
+        start = regions[r, R_UVA]
+        d = addr - start
+        if addr >= start and d < regions[r, R_SIZE] and length <= regions[r, R_SIZE] - d:
+            return regions[r, R_FLAT] + d
+    return -1
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _fault(st: np.ndarray, vq: np.ndarray, code: int, q: int, value: int) -> None:
+    if st[S_FAULT] == 0:
+        st[S_FAULT] = code
+        st[S_FAULT_QUEUE] = q
+        st[S_FAULT_VALUE] = value
+    vq[0, Q_READY] = 0
+    vq[1, Q_READY] = 0
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _notify(st: np.ndarray, vq: np.ndarray, q: int, m16: np.ndarray, old_used: int, new_used: int) -> None:
+    """Signal the call eventfd if the guest wants an interrupt for used entries ``old_used..new_used``."""
+    fd = vq[q, Q_CALL_FD]
+    if fd < 0 or old_used == new_used:
+        return
+    avail = vq[q, Q_AVAIL]
+    if st[S_EVENT_IDX]:
+        event = np.int64(m16[(avail + 4 + 2 * vq[q, Q_SIZE]) >> 1])
+        # vring_need_event: the driver asked to be told once used passes ``event``
+        if ((new_used - event - 1) & 0xFFFF) >= ((new_used - old_used) & 0xFFFF):
+            return
+    elif m16[avail >> 1] & VRING_AVAIL_F_NO_INTERRUPT:
+        return
+    st[S_SCRATCH] = 1
+    c_write(fd, st.ctypes.data + S_SCRATCH * 8, 8)
+    st[S_CALLS] += 1
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _set_kicks(st: np.ndarray, vq: np.ndarray, q: int, m16: np.ndarray, on: int) -> None:
+    """Ask the guest to kick on its next buffer (``on``) or not to kick at all."""
+    used = vq[q, Q_USED]
+    last = vq[q, Q_LAST_AVAIL]
+    if st[S_EVENT_IDX]:
+        m16[(used + 4 + 8 * vq[q, Q_SIZE]) >> 1] = (last if on else last - 1) & 0xFFFF
+    else:
+        m16[used >> 1] = 0 if on else VRING_USED_F_NO_NOTIFY
+    vq[q, Q_KICKS_ON] = on
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def vq_dequeue(
+    st: np.ndarray, vq: np.ndarray, regions: np.ndarray, mem: np.ndarray, m16: np.ndarray, m32: np.ndarray,
+    m64: np.ndarray, data: np.ndarray, meta: np.ndarray, free_stack: np.ndarray, free_top: np.ndarray,
+    burst: np.ndarray,
+) -> int:
+    """Take up to ``st[S_RX_MAX]`` frames from the guest's TX ring into fresh slots at ``burst[st[S_RX_START]:]``."""
+    q = TX_QUEUE
+    if vq[q, Q_READY] == 0:
+        return 0
+    size = vq[q, Q_SIZE]
+    mask = size - 1
+    desc = vq[q, Q_DESC]
+    avail = vq[q, Q_AVAIL]
+    used = vq[q, Q_USED]
+    nreg = st[S_NREGIONS]
+    hdr_len = st[S_HDR_LEN]
+    indirect_ok = st[S_INDIRECT]
+    start = st[S_RX_START]
+    max_n = st[S_RX_MAX]
+    port_no = st[S_PORT_NO]
+    slot_size = data.shape[1]
+    data_base = np.int64(data.ctypes.data)
+    data_stride = np.int64(data.strides[0])
+    mem_base = np.int64(mem.ctypes.data)
+    last = vq[q, Q_LAST_AVAIL]
+    used_idx = vq[q, Q_USED_IDX]
+    old_used = used_idx
+    got = 0
+    fault = 0
+    fault_value = 0
+    if vq[q, Q_KICKS_ON] and vq[q, Q_KICK_FD] >= 0:
+        c_read(vq[q, Q_KICK_FD], st.ctypes.data + S_SCRATCH * 8, 8)  # clear the kick before looking at the ring
+    for attempt in range(2):
+        avail_idx = np.int64(m16[(avail + 2) >> 1])
+        fence_order()  # the avail entries are read after the index that published them
+        pending = (avail_idx - last) & 0xFFFF
+        if pending > size:
+            fault = F_INDEX
+            fault_value = avail_idx
+            break
+        if pending == 0:
+            if attempt == 1 or vq[q, Q_KICKS_ON]:
+                break
+            # Idle: ask for kicks again, then look once more (a buffer may have come in between).
+            _set_kicks(st, vq, q, m16, 1)
+            fence_full()
+            continue
+        while pending > 0 and got < max_n:
+            head = np.int64(m16[(avail + 4 + 2 * (last & mask)) >> 1])
+            if head >= size:
+                fault = F_INDEX
+                fault_value = head
+                break
+            slot = slot_alloc(free_stack, free_top)
+            if slot < 0:
+                st[NO_FREE_SLOT] += 1
+                st[RX_DROPPED] += 1
+                pending = 0
+                break
+            dst = data_base + slot * data_stride
+            # Walk the chain: descriptor table ``table`` of ``table_n`` entries.
+            table = desc
+            table_n = size
+            idx = head
+            seen = 0
+            indirect = False
+            skip = hdr_len     # header bytes still to skip
+            total = 0          # frame bytes in the chain
+            while True:
+                seen += 1
+                if seen > table_n:
+                    fault = F_CHAIN
+                    fault_value = head
+                    break
+                d = table + 16 * idx
+                addr = np.int64(m64[d >> 3])
+                length = np.int64(m32[(d + 8) >> 2])
+                flags = np.int64(m16[(d + 12) >> 1])
+                nxt = np.int64(m16[(d + 14) >> 1])
+                if flags & VRING_DESC_F_INDIRECT:
+                    if indirect or not indirect_ok or flags & VRING_DESC_F_NEXT or length == 0 or length & 15 \
+                            or length > 16 * MAX_QUEUE_SIZE or addr & 7:
+                        fault = F_DESCRIPTOR
+                        fault_value = length
+                        break
+                    flat, n = gpa_chunk(regions, nreg, addr, length)
+                    if flat < 0 or n < length:
+                        fault = F_ADDRESS
+                        fault_value = addr
+                        break
+                    table = flat
+                    table_n = length >> 4
+                    idx = 0
+                    seen = 0
+                    indirect = True
+                    continue
+                if flags & VRING_DESC_F_WRITE:
+                    fault = F_DESCRIPTOR
+                    fault_value = flags
+                    break
+                if addr < 0 or total + length > MAX_CHAIN_BYTES + hdr_len:
+                    fault = F_CHAIN if addr >= 0 else F_ADDRESS
+                    fault_value = addr if addr < 0 else total + length
+                    break
+                # copy this buffer (it may span regions), skipping the header
+                while length > 0:
+                    flat, n = gpa_chunk(regions, nreg, addr, length)
+                    if flat < 0:
+                        fault = F_ADDRESS
+                        fault_value = addr
+                        break
+                    addr += n
+                    length -= n
+                    if skip >= n:
+                        skip -= n
+                        continue
+                    flat += skip
+                    n -= skip
+                    skip = 0
+                    if total + n <= slot_size:
+                        c_memcpy(dst + total, mem_base + flat, n)
+                    total += n
+                if fault:
+                    break
+                if not flags & VRING_DESC_F_NEXT:
+                    break
+                if nxt >= table_n:
+                    fault = F_INDEX
+                    fault_value = nxt
+                    break
+                idx = nxt
+            if fault:
+                slot_free(free_stack, free_top, slot)
+                break
+            # the buffer goes back to the guest whatever became of the frame
+            u = used + 4 + 8 * (used_idx & mask)
+            m32[u >> 2] = head
+            m32[(u + 4) >> 2] = 0
+            used_idx += 1
+            last += 1
+            pending -= 1
+            if total > slot_size:
+                st[RX_OVERSIZE] += 1
+                st[RX_DROPPED] += 1
+                slot_free(free_stack, free_top, slot)
+                continue
+            meta[slot, META_LEN] = total
+            meta[slot, META_IN_PORT] = port_no
+            burst[start + got] = slot
+            got += 1
+            st[RX_PACKETS] += 1
+            st[RX_BYTES] += total
+        break
+    last &= 0xFFFF
+    used_idx &= 0xFFFF
+    vq[q, Q_LAST_AVAIL] = last
+    vq[q, Q_USED_IDX] = used_idx
+    if fault:
+        st[RX_ERRORS] += 1
+        _fault(st, vq, fault, q, fault_value)
+    if used_idx != old_used:
+        fence_order()  # used entries before the index that publishes them
+        m16[(used + 2) >> 1] = used_idx
+        if got >= st[S_BUSY] and vq[q, Q_KICKS_ON]:
+            _set_kicks(st, vq, q, m16, 0)  # busy: the datapath polls again at once
+        fence_full()  # used index visible before used_event is read
+        _notify(st, vq, q, m16, old_used, used_idx)
+    return got
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def vq_enqueue(
+    st: np.ndarray, vq: np.ndarray, regions: np.ndarray, mem: np.ndarray, m16: np.ndarray, m32: np.ndarray,
+    m64: np.ndarray, data: np.ndarray, meta: np.ndarray, slots: np.ndarray, vlans: np.ndarray,
+) -> int:
+    """Copy ``slots[st[S_TX_START]:][:st[S_TX_COUNT]]`` (VLAN-edited) into the guest's RX ring; return frames sent."""
+    count = st[S_TX_COUNT]
+    q = RX_QUEUE
+    if vq[q, Q_READY] == 0:
+        st[TX_DROPPED] += count
+        st[TX_QUEUE_FULL] += count
+        return 0
+    size = vq[q, Q_SIZE]
+    mask = size - 1
+    desc = vq[q, Q_DESC]
+    avail = vq[q, Q_AVAIL]
+    used = vq[q, Q_USED]
+    nreg = st[S_NREGIONS]
+    hdr_len = st[S_HDR_LEN]
+    mrg = st[S_MRG_RXBUF]
+    indirect_ok = st[S_INDIRECT]
+    first = st[S_TX_START]
+    data_base = np.int64(data.ctypes.data)
+    data_stride = np.int64(data.strides[0])
+    mem_base = np.int64(mem.ctypes.data)
+    scr = S_SCRATCH + 1                       # scratch words: [0] header (2 words), [2..9] iovecs, [10] tag
+    scr_addr = np.int64(st.ctypes.data) + scr * 8
+    last = vq[q, Q_LAST_AVAIL]
+    used_idx = vq[q, Q_USED_IDX]
+    old_used = used_idx
+    avail_idx = np.int64(m16[(avail + 2) >> 1])
+    fence_order()
+    if ((avail_idx - last) & 0xFFFF) > size:
+        _fault(st, vq, F_INDEX, q, avail_idx)
+        st[TX_ERRORS] += 1
+        st[TX_DROPPED] += count
+        return 0
+    sent = 0
+    fault = 0
+    fault_value = 0
+    i = 0
+    while i < count:
+        slot = np.int64(slots[first + i])
+        frame = data[slot]
+        flen = np.int64(meta[slot, META_LEN])
+        # pieces: the virtio-net header, then the frame as 1-3 iovecs (VLAN edit)
+        st[scr] = 0
+        st[scr + 1] = 0
+        st[scr + 2] = scr_addr
+        st[scr + 3] = hdr_len
+        n_iov, out_len = vlan_iov(data_base + slot * data_stride, frame, flen, vlans[first + i], st, scr + 4, scr + 10)
+        n_pieces = 1 + n_iov
+        piece = 0
+        piece_off = 0
+        remaining = hdr_len + out_len
+        nb_lo = -1            # flat offsets of the header's num_buffers bytes
+        nb_hi = -1
+        n_bufs = 0
+        pkt_last = last
+        pkt_used = used_idx
+        while remaining > 0:
+            if ((avail_idx - last) & 0xFFFF) == 0:
+                avail_idx = np.int64(m16[(avail + 2) >> 1])   # the guest may have posted more
+                fence_order()
+                pending = (avail_idx - last) & 0xFFFF
+                if pending > size:
+                    fault = F_INDEX
+                    fault_value = avail_idx
+                    break
+                if pending == 0:
+                    break
+            head = np.int64(m16[(avail + 4 + 2 * (last & mask)) >> 1])
+            if head >= size:
+                fault = F_INDEX
+                fault_value = head
+                break
+            last += 1
+            n_bufs += 1
+            table = desc
+            table_n = size
+            idx = head
+            seen = 0
+            indirect = False
+            written = 0
+            while True:
+                seen += 1
+                if seen > table_n:
+                    fault = F_CHAIN
+                    fault_value = head
+                    break
+                d = table + 16 * idx
+                addr = np.int64(m64[d >> 3])
+                length = np.int64(m32[(d + 8) >> 2])
+                flags = np.int64(m16[(d + 12) >> 1])
+                nxt = np.int64(m16[(d + 14) >> 1])
+                if flags & VRING_DESC_F_INDIRECT:
+                    if indirect or not indirect_ok or flags & VRING_DESC_F_NEXT or length == 0 or length & 15 \
+                            or length > 16 * MAX_QUEUE_SIZE or addr & 7:
+                        fault = F_DESCRIPTOR
+                        fault_value = length
+                        break
+                    flat, n = gpa_chunk(regions, nreg, addr, length)
+                    if flat < 0 or n < length:
+                        fault = F_ADDRESS
+                        fault_value = addr
+                        break
+                    table = flat
+                    table_n = length >> 4
+                    idx = 0
+                    seen = 0
+                    indirect = True
+                    continue
+                if not flags & VRING_DESC_F_WRITE:
+                    fault = F_DESCRIPTOR
+                    fault_value = flags
+                    break
+                if addr < 0 or written + length > MAX_CHAIN_BYTES + hdr_len:
+                    fault = F_CHAIN if addr >= 0 else F_ADDRESS
+                    fault_value = addr if addr < 0 else written + length
+                    break
+                # fill this buffer from the pieces (it may span regions)
+                while length > 0 and remaining > 0:
+                    flat, n = gpa_chunk(regions, nreg, addr, length)
+                    if flat < 0:
+                        fault = F_ADDRESS
+                        fault_value = addr
+                        break
+                    if n > remaining:
+                        n = remaining
+                    addr += n
+                    length -= n
+                    remaining -= n
+                    written += n
+                    while n > 0:
+                        p = scr + 2 + 2 * piece
+                        take = st[p + 1] - piece_off
+                        if take > n:
+                            take = n
+                        if piece == 0:
+                            if piece_off <= 10 < piece_off + take:
+                                nb_lo = flat + 10 - piece_off
+                            if piece_off <= 11 < piece_off + take:
+                                nb_hi = flat + 11 - piece_off
+                        c_memcpy(mem_base + flat, st[p] + piece_off, take)
+                        flat += take
+                        n -= take
+                        piece_off += take
+                        if piece_off == st[p + 1] and piece + 1 < n_pieces:
+                            piece += 1
+                            piece_off = 0
+                if fault or remaining == 0:
+                    break
+                if not flags & VRING_DESC_F_NEXT:
+                    break
+                if nxt >= table_n:
+                    fault = F_INDEX
+                    fault_value = nxt
+                    break
+                idx = nxt
+            if fault:
+                break
+            u = used + 4 + 8 * (used_idx & mask)
+            m32[u >> 2] = head
+            m32[(u + 4) >> 2] = written
+            used_idx += 1
+            if not mrg and remaining > 0:
+                break   # without mergeable buffers a frame must fit one chain
+        if fault:
+            break
+        if remaining > 0:
+            # the buffers go back untouched
+            last = pkt_last
+            used_idx = pkt_used
+            if mrg or n_bufs == 0:
+                # the guest has no (more) receive buffers: drop this frame and the rest of the burst
+                st[TX_QUEUE_FULL] += count - i
+                st[TX_DROPPED] += count - i
+                break
+            # without mergeable buffers a frame must fit one chain: this one did not
+            st[TX_ERROR] += 1
+            st[TX_DROPPED] += 1
+            i += 1
+            continue
+        if hdr_len == 12:
+            if nb_lo >= 0:
+                mem[nb_lo] = n_bufs & 0xFF
+            if nb_hi >= 0:
+                mem[nb_hi] = (n_bufs >> 8) & 0xFF
+        sent += 1
+        st[TX_PACKETS] += 1
+        st[TX_BYTES] += out_len
+        i += 1
+    if fault:
+        st[TX_ERRORS] += 1
+        st[TX_DROPPED] += count - sent
+        _fault(st, vq, fault, q, fault_value)
+        return sent
+    last &= 0xFFFF
+    used_idx &= 0xFFFF
+    vq[q, Q_LAST_AVAIL] = last
+    vq[q, Q_USED_IDX] = used_idx
+    if st[S_EVENT_IDX]:
+        m16[(used + 4 + 8 * size) >> 1] = (last - 1) & 0xFFFF  # no kicks for receive buffers: we never sleep on them
+    if used_idx != old_used:
+        fence_order()
+        m16[(used + 2) >> 1] = used_idx
+        fence_full()
+        _notify(st, vq, q, m16, old_used, used_idx)
+    return sent
