@@ -76,6 +76,7 @@ from backends.virtq import (
     TX_QUEUE,
     VQ_WORDS,
     VRING_USED_F_NO_NOTIFY,
+    WORK_ROWS,
     vq_dequeue,
     vq_enqueue,
 )
@@ -135,6 +136,7 @@ OFFERED_PROTOCOL_FEATURES = (1 << PROTOCOL_F_MQ) | (1 << PROTOCOL_F_REPLY_ACK) |
 
 N_QUEUES = 2                  # one queue pair
 RECONNECT_INTERVAL = 0.25     # client mode: seconds between connection attempts
+WORK_SIZE = 1024              # frames read ahead per burst (>= the datapath's largest burst)
 BUSY_FRAMES = 32              # a dequeue this large stops guest kicks (the datapath busy-polls then)
 
 
@@ -194,6 +196,7 @@ class VhostUserPort(Port):
         self._mem: GuestMemory | None = None
         self._regions = np.zeros((8, 4), dtype=np.int64)
         self._empty = np.zeros(16, dtype=np.uint8)
+        self._work = np.zeros((WORK_ROWS, WORK_SIZE), dtype=np.int64)
         self._rings = [_Ring() for _ in range(N_QUEUES)]
         self._conn: socket.socket | None = None
         self._listener: socket.socket | None = None
@@ -233,8 +236,10 @@ class VhostUserPort(Port):
         one = np.zeros(1, dtype=np.int32)
         e = self._empty
         vq_dequeue(self._st, self._vq, self._regions, e, e.view(np.uint16), e.view(np.uint32), e.view(np.uint64),
+                   self._work,
                    pool.data, pool.meta, pool.free_stack, pool.free_top, one)
         vq_enqueue(self._st, self._vq, self._regions, e, e.view(np.uint16), e.view(np.uint32), e.view(np.uint64),
+                   self._work,
                    pool.data, pool.meta, one, one)
         self._st[:PORT_COUNTERS] = 0
 
@@ -250,7 +255,7 @@ class VhostUserPort(Port):
             st = self._st
             st[S_RX_START] = start
             st[S_RX_MAX] = max_n
-            n = vq_dequeue(st, self._vq, self._regions, mem.mem, mem.m16, mem.m32, mem.m64,
+            n = vq_dequeue(st, self._vq, self._regions, mem.mem, mem.m16, mem.m32, mem.m64, self._work,
                            pool.data, pool.meta, pool.free_stack, pool.free_top, burst)
             if st[S_FAULT]:
                 self._on_fault()
@@ -275,7 +280,7 @@ class VhostUserPort(Port):
                 return 0
             st[S_TX_START] = start
             st[S_TX_COUNT] = count
-            n = vq_enqueue(st, self._vq, self._regions, mem.mem, mem.m16, mem.m32, mem.m64,
+            n = vq_enqueue(st, self._vq, self._regions, mem.mem, mem.m16, mem.m32, mem.m64, self._work,
                            pool.data, pool.meta, slots, vlans)
             if st[S_FAULT]:
                 self._on_fault()

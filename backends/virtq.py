@@ -25,6 +25,13 @@ Layouts (all ``int64`` arrays, so a kernel takes few arguments):
 * ``regions[MAX_REGIONS, 4]``: guest-physical start, size, front-end virtual start and
   offset in the flat mapping (``R_*``).
 
+* ``work[4, W]``: per-burst scratch (heads and first descriptors read ahead, W >= the burst).
+
+Each kernel runs in three passes over the burst: read the avail heads (prefetching their
+descriptors), read the first descriptor of each chain (prefetching its buffer), then copy. The
+cache misses of a burst overlap instead of following one another: the guest writes rings
+and buffers from another core, so nearly every first touch is a miss.
+
 Guest memory is one flat ``uint8`` array ``mem`` with ``uint16/32/64`` views of the same bytes
 (``m16``, ``m32``, ``m64``); ring structures are aligned, so their fields are read through the
 views. Kernels run with ``_nrt=False``: no allocation, no reference counting per frame.
@@ -34,6 +41,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
@@ -150,6 +159,29 @@ def fence_order(typingctx):  # noqa: ANN001, ANN201 - numba intrinsic
     return nbtypes.void(), codegen
 
 
+def _prefetch_intrinsic(write: int):  # noqa: ANN202
+    @intrinsic
+    def prefetch(typingctx, addr):  # noqa: ANN001, ANN202 - numba intrinsic
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            i32 = ir.IntType(32)
+            ptr_t = ir.IntType(8).as_pointer()
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr_t, i32, i32, i32]),
+                                                "llvm.prefetch.p0")
+            builder.call(fn, [builder.inttoptr(args[0], ptr_t), ir.Constant(i32, write), ir.Constant(i32, 3),
+                              ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return nbtypes.void(nbtypes.int64), codegen
+
+    return prefetch
+
+
+#: ``prefetch(address)``: start loading a cache line that will be read soon.
+prefetch = _prefetch_intrinsic(0)
+#: ``prefetch_w(address)``: start loading a cache line that will be written soon.
+prefetch_w = _prefetch_intrinsic(1)
+
+
 @numba.njit(nogil=True, cache=True, inline="always")
 def gpa_chunk(regions: np.ndarray, nreg: int, addr: int, length: int) -> tuple[int, int]:
     """``(flat offset, bytes)`` of the longest prefix of ``[addr, addr+length)`` in one region, else ``(-1, 0)``."""
@@ -173,6 +205,20 @@ def uva_to_flat(regions: np.ndarray, nreg: int, addr: int, length: int) -> int:
         if addr >= start and d < regions[r, R_SIZE] and length <= regions[r, R_SIZE] - d:
             return regions[r, R_FLAT] + d
     return -1
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _desc(m16: np.ndarray, m32: np.ndarray, m64: np.ndarray, d: int) -> tuple[int, int, int, int]:
+    """``(addr, len, flags, next)`` of the descriptor at flat offset ``d`` (addr < 0 when above 2**63)."""
+    return np.int64(m64[d >> 3]), np.int64(m32[(d + 8) >> 2]), np.int64(m16[(d + 12) >> 1]), \
+        np.int64(m16[(d + 14) >> 1])
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _bad_indirect(indirect: bool, indirect_ok: int, flags: int, addr: int, length: int) -> bool:
+    """Whether an INDIRECT descriptor breaks the rules (nested, not negotiated, NEXT too, bad size/alignment)."""
+    return indirect or not indirect_ok or (flags & VRING_DESC_F_NEXT) != 0 or length == 0 or (length & 15) != 0 \
+        or length > 16 * MAX_QUEUE_SIZE or (addr & 7) != 0
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -216,11 +262,55 @@ def _set_kicks(st: np.ndarray, vq: np.ndarray, q: int, m16: np.ndarray, on: int)
     vq[q, Q_KICKS_ON] = on
 
 
+W_HEAD = 0     # work rows: avail head, then the head descriptor's fields
+W_ADDR = 1
+W_LEN = 2
+W_FLAGS = 3    # flags | next << 16
+WORK_ROWS = 4
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _read_ahead(
+    vq: np.ndarray, q: int, regions: np.ndarray, nreg: int, mem_base: int, m16: np.ndarray, m32: np.ndarray,
+    m64: np.ndarray, work: np.ndarray, last: int, n: int, skip: int, write: bool,
+) -> int:
+    """Passes 1 and 2: heads of avail entries ``last..last+n`` and their first descriptors into ``work``.
+
+    Prefetches descriptors, then buffers (from byte ``skip``). Returns how many heads are valid
+    (< ring size); the caller faults on the next one.
+    """
+    size = vq[q, Q_SIZE]
+    mask = size - 1
+    desc = vq[q, Q_DESC]
+    avail = vq[q, Q_AVAIL]
+    for k in range(n):
+        head = np.int64(m16[(avail + 4 + 2 * ((last + k) & mask)) >> 1])
+        if head >= size:
+            n = k
+            break
+        work[W_HEAD, k] = head
+        prefetch(mem_base + desc + 16 * head)
+    for k in range(n):
+        addr, length, flags, nxt = _desc(m16, m32, m64, desc + 16 * work[W_HEAD, k])
+        work[W_ADDR, k] = addr
+        work[W_LEN, k] = length
+        work[W_FLAGS, k] = flags | (nxt << 16)
+        flat, nb = gpa_chunk(regions, nreg, addr + skip if not flags & VRING_DESC_F_INDIRECT else addr, 1)
+        if flat >= 0:
+            if write:
+                prefetch_w(mem_base + flat)
+                prefetch_w(mem_base + flat + 64)
+            else:
+                prefetch(mem_base + flat)
+                prefetch(mem_base + flat + 64)
+    return n
+
+
 @numba.njit(nogil=True, cache=True, _nrt=False)
 def vq_dequeue(
     st: np.ndarray, vq: np.ndarray, regions: np.ndarray, mem: np.ndarray, m16: np.ndarray, m32: np.ndarray,
-    m64: np.ndarray, data: np.ndarray, meta: np.ndarray, free_stack: np.ndarray, free_top: np.ndarray,
-    burst: np.ndarray,
+    m64: np.ndarray, work: np.ndarray, data: np.ndarray, meta: np.ndarray, free_stack: np.ndarray,
+    free_top: np.ndarray, burst: np.ndarray,
 ) -> int:
     """Take up to ``st[S_RX_MAX]`` frames from the guest's TX ring into fresh slots at ``burst[st[S_RX_START]:]``."""
     q = TX_QUEUE
@@ -235,7 +325,7 @@ def vq_dequeue(
     hdr_len = st[S_HDR_LEN]
     indirect_ok = st[S_INDIRECT]
     start = st[S_RX_START]
-    max_n = st[S_RX_MAX]
+    max_n = min(st[S_RX_MAX], work.shape[1])
     port_no = st[S_PORT_NO]
     slot_size = data.shape[1]
     data_base = np.int64(data.ctypes.data)
@@ -249,127 +339,122 @@ def vq_dequeue(
     fault_value = 0
     if vq[q, Q_KICKS_ON] and vq[q, Q_KICK_FD] >= 0:
         c_read(vq[q, Q_KICK_FD], st.ctypes.data + S_SCRATCH * 8, 8)  # clear the kick before looking at the ring
-    for attempt in range(2):
+    avail_idx = np.int64(m16[(avail + 2) >> 1])
+    pending = (avail_idx - last) & 0xFFFF
+    if pending == 0 and not vq[q, Q_KICKS_ON]:
+        # Idle: ask for kicks again, then look once more (a buffer may have come in between).
+        _set_kicks(st, vq, q, m16, 1)
+        fence_full()
         avail_idx = np.int64(m16[(avail + 2) >> 1])
-        fence_order()  # the avail entries are read after the index that published them
         pending = (avail_idx - last) & 0xFFFF
-        if pending > size:
+    fence_order()  # the avail entries are read after the index that published them
+    if pending > size:
+        fault = F_INDEX
+        fault_value = avail_idx
+        pending = 0
+    n = min(pending, max_n)
+    n_ok = _read_ahead(vq, q, regions, nreg, mem_base, m16, m32, m64, work, last, n, hdr_len, False)
+    for k in range(n):
+        if k == n_ok:
             fault = F_INDEX
-            fault_value = avail_idx
+            fault_value = np.int64(m16[(avail + 4 + 2 * (last & mask)) >> 1])
             break
-        if pending == 0:
-            if attempt == 1 or vq[q, Q_KICKS_ON]:
+        slot = slot_alloc(free_stack, free_top)
+        if slot < 0:
+            st[NO_FREE_SLOT] += 1   # the frame stays in the ring for the next poll
+            break
+        dst = data_base + slot * data_stride
+        head = work[W_HEAD, k]
+        addr = work[W_ADDR, k]
+        length = work[W_LEN, k]
+        flags = work[W_FLAGS, k] & 0xFFFF
+        nxt = work[W_FLAGS, k] >> 16
+        # Walk the chain in descriptor table ``table`` of ``table_n`` entries.
+        table = desc
+        table_n = size
+        seen = 1
+        indirect = False
+        skip = hdr_len     # header bytes still to skip
+        total = 0          # frame bytes in the chain
+        while True:
+            if flags & VRING_DESC_F_INDIRECT:
+                if _bad_indirect(indirect, indirect_ok, flags, addr, length):
+                    fault = F_DESCRIPTOR
+                    fault_value = length
+                    break
+                flat, nb = gpa_chunk(regions, nreg, addr, length)
+                if flat < 0 or nb < length:
+                    fault = F_ADDRESS
+                    fault_value = addr
+                    break
+                table = flat
+                table_n = length >> 4
+                indirect = True
+                seen = 1
+                addr, length, flags, nxt = _desc(m16, m32, m64, table)
+                continue
+            if flags & VRING_DESC_F_WRITE:
+                fault = F_DESCRIPTOR
+                fault_value = flags
                 break
-            # Idle: ask for kicks again, then look once more (a buffer may have come in between).
-            _set_kicks(st, vq, q, m16, 1)
-            fence_full()
-            continue
-        while pending > 0 and got < max_n:
-            head = np.int64(m16[(avail + 4 + 2 * (last & mask)) >> 1])
-            if head >= size:
+            if addr < 0:
+                fault = F_ADDRESS
+                fault_value = addr
+                break
+            if total + length > MAX_CHAIN_BYTES + hdr_len:
+                fault = F_CHAIN
+                fault_value = total + length
+                break
+            # copy this buffer (it may span regions), skipping the header
+            while length > 0:
+                flat, nb = gpa_chunk(regions, nreg, addr, length)
+                if flat < 0:
+                    fault = F_ADDRESS
+                    fault_value = addr
+                    break
+                addr += nb
+                length -= nb
+                if skip >= nb:
+                    skip -= nb
+                    continue
+                flat += skip
+                nb -= skip
+                skip = 0
+                if total + nb <= slot_size:
+                    c_memcpy(dst + total, mem_base + flat, nb)
+                total += nb
+            if fault or not flags & VRING_DESC_F_NEXT:
+                break
+            if nxt >= table_n:
                 fault = F_INDEX
+                fault_value = nxt
+                break
+            seen += 1
+            if seen > table_n:
+                fault = F_CHAIN
                 fault_value = head
                 break
-            slot = slot_alloc(free_stack, free_top)
-            if slot < 0:
-                st[NO_FREE_SLOT] += 1
-                st[RX_DROPPED] += 1
-                pending = 0
-                break
-            dst = data_base + slot * data_stride
-            # Walk the chain: descriptor table ``table`` of ``table_n`` entries.
-            table = desc
-            table_n = size
-            idx = head
-            seen = 0
-            indirect = False
-            skip = hdr_len     # header bytes still to skip
-            total = 0          # frame bytes in the chain
-            while True:
-                seen += 1
-                if seen > table_n:
-                    fault = F_CHAIN
-                    fault_value = head
-                    break
-                d = table + 16 * idx
-                addr = np.int64(m64[d >> 3])
-                length = np.int64(m32[(d + 8) >> 2])
-                flags = np.int64(m16[(d + 12) >> 1])
-                nxt = np.int64(m16[(d + 14) >> 1])
-                if flags & VRING_DESC_F_INDIRECT:
-                    if indirect or not indirect_ok or flags & VRING_DESC_F_NEXT or length == 0 or length & 15 \
-                            or length > 16 * MAX_QUEUE_SIZE or addr & 7:
-                        fault = F_DESCRIPTOR
-                        fault_value = length
-                        break
-                    flat, n = gpa_chunk(regions, nreg, addr, length)
-                    if flat < 0 or n < length:
-                        fault = F_ADDRESS
-                        fault_value = addr
-                        break
-                    table = flat
-                    table_n = length >> 4
-                    idx = 0
-                    seen = 0
-                    indirect = True
-                    continue
-                if flags & VRING_DESC_F_WRITE:
-                    fault = F_DESCRIPTOR
-                    fault_value = flags
-                    break
-                if addr < 0 or total + length > MAX_CHAIN_BYTES + hdr_len:
-                    fault = F_CHAIN if addr >= 0 else F_ADDRESS
-                    fault_value = addr if addr < 0 else total + length
-                    break
-                # copy this buffer (it may span regions), skipping the header
-                while length > 0:
-                    flat, n = gpa_chunk(regions, nreg, addr, length)
-                    if flat < 0:
-                        fault = F_ADDRESS
-                        fault_value = addr
-                        break
-                    addr += n
-                    length -= n
-                    if skip >= n:
-                        skip -= n
-                        continue
-                    flat += skip
-                    n -= skip
-                    skip = 0
-                    if total + n <= slot_size:
-                        c_memcpy(dst + total, mem_base + flat, n)
-                    total += n
-                if fault:
-                    break
-                if not flags & VRING_DESC_F_NEXT:
-                    break
-                if nxt >= table_n:
-                    fault = F_INDEX
-                    fault_value = nxt
-                    break
-                idx = nxt
-            if fault:
-                slot_free(free_stack, free_top, slot)
-                break
-            # the buffer goes back to the guest whatever became of the frame
-            u = used + 4 + 8 * (used_idx & mask)
-            m32[u >> 2] = head
-            m32[(u + 4) >> 2] = 0
-            used_idx += 1
-            last += 1
-            pending -= 1
-            if total > slot_size:
-                st[RX_OVERSIZE] += 1
-                st[RX_DROPPED] += 1
-                slot_free(free_stack, free_top, slot)
-                continue
-            meta[slot, META_LEN] = total
-            meta[slot, META_IN_PORT] = port_no
-            burst[start + got] = slot
-            got += 1
-            st[RX_PACKETS] += 1
-            st[RX_BYTES] += total
-        break
+            addr, length, flags, nxt = _desc(m16, m32, m64, table + 16 * nxt)
+        if fault:
+            slot_free(free_stack, free_top, slot)
+            break
+        # the buffer goes back to the guest whatever became of the frame
+        u = used + 4 + 8 * (used_idx & mask)
+        m32[u >> 2] = head
+        m32[(u + 4) >> 2] = 0
+        used_idx += 1
+        last += 1
+        if total > slot_size:
+            st[RX_OVERSIZE] += 1
+            st[RX_DROPPED] += 1
+            slot_free(free_stack, free_top, slot)
+            continue
+        meta[slot, META_LEN] = total
+        meta[slot, META_IN_PORT] = port_no
+        burst[start + got] = slot
+        got += 1
+        st[RX_PACKETS] += 1
+        st[RX_BYTES] += total
     last &= 0xFFFF
     used_idx &= 0xFFFF
     vq[q, Q_LAST_AVAIL] = last
@@ -390,7 +475,7 @@ def vq_dequeue(
 @numba.njit(nogil=True, cache=True, _nrt=False)
 def vq_enqueue(
     st: np.ndarray, vq: np.ndarray, regions: np.ndarray, mem: np.ndarray, m16: np.ndarray, m32: np.ndarray,
-    m64: np.ndarray, data: np.ndarray, meta: np.ndarray, slots: np.ndarray, vlans: np.ndarray,
+    m64: np.ndarray, work: np.ndarray, data: np.ndarray, meta: np.ndarray, slots: np.ndarray, vlans: np.ndarray,
 ) -> int:
     """Copy ``slots[st[S_TX_START]:][:st[S_TX_COUNT]]`` (VLAN-edited) into the guest's RX ring; return frames sent."""
     count = st[S_TX_COUNT]
@@ -415,6 +500,7 @@ def vq_enqueue(
     scr = S_SCRATCH + 1                       # scratch words: [0] header (2 words), [2..9] iovecs, [10] tag
     scr_addr = np.int64(st.ctypes.data) + scr * 8
     last = vq[q, Q_LAST_AVAIL]
+    last0 = last
     used_idx = vq[q, Q_USED_IDX]
     old_used = used_idx
     avail_idx = np.int64(m16[(avail + 2) >> 1])
@@ -424,6 +510,8 @@ def vq_enqueue(
         st[TX_ERRORS] += 1
         st[TX_DROPPED] += count
         return 0
+    n_ahead = _read_ahead(vq, q, regions, nreg, mem_base, m16, m32, m64, work, last,
+                          min((avail_idx - last) & 0xFFFF, count, work.shape[1]), 0, True)
     sent = 0
     fault = 0
     fault_value = 0
@@ -458,73 +546,74 @@ def vq_enqueue(
                     break
                 if pending == 0:
                     break
-            head = np.int64(m16[(avail + 4 + 2 * (last & mask)) >> 1])
-            if head >= size:
-                fault = F_INDEX
-                fault_value = head
-                break
+            k = (last - last0) & 0xFFFF
+            if k < n_ahead:
+                head = work[W_HEAD, k]
+                addr = work[W_ADDR, k]
+                length = work[W_LEN, k]
+                flags = work[W_FLAGS, k] & 0xFFFF
+                nxt = work[W_FLAGS, k] >> 16
+            else:
+                head = np.int64(m16[(avail + 4 + 2 * (last & mask)) >> 1])
+                if head >= size:
+                    fault = F_INDEX
+                    fault_value = head
+                    break
+                addr, length, flags, nxt = _desc(m16, m32, m64, desc + 16 * head)
             last += 1
             n_bufs += 1
             table = desc
             table_n = size
-            idx = head
-            seen = 0
+            seen = 1
             indirect = False
             written = 0
             while True:
-                seen += 1
-                if seen > table_n:
-                    fault = F_CHAIN
-                    fault_value = head
-                    break
-                d = table + 16 * idx
-                addr = np.int64(m64[d >> 3])
-                length = np.int64(m32[(d + 8) >> 2])
-                flags = np.int64(m16[(d + 12) >> 1])
-                nxt = np.int64(m16[(d + 14) >> 1])
                 if flags & VRING_DESC_F_INDIRECT:
-                    if indirect or not indirect_ok or flags & VRING_DESC_F_NEXT or length == 0 or length & 15 \
-                            or length > 16 * MAX_QUEUE_SIZE or addr & 7:
+                    if _bad_indirect(indirect, indirect_ok, flags, addr, length):
                         fault = F_DESCRIPTOR
                         fault_value = length
                         break
-                    flat, n = gpa_chunk(regions, nreg, addr, length)
-                    if flat < 0 or n < length:
+                    flat, nb = gpa_chunk(regions, nreg, addr, length)
+                    if flat < 0 or nb < length:
                         fault = F_ADDRESS
                         fault_value = addr
                         break
                     table = flat
                     table_n = length >> 4
-                    idx = 0
-                    seen = 0
                     indirect = True
+                    seen = 1
+                    addr, length, flags, nxt = _desc(m16, m32, m64, table)
                     continue
                 if not flags & VRING_DESC_F_WRITE:
                     fault = F_DESCRIPTOR
                     fault_value = flags
                     break
-                if addr < 0 or written + length > MAX_CHAIN_BYTES + hdr_len:
-                    fault = F_CHAIN if addr >= 0 else F_ADDRESS
-                    fault_value = addr if addr < 0 else written + length
+                if addr < 0:
+                    fault = F_ADDRESS
+                    fault_value = addr
+                    break
+                if written + length > MAX_CHAIN_BYTES + hdr_len:
+                    fault = F_CHAIN
+                    fault_value = written + length
                     break
                 # fill this buffer from the pieces (it may span regions)
                 while length > 0 and remaining > 0:
-                    flat, n = gpa_chunk(regions, nreg, addr, length)
+                    flat, nb = gpa_chunk(regions, nreg, addr, length)
                     if flat < 0:
                         fault = F_ADDRESS
                         fault_value = addr
                         break
-                    if n > remaining:
-                        n = remaining
-                    addr += n
-                    length -= n
-                    remaining -= n
-                    written += n
-                    while n > 0:
+                    if nb > remaining:
+                        nb = remaining
+                    addr += nb
+                    length -= nb
+                    remaining -= nb
+                    written += nb
+                    while nb > 0:
                         p = scr + 2 + 2 * piece
                         take = st[p + 1] - piece_off
-                        if take > n:
-                            take = n
+                        if take > nb:
+                            take = nb
                         if piece == 0:
                             if piece_off <= 10 < piece_off + take:
                                 nb_lo = flat + 10 - piece_off
@@ -532,20 +621,23 @@ def vq_enqueue(
                                 nb_hi = flat + 11 - piece_off
                         c_memcpy(mem_base + flat, st[p] + piece_off, take)
                         flat += take
-                        n -= take
+                        nb -= take
                         piece_off += take
                         if piece_off == st[p + 1] and piece + 1 < n_pieces:
                             piece += 1
                             piece_off = 0
-                if fault or remaining == 0:
-                    break
-                if not flags & VRING_DESC_F_NEXT:
+                if fault or remaining == 0 or not flags & VRING_DESC_F_NEXT:
                     break
                 if nxt >= table_n:
                     fault = F_INDEX
                     fault_value = nxt
                     break
-                idx = nxt
+                seen += 1
+                if seen > table_n:
+                    fault = F_CHAIN
+                    fault_value = head
+                    break
+                addr, length, flags, nxt = _desc(m16, m32, m64, table + 16 * nxt)
             if fault:
                 break
             u = used + 4 + 8 * (used_idx & mask)
