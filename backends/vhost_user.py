@@ -611,9 +611,10 @@ class VhostUserPort(Port):
             with self._lock:
                 old, ring.kick_fd = ring.kick_fd, fd
                 ring.kick_nofd = nofd
-                ring.started = True
+                if not ring.started:   # a new kick fd for a running ring keeps its place
+                    ring.started = True
+                    self._start_ring_locked(index)
                 self._vq[index, Q_KICK_FD] = fd if index == TX_QUEUE else -1
-                self._start_ring_locked(index)
                 if index == TX_QUEUE:
                     self._register_kick(fd if fd >= 0 else self._poll_fd)
                 self._apply_locked()

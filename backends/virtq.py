@@ -341,12 +341,6 @@ def vq_dequeue(
         c_read(vq[q, Q_KICK_FD], st.ctypes.data + S_SCRATCH * 8, 8)  # clear the kick before looking at the ring
     avail_idx = np.int64(m16[(avail + 2) >> 1])
     pending = (avail_idx - last) & 0xFFFF
-    if pending == 0 and not vq[q, Q_KICKS_ON]:
-        # Idle: ask for kicks again, then look once more (a buffer may have come in between).
-        _set_kicks(st, vq, q, m16, 1)
-        fence_full()
-        avail_idx = np.int64(m16[(avail + 2) >> 1])
-        pending = (avail_idx - last) & 0xFFFF
     fence_order()  # the avail entries are read after the index that published them
     if pending > size:
         fault = F_INDEX
@@ -465,9 +459,25 @@ def vq_dequeue(
     if used_idx != old_used:
         fence_order()  # used entries before the index that publishes them
         m16[(used + 2) >> 1] = used_idx
-        if got >= st[S_BUSY] and vq[q, Q_KICKS_ON]:
-            _set_kicks(st, vq, q, m16, 0)  # busy: the datapath polls again at once
+    # Kicks: off only after a busy poll (the datapath then polls every port again at once); otherwise on,
+    # with avail_event at the next entry, and a look at the ring afterwards in case the guest added a
+    # buffer before it could see that (then we kick ourselves).
+    if got < st[S_BUSY] and not fault:
+        if not vq[q, Q_KICKS_ON]:
+            _set_kicks(st, vq, q, m16, 1)
+        elif st[S_EVENT_IDX]:
+            m16[(used + 4 + 8 * size) >> 1] = last
+        fence_full()
+        if np.int64(m16[(avail + 2) >> 1]) != last and vq[q, Q_KICK_FD] >= 0:
+            st[S_SCRATCH] = 1
+            c_write(vq[q, Q_KICK_FD], st.ctypes.data + S_SCRATCH * 8, 8)
+    else:
+        if vq[q, Q_KICKS_ON]:
+            _set_kicks(st, vq, q, m16, 0)
+        elif st[S_EVENT_IDX]:
+            m16[(used + 4 + 8 * size) >> 1] = (last - 1) & 0xFFFF
         fence_full()  # used index visible before used_event is read
+    if used_idx != old_used:
         _notify(st, vq, q, m16, old_used, used_idx)
     return got
 

@@ -30,3 +30,29 @@ def net() -> Iterator:
         yield hn
     finally:
         hn.cleanup()
+
+
+@pytest.fixture
+def switch() -> Iterator:
+    """A ``pyvswitch run`` in a private rundir; checks it exits cleanly and leaves nothing behind."""
+    import subprocess
+    import tempfile
+
+    from tests.switchutil import Switch
+
+    with tempfile.TemporaryDirectory(prefix="pvrun-") as rundir:
+        sw = Switch(rundir)
+        sw.start()
+        try:
+            yield sw
+        finally:
+            if sw.proc is not None:
+                code, err = sw.stop()
+                assert code == 0, err
+            # No pidfile or socket left behind; the database (and its lock file) stays for restarts.
+            left = [f for f in os.listdir(rundir) if f.endswith((".pid", ".ctl", ".sock"))]
+            assert left == [], left
+            assert "conf.db" in os.listdir(rundir)
+            links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+            assert not [ln for ln in links.splitlines() if "br:" in ln.split()[1]], links  # internal ports gone
+            assert subprocess.run(["pgrep", "-f", f"ovsdb-server {rundir}"], capture_output=True).returncode == 1

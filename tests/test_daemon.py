@@ -12,80 +12,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.netutil import mac_of, unique
+from tests.switchutil import Switch
 from vswitch.hostnet import HostNet
 from vswitch.ovsdb_server import OvsdbServer
 
 pytestmark = pytest.mark.integration
-
-
-class Switch:
-    """A ``pyvswitch run`` process and the OVS tools pointed at its rundir."""
-
-    def __init__(self, rundir: str, db: str | None = None) -> None:
-        self.rundir = rundir
-        self.env = dict(os.environ, OVS_RUNDIR=rundir)
-        self.db = db
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        cmd = [sys.executable, "-m", "vswitch.cli", "run", "--rundir", self.rundir]
-        if self.db:
-            cmd += ["--db", self.db]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
-        line = self.proc.stdout.readline()
-        assert "running" in line, (line, self.proc.stderr.read() if self.proc.poll() is not None else "")
-
-    def stop(self) -> tuple[int, str]:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = self.proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        code = self.proc.returncode
-        self.proc = None
-        return code, err
-
-    def vsctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        db = [f"--db={self.db}"] if self.db else []
-        proc = subprocess.run(["ovs-vsctl", "--timeout=10", *db, *args], capture_output=True, text=True,
-                              env=self.env, timeout=20)
-        if check:
-            assert proc.returncode == 0, (args, proc.stderr)
-        return proc
-
-    def appctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(["ovs-appctl", "--timeout=10", *args], capture_output=True, text=True, env=self.env,
-                              timeout=20)
-        if check:
-            assert proc.returncode == 0, (args, proc.stderr)
-        return proc
-
-
-@pytest.fixture
-def switch() -> Iterator[Switch]:
-    with tempfile.TemporaryDirectory(prefix="pvrun-") as rundir:
-        sw = Switch(rundir)
-        sw.start()
-        try:
-            yield sw
-        finally:
-            if sw.proc is not None:
-                code, err = sw.stop()
-                assert code == 0, err
-            # No pidfile or socket left behind; the database (and its lock file) stays for restarts.
-            left = [f for f in os.listdir(rundir) if f.endswith((".pid", ".ctl", ".sock"))]
-            assert left == [], left
-            assert "conf.db" in os.listdir(rundir)
-            links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-            assert not [ln for ln in links.splitlines() if "br:" in ln.split()[1]], links  # internal ports gone
-            assert subprocess.run(["pgrep", "-f", f"ovsdb-server {rundir}"], capture_output=True).returncode == 1
 
 
 def hosts(net: HostNet, stem: str, n: int, subnet: str) -> list[str]:

@@ -39,7 +39,9 @@ OFPP_LOCAL = 65534
 SIOCETHTOOL = 0x8946
 ETHTOOL_GDRVINFO = 0x00000003
 ETHTOOL_DRVINFO_SIZE = 196
-SUPPORTED_TYPES = ("", "system", "internal", "tap")
+SUPPORTED_TYPES = ("", "system", "internal", "tap", "dpdkvhostuser", "dpdkvhostuserclient")
+#: ``Interface.options`` keys each type reads (a change re-opens the port).
+TYPE_OPTIONS = {"dpdkvhostuserclient": ("vhost-server-path",)}
 STATS_INTERVAL = 5.0
 RETRY_INTERVAL = 2.0
 
@@ -65,6 +67,7 @@ class PortSpec:
     type: str
     vlan: VlanConfig
     ofport_request: int | None
+    options: tuple[tuple[str, str], ...] = ()
 
 
 MAC_TABLE_MIN, MAC_TABLE_MAX = 10, 1_000_000   # OVS's bounds for mac-table-size
@@ -164,6 +167,7 @@ class Daemon:
         self.unixctl: ovs.unixctl.server.UnixctlServer | None = None
         self.idl: ovs.db.idl.Idl | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.ports_changed = False
 
     # ------------------------------------------------------------ start / stop
     def start(self) -> None:
@@ -233,6 +237,12 @@ class Daemon:
                 except Exception:  # a bug or an unforeseen value must not take the switch down
                     log.exception("applying the database failed; retrying in %.0f s", RETRY_INTERVAL)
                 self.next_retry = now + RETRY_INTERVAL
+            if self.ports_changed and self.idl.has_ever_connected():
+                self.ports_changed = False
+                try:
+                    self.write_back()
+                except Exception:  # noqa: BLE001 - reported; the next change or reconcile retries
+                    log.exception("writing port status back failed")
             if self.idl.has_ever_connected() and now >= self.next_stats:
                 self.next_stats = now + self.stats_interval()
                 self.write_statistics()
@@ -267,7 +277,9 @@ class Daemon:
                     except VlanConfigError as exc:
                         self.errors[iface.name] = str(exc)
                         continue
-                    spec = PortSpec(iface.name, iface.type, vlan, _opt(iface.ofport_request))
+                    options = tuple((k, iface.options[k]) for k in TYPE_OPTIONS.get(iface.type, ())
+                                    if k in iface.options)
+                    spec = PortSpec(iface.name, iface.type, vlan, _opt(iface.ofport_request), options)
                     ports[(br.name, iface.name)] = (spec, iface)
         return bridges, ports
 
@@ -292,7 +304,7 @@ class Daemon:
         for key, spec in list(self.specs.items()):
             br_name, iface = key
             new = wanted.get(key)
-            if new is None or new[0].type != spec.type:
+            if new is None or new[0].type != spec.type or new[0].options != spec.options:
                 br = self.bridges.get(br_name)
                 if br is not None and iface in br.ports:
                     br.del_port(iface)
@@ -314,7 +326,12 @@ class Daemon:
         self.specs[(br.name, spec.iface)] = spec
         if spec.type not in SUPPORTED_TYPES:
             self.errors[spec.iface] = (f"could not open network device {spec.iface} (unsupported interface type "
-                                       f"{spec.type!r}; supported: system, internal, tap)")
+                                       f"{spec.type!r}; supported: {', '.join(t for t in SUPPORTED_TYPES if t)})")
+            return
+        try:
+            options = self._port_options(spec)
+        except PortError as exc:
+            self.errors[spec.iface] = f"could not open network device {spec.iface} ({exc})"
             return
         ofport = spec.ofport_request
         if ofport is None and spec.iface == br.name:
@@ -325,16 +342,36 @@ class Daemon:
             if previous and previous > 0 and previous not in used:
                 ofport = previous
         try:
-            br.add_port(spec.iface, spec.type or "system", spec.vlan, ofport=ofport)
+            bp = br.add_port(spec.iface, spec.type or "system", spec.vlan, ofport=ofport, **options)
         except (PortError, BridgeError, OSError) as exc:
             message = f"could not open network device {spec.iface} ({exc})"
             if self.errors.get(spec.iface) != message:
                 log.warning("%s; retrying every %.0f s", message, RETRY_INTERVAL)
             self.errors[spec.iface] = message
             return
+        bp.port.on_change = self._port_changed
         if spec.iface in self.errors:
             log.info("opened %s after an earlier error", spec.iface)
         self.errors.pop(spec.iface, None)
+
+    def _port_options(self, spec: PortSpec) -> dict[str, object]:
+        """Backend options for a port type, from ``Interface.options`` and the rundir."""
+        if spec.type == "dpdkvhostuser":
+            return {"socket_path": os.path.join(self.rundir, spec.iface)}
+        if spec.type == "dpdkvhostuserclient":
+            path = dict(spec.options).get("vhost-server-path", "")
+            if not path:
+                raise PortError("dpdkvhostuserclient needs options:vhost-server-path (the front-end's socket)")
+            return {"socket_path": path}
+        return {}
+
+    def _port_changed(self) -> None:
+        """A port's status changed by itself (any thread): write it back on the next loop."""
+        self.ports_changed = True
+        try:
+            os.write(self._wake_w, b"p")
+        except OSError:
+            pass
 
     # ------------------------------------------------------------ write back
     def write_back(self) -> None:
@@ -351,10 +388,13 @@ class Daemon:
                 want = {
                     "ofport": [bp.ofport], "ifindex": [port.ifindex], "mac_in_use": [port.mac] if port.mac else [],
                     "admin_state": ["up" if bp.admin_up else "down"],
-                    "link_state": ["up" if port.link_up else "down"], "error": [],
+                    "link_state": ["up" if port.link_up else "down"], "error": [port.error] if port.error else [],
                     "link_speed": _link_speed(bp.name),
                 }
-                if bp.name not in self.status_done:
+                status = port.status()
+                if status is not None:
+                    want["status"] = status
+                elif bp.name not in self.status_done:
                     want["status"] = _link_status(bp.name)
                     self.status_done.add(bp.name)
             elif iface.name in self.errors:
