@@ -14,6 +14,7 @@ KNOWN = {
     "port_tx": "port backend packet rates (system, tap) on devices it creates",
     "trafgen": "traffic generator and sink (gen / sink / veth self-test)",
     "vsctl": "ovs-vsctl add-port / del-port round trip, pyvswitch vs OVS",
+    "vhost": "64-byte frames looped through two vhost-user ports by testpmd: pyvswitch vs OVS-DPDK",
 }
 NOT_BENCHMARKS = {"common", "__main__", "__init__"}
 
