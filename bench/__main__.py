@@ -15,6 +15,7 @@ KNOWN = {
     "trafgen": "traffic generator and sink (gen / sink / veth self-test)",
     "vsctl": "ovs-vsctl add-port / del-port round trip, pyvswitch vs OVS",
     "vhost": "64-byte frames looped through two vhost-user ports by testpmd: pyvswitch vs OVS-DPDK",
+    "virtq": "virtqueue kernels (dequeue / enqueue) in ns per frame, in cache, vs plain Python",
 }
 NOT_BENCHMARKS = {"common", "__main__", "__init__"}
 

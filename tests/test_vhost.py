@@ -406,3 +406,31 @@ def test_missing_server_path_is_an_interface_error(switch) -> None:  # noqa: ANN
     switch.vsctl("set", "Interface", "vhc9", f"options:vhost-server-path={switch.rundir}/nothing-there")
     switch.wait_for("error cleared", lambda: switch.get("Interface", "vhc9", "error") == "[]")
     assert switch.get("Interface", "vhc9", "status:status") == "disconnected"
+
+
+@pytest.mark.integration
+def test_hostile_guest_through_the_daemon_sets_interface_error(switch) -> None:  # noqa: ANN001 - fixture
+    switch.vsctl("add-br", "vbr3")
+    for name in ("vhg0", "vhg1", "vhx0"):
+        switch.vsctl("add-port", "vbr3", name, "--", "set", "Interface", name, "type=dpdkvhostuser")
+    fronts = []
+    try:
+        for name in ("vhg0", "vhg1", "vhx0"):
+            fe = VhostUserFrontend(os.path.join(switch.rundir, name), mem_size=MEM)
+            fronts.append(fe)
+            fe.start()
+            switch.wait_for(f"{name} up", lambda n=name: switch.get("Interface", n, "link_state") == "up")
+        a, b, evil = fronts
+        _loop(evil)
+        evil.kick(TX)
+        switch.wait_for("Interface.error", lambda: "loops" in switch.get("Interface", "vhx0", "error"))
+        assert switch.get("Interface", "vhx0", "link_state") == "down"
+        assert switch.get("Interface", "vhx0", "status:status") == "disconnected"
+        exchange(a, b, 50)                                   # the daemon and the other ports carry on
+        switch.wait_for("statistics", lambda: switch.get("Interface", "vhx0", "statistics:guest_bad_chain") == "1",
+                        timeout=15)
+        assert switch.get("Interface", "vhx0", "statistics:port_resets") == "1"
+        assert switch.appctl("version").returncode == 0
+    finally:
+        for fe in fronts:
+            fe.close()

@@ -357,6 +357,9 @@ class Daemon:
     def _port_options(self, spec: PortSpec) -> dict[str, object]:
         """Backend options for a port type, from ``Interface.options`` and the rundir."""
         if spec.type == "dpdkvhostuser":
+            if "/" in spec.iface or spec.iface in (".", ".."):
+                raise PortError(f"a dpdkvhostuser port's name becomes its socket's name in {self.rundir}: "
+                                f"{spec.iface!r} cannot be a file name")
             return {"socket_path": os.path.join(self.rundir, spec.iface)}
         if spec.type == "dpdkvhostuserclient":
             path = dict(spec.options).get("vhost-server-path", "")
