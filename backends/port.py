@@ -157,3 +157,25 @@ class Port(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} port_no={self.port_no}>"
+
+
+class StatePort(Port):
+    """A port whose counters and kernel state share one ``int64`` array ``_st``.
+
+    ``Port.counters`` is ``_st[:PORT_COUNTERS]``; ``port_no`` lives in ``_st[PORT_NO_WORD]``, where
+    the receive kernel reads it for every slot's metadata.
+    """
+
+    #: Index of the port number in ``_st`` (set by each subclass from its own layout).
+    PORT_NO_WORD: int = -1
+    _st: np.ndarray
+
+    @property
+    def port_no(self) -> int:
+        """Dense datapath port number (written into every received slot's metadata)."""
+        return int(self._st[self.PORT_NO_WORD])
+
+    @port_no.setter
+    def port_no(self, value: int) -> None:
+        self._st[self.PORT_NO_WORD] = value
+

@@ -65,8 +65,8 @@ from backends.port import (
     TX_ERROR,
     TX_PACKETS,
     TX_QUEUE_FULL,
-    Port,
     PortError,
+    StatePort,
 )
 from backends.tap import check_ifname, sys_read
 from backends.vlan_edit import copy_edit, vlan_iov
@@ -478,7 +478,7 @@ def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
 
-class SystemPort(Port):
+class SystemPort(StatePort):
     """An existing netdev (veth, NIC, ...) driven through AF_PACKET sockets.
 
     ``SystemPort(name, tx_mode="sendmmsg", rx_block_size=256 KiB, rx_blocks=16,
@@ -492,6 +492,7 @@ class SystemPort(Port):
     """
 
     type = "system"
+    PORT_NO_WORD = S_PORT_NO
 
     def __init__(
         self,
@@ -601,14 +602,6 @@ class SystemPort(Port):
         s.setblocking(False)
         st[S_FD_TX] = s.fileno()
 
-    @property
-    def port_no(self) -> int:
-        """Dense datapath port number (written into every received slot's metadata)."""
-        return int(self._st[S_PORT_NO])
-
-    @port_no.setter
-    def port_no(self, value: int) -> None:
-        self._st[S_PORT_NO] = value
 
     def rx_burst(self, pool: PacketPool, burst: np.ndarray, start: int, max_n: int) -> int:
         """Receive up to ``max_n`` frames into fresh pool slots; never blocks."""

@@ -33,8 +33,8 @@ from backends.port import (
     TX_ERROR,
     TX_PACKETS,
     TX_QUEUE_FULL,
-    Port,
     PortError,
+    StatePort,
 )
 from backends.vlan_edit import vlan_iov
 
@@ -194,7 +194,7 @@ def disable_ipv6(name: str) -> None:
             f.write("1")
 
 
-class TapPort(Port):
+class TapPort(StatePort):
     """A tap device (created, or an existing one attached to) read and written through its fd.
 
     ``TapPort(name, up=True, ipv6=False, mac=None, mtu=None)``: ``name`` is the netdev
@@ -204,6 +204,7 @@ class TapPort(Port):
     """
 
     type = "tap"
+    PORT_NO_WORD = S_PORT_NO
 
     def __init__(
         self,
@@ -262,14 +263,6 @@ class TapPort(Port):
         self.rx_burst(pool, one, 0, 0)
         self.tx_burst(pool, one, one, 0, 0)
 
-    @property
-    def port_no(self) -> int:
-        """Dense datapath port number (written into every received slot's metadata)."""
-        return int(self._st[S_PORT_NO])
-
-    @port_no.setter
-    def port_no(self, value: int) -> None:
-        self._st[S_PORT_NO] = value
 
     def rx_burst(self, pool: PacketPool, burst: np.ndarray, start: int, max_n: int) -> int:
         """Receive up to ``max_n`` frames into fresh pool slots; never blocks."""

@@ -40,7 +40,7 @@ import numpy as np
 
 from backends.guestmem import GuestMemory, GuestMemoryError, Region
 from backends.pool import PacketPool
-from backends.port import PORT_COUNTERS, PORT_RESETS, TX_DROPPED, TX_QUEUE_FULL, Port, PortError
+from backends.port import PORT_COUNTERS, PORT_RESETS, TX_DROPPED, TX_QUEUE_FULL, PortError, StatePort
 from backends.virtq import (
     F_ADDRESS,
     FAULT_COUNTER,
@@ -171,7 +171,7 @@ class _Ring:
                 setattr(self, attr, -1)
 
 
-class VhostUserPort(Port):
+class VhostUserPort(StatePort):
     """A vhost-user port: ``dpdkvhostuser`` (we listen) or, with ``client=True``, ``dpdkvhostuserclient``.
 
     ``VhostUserPort(name, *, socket_path, client=False)``: ``socket_path`` is where we listen
@@ -179,6 +179,7 @@ class VhostUserPort(Port):
     """
 
     type = "dpdkvhostuser"
+    PORT_NO_WORD = S_PORT_NO
 
     def __init__(self, name: str, *, socket_path: str, client: bool = False) -> None:
         self._st = np.zeros(STATE_WORDS, dtype=np.int64)
@@ -221,14 +222,6 @@ class VhostUserPort(Port):
         self._thread.start()
 
     # ------------------------------------------------------------ Port interface (datapath thread)
-    @property
-    def port_no(self) -> int:
-        """Dense datapath port number (written into every received slot's metadata)."""
-        return int(self._st[S_PORT_NO])
-
-    @port_no.setter
-    def port_no(self, value: int) -> None:
-        self._st[S_PORT_NO] = value
 
     def _warm_up(self) -> None:
         """Load (or compile) the kernels now, not in the datapath's first burst."""

@@ -222,6 +222,24 @@ def _bad_indirect(indirect: bool, indirect_ok: int, flags: int, addr: int, lengt
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
+def _enter_indirect(
+    regions: np.ndarray, nreg: int, m16: np.ndarray, m32: np.ndarray, m64: np.ndarray, indirect: bool,
+    indirect_ok: int, flags: int, addr: int, length: int,
+) -> tuple[int, int, int, int, int, int, int, int]:
+    """Check an INDIRECT descriptor and read its table's first entry.
+
+    Returns ``(fault, fault_value, table, table_n, addr, len, flags, next)``; ``fault`` is 0 or ``F_*``.
+    """
+    if _bad_indirect(indirect, indirect_ok, flags, addr, length):
+        return F_DESCRIPTOR, length, 0, 0, 0, 0, 0, 0
+    flat, nb = gpa_chunk(regions, nreg, addr, length)
+    if flat < 0 or nb < length:
+        return F_ADDRESS, addr, 0, 0, 0, 0, 0, 0
+    a, n, f, x = _desc(m16, m32, m64, flat)
+    return 0, 0, flat, length >> 4, a, n, f, x
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
 def _fault(st: np.ndarray, vq: np.ndarray, code: int, q: int, value: int) -> None:
     if st[S_FAULT] == 0:
         st[S_FAULT] = code
@@ -390,20 +408,12 @@ def vq_dequeue(
         total = 0          # frame bytes in the chain
         while True:
             if flags & VRING_DESC_F_INDIRECT:
-                if _bad_indirect(indirect, indirect_ok, flags, addr, length):
-                    fault = F_DESCRIPTOR
-                    fault_value = length
+                fault, fault_value, table, table_n, addr, length, flags, nxt = _enter_indirect(
+                    regions, nreg, m16, m32, m64, indirect, indirect_ok, flags, addr, length)
+                if fault:
                     break
-                flat, nb = gpa_chunk(regions, nreg, addr, length)
-                if flat < 0 or nb < length:
-                    fault = F_ADDRESS
-                    fault_value = addr
-                    break
-                table = flat
-                table_n = length >> 4
                 indirect = True
                 seen = 1
-                addr, length, flags, nxt = _desc(m16, m32, m64, table)
                 continue
             if flags & VRING_DESC_F_WRITE:
                 fault = F_DESCRIPTOR
@@ -621,20 +631,12 @@ def vq_enqueue(
             written = 0
             while True:
                 if flags & VRING_DESC_F_INDIRECT:
-                    if _bad_indirect(indirect, indirect_ok, flags, addr, length):
-                        fault = F_DESCRIPTOR
-                        fault_value = length
+                    fault, fault_value, table, table_n, addr, length, flags, nxt = _enter_indirect(
+                        regions, nreg, m16, m32, m64, indirect, indirect_ok, flags, addr, length)
+                    if fault:
                         break
-                    flat, nb = gpa_chunk(regions, nreg, addr, length)
-                    if flat < 0 or nb < length:
-                        fault = F_ADDRESS
-                        fault_value = addr
-                        break
-                    table = flat
-                    table_n = length >> 4
                     indirect = True
                     seen = 1
-                    addr, length, flags, nxt = _desc(m16, m32, m64, table)
                     continue
                 if not flags & VRING_DESC_F_WRITE:
                     fault = F_DESCRIPTOR
