@@ -240,6 +240,19 @@ def _enter_indirect(
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
+def _next_desc(
+    m16: np.ndarray, m32: np.ndarray, m64: np.ndarray, table: int, table_n: int, nxt: int, seen: int, head: int,
+) -> tuple[int, int, int, int, int, int]:
+    """Follow ``next`` to the ``seen``-th descriptor of a chain: ``(fault, fault_value, addr, len, flags, next)``."""
+    if nxt >= table_n:
+        return F_INDEX, nxt, 0, 0, 0, 0
+    if seen > table_n:
+        return F_CHAIN, head, 0, 0, 0, 0
+    a, n, f, x = _desc(m16, m32, m64, table + 16 * nxt)
+    return 0, 0, a, n, f, x
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
 def _fault(st: np.ndarray, vq: np.ndarray, code: int, q: int, value: int) -> None:
     if st[S_FAULT] == 0:
         st[S_FAULT] = code
@@ -447,16 +460,10 @@ def vq_dequeue(
                 total += nb
             if fault or not flags & VRING_DESC_F_NEXT:
                 break
-            if nxt >= table_n:
-                fault = F_INDEX
-                fault_value = nxt
-                break
             seen += 1
-            if seen > table_n:
-                fault = F_CHAIN
-                fault_value = head
+            fault, fault_value, addr, length, flags, nxt = _next_desc(m16, m32, m64, table, table_n, nxt, seen, head)
+            if fault:
                 break
-            addr, length, flags, nxt = _desc(m16, m32, m64, table + 16 * nxt)
         if fault:
             slot_free(free_stack, free_top, slot)
             break
@@ -682,16 +689,11 @@ def vq_enqueue(
                             piece_off = 0
                 if fault or remaining == 0 or not flags & VRING_DESC_F_NEXT:
                     break
-                if nxt >= table_n:
-                    fault = F_INDEX
-                    fault_value = nxt
-                    break
                 seen += 1
-                if seen > table_n:
-                    fault = F_CHAIN
-                    fault_value = head
+                fault, fault_value, addr, length, flags, nxt = _next_desc(m16, m32, m64, table, table_n, nxt, seen,
+                                                                          head)
+                if fault:
                     break
-                addr, length, flags, nxt = _desc(m16, m32, m64, table + 16 * nxt)
             if fault:
                 break
             u = used + 4 + 8 * (used_idx & mask)
