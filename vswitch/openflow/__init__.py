@@ -1,0 +1,1 @@
+"""OpenFlow: the message codec (``codec``); the agent and flow tables come next."""
