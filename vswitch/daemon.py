@@ -30,6 +30,7 @@ import ovs.unixctl.server
 from backends.port import PortError
 from vswitch import __version__
 from vswitch.bridge import Bridge, BridgeError
+from vswitch.openflow.agent import OfAgent
 from vswitch.ovsdb_server import OvsdbServer, OvsdbServerError, find_schema
 from vswitch.vlan import VlanConfig, VlanConfigError
 
@@ -156,6 +157,7 @@ class Daemon:
         self.server: OvsdbServer | None = None
         self.remote = db
         self.bridges: dict[str, Bridge] = {}
+        self.agents: dict[str, OfAgent] = {}
         self.specs: dict[tuple[str, str], PortSpec] = {}
         self.errors: dict[str, str] = {}
         self.status_done: set[str] = set()
@@ -201,6 +203,9 @@ class Daemon:
 
     def close(self) -> None:
         """Stop every bridge, the unixctl socket and a private ovsdb-server; remove the pidfile."""
+        for agent in self.agents.values():
+            agent.close()
+        self.agents.clear()
         for br in self.bridges.values():
             br.close()
         self.bridges.clear()
@@ -288,6 +293,9 @@ class Daemon:
         bridges, wanted = self._wanted()
         for name in list(self.bridges):
             if name not in bridges:
+                agent = self.agents.pop(name, None)
+                if agent is not None:
+                    agent.close()
                 self.bridges.pop(name).close()
                 self.specs = {k: v for k, v in self.specs.items() if k[0] != name}
                 log.info("deleted bridge %s", name)
@@ -297,6 +305,7 @@ class Daemon:
             br = self.bridges.get(name)
             if br is None:
                 br = self.bridges[name] = Bridge(name, mac_table_size=size, mac_aging_time=aging)
+                self.agents[name] = OfAgent(br, self.rundir, lambda br=br: self.datapath_id(br))
                 log.info("created bridge %s", name)
             else:
                 br.set_mac_table(size, aging)
@@ -410,9 +419,7 @@ class Daemon:
         for row in self.idl.tables["Bridge"].rows.values():
             br = self.bridges.get(row.name)
             if br is not None:
-                local = br.ports.get(row.name)
-                mac = (local.port.mac if local else "") or "00:00:00:00:00:00"
-                dpid = f"{int(mac.replace(':', ''), 16):016x}"
+                dpid = f"{self.datapath_id(br):016x}"
                 if _opt(row.datapath_id) != dpid:
                     row.datapath_id = [dpid]
         for root in self.idl.tables["Open_vSwitch"].rows.values():
@@ -424,6 +431,13 @@ class Daemon:
         if status not in (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED):
             log.warning("writing back to OVSDB failed: %s (%s)", status, txn.get_error())
             self.last_seqno = -1  # try again on the next loop
+
+    @staticmethod
+    def datapath_id(br: Bridge) -> int:
+        """``Bridge.datapath_id``: the MAC of the bridge's LOCAL port, as OVS derives it."""
+        local = br.ports.get(br.name)
+        mac = (local.port.mac if local else "") or "00:00:00:00:00:00"
+        return int(mac.replace(":", ""), 16)
 
     def stats_interval(self) -> float:
         """Seconds between statistics updates: ``Open_vSwitch other_config:stats-update-interval`` (ms, >= 5000)."""

@@ -1,0 +1,348 @@
+"""The OpenFlow agent of one bridge: the management socket ``<rundir>/<bridge>.mgmt`` that ovs-ofctl uses.
+
+```
+ ovs-ofctl ──unix──► <rundir>/br0.mgmt ──► OfAgent thread (selectors) ──► OfConnection per client
+                                               │  hello (version 1.3 / 1.0), echo, features, config,
+                                               │  barrier, role, multipart / stats (desc, port_desc,
+                                               │  port_stats, table, flow, aggregate), port_mod
+                                               └─► Bridge (ports, counters) / flow tables
+```
+
+Every message is decoded by ``vswitch.openflow.codec``; whatever cannot be decoded or is not
+supported gets an OFPT_ERROR (type and code as OpenFlow says, the first 64 bytes of the offending
+message as data) and the connection stays up. Requests are answered in order, so a barrier reply
+means everything before it was applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from vswitch.openflow.codec import (
+    MP_AGGREGATE,
+    MP_DESC,
+    MP_FLOW,
+    MP_PORT_DESC,
+    MP_PORT_STATS,
+    MP_TABLE,
+    OFP10,
+    OFP13,
+    OFPBRC_BAD_MULTIPART,
+    OFPBRC_BAD_TYPE,
+    OFPBRC_BAD_VERSION,
+    OFPET_BAD_REQUEST,
+    OFPET_HELLO_FAILED,
+    Msg,
+    OfpError,
+    decode,
+    encode,
+    split,
+)
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_VERSIONS = (OFP13, OFP10)
+OFPP13_LOCAL, OFPP10_LOCAL = 0xFFFFFFFE, 0xFFFE
+OFPP13_ANY, OFPP10_NONE = 0xFFFFFFFF, 0xFFFF
+OFPPC_PORT_DOWN = 1
+OFPPS_LINK_DOWN = 1
+OFPPS13_LIVE = 4
+OFPC_FLOW_STATS, OFPC_TABLE_STATS, OFPC_PORT_STATS = 1, 2, 4
+OFPPF_10GB_FD = 1 << 6   # 1.3 numbering (1.0: 1 << 6 too)
+OFPPF_COPPER = 1 << 11   # 1.3 (1.0: 1 << 7)
+N_TABLES = 254
+MAX_RECV = 1 << 20        # a connection that buffers more than this without a whole message is dropped
+
+
+def _version_bitmap(versions: tuple[int, ...]) -> int:
+    return sum(1 << v for v in versions)
+
+
+class OfConnection:
+    """One OpenFlow client (ovs-ofctl, a controller) on a stream socket."""
+
+    def __init__(self, sock: socket.socket, peer: str) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.buf = bytearray()
+        self.version = 0          # negotiated; 0 until the client's hello arrives
+        self.miss_send_len = 128
+        self.config_flags = 0
+        self.role = 0
+        self.connected_at = time.monotonic()
+
+    def send(self, msg: Msg) -> None:
+        """Encode and send one message (blocking: replies are small)."""
+        self.sock.sendall(encode(msg))
+
+    def error(self, version: int, xid: int, err_type: int, code: int, data: bytes) -> None:
+        """An OFPT_ERROR carrying the first 64 bytes of the message it answers."""
+        self.send(Msg(version, "error", xid, {"err_type": err_type, "code": code, "data": data[:64]}))
+
+
+class OfAgent:
+    """Serves OpenFlow for one bridge on ``<rundir>/<bridge>.mgmt`` (and, later, controller connections)."""
+
+    def __init__(self, bridge: Any, rundir: str, datapath_id: Callable[[], int]) -> None:
+        self.bridge = bridge
+        self.path = os.path.join(rundir, f"{bridge.name}.mgmt")
+        self.datapath_id = datapath_id
+        self.sel = selectors.DefaultSelector()
+        self.conns: dict[int, OfConnection] = {}
+        self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._started = time.monotonic()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self.listener.bind(self.path)
+        self.listener.listen(16)
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ, "listen")
+        self.sel.register(self._stop_r, selectors.EVENT_READ, "stop")
+        self._thread = threading.Thread(target=self._run, name=f"openflow-{bridge.name}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ loop
+    def _run(self) -> None:
+        while True:
+            for key, _ in self.sel.select():
+                if key.data == "stop":
+                    return
+                if key.data == "listen":
+                    self._accept()
+                else:
+                    self._readable(key.data)
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        conn = OfConnection(sock, f"unix:{self.path}")
+        self.conns[sock.fileno()] = conn
+        self.sel.register(sock, selectors.EVENT_READ, conn)
+        # we speak first: a hello with every version we support (OpenFlow 1.3's version bitmap element)
+        conn.send(Msg(OFP13, "hello", 0, {"elements": [{"type": 1,
+                                                        "bitmaps": [_version_bitmap(SUPPORTED_VERSIONS)]}]}))
+
+    def _close(self, conn: OfConnection) -> None:
+        self.conns.pop(conn.sock.fileno(), None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(conn.sock)
+        conn.sock.close()
+
+    def _readable(self, conn: OfConnection) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._close(conn)
+            return
+        conn.buf += data
+        try:
+            messages = split(conn.buf)
+        except OfpError as e:
+            log.warning("openflow %s: %s; closing", conn.peer, e)
+            self._close(conn)
+            return
+        if len(conn.buf) > MAX_RECV:
+            self._close(conn)
+            return
+        for raw in messages:
+            try:
+                self._handle(conn, raw)
+            except OfpError as e:
+                conn.error(conn.version or raw[0], int.from_bytes(raw[4:8], "big"), e.err_type, e.code, raw)
+            except OSError:
+                self._close(conn)
+                return
+            except Exception:  # a bug must not take the agent (or the switch) down: answer, log, go on
+                log.exception("openflow %s: handling a message failed", conn.peer)
+                conn.error(conn.version or OFP13, int.from_bytes(raw[4:8], "big"), OFPET_BAD_REQUEST, 0, raw)
+
+    def close(self) -> None:
+        """Stop the thread, close every connection, remove the socket."""
+        os.write(self._stop_w, b"x")
+        self._thread.join(5)
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        self.listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self._stop_r)
+        os.close(self._stop_w)
+
+    # ------------------------------------------------------------ messages
+    def _handle(self, conn: OfConnection, raw: bytes) -> None:
+        version = raw[0]
+        if not conn.version:
+            self._hello(conn, raw)
+            return
+        if version != conn.version:
+            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_VERSION, f"version 0x{version:02x} after negotiating "
+                                                                  f"0x{conn.version:02x}")
+        msg = decode(raw)
+        handler = getattr(self, f"_on_{msg.type}", None)
+        if handler is None:
+            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_TYPE, f"{msg.type} not supported")
+        handler(conn, msg)
+
+    def _hello(self, conn: OfConnection, raw: bytes) -> None:
+        version = raw[0]
+        if raw[1] != 0:   # anything before a hello: OpenFlow says fail the negotiation
+            conn.error(OFP10, int.from_bytes(raw[4:8], "big"), OFPET_HELLO_FAILED, 0, raw)
+            return
+        theirs = {version}
+        if version >= OFP13:
+            try:
+                hello = decode(raw) if version in SUPPORTED_VERSIONS else None
+            except OfpError:
+                hello = None
+            for el in (hello.fields.get("elements", []) if hello else []):
+                if el["type"] == 1 and el["bitmaps"]:
+                    theirs = {v for v in range(32) if el["bitmaps"][0] >> v & 1}
+        common = [v for v in SUPPORTED_VERSIONS if v in theirs or (v <= version and len(theirs) == 1)]
+        if not common:
+            conn.error(min(version, OFP13), int.from_bytes(raw[4:8], "big"), OFPET_HELLO_FAILED, 0,
+                       f"no common OpenFlow version (we support 1.0 and 1.3, peer sent 0x{version:02x})".encode())
+            self._close(conn)
+            return
+        conn.version = max(common)
+        log.info("openflow %s: negotiated version 0x%02x", conn.peer, conn.version)
+
+    def _on_echo_request(self, conn: OfConnection, msg: Msg) -> None:
+        conn.send(Msg(conn.version, "echo_reply", msg.xid, {"data": msg.data}))
+
+    def _on_echo_reply(self, conn: OfConnection, msg: Msg) -> None:
+        pass
+
+    def _on_barrier_request(self, conn: OfConnection, msg: Msg) -> None:
+        conn.send(Msg(conn.version, "barrier_reply", msg.xid))
+
+    def _on_features_request(self, conn: OfConnection, msg: Msg) -> None:
+        caps = OFPC_FLOW_STATS | OFPC_TABLE_STATS | OFPC_PORT_STATS
+        fields: dict[str, Any] = {"datapath_id": self.datapath_id(), "n_buffers": 0, "n_tables": N_TABLES,
+                                  "capabilities": caps}
+        if conn.version == OFP10:
+            fields["actions"] = 0xFFF
+            fields["ports"] = self._ports(OFP10)
+        conn.send(Msg(conn.version, "features_reply", msg.xid, fields))
+
+    def _on_get_config_request(self, conn: OfConnection, msg: Msg) -> None:
+        conn.send(Msg(conn.version, "get_config_reply", msg.xid,
+                      {"flags": conn.config_flags, "miss_send_len": conn.miss_send_len}))
+
+    def _on_set_config(self, conn: OfConnection, msg: Msg) -> None:
+        conn.config_flags = msg.flags
+        conn.miss_send_len = msg.miss_send_len
+
+    def _on_role_request(self, conn: OfConnection, msg: Msg) -> None:
+        if msg.role != 0:   # 0 = NOCHANGE
+            conn.role = msg.role
+        conn.send(Msg(conn.version, "role_reply", msg.xid, {"role": conn.role or 1, "generation_id":
+                                                            msg.generation_id}))
+
+    def _on_port_mod(self, conn: OfConnection, msg: Msg) -> None:
+        bp = self._port_by_ofport(conn.version, msg.port_no)
+        if bp is not None and msg.mask & OFPPC_PORT_DOWN:
+            self.bridge.set_admin_state(bp.name, not msg.config & OFPPC_PORT_DOWN)
+
+    def _on_multipart_request(self, conn: OfConnection, msg: Msg) -> None:
+        self._stats(conn, msg, "multipart_reply")
+
+    def _on_stats_request(self, conn: OfConnection, msg: Msg) -> None:
+        self._stats(conn, msg, "stats_reply")
+
+    def _stats(self, conn: OfConnection, msg: Msg, reply: str) -> None:
+        v = conn.version
+        kind = msg.mp_type
+        if kind == MP_DESC:
+            body: Any = {"mfr_desc": "pyvswitch", "hw_desc": "pyvswitch numba datapath",
+                         "sw_desc": _version(), "serial_num": "None", "dp_desc": self.bridge.name}
+        elif kind == MP_PORT_DESC and v == OFP13:
+            body = self._ports(v)
+        elif kind == MP_PORT_STATS:
+            want = msg.body.get("port_no", OFPP13_ANY)
+            body = [self._port_stats(v, bp) for bp in self._sorted_ports()
+                    if want in (OFPP13_ANY, OFPP10_NONE) or self._ofport(v, bp) == want]
+        elif kind == MP_TABLE:
+            body = self._table_stats(v)
+        elif kind in (MP_FLOW, MP_AGGREGATE):
+            flows = self._flow_stats(v, msg.body)
+            if kind == MP_FLOW:
+                body = flows
+            else:
+                body = {"packet_count": sum(f["packet_count"] for f in flows),
+                        "byte_count": sum(f["byte_count"] for f in flows), "flow_count": len(flows)}
+        else:
+            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_MULTIPART, f"multipart type {kind}")
+        conn.send(Msg(v, reply, msg.xid, {"mp_type": kind, "flags": 0, "body": body}))
+
+    # ------------------------------------------------------------ bridge views
+    def _sorted_ports(self) -> list[Any]:
+        return sorted(self.bridge.ports.values(), key=lambda bp: bp.ofport)
+
+    @staticmethod
+    def _ofport(version: int, bp: Any) -> int:
+        if bp.ofport == 65534:
+            return OFPP13_LOCAL if version == OFP13 else OFPP10_LOCAL
+        return bp.ofport
+
+    def _port_by_ofport(self, version: int, no: int) -> Any:
+        for bp in self.bridge.ports.values():
+            if self._ofport(version, bp) == no:
+                return bp
+        return None
+
+    def _ports(self, version: int) -> list[dict[str, Any]]:
+        out = []
+        for bp in self._sorted_ports():
+            mac = bp.port.mac
+            up = bp.port.link_up
+            port = {"port_no": self._ofport(version, bp), "hw_addr": int(mac.replace(":", ""), 16) if mac else 0,
+                    "name": bp.name, "config": 0 if bp.admin_up else OFPPC_PORT_DOWN,
+                    "state": (0 if up else OFPPS_LINK_DOWN) | (OFPPS13_LIVE if up and version == OFP13 else 0),
+                    "curr": OFPPF_10GB_FD | OFPPF_COPPER, "advertised": 0, "supported": 0, "peer": 0}
+            if version == OFP13:
+                port.update(curr_speed=10_000_000, max_speed=0)
+            out.append(port)
+        return out
+
+    def _port_stats(self, version: int, bp: Any) -> dict[str, Any]:
+        s = self.bridge.port_stats(bp.name)
+        out = {"port_no": self._ofport(version, bp), "rx_frame_err": 0, "rx_over_err": 0, "rx_crc_err": 0,
+               "collisions": 0}
+        for k in ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped", "tx_dropped", "rx_errors",
+                  "tx_errors"):
+            out[k] = s.get(k, 0)
+        if version == OFP13:
+            age = time.monotonic() - self._started
+            out.update(duration_sec=int(age), duration_nsec=int(age % 1 * 1e9))
+        return out
+
+    def _table_stats(self, version: int) -> list[dict[str, Any]]:
+        if version == OFP13:
+            return [{"table_id": t, "active_count": 0, "lookup_count": 0, "matched_count": 0} for t in range(N_TABLES)]
+        return [{"table_id": 0, "name": "classifier", "wildcards": 0x3FFFFF, "max_entries": 1_000_000,
+                 "active_count": 0, "lookup_count": 0, "matched_count": 0}]
+
+    def _flow_stats(self, version: int, request: dict[str, Any]) -> list[dict[str, Any]]:
+        return []
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"pyvswitch {version('pyvswitch')}"
+    except Exception:  # noqa: BLE001
+        return "pyvswitch"
