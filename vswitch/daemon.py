@@ -305,7 +305,7 @@ class Daemon:
             br = self.bridges.get(name)
             if br is None:
                 br = self.bridges[name] = Bridge(name, mac_table_size=size, mac_aging_time=aging)
-                self.agents[name] = OfAgent(br, self.rundir, lambda br=br: self.datapath_id(br))
+                self.agents[name] = OfAgent(br, self.rundir, lambda br=br: self.datapath_id(br), self._port_changed)
                 log.info("created bridge %s", name)
             else:
                 br.set_mac_table(size, aging)

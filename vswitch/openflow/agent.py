@@ -91,8 +91,10 @@ class OfConnection:
 class OfAgent:
     """Serves OpenFlow for one bridge on ``<rundir>/<bridge>.mgmt`` (and, later, controller connections)."""
 
-    def __init__(self, bridge: Any, rundir: str, datapath_id: Callable[[], int]) -> None:
+    def __init__(self, bridge: Any, rundir: str, datapath_id: Callable[[], int],
+                 changed: Callable[[], None] | None = None) -> None:
         self.bridge = bridge
+        self.changed = changed or (lambda: None)
         self.path = os.path.join(rundir, f"{bridge.name}.mgmt")
         self.datapath_id = datapath_id
         self.sel = selectors.DefaultSelector()
@@ -255,6 +257,7 @@ class OfAgent:
         bp = self._port_by_ofport(conn.version, msg.port_no)
         if bp is not None and msg.mask & OFPPC_PORT_DOWN:
             self.bridge.set_admin_state(bp.name, not msg.config & OFPPC_PORT_DOWN)
+            self.changed()
 
     def _on_multipart_request(self, conn: OfConnection, msg: Msg) -> None:
         self._stats(conn, msg, "multipart_reply")
@@ -268,7 +271,7 @@ class OfAgent:
         if kind == MP_DESC:
             body: Any = {"mfr_desc": "pyvswitch", "hw_desc": "pyvswitch numba datapath",
                          "sw_desc": _version(), "serial_num": "None", "dp_desc": self.bridge.name}
-        elif kind == MP_PORT_DESC and v == OFP13:
+        elif kind == MP_PORT_DESC:
             body = self._ports(v)
         elif kind == MP_PORT_STATS:
             want = msg.body.get("port_no", OFPP13_ANY)

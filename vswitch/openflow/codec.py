@@ -198,7 +198,8 @@ MULTIPART = {
             MP_PORT_DESC: ("", "list:port13")},
     OFP10: {MP_DESC: ("", "struct:mp_desc_reply"), MP_FLOW: ("struct:mp_flow_request", "list:flow_stats10"),
             MP_AGGREGATE: ("struct:mp_flow_request", "struct:mp_aggregate_reply"),
-            MP_TABLE: ("", "list:table_stats10"), MP_PORT_STATS: ("struct:mp_port_stats_request", "list:port_stats10")},
+            MP_TABLE: ("", "list:table_stats10"), MP_PORT_STATS: ("struct:mp_port_stats_request", "list:port_stats10"),
+            MP_PORT_DESC: ("", "list:port10")},   # OVS's extension: port descriptions in OpenFlow 1.0
 }
 
 # ---------------------------------------------------------------- OXM (OpenFlow 1.3 basic class)
