@@ -185,7 +185,7 @@ class Daemon:
             raise DaemonError(f"cannot listen on {self.ctl_path}: {os.strerror(err)}")
         self._register_commands()
         helper = ovs.db.idl.SchemaHelper(location=find_schema())
-        for table in ("Open_vSwitch", "Bridge", "Port", "Interface"):
+        for table in ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller"):
             helper.register_table(table)
         self.idl = ovs.db.idl.Idl(self.remote, helper)
         signal.set_wakeup_fd(self._wake_w)
@@ -309,6 +309,9 @@ class Daemon:
                 log.info("created bridge %s", name)
             else:
                 br.set_mac_table(size, aging)
+            self.agents[name].set_controllers(
+                [(c.target, (_opt(c.inactivity_probe) or 5000) / 1000) for c in row.controller])
+            self.agents[name].fail_mode = _opt(row.fail_mode) or "standalone"
         # Ports that went away or changed type.
         for key, spec in list(self.specs.items()):
             br_name, iface = key
@@ -389,6 +392,17 @@ class Daemon:
     def write_back(self) -> None:
         """Interface results, Bridge.datapath_id, ovs_version and cur_cfg = next_cfg."""
         txn = ovs.db.idl.Transaction(self.idl)
+        try:
+            self._fill_write_back()
+        except BaseException:
+            txn.abort()   # an open transaction would stop the IDL for good
+            raise
+        status = txn.commit_block()
+        if status not in (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED):
+            log.warning("writing back to OVSDB failed: %s (%s)", status, txn.get_error())
+            self.last_seqno = -1  # try again on the next loop
+
+    def _fill_write_back(self) -> None:
         ports = {}
         for br in self.bridges.values():
             for bp in br.ports.values():
@@ -422,15 +436,26 @@ class Daemon:
                 dpid = f"{self.datapath_id(br):016x}"
                 if _opt(row.datapath_id) != dpid:
                     row.datapath_id = [dpid]
+        controllers = {}
+        for name, agent in self.agents.items():
+            for target, st in agent.controller_status().items():
+                controllers[(name, target)] = st
+        for row in self.idl.tables["Bridge"].rows.values():
+            for c in row.controller:
+                st = controllers.get((row.name, c.target))
+                if st is None:
+                    continue
+                if c.is_connected != st["is_connected"]:
+                    c.is_connected = st["is_connected"]
+                if _opt(c.role) != st["role"]:
+                    c.role = [st["role"]]
+                if c.status != st["status"]:
+                    c.status = st["status"]
         for root in self.idl.tables["Open_vSwitch"].rows.values():
             if root.cur_cfg != root.next_cfg:
                 root.cur_cfg = root.next_cfg
             if _opt(root.ovs_version) != __version__:
                 root.ovs_version = [__version__]
-        status = txn.commit_block()
-        if status not in (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED):
-            log.warning("writing back to OVSDB failed: %s (%s)", status, txn.get_error())
-            self.last_seqno = -1  # try again on the next loop
 
     @staticmethod
     def datapath_id(br: Bridge) -> int:

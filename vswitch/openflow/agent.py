@@ -17,6 +17,7 @@ means everything before it was applied.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import selectors
@@ -59,6 +60,8 @@ OFPC_FLOW_STATS, OFPC_TABLE_STATS, OFPC_PORT_STATS = 1, 2, 4
 OFPPF_10GB_FD = 1 << 6   # 1.3 numbering (1.0: 1 << 6 too)
 OFPPF_COPPER = 1 << 11   # 1.3 (1.0: 1 << 7)
 N_TABLES = 254
+PROBE_INTERVAL = 5.0      # seconds of silence before an echo request (Controller.inactivity_probe)
+MAX_BACKOFF = 8.0         # seconds between connection attempts, at most
 MAX_RECV = 1 << 20        # a connection that buffers more than this without a whole message is dropped
 
 
@@ -69,9 +72,12 @@ def _version_bitmap(versions: tuple[int, ...]) -> int:
 class OfConnection:
     """One OpenFlow client (ovs-ofctl, a controller) on a stream socket."""
 
-    def __init__(self, sock: socket.socket, peer: str) -> None:
+    def __init__(self, sock: socket.socket, peer: str, target: Controller | None = None) -> None:
         self.sock = sock
         self.peer = peer
+        self.target = target      # the controller this connection serves (None: ovs-ofctl on the mgmt socket)
+        self.last_rx = time.monotonic()
+        self.probe_sent = 0.0
         self.buf = bytearray()
         self.version = 0          # negotiated; 0 until the client's hello arrives
         self.miss_send_len = 128
@@ -86,6 +92,51 @@ class OfConnection:
     def error(self, version: int, xid: int, err_type: int, code: int, data: bytes) -> None:
         """An OFPT_ERROR carrying the first 64 bytes of the message it answers."""
         self.send(Msg(version, "error", xid, {"err_type": err_type, "code": code, "data": data[:64]}))
+
+
+class Controller:
+    """One ``Bridge.controller`` target: ``tcp:IP:PORT`` / ``unix:PATH`` (we connect, with backoff) or
+    ``ptcp:PORT[:IP]`` / ``punix:PATH`` (we listen)."""
+
+    def __init__(self, target: str, inactivity_probe: float = PROBE_INTERVAL) -> None:
+        self.target = target
+        self.probe = inactivity_probe
+        kind, _, rest = target.partition(":")
+        if kind not in ("tcp", "unix", "ptcp", "punix") or not rest:
+            raise ValueError(f"controller target {target!r}: use tcp:IP:PORT, unix:PATH, ptcp:PORT[:IP] or "
+                             f"punix:PATH")
+        self.kind = kind
+        self.passive = kind.startswith("p")
+        if kind in ("tcp", "ptcp"):
+            if kind == "tcp":
+                host, _, port = rest.rpartition(":")
+                self.addr: Any = (host.strip("[]") or "127.0.0.1", int(port or 6653))
+            else:
+                port, _, host = rest.partition(":")
+                self.addr = (host.strip("[]") or "0.0.0.0", int(port or 6653))
+        else:
+            self.addr = rest
+        self.conn: OfConnection | None = None
+        self.listener: socket.socket | None = None
+        self.pending: socket.socket | None = None   # a non-blocking connect in progress
+        self.backoff = 1.0
+        self.next_try = 0.0
+        self.state = "BACKOFF"
+        self.last_error = ""
+        self.connected_at = 0.0
+
+    def family(self) -> int:
+        return socket.AF_UNIX if self.kind in ("unix", "punix") else (
+            socket.AF_INET6 if ":" in self.addr[0] else socket.AF_INET)
+
+    def status(self) -> dict[str, str]:
+        """``Controller.status`` as OVS writes it."""
+        out = {"state": self.state}
+        if self.last_error:
+            out["last_error"] = self.last_error
+        if self.conn is not None:
+            out["sec_since_connect"] = str(int(time.monotonic() - self.connected_at))
+        return out
 
 
 class OfAgent:
@@ -109,26 +160,161 @@ class OfAgent:
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ, "listen")
         self.sel.register(self._stop_r, selectors.EVENT_READ, "stop")
+        self.controllers: dict[str, Controller] = {}
+        #: ``Bridge.fail_mode``: "standalone" (NORMAL forwarding without a controller) or "secure"
+        self.fail_mode = "standalone"
+        self._wanted: list[tuple[str, float]] | None = None
         self._thread = threading.Thread(target=self._run, name=f"openflow-{bridge.name}", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------ loop
     def _run(self) -> None:
         while True:
-            for key, _ in self.sel.select():
+            for key, _events in self.sel.select(timeout=0.5):
                 if key.data == "stop":
-                    return
+                    if os.read(self._stop_r, 64).count(b"x"):
+                        return
+                    continue   # a wake-up: controllers changed
                 if key.data == "listen":
-                    self._accept()
+                    self._accept(self.listener, None)
+                elif isinstance(key.data, Controller):
+                    ctl = key.data
+                    if ctl.passive:
+                        self._accept(ctl.listener, ctl)
+                    else:
+                        self._connected(ctl)
                 else:
                     self._readable(key.data)
+            self._maintain()
 
-    def _accept(self) -> None:
+    def set_controllers(self, targets: list[tuple[str, float]]) -> None:
+        """``Bridge.controller``: ``(target, inactivity probe seconds)`` pairs; applied by the agent thread."""
+        self._wanted = list(targets)
+        os.write(self._stop_w, b"w")
+
+    def _maintain(self) -> None:
+        """Apply a new controller list, (re)connect with backoff, probe idle connections."""
+        now = time.monotonic()
+        if self._wanted is not None:
+            wanted, self._wanted = {t: p for t, p in self._wanted}, None
+            for target in list(self.controllers):
+                if target not in wanted:
+                    self._drop_controller(self.controllers.pop(target))
+            for target, probe in wanted.items():
+                if target not in self.controllers:
+                    try:
+                        self.controllers[target] = Controller(target, probe or PROBE_INTERVAL)
+                    except ValueError as e:
+                        log.warning("%s", e)
+            self.changed()
+        for ctl in self.controllers.values():
+            if ctl.passive and ctl.listener is None and now >= ctl.next_try:
+                self._listen(ctl)
+            elif not ctl.passive and ctl.conn is None and ctl.pending is None and now >= ctl.next_try:
+                self._connect(ctl)
+        for conn in list(self.conns.values()):
+            if conn.target is None:
+                continue
+            idle = now - conn.last_rx
+            if conn.probe_sent and idle > 2 * conn.target.probe:
+                log.warning("openflow %s: no answer to an echo request; reconnecting", conn.peer)
+                conn.target.last_error = "inactivity probe timed out"
+                self._close(conn)
+            elif not conn.probe_sent and idle > conn.target.probe and conn.version:
+                conn.probe_sent = now
+                with contextlib.suppress(OSError):
+                    conn.send(Msg(conn.version, "echo_request", 0, {"data": b""}))
+
+    def _listen(self, ctl: Controller) -> None:
+        s = socket.socket(ctl.family(), socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            sock, _ = self.listener.accept()
+            if ctl.kind == "ptcp":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(ctl.addr)
+            s.bind(ctl.addr)
+            s.listen(8)
+            s.setblocking(False)
+        except OSError as e:
+            s.close()
+            ctl.last_error = e.strerror or str(e)
+            ctl.next_try = time.monotonic() + MAX_BACKOFF
+            return
+        ctl.listener = s
+        ctl.state = "ACTIVE"
+        self.sel.register(s, selectors.EVENT_READ, ctl)
+
+    def _connect(self, ctl: Controller) -> None:
+        s = socket.socket(ctl.family(), socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        s.setblocking(False)
+        ctl.state = "CONNECTING"
+        err = s.connect_ex(ctl.addr)
+        if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
+            s.close()
+            self._backoff(ctl, os.strerror(err))
+            return
+        ctl.pending = s
+        self.sel.register(s, selectors.EVENT_WRITE, ctl)
+
+    def _connected(self, ctl: Controller) -> None:
+        s, ctl.pending = ctl.pending, None
+        if s is None:
+            return
+        self.sel.unregister(s)
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            s.close()
+            self._backoff(ctl, os.strerror(err))
+            return
+        s.setblocking(True)
+        self._accept_socket(s, ctl, ctl.target)
+
+    def _backoff(self, ctl: Controller, why: str) -> None:
+        ctl.state = "BACKOFF"
+        if why != ctl.last_error:
+            log.info("openflow %s %s: %s; retrying in %.0f s", self.bridge.name, ctl.target, why, ctl.backoff)
+        ctl.last_error = why
+        ctl.next_try = time.monotonic() + ctl.backoff
+        ctl.backoff = min(MAX_BACKOFF, ctl.backoff * 2)
+        self.changed()
+
+    def _drop_controller(self, ctl: Controller) -> None:
+        if ctl.conn is not None:
+            self._close(ctl.conn)
+        for s in (ctl.pending, ctl.listener):
+            if s is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.sel.unregister(s)
+                s.close()
+        if ctl.kind == "punix":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(ctl.addr)
+
+    def _accept(self, listener: socket.socket | None, ctl: Controller | None) -> None:
+        if listener is None:
+            return
+        try:
+            sock, _ = listener.accept()
         except BlockingIOError:
             return
-        conn = OfConnection(sock, f"unix:{self.path}")
+        sock.setblocking(True)
+        self._accept_socket(sock, ctl, ctl.target if ctl else f"unix:{self.path}")
+
+    def _accept_socket(self, sock: socket.socket, ctl: Controller | None, peer: str) -> None:
+        conn = OfConnection(sock, peer, ctl)
+        if ctl is not None:
+            if ctl.conn is not None and not ctl.passive:
+                sock.close()
+                return
+            ctl.conn = conn
+            ctl.state = "ACTIVE"
+            ctl.backoff = 1.0
+            ctl.last_error = ""
+            ctl.connected_at = time.monotonic()
+            log.info("openflow %s: connected to controller %s", self.bridge.name, peer)
+            self.changed()
+        sock.settimeout(5)
         self.conns[sock.fileno()] = conn
         self.sel.register(sock, selectors.EVENT_READ, conn)
         # we speak first: a hello with every version we support (OpenFlow 1.3's version bitmap element)
@@ -140,6 +326,12 @@ class OfAgent:
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(conn.sock)
         conn.sock.close()
+        ctl = conn.target
+        if ctl is not None and ctl.conn is conn:
+            ctl.conn = None
+            if not ctl.passive:
+                self._backoff(ctl, ctl.last_error or "connection closed")
+            self.changed()
 
     def _readable(self, conn: OfConnection) -> None:
         try:
@@ -150,6 +342,8 @@ class OfAgent:
             self._close(conn)
             return
         conn.buf += data
+        conn.last_rx = time.monotonic()
+        conn.probe_sent = 0.0
         try:
             messages = split(conn.buf)
         except OfpError as e:
@@ -175,6 +369,8 @@ class OfAgent:
         """Stop the thread, close every connection, remove the socket."""
         os.write(self._stop_w, b"x")
         self._thread.join(5)
+        for ctl in self.controllers.values():
+            self._drop_controller(ctl)
         for conn in list(self.conns.values()):
             self._close(conn)
         self.listener.close()
@@ -246,6 +442,13 @@ class OfAgent:
     def _on_set_config(self, conn: OfConnection, msg: Msg) -> None:
         conn.config_flags = msg.flags
         conn.miss_send_len = msg.miss_send_len
+
+    def controller_status(self) -> dict[str, dict[str, Any]]:
+        """Per controller target: ``is_connected``, ``role``, ``status`` (for the ``Controller`` table)."""
+        roles = {0: "other", 1: "other", 2: "master", 3: "slave"}
+        return {t: {"is_connected": c.conn is not None and bool(c.conn.version),
+                    "role": roles.get(c.conn.role if c.conn else 0, "other"), "status": c.status()}
+                for t, c in self.controllers.items()}
 
     def _on_role_request(self, conn: OfConnection, msg: Msg) -> None:
         if msg.role != 0:   # 0 = NOCHANGE
