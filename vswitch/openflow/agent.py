@@ -22,6 +22,7 @@ import logging
 import os
 import selectors
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from vswitch.openflow.codec import (
     MP_PORT_DESC,
     MP_PORT_STATS,
     MP_TABLE,
+    MP_TABLE_FEATURES,
     OFP10,
     OFP13,
     OFPBRC_BAD_MULTIPART,
@@ -482,6 +484,11 @@ class OfAgent:
                     if want in (OFPP13_ANY, OFPP10_NONE) or self._ofport(v, bp) == want]
         elif kind == MP_TABLE:
             body = self._table_stats(v)
+        elif kind == MP_TABLE_FEATURES and v == OFP13:
+            # ovs-ofctl looks table names up here; each entry needs the 8 required property headers
+            props = b"".join(struct.pack("!HH4x", t, 4) for t in range(0, 16, 2))
+            body = [{"table_id": t, "name": f"table{t}", "metadata_match": 0, "metadata_write": 0, "config": 0,
+                     "max_entries": 1_000_000, "properties": props} for t in range(N_TABLES)]
         elif kind in (MP_FLOW, MP_AGGREGATE):
             flows = self._flow_stats(v, msg.body)
             if kind == MP_FLOW:

@@ -141,6 +141,9 @@ LAYOUTS: dict[tuple[int, str], list[tuple[str, str]]] = {
     (OFP13, "table_stats13"): [("table_id", "B"), ("pad", "3x"), ("active_count", "I"), ("lookup_count", "Q"),
                                ("matched_count", "Q")],
     (OFP13, "mp_port_stats_request"): [("port_no", "I"), ("pad", "4x")],
+    (OFP13, "table_features13"): [("length", "len:*"), ("table_id", "B"), ("pad", "5x"), ("name", "str32"),
+                                  ("metadata_match", "Q"), ("metadata_write", "Q"), ("config", "I"),
+                                  ("max_entries", "I"), ("properties", "rest")],
     (OFP13, "port_stats13"): [("port_no", "I"), ("pad", "4x"), *_PORT_STATS, ("duration_sec", "I"),
                               ("duration_nsec", "I")],
     # ---- OpenFlow 1.0 messages
@@ -190,12 +193,12 @@ LAYOUTS: dict[tuple[int, str], list[tuple[str, str]]] = {
 }
 
 # multipart (1.3) / stats (1.0) bodies: type -> (request layout, reply layout); "list:" = repeated structures
-MP_DESC, MP_FLOW, MP_AGGREGATE, MP_TABLE, MP_PORT_STATS, MP_PORT_DESC = 0, 1, 2, 3, 4, 13
+MP_DESC, MP_FLOW, MP_AGGREGATE, MP_TABLE, MP_PORT_STATS, MP_TABLE_FEATURES, MP_PORT_DESC = 0, 1, 2, 3, 4, 12, 13
 MULTIPART = {
     OFP13: {MP_DESC: ("", "struct:mp_desc_reply"), MP_FLOW: ("struct:mp_flow_request", "list:flow_stats13"),
             MP_AGGREGATE: ("struct:mp_flow_request", "struct:mp_aggregate_reply"),
             MP_TABLE: ("", "list:table_stats13"), MP_PORT_STATS: ("struct:mp_port_stats_request", "list:port_stats13"),
-            MP_PORT_DESC: ("", "list:port13")},
+            MP_TABLE_FEATURES: ("", "list:table_features13"), MP_PORT_DESC: ("", "list:port13")},
     OFP10: {MP_DESC: ("", "struct:mp_desc_reply"), MP_FLOW: ("struct:mp_flow_request", "list:flow_stats10"),
             MP_AGGREGATE: ("struct:mp_flow_request", "struct:mp_aggregate_reply"),
             MP_TABLE: ("", "list:table_stats10"), MP_PORT_STATS: ("struct:mp_port_stats_request", "list:port_stats10"),

@@ -1,0 +1,210 @@
+"""OpenFlow 1.0 and 1.3 flow descriptions onto one form: OXM-named masked matches and 1.3 instructions.
+
+``match_from(version, match)`` gives ``{oxm_name: (value, mask)}`` (an OpenFlow 1.0 match translated
+field by field, with 1.0's VLAN and transport-port conventions), after checking OpenFlow 1.3's
+prerequisites (``ipv4_src`` needs ``eth_type=0x0800``, ``tcp_dst`` needs ``ip_proto=6``, ...).
+``instructions_from(version, msg)`` gives 1.3 instructions (1.0 actions become one apply-actions).
+``match_to``/``instructions_to`` go back for flow statistics. Anything the switch cannot do raises
+``OfpError`` with the code OpenFlow prescribes, so the controller learns why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vswitch.openflow.codec import (
+    OFP10,
+    OFPET_BAD_ACTION,
+    OFPET_BAD_INSTRUCTION,
+    OFPET_BAD_MATCH,
+    OXM_FIELDS,
+    OfpError,
+)
+
+OFPBMC_BAD_FIELD, OFPBMC_BAD_VALUE, OFPBMC_BAD_PREREQ = 6, 7, 9
+OFPBAC_BAD_TYPE, OFPBAC_BAD_ARGUMENT, OFPBAC_BAD_SET_TYPE = 0, 5, 13
+OFPBIC_UNSUP_INST = 1
+OFPVID_PRESENT = 0x1000
+OFP10_VLAN_NONE = 0xFFFF
+
+#: the fields the datapath can match on (classifier.keys) and their widths
+MATCHABLE = {
+    "in_port": 32, "eth_dst": 48, "eth_src": 48, "eth_type": 16, "vlan_vid": 13, "vlan_pcp": 3, "ip_dscp": 6,
+    "ip_proto": 8, "ipv4_src": 32, "ipv4_dst": 32, "tcp_src": 16, "tcp_dst": 16, "udp_src": 16, "udp_dst": 16,
+    "icmpv4_type": 8, "icmpv4_code": 8, "arp_op": 16, "arp_spa": 32, "arp_tpa": 32, "arp_sha": 48, "arp_tha": 48,
+    "ipv6_src": 128, "ipv6_dst": 128, "icmpv6_type": 8, "icmpv6_code": 8,
+}
+#: prerequisites: field -> (required field, allowed values)
+PREREQ = {
+    "ip_dscp": ("eth_type", (0x0800, 0x86DD)), "ip_proto": ("eth_type", (0x0800, 0x86DD)),
+    "ipv4_src": ("eth_type", (0x0800,)), "ipv4_dst": ("eth_type", (0x0800,)),
+    "ipv6_src": ("eth_type", (0x86DD,)), "ipv6_dst": ("eth_type", (0x86DD,)),
+    "arp_op": ("eth_type", (0x0806,)), "arp_spa": ("eth_type", (0x0806,)), "arp_tpa": ("eth_type", (0x0806,)),
+    "arp_sha": ("eth_type", (0x0806,)), "arp_tha": ("eth_type", (0x0806,)),
+    "tcp_src": ("ip_proto", (6,)), "tcp_dst": ("ip_proto", (6,)), "udp_src": ("ip_proto", (17,)),
+    "udp_dst": ("ip_proto", (17,)), "icmpv4_type": ("ip_proto", (1,)), "icmpv4_code": ("ip_proto", (1,)),
+    "icmpv6_type": ("ip_proto", (58,)), "icmpv6_code": ("ip_proto", (58,)),
+}
+#: actions the datapath executes (1.3 names), and the set_field targets it supports
+ACTIONS = {"output", "push_vlan", "pop_vlan", "set_field"}
+SET_FIELDS = {"eth_src", "eth_dst", "vlan_vid", "vlan_pcp"}
+INSTRUCTIONS = {"apply_actions", "write_actions", "clear_actions", "goto_table"}
+
+
+def _full(name: str) -> int:
+    return (1 << MATCHABLE[name]) - 1
+
+
+def match_from(version: int, match: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """A wire match as ``{oxm_name: (value, mask)}`` with prerequisites checked."""
+    out: dict[str, tuple[int, int]] = {}
+    if version == OFP10:
+        match = _from10(match)
+    for name, v in match.items():
+        if name not in MATCHABLE:
+            raise OfpError(OFPET_BAD_MATCH, OFPBMC_BAD_FIELD, f"cannot match on {name}")
+        value, mask = v if isinstance(v, tuple) else (v, _full(name))
+        if value & ~mask:
+            raise OfpError(OFPET_BAD_MATCH, OFPBMC_BAD_VALUE, f"{name}: value has bits outside its mask")
+        out[name] = (value, mask)
+    for name in out:
+        if name in PREREQ:
+            need, allowed = PREREQ[name]
+            have = out.get(need)
+            if have is None or have[1] != _full(need) or have[0] not in allowed:
+                raise OfpError(OFPET_BAD_MATCH, OFPBMC_BAD_PREREQ,
+                               f"{name} needs {need}={'/'.join(hex(a) for a in allowed)}")
+    return out
+
+
+def _from10(m: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "in_port" in m:
+        out["in_port"] = m["in_port"]
+    for a, b in (("dl_src", "eth_src"), ("dl_dst", "eth_dst"), ("dl_type", "eth_type"), ("nw_proto", "ip_proto")):
+        if a in m:
+            out[b] = m[a]
+    if "dl_vlan" in m:
+        out["vlan_vid"] = 0 if m["dl_vlan"] == OFP10_VLAN_NONE else (m["dl_vlan"] & 0xFFF) | OFPVID_PRESENT
+    if "dl_vlan_pcp" in m:
+        out["vlan_pcp"] = m["dl_vlan_pcp"]
+    if "nw_tos" in m:
+        out["ip_dscp"] = m["nw_tos"] >> 2
+    arp = out.get("eth_type") == 0x0806
+    for a, b4, barp in (("nw_src", "ipv4_src", "arp_spa"), ("nw_dst", "ipv4_dst", "arp_tpa")):
+        if a in m:
+            addr, plen = m[a] if isinstance(m[a], tuple) else (m[a], 32)
+            mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
+            out[barp if arp else b4] = (addr & mask, mask)
+    proto = out.get("ip_proto")
+    for a, idx in (("tp_src", 0), ("tp_dst", 1)):
+        if a in m:
+            name = {6: ("tcp_src", "tcp_dst"), 17: ("udp_src", "udp_dst"),
+                    1: ("icmpv4_type", "icmpv4_code")}.get(proto)
+            if name is None:
+                raise OfpError(OFPET_BAD_MATCH, OFPBMC_BAD_PREREQ, f"{a} needs nw_proto tcp, udp or icmp")
+            out[name[idx]] = m[a]
+    return out
+
+
+def match_to(version: int, match: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    """The wire form of a normalised match (exact fields without masks)."""
+    plain = {k: (v if m == _full(k) else (v, m)) for k, (v, m) in match.items()}
+    if version != OFP10:
+        return plain
+    out: dict[str, Any] = {}
+    for a, b in (("in_port", "in_port"), ("dl_src", "eth_src"), ("dl_dst", "eth_dst"), ("dl_type", "eth_type"),
+                 ("nw_proto", "ip_proto"), ("dl_vlan_pcp", "vlan_pcp")):
+        if b in plain:
+            out[a] = plain[b]
+    if "vlan_vid" in plain:
+        vid = plain["vlan_vid"]
+        out["dl_vlan"] = OFP10_VLAN_NONE if vid == 0 else (vid if isinstance(vid, int) else vid[0]) & 0xFFF
+    if "ip_dscp" in plain:
+        out["nw_tos"] = plain["ip_dscp"] << 2
+    for a, names in (("nw_src", ("ipv4_src", "arp_spa")), ("nw_dst", ("ipv4_dst", "arp_tpa"))):
+        for n in names:
+            if n in match:
+                v, m = match[n]
+                out[a] = (v, bin(m).count("1"))
+    for a, names in (("tp_src", ("tcp_src", "udp_src", "icmpv4_type")), ("tp_dst", ("tcp_dst", "udp_dst",
+                                                                                    "icmpv4_code"))):
+        for n in names:
+            if n in plain:
+                out[a] = plain[n]
+    return out
+
+
+def actions_from10(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenFlow 1.0 actions as 1.3 actions."""
+    out: list[dict[str, Any]] = []
+    for a in actions:
+        t = a["type"]
+        if t == "output":
+            port = a["port"]
+            out.append({"type": "output", "port": port | 0xFFFF0000 if port >= 0xFF00 else port,
+                        "max_len": a["max_len"]})
+        elif t == "strip_vlan":
+            out.append({"type": "pop_vlan"})
+        elif t == "set_vlan_vid":
+            out.append({"type": "set_field", "field": {"vlan_vid": (a["vlan_vid"] & 0xFFF) | OFPVID_PRESENT}})
+        elif t == "set_vlan_pcp":
+            out.append({"type": "set_field", "field": {"vlan_pcp": a["vlan_pcp"]}})
+        elif t in ("set_dl_src", "set_dl_dst"):
+            out.append({"type": "set_field", "field": {"eth_src" if t == "set_dl_src" else "eth_dst":
+                                                       a["dl_addr"]}})
+        else:
+            raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_TYPE, f"action {t} is not supported")
+    return out
+
+
+def actions_to10(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """1.3 actions in OpenFlow 1.0 form (for flow statistics)."""
+    out: list[dict[str, Any]] = []
+    for a in actions:
+        t = a["type"]
+        if t == "output":
+            out.append({"type": "output", "port": a["port"] & 0xFFFF, "max_len": a.get("max_len", 0)})
+        elif t == "pop_vlan":
+            out.append({"type": "strip_vlan"})
+        elif t == "set_field":
+            (k, v), = a["field"].items()
+            if k == "vlan_vid":
+                out.append({"type": "set_vlan_vid", "vlan_vid": v & 0xFFF})
+            elif k == "vlan_pcp":
+                out.append({"type": "set_vlan_pcp", "vlan_pcp": v})
+            else:
+                out.append({"type": "set_dl_src" if k == "eth_src" else "set_dl_dst", "dl_addr": v})
+    return out
+
+
+def instructions_from(version: int, fields: dict[str, Any]) -> list[dict[str, Any]]:
+    """The flow_mod's program as 1.3 instructions, checked against what the datapath can do."""
+    if version == OFP10:
+        return [{"type": "apply_actions", "actions": actions_from10(fields.get("actions", []))}]
+    out = []
+    for ins in fields.get("instructions", []):
+        if ins["type"] not in INSTRUCTIONS:
+            raise OfpError(OFPET_BAD_INSTRUCTION, OFPBIC_UNSUP_INST, f"instruction {ins['type']} is not supported")
+        for a in ins.get("actions", []):
+            if a["type"] not in ACTIONS:
+                raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_TYPE, f"action {a['type']} is not supported")
+            if a["type"] == "set_field":
+                (k, _), = a["field"].items()
+                if k not in SET_FIELDS or k not in OXM_FIELDS:
+                    raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_TYPE, f"set_field {k} is not supported")
+            if a["type"] == "push_vlan" and a["ethertype"] != 0x8100:
+                raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_ARGUMENT, "push_vlan supports ethertype 0x8100")
+        out.append(ins)
+    return out
+
+
+def instructions_to(version: int, instructions: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"instructions": ...}`` (1.3) or ``{"actions": ...}`` (1.0) for flow statistics."""
+    if version != OFP10:
+        return {"instructions": instructions}
+    actions: list[dict[str, Any]] = []
+    for ins in instructions:
+        if ins["type"] == "apply_actions":
+            actions += actions_to10(ins["actions"])
+    return {"actions": actions}
