@@ -29,8 +29,9 @@ Lookup
     (flows with the same match and a worse rank can never win). Subtables are sorted by their best
     flow index; the search stops at the first subtable whose best flow cannot beat the one found.
     In front of the pipeline an exact-match cache (EMC) maps the key (masked by the union of every
-    mask of every table) to the sequence of flows the pipeline matched (``TRACE_MAX`` tables at
-    most): actions are deterministic, so the same masked key always takes the same path. EMC rows
+    mask of every table, plus the OFPVID_PRESENT bit: VLAN actions are no-ops on untagged frames)
+    to the sequence of flows the pipeline matched (``TRACE_MAX`` tables at most): actions are
+    deterministic, so the same masked key always takes the same path. EMC rows
     carry the generation of the compiled tables (``H_GEN``): any ``compile()`` invalidates them all.
 
 Actions and the egress form of a frame
@@ -518,6 +519,8 @@ class Flow:
     installed: int = 0
     serial: int = 0
     uid: int = 0
+    packet_base: int = 0   # counters at the last reset (MODIFY with reset_counts)
+    byte_base: int = 0
 
     @property
     def is_table_miss(self) -> bool:
@@ -821,7 +824,7 @@ def flow_burst(
             r2 = (h >> 32) & emask
             for k in range(2):
                 r = r1 if k == 0 else r2
-                if emc[r, E_HASH] == h and (emc[r, E_META] >> 8) == gen:
+                if emc[r, E_HASH] == h and emc[r, E_META] != 0:
                     same = True
                     for j in range(nu):
                         if emc[r, E_KEY + j] != (np.int64(keys[s, ft[uo + 2 * j]]) & ft[uo + 2 * j + 1]):
@@ -1231,9 +1234,13 @@ class FlowTables:
                 chosen.append(f)
         return chosen
 
+    def _counters(self, f: Flow) -> tuple[int, int, int]:
+        return self.live.counters(f) if self.live is not None else (0, 0, -1)
+
     def _stats(self, f: Flow, now: int) -> FlowStats:
-        packets, nbytes, used = self.live.counters(f) if self.live is not None else (0, 0, -1)
-        return FlowStats(f, packets, nbytes, now - f.installed, now - max(used, f.installed))
+        packets, nbytes, used = self._counters(f)
+        return FlowStats(f, packets - f.packet_base, nbytes - f.byte_base, now - f.installed,
+                         now - max(used, f.installed))
 
     def stats(self, table_id: int = OFPTT_ALL, match: Match | None = None, out_port: int = OFPP_ANY,
               cookie: int = 0, cookie_mask: int = 0, now: int = 0) -> list[FlowStats]:
@@ -1285,7 +1292,9 @@ class FlowTables:
                 if f is not old and f.priority == flow.priority and f.match.overlaps(flow.match):
                     raise FlowError("overlap", f"overlaps {f.match} at priority {f.priority}")
         uid = old.uid if old is not None and not flow.flags & OFPFF_RESET_COUNTS else next(self._uid)
-        new = replace(flow, installed=now, serial=next(self._serial), uid=uid)
+        new = replace(flow, installed=now, serial=next(self._serial), uid=uid, packet_base=0, byte_base=0)
+        if old is not None and uid == old.uid:
+            new.packet_base, new.byte_base = old.packet_base, old.byte_base
         table[key] = new
         return new
 
@@ -1300,7 +1309,7 @@ class FlowTables:
         for f in chosen:
             f.instructions = instructions
             if reset_counts:
-                f.uid = next(self._uid)
+                f.packet_base, f.byte_base, _used = self._counters(f)
         return chosen
 
     def delete(self, table_id: int = OFPTT_ALL, match: Match | None = None, priority: int = 0,
@@ -1349,6 +1358,8 @@ class FlowTables:
             groups.setdefault((f.table_id, sig), []).append(i)
             for c, _v, m in cols:
                 union[c] = union.get(c, 0) | m
+        # VLAN actions do nothing on an untagged frame: tagged-or-not is part of every EMC key.
+        union[K_VLAN_VID] = union.get(K_VLAN_VID, 0) | VID_PRESENT
         # subtables, per table in order of their best flow
         subs = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[1][0]))
         plen = np.array([len(p) for p in progs], dtype=np.int64)

@@ -309,9 +309,6 @@ class Daemon:
                 log.info("created bridge %s", name)
             else:
                 br.set_mac_table(size, aging)
-            self.agents[name].set_controllers(
-                [(c.target, (_opt(c.inactivity_probe) or 5000) / 1000) for c in row.controller])
-            self.agents[name].fail_mode = _opt(row.fail_mode) or "standalone"
         # Ports that went away or changed type.
         for key, spec in list(self.specs.items()):
             br_name, iface = key
@@ -332,6 +329,10 @@ class Daemon:
                 self.specs[key] = spec
                 continue
             self._add_port(br, spec, row)
+        for name, row in bridges.items():   # after the ports: a controller's first look sees them (and the dpid)
+            self.agents[name].fail_mode = _opt(row.fail_mode) or "standalone"
+            self.agents[name].set_controllers(
+                [(c.target, (_opt(c.inactivity_probe) or 5000) / 1000) for c in row.controller])
         self.write_back()
 
     def _add_port(self, br: Bridge, spec: PortSpec, row: object) -> None:
