@@ -10,6 +10,7 @@ from pathlib import Path
 # benchmarks known in advance, with a one-line description (modules are imported only when run)
 KNOWN = {
     "classify": "numba L2 classifier vs the Python reference: frames/s per burst and table size",
+    "flowtable": "OpenFlow flow tables (numba) vs the L2 path and a Python reference, 10 to 100,000 flows",
     "forward": "64-byte frames port to port: pyvswitch vs OVS netdev vs the Linux bridge",
     "port_tx": "port backend packet rates (system, tap) on devices it creates",
     "trafgen": "traffic generator and sink (gen / sink / veth self-test)",

@@ -139,7 +139,8 @@ class RefResult:
 
     outputs: dict[int, list[bytes]]
     normal: list[bytes] = field(default_factory=list)
-    packet_in: list[tuple[bytes, int, int, int, int]] = field(default_factory=list)  # bytes, reason, table, cookie, max_len
+    # (bytes, reason, table_id, cookie, max_len)
+    packet_in: list[tuple[bytes, int, int, int, int]] = field(default_factory=list)
 
 
 class RefTables:

@@ -29,10 +29,11 @@ Lookup
     (flows with the same match and a worse rank can never win). Subtables are sorted by their best
     flow index; the search stops at the first subtable whose best flow cannot beat the one found.
     In front of the pipeline an exact-match cache (EMC) maps the key (masked by the union of every
-    mask of every table, plus the OFPVID_PRESENT bit: VLAN actions are no-ops on untagged frames)
-    to the sequence of flows the pipeline matched (``TRACE_MAX`` tables at most): actions are
-    deterministic, so the same masked key always takes the same path. EMC rows
-    carry the generation of the compiled tables (``H_GEN``): any ``compile()`` invalidates them all.
+    mask of every table, plus the OFPVID_PRESENT bit when a program has VLAN actions: they are no-ops
+    on untagged frames; keys of up to ``EMC_FAST`` columns are hashed unrolled) to the sequence of
+    flows the pipeline matched (``TRACE_MAX`` tables at most): actions are deterministic, so the same
+    masked key always takes the same path. EMC rows carry the generation of the compiled tables
+    (``H_GEN``): any ``compile()`` invalidates them all.
 
 Actions and the egress form of a frame
     A frame is ``dst, src, up to two VLAN tags the pipeline knows of (at most one from parsing),
@@ -47,7 +48,7 @@ Actions and the egress form of a frame
     ``set_field vlan_vid/vlan_pcp`` and ``pop_vlan`` on a frame without a tag do nothing;
     ``push_vlan`` on a frame with two tags does nothing.
 
-Kernel: ``flow_burst(data, meta, burst, n, keys, ft, cnt, emc, port_flags, now, drops, out,
+Kernel: ``flow_burst(data, meta, burst, n, keys, ft, emc, port_flags, now, drops, out,
 out_start, side, free_stack, free_top) -> int`` (queue entries made); see its docstring.
 
 Datapath integration (what the caller does around ``flow_burst``):
@@ -67,7 +68,7 @@ Datapath integration (what the caller does around ``flow_burst``):
   ``OFPP_*`` numbers. ``port_flags[p]`` (``PF_*``) marks no-flood, down and the LOCAL port.
 * Updates: ``FlowTables.compile()`` (any thread) builds new arrays; the datapath thread, between
   bursts, calls ``FlowTables.activate(compiled)`` (carries counters over by flow identity) and then
-  uses ``compiled.ft``/``compiled.cnt``. The EMC array belongs to the datapath and is reused.
+  uses ``compiled.ft``. The EMC array belongs to the datapath and is reused.
 
 Unit test: ``tests/test_flowtable.py`` (against ``classifier.flowref``); micro-benchmark:
 ``python -m bench flowtable``.
@@ -81,6 +82,9 @@ from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from classifier.keys import (
     ETH_TYPE_VLAN,
@@ -223,19 +227,14 @@ SIDE_PI_REASON = 5     # packet-in: OFPR_* | table_id << 8
 SIDE_PI_MAX_LEN = 6    # packet-in: max_len of the CONTROLLER action
 SIDE_ROWS = 7
 
-# cnt: int64[n_flows + n_tables, CNT_W]; flow rows then table rows
-C_PACKETS = 0
-C_BYTES = 1
-C_USED = 2             # last time (``now``) a frame matched
-T_LOOKUPS = 0          # table rows: frames looked up / matched in the table
-T_MATCHED = 1
-CNT_W = 4
 
 # emc: int64[rows (power of two), EMC_W]
 E_HASH = 0
-E_META = 1             # generation << 8 | number of trace entries; 0 = invalid
+E_META = 1             # generation << 8 | E_FAST | number of trace entries; 0 = invalid
+E_FAST = 0x80          # the trace is one flow whose program is one OUTPUT to a port: no interpreter
 E_TRACE = 2            # flow index per table visited, -1 for the table that missed
 TRACE_MAX = 6          # longer pipelines are not cached
+EMC_FAST = 8           # EMC keys of up to this many columns are hashed and compared unrolled
 E_KEY = E_TRACE + TRACE_MAX
 EMC_W = E_KEY + NKEYS
 DEFAULT_EMC_ROWS = 8192
@@ -248,12 +247,14 @@ H_TB = 3               # table rows: TB_W words each
 H_ST = 4               # subtable rows: ST_W words each
 H_FL = 5               # flow rows: FL_W words each
 H_NU = 6               # EMC key: number of (column, mask) pairs
-H_U = 7                # EMC key: offset of the pairs
+H_U = 7                # EMC key: offset of the pairs (padded with (0, 0) to EMC_FAST pairs)
 H_EMC = 8              # 1 when the EMC may be used
 H_SIZE = 16
 TB_FIRST = 0           # first subtable of the table
 TB_COUNT = 1           # number of subtables
-TB_W = 2
+TB_LOOKUPS = 2         # counter: frames looked up in the table
+TB_MISSES = 3          # counter: ... that found no flow
+TB_W = 4
 ST_BEST = 0            # lowest flow index in the subtable
 ST_HOFS = 1            # offset of bucket 0 in ft
 ST_HMASK = 2           # buckets - 1
@@ -261,12 +262,14 @@ ST_STRIDE = 3          # words per bucket: hash, flow index, NF masked values
 ST_NF = 4              # number of (column, mask) pairs
 ST_F = 5               # the pairs
 ST_W = ST_F + 2 * NKEYS + 3
-FL_PROG = 0            # offset of the program in ft
+FL_PROG = 0            # flow rows, one 64-byte line each: offset of the program in ft
 FL_PLEN = 1            # words in the program
-FL_TABLE = 2
-FL_PRIO = 3
-FL_FLAGS = 4           # FLF_*
-FL_COOKIE = 5
+FL_PACKETS = 2         # counters, updated by flow_burst
+FL_BYTES = 3
+FL_USED = 4            # last time (``now``) a frame matched; the install time at first
+FL_INFO = 5            # table_id | priority << 8 | FLF_* << 24
+FL_COOKIE = 6
+FL_INLINE = 7          # a one-word program lives here (FL_PROG points at it)
 FL_W = 8
 FLF_TABLE_MISS = 1     # priority 0 and an empty match: packet-ins say OFPR_NO_MATCH
 
@@ -561,6 +564,41 @@ def _seed(nf: int) -> np.int64:
     return np.int64(nf) * _K3 + 1
 
 
+@intrinsic
+def _prefetch(typingctx, arr, i, j):
+    """Prefetch ``arr[i, j]`` (a 2-D array) into the cache, for reading."""
+    sig = types.void(arr, i, j)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        array = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, array, [args[1], args[2]], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _emc_hash(ft: np.ndarray, keys: np.ndarray, s: int, fast: bool, nu: int, uo: int,
+              c0: int, m0: int, c1: int, m1: int, c2: int, m2: int, c3: int, m3: int,
+              c4: int, m4: int, c5: int, m5: int, c6: int, m6: int, c7: int, m7: int) -> np.int64:
+    """EMC hash of ``keys[s]``: the ``c*``/``m*`` (column, mask) pairs unrolled when ``fast``, else a loop."""
+    if fast:
+        return _fin(_mix(_mix(_mix(_mix(_EMC_SEED, np.int64(keys[s, c0]) & m0), np.int64(keys[s, c1]) & m1),
+                                   np.int64(keys[s, c2]) & m2), np.int64(keys[s, c3]) & m3)
+                    ^ _mix(_mix(_mix(_mix(_K2, np.int64(keys[s, c4]) & m4), np.int64(keys[s, c5]) & m5),
+                                np.int64(keys[s, c6]) & m6), np.int64(keys[s, c7]) & m7) * _K3)
+    h = _EMC_SEED
+    for j in range(nu):
+        h = _mix(h, np.int64(keys[s, ft[uo + 2 * j]]) & ft[uo + 2 * j + 1])
+    return _fin(h)
+
+
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _tss(ft: np.ndarray, keys: np.ndarray, s: int, t: int) -> int:
     """Best flow index of table ``t`` for key row ``keys[s]`` (tuple-space search), or -1."""
@@ -662,7 +700,7 @@ def _vlan_edit(ntag: int, tag0: int, tag1: int, bntag: int, btag0: int, btag1: i
     return -2
 
 
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+@numba.njit(nogil=True, cache=True, _nrt=False)
 def _rewrite(data: np.ndarray, meta: np.ndarray, b: int, d: int, bntag: int, dst: int, src: int,
              ntag: int, tag0: int, tag1: int) -> int:
     """Write frame ``dst, src, tags, rest of slot b`` into slot ``d`` (``d == b``: in place); its length or -1."""
@@ -729,7 +767,6 @@ def flow_burst(
     n: int,
     keys: np.ndarray,
     ft: np.ndarray,
-    cnt: np.ndarray,
     emc: np.ndarray,
     port_flags: np.ndarray,
     now: int,
@@ -744,8 +781,8 @@ def flow_burst(
 
     * ``data``, ``meta``, ``burst[:n]``: the frames (``backends.pool``); ``keys``: their parsed
       header rows (``parse_burst``), whose L2 fields follow the apply-actions.
-    * ``ft``, ``cnt``: ``CompiledFlows.ft`` / ``.cnt`` (per-flow packets, bytes, last used; per-table
-      lookups and matches); ``emc``: ``make_emc()`` (or 0 rows: no cache).
+    * ``ft``: ``CompiledFlows.ft``, whose flow and table counters this updates;
+      ``emc``: ``make_emc()`` (or 0 rows: no cache).
     * ``port_flags``: ``int64[n_ports]`` of ``PF_*``; ``now``: seconds, stored as the last-used time.
     * ``drops``: ``int64[n_ports, N_FDROPS]`` by ingress port (``FDROP_*``).
     * ``out`` ``int32[2, n_ports * qcap]``, ``out_start`` ``int32[2, n_ports + 1]``: per-port queues as
@@ -767,69 +804,104 @@ def flow_burst(
             local_port = p
             break
     cap = side.shape[1]
-    n_flows = ft[H_N_FLOWS]
     n_tables = ft[H_N_TABLES]
     gen = ft[H_GEN]
     fl0 = ft[H_FL]
+    tb0 = ft[H_TB]
     nu = ft[H_NU]
     uo = ft[H_U]
     emc_rows = emc.shape[0]
     use_emc = emc_rows > 0 and ft[H_EMC] != 0
     emask = emc_rows - 1
+    # EMC keys of up to EMC_FAST columns are computed unrolled (the section is padded with mask 0).
+    fast = nu <= EMC_FAST
+    c0 = ft[uo]
+    m0 = ft[uo + 1]
+    c1 = ft[uo + 2]
+    m1 = ft[uo + 3]
+    c2 = ft[uo + 4]
+    m2 = ft[uo + 5]
+    c3 = ft[uo + 6]
+    m3 = ft[uo + 7]
+    c4 = ft[uo + 8]
+    m4 = ft[uo + 9]
+    c5 = ft[uo + 10]
+    m5 = ft[uo + 11]
+    c6 = ft[uo + 12]
+    m6 = ft[uo + 13]
+    c7 = ft[uo + 14]
+    m7 = ft[uo + 15]
     n_out = 0
     n_normal = 0
     n_pi = 0
     n_extra = 0
+    h_next = np.int64(0)
+    w0 = w1 = w2 = w3 = w4 = w5 = w6 = w7 = np.int64(0)
+    if use_emc and n > 0:
+        s0 = burst[0]
+        w0 = np.int64(keys[s0, c0]) & m0
+        w1 = np.int64(keys[s0, c1]) & m1
+        w2 = np.int64(keys[s0, c2]) & m2
+        w3 = np.int64(keys[s0, c3]) & m3
+        w4 = np.int64(keys[s0, c4]) & m4
+        w5 = np.int64(keys[s0, c5]) & m5
+        w6 = np.int64(keys[s0, c6]) & m6
+        w7 = np.int64(keys[s0, c7]) & m7
+        h_next = _emc_hash(ft, keys, s0, fast, nu, uo, c0, m0, c1, m1, c2, m2, c3, m3, c4, m4, c5, m5,
+                           c6, m6, c7, m7)
     for i in range(n):
         s = burst[i]
+        h = h_next
+        v0 = w0
+        v1 = w1
+        v2 = w2
+        v3 = w3
+        v4 = w4
+        v5 = w5
+        v6 = w6
+        v7 = w7
+        if use_emc and i + 1 < n:
+            s1 = burst[i + 1]
+            w0 = np.int64(keys[s1, c0]) & m0
+            w1 = np.int64(keys[s1, c1]) & m1
+            w2 = np.int64(keys[s1, c2]) & m2
+            w3 = np.int64(keys[s1, c3]) & m3
+            w4 = np.int64(keys[s1, c4]) & m4
+            w5 = np.int64(keys[s1, c5]) & m5
+            w6 = np.int64(keys[s1, c6]) & m6
+            w7 = np.int64(keys[s1, c7]) & m7
+            if fast:
+                h_next = _fin(_mix(_mix(_mix(_mix(_EMC_SEED, w0), w1), w2), w3)
+                              ^ _mix(_mix(_mix(_mix(_K2, w4), w5), w6), w7) * _K3)
+            else:
+                h_next = _emc_hash(ft, keys, s1, fast, nu, uo, c0, m0, c1, m1, c2, m2, c3, m3, c4, m4,
+                                   c5, m5, c6, m6, c7, m7)
+            _prefetch(emc, h_next & emask, 0)
+            _prefetch(emc, h_next & emask, E_KEY)
         in_port = np.int64(meta[s, META_IN_PORT])
         if keys[s, K_DROP] != 0:
             drops[in_port, FDROP_RX_INVALID] += 1
             continue
         length = np.int64(meta[s, META_LEN])
-        # The frame as the actions leave it, and the slot holding its latest written-out form.
-        dst = np.int64(keys[s, K_ETH_DST])
-        src = np.int64(keys[s, K_ETH_SRC])
-        ntag = 0
-        tag0 = 0
-        tag1 = 0
-        if keys[s, K_VLAN_VID] != 0:
-            ntag = 1
-            tag0 = (ETH_TYPE_VLAN << 16) | (np.int64(data[s, 14]) << 8) | np.int64(data[s, 15])
-        bslot = s
-        bntag = ntag
-        btag0 = tag0
-        btag1 = 0
-        bused = False     # bslot is queued somewhere: never write to it again
-        dirty = False     # MAC addresses differ from bslot's
-        rest8100 = keys[s, K_ETH_TYPE] == ETH_TYPE_VLAN
-        as_flags = 0
-        as_push = 0
-        as_dst = 0
-        as_src = 0
-        as_vid = 0
-        as_pcp = 0
-        as_out = 0
-        sent = 0
-        failed = 0
         # Exact-match cache over the whole pipeline.
         hit = -1
         rec = -1
         if use_emc:
-            h = _EMC_SEED
-            for j in range(nu):
-                h = _mix(h, np.int64(keys[s, ft[uo + 2 * j]]) & ft[uo + 2 * j + 1])
-            h = _fin(h)
             r1 = h & emask
             r2 = (h >> 32) & emask
             for k in range(2):
                 r = r1 if k == 0 else r2
-                if emc[r, E_HASH] == h and emc[r, E_META] != 0:
-                    same = True
-                    for j in range(nu):
-                        if emc[r, E_KEY + j] != (np.int64(keys[s, ft[uo + 2 * j]]) & ft[uo + 2 * j + 1]):
-                            same = False
-                            break
+                if emc[r, E_HASH] == h and (emc[r, E_META] >> 8) == gen:
+                    if fast:
+                        same = ((emc[r, E_KEY] ^ v0) | (emc[r, E_KEY + 1] ^ v1) | (emc[r, E_KEY + 2] ^ v2)
+                                | (emc[r, E_KEY + 3] ^ v3) | (emc[r, E_KEY + 4] ^ v4) | (emc[r, E_KEY + 5] ^ v5)
+                                | (emc[r, E_KEY + 6] ^ v6) | (emc[r, E_KEY + 7] ^ v7)) == 0
+                    else:
+                        same = True
+                        for j in range(nu):
+                            if emc[r, E_KEY + j] != (np.int64(keys[s, ft[uo + 2 * j]]) & ft[uo + 2 * j + 1]):
+                                same = False
+                                break
                     if same:
                         hit = r
                         break
@@ -842,14 +914,63 @@ def flow_burst(
                     rec = r1 if (h >> 40) & 1 else r2
                 emc[rec, E_HASH] = h
                 emc[rec, E_META] = 0
-                for j in range(nu):
-                    emc[rec, E_KEY + j] = np.int64(keys[s, ft[uo + 2 * j]]) & ft[uo + 2 * j + 1]
+                if fast:
+                    emc[rec, E_KEY] = v0
+                    emc[rec, E_KEY + 1] = v1
+                    emc[rec, E_KEY + 2] = v2
+                    emc[rec, E_KEY + 3] = v3
+                    emc[rec, E_KEY + 4] = v4
+                    emc[rec, E_KEY + 5] = v5
+                    emc[rec, E_KEY + 6] = v6
+                    emc[rec, E_KEY + 7] = v7
+                else:
+                    for j in range(nu):
+                        emc[rec, E_KEY + j] = np.int64(keys[s, ft[uo + 2 * j]]) & ft[uo + 2 * j + 1]
+            if hit >= 0 and emc[hit, E_META] & E_FAST:
+                # One flow, one OUTPUT to a port, no header change: no interpreter.
+                fo = fl0 + emc[hit, E_TRACE] * FL_W
+                ft[tb0 + TB_LOOKUPS] += 1
+                ft[fo + FL_PACKETS] += 1
+                ft[fo + FL_BYTES] += length
+                ft[fo + FL_USED] = now
+                q = ft[fo + FL_INLINE] >> 8
+                if q == in_port or q >= n_ports or port_flags[q] & PF_DOWN:
+                    drops[in_port, FDROP_NO_OUTPUT] += 1
+                elif _enqueue(out, out_start, qcap, q, s, -1):
+                    n_out += 1
+                else:
+                    drops[in_port, FDROP_TX_QUEUE_FULL] += 1
+                continue
+        # The frame as the actions leave it (MACs in keys[s]), and the slot holding its latest form.
+        ntag = 0
+        tag0 = 0
+        tag1 = 0
+        if keys[s, K_VLAN_VID] != 0:
+            ntag = 1
+            tag0 = (ETH_TYPE_VLAN << 16) | (np.int64(data[s, 14]) << 8) | np.int64(data[s, 15])
+        bslot = s
+        bntag = ntag
+        btag0 = tag0
+        btag1 = 0
+        bused = False     # bslot is queued somewhere: never write to it again
+        dirty = False     # MAC addresses differ from bslot's
+        as_flags = 0
+        as_push = 0
+        as_dst = 0
+        as_src = 0
+        as_vid = 0
+        as_pcp = 0
+        as_out = 0
+        pending = 0
+        sent = 0
+        failed = 0
         t = 0
         step = 0
+        fo = 0
         missed = False
         while True:
-            if hit >= 0:
-                f = emc[hit, E_TRACE + step] if step < TRACE_MAX else _tss(ft, keys, s, t)
+            if hit >= 0 and step < TRACE_MAX:
+                f = emc[hit, E_TRACE + step]
             else:
                 f = _tss(ft, keys, s, t)
                 if rec >= 0:
@@ -858,185 +979,161 @@ def flow_burst(
                     else:
                         rec = -1
             step += 1
-            cnt[n_flows + t, T_LOOKUPS] += 1
+            tbo = tb0 + t * TB_W
+            ft[tbo + TB_LOOKUPS] += 1
             if f < 0:
+                ft[tbo + TB_MISSES] += 1
                 missed = True
                 break
-            cnt[n_flows + t, T_MATCHED] += 1
-            cnt[f, C_PACKETS] += 1
-            cnt[f, C_BYTES] += length
-            cnt[f, C_USED] = now
             fo = fl0 + f * FL_W
-            p1 = ft[fo + FL_PROG] + ft[fo + FL_PLEN]
+            ft[fo + FL_PACKETS] += 1
+            ft[fo + FL_BYTES] += length
+            ft[fo + FL_USED] = now
             pc = ft[fo + FL_PROG]
+            p1 = pc + ft[fo + FL_PLEN]
             goto = -1
             while True:
                 if pc < p1:
                     w = ft[pc]
                 else:
-                    # Program done: next table, or the action set in OpenFlow order.
-                    stage = pc - p1
-                    if goto >= 0 or stage >= AS_STAGES:
+                    # Program done: next table, or the action set in OpenFlow order (the AS_* bit order).
+                    if goto >= 0:
                         break
-                    w = 0
-                    if stage == 0:
-                        if as_flags & AS_POP:
-                            w = OP_POP_VLAN
-                    elif stage == 1:
-                        if as_flags & AS_PUSH:
-                            w = OP_PUSH_VLAN | (as_push << 8)
-                    elif stage == 2:
-                        if as_flags & AS_ETH_DST:
-                            w = OP_SET_ETH_DST | (as_dst << 8)
-                    elif stage == 3:
-                        if as_flags & AS_ETH_SRC:
-                            w = OP_SET_ETH_SRC | (as_src << 8)
-                    elif stage == 4:
-                        if as_flags & AS_VID:
-                            w = OP_SET_VLAN_VID | (as_vid << 8)
-                    elif stage == 5:
-                        if as_flags & AS_PCP:
-                            w = OP_SET_VLAN_PCP | (as_pcp << 8)
-                    elif as_flags & AS_OUT:
+                    if pc == p1:
+                        pending = as_flags
+                    if pending == 0:
+                        break
+                    bit = pending & -pending
+                    pending ^= bit
+                    if bit == AS_POP:
+                        w = OP_POP_VLAN
+                    elif bit == AS_PUSH:
+                        w = OP_PUSH_VLAN | (as_push << 8)
+                    elif bit == AS_ETH_DST:
+                        w = OP_SET_ETH_DST | (as_dst << 8)
+                    elif bit == AS_ETH_SRC:
+                        w = OP_SET_ETH_SRC | (as_src << 8)
+                    elif bit == AS_VID:
+                        w = OP_SET_VLAN_VID | (as_vid << 8)
+                    elif bit == AS_PCP:
+                        w = OP_SET_VLAN_PCP | (as_pcp << 8)
+                    else:
                         w = as_out
-                    if w == 0:
-                        pc += 1
-                        continue
                 pc += 1
                 op = w & 0xFF
                 arg = w >> 8
-                if op & OP_WRITE:
-                    op &= OP_MASK
-                    if op <= OP_LAST_OUTPUT:
-                        as_flags |= AS_OUT
-                        as_out = w & ~np.int64(OP_WRITE)
-                    elif op == OP_POP_VLAN:
-                        as_flags |= AS_POP
-                    elif op == OP_PUSH_VLAN:
-                        as_flags |= AS_PUSH
-                        as_push = arg
-                    elif op == OP_SET_ETH_DST:
-                        as_flags |= AS_ETH_DST
-                        as_dst = arg
-                    elif op == OP_SET_ETH_SRC:
-                        as_flags |= AS_ETH_SRC
-                        as_src = arg
-                    elif op == OP_SET_VLAN_VID:
-                        as_flags |= AS_VID
-                        as_vid = arg
-                    elif op == OP_SET_VLAN_PCP:
-                        as_flags |= AS_PCP
-                        as_pcp = arg
-                    continue
-                if op == OP_GOTO_TABLE:
-                    goto = arg
-                    continue
-                if op == OP_CLEAR_ACTIONS:
-                    as_flags = 0
-                    continue
-                if op == OP_SET_ETH_DST:
-                    dst = arg
-                    dirty = True
-                    keys[s, K_ETH_DST] = arg
-                    continue
-                if op == OP_SET_ETH_SRC:
-                    src = arg
-                    dirty = True
-                    keys[s, K_ETH_SRC] = arg
-                    continue
-                if op == OP_PUSH_VLAN:
-                    if ntag < 2:
-                        tag1 = tag0
-                        tag0 = (arg << 16) | (tag0 & 0xFFFF)
-                        ntag += 1
-                        _set_vlan_keys(keys, s, ntag, tag0)
-                    continue
-                if op == OP_POP_VLAN:
-                    if ntag > 0:
-                        tag0 = tag1
-                        tag1 = 0
-                        ntag -= 1
-                        _set_vlan_keys(keys, s, ntag, tag0)
-                    continue
-                if op == OP_SET_VLAN_VID:
-                    if ntag > 0:
-                        tag0 = (tag0 & ~np.int64(0xFFF)) | arg
-                        _set_vlan_keys(keys, s, ntag, tag0)
-                    continue
-                if op == OP_SET_VLAN_PCP:
-                    if ntag > 0:
-                        tag0 = (tag0 & ~np.int64(0xE000)) | (arg << 13)
-                        _set_vlan_keys(keys, s, ntag, tag0)
-                    continue
                 if op > OP_LAST_OUTPUT:
+                    if op & OP_WRITE:
+                        op &= OP_MASK
+                        if op <= OP_LAST_OUTPUT:
+                            as_flags |= AS_OUT
+                            as_out = w & ~np.int64(OP_WRITE)
+                        elif op == OP_POP_VLAN:
+                            as_flags |= AS_POP
+                        elif op == OP_PUSH_VLAN:
+                            as_flags |= AS_PUSH
+                            as_push = arg
+                        elif op == OP_SET_ETH_DST:
+                            as_flags |= AS_ETH_DST
+                            as_dst = arg
+                        elif op == OP_SET_ETH_SRC:
+                            as_flags |= AS_ETH_SRC
+                            as_src = arg
+                        elif op == OP_SET_VLAN_VID:
+                            as_flags |= AS_VID
+                            as_vid = arg
+                        elif op == OP_SET_VLAN_PCP:
+                            as_flags |= AS_PCP
+                            as_pcp = arg
+                    elif op == OP_GOTO_TABLE:
+                        goto = arg
+                    elif op == OP_CLEAR_ACTIONS:
+                        as_flags = 0
+                    elif op == OP_SET_ETH_DST:
+                        dirty = True
+                        keys[s, K_ETH_DST] = arg
+                    elif op == OP_SET_ETH_SRC:
+                        dirty = True
+                        keys[s, K_ETH_SRC] = arg
+                    elif op == OP_PUSH_VLAN:
+                        if ntag < 2:
+                            tag1 = tag0
+                            tag0 = (arg << 16) | (tag0 & 0xFFFF)
+                            ntag += 1
+                            _set_vlan_keys(keys, s, ntag, tag0)
+                    elif op == OP_POP_VLAN:
+                        if ntag > 0:
+                            tag0 = tag1
+                            tag1 = 0
+                            ntag -= 1
+                            _set_vlan_keys(keys, s, ntag, tag0)
+                    elif op == OP_SET_VLAN_VID:
+                        if ntag > 0:
+                            tag0 = (tag0 & ~np.int64(0xFFF)) | arg
+                            _set_vlan_keys(keys, s, ntag, tag0)
+                    elif op == OP_SET_VLAN_PCP:
+                        if ntag > 0:
+                            tag0 = (tag0 & ~np.int64(0xE000)) | (arg << 13)
+                            _set_vlan_keys(keys, s, ntag, tag0)
                     continue
                 # An output: the slot and egress edit that carry the frame as it is now.
-                exact = op == OP_NORMAL or op == OP_CONTROLLER
                 edit = -1
-                need = dirty
-                if not need:
-                    if exact:
-                        need = not (ntag == bntag and tag0 == btag0 and tag1 == btag1)
-                    else:
-                        edit = _vlan_edit(ntag, tag0, tag1, bntag, btag0, btag1, rest8100)
+                if dirty or ntag != bntag or tag0 != btag0 or tag1 != btag1:
+                    need = True
+                    if not dirty and op != OP_NORMAL and op != OP_CONTROLLER:
+                        edit = _vlan_edit(ntag, tag0, tag1, bntag, btag0, btag1,
+                                          keys[s, K_ETH_TYPE] == ETH_TYPE_VLAN)
                         need = edit < -1
-                if need:
-                    d = bslot
-                    if bused:
-                        d = -1
-                        if n_extra < cap:
-                            top = free_top[0]
-                            if top > 0:
-                                top -= 1
-                                free_top[0] = top
-                                d = free_stack[top]
-                        if d < 0:
-                            drops[in_port, FDROP_NO_FREE_SLOT] += 1
+                    if need:
+                        d = bslot
+                        if bused:
+                            d = -1
+                            if n_extra < cap:
+                                top = free_top[0]
+                                if top > 0:
+                                    top -= 1
+                                    free_top[0] = top
+                                    d = free_stack[top]
+                            if d < 0:
+                                drops[in_port, FDROP_NO_FREE_SLOT] += 1
+                                failed += 1
+                                continue
+                        if _rewrite(data, meta, bslot, d, bntag, np.int64(keys[s, K_ETH_DST]),
+                                    np.int64(keys[s, K_ETH_SRC]), ntag, tag0, tag1) < 0:
+                            if d != bslot:
+                                top = free_top[0]
+                                free_stack[top] = d
+                                free_top[0] = top + 1
+                            drops[in_port, FDROP_FRAME_TOO_LONG] += 1
                             failed += 1
                             continue
-                    if _rewrite(data, meta, bslot, d, bntag, dst, src, ntag, tag0, tag1) < 0:
                         if d != bslot:
-                            top = free_top[0]
-                            free_stack[top] = d
-                            free_top[0] = top + 1
-                        drops[in_port, FDROP_FRAME_TOO_LONG] += 1
-                        failed += 1
-                        continue
-                    if d != bslot:
-                        side[SIDE_EXTRA, n_extra] = d
-                        n_extra += 1
-                    bslot = d
-                    bntag = ntag
-                    btag0 = tag0
-                    btag1 = tag1
-                    bused = False
-                    dirty = False
-                    edit = -1
-                if op == OP_NORMAL:
-                    if n_normal >= cap:
+                            side[SIDE_EXTRA, n_extra] = d
+                            n_extra += 1
+                        bslot = d
+                        bntag = ntag
+                        btag0 = tag0
+                        btag1 = tag1
+                        bused = False
+                        dirty = False
+                        edit = -1
+                if op == OP_OUTPUT or op == OP_IN_PORT or op == OP_LOCAL:
+                    if op == OP_OUTPUT:
+                        q = arg
+                    elif op == OP_LOCAL:
+                        q = local_port
+                    else:
+                        q = in_port
+                    if (q == in_port and op != OP_IN_PORT) or q < 0 or q >= n_ports or port_flags[q] & PF_DOWN:
+                        continue  # OpenFlow: only OFPP_IN_PORT sends a frame back
+                    if _enqueue(out, out_start, qcap, q, bslot, edit):
+                        n_out += 1
+                        sent += 1
+                        bused = True
+                    else:
                         drops[in_port, FDROP_TX_QUEUE_FULL] += 1
                         failed += 1
-                        continue
-                    side[SIDE_NORMAL, n_normal] = bslot
-                    n_normal += 1
-                    bused = True
-                    sent += 1
-                    continue
-                if op == OP_CONTROLLER:
-                    if n_pi >= cap:
-                        drops[in_port, FDROP_CONTROLLER_QUEUE_FULL] += 1
-                        failed += 1
-                        continue
-                    side[SIDE_PI_SLOT, n_pi] = bslot
-                    side[SIDE_PI_FLOW, n_pi] = f
-                    reason = OFPR_NO_MATCH if ft[fo + FL_FLAGS] & FLF_TABLE_MISS else OFPR_ACTION
-                    side[SIDE_PI_REASON, n_pi] = reason | (t << 8)
-                    side[SIDE_PI_MAX_LEN, n_pi] = arg
-                    n_pi += 1
-                    bused = True
-                    sent += 1
-                    continue
-                if op == OP_FLOOD or op == OP_ALL:
+                elif op == OP_FLOOD or op == OP_ALL:
                     for q in range(n_ports):
                         fl = port_flags[q]
                         if q == in_port or fl & PF_DOWN or (op == OP_FLOOD and fl & PF_NO_FLOOD):
@@ -1048,28 +1145,37 @@ def flow_burst(
                         else:
                             drops[in_port, FDROP_TX_QUEUE_FULL] += 1
                             failed += 1
-                    continue
-                if op == OP_IN_PORT:
-                    q = in_port
-                else:
-                    q = arg if op == OP_OUTPUT else local_port
-                    if q == in_port:
-                        continue  # OpenFlow: only OFPP_IN_PORT sends a frame back
-                if q < 0 or q >= n_ports or port_flags[q] & PF_DOWN:
-                    continue
-                if _enqueue(out, out_start, qcap, q, bslot, edit):
-                    n_out += 1
-                    sent += 1
+                elif op == OP_NORMAL:
+                    if n_normal >= cap:
+                        drops[in_port, FDROP_TX_QUEUE_FULL] += 1
+                        failed += 1
+                        continue
+                    side[SIDE_NORMAL, n_normal] = bslot
+                    n_normal += 1
                     bused = True
-                else:
-                    drops[in_port, FDROP_TX_QUEUE_FULL] += 1
-                    failed += 1
+                    sent += 1
+                else:  # OP_CONTROLLER
+                    if n_pi >= cap:
+                        drops[in_port, FDROP_CONTROLLER_QUEUE_FULL] += 1
+                        failed += 1
+                        continue
+                    side[SIDE_PI_SLOT, n_pi] = bslot
+                    side[SIDE_PI_FLOW, n_pi] = f
+                    reason = OFPR_NO_MATCH if (ft[fo + FL_INFO] >> 24) & FLF_TABLE_MISS else OFPR_ACTION
+                    side[SIDE_PI_REASON, n_pi] = reason | (t << 8)
+                    side[SIDE_PI_MAX_LEN, n_pi] = arg
+                    n_pi += 1
+                    bused = True
+                    sent += 1
             if goto > t and goto < n_tables:
                 t = goto
                 continue
             break
         if rec >= 0:
-            emc[rec, E_META] = (gen << 8) | step
+            meta_word = (gen << 8) | step
+            if step == 1 and not missed and ft[fo + FL_PLEN] == 1 and (ft[fo + FL_INLINE] & 0xFF) == OP_OUTPUT:
+                meta_word |= E_FAST
+            emc[rec, E_META] = meta_word
         if missed:
             drops[in_port, FDROP_TABLE_MISS] += 1
         elif sent == 0 and failed == 0:
@@ -1105,9 +1211,11 @@ def append_queues(out: np.ndarray, out_start: np.ndarray, src: np.ndarray, src_s
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
-def _carry(old_uids: np.ndarray, old_order: np.ndarray, old_cnt: np.ndarray,
-           new_uids: np.ndarray, new_order: np.ndarray, new_cnt: np.ndarray) -> None:
+def _carry(old_ft: np.ndarray, old_uids: np.ndarray, old_order: np.ndarray,
+           new_ft: np.ndarray, new_uids: np.ndarray, new_order: np.ndarray) -> None:
     """Copy flow counters from the old compiled set to the new one, matching by uid (merge of two sorted lists)."""
+    o_fl = old_ft[H_FL]
+    n_fl = new_ft[H_FL]
     i = 0
     j = 0
     no = old_order.shape[0]
@@ -1120,11 +1228,11 @@ def _carry(old_uids: np.ndarray, old_order: np.ndarray, old_cnt: np.ndarray,
         elif b < a:
             j += 1
         else:
-            src = old_order[i]
-            dst = new_order[j]
-            new_cnt[dst, C_PACKETS] = old_cnt[src, C_PACKETS]
-            new_cnt[dst, C_BYTES] = old_cnt[src, C_BYTES]
-            new_cnt[dst, C_USED] = max(old_cnt[src, C_USED], new_cnt[dst, C_USED])
+            src = o_fl + old_order[i] * FL_W
+            dst = n_fl + new_order[j] * FL_W
+            new_ft[dst + FL_PACKETS] = old_ft[src + FL_PACKETS]
+            new_ft[dst + FL_BYTES] = old_ft[src + FL_BYTES]
+            new_ft[dst + FL_USED] = max(old_ft[src + FL_USED], new_ft[dst + FL_USED])
             i += 1
             j += 1
 
@@ -1151,12 +1259,12 @@ _GENERATIONS = itertools.count(1)
 class CompiledFlows:
     """One immutable compilation of the flow tables (the datapath swaps whole sets between bursts).
 
-    ``ft`` is the int64 image (header ``H_*``; tables, subtables with their hash buckets, flows,
-    programs), ``cnt`` the counters the kernel updates, ``flows[i]`` the ``Flow`` of index ``i``.
+    ``ft`` is the int64 image (header ``H_*``; tables, subtables with their hash buckets, flows with
+    their counters, programs); ``flows[i]`` is the ``Flow`` of index ``i``. Only the counters in it
+    change after compilation (``flow_burst``, ``FlowTables.activate``).
     """
 
     ft: np.ndarray
-    cnt: np.ndarray
     flows: list[Flow]
     uids: np.ndarray
     uid_order: np.ndarray
@@ -1175,13 +1283,13 @@ class CompiledFlows:
         i = self.index_of(flow)
         if i < 0:
             return 0, 0, -1
-        row = self.cnt[i]
-        return int(row[C_PACKETS]), int(row[C_BYTES]), int(row[C_USED])
+        o = int(self.ft[H_FL]) + i * FL_W
+        return int(self.ft[o + FL_PACKETS]), int(self.ft[o + FL_BYTES]), int(self.ft[o + FL_USED])
 
     def table_counters(self, table_id: int) -> tuple[int, int]:
         """(lookups, matches) of a table."""
-        row = self.cnt[len(self.flows) + table_id]
-        return int(row[T_LOOKUPS]), int(row[T_MATCHED])
+        o = int(self.ft[H_TB]) + table_id * TB_W
+        return int(self.ft[o + TB_LOOKUPS]), int(self.ft[o + TB_LOOKUPS] - self.ft[o + TB_MISSES])
 
 
 class FlowTables:
@@ -1358,12 +1466,13 @@ class FlowTables:
             groups.setdefault((f.table_id, sig), []).append(i)
             for c, _v, m in cols:
                 union[c] = union.get(c, 0) | m
-        # VLAN actions do nothing on an untagged frame: tagged-or-not is part of every EMC key.
-        union[K_VLAN_VID] = union.get(K_VLAN_VID, 0) | VID_PRESENT
+        # VLAN actions do nothing on an untagged frame: with any of them, tagged-or-not is part of the EMC key.
+        vlan_ops = (OP_PUSH_VLAN, OP_POP_VLAN, OP_SET_VLAN_VID, OP_SET_VLAN_PCP)
+        if any((w & OP_MASK) in vlan_ops for p in progs for w in p):
+            union[K_VLAN_VID] = union.get(K_VLAN_VID, 0) | VID_PRESENT
         # subtables, per table in order of their best flow
         subs = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[1][0]))
         plen = np.array([len(p) for p in progs], dtype=np.int64)
-        n_words = int(plen.sum())
         sizes = []
         for (_t, sig), idx in subs:
             cap = 2
@@ -1373,11 +1482,14 @@ class FlowTables:
         o_tb = H_SIZE
         o_st = o_tb + nt * TB_W
         o_u = o_st + len(subs) * ST_W
-        o_fl = o_u + 2 * len(union)
+        inline = plen == 1
+        n_words = int(plen[~inline].sum())
+        o_fl = o_u + 2 * max(len(union), EMC_FAST)
+        total = o_fl + FL_W + n * FL_W + n_words + sum(c * w for c, w in sizes)
+        ft = np.zeros(total, dtype=np.int64)
+        o_fl += (-(ft.ctypes.data // 8) - o_fl) % FL_W  # flow rows on cache lines
         o_prog = o_fl + n * FL_W
         o_ht = o_prog + n_words
-        total = o_ht + sum(c * w for c, w in sizes)
-        ft = np.zeros(total, dtype=np.int64)
         gen = next(_GENERATIONS)
         ft[H_GEN] = gen
         ft[H_N_FLOWS] = n
@@ -1391,18 +1503,20 @@ class FlowTables:
         for j, (c, m) in enumerate(sorted(union.items())):
             ft[o_u + 2 * j] = c
             ft[o_u + 2 * j + 1] = _s64(m)
-        # flows and programs
-        prog_ofs = o_prog + np.concatenate(([0], np.cumsum(plen)[:-1])) if n else np.zeros(0, dtype=np.int64)
+        # flows (one-word programs inline) and the other programs
+        out_of_line = np.where(inline, 0, plen)
+        prog_ofs = o_prog + np.cumsum(out_of_line) - out_of_line
         fl = np.zeros((n, FL_W), dtype=np.int64)
-        fl[:, FL_PROG] = prog_ofs
+        fl[:, FL_PROG] = np.where(inline, o_fl + np.arange(n) * FL_W + FL_INLINE, prog_ofs)
         fl[:, FL_PLEN] = plen
-        fl[:, FL_TABLE] = [f.table_id for f in flows]
-        fl[:, FL_PRIO] = [f.priority for f in flows]
-        fl[:, FL_FLAGS] = [FLF_TABLE_MISS if f.is_table_miss else 0 for f in flows]
+        fl[:, FL_USED] = [f.installed for f in flows]
+        fl[:, FL_INFO] = [f.table_id | f.priority << 8 | (FLF_TABLE_MISS if f.is_table_miss else 0) << 24
+                          for f in flows]
         fl[:, FL_COOKIE] = [_s64(f.cookie) for f in flows]
+        fl[:, FL_INLINE] = [_s64(p[0]) if len(p) == 1 else 0 for p in progs]
         ft[o_fl:o_prog] = fl.reshape(-1)
         if n_words:
-            ft[o_prog:o_ht] = [_s64(w) for p in progs for w in p]
+            ft[o_prog:o_ht] = [_s64(w) for p in progs if len(p) != 1 for w in p]
         # tables, subtables, buckets
         hofs = o_ht
         for k, (((t, sig), idx), (cap, stride)) in enumerate(zip(subs, sizes, strict=True)):
@@ -1423,21 +1537,18 @@ class FlowTables:
                             dtype=np.int64).reshape(len(idx), len(sig))
             _fill_buckets(ft, hofs, cap - 1, stride, vals, np.array(idx, dtype=np.int64))
             hofs += cap * stride
-        cnt = np.zeros((n + nt, CNT_W), dtype=np.int64)
-        if n:
-            cnt[:n, C_USED] = [f.installed for f in flows]
         uids = np.array([f.uid for f in flows], dtype=np.int64)
-        return CompiledFlows(ft, cnt, flows, uids, np.argsort(uids, kind="stable"), gen, nt)
+        return CompiledFlows(ft, flows, uids, np.argsort(uids, kind="stable"), gen, nt)
 
     def activate(self, compiled: CompiledFlows) -> CompiledFlows:
         """Make ``compiled`` the live set: carry counters over from the previous live set by flow uid
         (and the table counters). Call on the datapath thread between bursts, then pass
-        ``compiled.ft`` / ``compiled.cnt`` to ``flow_burst``."""
+        ``compiled.ft`` to ``flow_burst``."""
         old = self.live
         if old is not None and old is not compiled:
-            _carry(old.uids, old.uid_order, old.cnt, compiled.uids, compiled.uid_order, compiled.cnt)
-            m = min(old.n_tables, compiled.n_tables)
-            nf_old, nf_new = len(old.flows), len(compiled.flows)
-            compiled.cnt[nf_new:nf_new + m] = old.cnt[nf_old:nf_old + m]
+            _carry(old.ft, old.uids, old.uid_order, compiled.ft, compiled.uids, compiled.uid_order)
+            for t in range(min(old.n_tables, compiled.n_tables)):
+                a, b = int(old.ft[H_TB]) + t * TB_W, int(compiled.ft[H_TB]) + t * TB_W
+                compiled.ft[b + TB_LOOKUPS:b + TB_W] = old.ft[a + TB_LOOKUPS:a + TB_W]
         self.live = compiled
         return compiled
