@@ -30,8 +30,8 @@ def ofctl(switch, *args: str, check: bool = True) -> str:  # noqa: ANN001 - the 
 
 @pytest.fixture
 def ofbridge(switch):  # noqa: ANN001, ANN201 - fixtures
-    switch.vsctl("add-br", "ofbr", "--", "add-port", "ofbr", "vhof0", "--", "set", "Interface", "vhof0",
-                 "type=dpdkvhostuser", "ofport_request=7")
+    switch.vsctl("add-br", "ofbr", "--", "add-port", "ofbr", "ofint7", "--", "set", "Interface", "ofint7",
+                 "type=internal", "ofport_request=7")
     return switch
 
 
@@ -41,17 +41,17 @@ def test_ovs_ofctl_show_and_port_commands(ofbridge, proto: list[str]) -> None:  
     show = ofctl(sw, *proto, "show", "ofbr")
     dpid = sw.get("Bridge", "ofbr", "datapath_id")
     assert f"dpid:{dpid}" in show
-    assert " 7(vhof0): addr:" in show and "LOCAL(ofbr): addr:" in show
-    assert "LINK_DOWN" in show.split(" 7(vhof0)")[1].split("LOCAL")[0]   # no guest attached: link down
+    assert " 7(ofint7): addr:" in show and "LOCAL(ofbr): addr:" in show
+    assert "LINK_DOWN" not in show.split(" 7(ofint7)")[1].split("LOCAL")[0]   # an internal port is up
     ports = ofctl(sw, *proto, "dump-ports", "ofbr")
     assert "port  7: rx pkts=0" in ports and "port LOCAL:" in ports
-    assert "7(vhof0)" in ofctl(sw, *proto, "dump-ports-desc", "ofbr")
+    assert "7(ofint7)" in ofctl(sw, *proto, "dump-ports-desc", "ofbr")
     assert "table 0" in ofctl(sw, *proto, "dump-tables", "ofbr")
     assert ofctl(sw, *proto, "dump-flows", "ofbr").startswith("OFPST_FLOW reply")
-    ofctl(sw, *proto, "mod-port", "ofbr", "vhof0", "down")
-    sw.wait_for("admin down", lambda: sw.get("Interface", "vhof0", "admin_state") == "down")
-    ofctl(sw, *proto, "mod-port", "ofbr", "vhof0", "up")
-    sw.wait_for("admin up", lambda: sw.get("Interface", "vhof0", "admin_state") == "up")
+    ofctl(sw, *proto, "mod-port", "ofbr", "ofint7", "down")
+    sw.wait_for("admin down", lambda: sw.get("Interface", "ofint7", "admin_state") == "down")
+    ofctl(sw, *proto, "mod-port", "ofbr", "ofint7", "up")
+    sw.wait_for("admin up", lambda: sw.get("Interface", "ofint7", "admin_state") == "up")
 
 
 class Client:
