@@ -172,8 +172,11 @@ def test_mac_table_limit_under_a_flood_of_random_sources(net: HostNet, bridges: 
     while br.port_stats(ends["x"])["rx_packets"] < 20000 and time.monotonic() < deadline:
         time.sleep(0.2)
     stats = br.fdb_stats()
-    received = br.port_stats(ends["x"])["rx_packets"]
-    assert received >= 19000, received  # a few may be lost in the kernel's queues
+    xstats = br.port_stats(ends["x"])
+    received = xstats["rx_packets"]
+    # The property is the table's limit; frames the kernel drops before the ring (veth backlog, on a busy
+    # 2-core machine up to a few percent) never reach the switch, those dropped at the ring are counted.
+    assert received + xstats["rx_ring_full"] >= 18000, xstats
     assert stats["current"] == 8192
     assert stats["table_full"] >= received - 8192
     assert br.drop_stats()["mac_table_full"] == stats["table_full"]
