@@ -175,7 +175,8 @@ OP_NAMES = {
     OP_SET_VLAN_PCP: "set_vlan_pcp", OP_CLEAR_ACTIONS: "clear_actions", OP_GOTO_TABLE: "goto_table",
 }
 
-# action set (write-actions), one of each type, executed in OpenFlow order at the end of the pipeline
+# action set (write-actions), one of each type, executed at the end of the pipeline in the order of
+# these bits, which is OpenFlow's: pop, push, set-field, output
 AS_POP = 1 << 0
 AS_PUSH = 1 << 1
 AS_ETH_DST = 1 << 2
@@ -183,7 +184,6 @@ AS_ETH_SRC = 1 << 3
 AS_VID = 1 << 4
 AS_PCP = 1 << 5
 AS_OUT = 1 << 6
-AS_STAGES = 7          # pop, push, eth_dst, eth_src, vlan_vid, vlan_pcp, output
 
 # ---------------------------------------------------------------------------------------------
 # drop reasons of flow_burst: drops is int64[n_ports, N_FDROPS], by ingress port
@@ -584,22 +584,6 @@ def _prefetch(typingctx, arr, i, j):
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _emc_hash(ft: np.ndarray, keys: np.ndarray, s: int, fast: bool, nu: int, uo: int,
-              c0: int, m0: int, c1: int, m1: int, c2: int, m2: int, c3: int, m3: int,
-              c4: int, m4: int, c5: int, m5: int, c6: int, m6: int, c7: int, m7: int) -> np.int64:
-    """EMC hash of ``keys[s]``: the ``c*``/``m*`` (column, mask) pairs unrolled when ``fast``, else a loop."""
-    if fast:
-        return _fin(_mix(_mix(_mix(_mix(_EMC_SEED, np.int64(keys[s, c0]) & m0), np.int64(keys[s, c1]) & m1),
-                                   np.int64(keys[s, c2]) & m2), np.int64(keys[s, c3]) & m3)
-                    ^ _mix(_mix(_mix(_mix(_K2, np.int64(keys[s, c4]) & m4), np.int64(keys[s, c5]) & m5),
-                                np.int64(keys[s, c6]) & m6), np.int64(keys[s, c7]) & m7) * _K3)
-    h = _EMC_SEED
-    for j in range(nu):
-        h = _mix(h, np.int64(keys[s, ft[uo + 2 * j]]) & ft[uo + 2 * j + 1])
-    return _fin(h)
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _tss(ft: np.ndarray, keys: np.ndarray, s: int, t: int) -> int:
     """Best flow index of table ``t`` for key row ``keys[s]`` (tuple-space search), or -1."""
     tb = ft[H_TB] + t * TB_W
@@ -837,20 +821,8 @@ def flow_burst(
     n_extra = 0
     h_next = np.int64(0)
     w0 = w1 = w2 = w3 = w4 = w5 = w6 = w7 = np.int64(0)
-    if use_emc and n > 0:
-        s0 = burst[0]
-        w0 = np.int64(keys[s0, c0]) & m0
-        w1 = np.int64(keys[s0, c1]) & m1
-        w2 = np.int64(keys[s0, c2]) & m2
-        w3 = np.int64(keys[s0, c3]) & m3
-        w4 = np.int64(keys[s0, c4]) & m4
-        w5 = np.int64(keys[s0, c5]) & m5
-        w6 = np.int64(keys[s0, c6]) & m6
-        w7 = np.int64(keys[s0, c7]) & m7
-        h_next = _emc_hash(ft, keys, s0, fast, nu, uo, c0, m0, c1, m1, c2, m2, c3, m3, c4, m4, c5, m5,
-                           c6, m6, c7, m7)
-    for i in range(n):
-        s = burst[i]
+    for pos in range(n + 1):
+        # Software pipeline: step pos hashes frame pos (its cache row on its way), processes frame pos-1.
         h = h_next
         v0 = w0
         v1 = w1
@@ -860,8 +832,8 @@ def flow_burst(
         v5 = w5
         v6 = w6
         v7 = w7
-        if use_emc and i + 1 < n:
-            s1 = burst[i + 1]
+        if use_emc and pos < n:
+            s1 = burst[pos]
             w0 = np.int64(keys[s1, c0]) & m0
             w1 = np.int64(keys[s1, c1]) & m1
             w2 = np.int64(keys[s1, c2]) & m2
@@ -874,10 +846,15 @@ def flow_burst(
                 h_next = _fin(_mix(_mix(_mix(_mix(_EMC_SEED, w0), w1), w2), w3)
                               ^ _mix(_mix(_mix(_mix(_K2, w4), w5), w6), w7) * _K3)
             else:
-                h_next = _emc_hash(ft, keys, s1, fast, nu, uo, c0, m0, c1, m1, c2, m2, c3, m3, c4, m4,
-                                   c5, m5, c6, m6, c7, m7)
+                h_next = _EMC_SEED
+                for q in range(nu):
+                    h_next = _mix(h_next, np.int64(keys[s1, ft[uo + 2 * q]]) & ft[uo + 2 * q + 1])
+                h_next = _fin(h_next)
             _prefetch(emc, h_next & emask, 0)
             _prefetch(emc, h_next & emask, E_KEY)
+        if pos == 0:
+            continue
+        s = burst[pos - 1]
         in_port = np.int64(meta[s, META_IN_PORT])
         if keys[s, K_DROP] != 0:
             drops[in_port, FDROP_RX_INVALID] += 1
@@ -1305,6 +1282,7 @@ class FlowTables:
         self.n_tables = n_tables
         self.emc = emc
         self._tables: list[dict[tuple[int, Match], Flow]] = [{} for _ in range(n_tables)]
+        self._timed: dict[int, Flow] = {}   # serial -> flow, the flows with an idle or hard timeout
         self._serial = itertools.count(1)
         self._uid = itertools.count(1)
         self.live: CompiledFlows | None = None
@@ -1403,6 +1381,10 @@ class FlowTables:
         new = replace(flow, installed=now, serial=next(self._serial), uid=uid, packet_base=0, byte_base=0)
         if old is not None and uid == old.uid:
             new.packet_base, new.byte_base = old.packet_base, old.byte_base
+        if old is not None:
+            self._timed.pop(old.serial, None)
+        if new.idle_timeout or new.hard_timeout:
+            self._timed[new.serial] = new
         table[key] = new
         return new
 
@@ -1432,22 +1414,23 @@ class FlowTables:
         for f in chosen:
             out.append(self._stats(f, now))
             del self._tables[f.table_id][(f.priority, f.match)]
+            self._timed.pop(f.serial, None)
         return out
 
     def expire(self, now: int) -> list[tuple[FlowStats, int]]:
         """Remove the flows whose idle or hard timeout has passed at ``now``; returns (stats, OFPRR_*)."""
         gone = []
-        for table in self._tables:
-            for key, f in list(table.items()):
-                st = self._stats(f, now)
-                if f.hard_timeout and st.duration >= f.hard_timeout:
-                    reason = OFPRR_HARD_TIMEOUT
-                elif f.idle_timeout and st.idle >= f.idle_timeout:
-                    reason = OFPRR_IDLE_TIMEOUT
-                else:
-                    continue
-                del table[key]
-                gone.append((st, reason))
+        for f in list(self._timed.values()):
+            st = self._stats(f, now)
+            if f.hard_timeout and st.duration >= f.hard_timeout:
+                reason = OFPRR_HARD_TIMEOUT
+            elif f.idle_timeout and st.idle >= f.idle_timeout:
+                reason = OFPRR_IDLE_TIMEOUT
+            else:
+                continue
+            del self._tables[f.table_id][(f.priority, f.match)]
+            del self._timed[f.serial]
+            gone.append((st, reason))
         return gone
 
     # -------------------------------------------------------------- compilation
