@@ -12,6 +12,7 @@ KNOWN = {
     "classify": "numba L2 classifier vs the Python reference: frames/s per burst and table size",
     "flowtable": "OpenFlow flow tables (numba) vs the L2 path and a Python reference, 10 to 100,000 flows",
     "forward": "64-byte frames port to port: pyvswitch vs OVS netdev vs the Linux bridge",
+    "openflow": "ovs-ofctl add-flows install rate and forwarding with 10..100,000 flows: pyvswitch vs OVS netdev",
     "port_tx": "port backend packet rates (system, tap) on devices it creates",
     "trafgen": "traffic generator and sink (gen / sink / veth self-test)",
     "vsctl": "ovs-vsctl add-port / del-port round trip, pyvswitch vs OVS",

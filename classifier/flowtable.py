@@ -132,6 +132,7 @@ OFPP_ANY = 0xFFFFFFFF
 OFPCML_NO_BUFFER = 0xFFFF
 OFPTT_ALL = 0xFF
 OFPVID_PRESENT = VID_PRESENT
+NO_PORT = 0x7FFFFFF0          # dense port of an OpenFlow port the datapath does not have (never matches)
 
 OFPFF_SEND_FLOW_REM = 1 << 0
 OFPFF_CHECK_OVERLAP = 1 << 1
@@ -445,11 +446,14 @@ _SPECIAL_OPS = {OFPP_IN_PORT: OP_IN_PORT, OFPP_NORMAL: OP_NORMAL, OFPP_FLOOD: OP
                 OFPP_CONTROLLER: OP_CONTROLLER, OFPP_LOCAL: OP_LOCAL}
 
 
-def action_word(action: Action) -> int:
-    """The program word of one action (without ``OP_WRITE``)."""
+def action_word(action: Action, port_map: dict[int, int] | None = None) -> int:
+    """The program word of one action (without ``OP_WRITE``); ``port_map`` turns OpenFlow port numbers
+    into dense datapath ports (a port missing from it becomes ``NO_PORT``: nothing is sent there)."""
     if isinstance(action, Output):
         p = action.port
         if 0 <= p < OFPP_MAX:
+            if port_map is not None:
+                p = port_map.get(p, NO_PORT)
             return OP_OUTPUT | p << 8
         if p == OFPP_CONTROLLER:
             if not 0 <= action.max_len <= 0xFFFF:
@@ -488,12 +492,12 @@ class Instructions:
     write: tuple[Action, ...] = ()
     goto: int | None = None
 
-    def words(self) -> list[int]:
-        """The compiled program (see the ``OP_*`` constants)."""
-        out = [action_word(a) for a in self.apply]
+    def words(self, port_map: dict[int, int] | None = None) -> list[int]:
+        """The compiled program (see the ``OP_*`` constants); ``port_map`` as for ``action_word``."""
+        out = [action_word(a, port_map) for a in self.apply]
         if self.clear:
             out.append(OP_CLEAR_ACTIONS)
-        out += [action_word(a) | OP_WRITE for a in self.write]
+        out += [action_word(a, port_map) | OP_WRITE for a in self.write]
         if self.goto is not None:
             out.append(OP_GOTO_TABLE | self.goto << 8)
         return out
@@ -1188,6 +1192,20 @@ def append_queues(out: np.ndarray, out_start: np.ndarray, src: np.ndarray, src_s
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
+def count_flow(meta: np.ndarray, burst: np.ndarray, n: int, ft: np.ndarray, flow: int, now: int) -> None:
+    """Count ``burst[:n]`` as lookups of table 0 that matched flow index ``flow`` (the datapath's
+    NORMAL-only shortcut, which runs ``switch_burst`` without ``flow_burst``)."""
+    total = 0
+    for i in range(n):
+        total += meta[burst[i], META_LEN]
+    fo = ft[H_FL] + flow * FL_W
+    ft[fo + FL_PACKETS] += n
+    ft[fo + FL_BYTES] += total
+    ft[fo + FL_USED] = now
+    ft[ft[H_TB] + TB_LOOKUPS] += n
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
 def _carry(old_ft: np.ndarray, old_uids: np.ndarray, old_order: np.ndarray,
            new_ft: np.ndarray, new_uids: np.ndarray, new_order: np.ndarray) -> None:
     """Copy flow counters from the old compiled set to the new one, matching by uid (merge of two sorted lists)."""
@@ -1434,17 +1452,25 @@ class FlowTables:
         return gone
 
     # -------------------------------------------------------------- compilation
-    def compile(self) -> CompiledFlows:
-        """Build a new ``CompiledFlows`` from the current flows (the datapath keeps running the old one)."""
+    def compile(self, port_map: dict[int, int] | None = None) -> CompiledFlows:
+        """Build a new ``CompiledFlows`` from the current flows (the datapath keeps running the old one).
+
+        ``port_map``: OpenFlow port number -> dense datapath port, applied to ``in_port`` matches and
+        OUTPUT actions (flows keep OpenFlow numbers; ports absent from the map become ``NO_PORT``).
+        Without it the flows' port numbers are the dense ports."""
         flows = sorted(self.flows(), key=lambda f: (f.table_id, -f.priority, f.serial))
         n = len(flows)
         nt = self.n_tables
         progs: list[list[int]] = []
         groups: dict[tuple[int, tuple[tuple[int, int], ...]], list[int]] = {}
         union: dict[int, int] = {}
+        matches: list[tuple[tuple[int, int, int], ...]] = []
         for i, f in enumerate(flows):
-            progs.append(f.instructions.words())
+            progs.append(f.instructions.words(port_map))
             cols = f.match.columns()
+            if port_map is not None:
+                cols = tuple((c, port_map.get(v, NO_PORT) if c == K_IN_PORT else v, m) for c, v, m in cols)
+            matches.append(cols)
             sig = tuple((c, m) for c, _v, m in cols)
             groups.setdefault((f.table_id, sig), []).append(i)
             for c, _v, m in cols:
@@ -1516,7 +1542,7 @@ class FlowTables:
             for q, (c, m) in enumerate(sig):
                 ft[st + ST_F + 2 * q] = c
                 ft[st + ST_F + 2 * q + 1] = _s64(m)
-            vals = np.array([[_s64(v) for _c, v, _m in flows[i].match.columns()] for i in idx],
+            vals = np.array([[_s64(v) for _c, v, _m in matches[i]] for i in idx],
                             dtype=np.int64).reshape(len(idx), len(sig))
             _fill_buckets(ft, hofs, cap - 1, stride, vals, np.array(idx, dtype=np.int64))
             hofs += cap * stride

@@ -13,6 +13,15 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_flow_kernels() -> None:
+    """Compile the OpenFlow kernels into numba's cache before any daemon needs them: a switch started by a
+    test then loads them in milliseconds instead of compiling for ~20 s while ovs-ofctl waits."""
+    from vswitch.openflow.flows import warm_up
+
+    warm_up()
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """In CI (CI=true) a skipped test is a failure: a skip would hide a missing install."""
     if os.environ.get("CI") == "true" and report.skipped and report.when in ("setup", "call"):

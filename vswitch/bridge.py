@@ -10,6 +10,7 @@ import numpy as np
 from backends import open_port
 from backends.port import PORT_COUNTER_NAMES, PORT_DROP_REASONS, Port, PortError
 from classifier.drops import DROP_NAMES
+from classifier.flowtable import FDROP_NAMES, PF_DOWN, PF_LOCAL
 from classifier.l2table import (
     DEFAULT_AGING,
     DEFAULT_LIMIT,
@@ -28,6 +29,10 @@ from vswitch.datapath import Datapath
 from vswitch.vlan import VlanConfig, fill_vlan_map
 
 log = logging.getLogger(__name__)
+
+LOCAL_OFPORT = 65534      # the bridge's own internal port (OpenFlow LOCAL)
+#: flow-table drop reasons as counter names (prefixed: "tx_queue_full" is also a port's own reason)
+FLOW_DROP_NAMES = {i: f"flow_{name}" for i, name in FDROP_NAMES.items()}
 
 
 class BridgeError(Exception):
@@ -113,6 +118,8 @@ class Bridge:
     def _attach(self, bp: BridgePort) -> None:
         port_no = self.dp.attach(bp.port)
         fill_vlan_map(self.dp.vlan_map, port_no, bp.vlan, bp.admin_up)
+        self.dp.set_port_flag(port_no, PF_LOCAL, bp.ofport == LOCAL_OFPORT)
+        self.dp.set_port_flag(port_no, PF_DOWN, not bp.admin_up)
 
     def del_port(self, name: str) -> None:
         """Stop switching ``name``, forget its MACs and close the device."""
@@ -138,7 +145,12 @@ class Bridge:
         """Enable or disable forwarding on a port (OVS ``admin_state``)."""
         bp = self._port(name)
         bp.admin_up = up
-        self.dp.call(lambda: fill_vlan_map(self.dp.vlan_map, bp.port_no, bp.vlan, up))
+
+        def apply() -> None:
+            fill_vlan_map(self.dp.vlan_map, bp.port_no, bp.vlan, up)
+            self.dp.set_port_flag(bp.port_no, PF_DOWN, not up)
+
+        self.dp.call(apply)
 
     def _port(self, name: str) -> BridgePort:
         try:
@@ -219,19 +231,26 @@ class Bridge:
         row = self.dp.drops[bp.port_no]
         for reason, rname in DROP_NAMES.items():
             stats[rname] = int(row[reason])
-        stats["rx_dropped"] += int(row.sum())
+        frow = self.dp.fdrops[bp.port_no]
+        for reason, rname in FLOW_DROP_NAMES.items():
+            stats[rname] = int(frow[reason])
+        stats["rx_dropped"] += int(row.sum()) + int(frow.sum())
         return stats
 
     def drop_stats(self) -> dict[str, int]:
         """Every named drop reason summed over the bridge's ports."""
-        out = dict.fromkeys(list(DROP_NAMES.values()) + list(PORT_DROP_REASONS), 0)
+        out = dict.fromkeys(list(DROP_NAMES.values()) + list(FLOW_DROP_NAMES.values()) + list(PORT_DROP_REASONS), 0)
         for bp in self.ports.values():
             row = self.dp.drops[bp.port_no]
             for reason, rname in DROP_NAMES.items():
                 out[rname] += int(row[reason])
+            frow = self.dp.fdrops[bp.port_no]
+            for reason, rname in FLOW_DROP_NAMES.items():
+                out[rname] += int(frow[reason])
             for rname, i in PORT_DROP_REASONS.items():
                 out[rname] += int(bp.port.counters[i])
         out["mac_table_full"] = int(self.dp.l2_info[INFO_NAMES["table_full"]])
+        out.update(self.dp.dp_drops)
         return out
 
     def stats_table(self) -> str:

@@ -244,6 +244,8 @@ class Daemon:
                 self.next_retry = now + RETRY_INTERVAL
             if self.ports_changed and self.idl.has_ever_connected():
                 self.ports_changed = False
+                for agent in self.agents.values():   # link state: port_status to the controllers
+                    agent.ports_changed()
                 try:
                     self.write_back()
                 except Exception:  # noqa: BLE001 - reported; the next change or reconcile retries
@@ -330,9 +332,13 @@ class Daemon:
                 continue
             self._add_port(br, spec, row)
         for name, row in bridges.items():   # after the ports: a controller's first look sees them (and the dpid)
-            self.agents[name].fail_mode = _opt(row.fail_mode) or "standalone"
-            self.agents[name].set_controllers(
-                [(c.target, (_opt(c.inactivity_probe) or 5000) / 1000) for c in row.controller])
+            rates = [r for c in row.controller if (r := _opt(c.controller_rate_limit))]
+            bursts = [b for c in row.controller if (b := _opt(c.controller_burst_limit))]
+            agent = self.agents[name]
+            agent.ports_changed()
+            agent.configure(_opt(row.fail_mode) or "standalone",
+                            [(c.target, (_opt(c.inactivity_probe) or 5000) / 1000) for c in row.controller],
+                            max(rates) if rates else None, max(bursts) if bursts else None)
         self.write_back()
 
     def _add_port(self, br: Bridge, spec: PortSpec, row: object) -> None:
@@ -495,6 +501,7 @@ class Daemon:
         reg("version", "", 0, 0, self._cmd_version, None)
         reg("exit", "[--cleanup]", 0, 1, self._cmd_exit, None)
         reg("fdb/show", "bridge", 1, 1, self._cmd_fdb_show, None)
+        reg("ofproto/trace", "bridge br_flow", 1, 2, self._cmd_ofproto_trace, None)
         reg("fdb/flush", "[bridge]", 0, 1, self._cmd_fdb_flush, None)
         reg("fdb/stats-show", "bridge", 1, 1, self._cmd_fdb_stats_show, None)
         reg("dpif/show", "", 0, 0, self._cmd_dpif_show, None)
@@ -527,6 +534,23 @@ class Daemon:
     def _cmd_exit(self, conn: object, argv: list[str], _aux: object) -> None:
         self.stop_requested = True
         conn.reply(None)
+
+    def _cmd_ofproto_trace(self, conn: object, argv: list[str], _aux: object) -> None:
+        if len(argv) == 1:
+            name, _, spec = argv[0].partition(" ")
+            if name not in self.bridges and "=" in name:
+                if len(self.bridges) != 1:
+                    conn.reply_error("name the bridge: ofproto/trace BRIDGE FLOW\n")
+                    return
+                name, spec = next(iter(self.bridges)), argv[0]
+        else:
+            name, spec = argv
+        if self._bridge(conn, name) is None:
+            return
+        try:
+            conn.reply(self.agents[name].trace(spec))
+        except ValueError as e:
+            conn.reply_error(f"{e}\n")
 
     def _cmd_fdb_show(self, conn: object, argv: list[str], _aux: object) -> None:
         br = self._bridge(conn, argv[0])

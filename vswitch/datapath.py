@@ -4,9 +4,15 @@
         ┌────────── busy-poll while bursts come back non-empty ──────────┐
         ▼                                                                │
  rx_burst of every port ─► switch_burst (parse, VLAN, learn, lookup, sort) ─► tx_burst per port
-        ▲                                                                │
+        ▲          │  or, with OpenFlow flows:                           ▲
+        │          └► parse_burst ─► flow_burst ─► NORMAL list ─► switch_burst ┘
+        │                                 └─► packet-ins (rate-limited) ─► OpenFlow agent
         └─ epoll on the ports' wake-up fds + the control eventfd ◄── fewer than BUSY_FRAMES
 ```
+
+Flow tables (``classifier.flowtable``) are compiled by the OpenFlow agent and swapped in between
+bursts (``set_flows``). A bridge whose only flow is ``priority=0 actions=NORMAL`` (OVS's default), or
+a standalone bridge that lost its controller (fail-open), runs ``switch_burst`` alone.
 
 The datapath thread owns every array it touches (pool, keys, L2 table, VLAN map, queues).
 The control side never writes them: it queues a function with ``call()`` and the datapath
@@ -34,6 +40,27 @@ from backends.pool import PacketPool
 from backends.port import Port
 from classifier import parse as _parse
 from classifier.drops import N_DROPS
+from classifier.flowtable import (
+    N_EXTRA,
+    N_FDROPS,
+    N_NORMAL,
+    N_PKTIN,
+    PF_DOWN,
+    SIDE_EXTRA,
+    SIDE_N,
+    SIDE_NORMAL,
+    SIDE_PI_FLOW,
+    SIDE_PI_MAX_LEN,
+    SIDE_PI_REASON,
+    SIDE_PI_SLOT,
+    CompiledFlows,
+    FlowTables,
+    append_queues,
+    count_flow,
+    flow_burst,
+    make_emc,
+    make_side,
+)
 from classifier.keys import NKEYS
 from classifier.l2switch import switch_burst
 from classifier.l2table import (
@@ -47,6 +74,7 @@ from classifier.l2table import (
     l2_flush,
     make_l2table,
 )
+from classifier.parse import parse_burst
 
 if (POOL_META_LEN, POOL_META_IN_PORT) != (_parse.META_LEN, _parse.META_IN_PORT):
     raise ImportError("backends.pool and classifier.parse disagree on the slot metadata layout")
@@ -57,6 +85,27 @@ BURST = 256              # frames taken from one port per poll
 MAX_BURST = 1024         # frames switched per iteration, over all ports
 BUSY_FRAMES = 32         # an iteration moving this many frames makes the next one poll every port
 AGING_TICK = 1.0         # seconds between aging passes (and the longest epoll wait)
+PACKET_IN_RATE = 1000    # packet-ins per second to the controllers unless Controller.controller_rate_limit says
+PACKET_IN_BURST = 250
+PACKET_IN_QUEUE = 1024   # packet-ins waiting for the agent, at most
+
+#: drops of the datapath that belong to no ingress port (VPP-style named counters)
+DP_DROP_NAMES = ("packet_in_rate_limited", "packet_in_queue_full", "normal_queue_full", "packet_out_no_free_slot",
+                 "packet_out_normal_without_in_port")
+
+
+class PacketIn:
+    """A frame for the controllers: its first bytes, where it came from and which flow sent it."""
+
+    __slots__ = ("data", "total_len", "port_no", "flow", "reason", "table_id")
+
+    def __init__(self, data: bytes, total_len: int, port_no: int, flow: object, reason: int, table_id: int) -> None:
+        self.data = data
+        self.total_len = total_len
+        self.port_no = port_no      # dense datapath port (-1: a packet-out from the controller)
+        self.flow = flow            # classifier.flowtable.Flow
+        self.reason = reason        # OFPR_*
+        self.table_id = table_id
 
 
 class PmdStats:
@@ -104,6 +153,24 @@ class Datapath:
         self.ports: list[Port | None] = []
         self.vlan_map = np.zeros((0, 2, 4096), dtype=np.int16)
         self.drops = np.zeros((0, N_DROPS), dtype=np.int64)
+        self.port_flags = np.zeros(0, dtype=np.int64)    # flowtable PF_* per port
+        self.fdrops = np.zeros((0, N_FDROPS), dtype=np.int64)  # flow-table drops by ingress port
+        self.dp_drops = dict.fromkeys(DP_DROP_NAMES, 0)
+        # OpenFlow: the live compiled flows (None: no flow tables, every frame goes to NORMAL)
+        self.flows: CompiledFlows | None = None
+        self.flow_tables: FlowTables | None = None
+        self.normal_flow = -1    # >= 0: the only flow is priority-0 NORMAL (its index): switch_burst alone
+        self.bypass = False      # fail-open: switch_burst alone, flows kept but not used
+        self.emc = make_emc()
+        self.side = make_side(2 * MAX_BURST)
+        self.side_normal = self.side[SIDE_NORMAL]
+        self.side_extra = self.side[SIDE_EXTRA]
+        self.packet_ins: collections.deque[PacketIn] = collections.deque()
+        self.on_packet_in: Callable[[], None] = lambda: None
+        self.pi_rate = float(PACKET_IN_RATE)
+        self.pi_burst = float(PACKET_IN_BURST)
+        self._pi_tokens = self.pi_burst
+        self._pi_last = time.monotonic()
         self._alloc_queues(0)
         # Load (or compile) the kernels now, not in the first burst.
         switch_burst(self.pool.data, self.pool.meta, self.burst, 0, self.keys, self.l2, self.l2_info,
@@ -165,6 +232,9 @@ class Datapath:
         self.out_slots = self.out[0]
         self.out_vlans = self.out[1]
         self.out_start = np.zeros((2, n_ports + 1), dtype=np.int32)
+        # switch_burst's queues for the frames flows hand to NORMAL (merged into ``out`` afterwards)
+        self.out2 = np.zeros((2, 2 * MAX_BURST * max(1, n_ports)), dtype=np.int32)
+        self.out_start2 = np.zeros((2, n_ports + 1), dtype=np.int32)
 
     def attach(self, port: Port) -> int:
         """Give ``port`` the lowest free port number and start polling it; returns the number."""
@@ -179,9 +249,15 @@ class Datapath:
             vlan_map[n - 1] = -1
             drops = np.zeros((n, N_DROPS), dtype=np.int64)
             drops[: n - 1] = self.drops
-            self.vlan_map, self.drops = vlan_map, drops
+            fdrops = np.zeros((n, N_FDROPS), dtype=np.int64)
+            fdrops[: n - 1] = self.fdrops
+            flags = np.full(n, PF_DOWN, dtype=np.int64)
+            flags[: n - 1] = self.port_flags
+            self.vlan_map, self.drops, self.fdrops, self.port_flags = vlan_map, drops, fdrops, flags
             self._alloc_queues(n)
         self.drops[port_no] = 0
+        self.fdrops[port_no] = 0
+        self.port_flags[port_no] = 0
         port.port_no = port_no
         self.ports[port_no] = port
         for fd in port.wakeup_fds():
@@ -196,6 +272,7 @@ class Datapath:
             if self._fd_port.pop(fd, None) is not None:
                 self._epoll.unregister(fd)
         self.vlan_map[port_no] = -1
+        self.port_flags[port_no] = PF_DOWN
         self.ports[port_no] = None
         l2_flush(self.l2, self.l2_info, port_no, True)
 
@@ -210,15 +287,125 @@ class Datapath:
                 total += port.rx_burst(pool, burst, total, min(BURST, MAX_BURST - total))
         if total == 0:
             return 0
-        switch_burst(pool.data, pool.meta, burst, total, self.keys, self.l2, self.l2_info,
-                     self.vlan_map, self.now(), self.drops, self.out, self.out_start)
+        flows = self.flows
+        now = self.now()
+        if flows is None or self.bypass or self.normal_flow >= 0:
+            switch_burst(pool.data, pool.meta, burst, total, self.keys, self.l2, self.l2_info,
+                         self.vlan_map, now, self.drops, self.out, self.out_start)
+            if flows is not None and not self.bypass:
+                count_flow(pool.meta, burst, total, flows.ft, self.normal_flow, now)
+            self._transmit()
+        else:
+            self._flow_burst(flows, burst, total, self.port_flags, self.fdrops, now)
+        pool.free(burst, total)
+        return total
+
+    def _transmit(self) -> None:
+        pool = self.pool
         start, count = self.out_start
         out_slots, out_vlans = self.out_slots, self.out_vlans
         for port_no, port in enumerate(self.ports):
             if count[port_no] and port is not None:
                 port.tx_burst(pool, out_slots, out_vlans, int(start[port_no]), int(count[port_no]))
-        pool.free(burst, total)
-        return total
+
+    def _flow_burst(self, flows: CompiledFlows, burst: np.ndarray, n: int, port_flags: np.ndarray,
+                    fdrops: np.ndarray, now: int, normal: bool = True) -> None:
+        """The OpenFlow pipeline over ``burst[:n]``, NORMAL, packet-ins and transmit (the burst stays
+        allocated; the fresh slots the actions took are freed)."""
+        pool = self.pool
+        side = self.side
+        parse_burst(pool.data, pool.meta, burst, n, self.keys)
+        flow_burst(pool.data, pool.meta, burst, n, self.keys, flows.ft, self.emc, port_flags, now, fdrops,
+                   self.out, self.out_start, side, pool.free_stack, pool.free_top)
+        n_normal = int(side[SIDE_N, N_NORMAL])
+        if n_normal:
+            if normal:
+                switch_burst(pool.data, pool.meta, self.side_normal, n_normal, self.keys, self.l2, self.l2_info,
+                             self.vlan_map, now, self.drops, self.out2, self.out_start2)
+                lost = append_queues(self.out, self.out_start, self.out2, self.out_start2)
+                if lost:
+                    self.dp_drops["normal_queue_full"] += lost
+            else:
+                self.dp_drops["packet_out_normal_without_in_port"] += n_normal
+        n_pi = int(side[SIDE_N, N_PKTIN])
+        if n_pi:
+            self._packet_ins(flows, n_pi)
+        self._transmit()
+        n_extra = int(side[SIDE_N, N_EXTRA])
+        if n_extra:
+            pool.free(self.side_extra, n_extra)
+
+    def _packet_ins(self, flows: CompiledFlows, n: int) -> None:
+        """Copy up to the rate limit's worth of packet-ins for the agent; count the rest by reason."""
+        t = time.monotonic()
+        self._pi_tokens = min(self.pi_burst, self._pi_tokens + (t - self._pi_last) * self.pi_rate)
+        self._pi_last = t
+        take = min(n, int(self._pi_tokens))
+        if take < n:
+            self.dp_drops["packet_in_rate_limited"] += n - take
+        room = PACKET_IN_QUEUE - len(self.packet_ins)
+        if take > room:
+            self.dp_drops["packet_in_queue_full"] += take - room
+            take = max(room, 0)
+        if take <= 0:
+            return
+        self._pi_tokens -= take
+        side, data, meta = self.side, self.pool.data, self.pool.meta
+        for i in range(take):   # a packet-in is a slow-path message: per-frame Python, bounded by the rate
+            slot = int(side[SIDE_PI_SLOT, i])
+            length = int(meta[slot, POOL_META_LEN])
+            keep = min(length, int(side[SIDE_PI_MAX_LEN, i]))
+            reason = int(side[SIDE_PI_REASON, i])
+            self.packet_ins.append(PacketIn(bytes(data[slot, :keep]), length, int(meta[slot, POOL_META_IN_PORT]),
+                                            flows.flows[int(side[SIDE_PI_FLOW, i])], reason & 0xFF, reason >> 8))
+        self.on_packet_in()
+
+    # ------------------------------------------------------------ OpenFlow (datapath thread, via call())
+    def set_flows(self, tables: FlowTables, compiled: CompiledFlows, normal_flow: int, bypass: bool) -> None:
+        """Make ``compiled`` the live flows (counters carried over); ``normal_flow`` >= 0 when it is only
+        the priority-0 NORMAL flow; ``bypass``: fail-open, NORMAL for every frame."""
+        tables.activate(compiled)
+        self.flow_tables = tables
+        self.flows = compiled
+        self.normal_flow = normal_flow
+        self.bypass = bypass
+
+    def set_port_flag(self, port_no: int, flag: int, on: bool) -> None:
+        """Set or clear a ``PF_*`` flag of a port (LOCAL, down)."""
+        if 0 <= port_no < len(self.port_flags):
+            if on:
+                self.port_flags[port_no] |= flag
+            else:
+                self.port_flags[port_no] &= ~flag
+
+    def packet_out(self, frame: bytes, port_no: int, program: CompiledFlows) -> None:
+        """Send ``frame`` through ``program`` (a compiled one-flow table of the packet-out's actions, or
+        the live flows for ``output:TABLE``) as if received on ``port_no`` (-1: from the controller, on
+        no port). Runs on the datapath thread (``call``)."""
+        pool = self.pool
+        one = np.zeros(1, dtype=np.int32)
+        if pool.alloc(one, 0, 1) != 1:
+            self.dp_drops["packet_out_no_free_slot"] += 1
+            return
+        saved = None
+        try:
+            flags, fdrops = self.port_flags, self.fdrops
+            if port_no < 0:   # one extra port, down, stands for the controller
+                n = len(self.port_flags)
+                flags = np.append(self.port_flags, PF_DOWN).astype(np.int64)
+                fdrops = np.zeros((n + 1, N_FDROPS), dtype=np.int64)
+                saved = self.out, self.out_start
+                self.out = np.zeros((2, MAX_BURST * (n + 1)), dtype=np.int32)
+                self.out_start = np.zeros((2, n + 2), dtype=np.int32)
+                self.out_slots, self.out_vlans = self.out[0], self.out[1]
+                port_no = n
+            pool.put(int(one[0]), frame[: pool.slot_size], port_no)
+            self._flow_burst(program, one, 1, flags, fdrops, self.now(), normal=saved is None)
+        finally:
+            if saved is not None:
+                self.out, self.out_start = saved
+                self.out_slots, self.out_vlans = self.out[0], self.out[1]
+            pool.free(one, 1)
 
     def _run_calls(self) -> None:
         while self._calls:

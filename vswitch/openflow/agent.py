@@ -1,12 +1,22 @@
 """The OpenFlow agent of one bridge: the management socket ``<rundir>/<bridge>.mgmt`` that ovs-ofctl uses.
 
 ```
- ovs-ofctl ──unix──► <rundir>/br0.mgmt ──► OfAgent thread (selectors) ──► OfConnection per client
+ ovs-ofctl ──unix──► <rundir>/br0.mgmt ──┐
+ controllers ◄─tcp/unix (active/passive)─┴► OfAgent thread (selectors) ──► OfConnection per client
                                                │  hello (version 1.3 / 1.0), echo, features, config,
-                                               │  barrier, role, multipart / stats (desc, port_desc,
-                                               │  port_stats, table, flow, aggregate), port_mod
-                                               └─► Bridge (ports, counters) / flow tables
+                                               │  barrier, role, flow_mod, packet_out, port_mod,
+                                               │  multipart / stats (desc, port_desc, port_stats,
+                                               │  table, table_features, flow, aggregate)
+                                               ├─► BridgeFlows (flow tables ─► datapath)
+                                               ◄── packet-ins, flow expiry, port changes ─► port_status,
+                                                   packet_in, flow_removed to the controllers
 ```
+
+Fail modes as OVS has them: a bridge without controllers in ``standalone`` mode gets the flow
+``priority=0 actions=NORMAL``; in ``secure`` mode it gets none (nothing is forwarded until flows are
+added). Flows are flushed whenever the bridge gains its first or loses its last controller, or the
+fail mode changes while it has none. A ``standalone`` bridge whose controllers are all disconnected
+fails open: it forwards as a learning switch (NORMAL) until one connects again.
 
 Every message is decoded by ``vswitch.openflow.codec``; whatever cannot be decoded or is not
 supported gets an OFPT_ERROR (type and code as OpenFlow says, the first 64 bytes of the offending
@@ -16,6 +26,7 @@ means everything before it was applied.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
@@ -26,8 +37,10 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
+from classifier.flowtable import N_TABLES, OFPR_NO_MATCH, OFPRR_DELETE
 from vswitch.openflow.codec import (
     MP_AGGREGATE,
     MP_DESC,
@@ -38,6 +51,7 @@ from vswitch.openflow.codec import (
     MP_TABLE_FEATURES,
     OFP10,
     OFP13,
+    OFP_NO_BUFFER,
     OFPBRC_BAD_MULTIPART,
     OFPBRC_BAD_TYPE,
     OFPBRC_BAD_VERSION,
@@ -49,6 +63,7 @@ from vswitch.openflow.codec import (
     encode,
     split,
 )
+from vswitch.openflow.flows import BridgeFlows, port_wire
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +76,17 @@ OFPPS13_LIVE = 4
 OFPC_FLOW_STATS, OFPC_TABLE_STATS, OFPC_PORT_STATS = 1, 2, 4
 OFPPF_10GB_FD = 1 << 6   # 1.3 numbering (1.0: 1 << 6 too)
 OFPPF_COPPER = 1 << 11   # 1.3 (1.0: 1 << 7)
-N_TABLES = 254
+ROLE_SLAVE = 3
+OFPBRC_IS_SLAVE = 10
+OFPET_PORT_MOD_FAILED = 7
+EXPIRE_TICK = 1.0         # seconds between flow-timeout passes
 PROBE_INTERVAL = 5.0      # seconds of silence before an echo request (Controller.inactivity_probe)
 MAX_BACKOFF = 8.0         # seconds between connection attempts, at most
 MAX_RECV = 1 << 20        # a connection that buffers more than this without a whole message is dropped
+
+
+class _Stop(Exception):
+    """The agent thread is asked to end."""
 
 
 def _version_bitmap(versions: tuple[int, ...]) -> int:
@@ -92,8 +114,31 @@ class OfConnection:
         self.sock.sendall(encode(msg))
 
     def error(self, version: int, xid: int, err_type: int, code: int, data: bytes) -> None:
-        """An OFPT_ERROR carrying the first 64 bytes of the message it answers."""
+        """An OFPT_ERROR carrying the first 64 bytes of the message it answers (1.3 numbers, translated
+        for OpenFlow 1.0)."""
+        if version == OFP10:
+            err_type, code = _error10(err_type, code)
         self.send(Msg(version, "error", xid, {"err_type": err_type, "code": code, "data": data[:64]}))
+
+    @property
+    def is_controller(self) -> bool:
+        """A controller connection that receives asynchronous messages (not a slave, not ovs-ofctl)."""
+        return self.target is not None and bool(self.version) and self.role != ROLE_SLAVE
+
+
+def _error10(err_type: int, code: int) -> tuple[int, int]:
+    """An OpenFlow 1.3 error (type, code) as OpenFlow 1.0 numbers it."""
+    if err_type in (0, 1):          # hello failed, bad request: same numbers for what 1.0 has
+        return err_type, code if code <= 8 else 1
+    if err_type == 2:               # bad action
+        return 2, code if code <= 8 else 5
+    if err_type == 5 and code == 3:  # flow-mod failed: overlap
+        return 3, 1
+    if err_type == 7:               # port-mod failed
+        return 4, code
+    if err_type in (3, 4, 5):       # bad instruction, bad match, other flow-mod failures: unsupported
+        return 3, 5
+    return err_type, code
 
 
 class Controller:
@@ -166,37 +211,105 @@ class OfAgent:
         #: ``Bridge.fail_mode``: "standalone" (NORMAL forwarding without a controller) or "secure"
         self.fail_mode = "standalone"
         self._wanted: list[tuple[str, float]] | None = None
+        self._wanted_mode = "standalone"
+        self._mode: tuple[str, bool] | None = None      # (fail mode, has controllers) the flows were set up for
+        self._ports_dirty = True
+        self._port_descs: dict[int, dict[str, Any]] = {}
+        self._last_expire = 0.0
+        self._calls: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
+        self.flows = BridgeFlows(bridge, N_TABLES)
+        bridge.dp.on_packet_in = self._wake_for_packet_in
         self._thread = threading.Thread(target=self._run, name=f"openflow-{bridge.name}", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------ loop
+    def _wake_for_packet_in(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._stop_w, b"p")
+
     def _run(self) -> None:
         while True:
-            for key, _events in self.sel.select(timeout=0.5):
-                if key.data == "stop":
-                    if os.read(self._stop_r, 64).count(b"x"):
-                        return
-                    continue   # a wake-up: controllers changed
-                if key.data == "listen":
-                    self._accept(self.listener, None)
-                elif isinstance(key.data, Controller):
-                    ctl = key.data
-                    if ctl.passive:
-                        self._accept(ctl.listener, ctl)
-                    else:
-                        self._connected(ctl)
+            try:
+                self._iteration()
+            except _Stop:
+                return
+            except Exception:  # a bug must not stop the agent for good: log, go on
+                log.exception("openflow %s: agent iteration failed", self.bridge.name)
+                time.sleep(0.1)
+
+    def _iteration(self) -> None:
+        due = self.flows.due_in()
+        timeout = 0.5 if due is None else min(0.5, due)
+        for key, _events in self.sel.select(timeout=timeout):
+            if key.data == "stop":
+                if os.read(self._stop_r, 4096).count(b"x"):
+                    raise _Stop
+                continue   # a wake-up: controllers, ports or packet-ins
+            if key.data == "listen":
+                self._accept(self.listener, None)
+            elif isinstance(key.data, Controller):
+                ctl = key.data
+                if ctl.passive:
+                    self._accept(ctl.listener, ctl)
                 else:
-                    self._readable(key.data)
-            self._maintain()
+                    self._connected(ctl)
+            else:
+                self._readable(key.data)
+        self._maintain()
+        self._deliver_packet_ins()
+        while self._calls:
+            fn, fut = self._calls.popleft()
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(exc)
 
     def set_controllers(self, targets: list[tuple[str, float]]) -> None:
         """``Bridge.controller``: ``(target, inactivity probe seconds)`` pairs; applied by the agent thread."""
         self._wanted = list(targets)
         os.write(self._stop_w, b"w")
 
+    def configure(self, fail_mode: str, targets: list[tuple[str, float]], rate_limit: int | None = None,
+                  burst_limit: int | None = None) -> None:
+        """``Bridge.fail_mode`` and ``Bridge.controller`` (with the packet-in rate limit of the controllers)."""
+        self._wanted_mode = fail_mode if fail_mode in ("standalone", "secure") else "standalone"
+        dp = self.bridge.dp
+        if rate_limit:
+            dp.pi_rate = float(max(100, rate_limit))
+            dp.pi_burst = float(max(1, burst_limit or rate_limit // 4))
+        else:
+            from vswitch.datapath import PACKET_IN_BURST, PACKET_IN_RATE
+
+            dp.pi_rate, dp.pi_burst = float(PACKET_IN_RATE), float(PACKET_IN_BURST)
+        self.set_controllers(targets)
+
+    def trace(self, spec: str, timeout: float = 10.0) -> str:
+        """``ofproto/trace`` of the flow ``spec`` (run on the agent thread, which owns the flow tables)."""
+        fut: Future = Future()
+        self._calls.append((lambda: self.flows.trace(spec), fut))
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._stop_w, b"w")
+        return fut.result(timeout)
+
+    def ports_changed(self) -> None:
+        """The bridge's ports changed: recompile the flows' port map, tell the controllers (agent thread)."""
+        self._ports_dirty = True
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._stop_w, b"w")
+
     def _maintain(self) -> None:
-        """Apply a new controller list, (re)connect with backoff, probe idle connections."""
+        """Apply a new controller list and fail mode, (re)connect with backoff, probe idle connections,
+        follow port changes, expire flows."""
         now = time.monotonic()
+        if self._ports_dirty:
+            self._ports_dirty = False
+            self.flows.refresh_ports()
+            self._port_status()
+        if now - self._last_expire >= EXPIRE_TICK:
+            self._last_expire = now
+            for stats, reason in self.flows.expire():
+                self._send_async(lambda v, stats=stats, reason=reason: Msg(
+                    v, "flow_removed", 0, self.flows.flow_removed(v, stats, reason)))
         if self._wanted is not None:
             wanted, self._wanted = {t: p for t, p in self._wanted}, None
             for target in list(self.controllers):
@@ -209,6 +322,7 @@ class OfAgent:
                     except ValueError as e:
                         log.warning("%s", e)
             self.changed()
+        self._apply_mode()
         for ctl in self.controllers.values():
             if ctl.passive and ctl.listener is None and now >= ctl.next_try:
                 self._listen(ctl)
@@ -226,6 +340,70 @@ class OfAgent:
                 conn.probe_sent = now
                 with contextlib.suppress(OSError):
                     conn.send(Msg(conn.version, "echo_request", 0, {"data": b""}))
+        connected = any(c.conn is not None and c.conn.version for c in self.controllers.values())
+        self.flows.set_bypass(self.fail_mode == "standalone" and bool(self.controllers) and not connected)
+
+    def _apply_mode(self) -> None:
+        """OVS's flushes: on gaining the first / losing the last controller, or a fail-mode change without
+        controllers; then ``priority=0 actions=NORMAL`` for a standalone bridge without controllers."""
+        if self._wanted is not None:
+            return   # the controller list is about to change: decide after it has
+        has = bool(self.controllers)
+        mode = (self._wanted_mode, has)
+        if mode == self._mode:
+            return
+        old, self._mode = self._mode, mode
+        self.fail_mode = self._wanted_mode
+        if old is None or old[1] != has or not has:
+            self.flows.reset(default_normal=not has and self.fail_mode == "standalone")
+            self.flows.push()
+
+    def _send_async(self, make: Callable[[int], Msg]) -> None:
+        """Send an asynchronous message (built per version) to every controller connection."""
+        for conn in list(self.conns.values()):
+            if conn.is_controller:
+                try:
+                    conn.send(make(conn.version))
+                except OSError:
+                    self._close(conn)
+
+    def _port_status(self) -> None:
+        """port_status ADD / DELETE / MODIFY for what changed since the last look."""
+        now = {p["port_no"]: p for p in self._ports(OFP13)}
+        old, self._port_descs = self._port_descs, now
+        for no in sorted(set(old) | set(now)):
+            if old.get(no) == now.get(no):
+                continue
+            reason, desc = (0, now[no]) if no not in old else (1, old[no]) if no not in now else (2, now[no])
+            self._send_async(lambda v, reason=reason, desc=desc: Msg(v, "port_status", 0, {
+                "reason": reason, "desc": desc if v == OFP13 else self._desc10(desc)}))
+
+    @staticmethod
+    def _desc10(desc: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in desc.items() if k not in ("curr_speed", "max_speed")}
+        out["port_no"] = port_wire(OFP10, desc["port_no"])
+        out["state"] = desc["state"] & 1
+        out["curr"] = (desc["curr"] & 0x7F) | (0x80 if desc["curr"] & (1 << 11) else 0)
+        return out
+
+    def _deliver_packet_ins(self) -> None:
+        """Hand the datapath's packet-ins to the controllers."""
+        dp = self.bridge.dp
+        while dp.packet_ins:
+            pi = dp.packet_ins.popleft()
+            in_port = self.flows.ofport_of(pi.port_no)
+            reason = OFPR_NO_MATCH if pi.reason == OFPR_NO_MATCH else pi.reason
+
+            def make(v: int, pi: Any = pi, in_port: int = in_port, reason: int = reason) -> Msg:
+                if v == OFP13:
+                    return Msg(v, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
+                                                   "reason": reason, "table_id": pi.table_id,
+                                                   "cookie": pi.flow.cookie, "match": {"in_port": in_port},
+                                                   "data": pi.data})
+                return Msg(v, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
+                                               "in_port": port_wire(OFP10, in_port), "reason": reason,
+                                               "data": pi.data})
+            self._send_async(make)
 
     def _listen(self, ctl: Controller) -> None:
         s = socket.socket(ctl.family(), socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -426,7 +604,20 @@ class OfAgent:
         pass
 
     def _on_barrier_request(self, conn: OfConnection, msg: Msg) -> None:
+        self.flows.barrier()
         conn.send(Msg(conn.version, "barrier_reply", msg.xid))
+
+    def _on_flow_mod(self, conn: OfConnection, msg: Msg) -> None:
+        if conn.role == ROLE_SLAVE:
+            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot modify flows")
+        for stats in self.flows.flow_mod(conn.version, msg):
+            self._send_async(lambda v, stats=stats: Msg(v, "flow_removed", 0,
+                                                        self.flows.flow_removed(v, stats, OFPRR_DELETE)))
+
+    def _on_packet_out(self, conn: OfConnection, msg: Msg) -> None:
+        if conn.role == ROLE_SLAVE:
+            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot send packets")
+        self.flows.packet_out(conn.version, msg)
 
     def _on_features_request(self, conn: OfConnection, msg: Msg) -> None:
         caps = OFPC_FLOW_STATS | OFPC_TABLE_STATS | OFPC_PORT_STATS
@@ -460,8 +651,11 @@ class OfAgent:
 
     def _on_port_mod(self, conn: OfConnection, msg: Msg) -> None:
         bp = self._port_by_ofport(conn.version, msg.port_no)
-        if bp is not None and msg.mask & OFPPC_PORT_DOWN:
+        if bp is None:
+            raise OfpError(OFPET_PORT_MOD_FAILED, 0, f"port_mod: no port {msg.port_no}")
+        if msg.mask & OFPPC_PORT_DOWN:
             self.bridge.set_admin_state(bp.name, not msg.config & OFPPC_PORT_DOWN)
+            self._port_status()
             self.changed()
 
     def _on_multipart_request(self, conn: OfConnection, msg: Msg) -> None:
@@ -490,7 +684,7 @@ class OfAgent:
             body = [{"table_id": t, "name": f"table{t}", "metadata_match": 0, "metadata_write": 0, "config": 0,
                      "max_entries": 1_000_000, "properties": props} for t in range(N_TABLES)]
         elif kind in (MP_FLOW, MP_AGGREGATE):
-            flows = self._flow_stats(v, msg.body)
+            flows = self.flows.flow_stats(v, msg.body)
             if kind == MP_FLOW:
                 body = flows
             else:
@@ -502,7 +696,7 @@ class OfAgent:
 
     # ------------------------------------------------------------ bridge views
     def _sorted_ports(self) -> list[Any]:
-        return sorted(self.bridge.ports.values(), key=lambda bp: bp.ofport)
+        return sorted(list(self.bridge.ports.values()), key=lambda bp: bp.ofport)
 
     @staticmethod
     def _ofport(version: int, bp: Any) -> int:
@@ -543,13 +737,13 @@ class OfAgent:
         return out
 
     def _table_stats(self, version: int) -> list[dict[str, Any]]:
+        stats = self.flows.table_stats()
         if version == OFP13:
-            return [{"table_id": t, "active_count": 0, "lookup_count": 0, "matched_count": 0} for t in range(N_TABLES)]
-        return [{"table_id": 0, "name": "classifier", "wildcards": 0x3FFFFF, "max_entries": 1_000_000,
-                 "active_count": 0, "lookup_count": 0, "matched_count": 0}]
-
-    def _flow_stats(self, version: int, request: dict[str, Any]) -> list[dict[str, Any]]:
-        return []
+            return [{"table_id": t, "active_count": n, "lookup_count": lookups, "matched_count": matched}
+                    for t, n, lookups, matched in stats]
+        return [{"table_id": t, "name": f"table{t}", "wildcards": 0x3FFFFF, "max_entries": 1_000_000,
+                 "active_count": n, "lookup_count": lookups, "matched_count": matched}
+                for t, n, lookups, matched in stats]
 
 
 def _version() -> str:

@@ -1,0 +1,207 @@
+"""``python -m bench openflow``: OpenFlow flow install rate and forwarding with N flows, pyvswitch vs OVS netdev.
+
+Method: the ``bench forward`` topology (generator and sink namespaces, veth ports, switch on CPU 1,
+traffic on CPU 0). Each switch runs from OVSDB: ``pyvswitch run`` (its own ovsdb-server) or
+``ovsdb-server`` + ``ovs-vswitchd`` with a ``datapath_type=netdev`` bridge; the bridge is
+``fail_mode=secure`` with the two veths as ofports 1 and 2. For each flow count N, the switch starts
+afresh and ``ovs-ofctl -O OpenFlow13 add-flows`` installs N flows from a file (one flow-mod and one
+barrier per round trip, as ovs-ofctl does): N-1 flows in three shapes the traffic never matches
+(``ip,nw_dst=A`` priority 300, ``dl_dst=M`` priority 200, ``tcp,nw_src=A,tp_dst=80`` priority 100)
+and ``priority=1,in_port=1,actions=output:2``, so each frame's lookup visits every subtable before
+the one flow that forwards it. The install time is timed end to end (``flows_per_s``). Then
+64-byte frames at the generator's full rate; ``mpps`` is the median forwarded rate over
+``--repeat`` windows. The row ``flows=0`` is the L2-only rate: a standalone bridge with its default
+``priority=0 actions=NORMAL`` flow. ``ratio_l2`` is a row's rate over the same switch's L2-only
+rate; ``ratio_ovs`` is pyvswitch over OVS at the same N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    Cleanup,
+    PlotSpec,
+    Progress,
+    add_output_args,
+    log,
+    machine_info,
+    run,
+    signals_raise,
+    write_results,
+)
+from bench.forward import (
+    PYVSWITCH,
+    SWITCH_CPU,
+    TRAFFIC_CPU,
+    OvsNetdev,
+    Switch,
+    Topology,
+    _in_sw_ns_on_cpu,
+    build_topology,
+    learn,
+    measure,
+)
+
+DEFAULT_FLOWS = "10,1000,100000"
+
+
+class PyVSwitchDaemon(Switch):
+    """``pyvswitch run`` (OVSDB-driven, with its OpenFlow agent) in the switch namespace on CPU 1."""
+
+    name = "pyvswitch"
+
+    def __init__(self, binary: Path = PYVSWITCH) -> None:
+        self.binary = binary
+        self.proc: subprocess.Popen[str] | None = None
+        self.rundir = ""
+        self.env: dict[str, str] = {}
+
+    def start(self, topo: Topology, cl: Cleanup) -> None:
+        self.rundir = tempfile.mkdtemp(prefix="pvb-of-")
+        rd = self.rundir
+        cl.push("pyvswitch rundir", lambda: shutil.rmtree(rd, ignore_errors=True))
+        self.env = dict(os.environ, OVS_RUNDIR=rd)
+        self.proc = cl.popen(_in_sw_ns_on_cpu([str(self.binary), "run", "--rundir", rd], SWITCH_CPU), "pyvswitch",
+                             signal.SIGTERM, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True)
+        assert self.proc.stdout is not None
+        if "running" not in self.proc.stdout.readline():
+            raise RuntimeError("pyvswitch run did not start")
+        a, b = topo.sw_ports
+        run(["ovs-vsctl", "--timeout=60", "add-br", "br0", "--", "add-port", "br0", a, "--", "set", "Interface", a,
+             "ofport_request=1", "--", "add-port", "br0", b, "--", "set", "Interface", b, "ofport_request=2"],
+            env=self.env)
+
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def version(self) -> str:
+        try:
+            from importlib.metadata import version
+
+            return version("pyvswitch")
+        except Exception:  # noqa: BLE001
+            return "unknown"
+
+    def cpu_note(self) -> str:
+        return "pyvswitch run pinned to CPU 1 (its ovsdb-server too)"
+
+
+def flow_file(path: str, n: int) -> None:
+    """``n`` flows: ``n - 1`` that 64-byte test frames never match, in three shapes, and the one that forwards."""
+    with open(path, "w") as f:
+        for i in range(n - 1):
+            a, b, c = i >> 16 & 255, i >> 8 & 255, i & 255
+            shape = i % 3
+            if shape == 0:
+                f.write(f"priority=300,ip,nw_dst=10.{a}.{b}.{c},actions=output:2\n")
+            elif shape == 1:
+                f.write(f"priority=200,dl_dst=0a:00:00:{a:02x}:{b:02x}:{c:02x},actions=output:2\n")
+            else:
+                f.write(f"priority=100,tcp,nw_src=172.{a}.{b}.{c},tp_dst=80,actions=output:2\n")
+        f.write("priority=1,in_port=1,actions=output:2\n")
+
+
+def install(sw: Switch, n: int) -> dict[str, Any]:
+    """Install ``n`` flows with ovs-ofctl add-flows; (seconds, flows/s); checks the count."""
+    env = sw.env  # type: ignore[attr-defined]
+    if n == 0:
+        run(["ovs-vsctl", "--timeout=30", "set-fail-mode", "br0", "standalone"], env=env)
+        return {"install_s": None, "flows_per_s": None}
+    run(["ovs-vsctl", "--timeout=30", "set-fail-mode", "br0", "secure"], env=env)
+    time.sleep(0.5)
+    path = os.path.join(sw.rundir, "flows.txt")  # type: ignore[attr-defined]
+    flow_file(path, n)
+    t = time.perf_counter()
+    run(["ovs-ofctl", "-O", "OpenFlow13", "--timeout=3600", "add-flows", "br0", path], env=env)
+    dt = time.perf_counter() - t
+    agg = run(["ovs-ofctl", "-O", "OpenFlow13", "dump-aggregate", "br0"], env=env).stdout
+    if f"flow_count={n}" not in agg:
+        raise RuntimeError(f"{sw.name}: expected {n} flows, got {agg.strip()}")
+    return {"install_s": round(dt, 2), "flows_per_s": round(n / dt)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write bench/results/openflow.{json,png,md}."""
+    ap = argparse.ArgumentParser(prog="python -m bench openflow", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--flows", default=DEFAULT_FLOWS, help=f"flow counts (default {DEFAULT_FLOWS}; 0 = L2 only, "
+                    "always measured)")
+    ap.add_argument("--against", default="ovs", help="reference switch: ovs (OVS netdev) or '' for none")
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per forwarding window")
+    ap.add_argument("--warmup", type=float, default=1.0, help="seconds of traffic before each window")
+    ap.add_argument("--repeat", type=int, default=2, help="windows per switch and flow count (median)")
+    ap.add_argument("--pyvswitch", default=str(PYVSWITCH), help="pyvswitch executable")
+    add_output_args(ap)
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        ap.error("needs root (network namespaces, veth, AF_PACKET)")
+    counts = [0] + [int(x) for x in args.flows.split(",") if x.strip() and int(x) > 0]
+    makers: dict[str, Any] = {"pyvswitch": lambda: PyVSwitchDaemon(Path(args.pyvswitch))}
+    if args.against == "ovs":
+        makers["ovs"] = OvsNetdev
+    os.sched_setaffinity(0, {TRAFFIC_CPU})
+    rows: list[dict[str, Any]] = []
+    versions: dict[str, str] = {}
+    per = args.warmup + args.duration
+    with signals_raise(), Progress(len(makers) * len(counts) * args.repeat * per, "openflow") as bar:
+        done = 0.0
+        for n in counts:
+            for name, make in makers.items():
+                sw = make()
+                with Cleanup() as cl:
+                    topo = build_topology("system", cl)
+                    sw.start(topo, cl)
+                    if name == "ovs":   # OvsNetdev keeps its env and rundir under these names too
+                        for p, want in zip(topo.sw_ports, ("1", "2"), strict=True):
+                            got = run(["ovs-vsctl", f"--db=unix:{sw.rundir}/db.sock", "get", "Interface", p,
+                                       "ofport"], env=sw.env).stdout.strip()
+                            if got != want:
+                                raise RuntimeError(f"OVS gave {p} ofport {got}, the flows assume {want}")
+                    versions[name] = sw.version()
+                    log(f"{name}: installing {n} flows")
+                    inst = install(sw, n)
+                    learn(topo)
+                    trials = []
+                    for i in range(args.repeat):
+                        base = done + i * per
+                        trials.append(measure(topo, sw, 0.0, args.warmup, args.duration,
+                                              lambda t, base=base: bar.set(base + t)))
+                    done += args.repeat * per
+                    mpps = statistics.median(t.mpps for t in trials)
+                    rows.append({"flows": n, "switch": name, "mpps": round(mpps, 4),
+                                 "mpps_best": round(max(t.mpps for t in trials), 4),
+                                 "loss": round(statistics.median(t.loss for t in trials), 3), **inst})
+                    log(f"{name:10s} flows={n:<7d} {mpps:.4f} Mpps  install {inst['flows_per_s']} flows/s")
+    base = {r["switch"]: r["mpps"] for r in rows if r["flows"] == 0}
+    by = {(r["flows"], r["switch"]): r for r in rows}
+    for r in rows:
+        r["ratio_l2"] = round(r["mpps"] / base[r["switch"]], 3) if base.get(r["switch"]) else None
+        ovs = by.get((r["flows"], "ovs"))
+        if r["switch"] == "pyvswitch" and ovs:
+            r["ratio_ovs"] = round(r["mpps"] / ovs["mpps"], 3) if ovs["mpps"] else None
+            if ovs.get("flows_per_s") and r.get("flows_per_s"):
+                r["install_ratio_ovs"] = round(r["flows_per_s"] / ovs["flows_per_s"], 3)
+    top = max(counts)
+    py_top, ovs_top = by.get((top, "pyvswitch")), by.get((top, "ovs"))
+    target = {"install_ge_ovs": bool(py_top and ovs_top and (py_top.get("flows_per_s") or 0)
+                                     >= (ovs_top.get("flows_per_s") or 0)),
+              f"forward_{top}_within_20pct_of_l2": bool(py_top and (py_top["ratio_l2"] or 0) >= 0.8)}
+    payload = {"benchmark": "openflow", "method": __doc__.split("\n\n", 1)[1].strip(),
+               "machine": machine_info(switch_versions=versions), "results": rows, "target": target}
+    write_results("openflow", payload, PlotSpec(group="flows", series="switch",
+                                                metrics=[("mpps", "forwarded Mpps (64 B)"),
+                                                         ("flows_per_s", "add-flows flows/s")],
+                                                title="OpenFlow: forwarding with N flows, install rate"),
+                  print_json=args.json, out_dir=args.out_dir)
+    return 0

@@ -1,0 +1,799 @@
+"""The flows of one bridge: OpenFlow flow-mods onto ``classifier.flowtable.FlowTables``, compiled and
+swapped into the datapath; flow statistics in wire form; packet-out; ``ofproto/trace``.
+
+```
+ flow_mod (1.0 / 1.3) ──► translate ──► Flow (OpenFlow port numbers) ──► FlowTables
+                                                                            │ compile(port map)
+ barrier / quiet / deadline ───────────────────────────────────────────────►│ (agent thread)
+                                                                            ▼
+                                           Datapath.set_flows (between bursts, counters carried over)
+```
+
+Flows keep OpenFlow port numbers (1.3 numbering: LOCAL is ``0xfffffffe``); only the compiled
+arrays use the datapath's dense port numbers, so adding or removing a port recompiles and no flow
+changes. When compiles happen: at a barrier while compiling is cheap (a small table: the barrier
+reply then means the datapath forwards by the new flows), otherwise after the flow-mods pause
+(``QUIET``) or at the latest ``max(MAX_DELAY, 4 x the last compile time)`` after the first pending
+change. A 100,000-flow ``ovs-ofctl add-flows`` (one flow-mod and one barrier per round trip) thus
+compiles a handful of times instead of 100,000 (OVS's own datapath caches are revalidated in the
+background too).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from classifier.flowtable import (
+    FIELDS,
+    OFPFF_RESET_COUNTS,
+    OFPFF_SEND_FLOW_REM,
+    OFPP_ALL,
+    OFPP_ANY,
+    OFPP_CONTROLLER,
+    OFPP_FLOOD,
+    OFPP_IN_PORT,
+    OFPP_LOCAL,
+    OFPP_NORMAL,
+    OFPP_TABLE,
+    OFPTT_ALL,
+    PF_DOWN,
+    Action,
+    CompiledFlows,
+    Flow,
+    FlowError,
+    FlowStats,
+    FlowTables,
+    Instructions,
+    Match,
+    Output,
+    PopVlan,
+    PushVlan,
+    SetField,
+    append_queues,
+    count_flow,
+    flow_burst,
+    make_emc,
+    make_side,
+)
+from classifier.keys import (
+    K_ETH_DST,
+    K_ETH_SRC,
+    K_IN_PORT,
+    K_VLAN_PCP,
+    K_VLAN_VID,
+    NKEYS,
+    VID_PRESENT,
+)
+from classifier.parse import parse_burst
+from vswitch.openflow.codec import (
+    OFP10,
+    OFP_NO_BUFFER,
+    OFPET_BAD_ACTION,
+    OFPET_BAD_INSTRUCTION,
+    OFPET_BAD_MATCH,
+    OFPET_BAD_REQUEST,
+    OFPET_FLOW_MOD_FAILED,
+    OfpError,
+)
+from vswitch.openflow.translate import instructions_from, match_from, match_to
+
+log = logging.getLogger(__name__)
+
+QUIET = 0.01              # seconds without flow-mods after which pending changes are compiled
+MAX_DELAY = 0.25          # ... and at the latest this long (or 4 compile times) after the first change
+SYNC_COMPILE_S = 0.003    # a barrier compiles at once when the last compile took less than this
+
+OFPFC_ADD, OFPFC_MODIFY, OFPFC_MODIFY_STRICT, OFPFC_DELETE, OFPFC_DELETE_STRICT = 0, 1, 2, 3, 4
+OFPFMFC_UNKNOWN, OFPFMFC_TABLE_FULL, OFPFMFC_BAD_TABLE_ID, OFPFMFC_OVERLAP = 0, 1, 2, 3
+OFPFMFC_BAD_TIMEOUT, OFPFMFC_BAD_COMMAND = 6, 7
+OFPBRC_BUFFER_UNKNOWN, OFPBRC_BAD_PORT = 8, 11
+OFPBAC_BAD_OUT_PORT, OFPBAC_BAD_ARGUMENT, OFPBAC_BAD_SET_TYPE, OFPBAC_BAD_SET_ARGUMENT = 4, 5, 13, 15
+OFPBIC_BAD_TABLE_ID = 2
+OFPBMC_BAD_FIELD, OFPBMC_BAD_VALUE = 6, 7
+
+#: FlowError codes -> OpenFlow 1.3 (type, code)
+FLOW_ERRORS = {
+    "bad_table_id": (OFPET_FLOW_MOD_FAILED, OFPFMFC_BAD_TABLE_ID),
+    "overlap": (OFPET_FLOW_MOD_FAILED, OFPFMFC_OVERLAP),
+    "bad_timeout": (OFPET_FLOW_MOD_FAILED, OFPFMFC_BAD_TIMEOUT),
+    "bad_priority": (OFPET_FLOW_MOD_FAILED, OFPFMFC_UNKNOWN),
+    "bad_cookie": (OFPET_FLOW_MOD_FAILED, OFPFMFC_UNKNOWN),
+    "bad_goto": (OFPET_BAD_INSTRUCTION, OFPBIC_BAD_TABLE_ID),
+    "bad_out_port": (OFPET_BAD_ACTION, OFPBAC_BAD_OUT_PORT),
+    "bad_argument": (OFPET_BAD_ACTION, OFPBAC_BAD_ARGUMENT),
+    "bad_set_field": (OFPET_BAD_ACTION, OFPBAC_BAD_SET_TYPE),
+    "bad_set_value": (OFPET_BAD_ACTION, OFPBAC_BAD_SET_ARGUMENT),
+    "bad_action": (OFPET_BAD_ACTION, 0),
+    "bad_field": (OFPET_BAD_MATCH, OFPBMC_BAD_FIELD),
+    "bad_value": (OFPET_BAD_MATCH, OFPBMC_BAD_VALUE),
+    "bad_match": (OFPET_BAD_MATCH, OFPBMC_BAD_VALUE),
+}
+
+RESERVED_NAMES = {OFPP_IN_PORT: "IN_PORT", OFPP_TABLE: "TABLE", OFPP_NORMAL: "NORMAL", OFPP_FLOOD: "FLOOD",
+                  OFPP_ALL: "ALL", OFPP_CONTROLLER: "CONTROLLER", OFPP_LOCAL: "LOCAL", OFPP_ANY: "ANY"}
+
+_warm_lock = threading.Lock()
+_warm = False
+
+
+def warm_up() -> None:
+    """Load (or compile) the flow-table kernels once per process, off the datapath thread."""
+    global _warm
+    with _warm_lock:
+        if _warm:
+            return
+        tables = FlowTables(n_tables=2)
+        tables.add(Flow(0, 1, Match(eth_type=0x0800), Instructions(apply=(Output(0),))))
+        compiled = tables.compile()
+        data = np.zeros((4, 64), dtype=np.uint8)
+        meta = np.zeros((4, 4), dtype=np.int32)
+        burst = np.zeros(4, dtype=np.int32)
+        keys = np.zeros((4, NKEYS), dtype=np.uint64)
+        out = np.zeros((2, 8), dtype=np.int32)
+        out_start = np.zeros((2, 3), dtype=np.int32)
+        parse_burst(data, meta, burst, 0, keys)
+        flow_burst(data, meta, burst, 0, keys, compiled.ft, make_emc(8), np.zeros(2, dtype=np.int64), 0,
+                   np.zeros((2, 8), dtype=np.int64), out, out_start, make_side(4), np.zeros(4, dtype=np.int32),
+                   np.zeros(1, dtype=np.int64))
+        append_queues(out, out_start, out.copy(), out_start.copy())
+        count_flow(meta, burst, 0, compiled.ft, 0, 0)
+        _warm = True
+
+
+def ofport13(ofport: int) -> int:
+    """A bridge port's OpenFlow number in 1.3 form (the LOCAL port is ``OFPP_LOCAL``)."""
+    return OFPP_LOCAL if ofport == 65534 else ofport
+
+
+def port13(version: int, port: int) -> int:
+    """A wire port number as OpenFlow 1.3 numbers it (1.0's reserved ports are 16-bit)."""
+    if version == OFP10 and port >= 0xFF00:
+        return port | 0xFFFF0000
+    return port
+
+
+def port_wire(version: int, port: int) -> int:
+    """A 1.3 port number in the wire form of ``version``."""
+    return port & 0xFFFF if version == OFP10 and port >= 0xFFFFFF00 else port
+
+
+def _flow_error(e: FlowError) -> OfpError:
+    err_type, code = FLOW_ERRORS.get(e.code, (OFPET_FLOW_MOD_FAILED, OFPFMFC_UNKNOWN))
+    return OfpError(err_type, code, str(e))
+
+
+def action_from_wire(version: int, a: dict[str, Any]) -> Action:
+    """One 1.3-form wire action as a flowtable action."""
+    t = a["type"]
+    if t == "output":
+        return Output(port13(version, a["port"]), a.get("max_len", 0xFFFF))
+    if t == "push_vlan":
+        return PushVlan(a["ethertype"])
+    if t == "pop_vlan":
+        return PopVlan()
+    (name, value), = a["field"].items()
+    if isinstance(value, tuple):
+        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_ARGUMENT, f"set_field {name} with a mask")
+    return SetField(name, value)
+
+
+def action_to_wire(version: int, a: Action) -> dict[str, Any]:
+    """A flowtable action in 1.3 wire form (``translate.actions_to10`` makes it 1.0)."""
+    if isinstance(a, Output):
+        return {"type": "output", "port": port_wire(version, a.port) if version == OFP10 else a.port,
+                "max_len": a.max_len}
+    if isinstance(a, PushVlan):
+        return {"type": "push_vlan", "ethertype": a.ethertype}
+    if isinstance(a, PopVlan):
+        return {"type": "pop_vlan"}
+    return {"type": "set_field", "field": {a.field: a.value}}
+
+
+def instructions_from_wire(version: int, fields: dict[str, Any]) -> Instructions:
+    """A flow-mod's instructions (or 1.0 actions) as ``Instructions``."""
+    apply: tuple[Action, ...] = ()
+    write: tuple[Action, ...] = ()
+    clear = False
+    goto = None
+    for ins in instructions_from(version, fields):
+        kind = ins["type"]
+        if kind == "apply_actions":
+            apply = tuple(action_from_wire(version, a) for a in ins["actions"])
+        elif kind == "write_actions":
+            write = tuple(action_from_wire(version, a) for a in ins["actions"])
+        elif kind == "clear_actions":
+            clear = True
+        elif kind == "goto_table":
+            goto = ins["table_id"]
+    return Instructions(apply, clear, write, goto)
+
+
+def instructions_to_wire(version: int, ins: Instructions) -> list[dict[str, Any]]:
+    """``Instructions`` as 1.3 wire instructions."""
+    out: list[dict[str, Any]] = []
+    if ins.apply:
+        out.append({"type": "apply_actions", "actions": [action_to_wire(version, a) for a in ins.apply]})
+    if ins.clear:
+        out.append({"type": "clear_actions", "actions": []})
+    if ins.write:
+        out.append({"type": "write_actions", "actions": [action_to_wire(version, a) for a in ins.write]})
+    if ins.goto is not None:
+        out.append({"type": "goto_table", "table_id": ins.goto})
+    return out
+
+
+def match_from_wire(version: int, wire: dict[str, Any]) -> Match:
+    """A wire match (1.0 or OXM) as a ``Match`` with OpenFlow 1.3 port numbers."""
+    fields = match_from(version, wire)
+    if "in_port" in fields:
+        v, m = fields["in_port"]
+        fields["in_port"] = (port13(version, v), m)
+    try:
+        return Match(**fields)
+    except FlowError as e:
+        raise _flow_error(e) from None
+
+
+def match_to_wire(version: int, match: Match) -> dict[str, Any]:
+    """A ``Match`` in the wire form of ``version``."""
+    fields = {k: (v, m) for k, v, m in match.fields}
+    if version == OFP10 and "in_port" in fields:
+        v, m = fields["in_port"]
+        fields["in_port"] = (port_wire(version, v), 0xFFFFFFFF)
+    out = match_to(version, fields)
+    if version == OFP10 and "in_port" in out:
+        out["in_port"] = out["in_port"][0] if isinstance(out["in_port"], tuple) else out["in_port"]
+    return out
+
+
+def normal_only(compiled: CompiledFlows) -> int:
+    """Index of the one flow when the tables hold only ``priority=0 actions=NORMAL`` in table 0, else -1."""
+    if len(compiled.flows) != 1:
+        return -1
+    f = compiled.flows[0]
+    ins = f.instructions
+    if (f.table_id == 0 and f.is_table_miss and not ins.write and not ins.clear and ins.goto is None
+            and len(ins.apply) == 1 and isinstance(ins.apply[0], Output) and ins.apply[0].port == OFPP_NORMAL):
+        return 0
+    return -1
+
+
+class BridgeFlows:
+    """The OpenFlow flow tables of one bridge and their compiled form in its datapath.
+
+    Used from the OpenFlow agent's thread only (``FlowTables`` is not thread-safe).
+    """
+
+    def __init__(self, bridge: Any, n_tables: int) -> None:
+        self.bridge = bridge
+        self.tables = FlowTables(n_tables)
+        self.port_map: dict[int, int] = {}
+        self.dirty_since = 0.0
+        self.last_change = 0.0
+        self.last_compile_s = 0.0
+        self.compiles = 0
+        self.bypass = False
+        self.refresh_ports()
+
+    # ------------------------------------------------------------ time and ports
+    def now(self) -> int:
+        """The datapath clock (whole seconds), which flow timestamps use."""
+        return self.bridge.dp.now()
+
+    def refresh_ports(self) -> bool:
+        """Rebuild the OpenFlow -> datapath port map; True (and a compile pending) when it changed."""
+        new = {ofport13(bp.ofport): bp.port_no for bp in list(self.bridge.ports.values())}
+        if new == self.port_map:
+            return False
+        self.port_map = new
+        self.changed()
+        return True
+
+    def ofport_of(self, port_no: int) -> int:
+        """The OpenFlow 1.3 number of datapath port ``port_no`` (OFPP_CONTROLLER when there is none)."""
+        for of, no in self.port_map.items():
+            if no == port_no:
+                return of
+        return OFPP_CONTROLLER
+
+    # ------------------------------------------------------------ compile policy
+    def changed(self) -> None:
+        """Note a change the datapath does not have yet."""
+        now = time.monotonic()
+        self.last_change = now
+        if not self.dirty_since:
+            self.dirty_since = now
+
+    def set_bypass(self, bypass: bool) -> None:
+        """Fail-open on or off (takes effect with the next compile, which this schedules)."""
+        if bypass != self.bypass:
+            self.bypass = bypass
+            self.changed()
+
+    def push(self) -> None:
+        """Compile the tables and make them the datapath's (between two bursts)."""
+        self.dirty_since = 0.0
+        t = time.perf_counter()
+        compiled = self.tables.compile(self.port_map)
+        normal = normal_only(compiled)
+        spent = time.perf_counter() - t
+        if normal < 0 and not self.bypass:
+            warm_up()   # once per process; not part of the compile time the barrier policy looks at
+        t = time.perf_counter()
+        dp = self.bridge.dp
+        bypass = self.bypass
+        dp.call(lambda: dp.set_flows(self.tables, compiled, normal, bypass), timeout=60)
+        self.last_compile_s = spent + time.perf_counter() - t
+        self.compiles += 1
+
+    def barrier(self) -> None:
+        """At a barrier: compile now when that is cheap, so the reply means the datapath has the flows."""
+        if self.dirty_since and self.last_compile_s < SYNC_COMPILE_S:
+            self.push()
+
+    def due_in(self) -> float | None:
+        """Seconds until pending changes must be compiled (None: nothing pending); compiles when due."""
+        if not self.dirty_since:
+            return None
+        now = time.monotonic()
+        deadline = min(self.last_change + QUIET, self.dirty_since + max(MAX_DELAY, 4 * self.last_compile_s))
+        if now >= deadline:
+            self.push()
+            return None
+        return deadline - now
+
+    # ------------------------------------------------------------ flow-mods
+    def reset(self, default_normal: bool) -> None:
+        """Delete every flow (OVS flushes on a controller or fail-mode change); with ``default_normal``
+        install OVS's ``priority=0 actions=NORMAL``."""
+        self.tables.delete(OFPTT_ALL)
+        if default_normal:
+            self.tables.add(Flow(0, 0, Match(), Instructions(apply=(Output(OFPP_NORMAL, 0),))), self.now())
+        self.changed()
+
+    def flow_mod(self, version: int, msg: Any) -> list[FlowStats]:
+        """Apply a flow_mod; returns the flows it removed that asked for flow-removed messages."""
+        f = msg.fields
+        command = f["command"]
+        out_port = port13(version, f.get("out_port", OFPP_ANY if version != OFP10 else 0xFFFF))
+        table_id = f.get("table_id", 0 if command in (OFPFC_ADD,) else OFPTT_ALL)
+        if version == OFP10 and command != OFPFC_ADD:
+            table_id = OFPTT_ALL
+        match = match_from_wire(version, f["match"])
+        cookie_mask = f.get("cookie_mask", 0)
+        now = self.now()
+        removed: list[FlowStats] = []
+        try:
+            if command == OFPFC_ADD or (version == OFP10 and command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT)):
+                ins = instructions_from_wire(version, f)
+                if command != OFPFC_ADD:   # OpenFlow 1.0: a modify that selects nothing adds the flow
+                    chosen = self.tables.modify(OFPTT_ALL, match, f["priority"], command == OFPFC_MODIFY_STRICT,
+                                                instructions=ins)
+                    if chosen:
+                        self.changed()
+                        return removed
+                self.tables.add(Flow(0 if version == OFP10 else table_id, f["priority"], match, ins,
+                                     f["cookie"], f["idle_timeout"], f["hard_timeout"], f["flags"]), now)
+            elif command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT):
+                ins = instructions_from_wire(version, f)
+                self.tables.modify(table_id, match, f["priority"], command == OFPFC_MODIFY_STRICT, f["cookie"],
+                                   cookie_mask, ins, reset_counts=bool(f["flags"] & OFPFF_RESET_COUNTS))
+            elif command in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
+                gone = self.tables.delete(table_id, match, f["priority"], command == OFPFC_DELETE_STRICT, out_port,
+                                          f["cookie"], cookie_mask, now)
+                removed = [s for s in gone if s.flow.flags & OFPFF_SEND_FLOW_REM]
+            else:
+                raise OfpError(OFPET_FLOW_MOD_FAILED, OFPFMFC_BAD_COMMAND, f"flow_mod command {command}")
+        except FlowError as e:
+            raise _flow_error(e) from None
+        self.changed()
+        if f.get("buffer_id", OFP_NO_BUFFER) not in (OFP_NO_BUFFER, 0xFFFFFFFF):
+            # applied; but the switch keeps no buffers, so the packet the controller named is unknown
+            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BUFFER_UNKNOWN, "pyvswitch buffers no packets (n_buffers=0)")
+        return removed
+
+    def expire(self) -> list[tuple[FlowStats, int]]:
+        """Remove the flows whose timeouts passed; returns (stats, reason) of those that asked to be told."""
+        gone = self.tables.expire(self.now())
+        if gone:
+            self.changed()
+        return [(s, r) for s, r in gone if s.flow.flags & OFPFF_SEND_FLOW_REM]
+
+    # ------------------------------------------------------------ statistics
+    def flow_stats(self, version: int, request: dict[str, Any]) -> list[dict[str, Any]]:
+        """Multipart flow stats entries for a flow stats request, in the wire form of ``version``."""
+        table_id = request.get("table_id", OFPTT_ALL)
+        if version == OFP10 and table_id == 0xFF:
+            table_id = OFPTT_ALL
+        match = match_from_wire(version, request.get("match", {}))
+        out_port = port13(version, request.get("out_port", OFPP_ANY))
+        if out_port == 0xFFFFFFFF or (version == OFP10 and out_port == 0xFFFFFFFF):
+            out_port = OFPP_ANY
+        try:
+            stats = self.tables.stats(table_id, match, out_port, request.get("cookie", 0),
+                                      request.get("cookie_mask", 0), self.now())
+        except FlowError as e:
+            raise _flow_error(e) from None
+        stats.sort(key=lambda s: (s.flow.table_id, -s.flow.priority, s.flow.serial))
+        return [self.stats_to_wire(version, s) for s in stats]
+
+    def stats_to_wire(self, version: int, s: FlowStats) -> dict[str, Any]:
+        """One flow-stats entry."""
+        f = s.flow
+        entry: dict[str, Any] = {"table_id": f.table_id, "duration_sec": s.duration, "duration_nsec": 0,
+                                 "priority": f.priority, "idle_timeout": f.idle_timeout,
+                                 "hard_timeout": f.hard_timeout, "cookie": f.cookie, "packet_count": s.packets,
+                                 "byte_count": s.bytes, "match": match_to_wire(version, f.match)}
+        if version == OFP10:
+            from vswitch.openflow.translate import actions_to10
+
+            entry["actions"] = actions_to10([action_to_wire(OFP10, a) for a in f.instructions.apply])
+        else:
+            entry["flags"] = f.flags
+            entry["instructions"] = instructions_to_wire(version, f.instructions)
+        return entry
+
+    def flow_removed(self, version: int, s: FlowStats, reason: int) -> dict[str, Any]:
+        """The fields of a flow_removed message."""
+        f = s.flow
+        out = {"cookie": f.cookie, "priority": f.priority, "reason": reason, "duration_sec": s.duration,
+               "duration_nsec": 0, "idle_timeout": f.idle_timeout, "packet_count": s.packets,
+               "byte_count": s.bytes, "match": match_to_wire(version, f.match)}
+        if version != OFP10:
+            out.update(table_id=f.table_id, hard_timeout=f.hard_timeout)
+        return out
+
+    def table_stats(self) -> list[tuple[int, int, int, int]]:
+        """(table_id, active flows, lookups, matches) per table."""
+        return self.tables.table_stats()
+
+    # ------------------------------------------------------------ packet-out
+    def packet_out(self, version: int, msg: Any) -> None:
+        """Execute a packet_out's actions on its frame in the datapath."""
+        f = msg.fields
+        if f["buffer_id"] != OFP_NO_BUFFER and not (version == OFP10 and f["buffer_id"] == 0xFFFFFFFF):
+            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BUFFER_UNKNOWN, "pyvswitch buffers no packets (n_buffers=0)")
+        in_port = port13(version, f["in_port"])
+        if in_port in (OFPP_CONTROLLER, OFPP_ANY):
+            port_no = -1
+        elif in_port in self.port_map:
+            port_no = self.port_map[in_port]
+        else:
+            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_PORT, f"packet_out in_port {in_port:#x} is not a port")
+        acts = [action_from_wire(version, a) for a in
+                (instructions_from(version, {"actions": f["actions"]})[0]["actions"] if version == OFP10
+                 else f["actions"])]
+        for a in acts:
+            if isinstance(a, PushVlan) and a.ethertype != 0x8100:
+                raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_ARGUMENT, "push_vlan supports ethertype 0x8100")
+        dp = self.bridge.dp
+        if any(isinstance(a, Output) and a.port == OFPP_TABLE for a in acts):
+            if len(acts) != 1:
+                raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_OUT_PORT, "output:TABLE must be the only action")
+            if self.dirty_since:
+                self.push()
+            program = dp.flows
+            if program is None:
+                return
+        else:
+            one = FlowTables(n_tables=1, emc=False)
+            try:
+                one.add(Flow(0, 0, Match(), Instructions(apply=tuple(acts))))
+            except FlowError as e:
+                raise _flow_error(e) from None
+            program = one.compile(self.port_map)
+        warm_up()
+        frame = bytes(f["data"])
+        dp.call(lambda: dp.packet_out(frame, port_no, program))
+
+    # ------------------------------------------------------------ trace
+    def trace(self, spec: str) -> str:
+        """``ofproto/trace``: the tables and flows a packet described by ``spec`` hits, its actions and the
+        verdict (with a named drop reason)."""
+        fields = parse_flow_spec(spec, {bp.name: ofport13(bp.ofport) for bp in self.bridge.ports.values()})
+        frame = build_frame(fields)
+        keys = _parse_one(frame)
+        in_port = fields.get("in_port", OFPP_CONTROLLER)
+        keys[K_IN_PORT] = in_port
+        name = self.bridge.name
+        lines = [f"Flow: {format_spec(fields)}", "", f'bridge("{name}")', "-" * (len(name) + 10)]
+        outputs: list[str] = []
+        verdict = ""
+        if self.bypass:
+            lines.append(" fail-open: no controller connected in standalone mode, the bridge acts as a "
+                         "learning switch")
+            outputs += self._trace_normal(keys, in_port, lines)
+        else:
+            table = 0
+            action_set: dict[str, Action] = {}
+            while True:
+                flow = self._lookup(table, keys)
+                if flow is None:
+                    lines += [f" {table}. No match.", "    drop"]
+                    verdict = f"flow_table_miss (no flow in table {table} matches)"
+                    break
+                lines.append(f" {table}. {format_match(flow.match)}{', ' if flow.match.fields else ''}"
+                             f"priority {flow.priority}" + (f", cookie {flow.cookie:#x}" if flow.cookie else ""))
+                ins = flow.instructions
+                for a in ins.apply:
+                    lines.append(f"    {format_action(a)}")
+                    outputs += self._trace_action(a, keys, in_port, lines)
+                if ins.clear:
+                    lines.append("    clear_actions")
+                    action_set.clear()
+                for a in ins.write:
+                    lines.append(f"    write_actions({format_action(a)})")
+                    action_set[_set_slot(a)] = a
+                if ins.goto is None:
+                    break
+                lines.append(f"    goto_table:{ins.goto}")
+                table = ins.goto
+            if action_set:
+                lines.append("    action set:")
+                for slot in ("pop", "push", "eth_dst", "eth_src", "vlan_vid", "vlan_pcp", "output"):
+                    if slot in action_set:
+                        a = action_set[slot]
+                        lines.append(f"     {format_action(a)}")
+                        outputs += self._trace_action(a, keys, in_port, lines)
+            if not outputs and not verdict:
+                verdict = "flow_no_output (the actions send the packet nowhere)"
+        lines += ["", f"Final flow: {_final(keys)}", f"Datapath actions: {','.join(outputs) or 'drop'}"]
+        if not outputs:
+            lines.append(f"Drop reason: {verdict or 'flow_no_output (no port to send to)'}")
+        return "\n".join(lines) + "\n"
+
+    def _lookup(self, table: int, keys: list[int]) -> Flow | None:
+        best = None
+        for f in self.tables.flows(table):
+            if all(keys[c] & m == v for c, v, m in f.match.columns()):
+                if best is None or (f.priority, -f.serial) > (best.priority, -best.serial):
+                    best = f
+        return best
+
+    def _ports_up(self) -> list[int]:
+        flags = self.bridge.dp.port_flags
+        return sorted(of for of, no in self.port_map.items() if no < len(flags) and not flags[no] & PF_DOWN)
+
+    def _trace_action(self, a: Action, keys: list[int], in_port: int, lines: list[str]) -> list[str]:
+        if isinstance(a, SetField):
+            col = {"eth_dst": K_ETH_DST, "eth_src": K_ETH_SRC, "vlan_pcp": K_VLAN_PCP}.get(a.field)
+            if col is not None:
+                keys[col] = a.value
+            elif keys[K_VLAN_VID]:
+                keys[K_VLAN_VID] = VID_PRESENT | (a.value & 0xFFF)
+            return []
+        if isinstance(a, PushVlan):
+            keys[K_VLAN_VID] = VID_PRESENT | (keys[K_VLAN_VID] & 0xFFF)
+            return []
+        if isinstance(a, PopVlan):
+            keys[K_VLAN_VID] = 0
+            keys[K_VLAN_PCP] = 0
+            return []
+        p = a.port
+        if p == OFPP_NORMAL:
+            return self._trace_normal(keys, in_port, lines)
+        if p in (OFPP_FLOOD, OFPP_ALL):
+            return [_port_name(q) for q in self._ports_up() if q != in_port]
+        if p == OFPP_CONTROLLER:
+            lines.append("     -> packet-in to the controllers")
+            return ["controller"]
+        if p == OFPP_IN_PORT:
+            return [_port_name(in_port)]
+        if p == in_port:
+            lines.append("     -> skipping output to the input port")
+            return []
+        if p not in self.port_map:
+            lines.append(f"     -> output to nonexistent port {p}")
+            return []
+        return [_port_name(p)]
+
+    def _trace_normal(self, keys: list[int], in_port: int, lines: list[str]) -> list[str]:
+        dst = keys[K_ETH_DST]
+        vid = keys[K_VLAN_VID] & 0xFFF
+        if dst >> 40 & 1:
+            lines.append("     -> multicast or broadcast destination, flooding")
+            return [_port_name(q) for q in self._ports_up() if q != in_port]
+        mac = ":".join(f"{dst >> s & 0xFF:02x}" for s in range(40, -8, -8))
+        for e in self.bridge.fdb():
+            if e["mac"] == mac and (e["vlan"] == vid or not vid):
+                port = ofport13(int(e["ofport"]))
+                if port == in_port:
+                    lines.append(f"     -> learned port is input port {_port_name(port)}, dropping")
+                    return []
+                lines.append(f"     -> forwarding to learned port {_port_name(port)}")
+                return [_port_name(port)]
+        lines.append("     -> no learned MAC for destination, flooding")
+        return [_port_name(q) for q in self._ports_up() if q != in_port]
+
+
+def _set_slot(a: Action) -> str:
+    if isinstance(a, PopVlan):
+        return "pop"
+    if isinstance(a, PushVlan):
+        return "push"
+    if isinstance(a, SetField):
+        return a.field
+    return "output"
+
+
+def _port_name(p: int) -> str:
+    return RESERVED_NAMES.get(p, str(p)) if p >= 0xFFFFFF00 else str(p)
+
+
+# ---------------------------------------------------------------- ovs-ofctl-like text
+_OFCTL_NAMES = {"eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type", "ip_proto": "nw_proto",
+                "ipv4_src": "nw_src", "ipv4_dst": "nw_dst", "vlan_pcp": "dl_vlan_pcp", "tcp_src": "tp_src",
+                "tcp_dst": "tp_dst", "udp_src": "tp_src", "udp_dst": "tp_dst", "arp_spa": "arp_spa",
+                "arp_tpa": "arp_tpa", "icmpv4_type": "icmp_type", "icmpv4_code": "icmp_code"}
+
+
+def _value_text(name: str, v: int, m: int) -> str:
+    bits = FIELDS[name][0]
+    full = (1 << bits) - 1
+    if bits == 48:
+        text = ":".join(f"{v >> s & 0xFF:02x}" for s in range(40, -8, -8))
+        return text if m == full else text + "/" + ":".join(f"{m >> s & 0xFF:02x}" for s in range(40, -8, -8))
+    if bits == 32 and name != "in_port" and name.startswith(("ipv4", "arp")):
+        text = str(ipaddress.IPv4Address(v))
+        return text if m == full else f"{text}/{bin(m).count('1')}"
+    if bits == 128:
+        text = str(ipaddress.IPv6Address(v))
+        return text if m == full else f"{text}/{bin(m).count('1')}"
+    if name == "in_port":
+        return _port_name(v)
+    text = f"{v:#06x}" if name == "eth_type" else str(v)
+    return text if m == full else f"{text}/{m:#x}"
+
+
+_MATCH_ORDER = {name: i for i, name in enumerate(
+    ("in_port", "eth_src", "eth_dst", "vlan_vid", "vlan_pcp", "eth_type", "ipv4_src", "ipv4_dst", "ipv6_src",
+     "ipv6_dst", "ip_proto", "ip_dscp", "arp_op", "arp_spa", "arp_tpa"))}
+
+
+def format_match(match: Match) -> str:
+    """A match in ovs-ofctl's words (``in_port=1,dl_vlan=10,nw_dst=10.0.0.0/24``)."""
+    parts = []
+    for name, v, m in sorted(match.fields, key=lambda f: (_MATCH_ORDER.get(f[0], 99), f[0])):
+        if name == "vlan_vid":
+            parts.append("vlan_tci=0x0000/0x1fff" if v == 0 and m & VID_PRESENT else
+                         f"dl_vlan={v & 0xFFF}" if m == 0x1FFF else f"vlan_vid={v:#x}/{m:#x}")
+            continue
+        parts.append(f"{_OFCTL_NAMES.get(name, name)}={_value_text(name, v, m)}")
+    return ",".join(parts)
+
+
+def format_action(a: Action) -> str:
+    """An action in ovs-ofctl's words."""
+    if isinstance(a, Output):
+        if a.port == OFPP_CONTROLLER:
+            return f"CONTROLLER:{a.max_len}"
+        return RESERVED_NAMES.get(a.port, f"output:{a.port}")
+    if isinstance(a, PushVlan):
+        return f"push_vlan:{a.ethertype:#06x}"
+    if isinstance(a, PopVlan):
+        return "pop_vlan"
+    if a.field == "vlan_vid":
+        return f"set_field:{a.value & 0xFFF | VID_PRESENT}->vlan_vid"
+    return f"set_field:{_value_text(a.field, a.value, (1 << FIELDS[a.field][0]) - 1)}->{a.field}"
+
+
+# ---------------------------------------------------------------- trace input
+_ALIASES = {"dl_src": "eth_src", "dl_dst": "eth_dst", "dl_type": "eth_type", "nw_proto": "ip_proto",
+            "nw_src": "ipv4_src", "nw_dst": "ipv4_dst", "dl_vlan": "vlan", "vlan_vid": "vlan",
+            "dl_vlan_pcp": "vlan_pcp", "icmp_type": "tp_src", "icmp_code": "tp_dst", "ip_src": "ipv4_src",
+            "ip_dst": "ipv4_dst"}
+_SHORTHANDS = {"ip": {"eth_type": 0x0800}, "icmp": {"eth_type": 0x0800, "ip_proto": 1},
+               "tcp": {"eth_type": 0x0800, "ip_proto": 6}, "udp": {"eth_type": 0x0800, "ip_proto": 17},
+               "arp": {"eth_type": 0x0806}}
+
+
+def parse_flow_spec(spec: str, port_names: dict[str, int]) -> dict[str, int]:
+    """``in_port=1,dl_src=..,dl_dst=..,tcp,tp_dst=80`` as field -> integer (``ValueError`` says what is wrong)."""
+    out: dict[str, int] = {}
+    for item in filter(None, (s.strip() for s in spec.replace(" ", ",").split(","))):
+        if item in _SHORTHANDS:
+            out.update(_SHORTHANDS[item])
+            continue
+        if "=" not in item:
+            raise ValueError(f"{item!r}: expected field=value (or ip, icmp, tcp, udp, arp)")
+        key, value = (s.strip() for s in item.split("=", 1))
+        name = _ALIASES.get(key, key)
+        if name == "in_port":
+            if value in port_names:
+                out[name] = port_names[value]
+            elif value.upper() == "LOCAL":
+                out[name] = OFPP_LOCAL
+            else:
+                out[name] = int(value, 0)
+        elif name in ("eth_src", "eth_dst", "arp_sha", "arp_tha"):
+            parts = value.split(":")
+            if len(parts) != 6:
+                raise ValueError(f"{key}={value}: not a MAC address")
+            out[name] = int("".join(p.zfill(2) for p in parts), 16)
+        elif name in ("ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"):
+            out[name] = int(ipaddress.IPv4Address(value))
+        elif name in ("eth_type", "ip_proto", "vlan", "vlan_pcp", "tp_src", "tp_dst", "tcp_src", "tcp_dst",
+                      "udp_src", "udp_dst", "arp_op", "nw_tos"):
+            out[{"tcp_src": "tp_src", "udp_src": "tp_src", "tcp_dst": "tp_dst", "udp_dst": "tp_dst"}.get(name, name)] \
+                = int(value, 0)
+        else:
+            raise ValueError(f"{key}: ofproto/trace does not know this field")
+    return out
+
+
+_SPEC_NAMES = {"vlan": "dl_vlan", "eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type",
+               "ipv4_src": "nw_src", "ipv4_dst": "nw_dst", "ip_proto": "nw_proto"}
+
+
+def format_spec(fields: dict[str, int]) -> str:
+    """The trace's input in ovs-ofctl's words."""
+    parts = []
+    for name in ("in_port", "vlan", "vlan_pcp", "eth_src", "eth_dst", "eth_type", "ipv4_src", "ipv4_dst",
+                 "ip_proto", "tp_src", "tp_dst", "arp_op", "arp_spa", "arp_tpa"):
+        if name not in fields:
+            continue
+        v = fields[name]
+        if name in ("eth_src", "eth_dst"):
+            text = ":".join(f"{v >> s & 0xFF:02x}" for s in range(40, -8, -8))
+        elif name in ("ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"):
+            text = str(ipaddress.IPv4Address(v))
+        elif name == "eth_type":
+            text = f"{v:#06x}"
+        elif name == "in_port":
+            text = _port_name(v)
+        else:
+            text = str(v)
+        parts.append(f"{_SPEC_NAMES.get(name, name)}={text}")
+    return ",".join(parts)
+
+
+def build_frame(fields: dict[str, int]) -> bytes:
+    """A frame with the headers ``fields`` describe (zeros elsewhere)."""
+    eth_type = fields.get("eth_type", 0)
+    head = fields.get("eth_dst", 0).to_bytes(6, "big") + fields.get("eth_src", 0).to_bytes(6, "big")
+    if "vlan" in fields:
+        tci = (fields.get("vlan_pcp", 0) << 13) | (fields["vlan"] & 0xFFF)
+        head += b"\x81\x00" + tci.to_bytes(2, "big")
+    head += eth_type.to_bytes(2, "big")
+    body = b""
+    if eth_type == 0x0800:
+        proto = fields.get("ip_proto", 0)
+        l4 = b""
+        if proto in (6, 17):
+            l4 = fields.get("tp_src", 0).to_bytes(2, "big") + fields.get("tp_dst", 0).to_bytes(2, "big")
+            l4 += bytes(16 if proto == 6 else 4)
+        elif proto == 1:
+            l4 = bytes([fields.get("tp_src", 0), fields.get("tp_dst", 0)]) + bytes(6)
+        total = 20 + len(l4)
+        body = (bytes([0x45, fields.get("nw_tos", 0)]) + total.to_bytes(2, "big") + bytes(4) + bytes([64, proto])
+                + bytes(2) + fields.get("ipv4_src", 0).to_bytes(4, "big") + fields.get("ipv4_dst", 0).to_bytes(4, "big")
+                + l4)
+    elif eth_type == 0x0806:
+        body = (b"\x00\x01\x08\x00\x06\x04" + fields.get("arp_op", 1).to_bytes(2, "big")
+                + fields.get("arp_sha", fields.get("eth_src", 0)).to_bytes(6, "big")
+                + fields.get("arp_spa", 0).to_bytes(4, "big") + fields.get("arp_tha", 0).to_bytes(6, "big")
+                + fields.get("arp_tpa", 0).to_bytes(4, "big"))
+    frame = head + body
+    return frame + bytes(max(0, 60 - len(frame)))
+
+
+def _parse_one(frame: bytes) -> list[int]:
+    data = np.zeros((1, max(2048, len(frame))), dtype=np.uint8)
+    data[0, :len(frame)] = np.frombuffer(frame, dtype=np.uint8)
+    meta = np.zeros((1, 4), dtype=np.int32)
+    meta[0, 0] = len(frame)
+    keys = np.zeros((1, NKEYS), dtype=np.uint64)
+    parse_burst(data, meta, np.zeros(1, dtype=np.int32), 1, keys)
+    return [int(k) for k in keys[0]]
+
+
+def _final(keys: list[int]) -> str:
+    dst, src = (":".join(f"{k >> s & 0xFF:02x}" for s in range(40, -8, -8)) for k in (keys[K_ETH_DST], keys[K_ETH_SRC]))
+    vlan = f"dl_vlan={keys[K_VLAN_VID] & 0xFFF}," if keys[K_VLAN_VID] else ""
+    return f"{vlan}dl_src={src},dl_dst={dst}"
