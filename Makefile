@@ -55,6 +55,7 @@ bench: venv bench-debs .numba-stamp
 	$(PY) -m bench classify
 	$(PY) -m bench forward --port-type system --against ovs,linux-bridge
 	$(PY) -m bench forward --port-type tap --against ovs,linux-bridge
+	$(PY) -m bench openflow --against ovs
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -123,7 +123,7 @@ def install(sw: Switch, n: int) -> dict[str, Any]:
     path = os.path.join(sw.rundir, "flows.txt")  # type: ignore[attr-defined]
     flow_file(path, n)
     t = time.perf_counter()
-    run(["ovs-ofctl", "-O", "OpenFlow13", "--timeout=3600", "add-flows", "br0", path], env=env)
+    run(["ovs-ofctl", "-O", "OpenFlow13", "--timeout=3600", "add-flows", "br0", path], env=env, timeout=3600)
     dt = time.perf_counter() - t
     agg = run(["ovs-ofctl", "-O", "OpenFlow13", "dump-aggregate", "br0"], env=env).stdout
     if f"flow_count={n}" not in agg:

@@ -171,6 +171,7 @@ class Datapath:
         self.pi_burst = float(PACKET_IN_BURST)
         self._pi_tokens = self.pi_burst
         self._pi_last = time.monotonic()
+        self._next_flows: tuple[FlowTables, CompiledFlows, int, bool] | None = None
         self._alloc_queues(0)
         # Load (or compile) the kernels now, not in the first burst.
         switch_burst(self.pool.data, self.pool.meta, self.burst, 0, self.keys, self.l2, self.l2_info,
@@ -370,6 +371,21 @@ class Datapath:
         self.normal_flow = normal_flow
         self.bypass = bypass
 
+    def publish_flows(self, tables: FlowTables, compiled: CompiledFlows, normal_flow: int, bypass: bool) -> None:
+        """Hand new flows to the datapath thread, which swaps them in before its next burst (the caller
+        does not wait; a newer publication replaces one not taken yet)."""
+        item = (tables, compiled, normal_flow, bypass)
+        if self._thread is None or not self._thread.is_alive():
+            self.set_flows(*item)
+            return
+        self._next_flows = item
+        os.eventfd_write(self._wake_fd, 1)
+
+    def _take_flows(self) -> None:
+        item, self._next_flows = self._next_flows, None
+        if item is not None:
+            self.set_flows(*item)
+
     def set_port_flag(self, port_no: int, flag: int, on: bool) -> None:
         """Set or clear a ``PF_*`` flag of a port (LOCAL, down)."""
         if 0 <= port_no < len(self.port_flags):
@@ -448,6 +464,8 @@ class Datapath:
         pmd = self.pmd
         busy = False
         while self._running:
+            if self._next_flows is not None:
+                self._take_flows()
             if self._calls:
                 self._run_calls()
             if busy:

@@ -499,30 +499,60 @@ def _encode_fields(version: int, layout: list[tuple[str, str]], values: dict[str
     return b"".join(parts)
 
 
+_STEPS: dict[int, tuple[list[tuple[str, str]], list[tuple[Any, ...]]]] = {}
+
+
+def _steps(layout: list[tuple[str, str]]) -> list[tuple[Any, ...]]:
+    """The layout as decoding steps: runs of fixed-size integers and pads become one ``struct.Struct``
+    (``("fixed", struct, ((name, length key or None), ...))``), everything else ``("var", name, kind)``."""
+    hit = _STEPS.get(id(layout))
+    if hit is not None and hit[0] is layout:
+        return hit[1]
+    steps: list[tuple[Any, ...]] = []
+    fmt = ""
+    names: list[tuple[str, str | None]] = []
+    for name, kind in layout:
+        if kind.endswith("x") and kind[:-1].isdigit():
+            fmt += kind
+        elif kind in ("B", "H", "I", "Q"):
+            fmt += kind
+            names.append((name, None))
+        elif kind.startswith("len:"):
+            fmt += "H"
+            names.append((name, kind[4:]))
+        else:
+            if fmt:
+                steps.append(("fixed", struct.Struct("!" + fmt), tuple(names)))
+                fmt, names = "", []
+            steps.append(("var", name, kind))
+    if fmt:
+        steps.append(("fixed", struct.Struct("!" + fmt), tuple(names)))
+    _STEPS[id(layout)] = (layout, steps)
+    return steps
+
+
 def _decode_fields(version: int, layout: list[tuple[str, str]], buf: bytes, exact: bool = False,
                    ctx: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     off = 0
     lengths: dict[str, int] = {}
-    for name, kind in layout:
-        if kind.endswith("x") and kind[:-1].isdigit():
-            off += int(kind[:-1])
-            if off > len(buf):
-                raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, "message too short")
+    for step in _steps(layout):
+        if step[0] == "fixed":
+            st = step[1]
+            if off + st.size > len(buf):
+                raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN,
+                               f"message too short for {', '.join(n for n, _ in step[2]) or 'padding'}")
+            for (name, length_of), value in zip(step[2], st.unpack_from(buf, off), strict=True):
+                if length_of is None:
+                    out[name] = value
+                else:
+                    lengths[length_of] = value
+                    if length_of == "*":
+                        out[name] = value
+            off += st.size
             continue
-        if kind in ("B", "H", "I", "Q") or kind.startswith("len:"):
-            code = "H" if kind.startswith("len:") else kind
-            size = struct.calcsize(code)
-            if off + size > len(buf):
-                raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, f"message too short for {name}")
-            value = struct.unpack_from("!" + code, buf, off)[0]
-            off += size
-            if kind.startswith("len:"):
-                lengths[kind[4:]] = value
-                if kind != "len:*":
-                    continue
-            out[name] = value
-        elif kind == "mac":
+        _, name, kind = step
+        if kind == "mac":
             if off + 6 > len(buf):
                 raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, f"message too short for {name}")
             out[name] = _uint(buf[off:off + 6])

@@ -12,11 +12,13 @@ swapped into the datapath; flow statistics in wire form; packet-out; ``ofproto/t
 Flows keep OpenFlow port numbers (1.3 numbering: LOCAL is ``0xfffffffe``); only the compiled
 arrays use the datapath's dense port numbers, so adding or removing a port recompiles and no flow
 changes. When compiles happen: at a barrier while compiling is cheap (a small table: the barrier
-reply then means the datapath forwards by the new flows), otherwise after the flow-mods pause
-(``QUIET``) or at the latest ``max(MAX_DELAY, 4 x the last compile time)`` after the first pending
-change. A 100,000-flow ``ovs-ofctl add-flows`` (one flow-mod and one barrier per round trip) thus
-compiles a handful of times instead of 100,000 (OVS's own datapath caches are revalidated in the
-background too).
+reply then means the datapath forwards by the new flows), unless flow-mods arrive back to back (a
+bulk load: each came within ``BULK_GAP`` of the previous barrier reply); otherwise after the
+flow-mods pause (``QUIET``) or at the latest ``max(MAX_DELAY, 4 x the last compile time)`` after
+the first pending change. A 100,000-flow ``ovs-ofctl add-flows`` (one flow-mod and one barrier per
+round trip) thus compiles a handful of times instead of 100,000 (OVS's own datapath caches are
+revalidated in the background too). The datapath takes a compiled set between two bursts
+(``Datapath.publish_flows``); nobody waits for it.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ log = logging.getLogger(__name__)
 
 QUIET = 0.01              # seconds without flow-mods after which pending changes are compiled
 MAX_DELAY = 0.25          # ... and at the latest this long (or 4 compile times) after the first change
-SYNC_COMPILE_S = 0.003    # a barrier compiles at once when the last compile took less than this
+SYNC_COMPILE_S = 0.003    # a barrier compiles at once when the last compile took less than this ...
+BULK_GAP = 0.005          # ... unless its flow-mod came this soon after the previous barrier (a bulk load)
 
 OFPFC_ADD, OFPFC_MODIFY, OFPFC_MODIFY_STRICT, OFPFC_DELETE, OFPFC_DELETE_STRICT = 0, 1, 2, 3, 4
 OFPFMFC_UNKNOWN, OFPFMFC_TABLE_FULL, OFPFMFC_BAD_TABLE_ID, OFPFMFC_OVERLAP = 0, 1, 2, 3
@@ -279,6 +282,8 @@ class BridgeFlows:
         self.last_compile_s = 0.0
         self.compiles = 0
         self.bypass = False
+        self.last_barrier = 0.0
+        self.bulk = False
         self.refresh_ports()
 
     # ------------------------------------------------------------ time and ports
@@ -316,8 +321,8 @@ class BridgeFlows:
             self.bypass = bypass
             self.changed()
 
-    def push(self) -> None:
-        """Compile the tables and make them the datapath's (between two bursts)."""
+    def push(self) -> CompiledFlows:
+        """Compile the tables and hand them to the datapath (which swaps them in before its next burst)."""
         self.dirty_since = 0.0
         t = time.perf_counter()
         compiled = self.tables.compile(self.port_map)
@@ -325,17 +330,17 @@ class BridgeFlows:
         spent = time.perf_counter() - t
         if normal < 0 and not self.bypass:
             warm_up()   # once per process; not part of the compile time the barrier policy looks at
-        t = time.perf_counter()
-        dp = self.bridge.dp
-        bypass = self.bypass
-        dp.call(lambda: dp.set_flows(self.tables, compiled, normal, bypass), timeout=60)
-        self.last_compile_s = spent + time.perf_counter() - t
+        self.bridge.dp.publish_flows(self.tables, compiled, normal, self.bypass)
+        self.last_compile_s = spent
         self.compiles += 1
+        return compiled
 
     def barrier(self) -> None:
-        """At a barrier: compile now when that is cheap, so the reply means the datapath has the flows."""
-        if self.dirty_since and self.last_compile_s < SYNC_COMPILE_S:
+        """At a barrier: compile now when that is cheap and no bulk load is going on, so the reply means
+        the datapath has the flows (a bulk load, flow-mod after flow-mod, compiles when it pauses)."""
+        if self.dirty_since and self.last_compile_s < SYNC_COMPILE_S and not self.bulk:
             self.push()
+        self.last_barrier = time.monotonic()
 
     def due_in(self) -> float | None:
         """Seconds until pending changes must be compiled (None: nothing pending); compiles when due."""
@@ -360,6 +365,7 @@ class BridgeFlows:
     def flow_mod(self, version: int, msg: Any) -> list[FlowStats]:
         """Apply a flow_mod; returns the flows it removed that asked for flow-removed messages."""
         f = msg.fields
+        self.bulk = time.monotonic() - self.last_barrier < BULK_GAP
         command = f["command"]
         out_port = port13(version, f.get("out_port", OFPP_ANY if version != OFP10 else 0xFFFF))
         table_id = f.get("table_id", 0 if command in (OFPFC_ADD,) else OFPTT_ALL)
@@ -476,11 +482,7 @@ class BridgeFlows:
         if any(isinstance(a, Output) and a.port == OFPP_TABLE for a in acts):
             if len(acts) != 1:
                 raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_OUT_PORT, "output:TABLE must be the only action")
-            if self.dirty_since:
-                self.push()
-            program = dp.flows
-            if program is None:
-                return
+            program = self.push() if self.dirty_since or dp.flows is None else dp.flows
         else:
             one = FlowTables(n_tables=1, emc=False)
             try:
