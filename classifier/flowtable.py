@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -1396,7 +1396,8 @@ class FlowTables:
                 if f is not old and f.priority == flow.priority and f.match.overlaps(flow.match):
                     raise FlowError("overlap", f"overlaps {f.match} at priority {f.priority}")
         uid = old.uid if old is not None and not flow.flags & OFPFF_RESET_COUNTS else next(self._uid)
-        new = replace(flow, installed=now, serial=next(self._serial), uid=uid, packet_base=0, byte_base=0)
+        new = Flow(flow.table_id, flow.priority, flow.match, flow.instructions, flow.cookie, flow.idle_timeout,
+                   flow.hard_timeout, flow.flags, now, next(self._serial), uid)
         if old is not None and uid == old.uid:
             new.packet_base, new.byte_base = old.packet_base, old.byte_base
         if old is not None:
