@@ -392,18 +392,23 @@ class OfAgent:
         while dp.packet_ins:
             pi = dp.packet_ins.popleft()
             in_port = self.flows.ofport_of(pi.port_no)
-            reason = OFPR_NO_MATCH if pi.reason == OFPR_NO_MATCH else pi.reason
-
-            def make(v: int, pi: Any = pi, in_port: int = in_port, reason: int = reason) -> Msg:
-                if v == OFP13:
-                    return Msg(v, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
-                                                   "reason": reason, "table_id": pi.table_id,
-                                                   "cookie": pi.flow.cookie, "match": {"in_port": in_port},
-                                                   "data": pi.data})
-                return Msg(v, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
-                                               "in_port": port_wire(OFP10, in_port), "reason": reason,
-                                               "data": pi.data})
-            self._send_async(make)
+            for conn in list(self.conns.values()):
+                if not conn.is_controller:
+                    continue
+                if conn.version == OFP13:
+                    msg = Msg(OFP13, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
+                                                      "reason": pi.reason, "table_id": pi.table_id,
+                                                      "cookie": pi.flow.cookie, "match": {"in_port": in_port},
+                                                      "data": pi.data})
+                else:   # OpenFlow 1.0: a table-miss flow's packet-ins are cut to the connection's miss_send_len
+                    data = pi.data[:conn.miss_send_len] if pi.reason == OFPR_NO_MATCH else pi.data
+                    msg = Msg(OFP10, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
+                                                      "in_port": port_wire(OFP10, in_port), "reason": pi.reason,
+                                                      "data": data})
+                try:
+                    conn.send(msg)
+                except OSError:
+                    self._close(conn)
 
     def _listen(self, ctl: Controller) -> None:
         s = socket.socket(ctl.family(), socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
