@@ -14,10 +14,11 @@ arrays use the datapath's dense port numbers, so adding or removing a port recom
 changes. When compiles happen: at a barrier while compiling is cheap (a small table: the barrier
 reply then means the datapath forwards by the new flows), unless flow-mods arrive back to back (a
 bulk load: each came within ``BULK_GAP`` of the previous barrier reply); otherwise after the
-flow-mods pause (``QUIET``) or at the latest ``max(MAX_DELAY, DELAY_FACTOR x the last compile)`` after
-the first pending change. A 100,000-flow ``ovs-ofctl add-flows`` (one flow-mod and one barrier per
-round trip) thus compiles a handful of times instead of 100,000 (OVS's own datapath caches are
-revalidated in the background too). The datapath takes a compiled set between two bursts
+flow-mods pause (``QUIET``, or twice the last compile time: a hiccup is no pause) or at the
+latest ``max(MAX_DELAY, DELAY_FACTOR x the last compile time)`` after the first pending change.
+A 100,000-flow ``ovs-ofctl add-flows`` (one flow-mod and one barrier per round trip) thus
+compiles a handful of times instead of 100,000 (OVS's own datapath caches are revalidated in the
+background too). The datapath takes a compiled set between two bursts
 (``Datapath.publish_flows``); nobody waits for it.
 """
 
@@ -87,7 +88,7 @@ from vswitch.openflow.translate import instructions_from, match_from, match_to
 
 log = logging.getLogger(__name__)
 
-QUIET = 0.01              # seconds without flow-mods after which pending changes are compiled
+QUIET = 0.01              # seconds without flow-mods (or 2 compile times) after which changes are compiled
 MAX_DELAY = 0.25          # ... and at the latest this long (or DELAY_FACTOR compile times) after the first change
 DELAY_FACTOR = 8          # so compiling takes at most ~1/8 of the agent's time during a bulk load
 SYNC_COMPILE_S = 0.003    # a barrier compiles at once when the last compile took less than this ...
@@ -348,7 +349,8 @@ class BridgeFlows:
         if not self.dirty_since:
             return None
         now = time.monotonic()
-        deadline = min(self.last_change + QUIET, self.dirty_since + max(MAX_DELAY, DELAY_FACTOR * self.last_compile_s))
+        quiet = max(QUIET, 2 * self.last_compile_s)   # a hiccup in a bulk load is no pause
+        deadline = min(self.last_change + quiet, self.dirty_since + max(MAX_DELAY, DELAY_FACTOR * self.last_compile_s))
         if now >= deadline:
             self.push()
             return None
