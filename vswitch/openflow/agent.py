@@ -63,7 +63,7 @@ from vswitch.openflow.codec import (
     encode,
     split,
 )
-from vswitch.openflow.flows import BridgeFlows, port_wire
+from vswitch.openflow.flows import BULK_GAP, BridgeFlows, port_wire
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class OfConnection:
         self.config_flags = 0
         self.role = 0
         self.connected_at = time.monotonic()
+        self.last_barrier = 0.0   # when the last barrier reply went out (bulk flow-mod loads)
 
     def send(self, msg: Msg) -> None:
         """Encode and send one message (blocking: replies are small)."""
@@ -611,10 +612,12 @@ class OfAgent:
     def _on_barrier_request(self, conn: OfConnection, msg: Msg) -> None:
         self.flows.barrier()
         conn.send(Msg(conn.version, "barrier_reply", msg.xid))
+        conn.last_barrier = time.monotonic()
 
     def _on_flow_mod(self, conn: OfConnection, msg: Msg) -> None:
         if conn.role == ROLE_SLAVE:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot modify flows")
+        self.flows.bulk = time.monotonic() - conn.last_barrier < BULK_GAP
         for stats in self.flows.flow_mod(conn.version, msg):
             self._send_async(lambda v, stats=stats: Msg(v, "flow_removed", 0,
                                                         self.flows.flow_removed(v, stats, OFPRR_DELETE)))

@@ -13,7 +13,7 @@ Flows keep OpenFlow port numbers (1.3 numbering: LOCAL is ``0xfffffffe``); only 
 arrays use the datapath's dense port numbers, so adding or removing a port recompiles and no flow
 changes. When compiles happen: at a barrier while compiling is cheap (a small table: the barrier
 reply then means the datapath forwards by the new flows), unless flow-mods arrive back to back (a
-bulk load: each came within ``BULK_GAP`` of the previous barrier reply); otherwise after the
+bulk load: each came within ``BULK_GAP`` of the previous barrier reply on its connection); otherwise after the
 flow-mods pause (``QUIET``, or twice the last compile time: a hiccup is no pause) or at the
 latest ``max(MAX_DELAY, DELAY_FACTOR x the last compile time)`` after the first pending change.
 A 100,000-flow ``ovs-ofctl add-flows`` (one flow-mod and one barrier per round trip) thus
@@ -92,7 +92,7 @@ QUIET = 0.01              # seconds without flow-mods (or 2 compile times) after
 MAX_DELAY = 0.25          # ... and at the latest this long (or DELAY_FACTOR compile times) after the first change
 DELAY_FACTOR = 8          # so compiling takes at most ~1/8 of the agent's time during a bulk load
 SYNC_COMPILE_S = 0.003    # a barrier compiles at once when the last compile took less than this ...
-BULK_GAP = 0.005          # ... unless its flow-mod came this soon after the previous barrier (a bulk load)
+BULK_GAP = 0.002          # ... unless its flow-mod came this soon after the previous barrier (a bulk load)
 
 OFPFC_ADD, OFPFC_MODIFY, OFPFC_MODIFY_STRICT, OFPFC_DELETE, OFPFC_DELETE_STRICT = 0, 1, 2, 3, 4
 OFPFMFC_UNKNOWN, OFPFMFC_TABLE_FULL, OFPFMFC_BAD_TABLE_ID, OFPFMFC_OVERLAP = 0, 1, 2, 3
@@ -284,8 +284,7 @@ class BridgeFlows:
         self.last_compile_s = 0.0
         self.compiles = 0
         self.bypass = False
-        self.last_barrier = 0.0
-        self.bulk = False
+        self.bulk = False   # set by the agent: this flow-mod came right after a barrier on the same connection
         self.refresh_ports()
 
     # ------------------------------------------------------------ time and ports
@@ -342,7 +341,6 @@ class BridgeFlows:
         the datapath has the flows (a bulk load, flow-mod after flow-mod, compiles when it pauses)."""
         if self.dirty_since and self.last_compile_s < SYNC_COMPILE_S and not self.bulk:
             self.push()
-        self.last_barrier = time.monotonic()
 
     def due_in(self) -> float | None:
         """Seconds until pending changes must be compiled (None: nothing pending); compiles when due."""
@@ -368,7 +366,6 @@ class BridgeFlows:
     def flow_mod(self, version: int, msg: Any) -> list[FlowStats]:
         """Apply a flow_mod; returns the flows it removed that asked for flow-removed messages."""
         f = msg.fields
-        self.bulk = time.monotonic() - self.last_barrier < BULK_GAP
         command = f["command"]
         out_port = port13(version, f.get("out_port", OFPP_ANY if version != OFP10 else 0xFFFF))
         table_id = f.get("table_id", 0 if command in (OFPFC_ADD,) else OFPTT_ALL)
