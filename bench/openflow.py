@@ -10,9 +10,10 @@ barrier per round trip, as ovs-ofctl does): N-1 flows in three shapes the traffi
 and ``priority=1,in_port=1,actions=output:2``, so each frame's lookup visits every subtable before
 the one flow that forwards it. The install time is timed end to end (``flows_per_s``). Then
 64-byte frames at the generator's full rate; ``mpps`` is the median forwarded rate over
-``--repeat`` windows. The row ``flows=0`` is the L2-only rate: a standalone bridge with its default
-``priority=0 actions=NORMAL`` flow. ``ratio_l2`` is a row's rate over the same switch's L2-only
-rate; ``ratio_ovs`` is pyvswitch over OVS at the same N.
+``--repeat`` windows. The row ``flows=0`` is the L2-only rate: a standalone bridge with its
+default ``priority=0 actions=NORMAL`` flow, measured first and last (the median of both runs'
+windows). ``ratio_l2`` is a row's rate over the same switch's L2-only rate; ``ratio_ovs`` is
+pyvswitch over OVS at the same N.
 """
 
 from __future__ import annotations
@@ -146,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         ap.error("needs root (network namespaces, veth, AF_PACKET)")
-    counts = [0] + [int(x) for x in args.flows.split(",") if x.strip() and int(x) > 0]
+    wanted = [int(x) for x in args.flows.split(",") if x.strip() and int(x) > 0]
+    counts = [0, *wanted, 0]   # the L2-only rate before and after: this VM's speed drifts
     makers: dict[str, Any] = {"pyvswitch": lambda: PyVSwitchDaemon(Path(args.pyvswitch))}
     if args.against == "ovs":
         makers["ovs"] = OvsNetdev
     os.sched_setaffinity(0, {TRAFFIC_CPU})
-    rows: list[dict[str, Any]] = []
+    trials_by: dict[tuple[int, str], list[Any]] = {}
+    install_by: dict[tuple[int, str], dict[str, Any]] = {}
     versions: dict[str, str] = {}
     per = args.warmup + args.duration
     with signals_raise(), Progress(len(makers) * len(counts) * args.repeat * per, "openflow") as bar:
@@ -178,11 +181,16 @@ def main(argv: list[str] | None = None) -> int:
                         trials.append(measure(topo, sw, 0.0, args.warmup, args.duration,
                                               lambda t, base=base: bar.set(base + t)))
                     done += args.repeat * per
-                    mpps = statistics.median(t.mpps for t in trials)
-                    rows.append({"flows": n, "switch": name, "mpps": round(mpps, 4),
-                                 "mpps_best": round(max(t.mpps for t in trials), 4),
-                                 "loss": round(statistics.median(t.loss for t in trials), 3), **inst})
-                    log(f"{name:10s} flows={n:<7d} {mpps:.4f} Mpps  install {inst['flows_per_s']} flows/s")
+                    trials_by.setdefault((n, name), []).extend(trials)
+                    install_by[(n, name)] = inst
+                    log(f"{name:10s} flows={n:<7d} {statistics.median(t.mpps for t in trials):.4f} Mpps  "
+                        f"install {inst['flows_per_s']} flows/s")
+    rows: list[dict[str, Any]] = []
+    for (n, name), trials in trials_by.items():
+        rows.append({"flows": n, "switch": name, "mpps": round(statistics.median(t.mpps for t in trials), 4),
+                     "mpps_best": round(max(t.mpps for t in trials), 4),
+                     "loss": round(statistics.median(t.loss for t in trials), 3), "windows": len(trials),
+                     **install_by[(n, name)]})
     base = {r["switch"]: r["mpps"] for r in rows if r["flows"] == 0}
     by = {(r["flows"], r["switch"]): r for r in rows}
     for r in rows:
