@@ -45,6 +45,7 @@ from bench.forward import (
     SWITCH_CPU,
     TRAFFIC_CPU,
     OvsNetdev,
+    PyVSwitch,
     Switch,
     Topology,
     _in_sw_ns_on_cpu,
@@ -56,14 +57,11 @@ from bench.forward import (
 DEFAULT_FLOWS = "10,1000,100000"
 
 
-class PyVSwitchDaemon(Switch):
+class PyVSwitchDaemon(PyVSwitch):
     """``pyvswitch run`` (OVSDB-driven, with its OpenFlow agent) in the switch namespace on CPU 1."""
 
-    name = "pyvswitch"
-
     def __init__(self, binary: Path = PYVSWITCH) -> None:
-        self.binary = binary
-        self.proc: subprocess.Popen[str] | None = None
+        super().__init__(binary)
         self.rundir = ""
         self.env: dict[str, str] = {}
 
@@ -82,17 +80,6 @@ class PyVSwitchDaemon(Switch):
         run(["ovs-vsctl", "--timeout=60", "add-br", "br0", "--", "add-port", "br0", a, "--", "set", "Interface", a,
              "ofport_request=1", "--", "add-port", "br0", b, "--", "set", "Interface", b, "ofport_request=2"],
             env=self.env)
-
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def version(self) -> str:
-        try:
-            from importlib.metadata import version
-
-            return version("pyvswitch")
-        except Exception:  # noqa: BLE001
-            return "unknown"
 
     def cpu_note(self) -> str:
         return "pyvswitch run pinned to CPU 1 (its ovsdb-server too)"

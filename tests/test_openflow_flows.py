@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -18,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.netutil import Sniffer, flood_random_sources, send_frames, unique
-from tests.test_openflow import ofctl
-from vswitch.openflow.codec import OFP13, Msg, decode, encode
+from tests.test_openflow import Client, ofctl
+from vswitch.openflow.codec import OFP13, Msg, encode
 
 pytestmark = pytest.mark.integration
 
@@ -173,31 +172,22 @@ def test_ofproto_trace(two_hosts) -> None:  # noqa: ANN001
     assert bad.returncode != 0 and "nonsense" in bad.stderr
 
 
-class Controller:
-    """A raw OpenFlow 1.3 controller on a ``punix:`` socket the bridge listens on."""
+class Controller(Client):
+    """A raw OpenFlow 1.3 controller on a ``punix:`` socket the bridge listens on (retries until it listens)."""
 
     def __init__(self, path: str) -> None:
         deadline = time.monotonic() + 10
         while True:
             try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.settimeout(5)
-                self.sock.connect(path)
-                break
+                super().__init__(path, OFP13)
+                return
             except OSError:
-                self.sock.close()
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        assert self.recv().type == "hello"
-        self.sock.sendall(encode(Msg(OFP13, "hello", 1)))
 
     def send(self, msg: Msg) -> None:
         self.sock.sendall(encode(msg))
-
-    def recv(self) -> Msg:
-        head = self._exact(8)
-        return decode(head + self._exact(struct.unpack_from("!H", head, 2)[0] - 8))
 
     def wait(self, kind: str, timeout: float = 10) -> Msg:
         """The next message of type ``kind`` (echo requests answered, others skipped)."""
@@ -209,14 +199,6 @@ class Controller:
             elif msg.type == kind:
                 return msg
         raise AssertionError(f"no {kind} within {timeout} s")
-
-    def _exact(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            more = self.sock.recv(n - len(buf))
-            assert more, "connection closed"
-            buf += more
-        return buf
 
 
 def test_async_messages_to_a_controller(two_hosts, tmp_path: Path) -> None:  # noqa: ANN001
