@@ -228,25 +228,24 @@ class Bridge:
         """OVS-style statistics of a port plus its named drop reasons (datapath drops included)."""
         bp = self._port(name)
         stats = bp.port.stats()
-        row = self.dp.drops[bp.port_no]
-        for reason, rname in DROP_NAMES.items():
-            stats[rname] = int(row[reason])
-        frow = self.dp.fdrops[bp.port_no]
-        for reason, rname in FLOW_DROP_NAMES.items():
-            stats[rname] = int(frow[reason])
-        stats["rx_dropped"] += int(row.sum()) + int(frow.sum())
+        drops = self._datapath_drops(bp.port_no)
+        stats.update(drops)
+        stats["rx_dropped"] += sum(drops.values())
         return stats
+
+    def _datapath_drops(self, port_no: int) -> dict[str, int]:
+        """The classifier's and the flow tables' named drops of frames received on ``port_no``."""
+        row, frow = self.dp.drops[port_no], self.dp.fdrops[port_no]
+        out = {rname: int(row[reason]) for reason, rname in DROP_NAMES.items()}
+        out.update({rname: int(frow[reason]) for reason, rname in FLOW_DROP_NAMES.items()})
+        return out
 
     def drop_stats(self) -> dict[str, int]:
         """Every named drop reason summed over the bridge's ports."""
         out = dict.fromkeys(list(DROP_NAMES.values()) + list(FLOW_DROP_NAMES.values()) + list(PORT_DROP_REASONS), 0)
         for bp in self.ports.values():
-            row = self.dp.drops[bp.port_no]
-            for reason, rname in DROP_NAMES.items():
-                out[rname] += int(row[reason])
-            frow = self.dp.fdrops[bp.port_no]
-            for reason, rname in FLOW_DROP_NAMES.items():
-                out[rname] += int(frow[reason])
+            for rname, count in self._datapath_drops(bp.port_no).items():
+                out[rname] += count
             for rname, i in PORT_DROP_REASONS.items():
                 out[rname] += int(bp.port.counters[i])
         out["mac_table_full"] = int(self.dp.l2_info[INFO_NAMES["table_full"]])

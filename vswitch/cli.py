@@ -175,6 +175,13 @@ Guests wired to the switch, without libvirt:
 """
 
 
+def _command_group(sub: argparse._SubParsersAction, name: str, **kwargs: object) -> argparse._SubParsersAction:
+    """A subcommand that only groups others (``vm``, ``vm image``): alone, it prints its help and exits 2."""
+    p = sub.add_parser(name, **kwargs)
+    p.set_defaults(func=lambda _args: (p.print_help(), 2)[1])
+    return p.add_subparsers(dest=f"{name}_command", metavar=f"{name.upper()}_COMMAND")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -233,10 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("vm", help="QEMU guests whose NICs are switch ports", description=VM_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    vm = p.add_subparsers(dest="vm_command", metavar="VM_COMMAND")
-    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+    vm = _command_group(sub, "vm", help="QEMU guests whose NICs are switch ports", description=VM_HELP,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c = vm.add_parser(
         "check", help="is /dev/kvm usable (API 12, KVM_CREATE_VM, vmx/svm), hugepages, memfd, QEMU",
         description="Like kvm-ok: probes /dev/kvm (KVM_GET_API_VERSION must be 12, KVM_CREATE_VM must succeed), "
@@ -245,9 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         "when guests cannot be started at all (no QEMU, no memfd).")
     c.add_argument("--accel", choices=("kvm", "tcg"), help="force the accelerator (the report says it was forced)")
     c.set_defaults(func=cmd_vm_check)
-    img = vm.add_parser("image", help="the test guest image", description="Build the test guest image.")
-    imgsub = img.add_subparsers(dest="image_command", metavar="IMAGE_COMMAND")
-    img.set_defaults(func=lambda a: (img.print_help(), 2)[1])
+    imgsub = _command_group(vm, "image", help="the test guest image", description="Build the test guest image.")
     b = imgsub.add_parser(
         "build", help="kernel + busybox initramfs for test guests",
         description="Fetches Debian's linux-image-cloud-amd64 (apt-get download + dpkg-deb -x, nothing installed) "

@@ -94,6 +94,13 @@ DP_DROP_NAMES = ("packet_in_rate_limited", "packet_in_queue_full", "normal_queue
                  "packet_out_normal_without_in_port")
 
 
+def _grown(a: np.ndarray, fill: int) -> np.ndarray:
+    """``a`` with one more row (per-port arrays when a port number is added), the new row ``fill``."""
+    out = np.full((a.shape[0] + 1, *a.shape[1:]), fill, dtype=a.dtype)
+    out[:-1] = a
+    return out
+
+
 class PacketIn:
     """A frame for the controllers: its first bytes, where it came from and which flow sent it."""
 
@@ -102,7 +109,7 @@ class PacketIn:
     def __init__(self, data: bytes, total_len: int, port_no: int, flow: object, reason: int, table_id: int) -> None:
         self.data = data
         self.total_len = total_len
-        self.port_no = port_no      # dense datapath port (-1: a packet-out from the controller)
+        self.port_no = port_no      # dense datapath port (no port's number: a packet-out from the controller)
         self.flow = flow            # classifier.flowtable.Flow
         self.reason = reason        # OFPR_*
         self.table_id = table_id
@@ -158,7 +165,6 @@ class Datapath:
         self.dp_drops = dict.fromkeys(DP_DROP_NAMES, 0)
         # OpenFlow: the live compiled flows (None: no flow tables, every frame goes to NORMAL)
         self.flows: CompiledFlows | None = None
-        self.flow_tables: FlowTables | None = None
         self.normal_flow = -1    # >= 0: the only flow is priority-0 NORMAL (its index): switch_burst alone
         self.bypass = False      # fail-open: switch_burst alone, flows kept but not used
         self.emc = make_emc()
@@ -244,18 +250,11 @@ class Datapath:
         except ValueError:
             port_no = len(self.ports)
             self.ports.append(None)
-            n = len(self.ports)
-            vlan_map = np.zeros((n, 2, 4096), dtype=np.int16)
-            vlan_map[: n - 1] = self.vlan_map
-            vlan_map[n - 1] = -1
-            drops = np.zeros((n, N_DROPS), dtype=np.int64)
-            drops[: n - 1] = self.drops
-            fdrops = np.zeros((n, N_FDROPS), dtype=np.int64)
-            fdrops[: n - 1] = self.fdrops
-            flags = np.full(n, PF_DOWN, dtype=np.int64)
-            flags[: n - 1] = self.port_flags
-            self.vlan_map, self.drops, self.fdrops, self.port_flags = vlan_map, drops, fdrops, flags
-            self._alloc_queues(n)
+            self.vlan_map = _grown(self.vlan_map, -1)
+            self.drops = _grown(self.drops, 0)
+            self.fdrops = _grown(self.fdrops, 0)
+            self.port_flags = _grown(self.port_flags, PF_DOWN)
+            self._alloc_queues(len(self.ports))
         self.drops[port_no] = 0
         self.fdrops[port_no] = 0
         self.port_flags[port_no] = 0
@@ -366,7 +365,6 @@ class Datapath:
         """Make ``compiled`` the live flows (counters carried over); ``normal_flow`` >= 0 when it is only
         the priority-0 NORMAL flow; ``bypass``: fail-open, NORMAL for every frame."""
         tables.activate(compiled)
-        self.flow_tables = tables
         self.flows = compiled
         self.normal_flow = normal_flow
         self.bypass = bypass

@@ -41,6 +41,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from classifier.flowtable import N_TABLES, OFPR_NO_MATCH, OFPRR_DELETE
+from vswitch.datapath import PACKET_IN_BURST, PACKET_IN_RATE
 from vswitch.openflow.codec import (
     MP_AGGREGATE,
     MP_DESC,
@@ -279,8 +280,6 @@ class OfAgent:
             dp.pi_rate = float(max(100, rate_limit))
             dp.pi_burst = float(max(1, burst_limit or rate_limit // 4))
         else:
-            from vswitch.datapath import PACKET_IN_BURST, PACKET_IN_RATE
-
             dp.pi_rate, dp.pi_burst = float(PACKET_IN_RATE), float(PACKET_IN_BURST)
         self.set_controllers(targets)
 
@@ -309,8 +308,7 @@ class OfAgent:
         if now - self._last_expire >= EXPIRE_TICK:
             self._last_expire = now
             for stats, reason in self.flows.expire():
-                self._send_async(lambda v, stats=stats, reason=reason: Msg(
-                    v, "flow_removed", 0, self.flows.flow_removed(v, stats, reason)))
+                self._flow_removed(stats, reason)
         if self._wanted is not None:
             wanted, self._wanted = {t: p for t, p in self._wanted}, None
             for target in list(self.controllers):
@@ -359,14 +357,17 @@ class OfAgent:
             self.flows.reset(default_normal=not has and self.fail_mode == "standalone")
             self.flows.push()
 
-    def _send_async(self, make: Callable[[int], Msg]) -> None:
-        """Send an asynchronous message (built per version) to every controller connection."""
+    def _send_async(self, make: Callable[[OfConnection], Msg]) -> None:
+        """Send an asynchronous message (built per connection: version, miss_send_len) to every controller."""
         for conn in list(self.conns.values()):
             if conn.is_controller:
                 try:
-                    conn.send(make(conn.version))
+                    conn.send(make(conn))
                 except OSError:
                     self._close(conn)
+
+    def _flow_removed(self, stats: Any, reason: int) -> None:
+        self._send_async(lambda c: Msg(c.version, "flow_removed", 0, self.flows.flow_removed(c.version, stats, reason)))
 
     def _port_status(self) -> None:
         """port_status ADD / DELETE / MODIFY for what changed since the last look."""
@@ -376,8 +377,8 @@ class OfAgent:
             if old.get(no) == now.get(no):
                 continue
             reason, desc = (0, now[no]) if no not in old else (1, old[no]) if no not in now else (2, now[no])
-            self._send_async(lambda v, reason=reason, desc=desc: Msg(v, "port_status", 0, {
-                "reason": reason, "desc": desc if v == OFP13 else self._desc10(desc)}))
+            self._send_async(lambda c, reason=reason, desc=desc: Msg(c.version, "port_status", 0, {
+                "reason": reason, "desc": desc if c.version == OFP13 else self._desc10(desc)}))
 
     @staticmethod
     def _desc10(desc: dict[str, Any]) -> dict[str, Any]:
@@ -393,23 +394,18 @@ class OfAgent:
         while dp.packet_ins:
             pi = dp.packet_ins.popleft()
             in_port = self.flows.ofport_of(pi.port_no)
-            for conn in list(self.conns.values()):
-                if not conn.is_controller:
-                    continue
-                if conn.version == OFP13:
-                    msg = Msg(OFP13, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
-                                                      "reason": pi.reason, "table_id": pi.table_id,
-                                                      "cookie": pi.flow.cookie, "match": {"in_port": in_port},
-                                                      "data": pi.data})
-                else:   # OpenFlow 1.0: a table-miss flow's packet-ins are cut to the connection's miss_send_len
-                    data = pi.data[:conn.miss_send_len] if pi.reason == OFPR_NO_MATCH else pi.data
-                    msg = Msg(OFP10, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
-                                                      "in_port": port_wire(OFP10, in_port), "reason": pi.reason,
-                                                      "data": data})
-                try:
-                    conn.send(msg)
-                except OSError:
-                    self._close(conn)
+            self._send_async(lambda c, pi=pi, in_port=in_port: self._packet_in(c, pi, in_port))
+
+    @staticmethod
+    def _packet_in(conn: OfConnection, pi: Any, in_port: int) -> Msg:
+        if conn.version == OFP13:
+            return Msg(OFP13, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
+                                               "reason": pi.reason, "table_id": pi.table_id, "cookie": pi.flow.cookie,
+                                               "match": {"in_port": in_port}, "data": pi.data})
+        # OpenFlow 1.0: a table-miss flow's packet-ins are cut to the connection's miss_send_len
+        data = pi.data[:conn.miss_send_len] if pi.reason == OFPR_NO_MATCH else pi.data
+        return Msg(OFP10, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
+                                           "in_port": port_wire(OFP10, in_port), "reason": pi.reason, "data": data})
 
     def _listen(self, ctl: Controller) -> None:
         s = socket.socket(ctl.family(), socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -619,8 +615,7 @@ class OfAgent:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot modify flows")
         self.flows.bulk = time.monotonic() - conn.last_barrier < BULK_GAP
         for stats in self.flows.flow_mod(conn.version, msg):
-            self._send_async(lambda v, stats=stats: Msg(v, "flow_removed", 0,
-                                                        self.flows.flow_removed(v, stats, OFPRR_DELETE)))
+            self._flow_removed(stats, OFPRR_DELETE)
 
     def _on_packet_out(self, conn: OfConnection, msg: Msg) -> None:
         if conn.role == ROLE_SLAVE:

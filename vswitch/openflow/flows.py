@@ -84,7 +84,7 @@ from vswitch.openflow.codec import (
     OFPET_FLOW_MOD_FAILED,
     OfpError,
 )
-from vswitch.openflow.translate import instructions_from, match_from, match_to
+from vswitch.openflow.translate import actions_to10, instructions_from, match_from, match_to
 
 log = logging.getLogger(__name__)
 
@@ -248,13 +248,10 @@ def match_from_wire(version: int, wire: dict[str, Any]) -> Match:
 def match_to_wire(version: int, match: Match) -> dict[str, Any]:
     """A ``Match`` in the wire form of ``version``."""
     fields = {k: (v, m) for k, v, m in match.fields}
-    if version == OFP10 and "in_port" in fields:
+    if "in_port" in fields:
         v, m = fields["in_port"]
-        fields["in_port"] = (port_wire(version, v), 0xFFFFFFFF)
-    out = match_to(version, fields)
-    if version == OFP10 and "in_port" in out:
-        out["in_port"] = out["in_port"][0] if isinstance(out["in_port"], tuple) else out["in_port"]
-    return out
+        fields["in_port"] = (port_wire(version, v), m)
+    return match_to(version, fields)
 
 
 def normal_only(compiled: CompiledFlows) -> int:
@@ -367,10 +364,9 @@ class BridgeFlows:
         """Apply a flow_mod; returns the flows it removed that asked for flow-removed messages."""
         f = msg.fields
         command = f["command"]
-        out_port = port13(version, f.get("out_port", OFPP_ANY if version != OFP10 else 0xFFFF))
-        table_id = f.get("table_id", 0 if command in (OFPFC_ADD,) else OFPTT_ALL)
-        if version == OFP10 and command != OFPFC_ADD:
-            table_id = OFPTT_ALL
+        out_port = port13(version, f["out_port"])
+        # OpenFlow 1.0 has no table_id: adds go to table 0, the other commands apply to every table
+        table_id = OFPTT_ALL if version == OFP10 and command != OFPFC_ADD else f.get("table_id", 0)
         match = match_from_wire(version, f["match"])
         cookie_mask = f.get("cookie_mask", 0)
         now = self.now()
@@ -399,7 +395,7 @@ class BridgeFlows:
         except FlowError as e:
             raise _flow_error(e) from None
         self.changed()
-        if f.get("buffer_id", OFP_NO_BUFFER) not in (OFP_NO_BUFFER, 0xFFFFFFFF):
+        if f["buffer_id"] != OFP_NO_BUFFER:
             # applied; but the switch keeps no buffers, so the packet the controller named is unknown
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BUFFER_UNKNOWN, "pyvswitch buffers no packets (n_buffers=0)")
         return removed
@@ -418,9 +414,7 @@ class BridgeFlows:
         if version == OFP10 and table_id == 0xFF:
             table_id = OFPTT_ALL
         match = match_from_wire(version, request.get("match", {}))
-        out_port = port13(version, request.get("out_port", OFPP_ANY))
-        if out_port == 0xFFFFFFFF or (version == OFP10 and out_port == 0xFFFFFFFF):
-            out_port = OFPP_ANY
+        out_port = port13(version, request.get("out_port", OFPP_ANY))   # 1.0's OFPP_NONE becomes OFPP_ANY
         try:
             stats = self.tables.stats(table_id, match, out_port, request.get("cookie", 0),
                                       request.get("cookie_mask", 0), self.now())
@@ -437,8 +431,6 @@ class BridgeFlows:
                                  "hard_timeout": f.hard_timeout, "cookie": f.cookie, "packet_count": s.packets,
                                  "byte_count": s.bytes, "match": match_to_wire(version, f.match)}
         if version == OFP10:
-            from vswitch.openflow.translate import actions_to10
-
             entry["actions"] = actions_to10([action_to_wire(OFP10, a) for a in f.instructions.apply])
         else:
             entry["flags"] = f.flags
@@ -463,7 +455,7 @@ class BridgeFlows:
     def packet_out(self, version: int, msg: Any) -> None:
         """Execute a packet_out's actions on its frame in the datapath."""
         f = msg.fields
-        if f["buffer_id"] != OFP_NO_BUFFER and not (version == OFP10 and f["buffer_id"] == 0xFFFFFFFF):
+        if f["buffer_id"] != OFP_NO_BUFFER:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BUFFER_UNKNOWN, "pyvswitch buffers no packets (n_buffers=0)")
         in_port = port13(version, f["in_port"])
         if in_port in (OFPP_CONTROLLER, OFPP_ANY):
@@ -558,9 +550,11 @@ class BridgeFlows:
                     best = f
         return best
 
-    def _ports_up(self) -> list[int]:
+    def _flood(self, in_port: int) -> list[str]:
+        """The ports a flood from ``in_port`` reaches (every port up but the input port)."""
         flags = self.bridge.dp.port_flags
-        return sorted(of for of, no in self.port_map.items() if no < len(flags) and not flags[no] & PF_DOWN)
+        return [_port_name(of) for of in sorted(self.port_map)
+                if of != in_port and self.port_map[of] < len(flags) and not flags[self.port_map[of]] & PF_DOWN]
 
     def _trace_action(self, a: Action, keys: list[int], in_port: int, lines: list[str]) -> list[str]:
         if isinstance(a, SetField):
@@ -581,7 +575,7 @@ class BridgeFlows:
         if p == OFPP_NORMAL:
             return self._trace_normal(keys, in_port, lines)
         if p in (OFPP_FLOOD, OFPP_ALL):
-            return [_port_name(q) for q in self._ports_up() if q != in_port]
+            return self._flood(in_port)
         if p == OFPP_CONTROLLER:
             lines.append("     -> packet-in to the controllers")
             return ["controller"]
@@ -600,7 +594,7 @@ class BridgeFlows:
         vid = keys[K_VLAN_VID] & 0xFFF
         if dst >> 40 & 1:
             lines.append("     -> multicast or broadcast destination, flooding")
-            return [_port_name(q) for q in self._ports_up() if q != in_port]
+            return self._flood(in_port)
         mac = ":".join(f"{dst >> s & 0xFF:02x}" for s in range(40, -8, -8))
         for e in self.bridge.fdb():
             if e["mac"] == mac and (e["vlan"] == vid or not vid):
@@ -611,7 +605,7 @@ class BridgeFlows:
                 lines.append(f"     -> forwarding to learned port {_port_name(port)}")
                 return [_port_name(port)]
         lines.append("     -> no learned MAC for destination, flooding")
-        return [_port_name(q) for q in self._ports_up() if q != in_port]
+        return self._flood(in_port)
 
 
 def _set_slot(a: Action) -> str:
