@@ -1,12 +1,10 @@
-"""Test guests: the cached guest image, a QMP client and the serial-console ready line (tests/test_vmimage.py,
-tests/test_vhost_qemu.py)."""
+"""Test guests: the cached guest image and the serial-console ready line (tests/test_vmimage.py,
+tests/test_vhost_qemu.py); the QMP client is ``vswitch.vm.Qmp``."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -25,34 +23,6 @@ def guest_image() -> GuestImage:
     if not shutil.which(QEMU):
         pytest.skip(f"{QEMU} missing: install the Debian package qemu-system-x86")
     return build_image(default_cache_dir())
-
-
-class Qmp:
-    """A minimal QMP client on QEMU's unix socket."""
-
-    def __init__(self, path: Path, timeout: float = 10) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
-        self.file = self.sock.makefile("rw")
-        greeting = json.loads(self.file.readline())
-        assert "QMP" in greeting, greeting
-        self.execute("qmp_capabilities")
-
-    def execute(self, command: str) -> dict:
-        """Run ``command``; returns its ``return`` value (events arriving meanwhile are skipped)."""
-        self.file.write(json.dumps({"execute": command}) + "\n")
-        self.file.flush()
-        while True:
-            reply = json.loads(self.file.readline())
-            if "return" in reply:
-                return reply["return"]
-            assert "error" not in reply, (command, reply)
-
-    def close(self) -> None:
-        """Close the connection."""
-        self.file.close()
-        self.sock.close()
 
 
 def wait_for_ready(proc: subprocess.Popen, serial: Path, timeout: float) -> str:

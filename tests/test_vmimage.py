@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.guest import QEMU, Qmp, guest_image, wait_for_ready
+from tests.guest import QEMU, guest_image, wait_for_ready
 from tests.netutil import unique
 from vswitch.hostnet import HostNet
+from vswitch.vm import Qmp
 from vswitch.vmimage import (
     GuestImage,
     build_image,

@@ -168,10 +168,159 @@ def cmd_vm_image_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vm_manager(args: argparse.Namespace):  # noqa: ANN202 - VmManager, imported lazily
+    import os
+
+    from vswitch.vm import VmManager
+
+    rundir = args.rundir or os.environ.get("OVS_RUNDIR") or "/var/run/openvswitch"
+    log = (lambda msg: print(f"pyvswitch vm: {msg}", file=sys.stderr)) if args.verbose else None
+    return VmManager(rundir, db=args.db, log=log)
+
+
+def _vm_error(command: str, exc: Exception) -> int:
+    print(f"pyvswitch vm {command}: {exc}", file=sys.stderr)
+    return 1
+
+
+def cmd_vm_start(args: argparse.Namespace) -> int:
+    """``vm start``: start a guest whose NICs are switch ports; wait until it boots."""
+    import os
+
+    from vswitch.vm import VmConfig, VmError, parse_memory, parse_nic, print_status
+    from vswitch.vmimage import default_cache_dir
+
+    mgr = _vm_manager(args)
+    try:
+        fresh = args.nic or args.kernel or args.disk
+        saved = None if fresh else mgr.saved_config(args.name)
+        if saved is not None:
+            cfg = saved
+            print(f"pyvswitch vm start: starting {args.name} with its saved configuration", file=sys.stderr)
+        else:
+            cfg = VmConfig(args.name, memory_mb=parse_memory(args.memory), cpus=args.cpus, append=args.append,
+                           disks=[os.path.abspath(d) for d in args.disk], nics=[parse_nic(n) for n in args.nic],
+                           hugepages=args.hugepages, qemu=args.qemu)
+            if args.kernel:
+                cfg.kernel = os.path.abspath(args.kernel)
+                cfg.initrd = os.path.abspath(args.initrd) if args.initrd else ""
+            elif not args.disk:
+                image = default_cache_dir()
+                if not (image / "vmlinuz").exists():
+                    raise VmError(f"no --kernel or --disk given and no test image in {image}: "
+                                  f"build one with pyvswitch vm image build --out {image}")
+                cfg.kernel, cfg.initrd = str(image / "vmlinuz"), str(image / "initrd.img")
+            if args.ip:
+                if not cfg.nics:
+                    raise VmError("--ip configures the first NIC: add a --nic")
+                cfg.nics[0].ip = cfg.nics[0].ip or args.ip
+        if args.accel:
+            cfg.accel = args.accel
+        st = mgr.start(cfg, wait_ready=not args.no_wait, ready_text=args.ready, boot_timeout=args.boot_timeout)
+    except VmError as exc:
+        return _vm_error("start", exc)
+    print_status(st)
+    return 0
+
+
+def cmd_vm_stop(args: argparse.Namespace) -> int:
+    """``vm stop``: ACPI power-off, QMP quit after the timeout; the VM's ports are removed."""
+    from vswitch.vm import VmError
+
+    try:
+        how = _vm_manager(args).stop(args.name, timeout=args.timeout)
+    except VmError as exc:
+        return _vm_error("stop", exc)
+    print(f"VM {args.name}: {how}")
+    return 0
+
+
+def cmd_vm_list(args: argparse.Namespace) -> int:
+    """``vm list``: one line per VM."""
+    mgr = _vm_manager(args)
+    names = mgr.names()
+    if not names:
+        print(f"no VMs in {mgr.vms_dir}")
+        return 0
+    print(f"{'NAME':<16} {'STATE':<9} {'PID':>7} {'ACCEL':<5} {'MEMORY':>7} {'CPUS':>4}  NICS")
+    for name in names:
+        st = mgr.status(name, with_ports=False)
+        nics = ", ".join(f"{n.kind}:{n.port}@{n.bridge}" if n.bridge else f"vf:{n.pf}/{n.vf}"
+                         for n in st.config.nics) or "-"
+        print(f"{name:<16} {st.state:<9} {st.pid or '-':>7} {st.accel or '-':<5} {st.config.memory_mb:>6}M "
+              f"{st.config.cpus:>4}  {nics}")
+    return 0
+
+
+def cmd_vm_status(args: argparse.Namespace) -> int:
+    """``vm status``: one VM in detail (or as JSON)."""
+    import json
+
+    from vswitch.vm import VmError, print_status
+
+    try:
+        st = _vm_manager(args).status(args.name)
+    except VmError as exc:
+        return _vm_error("status", exc)
+    if args.json:
+        print(json.dumps(st.to_json(), indent=1))
+    else:
+        print_status(st)
+    return 0 if st.state in ("running", "paused", "starting") else 3
+
+
+def cmd_vm_console(args: argparse.Namespace) -> int:
+    """``vm console``: the serial console, interactive (Ctrl-] detaches) or from a pipe; ``--log`` prints it."""
+    from vswitch.vm import VmError
+
+    mgr = _vm_manager(args)
+    try:
+        if args.log:
+            if mgr.saved_config(args.name) is None:
+                raise VmError(f"no VM named {args.name} in {mgr.vms_dir} (pyvswitch vm list)")
+            log = mgr.vmdir(args.name) / "console.log"
+            sys.stdout.write(log.read_text(errors="replace") if log.exists() else "")
+            return 0
+        return mgr.console(args.name, idle=args.idle)
+    except VmError as exc:
+        return _vm_error("console", exc)
+
+
+def cmd_vm_delete(args: argparse.Namespace) -> int:
+    """``vm delete``: forget a stopped VM (its directory, config and logs)."""
+    from vswitch.vm import VmError
+
+    try:
+        _vm_manager(args).delete(args.name)
+    except VmError as exc:
+        return _vm_error("delete", exc)
+    return 0
+
+
 VM_HELP = """\
 Guests wired to the switch, without libvirt:
   pyvswitch vm check                  can this host run guests; KVM or TCG, and why
   pyvswitch vm image build --out DIR  a small test guest: Debian's cloud kernel + a busybox initramfs
+  pyvswitch vm start NAME --nic vhost-user,bridge=br0 --ip 10.0.0.11/24
+                                      start a guest; its NICs become ports of the bridges
+  pyvswitch vm list | status NAME     what runs, its ports, MACs and addresses
+  pyvswitch vm console NAME           the serial console (Ctrl-] detaches; --log prints the log)
+  pyvswitch vm stop NAME              ACPI power-off (QMP quit after --timeout); ports removed
+  pyvswitch vm delete NAME            forget a stopped VM (config and logs)
+State lives in <rundir>/vms/NAME/ (rundir: --rundir, $OVS_RUNDIR or /var/run/openvswitch).
+"""
+
+NIC_HELP = """\
+A NIC is KIND,key=value,...:
+  vhost-user,bridge=BR[,mac=M][,ip=A/N][,tag=V][,port=P]
+        a dpdkvhostuserclient port P on BR; QEMU is the socket server, so the switch can restart under the guest
+  tap,bridge=BR[,mac=M][,ip=A/N][,tag=V][,port=P]
+        a tap netdev P that QEMU opens, added to BR as a system port
+  vf,pf=NETDEV,vf=N[,mac=M][,ip=A/N]
+        SR-IOV VF N of NETDEV passed through with vfio-pci (bound to vfio-pci beforehand)
+Defaults: port NAME-INDEX, MAC 52:54:00:xx:xx:xx stable per VM name and NIC index. ip= (and --ip for the
+first NIC) is handed to the test image's init on the kernel command line (ip=, ip1=, ...).
+The accelerator is what 'vm check' picks: KVM when /dev/kvm works and the CPU has vmx/svm, else TCG.
 """
 
 
@@ -259,6 +408,70 @@ def build_parser() -> argparse.ArgumentParser:
         "ready line on the serial console. A rebuild is skipped while the inputs are unchanged.")
     b.add_argument("--out", required=True, metavar="DIR", help="directory for vmlinuz, initrd.img and manifest")
     b.set_defaults(func=cmd_vm_image_build)
+
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--rundir", metavar="DIR",
+                       help="the switch's rundir; VMs live in DIR/vms (default $OVS_RUNDIR or /var/run/openvswitch)")
+    where.add_argument("--db", metavar="unix:PATH", help="OVSDB of the switch (default unix:<rundir>/db.sock)")
+    where.add_argument("-v", "--verbose", action="store_true", help="say what is being done")
+
+    s = vm.add_parser(
+        "start", parents=[where], help="start a guest whose NICs are switch ports",
+        description="Start QEMU with guest RAM in a shared memfd (vhost-user needs it), its NICs as switch ports "
+        "(created in OVSDB), a QMP socket and a logged serial console, detached. Waits until QEMU runs and the "
+        "guest prints its ready line; on failure the last console lines are shown and nothing is left behind. "
+        "Without --kernel/--disk the test image (pyvswitch vm image build) boots. With only NAME, a stopped VM "
+        "starts again with its saved configuration.",
+        epilog=NIC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("name", help="VM name (letters, digits, '_', '.', '-')")
+    s.add_argument("--memory", default="256M", metavar="SIZE", help="guest RAM, e.g. 256M, 2G (default 256M)")
+    s.add_argument("--cpus", type=int, default=1, metavar="N", help="virtual CPUs (default 1)")
+    s.add_argument("--kernel", metavar="FILE", help="kernel to boot directly (default: the test image's)")
+    s.add_argument("--initrd", metavar="FILE", help="initramfs for --kernel")
+    s.add_argument("--append", default="", metavar="TEXT", help="more kernel command line")
+    s.add_argument("--disk", action="append", default=[], metavar="FILE", help="a virtio disk (raw or qcow2)")
+    s.add_argument("--nic", action="append", default=[], metavar="KIND,...", help="a NIC (repeat); see below")
+    s.add_argument("--ip", metavar="ADDR/LEN", help="the first NIC's address (the test image's ip=)")
+    s.add_argument("--accel", choices=("kvm", "tcg"), help="override the accelerator 'vm check' picks")
+    s.add_argument("--hugepages", action="store_true", help="guest RAM from hugepages (memfd hugetlb)")
+    s.add_argument("--qemu", default="", metavar="PATH", help="QEMU binary (default qemu-system-x86_64 on PATH)")
+    s.add_argument("--ready", default="pyvswitch-guest ready", metavar="TEXT",
+                   help="console text that means the guest is up (default: the test image's ready line)")
+    s.add_argument("--boot-timeout", type=float, default=120, metavar="SECONDS",
+                   help="how long to wait for the ready line (default 120)")
+    s.add_argument("--no-wait", action="store_true", help="return once QEMU runs, without waiting for the guest")
+    s.set_defaults(func=cmd_vm_start)
+
+    s = vm.add_parser("stop", parents=[where], help="power a guest off (ACPI, then quit) and remove its ports",
+                      description="Press the ACPI power button (QMP system_powerdown); if the guest has not powered "
+                      "off after --timeout seconds QEMU is told to quit (then killed). The VM's ports and taps are "
+                      "removed; its directory (config, console log) stays.")
+    s.add_argument("name")
+    s.add_argument("--timeout", type=float, default=30, metavar="SECONDS",
+                   help="wait this long for the guest to power off (default 30)")
+    s.set_defaults(func=cmd_vm_stop)
+    s = vm.add_parser("list", parents=[where], help="the VMs and their state", description="One line per VM.")
+    s.set_defaults(func=cmd_vm_list)
+    s = vm.add_parser("status", parents=[where], help="one VM: state, accelerator, NICs, ports, addresses",
+                      description="State (from QMP), pid, accelerator and why, and per NIC its MAC, port, "
+                      "ofport and link state (from OVSDB) and the guest's addresses. Exit status 3 when "
+                      "the VM is not running.")
+    s.add_argument("name")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_vm_status)
+    s = vm.add_parser("console", parents=[where], help="attach to a guest's serial console",
+                      description="On a terminal: interactive, Ctrl-] detaches. From a pipe: sends stdin, then "
+                      "prints the output until the console is quiet for --idle seconds. Everything the guest "
+                      "prints is also in <rundir>/vms/NAME/console.log (--log prints it).")
+    s.add_argument("name")
+    s.add_argument("--log", action="store_true", help="print the console log and exit")
+    s.add_argument("--idle", type=float, default=2, metavar="SECONDS",
+                   help="from a pipe: exit once the console has been quiet this long after stdin ends (default 2)")
+    s.set_defaults(func=cmd_vm_console)
+    s = vm.add_parser("delete", parents=[where], help="forget a stopped VM",
+                      description="Remove a stopped VM's directory: its saved configuration and logs.")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_vm_delete)
     return parser
 
 

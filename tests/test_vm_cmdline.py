@@ -1,0 +1,156 @@
+"""``vswitch.vm`` without starting anything: NIC specs, stable MACs, the QEMU command line.
+
+The ``vf`` tests run against a *simulated* sysfs tree the test builds (these machines have no
+SR-IOV NIC and no VFIO); the vfio-pci command line they check is what a real host would get.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vswitch.vm import (
+    Nic,
+    VmConfig,
+    VmError,
+    default_port_name,
+    parse_memory,
+    parse_nic,
+    qemu_command,
+    stable_mac,
+    vf_pci_address,
+)
+
+
+def device_args(cmd: list[str]) -> list[str]:
+    return [cmd[i + 1] for i, a in enumerate(cmd) if a == "-device"]
+
+
+def opt(cmd: list[str], flag: str) -> str:
+    return cmd[cmd.index(flag) + 1]
+
+
+def resolved(cfg: VmConfig, vmdir: Path) -> VmConfig:
+    for i, nic in enumerate(cfg.nics):
+        nic.mac = nic.mac or stable_mac(cfg.name, i)
+        nic.port = nic.port or default_port_name(cfg.name, i)
+        if nic.kind == "vhost-user":
+            nic.socket = str(vmdir / f"{nic.port}.sock")
+    return cfg
+
+
+def test_parse_nic_specs_and_their_errors() -> None:
+    nic = parse_nic("vhost-user,bridge=br0,tag=10,mac=52:54:00:AA:bb:01,ip=10.0.0.5/24,port=web-a")
+    assert (nic.kind, nic.bridge, nic.tag, nic.mac, nic.ip, nic.port) == (
+        "vhost-user", "br0", 10, "52:54:00:aa:bb:01", "10.0.0.5/24", "web-a")
+    assert nic.iface_type == "dpdkvhostuserclient"
+    assert parse_nic("tap,bridge=br1").iface_type == ""          # a system port on the tap netdev
+    vf = parse_nic("vf,pf=enp1s0f0,vf=3")
+    assert (vf.pf, vf.vf, vf.bridge) == ("enp1s0f0", 3, "")
+    for spec, message in [
+        ("virtio,bridge=br0", "the kind is one of vhost-user, tap, vf"),
+        ("tap", "which bridge? add bridge=NAME"),
+        ("tap,bridge=br0,tag=5000", "tag is a VLAN, 0 to 4095"),
+        ("tap,bridge=br0,tag=x", "tag takes a number"),
+        ("tap,bridge=br0,mac=01:00:5e:00:00:01", "mac must be a unicast MAC"),
+        ("tap,bridge=br0,port=a-name-that-is-too-long", "port names are 1 to 15 characters"),
+        ("tap,bridge=br0,speed=10", "'speed=10' is not one of bridge=, mac=, ip=, tag=, port="),
+        ("vf,pf=enp1s0f0", "a VF NIC needs pf=NETDEV and vf=INDEX"),
+    ]:
+        with pytest.raises(VmError, match=message.replace("?", r"\?")):
+            parse_nic(spec)
+
+
+def test_memory_sizes() -> None:
+    assert parse_memory("256M") == 256
+    assert parse_memory("2G") == 2048
+    assert parse_memory("512") == 512
+    assert parse_memory("1GiB") == 1024
+    for bad in ("lots", "16M", "1T"):
+        with pytest.raises(VmError):
+            parse_memory(bad)
+
+
+def test_macs_are_stable_per_vm_and_nic() -> None:
+    assert stable_mac("web1", 0) == stable_mac("web1", 0)
+    macs = {stable_mac(vm, i) for vm in ("web1", "web2", "db") for i in range(4)}
+    assert len(macs) == 12
+    assert all(m.startswith("52:54:00:") and len(m) == 17 for m in macs)
+    assert default_port_name("web1", 2) == "web1-2"
+    long_name = default_port_name("a-very-long-vm-name", 0)
+    assert len(long_name) <= 15 and long_name.endswith("-0")
+    assert long_name == default_port_name("a-very-long-vm-name", 0)
+
+
+def test_tcg_command_line_shared_memfd_and_the_vectors_workaround(tmp_path: Path) -> None:
+    cfg = resolved(VmConfig("web1", memory_mb=256, cpus=2, kernel="/k", initrd="/i", append="quiet2",
+                            nics=[parse_nic("vhost-user,bridge=br0,ip=10.0.0.11/24"),
+                                  parse_nic("tap,bridge=br0,ip=10.0.1.11/24")]), tmp_path)
+    cmd = qemu_command(cfg, tmp_path, "tcg", "/usr/bin/qemu-system-x86_64")
+    assert opt(cmd, "-accel") == "tcg" and opt(cmd, "-smp") == "2" and "-no-reboot" in cmd
+    assert opt(cmd, "-object") == "memory-backend-memfd,id=mem0,size=256M,share=on"   # vhost-user needs share=on
+    assert opt(cmd, "-numa") == "node,memdev=mem0"
+    assert opt(cmd, "-qmp") == f"unix:{tmp_path / 'qmp.sock'},server=on,wait=off"
+    assert f"logfile={tmp_path / 'console.log'}" in cmd[cmd.index("-serial") - 1]
+    assert f"socket,id=nic0,path={tmp_path / 'web1-0.sock'},server=on" in cmd   # QEMU is the socket server
+    devices = device_args(cmd)
+    assert devices[0] == f"virtio-net-pci,netdev=net0,mac={stable_mac('web1', 0)},vectors=0"   # TCG + vhost-user
+    assert devices[1] == f"virtio-net-pci,netdev=net1,mac={stable_mac('web1', 1)}"             # tap: no workaround
+    assert "tap,id=net1,ifname=web1-1,script=no,downscript=no" in cmd
+    append = opt(cmd, "-append")
+    assert "ip=10.0.0.11/24" in append and "ip1=10.0.1.11/24" in append and append.endswith("quiet2")
+    assert opt(cmd, "-kernel") == "/k" and opt(cmd, "-initrd") == "/i"
+
+
+def test_kvm_command_line_has_no_workaround_and_hugepages(tmp_path: Path) -> None:
+    cfg = resolved(VmConfig("db", memory_mb=1024, hugepages=True, disks=[str(tmp_path / "disk.img")],
+                            nics=[parse_nic("vhost-user,bridge=br0")]), tmp_path)
+    cmd = qemu_command(cfg, tmp_path, "kvm", "qemu-system-x86_64")
+    assert opt(cmd, "-accel") == "kvm" and opt(cmd, "-cpu") == "host"
+    assert opt(cmd, "-object") == "memory-backend-memfd,id=mem0,size=1024M,share=on,hugetlb=on"
+    assert device_args(cmd) == [f"virtio-net-pci,netdev=net0,mac={stable_mac('db', 0)}"]
+    assert f"file={tmp_path / 'disk.img'},if=virtio,format=raw,index=0" in cmd
+    assert "-kernel" not in cmd and "-append" not in cmd
+
+
+def simulated_sriov_sysfs(root: Path, pf: str, vfs: dict[int, tuple[str, str]]) -> None:
+    """The sysfs entries the kernel has for PF netdev ``pf`` with VFs ``{index: (PCI address, driver)}``:
+    ``class/net/PF/device`` -> the PF's PCI function (``sriov_totalvfs``, ``sriov_numvfs``, ``virtfnN``),
+    ``bus/pci/devices/ADDR`` -> each VF, whose ``driver`` links to ``bus/pci/drivers/NAME``."""
+    pci_root = root / "devices/pci0000:00"
+    pf_dev = pci_root / "0000:01:00.0"
+    pf_dev.mkdir(parents=True)
+    (root / "class/net" / pf).mkdir(parents=True)
+    os.symlink(pf_dev, root / "class/net" / pf / "device")
+    (root / "bus/pci/devices").mkdir(parents=True)
+    (pf_dev / "sriov_totalvfs").write_text("8\n")
+    (pf_dev / "sriov_numvfs").write_text(f"{len(vfs)}\n")
+    for index, (pci, driver) in vfs.items():
+        vf_dev = pci_root / pci
+        vf_dev.mkdir()
+        os.symlink(vf_dev, pf_dev / f"virtfn{index}")
+        os.symlink(vf_dev, root / "bus/pci/devices" / pci)
+        (root / "bus/pci/drivers" / driver).mkdir(parents=True, exist_ok=True)
+        os.symlink(root / "bus/pci/drivers" / driver, vf_dev / "driver")
+
+
+def test_vf_passthrough_on_a_simulated_pf(tmp_path: Path) -> None:
+    """Simulation: a sysfs tree built here stands in for an SR-IOV NIC (none on these machines)."""
+    sysfs = tmp_path / "sys"
+    simulated_sriov_sysfs(sysfs, "enp1s0f0", {0: ("0000:01:00.1", "vfio-pci"), 1: ("0000:01:00.2", "iavf")})
+    assert vf_pci_address("enp1s0f0", 0, str(sysfs)) == "0000:01:00.1"
+    with pytest.raises(VmError, match=r"VF 1 of enp1s0f0 \(0000:01:00.2\) is bound to iavf, not vfio-pci"):
+        vf_pci_address("enp1s0f0", 1, str(sysfs))
+    with pytest.raises(VmError, match=r"enp1s0f0 has no VF 5 \(2 VFs enabled"):
+        vf_pci_address("enp1s0f0", 5, str(sysfs))
+    with pytest.raises(VmError, match="no network device eth9"):
+        vf_pci_address("eth9", 0, str(sysfs))
+    (sysfs / "class/net/lo").mkdir()
+    (sysfs / "class/net/lo/device").mkdir()
+    with pytest.raises(VmError, match="lo has no SR-IOV capability"):
+        vf_pci_address("lo", 0, str(sysfs))
+    nic = Nic("vf", pf="enp1s0f0", vf=0, mac=stable_mac("web1", 0), pci="0000:01:00.1")
+    cmd = qemu_command(VmConfig("web1", kernel="/k", nics=[nic]), tmp_path, "kvm", "qemu")
+    assert device_args(cmd) == ["vfio-pci,host=0000:01:00.1,id=vf0"]
