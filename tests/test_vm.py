@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -83,9 +84,13 @@ class Lab:
                     return text
         raise AssertionError(f"{vm}: {command!r} did not finish within {timeout} s:\n{out.decode(errors='replace')}")
 
-    def guest_ping(self, vm: str, ip: str) -> bool:
-        out = self.guest_run(vm, f"ping -c 3 -W 2 {ip} >/dev/null")
-        return re.search(r"^DONE\w*-0$", out, re.M) is not None
+    def guest_ping(self, vm: str, ip: str, tries: int = 3) -> bool:
+        """True once one of ``tries`` single pings from ``vm`` to ``ip`` is answered."""
+        for _ in range(tries):
+            out = self.guest_run(vm, f"ping -c 1 -W 2 {ip} >/dev/null")
+            if re.search(r"^DONE\w*-0$", out, re.M):
+                return True
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +174,33 @@ def test_console_from_a_pipe_and_its_log(lab: Lab) -> None:
     assert "pyvswitch-guest ready eth0=" in log and "console-42" in log
 
 
+def test_console_on_a_terminal_detaches_with_ctrl_bracket(lab: Lab) -> None:
+    a = lab.vm_name("a")
+    controller, terminal = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "vswitch.cli", "vm", "console", a, "--rundir", lab.switch.rundir],
+                            stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    out = b""
+    try:
+        deadline = time.monotonic() + 30
+        sent = False
+        while time.monotonic() < deadline and b"tty-84" not in out:
+            ready, _, _ = select.select([controller], [], [], 0.2)
+            if ready:
+                out += os.read(controller, 65536)
+            if not sent and b"Ctrl-] detaches" in out:
+                os.write(controller, b"echo tty-$((42*2))\r")
+                sent = True
+        assert b"tty-84" in out, out
+        os.write(controller, b"\x1d")
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(controller)
+    assert b"Connected to the console of " + a.encode() in out
+
+
 def test_start_errors_leave_nothing_behind(lab: Lab) -> None:
     a = lab.vm_name("a")
     ports_before = lab.switch.vsctl("list-ports", BRIDGE).stdout
@@ -210,6 +242,34 @@ def test_switch_restart_under_running_guests(lab: Lab) -> None:
     a, b, c = lab.vms
     assert lab.guest_ping(a, lab.vms[b]) and lab.guest_ping(c, lab.vms[a])
     assert {name: lab.status(name)["pid"] for name in lab.vms} == pids, "a guest was restarted"
+
+
+def meminfo(key: str) -> int:
+    return int(re.search(rf"^{key}:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M).group(1))
+
+
+def test_guest_ram_on_hugepages(lab: Lab) -> None:
+    nr_hugepages = Path("/proc/sys/vm/nr_hugepages")
+    saved = nr_hugepages.read_text()
+    name = f"{lab.vm_name('a')[:-1]}h"
+    too_big = lab.pyvswitch("start", name, "--memory", "64G", "--hugepages", "--nic", f"vhost-user,bridge={BRIDGE}")
+    assert too_big.returncode == 1
+    assert "--hugepages: 65536 MiB needs 32768 free hugepages of 2048 kB" in too_big.stderr, too_big.stderr
+    try:
+        nr_hugepages.write_text(str(int(saved) + 64))   # 128 MiB of 2 MiB pages
+        if meminfo("HugePages_Free") < 64:
+            pytest.fail(f"could not reserve 64 hugepages: {meminfo('HugePages_Free')} free")
+        free = meminfo("HugePages_Free")
+        start = lab.pyvswitch("start", name, "--memory", "128M", "--hugepages",
+                              "--nic", f"vhost-user,bridge={BRIDGE}", "--ip", f"{SUBNET}.21/24")
+        assert start.returncode == 0, start.stderr
+        assert "memory:      128 MiB (hugepages)" in start.stdout
+        assert meminfo("HugePages_Free") <= free - 32, "the guest's RAM is not on hugepages"
+        assert lab.net.ping(lab.host_ns, f"{SUBNET}.21"), "no traffic to the guest whose RAM is on hugepages"
+        assert lab.pyvswitch("stop", name).returncode == 0
+    finally:
+        lab.pyvswitch("stop", name, "--timeout", "5")
+        nr_hugepages.write_text(saved)
 
 
 def test_stop_powers_off_and_start_again_keeps_the_mac(lab: Lab) -> None:

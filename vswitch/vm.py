@@ -619,7 +619,10 @@ class VmManager:
                 how = "was not running"
             else:
                 how = self._power_off(name, pid, timeout)
-            self._cleanup(name, state.get("config"))
+            left = self._cleanup(name, state.get("config"))
+            if left:
+                how += (f"; the switch's database is not reachable, so port(s) {', '.join(left)} stay in it "
+                        "until this VM starts again (or ovs-vsctl del-port)")
             if pid is not None or state.get("state") in ("running", "starting"):
                 self._update_state(name, state="stopped", detail=how, pid=None, stopped_at=time.time())
         return how
@@ -643,13 +646,17 @@ class VmManager:
         _wait_exit(pid, 10)
         return "killed (QMP did not answer or QEMU did not quit)"
 
-    def _cleanup(self, name: str, config: dict | None) -> None:
-        """Remove everything a run of VM ``name`` created outside its logs: ports, taps, sockets, pidfile."""
+    def _cleanup(self, name: str, config: dict | None) -> list[str]:
+        """Remove everything a run of VM ``name`` created outside its logs: ports, taps, sockets, pidfile.
+
+        Returns the ports left in OVSDB because the database could not be reached.
+        """
         vmdir = self.vmdir(name)
         ports: list[str] = []
         if config:
             ports = [n["port"] for n in config.get("nics", []) if n.get("port") and n.get("bridge")]
         switch_up = self.switch_pid() is not None
+        left = list(ports)
         with contextlib.suppress(VmError):
             if switch_up or os.path.exists(self.db.removeprefix("unix:")):
                 interfaces = self._interfaces(timeout=10)
@@ -658,11 +665,13 @@ class VmManager:
                 args = [a for p in ports for a in ("--", "--if-exists", "del-port", p)]
                 if args:   # with the switch down nobody would confirm the change: do not wait for it
                     self.vsctl(*([] if switch_up else ["--no-wait"]), *args, timeout=10)
+                left = []
         for port in ports:
             _delete_tap(port)
         for f in vmdir.glob("*.sock"):
             f.unlink(missing_ok=True)
         (vmdir / "qemu.pid").unlink(missing_ok=True)
+        return left
 
     def delete(self, name: str) -> None:
         """Forget a stopped VM: remove its directory (config and logs)."""
