@@ -167,7 +167,7 @@ def test_list_status_and_ports(lab: Lab) -> None:
 
 def test_console_from_a_pipe_and_its_log(lab: Lab) -> None:
     a = lab.vm_name("a")
-    proc = lab.pyvswitch("console", a, "--idle", "2", stdin="echo console-$((6*7))\n", timeout=60)
+    proc = lab.pyvswitch("console", a, "--idle", "4", stdin="echo console-$((6*7))\n", timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "console-42" in proc.stdout.replace("\r", "").splitlines(), proc.stdout
     log = lab.pyvswitch("console", a, "--log").stdout
@@ -210,6 +210,8 @@ def test_start_errors_leave_nothing_behind(lab: Lab) -> None:
     nobridge = lab.pyvswitch("start", "nobr", "--nic", "vhost-user,bridge=nosuchbr")
     assert nobridge.returncode == 1
     assert "bridge nosuchbr does not exist (create it: ovs-vsctl add-br nosuchbr); bridges: vmbr" in nobridge.stderr
+    saved = lab.pyvswitch("start", a, "--memory", "1G")
+    assert saved.returncode == 1 and "--memory would be ignored" in saved.stderr
     noqemu = lab.pyvswitch("start", "noqemu", "--qemu", "/nonexistent/qemu", "--nic", f"tap,bridge={BRIDGE}")
     assert noqemu.returncode == 1 and "QEMU not found (/nonexistent/qemu)" in noqemu.stderr
     taken = lab.pyvswitch("start", "thief", "--nic", f"tap,bridge={BRIDGE},port={a}-0")
@@ -225,8 +227,17 @@ def test_start_errors_leave_nothing_behind(lab: Lab) -> None:
     assert lab.status("panics")["state"] == "failed"
     assert subprocess.run(["pgrep", "-f", f"{lab.switch.rundir}/vms/panics/"], capture_output=True).returncode == 1
     assert not list(Path(lab.switch.rundir, "vms", "panics").glob("*.sock"))
+    # Refused starts left no VM directory behind; the failed one keeps its logs for a post-mortem.
+    assert sorted(os.listdir(Path(lab.switch.rundir, "vms"))) == sorted([*lab.vms, "panics"])
+
+    # The administrator now uses the port name the failed VM had: stop and delete leave it alone.
+    lab.switch.vsctl("add-port", BRIDGE, "panics-0", "--", "set", "Interface", "panics-0",
+                     "type=dpdkvhostuserclient", "options:vhost-server-path=/nonexistent/admin.sock")
+    assert "was not running" in lab.pyvswitch("stop", "panics").stdout
     assert lab.pyvswitch("delete", "panics").returncode == 0
     assert "panics" not in lab.pyvswitch("list").stdout
+    assert "panics-0" in lab.switch.vsctl("list-ports", BRIDGE).stdout, "vm stop/delete removed a foreign port"
+    lab.switch.vsctl("del-port", BRIDGE, "panics-0")
 
 
 def test_switch_restart_under_running_guests(lab: Lab) -> None:
@@ -248,23 +259,31 @@ def meminfo(key: str) -> int:
     return int(re.search(rf"^{key}:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M).group(1))
 
 
+def hugepages_available() -> int:
+    """Hugepages neither used nor reserved (a shared hugetlb mapping reserves its pages when mapped)."""
+    return meminfo("HugePages_Free") - meminfo("HugePages_Rsvd")
+
+
 def test_guest_ram_on_hugepages(lab: Lab) -> None:
     nr_hugepages = Path("/proc/sys/vm/nr_hugepages")
     saved = nr_hugepages.read_text()
     name = f"{lab.vm_name('a')[:-1]}h"
     too_big = lab.pyvswitch("start", name, "--memory", "64G", "--hugepages", "--nic", f"vhost-user,bridge={BRIDGE}")
     assert too_big.returncode == 1
-    assert "--hugepages: 65536 MiB needs 32768 free hugepages of 2048 kB" in too_big.stderr, too_big.stderr
+    page_kb = meminfo("Hugepagesize")
+    need = 64 * 1024 * 1024 // page_kb
+    assert f"--hugepages: 65536 MiB needs {need} free hugepages of {page_kb} kB" in too_big.stderr, too_big.stderr
+    pages = 128 * 1024 // page_kb
     try:
-        nr_hugepages.write_text(str(int(saved) + 64))   # 128 MiB of 2 MiB pages
-        if meminfo("HugePages_Free") < 64:
-            pytest.fail(f"could not reserve 64 hugepages: {meminfo('HugePages_Free')} free")
-        free = meminfo("HugePages_Free")
+        nr_hugepages.write_text(str(int(saved) + pages))   # 128 MiB more
+        if hugepages_available() < pages:
+            pytest.fail(f"could not reserve {pages} hugepages: {hugepages_available()} available")
+        free = hugepages_available()
         start = lab.pyvswitch("start", name, "--memory", "128M", "--hugepages",
                               "--nic", f"vhost-user,bridge={BRIDGE}", "--ip", f"{SUBNET}.21/24")
         assert start.returncode == 0, start.stderr
         assert "memory:      128 MiB (hugepages)" in start.stdout
-        assert meminfo("HugePages_Free") <= free - 32, "the guest's RAM is not on hugepages"
+        assert hugepages_available() == free - pages, "the guest's 128 MiB of RAM are not on hugepages"
         assert lab.net.ping(lab.host_ns, f"{SUBNET}.21"), "no traffic to the guest whose RAM is on hugepages"
         assert lab.pyvswitch("stop", name).returncode == 0
     finally:

@@ -15,10 +15,13 @@ from vswitch.vm import (
     Nic,
     VmConfig,
     VmError,
+    VmManager,
     default_port_name,
+    parse_disk,
     parse_memory,
     parse_nic,
     qemu_command,
+    resolve_nics,
     stable_mac,
     vf_pci_address,
 )
@@ -32,12 +35,8 @@ def opt(cmd: list[str], flag: str) -> str:
     return cmd[cmd.index(flag) + 1]
 
 
-def resolved(cfg: VmConfig, vmdir: Path) -> VmConfig:
-    for i, nic in enumerate(cfg.nics):
-        nic.mac = nic.mac or stable_mac(cfg.name, i)
-        nic.port = nic.port or default_port_name(cfg.name, i)
-        if nic.kind == "vhost-user":
-            nic.socket = str(vmdir / f"{nic.port}.sock")
+def resolved(cfg: VmConfig, vmdir: Path, interfaces: dict | None = None) -> VmConfig:
+    resolve_nics(cfg, vmdir, interfaces or {})
     return cfg
 
 
@@ -56,6 +55,7 @@ def test_parse_nic_specs_and_their_errors() -> None:
         ("tap,bridge=br0,tag=x", "tag takes a number"),
         ("tap,bridge=br0,mac=01:00:5e:00:00:01", "mac must be a unicast MAC"),
         ("tap,bridge=br0,port=a-name-that-is-too-long", "port names are 1 to 15 characters"),
+        ("tap,bridge=br0,port=a b", "port names are 1 to 15 characters without"),
         ("tap,bridge=br0,speed=10", "'speed=10' is not one of bridge=, mac=, ip=, tag=, port="),
         ("vf,pf=enp1s0f0", "a VF NIC needs pf=NETDEV and vf=INDEX"),
     ]:
@@ -105,7 +105,8 @@ def test_tcg_command_line_shared_memfd_and_the_vectors_workaround(tmp_path: Path
 
 
 def test_kvm_command_line_has_no_workaround_and_hugepages(tmp_path: Path) -> None:
-    cfg = resolved(VmConfig("db", memory_mb=1024, hugepages=True, disks=[str(tmp_path / "disk.img")],
+    (tmp_path / "disk.img").write_bytes(bytes(4096))
+    cfg = resolved(VmConfig("db", memory_mb=1024, hugepages=True, disks=[parse_disk(str(tmp_path / "disk.img"))],
                             nics=[parse_nic("vhost-user,bridge=br0")]), tmp_path)
     cmd = qemu_command(cfg, tmp_path, "kvm", "qemu-system-x86_64")
     assert opt(cmd, "-accel") == "kvm" and opt(cmd, "-cpu") == "host"
@@ -154,3 +155,59 @@ def test_vf_passthrough_on_a_simulated_pf(tmp_path: Path) -> None:
     nic = Nic("vf", pf="enp1s0f0", vf=0, mac=stable_mac("web1", 0), pci="0000:01:00.1")
     cmd = qemu_command(VmConfig("web1", kernel="/k", nics=[nic]), tmp_path, "kvm", "qemu")
     assert device_args(cmd) == ["vfio-pci,host=0000:01:00.1,id=vf0"]
+
+
+def test_ports_of_someone_else_are_refused(tmp_path: Path) -> None:
+    nics = [parse_nic("vhost-user,bridge=br0"), parse_nic("tap,bridge=br0")]
+    mine = {"web1-0": {"external_ids": {"vm-id": "web1"}}}
+    cfg = resolved(VmConfig("web1", nics=nics), tmp_path, mine)   # a stale port of this VM is fine
+    assert [n.port for n in cfg.nics] == ["web1-0", "web1-1"]
+    assert cfg.nics[0].socket == str(tmp_path / "web1-0.sock")
+    for interfaces, whose in [({"web1-1": {"external_ids": {"vm-id": "db"}}}, "VM db's"),
+                              ({"web1-1": {"external_ids": {}}}, "not a port of this VM")]:
+        with pytest.raises(VmError, match=f"port web1-1 already exists in the switch \\({whose}\\)"):
+            resolve_nics(VmConfig("web1", nics=[parse_nic("tap,bridge=br0"), parse_nic("tap,bridge=br0")]),
+                         tmp_path, interfaces)
+    twice = [parse_nic("tap,bridge=br0,port=p"), parse_nic("vhost-user,bridge=br0,port=p")]
+    with pytest.raises(VmError, match="two NICs of VM web1 use port name p"):
+        resolve_nics(VmConfig("web1", nics=twice), tmp_path, {})
+
+
+def test_commas_in_paths_are_doubled_in_qemu_options(tmp_path: Path) -> None:
+    vmdir = tmp_path / "run,x" / "vms" / "web1"
+    disk = tmp_path / "a,snapshot=on.img"
+    disk.write_bytes(b"QFI\xfb" + bytes(508))
+    cfg = resolved(VmConfig("web1", disks=[parse_disk(str(disk))], nics=[parse_nic("vhost-user,bridge=br0")]),
+                   vmdir)
+    cmd = qemu_command(cfg, vmdir, "tcg", "qemu")
+    assert opt(cmd, "-qmp") == f"unix:{tmp_path}/run,,x/vms/web1/qmp.sock,server=on,wait=off"
+    assert f"socket,id=nic0,path={tmp_path}/run,,x/vms/web1/web1-0.sock,server=on" in cmd
+    assert f"file={tmp_path}/a,,snapshot=on.img,if=virtio,format=qcow2,index=0" in cmd   # the header, once
+
+
+def test_disk_format_is_decided_once(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.img"
+    raw.write_bytes(bytes(512))
+    assert parse_disk(str(raw)) == {"file": str(raw), "format": "raw"}
+    saved = VmConfig("web1", disks=[parse_disk(str(raw))]).to_json()
+    raw.write_bytes(b"QFI\xfb" + bytes(508))      # the guest writes a qcow2 header onto its raw disk
+    assert VmConfig.from_json(saved).disks == [{"file": str(raw), "format": "raw"}]
+    assert parse_disk(f"{raw},format=raw")["format"] == "raw"
+    with pytest.raises(VmError, match="format is raw or qcow2"):
+        parse_disk(f"{raw},format=vmdk")
+    with pytest.raises(VmError, match="no such file"):
+        parse_disk(str(tmp_path / "missing.img"))
+
+
+def test_vm_names_are_checked_everywhere(tmp_path: Path) -> None:
+    mgr = VmManager(str(tmp_path))
+    assert mgr.vmdir("web-1.a_b") == tmp_path / "vms" / "web-1.a_b"
+    for bad in ("../etc", "/etc", "web1\n", "", "-x", "a" * 33):
+        with pytest.raises(VmError, match="VM name"):
+            mgr.vmdir(bad)
+    with pytest.raises(VmError, match="VM name"):
+        mgr.delete("../../etc")
+    (tmp_path / "vms" / "broken").mkdir(parents=True)
+    (tmp_path / "vms" / "broken" / "vm.json").write_text("[1, 2]")   # damaged state: "no such VM", no traceback
+    with pytest.raises(VmError, match="no VM named broken"):
+        mgr.status("broken")

@@ -187,7 +187,7 @@ def cmd_vm_start(args: argparse.Namespace) -> int:
     """``vm start``: start a guest whose NICs are switch ports; wait until it boots."""
     import os
 
-    from vswitch.vm import VmConfig, VmError, parse_memory, parse_nic, print_status
+    from vswitch.vm import VmConfig, VmError, parse_disk, parse_memory, parse_nic, print_status
     from vswitch.vmimage import default_cache_dir
 
     mgr = _vm_manager(args)
@@ -195,12 +195,21 @@ def cmd_vm_start(args: argparse.Namespace) -> int:
         fresh = args.nic or args.kernel or args.disk
         saved = None if fresh else mgr.saved_config(args.name)
         if saved is not None:
+            options = (("--memory", args.memory), ("--cpus", args.cpus is not None), ("--ip", args.ip),
+                       ("--initrd", args.initrd), ("--append", args.append), ("--hugepages", args.hugepages),
+                       ("--qemu", args.qemu))
+            given = [opt for opt, value in options if value]
+            if given:
+                raise VmError(f"{args.name} has a saved configuration, which 'vm start {args.name}' reuses as it is; "
+                              f"{', '.join(given)} would be ignored. To change it, give the whole configuration "
+                              "again (--nic ... and the rest)")
             cfg = saved
             print(f"pyvswitch vm start: starting {args.name} with its saved configuration", file=sys.stderr)
         else:
-            cfg = VmConfig(args.name, memory_mb=parse_memory(args.memory), cpus=args.cpus, append=args.append,
-                           disks=[os.path.abspath(d) for d in args.disk], nics=[parse_nic(n) for n in args.nic],
-                           hugepages=args.hugepages, qemu=args.qemu)
+            cfg = VmConfig(args.name, memory_mb=parse_memory(args.memory or "256M"),
+                           cpus=1 if args.cpus is None else args.cpus, append=args.append or "",
+                           disks=[parse_disk(d) for d in args.disk],
+                           nics=[parse_nic(n) for n in args.nic], hugepages=args.hugepages, qemu=args.qemu or "")
             if args.kernel:
                 cfg.kernel = os.path.abspath(args.kernel)
                 cfg.initrd = os.path.abspath(args.initrd) if args.initrd else ""
@@ -237,14 +246,29 @@ def cmd_vm_stop(args: argparse.Namespace) -> int:
 
 def cmd_vm_list(args: argparse.Namespace) -> int:
     """``vm list``: one line per VM."""
+    from vswitch.vm import VmError
+
     mgr = _vm_manager(args)
+    try:
+        return _vm_list(mgr)
+    except VmError as exc:
+        return _vm_error("list", exc)
+
+
+def _vm_list(mgr) -> int:  # noqa: ANN001 - VmManager, imported lazily
+    from vswitch.vm import VmError
+
     names = mgr.names()
     if not names:
         print(f"no VMs in {mgr.vms_dir}")
         return 0
     print(f"{'NAME':<16} {'STATE':<9} {'PID':>7} {'ACCEL':<5} {'MEMORY':>7} {'CPUS':>4}  NICS")
     for name in names:
-        st = mgr.status(name, with_ports=False)
+        try:
+            st = mgr.status(name, with_ports=False)
+        except VmError as exc:
+            print(f"{name:<16} damaged   ({exc})")
+            continue
         nics = ", ".join(f"{n.kind}:{n.port}@{n.bridge}" if n.bridge else f"vf:{n.pf}/{n.vf}"
                          for n in st.config.nics) or "-"
         print(f"{name:<16} {st.state:<9} {st.pid or '-':>7} {st.accel or '-':<5} {st.config.memory_mb:>6}M "
@@ -266,7 +290,7 @@ def cmd_vm_status(args: argparse.Namespace) -> int:
         print(json.dumps(st.to_json(), indent=1))
     else:
         print_status(st)
-    return 0 if st.state in ("running", "paused", "starting") else 3
+    return 0 if st.pid else 3
 
 
 def cmd_vm_console(args: argparse.Namespace) -> int:
@@ -424,17 +448,18 @@ def build_parser() -> argparse.ArgumentParser:
         "starts again with its saved configuration.",
         epilog=NIC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("name", help="VM name (letters, digits, '_', '.', '-')")
-    s.add_argument("--memory", default="256M", metavar="SIZE", help="guest RAM, e.g. 256M, 2G (default 256M)")
-    s.add_argument("--cpus", type=int, default=1, metavar="N", help="virtual CPUs (default 1)")
+    s.add_argument("--memory", metavar="SIZE", help="guest RAM, e.g. 256M, 2G (default 256M)")
+    s.add_argument("--cpus", type=int, metavar="N", help="virtual CPUs (default 1)")
     s.add_argument("--kernel", metavar="FILE", help="kernel to boot directly (default: the test image's)")
     s.add_argument("--initrd", metavar="FILE", help="initramfs for --kernel")
-    s.add_argument("--append", default="", metavar="TEXT", help="more kernel command line")
-    s.add_argument("--disk", action="append", default=[], metavar="FILE", help="a virtio disk (raw or qcow2)")
+    s.add_argument("--append", metavar="TEXT", help="more kernel command line")
+    s.add_argument("--disk", action="append", default=[], metavar="FILE[,format=F]",
+                   help="a virtio disk, raw or qcow2 (without format= the file's header decides, at creation)")
     s.add_argument("--nic", action="append", default=[], metavar="KIND,...", help="a NIC (repeat); see below")
     s.add_argument("--ip", metavar="ADDR/LEN", help="the first NIC's address (the test image's ip=)")
     s.add_argument("--accel", choices=("kvm", "tcg"), help="override the accelerator 'vm check' picks")
     s.add_argument("--hugepages", action="store_true", help="guest RAM from hugepages (memfd hugetlb)")
-    s.add_argument("--qemu", default="", metavar="PATH", help="QEMU binary (default qemu-system-x86_64 on PATH)")
+    s.add_argument("--qemu", metavar="PATH", help="QEMU binary (default qemu-system-x86_64 on PATH)")
     s.add_argument("--ready", default="pyvswitch-guest ready", metavar="TEXT",
                    help="console text that means the guest is up (default: the test image's ready line)")
     s.add_argument("--boot-timeout", type=float, default=120, metavar="SECONDS",
@@ -455,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = vm.add_parser("status", parents=[where], help="one VM: state, accelerator, NICs, ports, addresses",
                       description="State (from QMP), pid, accelerator and why, and per NIC its MAC, port, "
                       "ofport and link state (from OVSDB) and the guest's addresses. Exit status 3 when "
-                      "the VM is not running.")
+                      "its QEMU is not running.")
     s.add_argument("name")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_vm_status)

@@ -36,7 +36,7 @@ class HostCheck:
     kvm_error: str = ""
     cpu_virt: str = ""              # "vmx", "svm" or "" (none)
     hugepages_total: int = 0
-    hugepages_free: int = 0
+    hugepages_free: int = 0         # HugePages_Free minus HugePages_Rsvd: what a new guest can still get
     hugepage_kb: int = 0
     memfd: bool = False
     qemu: str = ""                  # path, "" when missing
@@ -109,7 +109,7 @@ def check_host(accel: str | None = None, dev: str = "/dev/kvm", cpuinfo: str = "
     try:
         mi = open(meminfo).read()
         hc.hugepages_total = _meminfo(mi, "HugePages_Total")
-        hc.hugepages_free = _meminfo(mi, "HugePages_Free")
+        hc.hugepages_free = _meminfo(mi, "HugePages_Free") - _meminfo(mi, "HugePages_Rsvd")
         hc.hugepage_kb = _meminfo(mi, "Hugepagesize")
     except OSError:
         pass

@@ -47,13 +47,13 @@ import sys
 import termios
 import time
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vswitch.kvm import QEMU, check_host
 from vswitch.vmimage import READY_MARKER, kernel_cmdline, parse_ready_line
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 IFNAME_MAX = 15
 UNIX_PATH_MAX = 107
 NIC_KINDS = ("vhost-user", "tap", "vf")
@@ -121,8 +121,9 @@ def parse_nic(spec: str) -> Nic:
                 raise VmError(f"--nic {spec!r}: mac must be a unicast MAC like 52:54:00:12:34:56")
             nic.mac = value.lower()
         elif key == "port":
-            if not 0 < len(value) <= IFNAME_MAX or "/" in value or value.strip() != value:
-                raise VmError(f"--nic {spec!r}: port names are 1 to {IFNAME_MAX} characters without '/' or spaces")
+            if not re.fullmatch(rf"[^/\s,:]{{1,{IFNAME_MAX}}}", value):
+                raise VmError(f"--nic {spec!r}: port names are 1 to {IFNAME_MAX} characters without '/', ':', "
+                              "',' or spaces")
             nic.port = value
         else:
             setattr(nic, key, value)
@@ -169,7 +170,7 @@ class VmConfig:
     kernel: str = ""
     initrd: str = ""
     append: str = ""
-    disks: list[str] = dataclasses.field(default_factory=list)
+    disks: list[dict] = dataclasses.field(default_factory=list)   # {"file": path, "format": raw|qcow2}
     nics: list[Nic] = dataclasses.field(default_factory=list)
     accel: str | None = None     # None: what ``vm check`` picks
     hugepages: bool = False
@@ -187,6 +188,33 @@ class VmConfig:
         nic_fields = {f.name for f in dataclasses.fields(Nic)}
         cfg.nics = [Nic(**{k: v for k, v in n.items() if k in nic_fields}) for n in data.get("nics", [])]
         return cfg
+
+
+def resolve_nics(cfg: VmConfig, vmdir: Path, interfaces: dict[str, dict], sysfs: str = "/sys") -> None:
+    """Fill in each NIC's MAC, port name, socket and PCI address; VmError if a port or netdev of that name
+    belongs to someone else (``interfaces``: OVSDB's, as ``VmManager._interfaces`` returns them)."""
+    seen: set[str] = set()
+    for i, nic in enumerate(cfg.nics):
+        nic.mac = nic.mac or stable_mac(cfg.name, i)
+        if nic.kind == "vf":
+            nic.pci = vf_pci_address(nic.pf, nic.vf if nic.vf is not None else -1, sysfs)
+            continue
+        nic.port = nic.port or default_port_name(cfg.name, i)
+        if nic.port in seen:
+            raise VmError(f"two NICs of VM {cfg.name} use port name {nic.port}")
+        seen.add(nic.port)
+        owner = interfaces.get(nic.port, {}).get("external_ids", {}).get("vm-id")
+        if nic.port in interfaces and owner != cfg.name:
+            whose = f"VM {owner}'s" if owner else "not a port of this VM"
+            raise VmError(f"port {nic.port} already exists in the switch ({whose}); "
+                          "choose another with --nic ...,port=NAME")
+        if nic.kind == "tap" and nic.port not in interfaces and os.path.exists(f"/sys/class/net/{nic.port}"):
+            raise VmError(f"a network device named {nic.port} already exists; choose another port=NAME")
+        if nic.kind == "vhost-user":
+            nic.socket = str(vmdir / f"{nic.port}.sock")
+            if len(nic.socket) > UNIX_PATH_MAX:
+                raise VmError(f"vhost-user socket path {nic.socket} is longer than {UNIX_PATH_MAX} bytes: "
+                              "use a shorter --rundir or VM name")
 
 
 def vf_pci_address(pf: str, vf: int, sysfs: str = "/sys") -> str:
@@ -219,15 +247,15 @@ def qemu_command(cfg: VmConfig, vmdir: Path, accel: str, qemu: str) -> list[str]
            "-smp", str(cfg.cpus), "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
            "-object", mem, "-numa", "node,memdev=mem0",
            "-pidfile", str(vmdir / "qemu.pid"),
-           "-qmp", f"unix:{vmdir / 'qmp.sock'},server=on,wait=off",
-           "-chardev", f"socket,id=console,path={vmdir / 'console.sock'},server=on,wait=off,"
-                       f"logfile={vmdir / 'console.log'},logappend=on",
+           "-qmp", f"unix:{_q(str(vmdir / 'qmp.sock'))},server=on,wait=off",
+           "-chardev", f"socket,id=console,path={_q(str(vmdir / 'console.sock'))},server=on,wait=off,"
+                       f"logfile={_q(str(vmdir / 'console.log'))},logappend=on",
            "-serial", "chardev:console"]
     if accel == "kvm":
         cmd += ["-cpu", "host"]
     for i, nic in enumerate(cfg.nics):
         if nic.kind == "vhost-user":
-            cmd += ["-chardev", f"socket,id=nic{i},path={nic.socket},server=on",
+            cmd += ["-chardev", f"socket,id=nic{i},path={_q(nic.socket)},server=on",
                     "-netdev", f"vhost-user,id=net{i},chardev=nic{i}"]
             device = f"virtio-net-pci,netdev=net{i},mac={nic.mac}"
             if accel == "tcg":
@@ -241,8 +269,7 @@ def qemu_command(cfg: VmConfig, vmdir: Path, accel: str, qemu: str) -> list[str]
         else:
             cmd += ["-device", f"vfio-pci,host={nic.pci},id=vf{i}"]
     for i, disk in enumerate(cfg.disks):
-        fmt = "qcow2" if _is_qcow2(disk) else "raw"
-        cmd += ["-drive", f"file={disk},if=virtio,format={fmt},index={i}"]
+        cmd += ["-drive", f"file={_q(disk['file'])},if=virtio,format={disk['format']},index={i}"]
     if cfg.kernel:
         # the test image's /init puts ip= on eth0 and ipN= on ethN (NICs appear in command-line order)
         first = cfg.nics[0].ip if cfg.nics and cfg.nics[0].ip else None
@@ -253,12 +280,24 @@ def qemu_command(cfg: VmConfig, vmdir: Path, accel: str, qemu: str) -> list[str]
     return cmd
 
 
-def _is_qcow2(path: str) -> bool:
-    try:
+def parse_disk(spec: str) -> dict:
+    """``FILE[,format=raw|qcow2]``; without a format the file's header decides, once: the format is saved
+    with the VM's config, so a guest that writes a qcow2 header onto its raw disk cannot change it later."""
+    path, _, rest = spec.partition(",format=")
+    path = os.path.abspath(path)
+    if rest and rest not in ("raw", "qcow2"):
+        raise VmError(f"--disk {spec!r}: format is raw or qcow2")
+    if not os.path.isfile(path):
+        raise VmError(f"--disk {path}: no such file")
+    if not rest:
         with open(path, "rb") as f:
-            return f.read(4) == b"QFI\xfb"
-    except OSError:
-        return False
+            rest = "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
+    return {"file": path, "format": rest}
+
+
+def _q(value: str) -> str:
+    """``value`` inside a QEMU option string: a comma is written twice."""
+    return value.replace(",", ",,")
 
 
 # --- QMP -----------------------------------------------------------------------------------------------------
@@ -270,15 +309,15 @@ class Qmp:
     def __init__(self, path: str | os.PathLike, timeout: float = 10) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
+        self.file = self.sock.makefile("rw")
         try:
             self.sock.connect(str(path))
-            self.file = self.sock.makefile("rw")
             greeting = json.loads(self.file.readline() or "{}")
             if "QMP" not in greeting:
                 raise OSError(f"no QMP greeting on {path}: {greeting}")
             self.execute("qmp_capabilities")
         except BaseException:
-            self.sock.close()
+            self.close()
             raise
 
     def execute(self, command: str, **arguments: object) -> dict:
@@ -370,11 +409,14 @@ class VmManager:
         """Every OVSDB Interface: name -> {type, external_ids, ofport, link_state, error}."""
         out = self.vsctl("--format=json", "--columns=name,type,external_ids,ofport,link_state,error",
                          "list", "Interface", timeout=timeout)
-        table = json.loads(out)
-        result = {}
-        for row in table["data"]:
-            rec = dict(zip(table["headings"], (_ovsdb_value(v) for v in row), strict=True))
-            result[rec.pop("name")] = rec
+        try:
+            table = json.loads(out)
+            result = {}
+            for row in table["data"]:
+                rec = dict(zip(table["headings"], (_ovsdb_value(v) for v in row), strict=True))
+                result[rec.pop("name")] = rec
+        except (ValueError, KeyError, TypeError) as e:
+            raise VmError(f"cannot read ovs-vsctl's list of interfaces: {e}") from None
         return result
 
     def switch_pid(self) -> int | None:
@@ -384,14 +426,20 @@ class VmManager:
     # -- state files --
 
     def vmdir(self, name: str) -> Path:
-        """``<rundir>/vms/<name>``."""
+        """``<rundir>/vms/<name>``; VmError for a name that is not a VM name."""
+        if not NAME_RE.fullmatch(name):
+            raise VmError(f"VM name {name!r}: 1 to 32 letters, digits, '_', '.', '-', starting with a letter "
+                          "or digit")
         return self.vms_dir / name
 
     def _read_state(self, name: str) -> dict | None:
         try:
-            return json.loads((self.vmdir(name) / "vm.json").read_text())
+            state = json.loads((self.vmdir(name) / "vm.json").read_text())
         except (OSError, ValueError):
             return None
+        if not isinstance(state, dict) or not isinstance(state.get("config", {}), dict):
+            return None
+        return state
 
     def _write_state(self, name: str, state: dict) -> None:
         path = self.vmdir(name) / "vm.json"
@@ -414,80 +462,104 @@ class VmManager:
             if pid is None or not _pid_alive(pid):
                 return None
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return None
-        return pid if str(vmdir).encode() in cmdline else None
+        pidfile = str(vmdir / "qemu.pid").encode()
+        return pid if any(a == b"-pidfile" and b == pidfile for a, b in zip(args, args[1:], strict=False)) else None
 
     def saved_config(self, name: str) -> VmConfig | None:
         """The config VM ``name`` was last started with, if any."""
         state = self._read_state(name)
-        return VmConfig.from_json(state["config"]) if state and "config" in state else None
+        return _config(state, name) if state and "config" in state else None
 
     # -- start --
 
     def start(self, cfg: VmConfig, wait_ready: bool = True, ready_text: str = READY_MARKER,
               boot_timeout: float = BOOT_TIMEOUT) -> VmStatus:
         """Start ``cfg``: create its ports and taps, start QEMU, wait until it runs (and its ready line)."""
-        if not NAME_RE.match(cfg.name):
-            raise VmError(f"VM name {cfg.name!r}: 1 to 32 letters, digits, '_', '.', '-', starting with a letter "
-                          "or digit")
+        vmdir = self.vmdir(cfg.name)
         qemu = cfg.qemu or shutil.which(QEMU) or ""
         if not qemu or not os.access(qemu, os.X_OK):
             raise VmError(f"QEMU not found ({cfg.qemu or QEMU}): apt-get install qemu-system-x86")
         host = check_host(cfg.accel)
         self._check_config(cfg, host.hugepages_free, host.hugepage_kb)
-        vmdir = self.vmdir(cfg.name)
-        vmdir.mkdir(parents=True, exist_ok=True)
-        with open(vmdir / ".lock", "w") as lock:
+        for sock in ("qmp.sock", "console.sock"):
+            if len(str(vmdir / sock)) > UNIX_PATH_MAX:
+                raise VmError(f"socket path {vmdir / sock} is longer than {UNIX_PATH_MAX} bytes: "
+                              "use a shorter --rundir or VM name")
+        new_dir = not vmdir.exists()
+        try:
+            vmdir.mkdir(parents=True, exist_ok=True)
+            with self._locked(cfg.name):
+                pid = self.qemu_pid(cfg.name)
+                if pid:
+                    raise VmError(f"VM {cfg.name} is already running (QEMU pid {pid}); "
+                                  f"stop it first: pyvswitch vm stop {cfg.name}")
+                interfaces = self._interfaces() if any(n.bridge for n in cfg.nics) else {}
+                resolve_nics(cfg, vmdir, interfaces, self.sysfs)
+                self._cleanup(cfg.name, (self._read_state(cfg.name) or {}).get("config"))
+                new_dir = False   # from here on the directory keeps the state and logs of this attempt
+                self._launch(cfg, vmdir, host.accel, host.reason, qemu, wait_ready, ready_text, boot_timeout)
+        except OSError as e:
+            raise VmError(f"VM {cfg.name}: {e}") from None
+        finally:
+            if new_dir:
+                shutil.rmtree(vmdir, ignore_errors=True)
+        return self.status(cfg.name)
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        """Hold VM ``name``'s lock (start, stop and delete take it; a second one fails at once)."""
+        with open(self.vmdir(name) / ".lock", "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                raise VmError(f"VM {cfg.name} is being started or stopped by another command") from None
-            pid = self.qemu_pid(cfg.name)
-            if pid:
-                raise VmError(f"VM {cfg.name} is already running (QEMU pid {pid}); "
-                              f"stop it first: pyvswitch vm stop {cfg.name}")
-            self._resolve_nics(cfg, vmdir)
-            self._cleanup(cfg.name, (self._read_state(cfg.name) or {}).get("config"))
-            cmd = qemu_command(cfg, vmdir, host.accel, qemu)
-            self._write_state(cfg.name, {"config": cfg.to_json(), "state": "starting", "accel": host.accel,
-                                         "accel_reason": host.reason, "command": cmd, "pid": None,
-                                         "started_at": time.time()})
-            with contextlib.suppress(FileNotFoundError):   # the previous run's console, kept for post-mortems
-                os.replace(vmdir / "console.log", vmdir / "console.log.1")
-            proc = None
-            try:
-                for nic in cfg.nics:
-                    if nic.kind == "tap":
-                        _create_tap(nic.port)
-                with open(vmdir / "qemu.log", "w") as qlog:
-                    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog, stderr=subprocess.STDOUT,
-                                            start_new_session=True, close_fds=True)
-                self._update_state(cfg.name, pid=proc.pid)
-                self.log(f"QEMU started (pid {proc.pid}, {host.accel})")
-                self._add_ports(cfg)
-                self._wait_running(cfg.name, proc, min(60.0, boot_timeout))
-                if wait_ready:
-                    ready = self._wait_ready(cfg.name, proc, ready_text, boot_timeout)
-                    self._update_state(cfg.name, ready_line=ready)
-            except BaseException as e:
-                detail = str(e) if isinstance(e, VmError) else f"{type(e).__name__}: {e}"
-                if proc is not None and proc.poll() is None:
-                    proc.kill()
+                raise VmError(f"VM {name} is being started, stopped or deleted by another command") from None
+            yield
+
+    def _launch(self, cfg: VmConfig, vmdir: Path, accel: str, accel_reason: str, qemu: str, wait_ready: bool,
+                ready_text: str, boot_timeout: float) -> None:
+        """Taps, QEMU, ports, then wait; on any failure everything but the logs is removed again."""
+        cmd = qemu_command(cfg, vmdir, accel, qemu)
+        self._write_state(cfg.name, {"config": cfg.to_json(), "state": "starting", "accel": accel,
+                                     "accel_reason": accel_reason, "command": cmd, "pid": None,
+                                     "started_at": time.time()})
+        with contextlib.suppress(FileNotFoundError):   # the previous run's console, kept for post-mortems
+            os.replace(vmdir / "console.log", vmdir / "console.log.1")
+        proc = None
+        try:
+            for nic in cfg.nics:
+                if nic.kind == "tap":
+                    _create_tap(nic.port)
+            with open(vmdir / "qemu.log", "w") as qlog:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog, stderr=subprocess.STDOUT,
+                                        start_new_session=True, close_fds=True)
+            self._update_state(cfg.name, pid=proc.pid)
+            self.log(f"QEMU started (pid {proc.pid}, {accel})")
+            self._add_ports(cfg)
+            self._wait_running(cfg.name, proc, min(60.0, boot_timeout))
+            if wait_ready:
+                ready = self._wait_ready(cfg.name, proc, ready_text, boot_timeout)
+                self._update_state(cfg.name, ready_line=ready)
+        except BaseException as e:
+            detail = str(e) if isinstance(e, VmError) else f"{type(e).__name__}: {e}"
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(10)
-                self._cleanup(cfg.name, cfg.to_json())
-                self._update_state(cfg.name, state="failed", detail=detail, pid=None, stopped_at=time.time())
-                raise
-            self._update_state(cfg.name, state="running")
-        return self.status(cfg.name)
+            self._cleanup(cfg.name, cfg.to_json())
+            self._update_state(cfg.name, state="failed", detail=detail, pid=None, stopped_at=time.time())
+            raise
+        self._update_state(cfg.name, state="running")
 
     def _check_config(self, cfg: VmConfig, hugepages_free: int, hugepage_kb: int) -> None:
         if cfg.cpus < 1:
             raise VmError("--cpus must be at least 1")
         if not cfg.kernel and not cfg.disks:
             raise VmError("nothing to boot: give --kernel (and --initrd) or --disk")
-        for what, path in (("--kernel", cfg.kernel), ("--initrd", cfg.initrd), *(("--disk", d) for d in cfg.disks)):
+        disks = (("--disk", d["file"]) for d in cfg.disks)
+        for what, path in (("--kernel", cfg.kernel), ("--initrd", cfg.initrd), *disks):
             if path and not os.path.isfile(path):
                 raise VmError(f"{what} {path}: no such file")
         if cfg.initrd and not cfg.kernel:
@@ -508,32 +580,6 @@ class VmManager:
             if br not in existing:
                 raise VmError(f"bridge {br} does not exist (create it: ovs-vsctl add-br {br}); "
                               f"bridges: {', '.join(existing) or 'none'}")
-
-    def _resolve_nics(self, cfg: VmConfig, vmdir: Path) -> None:
-        """Fill in each NIC's MAC, port name, socket and PCI address; check nothing belongs to someone else."""
-        interfaces = self._interfaces() if any(n.bridge for n in cfg.nics) else {}
-        seen: set[str] = set()
-        for i, nic in enumerate(cfg.nics):
-            nic.mac = nic.mac or stable_mac(cfg.name, i)
-            if nic.kind == "vf":
-                nic.pci = vf_pci_address(nic.pf, nic.vf if nic.vf is not None else -1, self.sysfs)
-                continue
-            nic.port = nic.port or default_port_name(cfg.name, i)
-            if nic.port in seen:
-                raise VmError(f"two NICs of VM {cfg.name} use port name {nic.port}")
-            seen.add(nic.port)
-            owner = interfaces.get(nic.port, {}).get("external_ids", {}).get("vm-id")
-            if nic.port in interfaces and owner != cfg.name:
-                whose = f"VM {owner}'s" if owner else "not a port of this VM"
-                raise VmError(f"port {nic.port} already exists in the switch ({whose}); "
-                              "choose another with --nic ...,port=NAME")
-            if nic.kind == "tap" and nic.port not in interfaces and os.path.exists(f"/sys/class/net/{nic.port}"):
-                raise VmError(f"a network device named {nic.port} already exists; choose another port=NAME")
-            if nic.kind == "vhost-user":
-                nic.socket = str(vmdir / f"{nic.port}.sock")
-                if len(nic.socket) > UNIX_PATH_MAX:
-                    raise VmError(f"vhost-user socket path {nic.socket} is longer than {UNIX_PATH_MAX} bytes: "
-                                  "use a shorter --rundir or VM name")
 
     def _add_ports(self, cfg: VmConfig) -> None:
         """One ovs-vsctl transaction adding every switch port of ``cfg``; Interface.error is checked after."""
@@ -608,12 +654,7 @@ class VmManager:
         state = self._read_state(name)
         if state is None:
             raise VmError(f"no VM named {name} in {self.vms_dir} (pyvswitch vm list)")
-        vmdir = self.vmdir(name)
-        with open(vmdir / ".lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise VmError(f"VM {name} is being started or stopped by another command") from None
+        with self._locked(name):
             pid = self.qemu_pid(name)
             if pid is None:
                 how = "was not running"
@@ -652,34 +693,40 @@ class VmManager:
         Returns the ports left in OVSDB because the database could not be reached.
         """
         vmdir = self.vmdir(name)
-        ports: list[str] = []
-        if config:
-            ports = [n["port"] for n in config.get("nics", []) if n.get("port") and n.get("bridge")]
+        nics = [n for n in (config or {}).get("nics", []) if isinstance(n, dict) and n.get("port")]
+        taps = [n["port"] for n in nics if n.get("kind") == "tap"]
+        left = [n["port"] for n in nics if n.get("bridge")]
         switch_up = self.switch_pid() is not None
-        left = list(ports)
         with contextlib.suppress(VmError):
             if switch_up or os.path.exists(self.db.removeprefix("unix:")):
                 interfaces = self._interfaces(timeout=10)
-                owned = [p for p, rec in interfaces.items() if rec["external_ids"].get("vm-id") == name]
-                ports = sorted(set(ports) | set(owned))
-                args = [a for p in ports for a in ("--", "--if-exists", "del-port", p)]
+                # only ports marked as this VM's: a name in an old config may belong to someone else by now
+                owned = sorted(p for p, rec in interfaces.items() if rec["external_ids"].get("vm-id") == name)
+                taps = [t for t in taps if t not in interfaces or t in owned]
+                args = [a for p in owned for a in ("--", "--if-exists", "del-port", p)]
                 if args:   # with the switch down nobody would confirm the change: do not wait for it
                     self.vsctl(*([] if switch_up else ["--no-wait"]), *args, timeout=10)
                 left = []
-        for port in ports:
-            _delete_tap(port)
+        for tap in taps:
+            _delete_tap(tap)
         for f in vmdir.glob("*.sock"):
             f.unlink(missing_ok=True)
         (vmdir / "qemu.pid").unlink(missing_ok=True)
         return left
 
     def delete(self, name: str) -> None:
-        """Forget a stopped VM: remove its directory (config and logs)."""
-        if self._read_state(name) is None:
+        """Forget a stopped VM: remove what is left of its last run (ports, taps) and its directory."""
+        state = self._read_state(name)
+        if state is None:
             raise VmError(f"no VM named {name} in {self.vms_dir} (pyvswitch vm list)")
-        if self.qemu_pid(name):
-            raise VmError(f"VM {name} is running: pyvswitch vm stop {name} first")
-        shutil.rmtree(self.vmdir(name))
+        with self._locked(name):
+            if self.qemu_pid(name):
+                raise VmError(f"VM {name} is running: pyvswitch vm stop {name} first")
+            left = self._cleanup(name, state.get("config"))
+            if left:
+                raise VmError(f"the switch's database is not reachable to remove port(s) {', '.join(left)}: "
+                              "start the switch first")
+            shutil.rmtree(self.vmdir(name))
 
     # -- status --
 
@@ -694,7 +741,7 @@ class VmManager:
         state = self._read_state(name)
         if state is None:
             raise VmError(f"no VM named {name} in {self.vms_dir} (pyvswitch vm list)")
-        cfg = VmConfig.from_json(state.get("config", {"name": name}))
+        cfg = _config(state, name)
         pid = self.qemu_pid(name)
         saved = state.get("state", "stopped")
         detail = state.get("detail", "")
@@ -795,6 +842,16 @@ def attach_console(path: str, stdin_fd: int, stdout_fd: int, idle: float, name: 
 # --- helpers -------------------------------------------------------------------------------------------------
 
 
+def _config(state: dict, name: str) -> VmConfig:
+    """The VmConfig saved in a ``vm.json``; a damaged one becomes a bare config of that name."""
+    try:
+        cfg = VmConfig.from_json(state.get("config") or {"name": name})
+        cfg.name = name
+        return cfg
+    except (TypeError, ValueError, AttributeError):
+        return VmConfig(name)
+
+
 def _ovsdb_value(v: object) -> object:
     """An ovs-vsctl JSON cell as Python: maps as dicts, sets as lists, atoms as themselves."""
     if isinstance(v, list) and len(v) == 2 and v[0] in ("map", "set", "uuid"):
@@ -840,11 +897,12 @@ def _wait_exit(pid: int, timeout: float) -> bool:
 
 
 def _find_line(path: Path, text: str) -> str | None:
+    """The first complete line (one QEMU has finished writing) of ``path`` that contains ``text``."""
     try:
         data = path.read_text(errors="replace")
     except OSError:
         return None
-    for line in data.splitlines():
+    for line in data.split("\n")[:-1]:
         if text in line:
             return line.strip()
     return None
@@ -869,7 +927,10 @@ def _create_tap(name: str) -> None:
     """A persistent tap netdev ``name`` for QEMU to open (``-netdev tap,ifname=``): up, no IPv6."""
     from backends.tap import disable_ipv6, set_link
 
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise VmError(f"cannot create tap device {name}: /dev/net/tun: {e.strerror or e}") from None
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
         fcntl.ioctl(fd, TUNSETPERSIST, 1)
@@ -877,8 +938,12 @@ def _create_tap(name: str) -> None:
         raise VmError(f"cannot create tap device {name}: {e.strerror or e}") from None
     finally:
         os.close(fd)
-    disable_ipv6(name)
-    set_link(name, up=True)
+    try:
+        disable_ipv6(name)
+        set_link(name, up=True)
+    except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError and OSError alike
+        _delete_tap(name)
+        raise VmError(f"cannot bring tap device {name} up: {e}") from None
 
 
 def _delete_tap(name: str) -> None:
@@ -889,11 +954,11 @@ def _delete_tap(name: str) -> None:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     except OSError:
         return
-    try:
+    try:   # fails (EBUSY) while a process has the tap open: then it is not ours to remove
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
         fcntl.ioctl(fd, TUNSETPERSIST, 0)
     except OSError:
-        subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
+        pass
     finally:
         os.close(fd)
 
