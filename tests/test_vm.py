@@ -216,6 +216,11 @@ def test_start_errors_leave_nothing_behind(lab: Lab) -> None:
     assert noqemu.returncode == 1 and "QEMU not found (/nonexistent/qemu)" in noqemu.stderr
     taken = lab.pyvswitch("start", "thief", "--nic", f"tap,bridge={BRIDGE},port={a}-0")
     assert taken.returncode == 1 and f"port {a}-0 already exists in the switch (VM {a}'s)" in taken.stderr
+    same_mac = lab.pyvswitch("start", "thief", "--nic", f"tap,bridge={BRIDGE},mac={stable_mac(a, 0)}")
+    assert same_mac.returncode == 1
+    assert f"NIC 0: MAC {stable_mac(a, 0)} is already NIC 0 of running VM {a}" in same_mac.stderr
+    two_ips = lab.pyvswitch("start", "thief", "--nic", f"tap,bridge={BRIDGE},ip=10.9.0.1/24", "--ip", "10.9.0.2/24")
+    assert two_ips.returncode == 1 and "give one of them" in two_ips.stderr
 
     # A guest whose kernel panics (no init): QEMU ends (-no-reboot), the last console lines say why.
     bad = lab.pyvswitch("start", "panics", "--nic", f"vhost-user,bridge={BRIDGE}", "--append", "rdinit=/nonexistent",
@@ -268,11 +273,13 @@ def test_guest_ram_on_hugepages(lab: Lab) -> None:
     nr_hugepages = Path("/proc/sys/vm/nr_hugepages")
     saved = nr_hugepages.read_text()
     name = f"{lab.vm_name('a')[:-1]}h"
-    too_big = lab.pyvswitch("start", name, "--memory", "64G", "--hugepages", "--nic", f"vhost-user,bridge={BRIDGE}")
-    assert too_big.returncode == 1
     page_kb = meminfo("Hugepagesize")
-    need = 64 * 1024 * 1024 // page_kb
-    assert f"--hugepages: 65536 MiB needs {need} free hugepages of {page_kb} kB" in too_big.stderr, too_big.stderr
+    short = (hugepages_available() + 64) * page_kb // 1024   # MiB: 64 pages more than there are
+    too_big = lab.pyvswitch("start", name, "--memory", f"{short}M", "--hugepages",
+                            "--nic", f"vhost-user,bridge={BRIDGE}")
+    assert too_big.returncode == 1
+    assert (f"--hugepages: {short} MiB needs {hugepages_available() + 64} free hugepages of {page_kb} kB, "
+            f"{hugepages_available()} are free") in too_big.stderr, too_big.stderr
     pages = 128 * 1024 // page_kb
     try:
         nr_hugepages.write_text(str(int(saved) + pages))   # 128 MiB more

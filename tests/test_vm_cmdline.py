@@ -58,6 +58,9 @@ def test_parse_nic_specs_and_their_errors() -> None:
         ("tap,bridge=br0,port=a b", "port names are 1 to 15 characters without"),
         ("tap,bridge=br0,speed=10", "'speed=10' is not one of bridge=, mac=, ip=, tag=, port="),
         ("vf,pf=enp1s0f0", "a VF NIC needs pf=NETDEV and vf=INDEX"),
+        ("tap,bridge=br0,bridge=br1", "bridge= is given twice"),
+        ("tap,bridge=br0,ip=10.0.0.300/24", "is not an address with a prefix length"),
+        ("tap,bridge=br0,ip=10.0.0.3", "needs a prefix length, e.g. 10.0.0.3/24"),
     ]:
         with pytest.raises(VmError, match=message.replace("?", r"\?")):
             parse_nic(spec)

@@ -175,7 +175,8 @@ def _vm_manager(args: argparse.Namespace):  # noqa: ANN202 - VmManager, imported
 
     rundir = args.rundir or os.environ.get("OVS_RUNDIR") or "/var/run/openvswitch"
     log = (lambda msg: print(f"pyvswitch vm: {msg}", file=sys.stderr)) if args.verbose else None
-    return VmManager(rundir, db=args.db, log=log)
+    return VmManager(rundir, db=args.db, log=log,
+                     warn=lambda msg: print(f"pyvswitch vm {args.vm_command}: warning: {msg}", file=sys.stderr))
 
 
 def _vm_error(command: str, exc: Exception) -> int:
@@ -186,8 +187,9 @@ def _vm_error(command: str, exc: Exception) -> int:
 def cmd_vm_start(args: argparse.Namespace) -> int:
     """``vm start``: start a guest whose NICs are switch ports; wait until it boots."""
     import os
+    from pathlib import Path
 
-    from vswitch.vm import VmConfig, VmError, parse_disk, parse_memory, parse_nic, print_status
+    from vswitch.vm import VmConfig, VmError, check_ip, parse_disk, parse_memory, parse_nic, print_status
     from vswitch.vmimage import default_cache_dir
 
     mgr = _vm_manager(args)
@@ -222,12 +224,24 @@ def cmd_vm_start(args: argparse.Namespace) -> int:
             if args.ip:
                 if not cfg.nics:
                     raise VmError("--ip configures the first NIC: add a --nic")
-                cfg.nics[0].ip = cfg.nics[0].ip or args.ip
+                if cfg.nics[0].ip:
+                    raise VmError(f"--ip {args.ip} and the first NIC's ip={cfg.nics[0].ip}: give one of them")
+                cfg.nics[0].ip = check_ip(args.ip)
         if args.accel:
             cfg.accel = args.accel
-        st = mgr.start(cfg, wait_ready=not args.no_wait, ready_text=args.ready, boot_timeout=args.boot_timeout)
+        # The ready line is the test image's; other guests are waited for only with --ready.
+        test_image = bool(cfg.kernel) and (Path(cfg.kernel).parent / "image.json").exists()
+        wait_ready = not args.no_wait and bool(args.ready or test_image)
+        if not args.no_wait and not wait_ready:
+            print("pyvswitch vm start: not the test image, so not waiting for the guest to boot "
+                  "(--ready TEXT waits for a console line)", file=sys.stderr)
+        st = mgr.start(cfg, wait_ready=wait_ready, ready_text=args.ready or "pyvswitch-guest ready",
+                       boot_timeout=args.boot_timeout)
     except VmError as exc:
         return _vm_error("start", exc)
+    except KeyboardInterrupt:
+        print(f"pyvswitch vm start: interrupted; VM {args.name} was stopped and its ports removed", file=sys.stderr)
+        return 130
     print_status(st)
     return 0
 
@@ -262,16 +276,17 @@ def _vm_list(mgr) -> int:  # noqa: ANN001 - VmManager, imported lazily
     if not names:
         print(f"no VMs in {mgr.vms_dir}")
         return 0
-    print(f"{'NAME':<16} {'STATE':<9} {'PID':>7} {'ACCEL':<5} {'MEMORY':>7} {'CPUS':>4}  NICS")
+    width = max(16, *(len(n) for n in names))
+    print(f"{'NAME':<{width}} {'STATE':<9} {'PID':>7} {'ACCEL':<5} {'MEMORY':>7} {'CPUS':>4}  NICS")
     for name in names:
         try:
             st = mgr.status(name, with_ports=False)
         except VmError as exc:
-            print(f"{name:<16} damaged   ({exc})")
+            print(f"{name:<{width}} damaged   ({exc})")
             continue
         nics = ", ".join(f"{n.kind}:{n.port}@{n.bridge}" if n.bridge else f"vf:{n.pf}/{n.vf}"
                          for n in st.config.nics) or "-"
-        print(f"{name:<16} {st.state:<9} {st.pid or '-':>7} {st.accel or '-':<5} {st.config.memory_mb:>6}M "
+        print(f"{name:<{width}} {st.state:<9} {st.pid or '-':>7} {st.accel or '-':<5} {st.config.memory_mb:>6}M "
               f"{st.config.cpus:>4}  {nics}")
     return 0
 
@@ -318,6 +333,7 @@ def cmd_vm_delete(args: argparse.Namespace) -> int:
         _vm_manager(args).delete(args.name)
     except VmError as exc:
         return _vm_error("delete", exc)
+    print(f"VM {args.name} deleted")
     return 0
 
 
@@ -342,7 +358,8 @@ A NIC is KIND,key=value,...:
         a tap netdev P that QEMU opens, added to BR as a system port
   vf,pf=NETDEV,vf=N[,mac=M][,ip=A/N]
         SR-IOV VF N of NETDEV passed through with vfio-pci (bound to vfio-pci beforehand)
-Defaults: port NAME-INDEX, MAC 52:54:00:xx:xx:xx stable per VM name and NIC index. ip= (and --ip for the
+Defaults: port NAME-INDEX (vm<hash>-INDEX when that is longer than 15 characters), MAC 52:54:00:xx:xx:xx
+stable per VM name and NIC index. ip= (and --ip for the
 first NIC) is handed to the test image's init on the kernel command line (ip=, ip1=, ...).
 The accelerator is what 'vm check' picks: KVM when /dev/kvm works and the CPU has vmx/svm, else TCG.
 """
@@ -443,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
         "start", parents=[where], help="start a guest whose NICs are switch ports",
         description="Start QEMU with guest RAM in a shared memfd (vhost-user needs it), its NICs as switch ports "
         "(created in OVSDB), a QMP socket and a logged serial console, detached. Waits until QEMU runs and the "
-        "guest prints its ready line; on failure the last console lines are shown and nothing is left behind. "
+        "guest prints its ready line; on failure the last console lines are shown and QEMU, ports and taps are "
+        "removed (the VM's directory keeps the logs). "
         "Without --kernel/--disk the test image (pyvswitch vm image build) boots. With only NAME, a stopped VM "
         "starts again with its saved configuration.",
         epilog=NIC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -460,8 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--accel", choices=("kvm", "tcg"), help="override the accelerator 'vm check' picks")
     s.add_argument("--hugepages", action="store_true", help="guest RAM from hugepages (memfd hugetlb)")
     s.add_argument("--qemu", metavar="PATH", help="QEMU binary (default qemu-system-x86_64 on PATH)")
-    s.add_argument("--ready", default="pyvswitch-guest ready", metavar="TEXT",
-                   help="console text that means the guest is up (default: the test image's ready line)")
+    s.add_argument("--ready", metavar="TEXT",
+                   help="wait for a console line containing TEXT (the test image's ready line is waited for "
+                   "without it)")
     s.add_argument("--boot-timeout", type=float, default=120, metavar="SECONDS",
                    help="how long to wait for the ready line (default 120)")
     s.add_argument("--no-wait", action="store_true", help="return once QEMU runs, without waiting for the guest")

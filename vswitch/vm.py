@@ -34,6 +34,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -104,10 +105,14 @@ def parse_nic(spec: str) -> Nic:
     if kind not in NIC_KINDS:
         raise VmError(f"--nic {spec!r}: the kind is one of {', '.join(NIC_KINDS)}, e.g. vhost-user,bridge=br0")
     nic = Nic(kind)
+    seen: set[str] = set()
     for token in filter(None, rest.split(",")):
         key, sep, value = token.partition("=")
         if not sep or key not in NIC_KEYS[kind]:
             raise VmError(f"--nic {spec!r}: {token!r} is not one of {', '.join(k + '=' for k in NIC_KEYS[kind])}")
+        if key in seen:
+            raise VmError(f"--nic {spec!r}: {key}= is given twice")
+        seen.add(key)
         if key in ("tag", "vf"):
             try:
                 number = int(value)
@@ -125,6 +130,8 @@ def parse_nic(spec: str) -> Nic:
                 raise VmError(f"--nic {spec!r}: port names are 1 to {IFNAME_MAX} characters without '/', ':', "
                               "',' or spaces")
             nic.port = value
+        elif key == "ip":
+            nic.ip = check_ip(value, f"--nic {spec!r}: ip")
         else:
             setattr(nic, key, value)
     if kind == "vf":
@@ -133,6 +140,17 @@ def parse_nic(spec: str) -> Nic:
     elif not nic.bridge:
         raise VmError(f"--nic {spec!r}: which bridge? add bridge=NAME")
     return nic
+
+
+def check_ip(text: str, what: str = "--ip") -> str:
+    """``ADDR/PREFIX`` (IPv4 or IPv6) as given; VmError for anything else."""
+    try:
+        ipaddress.ip_interface(text)
+    except ValueError:
+        raise VmError(f"{what} {text!r} is not an address with a prefix length, e.g. 10.0.0.11/24") from None
+    if "/" not in text:
+        raise VmError(f"{what} {text!r} needs a prefix length, e.g. {text}/24")
+    return text
 
 
 def parse_memory(text: str) -> int:
@@ -370,6 +388,7 @@ class VmStatus:
     detail: str = ""         # why it stopped or failed
     guest: dict = dataclasses.field(default_factory=dict)   # the ready line: {ifname: [mac, [addrs]]}
     ports: dict = dataclasses.field(default_factory=dict)   # port -> {ofport, link_state, error} from OVSDB
+    switch_error: str = ""   # why ``ports`` could not be read
 
     def to_json(self) -> dict:
         """The status as JSON-ready data (``vm status --json``)."""
@@ -382,11 +401,12 @@ class VmManager:
     """Starts, stops and finds the VMs whose state lives under ``<rundir>/vms``."""
 
     def __init__(self, rundir: str, db: str | None = None, sysfs: str = "/sys",
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> None:
         self.rundir = os.path.abspath(rundir)
         self.db = db or f"unix:{os.path.join(self.rundir, 'db.sock')}"
         self.sysfs = sysfs
         self.log = log or (lambda _msg: None)
+        self.warn = warn or (lambda _msg: None)
         self.vms_dir = Path(self.rundir, "vms")
 
     # -- ovs-vsctl --
@@ -498,6 +518,7 @@ class VmManager:
                                   f"stop it first: pyvswitch vm stop {cfg.name}")
                 interfaces = self._interfaces() if any(n.bridge for n in cfg.nics) else {}
                 resolve_nics(cfg, vmdir, interfaces, self.sysfs)
+                self._check_macs(cfg)
                 self._cleanup(cfg.name, (self._read_state(cfg.name) or {}).get("config"))
                 new_dir = False   # from here on the directory keeps the state and logs of this attempt
                 self._launch(cfg, vmdir, host.accel, host.reason, qemu, wait_ready, ready_text, boot_timeout)
@@ -543,7 +564,8 @@ class VmManager:
                 ready = self._wait_ready(cfg.name, proc, ready_text, boot_timeout)
                 self._update_state(cfg.name, ready_line=ready)
         except BaseException as e:
-            detail = str(e) if isinstance(e, VmError) else f"{type(e).__name__}: {e}"
+            detail = (str(e) if isinstance(e, VmError) else "interrupted" if isinstance(e, KeyboardInterrupt)
+                      else f"{type(e).__name__}: {e}")
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -556,6 +578,18 @@ class VmManager:
     def _check_config(self, cfg: VmConfig, hugepages_free: int, hugepage_kb: int) -> None:
         if cfg.cpus < 1:
             raise VmError("--cpus must be at least 1")
+        host_cpus = os.cpu_count() or 1
+        if cfg.cpus > host_cpus:
+            self.warn(f"{cfg.cpus} virtual CPUs on a host with {host_cpus}: the guest will be slow "
+                      "and slow down the others")
+        try:
+            total_mb = int(re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M)[1]) // 1024
+        except (OSError, TypeError):
+            total_mb = 0
+        if total_mb and cfg.memory_mb > total_mb:
+            raise VmError(f"--memory {cfg.memory_mb}M is more than the host's {total_mb} MiB")
+        if not cfg.nics:
+            self.warn(f"VM {cfg.name} has no --nic: it starts without a network")
         if not cfg.kernel and not cfg.disks:
             raise VmError("nothing to boot: give --kernel (and --initrd) or --disk")
         disks = (("--disk", d["file"]) for d in cfg.disks)
@@ -580,6 +614,18 @@ class VmManager:
             if br not in existing:
                 raise VmError(f"bridge {br} does not exist (create it: ovs-vsctl add-br {br}); "
                               f"bridges: {', '.join(existing) or 'none'}")
+
+    def _check_macs(self, cfg: VmConfig) -> None:
+        """VmError if a NIC's MAC is already a NIC of another running VM."""
+        mine = {nic.mac: i for i, nic in enumerate(cfg.nics)}
+        if len(mine) != len(cfg.nics):
+            raise VmError(f"VM {cfg.name}: two NICs have the same MAC")
+        for other in self.names():
+            if other == cfg.name or self.qemu_pid(other) is None:
+                continue
+            for j, nic in enumerate((self.saved_config(other) or VmConfig(other)).nics):
+                if nic.mac in mine:
+                    raise VmError(f"NIC {mine[nic.mac]}: MAC {nic.mac} is already NIC {j} of running VM {other}")
 
     def _add_ports(self, cfg: VmConfig) -> None:
         """One ovs-vsctl transaction adding every switch port of ``cfg``; Interface.error is checked after."""
@@ -640,6 +686,9 @@ class VmManager:
         """``what`` plus the last console lines and QEMU's own messages."""
         vmdir = self.vmdir(name)
         msg = f"VM {name}: {what}"
+        reason = (self._read_state(name) or {}).get("accel_reason", "")
+        if "not usable" in reason:
+            msg += f"\naccelerator: {reason}"
         console = _tail(vmdir / "console.log", lines, keep="Kernel panic")
         msg += "\nlast console lines:\n" + (console or "  (nothing on the console)")
         qlog = _tail(vmdir / "qemu.log", 5, skip=": info: ")
@@ -762,8 +811,14 @@ class VmManager:
         if ready:
             st.guest = {k: [mac, addrs] for k, (mac, addrs) in (parse_ready_line(ready) or {}).items()}
         if with_ports and pid is not None and any(n.bridge for n in cfg.nics):
-            with contextlib.suppress(VmError):
-                interfaces = self._interfaces()
+            if self.switch_pid() is None:
+                st.switch_error = f"no switch daemon runs in {self.rundir}"
+                return st
+            try:
+                interfaces = self._interfaces(timeout=5)
+            except VmError as e:
+                st.switch_error = str(e)
+            else:
                 for nic in cfg.nics:
                     if nic.port in interfaces:
                         rec = interfaces[nic.port]
@@ -976,7 +1031,9 @@ def print_status(st: VmStatus, out: object = sys.stdout) -> None:
         lines.append(f"uptime:      {time.time() - st.started_at:.0f} s")
     if cfg.kernel:
         lines.append(f"kernel:      {cfg.kernel}" + (f" initrd {cfg.initrd}" if cfg.initrd else ""))
-    lines += [f"disk:        {d}" for d in cfg.disks]
+    lines += [f"disk:        {d['file']} ({d['format']})" for d in cfg.disks]
+    if st.switch_error:
+        lines.append(f"switch:      {st.switch_error}: ports not shown")
     for i, nic in enumerate(cfg.nics):
         where = f"port {nic.port} on {nic.bridge}" if nic.bridge else f"VF {nic.vf} of {nic.pf} ({nic.pci})"
         text = f"nic {i}:       {nic.kind:<10} {nic.mac}  {where}"
