@@ -638,8 +638,10 @@ class VmManager:
                 args.append(f"tag={nic.tag}")
             args += ["--", "set", "Interface", nic.port, f"external_ids:vm-id={cfg.name}",
                      f"external_ids:attached-mac={nic.mac}"]
+            if nic.iface_type:
+                args.append(f"type={nic.iface_type}")
             if nic.kind == "vhost-user":
-                args += ["type=dpdkvhostuserclient", f"options:vhost-server-path={nic.socket}"]
+                args.append(f"options:vhost-server-path={nic.socket}")
         if not args:
             return
         self.vsctl(*args)
