@@ -315,9 +315,7 @@ def cmd_vm_console(args: argparse.Namespace) -> int:
     mgr = _vm_manager(args)
     try:
         if args.log:
-            if mgr.saved_config(args.name) is None:
-                raise VmError(f"no VM named {args.name} in {mgr.vms_dir} (pyvswitch vm list)")
-            log = mgr.vmdir(args.name) / "console.log"
+            log = mgr.console_log(args.name)
             sys.stdout.write(log.read_text(errors="replace") if log.exists() else "")
             return 0
         return mgr.console(args.name, idle=args.idle)

@@ -488,6 +488,13 @@ class VmManager:
         pidfile = str(vmdir / "qemu.pid").encode()
         return pid if any(a == b"-pidfile" and b == pidfile for a, b in zip(args, args[1:], strict=False)) else None
 
+    def _existing_state(self, name: str) -> dict:
+        """VM ``name``'s ``vm.json``; VmError when there is no such VM."""
+        state = self._read_state(name)
+        if state is None:
+            raise VmError(f"no VM named {name} in {self.vms_dir} (pyvswitch vm list)")
+        return state
+
     def saved_config(self, name: str) -> VmConfig | None:
         """The config VM ``name`` was last started with, if any."""
         state = self._read_state(name)
@@ -530,13 +537,14 @@ class VmManager:
         return self.status(cfg.name)
 
     @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[None]:
-        """Hold VM ``name``'s lock (start, stop and delete take it; a second one fails at once)."""
-        with open(self.vmdir(name) / ".lock", "w") as lock:
+    def _locked(self, name: str, lockfile: str = ".lock", busy: str = "") -> Iterator[None]:
+        """Hold one of VM ``name``'s locks: ``.lock`` for start, stop and delete, ``.console.lock`` for the
+        console. A second holder fails at once with ``busy``."""
+        with open(self.vmdir(name) / lockfile, "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                raise VmError(f"VM {name} is being started, stopped or deleted by another command") from None
+                raise VmError(busy or f"VM {name} is being started, stopped or deleted by another command") from None
             yield
 
     def _launch(self, cfg: VmConfig, vmdir: Path, accel: str, accel_reason: str, qemu: str, wait_ready: bool,
@@ -702,9 +710,7 @@ class VmManager:
 
     def stop(self, name: str, timeout: float = STOP_TIMEOUT) -> str:
         """Power VM ``name`` off (ACPI, then QMP quit, then SIGKILL); remove its ports. Returns how it ended."""
-        state = self._read_state(name)
-        if state is None:
-            raise VmError(f"no VM named {name} in {self.vms_dir} (pyvswitch vm list)")
+        state = self._existing_state(name)
         with self._locked(name):
             pid = self.qemu_pid(name)
             if pid is None:
@@ -767,9 +773,7 @@ class VmManager:
 
     def delete(self, name: str) -> None:
         """Forget a stopped VM: remove what is left of its last run (ports, taps) and its directory."""
-        state = self._read_state(name)
-        if state is None:
-            raise VmError(f"no VM named {name} in {self.vms_dir} (pyvswitch vm list)")
+        state = self._existing_state(name)
         with self._locked(name):
             if self.qemu_pid(name):
                 raise VmError(f"VM {name} is running: pyvswitch vm stop {name} first")
@@ -789,9 +793,7 @@ class VmManager:
 
     def status(self, name: str, with_ports: bool = True) -> VmStatus:
         """VM ``name`` now: state from its QEMU (QMP) and pid, ports from OVSDB, addresses from the ready line."""
-        state = self._read_state(name)
-        if state is None:
-            raise VmError(f"no VM named {name} in {self.vms_dir} (pyvswitch vm list)")
+        state = self._existing_state(name)
         cfg = _config(state, name)
         pid = self.qemu_pid(name)
         saved = state.get("state", "stopped")
@@ -829,19 +831,18 @@ class VmManager:
 
     # -- console --
 
+    def console_log(self, name: str) -> Path:
+        """Where VM ``name``'s serial output is logged; VmError when there is no such VM."""
+        self._existing_state(name)
+        return self.vmdir(name) / "console.log"
+
     def console(self, name: str, stdin_fd: int = 0, stdout_fd: int = 1, idle: float = 2.0) -> int:
         """Attach to VM ``name``'s serial console (Ctrl-] detaches); see ``attach_console``."""
-        if self._read_state(name) is None:
-            raise VmError(f"no VM named {name} in {self.vms_dir} (pyvswitch vm list)")
+        self._existing_state(name)
         if self.qemu_pid(name) is None:
             raise VmError(f"VM {name} is not running; its console output is in {self.vmdir(name) / 'console.log'}")
-        vmdir = self.vmdir(name)
-        with open(vmdir / ".console.lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise VmError(f"the console of VM {name} is in use by another 'vm console'") from None
-            return attach_console(str(vmdir / "console.sock"), stdin_fd, stdout_fd, idle, name)
+        with self._locked(name, ".console.lock", f"the console of VM {name} is in use by another 'vm console'"):
+            return attach_console(str(self.vmdir(name) / "console.sock"), stdin_fd, stdout_fd, idle, name)
 
 
 def attach_console(path: str, stdin_fd: int, stdout_fd: int, idle: float, name: str = "") -> int:
