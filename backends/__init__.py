@@ -10,6 +10,7 @@ from typing import Any
 from backends.internal import InternalPort
 from backends.pool import PacketPool
 from backends.port import Port, PortError
+from backends.sriov import SriovVfPort
 from backends.system import SystemPort
 from backends.tap import TapPort
 from backends.vhost_user import VhostUserClientPort, VhostUserPort
@@ -21,6 +22,7 @@ PORT_TYPES: dict[str, type[Port]] = {
     "internal": InternalPort,
     "dpdkvhostuser": VhostUserPort,
     "dpdkvhostuserclient": VhostUserClientPort,
+    "sriov-vf": SriovVfPort,
 }
 
 
@@ -53,5 +55,5 @@ def open_port(type: str, name: str, **opts: Any) -> Port:
 
 __all__ = [
     "PacketPool", "Port", "PortError", "TapPort", "InternalPort", "SystemPort", "VhostUserPort",
-    "VhostUserClientPort", "open_port", "PORT_TYPES",
+    "VhostUserClientPort", "SriovVfPort", "open_port", "PORT_TYPES",
 ]

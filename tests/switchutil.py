@@ -13,8 +13,9 @@ from collections.abc import Callable
 class Switch:
     """A ``pyvswitch run`` process and the OVS tools pointed at its rundir."""
 
-    def __init__(self, rundir: str, db: str | None = None) -> None:
+    def __init__(self, rundir: str, db: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.rundir = rundir
+        self.extra_args = extra_args
         self.env = dict(os.environ, OVS_RUNDIR=rundir)
         self.db = db
         self.proc: subprocess.Popen | None = None
@@ -23,6 +24,7 @@ class Switch:
         cmd = [sys.executable, "-m", "vswitch.cli", "run", "--rundir", self.rundir]
         if self.db:
             cmd += ["--db", self.db]
+        cmd += self.extra_args
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
         line = self.proc.stdout.readline()
         assert "running" in line, (line, self.proc.stderr.read() if self.proc.poll() is not None else "")

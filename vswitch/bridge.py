@@ -48,6 +48,9 @@ class BridgePort:
     ofport: int
     vlan: VlanConfig = field(default_factory=VlanConfig)
     admin_up: bool = True
+    #: ``(port, mac, vlan)`` when the switch reaches this port's device through another port (a passed-through
+    #: VF, reached through its PF's port): a static MAC entry on that port, and no floods to this one.
+    via: tuple[str, str, int] | None = None
 
     @property
     def port_no(self) -> int:
@@ -126,9 +129,25 @@ class Bridge:
         bp = self.ports.pop(name, None)
         if bp is None:
             raise BridgeError(f"bridge {self.name} has no port named {name}")
+        if bp.via is not None:
+            self.del_static_mac(bp.via[1], bp.via[2])
         self.dp.call(lambda: self.dp.detach(bp.port))
         bp.port.close()
         log.info("bridge %s: removed port %s", self.name, name)
+
+    def reach_through(self, name: str, via: str, mac: str, vlan: int) -> None:
+        """Reach port ``name``'s device through port ``via``: ``mac`` in ``vlan`` becomes a static entry on
+        ``via``, and ``name`` gets no floods (the device, a passed-through VF, hears them through ``via``)."""
+        bp, through = self._port(name), self._port(via)
+
+        def apply() -> None:
+            fill_vlan_map(self.dp.vlan_map, bp.port_no, None, True)
+            l2_flush(self.dp.l2, self.dp.l2_info, bp.port_no, True)
+
+        self.dp.call(apply)
+        self.add_static_mac(through.name, mac, vlan)
+        bp.via = (via, mac, vlan)
+        log.info("bridge %s: %s (%s, VLAN %d) is reached through %s", self.name, name, mac, vlan, via)
 
     def set_vlan(self, name: str, vlan: VlanConfig) -> None:
         """Change a port's ``tag``/``trunks``/``vlan_mode``; its learned MACs are forgotten."""
@@ -136,7 +155,7 @@ class Bridge:
         bp.vlan = vlan
 
         def apply() -> None:
-            fill_vlan_map(self.dp.vlan_map, bp.port_no, vlan, bp.admin_up)
+            fill_vlan_map(self.dp.vlan_map, bp.port_no, None if bp.via else vlan, bp.admin_up)
             l2_flush(self.dp.l2, self.dp.l2_info, bp.port_no, False)
 
         self.dp.call(apply)
@@ -147,7 +166,7 @@ class Bridge:
         bp.admin_up = up
 
         def apply() -> None:
-            fill_vlan_map(self.dp.vlan_map, bp.port_no, bp.vlan, up)
+            fill_vlan_map(self.dp.vlan_map, bp.port_no, None if bp.via else bp.vlan, up)
             self.dp.set_port_flag(bp.port_no, PF_DOWN, not up)
 
         self.dp.call(apply)

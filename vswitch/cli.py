@@ -125,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.INFO)
     if not args.detach:
-        return run_daemon(rundir, args.db, args.pidfile)
+        return run_daemon(rundir, args.db, args.pidfile, sysfs=args.sysfs, netlink=args.netlink)
     # --detach: the child runs the daemon; the parent returns once it reports start-up (or failure).
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -141,7 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for fd in (0, 2):
         os.dup2(devnull, fd)
     os.dup2(write_fd, 1)  # the start-up line goes to the parent; then stdout is closed
-    code = run_daemon(rundir, args.db, args.pidfile, on_started=lambda: os.dup2(devnull, 1))
+    code = run_daemon(rundir, args.db, args.pidfile, on_started=lambda: os.dup2(devnull, 1), sysfs=args.sysfs,
+                      netlink=args.netlink)
     os._exit(code)
 
 
@@ -417,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-file", metavar="PATH",
                    help="also log to PATH (SIGHUP reopens it; --detach defaults to <rundir>/ovs-vswitchd.log)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what the switch does")
+    p.add_argument("--sysfs", metavar="DIR", default="/sys",
+                   help="where sysfs is, for SR-IOV PFs and VFs (default /sys; simulations give a tree of their own)")
+    p.add_argument("--netlink", metavar="unix:PATH", default="",
+                   help="configure VFs through a netlink stand-in at PATH instead of the kernel (simulations)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

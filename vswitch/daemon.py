@@ -28,6 +28,7 @@ import ovs.unixctl
 import ovs.unixctl.server
 
 from backends.port import PortError
+from backends.sriov import SYSFS_ROOT, SriovError, SriovVfPort, Sysfs, VfNetlink, set_num_vfs
 from vswitch import __version__
 from vswitch.bridge import Bridge, BridgeError
 from vswitch.openflow.agent import OfAgent
@@ -40,9 +41,14 @@ OFPP_LOCAL = 65534
 SIOCETHTOOL = 0x8946
 ETHTOOL_GDRVINFO = 0x00000003
 ETHTOOL_DRVINFO_SIZE = 196
-SUPPORTED_TYPES = ("", "system", "internal", "tap", "dpdkvhostuser", "dpdkvhostuserclient")
+SUPPORTED_TYPES = ("", "system", "internal", "tap", "dpdkvhostuser", "dpdkvhostuserclient", "sriov-vf")
 #: ``Interface.options`` keys each type reads (a change re-opens the port).
-TYPE_OPTIONS = {"dpdkvhostuserclient": ("vhost-server-path",)}
+TYPE_OPTIONS = {"dpdkvhostuserclient": ("vhost-server-path",),
+                "sriov-vf": ("pf", "vf", "vlan-proto", "qos", "spoofchk", "trust", "link-state", "min-tx-rate",
+                             "max-tx-rate")}
+#: sriov-vf numeric options: (backend keyword, lowest, highest)
+VF_NUMBERS = {"vf": ("vf", 0, 65535), "qos": ("qos", 0, 7), "min-tx-rate": ("min_tx_rate", 0, 1_000_000),
+              "max-tx-rate": ("max_tx_rate", 0, 1_000_000)}
 STATS_INTERVAL = 5.0
 RETRY_INTERVAL = 2.0
 
@@ -149,8 +155,14 @@ class Pidfile:
 class Daemon:
     """Keeps the running bridges equal to what OVSDB says, and writes back what OVS writes."""
 
-    def __init__(self, rundir: str, db: str | None = None, pidfile: str = "") -> None:
+    def __init__(self, rundir: str, db: str | None = None, pidfile: str = "", sysfs: str = SYSFS_ROOT,
+                 netlink: str = "") -> None:
         self.rundir = os.path.abspath(rundir)
+        self.sysfs = Sysfs(sysfs)
+        self.netlink_spec = netlink
+        self.vf_netlink: VfNetlink | None = None
+        #: errors of ports that are open but whose configuration was refused (options:num-vfs on a PF)
+        self.config_errors: dict[str, str] = {}
         self.pidfile_path = pidfile or os.path.join(self.rundir, "ovs-vswitchd.pid")
         self.ctl_path = ""
         os.makedirs(self.rundir, exist_ok=True)
@@ -217,6 +229,9 @@ class Daemon:
             self.idl = None
         if self.server is not None:
             self.server.stop()
+        if self.vf_netlink is not None:
+            self.vf_netlink.close()
+            self.vf_netlink = None
         if self.pidfile is not None:
             self.pidfile.remove()
             self.pidfile = None
@@ -286,6 +301,9 @@ class Daemon:
                         continue
                     options = tuple((k, iface.options[k]) for k in TYPE_OPTIONS.get(iface.type, ())
                                     if k in iface.options)
+                    if iface.type == "sriov-vf":   # the VF's hardware takes these: a change re-configures it
+                        options += (("mac", _opt(iface.mac) or ""), ("tag", str(_opt(port.tag) or 0)),
+                                    ("ingress_policing_rate", str(iface.ingress_policing_rate)))
                     spec = PortSpec(iface.name, iface.type, vlan, _opt(iface.ofport_request), options)
                     ports[(br.name, iface.name)] = (spec, iface)
         return bridges, ports
@@ -321,6 +339,12 @@ class Daemon:
                     br.del_port(iface)
                 del self.specs[key]
                 self.status_done.discard(iface)
+        for br in self.bridges.values():   # a passed-through VF whose PF's port went away: retried until it is back
+            for bp in list(br.ports.values()):
+                if bp.via is not None and bp.via[0] not in br.ports:
+                    br.del_port(bp.name)
+                    self.specs.pop((br.name, bp.name), None)
+        self._apply_num_vfs()
         for key, (spec, row) in wanted.items():
             br_name, iface = key
             br = self.bridges[br_name]
@@ -369,6 +393,16 @@ class Daemon:
             self.errors[spec.iface] = message
             return
         bp.port.on_change = self._port_changed
+        if isinstance(bp.port, SriovVfPort) and bp.port.mode == "passthrough":
+            try:
+                self._reach_vf(br, bp.port, spec)
+            except (SriovError, BridgeError) as exc:
+                br.del_port(spec.iface)
+                message = f"could not open network device {spec.iface} ({exc})"
+                if self.errors.get(spec.iface) != message:
+                    log.warning("%s; retrying every %.0f s", message, RETRY_INTERVAL)
+                self.errors[spec.iface] = message
+                return
         if spec.iface in self.errors:
             log.info("opened %s after an earlier error", spec.iface)
         self.errors.pop(spec.iface, None)
@@ -385,7 +419,91 @@ class Daemon:
             if not path:
                 raise PortError("dpdkvhostuserclient needs options:vhost-server-path (the front-end's socket)")
             return {"socket_path": path}
+        if spec.type == "sriov-vf":
+            return self._vf_options(spec)
         return {}
+
+    # ------------------------------------------------------------ SR-IOV
+    def _netlink(self) -> VfNetlink:
+        if self.vf_netlink is None:
+            self.vf_netlink = VfNetlink.open(self.netlink_spec)
+        return self.vf_netlink
+
+    def _vf_options(self, spec: PortSpec) -> dict[str, object]:
+        """``SriovVfPort`` keywords from the Interface's options, ``mac``, ``ingress_policing_rate`` and
+        ``Port.tag``; PortError for a value no VF can take."""
+        opts = dict(spec.options)
+        out: dict[str, object] = {"pf": opts.get("pf", ""), "sysfs": self.sysfs, "netlink": self._netlink()}
+        if not out["pf"] or "vf" not in opts:
+            raise SriovError("a sriov-vf interface needs options:pf=PF_NETDEV and options:vf=INDEX")
+        for key, (kw, lo, hi) in VF_NUMBERS.items():
+            if key in opts:
+                try:
+                    value = int(opts[key])
+                except ValueError:
+                    raise SriovError(f"options:{key}={opts[key]!r} is not a number") from None
+                if not lo <= value <= hi:
+                    raise SriovError(f"options:{key}={value} is outside {lo}..{hi}")
+                out[kw] = value
+        kbps = int(opts.get("ingress_policing_rate", "0"))
+        if kbps and "max_tx_rate" not in out:   # the VF's transmit is the switch's ingress: kbit/s -> Mbit/s
+            out["max_tx_rate"] = max(1, (kbps + 999) // 1000)
+        for key in ("spoofchk", "trust"):
+            if key in opts:
+                if opts[key] not in ("true", "false"):
+                    raise SriovError(f"options:{key} is true or false, not {opts[key]!r}")
+                out[key] = opts[key] == "true"
+        if "link-state" in opts:
+            out["link_state"] = opts["link-state"]
+        if "vlan-proto" in opts:
+            out["vlan_proto"] = opts["vlan-proto"].lower()
+        if opts.get("mac"):
+            out["mac"] = opts["mac"]
+        if spec.vlan.trunks or spec.vlan.vlan_mode not in (None, "access"):
+            raise SriovError("a VF's hardware takes one VLAN: set Port tag (no trunks, vlan_mode access)")
+        out["vlan"] = int(opts.get("tag", "0"))
+        for (_br, other), other_spec in self.specs.items():
+            o = dict(other_spec.options)
+            if other != spec.iface and other_spec.type == "sriov-vf" and other not in self.errors \
+                    and o.get("pf") == out["pf"] and o.get("vf") == opts["vf"]:
+                raise SriovError(f"VF {opts['vf']} of {out['pf']} is in use by interface {other}")
+        return out
+
+    def _reach_vf(self, br: Bridge, port: SriovVfPort, spec: PortSpec) -> None:
+        """A passed-through VF is reached through its PF's port: a static entry for its MAC there."""
+        pf = port.pf.netdev
+        if pf not in br.ports:
+            raise SriovError(f"{port.vf.describe()} is passed through to a guest and reached through its PF, but "
+                             f"{pf} is not a port of bridge {br.name}: ovs-vsctl add-port {br.name} {pf}")
+        mac = port.config.mac or str(port.hardware().get("mac", ""))
+        if not mac or mac == "00:00:00:00:00:00":
+            raise SriovError(f"{port.vf.describe()} has no MAC: set one (ovs-vsctl set Interface {spec.iface} "
+                             "mac='\"52:54:00:12:34:56\"') so the switch knows where its guest is")
+        br.reach_through(spec.iface, pf, mac, port.config.vlan)
+
+    def _apply_num_vfs(self) -> None:
+        """``options:num-vfs`` of every Interface (a PF): write ``sriov_numvfs`` when it differs."""
+        for iface in self.idl.tables["Interface"].rows.values():
+            text = iface.options.get("num-vfs")
+            if text is None:
+                self.config_errors.pop(iface.name, None)
+                continue
+            busy = {}
+            for br in self.bridges.values():
+                for bp in br.ports.values():
+                    if isinstance(bp.port, SriovVfPort) and bp.port.pf.netdev == iface.name:
+                        busy[bp.port.vf.index] = f"interface {bp.name} of bridge {br.name}"
+            try:
+                if not text.isdigit():
+                    raise SriovError(f"options:num-vfs={text!r} is not a number")
+                if set_num_vfs(iface.name, int(text), self.sysfs, busy):
+                    log.info("%s: %s VFs enabled (options:num-vfs)", iface.name, text)
+                self.config_errors.pop(iface.name, None)
+            except SriovError as exc:
+                message = f"options:num-vfs not applied: {exc}"
+                if self.config_errors.get(iface.name) != message:
+                    log.warning("%s: %s", iface.name, message)
+                self.config_errors[iface.name] = message
 
     def _port_changed(self) -> None:
         """A port's status changed by itself (any thread): write it back on the next loop."""
@@ -421,7 +539,8 @@ class Daemon:
                 want = {
                     "ofport": [bp.ofport], "ifindex": [port.ifindex], "mac_in_use": [port.mac] if port.mac else [],
                     "admin_state": ["up" if bp.admin_up else "down"],
-                    "link_state": ["up" if port.link_up else "down"], "error": [port.error] if port.error else [],
+                    "link_state": ["up" if port.link_up else "down"],
+                    "error": [e] if (e := port.error or self.config_errors.get(bp.name)) else [],
                     "link_speed": _link_speed(bp.name),
                 }
                 status = port.status()
@@ -432,6 +551,8 @@ class Daemon:
                     self.status_done.add(bp.name)
             elif iface.name in self.errors:
                 want = {"ofport": [-1], "error": [self.errors[iface.name]], "admin_state": [], "link_state": []}
+            elif iface.name in self.config_errors:   # a PF that is no port of ours
+                want = {"error": [self.config_errors[iface.name]]}
             else:
                 continue
             for column, value in want.items():
@@ -709,9 +830,10 @@ def _cpu_ghz() -> float:
 CPU_GHZ = _cpu_ghz()
 
 
-def run_daemon(rundir: str, db: str | None, pidfile: str = "", on_started: Callable[[], None] | None = None) -> int:
+def run_daemon(rundir: str, db: str | None, pidfile: str = "", on_started: Callable[[], None] | None = None,
+               sysfs: str = SYSFS_ROOT, netlink: str = "") -> int:
     """Start, serve and close a daemon; returns the exit code."""
-    daemon = Daemon(rundir, db, pidfile)
+    daemon = Daemon(rundir, db, pidfile, sysfs, netlink)
     try:
         daemon.start()
         print(f"pyvswitch: running, rundir {daemon.rundir}, database {daemon.remote}, pid {os.getpid()}",
