@@ -513,7 +513,7 @@ def _flag(value: object, what: str) -> bool | None:
 class SriovVfPort(Port):
     """``Interface.type=sriov-vf``: VF ``vf`` of PF netdev ``pf``, configured through the PF.
 
-    ``SriovVfPort(name, *, pf, vf, mac=None, vlan=0, qos=0, vlan_proto="802.1q", spoofchk=None, trust=None,
+    ``SriovVfPort(name, *, pf, vf, mac=None, tag=0, qos=0, vlan_proto="802.1q", spoofchk=None, trust=None,
     link_state=None, min_tx_rate=0, max_tx_rate=0, sysfs=None, netlink=None)``. Rates are Mbit/s.
     A VF with a host netdev (``mode`` ``host``) is switched as a system port on that netdev, with spoof
     checking off and trust on by default (the bridge sends frames of many MACs through it); a VF bound to
@@ -529,7 +529,7 @@ class SriovVfPort(Port):
         pf: str = "",
         vf: int | str = -1,
         mac: str | None = None,
-        vlan: int = 0,
+        tag: int = 0,
         qos: int = 0,
         vlan_proto: str = "802.1q",
         spoofchk: bool | None = None,
@@ -553,7 +553,7 @@ class SriovVfPort(Port):
         self.vf = virtual_function(pf, vf, self.sysfs)
         host = self.vf.mode == "host"
         self.config = VfConfig(
-            mac=mac or None, vlan=vlan, qos=qos, vlan_proto=VLAN_PROTOS[vlan_proto],
+            mac=mac or None, vlan=tag, qos=qos, vlan_proto=VLAN_PROTOS[vlan_proto],
             spoofchk=not host if _flag(spoofchk, "spoofchk") is None else spoofchk,
             trust=host if _flag(trust, "trust") is None else trust,
             link_state=link_state, min_tx_rate=min_tx_rate, max_tx_rate=max_tx_rate)

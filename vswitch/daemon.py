@@ -250,7 +250,8 @@ class Daemon:
             self.unixctl.run()
             now = time.monotonic()
             if self.idl.has_ever_connected() and (
-                    self.idl.change_seqno != self.last_seqno or now >= self.next_retry and self.errors):
+                    self.idl.change_seqno != self.last_seqno
+                    or now >= self.next_retry and (self.errors or self.config_errors)):
                 self.last_seqno = self.idl.change_seqno
                 try:
                     self.reconcile()
@@ -276,8 +277,8 @@ class Daemon:
             self.idl.wait(poller)
             self.unixctl.wait(poller)
             poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
-            poller.timer_wait(int(1000 * max(0.0, min(self.next_stats, self.next_retry if self.errors else 1e18)
-                                                   - time.monotonic())) + 1)
+            retry = self.next_retry if self.errors or self.config_errors else 1e18
+            poller.timer_wait(int(1000 * max(0.0, min(self.next_stats, retry) - time.monotonic())) + 1)
             poller.block()
             try:
                 while os.read(self._wake_r, 64):
@@ -461,7 +462,7 @@ class Daemon:
             out["mac"] = opts["mac"]
         if spec.vlan.trunks or spec.vlan.vlan_mode not in (None, "access"):
             raise SriovError("a VF's hardware takes one VLAN: set Port tag (no trunks, vlan_mode access)")
-        out["vlan"] = int(opts.get("tag", "0"))
+        out["tag"] = int(opts.get("tag", "0"))
         for (_br, other), other_spec in self.specs.items():
             o = dict(other_spec.options)
             if other != spec.iface and other_spec.type == "sriov-vf" and other not in self.errors \
