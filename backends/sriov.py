@@ -226,8 +226,8 @@ def bind_driver(vf: VirtualFunction, driver: str, sysfs: Sysfs) -> VirtualFuncti
     if driver == VFIO_DRIVER and not vf.iommu_group:
         raise SriovError(f"{vf.describe()} has no IOMMU group, so vfio-pci cannot take it: boot with the IOMMU "
                          "on (intel_iommu=on iommu=pt, or amd_iommu=on)")
-    if vf.driver == (driver or vf.driver) and vf.driver and (driver or vf.driver != VFIO_DRIVER):
-        return vf
+    if (vf.driver == driver) if driver else (vf.driver and vf.driver != VFIO_DRIVER):
+        return vf    # already there
     dev = f"bus/pci/devices/{vf.pci}"
     try:
         sysfs.write(f"{dev}/driver_override", driver)

@@ -6,11 +6,11 @@ SR-IOV NIC and no VFIO); the vfio-pci command line they check is what a real hos
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from tests import sriov_sim
 from vswitch.vm import (
     Nic,
     VmConfig,
@@ -23,7 +23,7 @@ from vswitch.vm import (
     qemu_command,
     resolve_nics,
     stable_mac,
-    vf_pci_address,
+    vf_for_passthrough,
 )
 
 
@@ -119,45 +119,37 @@ def test_kvm_command_line_has_no_workaround_and_hugepages(tmp_path: Path) -> Non
     assert "-kernel" not in cmd and "-append" not in cmd
 
 
-def simulated_sriov_sysfs(root: Path, pf: str, vfs: dict[int, tuple[str, str]]) -> None:
-    """The sysfs entries the kernel has for PF netdev ``pf`` with VFs ``{index: (PCI address, driver)}``:
-    ``class/net/PF/device`` -> the PF's PCI function (``sriov_totalvfs``, ``sriov_numvfs``, ``virtfnN``),
-    ``bus/pci/devices/ADDR`` -> each VF, whose ``driver`` links to ``bus/pci/drivers/NAME``."""
-    pci_root = root / "devices/pci0000:00"
-    pf_dev = pci_root / "0000:01:00.0"
-    pf_dev.mkdir(parents=True)
-    (root / "class/net" / pf).mkdir(parents=True)
-    os.symlink(pf_dev, root / "class/net" / pf / "device")
-    (root / "bus/pci/devices").mkdir(parents=True)
-    (pf_dev / "sriov_totalvfs").write_text("8\n")
-    (pf_dev / "sriov_numvfs").write_text(f"{len(vfs)}\n")
-    for index, (pci, driver) in vfs.items():
-        vf_dev = pci_root / pci
-        vf_dev.mkdir()
-        os.symlink(vf_dev, pf_dev / f"virtfn{index}")
-        os.symlink(vf_dev, root / "bus/pci/devices" / pci)
-        (root / "bus/pci/drivers" / driver).mkdir(parents=True, exist_ok=True)
-        os.symlink(root / "bus/pci/drivers" / driver, vf_dev / "driver")
-
-
-def test_vf_passthrough_on_a_simulated_pf(tmp_path: Path) -> None:
+def test_vf_for_passthrough_on_a_simulated_pf(tmp_path: Path) -> None:
     """Simulation: a sysfs tree built here stands in for an SR-IOV NIC (none on these machines)."""
     sysfs = tmp_path / "sys"
-    simulated_sriov_sysfs(sysfs, "enp1s0f0", {0: ("0000:01:00.1", "vfio-pci"), 1: ("0000:01:00.2", "iavf")})
-    assert vf_pci_address("enp1s0f0", 0, str(sysfs)) == "0000:01:00.1"
-    with pytest.raises(VmError, match=r"VF 1 of enp1s0f0 \(0000:01:00.2\) is bound to iavf, not vfio-pci"):
-        vf_pci_address("enp1s0f0", 1, str(sysfs))
-    with pytest.raises(VmError, match=r"enp1s0f0 has no VF 5 \(2 VFs enabled"):
-        vf_pci_address("enp1s0f0", 5, str(sysfs))
+    sriov_sim.build_sysfs(sysfs, "enp1s0f0", {0: ("0000:01:10.0", "vfio-pci", ""),
+                                              1: ("0000:01:10.1", "iavf", "enp1s0f0v1"),
+                                              2: ("0000:01:10.2", "iavf", "enp1s0f0v2")})
+    (sysfs / "class/net/enp1s0f0v2").mkdir()
+    (sysfs / "class/net/enp1s0f0v2/flags").write_text("0x1003\n")      # IFF_UP
+    assert vf_for_passthrough("enp1s0f0", 1, str(sysfs)).pci == "0000:01:10.1"
+    with pytest.raises(VmError, match=r"VF 0 of enp1s0f0 \(0000:01:10.0\) is already bound to vfio-pci"):
+        vf_for_passthrough("enp1s0f0", 0, str(sysfs))
+    with pytest.raises(VmError, match=r"VF 2 of enp1s0f0 \(0000:01:10.2\) is in use by the host: its netdev "
+                                      r"enp1s0f0v2 is up"):
+        vf_for_passthrough("enp1s0f0", 2, str(sysfs))
+    port = {"vfp": {"type": "sriov-vf", "options": {"pf": "enp1s0f0", "vf": "1"}, "external_ids": {}}}
+    with pytest.raises(VmError, match="VF 1 of enp1s0f0 .* is in use: it is switch port vfp"):
+        vf_for_passthrough("enp1s0f0", 1, str(sysfs), port)
+    with pytest.raises(VmError, match="its netdev enp1s0f0v1 is a switch port"):
+        vf_for_passthrough("enp1s0f0", 1, str(sysfs), {"enp1s0f0v1": {"type": "", "options": {}}})
+    with pytest.raises(VmError, match=r"enp1s0f0 has no VF 5 \(3 of 8 VFs are enabled"):
+        vf_for_passthrough("enp1s0f0", 5, str(sysfs))
     with pytest.raises(VmError, match="no network device eth9"):
-        vf_pci_address("eth9", 0, str(sysfs))
-    (sysfs / "class/net/lo").mkdir()
-    (sysfs / "class/net/lo/device").mkdir()
+        vf_for_passthrough("eth9", 0, str(sysfs))
+    (sysfs / "class/net/lo/device").mkdir(parents=True)
     with pytest.raises(VmError, match="lo has no SR-IOV capability"):
-        vf_pci_address("lo", 0, str(sysfs))
-    nic = Nic("vf", pf="enp1s0f0", vf=0, mac=stable_mac("web1", 0), pci="0000:01:00.1")
+        vf_for_passthrough("lo", 0, str(sysfs))
+    with pytest.raises(VmError, match="port= and tag= need bridge="):
+        parse_nic("vf,pf=enp1s0f0,vf=1,tag=10")
+    nic = Nic("vf", pf="enp1s0f0", vf=1, mac=stable_mac("web1", 0), pci="0000:01:10.1")
     cmd = qemu_command(VmConfig("web1", kernel="/k", nics=[nic]), tmp_path, "kvm", "qemu")
-    assert device_args(cmd) == ["vfio-pci,host=0000:01:00.1,id=vf0"]
+    assert device_args(cmd) == ["vfio-pci,host=0000:01:10.1,id=vf0"]
 
 
 def test_ports_of_someone_else_are_refused(tmp_path: Path) -> None:

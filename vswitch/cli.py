@@ -176,7 +176,7 @@ def _vm_manager(args: argparse.Namespace):  # noqa: ANN202 - VmManager, imported
 
     rundir = args.rundir or os.environ.get("OVS_RUNDIR") or "/var/run/openvswitch"
     log = (lambda msg: print(f"pyvswitch vm: {msg}", file=sys.stderr)) if args.verbose else None
-    return VmManager(rundir, db=args.db, log=log,
+    return VmManager(rundir, db=args.db, log=log, sysfs=args.sysfs, netlink=args.netlink,
                      warn=lambda msg: print(f"pyvswitch vm {args.vm_command}: warning: {msg}", file=sys.stderr))
 
 
@@ -355,8 +355,11 @@ A NIC is KIND,key=value,...:
         a dpdkvhostuserclient port P on BR; QEMU is the socket server, so the switch can restart under the guest
   tap,bridge=BR[,mac=M][,ip=A/N][,tag=V][,port=P]
         a tap netdev P that QEMU opens, added to BR as a system port
-  vf,pf=NETDEV,vf=N[,mac=M][,ip=A/N]
-        SR-IOV VF N of NETDEV passed through with vfio-pci (bound to vfio-pci beforehand)
+  vf,pf=NETDEV,vf=N[,mac=M][,ip=A/N][,bridge=BR[,tag=V][,port=P]]
+        SR-IOV VF N of PF NETDEV passed through to the guest: bound to vfio-pci at start and given back to its
+        host driver at stop. The VF's MAC (and VLAN tag) are set through the PF. With bridge=, port P on BR is
+        a sriov-vf port: the switch configures the VF and reaches the guest through BR's PF port (NETDEV must
+        be a port of BR). The VF must be free: not on vfio-pci, its netdev down and not a switch port.
 Defaults: port NAME-INDEX (vm<hash>-INDEX when that is longer than 15 characters), MAC 52:54:00:xx:xx:xx
 stable per VM name and NIC index. ip= (and --ip for the
 first NIC) is handed to the test image's init on the kernel command line (ip=, ip1=, ...).
@@ -458,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the switch's rundir; VMs live in DIR/vms (default $OVS_RUNDIR or /var/run/openvswitch)")
     where.add_argument("--db", metavar="unix:PATH", help="OVSDB of the switch (default unix:<rundir>/db.sock)")
     where.add_argument("-v", "--verbose", action="store_true", help="say what is being done")
+    where.add_argument("--sysfs", metavar="DIR", default="/sys", help=argparse.SUPPRESS)     # simulations
+    where.add_argument("--netlink", metavar="unix:PATH", default="", help=argparse.SUPPRESS)  # simulations
 
     s = vm.add_parser(
         "start", parents=[where], help="start a guest whose NICs are switch ports",

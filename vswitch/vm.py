@@ -51,6 +51,17 @@ import tty
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from backends.sriov import (
+    VFIO_DRIVER,
+    SriovError,
+    Sysfs,
+    VfConfig,
+    VfNetlink,
+    VirtualFunction,
+    bind_driver,
+    physical_function,
+    virtual_function,
+)
 from vswitch.kvm import QEMU, check_host
 from vswitch.vmimage import READY_MARKER, kernel_cmdline, parse_ready_line
 
@@ -60,7 +71,7 @@ UNIX_PATH_MAX = 107
 NIC_KINDS = ("vhost-user", "tap", "vf")
 NIC_KEYS = {"vhost-user": ("bridge", "mac", "ip", "tag", "port"),
             "tap": ("bridge", "mac", "ip", "tag", "port"),
-            "vf": ("pf", "vf", "mac", "ip")}
+            "vf": ("pf", "vf", "mac", "ip", "bridge", "tag", "port")}
 MAC_PREFIX = "52:54:00"        # QEMU's OUI, as libvirt and QEMU use for guests
 BOOT_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
@@ -91,6 +102,7 @@ class Nic:
     pf: str = ""            # vf: the physical function's netdev
     vf: int | None = None   # vf: the VF index on the PF
     pci: str = ""           # vf: the VF's PCI address, resolved at start
+    host_driver: str = ""   # vf: the driver the VF had before it was bound to vfio-pci (given back at stop)
     socket: str = ""        # vhost-user: QEMU's socket (the port's options:vhost-server-path)
 
     @property
@@ -137,6 +149,9 @@ def parse_nic(spec: str) -> Nic:
     if kind == "vf":
         if not nic.pf or nic.vf is None:
             raise VmError(f"--nic {spec!r}: a VF NIC needs pf=NETDEV and vf=INDEX")
+        if (nic.port or nic.tag is not None) and not nic.bridge:
+            raise VmError(f"--nic {spec!r}: port= and tag= need bridge= (the bridge whose PF port reaches the VF); "
+                          "without a bridge the VF still gets mac= and tag= from its PF")
     elif not nic.bridge:
         raise VmError(f"--nic {spec!r}: which bridge? add bridge=NAME")
     return nic
@@ -215,8 +230,10 @@ def resolve_nics(cfg: VmConfig, vmdir: Path, interfaces: dict[str, dict], sysfs:
     for i, nic in enumerate(cfg.nics):
         nic.mac = nic.mac or stable_mac(cfg.name, i)
         if nic.kind == "vf":
-            nic.pci = vf_pci_address(nic.pf, nic.vf if nic.vf is not None else -1, sysfs)
-            continue
+            vf = vf_for_passthrough(nic.pf, nic.vf if nic.vf is not None else -1, sysfs, interfaces)
+            nic.pci = vf.pci
+            if not nic.bridge:
+                continue
         nic.port = nic.port or default_port_name(cfg.name, i)
         if nic.port in seen:
             raise VmError(f"two NICs of VM {cfg.name} use port name {nic.port}")
@@ -235,25 +252,28 @@ def resolve_nics(cfg: VmConfig, vmdir: Path, interfaces: dict[str, dict], sysfs:
                               "use a shorter --rundir or VM name")
 
 
-def vf_pci_address(pf: str, vf: int, sysfs: str = "/sys") -> str:
-    """The PCI address of VF ``vf`` of PF netdev ``pf``, checked to be bound to ``vfio-pci``."""
-    device = Path(sysfs, "class/net", pf, "device")
-    if not device.exists():
-        raise VmError(f"--nic vf: no network device {pf} ({device} missing)")
-    total = device / "sriov_totalvfs"
-    if not total.exists():
-        raise VmError(f"--nic vf: {pf} has no SR-IOV capability ({total} missing)")
-    link = device / f"virtfn{vf}"
-    if not link.exists():
-        numvfs = (device / "sriov_numvfs").read_text().strip() if (device / "sriov_numvfs").exists() else "?"
-        raise VmError(f"--nic vf: {pf} has no VF {vf} ({numvfs} VFs enabled, sriov_numvfs)")
-    pci = os.path.basename(os.readlink(link))
-    driver_link = Path(sysfs, "bus/pci/devices", pci, "driver")
-    driver = os.path.basename(os.readlink(driver_link)) if driver_link.is_symlink() else ""
-    if driver != "vfio-pci":
-        raise VmError(f"--nic vf: VF {vf} of {pf} ({pci}) is bound to {driver or 'no driver'}, not vfio-pci: "
-                      "bind it first (echo vfio-pci > driver_override, then drivers_probe)")
-    return pci
+def vf_for_passthrough(pf: str, index: int, sysfs: str = "/sys",
+                       interfaces: dict[str, dict] | None = None) -> VirtualFunction:
+    """VF ``index`` of PF netdev ``pf``, checked to be free for a guest: not a switch port, its netdev (if
+    it has one) down, and not already on vfio-pci (another guest's); VmError says what holds it."""
+    fs = Sysfs(sysfs)
+    try:
+        vf = virtual_function(pf, index, fs)
+    except SriovError as e:
+        raise VmError(f"--nic vf: {e}") from None
+    owner = {i["options"].get("pf"): name for name, i in (interfaces or {}).items()
+             if i.get("type") == "sriov-vf" and i["options"].get("vf") == str(index)}.get(pf)
+    if owner:
+        raise VmError(f"--nic vf: {vf.describe()} is in use: it is switch port {owner}")
+    if vf.netdev and vf.netdev in (interfaces or {}):
+        raise VmError(f"--nic vf: {vf.describe()} is in use: its netdev {vf.netdev} is a switch port")
+    if vf.netdev and int(fs.read(f"class/net/{vf.netdev}/flags") or "0", 16) & 1:
+        raise VmError(f"--nic vf: {vf.describe()} is in use by the host: its netdev {vf.netdev} is up "
+                      f"(ip link set {vf.netdev} down, if nothing needs it)")
+    if vf.driver == VFIO_DRIVER:
+        raise VmError(f"--nic vf: {vf.describe()} is already bound to vfio-pci: another guest (or another "
+                      "tool) holds it")
+    return vf
 
 
 def qemu_command(cfg: VmConfig, vmdir: Path, accel: str, qemu: str) -> list[str]:
@@ -400,11 +420,14 @@ class VmStatus:
 class VmManager:
     """Starts, stops and finds the VMs whose state lives under ``<rundir>/vms``."""
 
-    def __init__(self, rundir: str, db: str | None = None, sysfs: str = "/sys",
-                 log: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(self, rundir: str, db: str | None = None, sysfs: str | Sysfs = "/sys",
+                 log: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
+                 netlink: str = "") -> None:
         self.rundir = os.path.abspath(rundir)
+        self.netlink = netlink   # "" : the kernel; unix:PATH : a netlink stand-in (simulations)
         self.db = db or f"unix:{os.path.join(self.rundir, 'db.sock')}"
-        self.sysfs = sysfs
+        self.fs = sysfs if isinstance(sysfs, Sysfs) else Sysfs(sysfs)   # SR-IOV: PFs, VFs, driver binding
+        self.sysfs = self.fs.root
         self.log = log or (lambda _msg: None)
         self.warn = warn or (lambda _msg: None)
         self.vms_dir = Path(self.rundir, "vms")
@@ -426,8 +449,8 @@ class VmManager:
         return proc.stdout
 
     def _interfaces(self, timeout: float = 30) -> dict[str, dict]:
-        """Every OVSDB Interface: name -> {type, external_ids, ofport, link_state, error}."""
-        out = self.vsctl("--format=json", "--columns=name,type,external_ids,ofport,link_state,error",
+        """Every OVSDB Interface: name -> {type, external_ids, options, ofport, link_state, error}."""
+        out = self.vsctl("--format=json", "--columns=name,type,external_ids,options,ofport,link_state,error",
                          "list", "Interface", timeout=timeout)
         try:
             table = json.loads(out)
@@ -523,10 +546,11 @@ class VmManager:
                 if pid:
                     raise VmError(f"VM {cfg.name} is already running (QEMU pid {pid}); "
                                   f"stop it first: pyvswitch vm stop {cfg.name}")
-                interfaces = self._interfaces() if any(n.bridge for n in cfg.nics) else {}
+                self._cleanup(cfg.name, (self._read_state(cfg.name) or {}).get("config"))
+                vf_nics = any(n.kind == "vf" for n in cfg.nics) and self.switch_pid() is not None
+                interfaces = self._interfaces() if any(n.bridge for n in cfg.nics) or vf_nics else {}
                 resolve_nics(cfg, vmdir, interfaces, self.sysfs)
                 self._check_macs(cfg)
-                self._cleanup(cfg.name, (self._read_state(cfg.name) or {}).get("config"))
                 new_dir = False   # from here on the directory keeps the state and logs of this attempt
                 self._launch(cfg, vmdir, host.accel, host.reason, qemu, wait_ready, ready_text, boot_timeout)
         except OSError as e:
@@ -561,12 +585,14 @@ class VmManager:
             for nic in cfg.nics:
                 if nic.kind == "tap":
                     _create_tap(nic.port)
+            self._take_vfs(cfg)
+            self._add_ports(cfg, vfs=True)   # the VF's MAC and VLAN are set before its guest driver looks
             with open(vmdir / "qemu.log", "w") as qlog:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog, stderr=subprocess.STDOUT,
                                         start_new_session=True, close_fds=True)
             self._update_state(cfg.name, pid=proc.pid)
             self.log(f"QEMU started (pid {proc.pid}, {accel})")
-            self._add_ports(cfg)
+            self._add_ports(cfg, vfs=False)
             self._wait_running(cfg.name, proc, min(60.0, boot_timeout))
             if wait_ready:
                 ready = self._wait_ready(cfg.name, proc, ready_text, boot_timeout)
@@ -635,11 +661,52 @@ class VmManager:
                 if nic.mac in mine:
                     raise VmError(f"NIC {mine[nic.mac]}: MAC {nic.mac} is already NIC {j} of running VM {other}")
 
-    def _add_ports(self, cfg: VmConfig) -> None:
-        """One ovs-vsctl transaction adding every switch port of ``cfg``; Interface.error is checked after."""
+    def _take_vfs(self, cfg: VmConfig) -> None:
+        """Bind each VF NIC to vfio-pci (its host driver is saved in the state, to give it back); a VF
+        without a bridge gets its MAC and VLAN from its PF here (with a bridge, the switch sets them)."""
+        fs = self.fs
+        for nic in cfg.nics:
+            if nic.kind != "vf":
+                continue
+            try:
+                vf = virtual_function(nic.pf, nic.vf if nic.vf is not None else -1, fs)
+                nic.host_driver = vf.driver
+                self._update_state(cfg.name, config=cfg.to_json())
+                bind_driver(vf, VFIO_DRIVER, fs)
+                self.log(f"{vf.describe()} bound to vfio-pci (was {vf.driver or 'no driver'})")
+                if not nic.bridge:
+                    netlink = VfNetlink.open(self.netlink)
+                    try:
+                        netlink.configure(physical_function(nic.pf, fs), vf.index,
+                                          VfConfig(mac=nic.mac, vlan=nic.tag or 0, spoofchk=True, trust=False))
+                    finally:
+                        netlink.close()
+            except SriovError as e:
+                raise VmError(f"--nic vf: {e}") from None
+
+    def _give_back_vfs(self, config: dict | None) -> None:
+        """Return each VF of a config that is on vfio-pci to the driver it had before (``host_driver``)."""
+        fs = self.fs
+        for n in (config or {}).get("nics", []):
+            if not isinstance(n, dict) or n.get("kind") != "vf" or n.get("vf") is None:
+                continue
+            try:
+                vf = virtual_function(str(n.get("pf")), int(n["vf"]), fs)
+                host = n.get("host_driver") or ""
+                if vf.driver == VFIO_DRIVER and host != VFIO_DRIVER:
+                    now = bind_driver(vf, "", fs)     # driver_override cleared: the kernel's own match
+                    if host and now.driver != host:
+                        bind_driver(now, host, fs)
+                    self.log(f"{vf.describe()} given back to {n.get('host_driver') or 'its host driver'}")
+            except (SriovError, ValueError) as e:
+                self.warn(f"VF {n.get('vf')} of {n.get('pf')} stays on vfio-pci: {e}")
+
+    def _add_ports(self, cfg: VmConfig, vfs: bool) -> None:
+        """One ovs-vsctl transaction adding the switch ports of ``cfg``'s VF NICs (``vfs``) or of the others;
+        Interface.error is checked after."""
         args: list[str] = []
         for nic in cfg.nics:
-            if not nic.bridge:
+            if not nic.bridge or (nic.kind == "vf") != vfs:
                 continue
             args += ["--", "add-port", nic.bridge, nic.port]
             if nic.tag is not None:
@@ -650,12 +717,14 @@ class VmManager:
                 args.append(f"type={nic.iface_type}")
             if nic.kind == "vhost-user":
                 args.append(f"options:vhost-server-path={nic.socket}")
+            if nic.kind == "vf":
+                args += [f"options:pf={nic.pf}", f"options:vf={nic.vf}", f'mac="{nic.mac}"']
         if not args:
             return
         self.vsctl(*args)
         interfaces = self._interfaces()
         for nic in cfg.nics:
-            error = interfaces.get(nic.port, {}).get("error") if nic.bridge else None
+            error = interfaces.get(nic.port, {}).get("error") if nic.bridge and (nic.kind == "vf") == vfs else None
             if error:
                 raise VmError(f"port {nic.port} on {nic.bridge}: {error}")
 
@@ -766,6 +835,7 @@ class VmManager:
                 left = []
         for tap in taps:
             _delete_tap(tap)
+        self._give_back_vfs(config)
         for f in vmdir.glob("*.sock"):
             f.unlink(missing_ok=True)
         (vmdir / "qemu.pid").unlink(missing_ok=True)
