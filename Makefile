@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the demo and the tests need (installed only when missing).
-DEBS := iproute2 iputils-ping tcpdump procps python3-venv openvswitch-switch dpdk-dev qemu-system-x86 busybox-static
+DEBS := iproute2 iputils-ping tcpdump procps python3-venv openvswitch-switch dpdk-dev qemu-system-x86 busybox-static \
+	linux-libc-dev
 # ... and anything only the benchmarks need (Open vSwitch, the comparison, is already above).
 BENCH_DEBS := openvswitch-switch-dpdk
 PYTEST_ARGS ?= -q

@@ -247,12 +247,21 @@ def bind_driver(vf: VirtualFunction, driver: str, sysfs: Sysfs) -> VirtualFuncti
 # ------------------------------------------------------------------------------------------- netlink
 
 
-class _VfLinkMsg(ifinfmsg):
+class _Own:
+    """pyroute2 compiles a class's attribute table once and marks the class; a subclass inherits the mark
+    (and would use its parent's table): these attributes give each subclass a table of its own."""
+
+    _nlmsg_base__compiled_nla = False
+    _nlmsg_base__t_nla_map = None
+    _nlmsg_base__r_nla_map = None
+
+
+class _VfLinkMsg(_Own, ifinfmsg):
     """pyroute2's ``ifinfmsg`` with ``struct ifla_vf_vlan_info`` at the kernel's 16 bytes."""
 
-    class vflist(ifinfmsg.vflist):
-        class vfinfo(ifinfmsg.vflist.vfinfo):
-            class vf_vlist(ifinfmsg.vflist.vfinfo.vf_vlist):
+    class vflist(_Own, ifinfmsg.vflist):
+        class vfinfo(_Own, ifinfmsg.vflist.vfinfo):
+            class vf_vlist(_Own, ifinfmsg.vflist.vfinfo.vf_vlist):
                 class ivvi(nla):
                     fields = (("vf", "I"), ("vlan", "I"), ("qos", "I"), ("proto", ">H"), ("pad", "H"))
 
@@ -423,8 +432,9 @@ class VfNetlink:
         msg["attrs"] = [("IFLA_VFINFO_LIST", {"attrs": [("IFLA_VF_INFO", {"attrs": [attr]})]})]
         self._request(msg, RTM_SETLINK)
 
-    def configure(self, pf: PhysicalFunction, vf: int, cfg: VfConfig) -> None:
-        """Apply ``cfg`` to VF ``vf``; if the PF refuses a setting, the ones applied before are put back."""
+    def configure(self, pf: PhysicalFunction, vf: int, cfg: VfConfig) -> dict[str, Any] | None:
+        """Apply ``cfg`` to VF ``vf`` and return what it was before (None if the PF did not say); if the PF
+        refuses a setting, the ones applied before it are put back."""
         cfg.check()
         before = self.vfs(pf.ifindex).get(vf)
         done: list[str] = []
@@ -441,6 +451,11 @@ class VfNetlink:
                 raise SriovError(f"{pf.netdev} VF {vf}: setting {name} failed: {why} "
                                  f"({_errno_name(exc.errno)}){undone}") from None
             done.append(name)
+        return before
+
+    def restore(self, pf: PhysicalFunction, vf: int, before: dict[str, Any], cfg: VfConfig) -> None:
+        """Put back the settings of ``cfg`` as they were in ``before`` (best effort)."""
+        self._restore(pf.ifindex, vf, before, [name for name, _ in cfg.settings(vf)])
 
     def _restore(self, pf_ifindex: int, vf: int, before: dict[str, Any], names: list[str]) -> None:
         old = VfConfig(mac=before["mac"], vlan=before["vlan"], qos=before["qos"], spoofchk=before["spoofchk"],
@@ -562,11 +577,20 @@ class SriovVfPort(Port):
         if self.system is not None:
             self.counters = self.system.counters
         try:
-            self.netlink.configure(self.pf, self.vf.index, self.config)
+            self.before = self.netlink.configure(self.pf, self.vf.index, self.config)
         except BaseException:
             self.close()
             raise
         self._hw: dict[str, Any] = {}
+
+    def release(self) -> None:
+        """Give the VF back its settings from before the port was opened (the port was deleted); closing
+        alone keeps them, so a guest keeps its VLAN while the switch restarts."""
+        if self.before is not None:
+            try:
+                self.netlink.restore(self.pf, self.vf.index, self.before, self.config)
+            except SriovError:
+                pass
 
     @property
     def mode(self) -> str:

@@ -145,3 +145,5 @@ def test_sriov_vf_ports_from_ovsdb_on_a_simulated_pf(lab: dict, net: HostNet) ->
     assert "52:54:00:00:00:10" in sw.appctl("fdb/show", br).stdout
     sw.vsctl("del-port", "vf0")
     assert "52:54:00:00:00:10" not in sw.appctl("fdb/show", br).stdout
+    # deleted: VF 0 gets back what it had before the switch took it (not the tag 10 of its first opening)
+    assert (standin.vfs[0]["mac"], standin.vfs[0]["vlan"], standin.vfs[0]["trust"]) == ("00:00:00:00:00:00", 0, 0)

@@ -163,6 +163,8 @@ class Daemon:
         self.vf_netlink: VfNetlink | None = None
         #: errors of ports that are open but whose configuration was refused (options:num-vfs on a PF)
         self.config_errors: dict[str, str] = {}
+        #: a re-configured VF's settings from before the switch first took it (given back when it is deleted)
+        self.vf_before: dict[tuple[str, str], dict | None] = {}
         self.pidfile_path = pidfile or os.path.join(self.rundir, "ovs-vswitchd.pid")
         self.ctl_path = ""
         os.makedirs(self.rundir, exist_ok=True)
@@ -337,13 +339,13 @@ class Daemon:
             if new is None or new[0].type != spec.type or new[0].options != spec.options:
                 br = self.bridges.get(br_name)
                 if br is not None and iface in br.ports:
-                    br.del_port(iface)
+                    self._del_port(br, iface, deleted=new is None)
                 del self.specs[key]
                 self.status_done.discard(iface)
         for br in self.bridges.values():   # a passed-through VF whose PF's port went away: retried until it is back
             for bp in list(br.ports.values()):
                 if bp.via is not None and bp.via[0] not in br.ports:
-                    br.del_port(bp.name)
+                    self._del_port(br, bp.name, deleted=False)
                     self.specs.pop((br.name, bp.name), None)
         self._apply_num_vfs()
         for key, (spec, row) in wanted.items():
@@ -365,6 +367,19 @@ class Daemon:
                             [(c.target, (_opt(c.inactivity_probe) or 5000) / 1000) for c in row.controller],
                             max(rates) if rates else None, max(bursts) if bursts else None)
         self.write_back()
+
+    def _del_port(self, br: Bridge, name: str, deleted: bool) -> None:
+        """Close port ``name``. A VF deleted from OVSDB gets back its MAC, VLAN, rate, ... from before the
+        switch took it; a VF that is only re-opened keeps that record for when it is deleted."""
+        port = br.ports[name].port
+        br.del_port(name)
+        if isinstance(port, SriovVfPort):
+            before = self.vf_before.pop((br.name, name), port.before)
+            if deleted:
+                port.before = before
+                port.release()
+            else:
+                self.vf_before[(br.name, name)] = before
 
     def _add_port(self, br: Bridge, spec: PortSpec, row: object) -> None:
         self.specs[(br.name, spec.iface)] = spec
@@ -394,11 +409,13 @@ class Daemon:
             self.errors[spec.iface] = message
             return
         bp.port.on_change = self._port_changed
+        if isinstance(bp.port, SriovVfPort) and (br.name, spec.iface) in self.vf_before:
+            bp.port.before = self.vf_before.pop((br.name, spec.iface))
         if isinstance(bp.port, SriovVfPort) and bp.port.mode == "passthrough":
             try:
                 self._reach_vf(br, bp.port, spec)
             except (SriovError, BridgeError) as exc:
-                br.del_port(spec.iface)
+                self._del_port(br, spec.iface, deleted=False)
                 message = f"could not open network device {spec.iface} ({exc})"
                 if self.errors.get(spec.iface) != message:
                     log.warning("%s; retrying every %.0f s", message, RETRY_INTERVAL)
