@@ -31,8 +31,11 @@ it in 14 bytes, the kernel wants ``sizeof`` = 16 and refuses shorter attributes 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import os
+import re
 import socket
 import struct
 import threading
@@ -47,6 +50,8 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from backends.pool import PacketPool
 from backends.port import TX_DROPPED, TX_VF_PASSTHROUGH, Port, PortError
 from backends.system import SystemPort
+
+log = logging.getLogger(__name__)
 
 SYSFS_ROOT = "/sys"
 VFIO_DRIVER = "vfio-pci"
@@ -132,11 +137,15 @@ class VirtualFunction:
     driver: str
     netdev: str
     iommu_group: str
+    representor: str = ""   # the VF's switchdev representor netdev, when the PF's eswitch is in switchdev mode
 
     @property
     def mode(self) -> str:
-        """``host`` when a host driver gives it a netdev, else ``passthrough`` (vfio-pci or no driver)."""
-        return "host" if self.netdev and self.driver != VFIO_DRIVER else "passthrough"
+        """``representor`` when the PF is in switchdev mode (the VF's frames reach the host through its
+        representor), else ``host`` when a host driver gives the VF a netdev, else ``passthrough``."""
+        if self.representor:
+            return "representor"
+        return "passthrough" if self.driver in ("", VFIO_DRIVER) else "host"
 
     def describe(self) -> str:
         """``VF 1 of enp1s0f0 (0000:01:10.1)``."""
@@ -149,7 +158,7 @@ def physical_function(pf: str, sysfs: Sysfs) -> PhysicalFunction:
     if not sysfs.exists(f"class/net/{pf}"):
         raise SriovError(f"no network device {pf} (the PF): {sysfs.path('class/net/' + pf)} is missing")
     if not sysfs.exists(f"{device}/sriov_totalvfs"):
-        raise SriovError(f"{pf} has no SR-IOV capability (no {device}/sriov_totalvfs): it is not a PF, "
+        raise SriovError(f"{pf} has no SR-IOV capability (no {sysfs.path(device)}/sriov_totalvfs): it is not a PF, "
                          "or its driver does not enable SR-IOV")
     try:
         total = int(sysfs.read(f"{device}/sriov_totalvfs"))
@@ -171,7 +180,20 @@ def virtual_function(pf: str, index: int, sysfs: Sysfs) -> VirtualFunction:
     dev = f"bus/pci/devices/{pci}"
     nets = sysfs.listdir(f"{dev}/net")
     return VirtualFunction(pf, index, pci, sysfs.link_name(f"{dev}/driver"), nets[0] if nets else "",
-                           sysfs.link_name(f"{dev}/iommu_group"))
+                           sysfs.link_name(f"{dev}/iommu_group"), representor(pf, index, sysfs))
+
+
+def representor(pf: str, index: int, sysfs: Sysfs) -> str:
+    """The switchdev representor of VF ``index`` of ``pf``: the netdev with the PF's ``phys_switch_id`` whose
+    ``phys_port_name`` is ``pf<N>vf<index>`` (or ``vf<index>``); "" when the PF is not in switchdev mode."""
+    switch_id = sysfs.read(f"class/net/{pf}/phys_switch_id")
+    if not switch_id:
+        return ""
+    for netdev in sysfs.listdir("class/net"):
+        if netdev != pf and sysfs.read(f"class/net/{netdev}/phys_switch_id") == switch_id:
+            if re.fullmatch(rf"(pf\d+)?vf{index}", sysfs.read(f"class/net/{netdev}/phys_port_name")):
+                return netdev
+    return ""
 
 
 def virtual_functions(pf: str, sysfs: Sysfs) -> list[VirtualFunction]:
@@ -229,18 +251,26 @@ def bind_driver(vf: VirtualFunction, driver: str, sysfs: Sysfs) -> VirtualFuncti
     if (vf.driver == driver) if driver else (vf.driver and vf.driver != VFIO_DRIVER):
         return vf    # already there
     dev = f"bus/pci/devices/{vf.pci}"
+    failure = ""
     try:
         sysfs.write(f"{dev}/driver_override", driver)
         if vf.driver:
             sysfs.write(f"{dev}/driver/unbind", vf.pci)
         sysfs.write("bus/pci/drivers_probe", vf.pci)
     except OSError as exc:
-        raise SriovError(f"{vf.describe()}: binding to {driver or 'its host driver'} failed: "
-                         f"{exc.strerror or exc}") from None
+        failure = f"binding to {driver or 'its host driver'} failed: {exc.strerror or exc}"
     now = virtual_function(vf.pf, vf.index, sysfs)
-    if driver and now.driver != driver:
-        raise SriovError(f"{vf.describe()}: {driver} did not take it (it is bound to {now.driver or 'no driver'}); "
-                         "see dmesg")
+    if not failure and driver and now.driver != driver:
+        failure = f"{driver} did not take it (it is bound to {now.driver or 'no driver'}); see dmesg"
+    if failure:
+        if driver and now.driver != vf.driver:   # not left without a driver: back to where it was
+            with contextlib.suppress(OSError):
+                sysfs.write(f"{dev}/driver_override", "")
+                if now.driver:
+                    sysfs.write(f"{dev}/driver/unbind", vf.pci)
+                if vf.driver:
+                    sysfs.write("bus/pci/drivers_probe", vf.pci)
+        raise SriovError(f"{vf.describe()}: {failure}")
     return now
 
 
@@ -271,7 +301,7 @@ class VfConfig:
     """What a VF should be; None leaves a setting as it is."""
 
     mac: str | None = None
-    vlan: int = 0
+    vlan: int | None = 0      # None: not set in the hardware (a representor's VLAN is the bridge's)
     qos: int = 0
     vlan_proto: int = ETH_P_8021Q
     spoofchk: bool | None = None
@@ -282,7 +312,7 @@ class VfConfig:
 
     def check(self) -> None:
         """SriovError for values no PF would take."""
-        if not 0 <= self.vlan <= 4094:
+        if self.vlan is not None and not 0 <= self.vlan <= 4094:
             raise SriovError(f"VF VLAN {self.vlan} is outside 0..4094")
         if not 0 <= self.qos <= 7:
             raise SriovError(f"VF VLAN priority (qos) {self.qos} is outside 0..7")
@@ -293,18 +323,23 @@ class VfConfig:
         if self.max_tx_rate and self.min_tx_rate > self.max_tx_rate:
             raise SriovError(f"min-tx-rate {self.min_tx_rate} is above max-tx-rate {self.max_tx_rate}")
 
-    def settings(self, vf: int) -> list[tuple[str, tuple[str, dict]]]:
-        """``(setting name, IFLA_VF_* attribute)`` in the order they are applied."""
+    def settings(self, vf: int, before: dict[str, Any] | None = None) -> list[tuple[str, tuple[str, dict]]]:
+        """``(setting name, IFLA_VF_* attribute)`` in the order they are applied. No rate is sent when none is
+        asked for and none is set (``before``): drivers without rate limits, or with the link down, refuse it."""
         out: list[tuple[str, tuple[str, dict]]] = []
         if self.mac is not None:
             out.append(("mac", ("IFLA_VF_MAC", {"vf": vf, "mac": self.mac})))
-        if self.vlan_proto == ETH_P_8021Q:
+        if self.vlan is None:
+            pass
+        elif self.vlan_proto == ETH_P_8021Q:
             out.append(("vlan", ("IFLA_VF_VLAN", {"vf": vf, "vlan": self.vlan, "qos": self.qos})))
         else:
             out.append(("vlan", ("IFLA_VF_VLAN_LIST", {"attrs": [("IFLA_VF_VLAN_INFO", {
                 "vf": vf, "vlan": self.vlan, "qos": self.qos, "proto": self.vlan_proto, "pad": 0})]})))
-        out.append(("rate", ("IFLA_VF_RATE", {"vf": vf, "min_tx_rate": self.min_tx_rate,
-                                               "max_tx_rate": self.max_tx_rate})))
+        rate_set = before is not None and (before.get("min_tx_rate") or before.get("max_tx_rate"))
+        if self.min_tx_rate or self.max_tx_rate or rate_set:
+            out.append(("rate", ("IFLA_VF_RATE", {"vf": vf, "min_tx_rate": self.min_tx_rate,
+                                                   "max_tx_rate": self.max_tx_rate})))
         if self.spoofchk is not None:
             out.append(("spoofchk", ("IFLA_VF_SPOOFCHK", {"vf": vf, "spoofchk": int(self.spoofchk)})))
         if self.trust is not None:
@@ -368,6 +403,13 @@ class UnixNetlink:
         self.sock.close()
 
 
+def _reported(attr: Any, key: str) -> bool | None:
+    """A VF flag as the PF reports it; None when absent or -1 (the kernel's "the driver did not say")."""
+    if attr is None or attr[key] == 0xFFFFFFFF:
+        return None
+    return bool(attr[key])
+
+
 def _errno_name(code: int | None) -> str:
     """``EOPNOTSUPP`` (the name the kernel's headers and ``ip`` use), ``EINVAL``, ..."""
     return "EOPNOTSUPP" if code == errno.EOPNOTSUPP else errno.errorcode.get(code or 0, str(code))
@@ -410,7 +452,10 @@ class VfNetlink:
             msg["header"]["type"] = msg_type
             msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
             msg["header"]["sequence_number"] = self.seq
-            msg.encode()
+            try:
+                msg.encode()
+            except (ValueError, TypeError, struct.error) as exc:
+                raise SriovError(f"cannot build the netlink message: {exc}") from None
             try:
                 reply = self.transport.request(bytes(msg.data))
             except OSError as exc:
@@ -438,7 +483,7 @@ class VfNetlink:
         cfg.check()
         before = self.vfs(pf.ifindex).get(vf)
         done: list[str] = []
-        for name, attr in cfg.settings(vf):
+        for name, attr in cfg.settings(vf, before):
             try:
                 self.set_attr(pf.ifindex, attr)
             except OSError as exc:
@@ -461,7 +506,7 @@ class VfNetlink:
         old = VfConfig(mac=before["mac"], vlan=before["vlan"], qos=before["qos"], spoofchk=before["spoofchk"],
                        trust=before["trust"], link_state=before["link_state"],
                        min_tx_rate=before["min_tx_rate"], max_tx_rate=before["max_tx_rate"])
-        for name, attr in old.settings(vf):
+        for name, attr in old.settings(vf, {"max_tx_rate": 1} if "rate" in names else None):
             if name in names:
                 try:
                     self.set_attr(pf_ifindex, attr)
@@ -496,8 +541,7 @@ class VfNetlink:
                 trust = info.get_attr("IFLA_VF_TRUST")
                 out[mac["vf"]] = {
                     "mac": mac["mac"], "vlan": vlan.get("vlan", 0), "qos": vlan.get("qos", 0),
-                    "spoofchk": None if spoofchk is None else bool(spoofchk["spoofchk"]),
-                    "trust": None if trust is None else bool(trust["trust"]),
+                    "spoofchk": _reported(spoofchk, "spoofchk"), "trust": _reported(trust, "trust"),
                     "link_state": {v: k for k, v in LINK_STATES.items()}.get(link_state, "auto"),
                     "min_tx_rate": rate.get("min_tx_rate", 0), "max_tx_rate": rate.get("max_tx_rate", 0),
                     "stats": counters,
@@ -529,7 +573,8 @@ class SriovVfPort(Port):
     """``Interface.type=sriov-vf``: VF ``vf`` of PF netdev ``pf``, configured through the PF.
 
     ``SriovVfPort(name, *, pf, vf, mac=None, tag=0, qos=0, vlan_proto="802.1q", spoofchk=None, trust=None,
-    link_state=None, min_tx_rate=0, max_tx_rate=0, sysfs=None, netlink=None)``. Rates are Mbit/s.
+    link_state=None, min_tx_rate=0, max_tx_rate=0, policing_kbps=0, sysfs=None, netlink=None)``. Rates are
+    Mbit/s; ``policing_kbps`` (OVS's ``ingress_policing_rate``) limits a passed-through VF's transmit.
     A VF with a host netdev (``mode`` ``host``) is switched as a system port on that netdev, with spoof
     checking off and trust on by default (the bridge sends frames of many MACs through it); a VF bound to
     vfio-pci or to no driver (``passthrough``) moves no frames here: the NIC delivers to it.
@@ -552,6 +597,7 @@ class SriovVfPort(Port):
         link_state: str | None = None,
         min_tx_rate: int = 0,
         max_tx_rate: int = 0,
+        policing_kbps: int = 0,
         sysfs: Sysfs | None = None,
         netlink: VfNetlink | None = None,
     ) -> None:
@@ -567,13 +613,23 @@ class SriovVfPort(Port):
         self.pf = physical_function(pf, self.sysfs)
         self.vf = virtual_function(pf, vf, self.sysfs)
         host = self.vf.mode == "host"
+        if policing_kbps and not max_tx_rate:
+            if host:   # the VF's transmit is what the switch sends out of its netdev: not ingress
+                log.warning("%s: ingress_policing_rate is not applied to a host-use VF (its transmit rate would "
+                            "limit what the switch sends); use options:max-tx-rate for that", name)
+            else:      # a guest's (or representor's) VF: its transmit is the switch's ingress; kbit/s -> Mbit/s
+                max_tx_rate = max(1, (policing_kbps + 999) // 1000)
         self.config = VfConfig(
-            mac=mac or None, vlan=tag, qos=qos, vlan_proto=VLAN_PROTOS[vlan_proto],
+            mac=mac or None, vlan=None if self.vf.representor else tag, qos=qos, vlan_proto=VLAN_PROTOS[vlan_proto],
             spoofchk=not host if _flag(spoofchk, "spoofchk") is None else spoofchk,
             trust=host if _flag(trust, "trust") is None else trust,
             link_state=link_state, min_tx_rate=min_tx_rate, max_tx_rate=max_tx_rate)
         self.config.check()
-        self.system: SystemPort | None = SystemPort(self.vf.netdev) if host else None
+        if host and not self.vf.netdev:   # iavf registers its netdev a moment after it binds: retried
+            raise SriovError(f"{self.vf.describe()} is bound to {self.vf.driver} but has no netdev (yet); "
+                             "a passed-through VF is bound to vfio-pci")
+        device = self.vf.representor or (self.vf.netdev if host else "")
+        self.system: SystemPort | None = SystemPort(device) if device else None
         if self.system is not None:
             self.counters = self.system.counters
         try:
@@ -594,7 +650,8 @@ class SriovVfPort(Port):
 
     @property
     def mode(self) -> str:
-        """``host`` (switched here through the VF netdev) or ``passthrough`` (a guest's, reached via the PF)."""
+        """``host`` (switched through the VF netdev), ``representor`` (switched through the VF's switchdev
+        representor) or ``passthrough`` (a guest's VF, reached through the PF's port)."""
         return self.vf.mode
 
     @property
@@ -642,17 +699,21 @@ class SriovVfPort(Port):
 
     def status(self) -> dict[str, str]:
         out = {"pf": self.pf.netdev, "vf": str(self.vf.index), "pci": self.vf.pci, "mode": self.mode,
-               "driver_name": self.vf.driver or "none", "vlan": str(self.config.vlan),
+               "driver_name": self.vf.driver or "none",
                "spoofchk": str(self.config.spoofchk).lower(), "trust": str(self.config.trust).lower()}
+        if self.config.vlan is not None:
+            out["vlan"] = str(self.config.vlan)
         if self.vf.netdev:
             out["netdev"] = self.vf.netdev
+        if self.vf.representor:
+            out["representor"] = self.vf.representor
         return out
 
     def hardware(self) -> dict[str, Any]:
         """The VF as the PF reports it now (config and ``IFLA_VF_STATS``); {} when it cannot be read."""
         try:
             self._hw = self.netlink.vfs(self.pf.ifindex).get(self.vf.index, {})
-        except SriovError:
+        except Exception:  # noqa: BLE001 - counters are best effort; a bad answer must not stop the switch
             self._hw = {}
         return self._hw
 

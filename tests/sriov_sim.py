@@ -116,6 +116,7 @@ class SimulatedSysfs(Sysfs):
         self.pf = pf
         self.host_driver = host_driver
         self.writes: list[tuple[str, str]] = []
+        self.refuse_probe: set[str] = set()   # drivers whose probe fails (the VF stays without a driver)
 
     def write(self, rel: str, value: str) -> None:
         self.writes.append((rel, value))
@@ -143,7 +144,8 @@ class SimulatedSysfs(Sysfs):
             dev = self.tree / "bus/pci/devices" / value
             override = (dev / "driver_override").read_text().strip()
             driver = override if override and override != "(null)" else self.host_driver
-            if not (self.tree / "bus/pci/drivers" / driver).exists() or (dev / "driver").is_symlink():
+            if not (self.tree / "bus/pci/drivers" / driver).exists() or (dev / "driver").is_symlink() \
+                    or driver in self.refuse_probe:
                 return
             os.symlink(self.tree / "bus/pci/drivers" / driver, dev / "driver")
             if driver != "vfio-pci":
@@ -189,6 +191,7 @@ class NetlinkStandIn:
             self.stats[i] = dict.fromkeys(self.stats[i], 0)
         self.log: list[tuple[int, str, tuple]] = []
         self.refuse: dict[str, int] = {}
+        self.unreported: set[str] = set()   # flags the PF driver does not report: the kernel sends -1
         self.bad: list[str] = []
         self.lock = threading.Lock()
 
@@ -281,9 +284,9 @@ class NetlinkStandIn:
                         + _attr(IFLA_VF_VLAN, struct.pack("=III", vf, st["vlan"], st["qos"]))
                         + _attr(IFLA_VF_TX_RATE, struct.pack("=II", vf, st["max_tx_rate"]))
                         + _attr(IFLA_VF_RATE, struct.pack("=III", vf, st["min_tx_rate"], st["max_tx_rate"]))
-                        + _attr(IFLA_VF_SPOOFCHK, struct.pack("=II", vf, st["spoofchk"]))
+                        + _attr(IFLA_VF_SPOOFCHK, struct.pack("=II", vf, self._flag(st, "spoofchk")))
                         + _attr(IFLA_VF_LINK_STATE, struct.pack("=II", vf, st["link_state"]))
-                        + _attr(IFLA_VF_TRUST, struct.pack("=II", vf, st["trust"])))
+                        + _attr(IFLA_VF_TRUST, struct.pack("=II", vf, self._flag(st, "trust"))))
                 stats = b"".join(_attr(i, struct.pack("=Q", self.stats[vf][n]))
                                  for i, n in enumerate(STATS_NAMES) if n)
                 body += _attr(IFLA_VF_STATS, stats)
@@ -291,6 +294,9 @@ class NetlinkStandIn:
             attrs += _attr(IFLA_VFINFO_LIST, infos)
         payload = IFINFO.pack(0, 1, self.pf_ifindex, 0x1003, 0) + attrs
         return HDR.pack(HDR.size + len(payload), RTM_NEWLINK, 0, seq, 0) + payload
+
+    def _flag(self, state: dict, name: str) -> int:
+        return 0xFFFFFFFF if name in self.unreported else state[name]
 
     @staticmethod
     def _ack(request: bytes, code: int) -> bytes:

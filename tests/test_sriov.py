@@ -13,13 +13,13 @@ import struct
 from pathlib import Path
 
 import pytest
-from pyroute2.netlink import nla
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from backends.sriov import (
     ETH_P_8021AD,
     KernelNetlink,
     SriovError,
+    SriovVfPort,
     VfConfig,
     VfNetlink,
     bind_driver,
@@ -77,6 +77,18 @@ def test_simulated_pf_discovery_and_its_errors(sysfs: sim.SimulatedSysfs, tmp_pa
         virtual_function("veth0", 0, sysfs)
 
 
+def test_simulated_switchdev_representors_are_found(sysfs: sim.SimulatedSysfs, tmp_path: Path) -> None:
+    assert virtual_function(PF, 1, sysfs).representor == ""          # legacy mode: no phys_switch_id
+    (tmp_path / "class/net" / PF / "phys_switch_id").write_text("c0ffee\n")
+    for netdev, switch, port in (("eth5", "c0ffee", "pf0vf1"), ("eth6", "0bad", "pf0vf0"), ("eth7", "c0ffee", "p0")):
+        (tmp_path / "class/net" / netdev).mkdir()
+        (tmp_path / "class/net" / netdev / "phys_switch_id").write_text(switch + "\n")
+        (tmp_path / "class/net" / netdev / "phys_port_name").write_text(port + "\n")
+    vf1 = virtual_function(PF, 1, sysfs)
+    assert (vf1.representor, vf1.mode) == ("eth5", "representor")
+    assert virtual_function(PF, 0, sysfs).representor == ""          # eth6 is another switch's
+
+
 def test_simulated_num_vfs_writes_zero_first_and_refuses_vfs_in_use(sysfs: sim.SimulatedSysfs) -> None:
     path = f"class/net/{PF}/device/sriov_numvfs"
     with pytest.raises(SriovError, match=r"VF 0: bound to vfio-pci \(passed through to a guest\)"):
@@ -104,6 +116,13 @@ def test_simulated_vf_moves_to_vfio_pci_and_back(sysfs: sim.SimulatedSysfs, tmp_
     assert (moved.driver, moved.netdev, moved.mode) == ("vfio-pci", "", "passthrough")
     back = bind_driver(moved, "", sysfs)
     assert (back.driver, back.netdev, back.mode) == ("iavf", f"{PF}v1", "host")
+    assert (tmp_path / dev / "driver_override").read_text() == "(null)\n"
+    fs2 = sim.SimulatedSysfs(tmp_path, PF)
+    fs2.refuse_probe.add("vfio-pci")                         # vfio-pci refuses the device
+    with pytest.raises(SriovError, match="vfio-pci did not take it .* no driver"):
+        bind_driver(back, "vfio-pci", fs2)
+    after = virtual_function(PF, 1, sysfs)
+    assert (after.driver, after.netdev) == ("iavf", f"{PF}v1")        # not left without a driver
     assert (tmp_path / dev / "driver_override").read_text() == "(null)\n"
     (tmp_path / "bus/pci/drivers/vfio-pci").rmdir()
     with pytest.raises(SriovError, match=r"the vfio-pci driver is not loaded \(modprobe vfio-pci"):
@@ -163,7 +182,6 @@ def test_simulated_qinq_vlan_uses_the_kernels_16_byte_vlan_info(sysfs: sim.Simul
     reply = standin.request(bytes(stock.data))
     assert struct.unpack_from("=i", reply, 16)[0] == -errno.EINVAL
     assert standin.bad == ["IFLA_VF_VLAN_INFO of 14 bytes (struct ifla_vf_vlan_info: 16)"]
-    assert issubclass(ifinfmsg.vflist.vfinfo.vf_vlist.ivvi, nla)
 
 
 def test_simulated_refused_setting_puts_back_the_earlier_ones(sysfs: sim.SimulatedSysfs) -> None:
@@ -181,6 +199,27 @@ def test_simulated_refused_setting_puts_back_the_earlier_ones(sysfs: sim.Simulat
         nl.configure(physical_function(PF, sysfs), 1, VfConfig(vlan=4095))
     with pytest.raises(SriovError, match="min-tx-rate 500 is above max-tx-rate 100"):
         nl.configure(physical_function(PF, sysfs), 1, VfConfig(min_tx_rate=500, max_tx_rate=100))
+
+
+def test_simulated_flags_the_driver_does_not_report_are_unknown(sysfs: sim.SimulatedSysfs) -> None:
+    """The kernel reports -1 for spoofchk/trust a driver does not give: not "on", and never written back."""
+    standin = sim.NetlinkStandIn(7, 2)
+    standin.unreported.add("trust")
+    nl = VfNetlink(standin)
+    assert nl.vfs(7)[0]["trust"] is None and nl.vfs(7)[0]["spoofchk"] is True
+    pf = physical_function(PF, sysfs)
+    before = nl.configure(pf, 0, VfConfig(mac="52:54:00:00:00:01", trust=True))
+    standin.log.clear()
+    nl.restore(pf, 0, before, VfConfig(mac="52:54:00:00:00:01", trust=True))
+    assert [name for _, name, _ in standin.log] == ["mac", "vlan"]    # trust unknown before: left alone
+    assert [name for name, _ in VfConfig().settings(0, {"max_tx_rate": 0})] == ["vlan"]   # no rate asked or set
+
+
+def test_simulated_host_vf_without_netdev_yet_is_retried(sysfs: sim.SimulatedSysfs, tmp_path: Path) -> None:
+    """iavf registers its netdev a moment after binding: such a VF is not taken for a passed-through one."""
+    (tmp_path / "bus/pci/devices/0000:01:10.1/net" / f"{PF}v1").rmdir()
+    with pytest.raises(SriovError, match=r"VF 1 of enp1s0f0 \(0000:01:10.1\) is bound to iavf but has no netdev"):
+        SriovVfPort("vf1", pf=PF, vf=1, sysfs=sysfs, netlink=VfNetlink(sim.NetlinkStandIn(7, 2)))
 
 
 def test_simulated_vf_statistics(sysfs: sim.SimulatedSysfs) -> None:

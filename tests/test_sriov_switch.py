@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def lab(net: HostNet, tmp_path: Path) -> Iterator[dict]:
     net.add_host(f"{stem}wire", pf)                        # the PF's netdev; its peer is "the wire"
     net.add_host(f"{stem}vf", vf1, "10.77.0.2/24")         # VF 1's netdev (host use), its far side
     net.add_host(host, host, "10.77.0.1/24")
+    net.add_host(f"{stem}h2", f"{stem}h2", "10.77.0.4/24")     # on a second bridge, with VF 1's netdev
     root = tmp_path / "sys"
     sim.build_sysfs(root, pf, {0: ("0000:01:10.0", "vfio-pci", ""), 1: ("0000:01:10.1", "iavf", vf1)},
                     ifindex=socket.if_nametoindex(pf), total=4)
@@ -43,7 +45,7 @@ def lab(net: HostNet, tmp_path: Path) -> Iterator[dict]:
         sw.start()
         try:
             yield {"sw": sw, "stem": stem, "pf": pf, "vf1": vf1, "host": host, "root": root, "standin": standin,
-                   "br": f"{stem}br"}
+                   "br": f"{stem}br", "host2": f"{stem}h2"}
         finally:
             code, err = sw.stop()
             server.close()
@@ -78,16 +80,22 @@ def test_sriov_vf_ports_from_ovsdb_on_a_simulated_pf(lab: dict, net: HostNet) ->
     os.symlink(root / "bus/pci/drivers/vfio-pci", vf0_driver)
 
     # (b) host use: VF 1's netdev becomes a system port; the VF's hardware gets the MAC, VLAN 10 and
-    # spoof checking off / trust on (the bridge sends frames of many MACs through it).
-    sw.vsctl("add-port", br, "vf1", "tag=10", "--", "set", "Interface", "vf1", "type=sriov-vf",
-             f"options:pf={pf}", "options:vf=1", 'mac="52:54:00:00:01:01"', "ingress_policing_rate=2500")
+    # spoof checking off / trust on (the bridge sends frames of many MACs through it). Not on the PF's
+    # bridge: the NIC's built-in switch copies broadcasts between PF and VF, a loop.
+    vf1_args = ["--", "set", "Interface", "vf1", "type=sriov-vf", f"options:pf={pf}", "options:vf=1",
+                'mac="52:54:00:00:01:01"']
+    sw.vsctl("add-port", br, "vf1", "tag=10", *vf1_args)
+    assert "would make a loop through the NIC's built-in switch" in iface_error(sw, "vf1")
+    assert standin.log == []                              # refused before the VF was touched
+    br2 = f"{stem}b2"
+    sw.vsctl("del-port", "vf1", "--", "add-br", br2, "--", "add-port", br2, lab["host2"], "tag=10",
+             "--", "add-port", br2, "vf1", "tag=10", *vf1_args)
     assert iface_error(sw, "vf1") == ""
     status = sw.get("Interface", "vf1", "status")
     assert "mode=host" in status and f"netdev={lab['vf1']}" in status and 'pci="0000:01:10.1"' in status
     assert [e for e in standin.log if e[0] == 1] == [
-        (1, "mac", ("52:54:00:00:01:01",)), (1, "vlan", (10, 0, 0x8100)), (1, "rate", (0, 3)),
-        (1, "spoofchk", (0,)), (1, "trust", (1,))]
-    assert net.ping(host, "10.77.0.2")                    # access VLAN 10 <-> the VF (untagged on its netdev)
+        (1, "mac", ("52:54:00:00:01:01",)), (1, "vlan", (10, 0, 0x8100)), (1, "spoofchk", (0,)), (1, "trust", (1,))]
+    assert net.ping(lab["host2"], "10.77.0.2")            # access VLAN 10 <-> the VF (untagged on its netdev)
     standin.stats[1].update(rx_packets=1234, tx_packets=99)
     sw.wait_for("VF counters in Interface.statistics",
                 lambda: "vf_rx_packets=1234" in sw.get("Interface", "vf1", "statistics"), timeout=15)
@@ -96,12 +104,12 @@ def test_sriov_vf_ports_from_ovsdb_on_a_simulated_pf(lab: dict, net: HostNet) ->
 
     # (a) passthrough: VF 0 is on vfio-pci; its MAC becomes a static entry on the PF's port, in its VLAN.
     sw.vsctl("add-port", br, "vf0", "tag=10", "--", "set", "Interface", "vf0", "type=sriov-vf",
-             f"options:pf={pf}", "options:vf=0", 'mac="52:54:00:00:00:10"')
+             f"options:pf={pf}", "options:vf=0", 'mac="52:54:00:00:00:10"', "ingress_policing_rate=2500")
     assert iface_error(sw, "vf0") == ""
     assert "mode=passthrough" in sw.get("Interface", "vf0", "status")
     assert [e for e in standin.log if e[0] == 0] == [
-        (0, "mac", ("52:54:00:00:00:10",)), (0, "vlan", (10, 0, 0x8100)), (0, "rate", (0, 0)),
-        (0, "spoofchk", (1,)), (0, "trust", (0,))]
+        (0, "mac", ("52:54:00:00:00:10",)), (0, "vlan", (10, 0, 0x8100)), (0, "rate", (0, 3)),
+        (0, "spoofchk", (1,)), (0, "trust", (0,))]        # the guest's transmit is the switch's ingress: 3 Mbit/s
     pf_ofport = sw.get("Interface", pf, "ofport")
     fdb = sw.appctl("fdb/show", br).stdout.splitlines()
     assert f"{pf_ofport:>5}    10  52:54:00:00:00:10  static" in fdb
@@ -133,13 +141,20 @@ def test_sriov_vf_ports_from_ovsdb_on_a_simulated_pf(lab: dict, net: HostNet) ->
     assert "VF 1 of" in iface_error(sw, "vfx") and "is in use by interface vf1" in iface_error(sw, "vfx")
     sw.vsctl("set", "Interface", "vfx", "options:vf=0", "options:spoofchk=maybe")
     assert "options:spoofchk is true or false, not 'maybe'" in iface_error(sw, "vfx")
+    sw.vsctl("set", "Interface", "vfx", "options:spoofchk=true", "options:link-state=bogus")
+    assert "options:link-state is auto, enable or disable, not 'bogus'" in iface_error(sw, "vfx")
+    sw.vsctl("remove", "Interface", "vfx", "options", "link-state", "--", "set", "Port", "vfx", "tag=4095")
+    assert "Port tag 4095 is outside 1..4094" in iface_error(sw, "vfx")
     sw.vsctl("del-port", "vfx")
     assert sw.get("Interface", "vf0", "ofport") not in ("-1", "")
-    assert net.ping(host, "10.77.0.2", count=1)
+    assert net.ping(lab["host2"], "10.77.0.2", count=1)
 
     # The PF's port goes: the passed-through VF cannot be reached and says so; it comes back with the PF.
     sw.vsctl("del-port", pf)
     assert f"{pf} is not a port of bridge {br}: ovs-vsctl add-port {br} {pf}" in iface_error(sw, "vf0")
+    settings = len(standin.log)
+    time.sleep(2.5)                                        # a retry: refused again before touching the VF
+    assert len(standin.log) == settings
     sw.vsctl("add-port", br, pf)
     sw.wait_for("vf0 reached through the PF again", lambda: iface_error(sw, "vf0") == "", timeout=10)
     assert "52:54:00:00:00:10" in sw.appctl("fdb/show", br).stdout
@@ -147,3 +162,28 @@ def test_sriov_vf_ports_from_ovsdb_on_a_simulated_pf(lab: dict, net: HostNet) ->
     assert "52:54:00:00:00:10" not in sw.appctl("fdb/show", br).stdout
     # deleted: VF 0 gets back what it had before the switch took it (not the tag 10 of its first opening)
     assert (standin.vfs[0]["mac"], standin.vfs[0]["vlan"], standin.vfs[0]["trust"]) == ("00:00:00:00:00:00", 0, 0)
+    assert standin.vfs[0]["max_tx_rate"] == 0
+
+
+def test_switchdev_representor_is_the_vfs_port(lab: dict, net: HostNet) -> None:
+    """A PF in switchdev mode: a VF's frames reach the host through its representor netdev (here a veth with
+    the PF's ``phys_switch_id`` and ``phys_port_name`` pf0vf0), which becomes the port; VLANs are the bridge's."""
+    sw, pf, br, root, standin, host = lab["sw"], lab["pf"], lab["br"], lab["root"], lab["standin"], lab["host"]
+    rep = f"{lab['stem']}r0"
+    net.add_host(f"{lab['stem']}rep", rep, "10.77.0.3/24")     # the guest behind VF 0, seen through its representor
+    (root / "class/net" / pf / "phys_switch_id").write_text("00aa11bb\n")
+    (root / "class/net" / rep).mkdir()
+    (root / "class/net" / rep / "phys_switch_id").write_text("00aa11bb\n")
+    (root / "class/net" / rep / "phys_port_name").write_text("pf0vf0\n")
+    sw.vsctl("add-br", br, "--", "add-port", br, pf, "--", "add-port", br, host, "tag=10")
+    sw.vsctl("add-port", br, "vf0", "tag=10", "--", "set", "Interface", "vf0", "type=sriov-vf",
+             f"options:pf={pf}", "options:vf=0", 'mac="52:54:00:00:00:30"', "options:max-tx-rate=500")
+    assert iface_error(sw, "vf0") == ""
+    status = sw.get("Interface", "vf0", "status")
+    assert "mode=representor" in status and f"representor={rep}" in status and "vlan=" not in status
+    assert standin.log == [(0, "mac", ("52:54:00:00:00:30",)), (0, "rate", (0, 500)), (0, "spoofchk", (1,)),
+                           (0, "trust", (0,))]                    # no hardware VLAN: the bridge tags
+    assert net.ping(host, "10.77.0.3")
+    assert "52:54:00:00:00:30" not in sw.appctl("fdb/show", br).stdout    # no static entry through the PF
+    sw.vsctl("set", "Port", "vf0", "trunks=10,20")                        # a representor can be a trunk
+    assert iface_error(sw, "vf0") == ""

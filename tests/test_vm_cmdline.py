@@ -145,8 +145,13 @@ def test_vf_for_passthrough_on_a_simulated_pf(tmp_path: Path) -> None:
     (sysfs / "class/net/lo/device").mkdir(parents=True)
     with pytest.raises(VmError, match="lo has no SR-IOV capability"):
         vf_for_passthrough("lo", 0, str(sysfs))
-    with pytest.raises(VmError, match="port= and tag= need bridge="):
-        parse_nic("vf,pf=enp1s0f0,vf=1,tag=10")
+    with pytest.raises(VmError, match="port= needs bridge="):
+        parse_nic("vf,pf=enp1s0f0,vf=1,port=p")
+    with pytest.raises(VmError, match="vf= is the VF's index, 0 or more"):
+        parse_nic("vf,pf=enp1s0f0,vf=-1")
+    assert parse_nic("vf,pf=enp1s0f0,vf=1,tag=10").tag == 10     # set through the PF by the launcher
+    with pytest.raises(VmError, match="two NICs of VM web1 use VF 1 of enp1s0f0"):
+        resolve_nics(VmConfig("web1", nics=[parse_nic("vf,pf=enp1s0f0,vf=1")] * 2), tmp_path, {}, str(sysfs))
     nic = Nic("vf", pf="enp1s0f0", vf=1, mac=stable_mac("web1", 0), pci="0000:01:10.1")
     cmd = qemu_command(VmConfig("web1", kernel="/k", nics=[nic]), tmp_path, "kvm", "qemu")
     assert device_args(cmd) == ["vfio-pci,host=0000:01:10.1,id=vf0"]

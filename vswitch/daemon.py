@@ -15,6 +15,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import signal
 import socket
 import struct
@@ -28,9 +29,18 @@ import ovs.unixctl
 import ovs.unixctl.server
 
 from backends.port import PortError
-from backends.sriov import SYSFS_ROOT, SriovError, SriovVfPort, Sysfs, VfNetlink, set_num_vfs
+from backends.sriov import (
+    SYSFS_ROOT,
+    SriovError,
+    SriovVfPort,
+    Sysfs,
+    VfNetlink,
+    representor,
+    set_num_vfs,
+    virtual_function,
+)
 from vswitch import __version__
-from vswitch.bridge import Bridge, BridgeError
+from vswitch.bridge import Bridge, BridgeError, parse_mac
 from vswitch.openflow.agent import OfAgent
 from vswitch.ovsdb_server import OvsdbServer, OvsdbServerError, find_schema
 from vswitch.vlan import VlanConfig, VlanConfigError
@@ -163,8 +173,10 @@ class Daemon:
         self.vf_netlink: VfNetlink | None = None
         #: errors of ports that are open but whose configuration was refused (options:num-vfs on a PF)
         self.config_errors: dict[str, str] = {}
-        #: a re-configured VF's settings from before the switch first took it (given back when it is deleted)
-        self.vf_before: dict[tuple[str, str], dict | None] = {}
+        #: (PF, VF index) -> a re-opened VF's settings from before the switch first took it (given back when its
+        #: interface is deleted or moves to another VF)
+        self.vf_before: dict[tuple[str, int], dict | None] = {}
+        self.policing_warned: set[str] = set()
         self.pidfile_path = pidfile or os.path.join(self.rundir, "ovs-vswitchd.pid")
         self.ctl_path = ""
         os.makedirs(self.rundir, exist_ok=True)
@@ -270,7 +282,10 @@ class Daemon:
                     log.exception("writing port status back failed")
             if self.idl.has_ever_connected() and now >= self.next_stats:
                 self.next_stats = now + self.stats_interval()
-                self.write_statistics()
+                try:
+                    self.write_statistics()
+                except Exception:  # noqa: BLE001 - counters must not take the switch down
+                    log.exception("writing statistics failed")
             if self.stop_requested:
                 break
             if self.idl.change_seqno != self.last_seqno:
@@ -304,6 +319,11 @@ class Daemon:
                         continue
                     options = tuple((k, iface.options[k]) for k in TYPE_OPTIONS.get(iface.type, ())
                                     if k in iface.options)
+                    if iface.ingress_policing_rate and iface.type != "sriov-vf" \
+                            and iface.name not in self.policing_warned:
+                        self.policing_warned.add(iface.name)
+                        log.warning("%s: ingress_policing_rate is not supported on %s ports (only sriov-vf, where "
+                                    "the VF's hardware limits its rate); ignored", iface.name, iface.type or "system")
                     if iface.type == "sriov-vf":   # the VF's hardware takes these: a change re-configures it
                         options += (("mac", _opt(iface.mac) or ""), ("tag", str(_opt(port.tag) or 0)),
                                     ("ingress_policing_rate", str(iface.ingress_policing_rate)))
@@ -319,6 +339,8 @@ class Daemon:
                 agent = self.agents.pop(name, None)
                 if agent is not None:
                     agent.close()
+                for port in [n for n, bp in self.bridges[name].ports.items() if isinstance(bp.port, SriovVfPort)]:
+                    self._del_port(self.bridges[name], port, deleted=True)
                 self.bridges.pop(name).close()
                 self.specs = {k: v for k, v in self.specs.items() if k[0] != name}
                 log.info("deleted bridge %s", name)
@@ -339,7 +361,9 @@ class Daemon:
             if new is None or new[0].type != spec.type or new[0].options != spec.options:
                 br = self.bridges.get(br_name)
                 if br is not None and iface in br.ports:
-                    self._del_port(br, iface, deleted=new is None)
+                    old_opts, new_opts = dict(spec.options), dict(new[0].options) if new else {}
+                    same_vf = new is not None and all(old_opts.get(k) == new_opts.get(k) for k in ("pf", "vf"))
+                    self._del_port(br, iface, deleted=not same_vf)
                 del self.specs[key]
                 self.status_done.discard(iface)
         for br in self.bridges.values():   # a passed-through VF whose PF's port went away: retried until it is back
@@ -374,23 +398,25 @@ class Daemon:
         port = br.ports[name].port
         br.del_port(name)
         if isinstance(port, SriovVfPort):
-            before = self.vf_before.pop((br.name, name), port.before)
+            key = (port.pf.netdev, port.vf.index)
+            before = self.vf_before.pop(key, port.before)
             if deleted:
                 port.before = before
                 port.release()
             else:
-                self.vf_before[(br.name, name)] = before
+                self.vf_before[key] = before
 
     def _add_port(self, br: Bridge, spec: PortSpec, row: object) -> None:
         self.specs[(br.name, spec.iface)] = spec
         if spec.type not in SUPPORTED_TYPES:
-            self.errors[spec.iface] = (f"could not open network device {spec.iface} (unsupported interface type "
-                                       f"{spec.type!r}; supported: {', '.join(t for t in SUPPORTED_TYPES if t)})")
+            self._port_error(spec.iface, f"could not open network device {spec.iface} (unsupported interface type "
+                                         f"{spec.type!r}; supported: {', '.join(t for t in SUPPORTED_TYPES if t)})")
             return
         try:
             options = self._port_options(spec)
+            self._check_topology(br, spec, options)
         except PortError as exc:
-            self.errors[spec.iface] = f"could not open network device {spec.iface} ({exc})"
+            self._port_error(spec.iface, f"could not open network device {spec.iface} ({exc})")
             return
         ofport = spec.ofport_request
         if ofport is None and spec.iface == br.name:
@@ -409,8 +435,8 @@ class Daemon:
             self.errors[spec.iface] = message
             return
         bp.port.on_change = self._port_changed
-        if isinstance(bp.port, SriovVfPort) and (br.name, spec.iface) in self.vf_before:
-            bp.port.before = self.vf_before.pop((br.name, spec.iface))
+        if isinstance(bp.port, SriovVfPort) and (bp.port.pf.netdev, bp.port.vf.index) in self.vf_before:
+            bp.port.before = self.vf_before.pop((bp.port.pf.netdev, bp.port.vf.index))
         if isinstance(bp.port, SriovVfPort) and bp.port.mode == "passthrough":
             try:
                 self._reach_vf(br, bp.port, spec)
@@ -424,6 +450,12 @@ class Daemon:
         if spec.iface in self.errors:
             log.info("opened %s after an earlier error", spec.iface)
         self.errors.pop(spec.iface, None)
+
+    def _port_error(self, iface: str, message: str) -> None:
+        """``Interface.error`` for a port that cannot open, logged once per message (ovs-vsctl points to the log)."""
+        if self.errors.get(iface) != message:
+            log.warning("%s", message)
+        self.errors[iface] = message
 
     def _port_options(self, spec: PortSpec) -> dict[str, object]:
         """Backend options for a port type, from ``Interface.options`` and the rundir."""
@@ -463,29 +495,57 @@ class Daemon:
                 if not lo <= value <= hi:
                     raise SriovError(f"options:{key}={value} is outside {lo}..{hi}")
                 out[kw] = value
-        kbps = int(opts.get("ingress_policing_rate", "0"))
-        if kbps and "max_tx_rate" not in out:   # the VF's transmit is the switch's ingress: kbit/s -> Mbit/s
-            out["max_tx_rate"] = max(1, (kbps + 999) // 1000)
+        out["policing_kbps"] = int(opts.get("ingress_policing_rate", "0"))
         for key in ("spoofchk", "trust"):
             if key in opts:
                 if opts[key] not in ("true", "false"):
                     raise SriovError(f"options:{key} is true or false, not {opts[key]!r}")
                 out[key] = opts[key] == "true"
         if "link-state" in opts:
+            if opts["link-state"] not in ("auto", "enable", "disable"):
+                raise SriovError(f"options:link-state is auto, enable or disable, not {opts['link-state']!r}")
             out["link_state"] = opts["link-state"]
         if "vlan-proto" in opts:
+            if opts["vlan-proto"].lower() not in ("802.1q", "802.1ad"):
+                raise SriovError(f"options:vlan-proto is 802.1q or 802.1ad, not {opts['vlan-proto']!r}")
             out["vlan_proto"] = opts["vlan-proto"].lower()
         if opts.get("mac"):
+            try:
+                if parse_mac(opts["mac"]) >> 40 & 1:
+                    raise SriovError(f"mac {opts['mac']} is a multicast address: a VF needs a unicast MAC")
+            except BridgeError as exc:
+                raise SriovError(str(exc)) from None
             out["mac"] = opts["mac"]
-        if spec.vlan.trunks or spec.vlan.vlan_mode not in (None, "access"):
+        switchdev = representor(out["pf"], int(opts["vf"]), self.sysfs)   # then VLANs are the bridge's
+        if not switchdev and (spec.vlan.trunks or spec.vlan.vlan_mode not in (None, "access")):
             raise SriovError("a VF's hardware takes one VLAN: set Port tag (no trunks, vlan_mode access)")
         out["tag"] = int(opts.get("tag", "0"))
+        if out["tag"] > 4094:
+            raise SriovError(f"Port tag {out['tag']} is outside 1..4094, the VLANs a VF can take")
         for (_br, other), other_spec in self.specs.items():
             o = dict(other_spec.options)
             if other != spec.iface and other_spec.type == "sriov-vf" and other not in self.errors \
                     and o.get("pf") == out["pf"] and o.get("vf") == opts["vf"]:
                 raise SriovError(f"VF {opts['vf']} of {out['pf']} is in use by interface {other}")
         return out
+
+    def _check_topology(self, br: Bridge, spec: PortSpec, options: dict[str, object]) -> None:
+        """SriovError, before any hardware is touched, for a passed-through VF whose PF is not a port of ``br``
+        (nothing would reach it), and for a host-use VF and its PF on one bridge (a loop through the NIC's
+        built-in switch, which copies broadcasts between the PF and its VFs)."""
+        if spec.type == "sriov-vf":
+            vf = virtual_function(str(options["pf"]), int(options["vf"]), self.sysfs)
+            if vf.mode == "passthrough" and vf.pf not in br.ports:
+                raise SriovError(f"{vf.describe()} is passed through to a guest and reached through its PF, but "
+                                 f"{vf.pf} is not a port of bridge {br.name}: ovs-vsctl add-port {br.name} {vf.pf}")
+            if vf.mode == "host" and vf.pf in br.ports:
+                raise SriovError(f"{vf.describe()} and its PF {vf.pf} on one bridge would make a loop through the "
+                                 "NIC's built-in switch: put the VF on another bridge, or pass it through")
+            return
+        for bp in br.ports.values():
+            if isinstance(bp.port, SriovVfPort) and bp.port.mode == "host" and bp.port.pf.netdev == spec.iface:
+                raise SriovError(f"{spec.iface} is the PF of {bp.port.vf.describe()} (port {bp.name}) on this bridge: "
+                                 "the two would make a loop through the NIC's built-in switch")
 
     def _reach_vf(self, br: Bridge, port: SriovVfPort, spec: PortSpec) -> None:
         """A passed-through VF is reached through its PF's port: a static entry for its MAC there."""
@@ -512,8 +572,8 @@ class Daemon:
                     if isinstance(bp.port, SriovVfPort) and bp.port.pf.netdev == iface.name:
                         busy[bp.port.vf.index] = f"interface {bp.name} of bridge {br.name}"
             try:
-                if not text.isdigit():
-                    raise SriovError(f"options:num-vfs={text!r} is not a number")
+                if not re.fullmatch(r"[0-9]{1,4}", text):
+                    raise SriovError(f"options:num-vfs={text!r} is not a count of VFs (0 or more)")
                 if set_num_vfs(iface.name, int(text), self.sysfs, busy):
                     log.info("%s: %s VFs enabled (options:num-vfs)", iface.name, text)
                 self.config_errors.pop(iface.name, None)

@@ -149,9 +149,11 @@ def parse_nic(spec: str) -> Nic:
     if kind == "vf":
         if not nic.pf or nic.vf is None:
             raise VmError(f"--nic {spec!r}: a VF NIC needs pf=NETDEV and vf=INDEX")
-        if (nic.port or nic.tag is not None) and not nic.bridge:
-            raise VmError(f"--nic {spec!r}: port= and tag= need bridge= (the bridge whose PF port reaches the VF); "
-                          "without a bridge the VF still gets mac= and tag= from its PF")
+        if nic.vf < 0:
+            raise VmError(f"--nic {spec!r}: vf= is the VF's index, 0 or more")
+        if nic.port and not nic.bridge:
+            raise VmError(f"--nic {spec!r}: port= needs bridge= (the bridge whose PF port reaches the VF); "
+                          "without a bridge the launcher sets the VF's mac= and tag= through its PF")
     elif not nic.bridge:
         raise VmError(f"--nic {spec!r}: which bridge? add bridge=NAME")
     return nic
@@ -227,9 +229,13 @@ def resolve_nics(cfg: VmConfig, vmdir: Path, interfaces: dict[str, dict], sysfs:
     """Fill in each NIC's MAC, port name, socket and PCI address; VmError if a port or netdev of that name
     belongs to someone else (``interfaces``: OVSDB's, as ``VmManager._interfaces`` returns them)."""
     seen: set[str] = set()
+    seen_vfs: set[tuple[str, int | None]] = set()
     for i, nic in enumerate(cfg.nics):
         nic.mac = nic.mac or stable_mac(cfg.name, i)
         if nic.kind == "vf":
+            if (nic.pf, nic.vf) in seen_vfs:
+                raise VmError(f"two NICs of VM {cfg.name} use VF {nic.vf} of {nic.pf}")
+            seen_vfs.add((nic.pf, nic.vf))
             vf = vf_for_passthrough(nic.pf, nic.vf if nic.vf is not None else -1, sysfs, interfaces)
             nic.pci = vf.pci
             if not nic.bridge:
@@ -687,8 +693,13 @@ class VmManager:
     def _give_back_vfs(self, config: dict | None) -> None:
         """Return each VF of a config that is on vfio-pci to the driver it had before (``host_driver``)."""
         fs = self.fs
+        name = (config or {}).get("name")
+        held = {(n.pf, n.vf) for other in self.names() if other != name and self.qemu_pid(other)
+                for n in (self.saved_config(other) or VmConfig(other)).nics if n.kind == "vf"}
         for n in (config or {}).get("nics", []):
             if not isinstance(n, dict) or n.get("kind") != "vf" or n.get("vf") is None:
+                continue
+            if (n.get("pf"), n.get("vf")) in held:   # another running VM has it now: not ours to give back
                 continue
             try:
                 vf = virtual_function(str(n.get("pf")), int(n["vf"]), fs)
