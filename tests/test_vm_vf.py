@@ -59,7 +59,7 @@ def test_vf_nic_is_bound_configured_and_given_back_when_qemu_cannot_take_it(net:
             from backends.sriov import virtual_function
             assert (virtual_function(pf, 1, vf1).driver, virtual_function(pf, 1, vf1).netdev) == ("iavf", f"{pf}v1")
             assert standin.log == [(1, "mac", ("52:54:00:00:00:21",)), (1, "vlan", (0, 0, 0x8100)),
-                                   (1, "rate", (0, 0)), (1, "spoofchk", (1,)), (1, "trust", (0,))]
+                                   (1, "spoofchk", (1,)), (1, "trust", (0,))]
             assert vms.status("vf1").state == "failed"
 
             # With a bridge: a sriov-vf port, configured by the switch and reached through the PF's port,
