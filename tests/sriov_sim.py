@@ -10,16 +10,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import shutil
 import socket
 import struct
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from backends.sriov import Sysfs
+from tests.switchutil import Switch
 
 # linux/rtnetlink.h, linux/if_link.h, linux/netlink.h
 RTM_NEWLINK, RTM_GETLINK, RTM_SETLINK = 16, 18, 19
@@ -344,3 +348,20 @@ class StandInServer:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+@contextlib.contextmanager
+def switch_on_simulated_pf(root: Path, pf: str, num_vfs: int) -> Iterator[tuple[Switch, NetlinkStandIn, str]]:
+    """A ``pyvswitch run`` whose sysfs is the tree at ``root`` and whose netlink is a stand-in for PF netdev ``pf``
+    (a real netdev, for its ifindex); yields the switch, the stand-in and its ``unix:PATH``."""
+    standin = NetlinkStandIn(socket.if_nametoindex(pf), num_vfs)
+    with tempfile.TemporaryDirectory(prefix="pvrun-") as rundir:
+        server = StandInServer(standin, os.path.join(rundir, "netlink.sock"))
+        sw = Switch(rundir, extra_args=("--sysfs", str(root), "--netlink", f"unix:{server.path}"))
+        sw.start()
+        try:
+            yield sw, standin, f"unix:{server.path}"
+        finally:
+            code, err = sw.stop()
+            server.close()
+            assert code == 0, err

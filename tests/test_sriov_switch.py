@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,18 +37,9 @@ def lab(net: HostNet, tmp_path: Path) -> Iterator[dict]:
     sim.build_sysfs(root, pf, {0: ("0000:01:10.0", "vfio-pci", ""), 1: ("0000:01:10.1", "iavf", vf1)},
                     ifindex=socket.if_nametoindex(pf), total=4)
     (root / "class/net" / host / "device").mkdir(parents=True)   # a netdev without SR-IOV
-    standin = sim.NetlinkStandIn(socket.if_nametoindex(pf), 2)
-    with tempfile.TemporaryDirectory(prefix="pvrun-") as rundir:
-        server = sim.StandInServer(standin, os.path.join(rundir, "netlink.sock"))
-        sw = Switch(rundir, extra_args=("--sysfs", str(root), "--netlink", f"unix:{server.path}"))
-        sw.start()
-        try:
-            yield {"sw": sw, "stem": stem, "pf": pf, "vf1": vf1, "host": host, "root": root, "standin": standin,
-                   "br": f"{stem}br", "host2": f"{stem}h2"}
-        finally:
-            code, err = sw.stop()
-            server.close()
-            assert code == 0, err
+    with sim.switch_on_simulated_pf(root, pf, 2) as (sw, standin, _netlink):
+        yield {"sw": sw, "stem": stem, "pf": pf, "vf1": vf1, "host": host, "root": root, "standin": standin,
+               "br": f"{stem}br", "host2": f"{stem}h2"}
 
 
 def iface_error(sw: Switch, name: str) -> str:
