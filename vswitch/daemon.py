@@ -30,7 +30,9 @@ import ovs.unixctl.server
 
 from backends.port import PortError
 from backends.sriov import (
+    LINK_STATES,
     SYSFS_ROOT,
+    VLAN_PROTOS,
     SriovError,
     SriovVfPort,
     Sysfs,
@@ -429,10 +431,7 @@ class Daemon:
         try:
             bp = br.add_port(spec.iface, spec.type or "system", spec.vlan, ofport=ofport, **options)
         except (PortError, BridgeError, OSError) as exc:
-            message = f"could not open network device {spec.iface} ({exc})"
-            if self.errors.get(spec.iface) != message:
-                log.warning("%s; retrying every %.0f s", message, RETRY_INTERVAL)
-            self.errors[spec.iface] = message
+            self._port_error(spec.iface, f"could not open network device {spec.iface} ({exc})")
             return
         bp.port.on_change = self._port_changed
         if isinstance(bp.port, SriovVfPort) and (bp.port.pf.netdev, bp.port.vf.index) in self.vf_before:
@@ -442,19 +441,17 @@ class Daemon:
                 self._reach_vf(br, bp.port, spec)
             except (SriovError, BridgeError) as exc:
                 self._del_port(br, spec.iface, deleted=False)
-                message = f"could not open network device {spec.iface} ({exc})"
-                if self.errors.get(spec.iface) != message:
-                    log.warning("%s; retrying every %.0f s", message, RETRY_INTERVAL)
-                self.errors[spec.iface] = message
+                self._port_error(spec.iface, f"could not open network device {spec.iface} ({exc})")
                 return
         if spec.iface in self.errors:
             log.info("opened %s after an earlier error", spec.iface)
         self.errors.pop(spec.iface, None)
 
     def _port_error(self, iface: str, message: str) -> None:
-        """``Interface.error`` for a port that cannot open, logged once per message (ovs-vsctl points to the log)."""
+        """``Interface.error`` for a port that cannot open (retried every RETRY_INTERVAL), logged once per
+        message (ovs-vsctl points to the log)."""
         if self.errors.get(iface) != message:
-            log.warning("%s", message)
+            log.warning("%s; retrying every %.0f s", message, RETRY_INTERVAL)
         self.errors[iface] = message
 
     def _port_options(self, spec: PortSpec) -> dict[str, object]:
@@ -502,11 +499,11 @@ class Daemon:
                     raise SriovError(f"options:{key} is true or false, not {opts[key]!r}")
                 out[key] = opts[key] == "true"
         if "link-state" in opts:
-            if opts["link-state"] not in ("auto", "enable", "disable"):
+            if opts["link-state"] not in LINK_STATES:
                 raise SriovError(f"options:link-state is auto, enable or disable, not {opts['link-state']!r}")
             out["link_state"] = opts["link-state"]
         if "vlan-proto" in opts:
-            if opts["vlan-proto"].lower() not in ("802.1q", "802.1ad"):
+            if opts["vlan-proto"].lower() not in VLAN_PROTOS:
                 raise SriovError(f"options:vlan-proto is 802.1q or 802.1ad, not {opts['vlan-proto']!r}")
             out["vlan_proto"] = opts["vlan-proto"].lower()
         if opts.get("mac"):
@@ -548,16 +545,13 @@ class Daemon:
                                  "the two would make a loop through the NIC's built-in switch")
 
     def _reach_vf(self, br: Bridge, port: SriovVfPort, spec: PortSpec) -> None:
-        """A passed-through VF is reached through its PF's port: a static entry for its MAC there."""
-        pf = port.pf.netdev
-        if pf not in br.ports:
-            raise SriovError(f"{port.vf.describe()} is passed through to a guest and reached through its PF, but "
-                             f"{pf} is not a port of bridge {br.name}: ovs-vsctl add-port {br.name} {pf}")
+        """A passed-through VF is reached through its PF's port (``_check_topology`` made sure it is one of
+        ``br``'s): a static entry for its MAC there."""
         mac = port.config.mac or str(port.hardware().get("mac", ""))
         if not mac or mac == "00:00:00:00:00:00":
             raise SriovError(f"{port.vf.describe()} has no MAC: set one (ovs-vsctl set Interface {spec.iface} "
                              "mac='\"52:54:00:12:34:56\"') so the switch knows where its guest is")
-        br.reach_through(spec.iface, pf, mac, port.config.vlan)
+        br.reach_through(spec.iface, port.pf.netdev, mac, port.config.vlan)
 
     def _apply_num_vfs(self) -> None:
         """``options:num-vfs`` of every Interface (a PF): write ``sriov_numvfs`` when it differs."""

@@ -708,7 +708,7 @@ class VmManager:
                     now = bind_driver(vf, "", fs)     # driver_override cleared: the kernel's own match
                     if host and now.driver != host:
                         bind_driver(now, host, fs)
-                    self.log(f"{vf.describe()} given back to {n.get('host_driver') or 'its host driver'}")
+                    self.log(f"{vf.describe()} given back to {host or 'its host driver'}")
             except (SriovError, ValueError) as e:
                 self.warn(f"VF {n.get('vf')} of {n.get('pf')} stays on vfio-pci: {e}")
 
