@@ -12,6 +12,10 @@ with a few compares, and can never reach outside the reservation. ``close()`` un
 once. Regions are checked before anything is mapped: sizes and ends that fit, an fd whose file
 really holds ``mmap_offset + size`` bytes (touching a page past the end of a file would raise
 SIGBUS), 16-byte-compatible alignment (ring fields are read through the wide views).
+
+A front-end may still shrink its file afterwards. Files that allow it are sealed against that
+(``F_SEAL_SHRINK``); every region is also guarded by ``memguard``, so a touch past a new end reads
+zeros instead of killing the switch, and ``faulted()`` tells the port to reset that guest.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backends import memguard
 from backends.virtq import MAX_REGIONS, R_FLAT, R_GPA, R_SIZE, R_UVA
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -93,6 +98,7 @@ class GuestMemory:
         if base in (None, MAP_FAILED):
             raise GuestMemoryError(f"cannot reserve {total} bytes of address space: {os.strerror(ctypes.get_errno())}")
         self._base, self._total = base, total
+        self._guards: list[tuple[int, int]] = []     # (memguard row, absolute start) per region
         try:
             start = _align_up(base, align) - base
             size = total - start
@@ -108,6 +114,7 @@ class GuestMemory:
                 if got != base + cur:
                     raise GuestMemoryError(f"region {i}: mmap of {span} bytes failed: "
                                            f"{os.strerror(ctypes.get_errno())}")
+                self._guards.append((memguard.guard(base + cur, base + cur + span), base + cur))
                 self.table[i] = (r.guest_phys_addr, r.size, r.userspace_addr, cur - start + r.mmap_offset)
                 cur += span + align
             self.n = len(regions)
@@ -135,9 +142,22 @@ class GuestMemory:
                 return flat + addr - uva
         return -1
 
+    def faulted(self) -> str:
+        """Why this memory is no longer the guest's (a region shrank under us), or ``""``."""
+        for i, (row, start) in enumerate(self._guards):
+            count, addr = memguard.faults(row)
+            if count:
+                r = self.regions[i]
+                return (f"the file behind guest memory region {i} shrank while mapped (bus error at "
+                        f"guest-physical 0x{r.guest_phys_addr + addr - start - r.mmap_offset:x})")
+        return ""
+
     def close(self) -> None:
         """Unmap every region; the arrays must not be used afterwards. Idempotent."""
         base, self._base = self._base, None
+        guards, self._guards = getattr(self, "_guards", []), []
+        for row, _start in guards:
+            memguard.unguard(row)
         if base is not None:
             self.mem = self.m16 = self.m32 = self.m64 = None  # type: ignore[assignment]
             _libc.munmap(base, self._total)

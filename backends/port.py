@@ -57,6 +57,7 @@ GUEST_BAD_INDEX = 17       # an avail index, head or next index outside the ring
 GUEST_BAD_DESCRIPTOR = 18  # descriptor flags that make no sense (write-only buffer to send, nested indirect)
 PORT_RESETS = 19           # the port's connection was reset because of one of the above
 TX_VF_PASSTHROUGH = 20     # tx: sent to a passed-through VF's own port (the NIC reaches it through its PF's port)
+GUEST_MEMORY_SHRUNK = 21   # the file behind the guest's memory shrank while mapped (a bus error survived)
 PORT_COUNTERS = 24
 
 PORT_COUNTER_NAMES = {
@@ -80,6 +81,7 @@ PORT_DROP_REASONS = {
     "guest_bad_chain": GUEST_BAD_CHAIN,
     "guest_bad_index": GUEST_BAD_INDEX,
     "guest_bad_descriptor": GUEST_BAD_DESCRIPTOR,
+    "guest_memory_shrunk": GUEST_MEMORY_SHRUNK,
     "port_resets": PORT_RESETS,
     "tx_vf_passthrough": TX_VF_PASSTHROUGH,
 }

@@ -21,28 +21,34 @@ The protocol thread and the datapath share the queue state through a lock that t
 only *tries* (it never waits on the control side: a burst that finds it taken moves nothing).
 A guest that breaks the virtio rules gets its connection reset, ``error`` set and a named
 counter incremented; a disconnect unmaps all guest memory and closes every fd, and the next
-connection starts from nothing.
+connection starts from nothing. Nothing a guest sends can stop the datapath: kick, call and
+error fds must be eventfds (checked when received, made non-blocking), and a memory file that
+shrinks under the switch is survived (``memguard``) and resets only that guest's port.
 """
 
 from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import logging
 import os
 import select
 import socket
+import stat
 import struct
 import threading
 import time
 
 import numpy as np
 
+from backends import memguard
 from backends.guestmem import GuestMemory, GuestMemoryError, Region
 from backends.pool import PacketPool
 from backends.port import PORT_COUNTERS, PORT_RESETS, TX_DROPPED, TX_QUEUE_FULL, PortError, StatePort
 from backends.virtq import (
     F_ADDRESS,
+    F_MEMORY,
     FAULT_COUNTER,
     FAULT_NAMES,
     MAX_QUEUE_SIZE,
@@ -148,6 +154,17 @@ class _Refused(Exception):
     """A request we answer with a failure (REPLY_ACK) but that does not end the session."""
 
 
+def _require_eventfd(fd: int, what: str) -> None:
+    """Refuse any fd but an eventfd (a pipe or socket could block the datapath or pin the session); set O_NONBLOCK."""
+    try:
+        kind = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError as e:
+        raise ProtocolError(f"{what}: unusable fd ({e.strerror})") from e
+    if kind != "anon_inode:[eventfd]":
+        raise ProtocolError(f"{what}: the fd is {kind}, not an eventfd")
+    os.set_blocking(fd, False)
+
+
 class _Ring:
     """What the front-end told us about one virtqueue."""
 
@@ -211,7 +228,12 @@ class VhostUserPort(StatePort):
         self._kick_registered = -1
         self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._closed = False
+        self._bus_errors_seen = int(memguard.TOTAL[0])
+        self._connect_error = ""
         try:
+            if client and os.path.isdir(self.socket_path):
+                raise PortError(f"vhost-user port {name}: {self.socket_path} is a directory, not the front-end's "
+                                "socket (options:vhost-server-path names the socket itself)")
             if not client:
                 self._listen()
         except BaseException:
@@ -224,7 +246,8 @@ class VhostUserPort(StatePort):
     # ------------------------------------------------------------ Port interface (datapath thread)
 
     def _warm_up(self) -> None:
-        """Load (or compile) the kernels now, not in the datapath's first burst."""
+        """Load (or compile) the kernels and the bus-error guard now, not in the datapath's first burst."""
+        memguard.warm_up()
         pool = PacketPool(1, 64)
         one = np.zeros(1, dtype=np.int32)
         e = self._empty
@@ -250,7 +273,7 @@ class VhostUserPort(StatePort):
             st[S_RX_MAX] = max_n
             n = vq_dequeue(st, self._vq, self._regions, mem.mem, mem.m16, mem.m32, mem.m64, self._work,
                            pool.data, pool.meta, pool.free_stack, pool.free_top, burst)
-            if st[S_FAULT]:
+            if st[S_FAULT] or memguard.TOTAL[0] != self._bus_errors_seen:
                 self._on_fault()
             return n
         finally:
@@ -275,7 +298,7 @@ class VhostUserPort(StatePort):
             st[S_TX_COUNT] = count
             n = vq_enqueue(st, self._vq, self._regions, mem.mem, mem.m16, mem.m32, mem.m64, self._work,
                            pool.data, pool.meta, slots, vlans)
-            if st[S_FAULT]:
+            if st[S_FAULT] or memguard.TOTAL[0] != self._bus_errors_seen:
                 self._on_fault()
             return n
         finally:
@@ -286,15 +309,28 @@ class VhostUserPort(StatePort):
         return [self._epoll.fileno()]
 
     def _on_fault(self) -> None:
-        """A kernel found a violation (caller holds the lock): count it, say why, drop the connection."""
+        """A kernel found a violation or guest memory shrank (caller holds the lock): count it, say why, reset."""
         st = self._st
+        shrunk = ""
+        if memguard.TOTAL[0] != self._bus_errors_seen:
+            self._bus_errors_seen = int(memguard.TOTAL[0])
+            mem = self._mem
+            shrunk = mem.faulted() if mem is not None else ""
+        if shrunk:   # reads of the lost pages gave zeros: whatever the kernels made of them is moot
+            st[S_FAULT] = F_MEMORY
+            self._vq[:, Q_READY] = 0
+        if not st[S_FAULT]:
+            return
         code, q, value = int(st[S_FAULT]), int(st[S_FAULT_QUEUE]), int(st[S_FAULT_VALUE])
         st[S_FAULT] = 0
         st[FAULT_COUNTER[code]] += 1
         st[PORT_RESETS] += 1
         what = f"0x{value & 0xFFFFFFFFFFFFFFFF:x}" if code == F_ADDRESS else str(value)
-        self._error = (f"vhost-user port {self.name}: guest broke the virtio rules on vring {q} "
-                       f"({FAULT_NAMES[code]}: {what}); port reset")
+        if shrunk:
+            self._error = f"vhost-user port {self.name}: {shrunk}; port reset"
+        else:
+            self._error = (f"vhost-user port {self.name}: guest broke the virtio rules on vring {q} "
+                           f"({FAULT_NAMES[code]}: {what}); port reset")
         log.warning("%s", self._error)
         conn = self._conn
         if conn is not None:
@@ -341,8 +377,6 @@ class VhostUserPort(StatePort):
         if not os.path.isdir(os.path.dirname(path)):
             raise PortError(f"vhost-user port {self.name}: directory {os.path.dirname(path)} does not exist")
         if os.path.exists(path):
-            import stat
-
             if not stat.S_ISSOCK(os.lstat(path).st_mode):
                 raise PortError(f"vhost-user port {self.name}: {path} exists and is not a socket")
             os.unlink(path)   # a stale socket from an earlier run
@@ -369,9 +403,23 @@ class VhostUserPort(StatePort):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             s.connect(self.socket_path)
+            self._connect_error = ""
             return s
-        except OSError:
+        except OSError as e:
             s.close()
+            # No front-end yet (no socket, or nobody listening) is normal; anything else is the user's to fix.
+            why = f"vhost-user port {self.name}: cannot connect to {self.socket_path}: {e.strerror}"
+            if e.errno in (errno.ENOENT, errno.ECONNREFUSED):
+                try:
+                    why = "" if stat.S_ISSOCK(os.stat(self.socket_path).st_mode) else \
+                        f"vhost-user port {self.name}: {self.socket_path} is not a socket (options:vhost-server-path)"
+                except FileNotFoundError:
+                    why = ""
+            if why != self._connect_error:
+                self._connect_error = self._error = why
+                if why:
+                    log.warning("%s", why)
+                self.changed()
             self._wait_readable(self._stop_r, RECONNECT_INTERVAL)
             return None
 
@@ -399,6 +447,9 @@ class VhostUserPort(StatePort):
                     if msg is None:
                         break
                     self._handle(conn, *msg)
+                    if memguard.TOTAL[0] != self._bus_errors_seen:   # the handler touched shrunk memory
+                        with self._lock:
+                            self._on_fault()
             except ProtocolError as e:
                 reason = str(e)
                 self._error = f"vhost-user port {self.name}: protocol error: {e}; connection closed"
@@ -580,6 +631,8 @@ class VhostUserPort(StatePort):
             if not nofd and len(fds) != 1:
                 raise ProtocolError(f"{name}: expected one fd, got {len(fds)}")
             index = self._ring_index(value & VRING_INDEX_MASK)
+            if not nofd:
+                _require_eventfd(fds[0], f"{name} {index}")
         except BaseException:
             self._close_fds(fds)
             raise
@@ -598,8 +651,7 @@ class VhostUserPort(StatePort):
             self._close_fds([old] if old >= 0 else [])
             return
         # SET_VRING_KICK: the ring starts
-        if fd >= 0:
-            os.set_blocking(fd, False)
+        old = -1
         try:
             with self._lock:
                 old, ring.kick_fd = ring.kick_fd, fd
@@ -612,10 +664,11 @@ class VhostUserPort(StatePort):
                     self._register_kick(fd if fd >= 0 else self._poll_fd)
                 self._apply_locked()
         finally:
+            self._close_fds([old] if old >= 0 else [])
             self._update_link()
-        self._close_fds([old] if old >= 0 else [])
         if fd >= 0 and index == TX_QUEUE:
-            os.eventfd_write(fd, 1)   # look at the ring once: buffers may be waiting already
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_write(fd, 1)   # look at the ring once: buffers may be waiting already
 
     def _register_kick(self, fd: int) -> None:
         if self._kick_registered >= 0:

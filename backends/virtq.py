@@ -53,6 +53,7 @@ from backends.port import (
     GUEST_BAD_CHAIN,
     GUEST_BAD_DESCRIPTOR,
     GUEST_BAD_INDEX,
+    GUEST_MEMORY_SHRUNK,
     NO_FREE_SLOT,
     PORT_COUNTERS,
     RX_BYTES,
@@ -127,14 +128,16 @@ F_ADDRESS = 1      # a guest address (buffer or indirect table) outside the memo
 F_CHAIN = 2        # a descriptor chain that loops or is longer than allowed
 F_INDEX = 3        # an avail index, head or next index outside the ring
 F_DESCRIPTOR = 4   # flags that make no sense (write-only buffer to transmit, nested indirect, ...)
+F_MEMORY = 5       # set by the port, not a kernel: the guest's memory file shrank while mapped (memguard)
 FAULT_NAMES = {
     F_ADDRESS: "guest address outside its memory",
     F_CHAIN: "descriptor chain loops or is too long",
     F_INDEX: "ring index out of range",
     F_DESCRIPTOR: "invalid descriptor",
+    F_MEMORY: "guest memory shrank under the switch",
 }
 FAULT_COUNTER = {F_ADDRESS: GUEST_BAD_ADDRESS, F_CHAIN: GUEST_BAD_CHAIN, F_INDEX: GUEST_BAD_INDEX,
-                 F_DESCRIPTOR: GUEST_BAD_DESCRIPTOR}
+                 F_DESCRIPTOR: GUEST_BAD_DESCRIPTOR, F_MEMORY: GUEST_MEMORY_SHRUNK}
 
 
 @intrinsic

@@ -97,3 +97,48 @@ class Sniffer:
 def mac_of(net: HostNet, ns: str, ifname: str = "eth0") -> str:
     """MAC address of ``ifname`` in ``ns``."""
     return net.exec(ns, ["cat", f"/sys/class/net/{ifname}/address"]).stdout.strip()
+
+
+class Canary:
+    """A steady ping between two namespace hosts, in the background while something hostile happens elsewhere.
+
+    ``stop()`` ends it and says whether it was answered throughout: no run of more than ``max_gap``
+    unanswered requests, at least ``min_sent`` requests sent.
+    """
+
+    def __init__(self, ns: str, ip: str, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-n", "-i", str(interval), "-W", "1", ip],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def stop(self, max_gap: int = 10, min_sent: int = 5) -> str:
+        """Stop pinging; return ``""`` when answered throughout, else what went wrong (with ping's output)."""
+        import re
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = self.proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        sent = re.search(r"(\d+) packets transmitted", out)
+        if not sent:
+            return f"no ping summary: {out[-500:]}"
+        n = int(sent.group(1))
+        answered = sorted({int(m) for m in re.findall(r"icmp_seq=(\d+) ttl", out)})
+        edges = [0, *answered, n + 1]
+        gap = max(b - a - 1 for a, b in zip(edges, edges[1:], strict=False))
+        if n < min_sent or gap > max_gap:
+            return (f"canary: {n} sent, {len(answered)} answered, longest silence {gap} requests "
+                    f"({gap * self.interval:.1f} s): {out[-800:]}")
+        return ""
+
+    def __enter__(self) -> Canary:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()

@@ -212,6 +212,10 @@ def vring_need_event(event_idx: int, new_idx: int, old_idx: int) -> bool:
     return ((new_idx - event_idx - 1) & 0xFFFF) < ((new_idx - old_idx) & 0xFFFF)
 
 
+#: In ``start(vring_fds=...)``: the front-end's own vhost-user socket.
+OWN_SOCKET = -2
+
+
 class VhostUserError(RuntimeError):
     """The back-end refused a request (nonzero REPLY_ACK) or broke the protocol (ring or message contents)."""
 
@@ -283,11 +287,14 @@ class VhostUserFrontend:
     Attributes after :meth:`start`: ``features`` / ``protocol_features`` (negotiated), ``offered_features`` /
     ``offered_protocol_features`` (what the back-end offered), ``queue_num`` (GET_QUEUE_NUM answer or None),
     ``hdr_len`` (virtio-net header length in use). ``mem`` is the whole shared region (GPA == offset).
+    ``memory`` says what backs it: ``"memfd"`` (not sealed, as DPDK's), ``"memfd-hugetlb"`` (2 MiB pages; they must
+    be reserved) or the path of a file to create (tmpfs, hugetlbfs, ...). ``memory_fd`` is that file's fd.
     """
 
     def __init__(self, path: str, *, mem_size: int = 16 << 20, queue_size: int = 256, listen: bool = False,
                  features: int | None = None, event_idx: bool = True, mrg_rxbuf: bool = True,
-                 indirect: bool = False, protocol_features: bool = True, buf_size: int = 2048) -> None:
+                 indirect: bool = False, protocol_features: bool = True, buf_size: int = 2048,
+                 memory: str = "memfd") -> None:
         if queue_size < 1 or queue_size > 32768 or queue_size & (queue_size - 1):
             raise ValueError(f"queue_size must be a power of 2 in 1..32768, not {queue_size}")
         if buf_size < 64:
@@ -338,7 +345,12 @@ class VhostUserFrontend:
         if off > mem_size:
             raise ValueError(f"mem_size {mem_size} too small: the layout needs {off} bytes")
         self.mem_size = mem_size
-        self._memfd = os.memfd_create("vhost-frontend", os.MFD_CLOEXEC)
+        if memory == "memfd":
+            self._memfd = os.memfd_create("vhost-frontend", os.MFD_CLOEXEC)
+        elif memory == "memfd-hugetlb":
+            self._memfd = os.memfd_create("vhost-frontend", os.MFD_CLOEXEC | os.MFD_HUGETLB)
+        else:
+            self._memfd = os.open(memory, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.ftruncate(self._memfd, mem_size)
             self._mmap = mmap.mmap(self._memfd, mem_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -428,6 +440,11 @@ class VhostUserFrontend:
         r = self._rings[q]
         r.next_avail = idx & 0xFFFF
         r.avail_idx[0] = r.next_avail
+
+    @property
+    def memory_fd(self) -> int:
+        """The fd of the file behind the guest memory (a hostile guest may truncate it)."""
+        return self._memfd
 
     def kick_fd(self, q: int) -> int:
         """The kick eventfd of queue ``q`` (the frontend writes it; the back-end waits on it)."""
@@ -558,18 +575,22 @@ class VhostUserFrontend:
         else:
             t.avail_flags[0] = VRING_AVAIL_F_NO_INTERRUPT
 
-    def start(self, timeout: float = 5.0) -> None:
+    def start(self, timeout: float = 5.0, vring_fds: dict[tuple[str, int], int] | None = None) -> None:
         """Connect (or accept) and run the whole handshake; RX buffers are posted before the rings are kicked.
 
         GET_FEATURES, SET_OWNER, GET/SET_PROTOCOL_FEATURES, GET_QUEUE_NUM (if MQ is offered), SET_FEATURES,
         SET_MEM_TABLE, then for queues 0 and 1: SET_VRING_NUM, SET_VRING_BASE, SET_VRING_ADDR, SET_VRING_KICK,
         SET_VRING_CALL, and SET_VRING_ENABLE 1 when protocol features were negotiated. With REPLY_ACK, need_reply
         is set on SET_FEATURES, SET_MEM_TABLE, SET_VRING_ADDR and SET_VRING_ENABLE (as QEMU >= 8.1 does).
+        ``vring_fds`` sends other fds than the eventfds: ``{("kick" | "call", queue): fd}`` (a hostile guest);
+        :data:`OWN_SOCKET` stands for this connection's own socket.
         """
+        vring_fds = vring_fds or {}
         if self._closed:
             raise RuntimeError("frontend is closed")
         self.timeout = timeout
         self._connect(timeout)
+        vring_fds = {k: self._sock.fileno() if fd == OWN_SOCKET else fd for k, fd in vring_fds.items()}
         self.offered_features = self._get_u64(VHOST_USER_GET_FEATURES)
         self.message(VHOST_USER_SET_OWNER)
         want = self.wanted_features & self.offered_features
@@ -596,8 +617,10 @@ class VhostUserFrontend:
             addr = struct.pack("<IIQQQQ", q, 0, USERSPACE_ADDR + r.desc_off, USERSPACE_ADDR + r.used_off,
                                USERSPACE_ADDR + r.avail_off, 0)
             self.message(VHOST_USER_SET_VRING_ADDR, addr, need_reply=self._ack())
-            self.message(VHOST_USER_SET_VRING_KICK, struct.pack("<Q", q), [self._kick_fds[q]])
-            self.message(VHOST_USER_SET_VRING_CALL, struct.pack("<Q", q), [self._call_fds[q]])
+            self.message(VHOST_USER_SET_VRING_KICK, struct.pack("<Q", q), [vring_fds.get(("kick", q),
+                                                                                        self._kick_fds[q])])
+            self.message(VHOST_USER_SET_VRING_CALL, struct.pack("<Q", q), [vring_fds.get(("call", q),
+                                                                                        self._call_fds[q])])
         if self.has(VHOST_USER_F_PROTOCOL_FEATURES):
             for q in range(2):
                 self.message(VHOST_USER_SET_VRING_ENABLE, struct.pack("<II", q, 1), need_reply=self._ack())
