@@ -99,41 +99,36 @@ def mac_of(net: HostNet, ns: str, ifname: str = "eth0") -> str:
     return net.exec(ns, ["cat", f"/sys/class/net/{ifname}/address"]).stdout.strip()
 
 
-class Canary:
-    """A steady ping between two namespace hosts, in the background while something hostile happens elsewhere.
 
-    ``stop()`` ends it and says whether it was answered throughout: no run of more than ``max_gap``
-    unanswered requests, at least ``min_sent`` requests sent.
-    """
+class Canary:
+    """A steady ping between two namespace hosts, in the background while something hostile happens elsewhere."""
 
     def __init__(self, ns: str, ip: str, interval: float = 0.1) -> None:
         self.interval = interval
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-n", "-i", str(interval), "-W", "1", ip],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-D", "-n", "-i", str(interval), "-W", "1",
+                                      ip], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    def stop(self, max_gap: int = 10, min_sent: int = 5) -> str:
-        """Stop pinging; return ``""`` when answered throughout, else what went wrong (with ping's output)."""
+    def stop(self) -> tuple[int, int, float]:
+        """Stop pinging: (requests sent, replies received, longest time between two replies in seconds)."""
         import re
         import signal
 
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = self.proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        sent = re.search(r"(\d+) packets transmitted", out)
-        if not sent:
-            return f"no ping summary: {out[-500:]}"
-        n = int(sent.group(1))
-        answered = sorted({int(m) for m in re.findall(r"icmp_seq=(\d+) ttl", out)})
-        edges = [0, *answered, n + 1]
-        gap = max(b - a - 1 for a, b in zip(edges, edges[1:], strict=False))
-        if n < min_sent or gap > max_gap:
-            return (f"canary: {n} sent, {len(answered)} answered, longest silence {gap} requests "
-                    f"({gap * self.interval:.1f} s): {out[-800:]}")
-        return ""
+        out, _ = self.proc.communicate(timeout=10)
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        assert m, out
+        stamps = [float(t) for t in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
+        gap = max((b - a for a, b in zip(stamps, stamps[1:], strict=False)), default=float("inf"))
+        return int(m.group(1)), int(m.group(2)), gap
+
+    def check(self, what: str, min_sent: int = 10, max_lost: int = 1, max_gap: float = 1.0) -> None:
+        """Stop (after ``min_sent`` requests at least) and assert that the canary was answered throughout."""
+        time.sleep(max(0.0, self.started + (min_sent + 1) * self.interval - time.monotonic()))
+        sent, received, gap = self.stop()
+        assert sent >= min_sent and received >= sent - max_lost and gap < max_gap, \
+            f"the canary ping failed during {what}: {received}/{sent} answered, longest gap {gap:.2f} s"
 
     def __enter__(self) -> Canary:
         return self

@@ -146,6 +146,64 @@ def cmd_run(args: argparse.Namespace) -> int:
     os._exit(code)
 
 
+def unixctl_call(path: str, method: str, params: list[str] | None = None, timeout: float = 5.0) -> tuple[bool, str]:
+    """One ovs-appctl style command to the daemon at control socket ``path``: (succeeded, reply text).
+
+    OSError (TimeoutError included) when the daemon cannot be reached or does not answer within ``timeout``."""
+    import json
+    import socket
+
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(json.dumps({"method": method, "params": params or [], "id": 0}).encode())
+        buf = b""
+        while True:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionResetError(f"{path} closed the connection without an answer")
+            buf += chunk
+            try:
+                msg, _ = json.JSONDecoder().raw_decode(buf.decode(errors="replace"))
+            except ValueError:
+                continue   # a partial reply
+            if msg.get("error") is not None:
+                return False, str(msg["error"])
+            return True, str(msg.get("result", ""))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``status``: is ``pyvswitch run`` running in the rundir, and in what state (database, ovsdb-server)."""
+    import os
+
+    from vswitch.ovsdb_server import OvsdbServer, is_running
+
+    rundir = os.path.abspath(args.rundir or os.environ.get("OVS_RUNDIR") or "/var/run/openvswitch")
+    try:
+        with open(os.path.join(rundir, "ovs-vswitchd.pid")) as f:
+            pid: int | None = int(f.read().strip())
+    except (OSError, ValueError):
+        pid = None
+    if pid is None or not is_running(pid):
+        text = f"pyvswitch is not running in {rundir}" + (f" (stale pidfile: pid {pid} is gone)" if pid else "")
+        orphan = OvsdbServer(rundir).owned_pid()
+        if orphan is not None and is_running(orphan):
+            text += (f"; its ovsdb-server (pid {orphan}) still runs, so ovs-vsctl works, and 'pyvswitch run' "
+                     "replaces it")
+        print(text)
+        return 3
+    ctl = os.path.join(rundir, f"ovs-vswitchd.{pid}.ctl")
+    try:
+        ok, text = unixctl_call(ctl, "pyvswitch/status", timeout=args.timeout)
+    except OSError as exc:
+        print(f"pyvswitch (pid {pid}) does not answer on {ctl}: {exc or 'timed out'}")
+        return 1
+    print(text, end="" if text.endswith("\n") else "\n")
+    return 0 if ok and text.startswith("state: ok") else 1
+
+
 def cmd_vm_check(args: argparse.Namespace) -> int:
     """``vm check``: print what the host offers and which accelerator ``vm start`` will use."""
     from vswitch.kvm import check_host
@@ -426,6 +484,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--netlink", metavar="unix:PATH", default="",
                    help="configure VFs through a netlink stand-in at PATH instead of the kernel (simulations)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "status",
+        help="is 'pyvswitch run' running, and its state: database, private ovsdb-server, bridges",
+        description="Asks the daemon of the rundir (pyvswitch/status, also through ovs-appctl) and prints its "
+        "state: the first line is 'state: ok' or 'state: degraded: WHY' (e.g. its ovsdb-server is down and being "
+        "restarted). Exit status 0 when ok, 1 when degraded or not answering, 3 when not running.",
+    )
+    p.add_argument("--rundir", metavar="DIR", help="the daemon's rundir (default $OVS_RUNDIR or /var/run/openvswitch)")
+    p.add_argument("--timeout", type=float, default=5, metavar="SECONDS",
+                   help="how long to wait for the daemon's answer (default 5)")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
         "demo",

@@ -19,6 +19,7 @@ import re
 import signal
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from backends.sriov import (
 from vswitch import __version__
 from vswitch.bridge import Bridge, BridgeError, parse_mac
 from vswitch.openflow.agent import OfAgent
-from vswitch.ovsdb_server import OvsdbServer, OvsdbServerError, find_schema
+from vswitch.ovsdb_server import OvsdbServer, OvsdbServerError, find_schema, is_running
 from vswitch.vlan import VlanConfig, VlanConfigError
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,32 @@ VF_NUMBERS = {"vf": ("vf", 0, 65535), "qos": ("qos", 0, 7), "min-tx-rate": ("min
               "max-tx-rate": ("max_tx_rate", 0, 1_000_000)}
 STATS_INTERVAL = 5.0
 RETRY_INTERVAL = 2.0
+
+
+def _command_error(name: str, exc: Exception) -> str:
+    """The error reply of an ovs-appctl command that raised ``exc``."""
+    if isinstance(exc, TimeoutError):
+        return (f"{name}: timed out waiting for a switch thread (it is busy or stuck); the command may still take "
+                "effect when that thread resumes; the switch keeps running (see its log)\n")
+    return f"{name}: failed: {type(exc).__name__}: {exc} (the switch keeps running; details in its log)\n"
+
+
+def _guarded(name: str, callback: Callable) -> Callable:
+    """``callback`` of ovs-appctl command ``name``, with any exception turned into an error reply and a log line:
+    a command may fail, the daemon may not."""
+    def guarded(conn: ovs.unixctl.server.UnixctlConnection, argv: list[str], aux: object) -> None:
+        try:
+            callback(conn, argv, aux)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller and logged
+            if isinstance(exc, TimeoutError):
+                log.warning("ovs-appctl %s %s: timed out waiting for a switch thread; answered with an error",
+                            name, " ".join(argv))
+            else:
+                log.exception("ovs-appctl %s %s failed; answered with an error", name, " ".join(argv))
+            if getattr(conn, "_request_id", None) is not None:   # not answered yet
+                conn.reply_error(_command_error(name, exc))
+    guarded.guarded = True   # type: ignore[attr-defined]
+    return guarded
 
 
 def _reply_error_with_newline(conn: ovs.unixctl.server.UnixctlConnection, body: str) -> None:
@@ -198,11 +225,17 @@ class Daemon:
         self.idl: ovs.db.idl.Idl | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.ports_changed = False
+        self.started = time.monotonic()
+        self.db_ready = False
+        self.db_lost_at: float | None = None
+        self.thread_names: dict[int, str] = {}
 
     # ------------------------------------------------------------ start / stop
     def start(self) -> None:
         """Pidfile, ovsdb-server (private unless --db), unixctl socket, IDL."""
         self.pidfile = Pidfile(self.pidfile_path)
+        self.started = time.monotonic()
+        self._remove_stale_sockets()
         if self.remote is None:
             self.server = OvsdbServer(self.rundir)
             self.server.start()
@@ -216,10 +249,23 @@ class Daemon:
         for table in ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller"):
             helper.register_table(table)
         self.idl = ovs.db.idl.Idl(self.remote, helper)
+        session = getattr(self.idl, "_session", None)
+        if self.server is not None and session is not None:   # a restarted server is found again within 1 s
+            session.reconnect.set_backoff(1000, 1000)
         signal.set_wakeup_fd(self._wake_w)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_sighup)
+
+    def _remove_stale_sockets(self) -> None:
+        """Control sockets of daemons that died in this rundir (we hold the pidfile lock: none of them runs)."""
+        for name in os.listdir(self.rundir):
+            m = re.fullmatch(r"ovs-vswitchd\.([0-9]+)\.ctl", name)
+            if m and int(m.group(1)) != os.getpid() and not is_running(int(m.group(1))):
+                try:
+                    os.unlink(os.path.join(self.rundir, name))
+                except FileNotFoundError:
+                    pass
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stop_requested = True
@@ -262,10 +308,20 @@ class Daemon:
         """Serve until SIGTERM/SIGINT or ``ovs-appctl exit``."""
         assert self.idl is not None and self.unixctl is not None
         while not self.stop_requested:
+            if self.server is not None:
+                try:
+                    if self.server.supervise():
+                        self.idl.force_reconnect()   # the database is back: do not wait for the IDL's back-off
+                except Exception:  # noqa: BLE001 - supervision must not take the switch down; tried again
+                    log.exception("supervising ovsdb-server failed")
             self.idl.run()
-            self.unixctl.run()
+            try:
+                self.unixctl.run()
+            except Exception:  # noqa: BLE001 - each command is guarded (_guarded); this is the server itself
+                log.exception("serving ovs-appctl failed")
             now = time.monotonic()
-            if self.idl.has_ever_connected() and (
+            ready = self._database_ready()
+            if ready and (
                     self.idl.change_seqno != self.last_seqno
                     or now >= self.next_retry and (self.errors or self.config_errors)):
                 self.last_seqno = self.idl.change_seqno
@@ -274,7 +330,8 @@ class Daemon:
                 except Exception:  # a bug or an unforeseen value must not take the switch down
                     log.exception("applying the database failed; retrying in %.0f s", RETRY_INTERVAL)
                 self.next_retry = now + RETRY_INTERVAL
-            if self.ports_changed and self.idl.has_ever_connected():
+                self._name_threads()
+            if self.ports_changed and ready:
                 self.ports_changed = False
                 for agent in self.agents.values():   # link state: port_status to the controllers
                     agent.ports_changed()
@@ -282,7 +339,7 @@ class Daemon:
                     self.write_back()
                 except Exception:  # noqa: BLE001 - reported; the next change or reconcile retries
                     log.exception("writing port status back failed")
-            if self.idl.has_ever_connected() and now >= self.next_stats:
+            if ready and now >= self.next_stats:
                 self.next_stats = now + self.stats_interval()
                 try:
                     self.write_statistics()
@@ -290,19 +347,56 @@ class Daemon:
                     log.exception("writing statistics failed")
             if self.stop_requested:
                 break
-            if self.idl.change_seqno != self.last_seqno:
+            if ready and self.idl.change_seqno != self.last_seqno:
                 continue  # updates arrived while we committed: apply them before sleeping
             poller = ovs.poller.Poller()
             self.idl.wait(poller)
             self.unixctl.wait(poller)
             poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
             retry = self.next_retry if self.errors or self.config_errors else 1e18
-            poller.timer_wait(int(1000 * max(0.0, min(self.next_stats, retry) - time.monotonic())) + 1)
+            wakeups = [self.next_stats, retry] if ready else []   # nothing to write while the database is away
+            if self.server is not None:
+                if (fd := self.server.exit_fd()) is not None:
+                    poller.fd_wait(fd, ovs.poller.POLLIN)   # the private ovsdb-server exited
+                if (due := self.server.next_wakeup()) is not None:
+                    wakeups.append(due)
+            if wakeups:
+                poller.timer_wait(int(1000 * max(0.0, min(wakeups) - time.monotonic())) + 1)
             poller.block()
             try:
                 while os.read(self._wake_r, 64):
                     pass
             except BlockingIOError:
+                pass
+
+    def _database_ready(self) -> bool:
+        """The IDL is connected and in sync, so OVSDB can be read and written (a change is logged)."""
+        session = getattr(self.idl, "_session", None)
+        ready = (self.idl.has_ever_connected() and (session is None or session.is_connected())
+                 and getattr(self.idl, "state", ovs.db.idl.Idl.IDL_S_MONITORING) == ovs.db.idl.Idl.IDL_S_MONITORING)
+        if ready and not self.db_ready and self.db_lost_at is not None:
+            log.warning("database %s is back after %.1f s; applying it", self.remote,
+                        time.monotonic() - self.db_lost_at)
+            self.db_lost_at = None
+            self.last_seqno = -1   # apply and write back everything, cur_cfg included
+        elif not ready and self.db_ready:
+            log.warning("lost the connection to database %s; forwarding goes on with the last configuration",
+                        self.remote)
+            self.db_lost_at = time.monotonic()
+        self.db_ready = ready
+        return ready
+
+    def _name_threads(self) -> None:
+        """The switch's threads carry their names in the kernel too (top -H, ps -L: datapath-br0, openflow-br0)."""
+        for thread in threading.enumerate():
+            tid = thread.native_id
+            if tid is None or thread is threading.main_thread() or self.thread_names.get(tid) == thread.name:
+                continue
+            self.thread_names[tid] = thread.name
+            try:
+                with open(f"/proc/self/task/{tid}/comm", "wb") as f:
+                    f.write(thread.name.encode()[:15])
+            except OSError:   # the thread ended meanwhile
                 pass
 
     # ------------------------------------------------------------ reconcile
@@ -390,7 +484,8 @@ class Daemon:
             agent = self.agents[name]
             agent.ports_changed()
             agent.configure(_opt(row.fail_mode) or "standalone",
-                            [(c.target, (_opt(c.inactivity_probe) or 5000) / 1000) for c in row.controller],
+                            [(c.target, (_opt(c.inactivity_probe) or 5000) / 1000, (_opt(c.max_backoff) or 8000) / 1000)
+                             for c in row.controller],
                             max(rates) if rates else None, max(bursts) if bursts else None)
         self.write_back()
 
@@ -707,6 +802,10 @@ class Daemon:
         reg("fdb/stats-clear", "[bridge]", 0, 1, self._cmd_fdb_stats_clear, None)
         reg("vlog/reopen", "", 0, 0, self._cmd_vlog_reopen, None)
         reg("list-commands", "", 0, 0, ovs.unixctl._unixctl_help, None)
+        reg("pyvswitch/status", "", 0, 0, self._cmd_status, None)
+        for name, command in ovs.unixctl.commands.items():
+            if not getattr(command.callback, "guarded", False):
+                command.callback = _guarded(name, command.callback)
 
     def _targets(self, conn: object, argv: list[str]) -> list[Bridge] | None:
         """The bridge named in ``argv``, or every bridge; None (after an error reply) for an unknown name."""
@@ -723,6 +822,25 @@ class Daemon:
 
     def _cmd_version(self, conn: object, argv: list[str], _aux: object) -> None:
         conn.reply(f"ovs-vswitchd (pyvswitch) {__version__}\n")
+
+    def _cmd_status(self, conn: object, argv: list[str], _aux: object) -> None:
+        if self.server is not None:
+            self.server.check()   # a death the loop has not seen yet
+        ready = self._database_ready()
+        problem = ("ovsdb-server down" if self.server is not None and self.server.down
+                   else "" if ready else "database not connected")
+        up = int(time.monotonic() - self.started)
+        lines = [f"state: {'degraded: ' + problem if problem else 'ok'}",
+                 f"pyvswitch {__version__}, pid {os.getpid()}, up {up // 3600}:{up // 60 % 60:02}:{up % 60:02}",
+                 f"rundir: {self.rundir}",
+                 f"database: {self.remote}, {'connected' if ready else 'not connected'}",
+                 "ovsdb-server: " + (f"private, {self.server.status()}" if self.server is not None
+                                     else "not ours (--db)")]
+        ports = ", ".join(f"{name} ({len(br.ports)} ports)" for name, br in sorted(self.bridges.items()))
+        lines.append(f"bridges: {len(self.bridges)}" + (f": {ports}" if ports else ""))
+        if self.errors:
+            lines.append(f"ports that cannot open: {', '.join(sorted(self.errors))} (see Interface.error)")
+        conn.reply("\n".join(lines) + "\n")
 
     def _cmd_exit(self, conn: object, argv: list[str], _aux: object) -> None:
         self.stop_requested = True

@@ -22,6 +22,14 @@ Every message is decoded by ``vswitch.openflow.codec``; whatever cannot be decod
 supported gets an OFPT_ERROR (type and code as OpenFlow says, the first 64 bytes of the offending
 message as data) and the connection stays up. Requests are answered in order, so a barrier reply
 means everything before it was applied.
+
+No client can stall the agent (and so every other client, ``ofproto/trace`` and the flow timeouts): sockets are
+non-blocking, each connection has its own output queue, and a client that lets more than ``TX_LIMIT`` bytes pile
+up (it sends requests but does not read the replies) is disconnected and logged; a controller that is behind gets
+no packet-ins until it catches up. Requests are served at most ``MSGS_PER_TURN`` per connection per turn. A
+controller's host name is looked up on a resolver thread; failed attempts back off 1, 2, 4, ... seconds up to
+``Controller.max_backoff``, each error is logged once and shown in ``Controller.status`` (``state``,
+``last_error``, ``sec_since_connect``, ``sec_since_disconnect``, as OVS writes them).
 """
 
 from __future__ import annotations
@@ -80,10 +88,14 @@ OFPPF_COPPER = 1 << 11   # 1.3 (1.0: 1 << 7)
 ROLE_SLAVE = 3
 OFPBRC_IS_SLAVE = 10
 OFPET_PORT_MOD_FAILED = 7
+OFPHFC_INCOMPATIBLE = 0
 EXPIRE_TICK = 1.0         # seconds between flow-timeout passes
 PROBE_INTERVAL = 5.0      # seconds of silence before an echo request (Controller.inactivity_probe)
-MAX_BACKOFF = 8.0         # seconds between connection attempts, at most
+MAX_BACKOFF = 8.0         # seconds between connection attempts, at most (Controller.max_backoff)
 MAX_RECV = 1 << 20        # a connection that buffers more than this without a whole message is dropped
+TX_LIMIT = 2 << 20        # bytes queued for a client that does not read them before it is disconnected
+ASYNC_BACKLOG = 256 << 10  # a controller this far behind gets no packet-ins (dropped, like OVS's queue limit)
+MSGS_PER_TURN = 50        # requests handled per connection per loop turn, so one busy client cannot starve others
 
 
 class _Stop(Exception):
@@ -95,7 +107,7 @@ def _version_bitmap(versions: tuple[int, ...]) -> int:
 
 
 class OfConnection:
-    """One OpenFlow client (ovs-ofctl, a controller) on a stream socket."""
+    """One OpenFlow client (ovs-ofctl, a controller) on a non-blocking stream socket, with its output queue."""
 
     def __init__(self, sock: socket.socket, peer: str, target: Controller | None = None) -> None:
         self.sock = sock
@@ -104,23 +116,63 @@ class OfConnection:
         self.last_rx = time.monotonic()
         self.probe_sent = 0.0
         self.buf = bytearray()
+        self.rxq: collections.deque[bytes] = collections.deque()   # whole messages not handled yet
+        self.tx: collections.deque[bytes | memoryview] = collections.deque()   # not yet taken by the socket
+        self.tx_bytes = 0
+        self.writing = False      # registered for EVENT_WRITE (output is waiting)
+        self.dead = ""            # why the connection must be closed ("" while it is fine)
+        self.overflowed = False   # closed because the client let its output pile up
         self.version = 0          # negotiated; 0 until the client's hello arrives
         self.miss_send_len = 128
         self.config_flags = 0
         self.role = 0
         self.connected_at = time.monotonic()
         self.last_barrier = 0.0   # when the last barrier reply went out (bulk flow-mod loads)
+        self.pi_dropped = 0       # packet-ins not queued because the controller was behind
 
     def send(self, msg: Msg) -> None:
-        """Encode and send one message (blocking: replies are small)."""
-        self.sock.sendall(encode(msg))
+        """Queue one message for the client. It never blocks; a client that lets more than ``TX_LIMIT`` bytes
+        pile up is marked dead (the agent closes it)."""
+        if self.dead:
+            return
+        data = encode(msg)
+        self.tx.append(data)
+        self.tx_bytes += len(data)
+        if self.flush() or self.tx_bytes <= TX_LIMIT:
+            return
+        self.dead = f"not reading its messages ({self.tx_bytes} bytes queued, limit {TX_LIMIT})"
+        self.overflowed = True
 
-    def error(self, version: int, xid: int, err_type: int, code: int, data: bytes) -> None:
-        """An OFPT_ERROR carrying the first 64 bytes of the message it answers (1.3 numbers, translated
-        for OpenFlow 1.0)."""
+    def flush(self) -> bool:
+        """Hand the socket as much queued output as it takes now; True when nothing is left."""
+        while self.tx:
+            head = self.tx[0]
+            try:
+                n = self.sock.send(head)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError as e:
+                self.dead = self.dead or (e.strerror or str(e))
+                self.tx.clear()
+                self.tx_bytes = 0
+                return True
+            self.tx_bytes -= n
+            if n < len(head):
+                self.tx[0] = memoryview(head)[n:]
+                return False
+            self.tx.popleft()
+        return True
+
+    def error(self, version: int, xid: int, err_type: int, code: int, data: bytes, text: bool = False) -> None:
+        """An OFPT_ERROR carrying the first 64 bytes of the message it answers, or (``text``) an explanation
+        (1.3 numbers, translated for OpenFlow 1.0). A version we do not speak is answered in the nearest one we
+        do."""
+        if version not in SUPPORTED_VERSIONS:
+            version = OFP10 if version < OFP10 else OFP13
         if version == OFP10:
             err_type, code = _error10(err_type, code)
-        self.send(Msg(version, "error", xid, {"err_type": err_type, "code": code, "data": data[:64]}))
+        self.send(Msg(version, "error", xid, {"err_type": err_type, "code": code,
+                                              "data": data if text else data[:64]}))
 
     @property
     def is_controller(self) -> bool:
@@ -143,48 +195,87 @@ def _error10(err_type: int, code: int) -> tuple[int, int]:
     return err_type, code
 
 
-class Controller:
-    """One ``Bridge.controller`` target: ``tcp:IP:PORT`` / ``unix:PATH`` (we connect, with backoff) or
-    ``ptcp:PORT[:IP]`` / ``punix:PATH`` (we listen)."""
+def _numeric_family(host: str) -> int | None:
+    """``AF_INET`` / ``AF_INET6`` when ``host`` is an IP address (no name lookup needed), else None."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
 
-    def __init__(self, target: str, inactivity_probe: float = PROBE_INTERVAL) -> None:
+
+def _port_number(text: str, target: str) -> int:
+    if not text:
+        return 6653
+    if not text.isdigit() or int(text) > 65535:
+        raise ValueError(f"controller target {target!r}: bad port {text!r}")
+    return int(text)
+
+
+class Controller:
+    """One ``Bridge.controller`` target: ``tcp:HOST[:PORT]`` / ``unix:PATH`` (we connect, with backoff; a host
+    name is looked up off the agent thread) or ``ptcp:[PORT][:IP]`` / ``punix:PATH`` (we listen)."""
+
+    def __init__(self, target: str, inactivity_probe: float = PROBE_INTERVAL,
+                 max_backoff: float = MAX_BACKOFF) -> None:
         self.target = target
         self.probe = inactivity_probe
+        self.max_backoff = max(1.0, max_backoff)
         kind, _, rest = target.partition(":")
-        if kind not in ("tcp", "unix", "ptcp", "punix") or not rest:
+        if kind not in ("tcp", "unix", "ptcp", "punix") or not rest and kind != "ptcp":
             raise ValueError(f"controller target {target!r}: use tcp:IP:PORT, unix:PATH, ptcp:PORT[:IP] or "
                              f"punix:PATH")
         self.kind = kind
         self.passive = kind.startswith("p")
-        if kind in ("tcp", "ptcp"):
-            if kind == "tcp":
-                host, _, port = rest.rpartition(":")
-                self.addr: Any = (host.strip("[]") or "127.0.0.1", int(port or 6653))
-            else:
-                port, _, host = rest.partition(":")
-                self.addr = (host.strip("[]") or "0.0.0.0", int(port or 6653))
+        if kind == "tcp":
+            if rest.startswith("["):                        # tcp:[IPv6]:PORT
+                host, _, tail = rest[1:].partition("]")
+                port = tail[1:] if tail.startswith(":") else tail
+            elif rest.count(":") == 1:
+                host, port = rest.split(":")
+            else:                                           # tcp:HOST, or a bare IPv6 address
+                host, port = rest, ""
+            self.addr: Any = (host or "127.0.0.1", _port_number(port, target))
+        elif kind == "ptcp":
+            port, _, host = rest.partition(":")
+            host = host.strip("[]") or "0.0.0.0"
+            if _numeric_family(host) is None:
+                raise ValueError(f"controller target {target!r}: ptcp needs an IP address to listen on")
+            self.addr = (host, _port_number(port, target))
         else:
             self.addr = rest
         self.conn: OfConnection | None = None
         self.listener: socket.socket | None = None
         self.pending: socket.socket | None = None   # a non-blocking connect in progress
-        self.backoff = 1.0
+        self.resolving = False    # a name lookup for this target is running on a resolver thread
+        self.attempt_at = 0.0     # when the current non-blocking connect started
+        self.backoff = 1.0        # seconds to wait after the next failure (doubles up to max_backoff)
         self.next_try = 0.0
         self.state = "BACKOFF"
         self.last_error = ""
+        self.logged_error = ""    # the error already in the log (each error is logged once, not per attempt)
         self.connected_at = 0.0
+        self.disconnected_at = 0.0
 
     def family(self) -> int:
-        return socket.AF_UNIX if self.kind in ("unix", "punix") else (
-            socket.AF_INET6 if ":" in self.addr[0] else socket.AF_INET)
+        """The address family to listen on (passive targets)."""
+        if self.kind in ("unix", "punix"):
+            return socket.AF_UNIX
+        return _numeric_family(self.addr[0]) or socket.AF_INET
 
     def status(self) -> dict[str, str]:
-        """``Controller.status`` as OVS writes it."""
+        """``Controller.status`` with OVS's keys: ``state``, ``last_error``, ``sec_since_connect``,
+        ``sec_since_disconnect``."""
+        now = time.monotonic()
         out = {"state": self.state}
         if self.last_error:
             out["last_error"] = self.last_error
-        if self.conn is not None:
-            out["sec_since_connect"] = str(int(time.monotonic() - self.connected_at))
+        if self.connected_at:
+            out["sec_since_connect"] = str(int(now - self.connected_at))
+        if self.disconnected_at:
+            out["sec_since_disconnect"] = str(int(now - self.disconnected_at))
         return out
 
 
@@ -212,53 +303,92 @@ class OfAgent:
         self.controllers: dict[str, Controller] = {}
         #: ``Bridge.fail_mode``: "standalone" (NORMAL forwarding without a controller) or "secure"
         self.fail_mode = "standalone"
-        self._wanted: list[tuple[str, float]] | None = None
+        self._wanted: list[tuple[str, float]] | list[tuple[str, float, float]] | None = None
         self._wanted_mode = "standalone"
         self._mode: tuple[str, bool] | None = None      # (fail mode, has controllers) the flows were set up for
         self._ports_dirty = True
         self._port_descs: dict[int, dict[str, Any]] = {}
         self._last_expire = 0.0
         self._calls: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
+        self._resolved: collections.deque[tuple[Controller, Any]] = collections.deque()   # from resolver threads
+        self._busy: set[OfConnection] = set()   # connections with received requests not handled yet
+        self._serial = 0                        # numbers the management connections (their names in the log)
+        self._wake_lock = threading.Lock()
+        self._closed = False
         self.flows = BridgeFlows(bridge, N_TABLES)
         bridge.dp.on_packet_in = self._wake_for_packet_in
         self._thread = threading.Thread(target=self._run, name=f"openflow-{bridge.name}", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------ loop
+    def _wake(self, why: bytes = b"w") -> None:
+        """Wake the agent thread (from any thread; a no-op once the agent is closed)."""
+        with self._wake_lock:
+            if not self._closed:
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._stop_w, why)
+
     def _wake_for_packet_in(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._stop_w, b"p")
+        self._wake(b"p")
 
     def _run(self) -> None:
+        last_failure, logged_at = "", 0.0
         while True:
             try:
                 self._iteration()
             except _Stop:
                 return
-            except Exception:  # a bug must not stop the agent for good: log, go on
-                log.exception("openflow %s: agent iteration failed", self.bridge.name)
+            except Exception as e:  # a bug must not stop the agent for good: log (not every turn), go on
+                failure = f"{type(e).__name__}: {e}"
+                if failure != last_failure or time.monotonic() - logged_at > 60:
+                    log.exception("openflow %s: agent iteration failed", self.bridge.name)
+                    last_failure, logged_at = failure, time.monotonic()
                 time.sleep(0.1)
 
     def _iteration(self) -> None:
         due = self.flows.due_in()
-        timeout = 0.5 if due is None else min(0.5, due)
-        for key, _events in self.sel.select(timeout=timeout):
-            if key.data == "stop":
-                if os.read(self._stop_r, 4096).count(b"x"):
-                    raise _Stop
-                continue   # a wake-up: controllers, ports or packet-ins
-            if key.data == "listen":
-                self._accept(self.listener, None)
-            elif isinstance(key.data, Controller):
-                ctl = key.data
-                if ctl.passive:
-                    self._accept(ctl.listener, ctl)
+        timeout = 0.0 if self._busy else min(self._next_try_in(), 0.5 if due is None else due)
+        served: set[OfConnection] = set()
+        try:
+            for key, events in self.sel.select(timeout=timeout):
+                data = key.data
+                if data == "stop":
+                    if os.read(self._stop_r, 4096).count(b"x"):
+                        raise _Stop
+                    continue   # a wake-up: controllers, resolved names, ports or packet-ins
+                if data == "listen":
+                    self._accept(self.listener, None)
+                elif isinstance(data, Controller):
+                    if data.passive:
+                        self._accept(data.listener, data)
+                    else:
+                        self._connected(data)
                 else:
-                    self._connected(ctl)
-            else:
-                self._readable(key.data)
-        self._maintain()
-        self._deliver_packet_ins()
+                    if events & selectors.EVENT_WRITE:
+                        data.flush()
+                    if events & selectors.EVENT_READ:
+                        self._readable(data)
+                        served.add(data)
+            for conn in list(self._busy):      # clients with requests left over from an earlier turn
+                if conn not in served:
+                    self._serve(conn)
+            self._maintain()
+            self._deliver_packet_ins()
+        finally:
+            self._run_calls()   # ofproto/trace and the like are answered even if a step above failed
+            self._sweep()
+
+    def _next_try_in(self) -> float:
+        """Seconds until a controller is due for its next connection attempt (at most 0.5)."""
+        now, soonest = time.monotonic(), 0.5
+        for ctl in self.controllers.values():
+            idle = ctl.listener is None if ctl.passive else (
+                ctl.conn is None and ctl.pending is None and not ctl.resolving)
+            if idle:
+                soonest = min(soonest, max(0.0, ctl.next_try - now))
+        return soonest
+
+    def _run_calls(self) -> None:
         while self._calls:
             fn, fut = self._calls.popleft()
             try:
@@ -266,13 +396,26 @@ class OfAgent:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 fut.set_exception(exc)
 
-    def set_controllers(self, targets: list[tuple[str, float]]) -> None:
-        """``Bridge.controller``: ``(target, inactivity probe seconds)`` pairs; applied by the agent thread."""
-        self._wanted = list(targets)
-        os.write(self._stop_w, b"w")
+    def _sweep(self) -> None:
+        """Close the connections marked dead; watch for writability exactly where output is waiting."""
+        for conn in list(self.conns.values()):
+            if conn.dead:
+                if conn.overflowed:
+                    log.warning("openflow %s: %s is %s; disconnecting", self.bridge.name, conn.peer, conn.dead)
+                self._close(conn, "disconnected: not reading its messages" if conn.overflowed else "")
+            elif bool(conn.tx) != conn.writing:
+                conn.writing = bool(conn.tx)
+                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.writing else 0)
+                self.sel.modify(conn.sock, events, conn)
 
-    def configure(self, fail_mode: str, targets: list[tuple[str, float]], rate_limit: int | None = None,
-                  burst_limit: int | None = None) -> None:
+    def set_controllers(self, targets: list[tuple[str, float]] | list[tuple[str, float, float]]) -> None:
+        """``Bridge.controller``: ``(target, inactivity probe seconds[, max backoff seconds])``; applied by the
+        agent thread."""
+        self._wanted = list(targets)
+        self._wake()
+
+    def configure(self, fail_mode: str, targets: list[tuple[str, float]] | list[tuple[str, float, float]],
+                  rate_limit: int | None = None, burst_limit: int | None = None) -> None:
         """``Bridge.fail_mode`` and ``Bridge.controller`` (with the packet-in rate limit of the controllers)."""
         self._wanted_mode = fail_mode if fail_mode in ("standalone", "secure") else "standalone"
         dp = self.bridge.dp
@@ -287,15 +430,13 @@ class OfAgent:
         """``ofproto/trace`` of the flow ``spec`` (run on the agent thread, which owns the flow tables)."""
         fut: Future = Future()
         self._calls.append((lambda: self.flows.trace(spec), fut))
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._stop_w, b"w")
+        self._wake()
         return fut.result(timeout)
 
     def ports_changed(self) -> None:
         """The bridge's ports changed: recompile the flows' port map, tell the controllers (agent thread)."""
         self._ports_dirty = True
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._stop_w, b"w")
+        self._wake()
 
     def _maintain(self) -> None:
         """Apply a new controller list and fail mode, (re)connect with backoff, probe idle connections,
@@ -310,35 +451,57 @@ class OfAgent:
             for stats, reason in self.flows.expire():
                 self._flow_removed(stats, reason)
         if self._wanted is not None:
-            wanted, self._wanted = {t: p for t, p in self._wanted}, None
-            for target in list(self.controllers):
-                if target not in wanted:
-                    self._drop_controller(self.controllers.pop(target))
-            for target, probe in wanted.items():
-                if target not in self.controllers:
-                    try:
-                        self.controllers[target] = Controller(target, probe or PROBE_INTERVAL)
-                    except ValueError as e:
-                        log.warning("%s", e)
-            self.changed()
+            wanted, self._wanted = self._wanted, None
+            self._apply_controllers(wanted)
         self._apply_mode()
+        while self._resolved:
+            self._on_resolved(*self._resolved.popleft())
         for ctl in self.controllers.values():
-            if ctl.passive and ctl.listener is None and now >= ctl.next_try:
-                self._listen(ctl)
-            elif not ctl.passive and ctl.conn is None and ctl.pending is None and now >= ctl.next_try:
+            if ctl.passive:
+                if ctl.listener is None and now >= ctl.next_try:
+                    self._listen(ctl)
+            elif ctl.pending is not None and now - ctl.attempt_at > max(1.0, ctl.backoff):
+                self._abandon_connect(ctl)
+                self._backoff(ctl, "Connection timed out")
+            elif ctl.conn is None and ctl.pending is None and not ctl.resolving and now >= ctl.next_try:
                 self._connect(ctl)
         for conn in list(self.conns.values()):
-            if conn.target is None:
+            if conn.target is None or conn.dead:
                 continue
             idle = now - conn.last_rx
             if conn.probe_sent and idle > 2 * conn.target.probe:
                 log.warning("openflow %s: no answer to an echo request; reconnecting", conn.peer)
-                conn.target.last_error = "inactivity probe timed out"
-                self._close(conn)
+                self._close(conn, "inactivity probe timed out")
             elif not conn.probe_sent and idle > conn.target.probe and conn.version:
                 conn.probe_sent = now
-                with contextlib.suppress(OSError):
-                    conn.send(Msg(conn.version, "echo_request", 0, {"data": b""}))
+                conn.target.state = "IDLE"
+                conn.send(Msg(conn.version, "echo_request", 0, {"data": b""}))
+        self._update_bypass()
+
+    def _apply_controllers(self, targets: list[tuple[str, float]] | list[tuple[str, float, float]]) -> None:
+        wanted = {t[0]: (t[1] or PROBE_INTERVAL, t[2] if len(t) > 2 and t[2] else MAX_BACKOFF) for t in targets}
+        changed = False
+        for target in list(self.controllers):
+            if target not in wanted:
+                self._drop_controller(self.controllers.pop(target))
+                changed = True
+        for target, (probe, max_backoff) in wanted.items():
+            ctl = self.controllers.get(target)
+            if ctl is not None:
+                ctl.probe, ctl.max_backoff = probe, max(1.0, max_backoff)
+                ctl.backoff = min(ctl.backoff, ctl.max_backoff)
+                continue
+            try:
+                self.controllers[target] = Controller(target, probe, max_backoff)
+            except ValueError as e:
+                log.warning("openflow %s: %s", self.bridge.name, e)
+                continue
+            changed = True
+        if changed:
+            self.changed()
+
+    def _update_bypass(self) -> None:
+        """Fail open: a standalone bridge whose controllers are all disconnected acts as a learning switch."""
         connected = any(c.conn is not None and c.conn.version for c in self.controllers.values())
         self.flows.set_bypass(self.fail_mode == "standalone" and bool(self.controllers) and not connected)
 
@@ -355,16 +518,18 @@ class OfAgent:
         self.fail_mode = self._wanted_mode
         if old is None or old[1] != has or not has:
             self.flows.reset(default_normal=not has and self.fail_mode == "standalone")
+            self._update_bypass()   # in the same compile: no moment without flows and without fail-open
             self.flows.push()
 
-    def _send_async(self, make: Callable[[OfConnection], Msg]) -> None:
-        """Send an asynchronous message (built per connection: version, miss_send_len) to every controller."""
+    def _send_async(self, make: Callable[[OfConnection], Msg], droppable: bool = False) -> None:
+        """Send an asynchronous message (built per connection: version, miss_send_len) to every controller;
+        a ``droppable`` one (packet-in) is skipped for a controller that is far behind."""
         for conn in list(self.conns.values()):
-            if conn.is_controller:
-                try:
-                    conn.send(make(conn))
-                except OSError:
-                    self._close(conn)
+            if conn.is_controller and not conn.dead:
+                if droppable and conn.tx_bytes > ASYNC_BACKLOG:
+                    conn.pi_dropped += 1
+                    continue
+                conn.send(make(conn))
 
     def _flow_removed(self, stats: Any, reason: int) -> None:
         self._send_async(lambda c: Msg(c.version, "flow_removed", 0, self.flows.flow_removed(c.version, stats, reason)))
@@ -394,7 +559,7 @@ class OfAgent:
         while dp.packet_ins:
             pi = dp.packet_ins.popleft()
             in_port = self.flows.ofport_of(pi.port_no)
-            self._send_async(lambda c, pi=pi, in_port=in_port: self._packet_in(c, pi, in_port))
+            self._send_async(lambda c, pi=pi, in_port=in_port: self._packet_in(c, pi, in_port), droppable=True)
 
     @staticmethod
     def _packet_in(conn: OfConnection, pi: Any, in_port: int) -> Msg:
@@ -407,6 +572,7 @@ class OfAgent:
         return Msg(OFP10, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
                                            "in_port": port_wire(OFP10, in_port), "reason": pi.reason, "data": data})
 
+    # ------------------------------------------------------------ controller connections
     def _listen(self, ctl: Controller) -> None:
         s = socket.socket(ctl.family(), socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
@@ -418,61 +584,124 @@ class OfAgent:
             s.bind(ctl.addr)
             s.listen(8)
             s.setblocking(False)
-        except OSError as e:
+        except (OSError, OverflowError) as e:
             s.close()
-            ctl.last_error = e.strerror or str(e)
-            ctl.next_try = time.monotonic() + MAX_BACKOFF
+            why = getattr(e, "strerror", None) or str(e)
+            if why != ctl.logged_error:
+                log.warning("openflow %s: cannot listen on %s: %s; retrying every %.0f s", self.bridge.name,
+                            ctl.target, why, ctl.max_backoff)
+                ctl.logged_error = why
+            if why != ctl.last_error:
+                ctl.last_error = why
+                self.changed()
+            ctl.next_try = time.monotonic() + ctl.max_backoff
             return
         ctl.listener = s
         ctl.state = "ACTIVE"
+        ctl.logged_error = ""
         self.sel.register(s, selectors.EVENT_READ, ctl)
 
     def _connect(self, ctl: Controller) -> None:
-        s = socket.socket(ctl.family(), socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        s.setblocking(False)
+        """Start a connection attempt; a host name is looked up on a resolver thread first."""
         ctl.state = "CONNECTING"
-        err = s.connect_ex(ctl.addr)
-        if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
+        if ctl.kind == "unix":
+            self._start_connect(ctl, socket.AF_UNIX, ctl.addr)
+        elif (family := _numeric_family(ctl.addr[0])) is not None:
+            self._start_connect(ctl, family, ctl.addr)
+        else:
+            ctl.resolving = True
+            threading.Thread(target=self._resolve, args=(ctl, *ctl.addr), name=f"resolve-{ctl.addr[0]}"[:15],
+                             daemon=True).start()
+        if ctl.state == "CONNECTING":   # under way (a failure at once has been recorded already)
+            self.changed()
+
+    def _resolve(self, ctl: Controller, host: str, port: int) -> None:
+        """Resolver thread: look ``host`` up (this may take seconds) and hand the answer to the agent."""
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            result: Any = (infos[0][0], infos[0][4]) if infos else "no address"
+        except (OSError, UnicodeError) as e:
+            result = getattr(e, "strerror", None) or str(e)
+        self._resolved.append((ctl, result))
+        self._wake()
+
+    def _on_resolved(self, ctl: Controller, result: Any) -> None:
+        ctl.resolving = False
+        if self.controllers.get(ctl.target) is not ctl:
+            return   # the controller was removed (or replaced) while its name was looked up
+        if isinstance(result, str):
+            self._backoff(ctl, f"{ctl.addr[0]}: host name lookup failed: {result}")
+        else:
+            self._start_connect(ctl, *result)
+
+    def _start_connect(self, ctl: Controller, family: int, addr: Any) -> None:
+        """A non-blocking connect to an address that needs no lookup."""
+        try:
+            s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        except OSError as e:
+            self._backoff(ctl, e.strerror or str(e))
+            return
+        try:
+            err = s.connect_ex(addr)
+        except (OSError, OverflowError, ValueError) as e:
+            err, why = -1, getattr(e, "strerror", None) or str(e)
+        else:
+            why = os.strerror(err)
+        # a unix socket whose listener's backlog is full says EAGAIN: that is a failure, not a connect underway
+        if err not in (0, errno.EINPROGRESS) and not (err == errno.EAGAIN and family != socket.AF_UNIX):
             s.close()
-            self._backoff(ctl, os.strerror(err))
+            self._backoff(ctl, why)
             return
         ctl.pending = s
+        ctl.attempt_at = time.monotonic()
         self.sel.register(s, selectors.EVENT_WRITE, ctl)
 
-    def _connected(self, ctl: Controller) -> None:
+    def _abandon_connect(self, ctl: Controller) -> None:
         s, ctl.pending = ctl.pending, None
+        if s is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(s)
+            s.close()
+
+    def _connected(self, ctl: Controller) -> None:
+        s = ctl.pending
         if s is None:
             return
-        self.sel.unregister(s)
         err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            s.close()
+            self._abandon_connect(ctl)
             self._backoff(ctl, os.strerror(err))
             return
-        s.setblocking(True)
+        self.sel.unregister(s)
+        ctl.pending = None
         self._accept_socket(s, ctl, ctl.target)
 
     def _backoff(self, ctl: Controller, why: str) -> None:
+        """A connection attempt failed (or a connection ended): wait 1, 2, 4, ... up to max_backoff seconds."""
         ctl.state = "BACKOFF"
-        if why != ctl.last_error:
-            log.info("openflow %s %s: %s; retrying in %.0f s", self.bridge.name, ctl.target, why, ctl.backoff)
+        if why != ctl.logged_error:
+            log.warning("openflow %s: controller %s: %s; retrying with backoff (at most %.0f s)", self.bridge.name,
+                        ctl.target, why, ctl.max_backoff)
+            ctl.logged_error = why
         ctl.last_error = why
         ctl.next_try = time.monotonic() + ctl.backoff
-        ctl.backoff = min(MAX_BACKOFF, ctl.backoff * 2)
+        ctl.backoff = min(ctl.max_backoff, ctl.backoff * 2)
         self.changed()
 
     def _drop_controller(self, ctl: Controller) -> None:
         if ctl.conn is not None:
             self._close(ctl.conn)
-        for s in (ctl.pending, ctl.listener):
-            if s is not None:
-                with contextlib.suppress(KeyError, ValueError):
-                    self.sel.unregister(s)
-                s.close()
+        self._abandon_connect(ctl)
+        if ctl.listener is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(ctl.listener)
+            ctl.listener.close()
+            ctl.listener = None
         if ctl.kind == "punix":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(ctl.addr)
 
+    # ------------------------------------------------------------ connections
     def _accept(self, listener: socket.socket | None, ctl: Controller | None) -> None:
         if listener is None:
             return
@@ -480,8 +709,8 @@ class OfAgent:
             sock, _ = listener.accept()
         except BlockingIOError:
             return
-        sock.setblocking(True)
-        self._accept_socket(sock, ctl, ctl.target if ctl else f"unix:{self.path}")
+        self._serial += 1
+        self._accept_socket(sock, ctl, ctl.target if ctl else f"{self.bridge.name}<->unix#{self._serial}")
 
     def _accept_socket(self, sock: socket.socket, ctl: Controller | None, peer: str) -> None:
         conn = OfConnection(sock, peer, ctl)
@@ -491,33 +720,49 @@ class OfAgent:
                 return
             ctl.conn = conn
             ctl.state = "ACTIVE"
-            ctl.backoff = 1.0
-            ctl.last_error = ""
             ctl.connected_at = time.monotonic()
+            ctl.logged_error = ""
             log.info("openflow %s: connected to controller %s", self.bridge.name, peer)
             self.changed()
-        sock.settimeout(5)
+        sock.setblocking(False)
         self.conns[sock.fileno()] = conn
         self.sel.register(sock, selectors.EVENT_READ, conn)
         # we speak first: a hello with every version we support (OpenFlow 1.3's version bitmap element)
         conn.send(Msg(OFP13, "hello", 0, {"elements": [{"type": 1,
                                                         "bitmaps": [_version_bitmap(SUPPORTED_VERSIONS)]}]}))
 
-    def _close(self, conn: OfConnection) -> None:
-        self.conns.pop(conn.sock.fileno(), None)
-        with contextlib.suppress(KeyError, ValueError):
-            self.sel.unregister(conn.sock)
+    def _close(self, conn: OfConnection, why: str = "") -> None:
+        """Close a connection; a controller's records ``why`` (default: the peer closed it) and backs off."""
+        if self.conns.get(conn.sock.fileno()) is conn:
+            del self.conns[conn.sock.fileno()]
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(conn.sock)
         conn.sock.close()
+        conn.dead = conn.dead or "closed"
+        conn.rxq.clear()
+        conn.tx.clear()
+        self._busy.discard(conn)
         ctl = conn.target
         if ctl is not None and ctl.conn is conn:
             ctl.conn = None
+            now = time.monotonic()
+            ctl.disconnected_at = now
+            if now - ctl.connected_at >= ctl.backoff:
+                ctl.backoff = 1.0   # the connection lasted: start the backoff afresh (a flapping one keeps growing)
             if not ctl.passive:
-                self._backoff(ctl, ctl.last_error or "connection closed")
+                self._backoff(ctl, why or "connection closed by peer")
+            else:
+                ctl.state = "ACTIVE"   # still listening
+                ctl.last_error = why or ctl.last_error
             self.changed()
 
     def _readable(self, conn: OfConnection) -> None:
+        if conn.dead or conn.rxq:
+            return   # requests from the last read are still being served: read more once they are
         try:
             data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
             data = b""
         if not data:
@@ -525,9 +770,12 @@ class OfAgent:
             return
         conn.buf += data
         conn.last_rx = time.monotonic()
-        conn.probe_sent = 0.0
+        if conn.probe_sent:
+            conn.probe_sent = 0.0
+            if conn.target is not None and conn.target.conn is conn:
+                conn.target.state = "ACTIVE"
         try:
-            messages = split(conn.buf)
+            conn.rxq.extend(split(conn.buf))
         except OfpError as e:
             log.warning("openflow %s: %s; closing", conn.peer, e)
             self._close(conn)
@@ -535,21 +783,29 @@ class OfAgent:
         if len(conn.buf) > MAX_RECV:
             self._close(conn)
             return
-        for raw in messages:
+        self._serve(conn)
+
+    def _serve(self, conn: OfConnection) -> None:
+        """Handle up to ``MSGS_PER_TURN`` of the connection's received requests, in order."""
+        for _ in range(MSGS_PER_TURN):
+            if not conn.rxq or conn.dead:
+                break
+            raw = conn.rxq.popleft()
             try:
                 self._handle(conn, raw)
             except OfpError as e:
                 conn.error(conn.version or raw[0], int.from_bytes(raw[4:8], "big"), e.err_type, e.code, raw)
-            except OSError:
-                self._close(conn)
-                return
             except Exception:  # a bug must not take the agent (or the switch) down: answer, log, go on
                 log.exception("openflow %s: handling a message failed", conn.peer)
                 conn.error(conn.version or OFP13, int.from_bytes(raw[4:8], "big"), OFPET_BAD_REQUEST, 0, raw)
+        if conn.rxq and not conn.dead:
+            self._busy.add(conn)
+        else:
+            self._busy.discard(conn)
 
     def close(self) -> None:
         """Stop the thread, close every connection, remove the socket."""
-        os.write(self._stop_w, b"x")
+        self._wake(b"x")
         self._thread.join(5)
         for ctl in self.controllers.values():
             self._drop_controller(ctl)
@@ -558,8 +814,10 @@ class OfAgent:
         self.listener.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        os.close(self._stop_r)
-        os.close(self._stop_w)
+        with self._wake_lock:
+            self._closed = True
+            os.close(self._stop_r)
+            os.close(self._stop_w)
 
     # ------------------------------------------------------------ messages
     def _handle(self, conn: OfConnection, raw: bytes) -> None:
@@ -592,12 +850,17 @@ class OfAgent:
                     theirs = {v for v in range(32) if el["bitmaps"][0] >> v & 1}
         common = [v for v in SUPPORTED_VERSIONS if v in theirs or (v <= version and len(theirs) == 1)]
         if not common:
-            conn.error(min(version, OFP13), int.from_bytes(raw[4:8], "big"), OFPET_HELLO_FAILED, 0,
-                       f"no common OpenFlow version (we support 1.0 and 1.3, peer sent 0x{version:02x})".encode())
-            self._close(conn)
+            # OFPHFC_INCOMPATIBLE, in the newest version we speak, with the reason as text; then hang up
+            why = f"no common OpenFlow version: we support 0x01 (1.0) and 0x04 (1.3), the peer sent 0x{version:02x}"
+            log.warning("openflow %s: version negotiation failed: %s", conn.peer, why)
+            conn.error(OFP13, int.from_bytes(raw[4:8], "big"), OFPET_HELLO_FAILED, OFPHFC_INCOMPATIBLE,
+                       why.encode(), text=True)
+            conn.dead = "version negotiation failed"
             return
         conn.version = max(common)
         log.info("openflow %s: negotiated version 0x%02x", conn.peer, conn.version)
+        if conn.target is not None:
+            self.changed()   # Controller.is_connected turns true now
 
     def _on_echo_request(self, conn: OfConnection, msg: Msg) -> None:
         conn.send(Msg(conn.version, "echo_reply", msg.xid, {"data": msg.data}))
@@ -644,7 +907,7 @@ class OfAgent:
         roles = {0: "other", 1: "other", 2: "master", 3: "slave"}
         return {t: {"is_connected": c.conn is not None and bool(c.conn.version),
                     "role": roles.get(c.conn.role if c.conn else 0, "other"), "status": c.status()}
-                for t, c in self.controllers.items()}
+                for t, c in list(self.controllers.items())}
 
     def _on_role_request(self, conn: OfConnection, msg: Msg) -> None:
         if msg.role != 0:   # 0 = NOCHANGE
