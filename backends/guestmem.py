@@ -11,7 +11,8 @@ One reservation keeps every region inside a single array, so the virtqueue kerne
 with a few compares, and can never reach outside the reservation. ``close()`` unmaps it all at
 once. Regions are checked before anything is mapped: sizes and ends that fit, an fd whose file
 really holds ``mmap_offset + size`` bytes (touching a page past the end of a file would raise
-SIGBUS), 16-byte-compatible alignment (ring fields are read through the wide views).
+SIGBUS), 16-byte-compatible alignment (ring fields are read through the wide views), and a total
+that the address space can hold (``MAX_RESERVATION``).
 
 A front-end may still shrink its file afterwards. Files that allow it are sealed against that
 (``F_SEAL_SHRINK``); every region is also guarded by ``memguard``, so a touch past a new end reads
@@ -43,6 +44,9 @@ F_ADD_SEALS = 1033
 F_SEAL_SHRINK = 0x0002
 ALIGN = 2 << 20            # region alignment inside the reservation (2 MiB hugepages; more if the fd says so)
 MAX_ADDR = 1 << 62
+#: Most address space one guest's reservation may take (x86-64 user space is 128 TiB): larger tables are refused
+#: before any size reaches mmap (whose ``size_t`` would otherwise silently wrap a sum of huge spans).
+MAX_RESERVATION = 1 << 45
 
 
 class GuestMemoryError(Exception):
@@ -94,6 +98,9 @@ class GuestMemory:
         align = max(aligns)
         spans = [_align_up(r.mmap_offset + r.size, align) for r in regions]
         total = sum(spans) + align * (len(regions) + 1)   # a guard gap after each region, and slack to align
+        if total > MAX_RESERVATION:
+            raise GuestMemoryError(f"memory table needs {total} bytes of address space (mmap offsets plus sizes, "
+                                   f"at most {MAX_RESERVATION})")
         base = _libc.mmap(None, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         if base in (None, MAP_FAILED):
             raise GuestMemoryError(f"cannot reserve {total} bytes of address space: {os.strerror(ctypes.get_errno())}")

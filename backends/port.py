@@ -58,6 +58,7 @@ GUEST_BAD_DESCRIPTOR = 18  # descriptor flags that make no sense (write-only buf
 PORT_RESETS = 19           # the port's connection was reset because of one of the above
 TX_VF_PASSTHROUGH = 20     # tx: sent to a passed-through VF's own port (the NIC reaches it through its PF's port)
 GUEST_MEMORY_SHRUNK = 21   # the file behind the guest's memory shrank while mapped (a bus error survived)
+GUEST_FD_BLOCKED = 22      # the guest made its kick/call eventfd blocking and a write to it blocked (watchdog)
 PORT_COUNTERS = 24
 
 PORT_COUNTER_NAMES = {
@@ -82,6 +83,7 @@ PORT_DROP_REASONS = {
     "guest_bad_index": GUEST_BAD_INDEX,
     "guest_bad_descriptor": GUEST_BAD_DESCRIPTOR,
     "guest_memory_shrunk": GUEST_MEMORY_SHRUNK,
+    "guest_fd_blocked": GUEST_FD_BLOCKED,
     "port_resets": PORT_RESETS,
     "tx_vf_passthrough": TX_VF_PASSTHROUGH,
 }

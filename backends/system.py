@@ -474,6 +474,18 @@ def system_tx_ring(
 # ---------------------------------------------------------------------------- the port
 
 
+def warm_up() -> None:
+    """Load (or compile) the kernels with the argument types a port passes them, moving nothing."""
+    st = np.zeros(STATE_WORDS, dtype=np.int64)
+    st[S_FD_RX] = st[S_FD_TX] = -1
+    pool = PacketPool(1, 64)
+    one = np.zeros(1, dtype=np.int32)
+    ring = np.zeros(64, dtype=np.uint8)
+    system_rx(ring, st, pool.data, pool.meta, pool.free_stack, pool.free_top, one)
+    system_tx_ring(ring, st, pool.data, pool.meta, one, one)
+    system_tx_mmsg(st, pool.data, pool.meta, one, one, np.zeros(15, dtype=np.int64))
+
+
 def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
@@ -545,11 +557,7 @@ class SystemPort(StatePort):
             self.close()
             raise
         self._open = True
-        # load (or compile) the kernels now, not in the datapath's first burst
-        pool = PacketPool(1, 64)
-        one = np.zeros(1, dtype=np.int32)
-        self.rx_burst(pool, one, 0, 0)
-        self.tx_burst(pool, one, one, 0, 0)
+        warm_up()   # load (or compile) the kernels now, not in the datapath's first burst
 
     def _open_rx(self, block_size: int, blocks: int, timeout_ms: int, promisc: bool) -> None:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)

@@ -194,6 +194,16 @@ def disable_ipv6(name: str) -> None:
             f.write("1")
 
 
+def warm_up() -> None:
+    """Load (or compile) the kernels with the argument types a port passes them, moving nothing."""
+    st = np.zeros(STATE_WORDS, dtype=np.int64)
+    st[S_FD] = -1
+    pool = PacketPool(1, 64)
+    one = np.zeros(1, dtype=np.int32)
+    tap_rx(st, pool.data, pool.meta, pool.free_stack, pool.free_top, one)
+    tap_tx(st, pool.data, pool.meta, one, one, np.zeros(8, dtype=np.int64))
+
+
 class TapPort(StatePort):
     """A tap device (created, or an existing one attached to) read and written through its fd.
 
@@ -254,14 +264,7 @@ class TapPort(StatePort):
             self.close()
             raise
         self._st[S_FD] = fd
-        self._warm_up()
-
-    def _warm_up(self) -> None:
-        """Load (or compile) the kernels now, not in the datapath's first burst."""
-        pool = PacketPool(1, 64)
-        one = np.zeros(1, dtype=np.int32)
-        self.rx_burst(pool, one, 0, 0)
-        self.tx_burst(pool, one, one, 0, 0)
+        warm_up()
 
 
     def rx_burst(self, pool: PacketPool, burst: np.ndarray, start: int, max_n: int) -> int:

@@ -24,22 +24,33 @@ counter incremented; a disconnect unmaps all guest memory and closes every fd, a
 connection starts from nothing. Nothing a guest sends can stop the datapath: kick, call and
 error fds must be eventfds (checked when received, made non-blocking), and a memory file that
 shrinks under the switch is survived (``memguard``) and resets only that guest's port.
+
+A guest shares its eventfds' file status flags with the switch, so it can clear ``O_NONBLOCK``
+again after sending them. The kernels therefore never wait on a guest's fd by themselves: kicks
+are read with ``RWF_NOWAIT``, the TX ring's "look again" goes to the port's own eventfd, and a
+write to a call eventfd that the guest made blocking and filled is broken by a watchdog
+(``INTERRUPT_SIGNAL`` after ``WATCHDOG_PERIOD``): that guest's port is reset and takes its next
+session only after a back-off that doubles each time (``BLOCKED_BACKOFF``).
 """
 
 from __future__ import annotations
 
 import array
 import contextlib
+import ctypes
 import errno
 import logging
 import os
 import select
+import signal
 import socket
 import stat
 import struct
 import threading
 import time
+import weakref
 
+import numba
 import numpy as np
 
 from backends import memguard
@@ -48,6 +59,7 @@ from backends.pool import PacketPool
 from backends.port import PORT_COUNTERS, PORT_RESETS, TX_DROPPED, TX_QUEUE_FULL, PortError, StatePort
 from backends.virtq import (
     F_ADDRESS,
+    F_BLOCKED,
     F_MEMORY,
     FAULT_COUNTER,
     FAULT_NAMES,
@@ -69,6 +81,9 @@ from backends.virtq import (
     S_FAULT,
     S_FAULT_QUEUE,
     S_FAULT_VALUE,
+    S_GUEST_FD_BUSY,
+    S_GUEST_FD_SEQ,
+    S_GUEST_FD_THREAD,
     S_HDR_LEN,
     S_INDIRECT,
     S_MRG_RXBUF,
@@ -76,6 +91,8 @@ from backends.virtq import (
     S_PORT_NO,
     S_RX_MAX,
     S_RX_START,
+    S_SELF_KICK_FD,
+    S_SELF_KICKED,
     S_TX_COUNT,
     S_TX_START,
     STATE_WORDS,
@@ -144,6 +161,10 @@ N_QUEUES = 2                  # one queue pair
 RECONNECT_INTERVAL = 0.25     # client mode: seconds between connection attempts
 WORK_SIZE = 1024              # frames read ahead per burst (>= the datapath's largest burst)
 BUSY_FRAMES = 32              # a dequeue this large stops guest kicks (the datapath busy-polls then)
+WATCHDOG_PERIOD = 0.05        # seconds: a syscall on a guest's eventfd running longer than this is broken into
+INTERRUPT_SIGNAL = signal.SIGRTMIN + 3    # its handler does nothing and does not restart the syscall (EINTR)
+BLOCKED_BACKOFF = (1.0, 60.0)  # seconds before a port whose guest blocked the switch takes a session: first, most
+LOG_RATE = (5.0, 20)          # a port logs what its guests do at most this many lines a second (and burst)
 
 
 class ProtocolError(Exception):
@@ -152,6 +173,103 @@ class ProtocolError(Exception):
 
 class _Refused(Exception):
     """A request we answer with a failure (REPLY_ACK) but that does not end the session."""
+
+
+def _interrupt_handler():  # noqa: ANN202 - a numba cfunc
+    """The handler of ``INTERRUPT_SIGNAL``: it does nothing, the signal only interrupts the syscall (cached)."""
+
+    @numba.cfunc(numba.types.void(numba.types.intc), nopython=True, cache=True)
+    def on_interrupt(signo):  # noqa: ANN001, ANN202
+        pass
+
+    return on_interrupt
+
+
+class _Watchdog:
+    """Breaks a thread out of a syscall that a guest's eventfd keeps waiting (see the module docstring).
+
+    The kernels mark each syscall on a guest's fd in the port's state (``S_GUEST_FD_*``); the same
+    one still running a period later gets ``INTERRUPT_SIGNAL``, returns EINTR, and the kernel
+    records ``F_BLOCKED``. One thread for the process, started with the first port (or ``warm_up``).
+    """
+
+    def __init__(self) -> None:
+        self._ports: weakref.WeakSet[VhostUserPort] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._handler = None      # keeps the compiled signal handler alive
+
+    def start(self) -> None:
+        """Install the signal handler and start the thread, once."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            on_interrupt = _interrupt_handler()
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+            action = (ctypes.c_uint8 * 152)()      # struct sigaction: handler, empty mask, flags 0 (no SA_RESTART)
+            ctypes.c_uint64.from_buffer(action, 0).value = on_interrupt.address
+            if libc.sigaction(int(INTERRUPT_SIGNAL), ctypes.addressof(action), None) != 0:
+                raise OSError(ctypes.get_errno(), "sigaction failed")
+            self._handler = on_interrupt
+            self._thread = threading.Thread(target=self._run, name="vhost-watchdog", daemon=True)
+            self._thread.start()
+
+    def watch(self, port: VhostUserPort) -> None:
+        """Watch ``port`` until it is garbage."""
+        self.start()
+        with self._lock:
+            self._ports.add(port)
+
+    def _run(self) -> None:
+        seen: dict[int, int] = {}
+        while True:
+            time.sleep(WATCHDOG_PERIOD)
+            with self._lock:
+                ports = list(self._ports)
+            for port in ports:
+                st = port._st
+                seq = int(st[S_GUEST_FD_SEQ])
+                if st[S_GUEST_FD_BUSY] and seen.get(id(port)) == seq:
+                    log.warning("vhost-user port %s: a guest's eventfd blocks the switch; breaking in", port.name)
+                    thread = int(st[S_GUEST_FD_THREAD])
+                    if st[S_GUEST_FD_BUSY] and int(st[S_GUEST_FD_SEQ]) == seq:    # still that same syscall
+                        with contextlib.suppress(OSError, ValueError):
+                            signal.pthread_kill(thread, INTERRUPT_SIGNAL)
+                seen[id(port)] = seq
+
+
+_watchdog = _Watchdog()
+
+
+class _LogLimit:
+    """Rate-limited logging for what a guest makes a port say: a guest must not fill the switch's log.
+
+    At most ``LOG_RATE[0]`` lines a second, bursts of ``LOG_RATE[1]``; what is over is counted
+    and the count logged with the next line that passes (as OVS's rate-limited VLOG does).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._tokens = float(LOG_RATE[1])
+        self._t = time.monotonic()
+        self._dropped = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, level: int, fmt: str, *args: object) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(float(LOG_RATE[1]), self._tokens + (now - self._t) * LOG_RATE[0])
+            self._t = now
+            if self._tokens < 1:
+                self._dropped += 1
+                return
+            self._tokens -= 1
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            log.warning("vhost-user port %s: %d log messages about its guests suppressed (rate limit)", self._name,
+                        dropped)
+        log.log(level, fmt, *args)
 
 
 def _require_eventfd(fd: int, what: str) -> None:
@@ -188,6 +306,23 @@ class _Ring:
                 setattr(self, attr, -1)
 
 
+def warm_up() -> None:
+    """Load (or compile) the virtqueue kernels with a port's argument types, the bus-error guard and the watchdog."""
+    memguard.warm_up()
+    _watchdog.start()
+    pool = PacketPool(1, 64)
+    one = np.zeros(1, dtype=np.int32)
+    st = np.zeros(STATE_WORDS, dtype=np.int64)
+    vq = np.zeros((N_QUEUES, VQ_WORDS), dtype=np.int64)
+    vq[:, Q_CALL_FD] = vq[:, Q_KICK_FD] = -1
+    e = np.zeros(16, dtype=np.uint8)
+    regions = np.zeros((8, 4), dtype=np.int64)
+    work = np.zeros((WORK_ROWS, WORK_SIZE), dtype=np.int64)
+    mem = (e, e.view(np.uint16), e.view(np.uint32), e.view(np.uint64))
+    vq_dequeue(st, vq, regions, *mem, work, pool.data, pool.meta, pool.free_stack, pool.free_top, one)
+    vq_enqueue(st, vq, regions, *mem, work, pool.data, pool.meta, one, one)
+
+
 class VhostUserPort(StatePort):
     """A vhost-user port: ``dpdkvhostuser`` (we listen) or, with ``client=True``, ``dpdkvhostuserclient``.
 
@@ -213,7 +348,6 @@ class VhostUserPort(StatePort):
         self._lock = threading.Lock()
         self._mem: GuestMemory | None = None
         self._regions = np.zeros((8, 4), dtype=np.int64)
-        self._empty = np.zeros(16, dtype=np.uint8)
         self._work = np.zeros((WORK_ROWS, WORK_SIZE), dtype=np.int64)
         self._rings = [_Ring() for _ in range(N_QUEUES)]
         self._conn: socket.socket | None = None
@@ -224,7 +358,13 @@ class VhostUserPort(StatePort):
         self._error = ""
         self._link = False
         self._poll_fd = os.eventfd(1, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # always readable: a polled (no-fd) kick
+        self._self_kick = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # ours: the kernel's "look again"
+        self._st[S_SELF_KICK_FD] = self._self_kick
         self._epoll = select.epoll()
+        self._epoll.register(self._self_kick, select.EPOLLIN)
+        self._blocked_resets = 0
+        self._backoff_until = 0.0
+        self._say = _LogLimit(name)
         self._kick_registered = -1
         self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._closed = False
@@ -239,25 +379,13 @@ class VhostUserPort(StatePort):
         except BaseException:
             self._release()
             raise
-        self._warm_up()
+        warm_up()
+        _watchdog.watch(self)
         self._thread = threading.Thread(target=self._serve, name=f"vhost-{name}", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------ Port interface (datapath thread)
 
-    def _warm_up(self) -> None:
-        """Load (or compile) the kernels and the bus-error guard now, not in the datapath's first burst."""
-        memguard.warm_up()
-        pool = PacketPool(1, 64)
-        one = np.zeros(1, dtype=np.int32)
-        e = self._empty
-        vq_dequeue(self._st, self._vq, self._regions, e, e.view(np.uint16), e.view(np.uint32), e.view(np.uint64),
-                   self._work,
-                   pool.data, pool.meta, pool.free_stack, pool.free_top, one)
-        vq_enqueue(self._st, self._vq, self._regions, e, e.view(np.uint16), e.view(np.uint32), e.view(np.uint64),
-                   self._work,
-                   pool.data, pool.meta, one, one)
-        self._st[:PORT_COUNTERS] = 0
 
     def rx_burst(self, pool: PacketPool, burst: np.ndarray, start: int, max_n: int) -> int:
         """Frames the guest transmitted, up to ``max_n``, into fresh pool slots; never blocks."""
@@ -328,10 +456,16 @@ class VhostUserPort(StatePort):
         what = f"0x{value & 0xFFFFFFFFFFFFFFFF:x}" if code == F_ADDRESS else str(value)
         if shrunk:
             self._error = f"vhost-user port {self.name}: {shrunk}; port reset"
+        elif code == F_BLOCKED:
+            backoff = min(BLOCKED_BACKOFF[0] * 2 ** self._blocked_resets, BLOCKED_BACKOFF[1])
+            self._blocked_resets += 1
+            self._backoff_until = time.monotonic() + backoff
+            self._error = (f"vhost-user port {self.name}: guest broke the rules on vring {q} ({FAULT_NAMES[code]}: "
+                           f"fd {value}); port reset, next session in {backoff:.0f} s")
         else:
             self._error = (f"vhost-user port {self.name}: guest broke the virtio rules on vring {q} "
                            f"({FAULT_NAMES[code]}: {what}); port reset")
-        log.warning("%s", self._error)
+        self._say(logging.WARNING, "%s", self._error)
         conn = self._conn
         if conn is not None:
             with contextlib.suppress(OSError):
@@ -426,15 +560,19 @@ class VhostUserPort(StatePort):
     def _serve(self) -> None:
         """The protocol thread: one front-end session after another until the port closes."""
         while not self._closed:
+            backoff = self._backoff_until - time.monotonic()
+            if backoff > 0:       # the last guest blocked the switch: the next one waits
+                self._wait_readable(self._stop_r, backoff)
+                continue
             try:
                 conn = self._next_connection()
             except OSError as e:
-                log.warning("vhost-user port %s: %s", self.name, e)
+                self._say(logging.WARNING, "vhost-user port %s: %s", self.name, e)
                 time.sleep(RECONNECT_INTERVAL)
                 continue
             if conn is None:
                 continue
-            log.info("vhost-user port %s: front-end connected (%s)", self.name, self.socket_path)
+            self._say(logging.INFO, "vhost-user port %s: front-end connected (%s)", self.name, self.socket_path)
             self._conn = conn
             self.changed()
             reason = "front-end closed the connection"
@@ -453,7 +591,7 @@ class VhostUserPort(StatePort):
             except ProtocolError as e:
                 reason = str(e)
                 self._error = f"vhost-user port {self.name}: protocol error: {e}; connection closed"
-                log.warning("%s", self._error)
+                self._say(logging.WARNING, "%s", self._error)
             except OSError as e:
                 reason = e.strerror or str(e)
             finally:
@@ -562,10 +700,10 @@ class VhostUserPort(StatePort):
                 self.mtu = mtu
                 self.changed()
             else:
-                log.info("vhost-user port %s: ignoring unsupported request %s", self.name, name)
+                self._say(logging.INFO, "vhost-user port %s: ignoring unsupported request %s", self.name, name)
                 ok = False
         except _Refused as e:
-            log.warning("vhost-user port %s: %s refused: %s", self.name, name, e)
+            self._say(logging.WARNING, "vhost-user port %s: %s refused: %s", self.name, name, e)
             ok = False
         finally:
             self._close_fds(fds)
@@ -621,7 +759,8 @@ class VhostUserPort(StatePort):
                 if old is not None:
                     old.close()
         self._update_link()
-        log.info("vhost-user port %s: guest memory %d MiB in %d region(s)", self.name, mem.size >> 20, mem.n)
+        self._say(logging.INFO, "vhost-user port %s: guest memory %d MiB in %d region(s)", self.name, mem.size >> 20,
+                  mem.n)
 
     def _set_vring_fd(self, request: int, payload: bytes, fds: list[int], name: str) -> None:
         """SET_VRING_KICK / CALL / ERR (taking the fds); a kick starts the ring."""
@@ -660,17 +799,17 @@ class VhostUserPort(StatePort):
                     ring.started = True
                     self._start_ring_locked(index)
                 self._vq[index, Q_KICK_FD] = fd if index == TX_QUEUE else -1
-                if index == TX_QUEUE:
-                    self._register_kick(fd if fd >= 0 else self._poll_fd)
                 self._apply_locked()
         finally:
             self._close_fds([old] if old >= 0 else [])
             self._update_link()
         if fd >= 0 and index == TX_QUEUE:
-            with contextlib.suppress(BlockingIOError):
-                os.eventfd_write(fd, 1)   # look at the ring once: buffers may be waiting already
+            with self._lock:          # look at the ring once: buffers may be waiting already
+                self._kick_self_locked()
 
     def _register_kick(self, fd: int) -> None:
+        if fd == self._kick_registered:
+            return
         if self._kick_registered >= 0:
             with contextlib.suppress(OSError):
                 self._epoll.unregister(self._kick_registered)
@@ -696,6 +835,7 @@ class VhostUserPort(StatePort):
             ring.base = base
             if index == TX_QUEUE:
                 self._register_kick(-1)
+                self._drain_self_kick_locked()
             self._vq[index, Q_KICK_FD] = -1
             kick, ring.kick_fd = ring.kick_fd, -1
         if kick >= 0:
@@ -709,12 +849,17 @@ class VhostUserPort(StatePort):
         self._update_link()
 
     def _apply_locked(self) -> None:
-        """Recompute which rings the kernels may touch, translating their addresses (caller holds the lock)."""
+        """Recompute which rings the kernels may touch, translating their addresses (caller holds the lock).
+
+        Both rings stop first: when one cannot be translated (ProtocolError), none is left running
+        on offsets into memory that may just have been replaced.
+        """
         mem = self._mem
+        was = [bool(r) for r in self._vq[:, Q_READY]]
+        self._vq[:, Q_READY] = 0
         for index, ring in enumerate(self._rings):
             vq = self._vq[index]
-            was_ready = bool(vq[Q_READY])
-            vq[Q_READY] = 0
+            was_ready = was[index]
             if mem is None or not ring.started or not ring.num or ring.desc < 0:
                 continue
             if self.features & (1 << VHOST_USER_F_PROTOCOL_FEATURES) and not ring.enabled:
@@ -733,13 +878,33 @@ class VhostUserPort(StatePort):
             if not was_ready:
                 guest_used = int(mem.m16[(used + 2) >> 1])
                 if guest_used != vq[Q_USED_IDX]:
-                    log.info("vhost-user port %s: vring %d base %d, guest's used index %d: using the latter",
-                             self.name, index, vq[Q_USED_IDX], guest_used)
+                    self._say(logging.INFO, "vhost-user port %s: vring %d base %d, guest's used index %d: using the "
+                              "latter", self.name, index, vq[Q_USED_IDX], guest_used)
                     vq[Q_LAST_AVAIL] = vq[Q_USED_IDX] = guest_used
                 if index == RX_QUEUE and not self._st[S_EVENT_IDX]:
                     mem.m16[used >> 1] = VRING_USED_F_NO_NOTIFY   # we never wait for receive buffers
                 vq[Q_KICKS_ON] = 1
             vq[Q_READY] = 1
+        tx = self._rings[TX_QUEUE]
+        if not self._vq[TX_QUEUE, Q_READY]:
+            self._register_kick(-1)      # a stopped or disabled ring's kicks must not keep waking the datapath
+            self._drain_self_kick_locked()
+        else:
+            self._register_kick(tx.kick_fd if tx.kick_fd >= 0 else self._poll_fd)
+            if not was[TX_QUEUE]:
+                self._kick_self_locked()     # a TX ring that starts running is looked at once
+
+    def _kick_self_locked(self) -> None:
+        """Make the datapath look at the TX ring (if it runs): the port's own eventfd, never the guest's."""
+        if self._vq[TX_QUEUE, Q_READY]:
+            os.eventfd_write(self._self_kick, 1)
+            self._st[S_SELF_KICKED] = 1
+
+    def _drain_self_kick_locked(self) -> None:
+        """Forget a pending "look again" (the TX ring stopped): the port's epoll fd must not stay readable."""
+        self._st[S_SELF_KICKED] = 0
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._self_kick)
 
     def _update_link(self) -> None:
         up = bool(self._vq[RX_QUEUE, Q_READY] and self._vq[TX_QUEUE, Q_READY])
@@ -747,7 +912,7 @@ class VhostUserPort(StatePort):
             self._error = ""   # a new session runs: the last reset is history
         if up != self._link:
             self._link = up
-            log.info("vhost-user port %s: link %s", self.name, "up" if up else "down")
+            self._say(logging.INFO, "vhost-user port %s: link %s", self.name, "up" if up else "down")
             self.changed()
 
     def _reset_session(self) -> None:
@@ -757,6 +922,7 @@ class VhostUserPort(StatePort):
             self._vq[:, Q_CALL_FD] = -1
             self._vq[:, Q_KICK_FD] = -1
             self._register_kick(-1)
+            self._drain_self_kick_locked()
             for ring in self._rings:
                 ring.close_fds()
             self._rings = [_Ring() for _ in range(N_QUEUES)]
@@ -775,7 +941,7 @@ class VhostUserPort(StatePort):
         self._conn = None
         with contextlib.suppress(OSError):
             conn.close()
-        log.info("vhost-user port %s: front-end disconnected (%s)", self.name, reason)
+        self._say(logging.INFO, "vhost-user port %s: front-end disconnected (%s)", self.name, reason)
         self.changed()
 
     # ------------------------------------------------------------ teardown
@@ -802,7 +968,7 @@ class VhostUserPort(StatePort):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.socket_path)
         self._epoll.close()
-        for fd in (self._poll_fd, self._stop_r, self._stop_w):
+        for fd in (self._poll_fd, self._self_kick, self._stop_r, self._stop_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
 

@@ -46,13 +46,14 @@ from numba.core import cgutils
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
-from backends.libc import c_memcpy, c_read, c_write
+from backends.libc import EINTR, c_memcpy, c_read, c_write
 from backends.pool import META_IN_PORT, META_LEN, slot_alloc, slot_free
 from backends.port import (
     GUEST_BAD_ADDRESS,
     GUEST_BAD_CHAIN,
     GUEST_BAD_DESCRIPTOR,
     GUEST_BAD_INDEX,
+    GUEST_FD_BLOCKED,
     GUEST_MEMORY_SHRUNK,
     NO_FREE_SLOT,
     PORT_COUNTERS,
@@ -104,8 +105,13 @@ S_FAULT_QUEUE = S_PORT_NO + 11
 S_FAULT_VALUE = S_PORT_NO + 12  # the offending address / index / length
 S_BUSY = S_PORT_NO + 13         # frames per dequeue from which guest kicks are suppressed
 S_CALLS = S_PORT_NO + 14        # call-eventfd notifications sent
-S_SCRATCH = S_PORT_NO + 15      # 16 words: eventfd value, header, iovecs, VLAN tag
-STATE_WORDS = S_SCRATCH + 16
+S_SCRATCH = S_PORT_NO + 15      # 16 words: eventfd value, header, iovecs, VLAN tag, kick iovec ([12..13])
+S_SELF_KICK_FD = S_SCRATCH + 16  # the port's own eventfd: "look at the TX ring again" (never a guest's fd)
+S_SELF_KICKED = S_SCRATCH + 17   # 1 while that eventfd holds a count
+S_GUEST_FD_BUSY = S_SCRATCH + 18  # 1 while a kernel is inside a syscall on a guest's eventfd (the watchdog looks)
+S_GUEST_FD_SEQ = S_SCRATCH + 19  # such syscalls started
+S_GUEST_FD_THREAD = S_SCRATCH + 20  # pthread_self() of the thread that started the last one
+STATE_WORDS = S_SCRATCH + 21
 
 # vq[q, Q_*]
 Q_READY = 0        # started (kick received), enabled, addresses translated, memory mapped
@@ -129,15 +135,33 @@ F_CHAIN = 2        # a descriptor chain that loops or is longer than allowed
 F_INDEX = 3        # an avail index, head or next index outside the ring
 F_DESCRIPTOR = 4   # flags that make no sense (write-only buffer to transmit, nested indirect, ...)
 F_MEMORY = 5       # set by the port, not a kernel: the guest's memory file shrank while mapped (memguard)
+F_BLOCKED = 6      # a kick/call eventfd blocked the datapath (the guest cleared O_NONBLOCK); the watchdog broke in
 FAULT_NAMES = {
     F_ADDRESS: "guest address outside its memory",
     F_CHAIN: "descriptor chain loops or is too long",
     F_INDEX: "ring index out of range",
     F_DESCRIPTOR: "invalid descriptor",
     F_MEMORY: "guest memory shrank under the switch",
+    F_BLOCKED: "its kick/call eventfd was made blocking and blocked the switch",
 }
 FAULT_COUNTER = {F_ADDRESS: GUEST_BAD_ADDRESS, F_CHAIN: GUEST_BAD_CHAIN, F_INDEX: GUEST_BAD_INDEX,
-                 F_DESCRIPTOR: GUEST_BAD_DESCRIPTOR, F_MEMORY: GUEST_MEMORY_SHRUNK}
+                 F_DESCRIPTOR: GUEST_BAD_DESCRIPTOR, F_MEMORY: GUEST_MEMORY_SHRUNK, F_BLOCKED: GUEST_FD_BLOCKED}
+
+
+#: ``ssize_t preadv2(int fd, const struct iovec *iov, int iovcnt, off_t offset, int flags)``
+c_preadv2 = nbtypes.ExternalFunction("preadv2", nbtypes.intp(nbtypes.intc, nbtypes.uintp, nbtypes.intc, nbtypes.int64,
+                                                             nbtypes.intc))
+#: ``pthread_t pthread_self(void)`` (the thread id ``signal.pthread_kill`` takes)
+c_pthread_self = nbtypes.ExternalFunction("pthread_self", nbtypes.uintp())
+_errno_location = nbtypes.ExternalFunction("__errno_location", nbtypes.CPointer(nbtypes.intc)())
+RWF_NOWAIT = 0x8
+EOPNOTSUPP = 95
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _errno() -> int:
+    """The calling thread's ``errno`` (``libc.errno`` builds an array, which kernels without NRT may not)."""
+    return _errno_location()[0]
 
 
 @intrinsic
@@ -266,6 +290,36 @@ def _fault(st: np.ndarray, vq: np.ndarray, code: int, q: int, value: int) -> Non
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
+def _guest_fd_begin(st: np.ndarray) -> None:
+    """Mark the start of a syscall on a guest's eventfd, for the watchdog (``vhost_user``) to break into."""
+    st[S_GUEST_FD_THREAD] = np.int64(c_pthread_self())
+    st[S_GUEST_FD_SEQ] += 1
+    st[S_GUEST_FD_BUSY] = 1
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _guest_fd_end(st: np.ndarray, vq: np.ndarray, q: int, fd: int, r: int) -> None:
+    """After that syscall: interrupted (the watchdog broke in) means the guest's fd blocked: fault."""
+    st[S_GUEST_FD_BUSY] = 0
+    if r < 0 and _errno() == EINTR:
+        _fault(st, vq, F_BLOCKED, q, fd)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _read_kick(st: np.ndarray, vq: np.ndarray, q: int) -> None:
+    """Clear the guest's kick without waiting for one, whatever the guest set on its fd (RWF_NOWAIT)."""
+    fd = vq[q, Q_KICK_FD]
+    buf = np.int64(st.ctypes.data) + S_SCRATCH * 8
+    st[S_SCRATCH + 12] = buf
+    st[S_SCRATCH + 13] = 8
+    _guest_fd_begin(st)
+    r = c_preadv2(fd, buf + 12 * 8, 1, -1, RWF_NOWAIT)
+    if r < 0 and _errno() == EOPNOTSUPP:    # kernels before 5.12: a plain read, under the watchdog
+        r = c_read(fd, buf, 8)
+    _guest_fd_end(st, vq, q, fd, r)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
 def _notify(st: np.ndarray, vq: np.ndarray, q: int, m16: np.ndarray, old_used: int, new_used: int) -> None:
     """Signal the call eventfd if the guest wants an interrupt for used entries ``old_used..new_used``."""
     fd = vq[q, Q_CALL_FD]
@@ -280,7 +334,9 @@ def _notify(st: np.ndarray, vq: np.ndarray, q: int, m16: np.ndarray, old_used: i
     elif m16[avail >> 1] & VRING_AVAIL_F_NO_INTERRUPT:
         return
     st[S_SCRATCH] = 1
-    c_write(fd, st.ctypes.data + S_SCRATCH * 8, 8)
+    _guest_fd_begin(st)
+    r = c_write(fd, st.ctypes.data + S_SCRATCH * 8, 8)
+    _guest_fd_end(st, vq, q, fd, r)
     st[S_CALLS] += 1
 
 
@@ -371,8 +427,13 @@ def vq_dequeue(
     got = 0
     fault = 0
     fault_value = 0
+    if st[S_SELF_KICKED]:
+        st[S_SELF_KICKED] = 0
+        c_read(st[S_SELF_KICK_FD], st.ctypes.data + S_SCRATCH * 8, 8)
     if vq[q, Q_KICKS_ON] and vq[q, Q_KICK_FD] >= 0:
-        c_read(vq[q, Q_KICK_FD], st.ctypes.data + S_SCRATCH * 8, 8)  # clear the kick before looking at the ring
+        _read_kick(st, vq, q)   # clear the kick before looking at the ring
+        if st[S_FAULT]:
+            return 0
     avail_idx = np.int64(m16[(avail + 2) >> 1])
     pending = (avail_idx - last) & 0xFFFF
     fence_order()  # the avail entries are read after the index that published them
@@ -506,9 +567,10 @@ def vq_dequeue(
         elif st[S_EVENT_IDX]:
             m16[(used + 4 + 8 * size) >> 1] = last
         fence_full()
-        if np.int64(m16[(avail + 2) >> 1]) != last and vq[q, Q_KICK_FD] >= 0:
+        if np.int64(m16[(avail + 2) >> 1]) != last and vq[q, Q_KICK_FD] >= 0 and not st[S_SELF_KICKED]:
             st[S_SCRATCH] = 1
-            c_write(vq[q, Q_KICK_FD], st.ctypes.data + S_SCRATCH * 8, 8)
+            c_write(st[S_SELF_KICK_FD], st.ctypes.data + S_SCRATCH * 8, 8)
+            st[S_SELF_KICKED] = 1
     else:
         if vq[q, Q_KICKS_ON]:
             _set_kicks(st, vq, q, m16, 0)
@@ -569,8 +631,9 @@ def vq_enqueue(
         flen = np.int64(meta[slot, META_LEN])
         k = (last - last0) & 0xFFFF
         if vlans[first + i] < 0 and k < n_ahead and (work[W_FLAGS, k] & 0xFFFF) == VRING_DESC_F_WRITE \
-                and work[W_LEN, k] >= hdr_len + flen:
+                and hdr_len + flen <= work[W_LEN, k] <= MAX_CHAIN_BYTES + hdr_len:
             # Fast path: the frame as it is into one plain buffer (the common case): header by stores.
+            # (A buffer over the chain limit takes the slow path, which faults, whatever the frame.)
             flat, nb = gpa_chunk(regions, nreg, work[W_ADDR, k], hdr_len + flen)
             if nb == hdr_len + flen and (flat & 3) == 0:
                 m32[flat >> 2] = 0

@@ -30,7 +30,25 @@ from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_DIR = Path(__file__).resolve().parent.parent
-VENV_PYTHON = REPO_DIR / ".venv" / "bin" / "python"
+
+
+def pyvswitch_command(given: str = "") -> list[str]:
+    """The pyvswitch a benchmark measures: ``given`` (a command line), else the one installed with this Python.
+
+    Raises SystemExit with the reason when it cannot run: the subject of a benchmark is never skipped.
+    """
+    import importlib.util
+    import shlex
+
+    cmd = shlex.split(given) if given else [sys.executable, "-m", "vswitch.cli"]
+    if not given and importlib.util.find_spec("vswitch.cli") is None:
+        raise SystemExit(f"pyvswitch is not installed for {sys.executable}: pip install -e . (or make venv), "
+                         "or give --pyvswitch")
+    proc = subprocess.run([*cmd, "--help"], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"pyvswitch cannot run ({shlex.join(cmd)} --help exited {proc.returncode}): "
+                         f"{proc.stderr.strip()[-500:]}")
+    return cmd
 
 
 # --------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from bench.common import (
     log,
     machine_info,
     proc_tree_cpu_seconds,
+    pyvswitch_command,
     run,
     set_rps,
     signals_raise,
@@ -61,7 +62,6 @@ SW_GEN_IF, SW_SINK_IF = "swg", "sws"  # switch-side veth ends (system ports)
 TAP_GEN, TAP_SINK = "pvbtapg", "pvbtaps"  # tap ports (tap mode), created by the switch
 SWITCH_CPU, TRAFFIC_CPU = 1, 0
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-PYVSWITCH = REPO_DIR / ".venv" / "bin" / "pyvswitch"
 ALL_SWITCHES = ("pyvswitch", "ovs", "linux-bridge")
 
 
@@ -164,8 +164,8 @@ class PyVSwitch(Switch):
 
     name = "pyvswitch"
 
-    def __init__(self, binary: Path = PYVSWITCH) -> None:
-        self.binary = binary
+    def __init__(self, command: list[str]) -> None:
+        self.cmd = command
         self.proc: subprocess.Popen[str] | None = None
 
     def command(self, topo: Topology) -> list[str]:
@@ -173,11 +173,9 @@ class PyVSwitch(Switch):
         ports: list[str] = []
         for p in topo.sw_ports:
             ports += ["--port", f"{topo.port_type}:{p}"]
-        return [str(self.binary), "bridge", "br0", *ports]
+        return [*self.cmd, "bridge", "br0", *ports]
 
     def start(self, topo: Topology, cl: Cleanup) -> None:
-        if not self.binary.exists():
-            raise FileNotFoundError(f"{self.binary} not found (pip install -e . in the venv)")
         logf = tempfile.NamedTemporaryFile("w", prefix="pvb-pyvswitch-", suffix=".log", delete=False)
         cl.push("pyvswitch log", lambda: (logf.close(), os.unlink(logf.name)))
         self.proc = cl.popen(_in_sw_ns_on_cpu(self.command(topo), SWITCH_CPU), "pyvswitch", signal.SIGINT,
@@ -462,7 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ingress-rps", action="store_true",
                     help="system ports: steer the kernel receive work of the switch-side veths to the "
                          "switch's CPU for every switch (default: only for the Linux bridge)")
-    ap.add_argument("--pyvswitch", default=str(PYVSWITCH), help="pyvswitch executable")
+    ap.add_argument("--pyvswitch", default="", metavar="COMMAND",
+                    help="pyvswitch command line (default: the one installed with this Python, "
+                         "python -m vswitch.cli)")
     ap.add_argument("--quiet-wait", type=float, default=60.0,
                     help="max seconds to wait for other processes to go idle before each window")
     ap.add_argument("--attempts", type=int, default=4,
@@ -491,14 +491,10 @@ def main(argv: list[str] | None = None) -> int:
     skipped: list[dict[str, str]] = []
     switches: list[Switch] = []
     for n in names:
-        sw = PyVSwitch(Path(args.pyvswitch)) if n == "pyvswitch" else SWITCHES[n]()
+        sw = PyVSwitch(pyvswitch_command(args.pyvswitch)) if n == "pyvswitch" else SWITCHES[n]()
         if args.port_type not in sw.port_types:
             skipped.append({"switch": n, "reason": f"no {args.port_type} ports: the Linux bridge has no "
                             "tap-fd datapath of its own (see forward-system)"})
-            continue
-        if n == "pyvswitch" and not Path(args.pyvswitch).exists():
-            skipped.append({"switch": n, "reason": f"{args.pyvswitch} not installed"})
-            log(f"skipping pyvswitch: {args.pyvswitch} not found")
             continue
         switches.append(sw)
 

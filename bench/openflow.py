@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -36,12 +35,12 @@ from bench.common import (
     add_output_args,
     log,
     machine_info,
+    pyvswitch_command,
     run,
     signals_raise,
     write_results,
 )
 from bench.forward import (
-    PYVSWITCH,
     SWITCH_CPU,
     TRAFFIC_CPU,
     OvsNetdev,
@@ -60,8 +59,8 @@ DEFAULT_FLOWS = "10,1000,100000"
 class PyVSwitchDaemon(PyVSwitch):
     """``pyvswitch run`` (OVSDB-driven, with its OpenFlow agent) in the switch namespace on CPU 1."""
 
-    def __init__(self, binary: Path = PYVSWITCH) -> None:
-        super().__init__(binary)
+    def __init__(self, command: list[str]) -> None:
+        super().__init__(command)
         self.rundir = ""
         self.env: dict[str, str] = {}
 
@@ -70,7 +69,7 @@ class PyVSwitchDaemon(PyVSwitch):
         rd = self.rundir
         cl.push("pyvswitch rundir", lambda: shutil.rmtree(rd, ignore_errors=True))
         self.env = dict(os.environ, OVS_RUNDIR=rd)
-        self.proc = cl.popen(_in_sw_ns_on_cpu([str(self.binary), "run", "--rundir", rd], SWITCH_CPU), "pyvswitch",
+        self.proc = cl.popen(_in_sw_ns_on_cpu([*self.cmd, "run", "--rundir", rd], SWITCH_CPU), "pyvswitch",
                              signal.SIGTERM, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              text=True)
         assert self.proc.stdout is not None
@@ -129,14 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per forwarding window")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of traffic before each window")
     ap.add_argument("--repeat", type=int, default=2, help="windows per switch and flow count (median)")
-    ap.add_argument("--pyvswitch", default=str(PYVSWITCH), help="pyvswitch executable")
+    ap.add_argument("--pyvswitch", default="", metavar="COMMAND",
+                    help="pyvswitch command line (default: the one installed with this Python, "
+                         "python -m vswitch.cli)")
     add_output_args(ap)
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         ap.error("needs root (network namespaces, veth, AF_PACKET)")
     wanted = [int(x) for x in args.flows.split(",") if x.strip() and int(x) > 0]
     counts = [0, *wanted, 0]   # the L2-only rate before and after: this VM's speed drifts
-    makers: dict[str, Any] = {"pyvswitch": lambda: PyVSwitchDaemon(Path(args.pyvswitch))}
+    makers: dict[str, Any] = {"pyvswitch": lambda: PyVSwitchDaemon(pyvswitch_command(args.pyvswitch))}
     if args.against == "ovs":
         makers["ovs"] = OvsNetdev
     os.sched_setaffinity(0, {TRAFFIC_CPU})

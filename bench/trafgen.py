@@ -41,7 +41,6 @@ from numba import types
 
 from bench.common import (
     REPO_DIR,
-    VENV_PYTHON,
     Cleanup,
     PlotSpec,
     Progress,
@@ -533,8 +532,7 @@ class TrafProc:
             cmd += ["ip", "netns", "exec", ns]
         if cpu is not None:
             cmd += ["taskset", "-c", str(cpu)]
-        py = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-        cmd += [py, "-m", "bench.trafgen", role, ifname, "--stats", self.stats_path, *args]
+        cmd += [sys.executable, "-m", "bench.trafgen", role, ifname, "--stats", self.stats_path, *args]
         self.proc = subprocess.Popen(cmd, cwd=str(REPO_DIR), stdout=subprocess.PIPE, text=True)
         if cleanup is not None:
             cleanup.push(f"{role} process", self.close)

@@ -44,6 +44,7 @@ from bench.common import (
     log,
     machine_info,
     proc_tree_cpu_seconds,
+    pyvswitch_command,
     run,
     signals_raise,
     write_results,
@@ -52,7 +53,6 @@ from bench.common import (
 SWITCH_CPU, TESTPMD_CPU = 1, 0
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OVS_DPDK = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
-PYVSWITCH = REPO_DIR / ".venv" / "bin" / "pyvswitch"
 NS = "pvb-vhost"
 SWITCHES = ("pyvswitch", "ovs-dpdk")
 MACS = ("02:00:00:00:00:01", "02:00:00:00:00:02")
@@ -134,7 +134,7 @@ class PyVSwitch:
         rd = self.rundir
         cl.push("pyvswitch rundir", lambda: shutil.rmtree(rd, ignore_errors=True))
         self.env = dict(os.environ, OVS_RUNDIR=rd)
-        self.proc = cl.popen(["ip", "netns", "exec", NS, "taskset", "-c", str(SWITCH_CPU), str(PYVSWITCH), "run",
+        self.proc = cl.popen(["ip", "netns", "exec", NS, "taskset", "-c", str(SWITCH_CPU), *pyvswitch_command(), "run",
                               "--rundir", rd], "pyvswitch", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              text=True, env=self.env, cwd=str(REPO_DIR))
         assert self.proc.stdout is not None

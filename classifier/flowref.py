@@ -275,6 +275,10 @@ class RefTables:
                     if pkt.tags:
                         pkt.tags.pop(0)
                         sync_vlan()
+                elif isinstance(a, F.ModVlanVid):   # OpenFlow 1.0: a frame without a tag gets one, PCP 0
+                    tpid, tci = pkt.tags[0] if pkt.tags else (0x8100, 0)
+                    pkt.tags[:1] = [(tpid, tci & 0xF000 | a.vid)]
+                    sync_vlan()
                 elif isinstance(a, F.SetField):
                     if a.field == "eth_dst":
                         pkt.dst = key[K.K_ETH_DST] = a.value

@@ -46,7 +46,8 @@ Actions and the egress form of a frame
     out: in place if the frame's current slot is not queued anywhere yet, otherwise into a fresh
     pool slot (``free_stack``), so a slot already queued for another port is never modified.
     ``set_field vlan_vid/vlan_pcp`` and ``pop_vlan`` on a frame without a tag do nothing;
-    ``push_vlan`` on a frame with two tags does nothing.
+    ``push_vlan`` on a frame with two tags does nothing; OpenFlow 1.0's ``mod_vlan_vid`` (``ModVlanVid``)
+    gives a frame without a tag one (PCP 0).
 
 Kernel: ``flow_burst(data, meta, burst, n, keys, ft, emc, port_flags, now, drops, out,
 out_start, side, free_stack, free_top) -> int`` (queue entries made); see its docstring.
@@ -60,7 +61,8 @@ Datapath integration (what the caller does around ``flow_burst``):
   (``switch_burst`` resets its queues); ``append_queues`` merges them into the flow queues,
   or transmit both sets.
 * Packet-in: rows ``SIDE_PI_*``; copy ``data[slot, :min(len, max_len)]`` before the burst's slots
-  go back to the pool. The cookie is ``CompiledFlows.flows[flow].cookie``.
+  go back to the pool. The cookie is ``CompiledFlows.flows[flow].cookie``; a flow index of
+  ``len(CompiledFlows.flows)`` is a table miss (``compile(miss_max_len=...)``, OVS's OpenFlow 1.0 behaviour).
 * Fresh slots: ``side[SIDE_EXTRA, :side[SIDE_N, N_EXTRA]]`` must go back to the pool after
   transmit, like the burst itself.
 * Ports: ``OUTPUT`` numbers are dense datapath port numbers (the control plane translates
@@ -165,6 +167,7 @@ OP_SET_VLAN_VID = 12   # arg: VID (12 bits)
 OP_SET_VLAN_PCP = 13   # arg: PCP (3 bits)
 OP_CLEAR_ACTIONS = 14
 OP_GOTO_TABLE = 15     # arg: table id (> the current table)
+OP_MOD_VLAN_VID = 16   # arg: VID; OpenFlow 1.0 SET_VLAN_VID: a frame without a tag gets one (PCP 0)
 OP_WRITE = 0x80        # flag on ops 1..13: write the action into the action set instead of applying it
 OP_MASK = 0x7F
 OP_LAST_OUTPUT = OP_LOCAL
@@ -174,6 +177,7 @@ OP_NAMES = {
     OP_NORMAL: "normal", OP_LOCAL: "local", OP_PUSH_VLAN: "push_vlan", OP_POP_VLAN: "pop_vlan",
     OP_SET_ETH_DST: "set_eth_dst", OP_SET_ETH_SRC: "set_eth_src", OP_SET_VLAN_VID: "set_vlan_vid",
     OP_SET_VLAN_PCP: "set_vlan_pcp", OP_CLEAR_ACTIONS: "clear_actions", OP_GOTO_TABLE: "goto_table",
+    OP_MOD_VLAN_VID: "mod_vlan_vid",
 }
 
 # action set (write-actions), one of each type, executed at the end of the pipeline in the order of
@@ -250,6 +254,7 @@ H_FL = 5               # flow rows: FL_W words each
 H_NU = 6               # EMC key: number of (column, mask) pairs
 H_U = 7                # EMC key: offset of the pairs (padded with (0, 0) to EMC_FAST pairs)
 H_EMC = 8              # 1 when the EMC may be used
+H_MISS = 9             # 1 + index of the hidden flow a table miss runs (packet-in, OFPR_NO_MATCH); 0: a miss drops
 H_SIZE = 16
 TB_FIRST = 0           # first subtable of the table
 TB_COUNT = 1           # number of subtables
@@ -440,7 +445,15 @@ class SetField:
     value: int
 
 
-Action = Output | PushVlan | PopVlan | SetField
+@dataclass(frozen=True)
+class ModVlanVid:
+    """OpenFlow 1.0 SET_VLAN_VID (``mod_vlan_vid``): sets the VID of the outer tag; a frame without a tag gets an
+    802.1Q tag with this VID and PCP 0."""
+
+    vid: int
+
+
+Action = Output | PushVlan | PopVlan | SetField | ModVlanVid
 
 _SPECIAL_OPS = {OFPP_IN_PORT: OP_IN_PORT, OFPP_NORMAL: OP_NORMAL, OFPP_FLOOD: OP_FLOOD, OFPP_ALL: OP_ALL,
                 OFPP_CONTROLLER: OP_CONTROLLER, OFPP_LOCAL: OP_LOCAL}
@@ -468,6 +481,10 @@ def action_word(action: Action, port_map: dict[int, int] | None = None) -> int:
         return OP_PUSH_VLAN | action.ethertype << 8
     if isinstance(action, PopVlan):
         return OP_POP_VLAN
+    if isinstance(action, ModVlanVid):
+        if not 0 <= action.vid <= 0xFFF:
+            raise FlowError("bad_set_value", f"mod_vlan_vid {action.vid}")
+        return OP_MOD_VLAN_VID | action.vid << 8
     if isinstance(action, SetField):
         op = SET_FIELDS.get(action.field)
         if op is None:
@@ -964,8 +981,13 @@ def flow_burst(
             ft[tbo + TB_LOOKUPS] += 1
             if f < 0:
                 ft[tbo + TB_MISSES] += 1
-                missed = True
-                break
+                if ft[H_MISS] == 0:
+                    missed = True
+                    break
+                # OVS's implicit table-miss for OpenFlow 1.0 controllers: the hidden flow sends the frame to
+                # them; the action set is not executed
+                f = ft[H_MISS] - 1
+                as_flags = 0
             fo = fl0 + f * FL_W
             ft[fo + FL_PACKETS] += 1
             ft[fo + FL_BYTES] += length
@@ -1056,6 +1078,13 @@ def flow_burst(
                         if ntag > 0:
                             tag0 = (tag0 & ~np.int64(0xE000)) | (arg << 13)
                             _set_vlan_keys(keys, s, ntag, tag0)
+                    elif op == OP_MOD_VLAN_VID:
+                        if ntag == 0:
+                            tag1 = tag0
+                            tag0 = ETH_TYPE_VLAN << 16
+                            ntag = 1
+                        tag0 = (tag0 & ~np.int64(0xFFF)) | arg
+                        _set_vlan_keys(keys, s, ntag, tag0)
                     continue
                 # An output: the slot and egress edit that carry the frame as it is now.
                 edit = -1
@@ -1453,12 +1482,14 @@ class FlowTables:
         return gone
 
     # -------------------------------------------------------------- compilation
-    def compile(self, port_map: dict[int, int] | None = None) -> CompiledFlows:
+    def compile(self, port_map: dict[int, int] | None = None, miss_max_len: int = 0) -> CompiledFlows:
         """Build a new ``CompiledFlows`` from the current flows (the datapath keeps running the old one).
 
         ``port_map``: OpenFlow port number -> dense datapath port, applied to ``in_port`` matches and
         OUTPUT actions (flows keep OpenFlow numbers; ports absent from the map become ``NO_PORT``).
-        Without it the flows' port numbers are the dense ports."""
+        Without it the flows' port numbers are the dense ports. ``miss_max_len`` > 0: a table miss sends
+        the frame's first ``miss_max_len`` bytes to the controllers (``OFPR_NO_MATCH``, flow index
+        ``len(flows)`` in the packet-in list), as OVS does for OpenFlow 1.0 controllers, instead of dropping it."""
         flows = sorted(self.flows(), key=lambda f: (f.table_id, -f.priority, f.serial))
         n = len(flows)
         nt = self.n_tables
@@ -1477,7 +1508,7 @@ class FlowTables:
             for c, _v, m in cols:
                 union[c] = union.get(c, 0) | m
         # VLAN actions do nothing on an untagged frame: with any of them, tagged-or-not is part of the EMC key.
-        vlan_ops = (OP_PUSH_VLAN, OP_POP_VLAN, OP_SET_VLAN_VID, OP_SET_VLAN_PCP)
+        vlan_ops = (OP_PUSH_VLAN, OP_POP_VLAN, OP_SET_VLAN_VID, OP_SET_VLAN_PCP, OP_MOD_VLAN_VID)
         if any((w & OP_MASK) in vlan_ops for p in progs for w in p):
             union[K_VLAN_VID] = union.get(K_VLAN_VID, 0) | VID_PRESENT
         # subtables, per table in order of their best flow
@@ -1495,10 +1526,11 @@ class FlowTables:
         inline = plen == 1
         n_words = int(plen[~inline].sum())
         o_fl = o_u + 2 * max(len(union), EMC_FAST)
-        total = o_fl + FL_W + n * FL_W + n_words + sum(c * w for c, w in sizes)
+        hidden = 1 if miss_max_len > 0 else 0   # the table-miss flow's row, after the flows
+        total = o_fl + FL_W + (n + hidden) * FL_W + n_words + sum(c * w for c, w in sizes)
         ft = np.zeros(total, dtype=np.int64)
         o_fl += (-(ft.ctypes.data // 8) - o_fl) % FL_W  # flow rows on cache lines
-        o_prog = o_fl + n * FL_W
+        o_prog = o_fl + (n + hidden) * FL_W
         o_ht = o_prog + n_words
         gen = next(_GENERATIONS)
         ft[H_GEN] = gen
@@ -1524,7 +1556,14 @@ class FlowTables:
                           for f in flows]
         fl[:, FL_COOKIE] = [_s64(f.cookie) for f in flows]
         fl[:, FL_INLINE] = [_s64(p[0]) if len(p) == 1 else 0 for p in progs]
-        ft[o_fl:o_prog] = fl.reshape(-1)
+        ft[o_fl:o_fl + n * FL_W] = fl.reshape(-1)
+        if hidden:
+            row = o_fl + n * FL_W
+            ft[row + FL_PROG] = row + FL_INLINE
+            ft[row + FL_PLEN] = 1
+            ft[row + FL_INFO] = FLF_TABLE_MISS << 24
+            ft[row + FL_INLINE] = OP_CONTROLLER | min(miss_max_len, OFPCML_NO_BUFFER) << 8
+            ft[H_MISS] = n + 1
         if n_words:
             ft[o_prog:o_ht] = [_s64(w) for p in progs if len(p) != 1 for w in p]
         # tables, subtables, buckets

@@ -14,12 +14,11 @@ if ROOT not in sys.path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _compiled_flow_kernels() -> None:
-    """Compile the OpenFlow kernels into numba's cache before any daemon needs them: a switch started by a
-    test then loads them in milliseconds instead of compiling for ~20 s while ovs-ofctl waits."""
-    from vswitch.openflow.flows import warm_up
+def _compiled_kernels() -> None:
+    """Every kernel in numba's cache before any test needs it (``make`` has normally done this already)."""
+    from vswitch.warmup import warm_up_kernels
 
-    warm_up()
+    warm_up_kernels()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -41,27 +40,24 @@ def net() -> Iterator:
         hn.cleanup()
 
 
+def _left_nothing_behind(sw: object) -> None:
+    """No pidfile or socket left behind (the database and its lock file stay for restarts), no internal port,
+    no ovsdb-server."""
+    import subprocess
+
+    rundir = sw.rundir  # type: ignore[attr-defined]
+    left = [f for f in os.listdir(rundir) if f.endswith((".pid", ".ctl", ".sock"))]
+    assert left == [], left
+    assert "conf.db" in os.listdir(rundir)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert not [ln for ln in links.splitlines() if "br:" in ln.split()[1]], links  # internal ports gone
+    assert subprocess.run(["pgrep", "-f", f"ovsdb-server {rundir}"], capture_output=True).returncode == 1
+
+
 @pytest.fixture
 def switch() -> Iterator:
     """A ``pyvswitch run`` in a private rundir; checks it exits cleanly and leaves nothing behind."""
-    import subprocess
-    import tempfile
+    from tests.switchutil import private_switch
 
-    from tests.switchutil import Switch
-
-    with tempfile.TemporaryDirectory(prefix="pvrun-") as rundir:
-        sw = Switch(rundir)
-        sw.start()
-        try:
-            yield sw
-        finally:
-            if sw.proc is not None:
-                code, err = sw.stop()
-                assert code == 0, err
-            # No pidfile or socket left behind; the database (and its lock file) stays for restarts.
-            left = [f for f in os.listdir(rundir) if f.endswith((".pid", ".ctl", ".sock"))]
-            assert left == [], left
-            assert "conf.db" in os.listdir(rundir)
-            links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-            assert not [ln for ln in links.splitlines() if "br:" in ln.split()[1]], links  # internal ports gone
-            assert subprocess.run(["pgrep", "-f", f"ovsdb-server {rundir}"], capture_output=True).returncode == 1
+    with private_switch(after_stop=_left_nothing_behind) as sw:
+        yield sw

@@ -106,8 +106,11 @@ class Canary:
     def __init__(self, ns: str, ip: str, interval: float = 0.1) -> None:
         self.interval = interval
         self.started = time.monotonic()
+        import tempfile
+
+        self.out = tempfile.TemporaryFile("w+")   # not a pipe: ping would block once it filled
         self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-D", "-n", "-i", str(interval), "-W", "1",
-                                      ip], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                      ip], stdout=self.out, stderr=subprocess.STDOUT, text=True)
 
     def stop(self) -> tuple[int, int, float]:
         """Stop pinging: (requests sent, replies received, longest time between two replies in seconds)."""
@@ -116,7 +119,10 @@ class Canary:
 
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=10)
+        self.proc.wait(timeout=10)
+        self.out.seek(0)
+        out = self.out.read()
+        self.out.close()
         m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
         assert m, out
         stamps = [float(t) for t in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
@@ -136,4 +142,5 @@ class Canary:
     def __exit__(self, *exc: object) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+            self.proc.wait()
+        self.out.close()

@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class Switch:
@@ -19,25 +21,43 @@ class Switch:
         self.env = dict(os.environ, OVS_RUNDIR=rundir)
         self.db = db
         self.proc: subprocess.Popen | None = None
+        self._stderr: tempfile.TemporaryFile | None = None   # type: ignore[valid-type]
 
-    def start(self) -> None:
+    def command(self) -> list[str]:
+        """The command line that starts the daemon (subclasses wrap or replace it)."""
         cmd = [sys.executable, "-m", "vswitch.cli", "run", "--rundir", self.rundir]
         if self.db:
             cmd += ["--db", self.db]
-        cmd += self.extra_args
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
+        return cmd + list(self.extra_args)
+
+    def start(self, expect: str = "running") -> str:
+        """Start the daemon; returns its first line, which must contain ``expect``."""
+        # stderr goes to a file, not a pipe: nobody reads it while the daemon runs, and a full pipe would stall it
+        self._stderr = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+                                     env=self.env)
         line = self.proc.stdout.readline()
-        assert "running" in line, (line, self.proc.stderr.read() if self.proc.poll() is not None else "")
+        assert expect in line, (line, self.stderr() if self.proc.poll() is not None else "")
+        return line
+
+    def stderr(self) -> str:
+        """What the daemon wrote to stderr so far."""
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read()
 
     def stop(self) -> tuple[int, str]:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         try:
-            _, err = self.proc.communicate(timeout=20)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        code = self.proc.returncode
+            self.proc.wait()
+        self.proc.stdout.close()
+        code, err = self.proc.returncode, self.stderr()
+        self._stderr.close()
         self.proc = None
         return code, err
 
@@ -67,3 +87,24 @@ class Switch:
     def get(self, table: str, record: str, column: str) -> str:
         """``ovs-vsctl get`` of one column (or ``column:key``), unquoted."""
         return self.vsctl("--if-exists", "get", table, record, column).stdout.strip().strip('"')
+
+
+@contextmanager
+def private_switch(kind: type[Switch] = Switch, prefix: str = "pvrun-",
+                   after_stop: Callable[[Switch], None] | None = None, **env: str) -> Iterator[Switch]:
+    """A ``kind`` daemon in a private rundir (``env`` added to its environment), stopped afterwards: it must
+    exit cleanly, and no kernel may have compiled after its start-up warm-up (a stall vswitch/warmup.py missed).
+    ``after_stop(switch)`` then checks what it left behind, before the rundir goes."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as rundir:
+        sw = kind(rundir)
+        sw.env.update(env)
+        sw.start()
+        try:
+            yield sw
+        finally:
+            if sw.proc is not None:
+                code, err = sw.stop()
+                assert code == 0, err
+                assert "compiled after the start-up warm-up" not in err, err
+            if after_stop is not None:
+                after_stop(sw)

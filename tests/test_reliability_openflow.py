@@ -17,8 +17,6 @@ import os
 import secrets
 import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -86,15 +84,15 @@ class ResolvSwitch(Switch):
             f.write(f"nameserver {dns.addr}\noptions timeout:{timeout} attempts:1\n")
         self.pid = 0
 
-    def start(self) -> None:
-        cmd = [sys.executable, "-m", "vswitch.cli", "run", "--rundir", self.rundir, *self.extra_args]
+    def command(self) -> list[str]:
         # the shell execs the daemon: the process started here is the daemon itself
-        wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                'mount --bind "$0" /etc/resolv.conf && exec "$@"', self.resolv, *cmd]
-        self.proc = subprocess.Popen(wrap, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
-        line = self.proc.stdout.readline()
-        assert "running" in line, (line, self.proc.stderr.read() if self.proc.poll() is not None else "")
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                'mount --bind "$0" /etc/resolv.conf && exec "$@"', self.resolv, *super().command()]
+
+    def start(self, expect: str = "running") -> str:
+        line = super().start(expect)
         self.pid = self.proc.pid
+        return line
 
     def log(self) -> str:
         with open(os.path.join(self.rundir, "ovs-vswitchd.log")) as f:
@@ -127,6 +125,14 @@ class Rig:
 
     def canary_answered_throughout(self) -> None:
         self.canary.check("the test", min_sent=6)
+
+    def forward_with_a_controller(self) -> None:
+        """A controller was set: as in OVS, the bridge's flows are flushed and it fails open only after three probe
+        intervals without a controller. Put the NORMAL flow back and restart the canary."""
+        self.sw.wait_for("the flows flushed", lambda: "actions=NORMAL" not in self.dump_flows())
+        ofctl(self.sw, "add-flow", self.br, "priority=0,actions=NORMAL")
+        self.canary.__exit__()
+        self.canary = Canary(self.ns_a, "10.73.0.2", interval=0.2)
 
     def timed(self, what: str, fn: object, limit: float = 2.0) -> str:
         """Run ``fn`` and check it answered within ``limit`` seconds."""
@@ -189,6 +195,7 @@ def test_unresolvable_controller_backs_off_reports_and_never_stalls_the_agent(ri
              "--", "set", "Bridge", rig.br, "controller=@c")
     rig.trace()            # answered at once, while the first lookup fails
     rig.dump_flows()
+    rig.forward_with_a_controller()
     sw.wait_for("the lookup error in Controller.status",
                 lambda: "999.1.1.1" in rig.controller_status().get("last_error", ""), timeout=5)
     status = rig.controller_status()
@@ -227,6 +234,7 @@ def test_slow_name_lookup_never_blocks_the_agent(rig: Rig) -> None:
     rig.dump_flows(limit=1.0)
     # still CONNECTING after both answered: they were answered while the lookup hung
     assert rig.controller_status().get("state") == "CONNECTING", rig.controller_status()
+    rig.forward_with_a_controller()
     sw.wait_for("the lookup error in Controller.status",
                 lambda: "controller.invalid" in rig.controller_status().get("last_error", ""), timeout=6)
     assert rig.controller_status()["state"] in ("BACKOFF", "CONNECTING")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import pytest
 
 from tests.netutil import Canary, unique
 from tests.test_vhost import MEM, TX, exchange
-from tests.vhost_frontend import OWN_SOCKET, VhostUserFrontend
+from tests.vhost_frontend import OWN_SOCKET, VHOST_USER_SET_VRING_ENABLE, VhostUserFrontend
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ class Lab:
 
     def assert_alive(self) -> None:
         """Same daemon process, and it answers the database within seconds."""
-        assert self.switch.proc.poll() is None, self.switch.proc.stderr.read()
+        assert self.switch.proc.poll() is None, self.switch.stderr()
         assert self.switch.proc.pid == self.pid
         t = time.monotonic()
         self.switch.vsctl("list-br")
@@ -213,4 +214,41 @@ def test_vhost_server_path_that_is_no_socket_is_an_interface_error(lab: Lab) -> 
             fe.start(timeout=10)
             lab.switch.wait_for("vcli up", lambda: lab.switch.get("Interface", "vcli", "link_state") == "up")
             assert lab.switch.get("Interface", "vcli", "error") == "[]"
+    lab.assert_alive()
+
+
+def test_truncated_vlan_tags_from_a_guest_are_counted_by_name(lab: Lab) -> None:
+    """What a veth never delivers (the kernel frees a cut-short 802.1Q tag before any packet socket sees it)
+    a guest can send: the switch drops it as ``rx_vlan_truncated``."""
+    for name in ("vtr0", "vtr1"):
+        lab.add_vhost(name)
+    with lab.guest("vtr0") as a, lab.guest("vtr1") as b:
+        src = bytes.fromhex("02000000000a")
+        cut = [b"\xff" * 6 + src + b"\x81\x00" + tail for tail in (b"", b"\x00", b"\x00\x05", b"\x00\x05\x08")]
+        good = b"\xff" * 6 + src + b"\x88\xb5" + b"\0" * 46
+        assert a.send(cut + [good]) == 5
+        assert b.recv(1, timeout=5) == [good]          # the positive twin: the well-formed frame crosses
+        lab.switch.wait_for("rx_vlan_truncated", lambda: lab.switch.get("Interface", "vtr0",
+                                                                        "statistics:rx_vlan_truncated") == "4")
+        assert b.recv(timeout=0.5) == []
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_kicks_on_a_disabled_ring_do_not_spin_the_datapath(lab: Lab) -> None:
+    for name in ("vds0", "vds1"):
+        lab.add_vhost(name)
+    with lab.guest("vds0") as evil, lab.guest("vds1") as other:
+        evil.message(VHOST_USER_SET_VRING_ENABLE, struct.pack("<II", TX, 0), need_reply=True)
+        evil.kick(TX)                                  # the kick eventfd stays readable: nobody reads a stopped ring
+        time.sleep(0.5)
+        cpu, t = _cpu_seconds(lab.pid), time.monotonic()
+        time.sleep(2)
+        busy = (_cpu_seconds(lab.pid) - cpu) / (time.monotonic() - t)
+        assert busy < 0.3, f"the daemon used {busy:.0%} of a core while a guest kicked its disabled ring"
+        evil.message(VHOST_USER_SET_VRING_ENABLE, struct.pack("<II", TX, 1), need_reply=True)
+        exchange(evil, other, 20, macs=(0xD, 0xE))     # the positive twin: enabled again, its frames go out
     lab.assert_alive()

@@ -15,7 +15,9 @@ mergeable RX buffers, EVENT_IDX, indirect descriptors).
 Memory: ONE memfd region of ``mem_size`` bytes, announced with guest physical address 0 and a userspace
 address of :data:`USERSPACE_ADDR` (deliberately not equal to the GPA), so a GPA in a descriptor is simply an
 offset into :attr:`~VhostUserFrontend.mem`, while the ring addresses in SET_VRING_ADDR are that offset plus
-:data:`USERSPACE_ADDR`. Layout, from offset 0::
+:data:`USERSPACE_ADDR`. With ``guard_bytes`` the memory file has that many more bytes before and after the
+region, which are not in the memory table (its ``mmap_offset`` is ``guard_bytes``): :attr:`file_mem` shows them,
+so a test can fill them with canaries and see whether the back-end ever touched them. Layout, from offset 0::
 
     for q in (0, 1):  desc table (16-byte aligned) | avail ring (2-byte aligned) | used ring (4-byte aligned)
     for q in (0, 1):  queue_size indirect tables of INDIRECT_MAX entries (16-byte aligned)
@@ -294,11 +296,13 @@ class VhostUserFrontend:
     def __init__(self, path: str, *, mem_size: int = 16 << 20, queue_size: int = 256, listen: bool = False,
                  features: int | None = None, event_idx: bool = True, mrg_rxbuf: bool = True,
                  indirect: bool = False, protocol_features: bool = True, buf_size: int = 2048,
-                 memory: str = "memfd") -> None:
+                 memory: str = "memfd", guard_bytes: int = 0) -> None:
         if queue_size < 1 or queue_size > 32768 or queue_size & (queue_size - 1):
             raise ValueError(f"queue_size must be a power of 2 in 1..32768, not {queue_size}")
         if buf_size < 64:
             raise ValueError("buf_size must be at least 64")
+        if guard_bytes < 0 or guard_bytes % 4096:
+            raise ValueError(f"guard_bytes must be a multiple of 4096, not {guard_bytes}")
         self.path = path
         self.listen = listen
         self.queue_size = queue_size
@@ -345,6 +349,8 @@ class VhostUserFrontend:
         if off > mem_size:
             raise ValueError(f"mem_size {mem_size} too small: the layout needs {off} bytes")
         self.mem_size = mem_size
+        self.guard_bytes = guard_bytes
+        file_size = mem_size + 2 * guard_bytes
         if memory == "memfd":
             self._memfd = os.memfd_create("vhost-frontend", os.MFD_CLOEXEC)
         elif memory == "memfd-hugetlb":
@@ -352,12 +358,14 @@ class VhostUserFrontend:
         else:
             self._memfd = os.open(memory, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.ftruncate(self._memfd, mem_size)
-            self._mmap = mmap.mmap(self._memfd, mem_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            os.ftruncate(self._memfd, file_size)
+            self._mmap = mmap.mmap(self._memfd, file_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(self._memfd)
             raise
-        self.mem: np.ndarray = np.frombuffer(self._mmap, dtype=np.uint8)
+        #: the whole memory file: ``guard_bytes``, the guest's region (:attr:`mem`), ``guard_bytes``
+        self.file_mem: np.ndarray = np.frombuffer(self._mmap, dtype=np.uint8)
+        self.mem: np.ndarray = self.file_mem[guard_bytes:guard_bytes + mem_size]
         self._rings = [_Ring(self.mem, q, queue_size, ring_offs[q], table_offs[q], buf_offs[q], buf_size)
                        for q in range(2)]
 
@@ -490,6 +498,15 @@ class VhostUserFrontend:
                 raise VhostUserError(f"back-end failed request {request}: ack {status:#x}")
         return body
 
+    def read_message(self) -> tuple[int, int, bytes]:
+        """The next message from the back-end: ``(request, flags, payload)``; fds that came with it are closed."""
+        return self._read_message()
+
+    def shutdown_write(self) -> None:
+        """Half-close the connection: the back-end reads end-of-stream after what was sent (a truncated message)."""
+        assert self._sock is not None, "not connected"
+        self._sock.shutdown(socket.SHUT_WR)
+
     def _recv_exact(self, n: int) -> bytes:
         assert self._sock is not None
         chunks = []
@@ -575,6 +592,17 @@ class VhostUserFrontend:
         else:
             t.avail_flags[0] = VRING_AVAIL_F_NO_INTERRUPT
 
+    def connect(self, timeout: float = 5.0) -> None:
+        """Connect (or accept) without any handshake: for a front-end that sends only raw messages."""
+        if self._closed:
+            raise RuntimeError("frontend is closed")
+        self.timeout = timeout
+        self._connect(timeout)
+
+    def socket_fd(self) -> int:
+        """The fd of the connection to the back-end (-1 before :meth:`connect` / :meth:`start`)."""
+        return self._sock.fileno() if self._sock is not None else -1
+
     def start(self, timeout: float = 5.0, vring_fds: dict[tuple[str, int], int] | None = None) -> None:
         """Connect (or accept) and run the whole handshake; RX buffers are posted before the rings are kicked.
 
@@ -606,7 +634,7 @@ class VhostUserFrontend:
         self.hdr_len = VIRTIO_NET_HDR_LEN if legacy_hdr else VIRTIO_NET_HDR_MRG_RXBUF_LEN
         self._post_rx_buffers()
 
-        region = struct.pack("<QQQQ", 0, self.mem_size, USERSPACE_ADDR, 0)
+        region = struct.pack("<QQQQ", 0, self.mem_size, USERSPACE_ADDR, self.guard_bytes)
         self.message(VHOST_USER_SET_MEM_TABLE, struct.pack("<II", 1, 0) + region, [self._memfd],
                      need_reply=self._ack())
         for q, r in enumerate(self._rings):
@@ -816,6 +844,6 @@ class VhostUserFrontend:
                 os.close(fd)
         self._kick_fds, self._call_fds = [], []
         self._rings = []
-        self.mem = np.zeros(0, np.uint8)
+        self.mem = self.file_mem = np.zeros(0, np.uint8)
         with contextlib.suppress(BufferError):
             self._mmap.close()

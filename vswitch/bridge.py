@@ -83,9 +83,11 @@ class Bridge:
         mac_aging_time: int = DEFAULT_AGING,
         n_slots: int = 8192,
         slot_size: int = 2048,
+        fail_secure: bool = False,
     ) -> None:
         self.name = name
-        self.dp = Datapath(name, n_slots, slot_size, mac_table_size, mac_aging_time)
+        # a secure bridge's datapath is secure before its first port exists (see Datapath)
+        self.dp = Datapath(name, n_slots, slot_size, mac_table_size, mac_aging_time, fail_secure=fail_secure)
         self.ports: dict[str, BridgePort] = {}
         self.dp.start()
 
@@ -194,6 +196,12 @@ class Bridge:
     def fdb_flush(self) -> int:
         """Forget every learned MAC; returns how many."""
         return int(self.dp.call(lambda: l2_flush(self.dp.l2, self.dp.l2_info, -1, False)))
+
+    def set_fail_secure(self, on: bool) -> None:
+        """``fail_mode=secure`` (``on``) or standalone, in force in the datapath when this returns."""
+        if on != self.dp.fail_secure:
+            self.dp.set_fail_secure(on)
+            log.info("bridge %s: fail mode %s", self.name, "secure" if on else "standalone")
 
     def set_mac_table(self, size: int | None = None, aging: int | None = None) -> None:
         """Apply ``other_config:mac-table-size`` / ``mac-aging-time``."""

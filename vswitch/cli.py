@@ -8,8 +8,12 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 from vswitch.vlan import VlanConfig, VlanConfigError
+
+# ovs.poller imports eventlet when it is installed (os-ken brings it), and eventlet's dnspython warns about DSA.
+warnings.filterwarnings("ignore", message="DSA is deprecated")
 
 PORT_SPEC_HELP = """\
 A port is TYPE:NAME[,tag=N][,trunks=A,B,...][,vlan_mode=MODE]:
@@ -134,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with os.fdopen(read_fd) as status:
             line = status.readline()
         print(line.strip() or "pyvswitch run: the daemon exited during start-up", flush=True)
-        return 0 if "running" in line else 1
+        return 0 if "running" in line or "waiting for the database" in line else 1
     os.close(read_fd)
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)

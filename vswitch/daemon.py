@@ -21,6 +21,7 @@ import socket
 import struct
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,11 +43,13 @@ from backends.sriov import (
     set_num_vfs,
     virtual_function,
 )
+from backends.tap import set_link
 from vswitch import __version__
-from vswitch.bridge import Bridge, BridgeError, parse_mac
+from vswitch.bridge import Bridge, BridgeError, format_mac, parse_mac
 from vswitch.openflow.agent import OfAgent
 from vswitch.ovsdb_server import OvsdbServer, OvsdbServerError, find_schema, is_running
 from vswitch.vlan import VlanConfig, VlanConfigError
+from vswitch.warmup import warm_up_kernels
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ VF_NUMBERS = {"vf": ("vf", 0, 65535), "qos": ("qos", 0, 7), "min-tx-rate": ("min
               "max-tx-rate": ("max_tx_rate", 0, 1_000_000)}
 STATS_INTERVAL = 5.0
 RETRY_INTERVAL = 2.0
+DATABASE_WAIT = 2.0      # seconds to wait for the database at start before saying so
 
 
 def _command_error(name: str, exc: Exception) -> str:
@@ -137,6 +141,22 @@ def _bounded(cfg: dict, key: str, default: int, lo: int, hi: int, bridge: str) -
     return value
 
 
+def parse_dpid(text: str) -> int | None:
+    """``other_config:datapath-id`` as ovs-vswitchd 3.1 takes it: exactly 16 hex digits, or ``0x`` and at most 16;
+    None for anything else, and for zero."""
+    if re.fullmatch(r"[0-9a-fA-F]{16}|0[xX][0-9a-fA-F]{1,16}", text):
+        return int(text, 16) or None
+    return None
+
+
+def default_bridge_mac(row_uuid: uuid.UUID) -> int:
+    """The MAC ovs-vswitchd gives a bridge without ``other_config:hwaddr`` (and without a port with a universally
+    administered MAC): the first 6 bytes of its Bridge row's UUID as OVS holds it in memory (four 32-bit words,
+    little-endian on x86), made unicast and locally administered. Stable across restarts."""
+    b = row_uuid.bytes
+    return int.from_bytes(bytes([b[3] & 0xFE | 0x02, b[2], b[1], b[0], b[7], b[6]]), "big")
+
+
 def _opt(value: list) -> object:
     return value[0] if value else None
 
@@ -206,6 +226,7 @@ class Daemon:
         #: interface is deleted or moves to another VF)
         self.vf_before: dict[tuple[str, int], dict | None] = {}
         self.policing_warned: set[str] = set()
+        self.identity_warned: set[tuple[str, str, str]] = set()   # (bridge, other_config key, value) logged
         self.pidfile_path = pidfile or os.path.join(self.rundir, "ovs-vswitchd.pid")
         self.ctl_path = ""
         os.makedirs(self.rundir, exist_ok=True)
@@ -228,6 +249,7 @@ class Daemon:
         self.started = time.monotonic()
         self.db_ready = False
         self.db_lost_at: float | None = None
+        self.reconcile_failed = False   # the last reconcile raised: retried every RETRY_INTERVAL
         self.thread_names: dict[int, str] = {}
 
     # ------------------------------------------------------------ start / stop
@@ -245,6 +267,8 @@ class Daemon:
         if err:
             raise DaemonError(f"cannot listen on {self.ctl_path}: {os.strerror(err)}")
         self._register_commands()
+        took = warm_up_kernels()   # before the database: no control call or burst ever waits for a compile
+        log.info("kernels loaded or compiled in %.1f s", took)
         helper = ovs.db.idl.SchemaHelper(location=find_schema())
         for table in ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller"):
             helper.register_table(table)
@@ -256,6 +280,20 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_sighup)
+
+    def wait_for_database(self, timeout: float) -> bool:
+        """Whether the database answered within ``timeout`` seconds (the IDL's first contents arrived)."""
+        assert self.idl is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            self.idl.run()
+            if self.idl.has_ever_connected() or time.monotonic() >= deadline:
+                break
+            poller = ovs.poller.Poller()
+            self.idl.wait(poller)
+            poller.timer_wait(int(1000 * max(0.0, deadline - time.monotonic())) + 1)
+            poller.block()
+        return self.idl.has_ever_connected()
 
     def _remove_stale_sockets(self) -> None:
         """Control sockets of daemons that died in this rundir (we hold the pidfile lock: none of them runs)."""
@@ -323,11 +361,12 @@ class Daemon:
             ready = self._database_ready()
             if ready and (
                     self.idl.change_seqno != self.last_seqno
-                    or now >= self.next_retry and (self.errors or self.config_errors)):
+                    or now >= self.next_retry and (self.errors or self.config_errors or self.reconcile_failed)):
                 self.last_seqno = self.idl.change_seqno
                 try:
                     self.reconcile()
                 except Exception:  # a bug or an unforeseen value must not take the switch down
+                    self.reconcile_failed = True
                     log.exception("applying the database failed; retrying in %.0f s", RETRY_INTERVAL)
                 self.next_retry = now + RETRY_INTERVAL
                 self._name_threads()
@@ -353,7 +392,7 @@ class Daemon:
             self.idl.wait(poller)
             self.unixctl.wait(poller)
             poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
-            retry = self.next_retry if self.errors or self.config_errors else 1e18
+            retry = self.next_retry if self.errors or self.config_errors or self.reconcile_failed else 1e18
             wakeups = [self.next_stats, retry] if ready else []   # nothing to write while the database is away
             if self.server is not None:
                 if (fd := self.server.exit_fd()) is not None:
@@ -379,6 +418,8 @@ class Daemon:
                         time.monotonic() - self.db_lost_at)
             self.db_lost_at = None
             self.last_seqno = -1   # apply and write back everything, cur_cfg included
+        elif ready and not self.db_ready:
+            log.info("connected to database %s", self.remote)
         elif not ready and self.db_ready:
             log.warning("lost the connection to database %s; forwarding goes on with the last configuration",
                         self.remote)
@@ -443,13 +484,16 @@ class Daemon:
         for name, row in bridges.items():
             size = _bounded(row.other_config, "mac-table-size", 8192, MAC_TABLE_MIN, MAC_TABLE_MAX, name)
             aging = _bounded(row.other_config, "mac-aging-time", 300, 1, MAC_AGING_MAX, name)
+            secure = _opt(row.fail_mode) == "secure"   # in the datapath before a port attaches or changes
             br = self.bridges.get(name)
             if br is None:
-                br = self.bridges[name] = Bridge(name, mac_table_size=size, mac_aging_time=aging)
-                self.agents[name] = OfAgent(br, self.rundir, lambda br=br: self.datapath_id(br), self._port_changed)
+                br = self.bridges[name] = Bridge(name, mac_table_size=size, mac_aging_time=aging, fail_secure=secure)
                 log.info("created bridge %s", name)
             else:
+                br.set_fail_secure(secure)
                 br.set_mac_table(size, aging)
+            if name not in self.agents:   # with the bridge, or on a retry when it could not start then
+                self.agents[name] = OfAgent(br, self.rundir, lambda br=br: self.datapath_id(br), self._port_changed)
         # Ports that went away or changed type.
         for key, spec in list(self.specs.items()):
             br_name, iface = key
@@ -482,12 +526,66 @@ class Daemon:
             rates = [r for c in row.controller if (r := _opt(c.controller_rate_limit))]
             bursts = [b for c in row.controller if (b := _opt(c.controller_burst_limit))]
             agent = self.agents[name]
+            self._configure_identity(self.bridges[name], row, agent)
             agent.ports_changed()
             agent.configure(_opt(row.fail_mode) or "standalone",
                             [(c.target, (_opt(c.inactivity_probe) or 5000) / 1000, (_opt(c.max_backoff) or 8000) / 1000)
                              for c in row.controller],
                             max(rates) if rates else None, max(bursts) if bursts else None)
+        self.reconcile_failed = False   # all of it applied: cur_cfg may say so
         self.write_back()
+
+    def _configure_identity(self, br: Bridge, row: object, agent: OfAgent) -> None:
+        """What identifies the bridge to OpenFlow, as ovs-vswitchd sets it: the LOCAL port's MAC (``_bridge_mac``),
+        the datapath ID (``other_config:datapath-id``, else that MAC) and the versions (``protocols``).
+        ``other_config:disable-in-band`` is accepted as it is: pyvswitch has no in-band control to disable."""
+        mac = self._bridge_mac(br, row)
+        local = next((bp for bp in br.ports.values() if bp.ofport == OFPP_LOCAL), None)
+        if local is not None and local.port.type == "internal" and local.port.mac != format_mac(mac):
+            try:
+                set_link(local.name, mac=format_mac(mac))
+            except PortError as exc:
+                self._identity_warning(br.name, "hwaddr", format_mac(mac), f"cannot set the MAC of {local.name} to "
+                                                                           f"{format_mac(mac)}: {exc}")
+        text = row.other_config.get("datapath-id")
+        dpid = None if text is None else parse_dpid(text)
+        if text is not None and dpid is None:
+            self._identity_warning(br.name, "datapath-id", text, f"other_config:datapath-id={text!r} is not 16 hex "
+                                   "digits (or 0x and at most 16) or is zero; ignored")
+        dpid = dpid or mac
+        if dpid != agent.dpid:
+            log.info("bridge %s: using datapath ID %016x", br.name, dpid)
+            agent.set_datapath_id(dpid)
+        agent.set_protocols(list(row.protocols))
+
+    def _bridge_mac(self, br: Bridge, row: object) -> int:
+        """The bridge's MAC as ovs-vswitchd picks it: ``other_config:hwaddr`` (unless multicast or zero); else the
+        lowest universally administered unicast MAC of its other ports; else ``default_bridge_mac``."""
+        text = row.other_config.get("hwaddr")
+        if text:
+            try:
+                mac = parse_mac(text)
+            except BridgeError:
+                mac = -1
+            if mac > 0 and not mac >> 40 & 1:
+                return mac
+            why = "is a multicast address" if mac > 0 else "is zero" if mac == 0 else "is not a MAC address"
+            self._identity_warning(br.name, "hwaddr", text, f"other_config:hwaddr={text!r} {why}; ignored")
+        best = None
+        for bp in list(br.ports.values()):
+            try:
+                mac = parse_mac(bp.port.mac) if bp.ofport != OFPP_LOCAL else 0
+            except BridgeError:   # no MAC (a vhost-user port)
+                continue
+            if mac and not mac >> 40 & 3 and (best is None or mac < best):
+                best = mac
+        return best if best is not None else default_bridge_mac(row.uuid)
+
+    def _identity_warning(self, bridge: str, key: str, value: str, message: str) -> None:
+        """Log ``message`` about a bridge's ``key`` once per value."""
+        if (bridge, key, value) not in self.identity_warned:
+            self.identity_warned.add((bridge, key, value))
+            log.warning("bridge %s: %s", bridge, message)
 
     def _del_port(self, br: Bridge, name: str, deleted: bool) -> None:
         """Close port ``name``. A VF deleted from OVSDB gets back its MAC, VLAN, rate, ... from before the
@@ -747,14 +845,16 @@ class Daemon:
                 if c.status != st["status"]:
                     c.status = st["status"]
         for root in self.idl.tables["Open_vSwitch"].rows.values():
-            if root.cur_cfg != root.next_cfg:
+            if root.cur_cfg != root.next_cfg and not self.reconcile_failed:   # only once it is all applied
                 root.cur_cfg = root.next_cfg
             if _opt(root.ovs_version) != __version__:
                 root.ovs_version = [__version__]
 
-    @staticmethod
-    def datapath_id(br: Bridge) -> int:
-        """``Bridge.datapath_id``: the MAC of the bridge's LOCAL port, as OVS derives it."""
+    def datapath_id(self, br: Bridge) -> int:
+        """``Bridge.datapath_id``: the one configured (``_configure_identity``), else the MAC of the LOCAL port."""
+        agent = self.agents.get(br.name)
+        if agent is not None and agent.dpid:
+            return agent.dpid
         local = br.ports.get(br.name)
         mac = (local.port.mac if local else "") or "00:00:00:00:00:00"
         return int(mac.replace(":", ""), 16)
@@ -1026,8 +1126,13 @@ def run_daemon(rundir: str, db: str | None, pidfile: str = "", on_started: Calla
     daemon = Daemon(rundir, db, pidfile, sysfs, netlink)
     try:
         daemon.start()
-        print(f"pyvswitch: running, rundir {daemon.rundir}, database {daemon.remote}, pid {os.getpid()}",
-              flush=True)
+        if daemon.wait_for_database(DATABASE_WAIT):
+            print(f"pyvswitch: running, rundir {daemon.rundir}, database {daemon.remote}, pid {os.getpid()}",
+                  flush=True)
+        else:
+            print(f"pyvswitch: waiting for the database {daemon.remote} (nothing answers there yet); it starts "
+                  f"switching once it does; rundir {daemon.rundir}, pid {os.getpid()}", flush=True)
+            log.warning("waiting for the database %s: nothing answers there yet", daemon.remote)
         if on_started is not None:
             on_started()
         daemon.run()

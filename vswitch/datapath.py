@@ -14,6 +14,11 @@ Flow tables (``classifier.flowtable``) are compiled by the OpenFlow agent and sw
 bursts (``set_flows``). A bridge whose only flow is ``priority=0 actions=NORMAL`` (OVS's default), or
 a standalone bridge that lost its controller (fail-open), runs ``switch_burst`` alone.
 
+A ``fail_secure`` datapath (``Bridge.fail_mode=secure``) is secure from its construction: it forwards only by
+flows that were compiled for a secure bridge (``set_flows(..., secure=True)``), never fails open, and drops
+every frame while it has none, so no frame crosses it before a flow says so, whatever order the control
+plane's steps come in.
+
 The datapath thread owns every array it touches (pool, keys, L2 table, VLAN map, queues).
 The control side never writes them: it queues a function with ``call()`` and the datapath
 runs it between bursts, so the hot path takes no lock. Per-burst Python work is O(ports);
@@ -41,6 +46,7 @@ from backends.port import Port
 from classifier import parse as _parse
 from classifier.drops import N_DROPS
 from classifier.flowtable import (
+    FDROP_TABLE_MISS,
     N_EXTRA,
     N_FDROPS,
     N_NORMAL,
@@ -110,7 +116,7 @@ class PacketIn:
         self.data = data
         self.total_len = total_len
         self.port_no = port_no      # dense datapath port (no port's number: a packet-out from the controller)
-        self.flow = flow            # classifier.flowtable.Flow
+        self.flow = flow            # classifier.flowtable.Flow (None: a table miss, for OpenFlow 1.0 controllers)
         self.reason = reason        # OFPR_*
         self.table_id = table_id
 
@@ -151,8 +157,11 @@ class Datapath:
         slot_size: int = 2048,
         mac_table_size: int = DEFAULT_LIMIT,
         mac_aging_time: int = DEFAULT_AGING,
+        fail_secure: bool = False,
     ) -> None:
         self.name = name
+        #: Bridge.fail_mode=secure: forward only by flows made for a secure bridge, never fail open
+        self.fail_secure = fail_secure
         self.pool = PacketPool(n_slots, slot_size)
         self.keys = np.zeros((n_slots, NKEYS), dtype=np.uint64)
         self.burst = np.zeros(MAX_BURST, dtype=np.int32)
@@ -167,6 +176,7 @@ class Datapath:
         self.flows: CompiledFlows | None = None
         self.normal_flow = -1    # >= 0: the only flow is priority-0 NORMAL (its index): switch_burst alone
         self.bypass = False      # fail-open: switch_burst alone, flows kept but not used
+        self.flows_secure = False  # the live flows were compiled for a secure bridge
         self.emc = make_emc()
         self.side = make_side(2 * MAX_BURST)
         self.side_normal = self.side[SIDE_NORMAL]
@@ -177,7 +187,7 @@ class Datapath:
         self.pi_burst = float(PACKET_IN_BURST)
         self._pi_tokens = self.pi_burst
         self._pi_last = time.monotonic()
-        self._next_flows: tuple[FlowTables, CompiledFlows, int, bool] | None = None
+        self._next_flows: tuple[FlowTables, CompiledFlows, int, bool, bool] | None = None
         self._alloc_queues(0)
         # Load (or compile) the kernels now, not in the first burst.
         switch_burst(self.pool.data, self.pool.meta, self.burst, 0, self.keys, self.l2, self.l2_info,
@@ -289,7 +299,9 @@ class Datapath:
             return 0
         flows = self.flows
         now = self.now()
-        if flows is None or self.bypass or self.normal_flow >= 0:
+        if self.fail_secure and not self.flows_secure:
+            self._drop_unflowed(burst, total)   # secure, and no flows made for a secure bridge (yet)
+        elif flows is None or self.bypass or self.normal_flow >= 0:
             switch_burst(pool.data, pool.meta, burst, total, self.keys, self.l2, self.l2_info,
                          self.vlan_map, now, self.drops, self.out, self.out_start)
             if flows is not None and not self.bypass:
@@ -299,6 +311,10 @@ class Datapath:
             self._flow_burst(flows, burst, total, self.port_flags, self.fdrops, now)
         pool.free(burst, total)
         return total
+
+    def _drop_unflowed(self, burst: np.ndarray, n: int) -> None:
+        """Drop ``burst[:n]`` on a secure bridge that has no flows for it, counted as table misses by ingress port."""
+        np.add.at(self.fdrops[:, FDROP_TABLE_MISS], self.pool.meta[burst[:n], POOL_META_IN_PORT], 1)
 
     def _transmit(self) -> None:
         pool = self.pool
@@ -351,28 +367,41 @@ class Datapath:
             return
         self._pi_tokens -= take
         side, data, meta = self.side, self.pool.data, self.pool.meta
+        n_flows = len(flows.flows)   # a higher index is the hidden table-miss flow (FlowTables.compile)
         for i in range(take):   # a packet-in is a slow-path message: per-frame Python, bounded by the rate
             slot = int(side[SIDE_PI_SLOT, i])
             length = int(meta[slot, POOL_META_LEN])
             keep = min(length, int(side[SIDE_PI_MAX_LEN, i]))
             reason = int(side[SIDE_PI_REASON, i])
             self.packet_ins.append(PacketIn(bytes(data[slot, :keep]), length, int(meta[slot, POOL_META_IN_PORT]),
-                                            flows.flows[int(side[SIDE_PI_FLOW, i])], reason & 0xFF, reason >> 8))
+                                            flows.flows[f] if (f := int(side[SIDE_PI_FLOW, i])) < n_flows else None,
+                                            reason & 0xFF, reason >> 8))
         self.on_packet_in()
 
     # ------------------------------------------------------------ OpenFlow (datapath thread, via call())
-    def set_flows(self, tables: FlowTables, compiled: CompiledFlows, normal_flow: int, bypass: bool) -> None:
+    def set_flows(self, tables: FlowTables, compiled: CompiledFlows, normal_flow: int, bypass: bool,
+                  secure: bool = False) -> None:
         """Make ``compiled`` the live flows (counters carried over); ``normal_flow`` >= 0 when it is only
-        the priority-0 NORMAL flow; ``bypass``: fail-open, NORMAL for every frame."""
+        the priority-0 NORMAL flow; ``bypass``: fail-open, NORMAL for every frame; ``secure``: compiled for a
+        secure bridge (a ``fail_secure`` datapath drops everything while its flows were not, and never
+        fails open)."""
         tables.activate(compiled)
         self.flows = compiled
         self.normal_flow = normal_flow
-        self.bypass = bypass
+        self.bypass = bypass and not secure
+        self.flows_secure = secure
 
-    def publish_flows(self, tables: FlowTables, compiled: CompiledFlows, normal_flow: int, bypass: bool) -> None:
+    def set_fail_secure(self, on: bool) -> None:
+        """``Bridge.fail_mode``: secure (``on``) or standalone; in force for every burst that starts after the
+        call, and once it returns no burst started before it is still running."""
+        self.fail_secure = on   # read by the datapath thread before every burst
+        self.call(lambda: None)
+
+    def publish_flows(self, tables: FlowTables, compiled: CompiledFlows, normal_flow: int, bypass: bool,
+                      secure: bool = False) -> None:
         """Hand new flows to the datapath thread, which swaps them in before its next burst (the caller
         does not wait; a newer publication replaces one not taken yet)."""
-        item = (tables, compiled, normal_flow, bypass)
+        item = (tables, compiled, normal_flow, bypass, secure)
         if self._thread is None or not self._thread.is_alive():
             self.set_flows(*item)
             return

@@ -3,8 +3,9 @@
 ```
  ovs-ofctl ──unix──► <rundir>/br0.mgmt ──┐
  controllers ◄─tcp/unix (active/passive)─┴► OfAgent thread (selectors) ──► OfConnection per client
-                                               │  hello (version 1.3 / 1.0), echo, features, config,
-                                               │  barrier, role, flow_mod, packet_out, port_mod,
+                                               │  hello (Bridge.protocols of 1.3 / 1.0), echo, features,
+                                               │  config, set/get_async, barrier, role, flow_mod,
+                                               │  packet_out, port_mod,
                                                │  multipart / stats (desc, port_desc, port_stats,
                                                │  table, table_features, flow, aggregate)
                                                ├─► BridgeFlows (flow tables ─► datapath)
@@ -15,8 +16,16 @@
 Fail modes as OVS has them: a bridge without controllers in ``standalone`` mode gets the flow
 ``priority=0 actions=NORMAL``; in ``secure`` mode it gets none (nothing is forwarded until flows are
 added). Flows are flushed whenever the bridge gains its first or loses its last controller, or the
-fail mode changes while it has none. A ``standalone`` bridge whose controllers are all disconnected
-fails open: it forwards as a learning switch (NORMAL) until one connects again.
+fail mode changes while it has none. A ``standalone`` bridge none of whose controllers has been connected
+for ``FAIL_OPEN_PROBES`` inactivity probe intervals fails open: it forwards as a learning switch (NORMAL)
+until one connects again. A ``secure`` bridge never does; its datapath forwards only by flows the agent
+compiled for a secure bridge. While an OpenFlow 1.0 controller is connected, table misses are sent to it
+(``OFPR_NO_MATCH``), as OVS does; 1.3 controllers get none.
+
+The daemon sets what identifies the bridge, as ovs-vswitchd does: the datapath ID (a change drops the controller
+connections, which reconnect at once) and the versions offered and accepted (``Bridge.protocols``; a peer without a
+common version gets OFPET_HELLO_FAILED). Each controller's SET_ASYNC masks (by role; OVS's defaults until it sends
+one) choose the packet-in, port-status and flow-removed reasons it is sent.
 
 Every message is decoded by ``vswitch.openflow.codec``; whatever cannot be decoded or is not
 supported gets an OFPT_ERROR (type and code as OpenFlow says, the first 64 bytes of the offending
@@ -48,7 +57,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from classifier.flowtable import N_TABLES, OFPR_NO_MATCH, OFPRR_DELETE
+from classifier.flowtable import N_TABLES, OFPCML_NO_BUFFER, OFPR_ACTION, OFPR_NO_MATCH, OFPRR_DELETE
 from vswitch.datapath import PACKET_IN_BURST, PACKET_IN_RATE
 from vswitch.openflow.codec import (
     MP_AGGREGATE,
@@ -70,6 +79,7 @@ from vswitch.openflow.codec import (
     OfpError,
     decode,
     encode,
+    hello_versions,
     split,
 )
 from vswitch.openflow.flows import BULK_GAP, BridgeFlows, port_wire
@@ -77,6 +87,15 @@ from vswitch.openflow.flows import BULK_GAP, BridgeFlows, port_wire
 log = logging.getLogger(__name__)
 
 SUPPORTED_VERSIONS = (OFP13, OFP10)
+#: ``Bridge.protocols`` names; OVS (3.1) allows every one of them when the column is empty
+PROTOCOLS = {"OpenFlow10": 0x01, "OpenFlow11": 0x02, "OpenFlow12": 0x03, "OpenFlow13": 0x04, "OpenFlow14": 0x05,
+             "OpenFlow15": 0x06}
+#: asynchronous message kinds, indexes of ``OfConnection.async_masks`` (names as in SET_ASYNC's fields)
+ASYNC_PACKET_IN, ASYNC_PORT_STATUS, ASYNC_FLOW_REMOVED = 0, 1, 2
+ASYNC_KINDS = ("packet_in", "port_status", "flow_removed")
+#: OVS's asynchronous configuration until a controller sends SET_ASYNC: (master/equal, slave) bitmaps by reason.
+#: Packet-ins for no-match and action, every port-status, every flow-removed to the master; port-status to slaves.
+ASYNC_DEFAULT = ((0b011, 0), (0b111, 0b111), (0b1111, 0))
 OFPP13_LOCAL, OFPP10_LOCAL = 0xFFFFFFFE, 0xFFFE
 OFPP13_ANY, OFPP10_NONE = 0xFFFFFFFF, 0xFFFF
 OFPPC_PORT_DOWN = 1
@@ -91,6 +110,8 @@ OFPET_PORT_MOD_FAILED = 7
 OFPHFC_INCOMPATIBLE = 0
 EXPIRE_TICK = 1.0         # seconds between flow-timeout passes
 PROBE_INTERVAL = 5.0      # seconds of silence before an echo request (Controller.inactivity_probe)
+FAIL_OPEN_PROBES = 3      # a standalone bridge fails open after this many of its longest probe intervals without
+#                           a controller (OVS: one to probe, one for the answer, one to reconnect)
 MAX_BACKOFF = 8.0         # seconds between connection attempts, at most (Controller.max_backoff)
 MAX_RECV = 1 << 20        # a connection that buffers more than this without a whole message is dropped
 TX_LIMIT = 2 << 20        # bytes queued for a client that does not read them before it is disconnected
@@ -104,6 +125,12 @@ class _Stop(Exception):
 
 def _version_bitmap(versions: tuple[int, ...]) -> int:
     return sum(1 << v for v in versions)
+
+
+def _names(versions: tuple[int, ...] | set[int]) -> list[str]:
+    """``Bridge.protocols`` names of OpenFlow wire versions, oldest first."""
+    by_version = {v: name for name, v in PROTOCOLS.items()}
+    return [by_version.get(v, f"0x{v:02x}") for v in sorted(versions)]
 
 
 class OfConnection:
@@ -129,6 +156,8 @@ class OfConnection:
         self.connected_at = time.monotonic()
         self.last_barrier = 0.0   # when the last barrier reply went out (bulk flow-mod loads)
         self.pi_dropped = 0       # packet-ins not queued because the controller was behind
+        #: per asynchronous message kind, the reasons (bitmaps) it is sent for: (master/equal, slave)
+        self.async_masks: list[tuple[int, int]] = list(ASYNC_DEFAULT)
 
     def send(self, msg: Msg) -> None:
         """Queue one message for the client. It never blocks; a client that lets more than ``TX_LIMIT`` bytes
@@ -174,10 +203,12 @@ class OfConnection:
         self.send(Msg(version, "error", xid, {"err_type": err_type, "code": code,
                                               "data": data if text else data[:64]}))
 
-    @property
-    def is_controller(self) -> bool:
-        """A controller connection that receives asynchronous messages (not a slave, not ovs-ofctl)."""
-        return self.target is not None and bool(self.version) and self.role != ROLE_SLAVE
+    def wants(self, kind: int, reason: int) -> bool:
+        """Whether this connection takes an asynchronous message of ``kind`` (``ASYNC_*``) with ``reason``: only
+        controllers do, as their role and SET_ASYNC configuration say."""
+        if self.target is None or not self.version or self.dead:
+            return False
+        return bool(self.async_masks[kind][1 if self.role == ROLE_SLAVE else 0] >> reason & 1)
 
 
 def _error10(err_type: int, code: int) -> tuple[int, int]:
@@ -258,6 +289,8 @@ class Controller:
         self.logged_error = ""    # the error already in the log (each error is logged once, not per attempt)
         self.connected_at = 0.0
         self.disconnected_at = 0.0
+        self.created_at = time.monotonic()
+        self.last_admitted = 0.0  # when a negotiated connection last heard from the controller before it closed
 
     def family(self) -> int:
         """The address family to listen on (passive targets)."""
@@ -302,9 +335,9 @@ class OfAgent:
         self.sel.register(self._stop_r, selectors.EVENT_READ, "stop")
         self.controllers: dict[str, Controller] = {}
         #: ``Bridge.fail_mode``: "standalone" (NORMAL forwarding without a controller) or "secure"
-        self.fail_mode = "standalone"
+        self.fail_mode = "secure" if bridge.dp.fail_secure else "standalone"   # the daemon created it so
         self._wanted: list[tuple[str, float]] | list[tuple[str, float, float]] | None = None
-        self._wanted_mode = "standalone"
+        self._wanted_mode = self.fail_mode
         self._mode: tuple[str, bool] | None = None      # (fail mode, has controllers) the flows were set up for
         self._ports_dirty = True
         self._port_descs: dict[int, dict[str, Any]] = {}
@@ -315,6 +348,10 @@ class OfAgent:
         self._serial = 0                        # numbers the management connections (their names in the log)
         self._wake_lock = threading.Lock()
         self._closed = False
+        #: the OpenFlow versions offered and accepted (``Bridge.protocols`` and what pyvswitch speaks), newest first
+        self.versions: tuple[int, ...] = SUPPORTED_VERSIONS
+        self.dpid = 0                           # the datapath ID set by the daemon (0: ask ``datapath_id``)
+        self._reconnects: collections.deque[tuple[str, bool]] = collections.deque()   # (why, every connection)
         self.flows = BridgeFlows(bridge, N_TABLES)
         bridge.dp.on_packet_in = self._wake_for_packet_in
         self._thread = threading.Thread(target=self._run, name=f"openflow-{bridge.name}", daemon=True)
@@ -408,6 +445,31 @@ class OfAgent:
                 events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.writing else 0)
                 self.sel.modify(conn.sock, events, conn)
 
+    def set_datapath_id(self, dpid: int) -> None:
+        """The datapath ID the FEATURES_REPLY carries. A change drops the controller connections, which reconnect at
+        once and learn the new one (OpenFlow cannot tell a connected controller), as OVS does."""
+        old, self.dpid = self.dpid, dpid
+        if old and old != dpid:
+            self._reconnects.append(("datapath ID changed", False))
+            self._wake()
+
+    def set_protocols(self, protocols: list[str]) -> None:
+        """``Bridge.protocols``: offer and accept only these versions (empty: OVS's default, every version), of
+        those pyvswitch speaks (1.0 and 1.3). A change drops every connection, which then negotiates afresh."""
+        wanted = {PROTOCOLS[p] for p in protocols if p in PROTOCOLS} or set(PROTOCOLS.values())
+        versions = tuple(v for v in SUPPORTED_VERSIONS if v in wanted)
+        if versions == self.versions:
+            return
+        unsupported = sorted(p for p in protocols if PROTOCOLS.get(p) not in SUPPORTED_VERSIONS)
+        if unsupported:
+            log.warning("openflow %s: protocols %s: pyvswitch speaks OpenFlow10 and OpenFlow13 only; %s",
+                        self.bridge.name, ", ".join(unsupported), f"offering {', '.join(_names(versions))}"
+                        if versions else "no OpenFlow version is left, so every connection will fail")
+        log.info("openflow %s: OpenFlow versions %s", self.bridge.name, ", ".join(_names(versions)) or "none")
+        self.versions = versions
+        self._reconnects.append(("OpenFlow versions changed", True))
+        self._wake()
+
     def set_controllers(self, targets: list[tuple[str, float]] | list[tuple[str, float, float]]) -> None:
         """``Bridge.controller``: ``(target, inactivity probe seconds[, max backoff seconds])``; applied by the
         agent thread."""
@@ -442,6 +504,8 @@ class OfAgent:
         """Apply a new controller list and fail mode, (re)connect with backoff, probe idle connections,
         follow port changes, expire flows."""
         now = time.monotonic()
+        while self._reconnects:
+            self._reconnect(*self._reconnects.popleft())
         if self._ports_dirty:
             self._ports_dirty = False
             self.flows.refresh_ports()
@@ -501,9 +565,18 @@ class OfAgent:
             self.changed()
 
     def _update_bypass(self) -> None:
-        """Fail open: a standalone bridge whose controllers are all disconnected acts as a learning switch."""
-        connected = any(c.conn is not None and c.conn.version for c in self.controllers.values())
-        self.flows.set_bypass(self.fail_mode == "standalone" and bool(self.controllers) and not connected)
+        """Fail open as OVS does: a standalone bridge none of whose controllers has been connected for
+        ``FAIL_OPEN_PROBES`` of their longest inactivity probe intervals (since they were configured, or since the
+        last one was last heard from) acts as a learning switch until one connects; until then its flows stay in
+        force. And, as OVS does, table misses go to the controllers while an OpenFlow 1.0 one is connected."""
+        ctls = list(self.controllers.values())
+        connected = [c.conn for c in ctls if c.conn is not None and c.conn.version]
+        fail_open = False
+        if self.fail_mode == "standalone" and ctls and not connected:
+            quiet_since = max(max(c.created_at, c.last_admitted) for c in ctls)
+            fail_open = time.monotonic() - quiet_since >= FAIL_OPEN_PROBES * max(c.probe for c in ctls)
+        self.flows.set_bypass(fail_open)
+        self.flows.set_miss_to_controller(OFPCML_NO_BUFFER if any(c.version == OFP10 for c in connected) else 0)
 
     def _apply_mode(self) -> None:
         """OVS's flushes: on gaining the first / losing the last controller, or a fail-mode change without
@@ -516,23 +589,29 @@ class OfAgent:
             return
         old, self._mode = self._mode, mode
         self.fail_mode = self._wanted_mode
+        self.flows.secure = self.fail_mode == "secure"
         if old is None or old[1] != has or not has:
             self.flows.reset(default_normal=not has and self.fail_mode == "standalone")
-            self._update_bypass()   # in the same compile: no moment without flows and without fail-open
-            self.flows.push()
+        self._update_bypass()   # in the same compile: no moment without flows and without fail-open
+        self.flows.push()       # a fail-mode change alone too: a secure datapath forwards only by flows made for it
 
-    def _send_async(self, make: Callable[[OfConnection], Msg], droppable: bool = False) -> None:
-        """Send an asynchronous message (built per connection: version, miss_send_len) to every controller;
-        a ``droppable`` one (packet-in) is skipped for a controller that is far behind."""
+    def _send_async(self, make: Callable[[OfConnection], Msg], droppable: bool = False, *, kind: int,
+                    reason: int) -> None:
+        """Send an asynchronous message of ``kind`` (``ASYNC_*``) and ``reason`` (built per connection: version,
+        miss_send_len) to every controller whose role and SET_ASYNC configuration take it; a ``droppable`` one
+        (packet-in) is skipped for a controller that is far behind."""
         for conn in list(self.conns.values()):
-            if conn.is_controller and not conn.dead:
+            if conn.wants(kind, reason):
                 if droppable and conn.tx_bytes > ASYNC_BACKLOG:
                     conn.pi_dropped += 1
                     continue
-                conn.send(make(conn))
+                msg = make(conn)
+                if msg is not None:   # None: not for this connection (a table miss, for a 1.3 controller)
+                    conn.send(msg)
 
     def _flow_removed(self, stats: Any, reason: int) -> None:
-        self._send_async(lambda c: Msg(c.version, "flow_removed", 0, self.flows.flow_removed(c.version, stats, reason)))
+        self._send_async(lambda c: Msg(c.version, "flow_removed", 0, self.flows.flow_removed(c.version, stats, reason)),
+                         kind=ASYNC_FLOW_REMOVED, reason=reason)
 
     def _port_status(self) -> None:
         """port_status ADD / DELETE / MODIFY for what changed since the last look."""
@@ -543,7 +622,8 @@ class OfAgent:
                 continue
             reason, desc = (0, now[no]) if no not in old else (1, old[no]) if no not in now else (2, now[no])
             self._send_async(lambda c, reason=reason, desc=desc: Msg(c.version, "port_status", 0, {
-                "reason": reason, "desc": desc if c.version == OFP13 else self._desc10(desc)}))
+                "reason": reason, "desc": desc if c.version == OFP13 else self._desc10(desc)}),
+                kind=ASYNC_PORT_STATUS, reason=reason)
 
     @staticmethod
     def _desc10(desc: dict[str, Any]) -> dict[str, Any]:
@@ -554,23 +634,28 @@ class OfAgent:
         return out
 
     def _deliver_packet_ins(self) -> None:
-        """Hand the datapath's packet-ins to the controllers."""
+        """Hand the datapath's packet-ins to the controllers (a table miss's, with no flow, to OpenFlow 1.0 ones
+        only: in 1.3 a miss drops unless a table-miss flow says otherwise)."""
         dp = self.bridge.dp
         while dp.packet_ins:
             pi = dp.packet_ins.popleft()
             in_port = self.flows.ofport_of(pi.port_no)
-            self._send_async(lambda c, pi=pi, in_port=in_port: self._packet_in(c, pi, in_port), droppable=True)
+            self._send_async(lambda c, pi=pi, in_port=in_port: self._packet_in(c, pi, in_port), droppable=True,
+                             kind=ASYNC_PACKET_IN, reason=pi.reason)
 
     @staticmethod
-    def _packet_in(conn: OfConnection, pi: Any, in_port: int) -> Msg:
+    def _packet_in(conn: OfConnection, pi: Any, in_port: int) -> Msg | None:
+        if pi.flow is None and conn.version != OFP10:
+            return None
         if conn.version == OFP13:
             return Msg(OFP13, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
                                                "reason": pi.reason, "table_id": pi.table_id, "cookie": pi.flow.cookie,
                                                "match": {"in_port": in_port}, "data": pi.data})
-        # OpenFlow 1.0: a table-miss flow's packet-ins are cut to the connection's miss_send_len
-        data = pi.data[:conn.miss_send_len] if pi.reason == OFPR_NO_MATCH else pi.data
+        # OpenFlow 1.0, as OVS 3.1 sends it (nothing buffered, so no miss_send_len cut): a table miss says
+        # OFPR_NO_MATCH, a CONTROLLER action OFPR_ACTION (also a priority-0 catch-all's: 1.0 has no table-miss flows)
+        reason = OFPR_NO_MATCH if pi.flow is None else OFPR_ACTION
         return Msg(OFP10, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
-                                           "in_port": port_wire(OFP10, in_port), "reason": pi.reason, "data": data})
+                                           "in_port": port_wire(OFP10, in_port), "reason": reason, "data": pi.data})
 
     # ------------------------------------------------------------ controller connections
     def _listen(self, ctl: Controller) -> None:
@@ -688,6 +773,21 @@ class OfAgent:
         ctl.backoff = min(ctl.max_backoff, ctl.backoff * 2)
         self.changed()
 
+    def _reconnect(self, why: str, everyone: bool) -> None:
+        """Drop the controller connections (``everyone``: the management ones too); the active ones reconnect at
+        once."""
+        for conn in list(self.conns.values()):
+            ctl = conn.target
+            if ctl is None and not everyone:
+                continue
+            log.info("openflow %s: %s: disconnecting %s", self.bridge.name, why, conn.peer)
+            if ctl is not None:
+                ctl.logged_error = why   # logged here, as information: not a failure
+            self._close(conn, why)
+            if ctl is not None and not ctl.passive:
+                ctl.next_try = time.monotonic()
+                ctl.backoff = 1.0
+
     def _drop_controller(self, ctl: Controller) -> None:
         if ctl.conn is not None:
             self._close(ctl.conn)
@@ -727,9 +827,17 @@ class OfAgent:
         sock.setblocking(False)
         self.conns[sock.fileno()] = conn
         self.sel.register(sock, selectors.EVENT_READ, conn)
-        # we speak first: a hello with every version we support (OpenFlow 1.3's version bitmap element)
-        conn.send(Msg(OFP13, "hello", 0, {"elements": [{"type": 1,
-                                                        "bitmaps": [_version_bitmap(SUPPORTED_VERSIONS)]}]}))
+        conn.send(self._our_hello())
+
+    def _our_hello(self) -> Msg:
+        """We speak first: a hello in the newest version we offer, with a version bitmap element unless the
+        versions offered are 1.0 up to that one (OVS's rule: then the header says it all)."""
+        versions = self.versions or (OFP13,)
+        bitmap = _version_bitmap(versions)
+        top = max(versions)
+        if ((bitmap >> 1) + 1) & (bitmap >> 1):   # not 1.0 .. top without gaps
+            return Msg(top, "hello", 0, {"elements": [{"type": 1, "bitmaps": [bitmap]}]})
+        return Msg(top, "hello", 0)
 
     def _close(self, conn: OfConnection, why: str = "") -> None:
         """Close a connection; a controller's records ``why`` (default: the peer closed it) and backs off."""
@@ -747,6 +855,8 @@ class OfAgent:
             ctl.conn = None
             now = time.monotonic()
             ctl.disconnected_at = now
+            if conn.version:
+                ctl.last_admitted = conn.last_rx
             if now - ctl.connected_at >= ctl.backoff:
                 ctl.backoff = 1.0   # the connection lasted: start the backoff afresh (a flapping one keeps growing)
             if not ctl.passive:
@@ -839,22 +949,20 @@ class OfAgent:
         if raw[1] != 0:   # anything before a hello: OpenFlow says fail the negotiation
             conn.error(OFP10, int.from_bytes(raw[4:8], "big"), OFPET_HELLO_FAILED, 0, raw)
             return
-        theirs = {version}
-        if version >= OFP13:
-            try:
-                hello = decode(raw) if version in SUPPORTED_VERSIONS else None
-            except OfpError:
-                hello = None
-            for el in (hello.fields.get("elements", []) if hello else []):
-                if el["type"] == 1 and el["bitmaps"]:
-                    theirs = {v for v in range(32) if el["bitmaps"][0] >> v & 1}
-        common = [v for v in SUPPORTED_VERSIONS if v in theirs or (v <= version and len(theirs) == 1)]
+        # the peer's versions: its bitmap, or without one every version up to its header's (as OVS reads a hello)
+        theirs = hello_versions(raw)
+        if theirs is None:
+            theirs = set(range(OFP10, version + 1))
+        common = [v for v in self.versions if v in theirs]
         if not common:
-            # OFPHFC_INCOMPATIBLE, in the newest version we speak, with the reason as text; then hang up
-            why = f"no common OpenFlow version: we support 0x01 (1.0) and 0x04 (1.3), the peer sent 0x{version:02x}"
-            log.warning("openflow %s: version negotiation failed: %s", conn.peer, why)
-            conn.error(OFP13, int.from_bytes(raw[4:8], "big"), OFPET_HELLO_FAILED, OFPHFC_INCOMPATIBLE,
-                       why.encode(), text=True)
+            # OFPHFC_INCOMPATIBLE, in the newest version we offer, with the reason as text; then hang up
+            ours = ", ".join(f"0x{v:02x}" for v in sorted(self.versions)) or "none"
+            peer = ", ".join(f"0x{v:02x}" for v in sorted(theirs)) or f"none (hello version 0x{version:02x})"
+            why = (f"version negotiation failed (we support version{'s' if len(self.versions) > 1 else ''} {ours}, "
+                   f"peer supports version{'s' if len(theirs) > 1 else ''} {peer})")
+            log.warning("openflow %s: %s", conn.peer, why)
+            conn.error(max(self.versions, default=OFP13), int.from_bytes(raw[4:8], "big"), OFPET_HELLO_FAILED,
+                       OFPHFC_INCOMPATIBLE, why.encode(), text=True)
             conn.dead = "version negotiation failed"
             return
         conn.version = max(common)
@@ -887,7 +995,7 @@ class OfAgent:
 
     def _on_features_request(self, conn: OfConnection, msg: Msg) -> None:
         caps = OFPC_FLOW_STATS | OFPC_TABLE_STATS | OFPC_PORT_STATS
-        fields: dict[str, Any] = {"datapath_id": self.datapath_id(), "n_buffers": 0, "n_tables": N_TABLES,
+        fields: dict[str, Any] = {"datapath_id": self.dpid or self.datapath_id(), "n_buffers": 0, "n_tables": N_TABLES,
                                   "capabilities": caps}
         if conn.version == OFP10:
             fields["actions"] = 0xFFF
@@ -914,6 +1022,15 @@ class OfAgent:
             conn.role = msg.role
         conn.send(Msg(conn.version, "role_reply", msg.xid, {"role": conn.role or 1, "generation_id":
                                                             msg.generation_id}))
+
+    def _on_set_async(self, conn: OfConnection, msg: Msg) -> None:
+        conn.async_masks = [(msg.get(f"{kind}_master"), msg.get(f"{kind}_slave")) for kind in ASYNC_KINDS]
+
+    def _on_get_async_request(self, conn: OfConnection, msg: Msg) -> None:
+        fields = {}
+        for kind, (master, slave) in zip(ASYNC_KINDS, conn.async_masks, strict=True):
+            fields[f"{kind}_master"], fields[f"{kind}_slave"] = master, slave
+        conn.send(Msg(conn.version, "get_async_reply", msg.xid, fields))
 
     def _on_port_mod(self, conn: OfConnection, msg: Msg) -> None:
         bp = self._port_by_ofport(conn.version, msg.port_no)

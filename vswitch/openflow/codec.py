@@ -93,6 +93,10 @@ _DESC = [("mfr_desc", "str256"), ("hw_desc", "str256"), ("sw_desc", "str256"), (
 _FLOW_FIXED13 = [("cookie", "Q"), ("cookie_mask", "Q"), ("table_id", "B"), ("command", "B"), ("idle_timeout", "H"),
                  ("hard_timeout", "H"), ("priority", "H"), ("buffer_id", "I"), ("out_port", "I"),
                  ("out_group", "I"), ("flags", "H"), ("pad", "2x")]
+#: SET_ASYNC / GET_ASYNC_REPLY: which reasons of packet-in, port-status and flow-removed a controller gets, as
+#: bitmaps by reason number, for the master/equal role and for the slave role
+_ASYNC13 = [(f"{kind}_{role}", "I") for kind in ("packet_in", "port_status", "flow_removed")
+            for role in ("master", "slave")]
 
 LAYOUTS: dict[tuple[int, str], list[tuple[str, str]]] = {
     # ---- OpenFlow 1.3 messages
@@ -125,6 +129,9 @@ LAYOUTS: dict[tuple[int, str], list[tuple[str, str]]] = {
     (OFP13, "barrier_reply"): [],
     (OFP13, "role_request"): [("role", "I"), ("pad", "4x"), ("generation_id", "Q")],
     (OFP13, "role_reply"): [("role", "I"), ("pad", "4x"), ("generation_id", "Q")],
+    (OFP13, "get_async_request"): [],
+    (OFP13, "get_async_reply"): _ASYNC13,
+    (OFP13, "set_async"): _ASYNC13,
     # ---- OpenFlow 1.3 structures
     (OFP13, "port13"): [("port_no", "I"), ("pad", "4x"), ("hw_addr", "mac"), ("pad", "2x"), ("name", "str16"),
                         ("config", "I"), ("state", "I"), ("curr", "I"), ("advertised", "I"), ("supported", "I"),
@@ -692,6 +699,15 @@ def _hello_elements_decode(buf: bytes) -> list[dict[str, Any]]:
         out.append({"type": etype, "bitmaps": bitmaps})
         off += _pad8(length)
     return out
+
+
+def hello_versions(raw: bytes) -> set[int] | None:
+    """The versions a HELLO's version-bitmap element lists (any header version: the element is the same in 1.3,
+    1.4 and 1.5); None when it has none (then the peer speaks every version up to the header's)."""
+    for el in _hello_elements_decode(raw[HEADER.size:]):
+        if el["type"] == 1 and el["bitmaps"]:
+            return {32 * i + v for i, word in enumerate(el["bitmaps"]) for v in range(32) if word >> v & 1}
+    return None
 
 
 # ---------------------------------------------------------------- messages

@@ -54,6 +54,7 @@ from classifier.flowtable import (
     FlowTables,
     Instructions,
     Match,
+    ModVlanVid,
     Output,
     PopVlan,
     PushVlan,
@@ -182,6 +183,8 @@ def action_from_wire(version: int, a: dict[str, Any]) -> Action:
         return PushVlan(a["ethertype"])
     if t == "pop_vlan":
         return PopVlan()
+    if t == "mod_vlan_vid":
+        return ModVlanVid(a["vlan_vid"])
     (name, value), = a["field"].items()
     if isinstance(value, tuple):
         raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_ARGUMENT, f"set_field {name} with a mask")
@@ -197,6 +200,8 @@ def action_to_wire(version: int, a: Action) -> dict[str, Any]:
         return {"type": "push_vlan", "ethertype": a.ethertype}
     if isinstance(a, PopVlan):
         return {"type": "pop_vlan"}
+    if isinstance(a, ModVlanVid):   # 1.0's set_vlan_vid again (translate.actions_to10)
+        return {"type": "set_field", "field": {"vlan_vid": a.vid | VID_PRESENT}}
     return {"type": "set_field", "field": {a.field: a.value}}
 
 
@@ -281,6 +286,8 @@ class BridgeFlows:
         self.last_compile_s = 0.0
         self.compiles = 0
         self.bypass = False
+        self.secure = False      # set by the agent: the bridge is fail_mode=secure (the datapath checks it)
+        self.miss_max_len = 0    # > 0: table misses go to the controllers (an OpenFlow 1.0 controller is connected)
         self.bulk = False   # set by the agent: this flow-mod came right after a barrier on the same connection
         self.refresh_ports()
 
@@ -313,6 +320,13 @@ class BridgeFlows:
         if not self.dirty_since:
             self.dirty_since = now
 
+    def set_miss_to_controller(self, max_len: int) -> None:
+        """Table misses to the controllers, ``max_len`` bytes of them (0: misses drop); takes effect with the
+        next compile, which this schedules."""
+        if max_len != self.miss_max_len:
+            self.miss_max_len = max_len
+            self.changed()
+
     def set_bypass(self, bypass: bool) -> None:
         """Fail-open on or off (takes effect with the next compile, which this schedules)."""
         if bypass != self.bypass:
@@ -323,12 +337,12 @@ class BridgeFlows:
         """Compile the tables and hand them to the datapath (which swaps them in before its next burst)."""
         self.dirty_since = 0.0
         t = time.perf_counter()
-        compiled = self.tables.compile(self.port_map)
+        compiled = self.tables.compile(self.port_map, self.miss_max_len)
         normal = normal_only(compiled)
         spent = time.perf_counter() - t
         if normal < 0 and not self.bypass:
             warm_up()   # once per process; not part of the compile time the barrier policy looks at
-        self.bridge.dp.publish_flows(self.tables, compiled, normal, self.bypass)
+        self.bridge.dp.publish_flows(self.tables, compiled, normal, self.bypass, self.secure)
         self.last_compile_s = spent
         self.compiles += 1
         return compiled
@@ -508,6 +522,11 @@ class BridgeFlows:
             action_set: dict[str, Action] = {}
             while True:
                 flow = self._lookup(table, keys)
+                if flow is None and self.miss_max_len:
+                    lines += [f" {table}. No match.", "     -> packet-in to the OpenFlow 1.0 controllers (table miss)"]
+                    outputs.append("controller")
+                    action_set.clear()
+                    break
                 if flow is None:
                     lines += [f" {table}. No match.", "    drop"]
                     verdict = f"flow_table_miss (no flow in table {table} matches)"
@@ -557,6 +576,9 @@ class BridgeFlows:
                 if of != in_port and self.port_map[of] < len(flags) and not flags[self.port_map[of]] & PF_DOWN]
 
     def _trace_action(self, a: Action, keys: list[int], in_port: int, lines: list[str]) -> list[str]:
+        if isinstance(a, ModVlanVid):
+            keys[K_VLAN_VID] = VID_PRESENT | a.vid
+            return []
         if isinstance(a, SetField):
             col = {"eth_dst": K_ETH_DST, "eth_src": K_ETH_SRC, "vlan_pcp": K_VLAN_PCP}.get(a.field)
             if col is not None:
@@ -615,6 +637,8 @@ def _set_slot(a: Action) -> str:
         return "push"
     if isinstance(a, SetField):
         return a.field
+    if isinstance(a, ModVlanVid):
+        return "vlan_vid"
     return "output"
 
 
@@ -674,6 +698,8 @@ def format_action(a: Action) -> str:
         return f"push_vlan:{a.ethertype:#06x}"
     if isinstance(a, PopVlan):
         return "pop_vlan"
+    if isinstance(a, ModVlanVid):
+        return f"mod_vlan_vid:{a.vid}"
     if a.field == "vlan_vid":
         return f"set_field:{a.value & 0xFFF | VID_PRESENT}->vlan_vid"
     return f"set_field:{_value_text(a.field, a.value, (1 << FIELDS[a.field][0]) - 1)}->{a.field}"

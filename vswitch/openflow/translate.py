@@ -146,8 +146,8 @@ def actions_from10(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "max_len": a["max_len"]})
         elif t == "strip_vlan":
             out.append({"type": "pop_vlan"})
-        elif t == "set_vlan_vid":
-            out.append({"type": "set_field", "field": {"vlan_vid": (a["vlan_vid"] & 0xFFF) | OFPVID_PRESENT}})
+        elif t == "set_vlan_vid":   # unlike 1.3's set_field, it tags an untagged frame (as OVS does)
+            out.append({"type": "mod_vlan_vid", "vlan_vid": a["vlan_vid"] & 0xFFF})
         elif t == "set_vlan_pcp":
             out.append({"type": "set_field", "field": {"vlan_pcp": a["vlan_pcp"]}})
         elif t in ("set_dl_src", "set_dl_dst"):
