@@ -1,0 +1,618 @@
+"""The megaflow cache: the datapath's flow table. A control-side ``MegaflowCache`` installs, removes
+and expires megaflows; the ``mf_lookup`` kernel finds the megaflow of every frame of a burst.
+
+```
+keys[slot] ──► EMC: hash of the whole key row ──► entry? ──► masked compare with the entry ──hit──┐
+                  │ miss, or the compare fails                                                    │
+                  ▼                                                                               ▼
+      subtables in hit order: hash(key & mask over the subtable's words) ──► bucket ──► entry    out_entry[i]
+      (first hit wins: megaflows do not overlap) ──hit──► EMC row written (1 in emc_insert_inv_prob)  + stats
+                  │ miss: out_entry[i] = -1 (an upcall)
+```
+
+Megaflow
+    ``(key & mask, mask, actions)``: ``key`` and ``mask`` are ``dpif.key`` rows; the actions are an
+    int64 program (``dpif.actions``, to come) stored in one flat array. The cache stores the masked
+    key. Megaflows must not overlap (no frame matches two): the translator's masks make them
+    disjoint, and ``MegaflowCache(check_overlap=True)`` verifies it on every install (O(flows), for
+    tests). Installing the same mask and masked key again replaces the actions in place and keeps
+    the entry, its id and its counters (OVS's modify); ``install(..., exclusive=True)`` refuses it
+    with ``MegaflowExists`` instead.
+
+Subtables
+    One per distinct mask, holding only the mask's non-zero words as ``(word, mask)`` pairs (a
+    miniflow); an entry stores its masked values in that order. All subtables share one
+    open-addressing table (linear probing, at least twice ``max_flows`` buckets, so the load stays
+    under 1/2 without ever rehashing) keyed by a hash of the subtable id and the masked words.
+    Subtables are searched in the order of ``st[H_ORDER:]``, which ``resort()`` rewrites by the hits
+    since the previous resort. A subtable goes away with its last entry.
+
+Exact-match cache (EMC)
+    ``emc_size`` rows (a power of two, 0: none), direct-mapped by a hash of the whole key row; a row
+    names an entry. A hit is validated by the entry's own masked compare (and that it is live), so
+    the EMC can never return a wrong megaflow: not after a remove, a replace, or the reuse of an
+    entry id; no generation counter is needed. A subtable hit writes its EMC row with probability
+    ``1 / emc_insert_inv_prob`` (OVS's default 100: a frame of a short flow seldom evicts a long
+    one; 1: always; 0: never), drawn from a generator kept in ``st``.
+
+Arrays (all int64; fixed size from construction, except ``actions``)
+    * ``st``: header (``H_*``: counts, counters, the EMC draw state), the subtable order, then one
+      ``S_W``-word row per subtable (``S_*``);
+    * ``ent``: ``[max_flows, E_W]``, one row per entry id (``E_*``): subtable (-1: free), hash,
+      action offset and length, packets, bytes, used, created, then the masked values;
+    * ``buckets``: ``tag | (entry + 1)`` per bucket (``TAG_MASK`` bits of the hash; 0: empty);
+    * ``emc``: the same form per row;
+    * ``actions``: the flat programs; entry ``e``'s is ``actions[ent[e, E_ACT]:][:ent[e, E_ACT_LEN]]``.
+
+Update rule
+    Every method that changes the cache (``install``, ``remove``, ``expire``, ``resort``) runs on
+    the datapath thread between two ``mf_lookup`` calls: the control side queues it
+    (``Datapath.call``), as it does for flow sets. ``st``, ``ent``, ``buckets`` and ``emc`` are never
+    replaced; ``actions`` may be (it grows by doubling and is compacted when full), so the executor
+    takes ``cache.actions`` again after any such call. Read-only methods (``get``, ``dump``,
+    ``stats``) may run on any thread; their counters may then be a burst old.
+
+Kernel: ``mf_lookup(keys, burst, n, meta, st, ent, buckets, emc, out_entry, now) -> misses``.
+Tests: ``tests/test_megaflow.py`` (against ``dpif.megaflow_ref``); benchmark: ``python -m bench megaflow``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from classifier.parse import META_LEN
+from dpif.key import KEY_WORDS
+
+# st header
+H_NSUB = 0            # subtables in use (the length of the order)
+H_MAX_SUB = 1         # rows of the subtable section
+H_SUB0 = 2            # offset of subtable row 0
+H_BMASK = 3           # buckets - 1
+H_EMC_INV = 4         # EMC insertion: 1 in this many subtable hits (0: never)
+H_RNG = 5             # state of the EMC insertion draw
+H_EMC_HITS = 6        # counters: frames found through the EMC
+H_MF_HITS = 7         # ... through the subtables
+H_MISSES = 8          # ... not found (upcalls)
+H_SUB_LOOKUPS = 9     # subtables probed by frames the EMC did not answer
+H_SIZE = 16
+H_ORDER = H_SIZE      # subtable ids in lookup order
+
+# subtable rows
+S_NW = 0              # non-zero mask words
+S_HITS = 1            # frames that hit this subtable since the last resort()
+S_COUNT = 2           # entries
+S_F = 4               # (word, mask) pairs, S_NW of them
+S_W = S_F + 2 * KEY_WORDS
+
+# entry rows
+E_SUB = 0             # subtable id; -1: a free id
+E_HASH = 1            # the subtable hash of the masked values
+E_ACT = 2             # offset of the actions in the flat array
+E_ACT_LEN = 3         # their length
+E_PACKETS = 4
+E_BYTES = 5
+E_USED = 6            # last ``now`` a frame hit (install time at first)
+E_CREATED = 7
+E_VAL = 8             # the masked key words, in the subtable's pair order
+E_W = E_VAL + KEY_WORDS
+
+ENTRY_BITS = 24
+ENTRY_MASK = (1 << ENTRY_BITS) - 1
+TAG_MASK = ~np.int64(ENTRY_MASK)     # a bucket / EMC row: hash & TAG_MASK | entry + 1
+MAX_FLOWS_LIMIT = ENTRY_MASK - 1
+
+DEFAULT_MAX_FLOWS = 65536            # OVS dpif-netdev's flow limit per PMD
+DEFAULT_EMC_SIZE = 8192              # OVS's EMC size
+DEFAULT_EMC_INSERT_INV_PROB = 100    # OVS's other_config:emc-insert-inv-prob
+DEFAULT_MAX_SUBTABLES = 1024
+
+_K1 = np.int64(-7046029254386353131)    # 0x9E3779B97F4A7C15
+_K2 = np.int64(-4658895280553007687)    # 0xBF58476D1CE4E5B9
+_K3 = np.int64(-7723592293110705685)    # 0x94D049BB133111EB
+_LCG_A = np.int64(6364136223846793005)
+_LCG_C = np.int64(1442695040888963407)
+# one odd multiplier per key word: the EMC hash is sum(word * multiplier), then mixed
+_KEY_MULT = (np.random.default_rng(0x6D65676166).integers(0, 1 << 62, KEY_WORDS, dtype=np.int64) * 2 + 1)
+
+
+class MegaflowError(ValueError):
+    """An install the cache refuses."""
+
+
+class MegaflowExists(MegaflowError):
+    """``install(exclusive=True)`` of a megaflow whose mask and masked key are already installed."""
+
+
+class MegaflowOverlap(MegaflowError):
+    """An install that would overlap an installed megaflow (``check_overlap=True``)."""
+
+
+@dataclass
+class Megaflow:
+    """One installed megaflow as ``dump()`` and ``get()`` list it."""
+
+    id: int
+    key: np.ndarray       # uint64[KEY_WORDS], already masked
+    mask: np.ndarray      # uint64[KEY_WORDS]
+    actions: np.ndarray   # int64 program (a copy)
+    packets: int
+    bytes: int
+    used: int
+    created: int
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _mix(h: np.int64, v: np.int64) -> np.int64:
+    h = (h ^ v) * _K1
+    return h ^ (h >> 31)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _fin(h: np.int64) -> np.int64:
+    h = (h ^ (h >> 29)) * _K2
+    h = (h ^ (h >> 32)) * _K3
+    return h ^ (h >> 29)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _key_hash(keys: np.ndarray, s: int) -> np.int64:
+    """Hash of the whole key row ``keys[s]`` (the EMC's)."""
+    acc = np.int64(0)
+    for w in range(KEY_WORDS):
+        acc += np.int64(keys[s, w]) * _KEY_MULT[w]
+    return _fin(acc)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def key_hash(keys: np.ndarray, s: int) -> np.int64:
+    """The EMC hash of ``keys[s]`` (for tests and tools)."""
+    return _key_hash(keys, s)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _probe(keys: np.ndarray, s: int, st: np.ndarray, so: int, sid: int, ent: np.ndarray,
+           buckets: np.ndarray, bmask: int) -> int:
+    """The entry of subtable ``sid`` (row at ``st[so]``) that ``keys[s]`` matches, or -1."""
+    nw = st[so + S_NW]
+    h = np.int64(sid) * _K3 + 1
+    for q in range(nw):
+        h = _mix(h, np.int64(keys[s, st[so + S_F + 2 * q]]) & st[so + S_F + 2 * q + 1])
+    h = _fin(h)
+    b = (h >> ENTRY_BITS) & bmask
+    while True:
+        v = buckets[b]
+        if v == 0:
+            return -1
+        if ((v ^ h) & TAG_MASK) == 0:
+            c = (v & ENTRY_MASK) - 1
+            if ent[c, E_SUB] == sid:
+                same = True
+                for q in range(nw):
+                    if (np.int64(keys[s, st[so + S_F + 2 * q]]) & st[so + S_F + 2 * q + 1]) != ent[c, E_VAL + q]:
+                        same = False
+                        break
+                if same:
+                    return c
+        b = (b + 1) & bmask
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _matches(keys: np.ndarray, s: int, st: np.ndarray, ent: np.ndarray, c: int) -> bool:
+    """True when entry ``c`` is live and ``keys[s] & mask`` equals its masked key."""
+    sid = ent[c, E_SUB]
+    if sid < 0:
+        return False
+    so = st[H_SUB0] + sid * S_W
+    for q in range(st[so + S_NW]):
+        if (np.int64(keys[s, st[so + S_F + 2 * q]]) & st[so + S_F + 2 * q + 1]) != ent[c, E_VAL + q]:
+            return False
+    return True
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def mf_lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st: np.ndarray, ent: np.ndarray,
+              buckets: np.ndarray, emc: np.ndarray, out_entry: np.ndarray, now: int) -> int:
+    """Find the megaflow of every frame of ``burst[:n]``; returns the number of misses.
+
+    * ``keys``: ``uint64[slots, KEY_WORDS]`` (``dpif.key``); ``meta[slot, META_LEN]``: frame lengths.
+    * ``st``, ``ent``, ``buckets``: ``MegaflowCache.arrays()``; ``emc``: its EMC, or any empty int64
+      array to look up without one.
+    * ``out_entry[i]``: the entry id for ``burst[i]``, -1 on a miss.
+    * Per entry: packets, bytes, ``used = now``; per subtable: hits; in ``st``: the ``H_*`` counters.
+    """
+    nsub = st[H_NSUB]
+    sub0 = st[H_SUB0]
+    bmask = st[H_BMASK]
+    n_emc = emc.shape[0]
+    emask = n_emc - 1
+    inv = st[H_EMC_INV]
+    rng = st[H_RNG]
+    emc_hits = 0
+    mf_hits = 0
+    misses = 0
+    probes = 0
+    for i in range(n):
+        s = burst[i]
+        e = -1
+        h = np.int64(0)
+        r = 0
+        if n_emc > 0:
+            h = _key_hash(keys, s)
+            r = (h >> ENTRY_BITS) & emask
+            v = emc[r]
+            if v != 0 and ((v ^ h) & TAG_MASK) == 0:
+                c = (v & ENTRY_MASK) - 1
+                if _matches(keys, s, st, ent, c):
+                    e = c
+                    emc_hits += 1
+        if e < 0:
+            for j in range(nsub):
+                sid = st[H_ORDER + j]
+                so = sub0 + sid * S_W
+                probes += 1
+                e = _probe(keys, s, st, so, sid, ent, buckets, bmask)
+                if e >= 0:
+                    st[so + S_HITS] += 1
+                    break
+            if e >= 0:
+                mf_hits += 1
+                if n_emc > 0 and inv > 0:
+                    rng = rng * _LCG_A + _LCG_C
+                    if inv == 1 or ((rng >> 33) & 0x7FFFFFFF) % inv == 0:
+                        emc[r] = (h & TAG_MASK) | (e + 1)
+        out_entry[i] = e
+        if e >= 0:
+            ent[e, E_PACKETS] += 1
+            ent[e, E_BYTES] += meta[s, META_LEN]
+            ent[e, E_USED] = now
+        else:
+            misses += 1
+    st[H_RNG] = rng
+    st[H_EMC_HITS] += emc_hits
+    st[H_MF_HITS] += mf_hits
+    st[H_MISSES] += misses
+    st[H_SUB_LOOKUPS] += probes
+    return misses
+
+
+# control-side helpers (called from MegaflowCache on the datapath thread)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def _vals_hash(sid: int, vals: np.ndarray) -> np.int64:
+    """The subtable hash of masked values ``vals`` (what ``_probe`` computes from a key)."""
+    h = np.int64(sid) * _K3 + 1
+    for q in range(vals.shape[0]):
+        h = _mix(h, vals[q])
+    return _fin(h)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def _bucket_find(ent: np.ndarray, buckets: np.ndarray, bmask: int, sid: int, vals: np.ndarray, h: np.int64) -> int:
+    """The entry of subtable ``sid`` holding masked values ``vals`` (hash ``h``), or -1."""
+    b = (h >> ENTRY_BITS) & bmask
+    nw = vals.shape[0]
+    while True:
+        v = buckets[b]
+        if v == 0:
+            return -1
+        if ((v ^ h) & TAG_MASK) == 0:
+            c = (v & ENTRY_MASK) - 1
+            if ent[c, E_SUB] == sid:
+                same = True
+                for q in range(nw):
+                    if ent[c, E_VAL + q] != vals[q]:
+                        same = False
+                        break
+                if same:
+                    return c
+        b = (b + 1) & bmask
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def _bucket_insert(buckets: np.ndarray, bmask: int, h: np.int64, e: int) -> None:
+    b = (h >> ENTRY_BITS) & bmask
+    while buckets[b] != 0:
+        b = (b + 1) & bmask
+    buckets[b] = (h & TAG_MASK) | (e + 1)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def _bucket_remove(buckets: np.ndarray, bmask: int, h: np.int64, e: int) -> bool:
+    """Remove entry ``e`` (hash ``h``); backward-shift deletion keeps every probe chain unbroken."""
+    want = (h & TAG_MASK) | (e + 1)
+    i = (h >> ENTRY_BITS) & bmask
+    while buckets[i] != want:
+        if buckets[i] == 0:
+            return False
+        i = (i + 1) & bmask
+    j = i
+    while True:
+        j = (j + 1) & bmask
+        v = buckets[j]
+        if v == 0:
+            break
+        k = (v >> ENTRY_BITS) & bmask     # home bucket of v
+        # v stays when its home lies cyclically in (i, j]
+        if (i <= j and i < k <= j) or (i > j and (k > i or k <= j)):
+            continue
+        buckets[i] = v
+        i = j
+    buckets[i] = 0
+    return True
+
+
+def _aligned(rows: int, cols: int) -> np.ndarray:
+    """A zeroed ``int64[rows, cols]`` starting on a cache line."""
+    buf = np.zeros(rows * cols + 8, dtype=np.int64)
+    ofs = (-(buf.ctypes.data // 8)) % 8
+    return buf[ofs:ofs + rows * cols].reshape(rows, cols)
+
+
+# ---------------------------------------------------------------------------------------------
+# control side
+
+
+class MegaflowCache:
+    """Megaflows by entry id, their subtables, the EMC and the flat action array (see the module
+    docstring for the layout and the update rule)."""
+
+    def __init__(self, max_flows: int = DEFAULT_MAX_FLOWS, emc_size: int = DEFAULT_EMC_SIZE,
+                 emc_insert_inv_prob: int = DEFAULT_EMC_INSERT_INV_PROB,
+                 max_subtables: int = DEFAULT_MAX_SUBTABLES, check_overlap: bool = False,
+                 action_words: int = 1024) -> None:
+        if not 1 <= max_flows <= MAX_FLOWS_LIMIT:
+            raise ValueError(f"max_flows {max_flows}: 1 .. {MAX_FLOWS_LIMIT}")
+        if emc_size < 0 or emc_size & (emc_size - 1):
+            raise ValueError(f"emc_size {emc_size}: 0 or a power of two")
+        if max_subtables < 1 or emc_insert_inv_prob < 0:
+            raise ValueError("max_subtables >= 1, emc_insert_inv_prob >= 0")
+        self.max_flows = max_flows
+        self.max_subtables = max_subtables
+        nb = 2
+        while nb < 2 * max_flows:
+            nb *= 2
+        self.st = np.zeros(H_ORDER + max_subtables + max_subtables * S_W, dtype=np.int64)
+        self.st[H_MAX_SUB] = max_subtables
+        self.st[H_SUB0] = H_ORDER + max_subtables
+        self.st[H_BMASK] = nb - 1
+        self.st[H_EMC_INV] = emc_insert_inv_prob
+        self.st[H_RNG] = 0x2545F4914F6CDD1D
+        self.ent = _aligned(max_flows, E_W)
+        self.ent[:, E_SUB] = -1
+        self.buckets = np.zeros(nb, dtype=np.int64)
+        self.emc = np.zeros(emc_size, dtype=np.int64)
+        self.actions = np.zeros(max(action_words, 16), dtype=np.int64)
+        self.action_top = 0            # words used at the end of ``actions``
+        self.action_free = 0           # words below action_top that no entry uses
+        self.counters = {"megaflow_table_full": 0, "megaflow_subtables_full": 0}
+        self._free = list(range(max_flows - 1, -1, -1))   # entry ids, lowest on top
+        self._sub_free = list(range(max_subtables - 1, -1, -1))
+        self._subs: dict[bytes, int] = {}                 # mask row bytes -> subtable id
+        self._sub_mask: dict[int, np.ndarray] = {}
+        self._check_overlap = check_overlap
+        if check_overlap:
+            self._dkey = np.zeros((max_flows, KEY_WORDS), dtype=np.uint64)
+            self._dmask = np.zeros((max_flows, KEY_WORDS), dtype=np.uint64)
+
+    # -------------------------------------------------------------- datapath
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(st, ent, buckets, emc)``, the arguments ``mf_lookup`` takes after ``meta``."""
+        return self.st, self.ent, self.buckets, self.emc
+
+    def lookup(self, keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, out_entry: np.ndarray,
+               now: int = 0) -> int:
+        """``mf_lookup`` with this cache's arrays (the datapath thread; returns the misses)."""
+        return mf_lookup(keys, burst, n, meta, self.st, self.ent, self.buckets, self.emc, out_entry, now)
+
+    # -------------------------------------------------------------- changes (datapath thread, between bursts)
+    def install(self, key_row: np.ndarray, mask_row: np.ndarray, actions: np.ndarray, now: int = 0,
+                exclusive: bool = False) -> int:
+        """Install megaflow ``(key & mask, mask, actions)``; returns its entry id, or -1 when the cache
+        is full (counted as ``megaflow_table_full``, or ``megaflow_subtables_full`` for a new mask).
+
+        The same mask and masked key again: the actions are replaced, the id and counters kept
+        (``exclusive=True``: ``MegaflowExists`` instead). With ``check_overlap``, a megaflow another
+        one overlaps raises ``MegaflowOverlap``."""
+        key = np.ascontiguousarray(key_row, dtype=np.uint64).reshape(-1)
+        mask = np.ascontiguousarray(mask_row, dtype=np.uint64).reshape(-1)
+        if key.shape[0] != KEY_WORDS or mask.shape[0] != KEY_WORDS:
+            raise MegaflowError(f"key and mask rows must have {KEY_WORDS} words")
+        acts = np.ascontiguousarray(actions, dtype=np.int64).reshape(-1)
+        masked = key & mask
+        words = np.flatnonzero(mask)
+        vals = masked[words].view(np.int64)
+        bmask = int(self.st[H_BMASK])
+        sig = mask.tobytes()
+        sid = self._subs.get(sig)
+        if sid is not None:
+            h = _vals_hash(sid, vals)
+            e = _bucket_find(self.ent, self.buckets, bmask, sid, vals, h)
+            if e >= 0:
+                if exclusive:
+                    raise MegaflowExists(f"megaflow {e} has this mask and masked key")
+                self._set_actions(e, acts)
+                return e
+        if self._check_overlap:
+            live = np.flatnonzero(self.ent[:, E_SUB] >= 0)
+            clash = ~(((self._dkey[live] ^ masked) & self._dmask[live] & mask) != 0).any(axis=1)
+            if clash.any():
+                raise MegaflowOverlap(f"overlaps megaflow {int(live[np.argmax(clash)])}")
+        if not self._free:
+            self.counters["megaflow_table_full"] += 1
+            return -1
+        if sid is None:
+            if not self._sub_free:
+                self.counters["megaflow_subtables_full"] += 1
+                return -1
+            sid = self._new_subtable(sig, mask, words)
+            h = _vals_hash(sid, vals)
+        e = self._free.pop()
+        row = self.ent[e]
+        row[:] = 0
+        row[E_SUB] = -1                 # not live (nor compacted) until the row is complete
+        row[E_VAL:E_VAL + len(words)] = vals
+        row[E_HASH] = h
+        row[E_USED] = now
+        row[E_CREATED] = now
+        row[E_ACT] = self._alloc(len(acts))
+        row[E_ACT_LEN] = len(acts)
+        self.actions[row[E_ACT]:row[E_ACT] + len(acts)] = acts
+        row[E_SUB] = sid
+        _bucket_insert(self.buckets, bmask, h, e)
+        self.st[self._sub_row(sid) + S_COUNT] += 1
+        if self._check_overlap:
+            self._dkey[e] = masked
+            self._dmask[e] = mask
+        return e
+
+    def remove(self, entry: int) -> Megaflow:
+        """Remove megaflow ``entry``; returns it with its final counters (KeyError if not installed)."""
+        mf = self.get(entry)
+        row = self.ent[entry]
+        sid = int(row[E_SUB])
+        _bucket_remove(self.buckets, int(self.st[H_BMASK]), row[E_HASH], entry)
+        self.action_free += int(row[E_ACT_LEN])
+        row[E_SUB] = -1
+        self._free.append(entry)
+        so = self._sub_row(sid)
+        self.st[so + S_COUNT] -= 1
+        if self.st[so + S_COUNT] == 0:
+            self._drop_subtable(sid)
+        return mf
+
+    def expire(self, now: int, idle: int) -> list[Megaflow]:
+        """Remove the megaflows no frame hit for ``idle`` or more (``now - used >= idle``); returns them."""
+        live = self.ent[:, E_SUB] >= 0
+        gone = np.flatnonzero(live & (now - self.ent[:, E_USED] >= idle))
+        return [self.remove(int(e)) for e in gone]
+
+    def resort(self) -> None:
+        """Order the subtables by their hits since the previous resort (most first), then clear those."""
+        n = int(self.st[H_NSUB])
+        order = self.st[H_ORDER:H_ORDER + n].copy()
+        hits = np.array([self.st[self._sub_row(int(s)) + S_HITS] for s in order], dtype=np.int64)
+        self.st[H_ORDER:H_ORDER + n] = order[np.argsort(-hits, kind="stable")]
+        for s in order:
+            self.st[self._sub_row(int(s)) + S_HITS] = 0
+
+    # -------------------------------------------------------------- listing (any thread)
+    def get(self, entry: int) -> Megaflow:
+        """Megaflow ``entry`` with its counters (KeyError if not installed)."""
+        if not 0 <= entry < self.max_flows or self.ent[entry, E_SUB] < 0:
+            raise KeyError(entry)
+        row = self.ent[entry].copy()
+        sid = int(row[E_SUB])
+        so = self._sub_row(sid)
+        nw = int(self.st[so + S_NW])
+        key = np.zeros(KEY_WORDS, dtype=np.uint64)
+        words = self.st[so + S_F:so + S_F + 2 * nw:2]
+        key[words] = row[E_VAL:E_VAL + nw].view(np.uint64)
+        a = int(row[E_ACT])
+        return Megaflow(entry, key, self._sub_mask[sid].copy(), self.actions[a:a + int(row[E_ACT_LEN])].copy(),
+                        int(row[E_PACKETS]), int(row[E_BYTES]), int(row[E_USED]), int(row[E_CREATED]))
+
+    def dump(self) -> list[Megaflow]:
+        """Every installed megaflow, by entry id (``dpctl/dump-flows``)."""
+        return [self.get(int(e)) for e in np.flatnonzero(self.ent[:, E_SUB] >= 0)]
+
+    def __len__(self) -> int:
+        return self.max_flows - len(self._free)
+
+    def __iter__(self) -> Iterator[Megaflow]:
+        return iter(self.dump())
+
+    def stats(self) -> dict[str, int]:
+        """Datapath counters (``dpif-netdev/pmd-stats-show``) and the cache's own."""
+        st = self.st
+        return {"flows": len(self), "subtables": int(st[H_NSUB]), "emc_hits": int(st[H_EMC_HITS]),
+                "megaflow_hits": int(st[H_MF_HITS]), "misses": int(st[H_MISSES]),
+                "subtable_lookups": int(st[H_SUB_LOOKUPS]), **self.counters}
+
+    def subtables(self) -> list[tuple[np.ndarray, int, int]]:
+        """``(mask, entries, hits since resort)`` per subtable, in lookup order."""
+        out = []
+        for s in self.st[H_ORDER:H_ORDER + int(self.st[H_NSUB])]:
+            so = self._sub_row(int(s))
+            out.append((self._sub_mask[int(s)].copy(), int(self.st[so + S_COUNT]), int(self.st[so + S_HITS])))
+        return out
+
+    # -------------------------------------------------------------- internals
+    def _sub_row(self, sid: int) -> int:
+        return int(self.st[H_SUB0]) + sid * S_W
+
+    def _new_subtable(self, sig: bytes, mask: np.ndarray, words: np.ndarray) -> int:
+        sid = self._sub_free.pop()
+        so = self._sub_row(sid)
+        self.st[so:so + S_W] = 0
+        self.st[so + S_NW] = len(words)
+        self.st[so + S_F:so + S_F + 2 * len(words):2] = words
+        self.st[so + S_F + 1:so + S_F + 2 * len(words):2] = mask[words].view(np.int64)
+        n = int(self.st[H_NSUB])
+        self.st[H_ORDER + n] = sid      # new masks are searched last until the next resort
+        self.st[H_NSUB] = n + 1
+        self._subs[sig] = sid
+        self._sub_mask[sid] = mask.copy()
+        return sid
+
+    def _drop_subtable(self, sid: int) -> None:
+        n = int(self.st[H_NSUB])
+        order = [int(s) for s in self.st[H_ORDER:H_ORDER + n] if s != sid]
+        self.st[H_ORDER:H_ORDER + n - 1] = order
+        self.st[H_ORDER + n - 1] = 0
+        self.st[H_NSUB] = n - 1
+        del self._subs[self._sub_mask.pop(sid).tobytes()]
+        self._sub_free.append(sid)
+
+    def _set_actions(self, e: int, acts: np.ndarray) -> None:
+        row = self.ent[e]
+        old = int(row[E_ACT_LEN])
+        if len(acts) <= old:
+            a = int(row[E_ACT])
+            self.actions[a:a + len(acts)] = acts
+            self.action_free += old - len(acts)
+        else:
+            self.action_free += old
+            row[E_ACT_LEN] = 0          # not moved by a compaction _alloc may run
+            a = self._alloc(len(acts))
+            self.actions[a:a + len(acts)] = acts
+            row[E_ACT] = a
+        row[E_ACT_LEN] = len(acts)
+
+    def _alloc(self, n: int) -> int:
+        """Offset of ``n`` free words at the end of ``actions``: appends; when full, compacts (if half of
+        it is free) or doubles the array."""
+        cap = len(self.actions)
+        if self.action_top + n > cap:
+            if self.action_free >= cap // 2:
+                self._compact()
+            while self.action_top + n > len(self.actions):
+                grown = np.zeros(2 * len(self.actions), dtype=np.int64)
+                grown[:self.action_top] = self.actions[:self.action_top]
+                self.actions = grown
+        a = self.action_top
+        self.action_top += n
+        return a
+
+    def _compact(self) -> None:
+        """Move every live program to the front of a fresh array, in offset order."""
+        live = np.flatnonzero((self.ent[:, E_SUB] >= 0) & (self.ent[:, E_ACT_LEN] > 0))
+        live = live[np.argsort(self.ent[live, E_ACT], kind="stable")]
+        fresh = np.zeros(len(self.actions), dtype=np.int64)
+        top = 0
+        for e in live:
+            a, n = int(self.ent[e, E_ACT]), int(self.ent[e, E_ACT_LEN])
+            fresh[top:top + n] = self.actions[a:a + n]
+            self.ent[e, E_ACT] = top
+            top += n
+        self.actions = fresh
+        self.action_top = top
+        self.action_free = 0
