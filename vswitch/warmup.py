@@ -45,7 +45,6 @@ def warm_up_kernels() -> float:
     if _done:
         return 0.0
     from backends import system, tap, vhost_user
-    from classifier.flowtable import Flow, FlowTables, Instructions, Match, Output
     from classifier.l2table import l2_add_static, l2_flush, l2_remove, make_l2table
     from vswitch.datapath import Datapath
     from vswitch.openflow import flows
@@ -61,10 +60,6 @@ def warm_up_kernels() -> float:
     finally:
         dp.close()
     flows.warm_up()
-    tables = FlowTables(n_tables=2)            # a second compiled set carries the counters of the first over
-    tables.add(Flow(0, 1, Match(eth_type=0x0800), Instructions(apply=(Output(0),))))
-    tables.activate(tables.compile())
-    tables.activate(tables.compile())
     system.warm_up()
     tap.warm_up()
     vhost_user.warm_up()

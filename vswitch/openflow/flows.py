@@ -136,7 +136,9 @@ def warm_up() -> None:
             return
         tables = FlowTables(n_tables=2)
         tables.add(Flow(0, 1, Match(eth_type=0x0800), Instructions(apply=(Output(0),))))
+        tables.activate(tables.compile())     # a second set carries the first one's counters over
         compiled = tables.compile()
+        tables.activate(compiled)
         data = np.zeros((4, 64), dtype=np.uint8)
         meta = np.zeros((4, 4), dtype=np.int32)
         burst = np.zeros(4, dtype=np.int32)
