@@ -8,7 +8,7 @@ megaflows always un-wildcard the first three). Megaflow k belongs to subtable ``
 ``in_port`` is its own (so megaflows never overlap) and has ``nw_dst = 10.0.0.0 + k``; its actions
 are two words. The frames are 1,024 hot keys (``--frames``), each from a random megaflow, with the
 fields its mask leaves out random, fed in bursts by slot index; frame lengths come from ``meta``.
-"EMC" is the default cache (8,192 rows, one subtable hit in 100 inserted, warmed until nearly every
+"EMC" is the default cache (8,192 rows in 2-way sets, one subtable hit in 100 inserted, warmed until nearly every
 hot key has its row); "no EMC" passes an empty EMC, so every frame searches the subtables in their
 hit order (after a ``resort()``; with uniform traffic, about half of them on average). The kernel
 is called once per burst from Python, so numba's call overhead is included. Windows as in ``bench

@@ -2,13 +2,18 @@
 and expires megaflows; the ``mf_lookup`` kernel finds the megaflow of every frame of a burst.
 
 ```
-keys[slot] ──► EMC: hash of the whole key row ──► entry? ──► masked compare with the entry ──hit──┐
-                  │ miss, or the compare fails                                                    │
-                  ▼                                                                               ▼
-      subtables in hit order: hash(key & mask over the subtable's words) ──► bucket ──► entry    out_entry[i]
+keys[slot] ──► EMC: hash of the used words ──► 2-way set ──► entry? ──► masked compare ──hit──┐
+                  │ miss, or the compare fails                                                 │
+                  ▼                                                                            ▼
+      subtables in hit order: hash(key & mask over the subtable's words) ──► bucket ──► entry   out_entry[i]
       (first hit wins: megaflows do not overlap) ──hit──► EMC row written (1 in emc_insert_inv_prob)  + stats
                   │ miss: out_entry[i] = -1 (an upcall)
 ```
+
+The kernel works in passes over the burst, each fetching (prefetching) what the next one reads:
+EMC hashes (fetch the sets), EMC candidates (fetch their entry rows), the compares; the frames the
+EMC does not answer then search the subtables ``CHUNK`` at a time, one subtable after the other
+(hashes, fetch the buckets; first buckets, fetch their entry rows; the probes).
 
 Megaflow
     ``(key & mask, mask, actions)``: ``key`` and ``mask`` are ``dpif.key`` rows; the actions are an
@@ -28,16 +33,21 @@ Subtables
     since the previous resort. A subtable goes away with its last entry.
 
 Exact-match cache (EMC)
-    ``emc_size`` rows (a power of two, 0: none), direct-mapped by a hash of the whole key row; a row
-    names an entry. A hit is validated by the entry's own masked compare (and that it is live), so
+    ``emc_size`` rows (a power of two, 0: none) in sets of two rows (one cache line; OVS's EMC is
+    2-way too), chosen by a hash of the key words some installed mask uses (``st[H_UW:]``, kept by
+    the control side: a word no mask looks at cannot tell megaflows apart). When that word set
+    changes, the EMC is cleared (its rows were placed by the old hash). A row names an entry;
+    both rows of the set are tried. A hit is validated by the entry's own masked compare (and that it is live), so
     the EMC can never return a wrong megaflow: not after a remove, a replace, or the reuse of an
-    entry id; no generation counter is needed. A subtable hit writes its EMC row with probability
+    entry id; no generation counter is needed. The EMC is read for a whole burst before the burst
+    writes it. A subtable hit writes a row of its set (an empty one, else one that is stale or names
+    a removed entry, else either, drawn) with probability
     ``1 / emc_insert_inv_prob`` (OVS's default 100: a frame of a short flow seldom evicts a long
     one; 1: always; 0: never), drawn from a generator kept in ``st``.
 
 Arrays (all int64; fixed size from construction, except ``actions``)
-    * ``st``: header (``H_*``: counts, counters, the EMC draw state), the subtable order, then one
-      ``S_W``-word row per subtable (``S_*``);
+    * ``st``: header (``H_*``: counts, counters, the EMC draw state, the used words), the subtable
+      order, one ``S_W``-word row per subtable (``S_*``), then the kernel's scratch (``2 * CHUNK``);
     * ``ent``: ``[max_flows, E_W]``, one row per entry id (``E_*``): subtable (-1: free), hash,
       action offset and length, packets, bytes, used, created, then the masked values;
     * ``buckets``: ``tag | (entry + 1)`` per bucket (``TAG_MASK`` bits of the hash; 0: empty);
@@ -63,6 +73,9 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from classifier.parse import META_LEN
 from dpif.key import KEY_WORDS
@@ -78,7 +91,10 @@ H_EMC_HITS = 6        # counters: frames found through the EMC
 H_MF_HITS = 7         # ... through the subtables
 H_MISSES = 8          # ... not found (upcalls)
 H_SUB_LOOKUPS = 9     # subtables probed by frames the EMC did not answer
-H_SIZE = 16
+H_NUW = 10            # key words some installed mask uses (what the EMC hashes)
+H_SCR = 11            # offset of the kernel's scratch: 2 * CHUNK words at the end of st
+H_UW = 16             # ... those words, ascending, H_NUW of them
+H_SIZE = H_UW + KEY_WORDS
 H_ORDER = H_SIZE      # subtable ids in lookup order
 
 # subtable rows
@@ -100,6 +116,8 @@ E_CREATED = 7
 E_VAL = 8             # the masked key words, in the subtable's pair order
 E_W = E_VAL + KEY_WORDS
 
+CHUNK = 64            # frames that search the subtables together (one pass per subtable)
+
 ENTRY_BITS = 24
 ENTRY_MASK = (1 << ENTRY_BITS) - 1
 TAG_MASK = ~np.int64(ENTRY_MASK)     # a bucket / EMC row: hash & TAG_MASK | entry + 1
@@ -110,12 +128,11 @@ DEFAULT_EMC_SIZE = 8192              # OVS's EMC size
 DEFAULT_EMC_INSERT_INV_PROB = 100    # OVS's other_config:emc-insert-inv-prob
 DEFAULT_MAX_SUBTABLES = 1024
 
-_K1 = np.int64(-7046029254386353131)    # 0x9E3779B97F4A7C15
 _K2 = np.int64(-4658895280553007687)    # 0xBF58476D1CE4E5B9
 _K3 = np.int64(-7723592293110705685)    # 0x94D049BB133111EB
 _LCG_A = np.int64(6364136223846793005)
 _LCG_C = np.int64(1442695040888963407)
-# one odd multiplier per key word: the EMC hash is sum(word * multiplier), then mixed
+# one odd multiplier per key word: the EMC and subtable hashes are sums of word * multiplier, then mixed
 _KEY_MULT = (np.random.default_rng(0x6D65676166).integers(0, 1 << 62, KEY_WORDS, dtype=np.int64) * 2 + 1)
 
 
@@ -149,10 +166,23 @@ class Megaflow:
 # kernels
 
 
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _mix(h: np.int64, v: np.int64) -> np.int64:
-    h = (h ^ v) * _K1
-    return h ^ (h >> 31)
+@intrinsic
+def _prefetch(typingctx, arr, i):
+    """Prefetch ``arr.flat[i]`` (a C-contiguous array) into the cache, for reading."""
+    sig = types.void(arr, i)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        array = context.make_array(aryty)(context, builder, args[0])
+        ptr = builder.gep(array.data, [args[1]])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
@@ -163,29 +193,47 @@ def _fin(h: np.int64) -> np.int64:
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _key_hash(keys: np.ndarray, s: int) -> np.int64:
-    """Hash of the whole key row ``keys[s]`` (the EMC's)."""
+def _key_hash(keys: np.ndarray, s: int, st: np.ndarray, nuw: int) -> np.int64:
+    """The EMC hash of key row ``keys[s]``: of the words some installed mask uses (``st[H_UW:]``)."""
     acc = np.int64(0)
-    for w in range(KEY_WORDS):
+    for q in range(nuw):
+        w = st[H_UW + q]
         acc += np.int64(keys[s, w]) * _KEY_MULT[w]
     return _fin(acc)
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
-def key_hash(keys: np.ndarray, s: int) -> np.int64:
-    """The EMC hash of ``keys[s]`` (for tests and tools)."""
-    return _key_hash(keys, s)
+def key_hash(keys: np.ndarray, s: int, st: np.ndarray) -> np.int64:
+    """The EMC hash of ``keys[s]`` under cache state ``st`` (for tests and tools)."""
+    return _key_hash(keys, s, st, st[H_NUW])
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _emc_way(emc: np.ndarray, r0: int, r1: int, h: np.int64, ent: np.ndarray, rng: np.int64) -> int:
+    """The EMC row of set ``(r0, r1)`` a new row for hash ``h`` replaces: an empty row, else one with
+    ``h``'s tag (stale: its compare failed) or naming a removed entry, else one drawn by ``rng``."""
+    for r in (r0, r1):
+        v = emc[r]
+        if v == 0 or ((v ^ h) & TAG_MASK) == 0 or ent[(v & ENTRY_MASK) - 1, E_SUB] < 0:
+            return r
+    return r1 if (rng >> 40) & 1 else r0
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _sub_hash(keys: np.ndarray, s: int, st: np.ndarray, so: int, sid: int) -> np.int64:
+    """The hash of ``keys[s]`` under subtable ``sid`` (row at ``st[so]``): of its masked words."""
+    h = np.int64(sid) * _K3 + 1
+    for q in range(st[so + S_NW]):
+        w = st[so + S_F + 2 * q]
+        h += (np.int64(keys[s, w]) & st[so + S_F + 2 * q + 1]) * _KEY_MULT[w]
+    return _fin(h)
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _probe(keys: np.ndarray, s: int, st: np.ndarray, so: int, sid: int, ent: np.ndarray,
-           buckets: np.ndarray, bmask: int) -> int:
-    """The entry of subtable ``sid`` (row at ``st[so]``) that ``keys[s]`` matches, or -1."""
+           buckets: np.ndarray, bmask: int, h: np.int64) -> int:
+    """The entry of subtable ``sid`` (row at ``st[so]``) that ``keys[s]`` (subtable hash ``h``) matches, or -1."""
     nw = st[so + S_NW]
-    h = np.int64(sid) * _K3 + 1
-    for q in range(nw):
-        h = _mix(h, np.int64(keys[s, st[so + S_F + 2 * q]]) & st[so + S_F + 2 * q + 1])
-    h = _fin(h)
     b = (h >> ENTRY_BITS) & bmask
     while True:
         v = buckets[b]
@@ -217,6 +265,67 @@ def _matches(keys: np.ndarray, s: int, st: np.ndarray, ent: np.ndarray, c: int) 
     return True
 
 
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _emc_candidate(emc: np.ndarray, r: int, h: np.int64) -> int:
+    """The entry EMC row ``r`` names if its tag is ``h``'s, else -1."""
+    v = emc[r]
+    if v != 0 and ((v ^ h) & TAG_MASK) == 0:
+        return (v & ENTRY_MASK) - 1
+    return -1
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _search(keys: np.ndarray, burst: np.ndarray, st: np.ndarray, m: int, ent: np.ndarray, buckets: np.ndarray,
+            emc: np.ndarray, out_entry: np.ndarray, rng: np.int64) -> tuple[int, int, np.int64]:
+    """Search the subtables, in order, for the ``m`` frames whose burst positions are in the scratch; a hit
+    sets ``out_entry`` (and maybe an EMC row). Returns ``(hits, subtables probed, rng)``."""
+    scr = st[H_SCR]
+    hs = scr + CHUNK          # subtable hashes
+    bmask = st[H_BMASK]
+    sub0 = st[H_SUB0]
+    inv = st[H_EMC_INV]
+    emask = emc.shape[0] - 1
+    nuw = st[H_NUW]
+    found = 0
+    probes = 0
+    for j in range(st[H_NSUB]):
+        if m == 0:
+            break
+        sid = st[H_ORDER + j]
+        so = sub0 + sid * S_W
+        probes += m
+        for p in range(m):
+            h = _sub_hash(keys, burst[st[scr + p]], st, so, sid)
+            st[hs + p] = h
+            _prefetch(buckets, (h >> ENTRY_BITS) & bmask)
+        for p in range(m):
+            v = buckets[(st[hs + p] >> ENTRY_BITS) & bmask]
+            if v != 0 and ((v ^ st[hs + p]) & TAG_MASK) == 0:
+                c = (v & ENTRY_MASK) - 1
+                _prefetch(ent, c * E_W)
+                _prefetch(ent, c * E_W + E_VAL)
+        k = 0
+        for p in range(m):
+            i = st[scr + p]
+            s = burst[i]
+            e = _probe(keys, s, st, so, sid, ent, buckets, bmask, st[hs + p])
+            if e < 0:
+                st[scr + k] = i
+                k += 1
+                continue
+            out_entry[i] = e
+            st[so + S_HITS] += 1
+            found += 1
+            if emask >= 0 and inv > 0:
+                rng = rng * _LCG_A + _LCG_C
+                if inv == 1 or ((rng >> 33) & 0x7FFFFFFF) % inv == 0:
+                    h = _key_hash(keys, s, st, nuw)
+                    r0 = (h >> ENTRY_BITS) & emask & ~1
+                    emc[_emc_way(emc, r0, (r0 | 1) & emask, h, ent, rng)] = (h & TAG_MASK) | (e + 1)
+        m = k
+    return found, probes, rng
+
+
 @numba.njit(nogil=True, cache=True, _nrt=False)
 def mf_lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st: np.ndarray, ent: np.ndarray,
               buckets: np.ndarray, emc: np.ndarray, out_entry: np.ndarray, now: int) -> int:
@@ -225,51 +334,71 @@ def mf_lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st:
     * ``keys``: ``uint64[slots, KEY_WORDS]`` (``dpif.key``); ``meta[slot, META_LEN]``: frame lengths.
     * ``st``, ``ent``, ``buckets``: ``MegaflowCache.arrays()``; ``emc``: its EMC, or any empty int64
       array to look up without one.
-    * ``out_entry[i]``: the entry id for ``burst[i]``, -1 on a miss.
+    * ``out_entry[i]``: the entry id for ``burst[i]``, -1 on a miss (``out_entry[:n]`` is also the
+      kernel's scratch between its passes).
     * Per entry: packets, bytes, ``used = now``; per subtable: hits; in ``st``: the ``H_*`` counters.
     """
-    nsub = st[H_NSUB]
-    sub0 = st[H_SUB0]
-    bmask = st[H_BMASK]
+    nuw = st[H_NUW]
     n_emc = emc.shape[0]
     emask = n_emc - 1
-    inv = st[H_EMC_INV]
     rng = st[H_RNG]
     emc_hits = 0
     mf_hits = 0
     misses = 0
     probes = 0
+    if n_emc > 0:
+        # pass 1: EMC hashes; fetch their sets
+        for i in range(n):
+            h = _key_hash(keys, burst[i], st, nuw)
+            out_entry[i] = h
+            _prefetch(emc, (h >> ENTRY_BITS) & emask & ~1)
+        # pass 2: the candidate entries of both rows (tags equal); fetch their rows
+        for i in range(n):
+            h = out_entry[i]
+            r0 = (h >> ENTRY_BITS) & emask & ~1     # a set: two rows in one cache line
+            c0 = _emc_candidate(emc, r0, h)
+            c1 = _emc_candidate(emc, (r0 | 1) & emask, h)
+            if c0 >= 0:
+                _prefetch(ent, c0 * E_W)
+                _prefetch(ent, c0 * E_W + E_VAL)
+            if c1 >= 0:
+                _prefetch(ent, c1 * E_W)
+                _prefetch(ent, c1 * E_W + E_VAL)
+            out_entry[i] = (c0 + 1) | (c1 + 1) << ENTRY_BITS
+    # pass 3: validate the candidates; the frames they do not answer search the subtables, CHUNK at a time
+    scr = st[H_SCR]
+    m = 0
     for i in range(n):
-        s = burst[i]
         e = -1
-        h = np.int64(0)
-        r = 0
         if n_emc > 0:
-            h = _key_hash(keys, s)
-            r = (h >> ENTRY_BITS) & emask
-            v = emc[r]
-            if v != 0 and ((v ^ h) & TAG_MASK) == 0:
-                c = (v & ENTRY_MASK) - 1
-                if _matches(keys, s, st, ent, c):
-                    e = c
-                    emc_hits += 1
-        if e < 0:
-            for j in range(nsub):
-                sid = st[H_ORDER + j]
-                so = sub0 + sid * S_W
-                probes += 1
-                e = _probe(keys, s, st, so, sid, ent, buckets, bmask)
-                if e >= 0:
-                    st[so + S_HITS] += 1
-                    break
-            if e >= 0:
-                mf_hits += 1
-                if n_emc > 0 and inv > 0:
-                    rng = rng * _LCG_A + _LCG_C
-                    if inv == 1 or ((rng >> 33) & 0x7FFFFFFF) % inv == 0:
-                        emc[r] = (h & TAG_MASK) | (e + 1)
+            s = burst[i]
+            cc = out_entry[i]
+            c0 = (cc & ENTRY_MASK) - 1
+            c1 = ((cc >> ENTRY_BITS) & ENTRY_MASK) - 1
+            if c0 >= 0 and _matches(keys, s, st, ent, c0):
+                e = c0
+            elif c1 >= 0 and _matches(keys, s, st, ent, c1):
+                e = c1
         out_entry[i] = e
         if e >= 0:
+            emc_hits += 1
+        else:
+            st[scr + m] = i
+            m += 1
+            if m == CHUNK:
+                found, pr, rng = _search(keys, burst, st, m, ent, buckets, emc, out_entry, rng)
+                mf_hits += found
+                probes += pr
+                m = 0
+    if m > 0:
+        found, pr, rng = _search(keys, burst, st, m, ent, buckets, emc, out_entry, rng)
+        mf_hits += found
+        probes += pr
+    # pass 4: counters
+    for i in range(n):
+        e = out_entry[i]
+        if e >= 0:
+            s = burst[i]
             ent[e, E_PACKETS] += 1
             ent[e, E_BYTES] += meta[s, META_LEN]
             ent[e, E_USED] = now
@@ -287,11 +416,11 @@ def mf_lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st:
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
-def _vals_hash(sid: int, vals: np.ndarray) -> np.int64:
+def _vals_hash(sid: int, vals: np.ndarray, words: np.ndarray) -> np.int64:
     """The subtable hash of masked values ``vals`` (what ``_probe`` computes from a key)."""
     h = np.int64(sid) * _K3 + 1
     for q in range(vals.shape[0]):
-        h = _mix(h, vals[q])
+        h += vals[q] * _KEY_MULT[words[q]]
     return _fin(h)
 
 
@@ -380,7 +509,8 @@ class MegaflowCache:
         nb = 2
         while nb < 2 * max_flows:
             nb *= 2
-        self.st = np.zeros(H_ORDER + max_subtables + max_subtables * S_W, dtype=np.int64)
+        self.st = np.zeros(H_ORDER + max_subtables + max_subtables * S_W + 2 * CHUNK, dtype=np.int64)
+        self.st[H_SCR] = H_ORDER + max_subtables + max_subtables * S_W
         self.st[H_MAX_SUB] = max_subtables
         self.st[H_SUB0] = H_ORDER + max_subtables
         self.st[H_BMASK] = nb - 1
@@ -398,6 +528,7 @@ class MegaflowCache:
         self._sub_free = list(range(max_subtables - 1, -1, -1))
         self._subs: dict[bytes, int] = {}                 # mask row bytes -> subtable id
         self._sub_mask: dict[int, np.ndarray] = {}
+        self._word_use = np.zeros(KEY_WORDS, dtype=np.int64)   # subtables using each key word
         self._check_overlap = check_overlap
         if check_overlap:
             self._dkey = np.zeros((max_flows, KEY_WORDS), dtype=np.uint64)
@@ -434,7 +565,7 @@ class MegaflowCache:
         sig = mask.tobytes()
         sid = self._subs.get(sig)
         if sid is not None:
-            h = _vals_hash(sid, vals)
+            h = _vals_hash(sid, vals, words)
             e = _bucket_find(self.ent, self.buckets, bmask, sid, vals, h)
             if e >= 0:
                 if exclusive:
@@ -454,7 +585,7 @@ class MegaflowCache:
                 self.counters["megaflow_subtables_full"] += 1
                 return -1
             sid = self._new_subtable(sig, mask, words)
-            h = _vals_hash(sid, vals)
+            h = _vals_hash(sid, vals, words)
         e = self._free.pop()
         row = self.ent[e]
         row[:] = 0
@@ -561,6 +692,7 @@ class MegaflowCache:
         self.st[H_NSUB] = n + 1
         self._subs[sig] = sid
         self._sub_mask[sid] = mask.copy()
+        self._use_words(words, 1)
         return sid
 
     def _drop_subtable(self, sid: int) -> None:
@@ -569,8 +701,23 @@ class MegaflowCache:
         self.st[H_ORDER:H_ORDER + n - 1] = order
         self.st[H_ORDER + n - 1] = 0
         self.st[H_NSUB] = n - 1
-        del self._subs[self._sub_mask.pop(sid).tobytes()]
+        mask = self._sub_mask.pop(sid)
+        del self._subs[mask.tobytes()]
         self._sub_free.append(sid)
+        self._use_words(np.flatnonzero(mask), -1)
+
+    def _use_words(self, words: np.ndarray, delta: int) -> None:
+        """Count a subtable's mask words in or out of the EMC's hashed words; when that set changes, the
+        EMC is cleared (its rows were placed by the old hash: still never wrong, but lost)."""
+        before = self._word_use > 0
+        self._word_use[words] += delta
+        used = self._word_use > 0
+        if (used != before).any():
+            uw = np.flatnonzero(used)
+            self.st[H_UW:H_UW + KEY_WORDS] = 0
+            self.st[H_UW:H_UW + len(uw)] = uw
+            self.st[H_NUW] = len(uw)
+            self.emc[:] = 0
 
     def _set_actions(self, e: int, acts: np.ndarray) -> None:
         row = self.ent[e]

@@ -280,9 +280,74 @@ def test_key_layout() -> None:
         K.key_from_fields(reg0=1)
 
 
-def test_key_hash_covers_every_word() -> None:
+def test_emc_hash_covers_the_used_words() -> None:
+    """The EMC hashes exactly the key words some installed mask uses: installing a mask on a new word
+    brings it in, removing the last such mask takes it out, and lookups stay right across both."""
+    cache = MegaflowCache(max_flows=8, emc_size=16, emc_insert_inv_prob=1)
+    st_ = cache.arrays()[0]
     keys = np.zeros((K.KEY_WORDS + 1, K.KEY_WORDS), dtype=np.uint64)
     for w in range(K.KEY_WORDS):
         keys[w + 1, w] = 1
-    hashes = {int(key_hash(keys, s)) for s in range(K.KEY_WORDS + 1)}
-    assert len(hashes) == K.KEY_WORDS + 1
+    every = np.ones(K.KEY_WORDS, dtype=np.uint64)
+    a = cache.install(np.zeros(K.KEY_WORDS, dtype=np.uint64), every, np.array([1]))   # every word
+    assert len({int(key_hash(keys, s, st_)) for s in range(K.KEY_WORDS + 1)}) == K.KEY_WORDS + 1
+    cache.remove(a)
+    assert len({int(key_hash(keys, s, st_)) for s in range(K.KEY_WORDS + 1)}) == 1   # no word used
+
+    ones32 = 0xFFFF_FFFF
+    pair = np.stack([K.key_from_fields(in_port=1, tp_src=5), K.key_from_fields(in_port=1, tp_src=6)])
+    meta = np.zeros((2, 4), dtype=np.int32)
+    out = np.zeros(2, dtype=np.int64)
+    b = np.arange(2, dtype=np.int32)
+    p = cache.install(K.key_from_fields(in_port=1), K.key_from_fields(in_port=ones32), np.array([2]))
+    assert key_hash(pair, 0, st_) == key_hash(pair, 1, st_)        # tp is not hashed yet
+    for _ in range(2):
+        assert cache.lookup(pair, b, 2, meta, out) == 0 and out.tolist() == [p, p]
+    assert cache.stats()["emc_hits"] == 2     # the EMC is read for a whole burst before it is written
+    t = cache.install(K.key_from_fields(in_port=2, tp_src=5), K.key_from_fields(in_port=ones32, tp_src=0xFFFF),
+                      np.array([3]))
+    assert key_hash(pair, 0, st_) != key_hash(pair, 1, st_)        # now it is
+    assert not cache.emc.any()                                     # rows placed by the old hash are gone
+    pair[1] = K.key_from_fields(in_port=2, tp_src=5)
+    for _ in range(2):
+        assert cache.lookup(pair, b, 2, meta, out) == 0 and out.tolist() == [p, t]
+    assert cache.stats()["emc_hits"] == 4
+    cache.remove(t)
+    assert cache.lookup(pair, b, 2, meta, out) == 1 and out.tolist() == [p, -1]
+    pair[1] = K.key_from_fields(in_port=1, tp_src=6)
+    assert key_hash(pair, 0, st_) == key_hash(pair, 1, st_)
+
+
+def test_emc_two_way_replacement() -> None:
+    """One EMC set (two rows): two keys of different megaflows both stay; a third replaces one of them;
+    a row naming a removed megaflow is replaced first; every answer is right."""
+    cache = MegaflowCache(max_flows=8, emc_size=2, emc_insert_inv_prob=1)
+    ones32 = 0xFFFF_FFFF
+    ids = [cache.install(K.key_from_fields(in_port=p), K.key_from_fields(in_port=ones32), np.array([p]))
+           for p in range(3)]
+    keys = np.stack([K.key_from_fields(in_port=p, eth_src=9) for p in range(3)])
+    meta = np.zeros((3, 4), dtype=np.int32)
+    out = np.zeros(3, dtype=np.int64)
+
+    def look(*slots: int) -> int:
+        """Look ``slots`` up; returns the EMC hits it took."""
+        before = cache.stats()["emc_hits"]
+        b = np.array(slots, dtype=np.int32)
+        assert cache.lookup(keys, b, len(b), meta, out) == 0 and out[:len(b)].tolist() == [ids[s] for s in slots]
+        return cache.stats()["emc_hits"] - before
+
+    assert look(0, 1) == 0
+    assert look(0, 1) == 2          # both in the set
+    assert look(2) == 0             # replaces one of them
+    assert look(2) == 1
+    assert look(0) + look(1) == 1   # the other one stayed
+    cache.emc[:] = 0
+    assert look(0, 1) == 0 and look(0, 1) == 2
+    cache.remove(ids[1])
+    ids[1] = cache.install(K.key_from_fields(in_port=1), K.key_from_fields(in_port=ones32), np.array([7]))
+    assert look(1) == 1             # the id was reused for the same megaflow: its row still answers
+    cache.remove(ids[0])
+    b = np.zeros(1, dtype=np.int32)
+    assert cache.lookup(keys, b, 1, meta, out) == 1 and out[0] == -1
+    assert look(2) == 0             # replaces the row naming the removed megaflow ...
+    assert look(1, 2) == 2          # ... not the live one
