@@ -1,0 +1,210 @@
+"""The flat action executor (dpif.actions) against the plain-Python model (dpif.actions_ref).
+
+Hypothesis builds bursts of IPv4 TCP/UDP/ICMP frames (0-2 tags, IP options, whole / first / later
+fragments, UDP checksum 0) and non-IP frames at random heads in 256-byte slots, with random
+programs; the per-port queues (frame bytes and head), drop counts and fresh-slot counts must equal
+the model's, whose checksums are recomputed from scratch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backends.pool import META_IN_PORT, META_LEN
+from dpif import actions as A
+from dpif import actions_ref as R
+from dpif import key as K
+
+SLOT = 256
+N_PORTS = 4
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> bytes:
+    """A random Ethernet frame with correct checksums."""
+    macs = draw(st.binary(min_size=12, max_size=12))
+    tags = b"".join(draw(st.sampled_from([b"\x81\x00", b"\x88\xa8"])) + draw(st.binary(min_size=2, max_size=2))
+                    for _ in range(draw(st.integers(0, 2))))
+    if draw(st.integers(0, 9)) == 0:
+        return macs + tags + b"\x86\xdd" + draw(st.binary(min_size=0, max_size=40))
+    proto = draw(st.sampled_from([A.PROTO_TCP, A.PROTO_UDP, 1]))
+    opts = draw(st.binary(min_size=0, max_size=40))
+    opts = opts[: len(opts) // 4 * 4]
+    payload = draw(st.binary(min_size=0, max_size=30))
+    frag = draw(st.sampled_from([0, 0, 0x2000, 0x2000 | 7, 12]))
+    if proto == A.PROTO_TCP:
+        l4 = bytearray(draw(st.binary(min_size=20, max_size=20))) + payload
+    elif proto == A.PROTO_UDP:
+        l4 = bytearray(draw(st.binary(min_size=8, max_size=8))) + payload
+        l4[4:6] = len(l4).to_bytes(2, "big")
+    else:
+        l4 = bytearray(draw(st.binary(min_size=8, max_size=8))) + payload
+    ihl = 5 + len(opts) // 4
+    ip = bytearray([0x40 | ihl, draw(st.integers(0, 255))]) + (ihl * 4 + len(l4)).to_bytes(2, "big")
+    ip += draw(st.binary(min_size=2, max_size=2)) + frag.to_bytes(2, "big")
+    ip += bytes([draw(st.integers(0, 255)), proto, 0, 0]) + draw(st.binary(min_size=8, max_size=8)) + opts
+    ip[10:12] = R.csum(bytes(ip)).to_bytes(2, "big")
+    f = bytearray(macs + tags + b"\x08\x00" + ip + l4)
+    l3 = 14 + len(tags)
+    _, l4c, _ = R.l4_info(f, l3)
+    if l4c >= 0:
+        if proto == A.PROTO_UDP and draw(st.booleans()):
+            f[l4c : l4c + 2] = b"\0\0"
+        else:
+            f[l4c : l4c + 2] = R.l4_full(f, l3).to_bytes(2, "big")    # as if whole (first fragments too)
+    return bytes(f)
+
+
+def actions() -> st.SearchStrategy[list[int]]:
+    """One random action: mostly outputs and sets, drops and reserved ops rarely."""
+    out = st.builds(A.output, st.integers(0, N_PORTS - 1))
+    sets = st.sampled_from(list(A.SET_FIELDS)).flatmap(
+        lambda n: st.builds(A.set_field, st.just(n), st.integers(0, (1 << A.SET_FIELDS[n][2]) - 1),
+                            st.one_of(st.none(), st.integers(0, (1 << 48) - 1))))
+    rare = st.one_of(st.builds(A.drop, st.sampled_from([A.DR_EXPLICIT, A.DR_NO_OUTPUT])),
+                     st.builds(A.reserved, st.sampled_from(list(A.RESERVED_OPS)), st.integers(0, 9)))
+    return st.one_of(
+        out, out, out, sets, sets, sets,
+        st.builds(A.push_vlan, st.integers(0, 4095), st.integers(0, 7), st.sampled_from([A.ETH_VLAN, A.ETH_QINQ])),
+        st.just(A.pop_vlan()),
+        rare,
+    )
+
+
+programs = st.lists(actions(), min_size=0, max_size=7)
+
+
+def run_kernel(items: list[tuple[int, bytes, list[int] | None]], free: int,
+               qcap: int = 64) -> tuple[dict[int, list[tuple[int, bytes]]], list[int], int]:
+    """Run ``items`` through ``execute_burst``: (queues as port -> (head, frame), drops, fresh slots)."""
+    n = len(items)
+    n_slots = n + free
+    data = np.zeros((n_slots, SLOT), dtype=np.uint8)
+    meta = np.zeros((n_slots, 4), dtype=np.int32)
+    progs_l: list[int] = []
+    index = np.full((n, 2), -1, dtype=np.int64)
+    for i, (head, f, prog) in enumerate(items):
+        data[i, head : head + len(f)] = np.frombuffer(f, dtype=np.uint8)
+        meta[i, META_LEN] = len(f)
+        meta[i, META_IN_PORT] = 0
+        meta[i, A.META_HEAD] = head
+        if prog is not None:
+            index[i] = (len(progs_l), len(prog))
+            progs_l += prog
+    progs = np.array(progs_l + [0], dtype=np.int64)
+    burst = np.arange(n, dtype=np.int32)
+    free_stack = np.arange(n_slots - 1, n - 1, -1, dtype=np.int32)
+    free_top = np.array([free], dtype=np.int64)
+    out = np.zeros((2, N_PORTS * qcap), dtype=np.int32)
+    out_start = np.zeros((2, N_PORTS + 1), dtype=np.int32)
+    drops = np.zeros(A.N_DROP_REASONS, dtype=np.int64)
+    extra = np.zeros(max(free, 1), dtype=np.int32)
+    k = A.execute_burst(data, meta, burst, n, index, progs, out, out_start, drops, free_stack, free_top, extra)
+    queues: dict[int, list[tuple[int, bytes]]] = {}
+    for p in range(N_PORTS):
+        for j in range(out_start[1, p]):
+            s = out[0, out_start[0, p] + j]
+            assert out[1, out_start[0, p] + j] == -1
+            h, ln = int(meta[s, A.META_HEAD]), int(meta[s, META_LEN])
+            queues.setdefault(p, []).append((h, bytes(data[s, h : h + ln])))
+    assert sorted(extra[:k].tolist()) == sorted(range(n, n + k))
+    assert free_top[0] == free - k
+    return queues, drops.tolist(), k
+
+
+@st.composite
+def bursts(draw: st.DrawFn) -> list[tuple[int, bytes, list[int] | None]]:
+    """1-6 frames at random heads, each with a random program or none (a miss)."""
+    items = []
+    for _ in range(draw(st.integers(1, 6))):
+        f = draw(frames())
+        head = min(draw(st.sampled_from([0, 1, 2, 3, 4, 7, 8, 64, 128])), SLOT - len(f))
+        if draw(st.integers(0, 4)) == 0:                       # Ethernet padding up to (nearly) the slot end
+            head = draw(st.integers(0, 3))
+            f += bytes(SLOT - head - len(f) - draw(st.integers(0, 6)))
+        prog = None if draw(st.integers(0, 7)) == 0 else draw(programs)     # None: a miss, skipped
+        items.append((head, f, None if prog is None else [w for a in prog for w in a]))
+    return items
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bursts(), st.integers(0, 6))
+def test_against_model(items: list[tuple[int, bytes, list[int] | None]], free: int) -> None:
+    q, drops, k = run_kernel(items, free)
+    ref = R.run_burst(items, SLOT, N_PORTS, 64, free)
+    assert q == {p: v for p, v in ref.queues.items() if v}
+    assert drops == ref.drops
+    assert k == ref.copies
+
+
+def _tcp_frame() -> bytes:
+    ip = bytearray(b"\x45\x00\x00\x28\x00\x01\x00\x00\x40\x06\x00\x00\x0a\x00\x00\x01\x0a\x00\x00\x02")
+    ip[10:12] = R.csum(bytes(ip)).to_bytes(2, "big")
+    f = bytearray(b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00" + ip + bytes(20))
+    f[34:36] = (1234).to_bytes(2, "big")
+    f[36:38] = (80).to_bytes(2, "big")
+    f[50:52] = R.l4_full(f, 14).to_bytes(2, "big")
+    return bytes(f)
+
+
+def test_checksums_from_scratch() -> None:
+    f = _tcp_frame()
+    prog = A.encode([A.set_field("nw_src", 0xC0A80001), A.set_field("tp_dst", 8080), A.set_field("nw_ttl", 7),
+                     A.output(1)])
+    q, _, _ = run_kernel([(8, f, prog.tolist())], 0)
+    g = q[1][0][1]
+    assert g[26:30] == bytes([192, 168, 0, 1]) and g[22] == 7
+    assert R.csum(g[14:34]) == 0
+    assert int.from_bytes(g[50:52], "big") == R.l4_full(g, 14)
+
+
+def test_push_pop_headroom() -> None:
+    f = _tcp_frame()
+    push = A.encode([A.push_vlan(10, 3), A.output(0)]).tolist()
+    pop = A.encode([A.pop_vlan(), A.output(1)]).tolist()
+    tagged = f[:12] + b"\x81\x00\x60\x0a" + f[12:]
+    q, drops, _ = run_kernel([(8, f, push), (0, f, push), (2, f + bytes(SLOT - 2 - len(f)), push), (4, tagged, pop)], 0)
+    assert q[0] == [(4, tagged), (0, tagged)]
+    assert q[1] == [(8, f)]
+    assert drops[A.DR_NO_ROOM] == 1
+
+
+def test_copy_on_second_output() -> None:
+    f = _tcp_frame()
+    prog = A.encode([A.output(0), A.set_field("eth_dst", 0x0A0B0C0D0E0F), A.output(1), A.output(2),
+                     A.pop_vlan(), A.output(3)]).tolist()
+    q, _, k = run_kernel([(2, f, prog)], 4)
+    assert k == 2
+    assert q[0][0][1] == f
+    assert q[1][0][1][:6] == bytes.fromhex("0a0b0c0d0e0f") == q[2][0][1][:6]
+    _, drops, k = run_kernel([(2, f, prog)], 0)
+    assert k == 0 and drops[A.DR_POOL_EMPTY] == 1
+
+
+def test_format_and_encode() -> None:
+    prog = A.encode([A.set_field("eth_dst", 0x020000000001), A.push_vlan(10), A.output(2)])
+    assert A.format_actions(prog) == "set(eth(dst=02:00:00:00:00:01)),push_vlan(vid=10,pcp=0),2"
+    assert A.format_actions(A.encode([])) == "drop"
+    assert A.format_actions(A.encode([A.set_field("nw_dst", 0x0A000000, 0xFF000000), A.pop_vlan(),
+                                      A.reserved(A.OP_RECIRC, 1), A.drop()])) == \
+        "set(ipv4(dst=10.0.0.0/255.0.0.0)),pop_vlan,recirc(0x1),drop"
+    for bad in ([A.OP_OUTPUT, 2, 1], [A.OP_SET_MASKED, 3, K.W_NW, 1, 1], [99, 0], [A.OP_OUTPUT]):
+        try:
+            A.decode(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
+
+
+def test_malformed_programs_and_full_queues() -> None:
+    f = _tcp_frame()
+    bad = [[A.OP_OUTPUT, 5, 1], [A.OP_OUTPUT], [99, 0, A.OP_OUTPUT, 1, 0], [A.OP_OUTPUT, 1, N_PORTS],
+           [A.OP_SET_MASKED, 1, K.W_ETH_DST]]
+    _, drops, _ = run_kernel([(2, f, b) for b in bad], 0)
+    assert drops[A.DR_BAD_PROGRAM] == 5 and drops[A.DR_NO_OUTPUT] == 1   # the port out of range: no output
+    q, drops, _ = run_kernel([(2, f, A.encode([A.output(1)]).tolist())] * 3, 0, qcap=2)
+    assert len(q[1]) == 2 and drops[A.DR_QUEUE_FULL] == 1
+    _, drops, _ = run_kernel([(2, f[:13], A.encode([A.output(1)]).tolist())], 0)
+    assert drops[A.DR_BAD_FRAME] == 1
