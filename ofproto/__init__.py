@@ -1,0 +1,1 @@
+"""OpenFlow control side: the match field registry (``fields``); rules, tables and groups to come."""
