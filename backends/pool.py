@@ -5,10 +5,32 @@ indices. Nothing on the packet path allocates: ports pop free slots inside their
 receive kernels (``slot_alloc``) and the datapath pushes them back after transmit
 (``pool_free``).
 
+Each row is ``headroom + slot_size`` bytes: ``headroom`` bytes (``DEFAULT_HEADROOM``, 128)
+in front of the frame, so that a header can be prepended (VLAN push, tunnel push) without
+moving the frame, then room for a frame of up to ``slot_size`` bytes::
+
+    data[slot]:  | headroom ............ | frame (META_LEN bytes) ......... | unused |
+                 0                    META_HEAD                META_HEAD + META_LEN
+
 Per-slot metadata lives in ``PacketPool.meta`` (``int32[n_slots, META_FIELDS]``):
 
-* ``META_LEN``      frame length in bytes (the frame starts at ``data[slot, 0]``)
+* ``META_LEN``      frame length in bytes
 * ``META_IN_PORT``  datapath port number (``Port.port_no``) that received the frame
+* ``META_HEAD``     where the frame starts in the row: the frame is
+  ``data[slot, meta[slot, META_HEAD] : meta[slot, META_HEAD] + meta[slot, META_LEN]]``
+
+The rules every kernel follows:
+
+* every receive writes the frame at ``headroom`` and sets ``META_HEAD = headroom``
+  (``PacketPool.put`` too);
+* every reader and transmitter reads the frame at ``META_HEAD``, never at 0 nor at
+  ``headroom``;
+* a kernel may move ``META_HEAD`` down into the headroom (a push: the new header goes in
+  front) or up (a pop), adjusting ``META_LEN``; ``META_HEAD + META_LEN`` never passes the
+  end of the row, and ``META_HEAD`` never goes below 0.
+
+``headroom=0`` gives the old layout (a frame at ``data[slot, 0]``), for code that still
+assumes it.
 
 Jumbo frames: a frame longer than ``slot_size`` is dropped by the receiving port and
 counted as ``rx_oversize``; build the pool with a larger ``slot_size`` (e.g. 9216 + 64)
@@ -22,10 +44,13 @@ import numpy as np
 
 META_LEN = 0
 META_IN_PORT = 1
+META_HEAD = 2
 META_FIELDS = 4
 
 DEFAULT_SLOTS = 8192
 DEFAULT_SLOT_SIZE = 2048
+#: Bytes in front of every received frame (an outer Ethernet + IPv6 + UDP + Geneve header is 70 bytes).
+DEFAULT_HEADROOM = 128
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -68,15 +93,25 @@ def pool_free(free_stack: np.ndarray, free_top: np.ndarray, burst: np.ndarray, n
 
 
 class PacketPool:
-    """Preallocated packet buffers shared by all ports of one datapath."""
+    """Preallocated packet buffers shared by all ports of one datapath.
 
-    def __init__(self, n_slots: int = DEFAULT_SLOTS, slot_size: int = DEFAULT_SLOT_SIZE) -> None:
-        if n_slots <= 0 or slot_size < 64:
-            raise ValueError(f"pool needs n_slots > 0 and slot_size >= 64, got {n_slots}, {slot_size}")
+    ``PacketPool(n_slots, slot_size, headroom)``: ``slot_size`` is the longest frame a port
+    accepts; each row of ``data`` is ``headroom + slot_size`` bytes and a received frame
+    starts at ``headroom`` (see the module docstring for ``META_HEAD``).
+    """
+
+    def __init__(
+        self, n_slots: int = DEFAULT_SLOTS, slot_size: int = DEFAULT_SLOT_SIZE, headroom: int = DEFAULT_HEADROOM
+    ) -> None:
+        if n_slots <= 0 or slot_size < 64 or headroom < 0:
+            raise ValueError(f"pool needs n_slots > 0, slot_size >= 64 and headroom >= 0, "
+                             f"got {n_slots}, {slot_size}, {headroom}")
         self.n_slots = n_slots
         self.slot_size = slot_size
-        self.data = np.zeros((n_slots, slot_size), dtype=np.uint8)
+        self.headroom = headroom
+        self.data = np.zeros((n_slots, headroom + slot_size), dtype=np.uint8)
         self.meta = np.zeros((n_slots, META_FIELDS), dtype=np.int32)
+        self.meta[:, META_HEAD] = headroom
         self.free_stack = np.arange(n_slots - 1, -1, -1, dtype=np.int32)
         self.free_top = np.array([n_slots], dtype=np.int64)
 
@@ -96,13 +131,16 @@ class PacketPool:
         pool_free(self.free_stack, self.free_top, burst, n)
 
     def frame(self, slot: int) -> bytes:
-        """Copy of the frame in ``slot`` (slow path: tests, tracing)."""
-        return bytes(self.data[slot, : self.meta[slot, META_LEN]])
+        """Copy of the frame in ``slot``, read at its ``META_HEAD`` (slow path: tests, tracing)."""
+        head = int(self.meta[slot, META_HEAD])
+        return bytes(self.data[slot, head : head + int(self.meta[slot, META_LEN])])
 
     def put(self, slot: int, frame: bytes, in_port: int = 0) -> None:
-        """Write ``frame`` into ``slot`` (slow path: tests, packet-out)."""
+        """Write ``frame`` into ``slot`` at ``headroom``, as a receive does (slow path: tests, packet-out)."""
         if len(frame) > self.slot_size:
             raise ValueError(f"frame of {len(frame)} bytes does not fit a {self.slot_size}-byte slot")
-        self.data[slot, : len(frame)] = np.frombuffer(frame, dtype=np.uint8)
+        h = self.headroom
+        self.data[slot, h : h + len(frame)] = np.frombuffer(frame, dtype=np.uint8)
         self.meta[slot, META_LEN] = len(frame)
         self.meta[slot, META_IN_PORT] = in_port
+        self.meta[slot, META_HEAD] = h

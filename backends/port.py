@@ -7,13 +7,20 @@ device ──rx_burst──► pool slots (burst)          queue of (slot, egres
 ```
 
 * ``rx_burst(pool, burst, start, max_n)`` pops free slots, copies up to ``max_n`` frames
-  into them, writes ``burst[start:start+n]``, ``pool.meta[slot, META_LEN]`` and
-  ``pool.meta[slot, META_IN_PORT] = port_no``; returns ``n``. It never blocks.
+  into them at ``pool.headroom``, writes ``burst[start:start+n]``, ``pool.meta[slot, META_LEN]``,
+  ``pool.meta[slot, META_HEAD] = pool.headroom`` and ``pool.meta[slot, META_IN_PORT] = port_no``;
+  returns ``n``. A frame longer than ``pool.slot_size`` is dropped (``RX_OVERSIZE``), whatever the
+  headroom. It never blocks.
 * ``tx_burst(pool, slots, vlans, start, count)`` sends the frames in
-  ``slots[start:start+count]``; ``vlans[i]`` is the egress VLAN edit for entry ``i``:
+  ``slots[start:start+count]``, each read at its ``META_HEAD`` (which a datapath kernel may have
+  moved; a slot whose head and length reach outside its row is a ``TX_ERROR``, never read);
+  ``vlans[i]`` is the egress VLAN edit for entry ``i``:
   ``VLAN_KEEP`` (-1) sends the frame as it is, ``0`` sends it untagged (an 802.1Q tag
   is removed), ``1..4095`` sends it tagged with that VID (tag inserted, or its VID
-  replaced; the PCP of an existing tag is kept, 0 otherwise). It never frees slots: a
+  replaced; the PCP of an existing tag is kept, 0 otherwise). A push on a frame with 4 bytes
+  of headroom or more may be done in the slot (``vlan_edit.push_in_place``) and is undone before
+  the next entry: after ``tx_burst`` every frame is as it was (4 headroom bytes in front of it
+  may have changed). It never frees slots: a
   flooded slot appears in several ports' queues. Returns how many frames were sent;
   the rest are counted in ``TX_DROPPED`` and a reason counter.
 * ``wakeup_fds()`` lists file descriptors that become readable when ``rx_burst`` has work.
@@ -46,7 +53,7 @@ TX_ERRORS = 7
 NO_FREE_SLOT = 8     # rx: the pool had no free slot
 RX_OVERSIZE = 9      # rx: frame longer than a pool slot
 TX_QUEUE_FULL = 10   # tx: the device queue / ring was full (EAGAIN, ENOBUFS, ring slot busy)
-TX_ERROR = 11        # tx: the device refused the frame (other errno)
+TX_ERROR = 11        # tx: the device refused the frame (other errno), or its slot metadata was outside the slot
 RX_CSUM_FIXED = 12   # rx: L4 checksum completed in software (not a drop)
 RX_GSO_SPLIT = 13    # rx: a GSO super-frame was cut into MSS-sized frames in software (not a drop)
 RX_RING_FULL = 14    # rx: the kernel dropped frames because the port's receive ring was full

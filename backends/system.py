@@ -2,13 +2,15 @@
 
 Receive: a ``TPACKET_V3`` ring shared with the kernel (``PACKET_VNET_HDR`` on, promiscuous,
 ``PACKET_IGNORE_OUTGOING``). A numba kernel walks the ring's blocks and copies each frame
-into a pool slot, finishing what the kernel left undone for a local sender: the
-802.1Q tag the kernel moved out of the frame is put back, partial TCP/UDP checksums are
-completed and GSO super-frames are cut into MSS-sized frames.
+into a pool slot, at the pool's headroom (``META_HEAD``), finishing what the kernel left
+undone for a local sender: the 802.1Q tag the kernel moved out of the frame is put back,
+partial TCP/UDP checksums are completed and GSO super-frames are cut into MSS-sized frames.
 
 Transmit: a second ``AF_PACKET`` socket (bound with protocol 0, so it never receives),
 either ``sendmmsg`` from numba with iovecs pointing into the slots (default) or a
-``TPACKET_V2`` ``PACKET_TX_RING`` filled by numba and kicked with one ``send``.
+``TPACKET_V2`` ``PACKET_TX_RING`` filled by numba and kicked with one ``send``. Frames are
+read at their ``META_HEAD``; a slot whose ``META_HEAD``/``META_LEN`` reach outside it is
+counted as ``tx_error``, never read.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from backends.libc import (
     c_memcpy,
     c_send,
     c_sendmmsg,
+    copy_bytes,
     errno,
     ld16le,
     ld32le,
@@ -48,7 +51,7 @@ from backends.offload import (
     find_l3,
     fix_segment,
 )
-from backends.pool import META_IN_PORT, META_LEN, PacketPool, slot_alloc
+from backends.pool import META_HEAD, META_IN_PORT, META_LEN, PacketPool, slot_alloc
 from backends.port import (
     NO_FREE_SLOT,
     PORT_COUNTERS,
@@ -69,7 +72,7 @@ from backends.port import (
     StatePort,
 )
 from backends.tap import check_ifname, sys_read
-from backends.vlan_edit import copy_edit, vlan_iov
+from backends.vlan_edit import copy_edit, push_in_place, undo_push, vlan_iov
 
 # <linux/if_packet.h>
 SOL_PACKET = 263
@@ -135,7 +138,8 @@ S_TX_FNR = S_FD_RX + 16      # tx ring frame count
 S_TX_HEAD = S_FD_RX + 17     # next tx ring frame to fill
 S_MTU = S_FD_RX + 18
 S_MMSG_BATCH = S_FD_RX + 19
-STATE_WORDS = S_FD_RX + 20
+S_HEADROOM = S_FD_RX + 20    # where received frames start in a slot (the pool's headroom)
+STATE_WORDS = S_FD_RX + 21
 
 
 # ---------------------------------------------------------------------------- receive
@@ -158,11 +162,12 @@ def _copy_in(dst: int, src: int, n: int, tag: int) -> None:
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _store_tag(row: np.ndarray, tag: int) -> None:
-    row[12] = (tag >> 24) & 0xFF
-    row[13] = (tag >> 16) & 0xFF
-    row[14] = (tag >> 8) & 0xFF
-    row[15] = tag & 0xFF
+def _store_tag(data: np.ndarray, s: int, head: int, tag: int) -> None:
+    """Write the 4-byte tag ``tag`` after the MACs of the frame at ``data[s, head:]``."""
+    data[s, head + 12] = (tag >> 24) & 0xFF
+    data[s, head + 13] = (tag >> 16) & 0xFF
+    data[s, head + 14] = (tag >> 8) & 0xFF
+    data[s, head + 15] = tag & 0xFF
 
 
 @numba.njit(nogil=True, cache=True)
@@ -170,8 +175,9 @@ def _rx_gso(
     ring: np.ndarray, fstart: int, snap: int, tag: int, st: np.ndarray, data: np.ndarray, meta: np.ndarray,
     free_stack: np.ndarray, free_top: np.ndarray, burst: np.ndarray, pos: int, room: int, seg: int,
 ) -> tuple[int, int]:
-    """Cut the GSO super-frame at ``ring[fstart:fstart+snap]`` into slots ``burst[pos:pos+room]``,
-    starting with segment ``seg``. Returns ``(slots used, next segment)``, next segment 0 when done."""
+    """Cut the GSO super-frame at ``ring[fstart:fstart+snap]`` into slots ``burst[pos:pos+room]`` (each frame
+    at ``st[S_HEADROOM]``), starting with segment ``seg``. Returns ``(slots used, next segment)``, next segment
+    0 when done."""
     v = fstart - VNET_HDR_LEN
     gso = ring[v + 1] & 0x7F
     gso_size = ld16le(ring, v + 4)
@@ -190,11 +196,12 @@ def _rx_gso(
         return 0, 0
     paylen = snap - hdr
     nseg = (paylen + gso_size - 1) // gso_size
-    if hdr + ins + min(gso_size, paylen) > data.shape[1]:
+    head = st[S_HEADROOM]
+    if hdr + ins + min(gso_size, paylen) > data.shape[1] - head:
         st[RX_OVERSIZE] += 1
         st[RX_DROPPED] += 1
         return 0, 0
-    dbase = np.int64(data.ctypes.data)
+    dbase = np.int64(data.ctypes.data) + head
     stride = np.int64(data.strides[0])
     src = np.int64(ring.ctypes.data) + fstart
     port_no = st[S_PORT_NO]
@@ -211,13 +218,13 @@ def _rx_gso(
         dst = dbase + s * stride
         _copy_in(dst, src, hdr, tag)
         c_memcpy(dst + hdr + ins, src + hdr + pay_off, chunk)
-        row = data[s]
         if tag != 0:
-            _store_tag(row, tag)
+            _store_tag(data, s, head, tag)
         total = hdr + ins + chunk
-        fix_segment(row, total, l3 + ins, l4 + ins, proto, k, k == nseg - 1, pay_off)
+        fix_segment(data[s, head:], total, l3 + ins, l4 + ins, proto, k, k == nseg - 1, pay_off)
         meta[s, META_LEN] = total
         meta[s, META_IN_PORT] = port_no
+        meta[s, META_HEAD] = head
         burst[pos + used] = s
         st[RX_PACKETS] += 1
         st[RX_BYTES] += total
@@ -234,7 +241,8 @@ def system_rx(
     ring: np.ndarray, st: np.ndarray, data: np.ndarray, meta: np.ndarray, free_stack: np.ndarray,
     free_top: np.ndarray, burst: np.ndarray,
 ) -> int:
-    """Move up to ``st[S_RX_MAX]`` frames from the TPACKET_V3 ring into ``burst[st[S_RX_START]:]``."""
+    """Move up to ``st[S_RX_MAX]`` frames from the TPACKET_V3 ring into ``burst[st[S_RX_START]:]``, each
+    frame at ``st[S_HEADROOM]`` in its slot."""
     start = st[S_RX_START]
     max_n = st[S_RX_MAX]
     bsize = st[S_RX_BSIZE]
@@ -244,8 +252,9 @@ def system_rx(
     off = st[S_RX_OFF]
     seg = st[S_RX_SEG]
     port_no = st[S_PORT_NO]
-    slot_size = data.shape[1]
-    dbase = np.int64(data.ctypes.data)
+    head = st[S_HEADROOM]
+    slot_size = data.shape[1] - head
+    dbase = np.int64(data.ctypes.data) + head
     stride = np.int64(data.strides[0])
     rbase = np.int64(ring.ctypes.data)
     n = 0
@@ -295,15 +304,14 @@ def system_rx(
                     total = snap + ins
                     _copy_in(dbase + s * stride, rbase + fstart, snap, tag)
                     if tag != 0:
-                        data[s, 12] = (tag >> 24) & 0xFF
-                        data[s, 13] = (tag >> 16) & 0xFF
-                        data[s, 14] = (tag >> 8) & 0xFF
-                        data[s, 15] = tag & 0xFF
+                        _store_tag(data, s, head, tag)
                     if ring[v] & VNET_F_NEEDS_CSUM:
-                        if complete_partial_csum(data[s], total, ld16le(ring, v + 6) + ins, ld16le(ring, v + 8)):
+                        if complete_partial_csum(data[s, head:], total, ld16le(ring, v + 6) + ins,
+                                                 ld16le(ring, v + 8)):
                             st[RX_CSUM_FIXED] += 1
                     meta[s, META_LEN] = total
                     meta[s, META_IN_PORT] = port_no
+                    meta[s, META_HEAD] = head
                     burst[start + n] = s
                     n += 1
                     rx_packets += 1
@@ -337,23 +345,31 @@ def system_tx_mmsg(
 ) -> int:
     """Send ``slots[st[S_TX_START]:][:st[S_TX_COUNT]]`` with ``sendmmsg``, iovecs pointing into the slots."""
     fd = st[S_FD_TX]
-    i = st[S_TX_START]
-    end = i + st[S_TX_COUNT]
+    j = st[S_TX_START]           # next queue entry to put in a batch
+    end = j + st[S_TX_COUNT]
     batch = st[S_MMSG_BATCH]
     iov0 = batch * 8
     tag0 = batch * 14
+    width = data.shape[1]
     base = np.int64(data.ctypes.data)
     stride = np.int64(data.strides[0])
     sbase = np.int64(scratch.ctypes.data)
     sent = 0
-    while i < end:
-        m = min(batch, end - i)
-        for k in range(m):
-            s = slots[i + k]
-            iov = iov0 + k * 6
+    while j < end:
+        m = 0                    # messages in this batch
+        while m < batch and j < end:
+            s = slots[j]
+            vlan = vlans[j]
+            j += 1
+            head = meta[s, META_HEAD]
             length = meta[s, META_LEN]
-            niov, _ = vlan_iov(base + s * stride, data[s], length, vlans[i + k], scratch, iov, tag0 + k)
-            mb = k * 8
+            if head < 0 or length < 0 or head + length > width:
+                st[TX_ERROR] += 1          # slot metadata outside the slot: never read past it
+                st[TX_DROPPED] += 1
+                continue
+            iov = iov0 + m * 6
+            niov, _ = vlan_iov(base + s * stride + head, data[s, head:], length, vlan, scratch, iov, tag0 + m)
+            mb = m * 8
             scratch[mb] = 0
             scratch[mb + 1] = 0
             scratch[mb + 2] = sbase + iov * 8
@@ -362,6 +378,7 @@ def system_tx_mmsg(
             scratch[mb + 5] = 0
             scratch[mb + 6] = 0
             scratch[mb + 7] = 0
+            m += 1
         k = 0
         while k < m:
             r = c_sendmmsg(fd, sbase + k * 64, m - k, MSG_DONTWAIT)
@@ -373,7 +390,7 @@ def system_tx_mmsg(
                 k += r
                 continue
             e = errno()
-            left = end - (i + k)
+            left = (m - k) + (end - j)
             if e == EMSGSIZE or e == EINVAL:
                 st[TX_ERROR] += 1
                 st[TX_DROPPED] += 1
@@ -385,7 +402,6 @@ def system_tx_mmsg(
                 st[TX_ERROR] += left
             st[TX_DROPPED] += left
             return sent
-        i += m
     return sent
 
 
@@ -402,6 +418,7 @@ def system_tx_ring(
 ) -> int:
     """Copy ``slots[st[S_TX_START]:][:st[S_TX_COUNT]]`` into the TX ring and kick it with one ``send``."""
     fd = st[S_FD_TX]
+    width = data.shape[1]
     i = st[S_TX_START]
     end = i + st[S_TX_COUNT]
     fnr = st[S_TX_FNR]
@@ -424,14 +441,21 @@ def system_tx_ring(
             st[TX_DROPPED] += end - i
             break
         s = slots[i]
+        fhead = meta[s, META_HEAD]
         length = meta[s, META_LEN]
         i += 1
-        if length + 4 > room or length < 14:
+        if length + 4 > room or length < 14 or fhead < 0 or fhead + length > width:
             st[TX_ERROR] += 1
             st[TX_DROPPED] += 1
             continue
         d = foff + H2_DATA
-        out = copy_edit(data[s], length, vlans[i - 1], ring, d)
+        pushed = push_in_place(data, s, fhead, length, vlans[i - 1])
+        if pushed >= 0:
+            out = length + 4
+            copy_bytes(ring, d, data[s], pushed, out)
+            undo_push(data, s, fhead)
+        else:
+            out = copy_edit(data[s, fhead:], length, vlans[i - 1], ring, d)
         et = (np.int64(ring[d + 12]) << 8) | ring[d + 13]
         if out > maxlen + (4 if (et == 0x8100 or et == 0x88A8) else 0):
             st[TX_ERROR] += 1
@@ -618,6 +642,7 @@ class SystemPort(StatePort):
         st = self._st
         st[S_RX_START] = start
         st[S_RX_MAX] = max_n
+        st[S_HEADROOM] = pool.headroom
         return system_rx(self._rx_ring, st, pool.data, pool.meta, pool.free_stack, pool.free_top, burst)
 
     def tx_burst(

@@ -4,7 +4,8 @@ The kernel side of the tap is an ordinary netdev (a guest's NIC in QEMU's ``-net
 tap``, or the host's view of a bridge's internal port); every frame the kernel sends
 out of it is one ``read`` on the tap fd, every ``write`` is one frame received by it.
 Bursts are moved by one numba kernel per call: one ``readv``/``writev`` per frame, no
-Python per frame.
+Python per frame. Frames are received at the pool's headroom and sent from their
+``META_HEAD``; a VLAN push with headroom is one contiguous iovec (``push_in_place``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numba
 import numpy as np
 
 from backends.libc import EAGAIN, ENOBUFS, EWOULDBLOCK, c_read, c_readv, c_writev, errno
-from backends.pool import META_IN_PORT, META_LEN, PacketPool, slot_alloc, slot_free
+from backends.pool import META_HEAD, META_IN_PORT, META_LEN, PacketPool, slot_alloc, slot_free
 from backends.port import (
     NO_FREE_SLOT,
     PORT_COUNTERS,
@@ -36,7 +37,7 @@ from backends.port import (
     PortError,
     StatePort,
 )
-from backends.vlan_edit import vlan_iov
+from backends.vlan_edit import push_in_place, undo_push, vlan_iov
 
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
@@ -56,7 +57,8 @@ S_TX_COUNT = S_FD + 5
 S_OVF_ADDR = S_FD + 6
 S_OVF_LEN = S_FD + 7
 S_RX_IOV = S_FD + 8          # two struct iovec (4 words)
-STATE_WORDS = S_RX_IOV + 4
+S_HEADROOM = S_RX_IOV + 4    # where received frames start in a slot (the pool's headroom)
+STATE_WORDS = S_HEADROOM + 1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -64,13 +66,15 @@ def tap_rx(
     st: np.ndarray, data: np.ndarray, meta: np.ndarray, free_stack: np.ndarray, free_top: np.ndarray,
     burst: np.ndarray,
 ) -> int:
-    """Read up to ``st[S_RX_MAX]`` frames from the tap fd into fresh slots at ``burst[st[S_RX_START]:]``."""
+    """Read up to ``st[S_RX_MAX]`` frames from the tap fd into fresh slots at ``burst[st[S_RX_START]:]``, each
+    frame at ``st[S_HEADROOM]`` in its slot."""
     fd = st[S_FD]
     start = st[S_RX_START]
     max_n = st[S_RX_MAX]
     port_no = st[S_PORT_NO]
-    slot_size = data.shape[1]
-    base = np.int64(data.ctypes.data)
+    head = st[S_HEADROOM]
+    slot_size = data.shape[1] - head
+    base = np.int64(data.ctypes.data) + head
     stride = np.int64(data.strides[0])
     iov_addr = np.int64(st.ctypes.data) + S_RX_IOV * 8
     st[S_RX_IOV + 1] = slot_size
@@ -106,6 +110,7 @@ def tap_rx(
             continue
         meta[s, META_LEN] = r
         meta[s, META_IN_PORT] = port_no
+        meta[s, META_HEAD] = head
         burst[start + n] = s
         n += 1
         st[RX_PACKETS] += 1
@@ -122,15 +127,30 @@ def tap_tx(
     fd = st[S_FD]
     i = st[S_TX_START]
     end = i + st[S_TX_COUNT]
+    width = data.shape[1]
     base = np.int64(data.ctypes.data)
     stride = np.int64(data.strides[0])
     iov_addr = np.int64(scratch.ctypes.data)
     sent = 0
     while i < end:
         s = slots[i]
+        head = meta[s, META_HEAD]
         length = meta[s, META_LEN]
-        niov, out_len = vlan_iov(base + s * stride, data[s], length, vlans[i], scratch, 0, 6)
-        r = c_writev(fd, iov_addr, niov)
+        if head < 0 or length < 0 or head + length > width:
+            st[TX_ERROR] += 1          # slot metadata outside the slot: never read past it
+            st[TX_DROPPED] += 1
+            i += 1
+            continue
+        pushed = push_in_place(data, s, head, length, vlans[i])
+        if pushed >= 0:
+            scratch[0] = base + s * stride + pushed
+            scratch[1] = length + 4
+            out_len = length + 4
+            r = c_writev(fd, iov_addr, 1)
+            undo_push(data, s, head)
+        else:
+            niov, out_len = vlan_iov(base + s * stride + head, data[s, head:], length, vlans[i], scratch, 0, 6)
+            r = c_writev(fd, iov_addr, niov)
         if r < 0:
             e = errno()
             if e == EAGAIN or e == EWOULDBLOCK or e == ENOBUFS:
@@ -274,6 +294,7 @@ class TapPort(StatePort):
         st = self._st
         st[S_RX_START] = start
         st[S_RX_MAX] = max_n
+        st[S_HEADROOM] = pool.headroom
         return tap_rx(st, pool.data, pool.meta, pool.free_stack, pool.free_top, burst)
 
     def tx_burst(

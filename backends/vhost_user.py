@@ -85,6 +85,7 @@ from backends.virtq import (
     S_GUEST_FD_SEQ,
     S_GUEST_FD_THREAD,
     S_HDR_LEN,
+    S_HEADROOM,
     S_INDIRECT,
     S_MRG_RXBUF,
     S_NREGIONS,
@@ -399,6 +400,7 @@ class VhostUserPort(StatePort):
             st = self._st
             st[S_RX_START] = start
             st[S_RX_MAX] = max_n
+            st[S_HEADROOM] = pool.headroom
             n = vq_dequeue(st, self._vq, self._regions, mem.mem, mem.m16, mem.m32, mem.m64, self._work,
                            pool.data, pool.meta, pool.free_stack, pool.free_top, burst)
             if st[S_FAULT] or memguard.TOTAL[0] != self._bus_errors_seen:

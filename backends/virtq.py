@@ -9,6 +9,11 @@ The device side of a virtio-net queue pair, over guest memory mapped by ``guestm
    used len 0; guest notified per EVENT_IDX                     one used-idx store per burst, one call per burst
 ```
 
+Frames are dequeued into a slot at ``st[S_HEADROOM]`` (the pool's headroom; ``META_HEAD`` is
+set) and enqueued from their ``META_HEAD``. A VLAN push on a frame with headroom is done in the
+slot (``vlan_edit.push_in_place``, undone once the frame is in the guest's buffers), so a tagged
+frame is copied as one piece, by the one-buffer fast path when it fits.
+
 Everything the guest wrote is untrusted: each descriptor field is read once, every address is
 translated through the memory table and must lie wholly inside the guest's regions, a chain
 may not visit more descriptors than its table holds (loop detection) nor exceed
@@ -47,7 +52,7 @@ from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
 from backends.libc import EINTR, c_memcpy, c_read, c_write
-from backends.pool import META_IN_PORT, META_LEN, slot_alloc, slot_free
+from backends.pool import META_HEAD, META_IN_PORT, META_LEN, slot_alloc, slot_free
 from backends.port import (
     GUEST_BAD_ADDRESS,
     GUEST_BAD_CHAIN,
@@ -69,7 +74,7 @@ from backends.port import (
     TX_PACKETS,
     TX_QUEUE_FULL,
 )
-from backends.vlan_edit import vlan_iov
+from backends.vlan_edit import push_in_place, undo_push, vlan_iov
 
 # virtq descriptor flags, avail/used ring flags
 VRING_DESC_F_NEXT = 1
@@ -111,7 +116,8 @@ S_SELF_KICKED = S_SCRATCH + 17   # 1 while that eventfd holds a count
 S_GUEST_FD_BUSY = S_SCRATCH + 18  # 1 while a kernel is inside a syscall on a guest's eventfd (the watchdog looks)
 S_GUEST_FD_SEQ = S_SCRATCH + 19  # such syscalls started
 S_GUEST_FD_THREAD = S_SCRATCH + 20  # pthread_self() of the thread that started the last one
-STATE_WORDS = S_SCRATCH + 21
+S_HEADROOM = S_SCRATCH + 21     # where dequeued frames start in a slot (the pool's headroom)
+STATE_WORDS = S_SCRATCH + 22
 
 # vq[q, Q_*]
 Q_READY = 0        # started (kick received), enabled, addresses translated, memory mapped
@@ -402,7 +408,8 @@ def vq_dequeue(
     m64: np.ndarray, work: np.ndarray, data: np.ndarray, meta: np.ndarray, free_stack: np.ndarray,
     free_top: np.ndarray, burst: np.ndarray,
 ) -> int:
-    """Take up to ``st[S_RX_MAX]`` frames from the guest's TX ring into fresh slots at ``burst[st[S_RX_START]:]``."""
+    """Take up to ``st[S_RX_MAX]`` frames from the guest's TX ring into fresh slots at ``burst[st[S_RX_START]:]``,
+    each frame at ``st[S_HEADROOM]`` in its slot."""
     q = TX_QUEUE
     if vq[q, Q_READY] == 0:
         return 0
@@ -417,8 +424,9 @@ def vq_dequeue(
     start = st[S_RX_START]
     max_n = min(st[S_RX_MAX], work.shape[1])
     port_no = st[S_PORT_NO]
-    slot_size = data.shape[1]
-    data_base = np.int64(data.ctypes.data)
+    head_room = st[S_HEADROOM]
+    slot_size = data.shape[1] - head_room
+    data_base = np.int64(data.ctypes.data) + head_room
     data_stride = np.int64(data.strides[0])
     mem_base = np.int64(mem.ctypes.data)
     last = vq[q, Q_LAST_AVAIL]
@@ -471,6 +479,7 @@ def vq_dequeue(
                 last += 1
                 meta[slot, META_LEN] = total
                 meta[slot, META_IN_PORT] = port_no
+                meta[slot, META_HEAD] = head_room
                 burst[start + got] = slot
                 got += 1
                 st[RX_PACKETS] += 1
@@ -544,6 +553,7 @@ def vq_dequeue(
             continue
         meta[slot, META_LEN] = total
         meta[slot, META_IN_PORT] = port_no
+        meta[slot, META_HEAD] = head_room
         burst[start + got] = slot
         got += 1
         st[RX_PACKETS] += 1
@@ -604,6 +614,7 @@ def vq_enqueue(
     mrg = st[S_MRG_RXBUF]
     indirect_ok = st[S_INDIRECT]
     first = st[S_TX_START]
+    width = data.shape[1]
     data_base = np.int64(data.ctypes.data)
     data_stride = np.int64(data.strides[0])
     mem_base = np.int64(mem.ctypes.data)
@@ -628,9 +639,24 @@ def vq_enqueue(
     i = 0
     while i < count:
         slot = np.int64(slots[first + i])
+        fhead = np.int64(meta[slot, META_HEAD])
         flen = np.int64(meta[slot, META_LEN])
+        if fhead < 0 or flen < 0 or fhead + flen > width:
+            st[TX_ERROR] += 1          # slot metadata outside the slot: never read past it
+            st[TX_DROPPED] += 1
+            i += 1
+            continue
+        # A push with headroom is done in the slot (undone once the frame is in the guest's buffers): the
+        # frame is then sent as it is, by the fast path when it fits one buffer.
+        edit = np.int64(vlans[first + i])
+        pushed = push_in_place(data, slot, fhead, flen, edit)
+        src = fhead
+        if pushed >= 0:
+            src = pushed
+            flen += 4
+            edit = -1
         k = (last - last0) & 0xFFFF
-        if vlans[first + i] < 0 and k < n_ahead and (work[W_FLAGS, k] & 0xFFFF) == VRING_DESC_F_WRITE \
+        if edit < 0 and k < n_ahead and (work[W_FLAGS, k] & 0xFFFF) == VRING_DESC_F_WRITE \
                 and hdr_len + flen <= work[W_LEN, k] <= MAX_CHAIN_BYTES + hdr_len:
             # Fast path: the frame as it is into one plain buffer (the common case): header by stores.
             # (A buffer over the chain limit takes the slow path, which faults, whatever the frame.)
@@ -643,7 +669,9 @@ def vq_enqueue(
                     m16[(flat + 10) >> 1] = 1      # num_buffers
                 else:
                     m16[(flat + 8) >> 1] = 0
-                c_memcpy(mem_base + flat + hdr_len, data_base + slot * data_stride, flen)
+                c_memcpy(mem_base + flat + hdr_len, data_base + slot * data_stride + src, flen)
+                if pushed >= 0:
+                    undo_push(data, slot, fhead)
                 u = used + 4 + 8 * (used_idx & mask)
                 m32[u >> 2] = work[W_HEAD, k]
                 m32[(u + 4) >> 2] = hdr_len + flen
@@ -654,13 +682,13 @@ def vq_enqueue(
                 st[TX_BYTES] += flen
                 i += 1
                 continue
-        frame = data[slot]
+        frame = data[slot, src:]
         # pieces: the virtio-net header, then the frame as 1-3 iovecs (VLAN edit)
         st[scr] = 0
         st[scr + 1] = 0
         st[scr + 2] = scr_addr
         st[scr + 3] = hdr_len
-        n_iov, out_len = vlan_iov(data_base + slot * data_stride, frame, flen, vlans[first + i], st, scr + 4, scr + 10)
+        n_iov, out_len = vlan_iov(data_base + slot * data_stride + src, frame, flen, edit, st, scr + 4, scr + 10)
         n_pieces = 1 + n_iov
         piece = 0
         piece_off = 0
@@ -768,6 +796,8 @@ def vq_enqueue(
             used_idx += 1
             if not mrg and remaining > 0:
                 break   # without mergeable buffers a frame must fit one chain
+        if pushed >= 0:
+            undo_push(data, slot, fhead)
         if fault:
             break
         if remaining > 0:

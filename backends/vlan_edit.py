@@ -1,7 +1,7 @@
 """Egress VLAN edits shared by every port's transmit kernel.
 
 An egress edit ``vlan`` (see ``backends.port``) is applied while a frame leaves a pool
-slot, never in the slot itself (a flooded slot is sent by several ports with different
+slot and never stays in the slot (a flooded slot is sent by several ports with different
 edits):
 
 * ``-1`` keep the frame as it is;
@@ -9,9 +9,20 @@ edits):
 * ``1..4095`` tag the frame with that VID: the VID of an outer 802.1Q tag is replaced
   (its PCP and DEI bits are kept), an untagged frame gets a new tag with PCP 0.
 
-Two forms: ``vlan_iov`` describes the edited frame as up to three iovecs that point into
-the slot (zero copy, for ``writev``/``sendmmsg``); ``copy_edit`` writes the edited frame
-into a buffer (for a ``PACKET_TX_RING`` frame).
+Three forms, each given the frame where it starts (``data[slot, META_HEAD:]``, see
+``backends.pool``):
+
+* ``vlan_iov`` describes the edited frame as up to three iovecs that point into the slot
+  (zero copy; ``sendmmsg`` uses it for every edit, as one batch may hold the same slot
+  twice with different edits);
+* ``copy_edit`` writes the edited frame into a buffer;
+* ``push_in_place`` tags a frame that has at least 4 bytes of headroom in its slot: the 12
+  MAC bytes move 4 bytes left into the headroom and the tag follows them, so the tagged
+  frame is one contiguous range (one iovec, one copy) and no byte after the MACs moves.
+  ``undo_push`` puts the slot back; a transmit kernel calls it as soon as the device (or
+  guest) has the frame, before it looks at the next queue entry, so a slot queued for
+  several ports is never seen edited. A slot must not be read by another thread while a
+  port transmits it.
 """
 
 from __future__ import annotations
@@ -105,3 +116,31 @@ def copy_edit(frame: np.ndarray, length: int, vlan: int, dst: np.ndarray, dst_of
         return length + 4
     copy_bytes(dst, dst_off + 16, frame, 16, length - 16)
     return length
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def push_in_place(data: np.ndarray, s: int, head: int, length: int, vlan: int) -> int:
+    """Tag the frame at ``data[s, head:head+length]`` in its slot when ``vlan`` is a push and ``head >= 4``.
+
+    Returns the tagged frame's head (``head - 4``; its length is ``length + 4``), or -1 when the edit
+    is not a push or there is no headroom (nothing written). Bytes from ``head + 12`` on are untouched.
+    """
+    if vlan <= 0 or head < 4:
+        return -1
+    op, tci = vlan_plan(data[s, head:], length, vlan)
+    if op != OP_PUSH:
+        return -1
+    for k in range(head - 4, head + 8):
+        data[s, k] = data[s, k + 4]
+    data[s, head + 8] = 0x81
+    data[s, head + 9] = 0x00
+    data[s, head + 10] = (tci >> 8) & 0xFF
+    data[s, head + 11] = tci & 0xFF
+    return head - 4
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def undo_push(data: np.ndarray, s: int, head: int) -> None:
+    """Put back the MACs ``push_in_place`` moved (``head``: the frame's head before the push)."""
+    for k in range(head + 11, head - 1, -1):
+        data[s, k] = data[s, k - 4]

@@ -10,9 +10,11 @@ from pathlib import Path
 # benchmarks known in advance, with a one-line description (modules are imported only when run)
 KNOWN = {
     "classify": "numba L2 classifier vs the Python reference: frames/s per burst and table size",
-    "flowtable": "OpenFlow flow tables (numba) vs the L2 path and a Python reference, 10 to 100,000 flows",
+    "extract": "datapath key extraction (dpif, numba) vs classifier.parse_burst on mixed TCP/UDP/ARP frames",
+    "flowtable": "megaflow datapath hit path and upcall rate vs flow_burst and L2, 10 to 100,000 flows",
     "megaflow": "megaflow cache hit path (dpif, numba): 100,000 megaflows over 1/8/32 masks, EMC on/off",
     "forward": "64-byte frames port to port: pyvswitch vs OVS netdev vs the Linux bridge",
+    "pipeline": "30-table goto pipeline: megaflow hit path vs flow_burst, and translations per second",
     "openflow": "ovs-ofctl add-flows install rate and forwarding with 10..100,000 flows: pyvswitch vs OVS netdev",
     "port_tx": "port backend packet rates (system, tap) on devices it creates",
     "soak_vhost": "vhost-user fuzz soak against the daemon: hostile sessions and 1M fuzzed descriptor chains",

@@ -7,7 +7,8 @@ burst ──► parse ──► ingress VLAN ──► learn (VLAN, src) ──�
 
 ``switch_burst(data, meta, burst, n, keys, l2, info, vlan_map, now, drops, out, out_start)``
 
-* ``data``, ``meta``, ``burst[:n]``: the frames (see ``backends.pool``).
+* ``data``, ``meta``, ``burst[:n]``: the frames, each read at its ``meta[slot, META_HEAD]`` (see
+  ``backends.pool``).
 * ``keys``: ``uint64[n_slots, NKEYS]`` parsed headers (``classifier.keys``): the L2 fields
   (``parse_l2``) and ``K_DROP`` are filled here; L3/L4 fields are left alone (``parse_burst``
   fills them when flow tables need them).
@@ -55,7 +56,7 @@ from classifier.keys import (
     VID_PRESENT,
 )
 from classifier.l2table import I_HITS, I_MISSES, l2_learn, l2_lookup
-from classifier.parse import META_IN_PORT, META_LEN, parse_l2
+from classifier.parse import META_IN_PORT, frame_span, parse_l2
 
 EGRESS_NOT_MEMBER = -1
 EGRESS_PORT_DOWN = -2
@@ -99,12 +100,13 @@ def switch_burst(
         count[p] = 0
     start[n_ports] = n_ports * qcap
     count[n_ports] = 0
-    slot_len = data.shape[1]
+    width = data.shape[1]
     total = 0
     for i in range(n):
         s = burst[i]
         in_port = meta[s, META_IN_PORT]
-        reason = parse_l2(data, s, min(meta[s, META_LEN], slot_len), keys)
+        h, ln = frame_span(meta, s, width)
+        reason = parse_l2(data, s, h, ln, keys)
         if reason != 0:
             drops[in_port, reason] += 1
             continue

@@ -1,11 +1,13 @@
 """Header parsing: a burst of frames into rows of the key array (see ``classifier.keys``).
 
-``parse_burst(data, meta, burst, n, keys)`` reads ``data[slot, :meta[slot, 0]]`` for each
-``slot`` in ``burst[:n]`` and writes ``keys[slot]``. Ethernet, one 802.1Q tag, ARP, IPv4,
-IPv6 (hop-by-hop, routing, destination-options and fragment headers skipped), TCP, UDP,
-ICMP and ICMPv6. A frame the switch cannot forward (runt, truncated tag) gets a drop
-reason in ``K_DROP``; a truncated L3/L4 header only sets a flag, as the frame can still be
-switched at layer 2.
+``parse_burst(data, meta, burst, n, keys)`` reads the frame ``data[slot, head:head + length]``
+(``head = meta[slot, META_HEAD]``, ``length = meta[slot, META_LEN]``, see ``backends.pool``) for
+each ``slot`` in ``burst[:n]`` and writes ``keys[slot]``; offsets in the key (``K_L3_OFS``) count
+from the frame's first byte. Ethernet, one 802.1Q tag, ARP, IPv4, IPv6 (hop-by-hop, routing,
+destination-options and fragment headers skipped), TCP, UDP, ICMP and ICMPv6. A frame the
+switch cannot forward (runt, truncated tag, a head outside its row) gets a drop reason in
+``K_DROP``; a truncated L3/L4 header only sets a flag, as the frame can still be switched at
+layer 2.
 
 Unit test: ``tests/test_classifier.py``; micro-benchmark: ``python -m bench classify``.
 """
@@ -61,10 +63,11 @@ from classifier.keys import (
     VID_PRESENT,
 )
 
-# Column layout of the pool's per-slot metadata that the classifier reads
-# (the same as backends.pool.META_LEN / META_IN_PORT; vswitch checks they agree).
+# Column layout of the pool's per-slot metadata that the classifier reads (the same as
+# backends.pool.META_LEN / META_IN_PORT / META_HEAD; vswitch and tests/test_classifier.py check they agree).
 META_LEN = 0
 META_IN_PORT = 1
+META_HEAD = 2
 
 MAX_IPV6_EXT_HEADERS = 8
 
@@ -92,6 +95,10 @@ def _be48(d: np.ndarray, s: int, o: int) -> int:
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _be64(d: np.ndarray, s: int, o: int) -> np.uint64:
     return (np.uint64(_be32(d, s, o)) << np.uint64(32)) | np.uint64(_be32(d, s, o + 4))
+
+
+# The L3/L4 parsers below take ``o``, an offset in the slot's row, and ``n``, the row offset where the
+# frame ends (the frame's head plus its length).
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
@@ -187,11 +194,11 @@ def _parse_arp(d: np.ndarray, s: int, n: int, o: int, flags: int, k: np.ndarray)
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def parse_l2(d: np.ndarray, s: int, n: int, k: np.ndarray) -> int:
-    """Parse the Ethernet header and 802.1Q tag of frame ``d[s, :n]`` into ``k[s]``.
+def parse_l2(d: np.ndarray, s: int, h: int, n: int, k: np.ndarray) -> int:
+    """Parse the Ethernet header and 802.1Q tag of frame ``d[s, h:h+n]`` into ``k[s]``.
 
-    Writes ``K_ETH_DST`` .. ``K_L3_OFS``, ``K_FLAGS`` and ``K_DROP``; returns the drop reason
-    (0 when the frame can be switched). This is all the NORMAL action needs.
+    Writes ``K_ETH_DST`` .. ``K_L3_OFS`` (from the frame's first byte), ``K_FLAGS`` and ``K_DROP``;
+    returns the drop reason (0 when the frame can be switched). This is all the NORMAL action needs.
     """
     k[s, K_FLAGS] = 0
     k[s, K_VLAN_VID] = 0
@@ -203,9 +210,9 @@ def parse_l2(d: np.ndarray, s: int, n: int, k: np.ndarray) -> int:
         k[s, K_L3_OFS] = 0
         k[s, K_DROP] = DROP_RX_RUNT
         return DROP_RX_RUNT
-    k[s, K_ETH_DST] = _be48(d, s, 0)
-    k[s, K_ETH_SRC] = _be48(d, s, 6)
-    et = _be16(d, s, 12)
+    k[s, K_ETH_DST] = _be48(d, s, h)
+    k[s, K_ETH_SRC] = _be48(d, s, h + 6)
+    et = _be16(d, s, h + 12)
     o = 14
     if et == ETH_TYPE_VLAN:
         if n < 18:
@@ -213,11 +220,11 @@ def parse_l2(d: np.ndarray, s: int, n: int, k: np.ndarray) -> int:
             k[s, K_L3_OFS] = 0
             k[s, K_DROP] = DROP_RX_VLAN_TRUNCATED
             return DROP_RX_VLAN_TRUNCATED
-        tci = _be16(d, s, 14)
+        tci = _be16(d, s, h + 14)
         k[s, K_VLAN_VID] = (tci & 0xFFF) | VID_PRESENT
         k[s, K_VLAN_PCP] = tci >> 13
         k[s, K_FLAGS] = F_VLAN
-        et = _be16(d, s, 16)
+        et = _be16(d, s, h + 16)
         o = 18
     if et < 0x600:
         et = ETH_TYPE_NONE
@@ -228,32 +235,46 @@ def parse_l2(d: np.ndarray, s: int, n: int, k: np.ndarray) -> int:
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def parse_frame(d: np.ndarray, s: int, n: int, k: np.ndarray) -> None:
-    """Parse frame ``d[s, :n]`` into key row ``k[s]`` (every field before ``K_IN_PORT`` rewritten).
+def parse_frame(d: np.ndarray, s: int, h: int, n: int, k: np.ndarray) -> None:
+    """Parse frame ``d[s, h:h+n]`` into key row ``k[s]`` (every field before ``K_IN_PORT`` rewritten).
 
     Takes whole arrays and a row index rather than row views: views cost reference-count
     updates on every branch.
     """
     for i in range(K_L3_FIRST, NKEYS):
         k[s, i] = 0
-    if parse_l2(d, s, n, k) != 0:
+    if parse_l2(d, s, h, n, k) != 0:
         return
     et = np.int64(k[s, K_ETH_TYPE])
-    o = np.int64(k[s, K_L3_OFS])
+    # the L3/L4 parsers take offsets in the row and the row offset where the frame ends
+    o = h + np.int64(k[s, K_L3_OFS])
+    end = h + n
     flags = np.int64(k[s, K_FLAGS])
     if et == ETH_TYPE_IPV4:
-        flags = _parse_ipv4(d, s, n, o, flags, k)
+        flags = _parse_ipv4(d, s, end, o, flags, k)
     elif et == ETH_TYPE_IPV6:
-        flags = _parse_ipv6(d, s, n, o, flags, k)
+        flags = _parse_ipv6(d, s, end, o, flags, k)
     elif et == ETH_TYPE_ARP:
-        flags = _parse_arp(d, s, n, o, flags, k)
+        flags = _parse_arp(d, s, end, o, flags, k)
     k[s, K_FLAGS] = flags
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def frame_span(meta: np.ndarray, s: int, width: int) -> tuple[int, int]:
+    """``(head, length)`` of the frame in slot ``s`` of a ``width``-byte row, cut to the row; a head outside the
+    row gives a length below 14 (the frame is a runt)."""
+    h = np.int64(meta[s, META_HEAD])
+    if h < 0:
+        return 0, 0
+    return h, min(np.int64(meta[s, META_LEN]), width - h)
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
 def parse_burst(data: np.ndarray, meta: np.ndarray, burst: np.ndarray, n: int, keys: np.ndarray) -> None:
     """Parse the frames in ``burst[:n]`` into ``keys[slot]`` (including ``K_IN_PORT``)."""
+    width = data.shape[1]
     for i in range(n):
         s = burst[i]
         keys[s, K_IN_PORT] = meta[s, META_IN_PORT]
-        parse_frame(data, s, min(meta[s, META_LEN], data.shape[1]), keys)
+        h, ln = frame_span(meta, s, width)
+        parse_frame(data, s, h, ln, keys)

@@ -20,8 +20,11 @@ drops the frame (counted as ``no_output``). Ops (``OP_*``), with their arguments
   written with DEI 0.
 * ``POP_VLAN()``: remove the outer 802.1Q/802.1ad tag (no-op when untagged).
 * ``DROP(reason)``: stop here and count ``reason`` (an index into ``DROP_REASONS``).
+* ``NORMAL(bridge)``: hand the frame to the L2 learning switch (the caller runs it).
+* ``USERSPACE(cookie, max_len)``: a copy to the controllers; ``cookie`` names the translator's
+  upcall context (``xlate.translate.UpcallCookies``).
 * Reserved, decoded but not executed yet (stop and count ``unsupported_action``): ``TNL_PUSH``,
-  ``TNL_POP``, ``CT``, ``RECIRC``, ``METER``, ``USERSPACE``, ``NORMAL``, ``HASH`` (any arguments).
+  ``TNL_POP``, ``CT``, ``RECIRC``, ``METER``, ``HASH`` (any arguments).
 
 A frame whose program stops (``DROP``, a reserved op, an edit that cannot be done) keeps the outputs
 it already made. Build programs with ``encode([output(2), set_field("eth_dst", mac), ...])``; print
@@ -31,7 +34,7 @@ Headroom
 --------
 
 A frame is ``data[slot, meta[slot, META_HEAD] : META_HEAD + meta[slot, META_LEN]]``. ``META_HEAD``
-is defined here for now; ``backends/pool.py`` will own it. ``PUSH_VLAN`` moves the 12 MAC bytes 4
+comes from ``backends/pool.py``. ``PUSH_VLAN`` moves the 12 MAC bytes 4
 bytes left into the headroom when head >= 4, else moves the rest of the frame 4 bytes right if it
 fits in the slot, else drops (``no_room``). ``POP_VLAN`` moves the MACs 4 bytes right. Nothing is
 written outside the slot.
@@ -40,7 +43,7 @@ Executor
 --------
 
 ``execute_burst(data, meta, burst, n, prog_index, progs, out, out_start, drops, free_stack,
-free_top, extra) -> int``:
+free_top, extra, side, side_n) -> int``:
 
 * ``prog_index``: ``int64[>= n, 2]``, the program of frame ``i`` is ``progs[o : o + length]`` with
   ``(o, length) = prog_index[i]`` (a megaflow's ``E_ACT``, ``E_ACT_LEN``); ``o < 0`` skips the frame
@@ -51,9 +54,14 @@ free_top, extra) -> int``:
 * Copy on output: once a frame is queued, its slot is never written again. An edit after an output
   first copies the frame into a fresh pool slot (``slot_alloc``) and goes on there. Fresh slots are
   written to ``extra`` and their number returned: the caller frees ``extra[:k]`` after transmit,
-  like the burst itself (``flowtable``'s ``SIDE_EXTRA``, without the side table). No fresh slot (pool
-  empty or ``extra`` full) drops the frame's remaining program (``pool_empty``).
-* ``drops``: ``int64[N_DROP_REASONS]`` counts by ``DROP_REASONS``.
+  like the burst itself. No fresh slot (pool empty or ``extra`` full) drops the frame's remaining
+  program (``pool_empty``).
+* ``NORMAL`` and ``USERSPACE`` are outputs too: the slot goes to a side list (``side[SIDE_NORMAL]``;
+  ``side[SIDE_UP_*]`` with the upcall cookie and max_len), counts in ``side_n[N_NORMAL]`` /
+  ``side_n[N_USERSPACE]``; the caller runs the NORMAL list through the L2 switch and copies the
+  USERSPACE frames for the controllers before the slots go back to the pool.
+* ``drops``: ``int64[ports + 1, N_DROP_REASONS]`` counts by ingress port (``meta[slot, META_IN_PORT]``;
+  the last row for frames of no port, e.g. a packet-out) and ``DROP_REASONS``.
 """
 
 from __future__ import annotations
@@ -63,10 +71,9 @@ from collections.abc import Iterable, Sequence
 import numba
 import numpy as np
 
-from backends.pool import META_LEN, slot_alloc
+from backends.pool import META_HEAD, META_IN_PORT, META_LEN, slot_alloc
 from dpif import key as K
 
-META_HEAD = 2  # frame start within the slot; moves to backends/pool.py
 
 OP_OUTPUT = 1
 OP_SET_MASKED = 2
@@ -83,10 +90,11 @@ OP_USERSPACE = 21
 OP_NORMAL = 22
 OP_HASH = 23
 
-OP_ARGS = {OP_OUTPUT: 1, OP_SET_MASKED: 3, OP_PUSH_VLAN: 2, OP_POP_VLAN: 0, OP_DROP: 1}
+OP_ARGS = {OP_OUTPUT: 1, OP_SET_MASKED: 3, OP_PUSH_VLAN: 2, OP_POP_VLAN: 0, OP_DROP: 1, OP_NORMAL: 1,
+           OP_USERSPACE: 2}
 RESERVED_OPS = {
     OP_TNL_PUSH: "tnl_push", OP_TNL_POP: "tnl_pop", OP_CT: "ct", OP_RECIRC: "recirc",
-    OP_METER: "meter", OP_USERSPACE: "userspace", OP_NORMAL: "normal", OP_HASH: "hash",
+    OP_METER: "meter", OP_HASH: "hash",
 }
 
 DROP_REASONS = (
@@ -98,9 +106,20 @@ DROP_REASONS = (
     "queue_full",          # one OUTPUT lost: the port's queue is full
     "bad_program",         # malformed program (truncated action, unknown op, port out of range)
     "bad_frame",           # head/length outside the slot, or shorter than an Ethernet header
+    "table_miss",          # DROP from the translator: the pipeline ended on a table without a matching flow
+    "rx_invalid",          # not looked up: a runt or a truncated VLAN tag (the key extraction's verdict)
+    "controller_queue_full",  # USERSPACE: the packet-in list of the burst is full
 )
 DR_NO_OUTPUT, DR_EXPLICIT, DR_UNSUPPORTED, DR_NO_ROOM, DR_POOL_EMPTY, DR_QUEUE_FULL, DR_BAD_PROGRAM, \
-    DR_BAD_FRAME = range(len(DROP_REASONS))
+    DR_BAD_FRAME, DR_TABLE_MISS, DR_RX_INVALID, DR_CONTROLLER_QUEUE_FULL = range(len(DROP_REASONS))
+
+# side lists execute_burst fills besides the port queues: int32[SIDE_ROWS, cap], counts in side_n[2]
+SIDE_NORMAL = 0        # slots for NORMAL (the caller runs them through the L2 switch)
+SIDE_UP_SLOT = 1       # USERSPACE: slot
+SIDE_UP_COOKIE = 2     # USERSPACE: the translator's upcall cookie
+SIDE_UP_MAX_LEN = 3    # USERSPACE: bytes of the frame the controllers want
+SIDE_ROWS = 4
+N_NORMAL, N_USERSPACE = 0, 1
 N_DROP_REASONS = len(DROP_REASONS)
 
 # SET_MASKED: key word -> bits that may be set
@@ -173,6 +192,16 @@ def pop_vlan() -> list[int]:
 def drop(reason: int = DR_EXPLICIT) -> list[int]:
     """``DROP(reason)``."""
     return [OP_DROP, 1, reason]
+
+
+def normal(bridge: int = 0) -> list[int]:
+    """``NORMAL(bridge)``: the L2 learning switch decides."""
+    return [OP_NORMAL, 1, bridge]
+
+
+def userspace(cookie: int, max_len: int) -> list[int]:
+    """``USERSPACE(cookie, max_len)``: a copy to the controllers (packet-in)."""
+    return [OP_USERSPACE, 2, cookie, max_len]
 
 
 def reserved(op: int, *args: int) -> list[int]:
@@ -268,6 +297,10 @@ def format_actions(prog: Sequence[int] | np.ndarray) -> str:
             out.append("pop_vlan")
         elif op == OP_DROP:
             out.append("drop" if args[0] == DR_EXPLICIT else f"drop({DROP_REASONS[args[0]]})")
+        elif op == OP_NORMAL:
+            out.append("normal")
+        elif op == OP_USERSPACE:
+            out.append(f"userspace(controller(cookie={args[0]},max_len={args[1]}))")
         else:
             name = RESERVED_OPS[op]
             out.append(f"{name}({','.join(hex(a) for a in args)})" if args else name)
@@ -435,11 +468,15 @@ def execute_burst(
     free_stack: np.ndarray,
     free_top: np.ndarray,
     extra: np.ndarray,
+    side: np.ndarray,
+    side_n: np.ndarray,
 ) -> int:
-    """Run each frame's program over ``burst[:n]``, filling the per-port queues; returns the number
-    of fresh slots written to ``extra`` (the caller frees them after transmit)."""
+    """Run each frame's program over ``burst[:n]``, filling the per-port queues and the NORMAL and
+    USERSPACE lists (``side``, counts in ``side_n``); returns the number of fresh slots written to
+    ``extra`` (the caller frees them after transmit). ``drops[in_port, reason]`` counts by ingress
+    port (the last row for frames of no port)."""
     n_ports = out_start.shape[1] - 1
-    qcap = out.shape[1] // n_ports
+    qcap = out.shape[1] // n_ports if n_ports > 0 else 0
     for p in range(n_ports):
         out_start[0, p] = p * qcap
         out_start[1, p] = 0
@@ -448,55 +485,84 @@ def execute_burst(
     slot_size = data.shape[1]
     n_prog = progs.shape[0]
     n_extra = 0
+    side_n[N_NORMAL] = 0
+    side_n[N_USERSPACE] = 0
+    side_cap = side.shape[1]
+    last_row = drops.shape[0] - 1
     for i in range(n):
         pc = prog_index[i, 0]
         if pc < 0:
             continue
         end_pc = min(pc + prog_index[i, 1], n_prog)
         s = burst[i]
+        ip = np.int64(meta[s, META_IN_PORT])
+        dr = drops[ip if 0 <= ip < last_row else last_row]
         head = np.int64(meta[s, META_HEAD])
         ln = np.int64(meta[s, META_LEN])
         if head < 0 or ln < 14 or head + ln > slot_size:
-            drops[DR_BAD_FRAME] += 1
+            dr[DR_BAD_FRAME] += 1
             continue
         queued = False
         outputs = 0
         stopped = False
         while pc < end_pc:
             if pc + 2 > end_pc:
-                drops[DR_BAD_PROGRAM] += 1
+                dr[DR_BAD_PROGRAM] += 1
                 stopped = True
                 break
             op = progs[pc]
             nw = progs[pc + 1]
             nxt = pc + 2 + nw
             need = 0
-            if op == OP_OUTPUT or op == OP_DROP:
+            if op == OP_OUTPUT or op == OP_DROP or op == OP_NORMAL:
                 need = 1
+            elif op == OP_USERSPACE:
+                need = 2
             elif op == OP_SET_MASKED:
                 need = 3
             elif op == OP_PUSH_VLAN:
                 need = 2
             if nxt > end_pc or nw < need:
-                drops[DR_BAD_PROGRAM] += 1
+                dr[DR_BAD_PROGRAM] += 1
                 stopped = True
                 break
             if op == OP_OUTPUT:
                 port = progs[pc + 2]
                 if port < 0 or port >= n_ports:
-                    drops[DR_BAD_PROGRAM] += 1
+                    dr[DR_BAD_PROGRAM] += 1
                 elif _enqueue(out, out_start, qcap, port, s):
                     queued = True
                     outputs += 1
                 else:
-                    drops[DR_QUEUE_FULL] += 1
+                    dr[DR_QUEUE_FULL] += 1
+            elif op == OP_NORMAL or op == OP_USERSPACE:
+                if op == OP_NORMAL:
+                    c = side_n[N_NORMAL]
+                    if c < side_cap:
+                        side[SIDE_NORMAL, c] = s
+                        side_n[N_NORMAL] = c + 1
+                        queued = True
+                        outputs += 1
+                    else:
+                        dr[DR_QUEUE_FULL] += 1
+                else:
+                    c = side_n[N_USERSPACE]
+                    if c < side_cap:
+                        side[SIDE_UP_SLOT, c] = s
+                        side[SIDE_UP_COOKIE, c] = progs[pc + 2]
+                        side[SIDE_UP_MAX_LEN, c] = progs[pc + 3]
+                        side_n[N_USERSPACE] = c + 1
+                        queued = True
+                        outputs += 1
+                    else:
+                        dr[DR_CONTROLLER_QUEUE_FULL] += 1
             elif op == OP_SET_MASKED or op == OP_PUSH_VLAN or op == OP_POP_VLAN:
                 if queued:
                     d = -1
                     if n_extra < extra.shape[0]:
                         d = slot_alloc(free_stack, free_top)
                     if d < 0:
-                        drops[DR_POOL_EMPTY] += 1
+                        dr[DR_POOL_EMPTY] += 1
                         stopped = True
                         break
                     for k in range(head, head + ln):
@@ -518,7 +584,7 @@ def execute_burst(
                         for k in range(head + ln - 1, head + 11, -1):
                             data[s, k + 4] = data[s, k]
                     else:
-                        drops[DR_NO_ROOM] += 1
+                        dr[DR_NO_ROOM] += 1
                         stopped = True
                         break
                     _st16(data, s, head + 12, progs[pc + 2])
@@ -537,18 +603,56 @@ def execute_burst(
                         meta[s, META_LEN] = ln
             elif op == OP_DROP:
                 r = progs[pc + 2]
-                drops[r if 0 <= r < N_DROP_REASONS else DR_BAD_PROGRAM] += 1
+                dr[r if 0 <= r < N_DROP_REASONS else DR_BAD_PROGRAM] += 1
                 stopped = True
                 break
             elif OP_TNL_PUSH <= op <= OP_HASH:
-                drops[DR_UNSUPPORTED] += 1
+                dr[DR_UNSUPPORTED] += 1
                 stopped = True
                 break
             else:
-                drops[DR_BAD_PROGRAM] += 1
+                dr[DR_BAD_PROGRAM] += 1
                 stopped = True
                 break
             pc = nxt
         if not stopped and outputs == 0:
-            drops[DR_NO_OUTPUT] += 1
+            dr[DR_NO_OUTPUT] += 1
     return n_extra
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def append_queues(out: np.ndarray, out_start: np.ndarray, src: np.ndarray, src_start: np.ndarray) -> int:
+    """Append the per-port queues ``src``/``src_start`` (e.g. ``switch_burst``'s for the NORMAL list)
+    to ``out``/``out_start`` (same number of ports); returns the entries that did not fit."""
+    n_ports = out_start.shape[1] - 1
+    qcap = out.shape[1] // n_ports if n_ports > 0 else 0
+    lost = 0
+    for p in range(n_ports):
+        c = out_start[1, p]
+        m = src_start[1, p]
+        room = qcap - c
+        if m > room:
+            lost += m - room
+            m = room
+        a = out_start[0, p] + c
+        b = src_start[0, p]
+        for k in range(m):
+            out[0, a + k] = src[0, b + k]
+            out[1, a + k] = src[1, b + k]
+        out_start[1, p] = c + m
+    return lost
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def count_rule(meta: np.ndarray, burst: np.ndarray, n: int, counters: np.ndarray, table_counters: np.ndarray,
+               rank: int, now: int) -> None:
+    """Credit ``burst[:n]`` to rule ``rank`` (packets, bytes, used) and to table 0 (lookups, matches): the
+    datapath's NORMAL-only shortcut, which runs the L2 switch without megaflows."""
+    total = 0
+    for i in range(n):
+        total += meta[burst[i], META_LEN]
+    counters[rank, 0] += n
+    counters[rank, 1] += total
+    counters[rank, 2] = now
+    table_counters[0, 0] += n
+    table_counters[0, 1] += n

@@ -139,10 +139,12 @@ class RefResult:
     queues: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict)  # port -> (head, frame)
     drops: list[int] = field(default_factory=lambda: [0] * A.N_DROP_REASONS)
     copies: int = 0
+    normal: list[tuple[int, bytes]] = field(default_factory=list)                   # (head, frame)
+    userspace: list[tuple[int, int, int, bytes]] = field(default_factory=list)      # (cookie, max_len, head, frame)
 
 
 def run_burst(frames: list[tuple[int, bytes, list[int] | None]], slot_size: int, n_ports: int, qcap: int,
-              free: int) -> RefResult:
+              free: int, side_cap: int = 1 << 30) -> RefResult:
     """Run ``(head, frame, program or None)`` in order with ``free`` fresh slots available."""
     res = RefResult()
     for head, frame, prog in frames:
@@ -164,6 +166,20 @@ def run_burst(frames: list[tuple[int, bytes, list[int] | None]], slot_size: int,
                     res.drops[A.DR_QUEUE_FULL] += 1
                 else:
                     q.append((head, bytes(f)))
+                    queued = True
+                    outputs += 1
+            elif op == A.OP_NORMAL:
+                if len(res.normal) >= side_cap:
+                    res.drops[A.DR_QUEUE_FULL] += 1
+                else:
+                    res.normal.append((head, bytes(f)))
+                    queued = True
+                    outputs += 1
+            elif op == A.OP_USERSPACE:
+                if len(res.userspace) >= side_cap:
+                    res.drops[A.DR_CONTROLLER_QUEUE_FULL] += 1
+                else:
+                    res.userspace.append((args[0], args[1], head, bytes(f)))
                     queued = True
                     outputs += 1
             elif op in (A.OP_SET_MASKED, A.OP_PUSH_VLAN, A.OP_POP_VLAN):

@@ -10,14 +10,21 @@ Words, by cache line (bit 0 is the least significant bit):
 * line 0, metadata and L2 (what every megaflow looks at):
   ``W_RECIRC_ID`` recirculation id (32 bits), ``W_IN_PORT`` global datapath port (32 bits),
   ``W_DP_HASH`` (32 bits), ``W_PKT_MARK`` (32 bits), ``W_ETH_DST``, ``W_ETH_SRC`` (48 bits),
-  ``W_VLAN_TCI`` OVS's form: ``VID | 0x1000 (tag present) | PCP << 13`` (0 when untagged),
-  ``W_ETH_TYPE`` (16 bits, after the tag).
-* line 1, L3: ``W_NW`` ``proto | tos << 8 | ttl << 16 | frag << 24`` (``FRAG_*``; ARP: the low byte
-  of the opcode as proto, as OVS does), ``W_NW_SRC`` / ``W_NW_DST`` IPv4 addresses (ARP: spa / tpa),
-  ``W_IPV6_SRC`` (2 words), ``W_IPV6_DST`` (2 words), ``W_IPV6_LABEL`` (20 bits).
+  ``W_VLAN_TCI`` the outer 802.1Q / 802.1ad tag: ``tci | tpid << 16`` (0 when untagged), where ``tci``
+  is OVS's form ``VID | 0x1000 | PCP << 13``: bit 12 (the frame's CFI/DEI bit) means "a tag is
+  present" and is always 1 in a tagged frame's key, so the frame's DEI bit is not kept (ovs-fields(7):
+  the TCI "with the bit in CFI's position forced to 1"; OpenFlow and OVS cannot match or set DEI);
+  ``tpid`` is 0x8100 or 0x88a8. ``W_ETH_TYPE`` (16 bits): the ethertype after the tags (up to two);
+  an 802.3 length field gives ``ETH_TYPE_NONE`` (0x05FF) unless an LLC/SNAP header with OUI 0
+  follows, whose type is taken.
+* line 1, L3: ``W_NW`` ``proto | tos << 8 | ttl << 16 | frag << 24`` (``FRAG_*``; ARP: the opcode
+  as proto, 0 when above 255, as OVS does; an IPv6 later fragment: proto 44), ``W_NW_SRC`` /
+  ``W_NW_DST`` IPv4 addresses (ARP: spa / tpa), ``W_IPV6_SRC`` (2 words), ``W_IPV6_DST`` (2 words),
+  ``W_IPV6_LABEL`` (20 bits).
 * line 2, L4 and neighbour discovery: ``W_TP`` ``src | dst << 16 | tcp_flags << 32`` (ICMP: type as
   src, code as dst), ``W_ARP_SHA`` / ``W_ARP_THA`` (48 bits; IPv6 ND: sll / tll), ``W_ND_TARGET``
-  (2 words); words 21..23 reserved.
+  (2 words), ``W_VLAN_TCI2`` the inner tag of a double-tagged frame (same form as ``W_VLAN_TCI``);
+  words 22, 23 reserved.
 * line 3, connection tracking: ``W_CT_STATE`` ``state (8 bits) | zone << 32`` (16 bits),
   ``W_CT_MARK`` (32 bits), ``W_CT_LABEL`` (2 words), ``W_CT_TUPLE`` (3 words: ``nw_proto |
   tp_src << 16 | tp_dst << 32``, then the IPv4 src and dst of the original direction); word 31 reserved.
@@ -26,7 +33,9 @@ Words, by cache line (bit 0 is the least significant bit):
   ``W_TUN_IPV6_DST`` (2 words).
 * line 5: ``W_TUN_METADATA``, 8 words of Geneve options as the TLV table maps them.
 
-``KEY_WORDS`` = 48 (six cache lines); 44 are named, 4 are reserved for fields still to come.
+``KEY_WORDS`` = 48 (six cache lines); 45 are named, 3 are reserved for fields still to come.
+
+``dpif.extract.extract_burst`` fills keys from frames (``dpif/README.md``, "Extraction").
 """
 
 from __future__ import annotations
@@ -51,7 +60,8 @@ W_TP = 16
 W_ARP_SHA = 17
 W_ARP_THA = 18
 W_ND_TARGET = 19      # 2 words
-# 21, 22, 23 reserved
+W_VLAN_TCI2 = 21      # inner tag, as W_VLAN_TCI
+# 22, 23 reserved
 W_CT_STATE = 24
 W_CT_MARK = 25
 W_CT_LABEL = 26       # 2 words
@@ -66,9 +76,10 @@ W_TUN_IPV6_DST = 38   # 2 words
 W_TUN_METADATA = 40   # 8 words
 TUN_METADATA_WORDS = 8
 KEY_WORDS = 48
-RESERVED_WORDS = (21, 22, 23, 31)
+RESERVED_WORDS = (22, 23, 31)
 
-VLAN_CFI = 0x1000     # W_VLAN_TCI: a tag is present
+VLAN_CFI = 0x1000     # W_VLAN_TCI / W_VLAN_TCI2: a tag is present
+ETH_TYPE_NONE = 0x05FF  # W_ETH_TYPE of a frame with an 802.3 length field (OVS's FLOW_DL_TYPE_NONE)
 
 # W_NW frag byte
 FRAG_ANY = 1 << 0     # an IP fragment (first or later)
@@ -83,6 +94,9 @@ FIELDS: dict[str, tuple[int, int, int]] = {
     "eth_dst": (W_ETH_DST, 0, 48),
     "eth_src": (W_ETH_SRC, 0, 48),
     "vlan_tci": (W_VLAN_TCI, 0, 16),
+    "vlan_tpid": (W_VLAN_TCI, 16, 16),
+    "vlan_tci2": (W_VLAN_TCI2, 0, 16),
+    "vlan_tpid2": (W_VLAN_TCI2, 16, 16),
     "eth_type": (W_ETH_TYPE, 0, 16),
     "nw_proto": (W_NW, 0, 8),
     "arp_op": (W_NW, 0, 8),
@@ -127,6 +141,9 @@ FIELDS: dict[str, tuple[int, int, int]] = {
     "tun_metadata": (W_TUN_METADATA, 0, 64 * TUN_METADATA_WORDS),
 }
 
+
+# datapath-only fields: no OpenFlow / NXM identity (OVS matches one tag and never its TPID)
+DATAPATH_ONLY = frozenset({"vlan_tpid", "vlan_tci2", "vlan_tpid2"})
 
 # other names for bits a field above already names
 ALIASES = frozenset({"arp_op", "arp_spa", "arp_tpa", "icmp_type", "icmp_code", "nd_sll", "nd_tll"})

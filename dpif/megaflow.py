@@ -620,6 +620,19 @@ class MegaflowCache:
             self._drop_subtable(sid)
         return mf
 
+    def clear(self) -> None:
+        """Remove every megaflow (the counters in ``st`` stay)."""
+        for sid in [int(s) for s in self.st[H_ORDER:H_ORDER + int(self.st[H_NSUB])]]:
+            so = self._sub_row(sid)
+            self.st[so + S_COUNT] = 0
+            self._drop_subtable(sid)
+        self.ent[:, E_SUB] = -1
+        self.buckets[:] = 0
+        self.emc[:] = 0
+        self._free = list(range(self.max_flows - 1, -1, -1))
+        self.action_top = 0
+        self.action_free = 0
+
     def expire(self, now: int, idle: int) -> list[Megaflow]:
         """Remove the megaflows no frame hit for ``idle`` or more (``now - used >= idle``); returns them."""
         live = self.ent[:, E_SUB] >= 0
@@ -763,3 +776,17 @@ class MegaflowCache:
         self.actions = fresh
         self.action_top = top
         self.action_free = 0
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def mf_programs(ent: np.ndarray, out_entry: np.ndarray, n: int, prog_index: np.ndarray) -> None:
+    """``prog_index[i] = (action offset, length)`` of the megaflow ``out_entry[i]`` ((-1, 0) for none):
+    the program index ``dpif.actions.execute_burst`` takes."""
+    for i in range(n):
+        e = out_entry[i]
+        if e < 0:
+            prog_index[i, 0] = -1
+            prog_index[i, 1] = 0
+        else:
+            prog_index[i, 0] = ent[e, E_ACT]
+            prog_index[i, 1] = ent[e, E_ACT_LEN]

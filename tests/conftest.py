@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -49,8 +50,13 @@ def _left_nothing_behind(sw: object) -> None:
     left = [f for f in os.listdir(rundir) if f.endswith((".pid", ".ctl", ".sock"))]
     assert left == [], left
     assert "conf.db" in os.listdir(rundir)
+    # this switch's bridges (read from its database file): none may have left its internal port behind
+    query = ('["Open_vSwitch", {"op": "select", "table": "Bridge", "where": [], "columns": ["name"]}]')
+    rows = json.loads(subprocess.run(["ovsdb-tool", "query", os.path.join(rundir, "conf.db"), query],
+                                     capture_output=True, text=True, check=True).stdout)[0]["rows"]
+    names = {r["name"] for r in rows}
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert not [ln for ln in links.splitlines() if "br:" in ln.split()[1]], links  # internal ports gone
+    assert not [ln for ln in links.splitlines() if ln.split()[1].rstrip(":").split("@")[0] in names], links
     assert subprocess.run(["pgrep", "-f", f"ovsdb-server {rundir}"], capture_output=True).returncode == 1
 
 

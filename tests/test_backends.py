@@ -1,7 +1,9 @@
 """Port backends on real devices: veth pairs in network namespaces, tap devices.
 
 Every device and namespace is created with a unique ``pvt-<hex>`` name and removed in a
-fixture finaliser, also when a test fails.
+fixture finaliser, also when a test fails. Receive and transmit run with pools of headroom 0
+and ``DEFAULT_HEADROOM`` whose bytes outside the frames are a filler, so a port that reads or
+writes a frame anywhere but at its ``META_HEAD`` is caught.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pytest
 
 from backends import InternalPort, PacketPool, Port, PortError, SystemPort, TapPort, open_port
 from backends.offload import complete_partial_csum, csum_sum, fix_segment
-from backends.pool import META_IN_PORT, META_LEN
+from backends.pool import DEFAULT_HEADROOM, META_HEAD, META_IN_PORT, META_LEN
 from backends.port import (
     NO_FREE_SLOT,
     RX_CSUM_FIXED,
@@ -37,7 +39,7 @@ from backends.port import (
     TX_ERROR,
     TX_PACKETS,
 )
-from backends.vlan_edit import copy_edit, vlan_iov
+from backends.vlan_edit import copy_edit, push_in_place, undo_push, vlan_iov
 
 SOL_PACKET = 263
 PACKET_AUXDATA = 8
@@ -45,6 +47,8 @@ PACKET_IGNORE_OUTGOING = 23
 ETH_P_ALL = 3
 CLONE_NEWNET = 0x40000000
 TX_MODES = ["sendmmsg", "ring"]
+HEADROOMS = [0, DEFAULT_HEADROOM]
+FILL = 0xEE                 # every pool byte outside a frame
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -132,6 +136,27 @@ def rx_until(port: Port, pool: PacketPool, n: int, timeout: float = 2.0) -> list
         k = port.rx_burst(pool, burst, 0, 256)
         got.extend(int(x) for x in burst[:k])
     return got
+
+
+def make_pool(n_slots: int, slot_size: int, headroom: int) -> PacketPool:
+    """A pool whose bytes are all ``FILL`` (a frame read from anywhere but its head shows it)."""
+    pool = PacketPool(n_slots, slot_size, headroom=headroom)
+    pool.data[:] = FILL
+    return pool
+
+
+def place(pool: PacketPool, slot: int, frame: bytes, head: int) -> None:
+    """Put ``frame`` into ``slot`` at ``head`` (as a kernel that moved ``META_HEAD`` leaves it)."""
+    pool.data[slot, head : head + len(frame)] = np.frombuffer(frame, dtype=np.uint8)
+    pool.meta[slot, META_HEAD] = head
+    pool.meta[slot, META_LEN] = len(frame)
+
+
+def assert_received_at_headroom(pool: PacketPool, slots: list[int]) -> None:
+    """Receive wrote each frame at the pool's headroom, set ``META_HEAD`` and left the headroom alone."""
+    for s in slots:
+        assert pool.meta[s, META_HEAD] == pool.headroom
+        assert (pool.data[s, : pool.headroom] == FILL).all()
 
 
 def eth(dst: str, src: str, payload: bytes, *tags: tuple[int, int]) -> bytes:
@@ -245,6 +270,33 @@ def test_copy_edit_and_iov_match_reference() -> None:
             assert b"".join(pieces) == ref_edit(f, vlan) and out_len == len(ref_edit(f, vlan))
 
 
+@pytest.mark.parametrize("head", [0, 3, 4, 60, DEFAULT_HEADROOM])
+def test_push_in_place_moves_only_the_macs(head: int) -> None:
+    """A push with >= 4 bytes of headroom moves the MACs into it and writes nothing after them; undone, the
+    frame is as before. Without headroom, or for any other edit, nothing is written."""
+    rng = random.Random(head)
+    frames = [
+        eth(BCAST, SRC, b"\x08\x00" + rng.randbytes(46)),
+        eth(BCAST, SRC, b"\x08\x00" + rng.randbytes(80), (0x8100, 0xA00A)),
+        eth(BCAST, SRC, b"\x86\xdd" + rng.randbytes(60), (0x88A8, 0x0010), (0x8100, 0x0020)),
+    ]
+    for f in frames:
+        for vlan in (-1, 0, 1, 100, 4095):
+            data = np.frombuffer(rng.randbytes(2 * DEFAULT_HEADROOM + 256), dtype=np.uint8).reshape(1, -1).copy()
+            data[0, head : head + len(f)] = np.frombuffer(f, dtype=np.uint8)
+            before = data.copy()
+            h = push_in_place(data, 0, head, len(f), vlan)
+            if vlan > 0 and f[12:14] != b"\x81\x00" and head >= 4:
+                assert h == head - 4
+                assert bytes(data[0, h : h + len(f) + 4]) == ref_edit(f, vlan)
+                assert (data[0, head + 12 :] == before[0, head + 12 :]).all()     # nothing after the MACs moved
+                assert (data[0, : head - 4] == before[0, : head - 4]).all()
+                undo_push(data, 0, head)
+                assert (data[0, head:] == before[0, head:]).all()
+            else:
+                assert h == -1 and (data == before).all()
+
+
 def ref_csum(b: bytes) -> int:
     if len(b) % 2:
         b += b"\0"
@@ -334,9 +386,11 @@ def _tcp4(payload: bytes, seq: int, flags: int, partial: bool = True) -> bytes:
     return eth("02:00:00:00:00:02", SRC, b"\x08\x00") + ip + tcp + payload
 
 
-def test_rx_ring_kernel_finishes_offloads_and_resumes_mid_frame() -> None:
+@pytest.mark.parametrize("headroom", HEADROOMS)
+def test_rx_ring_kernel_finishes_offloads_and_resumes_mid_frame(headroom: int) -> None:
     """A TCP GSO super-frame (tag in the ring header) is cut into valid segments across rx calls;
-    a partial-checksum frame is completed; a truncated frame is counted oversize."""
+    a partial-checksum frame is completed; a truncated frame is counted oversize. Every frame is at
+    the pool's headroom."""
     from backends import system as S
 
     payload = random.Random(5).randbytes(4500)
@@ -351,7 +405,8 @@ def test_rx_ring_kernel_finishes_offloads_and_resumes_mid_frame() -> None:
     ])
     st = np.zeros(S.STATE_WORDS, dtype=np.int64)
     st[S.S_RX_BSIZE], st[S.S_RX_BNR], st[S.S_PORT_NO] = len(ring), 1, 4
-    pool = PacketPool(16, 2048)
+    st[S.S_HEADROOM] = headroom
+    pool = make_pool(16, 2048, headroom)
     burst = np.zeros(16, dtype=np.int32)
     got: list[bytes] = []
     calls = []
@@ -360,6 +415,7 @@ def test_rx_ring_kernel_finishes_offloads_and_resumes_mid_frame() -> None:
         n = S.system_rx(ring, st, pool.data, pool.meta, pool.free_stack, pool.free_top, burst)
         calls.append(n)
         got += [pool.frame(int(s)) for s in burst[:n]]
+        assert_received_at_headroom(pool, [int(s) for s in burst[:n]])
     assert calls == [2, 2, 2, 0, 0]
     assert ring[8] == 0                                                   # block handed back
     segs, fixed_ack = got[:5], got[5]
@@ -410,12 +466,13 @@ def test_system_port_errors_and_properties(veth: tuple[str, str, str], ports: li
 
 
 @pytest.mark.integration
-def test_system_rx_exact_frames_with_vlan_tags(veth: tuple[str, str, str], ports: list[Port]) -> None:
+@pytest.mark.parametrize("headroom", HEADROOMS)
+def test_system_rx_exact_frames_with_vlan_tags(veth: tuple[str, str, str], ports: list[Port], headroom: int) -> None:
     ns, root_end, ns_end = veth
     port = SystemPort(root_end)
     ports.append(port)
     port.port_no = 3
-    pool = PacketPool(64, 2048)
+    pool = make_pool(64, 2048, headroom)
     inj = packet_socket(ns_end, ns)
     frames = [
         eth(BCAST, SRC, b"\x08\x00" + bytes(range(46))),
@@ -432,25 +489,35 @@ def test_system_rx_exact_frames_with_vlan_tags(veth: tuple[str, str, str], ports
         assert [pool.frame(s) for s in slots] == frames
         assert all(pool.meta[s, META_IN_PORT] == 3 and pool.meta[s, META_LEN] == len(f)
                    for s, f in zip(slots, frames, strict=True))
+        assert_received_at_headroom(pool, slots)
         assert rx_until(port, pool, 1, timeout=0.1) == []
     assert port.stats()["rx_packets"] == len(frames)
     assert port.stats()["rx_bytes"] == sum(map(len, frames))
 
 
 @pytest.mark.integration
-def test_system_rx_oversize_and_pool_exhaustion(veth: tuple[str, str, str], ports: list[Port]) -> None:
+@pytest.mark.parametrize("headroom", HEADROOMS)
+def test_system_rx_oversize_and_pool_exhaustion(veth: tuple[str, str, str], ports: list[Port], headroom: int) -> None:
     ns, root_end, ns_end = veth
     port = SystemPort(root_end)
     ports.append(port)
-    pool = PacketPool(3, 256)
+    pool = make_pool(3, 256, headroom)
     small = eth(BCAST, SRC, b"\x88\xb5" + bytes(100))
     big = eth(BCAST, SRC, b"\x88\xb5" + bytes(600))
+    fits = eth(BCAST, SRC, b"\x88\xb5" + bytes(256 - 14))            # exactly a slot: accepted
+    over = eth(BCAST, SRC, b"\x88\xb5" + bytes(256 - 13))            # one byte more: oversize, headroom or not
     with packet_socket(ns_end, ns) as inj:
         inj.send(big)
+        inj.send(over)
+        inj.send(fits)
+        slots = rx_until(port, pool, 1)
+        assert [pool.frame(s) for s in slots] == [fits]
+        assert_received_at_headroom(pool, slots)
+        assert port.counters[RX_OVERSIZE] == 2 and port.counters[RX_DROPPED] == 2
+        pool.free(np.array(slots, dtype=np.int32), 1)
         inj.send(small)
         slots = rx_until(port, pool, 1)
         assert [pool.frame(s) for s in slots] == [small]
-        assert port.counters[RX_OVERSIZE] == 1 and port.counters[RX_DROPPED] == 1
         assert pool.free_count == 2          # the oversize frame did not leak a slot
         for _ in range(4):
             inj.send(small)
@@ -459,16 +526,19 @@ def test_system_rx_oversize_and_pool_exhaustion(veth: tuple[str, str, str], port
         more += rx_until(port, pool, 1, timeout=0.1)
         assert len(more) == 2 and pool.free_count == 0
         assert port.counters[NO_FREE_SLOT] == 2
-        assert port.stats()["rx_dropped"] == 3
+        assert port.stats()["rx_dropped"] == 4
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("headroom", HEADROOMS)
 @pytest.mark.parametrize("tx_mode", TX_MODES)
-def test_system_tx_vlan_edits_arrive_exact(veth: tuple[str, str, str], ports: list[Port], tx_mode: str) -> None:
+def test_system_tx_vlan_edits_arrive_exact(
+    veth: tuple[str, str, str], ports: list[Port], tx_mode: str, headroom: int
+) -> None:
     ns, root_end, ns_end = veth
     port = SystemPort(root_end, tx_mode=tx_mode)
     ports.append(port)
-    pool = PacketPool(8, 2048)
+    pool = make_pool(8, 2048, headroom)
     plain = eth(BCAST, SRC, b"\x08\x00" + bytes(range(46)))
     tagged = eth(BCAST, SRC, b"\x08\x00" + bytes(range(46, 96)), (0x8100, 0xA005))   # PCP 5, VID 5
     pool.put(0, plain)
@@ -488,6 +558,7 @@ def test_system_tx_vlan_edits_arrive_exact(veth: tuple[str, str, str], ports: li
     assert port.counters[TX_PACKETS] == 10
     assert port.counters[TX_BYTES] == sum(map(len, expect)) + len(expect[5]) + len(expect[6])
     assert pool.free_count == 8              # tx never frees slots
+    assert (pool.frame(0), pool.frame(1)) == (plain, tagged)      # nor changes them
     # the port does not receive its own transmissions
     assert rx_until(port, pool, 1, timeout=0.1) == []
 
@@ -500,7 +571,7 @@ def test_system_tx_too_long_and_burst_larger_than_batch(
     ns, root_end, ns_end = veth
     port = SystemPort(root_end, tx_mode=tx_mode, mmsg_batch=8, tx_ring_frames=64)
     ports.append(port)
-    pool = PacketPool(200, 2048)
+    pool = make_pool(200, 2048, DEFAULT_HEADROOM)
     for i in range(200):
         pool.put(i, eth(BCAST, SRC, b"\x88\xb5" + i.to_bytes(2, "big") + bytes(50)))
     pool.put(7, eth(BCAST, SRC, b"\x88\xb5" + bytes(1600)))      # longer than MTU 1500 + 14
@@ -530,9 +601,10 @@ def _forward(a: Port, b: Port, pool: PacketPool, stop: threading.Event) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("tx_mode", TX_MODES)
+@pytest.mark.parametrize(("tx_mode", "headroom"), [("sendmmsg", DEFAULT_HEADROOM), ("ring", DEFAULT_HEADROOM),
+                                                   ("sendmmsg", 0)])
 def test_system_forwarded_tcp_and_udp(
-    make_veth: Callable[[], tuple[str, str, str]], ports: list[Port], tx_mode: str
+    make_veth: Callable[[], tuple[str, str, str]], ports: list[Port], tx_mode: str, headroom: int
 ) -> None:
     """TCP and UDP between two namespaces through two system ports: checksums and GSO get finished."""
     ns1, a1, b1 = make_veth()
@@ -544,7 +616,7 @@ def test_system_forwarded_tcp_and_udp(
     p1 = SystemPort(a1, tx_mode=tx_mode)
     p2 = SystemPort(a2, tx_mode=tx_mode)
     ports.extend([p1, p2])
-    pool = PacketPool(4096, 2048)
+    pool = PacketPool(4096, 2048, headroom=headroom)
     stop = threading.Event()
     fwd = threading.Thread(target=_forward, args=(p1, p2, pool, stop), daemon=True)
     fwd.start()
@@ -596,6 +668,60 @@ def test_system_forwarded_tcp_and_udp(
     assert p1.counters[RX_PACKETS] > (3 << 20) // 1500
 
 
+TX_KINDS = [*TX_MODES, "tap"]
+
+
+def _tx_port(kind: str, request: pytest.FixtureRequest, ports: list[Port]) -> tuple[Port, socket.socket]:
+    """A port of ``kind`` (a system port's tx mode, or "tap") and a socket that captures what it sends."""
+    if kind == "tap":
+        name = request.getfixturevalue("tap_name")
+        port: Port = TapPort(name)
+        ports.append(port)
+        return port, packet_socket(name)
+    ns, root_end, ns_end = request.getfixturevalue("veth")
+    port = SystemPort(root_end, tx_mode=kind)
+    ports.append(port)
+    return port, packet_socket(ns_end, ns)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", TX_KINDS)
+def test_tx_sends_the_frame_at_meta_head(kind: str, request: pytest.FixtureRequest, ports: list[Port]) -> None:
+    """Frames whose META_HEAD was moved (down into the headroom, or up) go out exactly, with every edit.
+
+    A VLAN push on a frame with headroom (tap, TX ring) moves the MACs into the headroom: after the burst the
+    4 bytes before the frame hold the first MAC bytes, and the frame and every byte after it are as before.
+    ``sendmmsg`` (iovecs) and a frame with less than 4 bytes of headroom write nothing. A slot whose head and
+    length reach past its row is a ``tx_error``, never read.
+    """
+    port, cap = _tx_port(kind, request, ports)
+    pool = make_pool(8, 256, DEFAULT_HEADROOM)
+    plain = eth("02:00:00:00:00:09", SRC, b"\x08\x00" + bytes(range(60)))
+    tagged = eth("02:00:00:00:00:09", SRC, b"\x08\x00" + bytes(range(100, 160)), (0x8100, 0x2005))
+    heads = {0: (plain, 60), 1: (tagged, 200), 2: (plain, 2), 3: (plain, DEFAULT_HEADROOM)}
+    for s, (f, h) in heads.items():
+        place(pool, s, f, h)
+    rows = pool.data.copy()
+    cases = [(s, v) for s in heads for v in (-1, 0, 10, 4095)]
+    slots = np.array([s for s, _ in cases], dtype=np.int32)
+    vlans = np.array([v for _, v in cases], dtype=np.int16)
+    with cap:
+        assert port.tx_burst(pool, slots, vlans, 0, len(cases)) == len(cases)
+        assert recv_frames(cap, len(cases)) == [ref_edit(heads[s][0], v) for s, v in cases]
+        assert_quiet(cap)
+        for s, (f, h) in heads.items():
+            assert (pool.data[s, h:] == rows[s, h:]).all(), s                 # the frame and all after it
+            assert (pool.data[s, : max(h - 4, 0)] == rows[s, : max(h - 4, 0)]).all(), s
+            in_place = kind != "sendmmsg" and h >= 4 and f is plain
+            assert bytes(pool.data[s, max(h - 4, 0) : h]) == (f[:4] if in_place else bytes([FILL]) * min(h, 4)), s
+        pool.meta[4, META_HEAD] = pool.data.shape[1] - 20
+        pool.meta[4, META_LEN] = len(plain)
+        assert port.tx_burst(pool, np.array([4, 3], np.int32), np.array([-1, -1], np.int16), 0, 2) == 1
+        assert recv_frames(cap, 1) == [plain]
+        assert_quiet(cap)
+    assert port.counters[TX_ERROR] == 1 and port.counters[TX_PACKETS] == len(cases) + 1
+
+
 # ------------------------------------------------------------------ tap / internal ports
 
 
@@ -619,11 +745,12 @@ def test_tap_created_up_ipv6_off_and_removed_on_close(tap_name: str) -> None:
 
 
 @pytest.mark.integration
-def test_tap_rx_tx_exact(tap_name: str, ports: list[Port]) -> None:
+@pytest.mark.parametrize("headroom", HEADROOMS)
+def test_tap_rx_tx_exact(tap_name: str, ports: list[Port], headroom: int) -> None:
     port = TapPort(tap_name)
     ports.append(port)
     port.port_no = 9
-    pool = PacketPool(32, 2048)
+    pool = make_pool(32, 2048, headroom)
     frames = [
         eth(BCAST, SRC, b"\x08\x00" + bytes(range(46))),
         eth(BCAST, SRC, b"\x08\x00" + bytes(range(60)), (0x8100, 0x2064)),
@@ -637,6 +764,7 @@ def test_tap_rx_tx_exact(tap_name: str, ports: list[Port]) -> None:
         slots = rx_until(port, pool, 3)
         assert [pool.frame(s) for s in slots] == frames
         assert all(pool.meta[s, META_IN_PORT] == 9 for s in slots)
+        assert_received_at_headroom(pool, slots)
         cases = [(slots[0], -1), (slots[0], 42), (slots[1], 0), (slots[1], 7), (slots[2], -1)]
         q = np.array([s for s, _ in cases], dtype=np.int32)
         v = np.array([x for _, x in cases], dtype=np.int32)
@@ -645,27 +773,31 @@ def test_tap_rx_tx_exact(tap_name: str, ports: list[Port]) -> None:
         assert_quiet(host)
     assert port.counters[RX_PACKETS] == 3 and port.counters[TX_PACKETS] == 5
     assert pool.free_count == 29
+    assert [pool.frame(s) for s in slots] == frames
 
 
 @pytest.mark.integration
-def test_tap_oversize_and_pool_exhaustion(tap_name: str, ports: list[Port]) -> None:
+@pytest.mark.parametrize("headroom", HEADROOMS)
+def test_tap_oversize_and_pool_exhaustion(tap_name: str, ports: list[Port], headroom: int) -> None:
     port = TapPort(tap_name, mtu=4000)
     ports.append(port)
-    pool = PacketPool(2, 1024)
+    pool = make_pool(2, 1024, headroom)
     small = eth(BCAST, SRC, b"\x88\xb5" + bytes(range(100)))
     with packet_socket(tap_name) as host:
         host.send(eth(BCAST, SRC, b"\x88\xb5" + bytes(3000)))
+        host.send(eth(BCAST, SRC, b"\x88\xb5" + bytes(1024 - 13)))     # one byte over the slot, headroom or not
         host.send(small)
         slots = rx_until(port, pool, 1)
         assert [pool.frame(s) for s in slots] == [small]
-        assert port.counters[RX_OVERSIZE] == 1
+        assert_received_at_headroom(pool, slots)
+        assert port.counters[RX_OVERSIZE] == 2
         for _ in range(3):
             host.send(small)
         time.sleep(0.05)
         burst = np.zeros(8, dtype=np.int32)
         assert port.rx_burst(pool, burst, 0, 8) == 1
         assert port.counters[NO_FREE_SLOT] == 2
-        assert port.stats()["rx_dropped"] == 3
+        assert port.stats()["rx_dropped"] == 4
 
 
 @pytest.mark.integration

@@ -3,7 +3,8 @@
 Hypothesis generates bursts: random MACs (unicast, multicast, broadcast, IEEE reserved),
 VLAN tags, IPv4/IPv6/ARP/TCP/UDP/ICMP headers, truncated and runt frames, and random port
 VLAN configurations; kernel and reference must agree on every key, every queue entry and
-every counter.
+every counter. Frames sit at random heads in their slots (``META_HEAD``, the pool's
+headroom), as the ports leave them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backends import pool as P
 from classifier import drops as D
 from classifier import keys as K
+from classifier import parse as parse_mod
 from classifier.l2switch import switch_burst
 from classifier.l2table import (
     I_LEARNED_COUNT,
@@ -33,6 +36,8 @@ from classifier.reference import PortVlanConfig, ReferenceSwitch, parse_referenc
 from vswitch.vlan import VlanConfig, fill_vlan_map
 
 SLOT = 256
+MAX_HEAD = 160
+heads = st.one_of(st.sampled_from([0, P.DEFAULT_HEADROOM]), st.integers(0, MAX_HEAD))
 
 # ---------------------------------------------------------------- frame strategies
 
@@ -105,14 +110,18 @@ def frames(draw) -> bytes:
 any_frame = st.one_of(frames(), st.binary(max_size=64))
 
 
-def load(frames_: list[bytes], in_ports: list[int]):
+def load(frames_: list[bytes], in_ports: list[int], heads_: list[int] | None = None):
+    """A pool of ``MAX_HEAD + SLOT``-byte rows with frame ``i`` in slot ``i`` at ``heads_[i]`` (0 by default);
+    the bytes around each frame are garbage, so a kernel that reads outside it disagrees with the reference."""
     n = len(frames_)
-    data = np.zeros((n + 1, SLOT), dtype=np.uint8)
-    meta = np.zeros((n + 1, 4), dtype=np.int32)
-    for i, (f, p) in enumerate(zip(frames_, in_ports, strict=True)):
-        data[i, : len(f)] = np.frombuffer(f, dtype=np.uint8)
-        meta[i, 0] = len(f)
-        meta[i, 1] = p
+    heads_ = heads_ or [0] * n
+    data = np.random.default_rng(n).integers(0, 256, (n + 1, MAX_HEAD + SLOT), dtype=np.uint8)
+    meta = np.zeros((n + 1, P.META_FIELDS), dtype=np.int32)
+    for i, (f, p, h) in enumerate(zip(frames_, in_ports, heads_, strict=True)):
+        data[i, h : h + len(f)] = np.frombuffer(f, dtype=np.uint8)
+        meta[i, P.META_LEN] = len(f)
+        meta[i, P.META_IN_PORT] = p
+        meta[i, P.META_HEAD] = h
     # Burst in reverse slot order, so slot numbers and burst positions differ.
     burst = np.arange(n - 1, -1, -1, dtype=np.int32)
     return data, meta, burst
@@ -120,10 +129,16 @@ def load(frames_: list[bytes], in_ports: list[int]):
 
 # ---------------------------------------------------------------- parse
 
+def test_meta_layout_matches_the_pool() -> None:
+    assert (parse_mod.META_LEN, parse_mod.META_IN_PORT, parse_mod.META_HEAD) == (P.META_LEN, P.META_IN_PORT,
+                                                                                 P.META_HEAD)
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(any_frame, min_size=1, max_size=40))
-def test_parse_matches_reference(burst_frames: list[bytes]) -> None:
-    data, meta, burst = load(burst_frames, [3] * len(burst_frames))
+@given(st.lists(st.tuples(any_frame, heads), min_size=1, max_size=40))
+def test_parse_matches_reference(burst: list[tuple[bytes, int]]) -> None:
+    burst_frames = [f for f, _ in burst]
+    data, meta, burst = load(burst_frames, [3] * len(burst_frames), [h for _, h in burst])
     keys = np.full((len(burst_frames) + 1, K.NKEYS), 0xDEAD, dtype=np.uint64)
     parse_burst(data, meta, burst, len(burst), keys)
     for slot, frame in enumerate(burst_frames):
@@ -149,6 +164,32 @@ def test_parse_known_frames() -> None:
     assert keys[2, K.K_DROP] == D.DROP_RX_VLAN_TRUNCATED
 
 
+def test_parse_reads_frames_at_their_head_in_a_pool() -> None:
+    """Frames put into a pool with headroom, one moved down into the headroom (a push), one with a head
+    outside its row (never read: a runt)."""
+    tcp = bytes.fromhex(
+        "020000000002" "020000000001" "0800"
+        "45000028000040004006" "0000" "0a000001" "0a000002" "3039" "0050" + "00" * 16
+    )
+    for headroom in (0, P.DEFAULT_HEADROOM):
+        pool = P.PacketPool(4, 128, headroom=headroom)
+        pool.data[:] = 0xEE
+        for s in range(3):
+            pool.put(s, tcp, in_port=s)
+        if headroom:
+            pool.data[2, 60 : 60 + len(tcp)] = np.frombuffer(tcp, dtype=np.uint8)
+            pool.meta[2, P.META_HEAD] = 60
+        pool.meta[1, P.META_HEAD] = -5 if headroom else pool.data.shape[1] + 1
+        keys = np.zeros((4, K.NKEYS), dtype=np.uint64)
+        burst = np.arange(3, dtype=np.int32)
+        parse_burst(pool.data, pool.meta, burst, 3, keys)
+        for s in (0, 2):
+            assert keys[s, K.K_DROP] == 0 and keys[s, K.K_ETH_SRC] == 0x020000000001
+            assert keys[s, K.K_L3_OFS] == 14 and (keys[s, K.K_TP_SRC], keys[s, K.K_TP_DST]) == (12345, 80)
+            assert keys[s, K.K_IN_PORT] == s
+        assert keys[1, K.K_DROP] == D.DROP_RX_RUNT
+
+
 # ---------------------------------------------------------------- L2 switching
 
 vlan_configs = st.one_of(
@@ -171,9 +212,10 @@ class KernelSwitch:
         self.l2, self.info = make_l2table(limit, aging)
         self.drops = np.zeros((self.n_ports, D.N_DROPS), dtype=np.int64)
 
-    def process(self, burst_frames: list[tuple[bytes, int]], now: int) -> dict[int, list[tuple[int, int]]]:
+    def process(self, burst_frames: list[tuple[bytes, int]], now: int,
+                heads_: list[int] | None = None) -> dict[int, list[tuple[int, int]]]:
         frames_ = [f for f, _ in burst_frames]
-        data, meta, burst = load(frames_, [p for _, p in burst_frames])
+        data, meta, burst = load(frames_, [p for _, p in burst_frames], heads_)
         n = len(frames_)
         keys = np.zeros((n + 1, K.NKEYS), dtype=np.uint64)
         out = np.zeros((2, max(1, n * self.n_ports)), dtype=np.int32)
@@ -207,7 +249,7 @@ def scenarios(draw):
         lambda u: [x or i % 2 == 0 for i, x in enumerate(u)]))
     limit = draw(st.sampled_from([1, 3, 8192]))
     bursts = draw(st.lists(
-        st.lists(st.tuples(any_frame, st.integers(0, n_ports - 1)), min_size=1, max_size=30),
+        st.lists(st.tuples(any_frame, st.integers(0, n_ports - 1), heads), min_size=1, max_size=30),
         min_size=1, max_size=4))
     statics = draw(st.lists(st.tuples(st.sampled_from([0, 1, 10, 20]), st.sampled_from(MAC_POOL[:4]),
                                       st.integers(0, n_ports - 1)), max_size=2))
@@ -225,8 +267,9 @@ def test_switch_matches_reference(scenario) -> None:
         assert l2_add_static(kern.l2, kern.info, vlan, np.uint64(mac), port)
         ref.add_static(vlan, mac, port)
     now = 100
-    for burst_frames in bursts:
-        got = kern.process(burst_frames, now)
+    for burst in bursts:
+        burst_frames = [(f, p) for f, p, _ in burst]
+        got = kern.process(burst_frames, now, [h for _, _, h in burst])
         # The kernel sees frame i in slot i, in burst order n-1 .. 0: give the reference that order.
         n = len(burst_frames)
         want = ref.process(burst_frames[::-1], now)

@@ -63,7 +63,8 @@ def actions() -> st.SearchStrategy[list[int]]:
     sets = st.sampled_from(list(A.SET_FIELDS)).flatmap(
         lambda n: st.builds(A.set_field, st.just(n), st.integers(0, (1 << A.SET_FIELDS[n][2]) - 1),
                             st.one_of(st.none(), st.integers(0, (1 << 48) - 1))))
-    rare = st.one_of(st.builds(A.drop, st.sampled_from([A.DR_EXPLICIT, A.DR_NO_OUTPUT])),
+    rare = st.one_of(st.builds(A.drop, st.sampled_from([A.DR_EXPLICIT, A.DR_NO_OUTPUT, A.DR_TABLE_MISS])),
+                     st.builds(A.normal), st.builds(A.userspace, st.integers(0, 9), st.integers(0, 2000)),
                      st.builds(A.reserved, st.sampled_from(list(A.RESERVED_OPS)), st.integers(0, 9)))
     return st.one_of(
         out, out, out, sets, sets, sets,
@@ -76,8 +77,8 @@ def actions() -> st.SearchStrategy[list[int]]:
 programs = st.lists(actions(), min_size=0, max_size=7)
 
 
-def run_kernel(items: list[tuple[int, bytes, list[int] | None]], free: int,
-               qcap: int = 64) -> tuple[dict[int, list[tuple[int, bytes]]], list[int], int]:
+def run_kernel(items: list[tuple[int, bytes, list[int] | None]], free: int, qcap: int = 64,
+               side_cap: int = 64, sides: list | None = None) -> tuple[dict[int, list[tuple[int, bytes]]], list[int], int]:
     """Run ``items`` through ``execute_burst``: (queues as port -> (head, frame), drops, fresh slots)."""
     n = len(items)
     n_slots = n + free
@@ -99,9 +100,24 @@ def run_kernel(items: list[tuple[int, bytes, list[int] | None]], free: int,
     free_top = np.array([free], dtype=np.int64)
     out = np.zeros((2, N_PORTS * qcap), dtype=np.int32)
     out_start = np.zeros((2, N_PORTS + 1), dtype=np.int32)
-    drops = np.zeros(A.N_DROP_REASONS, dtype=np.int64)
+    drops = np.zeros((N_PORTS + 1, A.N_DROP_REASONS), dtype=np.int64)
     extra = np.zeros(max(free, 1), dtype=np.int32)
-    k = A.execute_burst(data, meta, burst, n, index, progs, out, out_start, drops, free_stack, free_top, extra)
+    side = np.zeros((A.SIDE_ROWS, side_cap), dtype=np.int32)
+    side_n = np.zeros(2, dtype=np.int64)
+    k = A.execute_burst(data, meta, burst, n, index, progs, out, out_start, drops, free_stack, free_top, extra,
+                        side, side_n)
+    assert drops[1:].sum() == 0      # every frame came in on port 0
+    if sides is not None:
+        for j in range(side_n[A.N_NORMAL]):
+            s = side[A.SIDE_NORMAL, j]
+            h, ln = int(meta[s, A.META_HEAD]), int(meta[s, META_LEN])
+            sides[0].append((h, bytes(data[s, h:h + ln])))
+        for j in range(side_n[A.N_USERSPACE]):
+            s = side[A.SIDE_UP_SLOT, j]
+            h, ln = int(meta[s, A.META_HEAD]), int(meta[s, META_LEN])
+            sides[1].append((int(side[A.SIDE_UP_COOKIE, j]), int(side[A.SIDE_UP_MAX_LEN, j]), h,
+                             bytes(data[s, h:h + ln])))
+    drops = drops[0]
     queues: dict[int, list[tuple[int, bytes]]] = {}
     for p in range(N_PORTS):
         for j in range(out_start[1, p]):
@@ -132,9 +148,11 @@ def bursts(draw: st.DrawFn) -> list[tuple[int, bytes, list[int] | None]]:
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bursts(), st.integers(0, 6))
 def test_against_model(items: list[tuple[int, bytes, list[int] | None]], free: int) -> None:
-    q, drops, k = run_kernel(items, free)
-    ref = R.run_burst(items, SLOT, N_PORTS, 64, free)
+    sides: list = [[], []]
+    q, drops, k = run_kernel(items, free, sides=sides)
+    ref = R.run_burst(items, SLOT, N_PORTS, 64, free, side_cap=64)
     assert q == {p: v for p, v in ref.queues.items() if v}
+    assert sides == [ref.normal, ref.userspace]
     assert drops == ref.drops
     assert k == ref.copies
 

@@ -281,7 +281,7 @@ def test_of10_mod_vlan_vid_tags_an_untagged_frame(hosts: tuple[Switch, HostNet, 
     assert len([ln for ln in seen if "vlan 10, p 5, ethertype" in ln and "0x88b5" in ln]) == 3, seen
     assert not [ln for ln in seen if "vlan 20" in ln or "802.1Q" not in ln], seen
     trace = sw.appctl("ofproto/trace", br, f"in_port=1,dl_src={MAC_A},dl_dst={MAC_B}").stdout
-    assert "mod_vlan_vid:10" in trace and "dl_vlan=10" in trace and trace.rstrip().endswith("Datapath actions: 2"), \
+    assert "mod_vlan_vid:10" in trace and "dl_vlan=10" in trace and trace.rstrip().endswith("Datapath actions: push_vlan(vid=10,pcp=0),2"), \
         trace
 
 

@@ -3,6 +3,7 @@
 * in-process bridges with the test front-end (tests/vhost_frontend.py, itself checked against DPDK's vhost
   back-end in test_vhost_frontend.py): frames both ways, mergeable buffers, VLAN edits, notifications,
   polling mode, and a hostile front-end for every kind of violation;
+* a port's bursts on pools with and without headroom: frames read and written at ``META_HEAD`` only;
 * the daemon driven by ovs-vsctl with two ``dpdk-testpmd`` virtio_user front-ends: exact packet counts,
   ``Interface.status``/``link_state``/``error``, and a ``dpdkvhostuserclient`` port that survives a restart
   of pyvswitch.
@@ -17,8 +18,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pytest
 
+from backends.pool import DEFAULT_HEADROOM, META_HEAD, META_LEN, PacketPool
 from backends.port import (
     GUEST_BAD_ADDRESS,
     GUEST_BAD_CHAIN,
@@ -172,6 +175,76 @@ def test_access_port_frames_reach_a_trunk_guest_tagged(vb: VBridge) -> None:
     assert got == [f[:12] + b"\x81\x00\x00\x0a" + f[12:] for f in fa]
     b.send([g for g in got])      # tagged frames back: the tag is stripped for the access port
     assert a.recv(5, timeout=5) == fa
+
+
+def _edit(frame: bytes, vlan: int) -> bytes:
+    """The egress VLAN edit as the Port interface documents it."""
+    tagged = len(frame) >= 18 and frame[12:14] == b"\x81\x00"
+    if vlan < 0 or (vlan == 0 and not tagged):
+        return frame
+    if vlan == 0:
+        return frame[:12] + frame[16:]
+    if tagged:
+        return frame[:14] + ((int.from_bytes(frame[14:16], "big") & 0xF000) | vlan).to_bytes(2, "big") + frame[16:]
+    return frame[:12] + b"\x81\x00" + vlan.to_bytes(2, "big") + frame[12:]
+
+
+@pytest.mark.parametrize("headroom", [0, DEFAULT_HEADROOM])
+@pytest.mark.parametrize("features", [dict(), dict(buf_size=256), dict(mrg_rxbuf=False, indirect=True)],
+                         ids=["one-buffer", "merged-buffers", "indirect-no-mrg"])
+def test_bursts_read_and_write_frames_at_meta_head(headroom: int, features: dict) -> None:
+    """Dequeued frames land at the pool's headroom with META_HEAD set; enqueue sends exactly the frame at
+    META_HEAD (moved down into the headroom, or up) with every edit; a push with headroom moves the MACs into
+    it and leaves the frame and everything after it as it was."""
+    fill = 0xEE
+    with tempfile.TemporaryDirectory(prefix="pvt-vhost-") as tmp:
+        path = os.path.join(tmp, "vh0")
+        port = VhostUserPort("vh0", socket_path=path)
+        fe = VhostUserFrontend(path, mem_size=MEM, **features)
+        try:
+            fe.start()
+            wait_for("link up", lambda: port.link_up)
+            pool = PacketPool(64, 2048, headroom=headroom)
+            pool.data[:] = fill
+            sent = frames(6, 0xA, 0xB, size=600) + frames(2, 0xA, 0xB, size=60, tag=1)
+            assert fe.send(sent) == len(sent)
+            burst = np.zeros(64, dtype=np.int32)
+            got: list[int] = []
+            deadline = time.monotonic() + 5
+            while len(got) < len(sent) and time.monotonic() < deadline:
+                n = port.rx_burst(pool, burst, 0, 64)
+                got += [int(x) for x in burst[:n]]
+            assert [pool.frame(s) for s in got] == sent
+            for s in got:
+                assert pool.meta[s, META_HEAD] == headroom and (pool.data[s, :headroom] == fill).all()
+
+            plain = frames(1, 0xB, 0xA, size=600, tag=2)[0]
+            tagged = plain[:12] + b"\x81\x00\x20\x05" + plain[12:]
+            heads = {0: (plain, 60), 1: (tagged, 200), 2: (plain, 2), 3: (pool.frame(got[6]), headroom)}
+            slots = [got[0], got[1], got[2], got[6]]
+            for s, (f, h) in zip(slots, heads.values(), strict=True):
+                pool.data[s, h : h + len(f)] = np.frombuffer(f, dtype=np.uint8)
+                pool.meta[s, META_HEAD] = h
+                pool.meta[s, META_LEN] = len(f)
+            rows = pool.data.copy()
+            cases = [(k, v) for k in heads for v in (-1, 0, 10, 4095)]
+            q = np.array([slots[k] for k, _ in cases], dtype=np.int32)
+            vlans = np.array([v for _, v in cases], dtype=np.int16)
+            assert port.tx_burst(pool, q, vlans, 0, len(cases)) == len(cases)
+            assert fe.recv(len(cases), timeout=5) == [_edit(heads[k][0], v) for k, v in cases]
+            for s, (f, h) in zip(slots, heads.values(), strict=True):
+                assert (pool.data[s, h:] == rows[s, h:]).all()                  # the frame and all after it
+                lo = max(h - 4, 0)
+                assert (pool.data[s, :lo] == rows[s, :lo]).all()
+                in_place = h >= 4 and f[12:14] != b"\x81\x00"
+                assert bytes(pool.data[s, lo:h]) == (f[:4] if in_place else bytes(rows[s, lo:h]))
+            assert port.counters[TX_PACKETS] == len(cases) and port.counters[TX_ERROR] == 0
+            pool.meta[got[7], META_HEAD] = pool.data.shape[1] - 10               # reaches past its row
+            assert port.tx_burst(pool, np.array([got[7]], np.int32), np.array([-1], np.int16), 0, 1) == 0
+            assert port.counters[TX_ERROR] == 1 and port.error == ""
+        finally:
+            fe.close()
+            port.close()
 
 
 def test_guest_is_notified_and_polling_mode_works(vb: VBridge) -> None:

@@ -370,6 +370,7 @@ def test_ring_full(testpmd: Callable[..., PmdProcess]) -> None:
     pmd = testpmd()
     with VhostUserFrontend(pmd.sock, queue_size=64) as fe:
         fe.start()
+        wait_forwarding(fe)
         frames = make_frames(80)
         assert fe.send(frames) == 64
         got = fe.recv(64, timeout=5)

@@ -10,7 +10,6 @@ import numpy as np
 from backends import open_port
 from backends.port import PORT_COUNTER_NAMES, PORT_DROP_REASONS, Port, PortError
 from classifier.drops import DROP_NAMES
-from classifier.flowtable import FDROP_NAMES, PF_DOWN, PF_LOCAL
 from classifier.l2table import (
     DEFAULT_AGING,
     DEFAULT_LIMIT,
@@ -25,14 +24,16 @@ from classifier.l2table import (
     l2_flush,
     l2_remove,
 )
+from dpif.actions import DROP_REASONS
 from vswitch.datapath import Datapath
 from vswitch.vlan import VlanConfig, fill_vlan_map
+from xlate.translate import PF_DOWN, PF_LOCAL
 
 log = logging.getLogger(__name__)
 
 LOCAL_OFPORT = 65534      # the bridge's own internal port (OpenFlow LOCAL)
 #: flow-table drop reasons as counter names (prefixed: "tx_queue_full" is also a port's own reason)
-FLOW_DROP_NAMES = {i: f"flow_{name}" for i, name in FDROP_NAMES.items()}
+FLOW_DROP_NAMES = {i: f"flow_{name}" for i, name in enumerate(DROP_REASONS)}
 
 
 class BridgeError(Exception):

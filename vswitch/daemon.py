@@ -44,7 +44,7 @@ from backends.sriov import (
     virtual_function,
 )
 from backends.tap import set_link
-from vswitch import __version__
+from vswitch import __version__, dpctl
 from vswitch.bridge import Bridge, BridgeError, format_mac, parse_mac
 from vswitch.openflow.agent import OfAgent
 from vswitch.ovsdb_server import OvsdbServer, OvsdbServerError, find_schema, is_running
@@ -898,6 +898,9 @@ class Daemon:
         reg("vlog/list", "", 0, 0, self._cmd_vlog_list, None)
         reg("vlog/set", "{spec | PATTERN:destination:pattern}", 0, 8, self._cmd_vlog_set, None)
         reg("dpif-pyvswitch/pmd-stats-show", "[bridge]", 0, 1, self._cmd_pmd_stats_show, None)
+        reg("dpif-netdev/pmd-stats-show", "[bridge]", 0, 1, self._cmd_pmd_stats_show, None)
+        reg("dpctl/dump-flows", "[bridge]", 0, 1, self._cmd_dump_megaflows, None)
+        reg("upcall/show", "", 0, 0, self._cmd_upcall_show, None)
         reg("dpif-pyvswitch/pmd-stats-clear", "[bridge]", 0, 1, self._cmd_pmd_stats_clear, None)
         reg("fdb/stats-clear", "[bridge]", 0, 1, self._cmd_fdb_stats_clear, None)
         reg("vlog/reopen", "", 0, 0, self._cmd_vlog_reopen, None)
@@ -1071,6 +1074,28 @@ class Daemon:
         self._on_sighup(signal.SIGHUP, None)
         conn.reply(None)
 
+    def _cmd_dump_megaflows(self, conn: object, argv: list[str], _aux: object) -> None:
+        targets = self._targets(conn, argv)
+        if targets is None:
+            return
+        lines = []
+        for br in targets:
+            up = br.dp.upcalls
+            if up is not None:
+                now = br.dp.now()
+                lines += [dpctl.format_megaflow(mf, now) for mf in up.cache.dump()]
+        conn.reply("".join(ln + "\n" for ln in lines))
+
+    def _cmd_upcall_show(self, conn: object, argv: list[str], _aux: object) -> None:
+        out = []
+        for br in list(self.bridges.values()):
+            up = br.dp.upcalls
+            if up is not None:
+                st = up.stats()
+                st["max_flows"] = up.cache.max_flows
+                out.append(dpctl.upcall_show(br.name, st, up.max_idle))
+        conn.reply("".join(out))
+
     def _cmd_pmd_stats_show(self, conn: object, argv: list[str], _aux: object) -> None:
         targets = self._targets(conn, argv)
         if targets is None:
@@ -1091,6 +1116,13 @@ class Daemon:
                 f"  avg. processing cycles per packet: {st['ns_per_packet'] * CPU_GHZ:.0f} "
                 f"({st['ns_per_packet']:.0f} ns/pkt)",
             ]
+            up = br.dp.upcalls
+            if up is not None:
+                mf = up.stats()
+                lines += [f"  emc hits: {mf['emc_hits']}", f"  megaflow hits: {mf['megaflow_hits']}",
+                          f"  avg. subtable lookups per megaflow hit: "
+                          f"{mf['subtable_lookups'] / mf['megaflow_hits'] if mf['megaflow_hits'] else 0:.2f}",
+                          f"  miss with success upcall: {mf['upcalls']}", f"  megaflows: {mf['flows']}"]
         conn.reply("\n".join(lines) + "\n")
 
 

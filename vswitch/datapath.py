@@ -1,28 +1,33 @@
-"""The datapath: one thread per bridge moving bursts port -> classifier -> ports, with adaptive polling.
+"""The datapath: one thread per bridge moving bursts port -> pipeline -> ports, with adaptive polling.
 
 ```
         ┌────────── busy-poll while bursts come back non-empty ──────────┐
         ▼                                                                │
- rx_burst of every port ─► switch_burst (parse, VLAN, learn, lookup, sort) ─► tx_burst per port
-        ▲          │  or, with OpenFlow flows:                           ▲
-        │          └► parse_burst ─► flow_burst ─► NORMAL list ─► switch_burst ┘
-        │                                 └─► packet-ins (rate-limited) ─► OpenFlow agent
+ rx_burst of every port ─► switch_burst (NORMAL: parse, VLAN, learn, lookup, sort) ─► tx_burst per port
+        ▲          │  or, with OpenFlow flows (``_of_burst``):                        ▲
+        │          └► extract_burst ─► megaflow lookup (EMC, subtables) ─► execute_burst ─┤
+        │                     miss ─► Upcalls.handle_misses: translate, install ─┘    │ NORMAL list ─► switch_burst
+        │                                                                        └► packet-ins (rate-limited)
         └─ epoll on the ports' wake-up fds + the control eventfd ◄── fewer than BUSY_FRAMES
 ```
 
-Flow tables (``classifier.flowtable``) are compiled by the OpenFlow agent and swapped in between
-bursts (``set_flows``). A bridge whose only flow is ``priority=0 actions=NORMAL`` (OVS's default), or
-a standalone bridge that lost its controller (fail-open), runs ``switch_burst`` alone.
+The OpenFlow tables (``ofproto.tables``) are compiled by the OpenFlow agent into a ``TableSet`` and
+swapped in between bursts (``set_flows``), which first removes the megaflows the change may
+translate differently (``xlate.upcall.Upcalls.revalidate``). A bridge whose only flow is
+``priority=0 actions=NORMAL`` (OVS's default), or a standalone bridge that lost its controller
+(fail-open), runs ``switch_burst`` alone. Misses are translated on this thread, within the burst they
+arrived in (as OVS's userspace datapath runs upcalls on its PMD threads): no frame waits or is
+re-ordered.
 
 A ``fail_secure`` datapath (``Bridge.fail_mode=secure``) is secure from its construction: it forwards only by
 flows that were compiled for a secure bridge (``set_flows(..., secure=True)``), never fails open, and drops
 every frame while it has none, so no frame crosses it before a flow says so, whatever order the control
 plane's steps come in.
 
-The datapath thread owns every array it touches (pool, keys, L2 table, VLAN map, queues).
+The datapath thread owns every array it touches (pool, keys, L2 table, VLAN map, megaflows, queues).
 The control side never writes them: it queues a function with ``call()`` and the datapath
 runs it between bursts, so the hot path takes no lock. Per-burst Python work is O(ports);
-per-frame work happens only inside numba kernels.
+per-frame work happens only inside numba kernels (and in upcalls, once per new megaflow).
 """
 
 from __future__ import annotations
@@ -45,28 +50,6 @@ from backends.pool import PacketPool
 from backends.port import Port
 from classifier import parse as _parse
 from classifier.drops import N_DROPS
-from classifier.flowtable import (
-    FDROP_TABLE_MISS,
-    N_EXTRA,
-    N_FDROPS,
-    N_NORMAL,
-    N_PKTIN,
-    PF_DOWN,
-    SIDE_EXTRA,
-    SIDE_N,
-    SIDE_NORMAL,
-    SIDE_PI_FLOW,
-    SIDE_PI_MAX_LEN,
-    SIDE_PI_REASON,
-    SIDE_PI_SLOT,
-    CompiledFlows,
-    FlowTables,
-    append_queues,
-    count_flow,
-    flow_burst,
-    make_emc,
-    make_side,
-)
 from classifier.keys import NKEYS
 from classifier.l2switch import switch_burst
 from classifier.l2table import (
@@ -80,7 +63,29 @@ from classifier.l2table import (
     l2_flush,
     make_l2table,
 )
-from classifier.parse import parse_burst
+from dpif.actions import (
+    DR_RX_INVALID,
+    DR_TABLE_MISS,
+    META_HEAD,
+    N_DROP_REASONS,
+    N_NORMAL,
+    N_USERSPACE,
+    SIDE_NORMAL,
+    SIDE_ROWS,
+    SIDE_UP_COOKIE,
+    SIDE_UP_MAX_LEN,
+    SIDE_UP_SLOT,
+    append_queues,
+    count_rule,
+    execute_burst,
+)
+from dpif.extract import extract_burst
+from dpif.key import KEY_WORDS
+from dpif.megaflow import mf_programs
+from ofproto.rules import Action
+from ofproto.tables import FlowTables, TableSet
+from xlate.translate import PF_DOWN, UpcallCookies, translate_actions
+from xlate.upcall import Upcalls
 
 if (POOL_META_LEN, POOL_META_IN_PORT) != (_parse.META_LEN, _parse.META_IN_PORT):
     raise ImportError("backends.pool and classifier.parse disagree on the slot metadata layout")
@@ -116,7 +121,7 @@ class PacketIn:
         self.data = data
         self.total_len = total_len
         self.port_no = port_no      # dense datapath port (no port's number: a packet-out from the controller)
-        self.flow = flow            # classifier.flowtable.Flow (None: a table miss, for OpenFlow 1.0 controllers)
+        self.flow = flow            # ofproto.rules.Flow (None: a table miss, for OpenFlow 1.0 controllers)
         self.reason = reason        # OFPR_*
         self.table_id = table_id
 
@@ -169,25 +174,33 @@ class Datapath:
         self.ports: list[Port | None] = []
         self.vlan_map = np.zeros((0, 2, 4096), dtype=np.int16)
         self.drops = np.zeros((0, N_DROPS), dtype=np.int64)
-        self.port_flags = np.zeros(0, dtype=np.int64)    # flowtable PF_* per port
-        self.fdrops = np.zeros((0, N_FDROPS), dtype=np.int64)  # flow-table drops by ingress port
+        self.port_flags = np.zeros(0, dtype=np.int64)    # xlate.translate PF_* per port
+        # flow drops by ingress port (dpif.actions.DROP_REASONS); the last row: frames of no port (packet-out)
+        self.fdrops = np.zeros((1, N_DROP_REASONS), dtype=np.int64)
         self.dp_drops = dict.fromkeys(DP_DROP_NAMES, 0)
-        # OpenFlow: the live compiled flows (None: no flow tables, every frame goes to NORMAL)
-        self.flows: CompiledFlows | None = None
-        self.normal_flow = -1    # >= 0: the only flow is priority-0 NORMAL (its index): switch_burst alone
+        # OpenFlow: the live flow tables (None: no flow tables, every frame goes to NORMAL)
+        self.flows: TableSet | None = None
+        self.normal_flow = -1    # >= 0: the only flow is priority-0 NORMAL (its rank): switch_burst alone
         self.bypass = False      # fail-open: switch_burst alone, flows kept but not used
         self.flows_secure = False  # the live flows were compiled for a secure bridge
-        self.emc = make_emc()
-        self.side = make_side(2 * MAX_BURST)
-        self.side_normal = self.side[SIDE_NORMAL]
-        self.side_extra = self.side[SIDE_EXTRA]
+        # the megaflow datapath (made when the first flow set other than NORMAL arrives)
+        self.cookies = UpcallCookies()
+        self.upcalls: Upcalls | None = None
+        self.dkeys = np.zeros((n_slots, KEY_WORDS), dtype=np.uint64)
+        self.reasons = np.zeros(MAX_BURST, dtype=np.int32)
+        self.good = np.zeros(MAX_BURST, dtype=np.int32)
+        self.out_entry = np.zeros(MAX_BURST, dtype=np.int64)
+        self.prog_index = np.zeros((MAX_BURST, 2), dtype=np.int64)
+        self.xside = np.zeros((SIDE_ROWS, 2 * MAX_BURST), dtype=np.int32)
+        self.xside_n = np.zeros(2, dtype=np.int64)
+        self.extra = np.zeros(4 * MAX_BURST, dtype=np.int32)
         self.packet_ins: collections.deque[PacketIn] = collections.deque()
         self.on_packet_in: Callable[[], None] = lambda: None
         self.pi_rate = float(PACKET_IN_RATE)
         self.pi_burst = float(PACKET_IN_BURST)
         self._pi_tokens = self.pi_burst
         self._pi_last = time.monotonic()
-        self._next_flows: tuple[FlowTables, CompiledFlows, int, bool, bool] | None = None
+        self._next_flows: tuple[FlowTables, TableSet, int, bool, bool] | None = None
         self._alloc_queues(0)
         # Load (or compile) the kernels now, not in the first burst.
         switch_burst(self.pool.data, self.pool.meta, self.burst, 0, self.keys, self.l2, self.l2_info,
@@ -262,7 +275,9 @@ class Datapath:
             self.ports.append(None)
             self.vlan_map = _grown(self.vlan_map, -1)
             self.drops = _grown(self.drops, 0)
-            self.fdrops = _grown(self.fdrops, 0)
+            fd = np.zeros((len(self.ports) + 1, N_DROP_REASONS), dtype=np.int64)
+            fd[:-2], fd[-1] = self.fdrops[:-1], self.fdrops[-1]
+            self.fdrops = fd
             self.port_flags = _grown(self.port_flags, PF_DOWN)
             self._alloc_queues(len(self.ports))
         self.drops[port_no] = 0
@@ -273,6 +288,7 @@ class Datapath:
         for fd in port.wakeup_fds():
             self._epoll.register(fd, select.EPOLLIN)
             self._fd_port[fd] = port
+        self._flush_megaflows()
         return port_no
 
     def detach(self, port: Port) -> None:
@@ -285,6 +301,7 @@ class Datapath:
         self.port_flags[port_no] = PF_DOWN
         self.ports[port_no] = None
         l2_flush(self.l2, self.l2_info, port_no, True)
+        self._flush_megaflows()
 
     # ------------------------------------------------------------ the loop
     def poll_once(self, ports: list[Port | None] | None = None) -> int:
@@ -305,16 +322,16 @@ class Datapath:
             switch_burst(pool.data, pool.meta, burst, total, self.keys, self.l2, self.l2_info,
                          self.vlan_map, now, self.drops, self.out, self.out_start)
             if flows is not None and not self.bypass:
-                count_flow(pool.meta, burst, total, flows.ft, self.normal_flow, now)
+                count_rule(pool.meta, burst, total, flows.counters, flows.table_counters, self.normal_flow, now)
             self._transmit()
         else:
-            self._flow_burst(flows, burst, total, self.port_flags, self.fdrops, now)
+            self._of_burst(flows, burst, total, now)
         pool.free(burst, total)
         return total
 
     def _drop_unflowed(self, burst: np.ndarray, n: int) -> None:
         """Drop ``burst[:n]`` on a secure bridge that has no flows for it, counted as table misses by ingress port."""
-        np.add.at(self.fdrops[:, FDROP_TABLE_MISS], self.pool.meta[burst[:n], POOL_META_IN_PORT], 1)
+        np.add.at(self.fdrops[:, DR_TABLE_MISS], self.pool.meta[burst[:n], POOL_META_IN_PORT], 1)
 
     def _transmit(self) -> None:
         pool = self.pool
@@ -324,34 +341,67 @@ class Datapath:
             if count[port_no] and port is not None:
                 port.tx_burst(pool, out_slots, out_vlans, int(start[port_no]), int(count[port_no]))
 
-    def _flow_burst(self, flows: CompiledFlows, burst: np.ndarray, n: int, port_flags: np.ndarray,
-                    fdrops: np.ndarray, now: int, normal: bool = True) -> None:
-        """The OpenFlow pipeline over ``burst[:n]``, NORMAL, packet-ins and transmit (the burst stays
-        allocated; the fresh slots the actions took are freed)."""
+    def _of_burst(self, ts: TableSet, burst: np.ndarray, n: int, now: int, program: np.ndarray | None = None,
+                  normal: bool = True) -> None:
+        """The OpenFlow pipeline over ``burst[:n]``: keys, megaflows (upcalls for misses), their actions,
+        NORMAL, packet-ins and transmit. ``program``: run it on every frame instead (a packet-out). The
+        burst stays allocated; the fresh slots the actions took are freed."""
         pool = self.pool
-        side = self.side
-        parse_burst(pool.data, pool.meta, burst, n, self.keys)
-        flow_burst(pool.data, pool.meta, burst, n, self.keys, flows.ft, self.emc, port_flags, now, fdrops,
-                   self.out, self.out_start, side, pool.free_stack, pool.free_top)
-        n_normal = int(side[SIDE_N, N_NORMAL])
+        meta = pool.meta
+        bad = extract_burst(pool.data, meta, burst, n, self.dkeys, self.reasons)
+        if program is None:
+            up = self.upcalls
+            if up is None:
+                up = self.upcalls = Upcalls(cookies=self.cookies)
+            if bad:
+                burst, n = self._drop_invalid(burst, n)
+            misses = up.cache.lookup(self.dkeys, burst, n, meta, self.out_entry, now)
+            if misses:
+                up.handle_misses(ts, self.port_flags, self.dkeys, burst, n, meta, self.out_entry, now)
+            mf_programs(up.cache.ent, self.out_entry, n, self.prog_index)
+            progs = up.cache.actions
+        else:
+            self.prog_index[:n, 0] = 0
+            self.prog_index[:n, 1] = len(program)
+            progs = program
+        n_extra = execute_burst(pool.data, meta, burst, n, self.prog_index, progs, self.out, self.out_start,
+                                self.fdrops, pool.free_stack, pool.free_top, self.extra, self.xside, self.xside_n)
+        n_normal = int(self.xside_n[N_NORMAL])
         if n_normal:
             if normal:
-                switch_burst(pool.data, pool.meta, self.side_normal, n_normal, self.keys, self.l2, self.l2_info,
+                switch_burst(pool.data, meta, self.xside[SIDE_NORMAL], n_normal, self.keys, self.l2, self.l2_info,
                              self.vlan_map, now, self.drops, self.out2, self.out_start2)
                 lost = append_queues(self.out, self.out_start, self.out2, self.out_start2)
                 if lost:
                     self.dp_drops["normal_queue_full"] += lost
             else:
                 self.dp_drops["packet_out_normal_without_in_port"] += n_normal
-        n_pi = int(side[SIDE_N, N_PKTIN])
-        if n_pi:
-            self._packet_ins(flows, n_pi)
+        n_up = int(self.xside_n[N_USERSPACE])
+        if n_up:
+            self._packet_ins(n_up)
         self._transmit()
-        n_extra = int(side[SIDE_N, N_EXTRA])
         if n_extra:
-            pool.free(self.side_extra, n_extra)
+            pool.free(self.extra, n_extra)
 
-    def _packet_ins(self, flows: CompiledFlows, n: int) -> None:
+    def _drop_invalid(self, burst: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+        """Count the frames key extraction refused (runts, truncated tags) and return the others."""
+        bad = self.reasons[:n] != 0
+        np.add.at(self.fdrops[:, DR_RX_INVALID], self.pool.meta[burst[:n][bad], POOL_META_IN_PORT], 1)
+        keep = burst[:n][~bad]
+        self.good[:len(keep)] = keep
+        return self.good, len(keep)
+
+    def _flush_megaflows(self) -> None:
+        """Forget every megaflow (their translations depended on ports that changed)."""
+        if self.upcalls is not None:
+            self.upcalls.flush(self.flows)
+
+    def sync_stats(self) -> None:
+        """Credit the rules with what the megaflows forwarded until now (on the datapath thread)."""
+        if self.upcalls is not None:
+            self.call(lambda: self.upcalls.push_stats(self.flows) if self.upcalls is not None else None)
+
+    def _packet_ins(self, n: int) -> None:
         """Copy up to the rate limit's worth of packet-ins for the agent; count the rest by reason."""
         t = time.monotonic()
         self._pi_tokens = min(self.pi_burst, self._pi_tokens + (t - self._pi_last) * self.pi_rate)
@@ -366,25 +416,27 @@ class Datapath:
         if take <= 0:
             return
         self._pi_tokens -= take
-        side, data, meta = self.side, self.pool.data, self.pool.meta
-        n_flows = len(flows.flows)   # a higher index is the hidden table-miss flow (FlowTables.compile)
+        side, data, meta = self.xside, self.pool.data, self.pool.meta
+        by_id = self.cookies.by_id
         for i in range(take):   # a packet-in is a slow-path message: per-frame Python, bounded by the rate
-            slot = int(side[SIDE_PI_SLOT, i])
+            slot = int(side[SIDE_UP_SLOT, i])
+            head = int(meta[slot, META_HEAD])
             length = int(meta[slot, POOL_META_LEN])
-            keep = min(length, int(side[SIDE_PI_MAX_LEN, i]))
-            reason = int(side[SIDE_PI_REASON, i])
-            self.packet_ins.append(PacketIn(bytes(data[slot, :keep]), length, int(meta[slot, POOL_META_IN_PORT]),
-                                            flows.flows[f] if (f := int(side[SIDE_PI_FLOW, i])) < n_flows else None,
-                                            reason & 0xFF, reason >> 8))
+            keep = min(length, int(side[SIDE_UP_MAX_LEN, i]))
+            up = by_id[int(side[SIDE_UP_COOKIE, i])]
+            self.packet_ins.append(PacketIn(bytes(data[slot, head:head + keep]), length,
+                                            int(meta[slot, POOL_META_IN_PORT]), up.flow, up.reason, up.table_id))
         self.on_packet_in()
 
     # ------------------------------------------------------------ OpenFlow (datapath thread, via call())
-    def set_flows(self, tables: FlowTables, compiled: CompiledFlows, normal_flow: int, bypass: bool,
+    def set_flows(self, tables: FlowTables, compiled: TableSet, normal_flow: int, bypass: bool,
                   secure: bool = False) -> None:
         """Make ``compiled`` the live flows (counters carried over); ``normal_flow`` >= 0 when it is only
         the priority-0 NORMAL flow; ``bypass``: fail-open, NORMAL for every frame; ``secure``: compiled for a
         secure bridge (a ``fail_secure`` datapath drops everything while its flows were not, and never
-        fails open)."""
+        fails open). Megaflows the new tables may translate differently are removed first."""
+        if self.upcalls is not None and self.flows is not compiled:
+            self.upcalls.revalidate(self.flows, compiled)
         tables.activate(compiled)
         self.flows = compiled
         self.normal_flow = normal_flow
@@ -397,7 +449,7 @@ class Datapath:
         self.fail_secure = on   # read by the datapath thread before every burst
         self.call(lambda: None)
 
-    def publish_flows(self, tables: FlowTables, compiled: CompiledFlows, normal_flow: int, bypass: bool,
+    def publish_flows(self, tables: FlowTables, compiled: TableSet, normal_flow: int, bypass: bool,
                       secure: bool = False) -> None:
         """Hand new flows to the datapath thread, which swaps them in before its next burst (the caller
         does not wait; a newer publication replaces one not taken yet)."""
@@ -416,38 +468,30 @@ class Datapath:
     def set_port_flag(self, port_no: int, flag: int, on: bool) -> None:
         """Set or clear a ``PF_*`` flag of a port (LOCAL, down)."""
         if 0 <= port_no < len(self.port_flags):
+            before = int(self.port_flags[port_no])
             if on:
                 self.port_flags[port_no] |= flag
             else:
                 self.port_flags[port_no] &= ~flag
+            if int(self.port_flags[port_no]) != before:
+                self._flush_megaflows()
 
-    def packet_out(self, frame: bytes, port_no: int, program: CompiledFlows) -> None:
-        """Send ``frame`` through ``program`` (a compiled one-flow table of the packet-out's actions, or
-        the live flows for ``output:TABLE``) as if received on ``port_no`` (-1: from the controller, on
-        no port). Runs on the datapath thread (``call``)."""
+    def packet_out(self, frame: bytes, port_no: int, actions: tuple[Action, ...], ts: TableSet) -> None:
+        """Run ``actions`` on ``frame`` (``output:TABLE``: the tables of ``ts``) as if received on
+        ``port_no`` (-1: from the controller, on no port). Runs on the datapath thread (``call``)."""
         pool = self.pool
         one = np.zeros(1, dtype=np.int32)
         if pool.alloc(one, 0, 1) != 1:
             self.dp_drops["packet_out_no_free_slot"] += 1
             return
-        saved = None
         try:
-            flags, fdrops = self.port_flags, self.fdrops
-            if port_no < 0:   # one extra port, down, stands for the controller
-                n = len(self.port_flags)
-                flags = np.append(self.port_flags, PF_DOWN).astype(np.int64)
-                fdrops = np.zeros((n + 1, N_FDROPS), dtype=np.int64)
-                saved = self.out, self.out_start
-                self.out = np.zeros((2, MAX_BURST * (n + 1)), dtype=np.int32)
-                self.out_start = np.zeros((2, n + 2), dtype=np.int32)
-                self.out_slots, self.out_vlans = self.out[0], self.out[1]
-                port_no = n
-            pool.put(int(one[0]), frame[: pool.slot_size], port_no)
-            self._flow_burst(program, one, 1, flags, fdrops, self.now(), normal=saved is None)
+            in_port = port_no if port_no >= 0 else len(self.port_flags)
+            pool.put(int(one[0]), frame[: pool.slot_size], in_port)
+            extract_burst(pool.data, pool.meta, one, 1, self.dkeys, self.reasons)
+            key = [int(w) for w in self.dkeys[int(one[0])]]
+            res = translate_actions(ts, key, actions, self.port_flags, self.cookies)
+            self._of_burst(ts, one, 1, self.now(), program=res.program(), normal=port_no >= 0)
         finally:
-            if saved is not None:
-                self.out, self.out_start = saved
-                self.out_slots, self.out_vlans = self.out[0], self.out[1]
             pool.free(one, 1)
 
     def _run_calls(self) -> None:
@@ -464,6 +508,9 @@ class Datapath:
         if t - self._last_aging >= AGING_TICK:
             self._last_aging = t
             l2_age(self.l2, self.l2_info, self.now())
+            if self.upcalls is not None:
+                self.upcalls.expire(self.flows, self.now())
+                self.upcalls.cache.resort()
 
     def _ready_ports(self, timeout: float) -> list[Port]:
         """Wait up to ``timeout`` seconds in epoll; the ports whose wake-up fds are readable."""
@@ -492,13 +539,16 @@ class Datapath:
         busy = False
         while self._running:
             if self._next_flows is not None:
-                self._take_flows()
+                try:
+                    self._take_flows()
+                except Exception:  # a bug must not kill forwarding: the old flows stay, log it
+                    log.exception("datapath %s: taking new flows failed", self.name)
             if self._calls:
                 self._run_calls()
+            self._age()
             if busy:
                 ports = None
             else:
-                self._age()
                 ports = self._ready_ports(0)
                 if not ports:
                     if self._calls:  # its wake-up was consumed just now: run it before sleeping

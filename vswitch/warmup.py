@@ -57,6 +57,9 @@ def warm_up_kernels() -> float:
         l2_remove(l2, info, 0, mac)
         l2_flush(l2, info, -1, False)
         dp.set_mac_table(128, 300)            # l2_copy
+        from ofproto.rules import OFPP_FLOOD, Output
+        from ofproto.tables import FlowTables
+        dp.packet_out(bytes(60), -1, (Output(OFPP_FLOOD),), FlowTables(1).compile())   # pool_alloc, put, free
     finally:
         dp.close()
     flows.warm_up()

@@ -57,7 +57,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from classifier.flowtable import N_TABLES, OFPCML_NO_BUFFER, OFPR_ACTION, OFPR_NO_MATCH, OFPRR_DELETE
+from ofproto.rules import N_TABLES, OFPCML_NO_BUFFER, OFPR_ACTION, OFPR_NO_MATCH, OFPRR_DELETE
 from vswitch.datapath import PACKET_IN_BURST, PACKET_IN_RATE
 from vswitch.openflow.codec import (
     MP_AGGREGATE,

@@ -1,4 +1,4 @@
-"""The flows of one bridge: OpenFlow flow-mods onto ``classifier.flowtable.FlowTables``, compiled and
+"""The flows of one bridge: OpenFlow flow-mods onto ``ofproto.tables.FlowTables``, compiled and
 swapped into the datapath; flow statistics in wire form; packet-out; ``ofproto/trace``.
 
 ```
@@ -6,7 +6,8 @@ swapped into the datapath; flow statistics in wire form; packet-out; ``ofproto/t
                                                                             │ compile(port map)
  barrier / quiet / deadline ───────────────────────────────────────────────►│ (agent thread)
                                                                             ▼
-                                           Datapath.set_flows (between bursts, counters carried over)
+              Datapath.set_flows (between bursts: megaflows revalidated, counters carried over)
+ packet-out, ofproto/trace ──► xlate.translate (the same translator the datapath's upcalls use)
 ```
 
 Flows keep OpenFlow port numbers (1.3 numbering: LOCAL is ``0xfffffffe``); only the compiled
@@ -32,8 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from classifier.flowtable import (
-    FIELDS,
+from backends.pool import META_HEAD, META_IN_PORT, META_LEN
+from classifier.l2switch import switch_burst
+from classifier.l2table import make_l2table
+from dpif import actions as DA
+from dpif import key as K
+from dpif.extract import extract_burst
+from dpif.megaflow import MegaflowCache, mf_programs
+from ofproto.rules import (
+    MATCH_FIELDS,
     OFPFF_RESET_COUNTS,
     OFPFF_SEND_FLOW_REM,
     OFPP_ALL,
@@ -45,13 +53,10 @@ from classifier.flowtable import (
     OFPP_NORMAL,
     OFPP_TABLE,
     OFPTT_ALL,
-    PF_DOWN,
     Action,
-    CompiledFlows,
     Flow,
     FlowError,
     FlowStats,
-    FlowTables,
     Instructions,
     Match,
     ModVlanVid,
@@ -59,22 +64,9 @@ from classifier.flowtable import (
     PopVlan,
     PushVlan,
     SetField,
-    append_queues,
-    count_flow,
-    flow_burst,
-    make_emc,
-    make_side,
+    check_action,
 )
-from classifier.keys import (
-    K_ETH_DST,
-    K_ETH_SRC,
-    K_IN_PORT,
-    K_VLAN_PCP,
-    K_VLAN_VID,
-    NKEYS,
-    VID_PRESENT,
-)
-from classifier.parse import parse_burst
+from ofproto.tables import FlowTables, TableSet
 from vswitch.openflow.codec import (
     OFP10,
     OFP_NO_BUFFER,
@@ -86,6 +78,7 @@ from vswitch.openflow.codec import (
     OfpError,
 )
 from vswitch.openflow.translate import actions_to10, instructions_from, match_from, match_to
+from xlate.translate import PF_DOWN, UpcallCookies, set_action_formatter, translate
 
 log = logging.getLogger(__name__)
 
@@ -129,28 +122,43 @@ _warm = False
 
 
 def warm_up() -> None:
-    """Load (or compile) the flow-table kernels once per process, off the datapath thread."""
+    """Load (or compile) the kernels of the OpenFlow datapath once per process, off the datapath thread."""
     global _warm
     with _warm_lock:
         if _warm:
             return
         tables = FlowTables(n_tables=2)
         tables.add(Flow(0, 1, Match(eth_type=0x0800), Instructions(apply=(Output(0),))))
-        tables.activate(tables.compile())     # a second set carries the first one's counters over
-        compiled = tables.compile()
-        tables.activate(compiled)
-        data = np.zeros((4, 64), dtype=np.uint8)
+        ts = tables.activate(tables.compile())
+        data = np.zeros((4, 192), dtype=np.uint8)
         meta = np.zeros((4, 4), dtype=np.int32)
-        burst = np.zeros(4, dtype=np.int32)
-        keys = np.zeros((4, NKEYS), dtype=np.uint64)
+        meta[:, META_HEAD] = 64
+        meta[:, META_LEN] = 60
+        burst = np.arange(4, dtype=np.int32)
+        keys = np.zeros((4, K.KEY_WORDS), dtype=np.uint64)
+        extract_burst(data, meta, burst, 4, keys, np.zeros(4, dtype=np.int32))
+        cache = MegaflowCache(16, 16)
+        res = translate(ts, [int(w) for w in keys[0]], np.zeros(2, dtype=np.int64), UpcallCookies())
+        e = cache.install(keys[0], res.mask_row(), res.program())
+        other = keys[1].copy()
+        other[K.W_IN_PORT] = 1
+        cache.remove(cache.install(other, res.mask_row(), res.program()))   # a second one under the same mask
+        out_entry = np.zeros(4, dtype=np.int64)
+        cache.lookup(keys, burst, 4, meta, out_entry)
+        cache.remove(e)
+        prog_index = np.zeros((4, 2), dtype=np.int64)
+        mf_programs(cache.ent, out_entry, 4, prog_index)
         out = np.zeros((2, 8), dtype=np.int32)
         out_start = np.zeros((2, 3), dtype=np.int32)
-        parse_burst(data, meta, burst, 0, keys)
-        flow_burst(data, meta, burst, 0, keys, compiled.ft, make_emc(8), np.zeros(2, dtype=np.int64), 0,
-                   np.zeros((2, 8), dtype=np.int64), out, out_start, make_side(4), np.zeros(4, dtype=np.int32),
-                   np.zeros(1, dtype=np.int64))
-        append_queues(out, out_start, out.copy(), out_start.copy())
-        count_flow(meta, burst, 0, compiled.ft, 0, 0)
+        DA.execute_burst(data, meta, burst, 0, prog_index, cache.actions, out, out_start,
+                         np.zeros((3, DA.N_DROP_REASONS), dtype=np.int64), np.zeros(4, dtype=np.int32),
+                         np.zeros(1, dtype=np.int64), np.zeros(4, dtype=np.int32),
+                         np.zeros((DA.SIDE_ROWS, 4), dtype=np.int32), np.zeros(2, dtype=np.int64))
+        DA.append_queues(out, out_start, out.copy(), out_start.copy())
+        DA.count_rule(meta, burst, 0, ts.counters, ts.table_counters, 0, 0)
+        l2, info = make_l2table(16, 300)
+        switch_burst(data, meta, burst, 0, np.zeros((4, 24), dtype=np.uint64), l2, info,
+                     np.zeros((1, 2, 4096), dtype=np.int16), 0, np.zeros((1, 16), dtype=np.int64), out, out_start)
         _warm = True
 
 
@@ -177,7 +185,7 @@ def _flow_error(e: FlowError) -> OfpError:
 
 
 def action_from_wire(version: int, a: dict[str, Any]) -> Action:
-    """One 1.3-form wire action as a flowtable action."""
+    """One 1.3-form wire action as an ``ofproto.rules`` action."""
     t = a["type"]
     if t == "output":
         return Output(port13(version, a["port"]), a.get("max_len", 0xFFFF))
@@ -194,7 +202,7 @@ def action_from_wire(version: int, a: dict[str, Any]) -> Action:
 
 
 def action_to_wire(version: int, a: Action) -> dict[str, Any]:
-    """A flowtable action in 1.3 wire form (``translate.actions_to10`` makes it 1.0)."""
+    """An ``ofproto.rules`` action in 1.3 wire form (``translate.actions_to10`` makes it 1.0)."""
     if isinstance(a, Output):
         return {"type": "output", "port": port_wire(version, a.port) if version == OFP10 else a.port,
                 "max_len": a.max_len}
@@ -203,7 +211,7 @@ def action_to_wire(version: int, a: Action) -> dict[str, Any]:
     if isinstance(a, PopVlan):
         return {"type": "pop_vlan"}
     if isinstance(a, ModVlanVid):   # 1.0's set_vlan_vid again (translate.actions_to10)
-        return {"type": "set_field", "field": {"vlan_vid": a.vid | VID_PRESENT}}
+        return {"type": "set_field", "field": {"vlan_vid": a.vid | 0x1000}}
     return {"type": "set_field", "field": {a.field: a.value}}
 
 
@@ -261,7 +269,7 @@ def match_to_wire(version: int, match: Match) -> dict[str, Any]:
     return match_to(version, fields)
 
 
-def normal_only(compiled: CompiledFlows) -> int:
+def normal_only(compiled: TableSet) -> int:
     """Index of the one flow when the tables hold only ``priority=0 actions=NORMAL`` in table 0, else -1."""
     if len(compiled.flows) != 1:
         return -1
@@ -335,7 +343,7 @@ class BridgeFlows:
             self.bypass = bypass
             self.changed()
 
-    def push(self) -> CompiledFlows:
+    def push(self) -> TableSet:
         """Compile the tables and hand them to the datapath (which swaps them in before its next burst)."""
         self.dirty_since = 0.0
         t = time.perf_counter()
@@ -403,6 +411,7 @@ class BridgeFlows:
                 self.tables.modify(table_id, match, f["priority"], command == OFPFC_MODIFY_STRICT, f["cookie"],
                                    cookie_mask, ins, reset_counts=bool(f["flags"] & OFPFF_RESET_COUNTS))
             elif command in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
+                self.bridge.dp.sync_stats()
                 gone = self.tables.delete(table_id, match, f["priority"], command == OFPFC_DELETE_STRICT, out_port,
                                           f["cookie"], cookie_mask, now)
                 removed = [s for s in gone if s.flow.flags & OFPFF_SEND_FLOW_REM]
@@ -418,6 +427,8 @@ class BridgeFlows:
 
     def expire(self) -> list[tuple[FlowStats, int]]:
         """Remove the flows whose timeouts passed; returns (stats, reason) of those that asked to be told."""
+        if self.tables.has_timeouts():
+            self.bridge.dp.sync_stats()
         gone = self.tables.expire(self.now())
         if gone:
             self.changed()
@@ -431,6 +442,7 @@ class BridgeFlows:
             table_id = OFPTT_ALL
         match = match_from_wire(version, request.get("match", {}))
         out_port = port13(version, request.get("out_port", OFPP_ANY))   # 1.0's OFPP_NONE becomes OFPP_ANY
+        self.bridge.dp.sync_stats()
         try:
             stats = self.tables.stats(table_id, match, out_port, request.get("cookie", 0),
                                       request.get("cookie_mask", 0), self.now())
@@ -465,6 +477,7 @@ class BridgeFlows:
 
     def table_stats(self) -> list[tuple[int, int, int, int]]:
         """(table_id, active flows, lookups, matches) per table."""
+        self.bridge.dp.sync_stats()
         return self.tables.table_stats()
 
     # ------------------------------------------------------------ packet-out
@@ -480,168 +493,129 @@ class BridgeFlows:
             port_no = self.port_map[in_port]
         else:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_PORT, f"packet_out in_port {in_port:#x} is not a port")
-        acts = [action_from_wire(version, a) for a in
-                (instructions_from(version, {"actions": f["actions"]})[0]["actions"] if version == OFP10
-                 else f["actions"])]
+        acts = tuple(action_from_wire(version, a) for a in
+                     (instructions_from(version, {"actions": f["actions"]})[0]["actions"] if version == OFP10
+                      else f["actions"]))
+        try:
+            for a in acts:
+                check_action(a)
+        except FlowError as e:
+            raise _flow_error(e) from None
         for a in acts:
             if isinstance(a, PushVlan) and a.ethertype != 0x8100:
                 raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_ARGUMENT, "push_vlan supports ethertype 0x8100")
+        if any(isinstance(a, Output) and a.port == OFPP_TABLE for a in acts) and len(acts) != 1:
+            raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_OUT_PORT, "output:TABLE must be the only action")
         dp = self.bridge.dp
-        if any(isinstance(a, Output) and a.port == OFPP_TABLE for a in acts):
-            if len(acts) != 1:
-                raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_OUT_PORT, "output:TABLE must be the only action")
-            program = self.push() if self.dirty_since or dp.flows is None else dp.flows
-        else:
-            one = FlowTables(n_tables=1, emc=False)
-            try:
-                one.add(Flow(0, 0, Match(), Instructions(apply=tuple(acts))))
-            except FlowError as e:
-                raise _flow_error(e) from None
-            program = one.compile(self.port_map)
+        ts = self.push() if self.dirty_since or dp.flows is None else dp.flows
         warm_up()
         frame = bytes(f["data"])
-        dp.call(lambda: dp.packet_out(frame, port_no, program))
+        dp.call(lambda: dp.packet_out(frame, port_no, acts, ts))
 
     # ------------------------------------------------------------ trace
     def trace(self, spec: str) -> str:
-        """``ofproto/trace``: the tables and flows a packet described by ``spec`` hits, its actions and the
-        verdict (with a named drop reason)."""
+        """``ofproto/trace``: the translator's walk for a packet described by ``spec`` (tables, flows,
+        actions), the datapath actions it produces and the verdict (with a named drop reason)."""
         fields = parse_flow_spec(spec, {bp.name: ofport13(bp.ofport) for bp in self.bridge.ports.values()})
-        frame = build_frame(fields)
-        keys = _parse_one(frame)
         in_port = fields.get("in_port", OFPP_CONTROLLER)
-        keys[K_IN_PORT] = in_port
+        dp = self.bridge.dp
+        flags = dp.port_flags.copy()
+        dense = self.port_map.get(in_port, len(flags))
+        key = key_of_frame(build_frame(fields), dense)
         name = self.bridge.name
         lines = [f"Flow: {format_spec(fields)}", "", f'bridge("{name}")', "-" * (len(name) + 10)]
-        outputs: list[str] = []
-        verdict = ""
+        rec = _TraceRecorder(self, lines, flags)
         if self.bypass:
             lines.append(" fail-open: no controller connected in standalone mode, the bridge acts as a "
                          "learning switch")
-            outputs += self._trace_normal(keys, in_port, lines)
+            rec.normal(key, dense)
+            actions = [DA.OP_NORMAL, 1, 0]
+            final, drop_reason = key, ""
         else:
-            table = 0
-            action_set: dict[str, Action] = {}
-            while True:
-                flow = self._lookup(table, keys)
-                if flow is None and self.miss_max_len:
-                    lines += [f" {table}. No match.", "     -> packet-in to the OpenFlow 1.0 controllers (table miss)"]
-                    outputs.append("controller")
-                    action_set.clear()
-                    break
-                if flow is None:
-                    lines += [f" {table}. No match.", "    drop"]
-                    verdict = f"flow_table_miss (no flow in table {table} matches)"
-                    break
-                lines.append(f" {table}. {format_match(flow.match)}{', ' if flow.match.fields else ''}"
-                             f"priority {flow.priority}" + (f", cookie {flow.cookie:#x}" if flow.cookie else ""))
-                ins = flow.instructions
-                for a in ins.apply:
-                    lines.append(f"    {format_action(a)}")
-                    outputs += self._trace_action(a, keys, in_port, lines)
-                if ins.clear:
-                    lines.append("    clear_actions")
-                    action_set.clear()
-                for a in ins.write:
-                    lines.append(f"    write_actions({format_action(a)})")
-                    action_set[_set_slot(a)] = a
-                if ins.goto is None:
-                    break
-                lines.append(f"    goto_table:{ins.goto}")
-                table = ins.goto
-            if action_set:
-                lines.append("    action set:")
-                for slot in ("pop", "push", "eth_dst", "eth_src", "vlan_vid", "vlan_pcp", "output"):
-                    if slot in action_set:
-                        a = action_set[slot]
-                        lines.append(f"     {format_action(a)}")
-                        outputs += self._trace_action(a, keys, in_port, lines)
-            if not outputs and not verdict:
-                verdict = "flow_no_output (the actions send the packet nowhere)"
-        lines += ["", f"Final flow: {_final(keys)}", f"Datapath actions: {','.join(outputs) or 'drop'}"]
-        if not outputs:
-            lines.append(f"Drop reason: {verdict or 'flow_no_output (no port to send to)'}")
+            ts = self.tables.compile(self.port_map, self.miss_max_len, snapshot=True)
+            res = translate(ts, key, flags, dp.cookies, rec)
+            actions, final, drop_reason = res.actions, res.final, res.drop_reason
+        text = self._datapath_actions(actions, rec)
+        lines += ["", f"Final flow: {_final(final)}", f"Datapath actions: {text or 'drop'}"]
+        if not text:
+            lines.append(f"Drop reason: {drop_reason or 'flow_no_output (no port to send to)'}")
         return "\n".join(lines) + "\n"
 
-    def _lookup(self, table: int, keys: list[int]) -> Flow | None:
-        best = None
-        for f in self.tables.flows(table):
-            if all(keys[c] & m == v for c, v, m in f.match.columns()):
-                if best is None or (f.priority, -f.serial) > (best.priority, -best.serial):
-                    best = f
-        return best
+    def _datapath_actions(self, program: list[int], rec: _TraceRecorder) -> str:
+        """The datapath actions in OVS's words, with OpenFlow port numbers and NORMAL resolved."""
+        parts: list[str] = []
+        normals = iter(rec.normal_outputs)
+        for op, args in DA.decode(program):
+            if op == DA.OP_OUTPUT:
+                parts.append(_port_name(self.ofport_of(args[0])))
+            elif op == DA.OP_NORMAL:
+                parts += next(normals, [])
+            elif op == DA.OP_USERSPACE:
+                parts.append("controller")
+            elif op != DA.OP_DROP:
+                parts.append(DA.format_actions([op, len(args), *args]))
+        return ",".join(parts) if any(p for p in parts if not p.startswith(("set(", "push_vlan", "pop_vlan"))) \
+            else ""
 
-    def _flood(self, in_port: int) -> list[str]:
-        """The ports a flood from ``in_port`` reaches (every port up but the input port)."""
-        flags = self.bridge.dp.port_flags
+    def _flood(self, in_port: int, flags: np.ndarray) -> list[str]:
+        """The ports a flood from OpenFlow port ``in_port`` reaches (every port up but the input port)."""
         return [_port_name(of) for of in sorted(self.port_map)
                 if of != in_port and self.port_map[of] < len(flags) and not flags[self.port_map[of]] & PF_DOWN]
 
-    def _trace_action(self, a: Action, keys: list[int], in_port: int, lines: list[str]) -> list[str]:
-        if isinstance(a, ModVlanVid):
-            keys[K_VLAN_VID] = VID_PRESENT | a.vid
-            return []
-        if isinstance(a, SetField):
-            col = {"eth_dst": K_ETH_DST, "eth_src": K_ETH_SRC, "vlan_pcp": K_VLAN_PCP}.get(a.field)
-            if col is not None:
-                keys[col] = a.value
-            elif keys[K_VLAN_VID]:
-                keys[K_VLAN_VID] = VID_PRESENT | (a.value & 0xFFF)
-            return []
-        if isinstance(a, PushVlan):
-            keys[K_VLAN_VID] = VID_PRESENT | (keys[K_VLAN_VID] & 0xFFF)
-            return []
-        if isinstance(a, PopVlan):
-            keys[K_VLAN_VID] = 0
-            keys[K_VLAN_PCP] = 0
-            return []
-        p = a.port
-        if p == OFPP_NORMAL:
-            return self._trace_normal(keys, in_port, lines)
-        if p in (OFPP_FLOOD, OFPP_ALL):
-            return self._flood(in_port)
-        if p == OFPP_CONTROLLER:
-            lines.append("     -> packet-in to the controllers")
-            return ["controller"]
-        if p == OFPP_IN_PORT:
-            return [_port_name(in_port)]
-        if p == in_port:
-            lines.append("     -> skipping output to the input port")
-            return []
-        if p not in self.port_map:
-            lines.append(f"     -> output to nonexistent port {p}")
-            return []
-        return [_port_name(p)]
-
-    def _trace_normal(self, keys: list[int], in_port: int, lines: list[str]) -> list[str]:
-        dst = keys[K_ETH_DST]
-        vid = keys[K_VLAN_VID] & 0xFFF
+    def _trace_normal(self, key: list[int], in_port: int, lines: list[str], flags: np.ndarray) -> list[str]:
+        """What NORMAL does with a frame of key ``key`` from datapath port ``in_port``, told from the MAC table."""
+        dst = key[K.W_ETH_DST]
+        vid = key[K.W_VLAN_TCI] & 0xFFF
+        of_in = self.ofport_of(in_port)
         if dst >> 40 & 1:
             lines.append("     -> multicast or broadcast destination, flooding")
-            return self._flood(in_port)
+            return self._flood(of_in, flags)
         mac = ":".join(f"{dst >> s & 0xFF:02x}" for s in range(40, -8, -8))
         for e in self.bridge.fdb():
             if e["mac"] == mac and (e["vlan"] == vid or not vid):
                 port = ofport13(int(e["ofport"]))
-                if port == in_port:
+                if port == of_in:
                     lines.append(f"     -> learned port is input port {_port_name(port)}, dropping")
                     return []
                 lines.append(f"     -> forwarding to learned port {_port_name(port)}")
                 return [_port_name(port)]
         lines.append("     -> no learned MAC for destination, flooding")
-        return self._flood(in_port)
+        return self._flood(of_in, flags)
 
 
-def _set_slot(a: Action) -> str:
-    if isinstance(a, PopVlan):
-        return "pop"
-    if isinstance(a, PushVlan):
-        return "push"
-    if isinstance(a, SetField):
-        return a.field
-    if isinstance(a, ModVlanVid):
-        return "vlan_vid"
-    return "output"
+class _TraceRecorder:
+    """``ofproto/trace``'s recorder: a line per table, action and decision of the translation."""
+
+    def __init__(self, flows: BridgeFlows, lines: list[str], flags: np.ndarray) -> None:
+        self.flows = flows
+        self.lines = lines
+        self.flags = flags
+        self.normal_outputs: list[list[str]] = []
+
+    def table(self, table_id: int, flow: Flow | None) -> None:
+        if flow is None:
+            self.lines.append(f" {table_id}. No match.")
+            return
+        self.lines.append(f" {table_id}. {format_match(flow.match)}{', ' if flow.match.fields else ''}"
+                          f"priority {flow.priority}" + (f", cookie {flow.cookie:#x}" if flow.cookie else ""))
+
+    def note(self, text: str) -> None:
+        self.lines.append(text)
+
+    def normal(self, key: list[int], in_port: int) -> None:
+        self.normal_outputs.append(self.flows._trace_normal(key, in_port, self.lines, self.flags))
+
+
+def key_of_frame(frame: bytes, in_port: int) -> list[int]:
+    """The datapath key of ``frame`` received on datapath port ``in_port``."""
+    data = np.zeros((1, len(frame)), dtype=np.uint8)
+    data[0] = np.frombuffer(frame, dtype=np.uint8)
+    meta = np.zeros((1, 4), dtype=np.int32)
+    meta[0, META_LEN] = len(frame)
+    meta[0, META_IN_PORT] = in_port
+    keys = np.zeros((1, K.KEY_WORDS), dtype=np.uint64)
+    extract_burst(data, meta, np.zeros(1, dtype=np.int32), 1, keys, np.zeros(1, dtype=np.int32))
+    return [int(w) for w in keys[0]]
 
 
 def _port_name(p: int) -> str:
@@ -656,7 +630,7 @@ _OFCTL_NAMES = {"eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type",
 
 
 def _value_text(name: str, v: int, m: int) -> str:
-    bits = FIELDS[name][0]
+    bits = MATCH_FIELDS[name][0]
     full = (1 << bits) - 1
     if bits == 48:
         text = ":".join(f"{v >> s & 0xFF:02x}" for s in range(40, -8, -8))
@@ -683,7 +657,7 @@ def format_match(match: Match) -> str:
     parts = []
     for name, v, m in sorted(match.fields, key=lambda f: (_MATCH_ORDER.get(f[0], 99), f[0])):
         if name == "vlan_vid":
-            parts.append("vlan_tci=0x0000/0x1fff" if v == 0 and m & VID_PRESENT else
+            parts.append("vlan_tci=0x0000/0x1fff" if v == 0 and m & 0x1000 else
                          f"dl_vlan={v & 0xFFF}" if m == 0x1FFF else f"vlan_vid={v:#x}/{m:#x}")
             continue
         parts.append(f"{_OFCTL_NAMES.get(name, name)}={_value_text(name, v, m)}")
@@ -703,8 +677,8 @@ def format_action(a: Action) -> str:
     if isinstance(a, ModVlanVid):
         return f"mod_vlan_vid:{a.vid}"
     if a.field == "vlan_vid":
-        return f"set_field:{a.value & 0xFFF | VID_PRESENT}->vlan_vid"
-    return f"set_field:{_value_text(a.field, a.value, (1 << FIELDS[a.field][0]) - 1)}->{a.field}"
+        return f"set_field:{a.value & 0xFFF | 0x1000}->vlan_vid"
+    return f"set_field:{_value_text(a.field, a.value, (1 << MATCH_FIELDS[a.field][0]) - 1)}->{a.field}"
 
 
 # ---------------------------------------------------------------- trace input
@@ -807,17 +781,11 @@ def build_frame(fields: dict[str, int]) -> bytes:
     return frame + bytes(max(0, 60 - len(frame)))
 
 
-def _parse_one(frame: bytes) -> list[int]:
-    data = np.zeros((1, max(2048, len(frame))), dtype=np.uint8)
-    data[0, :len(frame)] = np.frombuffer(frame, dtype=np.uint8)
-    meta = np.zeros((1, 4), dtype=np.int32)
-    meta[0, 0] = len(frame)
-    keys = np.zeros((1, NKEYS), dtype=np.uint64)
-    parse_burst(data, meta, np.zeros(1, dtype=np.int32), 1, keys)
-    return [int(k) for k in keys[0]]
-
-
-def _final(keys: list[int]) -> str:
-    dst, src = (":".join(f"{k >> s & 0xFF:02x}" for s in range(40, -8, -8)) for k in (keys[K_ETH_DST], keys[K_ETH_SRC]))
-    vlan = f"dl_vlan={keys[K_VLAN_VID] & 0xFFF}," if keys[K_VLAN_VID] else ""
+def _final(key: list[int]) -> str:
+    dst, src = (":".join(f"{k >> s & 0xFF:02x}" for s in range(40, -8, -8))
+                for k in (key[K.W_ETH_DST], key[K.W_ETH_SRC]))
+    vlan = f"dl_vlan={key[K.W_VLAN_TCI] & 0xFFF}," if key[K.W_VLAN_TCI] & 0x1000 else ""
     return f"{vlan}dl_src={src},dl_dst={dst}"
+
+
+set_action_formatter(format_action)

@@ -1,0 +1,103 @@
+"""One OpenFlow table's lookup for the translator: subtables by mask, searched in stages.
+
+```
+ key words ──► subtable (flows sharing one mask, best rank first) ──► stage 1 (metadata) prefix known?
+                                                         no: un-wildcard stage 1, next subtable
+                                          ──► stage 2 (+ L2) ... stage 4 (+ L4): full masked key ──► best rank
+```
+
+A rank is a flow's position in its compiled table set (lower wins: priority, then the flow added
+first). The lookup returns the best rank whose match the key satisfies and widens the megaflow
+mask ``wc`` by every bit the answer depends on, as Open vSwitch's staged lookup does: a subtable
+whose flows cannot beat the answer is not looked at; one that is, and fails at stage *k*, adds only
+the bits of stages 1..*k* (any packet that agrees on those bits fails it too); one that is searched
+to the end adds its whole mask. The answer thus holds for every packet that agrees with the key on
+``wc``, which is what makes the megaflow ``(key & wc, wc)`` correct.
+"""
+
+from __future__ import annotations
+
+from dpif import key as K
+
+#: lookup stage of each key word: 0 metadata (port, tunnel, ct), 1 L2, 2 L3, 3 L4
+STAGE_OF_WORD = [0] * K.KEY_WORDS
+for _w in (K.W_ETH_DST, K.W_ETH_SRC, K.W_VLAN_TCI, K.W_ETH_TYPE, 21):
+    STAGE_OF_WORD[_w] = 1
+for _w in range(K.W_NW, K.W_TP):
+    STAGE_OF_WORD[_w] = 2
+for _w in (K.W_ARP_SHA, K.W_ARP_THA):
+    STAGE_OF_WORD[_w] = 2
+for _w in (K.W_TP, K.W_ND_TARGET, K.W_ND_TARGET + 1):
+    STAGE_OF_WORD[_w] = 3
+N_STAGES = 4
+
+
+class Subtable:
+    """The flows of one table that share one mask: ``(word, mask)`` pairs in stage order, the prefixes
+    of each stage but the last, and the full masked key -> best rank."""
+
+    __slots__ = ("pairs", "cuts", "prefixes", "ranks", "best")
+
+    def __init__(self, pairs: tuple[tuple[int, int], ...]) -> None:
+        self.pairs = pairs
+        # cuts[k]: how many pairs stages 0..k take; only stages that add pairs, the last one excluded
+        ends = []
+        for stage in range(N_STAGES):
+            n = sum(1 for w, _m in pairs if STAGE_OF_WORD[w] <= stage)
+            if n and (not ends or n > ends[-1]):
+                ends.append(n)
+        self.cuts = tuple(ends[:-1])
+        self.prefixes: list[dict[tuple[int, ...], int]] = [{} for _ in self.cuts]  # prefix -> flows using it
+        self.ranks: dict[tuple[int, ...], list[int]] = {}    # masked key -> ranks (sorted)
+        self.best = 1 << 62
+
+    def add(self, values: tuple[int, ...], rank: int) -> None:
+        """Add a flow of rank ``rank`` whose masked values (one per pair) are ``values``."""
+        for k, cut in enumerate(self.cuts):
+            p = values[:cut]
+            self.prefixes[k][p] = self.prefixes[k].get(p, 0) + 1
+        self.ranks.setdefault(values, []).append(rank)
+        self.ranks[values].sort()
+        self.best = min(self.best, rank)
+
+
+class TableIndex:
+    """The lookup structure of one table (built once per compile; read-only afterwards)."""
+
+    __slots__ = ("subtables",)
+
+    def __init__(self, flows: list[tuple[int, tuple[tuple[int, int, int], ...]]]) -> None:
+        """``flows``: ``(rank, ((word, value, mask), ...))`` with ``in_port`` already a datapath port."""
+        by_mask: dict[tuple[tuple[int, int], ...], Subtable] = {}
+        for rank, words in flows:
+            ordered = sorted(words, key=lambda t: (STAGE_OF_WORD[t[0]], t[0]))
+            pairs = tuple((w, m) for w, _v, m in ordered)
+            sub = by_mask.get(pairs)
+            if sub is None:
+                sub = by_mask[pairs] = Subtable(pairs)
+            sub.add(tuple(v for _w, v, _m in ordered), rank)
+        self.subtables = sorted(by_mask.values(), key=lambda s: s.best)
+
+    def lookup(self, key: list[int], wc: list[int]) -> int:
+        """The best rank matching ``key`` (-1: none); ORs the bits the answer depends on into ``wc``."""
+        found = 1 << 62
+        for sub in self.subtables:
+            if sub.best >= found:
+                break
+            pairs = sub.pairs
+            vals = tuple(key[w] & m for w, m in pairs)
+            failed = False
+            for k, cut in enumerate(sub.cuts):
+                if vals[:cut] not in sub.prefixes[k]:
+                    for w, m in pairs[:cut]:
+                        wc[w] |= m
+                    failed = True
+                    break
+            if failed:
+                continue
+            for w, m in pairs:
+                wc[w] |= m
+            ranks = sub.ranks.get(vals)
+            if ranks is not None and ranks[0] < found:
+                found = ranks[0]
+        return found if found < 1 << 62 else -1

@@ -1,0 +1,296 @@
+"""OpenFlow rules as the control side holds them: matches, actions, instructions, flows.
+
+A ``Match`` is a set of OXM fields, each ``(value, mask)``; ``Match.words()`` gives it as masked
+comparisons on the datapath key (``dpif.key``), the form the translator's lookup uses, with each
+field's place taken from the field registry (``ofproto.fields``). Prerequisites (``ipv4_src`` needs
+``eth_type=0x0800`` ...) are checked where a flow-mod is decoded. ``vlan_vid`` uses the key's
+``VID | 0x1000`` form, which is OpenFlow's ``OFPVID_PRESENT``.
+
+Flows keep OpenFlow port numbers (1.3 numbering: LOCAL is ``0xfffffffe``); the translator maps them
+to datapath ports. Ties between flows of one priority go to the flow added first (lowest ``serial``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ofproto import fields as _fields
+
+N_TABLES = 32                 # tables 0 .. N_TABLES-1 (FlowTables(n_tables=...) may use fewer)
+OFP_DEFAULT_PRIORITY = 0x8000
+OFPP_MAX = 0xFFFFFF00         # port numbers below this are ports
+OFPP_IN_PORT = 0xFFFFFFF8
+OFPP_TABLE = 0xFFFFFFF9
+OFPP_NORMAL = 0xFFFFFFFA
+OFPP_FLOOD = 0xFFFFFFFB
+OFPP_ALL = 0xFFFFFFFC
+OFPP_CONTROLLER = 0xFFFFFFFD
+OFPP_LOCAL = 0xFFFFFFFE
+OFPP_ANY = 0xFFFFFFFF
+OFPCML_NO_BUFFER = 0xFFFF
+OFPTT_ALL = 0xFF
+OFPVID_PRESENT = 0x1000
+NO_PORT = 0x7FFFFFF0          # dense port of an OpenFlow port the datapath does not have (never matches)
+
+OFPFF_SEND_FLOW_REM = 1 << 0
+OFPFF_CHECK_OVERLAP = 1 << 1
+OFPFF_RESET_COUNTS = 1 << 2
+OFPFF_NO_PKT_COUNTS = 1 << 3
+OFPFF_NO_BYT_COUNTS = 1 << 4
+
+OFPRR_IDLE_TIMEOUT = 0        # flow-removed reasons
+OFPRR_HARD_TIMEOUT = 1
+OFPRR_DELETE = 2
+
+OFPR_NO_MATCH = 0             # packet-in reasons: the flow was a table-miss flow (priority 0, empty match)
+OFPR_ACTION = 1               # any other flow
+
+# ---------------------------------------------------------------------------------------------
+# match fields: OXM name -> (bits, ((key word, value shift, word shift, width), ...))
+
+_OXM_NAMES = ("in_port", "eth_dst", "eth_src", "eth_type", "vlan_vid", "vlan_pcp", "ip_dscp", "ip_ecn", "ip_proto",
+              "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "tcp_src", "tcp_dst", "udp_src", "udp_dst", "sctp_src",
+              "sctp_dst", "icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code", "arp_op", "arp_spa", "arp_tpa",
+              "arp_sha", "arp_tha")
+
+
+def _match_field(name: str) -> tuple[int, tuple[tuple[int, int, int, int], ...]]:
+    f = _fields.by_oxm_name(name)
+    if f is None or f.key is None:
+        raise ImportError(f"the field registry has no key slice for OXM field {name!r}")
+    word, shift, width = f.key
+    if width > 64:   # high word first
+        n = width // 64
+        return f.bits, tuple((word + j, 64 * (n - 1 - j), 0, 64) for j in range(n))
+    # arp_op is 16 bits on the wire and 8 in the key (OVS keeps it in nw_proto): the high byte is dropped
+    return f.bits, ((word, 0, shift, min(width, f.bits)),)
+
+
+MATCH_FIELDS: dict[str, tuple[int, tuple[tuple[int, int, int, int], ...]]] = {n: _match_field(n) for n in _OXM_NAMES}
+
+#: fields ``set_field`` may write, with their widths
+SET_FIELDS = {"eth_dst": 48, "eth_src": 48, "vlan_vid": 13, "vlan_pcp": 3}
+
+
+class FlowError(ValueError):
+    """A flow-mod the tables refuse; ``code`` is a short OpenFlow-like error name."""
+
+    def __init__(self, code: str, msg: str) -> None:
+        super().__init__(f"{code}: {msg}")
+        self.code = code
+
+
+class Match:
+    """An OpenFlow match: OXM field name -> (value, mask), normalised (value & mask, no zero masks).
+
+    ``Match(in_port=1, eth_dst=0x020000000001, ipv4_dst=(0x0A000000, 0xFFFFFF00))``: a plain int
+    is an exact match. Two matches are equal when their normalised fields are.
+    """
+
+    __slots__ = ("fields", "_cols", "_hash")
+
+    def __init__(self, **fields: int | tuple[int, int]) -> None:
+        norm: dict[str, tuple[int, int]] = {}
+        for name, vm in fields.items():
+            if name not in MATCH_FIELDS:
+                raise FlowError("bad_field", f"unknown match field {name!r}")
+            bits = MATCH_FIELDS[name][0]
+            full = (1 << bits) - 1
+            value, mask = (vm, full) if isinstance(vm, int) else (int(vm[0]), int(vm[1]))
+            if value < 0 or value > full or mask < 0 or mask > full:
+                raise FlowError("bad_value", f"{name}: value {value:#x} / mask {mask:#x} wider than {bits} bits")
+            if mask:
+                norm[name] = (value & mask, mask)
+        self.fields: tuple[tuple[str, int, int], ...] = tuple(sorted((k, v, m) for k, (v, m) in norm.items()))
+        cols: dict[int, tuple[int, int]] = {}
+        for name, value, mask in self.fields:
+            for col, vshift, cshift, width in MATCH_FIELDS[name][1]:
+                w = (1 << width) - 1
+                cv, cm = ((value >> vshift) & w) << cshift, ((mask >> vshift) & w) << cshift
+                if not cm:
+                    continue
+                ov, om = cols.get(col, (0, 0))
+                if (ov ^ cv) & om & cm:
+                    raise FlowError("bad_match", f"{name} contradicts another field on the same header bits")
+                cols[col] = (ov | cv, om | cm)
+        self._cols = tuple(sorted((c, v, m) for c, (v, m) in cols.items()))
+        self._hash = hash(self.fields)
+
+    def get(self, name: str) -> tuple[int, int] | None:
+        """``(value, mask)`` of field ``name``, or None when it is wildcarded."""
+        for k, v, m in self.fields:
+            if k == name:
+                return v, m
+        return None
+
+    def words(self) -> tuple[tuple[int, int, int], ...]:
+        """The match as ``(dpif key word, value, mask)`` triples sorted by word (``in_port`` still the
+        OpenFlow port number)."""
+        return self._cols
+
+    def covers(self, other: Match) -> bool:
+        """True when every packet ``other`` matches is matched by ``self`` (``other`` is at least as
+        specific): OpenFlow's non-strict modify/delete/stats selection."""
+        theirs = {k: (v, m) for k, v, m in other.fields}
+        for name, value, mask in self.fields:
+            if name not in theirs:
+                return False
+            ov, om = theirs[name]
+            if mask & ~om or (ov & mask) != value:
+                return False
+        return True
+
+    def overlaps(self, other: Match) -> bool:
+        """True when some packet could match both (per OXM field; aliasing fields count as distinct)."""
+        theirs = {k: (v, m) for k, v, m in other.fields}
+        for name, value, mask in self.fields:
+            if name in theirs:
+                ov, om = theirs[name]
+                if (value ^ ov) & mask & om:
+                    return False
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Match) and self.fields == other.fields
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        parts = [f"{k}={v:#x}" if m == (1 << MATCH_FIELDS[k][0]) - 1 else f"{k}={v:#x}/{m:#x}"
+                 for k, v, m in self.fields]
+        return f"Match({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class Output:
+    """OUTPUT to an OpenFlow port or a reserved ``OFPP_*`` port; ``max_len`` for CONTROLLER."""
+
+    port: int
+    max_len: int = OFPCML_NO_BUFFER
+
+
+@dataclass(frozen=True)
+class PushVlan:
+    """PUSH_VLAN: a new outer tag copying the VID/PCP of the current outer tag (0 when untagged)."""
+
+    ethertype: int = 0x8100
+
+
+@dataclass(frozen=True)
+class PopVlan:
+    """POP_VLAN: remove the outer tag."""
+
+
+@dataclass(frozen=True)
+class SetField:
+    """SET_FIELD of ``eth_dst``, ``eth_src``, ``vlan_vid`` (with or without OFPVID_PRESENT) or ``vlan_pcp``."""
+
+    field: str
+    value: int
+
+
+@dataclass(frozen=True)
+class ModVlanVid:
+    """OpenFlow 1.0 SET_VLAN_VID (``mod_vlan_vid``): sets the VID of the outer tag; a frame without a tag gets an
+    802.1Q tag with this VID and PCP 0."""
+
+    vid: int
+
+
+Action = Output | PushVlan | PopVlan | SetField | ModVlanVid
+
+def check_action(action: Action) -> None:
+    """Raise ``FlowError`` when ``action`` is malformed or not supported."""
+    if isinstance(action, Output):
+        p = action.port
+        if 0 <= p < OFPP_MAX:
+            return
+        if p == OFPP_CONTROLLER:
+            if not 0 <= action.max_len <= 0xFFFF:
+                raise FlowError("bad_argument", f"max_len {action.max_len}")
+            return
+        if p in (OFPP_IN_PORT, OFPP_NORMAL, OFPP_FLOOD, OFPP_ALL, OFPP_LOCAL, OFPP_TABLE):
+            return
+        raise FlowError("bad_out_port", f"output to {p:#x}")
+    if isinstance(action, PushVlan):
+        if action.ethertype not in (0x8100, 0x88A8):
+            raise FlowError("bad_argument", f"push_vlan ethertype {action.ethertype:#x}")
+        return
+    if isinstance(action, PopVlan):
+        return
+    if isinstance(action, ModVlanVid):
+        if not 0 <= action.vid <= 0xFFF:
+            raise FlowError("bad_set_value", f"mod_vlan_vid {action.vid}")
+        return
+    if isinstance(action, SetField):
+        bits = SET_FIELDS.get(action.field)
+        if bits is None:
+            raise FlowError("bad_set_field", f"set_field {action.field!r} is not supported")
+        if not 0 <= action.value < 1 << bits:
+            raise FlowError("bad_set_value", f"set_field {action.field}={action.value:#x}")
+        return
+    raise FlowError("bad_action", f"unsupported action {action!r}")
+
+
+@dataclass(frozen=True)
+class Instructions:
+    """A flow's instructions, executed in OpenFlow order: apply-actions, clear-actions, write-actions,
+    goto-table. No instruction at all (and no goto) means drop."""
+
+    apply: tuple[Action, ...] = ()
+    clear: bool = False
+    write: tuple[Action, ...] = ()
+    goto: int | None = None
+
+    def check(self) -> None:
+        """Raise ``FlowError`` for an action the switch cannot execute."""
+        for a in (*self.apply, *self.write):
+            check_action(a)
+
+    def output_ports(self) -> set[int]:
+        """Ports named by OUTPUT actions (apply and write), for the ``out_port`` filter."""
+        return {a.port for a in (*self.apply, *self.write) if isinstance(a, Output)}
+
+
+DROP = Instructions()
+
+
+@dataclass(eq=False)
+class Flow:
+    """A flow entry. ``installed``, ``serial`` and ``uid`` are set by ``FlowTables.add``: ``serial``
+    orders equal-priority flows (lower wins), ``uid`` is the identity its counters follow."""
+
+    table_id: int = 0
+    priority: int = OFP_DEFAULT_PRIORITY
+    match: Match = Match()
+    instructions: Instructions = DROP
+    cookie: int = 0
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    flags: int = 0
+    installed: int = 0
+    serial: int = 0
+    uid: int = 0
+    packet_base: int = 0   # counters at the last reset (MODIFY with reset_counts)
+    byte_base: int = 0
+
+    @property
+    def is_table_miss(self) -> bool:
+        """Priority 0 with an empty match."""
+        return self.priority == 0 and not self.match.fields
+
+
+@dataclass
+class FlowStats:
+    """A flow with its counters (multipart flow stats, flow-removed)."""
+
+    flow: Flow
+    packets: int
+    bytes: int
+    duration: int      # seconds since installed
+    idle: int          # seconds since a frame last matched (or since installed)
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels

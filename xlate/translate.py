@@ -1,0 +1,411 @@
+"""Translate one packet's whole OpenFlow pipeline into flat datapath actions and a megaflow mask.
+
+```
+ key (dpif.key words of the frame) ──► table 0 lookup (TableIndex, widens the mask) ──► flow
+       ▲                                   │ apply-actions: change the flow state, or output:
+       │ goto                              │   commit the changed headers (SET_MASKED, PUSH/POP_VLAN),
+       └───────────────────────────────────┤   then OUTPUT / NORMAL / USERSPACE
+                                           │ write-actions: the action set, run when the walk ends
+                                           ▼
+ XlateResult: actions (int64 program, dpif.actions), mask, ranks of the flows hit, the table that missed
+```
+
+The result holds for every packet that agrees with the key on the mask: each lookup widens it by
+the bits its answer depends on (``ofproto.lookup``), every header the actions set is in it (the
+commit compares against the packet), tagged-or-not is in it whenever a VLAN action's effect depends
+on it, and ``in_port`` always is. So the datapath can cache ``(key & mask, mask) -> actions`` as a
+megaflow and run the actions on every frame that matches, without walking the tables again.
+
+The flow state is the key's words (headers as the actions changed them) plus, later, registers and
+metadata (pipeline state, never in the key). A recorder (``ofproto/trace``) is told every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from dpif import actions as A
+from dpif import key as K
+from ofproto.rules import (
+    OFPP_ALL,
+    OFPP_CONTROLLER,
+    OFPP_FLOOD,
+    OFPP_IN_PORT,
+    OFPP_LOCAL,
+    OFPP_MAX,
+    OFPP_NORMAL,
+    OFPP_TABLE,
+    OFPR_ACTION,
+    OFPR_NO_MATCH,
+    Action,
+    Flow,
+    Instructions,
+    ModVlanVid,
+    Output,
+    PopVlan,
+    PushVlan,
+    SetField,
+)
+from ofproto.tables import TableSet
+
+W_VLAN_TCI2 = getattr(K, "W_VLAN_TCI2", 21)
+CFI = 0x1000
+TCI_BITS = 0xFFFF
+VLAN_WORD_BITS = 0xFFFF_FFFF      # TCI | TPID << 16
+ETH_VLAN = 0x8100
+
+# port flags (per datapath port, owned by the datapath)
+PF_NO_FLOOD = 1 << 0   # not an output of FLOOD (OFPPC_NO_FLOOD)
+PF_DOWN = 1 << 1       # no output at all (down, or no port with that number)
+PF_LOCAL = 1 << 2      # the bridge's LOCAL port (the first port with this flag)
+
+# the action set: one action per kind, run in this order (OpenFlow's: pop, push, set-field, output)
+ACTION_SET_ORDER = ("pop", "push", "eth_dst", "eth_src", "vlan_vid", "vlan_pcp", "output")
+
+_SET_WORD = {"eth_dst": K.W_ETH_DST, "eth_src": K.W_ETH_SRC}
+_COMMIT_WORDS = (K.W_ETH_DST, K.W_ETH_SRC, K.W_NW, K.W_NW_SRC, K.W_NW_DST, K.W_TP)
+
+
+def action_set_slot(a: Action) -> str:
+    """The action-set kind of a write-action (one of ``ACTION_SET_ORDER``)."""
+    if isinstance(a, PopVlan):
+        return "pop"
+    if isinstance(a, PushVlan):
+        return "push"
+    if isinstance(a, SetField):
+        return a.field
+    if isinstance(a, ModVlanVid):
+        return "vlan_vid"
+    return "output"
+
+
+@dataclass(frozen=True)
+class Upcall:
+    """What a USERSPACE action hands the controllers: the flow that sent it (None: a table miss),
+    the packet-in reason and the table."""
+
+    flow: Flow | None
+    reason: int
+    table_id: int
+
+
+class UpcallCookies:
+    """Small integers naming ``Upcall`` contexts inside datapath programs (stable per context)."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[int, int, int], int] = {}
+        self.by_id: list[Upcall] = []
+
+    def id_for(self, up: Upcall) -> int:
+        """The id of ``up`` (a new one the first time)."""
+        k = (up.flow.uid if up.flow is not None else 0, up.reason, up.table_id)
+        i = self._ids.get(k)
+        if i is None or self.by_id[i].flow is not up.flow:
+            i = len(self.by_id)
+            self.by_id.append(up)
+            self._ids[k] = i
+        return i
+
+
+class Recorder(Protocol):
+    """What ``ofproto/trace`` learns from a translation."""
+
+    def table(self, table_id: int, flow: Flow | None) -> None:
+        """A lookup in ``table_id`` found ``flow`` (None: no match)."""
+
+    def note(self, text: str) -> None:
+        """Something the walk did that deserves a line (an action, a skipped output, ...)."""
+
+    def normal(self, key: list[int], in_port: int) -> None:
+        """The NORMAL action runs on a frame with the headers ``key``."""
+
+
+@dataclass
+class XlateResult:
+    """One translation: the datapath program, the megaflow mask, the flows hit (by rank in the
+    ``TableSet``), the table whose lookup missed (-1) and the headers the frame leaves with."""
+
+    actions: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=lambda: [0] * K.KEY_WORDS)
+    ranks: list[int] = field(default_factory=list)
+    miss_table: int = -1
+    final: list[int] = field(default_factory=list)
+    outputs: int = 0
+    drop_reason: str = ""
+
+    def program(self) -> np.ndarray:
+        """The actions as the datapath's int64 program."""
+        return np.array(self.actions, dtype=np.int64)
+
+    def mask_row(self) -> np.ndarray:
+        """The mask as a key row."""
+        return np.array(self.mask, dtype=np.uint64)
+
+
+class _Walk:
+    """The state of one translation."""
+
+    def __init__(self, ts: TableSet, port_flags: np.ndarray, cookies: UpcallCookies, key: list[int],
+                 rec: Recorder | None) -> None:
+        self.ts = ts
+        self.port_flags = port_flags
+        self.cookies = cookies
+        self.flow = list(key)           # headers as the actions left them
+        self.base = list(key)           # headers as the emitted datapath actions leave the frame
+        self.dirty = [0] * K.KEY_WORDS  # bits the actions wrote since the last commit
+        self.rec = rec
+        self.r = XlateResult()
+        self.in_port = key[K.W_IN_PORT]
+        self.r.mask[K.W_IN_PORT] = 0xFFFF_FFFF
+        self.action_set: dict[str, Action] = {}
+
+    # ---------------------------------------------------------------- headers
+    def tagged(self) -> bool:
+        self.r.mask[K.W_VLAN_TCI] |= CFI
+        return bool(self.flow[K.W_VLAN_TCI] & CFI)
+
+    def set_word(self, w: int, value: int, bits: int) -> None:
+        self.flow[w] = (self.flow[w] & ~bits) | (value & bits)
+        self.dirty[w] |= bits
+
+    def commit(self) -> None:
+        """Emit the datapath actions that make the frame's headers what the flow state says."""
+        r, flow, base, dirty = self.r, self.flow, self.base, self.dirty
+        if dirty[K.W_VLAN_TCI] or dirty[W_VLAN_TCI2]:
+            r.mask[K.W_VLAN_TCI] |= VLAN_WORD_BITS
+            r.mask[W_VLAN_TCI2] |= VLAN_WORD_BITS
+            self._commit_vlan()
+            base[K.W_VLAN_TCI], base[W_VLAN_TCI2] = flow[K.W_VLAN_TCI], flow[W_VLAN_TCI2]
+            dirty[K.W_VLAN_TCI] = dirty[W_VLAN_TCI2] = 0
+        for w in _COMMIT_WORDS:
+            d = dirty[w]
+            if d:
+                r.mask[w] |= d
+                if (flow[w] ^ base[w]) & d:
+                    r.actions += A.set_masked(w, flow[w] & d, d)
+                base[w] = (base[w] & ~d) | (flow[w] & d)
+                dirty[w] = 0
+
+    def _commit_vlan(self) -> None:
+        tags_now = [t for t in (self.base[K.W_VLAN_TCI], self.base[W_VLAN_TCI2]) if t & CFI]
+        tags_want = [t for t in (self.flow[K.W_VLAN_TCI], self.flow[W_VLAN_TCI2]) if t & CFI]
+        if tags_now == tags_want:
+            return
+        acts = self.r.actions
+        if (len(tags_now) == len(tags_want) and tags_now[1:] == tags_want[1:]
+                and tags_now[0] >> 16 == tags_want[0] >> 16):
+            acts += A.set_masked(K.W_VLAN_TCI, tags_want[0] & 0xEFFF, 0xEFFF)
+            return
+        common = 0
+        while (common < min(len(tags_now), len(tags_want))
+               and tags_now[len(tags_now) - 1 - common] == tags_want[len(tags_want) - 1 - common]):
+            common += 1
+        for _ in range(len(tags_now) - common):
+            acts += A.pop_vlan()
+        for t in reversed(tags_want[:len(tags_want) - common]):
+            acts += [A.OP_PUSH_VLAN, 2, (t >> 16) or ETH_VLAN, t & TCI_BITS]
+
+    # ---------------------------------------------------------------- actions
+    def do(self, a: Action) -> None:
+        if isinstance(a, Output):
+            self.output(a)
+        elif isinstance(a, SetField):
+            if a.field in _SET_WORD:
+                self.set_word(_SET_WORD[a.field], a.value, 0xFFFF_FFFF_FFFF)
+            elif self.tagged():
+                if a.field == "vlan_vid":
+                    self.set_word(K.W_VLAN_TCI, a.value, 0xFFF)
+                else:   # vlan_pcp
+                    self.set_word(K.W_VLAN_TCI, a.value << 13, 0xE000)
+        elif isinstance(a, ModVlanVid):
+            if self.tagged():
+                self.set_word(K.W_VLAN_TCI, a.vid, 0xFFF)
+            else:
+                self.set_word(K.W_VLAN_TCI, CFI | a.vid | ETH_VLAN << 16, VLAN_WORD_BITS)
+        elif isinstance(a, PushVlan):
+            self.r.mask[W_VLAN_TCI2] |= CFI
+            if self.flow[W_VLAN_TCI2] & CFI:
+                if self.rec:
+                    self.rec.note("     -> the frame has two VLAN tags already: push_vlan ignored")
+                return
+            outer = self.flow[K.W_VLAN_TCI]
+            self.r.mask[K.W_VLAN_TCI] |= VLAN_WORD_BITS   # the new tag copies VID and PCP of the outer one
+            self.set_word(W_VLAN_TCI2, outer, VLAN_WORD_BITS)
+            self.set_word(K.W_VLAN_TCI, (outer & 0xEFFF) | CFI | a.ethertype << 16, VLAN_WORD_BITS)
+        elif isinstance(a, PopVlan):
+            if self.tagged():
+                self.r.mask[W_VLAN_TCI2] |= VLAN_WORD_BITS
+                self.set_word(K.W_VLAN_TCI, self.flow[W_VLAN_TCI2], VLAN_WORD_BITS)
+                self.set_word(W_VLAN_TCI2, 0, VLAN_WORD_BITS)
+
+    def output(self, a: Output, flow: Flow | None = None, table_id: int = 0) -> None:
+        p = a.port
+        rec = self.rec
+        if p == OFPP_NORMAL:
+            self.commit()
+            self.r.actions += [A.OP_NORMAL, 1, 0]
+            self.r.outputs += 1
+            if rec:
+                rec.normal(self.flow, self.in_port)
+            return
+        if p == OFPP_CONTROLLER:
+            self.commit()
+            reason = OFPR_NO_MATCH if flow is not None and flow.is_table_miss else OFPR_ACTION
+            cid = self.cookies.id_for(Upcall(flow, reason, flow.table_id if flow is not None else table_id))
+            self.r.actions += [A.OP_USERSPACE, 2, cid, a.max_len]
+            self.r.outputs += 1
+            if rec:
+                rec.note("     -> packet-in to the controllers")
+            return
+        if p in (OFPP_FLOOD, OFPP_ALL):
+            flags = self.port_flags
+            skip = PF_DOWN | (PF_NO_FLOOD if p == OFPP_FLOOD else 0)
+            ports = [q for q in range(len(flags)) if q != self.in_port and not flags[q] & skip]
+            if ports:
+                self.commit()
+            for q in ports:
+                self.r.actions += A.output(q)
+            self.r.outputs += len(ports)
+            return
+        if p == OFPP_IN_PORT:
+            dense = self.in_port
+        elif p == OFPP_LOCAL:
+            dense = next((q for q in range(len(self.port_flags)) if self.port_flags[q] & PF_LOCAL), -1)
+        elif p == OFPP_TABLE:
+            if rec:
+                rec.note("     -> output:TABLE is for packet-out only")
+            return
+        elif 0 <= p < OFPP_MAX:
+            pm = self.ts.port_map
+            dense = p if pm is None else pm.get(p, -1)
+            if dense == self.in_port:
+                if rec:
+                    rec.note("     -> skipping output to the input port")
+                return
+        else:
+            return
+        if not 0 <= dense < len(self.port_flags) or self.port_flags[dense] & PF_DOWN:
+            if rec:
+                rec.note(f"     -> output to nonexistent or down port {p}")
+            return
+        self.commit()
+        self.r.actions += A.output(dense)
+        self.r.outputs += 1
+
+    # ---------------------------------------------------------------- the walk
+    def run_instructions(self, flow: Flow) -> int | None:
+        ins: Instructions = flow.instructions
+        rec = self.rec
+        for a in ins.apply:
+            if rec:
+                rec.note(f"    {_fmt(a)}")
+            if isinstance(a, Output):
+                self.output(a, flow, flow.table_id)
+            else:
+                self.do(a)
+        if ins.clear:
+            if rec:
+                rec.note("    clear_actions")
+            self.action_set.clear()
+        for a in ins.write:
+            if rec:
+                rec.note(f"    write_actions({_fmt(a)})")
+            self.action_set[action_set_slot(a)] = a
+        if ins.goto is not None and rec:
+            rec.note(f"    goto_table:{ins.goto}")
+        return ins.goto
+
+    def pipeline(self, table: int = 0) -> None:
+        ts, rec, r = self.ts, self.rec, self.r
+        last: Flow | None = None
+        while True:
+            rank = ts.index[table].lookup(self.flow, r.mask)
+            if rank < 0:
+                r.miss_table = table
+                if rec:
+                    rec.table(table, None)
+                if ts.miss_max_len > 0:
+                    if rec:
+                        rec.note("     -> packet-in to the OpenFlow 1.0 controllers (table miss)")
+                    self.commit()
+                    cid = self.cookies.id_for(Upcall(None, OFPR_NO_MATCH, table))
+                    r.actions += [A.OP_USERSPACE, 2, cid, ts.miss_max_len]
+                    r.outputs += 1
+                    self.action_set.clear()
+                else:
+                    if rec:
+                        rec.note("    drop")
+                    r.drop_reason = f"flow_table_miss (no flow in table {table} matches)"
+                    r.actions += A.drop(DR_TABLE_MISS)
+                    return
+                break
+            last = ts.flows[rank]
+            r.ranks.append(rank)
+            if rec:
+                rec.table(table, last)
+            nxt = self.run_instructions(last)
+            if nxt is None:
+                break
+            table = nxt
+        if self.action_set:
+            if rec:
+                rec.note("    action set:")
+            for slot in ACTION_SET_ORDER:
+                a = self.action_set.get(slot)
+                if a is None:
+                    continue
+                if rec:
+                    rec.note(f"     {_fmt(a)}")
+                if isinstance(a, Output):
+                    self.output(a, last, table)
+                else:
+                    self.do(a)
+
+    def finish(self) -> XlateResult:
+        r = self.r
+        r.final = list(self.flow)
+        if not r.outputs and not r.drop_reason:
+            r.drop_reason = "flow_no_output (the actions send the packet nowhere)"
+        return r
+
+
+DR_TABLE_MISS = A.DROP_REASONS.index("table_miss") if "table_miss" in A.DROP_REASONS else A.DR_EXPLICIT
+
+_fmt_hook = None
+
+
+def set_action_formatter(fn: object) -> None:
+    """The function trace lines format actions with (``vswitch.openflow.flows.format_action``)."""
+    global _fmt_hook
+    _fmt_hook = fn
+
+
+def _fmt(a: Action) -> str:
+    return _fmt_hook(a) if _fmt_hook is not None else repr(a)   # type: ignore[operator]
+
+
+def translate(ts: TableSet, key: list[int], port_flags: np.ndarray, cookies: UpcallCookies,
+              rec: Recorder | None = None) -> XlateResult:
+    """Walk the tables of ``ts`` for a frame with key words ``key`` (``in_port`` a datapath port)."""
+    w = _Walk(ts, port_flags, cookies, key, rec)
+    w.pipeline(0)
+    return w.finish()
+
+
+def translate_actions(ts: TableSet, key: list[int], actions: tuple[Action, ...], port_flags: np.ndarray,
+                      cookies: UpcallCookies, rec: Recorder | None = None) -> XlateResult:
+    """A packet-out: run ``actions`` on a frame with key ``key``; ``output:TABLE`` walks the tables
+    from table 0."""
+    w = _Walk(ts, port_flags, cookies, key, rec)
+    for a in actions:
+        if isinstance(a, Output) and a.port == OFPP_TABLE:
+            w.commit()
+            w.pipeline(0)
+        elif isinstance(a, Output):
+            w.output(a)
+        else:
+            w.do(a)
+    return w.finish()
