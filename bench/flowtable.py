@@ -69,6 +69,7 @@ from dpif import key as K
 from dpif import megaflow as M
 from dpif.actions import N_DROP_REASONS, N_NORMAL, N_USERSPACE, SIDE_ROWS, execute_burst
 from dpif.extract import extract_burst
+from dpif.fastpath import hit_burst
 from dpif.megaflow import mf_programs
 from ofproto import rules as R
 from ofproto.tables import FlowTables, TableSet
@@ -278,7 +279,7 @@ class MegaflowPath:
         self.drops = np.zeros((n_ports + 1, N_DROP_REASONS), dtype=np.int64)
         self.extra = np.zeros(4 * burst_size, dtype=np.int32)
         self.side = np.zeros((SIDE_ROWS, 2 * burst_size), dtype=np.int32)
-        self.side_n = np.zeros(2, dtype=np.int64)
+        self.side_n = np.zeros(3, dtype=np.int64)
         self.side_frames = 0    # frames the programs sent to NORMAL or the controllers
 
     def extract(self, burst: np.ndarray, n: int) -> None:
@@ -291,15 +292,31 @@ class MegaflowPath:
         for the misses, programs, actions; fresh slots freed."""
         pool = self.pool
         meta = pool.meta
-        if extract and extract_burst(pool.data, meta, burst, n, self.keys, self.reasons):
-            raise RuntimeError("the benchmark's frames are all valid")
         up = self.up
-        if up.cache.lookup(self.keys, burst, n, meta, self.out_entry, 0):
-            up.handle_misses(self.ts, self.port_flags, self.keys, burst, n, meta, self.out_entry, 0)
-        mf_programs(up.cache.ent, self.out_entry, n, self.prog_index)
-        n_extra = execute_burst(pool.data, meta, burst, n, self.prog_index, up.cache.actions, self.out,
-                                self.out_start, self.drops, pool.free_stack, pool.free_top, self.extra, self.side,
-                                self.side_n)
+        c = up.cache
+        if extract:   # the datapath's one-call hit path (dpif.fastpath.hit_burst)
+            r = hit_burst(pool.data, meta, burst, n, self.keys, self.reasons, c.st, c.ent, c.buckets, c.emc,
+                          self.out_entry, 0, self.prog_index, c.actions, self.out, self.out_start, self.drops,
+                          pool.free_stack, pool.free_top, self.extra, self.side, self.side_n)
+            if r < 0:
+                raise RuntimeError("the benchmark's frames are all valid")
+            if r == 0:
+                self._after(int(self.side_n[2]))
+                return
+        elif not c.lookup(self.keys, burst, n, meta, self.out_entry, 0):
+            mf_programs(c.ent, self.out_entry, n, self.prog_index)
+            self._after(execute_burst(pool.data, meta, burst, n, self.prog_index, c.actions, self.out,
+                                      self.out_start, self.drops, pool.free_stack, pool.free_top, self.extra,
+                                      self.side, self.side_n))
+            return
+        up.handle_misses(self.ts, self.port_flags, self.keys, burst, n, meta, self.out_entry, 0)
+        up.programs(self.out_entry, n, self.prog_index)
+        self._after(execute_burst(pool.data, meta, burst, n, self.prog_index, c.actions, self.out,
+                                  self.out_start, self.drops, pool.free_stack, pool.free_top, self.extra, self.side,
+                                  self.side_n))
+
+    def _after(self, n_extra: int) -> None:
+        pool = self.pool
         if self.side_n[N_NORMAL] or self.side_n[N_USERSPACE]:
             self.side_frames += int(self.side_n[N_NORMAL] + self.side_n[N_USERSPACE])
         if n_extra:

@@ -74,7 +74,6 @@ import numpy as np
 from backends.pool import META_HEAD, META_IN_PORT, META_LEN, slot_alloc
 from dpif import key as K
 
-
 OP_OUTPUT = 1
 OP_SET_MASKED = 2
 OP_PUSH_VLAN = 3
@@ -383,6 +382,14 @@ def _set_masked(data: np.ndarray, s: int, head: int, end: int, w: int, v: int, m
     """Apply one ``SET_MASKED`` to the frame ``data[s, head:end]`` with its checksum fixes."""
     if w == K.W_ETH_DST or w == K.W_ETH_SRC:
         base = head if w == K.W_ETH_DST else head + 6
+        if m == 0xFFFF_FFFF_FFFF:       # the whole address (what set_field writes): no per-byte masks
+            data[s, base] = (v >> 40) & 0xFF
+            data[s, base + 1] = (v >> 32) & 0xFF
+            data[s, base + 2] = (v >> 24) & 0xFF
+            data[s, base + 3] = (v >> 16) & 0xFF
+            data[s, base + 4] = (v >> 8) & 0xFF
+            data[s, base + 5] = v & 0xFF
+            return
         for k in range(6):
             sh = 40 - 8 * k
             mb = (m >> sh) & 0xFF

@@ -33,11 +33,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from backends.pool import META_IN_PORT, META_LEN
+from backends.pool import META_HEAD, META_IN_PORT, META_LEN
 from classifier.drops import DROP_RX_RUNT, DROP_RX_VLAN_TRUNCATED
 from dpif import key as K
-
-META_HEAD = 2   # meta column: where the frame starts in its row (backends/pool.py will own it)
 
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
@@ -227,7 +225,7 @@ def _ipv6(d: np.ndarray, s: int, o: int, end: int, k: np.ndarray) -> None:
             k[s, _W_NW] = nh | tos_ttl | frag << 24
             _l4(d, s, q, end, nh, True, k)
             return
-    k[s, _W_NW] = tos_ttl               # an extension header cut short: protocol unknown
+    k[s, _W_NW] = tos_ttl | frag << 24               # an extension header cut short: protocol unknown
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")

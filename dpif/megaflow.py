@@ -620,6 +620,15 @@ class MegaflowCache:
             self._drop_subtable(sid)
         return mf
 
+    def scratch_program(self, actions: np.ndarray) -> int:
+        """Offset of a copy of ``actions`` in the action array, valid until the next ``install`` (for a
+        frame whose megaflow could not be installed: it runs this burst, then the words are free)."""
+        acts = np.ascontiguousarray(actions, dtype=np.int64).reshape(-1)
+        a = self._alloc(len(acts))
+        self.actions[a:a + len(acts)] = acts
+        self.action_free += len(acts)
+        return a
+
     def clear(self) -> None:
         """Remove every megaflow (the counters in ``st`` stay)."""
         for sid in [int(s) for s in self.st[H_ORDER:H_ORDER + int(self.st[H_NSUB])]]:

@@ -77,8 +77,8 @@ def actions() -> st.SearchStrategy[list[int]]:
 programs = st.lists(actions(), min_size=0, max_size=7)
 
 
-def run_kernel(items: list[tuple[int, bytes, list[int] | None]], free: int, qcap: int = 64,
-               side_cap: int = 64, sides: list | None = None) -> tuple[dict[int, list[tuple[int, bytes]]], list[int], int]:
+def run_kernel(items: list[tuple[int, bytes, list[int] | None]], free: int, qcap: int = 64, side_cap: int = 64,
+               sides: list | None = None) -> tuple[dict[int, list[tuple[int, bytes]]], list[int], int]:
     """Run ``items`` through ``execute_burst``: (queues as port -> (head, frame), drops, fresh slots)."""
     n = len(items)
     n_slots = n + free

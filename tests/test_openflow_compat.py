@@ -22,20 +22,17 @@ from pathlib import Path
 from queue import Empty, Queue
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
-from classifier import flowtable as ft
-from classifier.flowref import RefTables
-from classifier.flowtable import Flow, FlowTables, Instructions, Match, ModVlanVid, Output, SetField
-from classifier.parse import parse_burst
+from ofproto.rules import Flow, Instructions, Match, ModVlanVid, Output, SetField
 from tests.netutil import Sniffer, send_frames, unique
 from tests.switchutil import Switch
 from tests.test_fail_secure import MAC_A, MAC_B, Traffic, attached, ports_args
-from tests.test_flowtable import CAP, N_TABLES, QCAP, KernelPipe, apply_mod, tcp_frame
 from tests.test_openflow import Client, ofctl
+from tests.test_xlate import N_TABLES, apply_mod, check_burst, pin_tuples, rig, tcp_frame
 from vswitch.hostnet import HostNet
 from vswitch.openflow.codec import OFP10, OFP13, Msg, encode
+from xlate.reference import RefTables
 
 OF13 = ("-O", "OpenFlow13")
 OFPR_NO_MATCH, OFPR_ACTION = 0, 1
@@ -281,56 +278,49 @@ def test_of10_mod_vlan_vid_tags_an_untagged_frame(hosts: tuple[Switch, HostNet, 
     assert len([ln for ln in seen if "vlan 10, p 5, ethertype" in ln and "0x88b5" in ln]) == 3, seen
     assert not [ln for ln in seen if "vlan 20" in ln or "802.1Q" not in ln], seen
     trace = sw.appctl("ofproto/trace", br, f"in_port=1,dl_src={MAC_A},dl_dst={MAC_B}").stdout
-    assert "mod_vlan_vid:10" in trace and "dl_vlan=10" in trace and trace.rstrip().endswith("Datapath actions: push_vlan(vid=10,pcp=0),2"), \
-        trace
+    assert "mod_vlan_vid:10" in trace and "dl_vlan=10" in trace, trace
+    assert trace.rstrip().endswith("Datapath actions: push_vlan(vid=10,pcp=0),2"), trace   # OVS's words
 
 
 # ---------------------------------------------------------------- the kernel side of both OpenFlow 1.0 behaviours
 
 def test_kernel_mod_vlan_vid_agrees_with_the_reference() -> None:
-    """``ModVlanVid`` in the flow kernel and in the reference model: untagged frames get VLAN 10 with PCP 0, tagged
-    ones VLAN 10 with their PCP; a later table matches the new VID (so the EMC tells tagged from untagged)."""
-    tables, ref = FlowTables(N_TABLES), RefTables(N_TABLES)
-    for f in (Flow(0, 10, Match(in_port=0), Instructions(apply=(ModVlanVid(10),), goto=1)),
-              Flow(1, 10, Match(vlan_vid=0x1000 | 10), Instructions(apply=(Output(1),))),
-              Flow(1, 5, Match(), Instructions(apply=(Output(2),)))):
-        apply_mod(tables, ref, ("add", f), 0)
-    pipe = KernelPipe(tables, [0] * 4)
-    pipe.update()
-    burst = [(tcp_frame(), 0), (tcp_frame(vid=20, pcp=5), 0), (tcp_frame(), 0)]
-    for _ in range(2):   # the second time from the EMC
-        got = pipe.run(burst, 1)
-        want = ref.process(burst, [0] * 4, 1, QCAP, CAP)
-        assert got.outputs == want.outputs
-        assert got.outputs[1] == [tcp_frame(vid=10), tcp_frame(vid=10, pcp=5), tcp_frame(vid=10)]
+    """``ModVlanVid`` in the datapath and in the reference model: untagged frames get VLAN 10 with PCP 0, tagged
+    ones VLAN 10 with their PCP; a later table matches the new VID (so the megaflows tell tagged from untagged)."""
+    ref = RefTables(N_TABLES)
+    with rig() as r:
+        for f in (Flow(0, 10, Match(in_port=0), Instructions(apply=(ModVlanVid(10),), goto=1)),
+                  Flow(1, 10, Match(vlan_vid=0x1000 | 10), Instructions(apply=(Output(1),))),
+                  Flow(1, 5, Match(), Instructions(apply=(Output(2),)))):
+            apply_mod(r.tables, ref, ("add", f), 0)
+        r.update()
+        burst = [(tcp_frame(), 0), (tcp_frame(vid=20, pcp=5), 0), (tcp_frame(), 0)]
+        for _ in range(3):   # translated, then from the megaflows, then from the EMC
+            got = check_burst(r, ref, burst, 1)
+            assert got.outputs[1] == [tcp_frame(vid=10), tcp_frame(vid=10, pcp=5), tcp_frame(vid=10)]
+            assert got.outputs[2] == []
+        assert len(r.dp.upcalls.cache) == 2      # untagged, tagged
 
 
 def test_kernel_table_miss_to_controller() -> None:
-    """Compiled with ``miss_max_len``, a miss in any table becomes a packet-in (OFPR_NO_MATCH, that table, the hidden
-    flow's index, the frame as the actions left it) instead of a ``table_miss`` drop; compiled without, it drops."""
-    tables = FlowTables(4)
-    tables.add(Flow(0, 10, Match(in_port=0), Instructions(apply=(SetField("eth_dst", 0x020000000009),), goto=2)))
-    pipe = KernelPipe(tables, [0] * 4)
-    frames = [(tcp_frame(), 0), (tcp_frame(), 1)]    # port 0: misses in table 2 after a rewrite; port 1: in table 0
-    for miss_max_len in (0xFFFF, 0, 0xFFFF):        # on, off, on again (the EMC rows come from the other compile)
-        pipe.compiled = tables.activate(tables.compile(None, miss_max_len))
-        pipe.drops[:] = 0
-        for _ in range(2):
-            burst = pipe.load(frames)
-            parse_burst(pipe.data, pipe.meta, burst, len(burst), pipe.keys)
-            c = pipe.compiled
-            ft.flow_burst(pipe.data, pipe.meta, burst, len(burst), pipe.keys, c.ft, pipe.emc, pipe.port_flags, 1,
-                          pipe.drops, pipe.out, pipe.out_start, pipe.side, np.zeros(8, dtype=np.int32),
-                          np.zeros(1, dtype=np.int64))
-            side = pipe.side
-            n_pi = int(side[ft.SIDE_N, ft.N_PKTIN])
-            if not miss_max_len:
-                assert n_pi == 0
-                continue
-            assert n_pi == 2
-            got = [(pipe.frame(int(side[ft.SIDE_PI_SLOT, k])), int(side[ft.SIDE_PI_REASON, k]),
-                    int(side[ft.SIDE_PI_FLOW, k]), int(side[ft.SIDE_PI_MAX_LEN, k])) for k in range(n_pi)]
-            assert got == [(tcp_frame(dst=0x020000000009), ft.OFPR_NO_MATCH | 2 << 8, len(c.flows), 0xFFFF),
-                           (tcp_frame(), ft.OFPR_NO_MATCH | 0 << 8, len(c.flows), 0xFFFF)]
-        drops = pipe.drop_counts()
-        assert drops == ({} if miss_max_len else {(0, "table_miss"): 2, (1, "table_miss"): 2}), drops
+    """Compiled with ``miss_max_len``, a miss in any table becomes a packet-in (OFPR_NO_MATCH, that table, no flow,
+    the frame as the actions left it, ``miss_max_len`` bytes of it) instead of a ``table_miss`` drop; compiled
+    without, it drops. On, off, on again: no megaflow made under one policy answers under the other."""
+    with rig(n_tables=4) as r:
+        r.tables.add(Flow(0, 10, Match(in_port=0), Instructions(apply=(SetField("eth_dst", 0x020000000009),), goto=2)))
+        frames = [(tcp_frame(), 0), (tcp_frame(), 1)]    # port 0: misses in table 2 after a rewrite; port 1: in table 0
+        for miss_max_len in (0xFFFF, 0, 0xFFFF, 20):
+            r.miss_max_len = miss_max_len
+            r.update()
+            for _ in range(2):
+                before = r.drop_counts()
+                got = r.run(frames, now=1)
+                drops = {k: v - before.get(k, 0) for k, v in r.drop_counts().items() if v != before.get(k, 0)}
+                if not miss_max_len:
+                    assert got.packet_ins == []
+                    assert drops == {(0, "table_miss"): 1, (1, "table_miss"): 1}
+                    continue
+                assert pin_tuples(got.packet_ins) == [
+                    (tcp_frame(dst=0x020000000009)[:miss_max_len], 54, 0, OFPR_NO_MATCH, 2, None),
+                    (tcp_frame()[:miss_max_len], 54, 1, OFPR_NO_MATCH, 0, None)]
+                assert drops == {}

@@ -80,8 +80,8 @@ from dpif.actions import (
     execute_burst,
 )
 from dpif.extract import extract_burst
+from dpif.fastpath import hit_burst
 from dpif.key import KEY_WORDS
-from dpif.megaflow import mf_programs
 from ofproto.rules import Action
 from ofproto.tables import FlowTables, TableSet
 from xlate.translate import PF_DOWN, UpcallCookies, translate_actions
@@ -192,7 +192,7 @@ class Datapath:
         self.out_entry = np.zeros(MAX_BURST, dtype=np.int64)
         self.prog_index = np.zeros((MAX_BURST, 2), dtype=np.int64)
         self.xside = np.zeros((SIDE_ROWS, 2 * MAX_BURST), dtype=np.int32)
-        self.xside_n = np.zeros(2, dtype=np.int64)
+        self.xside_n = np.zeros(3, dtype=np.int64)   # NORMAL, USERSPACE, fresh slots (hit_burst)
         self.extra = np.zeros(4 * MAX_BURST, dtype=np.int32)
         self.packet_ins: collections.deque[PacketIn] = collections.deque()
         self.on_packet_in: Callable[[], None] = lambda: None
@@ -348,24 +348,31 @@ class Datapath:
         burst stays allocated; the fresh slots the actions took are freed."""
         pool = self.pool
         meta = pool.meta
-        bad = extract_burst(pool.data, meta, burst, n, self.dkeys, self.reasons)
         if program is None:
             up = self.upcalls
             if up is None:
                 up = self.upcalls = Upcalls(cookies=self.cookies)
-            if bad:
-                burst, n = self._drop_invalid(burst, n)
-            misses = up.cache.lookup(self.dkeys, burst, n, meta, self.out_entry, now)
-            if misses:
+            cache = up.cache
+            r = hit_burst(pool.data, meta, burst, n, self.dkeys, self.reasons, cache.st, cache.ent, cache.buckets,
+                          cache.emc, self.out_entry, now, self.prog_index, cache.actions, self.out, self.out_start,
+                          self.fdrops, pool.free_stack, pool.free_top, self.extra, self.xside, self.xside_n)
+            if r == 0:
+                n_extra = int(self.xside_n[2])
+            else:
+                if r < 0:
+                    burst, n = self._drop_invalid(burst, n)
+                    cache.lookup(self.dkeys, burst, n, meta, self.out_entry, now)
                 up.handle_misses(ts, self.port_flags, self.dkeys, burst, n, meta, self.out_entry, now)
-            mf_programs(up.cache.ent, self.out_entry, n, self.prog_index)
-            progs = up.cache.actions
+                up.programs(self.out_entry, n, self.prog_index)
+                n_extra = execute_burst(pool.data, meta, burst, n, self.prog_index, cache.actions, self.out,
+                                        self.out_start, self.fdrops, pool.free_stack, pool.free_top, self.extra,
+                                        self.xside, self.xside_n)
         else:
             self.prog_index[:n, 0] = 0
             self.prog_index[:n, 1] = len(program)
-            progs = program
-        n_extra = execute_burst(pool.data, meta, burst, n, self.prog_index, progs, self.out, self.out_start,
-                                self.fdrops, pool.free_stack, pool.free_top, self.extra, self.xside, self.xside_n)
+            n_extra = execute_burst(pool.data, meta, burst, n, self.prog_index, program, self.out, self.out_start,
+                                    self.fdrops, pool.free_stack, pool.free_top, self.extra, self.xside,
+                                    self.xside_n)
         n_normal = int(self.xside_n[N_NORMAL])
         if n_normal:
             if normal:

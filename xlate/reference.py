@@ -43,7 +43,10 @@ Rules the two share (choices, not OpenFlow's):
   a burst, the NORMAL list ``cap``), ``controller_queue_full`` once per packet-in that did not fit
   (``cap``);
 * counters: every lookup counts in its table, every match in its table and its flow (packets, the
-  frame's length as received, last used = now).
+  frame's length as received, last used = now); a packet-out's walk through the tables (output:TABLE)
+  counts nothing (the datapath runs it without a megaflow, so nothing is credited);
+* a packet-out runs its actions on the frame as if received on its in_port (None: the controller, no
+  port, so no output is "to the input port"); output:TABLE walks the tables from table 0.
 """
 
 from __future__ import annotations

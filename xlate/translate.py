@@ -194,11 +194,8 @@ class _Walk:
         tags_want = [t for t in (self.flow[K.W_VLAN_TCI], self.flow[W_VLAN_TCI2]) if t & CFI]
         if tags_now == tags_want:
             return
+        # a changed tag is popped and pushed again, as OVS commits it (the new tag has DEI 0)
         acts = self.r.actions
-        if (len(tags_now) == len(tags_want) and tags_now[1:] == tags_want[1:]
-                and tags_now[0] >> 16 == tags_want[0] >> 16):
-            acts += A.set_masked(K.W_VLAN_TCI, tags_want[0] & 0xEFFF, 0xEFFF)
-            return
         common = 0
         while (common < min(len(tags_now), len(tags_want))
                and tags_now[len(tags_now) - 1 - common] == tags_want[len(tags_want) - 1 - common]):
@@ -274,6 +271,10 @@ class _Walk:
             dense = self.in_port
         elif p == OFPP_LOCAL:
             dense = next((q for q in range(len(self.port_flags)) if self.port_flags[q] & PF_LOCAL), -1)
+            if dense == self.in_port:
+                if rec:
+                    rec.note("     -> skipping output to the input port")
+                return
         elif p == OFPP_TABLE:
             if rec:
                 rec.note("     -> output:TABLE is for packet-out only")

@@ -43,62 +43,105 @@ class Upcalls:
         self.miss_table = np.full(max_flows, -1, dtype=np.int64)
         self.pushed = np.zeros((max_flows, 2), dtype=np.int64)     # packets, bytes already credited
         self.counters = {"upcalls": 0, "translations": 0, "installed": 0, "evicted_full": 0,
-                         "revalidated_removed": 0, "flushes": 0, "expired": 0}
+                         "revalidated_removed": 0, "flushes": 0, "expired": 0, "not_installed": 0}
         self.translate_ns = 0
+        self._scratch: list[tuple[np.ndarray, int, int]] = []
 
     # -------------------------------------------------------------- misses (datapath thread)
     def handle_misses(self, ts: TableSet, port_flags: np.ndarray, keys: np.ndarray, burst: np.ndarray, n: int,
                       meta: np.ndarray, out_entry: np.ndarray, now: int) -> None:
-        """Give every frame of ``burst[:n]`` with ``out_entry[i] < 0`` a megaflow (translating and installing)."""
+        """Give every frame of ``burst[:n]`` with ``out_entry[i] < 0`` a megaflow (translating and
+        installing), then fill ``self.prog_index``-style rows with ``programs``. A translation the cache has
+        no room for (``megaflow_table_full`` / ``megaflow_subtables_full``) still runs on its frames, from
+        a scratch copy of its program (OVS executes an upcall whose install fails), and credits its rules
+        at once; the cache is trimmed on the next ``expire``, never in the middle of a burst."""
         cache = self.cache
         ent = cache.ent
         t0 = time.perf_counter_ns()
         miss = np.flatnonzero(out_entry[:n] < 0)
         self.counters["upcalls"] += len(miss)
+        uninstalled: list[tuple[np.ndarray, np.ndarray]] = []
         while len(miss):
             i = int(miss[0])
             slot = int(burst[i])
             key = keys[slot]
-            res = translate(ts, [int(w) for w in key], port_flags, self.cookies)
+            res = translate(ts, key.tolist(), port_flags, self.cookies)
             self.counters["translations"] += 1
             mask = res.mask_row()
-            e = cache.install(key, mask, res.program(), now)
-            if e < 0:
-                self._evict_oldest()
-                e = cache.install(key, mask, res.program(), now)
-            if e < 0:   # still no room (every subtable in use): drop this frame, counted by the cache
-                out_entry[i] = -1
-                miss = miss[1:]
-                continue
-            if ent[e, M.E_PACKETS] == 0:    # a new megaflow (an id may be reused: forget the old one)
+            prog = res.program()
+            e = cache.install(key, mask, prog, now)
+            if e >= 0 and ent[e, M.E_PACKETS] == 0:   # a new megaflow (an id may be reused: forget the old one)
                 self.pushed[e] = 0
                 self.rules[e] = 0
                 r = res.ranks[:MAX_RULES]
                 self.rules[e, :len(r)] = np.array(r, dtype=np.int32) + 1
                 self.miss_table[e] = res.miss_table
                 self.counters["installed"] += 1
-            # the frames of this burst the megaflow covers (this one included) take it
-            rest = burst[miss]
-            covered = ~((keys[rest] & mask) ^ (key & mask)).any(axis=1)
-            took = miss[covered]
-            out_entry[took] = e
-            ent[e, M.E_PACKETS] += len(took)
-            ent[e, M.E_BYTES] += int(meta[burst[took], M.META_LEN].sum())
-            ent[e, M.E_USED] = now
+            # the frames of this burst the translation covers (this one included) take it
+            if len(miss) == 1:
+                took = miss
+                covered = np.ones(1, dtype=bool)
+            else:
+                words = np.flatnonzero(mask)
+                mw = mask[words]
+                covered = ((keys[burst[miss][:, None], words] & mw) == (key[words] & mw)).all(axis=1)
+                took = miss[covered]
+            nbytes = int(meta[burst[took], M.META_LEN].sum())
+            if e >= 0:
+                out_entry[took] = e
+                ent[e, M.E_PACKETS] += len(took)
+                ent[e, M.E_BYTES] += nbytes
+                ent[e, M.E_USED] = now
+            else:
+                self.counters["not_installed"] += len(took)
+                self._credit(ts, res.ranks, res.miss_table, len(took), nbytes, now)
+                uninstalled.append((took, prog))
             miss = miss[~covered]
+        # scratch programs last: allocating may move the installed ones, whose offsets are read afterwards
+        self._scratch = []
+        if uninstalled:   # one block: a second allocation could compact the first away
+            base = cache.scratch_program(np.concatenate([prog for _took, prog in uninstalled]))
+            for took, prog in uninstalled:
+                self._scratch.append((took, base, len(prog)))
+                base += len(prog)
         self.translate_ns += time.perf_counter_ns() - t0
 
-    def _evict_oldest(self) -> None:
-        """Make room: remove the least recently used eighth of the megaflows."""
-        ent = self.cache.ent
+    def programs(self, out_entry: np.ndarray, n: int, prog_index: np.ndarray) -> None:
+        """``prog_index[i]``: the program of frame ``i`` after ``handle_misses`` (its megaflow's, or a scratch one)."""
+        M.mf_programs(self.cache.ent, out_entry, n, prog_index)
+        for took, offset, length in self._scratch:
+            prog_index[took, 0] = offset
+            prog_index[took, 1] = length
+        self._scratch = []
+
+    def _credit(self, ts: TableSet, ranks: list[int], miss_table: int, packets: int, nbytes: int, now: int) -> None:
+        """Credit rules and tables directly (frames that ran without a megaflow)."""
+        r = np.array(ranks[:MAX_RULES], dtype=np.int64)
+        if len(r):
+            ts.counters[r, C_PACKETS] += packets
+            ts.counters[r, C_BYTES] += nbytes
+            ts.counters[r, C_USED] = np.maximum(ts.counters[r, C_USED], now)
+            np.add.at(ts.table_counters[:, 0], ts.table_of[r], packets)
+            np.add.at(ts.table_counters[:, 1], ts.table_of[r], packets)
+        if miss_table >= 0:
+            ts.table_counters[miss_table, 0] += packets
+
+    def trim(self) -> int:
+        """When the cache is 7/8 full, remove the least recently used megaflows down to 3/4 (their
+        statistics must have been pushed); returns how many went."""
+        cache = self.cache
+        if len(cache) < cache.max_flows * 7 // 8:
+            return 0
+        ent = cache.ent
         live = np.flatnonzero(ent[:, M.E_SUB] >= 0)
-        if not len(live):
-            return
-        k = max(1, len(live) // 8)
-        old = live[np.argsort(ent[live, M.E_USED], kind="stable")[:k]]
+        k = len(live) - cache.max_flows * 3 // 4
+        if k <= 0:
+            return 0
+        old = live[np.lexsort((-live, ent[live, M.E_USED]))[:k]]    # oldest first; the newest id last among equals
         for e in old:
-            self.cache.remove(int(e))
+            cache.remove(int(e))
         self.counters["evicted_full"] += k
+        return k
 
     # -------------------------------------------------------------- statistics and revalidation
     def push_stats(self, ts: TableSet | None) -> None:
@@ -134,11 +177,12 @@ class Upcalls:
         self.pushed[live, 1] = ent[live, M.E_BYTES]
 
     def expire(self, ts: TableSet | None, now: int) -> int:
-        """Credit statistics, then remove the megaflows idle for ``max_idle`` seconds; returns how many."""
+        """Credit statistics, then remove the megaflows idle for ``max_idle`` seconds and, when the cache is
+        nearly full, the least recently used ones (``trim``); returns how many went."""
         self.push_stats(ts)
         gone = self.cache.expire(now, self.max_idle)
         self.counters["expired"] += len(gone)
-        return len(gone)
+        return len(gone) + self.trim()
 
     def flush(self, ts: TableSet | None) -> None:
         """Credit statistics to ``ts`` and remove every megaflow."""

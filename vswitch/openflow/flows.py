@@ -408,6 +408,8 @@ class BridgeFlows:
                                      f["cookie"], f["idle_timeout"], f["hard_timeout"], f["flags"]), now)
             elif command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT):
                 ins = instructions_from_wire(version, f)
+                if f["flags"] & OFPFF_RESET_COUNTS:
+                    self.bridge.dp.sync_stats()   # the counts to forget include what the megaflows hold
                 self.tables.modify(table_id, match, f["priority"], command == OFPFC_MODIFY_STRICT, f["cookie"],
                                    cookie_mask, ins, reset_counts=bool(f["flags"] & OFPFF_RESET_COUNTS))
             elif command in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
