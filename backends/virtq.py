@@ -825,7 +825,7 @@ def vq_enqueue(
         i += 1
     if fault:
         st[TX_ERRORS] += 1
-        st[TX_DROPPED] += count - sent
+        st[TX_DROPPED] += count - i     # this frame and the rest (those before it are sent or counted already)
         _fault(st, vq, fault, q, fault_value)
         return sent
     last &= 0xFFFF

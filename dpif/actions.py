@@ -509,6 +509,15 @@ def execute_burst(
         if head < 0 or ln < 14 or head + ln > slot_size:
             dr[DR_BAD_FRAME] += 1
             continue
+        if end_pc - pc == 3 and progs[pc] == OP_OUTPUT and progs[pc + 1] == 1:   # the common program
+            port = progs[pc + 2]
+            if port < 0 or port >= n_ports:
+                dr[DR_BAD_PROGRAM] += 1
+                dr[DR_NO_OUTPUT] += 1
+            elif not _enqueue(out, out_start, qcap, port, s):
+                dr[DR_QUEUE_FULL] += 1
+                dr[DR_NO_OUTPUT] += 1
+            continue
         queued = False
         outputs = 0
         stopped = False

@@ -276,9 +276,11 @@ def _emc_candidate(emc: np.ndarray, r: int, h: np.int64) -> int:
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _search(keys: np.ndarray, burst: np.ndarray, st: np.ndarray, m: int, ent: np.ndarray, buckets: np.ndarray,
-            emc: np.ndarray, out_entry: np.ndarray, rng: np.int64) -> tuple[int, int, np.int64]:
+            emc: np.ndarray, out_entry: np.ndarray, rng: np.int64, meta: np.ndarray,
+            now: int) -> tuple[int, int, np.int64]:
     """Search the subtables, in order, for the ``m`` frames whose burst positions are in the scratch; a hit
-    sets ``out_entry`` (and maybe an EMC row). Returns ``(hits, subtables probed, rng)``."""
+    sets ``out_entry``, counts the frame on its entry (and maybe writes an EMC row). Returns ``(hits,
+    subtables probed, rng)``."""
     scr = st[H_SCR]
     hs = scr + CHUNK          # subtable hashes
     bmask = st[H_BMASK]
@@ -314,6 +316,9 @@ def _search(keys: np.ndarray, burst: np.ndarray, st: np.ndarray, m: int, ent: np
                 k += 1
                 continue
             out_entry[i] = e
+            ent[e, E_PACKETS] += 1
+            ent[e, E_BYTES] += meta[s, META_LEN]
+            ent[e, E_USED] = now
             st[so + S_HITS] += 1
             found += 1
             if emask >= 0 and inv > 0:
@@ -370,8 +375,8 @@ def mf_lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st:
     m = 0
     for i in range(n):
         e = -1
+        s = burst[i]
         if n_emc > 0:
-            s = burst[i]
             cc = out_entry[i]
             c0 = (cc & ENTRY_MASK) - 1
             c1 = ((cc >> ENTRY_BITS) & ENTRY_MASK) - 1
@@ -382,28 +387,22 @@ def mf_lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st:
         out_entry[i] = e
         if e >= 0:
             emc_hits += 1
-        else:
-            st[scr + m] = i
-            m += 1
-            if m == CHUNK:
-                found, pr, rng = _search(keys, burst, st, m, ent, buckets, emc, out_entry, rng)
-                mf_hits += found
-                probes += pr
-                m = 0
-    if m > 0:
-        found, pr, rng = _search(keys, burst, st, m, ent, buckets, emc, out_entry, rng)
-        mf_hits += found
-        probes += pr
-    # pass 4: counters
-    for i in range(n):
-        e = out_entry[i]
-        if e >= 0:
-            s = burst[i]
             ent[e, E_PACKETS] += 1
             ent[e, E_BYTES] += meta[s, META_LEN]
             ent[e, E_USED] = now
         else:
-            misses += 1
+            st[scr + m] = i
+            m += 1
+            if m == CHUNK:
+                found, pr, rng = _search(keys, burst, st, m, ent, buckets, emc, out_entry, rng, meta, now)
+                mf_hits += found
+                probes += pr
+                m = 0
+    if m > 0:
+        found, pr, rng = _search(keys, burst, st, m, ent, buckets, emc, out_entry, rng, meta, now)
+        mf_hits += found
+        probes += pr
+    misses = n - emc_hits - mf_hits      # every hit was counted on its entry where it was found
     st[H_RNG] = rng
     st[H_EMC_HITS] += emc_hits
     st[H_MF_HITS] += mf_hits

@@ -48,10 +48,10 @@ OFPR_ACTION = 1               # any other flow
 # ---------------------------------------------------------------------------------------------
 # match fields: OXM name -> (bits, ((key word, value shift, word shift, width), ...))
 
-_OXM_NAMES = ("in_port", "eth_dst", "eth_src", "eth_type", "vlan_vid", "vlan_pcp", "ip_dscp", "ip_ecn", "ip_proto",
-              "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "tcp_src", "tcp_dst", "udp_src", "udp_dst", "sctp_src",
-              "sctp_dst", "icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code", "arp_op", "arp_spa", "arp_tpa",
-              "arp_sha", "arp_tha")
+#: the OpenFlow-basic (OXM) fields of the registry that live in the datapath key
+_OXM_NAMES = tuple(f.oxm_name for f in sorted(
+    (f for f in _fields.FIELDS if f.oxm is not None and f.oxm[0] == _fields.OFPXMC_OPENFLOW_BASIC
+     and f.oxm_name and f.where == _fields.KEY), key=lambda f: f.oxm[1]))
 
 
 def _match_field(name: str) -> tuple[int, tuple[tuple[int, int, int, int], ...]]:

@@ -93,21 +93,35 @@ class Upcall:
 
 
 class UpcallCookies:
-    """Small integers naming ``Upcall`` contexts inside datapath programs (stable per context)."""
+    """Small integers naming ``Upcall`` contexts inside datapath programs (stable per context; the ids
+    of flows that are gone are reused once no megaflow can name them, see ``prune``)."""
 
     def __init__(self) -> None:
         self._ids: dict[tuple[int, int, int], int] = {}
-        self.by_id: list[Upcall] = []
+        self.by_id: dict[int, Upcall] = {}
+        self._free: list[int] = []
 
     def id_for(self, up: Upcall) -> int:
         """The id of ``up`` (a new one the first time)."""
         k = (up.flow.uid if up.flow is not None else 0, up.reason, up.table_id)
         i = self._ids.get(k)
         if i is None or self.by_id[i].flow is not up.flow:
-            i = len(self.by_id)
-            self.by_id.append(up)
+            i = self._free.pop() if self._free else len(self.by_id)
+            self.by_id[i] = up
             self._ids[k] = i
         return i
+
+    def prune(self, live_uids: set[int]) -> None:
+        """Forget the contexts of flows not in ``live_uids`` (call when no megaflow names them)."""
+        for k, i in list(self._ids.items()):
+            up = self.by_id[i]
+            if up.flow is not None and up.flow.uid not in live_uids:
+                del self._ids[k]
+                del self.by_id[i]
+                self._free.append(i)
+
+    def __len__(self) -> int:
+        return len(self.by_id)
 
 
 class Recorder(Protocol):

@@ -197,6 +197,7 @@ class Upcalls:
         renumber the rules of the others."""
         if old is None or new.changed is None or new.prev_gen != old.gen:
             self.flush(old)
+            self._prune_cookies(new)
             return
         self.push_stats(old)
         ent = self.cache.ent
@@ -212,6 +213,12 @@ class Upcalls:
         keep = live[~hit]
         m = np.insert(new.rank_map_from(old)[:-1] + 1, 0, 0)    # rank + 1 -> new rank + 1 (0: none, or gone)
         self.rules[keep] = m[self.rules[keep]]
+        self._prune_cookies(new)
+
+    def _prune_cookies(self, ts: TableSet) -> None:
+        """Drop the upcall contexts of flows ``ts`` no longer has (no megaflow left can name them)."""
+        if len(self.cookies):
+            self.cookies.prune(set(ts.uids.tolist()))
 
     def stats(self) -> dict[str, int]:
         """Cache and upcall counters (``upcall/show``, ``dpif-netdev/pmd-stats-show``)."""

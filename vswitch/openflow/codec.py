@@ -24,6 +24,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from ofproto import fields as _fields
+
 OFP10, OFP13 = 0x01, 0x04
 HEADER = struct.Struct("!BBHI")
 OFP_NO_BUFFER = 0xFFFFFFFF
@@ -214,18 +216,10 @@ MULTIPART = {
 
 # ---------------------------------------------------------------- OXM (OpenFlow 1.3 basic class)
 OFPXMC_OPENFLOW_BASIC = 0x8000
-#: name -> (field number, value bytes)
-OXM_FIELDS = {
-    "in_port": (0, 4), "in_phy_port": (1, 4), "metadata": (2, 8), "eth_dst": (3, 6), "eth_src": (4, 6),
-    "eth_type": (5, 2), "vlan_vid": (6, 2), "vlan_pcp": (7, 1), "ip_dscp": (8, 1), "ip_ecn": (9, 1),
-    "ip_proto": (10, 1), "ipv4_src": (11, 4), "ipv4_dst": (12, 4), "tcp_src": (13, 2), "tcp_dst": (14, 2),
-    "udp_src": (15, 2), "udp_dst": (16, 2), "sctp_src": (17, 2), "sctp_dst": (18, 2), "icmpv4_type": (19, 1),
-    "icmpv4_code": (20, 1), "arp_op": (21, 2), "arp_spa": (22, 4), "arp_tpa": (23, 4), "arp_sha": (24, 6),
-    "arp_tha": (25, 6), "ipv6_src": (26, 16), "ipv6_dst": (27, 16), "ipv6_flabel": (28, 4), "icmpv6_type": (29, 1),
-    "icmpv6_code": (30, 1), "ipv6_nd_target": (31, 16), "ipv6_nd_sll": (32, 6), "ipv6_nd_tll": (33, 6),
-    "mpls_label": (34, 4), "mpls_tc": (35, 1), "mpls_bos": (36, 1), "pbb_isid": (37, 3), "tunnel_id": (38, 8),
-    "ipv6_exthdr": (39, 2),
-}
+#: name -> (field number, value bytes): every OpenFlow-basic field of the registry (``ofproto.fields``)
+OXM_FIELDS = {f.oxm_name: (f.oxm[1], f.nbytes) for f in sorted(
+    (f for f in _fields.FIELDS if f.oxm is not None and f.oxm[0] == OFPXMC_OPENFLOW_BASIC and f.oxm_name),
+    key=lambda f: f.oxm[1])}
 OXM_BY_NUMBER = {num: (name, size) for name, (num, size) in OXM_FIELDS.items()}
 
 

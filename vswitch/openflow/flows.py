@@ -534,8 +534,10 @@ class BridgeFlows:
             actions = [DA.OP_NORMAL, 1, 0]
             final, drop_reason = key, ""
         else:
-            ts = self.tables.compile(self.port_map, self.miss_max_len, snapshot=True)
-            res = translate(ts, key, flags, dp.cookies, rec)
+            ts = dp.flows   # the datapath's set is read-only but for its counters; a snapshot if changes are pending
+            if ts is None or self.dirty_since:
+                ts = self.tables.compile(self.port_map, self.miss_max_len, snapshot=True)
+            res = translate(ts, key, flags, UpcallCookies(), rec)   # ids never executed: its own
             actions, final, drop_reason = res.actions, res.final, res.drop_reason
         text = self._datapath_actions(actions, rec)
         lines += ["", f"Final flow: {_final(final)}", f"Datapath actions: {text or 'drop'}"]

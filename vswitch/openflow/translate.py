@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ofproto import fields as _fields
+from ofproto.rules import MATCH_FIELDS
 from vswitch.openflow.codec import (
     OFP10,
     OFPET_BAD_ACTION,
@@ -27,24 +29,23 @@ OFPBIC_UNSUP_INST = 1
 OFPVID_PRESENT = 0x1000
 OFP10_VLAN_NONE = 0xFFFF
 
-#: the fields the datapath can match on (classifier.keys) and their widths
-MATCHABLE = {
-    "in_port": 32, "eth_dst": 48, "eth_src": 48, "eth_type": 16, "vlan_vid": 13, "vlan_pcp": 3, "ip_dscp": 6,
-    "ip_proto": 8, "ipv4_src": 32, "ipv4_dst": 32, "tcp_src": 16, "tcp_dst": 16, "udp_src": 16, "udp_dst": 16,
-    "icmpv4_type": 8, "icmpv4_code": 8, "arp_op": 16, "arp_spa": 32, "arp_tpa": 32, "arp_sha": 48, "arp_tha": 48,
-    "ipv6_src": 128, "ipv6_dst": 128, "icmpv6_type": 8, "icmpv6_code": 8,
-}
-#: prerequisites: field -> (required field, allowed values)
-PREREQ = {
-    "ip_dscp": ("eth_type", (0x0800, 0x86DD)), "ip_proto": ("eth_type", (0x0800, 0x86DD)),
-    "ipv4_src": ("eth_type", (0x0800,)), "ipv4_dst": ("eth_type", (0x0800,)),
-    "ipv6_src": ("eth_type", (0x86DD,)), "ipv6_dst": ("eth_type", (0x86DD,)),
-    "arp_op": ("eth_type", (0x0806,)), "arp_spa": ("eth_type", (0x0806,)), "arp_tpa": ("eth_type", (0x0806,)),
-    "arp_sha": ("eth_type", (0x0806,)), "arp_tha": ("eth_type", (0x0806,)),
-    "tcp_src": ("ip_proto", (6,)), "tcp_dst": ("ip_proto", (6,)), "udp_src": ("ip_proto", (17,)),
-    "udp_dst": ("ip_proto", (17,)), "icmpv4_type": ("ip_proto", (1,)), "icmpv4_code": ("ip_proto", (1,)),
-    "icmpv6_type": ("ip_proto", (58,)), "icmpv6_code": ("ip_proto", (58,)),
-}
+#: the fields the datapath can match on and their widths (the rules' fields, from the registry)
+MATCHABLE = {name: bits for name, (bits, _cols) in MATCH_FIELDS.items()}
+
+
+def _prereqs(name: str) -> tuple[tuple[str, tuple[int, ...], int | None], ...]:
+    """The registry's prerequisites of OXM field ``name``, with the fields they name as OXM names."""
+    f = _fields.by_oxm_name(name)
+    out = []
+    for field, values, mask in f.prereqs if f is not None else ():
+        req = _fields.by_name(field)
+        oxm = req.oxm_name if req is not None and req.oxm_name else {"vlan_tci": "vlan_vid"}.get(field, field)
+        out.append((oxm, values, mask))
+    return tuple(out)
+
+
+#: prerequisites: field -> ((required field, allowed values, mask or None for the whole field), ...)
+PREREQ = {name: p for name in MATCHABLE if (p := _prereqs(name))}
 #: actions the datapath executes (1.3 names), and the set_field targets it supports
 ACTIONS = {"output", "push_vlan", "pop_vlan", "set_field"}
 SET_FIELDS = {"eth_src", "eth_dst", "vlan_vid", "vlan_pcp"}
@@ -68,12 +69,13 @@ def match_from(version: int, match: dict[str, Any]) -> dict[str, tuple[int, int]
             raise OfpError(OFPET_BAD_MATCH, OFPBMC_BAD_VALUE, f"{name}: value has bits outside its mask")
         out[name] = (value, mask)
     for name in out:
-        if name in PREREQ:
-            need, allowed = PREREQ[name]
+        for need, allowed, cmask in PREREQ.get(name, ()):
             have = out.get(need)
-            if have is None or have[1] != _full(need) or have[0] not in allowed:
+            m = _full(need) if cmask is None else cmask
+            if have is None or have[1] & m != m or have[0] & m not in allowed:
                 raise OfpError(OFPET_BAD_MATCH, OFPBMC_BAD_PREREQ,
-                               f"{name} needs {need}={'/'.join(hex(a) for a in allowed)}")
+                               f"{name} needs {need}={'/'.join(hex(a) for a in allowed)}"
+                               + (f"/{cmask:#x}" if cmask is not None else ""))
     return out
 
 
@@ -88,6 +90,7 @@ def _from10(m: dict[str, Any]) -> dict[str, Any]:
         out["vlan_vid"] = 0 if m["dl_vlan"] == OFP10_VLAN_NONE else (m["dl_vlan"] & 0xFFF) | OFPVID_PRESENT
     if "dl_vlan_pcp" in m:
         out["vlan_pcp"] = m["dl_vlan_pcp"]
+        out.setdefault("vlan_vid", (OFPVID_PRESENT, OFPVID_PRESENT))   # as OVS: a priority means a tag
     if "nw_tos" in m:
         out["ip_dscp"] = m["nw_tos"] >> 2
     arp = out.get("eth_type") == 0x0806
