@@ -201,6 +201,42 @@ class Controller(Client):
         raise AssertionError(f"no {kind} within {timeout} s")
 
 
+def test_megaflows_are_listed_counted_and_revalidated(two_hosts) -> None:  # noqa: ANN001
+    """What the datapath caches is visible as in OVS: ``dpctl/dump-flows`` lists one megaflow per direction
+    with its packets and actions, ``upcall/show`` and ``pmd-stats-show`` count them; a flow-mod that changes
+    the answer replaces them before the next frame (the ping stops), and the rules' counters hold every
+    frame the megaflows forwarded."""
+    sw, net, na, nb, a, b = two_hosts
+    ofctl(sw, "del-flows", "ofb")
+    ofctl(sw, "add-flow", "ofb", "in_port=1,actions=output:2")
+    ofctl(sw, "add-flow", "ofb", "in_port=2,actions=output:1")
+    assert net.ping(na, "10.71.0.2", count=5)
+    dump = sw.appctl("dpctl/dump-flows").stdout.splitlines()
+    assert len(dump) == 2, dump
+    got = sorted((re.search(r"in_port\((\d+)\)", ln).group(1), re.search(r"actions:(\S+)", ln).group(1),
+                  int(re.search(r"packets:(\d+)", ln).group(1))) for ln in dump)
+    (pa, pb), (qa, qb) = ((i, o) for i, o, _ in got)      # datapath port numbers, as OVS lists them
+    assert pa == qb and pb == qa and pa != pb, dump
+    assert all(n >= 5 for _, _, n in got), dump
+    assert "recirc_id(0)" in dump[0] and "eth(" not in dump[0], dump   # the flows look at in_port only
+    up = sw.appctl("upcall/show").stdout
+    assert re.search(r"flows\s+: \(current 2\)", up), up
+    pmd = sw.appctl("dpif-netdev/pmd-stats-show", "ofb").stdout
+    hits = sum(int(x) for x in re.findall(r"(?:emc|megaflow) hits: (\d+)", pmd))
+    assert hits >= 8 and "miss with success upcall" in pmd, pmd
+    # counted on the rules: every frame the megaflows forwarded (and the first of each direction)
+    counts = sorted(packets_of(ln) for ln in flows_of(sw))
+    assert counts == sorted(n for _, _, n in got), (counts, got)
+    # a higher-priority drop for one direction: the megaflow goes before the next frame uses it
+    ofctl(sw, "add-flow", "ofb", "priority=40000,in_port=1,actions=drop")
+    assert not pings(net, na)
+    dump = sw.appctl("dpctl/dump-flows").stdout
+    dropped = {m.group(1) for m in re.finditer(r"in_port\((\d+)\).*actions:drop", dump)}
+    assert len(dropped) == 1, dump                        # host A's port
+    (x,) = dropped
+    assert not re.search(rf"in_port\({x}\).*actions:\d", dump), dump   # its forwarding megaflow is gone
+
+
 def test_async_messages_to_a_controller(two_hosts, tmp_path: Path) -> None:  # noqa: ANN001
     """packet_in (with in_port, table-miss reason and data), packet_out, flow_removed and port_status."""
     sw, net, na, nb, a, b = two_hosts
