@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba_cache  # noqa: F401 - before any kernel: cached by the hash of the kernel sources
 from backends.internal import InternalPort
 from backends.pool import PacketPool
 from backends.port import Port, PortError

@@ -1,2 +1,4 @@
-"""The datapath of issue 17 (numba kernels over numpy arrays): the flow key (``dpif.key``) and the
-megaflow cache (``dpif.megaflow``); the action executor and the PMD loop come next. See README.md."""
+"""The datapath kernels (numba over numpy arrays): flow key extraction, the megaflow cache, the flat
+action executor and the one-call hit path. See README.md."""
+
+import numba_cache  # noqa: F401 - kernels of this package are cached by the hash of the kernel sources

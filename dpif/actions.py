@@ -16,6 +16,7 @@ drops the frame (counted as ``no_output``). Ops (``OP_*``), with their arguments
   the IPv4 header checksum and, when the frame carries the L4 header (not a later fragment), the
   TCP/UDP checksum (RFC 1624, incremental; a UDP checksum of 0 stays 0); ICMP gets only the IP header
   fix. An IPv4/L4 edit on a frame without that header is a no-op.
+* ``SET_ETH(dst, src)``: both MAC addresses (what a routing step writes), one action.
 * ``PUSH_VLAN(tpid, tci)``: a new outer tag; ``tci`` in key form (``VID | 0x1000 | PCP << 13``),
   written with DEI 0.
 * ``POP_VLAN()``: remove the outer 802.1Q/802.1ad tag (no-op when untagged).
@@ -79,6 +80,7 @@ OP_SET_MASKED = 2
 OP_PUSH_VLAN = 3
 OP_POP_VLAN = 4
 OP_DROP = 5
+OP_SET_ETH = 6      # both MAC addresses at once (a router's rewrite): one action, twelve bytes
 # reserved
 OP_TNL_PUSH = 16
 OP_TNL_POP = 17
@@ -90,7 +92,7 @@ OP_NORMAL = 22
 OP_HASH = 23
 
 OP_ARGS = {OP_OUTPUT: 1, OP_SET_MASKED: 3, OP_PUSH_VLAN: 2, OP_POP_VLAN: 0, OP_DROP: 1, OP_NORMAL: 1,
-           OP_USERSPACE: 2}
+           OP_USERSPACE: 2, OP_SET_ETH: 2}
 RESERVED_OPS = {
     OP_TNL_PUSH: "tnl_push", OP_TNL_POP: "tnl_pop", OP_CT: "ct", OP_RECIRC: "recirc",
     OP_METER: "meter", OP_HASH: "hash",
@@ -161,6 +163,11 @@ PROTO_UDP = 17
 def output(port: int) -> list[int]:
     """``OUTPUT(port)``."""
     return [OP_OUTPUT, 1, port]
+
+
+def set_eth(dst: int, src: int) -> list[int]:
+    """``SET_ETH(dst, src)``: both MAC addresses."""
+    return [OP_SET_ETH, 2, dst & 0xFFFF_FFFF_FFFF, src & 0xFFFF_FFFF_FFFF]
 
 
 def set_masked(word: int, value: int, mask: int) -> list[int]:
@@ -288,6 +295,8 @@ def format_actions(prog: Sequence[int] | np.ndarray) -> str:
             out.append(str(args[0]))
         elif op == OP_SET_MASKED:
             out.append(_format_set(*args))
+        elif op == OP_SET_ETH:
+            out.append(f"set(eth(src={_mac(args[1])},dst={_mac(args[0])}))")
         elif op == OP_PUSH_VLAN:
             tpid, tci = args
             t = "" if tpid == ETH_VLAN else f"tpid={tpid:#x},"
@@ -532,7 +541,7 @@ def execute_burst(
             need = 0
             if op == OP_OUTPUT or op == OP_DROP or op == OP_NORMAL:
                 need = 1
-            elif op == OP_USERSPACE:
+            elif op == OP_USERSPACE or op == OP_SET_ETH:
                 need = 2
             elif op == OP_SET_MASKED:
                 need = 3
@@ -572,7 +581,7 @@ def execute_burst(
                         outputs += 1
                     else:
                         dr[DR_CONTROLLER_QUEUE_FULL] += 1
-            elif op == OP_SET_MASKED or op == OP_PUSH_VLAN or op == OP_POP_VLAN:
+            elif op == OP_SET_MASKED or op == OP_SET_ETH or op == OP_PUSH_VLAN or op == OP_POP_VLAN:
                 if queued:
                     d = -1
                     if n_extra < extra.shape[0]:
@@ -591,6 +600,9 @@ def execute_burst(
                     queued = False
                 if op == OP_SET_MASKED:
                     _set_masked(data, s, head, head + ln, progs[pc + 2], progs[pc + 3], progs[pc + 4])
+                elif op == OP_SET_ETH:
+                    _set_masked(data, s, head, head + ln, K.W_ETH_DST, progs[pc + 2], 0xFFFF_FFFF_FFFF)
+                    _set_masked(data, s, head, head + ln, K.W_ETH_SRC, progs[pc + 3], 0xFFFF_FFFF_FFFF)
                 elif op == OP_PUSH_VLAN:
                     if head >= 4:
                         for k in range(head, head + 12):

@@ -182,7 +182,7 @@ def run_burst(frames: list[tuple[int, bytes, list[int] | None]], slot_size: int,
                     res.userspace.append((args[0], args[1], head, bytes(f)))
                     queued = True
                     outputs += 1
-            elif op in (A.OP_SET_MASKED, A.OP_PUSH_VLAN, A.OP_POP_VLAN):
+            elif op in (A.OP_SET_MASKED, A.OP_SET_ETH, A.OP_PUSH_VLAN, A.OP_POP_VLAN):
                 if queued:
                     if free == 0:
                         res.drops[A.DR_POOL_EMPTY] += 1
@@ -193,6 +193,9 @@ def run_burst(frames: list[tuple[int, bytes, list[int] | None]], slot_size: int,
                     queued = False
                 if op == A.OP_SET_MASKED:
                     set_masked(f, *args)
+                elif op == A.OP_SET_ETH:
+                    f[0:6] = args[0].to_bytes(6, "big")
+                    f[6:12] = args[1].to_bytes(6, "big")
                 elif op == A.OP_PUSH_VLAN:
                     if head >= 4:
                         head -= 4

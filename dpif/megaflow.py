@@ -798,3 +798,26 @@ def mf_programs(ent: np.ndarray, out_entry: np.ndarray, n: int, prog_index: np.n
         else:
             prog_index[i, 0] = ent[e, E_ACT]
             prog_index[i, 1] = ent[e, E_ACT_LEN]
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def mf_covered(keys: np.ndarray, burst: np.ndarray, miss: np.ndarray, m: int, key: np.ndarray, mask: np.ndarray,
+               covered: np.ndarray) -> int:
+    """``covered[j]`` = 1 when frame ``burst[miss[j]]`` (``j < m``) has ``key``'s values under ``mask``; returns
+    how many do (the frames of a burst a megaflow just installed for ``key`` also takes)."""
+    nw = 0
+    for w in range(KEY_WORDS):
+        if mask[w]:
+            nw += 1
+    count = 0
+    for j in range(m):
+        s = burst[miss[j]]
+        same = 1
+        for w in range(KEY_WORDS):
+            mw = mask[w]
+            if mw and (keys[s, w] & mw) != (key[w] & mw):
+                same = 0
+                break
+        covered[j] = same
+        count += same
+    return count

@@ -66,8 +66,9 @@ def actions() -> st.SearchStrategy[list[int]]:
     rare = st.one_of(st.builds(A.drop, st.sampled_from([A.DR_EXPLICIT, A.DR_NO_OUTPUT, A.DR_TABLE_MISS])),
                      st.builds(A.normal), st.builds(A.userspace, st.integers(0, 9), st.integers(0, 2000)),
                      st.builds(A.reserved, st.sampled_from(list(A.RESERVED_OPS)), st.integers(0, 9)))
+    eth = st.builds(A.set_eth, st.integers(0, (1 << 48) - 1), st.integers(0, (1 << 48) - 1))
     return st.one_of(
-        out, out, out, sets, sets, sets,
+        out, out, out, sets, sets, sets, eth,
         st.builds(A.push_vlan, st.integers(0, 4095), st.integers(0, 7), st.sampled_from([A.ETH_VLAN, A.ETH_QINQ])),
         st.just(A.pop_vlan()),
         rare,

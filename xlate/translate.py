@@ -194,6 +194,14 @@ class _Walk:
             self._commit_vlan()
             base[K.W_VLAN_TCI], base[W_VLAN_TCI2] = flow[K.W_VLAN_TCI], flow[W_VLAN_TCI2]
             dirty[K.W_VLAN_TCI] = dirty[W_VLAN_TCI2] = 0
+        full = 0xFFFF_FFFF_FFFF
+        if dirty[K.W_ETH_DST] == full and dirty[K.W_ETH_SRC] == full:   # both MACs: one action
+            r.mask[K.W_ETH_DST] |= full
+            r.mask[K.W_ETH_SRC] |= full
+            if flow[K.W_ETH_DST] != base[K.W_ETH_DST] or flow[K.W_ETH_SRC] != base[K.W_ETH_SRC]:
+                r.actions += A.set_eth(flow[K.W_ETH_DST], flow[K.W_ETH_SRC])
+            base[K.W_ETH_DST], base[K.W_ETH_SRC] = flow[K.W_ETH_DST], flow[K.W_ETH_SRC]
+            dirty[K.W_ETH_DST] = dirty[K.W_ETH_SRC] = 0
         for w in _COMMIT_WORDS:
             d = dirty[w]
             if d:

@@ -46,6 +46,7 @@ class Upcalls:
                          "revalidated_removed": 0, "flushes": 0, "expired": 0, "not_installed": 0}
         self.translate_ns = 0
         self._scratch: list[tuple[np.ndarray, int, int]] = []
+        self._covered = np.zeros(4096, dtype=np.uint8)
 
     # -------------------------------------------------------------- misses (datapath thread)
     def handle_misses(self, ts: TableSet, port_flags: np.ndarray, keys: np.ndarray, burst: np.ndarray, n: int,
@@ -82,9 +83,9 @@ class Upcalls:
                 took = miss
                 covered = np.ones(1, dtype=bool)
             else:
-                words = np.flatnonzero(mask)
-                mw = mask[words]
-                covered = ((keys[burst[miss][:, None], words] & mw) == (key[words] & mw)).all(axis=1)
+                flags = self._covered[:len(miss)]
+                M.mf_covered(keys, burst, miss, len(miss), key, mask, flags)
+                covered = flags.astype(bool)
                 took = miss[covered]
             nbytes = int(meta[burst[took], M.META_LEN].sum())
             if e >= 0:
