@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from backends.internal import InternalPort
+from backends.patch import PatchPort
 from backends.pool import PacketPool
 from backends.port import Port, PortError
 from backends.sriov import SriovVfPort
@@ -23,6 +24,7 @@ PORT_TYPES: dict[str, type[Port]] = {
     "dpdkvhostuser": VhostUserPort,
     "dpdkvhostuserclient": VhostUserClientPort,
     "sriov-vf": SriovVfPort,
+    "patch": PatchPort,
 }
 
 
@@ -55,5 +57,5 @@ def open_port(type: str, name: str, **opts: Any) -> Port:
 
 __all__ = [
     "PacketPool", "Port", "PortError", "TapPort", "InternalPort", "SystemPort", "VhostUserPort",
-    "VhostUserClientPort", "SriovVfPort", "open_port", "PORT_TYPES",
+    "VhostUserClientPort", "SriovVfPort", "PatchPort", "open_port", "PORT_TYPES",
 ]

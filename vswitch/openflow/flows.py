@@ -535,7 +535,7 @@ class BridgeFlows:
             final, drop_reason = key, ""
         else:
             ts = self.tables.compile(self.port_map, self.miss_max_len, snapshot=True)
-            res = translate(ts, key, flags, dp.cookies, rec)
+            res = translate(dp.xlate_bridges(ts), key, flags, dp.cookies, rec)
             actions, final, drop_reason = res.actions, res.final, res.drop_reason
         text = self._datapath_actions(actions, rec)
         lines += ["", f"Final flow: {_final(final)}", f"Datapath actions: {text or 'drop'}"]
@@ -606,6 +606,11 @@ class _TraceRecorder:
 
     def normal(self, key: list[int], in_port: int) -> None:
         self.normal_outputs.append(self.flows._trace_normal(key, in_port, self.lines, self.flags))
+
+    def bridge(self, bridge: int, in_port: int) -> None:
+        bridges = self.flows.bridge.dp.datapath.bridges
+        name = bridges[bridge].name if 0 <= bridge < len(bridges) and bridges[bridge] is not None else "?"
+        self.lines += ["", f'bridge("{name}")', "-" * (len(name) + 10)]
 
 
 def key_of_frame(frame: bytes, in_port: int) -> list[int]:
