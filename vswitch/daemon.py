@@ -59,7 +59,7 @@ OFPP_LOCAL = 65534
 SIOCETHTOOL = 0x8946
 ETHTOOL_GDRVINFO = 0x00000003
 ETHTOOL_DRVINFO_SIZE = 196
-SUPPORTED_TYPES = ("", "system", "internal", "tap", "dpdkvhostuser", "dpdkvhostuserclient", "sriov-vf")
+SUPPORTED_TYPES = ("", "system", "internal", "tap", "dpdkvhostuser", "dpdkvhostuserclient", "sriov-vf", "patch")
 #: ``Interface.options`` keys each type reads (a change re-opens the port).
 TYPE_OPTIONS = {"dpdkvhostuserclient": ("vhost-server-path",),
                 "sriov-vf": ("pf", "vf", "vlan-proto", "qos", "spoofchk", "trust", "link-state", "min-tx-rate",
@@ -157,6 +157,18 @@ def default_bridge_mac(row_uuid: uuid.UUID) -> int:
     little-endian on x86), made unicast and locally administered. Stable across restarts."""
     b = row_uuid.bytes
     return int.from_bytes(bytes([b[3] & 0xFE | 0x02, b[2], b[1], b[0], b[7], b[6]]), "big")
+
+
+def patch_problem(name: str, options: dict[str, str]) -> str:
+    """Why a patch interface's ``options`` cannot be, in ovs-vswitchd's words ("": they can)."""
+    peer = options.get("peer")
+    if not peer:
+        return f"{name}: patch type requires valid 'peer' argument"
+    if len(options) > 1:
+        return f"{name}: patch type takes only a 'peer' argument"
+    if peer == name:
+        return f"{name}: patch peer must not be self"
+    return ""
 
 
 def _opt(value: list) -> object:
@@ -462,6 +474,8 @@ class Daemon:
                         continue
                     options = tuple((k, iface.options[k]) for k in TYPE_OPTIONS.get(iface.type, ())
                                     if k in iface.options)
+                    if iface.type == "patch":   # every option: OVS refuses any but peer
+                        options = tuple(sorted(iface.options.items()))
                     if iface.ingress_policing_rate and iface.type != "sriov-vf" \
                             and iface.name not in self.policing_warned:
                         self.policing_warned.add(iface.name)
@@ -621,6 +635,11 @@ class Daemon:
             self._port_error(spec.iface, f"could not open network device {spec.iface} (unsupported interface type "
                                          f"{spec.type!r}; supported: {', '.join(t for t in SUPPORTED_TYPES if t)})")
             return
+        if spec.type == "patch":
+            problem = patch_problem(spec.iface, dict(spec.options))
+            if problem:
+                self._port_error(spec.iface, problem)
+                return
         try:
             options = self._port_options(spec)
             self._check_topology(br, spec, options)
@@ -675,6 +694,8 @@ class Daemon:
             return {"socket_path": path}
         if spec.type == "sriov-vf":
             return self._vf_options(spec)
+        if spec.type == "patch":
+            return {"peer": dict(spec.options)["peer"]}
         return {}
 
     # ------------------------------------------------------------ SR-IOV
@@ -1018,7 +1039,8 @@ class Daemon:
         for name, br in sorted(self.bridges.items()):
             lines.append(f"  {name}:")
             for bp in sorted(br.ports.values(), key=lambda p: p.name):   # by name, as OVS lists them
-                lines.append(f"    {dpctl.port_line(bp.name, bp.ofport, bp.port_no, bp.port.type, bp.port.status())}")
+                peer = getattr(bp.port, "peer", "")
+                lines.append(f"    {dpctl.port_line(bp.name, bp.ofport, bp.port_no, bp.port.type, peer)}")
         conn.reply("\n".join(lines) + "\n")
 
     def _cmd_coverage_show(self, conn: object, argv: list[str], _aux: object) -> None:

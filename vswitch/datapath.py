@@ -12,6 +12,8 @@
         │                                                              └─► secure bridge without flows: drop
         │                                                                    ▼
         └─ epoll on the ports' wake-up fds + the control eventfd      tx_burst per port
+                                                                            │ queued for a patch port:
+                               the next round, ingress = the peer  ◄─ patch_handover (copy, VLAN edit)
 ```
 
 One ``Datapath`` serves every bridge (as OVS's ``netdev@ovs-netdev``): one thread, one packet pool, one
@@ -29,6 +31,10 @@ may translate differently (``xlate.upcall.Upcalls.revalidate``). A bridge whose 
 (fail-open), runs ``switch_burst`` alone. Misses are translated on this thread, within the burst they
 arrived in (as OVS's userspace datapath runs upcalls on its PMD threads): no frame waits or is
 re-ordered.
+
+Patch ports (``backends.patch``) join two bridges: an OpenFlow output to one continues the translation in
+the peer's bridge (one megaflow for both); a frame NORMAL queues for one is handed to the peer's bridge
+in a further round of the same iteration (``dpif.patch.patch_handover``), at most ``MAX_DEPTH`` rounds.
 
 A ``fail_secure`` bridge (``Bridge.fail_mode=secure``) is secure from its construction: it forwards only by
 flows that were compiled for a secure bridge (``set_flows(..., secure=True)``), never fails open, and drops
@@ -55,10 +61,11 @@ from typing import Any
 
 import numpy as np
 
+from backends.patch import PatchPort
 from backends.pool import META_IN_PORT as POOL_META_IN_PORT
 from backends.pool import META_LEN as POOL_META_LEN
 from backends.pool import PacketPool
-from backends.port import Port
+from backends.port import RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS, Port
 from classifier import parse as _parse
 from classifier.drops import N_DROPS
 from classifier.keys import NKEYS
@@ -93,13 +100,16 @@ from dpif.extract import extract_burst
 from dpif.fastpath import hit_burst
 from dpif.key import KEY_WORDS
 from dpif.partition import group_burst, group_normal
+from dpif.patch import PC_FIELDS, PC_NO_PEER, PC_NO_SLOT, PC_OVERFLOW, PC_TX_BYTES, PC_TX_PACKETS, patch_handover
 from ofproto.rules import Action
 from ofproto.tables import FlowTables, TableSet
 from xlate.translate import (
+    MAX_DEPTH,
     MODE_DROP,
     MODE_NORMAL,
     MODE_TABLES,
     PF_DOWN,
+    PF_PATCH,
     Bridges,
     UpcallCookies,
     translate_actions,
@@ -121,7 +131,8 @@ PACKET_IN_QUEUE = 1024   # packet-ins waiting for the agent, at most
 
 #: drops of a bridge that belong to no ingress port (VPP-style named counters)
 DP_DROP_NAMES = ("packet_in_rate_limited", "packet_in_queue_full", "normal_queue_full", "packet_out_no_free_slot",
-                 "packet_out_normal_without_in_port")
+                 "packet_out_normal_without_in_port", "patch_no_peer", "patch_no_free_slot", "patch_overflow",
+                 "patch_too_deep")
 
 # burst groups (``group_burst``): every megaflow bridge, drops, then one group per NORMAL-only bridge
 G_TABLES = 0
@@ -206,6 +217,8 @@ class DpBridge:
         self.pi_burst = float(PACKET_IN_BURST)
         self._pi_tokens = self.pi_burst
         self._pi_last = time.monotonic()
+        #: the bridge's OpenFlow view (``vswitch.openflow.flows.BridgeFlows``), for traces that cross into it
+        self.openflow: Any = None
 
     # ------------------------------------------------------------ what the bridges share
     @property
@@ -389,6 +402,9 @@ class Datapath:
         self.port_bridge = np.zeros(0, dtype=np.int64)   # the bridge of each port (-1: none)
         self.port_group = np.zeros(0, dtype=np.int64)    # its burst group (G_*)
         self.peer = np.zeros(0, dtype=np.int64)          # a patch port's peer (-1: none)
+        self.patch_ports = np.zeros(0, dtype=np.int64)   # the patch ports, paired or not
+        self.patch_counts = np.zeros((0, PC_FIELDS), dtype=np.int64)
+        self.rounds = (np.zeros(MAX_BURST, dtype=np.int32), np.zeros(MAX_BURST, dtype=np.int32))
         self.single_group = -1                           # >= 0: every port is in this group
         self.drops = np.zeros((0, N_DROPS), dtype=np.int64)
         self.port_flags = np.zeros(0, dtype=np.int64)    # xlate.translate PF_* per port
@@ -518,6 +534,7 @@ class Datapath:
     def rebuild(self) -> None:
         """Recompute what follows from the ports, the bridges and their modes: each port's burst group and the
         translator's view (datapath thread, after any such change)."""
+        self._pair_patch_ports()
         groups = np.full(len(self.ports), G_DROP, dtype=np.int64)
         modes = []
         for b, br in enumerate(self.bridges):
@@ -531,6 +548,21 @@ class Datapath:
         self.xbridges = Bridges(self.tables(), modes,
                                 [br.normal_rank if br is not None else -1 for br in self.bridges],
                                 self.port_bridge.copy(), self.peer.copy())
+
+    def _pair_patch_ports(self) -> None:
+        """Each patch port's peer: the patch port its ``peer`` names, when that one names it back."""
+        by_name = {p.name: p for p in self.ports if isinstance(p, PatchPort)}
+        peer = np.full(len(self.ports), -1, dtype=np.int64)
+        for port in by_name.values():
+            other = by_name.get(port.peer)
+            paired = other is not None and other.peer == port.name
+            if paired:
+                peer[port.port_no] = other.port_no
+            port.set_paired(paired)
+        self.peer = peer
+        self.patch_ports = np.array(sorted(p.port_no for p in by_name.values()), dtype=np.int64)
+        if self.patch_counts.shape[0] != len(self.ports):
+            self.patch_counts = np.zeros((len(self.ports), PC_FIELDS), dtype=np.int64)
 
     # ------------------------------------------------------------ ports (datapath thread)
     def _alloc_queues(self, n_ports: int) -> None:
@@ -562,7 +594,7 @@ class Datapath:
             self._alloc_queues(len(self.ports))
         self.drops[port_no] = 0
         self.fdrops[port_no] = 0
-        self.port_flags[port_no] = 0
+        self.port_flags[port_no] = PF_PATCH if isinstance(port, PatchPort) else 0
         self.port_bridge[port_no] = br.index
         port.port_no = port_no
         self.ports[port_no] = port
@@ -613,12 +645,73 @@ class Datapath:
         if total == 0:
             return 0
         self._n_extra = 0
-        self._process(burst, total, self.now())
+        now = self.now()
+        self._process(burst, total, now)
         self._transmit()
+        if len(self.patch_ports):
+            self._patch_rounds(now)
         if self._n_extra:
             pool.free(self.extra, self._n_extra)
+            self._n_extra = 0
         pool.free(burst, total)
         return total
+
+    def _patch_rounds(self, now: int) -> None:
+        """Hand what was queued for patch ports to their peers' bridges, round after round until nothing is
+        (at most ``MAX_DEPTH`` rounds: a loop of patch ports). Frees the fresh slots of every round."""
+        pool = self.pool
+        counts = self.patch_counts
+        done: tuple[np.ndarray, int] | None = None
+        for depth in range(MAX_DEPTH + 1):
+            nxt = self.rounds[depth % 2]
+            n = patch_handover(pool.data, pool.meta, self.out, self.out_start, self.patch_ports, self.peer,
+                               pool.headroom, pool.free_stack, pool.free_top, nxt, counts)
+            self._count_patch()
+            if self._n_extra:            # the round's copies are made: its fresh slots and frames can go
+                pool.free(self.extra, self._n_extra)
+                self._n_extra = 0
+            if done is not None:
+                pool.free(*done)
+            if n == 0:
+                return
+            if depth == MAX_DEPTH:
+                ports, lost = np.unique(pool.meta[nxt[:n], POOL_META_IN_PORT], return_counts=True)
+                for p, k in zip(ports.tolist(), lost.tolist(), strict=True):
+                    self._bridge_of(p, "patch_too_deep", k)
+                pool.free(nxt, n)
+                return
+            self._process(nxt, n, now)
+            self._transmit()
+            done = (nxt, n)
+
+    def _bridge_of(self, port_no: int, counter: str, n: int) -> None:
+        """Add ``n`` to the drop counter ``counter`` of the bridge of ``port_no``."""
+        b = int(self.port_bridge[port_no]) if 0 <= port_no < len(self.port_bridge) else -1
+        br = self.bridges[b] if 0 <= b < len(self.bridges) else None
+        if br is not None:
+            br.dp_drops[counter] += n
+
+    def _count_patch(self) -> None:
+        """Move the patch counts of a round to the ports' counters and the bridges' drop counters."""
+        counts = self.patch_counts
+        for p in self.patch_ports.tolist():
+            row = counts[p]
+            if not row.any():
+                continue
+            port = self.ports[p]
+            q = int(self.peer[p])
+            if port is not None:
+                port.counters[TX_PACKETS] += row[PC_TX_PACKETS]
+                port.counters[TX_BYTES] += row[PC_TX_BYTES]
+            other = self.ports[q] if q >= 0 else None
+            if other is not None:
+                other.counters[RX_PACKETS] += row[PC_TX_PACKETS]
+                other.counters[RX_BYTES] += row[PC_TX_BYTES]
+            for counter, i in (("patch_no_peer", PC_NO_PEER), ("patch_no_free_slot", PC_NO_SLOT),
+                               ("patch_overflow", PC_OVERFLOW)):
+                if row[i]:
+                    self._bridge_of(p, counter, int(row[i]))
+            row[:] = 0
 
     def _process(self, burst: np.ndarray, n: int, now: int) -> None:
         """Switch ``burst[:n]`` into the port queues, each frame by its bridge; the burst stays allocated
@@ -793,10 +886,14 @@ class Datapath:
             self._n_extra = execute_burst(pool.data, pool.meta, one, 1, self.prog_index, program, self.out,
                                           self.out_start, self.fdrops, pool.free_stack, pool.free_top, self.extra,
                                           self.xside, self.xside_n)
-            self._side_lists(self.now(), br)
+            now = self.now()
+            self._side_lists(now, br)
             self._transmit()
+            if len(self.patch_ports):
+                self._patch_rounds(now)
             if self._n_extra:
                 pool.free(self.extra, self._n_extra)
+                self._n_extra = 0
         finally:
             pool.free(one, 1)
 

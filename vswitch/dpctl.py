@@ -87,11 +87,11 @@ def format_megaflow(mf: Megaflow, now: int) -> str:
             f"actions:{DA.format_actions(mf.actions)}")
 
 
-def port_line(name: str, ofport: int, port_no: int, kind: str, status: dict[str, str] | None) -> str:
+def port_line(name: str, ofport: int, port_no: int, kind: str, peer: str = "") -> str:
     """One port in ``dpif/show``: ``name ofport/datapath port`` and its type when not a system port (a patch
-    port, which has no datapath port in OVS: ``none`` and its peer, as OVS shows it)."""
+    port, which has no datapath port in OVS: ``none`` and its ``peer``, as OVS shows it)."""
     if kind == "patch":
-        return f"{name} {ofport}/none: (patch: peer={(status or {}).get('peer', '')})"
+        return f"{name} {ofport}/none: (patch: peer={peer})"
     return f"{name} {ofport}/{port_no}" + ("" if kind in ("system", "") else f": (type {kind})")
 
 

@@ -43,9 +43,11 @@ def _warm_openflow_path(datapath: object, br: object) -> None:
     (OpenFlow) and a second, NORMAL-only bridge sharing its bursts: a packet-out, a burst of misses
     (upcalls), the same burst again (the one-call hit path), a burst with a runt in it, with the argument
     types the datapath passes."""
+    from backends.patch import PatchPort
     from backends.port import Port
     from ofproto.rules import OFPP_CONTROLLER, OFPP_FLOOD, OFPP_NORMAL, Flow, Instructions, Match, Output, SetField
     from ofproto.tables import FlowTables
+    from vswitch.vlan import VlanConfig, fill_vlan_map
 
     dp = datapath
     tables = FlowTables(2)
@@ -72,12 +74,19 @@ def _warm_openflow_path(datapath: object, br: object) -> None:
     a, b = _Quiet("warm-a"), _Quiet("warm-b")
     br.attach(a)                                                 # type: ignore[attr-defined]
     other.attach(b)
+    pa, pb = PatchPort("warm-pa", "warm-pb"), PatchPort("warm-pb", "warm-pa")   # NORMAL floods across them
+    other.attach(pa)
+    br.attach(pb)                                                # type: ignore[attr-defined]
+    for bridge, port in ((other, b), (other, pa)):
+        fill_vlan_map(bridge.vlan_map, port.port_no, VlanConfig(), True)
     ip = bytes(12) + b"\x08\x00" + bytes([0x45]) + bytes(45)
     for frames in ((ip, bytes(60)), (ip, bytes(60)), (ip, bytes(8))):
         n = dp.pool.alloc(dp.burst, 0, len(frames))              # type: ignore[attr-defined]
         for i in range(n):
             dp.pool.put(int(dp.burst[i]), frames[i], a.port_no if i == 0 else b.port_no)  # type: ignore[attr-defined]
+        dp._n_extra = 0                                          # type: ignore[attr-defined]
         dp._process(dp.burst, n, 0)                              # type: ignore[attr-defined]
+        dp._patch_rounds(0)                                      # type: ignore[attr-defined]
         if dp._n_extra:                                          # type: ignore[attr-defined]
             dp.pool.free(dp.extra, dp._n_extra)                  # type: ignore[attr-defined]
         dp.pool.free(dp.burst, n)                                # type: ignore[attr-defined]

@@ -144,6 +144,9 @@ class Recorder(Protocol):
     def bridge(self, bridge: int, in_port: int) -> None:
         """The walk continues in bridge ``bridge`` (after a patch port), from ``in_port``."""
 
+    def resume(self, bridge: int) -> None:
+        """The walk is back in bridge ``bridge`` (the one that output to the patch port)."""
+
 
 class Bridges:
     """What the translator knows of the datapath's bridges: each datapath port's bridge (-1: none) and
@@ -222,6 +225,7 @@ class _Walk:
         self.flow = list(key)           # headers as the actions left them
         self.base = list(key)           # headers as the emitted datapath actions leave the frame
         self.dirty = [0] * K.KEY_WORDS  # bits the actions wrote since the last commit
+        self.written = [0] * K.KEY_WORDS  # bits the emitted SET_MASKED actions wrote
         self.rec = rec
         self.r = XlateResult()
         self.in_port = key[K.W_IN_PORT]
@@ -255,6 +259,7 @@ class _Walk:
                 r.mask[w] |= d
                 if (flow[w] ^ base[w]) & d:
                     r.actions += A.set_masked(w, flow[w] & d, d)
+                    self.written[w] |= d
                 base[w] = (base[w] & ~d) | (flow[w] & d)
                 dirty[w] = 0
 
@@ -403,7 +408,8 @@ class _Walk:
                 rec.note(f"     -> over max translation depth {MAX_DEPTH}" if self.depth >= MAX_DEPTH
                          else f"     -> over {MAX_CROSSINGS} patch port crossings")
             return
-        saved = (self.bridge, self.ts, self.in_port, list(self.flow), self.action_set)
+        saved = (self.bridge, self.ts, self.in_port, list(self.flow), self.action_set, self.written)
+        self.written = [0] * K.KEY_WORDS
         self.crossings += 1
         self.depth += 1
         self.bridge, self.ts, self.in_port = nb, self.bridges.tables[nb], peer
@@ -414,12 +420,16 @@ class _Walk:
             rec.bridge(nb, peer)
         self.enter()
         self.depth -= 1
-        self.bridge, self.ts, self.in_port, flow, self.action_set = saved
-        # the peer bridge's changes are not the first bridge's: what it committed is undone at the next commit
+        wrote = self.written
+        self.bridge, self.ts, self.in_port, flow, self.action_set, self.written = saved
+        # the peer bridge's changes are not the first bridge's: what it set is set back at the next commit
         for w in range(K.KEY_WORDS):
-            if flow[w] != self.flow[w]:
-                self.dirty[w] |= flow[w] ^ self.base[w]
+            self.written[w] |= wrote[w]
+            if flow[w] != self.flow[w] or wrote[w]:
+                self.dirty[w] |= (flow[w] ^ self.base[w]) | wrote[w]
         self.flow = flow
+        if rec:
+            rec.resume(self.bridge)
 
     def enter(self) -> None:
         """Handle the frame in the current bridge as its mode says."""
@@ -434,6 +444,8 @@ class _Walk:
                 self.r.rank_bridges.append(b)
                 if self.rec and self.ts is not None:
                     self.rec.table(0, self.ts.flows[rank])
+            if self.rec:
+                self.rec.note("    NORMAL")
             self.normal()
         elif self.rec:
             self.rec.note("     -> the bridge is fail_mode=secure and has no flows: dropped")
