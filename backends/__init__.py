@@ -9,6 +9,7 @@ from typing import Any
 
 import numba_cache  # noqa: F401 - before any kernel: cached by the hash of the kernel sources
 from backends.internal import InternalPort
+from backends.patch import PatchPort
 from backends.pool import PacketPool
 from backends.port import Port, PortError
 from backends.sriov import SriovVfPort
@@ -24,6 +25,7 @@ PORT_TYPES: dict[str, type[Port]] = {
     "dpdkvhostuser": VhostUserPort,
     "dpdkvhostuserclient": VhostUserClientPort,
     "sriov-vf": SriovVfPort,
+    "patch": PatchPort,
 }
 
 
@@ -56,5 +58,5 @@ def open_port(type: str, name: str, **opts: Any) -> Port:
 
 __all__ = [
     "PacketPool", "Port", "PortError", "TapPort", "InternalPort", "SystemPort", "VhostUserPort",
-    "VhostUserClientPort", "SriovVfPort", "open_port", "PORT_TYPES",
+    "VhostUserClientPort", "SriovVfPort", "PatchPort", "open_port", "PORT_TYPES",
 ]

@@ -31,6 +31,10 @@ burst ──► parse ──► ingress VLAN ──► learn (VLAN, src) ──�
 Returns the number of queue entries. A frame is never sent back to its ingress port.
 ``keys[slot, K_DROP]`` tells why a frame was dropped.
 
+``switch_list(data, meta, slots, in_ports, n, ...)`` is the same switch for frames whose ingress port is
+given rather than read from ``meta`` (the frames OpenFlow flows hand to NORMAL: after a patch port, the
+bridge's ingress is the patch port, not the port that received the frame).
+
 Unit test: ``tests/test_classifier.py`` (against ``classifier.reference``);
 micro-benchmark: ``python -m bench classify``.
 """
@@ -75,6 +79,95 @@ def _egress_edit(eg: int, tagged: bool, vid: int) -> int:
     return eg
 
 
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _reset_queues(n_ports: int, qcap: int, start: np.ndarray, count: np.ndarray) -> None:
+    for p in range(n_ports):
+        start[p] = p * qcap
+        count[p] = 0
+    start[n_ports] = n_ports * qcap
+    count[n_ports] = 0
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _switch_frame(
+    data: np.ndarray,
+    meta: np.ndarray,
+    s: int,
+    in_port: int,
+    width: int,
+    keys: np.ndarray,
+    l2: np.ndarray,
+    info: np.ndarray,
+    vlan_map: np.ndarray,
+    now: int,
+    drops: np.ndarray,
+    out: np.ndarray,
+    start: np.ndarray,
+    count: np.ndarray,
+) -> int:
+    """Decide the outputs of the frame in slot ``s`` received on ``in_port``; returns the queue entries made."""
+    n_ports = vlan_map.shape[0]
+    h, ln = frame_span(meta, s, width)
+    reason = parse_l2(data, s, h, ln, keys)
+    if reason != 0:
+        drops[in_port, reason] += 1
+        return 0
+    src = keys[s, K_ETH_SRC]
+    dst = keys[s, K_ETH_DST]
+    if src & MCAST_BIT:
+        keys[s, K_DROP] = DROP_RX_SRC_MULTICAST
+        drops[in_port, DROP_RX_SRC_MULTICAST] += 1
+        return 0
+    if (dst >> np.uint64(4)) == RESERVED_PREFIX:
+        keys[s, K_DROP] = DROP_RESERVED_MULTICAST
+        drops[in_port, DROP_RESERVED_MULTICAST] += 1
+        return 0
+    tci = keys[s, K_VLAN_VID]
+    tagged = (tci & np.uint64(VID_PRESENT)) != 0
+    vid = np.int64(tci & np.uint64(0xFFF))
+    vlan = np.int64(vlan_map[in_port, 0, vid])
+    if vlan < 0:
+        keys[s, K_DROP] = DROP_VLAN_FILTERED
+        drops[in_port, DROP_VLAN_FILTERED] += 1
+        return 0
+    l2_learn(l2, info, vlan, src, in_port, now)
+    if not (dst & MCAST_BIT):
+        p = l2_lookup(l2, info, vlan, dst)
+        if p >= 0:
+            info[I_HITS] += 1
+            if p == in_port:
+                keys[s, K_DROP] = DROP_SAME_PORT
+                drops[in_port, DROP_SAME_PORT] += 1
+                return 0
+            eg = np.int64(vlan_map[p, 1, vlan])
+            if eg < 0:
+                reason = DROP_PORT_DOWN if eg == EGRESS_PORT_DOWN else DROP_VLAN_FILTERED
+                keys[s, K_DROP] = reason
+                drops[in_port, reason] += 1
+                return 0
+            pos = start[p] + count[p]
+            out[0, pos] = s
+            out[1, pos] = _egress_edit(eg, tagged, vid)
+            count[p] += 1
+            return 1
+        info[I_MISSES] += 1
+    # Flood within the VLAN, never back to the ingress port.
+    copies = 0
+    for q in range(n_ports):
+        if q != in_port:
+            eg = np.int64(vlan_map[q, 1, vlan])
+            if eg >= 0:
+                pos = start[q] + count[q]
+                out[0, pos] = s
+                out[1, pos] = _egress_edit(eg, tagged, vid)
+                count[q] += 1
+                copies += 1
+    if copies == 0:
+        keys[s, K_DROP] = DROP_NO_OUTPUT_PORT
+        drops[in_port, DROP_NO_OUTPUT_PORT] += 1
+    return copies
+
+
 @numba.njit(nogil=True, cache=True, _nrt=False)
 def switch_burst(
     data: np.ndarray,
@@ -95,74 +188,43 @@ def switch_burst(
     qcap = out.shape[1] // n_ports
     start = out_start[0]
     count = out_start[1]
-    for p in range(n_ports):
-        start[p] = p * qcap
-        count[p] = 0
-    start[n_ports] = n_ports * qcap
-    count[n_ports] = 0
+    _reset_queues(n_ports, qcap, start, count)
     width = data.shape[1]
     total = 0
     for i in range(n):
         s = burst[i]
-        in_port = meta[s, META_IN_PORT]
-        h, ln = frame_span(meta, s, width)
-        reason = parse_l2(data, s, h, ln, keys)
-        if reason != 0:
-            drops[in_port, reason] += 1
-            continue
-        src = keys[s, K_ETH_SRC]
-        dst = keys[s, K_ETH_DST]
-        if src & MCAST_BIT:
-            keys[s, K_DROP] = DROP_RX_SRC_MULTICAST
-            drops[in_port, DROP_RX_SRC_MULTICAST] += 1
-            continue
-        if (dst >> np.uint64(4)) == RESERVED_PREFIX:
-            keys[s, K_DROP] = DROP_RESERVED_MULTICAST
-            drops[in_port, DROP_RESERVED_MULTICAST] += 1
-            continue
-        tci = keys[s, K_VLAN_VID]
-        tagged = (tci & np.uint64(VID_PRESENT)) != 0
-        vid = np.int64(tci & np.uint64(0xFFF))
-        vlan = np.int64(vlan_map[in_port, 0, vid])
-        if vlan < 0:
-            keys[s, K_DROP] = DROP_VLAN_FILTERED
-            drops[in_port, DROP_VLAN_FILTERED] += 1
-            continue
-        l2_learn(l2, info, vlan, src, in_port, now)
-        if not (dst & MCAST_BIT):
-            p = l2_lookup(l2, info, vlan, dst)
-            if p >= 0:
-                info[I_HITS] += 1
-                if p == in_port:
-                    keys[s, K_DROP] = DROP_SAME_PORT
-                    drops[in_port, DROP_SAME_PORT] += 1
-                    continue
-                eg = np.int64(vlan_map[p, 1, vlan])
-                if eg < 0:
-                    reason = DROP_PORT_DOWN if eg == EGRESS_PORT_DOWN else DROP_VLAN_FILTERED
-                    keys[s, K_DROP] = reason
-                    drops[in_port, reason] += 1
-                    continue
-                pos = start[p] + count[p]
-                out[0, pos] = s
-                out[1, pos] = _egress_edit(eg, tagged, vid)
-                count[p] += 1
-                total += 1
-                continue
-            info[I_MISSES] += 1
-        # Flood within the VLAN, never back to the ingress port.
-        copies = 0
-        for q in range(n_ports):
-            if q != in_port:
-                eg = np.int64(vlan_map[q, 1, vlan])
-                if eg >= 0:
-                    pos = start[q] + count[q]
-                    out[0, pos] = s
-                    out[1, pos] = _egress_edit(eg, tagged, vid)
-                    count[q] += 1
-                    copies += 1
-        if copies == 0:
-            keys[s, K_DROP] = DROP_NO_OUTPUT_PORT
-            drops[in_port, DROP_NO_OUTPUT_PORT] += 1
-        total += copies
+        total += _switch_frame(data, meta, s, meta[s, META_IN_PORT], width, keys, l2, info, vlan_map, now, drops,
+                               out, start, count)
+    return total
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def switch_list(
+    data: np.ndarray,
+    meta: np.ndarray,
+    slots: np.ndarray,
+    in_ports: np.ndarray,
+    n: int,
+    keys: np.ndarray,
+    l2: np.ndarray,
+    info: np.ndarray,
+    vlan_map: np.ndarray,
+    now: int,
+    drops: np.ndarray,
+    out: np.ndarray,
+    out_start: np.ndarray,
+) -> int:
+    """``switch_burst`` for frames whose ingress port is given (``in_ports[i]`` for ``slots[i]``, each in
+    ``0 .. n_ports - 1``) instead of read from the slot: the frames OpenFlow actions hand to NORMAL, whose
+    ingress for this bridge may be a patch port rather than the port that received them."""
+    n_ports = vlan_map.shape[0]
+    qcap = out.shape[1] // n_ports
+    start = out_start[0]
+    count = out_start[1]
+    _reset_queues(n_ports, qcap, start, count)
+    width = data.shape[1]
+    total = 0
+    for i in range(n):
+        total += _switch_frame(data, meta, slots[i], in_ports[i], width, keys, l2, info, vlan_map, now, drops, out,
+                               start, count)
     return total

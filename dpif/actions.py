@@ -21,7 +21,9 @@ drops the frame (counted as ``no_output``). Ops (``OP_*``), with their arguments
   written with DEI 0.
 * ``POP_VLAN()``: remove the outer 802.1Q/802.1ad tag (no-op when untagged).
 * ``DROP(reason)``: stop here and count ``reason`` (an index into ``DROP_REASONS``).
-* ``NORMAL(bridge)``: hand the frame to the L2 learning switch (the caller runs it).
+* ``NORMAL(bridge, in_port)``: hand the frame to bridge ``bridge``'s L2 learning switch (the caller runs
+  it) as received on ``in_port`` (-1: the port that received it; after a patch port the bridge's
+  ingress is the patch port's peer).
 * ``USERSPACE(cookie, max_len)``: a copy to the controllers; ``cookie`` names the translator's
   upcall context (``xlate.translate.UpcallCookies``).
 * Reserved, decoded but not executed yet (stop and count ``unsupported_action``): ``TNL_PUSH``,
@@ -57,7 +59,8 @@ free_top, extra, side, side_n) -> int``:
   written to ``extra`` and their number returned: the caller frees ``extra[:k]`` after transmit,
   like the burst itself. No fresh slot (pool empty or ``extra`` full) drops the frame's remaining
   program (``pool_empty``).
-* ``NORMAL`` and ``USERSPACE`` are outputs too: the slot goes to a side list (``side[SIDE_NORMAL]``;
+* ``NORMAL`` and ``USERSPACE`` are outputs too: the slot goes to a side list (``side[SIDE_NORMAL]``
+  with ``side[SIDE_NORMAL_BRIDGE]`` and ``side[SIDE_NORMAL_IN]``;
   ``side[SIDE_UP_*]`` with the upcall cookie and max_len), counts in ``side_n[N_NORMAL]`` /
   ``side_n[N_USERSPACE]``; the caller runs the NORMAL list through the L2 switch and copies the
   USERSPACE frames for the controllers before the slots go back to the pool.
@@ -91,7 +94,7 @@ OP_USERSPACE = 21
 OP_NORMAL = 22
 OP_HASH = 23
 
-OP_ARGS = {OP_OUTPUT: 1, OP_SET_MASKED: 3, OP_PUSH_VLAN: 2, OP_POP_VLAN: 0, OP_DROP: 1, OP_NORMAL: 1,
+OP_ARGS = {OP_OUTPUT: 1, OP_SET_MASKED: 3, OP_PUSH_VLAN: 2, OP_POP_VLAN: 0, OP_DROP: 1, OP_NORMAL: 2,
            OP_USERSPACE: 2, OP_SET_ETH: 2}
 RESERVED_OPS = {
     OP_TNL_PUSH: "tnl_push", OP_TNL_POP: "tnl_pop", OP_CT: "ct", OP_RECIRC: "recirc",
@@ -119,7 +122,9 @@ SIDE_NORMAL = 0        # slots for NORMAL (the caller runs them through the L2 s
 SIDE_UP_SLOT = 1       # USERSPACE: slot
 SIDE_UP_COOKIE = 2     # USERSPACE: the translator's upcall cookie
 SIDE_UP_MAX_LEN = 3    # USERSPACE: bytes of the frame the controllers want
-SIDE_ROWS = 4
+SIDE_NORMAL_BRIDGE = 4  # NORMAL: the bridge whose L2 switch takes the frame
+SIDE_NORMAL_IN = 5     # NORMAL: the frame's ingress port for that bridge
+SIDE_ROWS = 6
 N_NORMAL, N_USERSPACE = 0, 1
 N_DROP_REASONS = len(DROP_REASONS)
 
@@ -200,9 +205,10 @@ def drop(reason: int = DR_EXPLICIT) -> list[int]:
     return [OP_DROP, 1, reason]
 
 
-def normal(bridge: int = 0) -> list[int]:
-    """``NORMAL(bridge)``: the L2 learning switch decides."""
-    return [OP_NORMAL, 1, bridge]
+def normal(bridge: int = 0, in_port: int = -1) -> list[int]:
+    """``NORMAL(bridge, in_port)``: bridge ``bridge``'s L2 learning switch decides, for a frame received on
+    ``in_port`` (-1: the port that received it)."""
+    return [OP_NORMAL, 2, bridge, in_port]
 
 
 def userspace(cookie: int, max_len: int) -> list[int]:
@@ -306,7 +312,7 @@ def format_actions(prog: Sequence[int] | np.ndarray) -> str:
         elif op == OP_DROP:
             out.append("drop" if args[0] == DR_EXPLICIT else f"drop({DROP_REASONS[args[0]]})")
         elif op == OP_NORMAL:
-            out.append("normal")
+            out.append("normal" if args[1] < 0 else f"normal(bridge={args[0]},in_port={args[1]})")
         elif op == OP_USERSPACE:
             out.append(f"userspace(controller(cookie={args[0]},max_len={args[1]}))")
         else:
@@ -539,9 +545,9 @@ def execute_burst(
             nw = progs[pc + 1]
             nxt = pc + 2 + nw
             need = 0
-            if op == OP_OUTPUT or op == OP_DROP or op == OP_NORMAL:
+            if op == OP_OUTPUT or op == OP_DROP:
                 need = 1
-            elif op == OP_USERSPACE or op == OP_SET_ETH:
+            elif op == OP_USERSPACE or op == OP_NORMAL or op == OP_SET_ETH:
                 need = 2
             elif op == OP_SET_MASKED:
                 need = 3
@@ -565,6 +571,8 @@ def execute_burst(
                     c = side_n[N_NORMAL]
                     if c < side_cap:
                         side[SIDE_NORMAL, c] = s
+                        side[SIDE_NORMAL_BRIDGE, c] = progs[pc + 2]
+                        side[SIDE_NORMAL_IN, c] = ip if progs[pc + 3] < 0 else progs[pc + 3]
                         side_n[N_NORMAL] = c + 1
                         queued = True
                         outputs += 1

@@ -83,7 +83,7 @@ def test_ovs_vsctl_and_ovs_appctl_drive_the_switch(switch: Switch, net: HostNet)
     switch.appctl("vlog/set", "vswitch:file:dbg")
     assert switch.appctl("vlog/set", "nonsense:bogus", check=False).returncode != 0
     pmd = switch.appctl("dpif-pyvswitch/pmd-stats-show").stdout
-    assert f"pmd thread datapath-{br}:" in pmd and "avg. packets per burst" in pmd
+    assert "pmd thread datapath:" in pmd and "avg. packets per burst" in pmd   # one datapath thread for all bridges
     assert int(pmd.split("packets received: ")[1].split()[0]) >= 4
     assert switch.appctl("fdb/show", "nosuchbr", check=False).returncode != 0
     bad = switch.appctl("fdb/show", check=False)

@@ -224,8 +224,8 @@ def test_idle_megaflows_expire_after_max_idle() -> None:
 
         def age(now: int) -> None:
             r.now = now
-            r.dp._last_aging = 0.0     # the datapath thread's once-a-second pass, now
-            r.dp._age()
+            r.datapath._last_aging = 0.0     # the datapath thread's once-a-second pass, now
+            r.datapath._age()
 
         sent(r, [(tcp_frame(), 0)], now=0)
         sent(r, [(tcp_frame(), 0)] * 2, now=5)

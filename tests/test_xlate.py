@@ -140,26 +140,27 @@ class Rig:
                  emc_size: int = 1024, port_map: dict[int, int] | None = None, miss_max_len: int = 0,
                  n_slots: int = 1024, max_idle: int = 10) -> None:
         self.port_flags = list(port_flags if port_flags is not None else [0] * N_PORTS)
-        self.dp = dp = Datapath("xlate-test", n_slots=n_slots, slot_size=SLOT, mac_table_size=1024)
+        self.datapath = Datapath("xlate-test", n_slots=n_slots, slot_size=SLOT)
+        self.dp = dp = self.datapath.add_bridge("xlate-test", mac_table_size=1024)
         self.ports = [CapturePort(f"cap{i}") for i in range(len(self.port_flags))]
         for p in self.ports:
             dp.attach(p)
         for p, flags in enumerate(self.port_flags):
             dp.port_flags[p] = flags
             fill_vlan_map(dp.vlan_map, p, VlanConfig(), up=not flags & PF_DOWN)
-        dp.upcalls = Upcalls(max_flows, emc_size, max_idle=max_idle, cookies=dp.cookies)
+        self.datapath.upcalls = Upcalls(max_flows, emc_size, max_idle=max_idle, cookies=dp.cookies)
         # every new megaflow goes to the EMC; an install that overlaps a megaflow already there raises
         dp.upcalls.cache = MegaflowCache(max_flows, emc_size, emc_insert_inv_prob=1, check_overlap=True)
         dp.pi_rate = dp.pi_burst = dp._pi_tokens = 1e12
         self.now = 0
-        dp.now = lambda: self.now   # the datapath's clock: megaflow and flow "used" times, MAC learning
+        self.datapath.now = lambda: self.now   # the datapath's clock: megaflow and flow "used" times, MAC learning
         self.tables = FlowTables(n_tables)
         self.port_map = port_map
         self.miss_max_len = miss_max_len
         self.l2 = ReferenceSwitch([PortVlanConfig(up=not flags & PF_DOWN) for flags in self.port_flags])
 
     def close(self) -> None:
-        self.dp.close()
+        self.datapath.close()
 
     def set_down(self, port: int, down: bool) -> None:
         """A port goes down (or up): no output of any kind goes to it, NORMAL included (the bridge rewrites

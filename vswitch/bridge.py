@@ -1,4 +1,4 @@
-"""Bridges: named sets of ports with OVS VLAN settings, a datapath, counters and the MAC table view."""
+"""Bridges: named sets of ports with OVS VLAN settings over the shared datapath, counters and the MAC table view."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from classifier.l2table import (
     l2_remove,
 )
 from dpif.actions import DROP_REASONS
-from vswitch.datapath import Datapath
+from vswitch.datapath import Datapath, DpBridge
 from vswitch.vlan import VlanConfig, fill_vlan_map
 from xlate.translate import PF_DOWN, PF_LOCAL
 
@@ -75,7 +75,11 @@ def format_mac(mac: int) -> str:
 
 
 class Bridge:
-    """An L2 switch: ports, VLANs, MAC learning, a datapath thread (OVS's NORMAL action)."""
+    """An L2 switch over a datapath: ports, VLANs, MAC learning (OVS's NORMAL action), OpenFlow's view.
+
+    ``datapath``: the datapath every bridge of the switch shares (the daemon's); without one the bridge
+    runs a datapath of its own, started here and closed with it.
+    """
 
     def __init__(
         self,
@@ -85,12 +89,17 @@ class Bridge:
         n_slots: int = 8192,
         slot_size: int = 2048,
         fail_secure: bool = False,
+        datapath: Datapath | None = None,
     ) -> None:
         self.name = name
-        # a secure bridge's datapath is secure before its first port exists (see Datapath)
-        self.dp = Datapath(name, n_slots, slot_size, mac_table_size, mac_aging_time, fail_secure=fail_secure)
+        self._own_datapath = datapath is None
+        if datapath is None:
+            datapath = Datapath(name, n_slots, slot_size, thread_name=f"datapath-{name}")
+            datapath.start()
+        self.datapath = datapath
+        # a secure bridge is secure in the datapath before its first port exists (see vswitch.datapath)
+        self.dp: DpBridge = datapath.add_bridge(name, mac_table_size, mac_aging_time, fail_secure=fail_secure)
         self.ports: dict[str, BridgePort] = {}
-        self.dp.start()
 
     # ------------------------------------------------------------ ports
     def add_port(
@@ -292,12 +301,16 @@ class Bridge:
 
     # ------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Stop the datapath and close every port."""
-        self.dp.stop()
+        """Take the bridge out of the datapath and close every port (and its own datapath, if it has one)."""
+        try:
+            self.datapath.remove_bridge(self.dp)   # its ports are detached first
+        except TimeoutError:
+            log.exception("bridge %s: the datapath did not let go of it", self.name)
         for bp in list(self.ports.values()):
             try:
                 bp.port.close()
             except (OSError, PortError):
                 log.exception("bridge %s: closing %s failed", self.name, bp.name)
         self.ports.clear()
-        self.dp.close()
+        if self._own_datapath:
+            self.datapath.close()

@@ -1,7 +1,7 @@
 """``pyvswitch run``: the ovs-vswitchd replacement driven by OVSDB, inspected with ovs-appctl.
 
 ```
- ovs-vsctl ──► ovsdb-server ──(IDL)──► Daemon.reconcile ──► Bridge / Port objects ──► datapath threads
+ ovs-vsctl ──► ovsdb-server ──(IDL)──► Daemon.reconcile ──► Bridge / Port objects ──► one datapath (thread)
                    ▲                          │
                    └── ofport, mac_in_use, error, link_state, statistics, cur_cfg = next_cfg
  ovs-appctl ──► <rundir>/ovs-vswitchd.<pid>.ctl (unixctl JSON-RPC) ──► version, exit, fdb/show, dpif/show
@@ -44,8 +44,10 @@ from backends.sriov import (
     virtual_function,
 )
 from backends.tap import set_link
+from dpif.key import W_IN_PORT
 from vswitch import __version__, dpctl
 from vswitch.bridge import Bridge, BridgeError, format_mac, parse_mac
+from vswitch.datapath import Datapath
 from vswitch.openflow.agent import OfAgent
 from vswitch.ovsdb_server import OvsdbServer, OvsdbServerError, find_schema, is_running
 from vswitch.vlan import VlanConfig, VlanConfigError
@@ -57,7 +59,7 @@ OFPP_LOCAL = 65534
 SIOCETHTOOL = 0x8946
 ETHTOOL_GDRVINFO = 0x00000003
 ETHTOOL_DRVINFO_SIZE = 196
-SUPPORTED_TYPES = ("", "system", "internal", "tap", "dpdkvhostuser", "dpdkvhostuserclient", "sriov-vf")
+SUPPORTED_TYPES = ("", "system", "internal", "tap", "dpdkvhostuser", "dpdkvhostuserclient", "sriov-vf", "patch")
 #: ``Interface.options`` keys each type reads (a change re-opens the port).
 TYPE_OPTIONS = {"dpdkvhostuserclient": ("vhost-server-path",),
                 "sriov-vf": ("pf", "vf", "vlan-proto", "qos", "spoofchk", "trust", "link-state", "min-tx-rate",
@@ -157,6 +159,18 @@ def default_bridge_mac(row_uuid: uuid.UUID) -> int:
     return int.from_bytes(bytes([b[3] & 0xFE | 0x02, b[2], b[1], b[0], b[7], b[6]]), "big")
 
 
+def patch_problem(name: str, options: dict[str, str]) -> str:
+    """Why a patch interface's ``options`` cannot be, in ovs-vswitchd's words ("": they can)."""
+    peer = options.get("peer")
+    if not peer:
+        return f"{name}: patch type requires valid 'peer' argument"
+    if len(options) > 1:
+        return f"{name}: patch type takes only a 'peer' argument"
+    if peer == name:
+        return f"{name}: patch peer must not be self"
+    return ""
+
+
 def _opt(value: list) -> object:
     return value[0] if value else None
 
@@ -233,6 +247,7 @@ class Daemon:
         self.server: OvsdbServer | None = None
         self.remote = db
         self.bridges: dict[str, Bridge] = {}
+        self.datapath: Datapath | None = None   # every bridge's (OVS's netdev@ovs-netdev), made with the first
         self.agents: dict[str, OfAgent] = {}
         self.specs: dict[tuple[str, str], PortSpec] = {}
         self.errors: dict[str, str] = {}
@@ -321,6 +336,9 @@ class Daemon:
         for br in self.bridges.values():
             br.close()
         self.bridges.clear()
+        if self.datapath is not None:
+            self.datapath.close()
+            self.datapath = None
         if self.unixctl is not None:
             self.unixctl.close()
             self.unixctl = None
@@ -456,6 +474,8 @@ class Daemon:
                         continue
                     options = tuple((k, iface.options[k]) for k in TYPE_OPTIONS.get(iface.type, ())
                                     if k in iface.options)
+                    if iface.type == "patch":   # every option: OVS refuses any but peer
+                        options = tuple(sorted(iface.options.items()))
                     if iface.ingress_policing_rate and iface.type != "sriov-vf" \
                             and iface.name not in self.policing_warned:
                         self.policing_warned.add(iface.name)
@@ -487,7 +507,8 @@ class Daemon:
             secure = _opt(row.fail_mode) == "secure"   # in the datapath before a port attaches or changes
             br = self.bridges.get(name)
             if br is None:
-                br = self.bridges[name] = Bridge(name, mac_table_size=size, mac_aging_time=aging, fail_secure=secure)
+                br = self.bridges[name] = Bridge(name, mac_table_size=size, mac_aging_time=aging, fail_secure=secure,
+                                                 datapath=self._datapath())
                 log.info("created bridge %s", name)
             else:
                 br.set_fail_secure(secure)
@@ -534,6 +555,13 @@ class Daemon:
                             max(rates) if rates else None, max(bursts) if bursts else None)
         self.reconcile_failed = False   # all of it applied: cur_cfg may say so
         self.write_back()
+
+    def _datapath(self) -> Datapath:
+        """The datapath of every bridge, started the first time it is needed."""
+        if self.datapath is None:
+            self.datapath = Datapath("ovs-netdev")
+            self.datapath.start()
+        return self.datapath
 
     def _configure_identity(self, br: Bridge, row: object, agent: OfAgent) -> None:
         """What identifies the bridge to OpenFlow, as ovs-vswitchd sets it: the LOCAL port's MAC (``_bridge_mac``),
@@ -607,6 +635,11 @@ class Daemon:
             self._port_error(spec.iface, f"could not open network device {spec.iface} (unsupported interface type "
                                          f"{spec.type!r}; supported: {', '.join(t for t in SUPPORTED_TYPES if t)})")
             return
+        if spec.type == "patch":
+            problem = patch_problem(spec.iface, dict(spec.options))
+            if problem:
+                self._port_error(spec.iface, problem)
+                return
         try:
             options = self._port_options(spec)
             self._check_topology(br, spec, options)
@@ -661,6 +694,8 @@ class Daemon:
             return {"socket_path": path}
         if spec.type == "sriov-vf":
             return self._vf_options(spec)
+        if spec.type == "patch":
+            return {"peer": dict(spec.options)["peer"]}
         return {}
 
     # ------------------------------------------------------------ SR-IOV
@@ -996,14 +1031,16 @@ class Daemon:
             f"  MAC aging time (seconds)                : {st['aging_time']}\n")
 
     def _cmd_dpif_show(self, conn: object, argv: list[str], _aux: object) -> None:
-        lines = []
+        dp = self.datapath
+        up = dp.upcalls if dp is not None else None
+        missed = up.counters["upcalls"] if up is not None else 0
+        hit = max(0, (dp.pmd.packets if dp is not None else 0) - missed)
+        lines = [f"netdev@{dp.name if dp is not None else 'ovs-netdev'}: hit:{hit} missed:{missed}"]
         for name, br in sorted(self.bridges.items()):
-            st = br.fdb_stats()
-            lines.append(f"pyvswitch@{name}: hit:{st['hits']} missed:{st['misses']}")
             lines.append(f"  {name}:")
-            for bp in sorted(br.ports.values(), key=lambda p: p.ofport):
-                kind = "" if bp.port.type in ("system", "") else f": (type {bp.port.type})"
-                lines.append(f"    {bp.name} {bp.ofport}/{bp.port_no}{kind}")
+            for bp in sorted(br.ports.values(), key=lambda p: p.name):   # by name, as OVS lists them
+                peer = getattr(bp.port, "peer", "")
+                lines.append(f"    {dpctl.port_line(bp.name, bp.ofport, bp.port_no, bp.port.type, peer)}")
         conn.reply("\n".join(lines) + "\n")
 
     def _cmd_coverage_show(self, conn: object, argv: list[str], _aux: object) -> None:
@@ -1021,8 +1058,8 @@ class Daemon:
     def _cmd_memory_show(self, conn: object, argv: list[str], _aux: object) -> None:
         ports = sum(len(br.ports) for br in self.bridges.values())
         macs = sum(br.fdb_stats()["current"] for br in self.bridges.values())
-        pool = sum(br.dp.pool.data.nbytes for br in self.bridges.values())
-        slots = sum(br.dp.pool.n_slots for br in self.bridges.values())
+        pool = self.datapath.pool.data.nbytes if self.datapath is not None else 0
+        slots = self.datapath.pool.n_slots if self.datapath is not None else 0
         conn.reply(f"bridges:{len(self.bridges)} ports:{ports} mac-entries:{macs} pool-slots:{slots} "
                    f"pool-bytes:{pool}\n")
 
@@ -1055,11 +1092,10 @@ class Daemon:
         conn.reply(None)
 
     def _cmd_pmd_stats_clear(self, conn: object, argv: list[str], _aux: object) -> None:
-        targets = self._targets(conn, argv)
-        if targets is None:
+        if self._targets(conn, argv) is None:   # one datapath thread serves every bridge
             return
-        for br in targets:
-            br.dp.pmd.__init__()
+        if self.datapath is not None:
+            self.datapath.pmd.__init__()
         conn.reply(None)
 
     def _cmd_fdb_stats_clear(self, conn: object, argv: list[str], _aux: object) -> None:
@@ -1075,56 +1111,63 @@ class Daemon:
         conn.reply(None)
 
     def _cmd_dump_megaflows(self, conn: object, argv: list[str], _aux: object) -> None:
-        targets = self._targets(conn, argv)
-        if targets is None:
-            return
+        dp = self.datapath
+        names = {"ovs-netdev", "netdev@ovs-netdev"} | ({dp.name, f"netdev@{dp.name}"} if dp is not None else set())
+        bridge = -1   # -1: every megaflow of the datapath; else those of frames received by that bridge
+        if argv and argv[0] not in names:
+            br = self._bridge(conn, argv[0])
+            if br is None:
+                return
+            bridge = br.dp.index
+        up = dp.upcalls if dp is not None else None
         lines = []
-        for br in targets:
-            up = br.dp.upcalls
-            if up is not None:
-                now = br.dp.now()
-                lines += [dpctl.format_megaflow(mf, now) for mf in up.cache.dump()]
+        if dp is not None and up is not None:
+            now = dp.now()
+            port_bridge = dp.xbridges.port_bridge
+            for mf in up.cache.dump():
+                in_port = int(mf.key[W_IN_PORT])
+                if bridge < 0 or (in_port < len(port_bridge) and port_bridge[in_port] == bridge):
+                    lines.append(dpctl.format_megaflow(mf, now))
         conn.reply("".join(ln + "\n" for ln in lines))
 
     def _cmd_upcall_show(self, conn: object, argv: list[str], _aux: object) -> None:
-        out = []
-        for br in list(self.bridges.values()):
-            up = br.dp.upcalls
-            if up is not None:
-                st = up.stats()
-                st["max_flows"] = up.cache.max_flows
-                out.append(dpctl.upcall_show(br.name, st, up.max_idle))
-        conn.reply("".join(out))
+        dp = self.datapath
+        up = dp.upcalls if dp is not None else None
+        if dp is None or up is None:
+            conn.reply("")
+            return
+        st = up.stats()
+        st["max_flows"] = up.cache.max_flows
+        conn.reply(dpctl.upcall_show(f"netdev@{dp.name}", st, up.max_idle))
 
     def _cmd_pmd_stats_show(self, conn: object, argv: list[str], _aux: object) -> None:
-        targets = self._targets(conn, argv)
-        if targets is None:
+        if self._targets(conn, argv) is None:   # one datapath thread serves every bridge
             return
-        lines = []
-        for br in targets:
-            name = br.name
-            st = br.dp.pmd.as_dict()
-            polls = st["busy_polls"] + st["idle_polls"]
-            lines += [
-                f"pmd thread datapath-{name}:",
-                f"  packets received: {st['packets']}",
-                f"  bursts: {st['bursts']}",
-                f"  avg. packets per burst: {st['avg_burst']:.2f}",
-                f"  busy polls: {st['busy_polls']} ({100 * st['busy_polls'] / polls if polls else 0:.1f}%)",
-                f"  idle polls: {st['idle_polls']} ({100 * st['idle_polls'] / polls if polls else 0:.1f}%)",
-                f"  epoll sleeps: {st['sleeps']}",
-                f"  avg. processing cycles per packet: {st['ns_per_packet'] * CPU_GHZ:.0f} "
-                f"({st['ns_per_packet']:.0f} ns/pkt)",
-            ]
-            up = br.dp.upcalls
-            if up is not None:
-                mf = up.stats()
-                lines += [f"  emc hits: {mf['emc_hits']}", f"  megaflow hits: {mf['megaflow_hits']}",
-                          f"  avg. subtable lookups per megaflow hit: "
-                          f"{mf['subtable_lookups'] / mf['megaflow_hits'] if mf['megaflow_hits'] else 0:.2f}",
-                          f"  miss with success upcall: {mf['upcalls']}", f"  megaflows: {mf['flows']}"]
+        dp = self.datapath
+        if dp is None:
+            conn.reply("")
+            return
+        st = dp.pmd.as_dict()
+        polls = st["busy_polls"] + st["idle_polls"]
+        lines = [
+            f"pmd thread {dp.thread_name}:",
+            f"  packets received: {st['packets']}",
+            f"  bursts: {st['bursts']}",
+            f"  avg. packets per burst: {st['avg_burst']:.2f}",
+            f"  busy polls: {st['busy_polls']} ({100 * st['busy_polls'] / polls if polls else 0:.1f}%)",
+            f"  idle polls: {st['idle_polls']} ({100 * st['idle_polls'] / polls if polls else 0:.1f}%)",
+            f"  epoll sleeps: {st['sleeps']}",
+            f"  avg. processing cycles per packet: {st['ns_per_packet'] * CPU_GHZ:.0f} "
+            f"({st['ns_per_packet']:.0f} ns/pkt)",
+        ]
+        up = dp.upcalls
+        if up is not None:
+            mf = up.stats()
+            lines += [f"  emc hits: {mf['emc_hits']}", f"  megaflow hits: {mf['megaflow_hits']}",
+                      f"  avg. subtable lookups per megaflow hit: "
+                      f"{mf['subtable_lookups'] / mf['megaflow_hits'] if mf['megaflow_hits'] else 0:.2f}",
+                      f"  miss with success upcall: {mf['upcalls']}", f"  megaflows: {mf['flows']}"]
         conn.reply("\n".join(lines) + "\n")
-
 
 VLOG_MODULES = ("vswitch", "backends", "vswitch.daemon", "vswitch.bridge", "vswitch.datapath")
 VLOG_LEVELS = {"emer": logging.CRITICAL, "err": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO,

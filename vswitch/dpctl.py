@@ -87,9 +87,17 @@ def format_megaflow(mf: Megaflow, now: int) -> str:
             f"actions:{DA.format_actions(mf.actions)}")
 
 
+def port_line(name: str, ofport: int, port_no: int, kind: str, peer: str = "") -> str:
+    """One port in ``dpif/show``: ``name ofport/datapath port`` and its type when not a system port (a patch
+    port, which has no datapath port in OVS: ``none`` and its ``peer``, as OVS shows it)."""
+    if kind == "patch":
+        return f"{name} {ofport}/none: (patch: peer={peer})"
+    return f"{name} {ofport}/{port_no}" + ("" if kind in ("system", "") else f": (type {kind})")
+
+
 def upcall_show(name: str, stats: dict[str, int], max_idle: int) -> str:
-    """``upcall/show`` for one datapath."""
-    return (f"datapath-{name}:\n"
+    """``upcall/show`` for the datapath ``name``."""
+    return (f"{name}:\n"
             f"  flows         : (current {stats['flows']}) (max {stats.get('max_flows', 0)})\n"
             f"  max idle      : {max_idle * 1000}ms\n"
             f"  upcalls       : {stats['upcalls']} ({stats['translations']} translations, "

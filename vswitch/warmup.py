@@ -38,28 +38,60 @@ class _LateCompiles(event.Listener):
         pass
 
 
-def _warm_openflow_path(dp: object) -> None:
-    """Run the OpenFlow datapath of ``dp`` (a throw-away ``Datapath``) once through each of its branches:
-    a packet-out, a burst of misses (upcalls), the same burst again (the one-call hit path) and a burst
-    with a runt in it, with the argument types the datapath passes."""
-    from ofproto.rules import OFPP_CONTROLLER, OFPP_FLOOD, Flow, Instructions, Match, Output, SetField
+def _warm_openflow_path(datapath: object, br: object) -> None:
+    """Run the datapath (a throw-away ``Datapath``) once through each of its branches with bridge ``br``
+    (OpenFlow) and a second, NORMAL-only bridge sharing its bursts: a packet-out, a burst of misses
+    (upcalls), the same burst again (the one-call hit path), a burst with a runt in it, with the argument
+    types the datapath passes."""
+    from backends.patch import PatchPort
+    from backends.port import Port
+    from ofproto.rules import OFPP_CONTROLLER, OFPP_FLOOD, OFPP_NORMAL, Flow, Instructions, Match, Output, SetField
     from ofproto.tables import FlowTables
+    from vswitch.vlan import VlanConfig, fill_vlan_map
 
+    dp = datapath
     tables = FlowTables(2)
     tables.add(Flow(0, 1, Match(eth_type=0x0800), Instructions(apply=(SetField("eth_dst", 2),), goto=1)))
-    tables.add(Flow(1, 0, Match(), Instructions(apply=(Output(OFPP_CONTROLLER),))))
+    tables.add(Flow(1, 0, Match(), Instructions(apply=(Output(OFPP_CONTROLLER), Output(OFPP_NORMAL)))))
     ts = tables.compile()
-    dp.packet_out(bytes(60), -1, (Output(OFPP_FLOOD),), ts)      # type: ignore[attr-defined]
-    dp.set_flows(tables, ts, -1, False)                          # type: ignore[attr-defined]
+    br.packet_out(bytes(60), -1, (Output(OFPP_FLOOD),), ts)      # type: ignore[attr-defined]
+    br.set_flows(tables, ts, -1, False)                          # type: ignore[attr-defined]
+    other = dp.add_bridge("warm-up-normal")                      # type: ignore[attr-defined]
+
+    class _Quiet(Port):
+        def rx_burst(self, pool: object, burst: object, start: int, max_n: int) -> int:
+            return 0
+
+        def tx_burst(self, pool: object, slots: object, vlans: object, start: int, count: int) -> int:
+            return count
+
+        def wakeup_fds(self) -> list[int]:
+            return []
+
+        def close(self) -> None:
+            pass
+
+    a, b = _Quiet("warm-a"), _Quiet("warm-b")
+    br.attach(a)                                                 # type: ignore[attr-defined]
+    other.attach(b)
+    pa, pb = PatchPort("warm-pa", "warm-pb"), PatchPort("warm-pb", "warm-pa")   # NORMAL floods across them
+    other.attach(pa)
+    br.attach(pb)                                                # type: ignore[attr-defined]
+    for bridge, port in ((other, b), (other, pa)):
+        fill_vlan_map(bridge.vlan_map, port.port_no, VlanConfig(), True)
     ip = bytes(12) + b"\x08\x00" + bytes([0x45]) + bytes(45)
     for frames in ((ip, bytes(60)), (ip, bytes(60)), (ip, bytes(8))):
         n = dp.pool.alloc(dp.burst, 0, len(frames))              # type: ignore[attr-defined]
         for i in range(n):
-            dp.pool.put(int(dp.burst[i]), frames[i], 0)          # type: ignore[attr-defined]
-        dp._of_burst(ts, dp.burst, n, 0)                         # type: ignore[attr-defined]
+            dp.pool.put(int(dp.burst[i]), frames[i], a.port_no if i == 0 else b.port_no)  # type: ignore[attr-defined]
+        dp._n_extra = 0                                          # type: ignore[attr-defined]
+        dp._process(dp.burst, n, 0)                              # type: ignore[attr-defined]
+        dp._patch_rounds(0)                                      # type: ignore[attr-defined]
+        if dp._n_extra:                                          # type: ignore[attr-defined]
+            dp.pool.free(dp.extra, dp._n_extra)                  # type: ignore[attr-defined]
         dp.pool.free(dp.burst, n)                                # type: ignore[attr-defined]
-    dp.packet_ins.clear()                                        # type: ignore[attr-defined]
-    dp.upcalls.expire(ts, 1 << 20)                               # type: ignore[attr-defined]
+    br.packet_ins.clear()                                        # type: ignore[attr-defined]
+    dp.upcalls.expire(dp.tables(), 1 << 20)                      # type: ignore[attr-defined]
 
 
 def warm_up_kernels() -> float:
@@ -80,8 +112,9 @@ def warm_up_kernels() -> float:
         l2_add_static(l2, info, 0, mac, 1)
         l2_remove(l2, info, 0, mac)
         l2_flush(l2, info, -1, False)
-        dp.set_mac_table(128, 300)            # l2_copy
-        _warm_openflow_path(dp)
+        br = dp.add_bridge("warm-up")
+        br.set_mac_table(128, 300)            # l2_copy
+        _warm_openflow_path(dp, br)
     finally:
         dp.close()
     flows.warm_up()

@@ -18,6 +18,13 @@ megaflow and run the actions on every frame that matches, without walking the ta
 
 The flow state is the key's words (headers as the actions changed them) plus, later, registers and
 metadata (pipeline state, never in the key). A recorder (``ofproto/trace``) is told every step.
+
+One datapath serves every bridge (``Bridges``): the frame's ``in_port`` (a datapath port) names the
+bridge whose tables the walk starts in. An output to a patch port continues the walk in the peer's
+bridge, from its table 0, with ``in_port`` the peer (OVS's ``patch_port_output``): the headers it
+changes there are put back for the rest of the first bridge's actions, its action set is its own, and
+one megaflow covers both bridges. Patch crossings count against a depth of ``MAX_DEPTH`` and a total
+of ``MAX_CROSSINGS`` per translation, as OVS bounds resubmits.
 """
 
 from __future__ import annotations
@@ -60,7 +67,16 @@ ETH_VLAN = 0x8100
 # port flags (per datapath port, owned by the datapath)
 PF_NO_FLOOD = 1 << 0   # not an output of FLOOD (OFPPC_NO_FLOOD)
 PF_DOWN = 1 << 1       # no output at all (down, or no port with that number)
-PF_LOCAL = 1 << 2      # the bridge's LOCAL port (the first port with this flag)
+PF_LOCAL = 1 << 2      # the bridge's LOCAL port (the first port of the bridge with this flag)
+PF_PATCH = 1 << 3      # a patch port: an output continues in the peer's bridge (``Bridges.peer``)
+
+# how a bridge handles a frame (``Bridges.modes``)
+MODE_TABLES = 0        # its OpenFlow tables
+MODE_NORMAL = 1        # NORMAL alone: no flow tables, only ``priority=0 actions=NORMAL``, or fail-open
+MODE_DROP = 2          # a secure bridge without flows made for it: nothing crosses it
+
+MAX_DEPTH = 64         # patch crossings nested in one translation (OVS's MAX_DEPTH)
+MAX_CROSSINGS = 4096   # patch crossings in one translation (OVS's MAX_RESUBMITS)
 
 # the action set: one action per kind, run in this order (OpenFlow's: pop, push, set-field, output)
 ACTION_SET_ORDER = ("pop", "push", "eth_dst", "eth_src", "vlan_vid", "vlan_pcp", "output")
@@ -85,11 +101,14 @@ def action_set_slot(a: Action) -> str:
 @dataclass(frozen=True)
 class Upcall:
     """What a USERSPACE action hands the controllers: the flow that sent it (None: a table miss),
-    the packet-in reason and the table."""
+    the packet-in reason, the table, the bridge whose controllers get it and the frame's ingress port
+    for that bridge (-1: the port that received it; after a patch port, the peer)."""
 
     flow: Flow | None
     reason: int
     table_id: int
+    bridge: int = 0
+    in_port: int = -1
 
 
 class UpcallCookies:
@@ -97,25 +116,29 @@ class UpcallCookies:
     of flows that are gone are reused once no megaflow can name them, see ``prune``)."""
 
     def __init__(self) -> None:
-        self._ids: dict[tuple[int, int, int], int] = {}
+        self._ids: dict[tuple[int, int, int, int, int], int] = {}
         self.by_id: dict[int, Upcall] = {}
         self._free: list[int] = []
+        self.bridge_of = np.full(64, -1, dtype=np.int64)   # id -> bridge, for the datapath's per-bridge packet-ins
 
     def id_for(self, up: Upcall) -> int:
         """The id of ``up`` (a new one the first time)."""
-        k = (up.flow.uid if up.flow is not None else 0, up.reason, up.table_id)
+        k = (up.flow.uid if up.flow is not None else 0, up.reason, up.table_id, up.bridge, up.in_port)
         i = self._ids.get(k)
         if i is None or self.by_id[i].flow is not up.flow:
             i = self._free.pop() if self._free else len(self.by_id)
             self.by_id[i] = up
             self._ids[k] = i
+            if i >= len(self.bridge_of):
+                self.bridge_of = np.concatenate([self.bridge_of, np.full(len(self.bridge_of), -1, dtype=np.int64)])
+            self.bridge_of[i] = up.bridge
         return i
 
-    def prune(self, live_uids: set[int]) -> None:
-        """Forget the contexts of flows not in ``live_uids`` (call when no megaflow names them)."""
+    def prune(self, bridge: int, live_uids: set[int]) -> None:
+        """Forget the contexts of ``bridge``'s flows not in ``live_uids`` (call when no megaflow names them)."""
         for k, i in list(self._ids.items()):
             up = self.by_id[i]
-            if up.flow is not None and up.flow.uid not in live_uids:
+            if up.bridge == bridge and up.flow is not None and up.flow.uid not in live_uids:
                 del self._ids[k]
                 del self.by_id[i]
                 self._free.append(i)
@@ -134,18 +157,66 @@ class Recorder(Protocol):
         """Something the walk did that deserves a line (an action, a skipped output, ...)."""
 
     def normal(self, key: list[int], in_port: int) -> None:
-        """The NORMAL action runs on a frame with the headers ``key``."""
+        """The NORMAL action runs on a frame with the headers ``key`` received on ``in_port``."""
+
+    def bridge(self, bridge: int, in_port: int) -> None:
+        """The walk continues in bridge ``bridge`` (after a patch port), from ``in_port``."""
+
+    def resume(self, bridge: int) -> None:
+        """The walk is back in bridge ``bridge`` (the one that output to the patch port)."""
+
+
+class Bridges:
+    """What the translator knows of the datapath's bridges: each datapath port's bridge (-1: none) and
+    patch peer (-1: none), and each bridge's live tables, mode (``MODE_*``) and the rank of its only flow
+    when that flow is NORMAL (-1: none). Immutable once made; the datapath makes a new one when any of it
+    changes."""
+
+    __slots__ = ("tables", "modes", "normal_rank", "port_bridge", "peer")
+
+    def __init__(self, tables: list[TableSet | None], modes: list[int], normal_rank: list[int],
+                 port_bridge: np.ndarray, peer: np.ndarray) -> None:
+        self.tables = tables
+        self.modes = modes
+        self.normal_rank = normal_rank
+        self.port_bridge = port_bridge
+        self.peer = peer
+
+    @classmethod
+    def single(cls, ts: TableSet, n_ports: int) -> Bridges:
+        """One bridge with tables ``ts`` owning ports ``0 .. n_ports - 1`` (and the "no port" number after them)."""
+        return cls([ts], [MODE_TABLES], [-1], np.zeros(n_ports + 1, dtype=np.int64),
+                   np.full(n_ports + 1, -1, dtype=np.int64))
+
+    def replaced(self, bridge: int, ts: TableSet, mode: int) -> Bridges:
+        """A copy in which bridge ``bridge`` walks ``ts`` in ``mode`` (a packet-out's or a trace's tables)."""
+        tables, modes = list(self.tables), list(self.modes)
+        normal_rank = list(self.normal_rank)
+        while len(tables) <= bridge:
+            tables.append(None)
+            modes.append(MODE_DROP)
+            normal_rank.append(-1)
+        tables[bridge], modes[bridge] = ts, mode
+        return Bridges(tables, modes, normal_rank, self.port_bridge, self.peer)
+
+    def bridge_of(self, port: int) -> int:
+        """The bridge of datapath port ``port`` (-1: none)."""
+        return int(self.port_bridge[port]) if 0 <= port < len(self.port_bridge) else -1
 
 
 @dataclass
 class XlateResult:
     """One translation: the datapath program, the megaflow mask, the flows hit (by rank in the
-    ``TableSet``), the table whose lookup missed (-1) and the headers the frame leaves with."""
+    ``TableSet`` of ``rank_bridges``), the table whose lookup missed (-1), the headers the frame leaves with,
+    and the bridges the walk entered."""
 
     actions: list[int] = field(default_factory=list)
     mask: list[int] = field(default_factory=lambda: [0] * K.KEY_WORDS)
     ranks: list[int] = field(default_factory=list)
-    miss_table: int = -1
+    rank_bridges: list[int] = field(default_factory=list)    # the bridge of each of ``ranks``
+    miss_table: int = -1                                     # in the first bridge
+    misses: list[tuple[int, int]] = field(default_factory=list)   # (bridge, table) of every lookup that missed
+    bridges: set[int] = field(default_factory=set)           # the bridges the walk entered
     final: list[int] = field(default_factory=list)
     outputs: int = 0
     drop_reason: str = ""
@@ -162,19 +233,25 @@ class XlateResult:
 class _Walk:
     """The state of one translation."""
 
-    def __init__(self, ts: TableSet, port_flags: np.ndarray, cookies: UpcallCookies, key: list[int],
-                 rec: Recorder | None) -> None:
-        self.ts = ts
+    def __init__(self, bridges: Bridges, bridge: int, port_flags: np.ndarray, cookies: UpcallCookies,
+                 key: list[int], rec: Recorder | None) -> None:
+        self.bridges = bridges
+        self.bridge = bridge
+        self.ts = bridges.tables[bridge] if 0 <= bridge < len(bridges.tables) else None
         self.port_flags = port_flags
         self.cookies = cookies
         self.flow = list(key)           # headers as the actions left them
         self.base = list(key)           # headers as the emitted datapath actions leave the frame
         self.dirty = [0] * K.KEY_WORDS  # bits the actions wrote since the last commit
+        self.written = [0] * K.KEY_WORDS  # bits the emitted SET_MASKED actions wrote
         self.rec = rec
         self.r = XlateResult()
         self.in_port = key[K.W_IN_PORT]
         self.r.mask[K.W_IN_PORT] = 0xFFFF_FFFF
+        self.r.bridges.add(bridge)
         self.action_set: dict[str, Action] = {}
+        self.depth = 0                  # patch crossings nested now
+        self.crossings = 0              # patch crossings so far
 
     # ---------------------------------------------------------------- headers
     def tagged(self) -> bool:
@@ -208,6 +285,7 @@ class _Walk:
                 r.mask[w] |= d
                 if (flow[w] ^ base[w]) & d:
                     r.actions += A.set_masked(w, flow[w] & d, d)
+                    self.written[w] |= d
                 base[w] = (base[w] & ~d) | (flow[w] & d)
                 dirty[w] = 0
 
@@ -260,39 +338,50 @@ class _Walk:
                 self.set_word(K.W_VLAN_TCI, self.flow[W_VLAN_TCI2], VLAN_WORD_BITS)
                 self.set_word(W_VLAN_TCI2, 0, VLAN_WORD_BITS)
 
+    def in_bridge(self, q: int) -> bool:
+        """Datapath port ``q`` is a port of the current bridge."""
+        return self.bridges.bridge_of(q) == self.bridge
+
+    def normal(self) -> None:
+        """NORMAL of the current bridge, for the frame as received on ``in_port``."""
+        self.commit()
+        in_port = -1 if self.depth == 0 else self.in_port   # -1: the port that received it
+        self.r.actions += [A.OP_NORMAL, 2, self.bridge, in_port]
+        self.r.outputs += 1
+        if self.rec:
+            self.rec.normal(self.flow, self.in_port)
+
+    def upcall(self, flow: Flow | None, reason: int, table_id: int, max_len: int) -> None:
+        """A packet-in to the current bridge's controllers."""
+        self.commit()
+        up = Upcall(flow, reason, table_id, self.bridge, -1 if self.depth == 0 else self.in_port)
+        self.r.actions += [A.OP_USERSPACE, 2, self.cookies.id_for(up), max_len]
+        self.r.outputs += 1
+
     def output(self, a: Output, flow: Flow | None = None, table_id: int = 0) -> None:
         p = a.port
         rec = self.rec
         if p == OFPP_NORMAL:
-            self.commit()
-            self.r.actions += [A.OP_NORMAL, 1, 0]
-            self.r.outputs += 1
-            if rec:
-                rec.normal(self.flow, self.in_port)
+            self.normal()
             return
         if p == OFPP_CONTROLLER:
-            self.commit()
             reason = OFPR_NO_MATCH if flow is not None and flow.is_table_miss else OFPR_ACTION
-            cid = self.cookies.id_for(Upcall(flow, reason, flow.table_id if flow is not None else table_id))
-            self.r.actions += [A.OP_USERSPACE, 2, cid, a.max_len]
-            self.r.outputs += 1
+            self.upcall(flow, reason, flow.table_id if flow is not None else table_id, a.max_len)
             if rec:
                 rec.note("     -> packet-in to the controllers")
             return
         if p in (OFPP_FLOOD, OFPP_ALL):
             flags = self.port_flags
             skip = PF_DOWN | (PF_NO_FLOOD if p == OFPP_FLOOD else 0)
-            ports = [q for q in range(len(flags)) if q != self.in_port and not flags[q] & skip]
-            if ports:
-                self.commit()
-            for q in ports:
-                self.r.actions += A.output(q)
-            self.r.outputs += len(ports)
+            for q in range(len(flags)):
+                if q != self.in_port and not flags[q] & skip and self.in_bridge(q):
+                    self.to_port(q)
             return
         if p == OFPP_IN_PORT:
             dense = self.in_port
         elif p == OFPP_LOCAL:
-            dense = next((q for q in range(len(self.port_flags)) if self.port_flags[q] & PF_LOCAL), -1)
+            dense = next((q for q in range(len(self.port_flags))
+                          if self.port_flags[q] & PF_LOCAL and self.in_bridge(q)), -1)
             if dense == self.in_port:
                 if rec:
                     rec.note("     -> skipping output to the input port")
@@ -302,7 +391,7 @@ class _Walk:
                 rec.note("     -> output:TABLE is for packet-out only")
             return
         elif 0 <= p < OFPP_MAX:
-            pm = self.ts.port_map
+            pm = self.ts.port_map if self.ts is not None else None
             dense = p if pm is None else pm.get(p, -1)
             if dense == self.in_port:
                 if rec:
@@ -314,9 +403,78 @@ class _Walk:
             if rec:
                 rec.note(f"     -> output to nonexistent or down port {p}")
             return
+        self.to_port(dense)
+
+    def to_port(self, q: int) -> None:
+        """Output to datapath port ``q``: the frame leaves there, or a patch port takes it to its peer."""
+        if self.port_flags[q] & PF_PATCH:
+            self.cross(q)
+            return
         self.commit()
-        self.r.actions += A.output(dense)
+        self.r.actions += A.output(q)
         self.r.outputs += 1
+
+    # ---------------------------------------------------------------- patch ports
+    def cross(self, q: int) -> None:
+        """Continue the walk in the bridge of patch port ``q``'s peer, then come back (OVS's
+        ``patch_port_output``)."""
+        rec = self.rec
+        peer = int(self.bridges.peer[q]) if q < len(self.bridges.peer) else -1
+        nb = self.bridges.bridge_of(peer) if peer >= 0 else -1
+        if nb < 0:
+            if rec:
+                rec.note("     -> patch port without a peer: dropped")
+            return
+        if self.port_flags[peer] & PF_DOWN:
+            if rec:
+                rec.note("     -> the patch port's peer is down: dropped")
+            return
+        if self.depth >= MAX_DEPTH or self.crossings >= MAX_CROSSINGS:
+            if rec:
+                rec.note(f"     -> over max translation depth {MAX_DEPTH}" if self.depth >= MAX_DEPTH
+                         else f"     -> over {MAX_CROSSINGS} patch port crossings")
+            return
+        saved = (self.bridge, self.ts, self.in_port, list(self.flow), self.action_set, self.written)
+        self.written = [0] * K.KEY_WORDS
+        self.crossings += 1
+        self.depth += 1
+        self.bridge, self.ts, self.in_port = nb, self.bridges.tables[nb], peer
+        self.flow[K.W_IN_PORT] = peer
+        self.action_set = {}
+        self.r.bridges.add(nb)
+        if rec:
+            rec.bridge(nb, peer)
+        self.enter()
+        self.depth -= 1
+        wrote = self.written
+        self.bridge, self.ts, self.in_port, flow, self.action_set, self.written = saved
+        # the peer bridge's changes are not the first bridge's: what it set is set back at the next commit
+        for w in range(K.KEY_WORDS):
+            self.written[w] |= wrote[w]
+            if flow[w] != self.flow[w] or wrote[w]:
+                self.dirty[w] |= (flow[w] ^ self.base[w]) | wrote[w]
+        self.flow = flow
+        if rec:
+            rec.resume(self.bridge)
+
+    def enter(self) -> None:
+        """Handle the frame in the current bridge as its mode says."""
+        b = self.bridge
+        mode = self.bridges.modes[b]
+        if mode == MODE_TABLES and self.ts is not None:
+            self.pipeline(0)
+        elif mode == MODE_NORMAL:
+            rank = self.bridges.normal_rank[b]
+            if rank >= 0:
+                self.r.ranks.append(rank)
+                self.r.rank_bridges.append(b)
+                if self.rec and self.ts is not None:
+                    self.rec.table(0, self.ts.flows[rank])
+            if self.rec:
+                self.rec.note("    NORMAL")
+            self.normal()
+        elif self.rec:
+            self.rec.note("     -> the bridge is fail_mode=secure and has no flows: dropped")
 
     # ---------------------------------------------------------------- the walk
     def run_instructions(self, flow: Flow) -> int | None:
@@ -343,30 +501,32 @@ class _Walk:
 
     def pipeline(self, table: int = 0) -> None:
         ts, rec, r = self.ts, self.rec, self.r
+        assert ts is not None
         last: Flow | None = None
         while True:
             rank = ts.index[table].lookup(self.flow, r.mask)
             if rank < 0:
-                r.miss_table = table
+                r.misses.append((self.bridge, table))
+                if self.depth == 0:
+                    r.miss_table = table
                 if rec:
                     rec.table(table, None)
                 if ts.miss_max_len > 0:
                     if rec:
                         rec.note("     -> packet-in to the OpenFlow 1.0 controllers (table miss)")
-                    self.commit()
-                    cid = self.cookies.id_for(Upcall(None, OFPR_NO_MATCH, table))
-                    r.actions += [A.OP_USERSPACE, 2, cid, ts.miss_max_len]
-                    r.outputs += 1
+                    self.upcall(None, OFPR_NO_MATCH, table, ts.miss_max_len)
                     self.action_set.clear()
                 else:
                     if rec:
                         rec.note("    drop")
-                    r.drop_reason = f"flow_table_miss (no flow in table {table} matches)"
-                    r.actions += A.drop(DR_TABLE_MISS)
+                    if self.depth == 0:   # after a patch port, the first bridge's actions go on
+                        r.drop_reason = f"flow_table_miss (no flow in table {table} matches)"
+                        r.actions += A.drop(DR_TABLE_MISS)
                     return
                 break
             last = ts.flows[rank]
             r.ranks.append(rank)
+            r.rank_bridges.append(self.bridge)
             if rec:
                 rec.table(table, last)
             nxt = self.run_instructions(last)
@@ -410,23 +570,30 @@ def _fmt(a: Action) -> str:
     return _fmt_hook(a) if _fmt_hook is not None else repr(a)   # type: ignore[operator]
 
 
-def translate(ts: TableSet, key: list[int], port_flags: np.ndarray, cookies: UpcallCookies,
+def _bridges(ts: TableSet | Bridges, port_flags: np.ndarray) -> Bridges:
+    return ts if isinstance(ts, Bridges) else Bridges.single(ts, len(port_flags))
+
+
+def translate(ts: TableSet | Bridges, key: list[int], port_flags: np.ndarray, cookies: UpcallCookies,
               rec: Recorder | None = None) -> XlateResult:
-    """Walk the tables of ``ts`` for a frame with key words ``key`` (``in_port`` a datapath port)."""
-    w = _Walk(ts, port_flags, cookies, key, rec)
-    w.pipeline(0)
+    """Walk the tables for a frame with key words ``key`` (``in_port`` a datapath port): those of its
+    bridge in ``Bridges``, or of the one ``TableSet`` given."""
+    bridges = _bridges(ts, port_flags)
+    w = _Walk(bridges, max(0, bridges.bridge_of(key[K.W_IN_PORT])), port_flags, cookies, key, rec)
+    w.enter()
     return w.finish()
 
 
-def translate_actions(ts: TableSet, key: list[int], actions: tuple[Action, ...], port_flags: np.ndarray,
-                      cookies: UpcallCookies, rec: Recorder | None = None) -> XlateResult:
-    """A packet-out: run ``actions`` on a frame with key ``key``; ``output:TABLE`` walks the tables
-    from table 0."""
-    w = _Walk(ts, port_flags, cookies, key, rec)
+def translate_actions(ts: TableSet | Bridges, key: list[int], actions: tuple[Action, ...], port_flags: np.ndarray,
+                      cookies: UpcallCookies, rec: Recorder | None = None, bridge: int = 0) -> XlateResult:
+    """A packet-out to bridge ``bridge``: run ``actions`` on a frame with key ``key``; ``output:TABLE``
+    walks its tables from table 0."""
+    w = _Walk(_bridges(ts, port_flags), bridge, port_flags, cookies, key, rec)
     for a in actions:
         if isinstance(a, Output) and a.port == OFPP_TABLE:
             w.commit()
-            w.pipeline(0)
+            if w.ts is not None:
+                w.pipeline(0)
         elif isinstance(a, Output):
             w.output(a)
         else:

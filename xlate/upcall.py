@@ -7,10 +7,17 @@
                            every frame has a megaflow ─► execute_burst
  each second / before a flow set change / on demand:
       push_stats: megaflow packets and bytes since the last push ─► the flows they hit (rule counters)
-                  and the tables they looked in (table lookups / matches); then idle megaflows expire
- flow set change (activate): megaflows whose walk visited a changed table are removed, the others keep
-      their rules (renumbered); anything else (ports, miss policy, a skipped set) removes them all
+                  and the tables they looked in (table lookups / matches), bridge by bridge; then idle
+                  megaflows expire
+ a bridge's flow set change (revalidate): megaflows whose walk visited a changed table of that bridge are
+      removed, the others keep their rules (renumbered); anything else about a bridge (its mode, a skipped
+      set) removes the megaflows that entered it (remove_bridge); a port change removes them all (flush)
 ```
+
+One cache serves every bridge of the datapath (keys carry the datapath ``in_port``, which names the
+bridge). A megaflow remembers the rules it hit and the lookups that missed as (bridge, rank or table)
+pairs, and the bridges it entered, so a change in one bridge touches only the megaflows whose walk
+went through it.
 
 This runs on the datapath thread, as OVS's userspace datapath runs upcalls on its PMD threads: a
 miss is translated within the burst it arrived in, so no frame waits and none overtakes another.
@@ -19,15 +26,29 @@ miss is translated within the burst it arrived in, so no frame waits and none ov
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
 from dpif import megaflow as M
 from ofproto.tables import C_BYTES, C_PACKETS, C_USED, TableSet
-from xlate.translate import UpcallCookies, translate
+from xlate.translate import Bridges, UpcallCookies, XlateResult, translate
 
-MAX_RULES = 64           # rules a megaflow credits (a longer walk credits its first 64)
+MAX_RULES = 64           # rules and missed lookups a megaflow credits (a longer walk: its first 64)
 DEFAULT_MAX_IDLE = 10    # seconds a megaflow lives without a hit (OVS's other_config:max-idle, 10 s)
+
+#: the live tables of each bridge (a ``TableSet`` alone: one bridge, number 0; None: none)
+Tables = Sequence[TableSet | None] | TableSet | None
+
+
+def _tables(tables: Tables) -> Sequence[TableSet | None]:
+    if tables is None:
+        return ()
+    return (tables,) if isinstance(tables, TableSet) else tables
+
+
+def _bit(bridge: int) -> int:
+    return 1 << (bridge % 63)
 
 
 class Upcalls:
@@ -38,9 +59,12 @@ class Upcalls:
         self.cache = M.MegaflowCache(max_flows, emc_size)
         self.cookies = cookies if cookies is not None else UpcallCookies()
         self.max_idle = max_idle
-        # rank + 1 of each rule a megaflow hit (0: none); zeros, so untouched rows cost no memory
+        # what each megaflow's walk did, in order: rank + 1 of a rule it hit (> 0), -(table + 1) of a lookup that
+        # missed (< 0), 0: nothing; and the bridge of each. Zeros, so untouched rows cost no memory.
         self.rules = np.zeros((max_flows, MAX_RULES), dtype=np.int32)
-        self.miss_table = np.full(max_flows, -1, dtype=np.int64)
+        self.rule_bridge = np.zeros((max_flows, MAX_RULES), dtype=np.int16)
+        self.visited = np.zeros(max_flows, dtype=np.int64)      # bit (bridge % 63) of each bridge it entered
+        self.overflow = np.zeros(max_flows, dtype=bool)         # its walk did more than MAX_RULES lookups
         self.pushed = np.zeros((max_flows, 2), dtype=np.int64)     # packets, bytes already credited
         self.counters = {"upcalls": 0, "translations": 0, "installed": 0, "evicted_full": 0,
                          "revalidated_removed": 0, "flushes": 0, "expired": 0, "not_installed": 0}
@@ -49,34 +73,33 @@ class Upcalls:
         self._covered = np.zeros(4096, dtype=np.uint8)
 
     # -------------------------------------------------------------- misses (datapath thread)
-    def handle_misses(self, ts: TableSet, port_flags: np.ndarray, keys: np.ndarray, burst: np.ndarray, n: int,
-                      meta: np.ndarray, out_entry: np.ndarray, now: int) -> None:
-        """Give every frame of ``burst[:n]`` with ``out_entry[i] < 0`` a megaflow (translating and
-        installing), then fill ``self.prog_index``-style rows with ``programs``. A translation the cache has
-        no room for (``megaflow_table_full`` / ``megaflow_subtables_full``) still runs on its frames, from
-        a scratch copy of its program (OVS executes an upcall whose install fails), and credits its rules
-        at once; the cache is trimmed on the next ``expire``, never in the middle of a burst."""
+    def handle_misses(self, bridges: Bridges | TableSet, port_flags: np.ndarray, keys: np.ndarray, burst: np.ndarray,
+                      n: int, meta: np.ndarray, out_entry: np.ndarray, now: int) -> None:
+        """Give every frame of ``burst[:n]`` with ``out_entry[i] < 0`` a megaflow (translating with the tables
+        of ``bridges`` and installing), then fill ``self.prog_index``-style rows with ``programs``. A
+        translation the cache has no room for (``megaflow_table_full`` / ``megaflow_subtables_full``) still
+        runs on its frames, from a scratch copy of its program (OVS executes an upcall whose install fails),
+        and credits its rules at once; the cache is trimmed on the next ``expire``, never in the middle of a
+        burst."""
         cache = self.cache
         ent = cache.ent
         t0 = time.perf_counter_ns()
         miss = np.flatnonzero(out_entry[:n] < 0)
         self.counters["upcalls"] += len(miss)
         uninstalled: list[tuple[np.ndarray, np.ndarray]] = []
+        tables = bridges.tables if isinstance(bridges, Bridges) else (bridges,)
         while len(miss):
             i = int(miss[0])
             slot = int(burst[i])
             key = keys[slot]
-            res = translate(ts, key.tolist(), port_flags, self.cookies)
+            res = translate(bridges, key.tolist(), port_flags, self.cookies)
             self.counters["translations"] += 1
             mask = res.mask_row()
             prog = res.program()
             e = cache.install(key, mask, prog, now)
             if e >= 0 and ent[e, M.E_PACKETS] == 0:   # a new megaflow (an id may be reused: forget the old one)
                 self.pushed[e] = 0
-                self.rules[e] = 0
-                r = res.ranks[:MAX_RULES]
-                self.rules[e, :len(r)] = np.array(r, dtype=np.int32) + 1
-                self.miss_table[e] = res.miss_table
+                self._remember(e, res)
                 self.counters["installed"] += 1
             # the frames of this burst the translation covers (this one included) take it
             if len(miss) == 1:
@@ -95,7 +118,7 @@ class Upcalls:
                 ent[e, M.E_USED] = now
             else:
                 self.counters["not_installed"] += len(took)
-                self._credit(ts, res.ranks, res.miss_table, len(took), nbytes, now)
+                self._credit(tables, res, len(took), nbytes, now)
                 uninstalled.append((took, prog))
             miss = miss[~covered]
         # scratch programs last: allocating may move the installed ones, whose offsets are read afterwards
@@ -107,6 +130,24 @@ class Upcalls:
                 base += len(prog)
         self.translate_ns += time.perf_counter_ns() - t0
 
+    @staticmethod
+    def _walk(res: XlateResult) -> list[tuple[int, int]]:
+        """(bridge, rank + 1 or -(table + 1)) of every lookup of a translation."""
+        walk = [(b, r + 1) for b, r in zip(res.rank_bridges, res.ranks, strict=True)]
+        return walk + [(b, -(t + 1)) for b, t in res.misses]
+
+    def _remember(self, e: int, res: XlateResult) -> None:
+        """Record what megaflow ``e``'s translation hit, missed and entered."""
+        walk = self._walk(res)
+        self.rules[e] = 0
+        self.rule_bridge[e] = 0
+        k = min(len(walk), MAX_RULES)
+        if k:
+            self.rule_bridge[e, :k] = [b for b, _v in walk[:k]]
+            self.rules[e, :k] = [v for _b, v in walk[:k]]
+        self.overflow[e] = len(walk) > MAX_RULES
+        self.visited[e] = sum({_bit(b) for b in res.bridges})
+
     def programs(self, out_entry: np.ndarray, n: int, prog_index: np.ndarray) -> None:
         """``prog_index[i]``: the program of frame ``i`` after ``handle_misses`` (its megaflow's, or a scratch one)."""
         M.mf_programs(self.cache.ent, out_entry, n, prog_index)
@@ -115,17 +156,23 @@ class Upcalls:
             prog_index[took, 1] = length
         self._scratch = []
 
-    def _credit(self, ts: TableSet, ranks: list[int], miss_table: int, packets: int, nbytes: int, now: int) -> None:
+    def _credit(self, tables: Sequence[TableSet | None], res: XlateResult, packets: int, nbytes: int,
+                now: int) -> None:
         """Credit rules and tables directly (frames that ran without a megaflow)."""
-        r = np.array(ranks[:MAX_RULES], dtype=np.int64)
-        if len(r):
-            ts.counters[r, C_PACKETS] += packets
-            ts.counters[r, C_BYTES] += nbytes
-            ts.counters[r, C_USED] = np.maximum(ts.counters[r, C_USED], now)
-            np.add.at(ts.table_counters[:, 0], ts.table_of[r], packets)
-            np.add.at(ts.table_counters[:, 1], ts.table_of[r], packets)
-        if miss_table >= 0:
-            ts.table_counters[miss_table, 0] += packets
+        for b, v in self._walk(res)[:MAX_RULES]:
+            ts = tables[b] if 0 <= b < len(tables) else None
+            if ts is None:
+                continue
+            if v > 0:
+                r = v - 1
+                ts.counters[r, C_PACKETS] += packets
+                ts.counters[r, C_BYTES] += nbytes
+                ts.counters[r, C_USED] = max(int(ts.counters[r, C_USED]), now)
+                t = int(ts.table_of[r])
+                ts.table_counters[t, 0] += packets
+                ts.table_counters[t, 1] += packets
+            else:
+                ts.table_counters[-v - 1, 0] += packets
 
     def trim(self) -> int:
         """When the cache is 7/8 full, remove the least recently used megaflows down to 3/4 (their
@@ -145,81 +192,111 @@ class Upcalls:
         return k
 
     # -------------------------------------------------------------- statistics and revalidation
-    def push_stats(self, ts: TableSet | None) -> None:
-        """Credit the flows and tables of ``ts`` with what their megaflows forwarded since the last push."""
+    def push_stats(self, tables: Tables) -> None:
+        """Credit the flows and tables of each bridge (``tables[b]``: its live ``TableSet``) with what their
+        megaflows forwarded since the last push."""
+        tables = _tables(tables)
         ent = self.cache.ent
         live = np.flatnonzero(ent[:, M.E_SUB] >= 0)
         if not len(live):
             return
         dp = ent[live, M.E_PACKETS] - self.pushed[live, 0]
         moved = dp > 0
-        if ts is None or not moved.any():
-            self.pushed[live, 0] = ent[live, M.E_PACKETS]
-            self.pushed[live, 1] = ent[live, M.E_BYTES]
-            return
-        e = live[moved]
-        dp = dp[moved]
-        db = ent[e, M.E_BYTES] - self.pushed[e, 1]
-        used = ent[e, M.E_USED]
-        rules = self.rules[e]
-        hit = rules > 0
-        r = rules[hit] - 1
-        rows = np.nonzero(hit)[0]
-        np.add.at(ts.counters[:, C_PACKETS], r, dp[rows])
-        np.add.at(ts.counters[:, C_BYTES], r, db[rows])
-        np.maximum.at(ts.counters[:, C_USED], r, used[rows])
-        tables = ts.table_of[r]
-        np.add.at(ts.table_counters[:, 0], tables, dp[rows])
-        np.add.at(ts.table_counters[:, 1], tables, dp[rows])
-        mt = self.miss_table[e]
-        m = mt >= 0
-        np.add.at(ts.table_counters[:, 0], mt[m], dp[m])
+        if moved.any() and any(ts is not None for ts in tables):
+            e = live[moved]
+            dp = dp[moved]
+            db = ent[e, M.E_BYTES] - self.pushed[e, 1]
+            used = ent[e, M.E_USED]
+            rules = self.rules[e]
+            rb = self.rule_bridge[e]
+            for b in np.unique(rb[rules != 0]).tolist():
+                ts = tables[b] if b < len(tables) else None
+                if ts is None:
+                    continue
+                hit = (rb == b) & (rules > 0)
+                r = rules[hit] - 1
+                rows = np.nonzero(hit)[0]
+                np.add.at(ts.counters[:, C_PACKETS], r, dp[rows])
+                np.add.at(ts.counters[:, C_BYTES], r, db[rows])
+                np.maximum.at(ts.counters[:, C_USED], r, used[rows])
+                t = ts.table_of[r]
+                np.add.at(ts.table_counters[:, 0], t, dp[rows])
+                np.add.at(ts.table_counters[:, 1], t, dp[rows])
+                missed = (rb == b) & (rules < 0)
+                np.add.at(ts.table_counters[:, 0], -rules[missed] - 1, dp[np.nonzero(missed)[0]])
         self.pushed[live, 0] = ent[live, M.E_PACKETS]
         self.pushed[live, 1] = ent[live, M.E_BYTES]
 
-    def expire(self, ts: TableSet | None, now: int) -> int:
+    def expire(self, tables: Tables, now: int) -> int:
         """Credit statistics, then remove the megaflows idle for ``max_idle`` seconds and, when the cache is
         nearly full, the least recently used ones (``trim``); returns how many went."""
-        self.push_stats(ts)
+        self.push_stats(tables)
         gone = self.cache.expire(now, self.max_idle)
         self.counters["expired"] += len(gone)
         return len(gone) + self.trim()
 
-    def flush(self, ts: TableSet | None) -> None:
-        """Credit statistics to ``ts`` and remove every megaflow."""
-        self.push_stats(ts)
+    def flush(self, tables: Tables) -> None:
+        """Credit statistics to ``tables`` and remove every megaflow."""
+        self.push_stats(tables)
         if len(self.cache):
             self.counters["flushes"] += 1
         self.cache.clear()
         self.pushed[:] = 0
 
-    def revalidate(self, old: TableSet | None, new: TableSet) -> None:
-        """``new`` replaces ``old``: credit ``old``, remove the megaflows ``new`` may translate differently,
-        renumber the rules of the others."""
+    def remove_bridge(self, tables: Tables, bridge: int) -> int:
+        """Credit statistics to ``tables``, then remove the megaflows whose walk entered ``bridge``; returns how
+        many went."""
+        self.push_stats(tables)
+        live = np.flatnonzero(self.cache.ent[:, M.E_SUB] >= 0)
+        gone = live[(self.visited[live] & _bit(bridge)) != 0]
+        for e in gone:
+            self.cache.remove(int(e))
+        self.counters["revalidated_removed"] += len(gone)
+        return len(gone)
+
+    def revalidate(self, tables: Tables, new: TableSet, bridge: int = 0) -> None:
+        """``new`` replaces ``tables[bridge]``: credit the old tables, remove the megaflows ``new`` may translate
+        differently (their walk looked in a table of ``bridge`` that changed), renumber the rules of ``bridge``
+        in the others, forget the upcall contexts of the flows that went."""
+        self._revalidate(tables, new, bridge)
+        self._prune_cookies(new, bridge)
+
+    def _revalidate(self, tables: Tables, new: TableSet, bridge: int) -> None:
+        tables = _tables(tables)
+        old = tables[bridge] if bridge < len(tables) else None
         if old is None or new.changed is None or new.prev_gen != old.gen:
-            self.flush(old)
-            self._prune_cookies(new)
+            self.remove_bridge(tables, bridge)
             return
-        self.push_stats(old)
+        self.push_stats(tables)
         ent = self.cache.ent
         live = np.flatnonzero(ent[:, M.E_SUB] >= 0)
         if not len(live):
             return
+        rules = self.rules[live]
+        mine = self.rule_bridge[live] == bridge
+        hits = mine & (rules > 0)
+        table_of = np.append(old.table_of, -1)     # rank -> table; the last: no rule
+        tables_of = np.where(hits, table_of[np.where(hits, rules - 1, len(table_of) - 1)],
+                             np.where(mine & (rules < 0), -rules - 1, -1))
         changed = np.array(sorted(new.changed), dtype=np.int64)
-        tables = np.insert(old.table_of, 0, -1)[self.rules[live]]     # rank + 1; 0 (no rule) -> table -1
-        hit = np.isin(tables, changed).any(axis=1) | np.isin(self.miss_table[live], changed)
+        hit = np.isin(tables_of, changed).any(axis=1)
+        hit |= self.overflow[live] & ((self.visited[live] & _bit(bridge)) != 0)
         for e in live[hit]:
             self.cache.remove(int(e))
         self.counters["revalidated_removed"] += int(hit.sum())
         keep = live[~hit]
+        if not len(keep):
+            return
         m = np.insert(new.rank_map_from(old)[:-1] + 1, 0, 0)    # rank + 1 -> new rank + 1 (0: none, or gone)
-        self.rules[keep] = m[self.rules[keep]]
-        self._prune_cookies(new)
+        kept = self.rules[keep]
+        mine = (self.rule_bridge[keep] == bridge) & (kept > 0)
+        self.rules[keep] = np.where(mine, m[np.where(mine, kept, 0)], kept)
 
-    def _prune_cookies(self, ts: TableSet) -> None:
-        """Drop the upcall contexts of flows ``ts`` no longer has (no megaflow left can name them)."""
+    def _prune_cookies(self, ts: TableSet, bridge: int) -> None:
+        """Drop the upcall contexts of ``bridge``'s flows that ``ts`` no longer has (no megaflow left can
+        name them: the megaflows whose walk met them visited a changed table and are gone)."""
         if len(self.cookies):
-            self.cookies.prune(set(ts.uids.tolist()))
+            self.cookies.prune(bridge, set(ts.uids.tolist()))
 
     def stats(self) -> dict[str, int]:
         """Cache and upcall counters (``upcall/show``, ``dpif-netdev/pmd-stats-show``)."""

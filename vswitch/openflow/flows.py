@@ -78,7 +78,7 @@ from vswitch.openflow.codec import (
     OfpError,
 )
 from vswitch.openflow.translate import actions_to10, instructions_from, match_from, match_to
-from xlate.translate import PF_DOWN, UpcallCookies, set_action_formatter, translate
+from xlate.translate import MAX_DEPTH, PF_DOWN, PF_PATCH, Bridges, UpcallCookies, set_action_formatter, translate
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +299,7 @@ class BridgeFlows:
         self.secure = False      # set by the agent: the bridge is fail_mode=secure (the datapath checks it)
         self.miss_max_len = 0    # > 0: table misses go to the controllers (an OpenFlow 1.0 controller is connected)
         self.bulk = False   # set by the agent: this flow-mod came right after a barrier on the same connection
+        bridge.dp.openflow = self   # traces that cross a patch port into this bridge read its ports and MAC table
         self.refresh_ports()
 
     # ------------------------------------------------------------ time and ports
@@ -517,7 +518,8 @@ class BridgeFlows:
     # ------------------------------------------------------------ trace
     def trace(self, spec: str) -> str:
         """``ofproto/trace``: the translator's walk for a packet described by ``spec`` (tables, flows,
-        actions), the datapath actions it produces and the verdict (with a named drop reason)."""
+        actions, and the bridges behind patch ports), the datapath actions it produces and the verdict
+        (with a named drop reason)."""
         fields = parse_flow_spec(spec, {bp.name: ofport13(bp.ofport) for bp in self.bridge.ports.values()})
         in_port = fields.get("in_port", OFPP_CONTROLLER)
         dp = self.bridge.dp
@@ -526,75 +528,96 @@ class BridgeFlows:
         key = key_of_frame(build_frame(fields), dense)
         name = self.bridge.name
         lines = [f"Flow: {format_spec(fields)}", "", f'bridge("{name}")', "-" * (len(name) + 10)]
-        rec = _TraceRecorder(self, lines, flags)
+        ts = self.tables.compile(self.port_map, self.miss_max_len, snapshot=True)
+        rec = _TraceRecorder(self, lines, flags, dp.xlate_bridges(ts))
         if self.bypass:
             lines.append(" fail-open: no controller connected in standalone mode, the bridge acts as a "
                          "learning switch")
             rec.normal(key, dense)
-            actions = [DA.OP_NORMAL, 1, 0]
+            actions = DA.normal(dp.index)
             final, drop_reason = key, ""
         else:
-            ts = dp.flows   # the datapath's set is read-only but for its counters; a snapshot if changes are pending
-            if ts is None or self.dirty_since:
-                ts = self.tables.compile(self.port_map, self.miss_max_len, snapshot=True)
-            res = translate(ts, key, flags, UpcallCookies(), rec)   # ids never executed: its own
+            res = translate(rec.bridges, key, flags, UpcallCookies(), rec)   # ids never executed: its own
             actions, final, drop_reason = res.actions, res.final, res.drop_reason
-        text = self._datapath_actions(actions, rec)
+        parts = self.render_actions(actions, rec.normal_outputs)
+        text = ",".join(parts) if any(not p.startswith(("set(", "push_vlan", "pop_vlan")) for p in parts) else ""
         lines += ["", f"Final flow: {_final(final)}", f"Datapath actions: {text or 'drop'}"]
         if not text:
             lines.append(f"Drop reason: {drop_reason or 'flow_no_output (no port to send to)'}")
         return "\n".join(lines) + "\n"
 
-    def _datapath_actions(self, program: list[int], rec: _TraceRecorder) -> str:
-        """The datapath actions in OVS's words, with OpenFlow port numbers and NORMAL resolved."""
+    def render_actions(self, program: list[int], normal_outputs: list[list[str]]) -> list[str]:
+        """The datapath actions of ``program`` in OVS's words, with OpenFlow port numbers (``bridge:port`` for a
+        port of another bridge) and each NORMAL replaced by what it does (``normal_outputs``, in order)."""
         parts: list[str] = []
-        normals = iter(rec.normal_outputs)
+        normals = iter(normal_outputs)
         for op, args in DA.decode(program):
             if op == DA.OP_OUTPUT:
-                parts.append(_port_name(self.ofport_of(args[0])))
+                parts.append(self.port_text(args[0]))
             elif op == DA.OP_NORMAL:
                 parts += next(normals, [])
             elif op == DA.OP_USERSPACE:
                 parts.append("controller")
             elif op != DA.OP_DROP:
                 parts.append(DA.format_actions([op, len(args), *args]))
-        return ",".join(parts) if any(p for p in parts if not p.startswith(("set(", "push_vlan", "pop_vlan"))) \
-            else ""
+        return parts
 
-    def _flood(self, in_port: int, flags: np.ndarray) -> list[str]:
-        """The ports a flood from OpenFlow port ``in_port`` reaches (every port up but the input port)."""
-        return [_port_name(of) for of in sorted(self.port_map)
-                if of != in_port and self.port_map[of] < len(flags) and not flags[self.port_map[of]] & PF_DOWN]
+    def port_text(self, port_no: int) -> str:
+        """Datapath port ``port_no`` as a trace names it: its OpenFlow number here, ``bridge:number`` in
+        another bridge."""
+        of = self.ofport_of(port_no)
+        if of != OFPP_CONTROLLER:
+            return _port_name(of)
+        other = self.peer_flows(port_no)
+        if other is None:
+            return str(port_no)
+        return f"{other.bridge.name}:{_port_name(other.ofport_of(port_no))}"
 
-    def _trace_normal(self, key: list[int], in_port: int, lines: list[str], flags: np.ndarray) -> list[str]:
-        """What NORMAL does with a frame of key ``key`` from datapath port ``in_port``, told from the MAC table."""
+    def peer_flows(self, port_no: int) -> BridgeFlows | None:
+        """The OpenFlow view of the bridge of datapath port ``port_no`` (None: no bridge has it)."""
+        datapath = self.bridge.dp.datapath
+        b = datapath.xbridges.bridge_of(port_no)
+        br = datapath.bridges[b] if 0 <= b < len(datapath.bridges) else None
+        return getattr(br, "openflow", None)
+
+    def _flood(self, in_port: int, flags: np.ndarray) -> list[int]:
+        """The datapath ports a flood from datapath port ``in_port`` reaches (every port up but the input port)."""
+        return [self.port_map[of] for of in sorted(self.port_map)
+                if self.port_map[of] != in_port and self.port_map[of] < len(flags)
+                and not flags[self.port_map[of]] & PF_DOWN]
+
+    def _trace_normal(self, key: list[int], in_port: int, lines: list[str], flags: np.ndarray) -> list[int]:
+        """What NORMAL does with a frame of key ``key`` from datapath port ``in_port``, told from the MAC table:
+        the datapath ports it goes to."""
         dst = key[K.W_ETH_DST]
         vid = key[K.W_VLAN_TCI] & 0xFFF
-        of_in = self.ofport_of(in_port)
         if dst >> 40 & 1:
             lines.append("     -> multicast or broadcast destination, flooding")
-            return self._flood(of_in, flags)
+            return self._flood(in_port, flags)
         mac = ":".join(f"{dst >> s & 0xFF:02x}" for s in range(40, -8, -8))
         for e in self.bridge.fdb():
             if e["mac"] == mac and (e["vlan"] == vid or not vid):
                 port = ofport13(int(e["ofport"]))
-                if port == of_in:
+                if self.port_map.get(port) == in_port:
                     lines.append(f"     -> learned port is input port {_port_name(port)}, dropping")
                     return []
                 lines.append(f"     -> forwarding to learned port {_port_name(port)}")
-                return [_port_name(port)]
+                return [self.port_map[port]] if port in self.port_map else []
         lines.append("     -> no learned MAC for destination, flooding")
-        return self._flood(of_in, flags)
+        return self._flood(in_port, flags)
 
 
 class _TraceRecorder:
-    """``ofproto/trace``'s recorder: a line per table, action and decision of the translation."""
+    """``ofproto/trace``'s recorder: a line per table, action and decision of the translation, and the walk
+    into the bridges behind patch ports (NORMAL's too)."""
 
-    def __init__(self, flows: BridgeFlows, lines: list[str], flags: np.ndarray) -> None:
+    def __init__(self, flows: BridgeFlows, lines: list[str], flags: np.ndarray, bridges: Bridges) -> None:
         self.flows = flows
         self.lines = lines
         self.flags = flags
+        self.bridges = bridges
         self.normal_outputs: list[list[str]] = []
+        self.depth = 0
 
     def table(self, table_id: int, flow: Flow | None) -> None:
         if flow is None:
@@ -606,8 +629,48 @@ class _TraceRecorder:
     def note(self, text: str) -> None:
         self.lines.append(text)
 
+    def _name(self, bridge: int) -> str:
+        bridges = self.flows.bridge.dp.datapath.bridges
+        return bridges[bridge].name if 0 <= bridge < len(bridges) and bridges[bridge] is not None else "?"
+
+    def bridge(self, bridge: int, in_port: int) -> None:
+        name = self._name(bridge)
+        self.lines += ["", f'bridge("{name}")', "-" * (len(name) + 10)]
+
+    def resume(self, bridge: int) -> None:
+        name = self._name(bridge)
+        self.lines += ["", f'bridge("{name}"), after the patch port', "-" * (len(name) + 30)]
+
     def normal(self, key: list[int], in_port: int) -> None:
-        self.normal_outputs.append(self.flows._trace_normal(key, in_port, self.lines, self.flags))
+        here = self.flows.peer_flows(in_port) or self.flows
+        texts: list[str] = []
+        for q in here._trace_normal(key, in_port, self.lines, self.flags):
+            if q < len(self.flags) and self.flags[q] & PF_PATCH:
+                texts += self._cross(key, q)
+            else:
+                texts.append(self.flows.port_text(q))
+        self.normal_outputs.append(texts)
+
+    def _cross(self, key: list[int], q: int) -> list[str]:
+        """NORMAL sent the frame to patch port ``q``: the walk in the peer's bridge, and its datapath actions."""
+        peer = int(self.bridges.peer[q]) if q < len(self.bridges.peer) else -1
+        if peer < 0 or self.bridges.bridge_of(peer) < 0:
+            self.lines.append("     -> patch port without a peer: dropped")
+            return []
+        if self.depth >= MAX_DEPTH:
+            self.lines.append(f"     -> over max translation depth {MAX_DEPTH}")
+            return []
+        self.bridge(self.bridges.bridge_of(peer), peer)
+        saved, self.normal_outputs = self.normal_outputs, []
+        self.depth += 1
+        walked = list(key)
+        walked[K.W_IN_PORT] = peer
+        res = translate(self.bridges, walked, self.flags, self.flows.bridge.dp.cookies, self)
+        self.depth -= 1
+        self.resume(self.bridges.bridge_of(key[K.W_IN_PORT]))
+        texts = self.flows.render_actions(res.actions, self.normal_outputs)
+        self.normal_outputs = saved
+        return texts
 
 
 def key_of_frame(frame: bytes, in_port: int) -> list[int]:
