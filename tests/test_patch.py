@@ -80,8 +80,7 @@ def test_a_translation_crosses_a_patch_port_into_the_peer_bridge() -> None:
 
     res = translate(bridges, key, flags, UpcallCookies(), Rec())
     assert A.decode(res.program()) == [
-        (A.OP_SET_MASKED, [K.W_ETH_DST, 0x0A, 0xFFFF_FFFF_FFFF]),
-        (A.OP_SET_MASKED, [K.W_ETH_SRC, 0x0B, 0xFFFF_FFFF_FFFF]),
+        (A.OP_SET_ETH, [0x0A, 0x0B]),                                # both MACs: one action
         (A.OP_OUTPUT, [4]),
         (A.OP_SET_MASKED, [K.W_ETH_SRC, 0x01, 0xFFFF_FFFF_FFFF]),    # bridge 0's frame has its own source again
         (A.OP_OUTPUT, [1]),

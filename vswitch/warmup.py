@@ -80,10 +80,12 @@ def _warm_openflow_path(datapath: object, br: object) -> None:
     for bridge, port in ((other, b), (other, pa)):
         fill_vlan_map(bridge.vlan_map, port.port_no, VlanConfig(), True)
     ip = bytes(12) + b"\x08\x00" + bytes([0x45]) + bytes(45)
-    for frames in ((ip, bytes(60)), (ip, bytes(60)), (ip, bytes(8))):
+    # two misses of one megaflow in one burst (mf_covered), then the bridges' burst twice (miss, hit), a runt
+    for frames, ports in (((ip, ip), (a, a)), ((ip, bytes(60)), (a, b)), ((ip, bytes(60)), (a, b)),
+                          ((ip, bytes(8)), (a, b))):
         n = dp.pool.alloc(dp.burst, 0, len(frames))              # type: ignore[attr-defined]
         for i in range(n):
-            dp.pool.put(int(dp.burst[i]), frames[i], a.port_no if i == 0 else b.port_no)  # type: ignore[attr-defined]
+            dp.pool.put(int(dp.burst[i]), frames[i], ports[i].port_no)  # type: ignore[attr-defined]
         dp._n_extra = 0                                          # type: ignore[attr-defined]
         dp._process(dp.burst, n, 0)                              # type: ignore[attr-defined]
         dp._patch_rounds(0)                                      # type: ignore[attr-defined]

@@ -272,11 +272,13 @@ class _Walk:
             base[K.W_VLAN_TCI], base[W_VLAN_TCI2] = flow[K.W_VLAN_TCI], flow[W_VLAN_TCI2]
             dirty[K.W_VLAN_TCI] = dirty[W_VLAN_TCI2] = 0
         full = 0xFFFF_FFFF_FFFF
-        if dirty[K.W_ETH_DST] == full and dirty[K.W_ETH_SRC] == full:   # both MACs: one action
+        if (dirty[K.W_ETH_DST] == full and dirty[K.W_ETH_SRC] == full and flow[K.W_ETH_DST] != base[K.W_ETH_DST]
+                and flow[K.W_ETH_SRC] != base[K.W_ETH_SRC]):   # both MACs change: one action
             r.mask[K.W_ETH_DST] |= full
             r.mask[K.W_ETH_SRC] |= full
-            if flow[K.W_ETH_DST] != base[K.W_ETH_DST] or flow[K.W_ETH_SRC] != base[K.W_ETH_SRC]:
-                r.actions += A.set_eth(flow[K.W_ETH_DST], flow[K.W_ETH_SRC])
+            r.actions += A.set_eth(flow[K.W_ETH_DST], flow[K.W_ETH_SRC])
+            self.written[K.W_ETH_DST] |= full
+            self.written[K.W_ETH_SRC] |= full
             base[K.W_ETH_DST], base[K.W_ETH_SRC] = flow[K.W_ETH_DST], flow[K.W_ETH_SRC]
             dirty[K.W_ETH_DST] = dirty[K.W_ETH_SRC] = 0
         for w in _COMMIT_WORDS:
