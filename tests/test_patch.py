@@ -257,14 +257,17 @@ def test_hosts_on_two_bridges_ping_across_a_patch_pair(patched_hosts) -> None:  
 def test_a_patch_port_without_a_usable_peer_gets_ovss_error(switch) -> None:  # noqa: ANN001
     sw = switch
     stem = unique("pe")
-    br, nopeer, selfp, lonely = f"{stem}b", f"{stem}n", f"{stem}s", f"{stem}l"
+    br, nopeer, selfp, lonely, extra = f"{stem}b", f"{stem}n", f"{stem}s", f"{stem}l", f"{stem}x"
     sw.vsctl("add-br", br, "--", "add-port", br, nopeer, "--", "set", "Interface", nopeer, "type=patch",
              "--", "add-port", br, selfp, "--", "set", "Interface", selfp, "type=patch", f"options:peer={selfp}",
-             "--", "add-port", br, lonely, "--", "set", "Interface", lonely, "type=patch", "options:peer=ghost")
+             "--", "add-port", br, lonely, "--", "set", "Interface", lonely, "type=patch", "options:peer=ghost",
+             "--", "add-port", br, extra, "--", "set", "Interface", extra, "type=patch", "options:peer=ghost",
+             "options:color=blue")
     sw.wait_for("errors written", lambda: sw.get("Interface", lonely, "error") != "[]")
     assert sw.get("Interface", nopeer, "error") == f"{nopeer}: patch type requires valid 'peer' argument"
     assert sw.get("Interface", nopeer, "ofport") == "-1"
     assert sw.get("Interface", selfp, "error") == f"{selfp}: patch peer must not be self"
+    assert sw.get("Interface", extra, "error") == f"{extra}: patch type takes only a 'peer' argument"
     assert sw.get("Interface", lonely, "error") == "No usable peer 'ghost' exists in 'netdev' datapath."
     assert int(sw.get("Interface", lonely, "ofport")) > 0     # unpaired, but a port of the bridge (as in OVS)
     # a peer that names it back makes the pair: the error goes

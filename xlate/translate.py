@@ -29,6 +29,7 @@ of ``MAX_CROSSINGS`` per translation, as OVS bounds resubmits.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -185,8 +186,11 @@ class Bridges:
     @classmethod
     def single(cls, ts: TableSet, n_ports: int) -> Bridges:
         """One bridge with tables ``ts`` owning ports ``0 .. n_ports - 1`` (and the "no port" number after them)."""
-        return cls([ts], [MODE_TABLES], [-1], np.zeros(n_ports + 1, dtype=np.int64),
-                   np.full(n_ports + 1, -1, dtype=np.int64))
+        made = _SINGLE.get(ts)
+        if made is None or len(made.port_bridge) != n_ports + 1:
+            made = _SINGLE[ts] = cls([ts], [MODE_TABLES], [-1], np.zeros(n_ports + 1, dtype=np.int64),
+                                     np.full(n_ports + 1, -1, dtype=np.int64))
+        return made
 
     def replaced(self, bridge: int, ts: TableSet, mode: int) -> Bridges:
         """A copy in which bridge ``bridge`` walks ``ts`` in ``mode`` (a packet-out's or a trace's tables)."""
@@ -202,6 +206,10 @@ class Bridges:
     def bridge_of(self, port: int) -> int:
         """The bridge of datapath port ``port`` (-1: none)."""
         return int(self.port_bridge[port]) if 0 <= port < len(self.port_bridge) else -1
+
+
+#: ``Bridges.single`` of each ``TableSet`` (made once per set, not per translation)
+_SINGLE: weakref.WeakKeyDictionary[TableSet, Bridges] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -436,6 +444,7 @@ class _Walk:
                 rec.note(f"     -> over max translation depth {MAX_DEPTH}" if self.depth >= MAX_DEPTH
                          else f"     -> over {MAX_CROSSINGS} patch port crossings")
             return
+        self.sync_rank_bridges()
         saved = (self.bridge, self.ts, self.in_port, list(self.flow), self.action_set, self.written)
         self.written = [0] * K.KEY_WORDS
         self.crossings += 1
@@ -448,6 +457,7 @@ class _Walk:
             rec.bridge(nb, peer)
         self.enter()
         self.depth -= 1
+        self.sync_rank_bridges()
         wrote = self.written
         self.bridge, self.ts, self.in_port, flow, self.action_set, self.written = saved
         # the peer bridge's changes are not the first bridge's: what it set is set back at the next commit
@@ -459,6 +469,13 @@ class _Walk:
         if rec:
             rec.resume(self.bridge)
 
+    def sync_rank_bridges(self) -> None:
+        """``rank_bridges`` as long as ``ranks``: the rules hit since the last call are the current bridge's."""
+        r = self.r
+        missing = len(r.ranks) - len(r.rank_bridges)
+        if missing:
+            r.rank_bridges += [self.bridge] * missing
+
     def enter(self) -> None:
         """Handle the frame in the current bridge as its mode says."""
         b = self.bridge
@@ -469,7 +486,6 @@ class _Walk:
             rank = self.bridges.normal_rank[b]
             if rank >= 0:
                 self.r.ranks.append(rank)
-                self.r.rank_bridges.append(b)
                 if self.rec and self.ts is not None:
                     self.rec.table(0, self.ts.flows[rank])
             if self.rec:
@@ -528,7 +544,6 @@ class _Walk:
                 break
             last = ts.flows[rank]
             r.ranks.append(rank)
-            r.rank_bridges.append(self.bridge)
             if rec:
                 rec.table(table, last)
             nxt = self.run_instructions(last)
@@ -551,6 +566,7 @@ class _Walk:
 
     def finish(self) -> XlateResult:
         r = self.r
+        self.sync_rank_bridges()
         r.final = list(self.flow)
         if not r.outputs and not r.drop_reason:
             r.drop_reason = "flow_no_output (the actions send the packet nowhere)"

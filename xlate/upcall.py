@@ -87,7 +87,9 @@ class Upcalls:
         miss = np.flatnonzero(out_entry[:n] < 0)
         self.counters["upcalls"] += len(miss)
         uninstalled: list[tuple[np.ndarray, np.ndarray]] = []
-        tables = bridges.tables if isinstance(bridges, Bridges) else (bridges,)
+        if not isinstance(bridges, Bridges):
+            bridges = Bridges.single(bridges, len(port_flags))
+        tables = bridges.tables
         while len(miss):
             i = int(miss[0])
             slot = int(burst[i])
@@ -138,15 +140,25 @@ class Upcalls:
 
     def _remember(self, e: int, res: XlateResult) -> None:
         """Record what megaflow ``e``'s translation hit, missed and entered."""
-        walk = self._walk(res)
-        self.rules[e] = 0
-        self.rule_bridge[e] = 0
-        k = min(len(walk), MAX_RULES)
+        rules, rule_bridge = self.rules[e], self.rule_bridge[e]
+        rules[:] = 0
+        k = min(len(res.ranks), MAX_RULES)
         if k:
-            self.rule_bridge[e, :k] = [b for b, _v in walk[:k]]
-            self.rules[e, :k] = [v for _b, v in walk[:k]]
-        self.overflow[e] = len(walk) > MAX_RULES
-        self.visited[e] = sum({_bit(b) for b in res.bridges})
+            rules[:k] = res.ranks[:k]
+            rules[:k] += 1
+        if len(res.bridges) == 1:      # the usual walk: every rule in one bridge
+            (b,) = res.bridges
+            rule_bridge[:] = b
+            self.visited[e] = _bit(b)
+        else:
+            rule_bridge[:] = 0
+            rule_bridge[:k] = res.rank_bridges[:k]
+            self.visited[e] = sum({_bit(b) for b in res.bridges})
+        for b, t in res.misses[:MAX_RULES - k]:
+            rules[k] = -(t + 1)
+            rule_bridge[k] = b
+            k += 1
+        self.overflow[e] = len(res.ranks) + len(res.misses) > MAX_RULES
 
     def programs(self, out_entry: np.ndarray, n: int, prog_index: np.ndarray) -> None:
         """``prog_index[i]``: the program of frame ``i`` after ``handle_misses`` (its megaflow's, or a scratch one)."""
