@@ -646,14 +646,18 @@ class Datapath:
         self._n_extra = 0
         now = self.now()
         self._process(burst, total, now)
+        self._send(now)
+        pool.free(burst, total)
+        return total
+
+    def _send(self, now: int) -> None:
+        """Transmit the queues, hand what went to patch ports to their peers, free the copies the actions made."""
         self._transmit()
         if len(self.patch_ports):
             self._patch_rounds(now)
         if self._n_extra:
-            pool.free(self.extra, self._n_extra)
+            self.pool.free(self.extra, self._n_extra)
             self._n_extra = 0
-        pool.free(burst, total)
-        return total
 
     def _patch_rounds(self, now: int) -> None:
         """Hand what was queued for patch ports to their peers' bridges, round after round until nothing is
@@ -884,12 +888,7 @@ class Datapath:
                                           self.xside, self.xside_n)
             now = self.now()
             self._side_lists(now, br)
-            self._transmit()
-            if len(self.patch_ports):
-                self._patch_rounds(now)
-            if self._n_extra:
-                pool.free(self.extra, self._n_extra)
-                self._n_extra = 0
+            self._send(now)
         finally:
             pool.free(one, 1)
 
