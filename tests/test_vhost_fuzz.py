@@ -1104,11 +1104,25 @@ def fd_count(pid: int | str = "self") -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def session_fd_count() -> int:
+    """This process's open fds of the kinds a vhost-user session holds: sockets, eventfds and memfds (other
+    fds of the test process, e.g. a file another thread opens for a moment, are not the session's)."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        n += target.startswith(("socket:", "anon_inode:[eventfd]", "/memfd:"))
+    return n
+
+
 def resources() -> tuple[int, int, int]:
-    """This process's open fds, mappings of fuzz memfds (only the switch maps them) and memory guards in use."""
+    """This process's session fds (sockets, eventfds, memfds), mappings of fuzz memfds (only the switch maps
+    them) and memory guards in use."""
     with open("/proc/self/maps") as f:
         maps = sum("memfd:fuzz" in line for line in f)
-    return fd_count(), maps, int(np.count_nonzero(memguard._table[1:, memguard.G_END]))
+    return session_fd_count(), maps, int(np.count_nonzero(memguard._table[1:, memguard.G_END]))
 
 
 # ---------------------------------------------------------------- in-process tests
