@@ -29,7 +29,7 @@ import numpy as np
 from bench.common import Progress, add_output_args, machine_info, write_results
 from bench.flowtable import WINDOW, Runner, measure
 from dpif import key as K
-from dpif.megaflow import H_EMC_HITS, H_SUB_LOOKUPS, MegaflowCache, mf_lookup
+from dpif.megaflow import EMC_W, H_EMC_HITS, H_SUB_LOOKUPS, MegaflowCache, mf_lookup
 
 ONES32 = 0xFFFF_FFFF
 ONES48 = (1 << 48) - 1
@@ -87,7 +87,7 @@ def runners(setup: dict, bursts: list[int]) -> dict[str, tuple[Runner, int]]:
     keys, meta = setup["keys"], setup["meta"]
     n_frames = keys.shape[0]
     st, ent, buckets, emc = cache.arrays()
-    no_emc = np.zeros(0, dtype=np.int64)
+    no_emc = np.zeros((0, EMC_W), dtype=np.int64)
     out = np.zeros(max(bursts), dtype=np.int64)
     order = np.arange(n_frames, dtype=np.int32)
     # subtables by hits, the EMC warm (one subtable hit in 100 inserted)
@@ -119,7 +119,7 @@ def pass_counters(setup: dict, use_emc: bool) -> tuple[float, float]:
     st, ent, buckets, emc = cache.arrays()
     before = st[H_EMC_HITS], st[H_SUB_LOOKUPS]
     mf_lookup(keys, np.arange(n, dtype=np.int32), n, meta, st, ent, buckets,
-              emc if use_emc else np.zeros(0, dtype=np.int64), np.zeros(n, dtype=np.int64), 0)
+              emc if use_emc else np.zeros((0, EMC_W), dtype=np.int64), np.zeros(n, dtype=np.int64), 0)
     return 100.0 * (st[H_EMC_HITS] - before[0]) / n, (st[H_SUB_LOOKUPS] - before[1]) / n
 
 

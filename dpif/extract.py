@@ -35,6 +35,7 @@ import numpy as np
 
 from backends.pool import META_HEAD, META_IN_PORT, META_LEN
 from classifier.drops import DROP_RX_RUNT, DROP_RX_VLAN_TRUNCATED
+from classifier.wire import be16, be32, be48, be64, u8
 from dpif import key as K
 
 ETH_TYPE_IPV4 = 0x0800
@@ -84,32 +85,6 @@ _ETH_TYPE_NONE = K.ETH_TYPE_NONE
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _u8(d: np.ndarray, s: int, o: int) -> int:
-    """Byte ``o`` of row ``s``; ``o`` is never negative (an unsigned index spares numba's wraparound check)."""
-    return np.int64(d[s, np.uint64(o)])
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _be16(d: np.ndarray, s: int, o: int) -> int:
-    return (_u8(d, s, o) << 8) | _u8(d, s, o + 1)
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _be32(d: np.ndarray, s: int, o: int) -> int:
-    return (_be16(d, s, o) << 16) | _be16(d, s, o + 2)
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _be48(d: np.ndarray, s: int, o: int) -> int:
-    return (_be16(d, s, o) << 32) | _be32(d, s, o + 2)
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _be64(d: np.ndarray, s: int, o: int) -> np.uint64:
-    return (np.uint64(_be32(d, s, o)) << np.uint64(32)) | np.uint64(_be32(d, s, o + 4))
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _nd(d: np.ndarray, s: int, o: int, end: int, icmp_type: int, k: np.ndarray) -> None:
     """Neighbour solicitation / advertisement at ``o`` (the ICMPv6 header): target and link-layer option."""
     if o + 24 > end:
@@ -119,17 +94,17 @@ def _nd(d: np.ndarray, s: int, o: int, end: int, icmp_type: int, k: np.ndarray) 
     seen = False
     q = o + 24
     while q + 8 <= end:
-        olen = _u8(d, s, q + 1) * 8
+        olen = u8(d, s, q + 1) * 8
         if olen == 0 or q + olen > end:
             return                                   # malformed: no ND field
-        if _u8(d, s, q) == want and olen == 8:
+        if u8(d, s, q) == want and olen == 8:
             if seen:
                 return                               # a second address option: malformed
             seen = True
-            lla = _be48(d, s, q + 2)
+            lla = be48(d, s, q + 2)
         q += olen
-    k[s, _W_ND_TARGET] = _be64(d, s, o + 8)
-    k[s, _W_ND_TARGET + 1] = _be64(d, s, o + 16)
+    k[s, _W_ND_TARGET] = be64(d, s, o + 8)
+    k[s, _W_ND_TARGET + 1] = be64(d, s, o + 16)
     if icmp_type == ND_SOLICIT:
         k[s, _W_ARP_SHA] = lla
     else:
@@ -141,21 +116,21 @@ def _l4(d: np.ndarray, s: int, o: int, end: int, proto: int, v6: bool, k: np.nda
     """The L4 header at ``o`` (the IP packet ends at ``end``)."""
     if proto == PROTO_TCP:
         if o + 20 <= end:
-            flags = ((_u8(d, s, o + 12) & 0xF) << 8) | _u8(d, s, o + 13)
-            k[s, _W_TP] = _be16(d, s, o) | _be16(d, s, o + 2) << 16 | flags << 32
+            flags = ((u8(d, s, o + 12) & 0xF) << 8) | u8(d, s, o + 13)
+            k[s, _W_TP] = be16(d, s, o) | be16(d, s, o + 2) << 16 | flags << 32
     elif proto == PROTO_UDP:
         if o + 8 <= end:
-            k[s, _W_TP] = _be16(d, s, o) | _be16(d, s, o + 2) << 16
+            k[s, _W_TP] = be16(d, s, o) | be16(d, s, o + 2) << 16
     elif proto == PROTO_SCTP:
         if o + 12 <= end:
-            k[s, _W_TP] = _be16(d, s, o) | _be16(d, s, o + 2) << 16
+            k[s, _W_TP] = be16(d, s, o) | be16(d, s, o + 2) << 16
     elif proto == PROTO_ICMP:
         if not v6 and o + 8 <= end:
-            k[s, _W_TP] = _u8(d, s, o) | _u8(d, s, o + 1) << 16
+            k[s, _W_TP] = u8(d, s, o) | u8(d, s, o + 1) << 16
     elif proto == PROTO_ICMPV6:
         if v6 and o + 8 <= end:
-            t = _u8(d, s, o)
-            c = _u8(d, s, o + 1)
+            t = u8(d, s, o)
+            c = u8(d, s, o + 1)
             k[s, _W_TP] = t | c << 16
             if (t == ND_SOLICIT or t == ND_ADVERT) and c == 0:
                 _nd(d, s, o, end, t, k)
@@ -165,21 +140,21 @@ def _l4(d: np.ndarray, s: int, o: int, end: int, proto: int, v6: bool, k: np.nda
 def _ipv4(d: np.ndarray, s: int, o: int, end: int, k: np.ndarray) -> None:
     if o + 20 > end:
         return
-    ihl = (_u8(d, s, o) & 0xF) * 4
-    total = _be16(d, s, o + 2)
+    ihl = (u8(d, s, o) & 0xF) * 4
+    total = be16(d, s, o + 2)
     if ihl < 20 or total < ihl or o + total > end:
         return
     end = o + total                                  # padding after the packet is not read
-    proto = _u8(d, s, o + 9)
-    off = _be16(d, s, o + 6)
+    proto = u8(d, s, o + 9)
+    off = be16(d, s, o + 6)
     frag = 0
     if off & 0x3FFF:                                 # MF or an offset
         frag = _FRAG_ANY
         if off & 0x1FFF:
             frag = _FRAG_ANY | _FRAG_LATER
-    k[s, _W_NW] = proto | _u8(d, s, o + 1) << 8 | _u8(d, s, o + 8) << 16 | frag << 24
-    k[s, _W_NW_SRC] = _be32(d, s, o + 12)
-    k[s, _W_NW_DST] = _be32(d, s, o + 16)
+    k[s, _W_NW] = proto | u8(d, s, o + 1) << 8 | u8(d, s, o + 8) << 16 | frag << 24
+    k[s, _W_NW_SRC] = be32(d, s, o + 12)
+    k[s, _W_NW_DST] = be32(d, s, o + 16)
     if frag & _FRAG_LATER:
         return
     _l4(d, s, o + ihl, end, proto, False, k)
@@ -189,37 +164,37 @@ def _ipv4(d: np.ndarray, s: int, o: int, end: int, k: np.ndarray) -> None:
 def _ipv6(d: np.ndarray, s: int, o: int, end: int, k: np.ndarray) -> None:
     if o + 40 > end:
         return
-    total = 40 + _be16(d, s, o + 4)
+    total = 40 + be16(d, s, o + 4)
     if o + total > end:
         return
     end = o + total
-    vcl = _be32(d, s, o)
-    tos_ttl = ((vcl >> 20) & 0xFF) << 8 | _u8(d, s, o + 7) << 16
-    k[s, _W_IPV6_SRC] = _be64(d, s, o + 8)
-    k[s, _W_IPV6_SRC + 1] = _be64(d, s, o + 16)
-    k[s, _W_IPV6_DST] = _be64(d, s, o + 24)
-    k[s, _W_IPV6_DST + 1] = _be64(d, s, o + 32)
+    vcl = be32(d, s, o)
+    tos_ttl = ((vcl >> 20) & 0xFF) << 8 | u8(d, s, o + 7) << 16
+    k[s, _W_IPV6_SRC] = be64(d, s, o + 8)
+    k[s, _W_IPV6_SRC + 1] = be64(d, s, o + 16)
+    k[s, _W_IPV6_DST] = be64(d, s, o + 24)
+    k[s, _W_IPV6_DST + 1] = be64(d, s, o + 32)
     k[s, _W_IPV6_LABEL] = vcl & 0xFFFFF
-    nh = _u8(d, s, o + 6)
+    nh = u8(d, s, o + 6)
     q = o + 40
     frag = 0
     while True:                                      # every header is >= 8 bytes: the loop ends
         if nh == PROTO_HOPOPT or nh == PROTO_ROUTING or nh == PROTO_DSTOPTS:
             if q + 8 > end:
                 break
-            hl = (_u8(d, s, q + 1) + 1) * 8
+            hl = (u8(d, s, q + 1) + 1) * 8
             if q + hl > end:
                 break
-            nh = _u8(d, s, q)
+            nh = u8(d, s, q)
             q += hl
         elif nh == PROTO_FRAGMENT:
             if q + 8 > end:
                 break
             frag = _FRAG_ANY
-            if _be16(d, s, q + 2) & 0xFFF8:          # a later fragment: protocol 44, nothing beyond
+            if be16(d, s, q + 2) & 0xFFF8:          # a later fragment: protocol 44, nothing beyond
                 k[s, _W_NW] = PROTO_FRAGMENT | tos_ttl | (_FRAG_ANY | _FRAG_LATER) << 24
                 return
-            nh = _u8(d, s, q)
+            nh = u8(d, s, q)
             q += 8
         else:
             k[s, _W_NW] = nh | tos_ttl | frag << 24
@@ -230,15 +205,15 @@ def _ipv6(d: np.ndarray, s: int, o: int, end: int, k: np.ndarray) -> None:
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _arp(d: np.ndarray, s: int, o: int, end: int, k: np.ndarray) -> None:
-    if o + 28 > end or _be32(d, s, o) != 0x00010800 or _u8(d, s, o + 4) != 6 or _u8(d, s, o + 5) != 4:
+    if o + 28 > end or be32(d, s, o) != 0x00010800 or u8(d, s, o + 4) != 6 or u8(d, s, o + 5) != 4:
         return
-    op = _be16(d, s, o + 6)
+    op = be16(d, s, o + 6)
     if op <= 0xFF:
         k[s, _W_NW] = op
-    k[s, _W_ARP_SHA] = _be48(d, s, o + 8)
-    k[s, _W_NW_SRC] = _be32(d, s, o + 14)
-    k[s, _W_ARP_THA] = _be48(d, s, o + 18)
-    k[s, _W_NW_DST] = _be32(d, s, o + 24)
+    k[s, _W_ARP_SHA] = be48(d, s, o + 8)
+    k[s, _W_NW_SRC] = be32(d, s, o + 14)
+    k[s, _W_ARP_THA] = be48(d, s, o + 18)
+    k[s, _W_NW_DST] = be32(d, s, o + 24)
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
@@ -246,30 +221,30 @@ def _frame(d: np.ndarray, s: int, o: int, end: int, k: np.ndarray) -> int:
     """Fill ``k[s]`` (already zero) from the frame ``d[s, o:end]``; return the drop reason or 0."""
     if o + 14 > end:
         return DROP_RX_RUNT
-    k[s, _W_ETH_DST] = _be48(d, s, o)
-    k[s, _W_ETH_SRC] = _be48(d, s, o + 6)
+    k[s, _W_ETH_DST] = be48(d, s, o)
+    k[s, _W_ETH_SRC] = be48(d, s, o + 6)
     p = o + 12                                       # the ethertype (or TPID) being read
-    et = _be16(d, s, p)
+    et = be16(d, s, p)
     if et == ETH_TYPE_VLAN or et == ETH_TYPE_QINQ:
         if p + 6 > end:
             k[s, _W_ETH_TYPE] = et
             return DROP_RX_VLAN_TRUNCATED
-        k[s, _W_VLAN_TCI] = _be16(d, s, p + 2) | _VLAN_CFI | et << 16
+        k[s, _W_VLAN_TCI] = be16(d, s, p + 2) | _VLAN_CFI | et << 16
         p += 4
-        et = _be16(d, s, p)
+        et = be16(d, s, p)
         if et == ETH_TYPE_VLAN or et == ETH_TYPE_QINQ:
             if p + 6 > end:
                 k[s, _W_ETH_TYPE] = et
                 return DROP_RX_VLAN_TRUNCATED
-            k[s, _W_VLAN_TCI2] = _be16(d, s, p + 2) | _VLAN_CFI | et << 16
+            k[s, _W_VLAN_TCI2] = be16(d, s, p + 2) | _VLAN_CFI | et << 16
             p += 4
-            et = _be16(d, s, p)
+            et = be16(d, s, p)
     p += 2                                           # L3 (or LLC) starts here
     if et < ETH_TYPE_MIN:
         # 802.3: LLC AA-AA-03 and SNAP OUI 00-00-00 carry an ethertype
-        if (p + 8 <= end and _be32(d, s, p) == 0xAAAA0300 and _be16(d, s, p + 4) == 0
-                and _be16(d, s, p + 6) >= ETH_TYPE_MIN):
-            et = _be16(d, s, p + 6)
+        if (p + 8 <= end and be32(d, s, p) == 0xAAAA0300 and be16(d, s, p + 4) == 0
+                and be16(d, s, p + 6) >= ETH_TYPE_MIN):
+            et = be16(d, s, p + 6)
             p += 8
         else:
             et = _ETH_TYPE_NONE

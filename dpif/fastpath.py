@@ -1,11 +1,11 @@
 """The datapath's hit path in one kernel call: extract keys, find megaflows, run their actions.
 
 ```
- hit_burst: extract_burst ─► mf_lookup ─► every frame hit? ─yes─► mf_programs ─► execute_burst ─► 0
-                 │ invalid frames: -1            │ no: the number of misses (out_entry filled)
-                 ▼                               ▼
-        the caller drops them and goes on   the caller runs the upcalls, then mf_programs and
-        step by step                         execute_burst itself
+ hit_burst: extract_burst ─► mf_lookup_programs ─► every frame hit? ─yes─► execute_burst ─► 0
+                 │ invalid frames: -1                 │ no: the number of misses (out_entry filled)
+                 ▼                                    ▼
+        the caller drops them and goes on        the caller runs the upcalls, then mf_programs and
+        step by step                              execute_burst itself
 ```
 
 One call instead of four saves numba's per-call argument handling (about 1 µs per burst, ~4 ns a
@@ -20,7 +20,7 @@ import numpy as np
 
 from dpif.actions import execute_burst
 from dpif.extract import extract_burst
-from dpif.megaflow import mf_lookup, mf_programs
+from dpif.megaflow import mf_lookup_programs
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
@@ -35,10 +35,9 @@ def hit_burst(data: np.ndarray, meta: np.ndarray, burst: np.ndarray, n: int, key
     executed)."""
     if extract_burst(data, meta, burst, n, keys, reasons):
         return -1
-    misses = mf_lookup(keys, burst, n, meta, st, ent, buckets, emc, out_entry, now)
+    misses = mf_lookup_programs(keys, burst, n, meta, st, ent, buckets, emc, out_entry, now, prog_index)
     if misses:
         return misses
-    mf_programs(ent, out_entry, n, prog_index)
     side_n[2] = execute_burst(data, meta, burst, n, prog_index, progs, out, out_start, drops, free_stack,
                               free_top, extra, side, side_n)
     return 0

@@ -2,8 +2,8 @@
 and expires megaflows; the ``mf_lookup`` kernel finds the megaflow of every frame of a burst.
 
 ```
-keys[slot] ──► EMC: hash of the used words ──► 2-way set ──► entry? ──► masked compare ──hit──┐
-                  │ miss, or the compare fails                                                 │
+keys[slot] ──► EMC: hash of the used words ──► 2-way set ──► row = used words? ──► same incarnation? ─hit─┐
+                  │ miss                                                                                  │
                   ▼                                                                            ▼
       subtables in hit order: hash(key & mask over the subtable's words) ──► bucket ──► entry   out_entry[i]
       (first hit wins: megaflows do not overlap) ──hit──► EMC row written (1 in emc_insert_inv_prob)  + stats
@@ -11,7 +11,8 @@ keys[slot] ──► EMC: hash of the used words ──► 2-way set ──► e
 ```
 
 The kernel works in passes over the burst, each fetching (prefetching) what the next one reads:
-EMC hashes (fetch the sets), EMC candidates (fetch their entry rows), the compares; the frames the
+EMC hashes (fetch the sets) and row compares (fetch the entries' first lines), the incarnation
+checks and counters; the frames the
 EMC does not answer then search the subtables ``CHUNK`` at a time, one subtable after the other
 (hashes, fetch the buckets; first buckets, fetch their entry rows; the probes).
 
@@ -33,25 +34,29 @@ Subtables
     since the previous resort. A subtable goes away with its last entry.
 
 Exact-match cache (EMC)
-    ``emc_size`` rows (a power of two, 0: none) in sets of two rows (one cache line; OVS's EMC is
-    2-way too), chosen by a hash of the key words some installed mask uses (``st[H_UW:]``, kept by
-    the control side: a word no mask looks at cannot tell megaflows apart). When that word set
-    changes, the EMC is cleared (its rows were placed by the old hash). A row names an entry;
-    both rows of the set are tried. A hit is validated by the entry's own masked compare (and that it is live), so
-    the EMC can never return a wrong megaflow: not after a remove, a replace, or the reuse of an
-    entry id; no generation counter is needed. The EMC is read for a whole burst before the burst
-    writes it. A subtable hit writes a row of its set (an empty one, else one that is stale or names
-    a removed entry, else either, drawn) with probability
-    ``1 / emc_insert_inv_prob`` (OVS's default 100: a frame of a short flow seldom evicts a long
-    one; 1: always; 0: never), drawn from a generator kept in ``st``.
+    ``emc_size`` rows (a power of two, 0: none) of ``EMC_W`` words, in sets of two rows (OVS's EMC is
+    2-way too), chosen by a hash of the key words some installed mask uses (``st[H_UW:]``, kept by the
+    control side: a word no mask looks at cannot tell megaflows apart). A row holds those words of a
+    key, exactly, and names an entry with its incarnation (``E_GEN``, bumped by every install into a
+    free id and every remove). A frame hits a row when its used words equal the row's and the entry
+    is still that incarnation, so the EMC can never return a wrong megaflow: keys equal on every word
+    a mask looks at have the same megaflow. When the used-word set changes, the EMC is cleared (its
+    rows hold the old words); with more than ``EMC_MAX_WORDS`` used words it is not used. A
+    subtable hit writes a row of its set (one that names no live entry, else either, drawn) with
+    probability ``1 / emc_insert_inv_prob`` (OVS's default 100: a frame of a short flow seldom evicts
+    a long one; 1: always; 0: never), drawn from a generator kept in ``st``. Up to 7 used words (one
+    cache line a row) the hash and compare are unrolled and branch-free, and a frame's set is fetched
+    ``EMC_AHEAD`` frames before it is read.
 
 Arrays (all int64; fixed size from construction, except ``actions``)
     * ``st``: header (``H_*``: counts, counters, the EMC draw state, the used words), the subtable
       order, one ``S_W``-word row per subtable (``S_*``), then the kernel's scratch (``2 * CHUNK``);
-    * ``ent``: ``[max_flows, E_W]``, one row per entry id (``E_*``): subtable (-1: free), hash,
-      action offset and length, packets, bytes, used, created, then the masked values;
+    * ``ent``: ``[max_flows, E_W]``, one row per entry id (``E_*``): subtable (-1: free), action
+      offset and length, packets, bytes, used, incarnation, the masked values, then (control side)
+      hash and created;
     * ``buckets``: ``tag | (entry + 1)`` per bucket (``TAG_MASK`` bits of the hash; 0: empty);
-    * ``emc``: the same form per row;
+    * ``emc``: ``[emc_size, EMC_W]``: ``incarnation << ENTRY_BITS | entry + 1`` (0: empty), then the
+      used words;
     * ``actions``: the flat programs; entry ``e``'s is ``actions[ent[e, E_ACT]:][:ent[e, E_ACT_LEN]]``.
 
 Update rule
@@ -104,19 +109,26 @@ S_COUNT = 2           # entries
 S_F = 4               # (word, mask) pairs, S_NW of them
 S_W = S_F + 2 * KEY_WORDS
 
-# entry rows
+# entry rows: what a hit reads and writes first, so a mask of up to two words is one cache line
 E_SUB = 0             # subtable id; -1: a free id
-E_HASH = 1            # the subtable hash of the masked values
-E_ACT = 2             # offset of the actions in the flat array
-E_ACT_LEN = 3         # their length
-E_PACKETS = 4
-E_BYTES = 5
-E_USED = 6            # last ``now`` a frame hit (install time at first)
-E_CREATED = 7
-E_VAL = 8             # the masked key words, in the subtable's pair order
-E_W = E_VAL + KEY_WORDS
+E_ACT = 1             # offset of the actions in the flat array
+E_ACT_LEN = 2         # their length
+E_PACKETS = 3
+E_BYTES = 4
+E_USED = 5            # last ``now`` a frame hit (install time at first)
+E_GEN = 6             # the id's incarnation: bumped by every install into a free id and every remove
+E_VAL = 7             # the masked key words, in the subtable's pair order
+E_HASH = E_VAL + KEY_WORDS    # the subtable hash of the masked values (control side)
+E_CREATED = E_HASH + 1
+E_W = (E_CREATED + 8) // 8 * 8   # whole cache lines
+GEN_MASK = (1 << 39) - 1
+
+# EMC rows: ``incarnation << ENTRY_BITS | entry + 1`` (0: empty), then the key's used words
+EMC_W = 16
+EMC_MAX_WORDS = EMC_W - 1     # more used words than this: the EMC is not used
 
 CHUNK = 64            # frames that search the subtables together (one pass per subtable)
+EMC_AHEAD = 8         # frames between an EMC set's fetch and its read
 
 ENTRY_BITS = 24
 ENTRY_MASK = (1 << ENTRY_BITS) - 1
@@ -202,6 +214,33 @@ def _key_hash(keys: np.ndarray, s: int, st: np.ndarray, nuw: int) -> np.int64:
     return _fin(acc)
 
 
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _uw8(st: np.ndarray, nuw: int, mult: int) -> tuple[int, int, int, int, int, int, int, int]:
+    """The first 8 used words (``mult`` 0) or their hash multipliers (``mult`` 1), padded with word 0 and
+    multiplier 0 (a padded term adds nothing to the hash)."""
+    r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = np.int64(0)
+    for q in range(min(nuw, 8)):
+        w = st[H_UW + q]
+        x = _KEY_MULT[w] if mult else w
+        if q == 0:
+            r0 = x
+        elif q == 1:
+            r1 = x
+        elif q == 2:
+            r2 = x
+        elif q == 3:
+            r3 = x
+        elif q == 4:
+            r4 = x
+        elif q == 5:
+            r5 = x
+        elif q == 6:
+            r6 = x
+        else:
+            r7 = x
+    return r0, r1, r2, r3, r4, r5, r6, r7
+
+
 @numba.njit(nogil=True, cache=True, _nrt=False)
 def key_hash(keys: np.ndarray, s: int, st: np.ndarray) -> np.int64:
     """The EMC hash of ``keys[s]`` under cache state ``st`` (for tests and tools)."""
@@ -209,14 +248,42 @@ def key_hash(keys: np.ndarray, s: int, st: np.ndarray) -> np.int64:
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _emc_way(emc: np.ndarray, r0: int, r1: int, h: np.int64, ent: np.ndarray, rng: np.int64) -> int:
-    """The EMC row of set ``(r0, r1)`` a new row for hash ``h`` replaces: an empty row, else one with
-    ``h``'s tag (stale: its compare failed) or naming a removed entry, else one drawn by ``rng``."""
-    for r in (r0, r1):
-        v = emc[r]
-        if v == 0 or ((v ^ h) & TAG_MASK) == 0 or ent[(v & ENTRY_MASK) - 1, E_SUB] < 0:
-            return r
+def _emc_live(emc: np.ndarray, r: int, ent: np.ndarray) -> bool:
+    """True when EMC row ``r`` names an entry in the incarnation it was written for."""
+    v = emc[r, 0]
+    if v == 0:
+        return False
+    c = (v & ENTRY_MASK) - 1
+    return ent[c, E_SUB] >= 0 and ent[c, E_GEN] == (v >> ENTRY_BITS)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _emc_way(emc: np.ndarray, r0: int, r1: int, ent: np.ndarray, rng: np.int64) -> int:
+    """The EMC row of set ``(r0, r1)`` a new row replaces: one that names no live entry, else one drawn
+    by ``rng``."""
+    if not _emc_live(emc, r0, ent):
+        return r0
+    if not _emc_live(emc, r1, ent):
+        return r1
     return r1 if (rng >> 40) & 1 else r0
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _emc_same(emc: np.ndarray, r: int, keys: np.ndarray, s: int, st: np.ndarray, nuw: int) -> bool:
+    """True when EMC row ``r`` holds ``keys[s]``'s used words."""
+    for q in range(nuw):
+        if emc[r, 1 + q] != np.int64(keys[s, st[H_UW + q]]):
+            return False
+    return True
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _emc_write(emc: np.ndarray, r: int, keys: np.ndarray, s: int, st: np.ndarray, nuw: int, ent: np.ndarray,
+               e: int) -> None:
+    """EMC row ``r`` := ``keys[s]``'s used words -> entry ``e`` (its current incarnation)."""
+    for q in range(nuw):
+        emc[r, 1 + q] = np.int64(keys[s, st[H_UW + q]])
+    emc[r, 0] = (ent[e, E_GEN] << ENTRY_BITS) | (e + 1)
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
@@ -253,31 +320,9 @@ def _probe(keys: np.ndarray, s: int, st: np.ndarray, so: int, sid: int, ent: np.
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _matches(keys: np.ndarray, s: int, st: np.ndarray, ent: np.ndarray, c: int) -> bool:
-    """True when entry ``c`` is live and ``keys[s] & mask`` equals its masked key."""
-    sid = ent[c, E_SUB]
-    if sid < 0:
-        return False
-    so = st[H_SUB0] + sid * S_W
-    for q in range(st[so + S_NW]):
-        if (np.int64(keys[s, st[so + S_F + 2 * q]]) & st[so + S_F + 2 * q + 1]) != ent[c, E_VAL + q]:
-            return False
-    return True
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _emc_candidate(emc: np.ndarray, r: int, h: np.int64) -> int:
-    """The entry EMC row ``r`` names if its tag is ``h``'s, else -1."""
-    v = emc[r]
-    if v != 0 and ((v ^ h) & TAG_MASK) == 0:
-        return (v & ENTRY_MASK) - 1
-    return -1
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _search(keys: np.ndarray, burst: np.ndarray, st: np.ndarray, m: int, ent: np.ndarray, buckets: np.ndarray,
             emc: np.ndarray, out_entry: np.ndarray, rng: np.int64, meta: np.ndarray,
-            now: int) -> tuple[int, int, np.int64]:
+            now: int, prog_index: np.ndarray, progs: bool) -> tuple[int, int, np.int64]:
     """Search the subtables, in order, for the ``m`` frames whose burst positions are in the scratch; a hit
     sets ``out_entry``, counts the frame on its entry (and maybe writes an EMC row). Returns ``(hits,
     subtables probed, rng)``."""
@@ -286,8 +331,8 @@ def _search(keys: np.ndarray, burst: np.ndarray, st: np.ndarray, m: int, ent: np
     bmask = st[H_BMASK]
     sub0 = st[H_SUB0]
     inv = st[H_EMC_INV]
-    emask = emc.shape[0] - 1
     nuw = st[H_NUW]
+    emask = emc.shape[0] - 1 if nuw <= EMC_MAX_WORDS else -1
     found = 0
     probes = 0
     for j in range(st[H_NSUB]):
@@ -305,7 +350,7 @@ def _search(keys: np.ndarray, burst: np.ndarray, st: np.ndarray, m: int, ent: np
             if v != 0 and ((v ^ st[hs + p]) & TAG_MASK) == 0:
                 c = (v & ENTRY_MASK) - 1
                 _prefetch(ent, c * E_W)
-                _prefetch(ent, c * E_W + E_VAL)
+                _prefetch(ent, c * E_W + 8)
         k = 0
         for p in range(m):
             i = st[scr + p]
@@ -316,6 +361,9 @@ def _search(keys: np.ndarray, burst: np.ndarray, st: np.ndarray, m: int, ent: np
                 k += 1
                 continue
             out_entry[i] = e
+            if progs:
+                prog_index[i, 0] = ent[e, E_ACT]
+                prog_index[i, 1] = ent[e, E_ACT_LEN]
             ent[e, E_PACKETS] += 1
             ent[e, E_BYTES] += meta[s, META_LEN]
             ent[e, E_USED] = now
@@ -326,9 +374,133 @@ def _search(keys: np.ndarray, burst: np.ndarray, st: np.ndarray, m: int, ent: np
                 if inv == 1 or ((rng >> 33) & 0x7FFFFFFF) % inv == 0:
                     h = _key_hash(keys, s, st, nuw)
                     r0 = (h >> ENTRY_BITS) & emask & ~1
-                    emc[_emc_way(emc, r0, (r0 | 1) & emask, h, ent, rng)] = (h & TAG_MASK) | (e + 1)
+                    _emc_write(emc, _emc_way(emc, r0, (r0 | 1) & emask, ent, rng), keys, s, st, nuw, ent, e)
         m = k
     return found, probes, rng
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st: np.ndarray, ent: np.ndarray,
+            buckets: np.ndarray, emc: np.ndarray, out_entry: np.ndarray, now: int, prog_index: np.ndarray,
+            progs: bool) -> int:
+    """``mf_lookup``; with ``progs``, also ``prog_index[i]`` of every frame that hit (as ``mf_programs``)."""
+    nuw = st[H_NUW]
+    n_emc = emc.shape[0] if nuw <= EMC_MAX_WORDS else 0
+    emask = n_emc - 1
+    rng = st[H_RNG]
+    emc_hits = 0
+    mf_hits = 0
+    misses = 0
+    probes = 0
+    if n_emc > 0 and nuw <= 7:
+        # passes 1 and 2 in one loop, unrolled and branch-free over 7 used words (the padding has
+        # multiplier 0 and is masked off): frame i's hash (its set fetched) while frame i - EMC_AHEAD
+        # finds the row of its set holding its words (that entry's first line fetched)
+        w0, w1, w2, w3, w4, w5, w6, _w7 = _uw8(st, nuw, 0)
+        m0, m1, m2, m3, m4, m5, m6, _m7 = _uw8(st, nuw, 1)
+        l0, l1, l2, l3, l4, l5, l6 = (-np.int64(nuw > 0), -np.int64(nuw > 1), -np.int64(nuw > 2),
+                                      -np.int64(nuw > 3), -np.int64(nuw > 4), -np.int64(nuw > 5),
+                                      -np.int64(nuw > 6))
+        for i in range(n + EMC_AHEAD):
+            if i < n:
+                s = burst[i]
+                h = _fin(np.int64(keys[s, w0]) * m0 + np.int64(keys[s, w1]) * m1 + np.int64(keys[s, w2]) * m2
+                         + np.int64(keys[s, w3]) * m3 + np.int64(keys[s, w4]) * m4 + np.int64(keys[s, w5]) * m5
+                         + np.int64(keys[s, w6]) * m6)
+                out_entry[i] = h
+                r = (h >> ENTRY_BITS) & emask & ~1
+                _prefetch(emc, r * EMC_W)
+                _prefetch(emc, ((r | 1) & emask) * EMC_W)
+            j = i - EMC_AHEAD
+            if j >= 0:
+                s = burst[j]
+                k0 = np.int64(keys[s, w0])
+                k1 = np.int64(keys[s, w1])
+                k2 = np.int64(keys[s, w2])
+                k3 = np.int64(keys[s, w3])
+                k4 = np.int64(keys[s, w4])
+                k5 = np.int64(keys[s, w5])
+                k6 = np.int64(keys[s, w6])
+                r = (out_entry[j] >> ENTRY_BITS) & emask & ~1
+                v = np.int64(0)
+                for _way in range(2):
+                    d = (((emc[r, 1] ^ k0) & l0) | ((emc[r, 2] ^ k1) & l1) | ((emc[r, 3] ^ k2) & l2)
+                         | ((emc[r, 4] ^ k3) & l3) | ((emc[r, 5] ^ k4) & l4) | ((emc[r, 6] ^ k5) & l5)
+                         | ((emc[r, 7] ^ k6) & l6))
+                    if d == 0 and emc[r, 0] != 0:
+                        v = emc[r, 0]
+                        break
+                    r = (r | 1) & emask
+                if v != 0:
+                    _prefetch(ent, ((v & ENTRY_MASK) - 1) * E_W)
+                out_entry[j] = v
+    elif n_emc > 0:
+        # pass 1: EMC hashes; fetch their sets
+        for i in range(n):
+            h = _key_hash(keys, burst[i], st, nuw)
+            out_entry[i] = h
+            r = (h >> ENTRY_BITS) & emask & ~1
+            _prefetch(emc, r * EMC_W)
+            _prefetch(emc, r * EMC_W + 8)
+            _prefetch(emc, ((r | 1) & emask) * EMC_W)
+            _prefetch(emc, ((r | 1) & emask) * EMC_W + 8)
+        # pass 2: the row of the set holding the key's used words; fetch its entry's first line
+        for i in range(n):
+            s = burst[i]
+            r = (out_entry[i] >> ENTRY_BITS) & emask & ~1
+            v = np.int64(0)
+            r1 = (r | 1) & emask
+            if _emc_same(emc, r, keys, s, st, nuw):
+                v = emc[r, 0]
+            elif _emc_same(emc, r1, keys, s, st, nuw):
+                v = emc[r1, 0]
+            if v != 0:
+                _prefetch(ent, ((v & ENTRY_MASK) - 1) * E_W)
+            out_entry[i] = v
+    # pass 3: validate the candidates; the frames they do not answer search the subtables, CHUNK at a time
+    scr = st[H_SCR]
+    m = 0
+    for i in range(n):
+        e = -1
+        s = burst[i]
+        if n_emc > 0:
+            v = out_entry[i]
+            if v != 0:
+                c = (v & ENTRY_MASK) - 1
+                if ent[c, E_SUB] >= 0 and ent[c, E_GEN] == (v >> ENTRY_BITS):   # not removed since
+                    e = c
+        out_entry[i] = e
+        if e >= 0:
+            if progs:
+                prog_index[i, 0] = ent[e, E_ACT]
+                prog_index[i, 1] = ent[e, E_ACT_LEN]
+            emc_hits += 1
+            ent[e, E_PACKETS] += 1
+            ent[e, E_BYTES] += meta[s, META_LEN]
+            ent[e, E_USED] = now
+        else:
+            st[scr + m] = i
+            m += 1
+            if m == CHUNK:
+                found, pr, rng = _search(keys, burst, st, m, ent, buckets, emc, out_entry, rng, meta, now,
+                                         prog_index, progs)
+                mf_hits += found
+                probes += pr
+                m = 0
+    if m > 0:
+        found, pr, rng = _search(keys, burst, st, m, ent, buckets, emc, out_entry, rng, meta, now, prog_index, progs)
+        mf_hits += found
+        probes += pr
+    misses = n - emc_hits - mf_hits      # every hit was counted on its entry where it was found
+    st[H_RNG] = rng
+    st[H_EMC_HITS] += emc_hits
+    st[H_MF_HITS] += mf_hits
+    st[H_MISSES] += misses
+    st[H_SUB_LOOKUPS] += probes
+    return misses
+
+
+_NO_PROGS = np.zeros((0, 2), dtype=np.int64)
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
@@ -343,72 +515,16 @@ def mf_lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st:
       kernel's scratch between its passes).
     * Per entry: packets, bytes, ``used = now``; per subtable: hits; in ``st``: the ``H_*`` counters.
     """
-    nuw = st[H_NUW]
-    n_emc = emc.shape[0]
-    emask = n_emc - 1
-    rng = st[H_RNG]
-    emc_hits = 0
-    mf_hits = 0
-    misses = 0
-    probes = 0
-    if n_emc > 0:
-        # pass 1: EMC hashes; fetch their sets
-        for i in range(n):
-            h = _key_hash(keys, burst[i], st, nuw)
-            out_entry[i] = h
-            _prefetch(emc, (h >> ENTRY_BITS) & emask & ~1)
-        # pass 2: the candidate entries of both rows (tags equal); fetch their rows
-        for i in range(n):
-            h = out_entry[i]
-            r0 = (h >> ENTRY_BITS) & emask & ~1     # a set: two rows in one cache line
-            c0 = _emc_candidate(emc, r0, h)
-            c1 = _emc_candidate(emc, (r0 | 1) & emask, h)
-            if c0 >= 0:
-                _prefetch(ent, c0 * E_W)
-                _prefetch(ent, c0 * E_W + E_VAL)
-            if c1 >= 0:
-                _prefetch(ent, c1 * E_W)
-                _prefetch(ent, c1 * E_W + E_VAL)
-            out_entry[i] = (c0 + 1) | (c1 + 1) << ENTRY_BITS
-    # pass 3: validate the candidates; the frames they do not answer search the subtables, CHUNK at a time
-    scr = st[H_SCR]
-    m = 0
-    for i in range(n):
-        e = -1
-        s = burst[i]
-        if n_emc > 0:
-            cc = out_entry[i]
-            c0 = (cc & ENTRY_MASK) - 1
-            c1 = ((cc >> ENTRY_BITS) & ENTRY_MASK) - 1
-            if c0 >= 0 and _matches(keys, s, st, ent, c0):
-                e = c0
-            elif c1 >= 0 and _matches(keys, s, st, ent, c1):
-                e = c1
-        out_entry[i] = e
-        if e >= 0:
-            emc_hits += 1
-            ent[e, E_PACKETS] += 1
-            ent[e, E_BYTES] += meta[s, META_LEN]
-            ent[e, E_USED] = now
-        else:
-            st[scr + m] = i
-            m += 1
-            if m == CHUNK:
-                found, pr, rng = _search(keys, burst, st, m, ent, buckets, emc, out_entry, rng, meta, now)
-                mf_hits += found
-                probes += pr
-                m = 0
-    if m > 0:
-        found, pr, rng = _search(keys, burst, st, m, ent, buckets, emc, out_entry, rng, meta, now)
-        mf_hits += found
-        probes += pr
-    misses = n - emc_hits - mf_hits      # every hit was counted on its entry where it was found
-    st[H_RNG] = rng
-    st[H_EMC_HITS] += emc_hits
-    st[H_MF_HITS] += mf_hits
-    st[H_MISSES] += misses
-    st[H_SUB_LOOKUPS] += probes
-    return misses
+    return _lookup(keys, burst, n, meta, st, ent, buckets, emc, out_entry, now, _NO_PROGS, False)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def mf_lookup_programs(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st: np.ndarray,
+                       ent: np.ndarray, buckets: np.ndarray, emc: np.ndarray, out_entry: np.ndarray, now: int,
+                       prog_index: np.ndarray) -> int:
+    """``mf_lookup``, also filling ``prog_index[i]`` (as ``mf_programs``) for every frame that hit: the hit
+    path's one pass instead of two (the frames that missed get theirs from ``mf_programs`` after the upcalls)."""
+    return _lookup(keys, burst, n, meta, st, ent, buckets, emc, out_entry, now, prog_index, True)
 
 
 # control-side helpers (called from MegaflowCache on the datapath thread)
@@ -518,7 +634,7 @@ class MegaflowCache:
         self.ent = _aligned(max_flows, E_W)
         self.ent[:, E_SUB] = -1
         self.buckets = np.zeros(nb, dtype=np.int64)
-        self.emc = np.zeros(emc_size, dtype=np.int64)
+        self.emc = np.zeros((emc_size, EMC_W), dtype=np.int64)
         self.actions = np.zeros(max(action_words, 16), dtype=np.int64)
         self.action_top = 0            # words used at the end of ``actions``
         self.action_free = 0           # words below action_top that no entry uses
@@ -587,7 +703,9 @@ class MegaflowCache:
             h = _vals_hash(sid, vals, words)
         e = self._free.pop()
         row = self.ent[e]
+        gen = (int(row[E_GEN]) + 1) & GEN_MASK
         row[:] = 0
+        row[E_GEN] = gen
         row[E_SUB] = -1                 # not live (nor compacted) until the row is complete
         row[E_VAL:E_VAL + len(words)] = vals
         row[E_HASH] = h
@@ -612,6 +730,7 @@ class MegaflowCache:
         _bucket_remove(self.buckets, int(self.st[H_BMASK]), row[E_HASH], entry)
         self.action_free += int(row[E_ACT_LEN])
         row[E_SUB] = -1
+        row[E_GEN] = (int(row[E_GEN]) + 1) & GEN_MASK     # the EMC rows naming it are stale
         self._free.append(entry)
         so = self._sub_row(sid)
         self.st[so + S_COUNT] -= 1

@@ -320,7 +320,8 @@ def test_emc_hash_covers_the_used_words() -> None:
 
 def test_emc_two_way_replacement() -> None:
     """One EMC set (two rows): two keys of different megaflows both stay; a third replaces one of them;
-    a row naming a removed megaflow is replaced first; every answer is right."""
+    a row naming a removed megaflow (or an earlier incarnation of its id) is replaced first; every answer
+    is right."""
     cache = MegaflowCache(max_flows=8, emc_size=2, emc_insert_inv_prob=1)
     ones32 = 0xFFFF_FFFF
     ids = [cache.install(K.key_from_fields(in_port=p), K.key_from_fields(in_port=ones32), np.array([p]))
@@ -345,7 +346,8 @@ def test_emc_two_way_replacement() -> None:
     assert look(0, 1) == 0 and look(0, 1) == 2
     cache.remove(ids[1])
     ids[1] = cache.install(K.key_from_fields(in_port=1), K.key_from_fields(in_port=ones32), np.array([7]))
-    assert look(1) == 1             # the id was reused for the same megaflow: its row still answers
+    assert look(1) == 0             # the id was reused, but a row names an incarnation: this one is stale
+    assert look(1) == 1             # ... and rewritten
     cache.remove(ids[0])
     b = np.zeros(1, dtype=np.int32)
     assert cache.lookup(keys, b, 1, meta, out) == 1 and out[0] == -1
