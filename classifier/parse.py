@@ -62,6 +62,7 @@ from classifier.keys import (
     NKEYS,
     VID_PRESENT,
 )
+from classifier.wire import be16, be32, be48, be64
 
 # Column layout of the pool's per-slot metadata that the classifier reads (the same as
 # backends.pool.META_LEN / META_IN_PORT / META_HEAD; vswitch and tests/test_classifier.py check they agree).
@@ -70,31 +71,6 @@ META_IN_PORT = 1
 META_HEAD = 2
 
 MAX_IPV6_EXT_HEADERS = 8
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _be16(d: np.ndarray, s: int, o: int) -> int:
-    return (np.int64(d[s, o]) << 8) | np.int64(d[s, o + 1])
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _be32(d: np.ndarray, s: int, o: int) -> int:
-    return (
-        (np.int64(d[s, o]) << 24)
-        | (np.int64(d[s, o + 1]) << 16)
-        | (np.int64(d[s, o + 2]) << 8)
-        | np.int64(d[s, o + 3])
-    )
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _be48(d: np.ndarray, s: int, o: int) -> int:
-    return (_be16(d, s, o) << 32) | _be32(d, s, o + 2)
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _be64(d: np.ndarray, s: int, o: int) -> np.uint64:
-    return (np.uint64(_be32(d, s, o)) << np.uint64(32)) | np.uint64(_be32(d, s, o + 4))
 
 
 # The L3/L4 parsers below take ``o``, an offset in the slot's row, and ``n``, the row offset where the
@@ -115,8 +91,8 @@ def _parse_l4(d: np.ndarray, s: int, n: int, o: int, proto: int, flags: int, k: 
     if o + need > n:
         return flags | F_L4_TRUNCATED
     if proto == IPPROTO_TCP or proto == IPPROTO_UDP:
-        k[s, K_TP_SRC] = _be16(d, s, o)
-        k[s, K_TP_DST] = _be16(d, s, o + 2)
+        k[s, K_TP_SRC] = be16(d, s, o)
+        k[s, K_TP_DST] = be16(d, s, o + 2)
     else:
         k[s, K_TP_SRC] = d[s, o]
         k[s, K_TP_DST] = d[s, o + 1]
@@ -134,9 +110,9 @@ def _parse_ipv4(d: np.ndarray, s: int, n: int, o: int, flags: int, k: np.ndarray
     k[s, K_IP_TOS] = d[s, o + 1]
     proto = np.int64(d[s, o + 9])
     k[s, K_IP_PROTO] = proto
-    k[s, K_NW_SRC] = _be32(d, s, o + 12)
-    k[s, K_NW_DST] = _be32(d, s, o + 16)
-    frag = _be16(d, s, o + 6)
+    k[s, K_NW_SRC] = be32(d, s, o + 12)
+    k[s, K_NW_DST] = be32(d, s, o + 16)
+    frag = be16(d, s, o + 6)
     if (frag & 0x3FFF) != 0:  # MF set or offset != 0
         flags |= F_IP_FRAG
     if (frag & 0x1FFF) != 0:
@@ -149,10 +125,10 @@ def _parse_ipv6(d: np.ndarray, s: int, n: int, o: int, flags: int, k: np.ndarray
     if o + 40 > n:
         return flags | F_L3_TRUNCATED
     k[s, K_IP_TOS] = ((np.int64(d[s, o]) & 0xF) << 4) | (np.int64(d[s, o + 1]) >> 4)
-    k[s, K_IPV6_SRC_HI] = _be64(d, s, o + 8)
-    k[s, K_IPV6_SRC_LO] = _be64(d, s, o + 16)
-    k[s, K_IPV6_DST_HI] = _be64(d, s, o + 24)
-    k[s, K_IPV6_DST_LO] = _be64(d, s, o + 32)
+    k[s, K_IPV6_SRC_HI] = be64(d, s, o + 8)
+    k[s, K_IPV6_SRC_LO] = be64(d, s, o + 16)
+    k[s, K_IPV6_DST_HI] = be64(d, s, o + 24)
+    k[s, K_IPV6_DST_LO] = be64(d, s, o + 32)
     nh = np.int64(d[s, o + 6])
     p = o + 40
     for _ in range(MAX_IPV6_EXT_HEADERS):
@@ -163,7 +139,7 @@ def _parse_ipv6(d: np.ndarray, s: int, n: int, o: int, flags: int, k: np.ndarray
             nxt = np.int64(d[s, p])
             if nh == 44:
                 flags |= F_IP_FRAG
-                if (_be16(d, s, p + 2) & 0xFFF8) != 0:
+                if (be16(d, s, p + 2) & 0xFFF8) != 0:
                     flags |= F_IP_LATER_FRAG
                 p += 8
             else:
@@ -184,12 +160,12 @@ def _parse_arp(d: np.ndarray, s: int, n: int, o: int, flags: int, k: np.ndarray)
     if o + 28 > n:
         return flags | F_L3_TRUNCATED
     # Ethernet/IPv4 ARP only (htype 1, ptype 0x0800, hlen 6, plen 4).
-    if _be16(d, s, o) == 1 and _be16(d, s, o + 2) == ETH_TYPE_IPV4 and d[s, o + 4] == 6 and d[s, o + 5] == 4:
-        k[s, K_ARP_OP] = _be16(d, s, o + 6)
-        k[s, K_ARP_SHA] = _be48(d, s, o + 8)
-        k[s, K_ARP_SPA] = _be32(d, s, o + 14)
-        k[s, K_ARP_THA] = _be48(d, s, o + 18)
-        k[s, K_ARP_TPA] = _be32(d, s, o + 24)
+    if be16(d, s, o) == 1 and be16(d, s, o + 2) == ETH_TYPE_IPV4 and d[s, o + 4] == 6 and d[s, o + 5] == 4:
+        k[s, K_ARP_OP] = be16(d, s, o + 6)
+        k[s, K_ARP_SHA] = be48(d, s, o + 8)
+        k[s, K_ARP_SPA] = be32(d, s, o + 14)
+        k[s, K_ARP_THA] = be48(d, s, o + 18)
+        k[s, K_ARP_TPA] = be32(d, s, o + 24)
     return flags
 
 
@@ -210,9 +186,9 @@ def parse_l2(d: np.ndarray, s: int, h: int, n: int, k: np.ndarray) -> int:
         k[s, K_L3_OFS] = 0
         k[s, K_DROP] = DROP_RX_RUNT
         return DROP_RX_RUNT
-    k[s, K_ETH_DST] = _be48(d, s, h)
-    k[s, K_ETH_SRC] = _be48(d, s, h + 6)
-    et = _be16(d, s, h + 12)
+    k[s, K_ETH_DST] = be48(d, s, h)
+    k[s, K_ETH_SRC] = be48(d, s, h + 6)
+    et = be16(d, s, h + 12)
     o = 14
     if et == ETH_TYPE_VLAN:
         if n < 18:
@@ -220,11 +196,11 @@ def parse_l2(d: np.ndarray, s: int, h: int, n: int, k: np.ndarray) -> int:
             k[s, K_L3_OFS] = 0
             k[s, K_DROP] = DROP_RX_VLAN_TRUNCATED
             return DROP_RX_VLAN_TRUNCATED
-        tci = _be16(d, s, h + 14)
+        tci = be16(d, s, h + 14)
         k[s, K_VLAN_VID] = (tci & 0xFFF) | VID_PRESENT
         k[s, K_VLAN_PCP] = tci >> 13
         k[s, K_FLAGS] = F_VLAN
-        et = _be16(d, s, h + 16)
+        et = be16(d, s, h + 16)
         o = 18
     if et < 0x600:
         et = ETH_TYPE_NONE
