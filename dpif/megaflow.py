@@ -215,30 +215,13 @@ def _key_hash(keys: np.ndarray, s: int, st: np.ndarray, nuw: int) -> np.int64:
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _uw8(st: np.ndarray, nuw: int, mult: int) -> tuple[int, int, int, int, int, int, int, int]:
-    """The first 8 used words (``mult`` 0) or their hash multipliers (``mult`` 1), padded with word 0 and
-    multiplier 0 (a padded term adds nothing to the hash)."""
-    r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = np.int64(0)
-    for q in range(min(nuw, 8)):
-        w = st[H_UW + q]
-        x = _KEY_MULT[w] if mult else w
-        if q == 0:
-            r0 = x
-        elif q == 1:
-            r1 = x
-        elif q == 2:
-            r2 = x
-        elif q == 3:
-            r3 = x
-        elif q == 4:
-            r4 = x
-        elif q == 5:
-            r5 = x
-        elif q == 6:
-            r6 = x
-        else:
-            r7 = x
-    return r0, r1, r2, r3, r4, r5, r6, r7
+def _uw(st: np.ndarray, nuw: int, q: int, mult: bool) -> int:
+    """Used word ``q`` (or, with ``mult``, its hash multiplier); past the last one, word 0 and multiplier 0
+    (a padded term adds nothing to the hash)."""
+    if q >= nuw:
+        return 0
+    w = st[H_UW + q]
+    return _KEY_MULT[w] if mult else w
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
@@ -396,8 +379,10 @@ def _lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st: n
         # passes 1 and 2 in one loop, unrolled and branch-free over 7 used words (the padding has
         # multiplier 0 and is masked off): frame i's hash (its set fetched) while frame i - EMC_AHEAD
         # finds the row of its set holding its words (that entry's first line fetched)
-        w0, w1, w2, w3, w4, w5, w6, _w7 = _uw8(st, nuw, 0)
-        m0, m1, m2, m3, m4, m5, m6, _m7 = _uw8(st, nuw, 1)
+        w0, w1, w2, w3 = _uw(st, nuw, 0, False), _uw(st, nuw, 1, False), _uw(st, nuw, 2, False), _uw(st, nuw, 3, False)
+        w4, w5, w6 = _uw(st, nuw, 4, False), _uw(st, nuw, 5, False), _uw(st, nuw, 6, False)
+        m0, m1, m2, m3 = _uw(st, nuw, 0, True), _uw(st, nuw, 1, True), _uw(st, nuw, 2, True), _uw(st, nuw, 3, True)
+        m4, m5, m6 = _uw(st, nuw, 4, True), _uw(st, nuw, 5, True), _uw(st, nuw, 6, True)
         l0, l1, l2, l3, l4, l5, l6 = (-np.int64(nuw > 0), -np.int64(nuw > 1), -np.int64(nuw > 2),
                                       -np.int64(nuw > 3), -np.int64(nuw > 4), -np.int64(nuw > 5),
                                       -np.int64(nuw > 6))
