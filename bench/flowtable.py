@@ -69,7 +69,7 @@ from dpif import key as K
 from dpif import megaflow as M
 from dpif.actions import N_DROP_REASONS, N_NORMAL, N_USERSPACE, SIDE_ROWS, execute_burst
 from dpif.extract import extract_burst
-from dpif.fastpath import hit_burst
+from dpif.fastpath import hit_burst, hit_keys
 from dpif.megaflow import mf_programs
 from ofproto import rules as R
 from ofproto.tables import FlowTables, TableSet
@@ -303,12 +303,13 @@ class MegaflowPath:
             if r == 0:
                 self._after(int(self.side_n[2]))
                 return
-        elif not c.lookup(self.keys, burst, n, meta, self.out_entry, 0):
-            mf_programs(c.ent, self.out_entry, n, self.prog_index)
-            self._after(execute_burst(pool.data, meta, burst, n, self.prog_index, c.actions, self.out,
-                                      self.out_start, self.drops, pool.free_stack, pool.free_top, self.extra,
-                                      self.side, self.side_n))
-            return
+        else:         # keys already extracted: the same call without extraction (dpif.fastpath.hit_keys)
+            r = hit_keys(pool.data, meta, burst, n, self.keys, c.st, c.ent, c.buckets, c.emc, self.out_entry, 0,
+                         self.prog_index, c.actions, self.out, self.out_start, self.drops, pool.free_stack,
+                         pool.free_top, self.extra, self.side, self.side_n)
+            if r == 0:
+                self._after(int(self.side_n[2]))
+                return
         up.handle_misses(self.ts, self.port_flags, self.keys, burst, n, meta, self.out_entry, 0)
         up.programs(self.out_entry, n, self.prog_index)
         self._after(execute_burst(pool.data, meta, burst, n, self.prog_index, c.actions, self.out,

@@ -23,6 +23,22 @@ from dpif.extract import extract_burst
 from dpif.megaflow import mf_lookup_programs
 
 
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def hit_keys(data: np.ndarray, meta: np.ndarray, burst: np.ndarray, n: int, keys: np.ndarray,
+             st: np.ndarray, ent: np.ndarray, buckets: np.ndarray, emc: np.ndarray,
+             out_entry: np.ndarray, now: int, prog_index: np.ndarray, progs: np.ndarray, out: np.ndarray,
+             out_start: np.ndarray, drops: np.ndarray, free_stack: np.ndarray, free_top: np.ndarray,
+             extra: np.ndarray, side: np.ndarray, side_n: np.ndarray) -> int:
+    """``hit_burst`` for frames whose keys are already in ``keys``: look up and, when every frame has a
+    megaflow, execute. Returns 0 (done) or the number of misses."""
+    misses = mf_lookup_programs(keys, burst, n, meta, st, ent, buckets, emc, out_entry, now, prog_index)
+    if misses:
+        return misses
+    side_n[2] = execute_burst(data, meta, burst, n, prog_index, progs, out, out_start, drops, free_stack,
+                              free_top, extra, side, side_n)
+    return 0
+
+
 @numba.njit(nogil=True, cache=True, _nrt=False)
 def hit_burst(data: np.ndarray, meta: np.ndarray, burst: np.ndarray, n: int, keys: np.ndarray,
               reasons: np.ndarray, st: np.ndarray, ent: np.ndarray, buckets: np.ndarray, emc: np.ndarray,
@@ -35,9 +51,5 @@ def hit_burst(data: np.ndarray, meta: np.ndarray, burst: np.ndarray, n: int, key
     executed)."""
     if extract_burst(data, meta, burst, n, keys, reasons):
         return -1
-    misses = mf_lookup_programs(keys, burst, n, meta, st, ent, buckets, emc, out_entry, now, prog_index)
-    if misses:
-        return misses
-    side_n[2] = execute_burst(data, meta, burst, n, prog_index, progs, out, out_start, drops, free_stack,
-                              free_top, extra, side, side_n)
-    return 0
+    return hit_keys(data, meta, burst, n, keys, st, ent, buckets, emc, out_entry, now, prog_index, progs, out,
+                    out_start, drops, free_stack, free_top, extra, side, side_n)
