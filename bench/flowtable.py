@@ -8,7 +8,7 @@ Method: one table holding three mask shapes in equal numbers: ``in_port + eth_ds
 64-byte IPv4/TCP frames, each built to hit one random flow of a random shape (a tcp_dst frame misses
 the two higher-priority subtables first), sit in a packet pool (``backends.pool.PacketPool``, frames
 at the 128-byte headroom) and are fed in bursts of 256. The megaflow path runs the sequence of
-``vswitch.datapath.Datapath._of_burst`` (without transmit): ``extract_burst`` ->
+``vswitch.burstpath.BurstPath._of_burst`` (without transmit): ``extract_burst`` ->
 ``MegaflowCache.lookup`` (``mf_lookup``) -> ``Upcalls.handle_misses`` when something missed ->
 ``mf_programs`` -> ``execute_burst`` -> NORMAL / packet-in counts. The megaflows are installed by a
 first pass (upcalls, checked against the interpreter: same ports, same bytes), so the measured

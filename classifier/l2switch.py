@@ -80,12 +80,19 @@ def _egress_edit(eg: int, tagged: bool, vid: int) -> int:
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _reset_queues(n_ports: int, qcap: int, start: np.ndarray, count: np.ndarray) -> None:
+def _empty_queues(vlan_map: np.ndarray, out: np.ndarray, out_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every port's queue empty, each owning ``out.shape[1] // n_ports`` entries; returns the rows of
+    ``out_start`` (each queue's start, its count)."""
+    n_ports = vlan_map.shape[0]
+    qcap = out.shape[1] // n_ports
+    start = out_start[0]
+    count = out_start[1]
     for p in range(n_ports):
         start[p] = p * qcap
         count[p] = 0
     start[n_ports] = n_ports * qcap
     count[n_ports] = 0
+    return start, count
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
@@ -184,11 +191,7 @@ def switch_burst(
     out_start: np.ndarray,
 ) -> int:
     """Decide the output of every frame in ``burst[:n]`` and place it in per-port queues."""
-    n_ports = vlan_map.shape[0]
-    qcap = out.shape[1] // n_ports
-    start = out_start[0]
-    count = out_start[1]
-    _reset_queues(n_ports, qcap, start, count)
+    start, count = _empty_queues(vlan_map, out, out_start)
     width = data.shape[1]
     total = 0
     for i in range(n):
@@ -217,11 +220,7 @@ def switch_list(
     """``switch_burst`` for frames whose ingress port is given (``in_ports[i]`` for ``slots[i]``, each in
     ``0 .. n_ports - 1``) instead of read from the slot: the frames OpenFlow actions hand to NORMAL, whose
     ingress for this bridge may be a patch port rather than the port that received them."""
-    n_ports = vlan_map.shape[0]
-    qcap = out.shape[1] // n_ports
-    start = out_start[0]
-    count = out_start[1]
-    _reset_queues(n_ports, qcap, start, count)
+    start, count = _empty_queues(vlan_map, out, out_start)
     width = data.shape[1]
     total = 0
     for i in range(n):

@@ -24,7 +24,8 @@ from dpif.partition import group_burst, group_normal
 from ofproto.rules import OFPP_CONTROLLER, OFPP_FLOOD, OFPP_LOCAL, OFPP_NORMAL, Flow, Instructions, Match, Output
 from ofproto.tables import FlowTables
 from tests.test_xlate import CapturePort, tcp_frame
-from vswitch.datapath import Datapath, DpBridge
+from vswitch.datapath import Datapath
+from vswitch.dpbridge import DpBridge
 from vswitch.openflow.flows import normal_only
 from vswitch.vlan import VlanConfig, fill_vlan_map
 from xlate.translate import PF_LOCAL

@@ -32,7 +32,7 @@ from tests.netutil import unique
 from tests.test_one_datapath import BCAST, MAC, Switch, switch
 from tests.test_openflow import ofctl
 from tests.test_xlate import tcp_frame
-from vswitch.datapath import DpBridge
+from vswitch.dpbridge import DpBridge
 from vswitch.vlan import VlanConfig, fill_vlan_map
 from xlate.translate import MAX_DEPTH, MODE_NORMAL, MODE_TABLES, PF_PATCH, Bridges, UpcallCookies, translate
 

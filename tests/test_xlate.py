@@ -67,7 +67,9 @@ from ofproto.rules import (
     SetField,
 )
 from ofproto.tables import FlowTables
-from vswitch.datapath import MAX_BURST, Datapath, PacketIn
+from vswitch.burstpath import MAX_BURST
+from vswitch.datapath import Datapath
+from vswitch.dpbridge import PacketIn
 from vswitch.vlan import VlanConfig, fill_vlan_map
 from xlate.reference import PF_DOWN, PF_LOCAL, PF_NO_FLOOD, RefResult, RefTables
 from xlate.upcall import Upcalls

@@ -25,7 +25,8 @@ from classifier.l2table import (
     l2_remove,
 )
 from dpif.actions import DROP_REASONS
-from vswitch.datapath import Datapath, DpBridge
+from vswitch.datapath import Datapath
+from vswitch.dpbridge import DpBridge
 from vswitch.vlan import VlanConfig, fill_vlan_map
 from xlate.translate import PF_DOWN, PF_LOCAL
 
@@ -97,7 +98,7 @@ class Bridge:
             datapath = Datapath(name, n_slots, slot_size, thread_name=f"datapath-{name}")
             datapath.start()
         self.datapath = datapath
-        # a secure bridge is secure in the datapath before its first port exists (see vswitch.datapath)
+        # a secure bridge is secure in the datapath before its first port exists (see vswitch.dpbridge)
         self.dp: DpBridge = datapath.add_bridge(name, mac_table_size, mac_aging_time, fail_secure=fail_secure)
         self.ports: dict[str, BridgePort] = {}
 

@@ -58,7 +58,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ofproto.rules import N_TABLES, OFPCML_NO_BUFFER, OFPR_ACTION, OFPR_NO_MATCH, OFPRR_DELETE
-from vswitch.datapath import PACKET_IN_BURST, PACKET_IN_RATE
+from vswitch.dpbridge import PACKET_IN_BURST, PACKET_IN_RATE
 from vswitch.openflow.codec import (
     MP_AGGREGATE,
     MP_DESC,

@@ -6,7 +6,7 @@ swapped into the datapath; flow statistics in wire form; packet-out; ``ofproto/t
                                                                             │ compile(port map)
  barrier / quiet / deadline ───────────────────────────────────────────────►│ (agent thread)
                                                                             ▼
-              Datapath.set_flows (between bursts: megaflows revalidated, counters carried over)
+              DpBridge.set_flows (between bursts: megaflows revalidated, counters carried over)
  packet-out, ofproto/trace ──► xlate.translate (the same translator the datapath's upcalls use)
 ```
 
@@ -20,7 +20,7 @@ latest ``max(MAX_DELAY, DELAY_FACTOR x the last compile time)`` after the first 
 A 100,000-flow ``ovs-ofctl add-flows`` (one flow-mod and one barrier per round trip) thus
 compiles a handful of times instead of 100,000 (OVS's own datapath caches are revalidated in the
 background too). The datapath takes a compiled set between two bursts
-(``Datapath.publish_flows``); nobody waits for it.
+(``DpBridge.publish_flows``); nobody waits for it.
 """
 
 from __future__ import annotations
