@@ -18,10 +18,13 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,17 +41,73 @@ def pyvswitch_command(given: str = "") -> list[str]:
     Raises SystemExit with the reason when it cannot run: the subject of a benchmark is never skipped.
     """
     import importlib.util
-    import shlex
 
     cmd = shlex.split(given) if given else [sys.executable, "-m", "vswitch.cli"]
     if not given and importlib.util.find_spec("vswitch.cli") is None:
         raise SystemExit(f"pyvswitch is not installed for {sys.executable}: pip install -e . (or make venv), "
                          "or give --pyvswitch")
-    proc = subprocess.run([*cmd, "--help"], capture_output=True, text=True)
+    try:
+        proc = subprocess.run([*cmd, "--help"], capture_output=True, text=True)
+    except OSError as exc:
+        raise SystemExit(f"pyvswitch cannot run ({shlex.join(cmd)}): {exc}") from None
     if proc.returncode:
         raise SystemExit(f"pyvswitch cannot run ({shlex.join(cmd)} --help exited {proc.returncode}): "
                          f"{proc.stderr.strip()[-500:]}")
     return cmd
+
+
+class OutputReader:
+    """Drains a process's stdout in a thread (so it never blocks on a full pipe), keeps the last
+    lines, and signals when a line containing ``marker`` appears."""
+
+    def __init__(self, proc: subprocess.Popen[str], marker: str) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=50)
+        self.ready = threading.Event()
+        self._marker = marker
+        self._proc = proc
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self.lines.append(line.rstrip())
+            if self._marker in line:
+                self.ready.set()
+
+    def drained(self, timeout: float = 2.0) -> list[str]:
+        """The lines kept, once the process's stdout is closed (or after ``timeout``)."""
+        self._thread.join(timeout)
+        return list(self.lines)
+
+
+def start_subject(cl: Cleanup, cmd: Sequence[str], what: str, marker: str, sig: int = signal.SIGTERM,
+                  timeout: float = 120.0, **kwargs: Any) -> subprocess.Popen[str]:
+    """Start the process a benchmark measures and wait until its stdout prints ``marker``.
+
+    Its stderr goes to a file (nobody reads a pipe while it runs); when it exits or does not get ready within
+    ``timeout`` seconds, RuntimeError says so with its exit status, what it printed and the end of its stderr:
+    the subject of a benchmark never fails silently."""
+    err = tempfile.NamedTemporaryFile("w+", prefix=f"pvb-{what}-", suffix=".stderr", delete=False)  # noqa: SIM115
+    cl.push(f"{what} stderr", lambda: (err.close(), os.unlink(err.name)))
+    proc = cl.popen(cmd, what, sig, stdout=subprocess.PIPE, stderr=err, text=True, **kwargs)
+    out = OutputReader(proc, marker)
+    deadline = time.monotonic() + timeout
+    while not out.ready.wait(0.1):
+        exited = proc.poll() is not None
+        if not exited and time.monotonic() < deadline:
+            continue
+        lines = out.drained() if exited else list(out.lines)
+        if out.ready.is_set():        # it printed the marker as it exited: the caller finds out
+            break
+        state = f"exited with status {proc.returncode}" if exited else f"printed no {marker!r} in {timeout:.0f} s"
+        err.flush()
+        with open(err.name, errors="replace") as f:
+            tail = f.read()[-2000:].strip()
+        printed = "\n".join(lines) or "(nothing)"
+        raise RuntimeError(f"{what} did not start ({shlex.join(cmd)}): {state}\n"
+                           f"stdout: {printed}\nstderr: {tail or '(nothing)'}")
+    return proc
 
 
 # --------------------------------------------------------------------------------------------

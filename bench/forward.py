@@ -19,17 +19,14 @@ Results go to ``bench/results/forward-<port type>.{json,png,md}``.
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import shutil
 import signal
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -51,6 +48,7 @@ from bench.common import (
     run,
     set_rps,
     signals_raise,
+    start_subject,
     wait_quiet,
     write_results,
 )
@@ -140,25 +138,6 @@ class Switch:
         return ""
 
 
-class _OutputReader:
-    """Drains a process's stdout in a thread (so it never blocks on a full pipe), keeps the last
-    lines, and signals when a line containing ``marker`` appears."""
-
-    def __init__(self, proc: subprocess.Popen[str], marker: str) -> None:
-        self.lines: collections.deque[str] = collections.deque(maxlen=50)
-        self.ready = threading.Event()
-        self._marker = marker
-        self._proc = proc
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            self.lines.append(line.rstrip())
-            if self._marker in line:
-                self.ready.set()
-
-
 class PyVSwitch(Switch):
     """pyvswitch: ``pyvswitch bridge br0 --port system:IF --port system:IF`` (or ``tap:NAME``)."""
 
@@ -176,18 +155,8 @@ class PyVSwitch(Switch):
         return [*self.cmd, "bridge", "br0", *ports]
 
     def start(self, topo: Topology, cl: Cleanup) -> None:
-        logf = tempfile.NamedTemporaryFile("w", prefix="pvb-pyvswitch-", suffix=".log", delete=False)
-        cl.push("pyvswitch log", lambda: (logf.close(), os.unlink(logf.name)))
-        self.proc = cl.popen(_in_sw_ns_on_cpu(self.command(topo), SWITCH_CPU), "pyvswitch", signal.SIGINT,
-                             stdout=subprocess.PIPE, stderr=logf, text=True, cwd=str(REPO_DIR))
-        out = _OutputReader(self.proc, "ready")
-        deadline = time.monotonic() + 60
-        while not out.ready.wait(0.1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                logf.flush()
-                err = Path(logf.name).read_text()[-2000:]
-                raise RuntimeError(f"pyvswitch did not print 'ready' (exit {self.proc.poll()}):\n"
-                                   + "\n".join(out.lines) + "\n" + err)
+        self.proc = start_subject(cl, _in_sw_ns_on_cpu(self.command(topo), SWITCH_CPU), "pyvswitch", "ready",
+                                  signal.SIGINT, cwd=str(REPO_DIR))
         if topo.port_type == "tap":
             move_taps(topo)
 

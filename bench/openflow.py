@@ -23,12 +23,12 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import tempfile
 import time
 from typing import Any
 
 from bench.common import (
+    REPO_DIR,
     Cleanup,
     PlotSpec,
     Progress,
@@ -38,6 +38,7 @@ from bench.common import (
     pyvswitch_command,
     run,
     signals_raise,
+    start_subject,
     write_results,
 )
 from bench.forward import (
@@ -69,12 +70,8 @@ class PyVSwitchDaemon(PyVSwitch):
         rd = self.rundir
         cl.push("pyvswitch rundir", lambda: shutil.rmtree(rd, ignore_errors=True))
         self.env = dict(os.environ, OVS_RUNDIR=rd)
-        self.proc = cl.popen(_in_sw_ns_on_cpu([*self.cmd, "run", "--rundir", rd], SWITCH_CPU), "pyvswitch",
-                             signal.SIGTERM, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             text=True)
-        assert self.proc.stdout is not None
-        if "running" not in self.proc.stdout.readline():
-            raise RuntimeError("pyvswitch run did not start")
+        self.proc = start_subject(cl, _in_sw_ns_on_cpu([*self.cmd, "run", "--rundir", rd], SWITCH_CPU), "pyvswitch",
+                                  "running", signal.SIGTERM, env=self.env, cwd=str(REPO_DIR))
         a, b = topo.sw_ports
         run(["ovs-vsctl", "--timeout=60", "add-br", "br0", "--", "add-port", "br0", a, "--", "set", "Interface", a,
              "ofport_request=1", "--", "add-port", "br0", b, "--", "set", "Interface", b, "ofport_request=2"],

@@ -47,6 +47,7 @@ from bench.common import (
     pyvswitch_command,
     run,
     signals_raise,
+    start_subject,
     write_results,
 )
 
@@ -129,18 +130,16 @@ class PyVSwitch:
 
     name = "pyvswitch"
 
+    def __init__(self, command: list[str]) -> None:
+        self.cmd = command
+
     def start(self, cl: Cleanup) -> list[str]:
         self.rundir = tempfile.mkdtemp(prefix="pvb-pyvs-")
         rd = self.rundir
         cl.push("pyvswitch rundir", lambda: shutil.rmtree(rd, ignore_errors=True))
         self.env = dict(os.environ, OVS_RUNDIR=rd)
-        self.proc = cl.popen(["ip", "netns", "exec", NS, "taskset", "-c", str(SWITCH_CPU), *pyvswitch_command(), "run",
-                              "--rundir", rd], "pyvswitch", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             text=True, env=self.env, cwd=str(REPO_DIR))
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if "running" not in line:
-            raise RuntimeError(f"pyvswitch did not start: {line!r}")
+        self.proc = start_subject(cl, ["ip", "netns", "exec", NS, "taskset", "-c", str(SWITCH_CPU), *self.cmd, "run",
+                                       "--rundir", rd], "pyvswitch", "running", env=self.env, cwd=str(REPO_DIR))
         vs = ["ovs-vsctl", "--timeout=30", "add-br", "br0"]
         for p in ("vhu0", "vhu1"):
             vs += ["--", "add-port", "br0", p, "--", "set", "Interface", p, "type=dpdkvhostuser"]
@@ -257,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (``python -m bench vhost --help``)."""
     ap = argparse.ArgumentParser(prog="python -m bench vhost", description=__doc__.split("\n\n")[0])
     ap.add_argument("--against", default="ovs-dpdk", help="comma-separated comparison switches (ovs-dpdk or none)")
+    ap.add_argument("--pyvswitch", default="", metavar="COMMAND",
+                    help="pyvswitch command line (default: the one installed with this Python, "
+                         "python -m vswitch.cli)")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of traffic before measuring")
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per measurement window")
     ap.add_argument("--repeats", type=int, default=3, help="windows per run (the best counts)")
@@ -267,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
+    cmd = pyvswitch_command(args.pyvswitch)      # before anything: the subject must run
     others = [s for s in args.against.split(",") if s and s != "none"]
     for s in others:
         if s not in SWITCHES:
@@ -276,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     with signals_raise():
         for rnd in range(args.rounds):      # interleaved: this VM's neighbours come and go
             for name in ["pyvswitch", *others]:
-                sw = PyVSwitch() if name == "pyvswitch" else OvsDpdk()
+                sw = PyVSwitch(cmd) if name == "pyvswitch" else OvsDpdk()
                 log(f"round {rnd + 1}/{args.rounds}: {name}")
                 runs.setdefault(name, []).append(measure(sw, args.warmup, args.duration, args.repeats))
     rows = []

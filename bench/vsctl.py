@@ -19,24 +19,31 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from bench.common import Progress, add_output_args, machine_info, run, write_results
+from bench.common import (
+    REPO_DIR,
+    Cleanup,
+    Progress,
+    add_output_args,
+    machine_info,
+    pyvswitch_command,
+    run,
+    start_subject,
+    write_results,
+)
 from vswitch.ovsdb_server import OvsdbServer
 
 NS = "pvb-vsctl"
 
 
-def start_pyvswitch(rundir: str, env: dict[str, str]) -> list[subprocess.Popen]:
-    """``pyvswitch run`` in the namespace."""
-    exe = shutil.which("pyvswitch") or os.path.join(os.path.dirname(os.path.dirname(__file__)), ".venv/bin/pyvswitch")
-    proc = subprocess.Popen(["ip", "netns", "exec", NS, exe, "run", "--rundir", rundir], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    if "running" not in (proc.stdout.readline() if proc.stdout else ""):
-        raise RuntimeError("pyvswitch run did not start")
+def start_pyvswitch(rundir: str, env: dict[str, str], cl: Cleanup, cmd: list[str]) -> list[subprocess.Popen]:
+    """``pyvswitch run`` (``cmd``: ``pyvswitch_command()``) in the namespace; stopped by ``cl``."""
+    start_subject(cl, ["ip", "netns", "exec", NS, *cmd, "run", "--rundir", rundir], "pyvswitch", "running", env=env,
+                  cwd=str(REPO_DIR))
     run(["ovs-vsctl", "add-br", "br0"], env=env)
-    return [proc]
+    return []
 
 
-def start_ovs(rundir: str, env: dict[str, str]) -> list[subprocess.Popen]:
+def start_ovs(rundir: str, env: dict[str, str], cl: Cleanup, cmd: list[str]) -> list[subprocess.Popen]:
     """ovsdb-server (the same one pyvswitch runs privately) + ovs-vswitchd (userspace datapath) in the namespace."""
     db = OvsdbServer(rundir)
     db.start()
@@ -50,23 +57,24 @@ def start_ovs(rundir: str, env: dict[str, str]) -> list[subprocess.Popen]:
     return [vswitchd, db.proc]
 
 
-SWITCHES: dict[str, Callable[[str, dict[str, str]], list[subprocess.Popen]]] = {
+SWITCHES: dict[str, Callable[[str, dict[str, str], Cleanup, list[str]], list[subprocess.Popen]]] = {
     "pyvswitch": start_pyvswitch, "ovs": start_ovs,
 }
 
 
-def measure(name: str, n_ports: int, bar: Progress) -> dict[str, object]:
+def measure(name: str, n_ports: int, bar: Progress, cmd: list[str]) -> dict[str, object]:
     """Time add-port and del-port of ``n_ports`` veths on one switch; everything is removed after."""
     run(["ip", "netns", "add", NS])
     procs: list[subprocess.Popen] = []
     rundir = tempfile.mkdtemp(prefix="pvb-vsctl-")
     env = dict(os.environ, OVS_RUNDIR=rundir, OVS_DBDIR=rundir, OVS_LOGDIR=rundir)
+    cl = Cleanup()
     try:
         for i in range(n_ports):
             run(["ip", "-n", NS, "link", "add", f"vb{i}", "type", "veth", "peer", "name", f"vp{i}"])
             run(["ip", "-n", NS, "link", "set", f"vb{i}", "up"])
             run(["ip", "-n", NS, "link", "set", f"vp{i}", "up"])
-        procs = SWITCHES[name](rundir, env)
+        procs = SWITCHES[name](rundir, env, cl, cmd)
         add, delete = [], []
         for i in range(n_ports):
             t0 = time.perf_counter()
@@ -87,6 +95,7 @@ def measure(name: str, n_ports: int, bar: Progress) -> dict[str, object]:
                 "del_port_median_ms": round(statistics.median(delete), 1),
                 "del_port_p90_ms": round(q(delete, n=10)[-1], 1)}
     finally:
+        cl.close()
         for proc in procs:
             proc.terminate()
             try:
@@ -103,13 +112,17 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ports", type=int, default=20, help="ports added then deleted per switch (default 20)")
     ap.add_argument("--switches", default="pyvswitch,ovs", help="switches to measure (default pyvswitch,ovs)")
+    ap.add_argument("--pyvswitch", default="", metavar="COMMAND",
+                    help="pyvswitch command line (default: the one installed with this Python, "
+                         "python -m vswitch.cli)")
     add_output_args(ap)
     args = ap.parse_args(argv)
     names = args.switches.split(",")
+    cmd = pyvswitch_command(args.pyvswitch) if "pyvswitch" in names else []   # before anything: the subject runs
     results = []
     with Progress(2 * args.ports * len(names), "vsctl") as bar:
         for name in names:
-            results.append(measure(name, args.ports, bar))
+            results.append(measure(name, args.ports, bar, cmd))
     payload = {"benchmark": "vsctl", "method": __doc__.split("\n\n", 1)[1].strip(), "machine": machine_info(),
                "results": results}
     write_results("vsctl", payload, {"group": "ports", "series": "switch",

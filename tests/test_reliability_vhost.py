@@ -10,6 +10,7 @@ able to use the same port afterwards.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import struct
 import tempfile
@@ -24,6 +25,8 @@ from tests.test_vhost import MEM, TX, exchange
 from tests.vhost_frontend import OWN_SOCKET, VHOST_USER_SET_VRING_ENABLE, VhostUserFrontend
 
 pytestmark = pytest.mark.integration
+
+F_GET_SEALS, F_SEAL_SHRINK = 1034, 0x0002
 
 
 class Lab:
@@ -90,8 +93,19 @@ def _hugepages(n: int) -> Iterator[None]:
         path.write_text(str(saved))
 
 
-@pytest.mark.parametrize("memory", ["memfd", "tmpfs-file", "memfd-hugetlb"])
+def _seals(fd: int) -> int:
+    """The seals of the file behind ``fd`` (0 for a file that cannot have any)."""
+    try:
+        return fcntl.fcntl(fd, F_GET_SEALS)
+    except OSError:          # EINVAL: not a memfd (a tmpfs or hugetlbfs file)
+        return 0
+
+
+@pytest.mark.parametrize("memory", ["memfd", "tmpfs-file", "memfd-hugetlb", "memfd-sealable"])
 def test_guest_that_shrinks_its_memory_loses_only_its_port(lab: Lab, memory: str) -> None:
+    """Guest memory that allows seals (QEMU's memfds) is sealed against shrinking at the handshake: the guest's
+    ftruncate fails and its port goes on. Memory that cannot be sealed (DPDK's memfds, plain and hugetlbfs files)
+    shrinks under the switch: only that port is reset, with its reason."""
     path = lab.add_vhost("vshr")
     lab.add_vhost("vgood0")
     lab.add_vhost("vgood1")
@@ -101,23 +115,39 @@ def test_guest_that_shrinks_its_memory_loses_only_its_port(lab: Lab, memory: str
         backing = {"tmpfs-file": os.path.join(stack.enter_context(tempfile.TemporaryDirectory(dir="/dev/shm")),
                                               "guest-ram")}.get(memory, memory)
         evil = stack.enter_context(VhostUserFrontend(path, mem_size=MEM, memory=backing))
+        assert not _seals(evil.memory_fd) & F_SEAL_SHRINK
         evil.start()
         lab.switch.wait_for("vshr up", lambda: lab.switch.get("Interface", "vshr", "link_state") == "up")
         good = [stack.enter_context(lab.guest(f"vgood{i}")) for i in (0, 1)]
+        sealed = memory == "memfd-sealable"
+        # The switch sealed what could be sealed when it mapped it (the front-end owns the same file).
+        assert bool(_seals(evil.memory_fd) & F_SEAL_SHRINK) == sealed, (memory, _seals(evil.memory_fd))
         with lab.canary() as canary:
             time.sleep(0.5)
-            # The guest cuts its RAM file to one page (hugetlbfs: to nothing) and kicks: the switch reads its rings.
-            os.ftruncate(evil.memory_fd, 0 if memory == "memfd-hugetlb" else 4096)
-            evil.kick(TX)
-            error = _wait_error(lab, "vshr", "shrank while mapped")
-            assert "port reset" in error
-            lab.switch.wait_for("counted", lambda: lab.switch.get("Interface", "vshr",
-                                                                  "statistics:guest_memory_shrunk") == "1")
-            assert lab.switch.get("Interface", "vshr", "link_state") == "down"
-            exchange(good[0], good[1], 50)     # other guests keep forwarding
-            canary.check("a guest's memory shrinking under the switch")
+            if sealed:
+                with pytest.raises(PermissionError):
+                    os.ftruncate(evil.memory_fd, 4096)
+                evil.kick(TX)
+                exchange(evil, good[0], 20, macs=(0xC, 0xA))        # its port goes on
+                assert lab.switch.get("Interface", "vshr", "link_state") == "up"
+                assert lab.switch.get("Interface", "vshr", "statistics:guest_memory_shrunk") in ("", "0")
+                canary.check("a guest trying to shrink its sealed memory")
+            else:
+                # The guest cuts its RAM file to one page (hugetlbfs: to nothing) and kicks: the switch reads its
+                # rings.
+                os.ftruncate(evil.memory_fd, 0 if memory == "memfd-hugetlb" else 4096)
+                evil.kick(TX)
+                error = _wait_error(lab, "vshr", "shrank while mapped")
+                assert "port reset" in error
+                lab.switch.wait_for("counted", lambda: lab.switch.get("Interface", "vshr",
+                                                                      "statistics:guest_memory_shrunk") == "1")
+                assert lab.switch.get("Interface", "vshr", "link_state") == "down"
+                exchange(good[0], good[1], 50)     # other guests keep forwarding
+                canary.check("a guest's memory shrinking under the switch")
         lab.assert_alive()
         evil.close()          # never touches the truncated pages (the front-end would get SIGBUS itself)
+        lab.switch.wait_for("vshr free", lambda: lab.switch.get("Interface", "vshr", "status:status")
+                            == "disconnected", timeout=5)
         again = stack.enter_context(lab.guest("vshr"))          # a new session on the same port works
         exchange(again, good[0], 20, macs=(0xC, 0xA))
         assert lab.switch.get("Interface", "vshr", "error") == "[]"      # cleared
@@ -164,17 +194,19 @@ def test_full_pipe_as_call_fd_is_refused_and_forwarding_goes_on(lab: Lab) -> Non
 
 def test_guest_socket_as_kick_fd_does_not_wedge_the_port(lab: Lab) -> None:
     lab.add_vhost("vsock")
-    evil = _refused(lab, "vsock", {("kick", 0): OWN_SOCKET, ("kick", 1): OWN_SOCKET})
-    try:
-        error = _wait_error(lab, "vsock", "not an eventfd")
-        assert "SET_VRING_KICK" in error and "socket:" in error, error
-    finally:
-        evil.close()
-    lab.switch.wait_for("disconnected", lambda: lab.switch.get("Interface", "vsock", "status:status")
-                        == "disconnected", timeout=5)
-    with lab.guest("vsock") as fe:         # the positive twin: the port takes the next guest
-        assert lab.switch.get("Interface", "vsock", "status:status") == "connected"
-        assert fe.started
+    with lab.canary() as canary:
+        evil = _refused(lab, "vsock", {("kick", 0): OWN_SOCKET, ("kick", 1): OWN_SOCKET})
+        try:
+            error = _wait_error(lab, "vsock", "not an eventfd")
+            assert "SET_VRING_KICK" in error and "socket:" in error, error
+        finally:
+            evil.close()
+        lab.switch.wait_for("disconnected", lambda: lab.switch.get("Interface", "vsock", "status:status")
+                            == "disconnected", timeout=5)
+        with lab.guest("vsock") as fe:         # the positive twin: the port takes the next guest
+            assert lab.switch.get("Interface", "vsock", "status:status") == "connected"
+            assert fe.started
+        canary.check("a guest passing its own vhost-user socket as kick fd")
     lab.assert_alive()
 
 
@@ -189,18 +221,19 @@ def test_refused_kick_fds_leak_nothing(lab: Lab) -> None:
     lab.switch.wait_for("disconnected", lambda: lab.switch.get("Interface", "vleak", "status:status")
                         == "disconnected", timeout=5)
     before = _fd_count(lab.pid)
-    with tempfile.TemporaryFile() as f:
+    with tempfile.TemporaryFile() as f, lab.canary() as canary:
         for _ in range(20):
             _refused(lab, "vleak", {("kick", 1): f.fileno()}).close()
             lab.switch.wait_for("session over", lambda: lab.switch.get("Interface", "vleak", "status:status")
                                 == "disconnected", timeout=5)
+        canary.check("20 guests passing a regular file as kick fd")
     assert "not an eventfd" in lab.switch.get("Interface", "vleak", "error")
     lab.switch.wait_for(f"fds back to {before}", lambda: _fd_count(lab.pid) <= before, timeout=5)
     lab.assert_alive()
 
 
 def test_vhost_server_path_that_is_no_socket_is_an_interface_error(lab: Lab) -> None:
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, lab.canary() as canary:
         lab.switch.vsctl("add-port", lab.br, "vcli", "--", "set", "Interface", "vcli", "type=dpdkvhostuserclient",
                          f"options:vhost-server-path={d}")
         assert "is a directory" in _wait_error(lab, "vcli", "vhost-server-path")
@@ -214,6 +247,7 @@ def test_vhost_server_path_that_is_no_socket_is_an_interface_error(lab: Lab) -> 
             fe.start(timeout=10)
             lab.switch.wait_for("vcli up", lambda: lab.switch.get("Interface", "vcli", "link_state") == "up")
             assert lab.switch.get("Interface", "vcli", "error") == "[]"
+        canary.check("vhost-server-path set to a directory, then a file")
     lab.assert_alive()
 
 
@@ -222,7 +256,7 @@ def test_truncated_vlan_tags_from_a_guest_are_counted_by_name(lab: Lab) -> None:
     a guest can send: the switch drops it as ``rx_vlan_truncated``."""
     for name in ("vtr0", "vtr1"):
         lab.add_vhost(name)
-    with lab.guest("vtr0") as a, lab.guest("vtr1") as b:
+    with lab.guest("vtr0") as a, lab.guest("vtr1") as b, lab.canary() as canary:
         src = bytes.fromhex("02000000000a")
         cut = [b"\xff" * 6 + src + b"\x81\x00" + tail for tail in (b"", b"\x00", b"\x00\x05", b"\x00\x05\x08")]
         good = b"\xff" * 6 + src + b"\x88\xb5" + b"\0" * 46
@@ -231,6 +265,8 @@ def test_truncated_vlan_tags_from_a_guest_are_counted_by_name(lab: Lab) -> None:
         lab.switch.wait_for("rx_vlan_truncated", lambda: lab.switch.get("Interface", "vtr0",
                                                                         "statistics:rx_vlan_truncated") == "4")
         assert b.recv(timeout=0.5) == []
+        canary.check("a guest sending cut-short 802.1Q tags")
+    lab.assert_alive()
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -241,7 +277,7 @@ def _cpu_seconds(pid: int) -> float:
 def test_kicks_on_a_disabled_ring_do_not_spin_the_datapath(lab: Lab) -> None:
     for name in ("vds0", "vds1"):
         lab.add_vhost(name)
-    with lab.guest("vds0") as evil, lab.guest("vds1") as other:
+    with lab.guest("vds0") as evil, lab.guest("vds1") as other, lab.canary() as canary:
         evil.message(VHOST_USER_SET_VRING_ENABLE, struct.pack("<II", TX, 0), need_reply=True)
         evil.kick(TX)                                  # the kick eventfd stays readable: nobody reads a stopped ring
         time.sleep(0.5)
@@ -251,4 +287,5 @@ def test_kicks_on_a_disabled_ring_do_not_spin_the_datapath(lab: Lab) -> None:
         assert busy < 0.3, f"the daemon used {busy:.0%} of a core while a guest kicked its disabled ring"
         evil.message(VHOST_USER_SET_VRING_ENABLE, struct.pack("<II", TX, 1), need_reply=True)
         exchange(evil, other, 20, macs=(0xD, 0xE))     # the positive twin: enabled again, its frames go out
+        canary.check("a guest kicking its disabled ring")
     lab.assert_alive()

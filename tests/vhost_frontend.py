@@ -289,8 +289,9 @@ class VhostUserFrontend:
     Attributes after :meth:`start`: ``features`` / ``protocol_features`` (negotiated), ``offered_features`` /
     ``offered_protocol_features`` (what the back-end offered), ``queue_num`` (GET_QUEUE_NUM answer or None),
     ``hdr_len`` (virtio-net header length in use). ``mem`` is the whole shared region (GPA == offset).
-    ``memory`` says what backs it: ``"memfd"`` (not sealed, as DPDK's), ``"memfd-hugetlb"`` (2 MiB pages; they must
-    be reserved) or the path of a file to create (tmpfs, hugetlbfs, ...). ``memory_fd`` is that file's fd.
+    ``memory`` says what backs it: ``"memfd"`` (cannot be sealed, as DPDK's), ``"memfd-sealable"`` (allows seals, as
+    QEMU's), ``"memfd-hugetlb"`` (2 MiB pages; they must be reserved) or the path of a file to create (tmpfs,
+    hugetlbfs, ...). ``memory_fd`` is that file's fd.
     """
 
     def __init__(self, path: str, *, mem_size: int = 16 << 20, queue_size: int = 256, listen: bool = False,
@@ -353,6 +354,8 @@ class VhostUserFrontend:
         file_size = mem_size + 2 * guard_bytes
         if memory == "memfd":
             self._memfd = os.memfd_create("vhost-frontend", os.MFD_CLOEXEC)
+        elif memory == "memfd-sealable":
+            self._memfd = os.memfd_create("vhost-frontend", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         elif memory == "memfd-hugetlb":
             self._memfd = os.memfd_create("vhost-frontend", os.MFD_CLOEXEC | os.MFD_HUGETLB)
         else:

@@ -62,6 +62,7 @@ def parse_port_spec(spec: str) -> tuple[str, str, VlanConfig]:
 
 def cmd_bridge(args: argparse.Namespace) -> int:
     """Run one bridge in the foreground until SIGINT/SIGTERM."""
+    from backends.port import PortError
     from vswitch.bridge import Bridge, BridgeError
 
     try:
@@ -77,7 +78,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
         for ptype, name, vlan in specs:
             try:
                 bridge.add_port(name, ptype, vlan)
-            except (BridgeError, OSError) as exc:
+            except (BridgeError, PortError, OSError) as exc:
                 print(f"pyvswitch bridge: port {name}: {exc}", file=sys.stderr)
                 return 1
         for spec in args.static_mac:

@@ -937,6 +937,7 @@ class Daemon:
         reg("dpctl/dump-flows", "[bridge]", 0, 1, self._cmd_dump_megaflows, None)
         reg("upcall/show", "", 0, 0, self._cmd_upcall_show, None)
         reg("dpif-pyvswitch/pmd-stats-clear", "[bridge]", 0, 1, self._cmd_pmd_stats_clear, None)
+        reg("dpif-netdev/pmd-stats-clear", "[bridge]", 0, 1, self._cmd_pmd_stats_clear, None)
         reg("fdb/stats-clear", "[bridge]", 0, 1, self._cmd_fdb_stats_clear, None)
         reg("vlog/reopen", "", 0, 0, self._cmd_vlog_reopen, None)
         reg("list-commands", "", 0, 0, ovs.unixctl._unixctl_help, None)
