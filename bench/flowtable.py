@@ -8,15 +8,17 @@ Method: one table holding three mask shapes in equal numbers: ``in_port + eth_ds
 64-byte IPv4/TCP frames, each built to hit one random flow of a random shape (a tcp_dst frame misses
 the two higher-priority subtables first), sit in a packet pool (``backends.pool.PacketPool``, frames
 at the 128-byte headroom) and are fed in bursts of 256. The megaflow path runs the sequence of
-``vswitch.burstpath.BurstPath._of_burst`` (without transmit): ``extract_burst`` ->
-``MegaflowCache.lookup`` (``mf_lookup``) -> ``Upcalls.handle_misses`` when something missed ->
-``mf_programs`` -> ``execute_burst`` -> NORMAL / packet-in counts. The megaflows are installed by a
+``vswitch.burstpath.BurstPath._of_burst`` (without transmit): ``dpif.fastpath.hit_burst``
+(``extract_burst`` -> ``mf_lookup_programs`` -> ``execute_burst``, one call) and, when something
+missed, ``Upcalls.handle_misses`` -> ``mf_programs`` -> ``execute_burst``; then NORMAL / packet-in
+counts. The megaflows are installed by a
 first pass (upcalls, checked against the interpreter: same ports, same bytes), so the measured
 bursts are all hits (checked: no miss while measuring); the cache holds the megaflows this traffic
 makes (one per hot frame, at most 1,024), not one per OpenFlow flow. Variants: "extract + megaflow +
-execute" (the whole datapath per burst, frames already in the pool), "megaflow + execute" (keys
-extracted once), both again without the EMC (``emc_size=0``: every frame searches the megaflow
-subtables). The interpreter is ``classifier/flowtable.py`` as of commit 07e438a (what the megaflow
+execute" (the whole datapath per burst, frames already in the pool: ``hit_burst``), "megaflow +
+execute" (keys extracted once: ``hit_keys``, the same call without extraction), both again
+without the EMC (``emc_size=0``: every frame searches the megaflow subtables).
+The interpreter is ``classifier/flowtable.py`` as of commit 07e438a (what the megaflow
 datapath replaces), read with ``git show`` into a private module in a temporary directory and
 compiled there; it runs on the same flows and frames (in a pool with no headroom, the layout it was
 written for) with its exact-match cache, as "parse_burst + flow_burst"
@@ -70,7 +72,7 @@ from dpif import megaflow as M
 from dpif.actions import N_DROP_REASONS, N_NORMAL, N_USERSPACE, SIDE_ROWS, execute_burst
 from dpif.extract import extract_burst
 from dpif.fastpath import hit_burst, hit_keys
-from dpif.megaflow import mf_programs
+from dpif.megaflow import mf_lookup_programs
 from ofproto import rules as R
 from ofproto.tables import FlowTables, TableSet
 from vswitch.vlan import VlanConfig, fill_vlan_map
@@ -508,24 +510,22 @@ def stage_runners(path: MegaflowPath, bursts: Sequence[np.ndarray], n: int, pref
     pool, up = path.pool, path.up
     data, meta = pool.data, pool.meta
     nb = len(bursts)
-    index, entries = [], []
+    index = []
     for b in bursts:       # every burst's keys in place; its megaflows and programs kept
         path.run(b, n)
         index.append(path.prog_index.copy())
-        entries.append(path.out_entry.copy())
     empty = bursts[0][:0]
 
     def extract(calls: int) -> None:
         for c in range(calls):
             extract_burst(data, meta, bursts[c % nb], n, path.keys, path.reasons)
 
+    c_ = up.cache
+
     def lookup(calls: int) -> None:
         for c in range(calls):
-            up.cache.lookup(path.keys, bursts[c % nb], n, meta, path.out_entry, 0)
-
-    def programs(calls: int) -> None:
-        for c in range(calls):
-            mf_programs(up.cache.ent, entries[c % nb], n, path.prog_index)
+            mf_lookup_programs(path.keys, bursts[c % nb], n, meta, c_.st, c_.ent, c_.buckets, c_.emc, path.out_entry,
+                               0, path.prog_index)
 
     def execute(calls: int) -> None:
         for c in range(calls):
@@ -538,21 +538,17 @@ def stage_runners(path: MegaflowPath, bursts: Sequence[np.ndarray], n: int, pref
 
     def lookup0(calls: int) -> None:
         for _ in range(calls):
-            up.cache.lookup(path.keys, empty, 0, meta, path.out_entry, 0)
-
-    def programs0(calls: int) -> None:
-        for _ in range(calls):
-            mf_programs(up.cache.ent, path.out_entry, 0, path.prog_index)
+            mf_lookup_programs(path.keys, empty, 0, meta, c_.st, c_.ent, c_.buckets, c_.emc, path.out_entry, 0,
+                               path.prog_index)
 
     def execute0(calls: int) -> None:
         for _ in range(calls):
             execute_burst(data, meta, empty, 0, path.prog_index, up.cache.actions, path.out, path.out_start,
                           path.drops, pool.free_stack, pool.free_top, path.extra, path.side, path.side_n)
 
-    return {f"{prefix}extract_burst": extract, f"{prefix}cache.lookup (mf_lookup)": lookup,
-            f"{prefix}mf_programs": programs, f"{prefix}execute_burst": execute,
-            f"{prefix}extract_burst, empty burst": extract0, f"{prefix}cache.lookup, empty burst": lookup0,
-            f"{prefix}mf_programs, empty burst": programs0, f"{prefix}execute_burst, empty burst": execute0}
+    return {f"{prefix}extract_burst": extract, f"{prefix}mf_lookup_programs": lookup,
+            f"{prefix}execute_burst": execute, f"{prefix}extract_burst, empty burst": extract0,
+            f"{prefix}mf_lookup_programs, empty burst": lookup0, f"{prefix}execute_burst, empty burst": execute0}
 
 
 def breakdown_rows(stages: Sequence[str], rates: dict[str, tuple[float, float]], burst_size: int,

@@ -16,7 +16,8 @@ eth_dst, eth_src, eth_type, ip_proto, the destination /24 and tcp_dst, and its p
 destination /24s x 2 TCP ports, random source address, source port and host part) fall in 32
 megaflows (16 per MAC phase); they sit in a ``PacketPool`` (frames at the 128-byte headroom) and go
 in bursts of 256 through the sequence of ``Datapath._of_burst`` (``bench.flowtable.MegaflowPath``:
-extract_burst, cache lookup, upcalls on a miss, mf_programs, execute_burst; no transmit). The first
+``hit_burst``: extract_burst, mf_lookup_programs, execute_burst in one call; upcalls on a miss;
+no transmit). The first
 pass installs the megaflows and is checked against the interpreter: same ports, same bytes. The
 interpreter is ``classifier/flowtable.py`` of commit 07e438a, read with ``git show`` into a private
 module in a temporary directory (``bench.flowtable.load_interpreter``), on the same flows and frames

@@ -302,7 +302,7 @@ def _probe(keys: np.ndarray, s: int, st: np.ndarray, so: int, sid: int, ent: np.
         b = (b + 1) & bmask
 
 
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+@numba.njit(nogil=True, cache=True, _nrt=False)
 def _search(keys: np.ndarray, burst: np.ndarray, st: np.ndarray, m: int, ent: np.ndarray, buckets: np.ndarray,
             emc: np.ndarray, out_entry: np.ndarray, rng: np.int64, meta: np.ndarray,
             now: int, prog_index: np.ndarray, progs: bool) -> tuple[int, int, np.int64]:
@@ -362,11 +362,14 @@ def _search(keys: np.ndarray, burst: np.ndarray, st: np.ndarray, m: int, ent: np
     return found, probes, rng
 
 
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st: np.ndarray, ent: np.ndarray,
-            buckets: np.ndarray, emc: np.ndarray, out_entry: np.ndarray, now: int, prog_index: np.ndarray,
-            progs: bool) -> int:
-    """``mf_lookup``; with ``progs``, also ``prog_index[i]`` of every frame that hit (as ``mf_programs``)."""
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def mf_lookup_programs(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st: np.ndarray,
+                       ent: np.ndarray, buckets: np.ndarray, emc: np.ndarray, out_entry: np.ndarray, now: int,
+                       prog_index: np.ndarray) -> int:
+    """``mf_lookup``, also filling ``prog_index[i]`` (as ``mf_programs``) for every frame that hit when
+    ``prog_index`` has rows: the hit path's one pass instead of two (the frames that missed get theirs
+    from ``mf_programs`` after the upcalls)."""
+    progs = prog_index.shape[0] > 0
     nuw = st[H_NUW]
     n_emc = emc.shape[0] if nuw <= EMC_MAX_WORDS else 0
     emask = n_emc - 1
@@ -485,8 +488,6 @@ def _lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st: n
     return misses
 
 
-_NO_PROGS = np.zeros((0, 2), dtype=np.int64)
-
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
 def mf_lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st: np.ndarray, ent: np.ndarray,
@@ -494,22 +495,14 @@ def mf_lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st:
     """Find the megaflow of every frame of ``burst[:n]``; returns the number of misses.
 
     * ``keys``: ``uint64[slots, KEY_WORDS]`` (``dpif.key``); ``meta[slot, META_LEN]``: frame lengths.
-    * ``st``, ``ent``, ``buckets``: ``MegaflowCache.arrays()``; ``emc``: its EMC, or any empty int64
-      array to look up without one.
+    * ``st``, ``ent``, ``buckets``: ``MegaflowCache.arrays()``; ``emc``: its EMC, or an int64
+      ``[0, EMC_W]`` array to look up without one.
     * ``out_entry[i]``: the entry id for ``burst[i]``, -1 on a miss (``out_entry[:n]`` is also the
       kernel's scratch between its passes).
     * Per entry: packets, bytes, ``used = now``; per subtable: hits; in ``st``: the ``H_*`` counters.
     """
-    return _lookup(keys, burst, n, meta, st, ent, buckets, emc, out_entry, now, _NO_PROGS, False)
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False)
-def mf_lookup_programs(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st: np.ndarray,
-                       ent: np.ndarray, buckets: np.ndarray, emc: np.ndarray, out_entry: np.ndarray, now: int,
-                       prog_index: np.ndarray) -> int:
-    """``mf_lookup``, also filling ``prog_index[i]`` (as ``mf_programs``) for every frame that hit: the hit
-    path's one pass instead of two (the frames that missed get theirs from ``mf_programs`` after the upcalls)."""
-    return _lookup(keys, burst, n, meta, st, ent, buckets, emc, out_entry, now, prog_index, True)
+    none = out_entry[:0].reshape((0, 2))      # no program indexes (a view: the same signature as the hit path's)
+    return mf_lookup_programs(keys, burst, n, meta, st, ent, buckets, emc, out_entry, now, none)
 
 
 # control-side helpers (called from MegaflowCache on the datapath thread)

@@ -6,6 +6,12 @@ compiles in the middle of forwarding or of a control call stalls. So the daemon 
 ``warm_up_kernels()`` once at start-up, before it reads the database, and ``make`` runs
 ``python -m vswitch.warmup`` so the cache is full after installing.
 
+On a cold cache with more than one CPU, a second process compiles the port backends' kernels
+(system, tap, vhost-user) while this one compiles the datapath's, then this one loads them from the
+cache: the cold start takes about the longer of the two instead of their sum. A marker file next to
+the cache (``pyvswitch-warm-<source hash>``) says the cache is warm, so a warm start runs no second
+process.
+
 After the warm-up a listener reports any kernel that still compiles (a signature the warm-up did
 not foresee) in the log, so the miss is found and added here.
 """
@@ -13,11 +19,16 @@ not foresee) in the log, so the miss is found and added here.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
 import time
 
+import numba
 import numpy as np
 from numba.core import event
+
+from numba_cache import SOURCES_HASH
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +107,41 @@ def _warm_openflow_path(datapath: object, br: object) -> None:
     dp.upcalls.expire(dp.tables(), 1 << 20)                      # type: ignore[attr-defined]
 
 
+def _warm_marker() -> str:
+    """The file that says numba's cache holds every kernel of these sources."""
+    import dpif
+
+    where = numba.config.CACHE_DIR or os.path.join(os.path.dirname(os.path.abspath(dpif.__file__)), "__pycache__")
+    return os.path.join(where, f"pyvswitch-warm-{SOURCES_HASH[:16]}")
+
+
+def _warm_backends() -> None:
+    from backends import system, tap, vhost_user
+
+    system.warm_up()
+    tap.warm_up()
+    vhost_user.warm_up()
+
+
+def _backends_in_parallel() -> subprocess.Popen | None:
+    """On a cold cache with a spare CPU: a process compiling the backends' kernels (None otherwise)."""
+    if os.path.exists(_warm_marker()) or len(os.sched_getaffinity(0)) < 2:
+        return None
+    try:
+        return subprocess.Popen([sys.executable, "-m", "vswitch.warmup", "--backends"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as e:
+        log.warning("warm-up: no second process for the backends' kernels (%s); compiling them here", e)
+        return None
+
+
 def warm_up_kernels() -> float:
     """Load or compile every kernel with the argument types the switch passes them; returns the seconds taken."""
     global _done
     t0 = time.monotonic()
     if _done:
         return 0.0
-    from backends import system, tap, vhost_user
+    helper = _backends_in_parallel()
     from classifier.l2table import l2_add_static, l2_flush, l2_remove, make_l2table
     from vswitch.datapath import Datapath
     from vswitch.openflow import flows
@@ -120,16 +159,28 @@ def warm_up_kernels() -> float:
     finally:
         dp.close()
     flows.warm_up()
-    system.warm_up()
-    tap.warm_up()
-    vhost_user.warm_up()
+    if helper is not None:
+        _, err = helper.communicate()
+        if helper.returncode != 0:   # this process compiles what it could not
+            log.warning("warm-up: the backends' process failed (%s): %s", helper.returncode,
+                        err.decode(errors="replace").strip()[-500:])
+    _warm_backends()
     _done = True
+    try:
+        with open(_warm_marker(), "w"):
+            pass
+    except OSError:
+        pass      # an unwritable cache: every start is a cold one, still correct
     event.register("numba:compile", _LateCompiles())
     return time.monotonic() - t0
 
 
 def main() -> int:
-    """``python -m vswitch.warmup``: fill numba's cache (``make`` runs it after installing)."""
+    """``python -m vswitch.warmup``: fill numba's cache (``make`` runs it after installing);
+    ``--backends``: only the port backends' kernels (the second process of a cold start)."""
+    if sys.argv[1:] == ["--backends"]:
+        _warm_backends()
+        return 0
     took = warm_up_kernels()
     print(f"pyvswitch: kernels loaded or compiled in {took:.1f} s", file=sys.stderr)
     return 0
