@@ -518,25 +518,11 @@ def _vals_hash(sid: int, vals: np.ndarray, words: np.ndarray) -> np.int64:
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
-def _bucket_find(ent: np.ndarray, buckets: np.ndarray, bmask: int, sid: int, vals: np.ndarray, h: np.int64) -> int:
-    """The entry of subtable ``sid`` holding masked values ``vals`` (hash ``h``), or -1."""
-    b = (h >> ENTRY_BITS) & bmask
-    nw = vals.shape[0]
-    while True:
-        v = buckets[b]
-        if v == 0:
-            return -1
-        if ((v ^ h) & TAG_MASK) == 0:
-            c = (v & ENTRY_MASK) - 1
-            if ent[c, E_SUB] == sid:
-                same = True
-                for q in range(nw):
-                    if ent[c, E_VAL + q] != vals[q]:
-                        same = False
-                        break
-                if same:
-                    return c
-        b = (b + 1) & bmask
+def _bucket_find(masked: np.ndarray, st: np.ndarray, so: int, sid: int, ent: np.ndarray, buckets: np.ndarray,
+                 bmask: int, h: np.int64) -> int:
+    """The entry of subtable ``sid`` (row at ``st[so]``) holding masked key ``masked[0]`` (hash ``h``), or -1:
+    the lookup's own probe on a one-row key array."""
+    return _probe(masked, 0, st, so, sid, ent, buckets, bmask, h)
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
@@ -659,7 +645,8 @@ class MegaflowCache:
         sid = self._subs.get(sig)
         if sid is not None:
             h = _vals_hash(sid, vals, words)
-            e = _bucket_find(self.ent, self.buckets, bmask, sid, vals, h)
+            e = _bucket_find(masked.reshape(1, -1), self.st, self._sub_row(sid), sid, self.ent, self.buckets,
+                             bmask, h)
             if e >= 0:
                 if exclusive:
                     raise MegaflowExists(f"megaflow {e} has this mask and masked key")
