@@ -46,6 +46,11 @@ for _f in F.FIELDS:
         _BY_ID.setdefault((F.OFPXMC_EXPERIMENTER, _exp, _num), _f)
 
 
+def field_by_id(ident: tuple[int, ...]) -> F.Field | None:
+    """The field of wire identity ``(class, field)`` or ``(0xffff, experimenter, field)``, or None."""
+    return _BY_ID.get(ident)
+
+
 def _variable(f: F.Field) -> bool:
     return f.where == F.TLV
 

@@ -1,0 +1,204 @@
+"""Nicira extension actions (``NXAST_*``) on the wire, declared as data: an experimenter action with
+vendor 0x2320 and a subtype, as ``ovs-ofctl`` writes them in every OpenFlow version.
+
+```
+ type 0xffff | length | vendor 0x00002320 | subtype (16) | body by the layout below, padded to 8
+```
+
+A decoded action is a dict ``{"type": "nx_<name>", ...}`` in the style of ``vswitch.openflow.codec``.
+Layout kinds: a ``struct`` code (``H``, ``B``, ``I``, ``Q``) or pad (``"4x"``); ``nxm`` (a 4-byte
+NXM / OXM field header: the registry name of the field); ``ofs_nbits`` (``ofs << 6 | nbits - 1``,
+decoded to ``ofs`` and ``nbits``); ``note`` (the rest, trailing zeros dropped); ``load2`` (one
+NXM / OXM TLV with an optional mask, ``vswitch.openflow.nxm``); ``field2`` (a field header of 4 or 8
+bytes, OVS's OUTPUT_REG2); ``ids`` (a count, then that many 16-bit controller ids); ``actions``
+(nested actions, ``clone``). Errors are ``OfpError`` with OVS's codes: an unknown vendor
+``OFPBAC_BAD_EXPERIMENTER``, an unknown subtype ``OFPBAC_BAD_EXPERIMENTER_TYPE``, a bad length
+``OFPBAC_BAD_LEN``, a field the registry does not know ``OFPBAC_BAD_ARGUMENT``. Subtypes with
+properties (``ct``, ``nat``, ``learn``, ``controller2``) are still to come and decode to the unknown-
+subtype error. Tests: ``tests/test_nicira.py`` (byte for byte against os-ken's NXAction classes).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from ofproto import fields as F
+from vswitch.openflow import nxm
+from vswitch.openflow.codec import OFPBAC_BAD_LEN, OFPET_BAD_ACTION, OfpError
+
+NX_VENDOR = 0x00002320
+OFPAT_EXPERIMENTER = 0xFFFF
+OFPBAC_BAD_EXPERIMENTER = 2
+OFPBAC_BAD_EXPERIMENTER_TYPE = 3
+OFPBAC_BAD_ARGUMENT = 5
+
+Layout = list[tuple[str, str]]
+
+#: name -> (subtype, layout after the subtype)
+NX_ACTIONS: dict[str, tuple[int, Layout]] = {
+    "resubmit": (1, [("in_port", "H"), ("pad", "4x")]),
+    "set_tunnel": (2, [("pad", "2x"), ("tun_id", "I")]),
+    "reg_move": (6, [("n_bits", "H"), ("src_ofs", "H"), ("dst_ofs", "H"), ("src", "nxm"), ("dst", "nxm")]),
+    "reg_load": (7, [("dst_bits", "ofs_nbits"), ("dst", "nxm"), ("value", "Q")]),
+    "note": (8, [("note", "note")]),
+    "set_tunnel64": (9, [("pad", "6x"), ("tun_id", "Q")]),
+    "resubmit_table": (14, [("in_port", "H"), ("table", "B"), ("pad", "3x")]),
+    "output_reg": (15, [("src_bits", "ofs_nbits"), ("src", "nxm"), ("max_len", "H"), ("pad", "6x")]),
+    "exit": (17, [("pad", "6x")]),
+    "dec_ttl": (18, [("pad", "6x")]),
+    "controller": (20, [("max_len", "H"), ("controller_id", "H"), ("reason", "B"), ("pad", "1x")]),
+    "dec_ttl_cnt_ids": (21, [("ids", "ids")]),
+    "write_metadata": (22, [("pad", "6x"), ("metadata", "Q"), ("mask", "Q")]),
+    "stack_push": (27, [("ofs", "H"), ("field", "nxm"), ("n_bits", "H"), ("pad", "6x")]),
+    "stack_pop": (28, [("ofs", "H"), ("field", "nxm"), ("n_bits", "H"), ("pad", "6x")]),
+    "output_reg2": (32, [("src_bits", "ofs_nbits"), ("max_len", "H"), ("src", "field2")]),
+    "reg_load2": (33, [("field", "load2")]),
+    "conjunction": (34, [("clause", "B"), ("n_clauses", "B"), ("id", "I")]),
+    "clone": (42, [("pad", "6x"), ("actions", "actions")]),
+    "ct_clear": (43, [("pad", "6x")]),
+    "resubmit_table_ct": (44, [("in_port", "H"), ("table", "B"), ("pad", "3x")]),
+}
+NX_BY_SUBTYPE = {sub: name for name, (sub, _) in NX_ACTIONS.items()}
+
+
+def _pad8(n: int) -> int:
+    return (n + 7) // 8 * 8
+
+
+def field_header(name: str, dialect: str = nxm.NXM) -> bytes:
+    """The 4-byte (8 for an experimenter OXM) header naming field ``name`` in an action."""
+    f = _field(name)
+    ident = nxm.wire_id(f, dialect)
+    if ident[0] == F.OFPXMC_EXPERIMENTER:
+        return struct.pack("!HBBI", ident[0], ident[2] << 1, 4 + f.nbytes, ident[1])
+    return struct.pack("!HBB", ident[0], ident[1] << 1, f.nbytes)
+
+
+def _field(name: str) -> F.Field:
+    for f in F.FIELDS:
+        if f.name == name:
+            return f
+    raise ValueError(f"no field {name!r} in the registry")
+
+
+def _header_field(buf: bytes, off: int) -> tuple[str, int]:
+    """The field a header at ``buf[off:]`` names, and the header's length (4, or 8 for experimenter)."""
+    if len(buf) - off < 4:
+        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_LEN, "truncated field header")
+    cls, fh, length = struct.unpack_from("!HBB", buf, off)
+    size = 4
+    if cls == F.OFPXMC_EXPERIMENTER:
+        if len(buf) - off < 8:
+            raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_LEN, "truncated experimenter field header")
+        ident: tuple[int, ...] = (cls, struct.unpack_from("!I", buf, off + 4)[0], fh >> 1)
+        size = 8
+    else:
+        ident = (cls, fh >> 1)
+    f = nxm.field_by_id(ident)
+    if f is None:
+        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_ARGUMENT, f"unknown field {'/'.join(f'0x{x:x}' for x in ident)}")
+    return f.name, size
+
+
+def _encode_body(layout: Layout, action: dict[str, Any], encode_actions: Callable[[list[dict[str, Any]]], bytes]
+                 ) -> bytes:
+    out = b""
+    for key, kind in layout:
+        if kind.endswith("x"):
+            out += bytes(int(kind[:-1]))
+        elif kind in ("H", "B", "I", "Q"):
+            out += struct.pack("!" + kind, action[key])
+        elif kind == "nxm":
+            out += field_header(action[key])
+        elif kind == "ofs_nbits":
+            out += struct.pack("!H", action["ofs"] << 6 | (action["nbits"] - 1))
+        elif kind == "note":
+            out += bytes(action[key])
+        elif kind == "load2":
+            f = _field(action[key])
+            out += nxm.encode([(f, action["value"], action.get("mask"))], nxm.NXM)
+        elif kind == "field2":
+            out += field_header(action[key])
+        elif kind == "ids":
+            ids = action[key]
+            out += struct.pack(f"!H4x{len(ids)}H", len(ids), *ids)
+        elif kind == "actions":
+            out += encode_actions(action[key])
+    return out
+
+
+def encode_action(action: dict[str, Any], encode_actions: Callable[[list[dict[str, Any]]], bytes]) -> bytes:
+    """One ``nx_*`` action dict as its experimenter action (``encode_actions`` encodes nested ones)."""
+    name = action["type"].removeprefix("nx_")
+    sub, layout = NX_ACTIONS[name]
+    body = _encode_body(layout, action, encode_actions)
+    head = 10 + len(body)
+    length = _pad8(head)
+    return struct.pack("!HHIH", OFPAT_EXPERIMENTER, length, NX_VENDOR, sub) + body + bytes(length - head)
+
+
+def decode_action(buf: bytes, decode_actions: Callable[[bytes], list[dict[str, Any]]]) -> dict[str, Any]:
+    """The experimenter action ``buf`` (the whole action, header included) as an ``nx_*`` dict."""
+    if len(buf) < 16 or len(buf) % 8:
+        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_LEN, f"experimenter action length {len(buf)}")
+    _t, _length, vendor, sub = struct.unpack_from("!HHIH", buf)
+    if vendor != NX_VENDOR:
+        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_EXPERIMENTER, f"experimenter 0x{vendor:08x}")
+    name = NX_BY_SUBTYPE.get(sub)
+    if name is None:
+        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_EXPERIMENTER_TYPE, f"Nicira action subtype {sub}")
+    body = buf[10:]
+    action: dict[str, Any] = {"type": f"nx_{name}"}
+    off = 0
+
+    def take(fmt: str) -> tuple[Any, ...]:
+        nonlocal off
+        size = struct.calcsize("!" + fmt)
+        if off + size > len(body):
+            raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_LEN, f"nx_{name}: {len(buf)} bytes")
+        got = struct.unpack_from("!" + fmt, body, off)
+        off += size
+        return got
+
+    for key, kind in NX_ACTIONS[name][1]:
+        if kind.endswith("x"):
+            take(kind)
+        elif kind in ("H", "B", "I", "Q"):
+            action[key] = take(kind)[0]
+        elif kind in ("nxm", "field2"):
+            action[key], used = _header_field(body, off)
+            off += used
+        elif kind == "ofs_nbits":
+            (v,) = take("H")
+            action["ofs"], action["nbits"] = v >> 6, (v & 0x3F) + 1
+        elif kind == "note":
+            action[key] = bytes(body[off:]).rstrip(b"\0")
+            off = len(body)
+        elif kind == "load2":
+            ((f, value, mask),) = _one_tlv(body[off:], name)
+            action.update({key: f.name, "value": value, "mask": mask})
+            off = len(body)
+        elif kind == "ids":
+            (n,) = take("H4x")
+            action[key] = list(take(f"{n}H"))
+        elif kind == "actions":
+            action[key] = decode_actions(bytes(body[off:]))
+            off = len(body)
+    if any(body[off:]):
+        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_LEN, f"nx_{name}: non-zero bytes after its body")
+    return action
+
+
+def _one_tlv(buf: bytes, name: str) -> list[tuple[F.Field, int, int | None]]:
+    """The TLV at the start of ``buf`` (its padding after it)."""
+    if len(buf) < 4:
+        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_LEN, f"nx_{name}: no field")
+    end = 4 + buf[3]
+    if end > len(buf) or any(buf[end:]):
+        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_LEN, f"nx_{name}: field length {buf[3]}")
+    try:
+        return nxm.decode(bytes(buf[:end]))
+    except OfpError as e:
+        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_ARGUMENT, f"nx_{name}: {e}") from e
