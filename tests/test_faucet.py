@@ -198,6 +198,15 @@ def ping_all(net, ns: str, ip: str, count: int = 10) -> tuple[int, int]:  # noqa
     return int(m.group(1)), int(m.group(2))
 
 
+
+def access_vlans(name: str, dpid: int) -> dict:
+    """Faucet's config for the access scenario: ports 1 and 2 native in VLAN 100 (office), 3 in 200 (guest)."""
+    return {"vlans": {"office": {"vid": 100}, "guest": {"vid": 200}},
+            "dps": {name: {"dp_id": dpid, "hardware": "Open vSwitch",
+                           "interfaces": {1: {"name": "h1", "native_vlan": "office"},
+                                          2: {"name": "h2", "native_vlan": "office"},
+                                          3: {"name": "h3", "native_vlan": "guest"}}}}}
+
 def test_faucet_access_vlans(switch, net, faucet_factory) -> None:  # noqa: ANN001
     """Two hosts in VLAN 100 and one in VLAN 200, all untagged access ports: nothing crosses the secure bridge
     before Faucet connects; then Faucet's multi-table pipeline is in the switch, the VLAN 100 hosts ping each other
@@ -209,12 +218,7 @@ def test_faucet_access_vlans(switch, net, faucet_factory) -> None:  # noqa: ANN0
     for ns, port, ip, mac in hosts:
         net.add_host(ns, port, f"{ip}/24", mac=mac)
     (h1, _, ip1, mac1), (h2, _, ip2, mac2), (h3, _, ip3, mac3) = hosts
-    faucet = faucet_factory({
-        "vlans": {"office": {"vid": 100}, "guest": {"vid": 200}},
-        "dps": {name: {"dp_id": dpid, "hardware": "Open vSwitch",
-                       "interfaces": {1: {"name": "h1", "native_vlan": "office"},
-                                      2: {"name": "h2", "native_vlan": "office"},
-                                      3: {"name": "h3", "native_vlan": "guest"}}}}})
+    faucet = faucet_factory(access_vlans(name, dpid))
     faucet_bridge(switch, faucet, name, dpid, [port for _, port, _, _ in hosts])
 
     # Before Faucet connects (it is not even running: the bridge retries): nothing crosses the bridge.
@@ -378,12 +382,7 @@ def test_faucet_logs_dp_not_up_with_open_vswitch_too(faucet_factory) -> None:  #
                 ovs.run("ip", "-n", ovs.ns, "link", "add", port, "type", "veth", "peer", "name", f"{stem}q{i}")
                 ovs.run("ip", "-n", ovs.ns, "link", "set", port, "up")
                 ovs.run("ip", "-n", ovs.ns, "link", "set", f"{stem}q{i}", "up")
-            faucet = faucet_factory({
-                "vlans": {"office": {"vid": 100}, "guest": {"vid": 200}},
-                "dps": {name: {"dp_id": dpid, "hardware": "Open vSwitch",
-                               "interfaces": {1: {"name": "h1", "native_vlan": "office"},
-                                              2: {"name": "h2", "native_vlan": "office"},
-                                              3: {"name": "h3", "native_vlan": "guest"}}}}})
+            faucet = faucet_factory(access_vlans(name, dpid))
             faucet.netns = ovs.ns
             args = ["add-br", name, "--", "set", "Bridge", name, "datapath_type=netdev", "fail_mode=secure",
                     "protocols=OpenFlow13", f"other_config:datapath-id={dpid:016x}"]
