@@ -282,16 +282,18 @@ class OfAgent:
 
     def set_protocols(self, protocols: list[str]) -> None:
         """``Bridge.protocols``: offer and accept only these versions (empty: OVS's default, every version), of
-        those pyvswitch speaks (1.0 and 1.3). A change drops every connection, which then negotiates afresh."""
+        those pyvswitch speaks (1.0, 1.3, 1.4 and 1.5). A change drops every connection, which then negotiates
+        afresh."""
         wanted = {PROTOCOLS[p] for p in protocols if p in PROTOCOLS} or set(PROTOCOLS.values())
         versions = tuple(v for v in SUPPORTED_VERSIONS if v in wanted)
         if versions == self.versions:
             return
         unsupported = sorted(p for p in protocols if PROTOCOLS.get(p) not in SUPPORTED_VERSIONS)
         if unsupported:
-            log.warning("openflow %s: protocols %s: pyvswitch speaks OpenFlow10 and OpenFlow13 only; %s",
-                        self.bridge.name, ", ".join(unsupported), f"offering {', '.join(_names(versions))}"
-                        if versions else "no OpenFlow version is left, so every connection will fail")
+            log.warning("openflow %s: protocols %s: pyvswitch speaks %s only; %s",
+                        self.bridge.name, ", ".join(unsupported), ", ".join(_names(SUPPORTED_VERSIONS)),
+                        f"offering {', '.join(_names(versions))}" if versions
+                        else "no OpenFlow version is left, so every connection will fail")
         log.info("openflow %s: OpenFlow versions %s", self.bridge.name, ", ".join(_names(versions)) or "none")
         self.versions = versions
         self._reconnects.append(("OpenFlow versions changed", True))
