@@ -25,7 +25,20 @@ from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 from tests.switchutil import private_switch
 from tests.test_bridge_identity import RealOvs
 from tests.test_openflow import Client
-from vswitch.openflow.codec import OFP13, OFP14, OFP15, OFP_NO_BUFFER, Msg, decode, encode
+from vswitch.openflow.codec import (
+    OFP13,
+    OFP14,
+    OFP15,
+    OFP_NO_BUFFER,
+    ONF_ET_BUNDLE_ADD_MESSAGE,
+    ONF_ET_BUNDLE_CONTROL,
+    ONF_VENDOR_ID,
+    Msg,
+    decode,
+    decode_body,
+    encode,
+    encode_body,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -100,13 +113,13 @@ def _flows_file(tmp_path, name: str, lines: list[str]) -> str:  # noqa: ANN001
     return str(path)
 
 
-@pytest.mark.parametrize("proto", ["OpenFlow14", "OpenFlow15"])
+@pytest.mark.parametrize("proto", ["OpenFlow13", "OpenFlow14", "OpenFlow15"])
 def test_bundle_add_flows_is_atomic(sw, tmp_path, proto: str) -> None:  # noqa: ANN001
     """``ovs-ofctl --bundle add-flows``: a good file applies whole; a file whose last flow is refused when it is
     added (no table 250) or when the bundle commits (check_overlap against the file's own first flow) applies
-    nothing, and the error names that flow."""
+    nothing, and the error names that flow. OpenFlow 1.3: ovs-ofctl uses the ONF extension."""
     o = ("-O", proto, "--bundle")
-    table = 20 if proto == "OpenFlow14" else 21
+    table = {"OpenFlow13": 22, "OpenFlow14": 20, "OpenFlow15": 21}[proto]
     good = _flows_file(tmp_path, "good", [f"table={table},priority=1,actions=drop",
                                           f"table={table},priority=2,ip,actions=output:7"])
     ofctl(sw, *o, "add-flows", "br15", good)
@@ -128,14 +141,23 @@ def test_bundle_add_flows_is_atomic(sw, tmp_path, proto: str) -> None:  # noqa: 
 
 
 # ---------------------------------------------------------------- raw bundles: errors, and the connection lives
+def _bundle_msg(version: int, name: str, xid: int, fields: dict) -> bytes:
+    """A 1.4+ bundle message, or in OpenFlow 1.3 its ONF experimenter twin."""
+    if version == OFP13:
+        return encode(Msg(OFP13, "experimenter", xid, {
+            "experimenter": ONF_VENDOR_ID, "data": encode_body(OFP13, name, fields),
+            "exp_type": ONF_ET_BUNDLE_CONTROL if name == "bundle_control" else ONF_ET_BUNDLE_ADD_MESSAGE}))
+    return encode(Msg(version, name, xid, fields))
+
+
 def bundle_ctrl(version: int, xid: int, bundle_id: int, ctrl_type: int, flags: int = 0) -> bytes:
-    return encode(Msg(version, "bundle_control", xid, {"bundle_id": bundle_id, "ctrl_type": ctrl_type,
-                                                        "flags": flags}))
+    return _bundle_msg(version, "bundle_control", xid, {"bundle_id": bundle_id, "ctrl_type": ctrl_type,
+                                                        "flags": flags})
 
 
 def bundle_add(version: int, xid: int, bundle_id: int, inner: bytes, flags: int = 0) -> bytes:
-    return encode(Msg(version, "bundle_add_message", xid, {"bundle_id": bundle_id, "flags": flags,
-                                                            "message": inner}))
+    return _bundle_msg(version, "bundle_add_message", xid, {"bundle_id": bundle_id, "flags": flags,
+                                                            "message": inner})
 
 
 def flow_add(version: int, xid: int, table: int, priority: int = 9, flags: int = 0, ip: bool = True) -> bytes:
@@ -182,16 +204,19 @@ def run_script(path: str, version: int, messages: list[bytes]) -> list[tuple]:
                 out.append(("error", m.xid, m.err_type, m.code))
             elif m.type == "bundle_control":
                 out.append(("bundle_control", m.xid, m.ctrl_type))
+            elif m.type == "experimenter" and m.exp_type == ONF_ET_BUNDLE_CONTROL:
+                out.append(("bundle_control", m.xid, decode_body(OFP13, "bundle_control", m.data)["ctrl_type"]))
             else:
                 out.append((m.type, m.xid))
     finally:
         c.sock.close()
 
 
-@pytest.mark.parametrize("version", [OFP14, OFP15])
+@pytest.mark.parametrize("version", [OFP13, OFP14, OFP15])
 def test_bundle_errors_as_real_ovs_sends_them(sw, real_ovs: RealOvs, version: int) -> None:  # noqa: ANN001
     """Each script gets the same replies and errors (by xid, type and code) from pyvswitch and from OVS; the
-    positive twin (open, add, close, commit) gets replies only, and its flow is there afterwards."""
+    positive twin (open, add, close, commit) gets replies only, and its flow is there afterwards. OpenFlow 1.3:
+    the ONF extension (experimenter messages; errors OFPET_EXPERIMENTER with ONF's codes)."""
     for what, script in BUNDLE_SCRIPTS:
         ours = run_script(f"{sw.rundir}/br15.mgmt", version, script(version))
         theirs = run_script(f"{real_ovs.rundir}/br15.mgmt", version, script(version))

@@ -96,12 +96,16 @@ from vswitch.openflow.codec import (
     OFP15,
     OFP_NO_BUFFER,
     OFPBMC_BAD_FIELD,
+    OFPBRC_BAD_EXPERIMENTER,
     OFPBRC_BAD_MULTIPART,
     OFPBRC_BAD_TYPE,
     OFPBRC_BAD_VERSION,
     OFPET_BAD_MATCH,
     OFPET_BAD_REQUEST,
     OFPET_HELLO_FAILED,
+    ONF_ET_BUNDLE_ADD_MESSAGE,
+    ONF_ET_BUNDLE_CONTROL,
+    ONF_VENDOR_ID,
     Msg,
     OfpError,
     decode,
@@ -849,6 +853,13 @@ class OfAgent:
 
     def _on_bundle_add_message(self, conn: OfConnection, msg: Msg) -> None:
         self.bundles.add(conn, msg, self._raw)
+
+    def _on_experimenter(self, conn: OfConnection, msg: Msg) -> None:
+        """OpenFlow 1.3's ONF bundle extension; any other experimenter message gets OFPBRC_BAD_EXPERIMENTER."""
+        if msg.experimenter == ONF_VENDOR_ID and msg.exp_type in (ONF_ET_BUNDLE_CONTROL, ONF_ET_BUNDLE_ADD_MESSAGE):
+            self.bundles.experimenter(conn, msg, self._raw)
+            return
+        raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_EXPERIMENTER, f"experimenter {msg.experimenter:#x}")
 
     def _on_features_request(self, conn: OfConnection, msg: Msg) -> None:
         caps = OFPC_FLOW_STATS | OFPC_TABLE_STATS | OFPC_PORT_STATS

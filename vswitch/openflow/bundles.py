@@ -14,6 +14,10 @@ an id that is open ``OFPBFC_BAD_ID`` (and the old bundle goes, as in OVS); addin
 ``OFPBFC_BAD_TYPE``; an embedded message longer than its carrier ``OFPBFC_MSG_BAD_LEN``, of another xid
 ``OFPBFC_MSG_BAD_XID``, of another type than flow-mod, port-mod or packet-out ``OFPBFC_MSG_UNSUP``, of another
 version Nicira's ``OFPBFC_BAD_VERSION`` (an experimenter error). A slave controller gets ``OFPBRC_IS_SLAVE``.
+
+OpenFlow 1.3 has bundles through the ONF extension (``ovs-ofctl --bundle -O OpenFlow13`` uses it): the same
+bodies in experimenter messages 2300 (control) and 2301 (add), the errors as ONF experimenter errors
+(code 2300 + the OFPBFC code).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from vswitch.openflow.channel import OFPBRC_IS_SLAVE, OFPET_EXPERIMENTER, ROLE_S
 from vswitch.openflow.codec import (
     HEADER,
     NXBFC_BAD_VERSION,
+    OFP13,
     OFPBFC_BAD_FLAGS,
     OFPBFC_BAD_ID,
     OFPBFC_BAD_TYPE,
@@ -36,9 +41,12 @@ from vswitch.openflow.codec import (
     OFPBFC_MSG_UNSUP,
     OFPET_BAD_REQUEST,
     OFPET_BUNDLE_FAILED,
+    ONF_BUNDLE_ERROR_BASE,
+    ONF_ET_BUNDLE_CONTROL,
     Msg,
     OfpError,
     decode,
+    decode_body,
 )
 
 if TYPE_CHECKING:
@@ -95,6 +103,21 @@ class BundleHandler:
     def __init__(self, agent: OfAgent) -> None:
         self.agent = agent
 
+    def experimenter(self, conn: OfConnection, msg: Msg, raw: bytes) -> None:
+        """An OpenFlow 1.3 ONF bundle message (experimenter 2300 / 2301): served as its 1.4 twin, errors in the
+        ONF numbering."""
+        name = "bundle_control" if msg.exp_type == ONF_ET_BUNDLE_CONTROL else "bundle_add_message"
+        inner = Msg(OFP13, name, msg.xid, decode_body(OFP13, name, msg.data))
+        try:
+            if name == "bundle_control":
+                self.control(conn, inner)
+            else:
+                self.add(conn, inner, raw)
+        except OfpError as e:
+            if e.err_type != OFPET_BUNDLE_FAILED:
+                raise
+            raise OfpError(OFPET_EXPERIMENTER, ONF_BUNDLE_ERROR_BASE + e.code, str(e)) from None
+
     def control(self, conn: OfConnection, msg: Msg) -> None:
         """OPEN, CLOSE, COMMIT or DISCARD; a reply of the same id and type + 1, or an error."""
         if conn.role == ROLE_SLAVE:
@@ -126,8 +149,7 @@ class BundleHandler:
                 self.commit(conn, bundle)
         else:
             raise bundle_error(OFPBFC_BAD_TYPE, f"bundle control type {kind}")
-        conn.send(Msg(conn.version, "bundle_control", msg.xid,
-                      {"bundle_id": bid, "ctrl_type": REPLY_OF[kind], "flags": 0}))
+        conn.reply("bundle_control", msg.xid, {"bundle_id": bid, "ctrl_type": REPLY_OF[kind], "flags": 0})
 
     def add(self, conn: OfConnection, msg: Msg, raw: bytes) -> None:
         """BUNDLE_ADD_MESSAGE: check the embedded message and add it (no reply; an error when it is refused)."""

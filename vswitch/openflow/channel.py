@@ -11,7 +11,19 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from vswitch.openflow.codec import NX_VENDOR_ID, OFP10, OFP13, OFP14, OFP15, Msg, encode  # noqa: F401
+from vswitch.openflow.codec import (
+    NX_VENDOR_ID,
+    OFP10,
+    OFP13,
+    OFP14,
+    OFP15,
+    ONF_BUNDLE_ERROR_BASE,
+    ONF_ET_BUNDLE_CONTROL,
+    ONF_VENDOR_ID,
+    Msg,
+    encode,
+    encode_body,
+)
 
 if TYPE_CHECKING:
     from vswitch.openflow.bundles import Bundle
@@ -74,6 +86,15 @@ class OfConnection:
         self.role_status_mask: tuple[int, int] = (0b111, 0b111)
         self.bundles: dict[int, Bundle] = {}   # open or closed bundles by id (OpenFlow 1.4+)
 
+    def reply(self, version_type: str, xid: int, fields: dict[str, Any]) -> None:
+        """Send a 1.4+ message of type ``version_type``; in OpenFlow 1.3 the bundle replies go as ONF experimenter
+        messages."""
+        if self.version == OFP13 and version_type == "bundle_control":
+            self.send(Msg(OFP13, "experimenter", xid, {"experimenter": ONF_VENDOR_ID, "exp_type": ONF_ET_BUNDLE_CONTROL,
+                                                       "data": encode_body(OFP13, version_type, fields)}))
+            return
+        self.send(Msg(self.version, version_type, xid, fields))
+
     def send(self, msg: Msg) -> None:
         """Queue one message for the client. It never blocks; a client that lets more than ``TX_LIMIT`` bytes
         pile up is marked dead (the agent closes it)."""
@@ -116,8 +137,9 @@ class OfConnection:
         if version == OFP10:
             err_type, code = _error10(err_type, code)
         data = data if text else data[:64]
-        if err_type == OFPET_EXPERIMENTER:   # Nicira's errors: the experimenter id comes before the data
-            data = NX_VENDOR_ID.to_bytes(4, "big") + data
+        if err_type == OFPET_EXPERIMENTER:   # the experimenter id comes before the data: ONF's bundle errors
+            vendor = ONF_VENDOR_ID if code >= ONF_BUNDLE_ERROR_BASE else NX_VENDOR_ID   # (1.3), else Nicira's
+            data = vendor.to_bytes(4, "big") + data
         self.send(Msg(version, "error", xid, {"err_type": err_type, "code": code, "data": data}))
 
     def wants(self, kind: int, reason: int) -> bool:

@@ -46,6 +46,10 @@ OFPBFC_MSG_UNSUP, OFPBFC_MSG_CONFLICT, OFPBFC_MSG_TOO_MANY, OFPBFC_MSG_FAILED, O
 #: OVS's Nicira error (experimenter 0x2320, code 22) for a bundled message of another version than the bundle's
 NXBFC_BAD_VERSION = 22
 NX_VENDOR_ID = 0x00002320
+#: the ONF extension that carries bundles in OpenFlow 1.3 (experimenter messages 2300 / 2301; errors 2300 + code)
+ONF_VENDOR_ID = 0x4F4E4600
+ONF_ET_BUNDLE_CONTROL, ONF_ET_BUNDLE_ADD_MESSAGE = 2300, 2301
+ONF_BUNDLE_ERROR_BASE = 2300
 OFPBRC_BAD_VERSION, OFPBRC_BAD_TYPE, OFPBRC_BAD_MULTIPART, OFPBRC_BAD_EXPERIMENTER, OFPBRC_BAD_LEN = 0, 1, 2, 3, 6
 OFPBAC_BAD_TYPE, OFPBAC_BAD_LEN = 0, 1
 OFPBIC_UNKNOWN_INST, OFPBIC_BAD_LEN = 0, 6
@@ -266,6 +270,9 @@ for _name, _layout in _DIFF14.items():
     LAYOUTS[(OFP14, _name)] = LAYOUTS[(OFP15, _name)] = _layout
 LAYOUTS.update({(OFP15, n): lay for n, lay in _DIFF15.items()})
 LAYOUTS[(OFP13, "mp_meter_features_reply")] = _DIFF14["mp_meter_features_reply"]
+# the ONF bundle extension of OpenFlow 1.3: 1.4's bundle bodies inside experimenter messages
+LAYOUTS[(OFP13, "bundle_control")] = _DIFF14["bundle_control"]
+LAYOUTS[(OFP13, "bundle_add_message")] = _DIFF14["bundle_add_message"]
 
 # multipart (1.3) / stats (1.0) bodies: type -> (request layout, reply layout); "list:" = repeated structures
 MP_DESC, MP_FLOW, MP_AGGREGATE, MP_TABLE, MP_PORT_STATS, MP_TABLE_FEATURES, MP_PORT_DESC = 0, 1, 2, 3, 4, 12, 13
@@ -839,6 +846,16 @@ def hello_versions(raw: bytes) -> set[int] | None:
 
 
 # ---------------------------------------------------------------- messages
+def encode_body(version: int, layout: str, fields: dict[str, Any]) -> bytes:
+    """The bytes of one structure (an experimenter message's body, say) of ``layout`` in ``version``."""
+    return _encode_fields(version, LAYOUTS[(version, layout)], fields)
+
+
+def decode_body(version: int, layout: str, buf: bytes) -> dict[str, Any]:
+    """The fields of one structure of ``layout`` that fills ``buf``."""
+    return _decode_fields(version, LAYOUTS[(version, layout)], buf)
+
+
 def encode(msg: Msg) -> bytes:
     """The message's bytes, header included (the length is computed)."""
     types = TYPES[msg.version]
