@@ -1,13 +1,17 @@
 """The OpenFlow agent of one bridge: the management socket ``<rundir>/<bridge>.mgmt`` that ovs-ofctl uses.
 
+One connection and one controller target are ``vswitch.openflow.channel``'s ``OfConnection`` and ``Controller``
+(importable from here too); bundles are ``vswitch.openflow.bundles``.
+
 ```
  ovs-ofctl ──unix──► <rundir>/br0.mgmt ──┐
  controllers ◄─tcp/unix (active/passive)─┴► OfAgent thread (selectors) ──► OfConnection per client
-                                               │  hello (Bridge.protocols of 1.3 / 1.0), echo, features,
-                                               │  config, set/get_async, barrier, role, flow_mod,
-                                               │  packet_out, port_mod,
+                                               │  hello (Bridge.protocols of 1.5/1.4/1.3/1.0), echo,
+                                               │  features, config, set/get_async, barrier, role
+                                               │  (1.4+: role status), flow_mod, packet_out, port_mod,
+                                               │  bundles (bundles.py; 1.3: ONF experimenter),
                                                │  multipart / stats (desc, port_desc, port_stats,
-                                               │  table, table_features, flow, aggregate)
+                                               │  table, table_features, flow, aggregate, meter features)
                                                ├─► BridgeFlows (flow tables ─► datapath)
                                                ◄── packet-ins, flow expiry, port changes ─► port_status,
                                                    packet_in, flow_removed to the controllers
