@@ -379,3 +379,38 @@ def test_switch_messages_parse_in_os_ken(version: int) -> None:
         # OVS's meter features reply is 1.3's 16 bytes in every version (os-ken's 1.5 parser wants 1.5's 24)
         m = _parse(encode(Msg(version, "multipart_reply", 4, {"mp_type": 11, "body": {"max_meter": 4}})))
         assert m.body[0].max_meter == 4
+
+
+# ---------------------------------------------------------------- roles and asynchronous configuration
+def test_role_status_and_async_properties(sw) -> None:  # noqa: ANN001
+    """A 1.4+ master displaced by another master gets OFPT_ROLE_STATUS (slave, reason MASTER_REQUEST) and is a
+    slave after it (a flow-mod gets OFPBRC_IS_SLAVE); the new master's flow-mod goes through. SET_ASYNC's 1.4
+    properties change only the reasons named, GET_ASYNC gives them back."""
+    path = f"{sw.rundir}/br15.mgmt"
+    first, second = Client(path, OFP15), Client(path, OFP14)
+    try:
+        first.sock.sendall(encode(Msg(OFP15, "role_request", 3, {"role": 2, "generation_id": 1})))
+        reply = first.recv()
+        assert reply.type == "role_reply" and reply.role == 2, reply
+        second.sock.sendall(encode(Msg(OFP14, "role_request", 4, {"role": 2, "generation_id": 2})))
+        assert second.recv().role == 2
+        status = first.recv()
+        assert status.type == "role_status" and (status.role, status.reason, status.generation_id) == (3, 0, 2)
+        first.sock.sendall(flow_add(OFP15, 5, 25))
+        err = first.recv()
+        assert err.type == "error" and (err.err_type, err.code, err.xid) == (1, 10, 5), err
+        second.sock.sendall(flow_add(OFP14, 6, 25))
+        assert second.echo().type == "echo_reply"                       # the positive twin: no error first
+        assert "priority=9,ip" in ofctl(sw, "-O", "OpenFlow15", "dump-flows", "br15", "table=25").stdout
+
+        second.sock.sendall(encode(Msg(OFP14, "get_async_request", 7)))
+        before = {p["prop_type"]: p["mask"] for p in second.recv().properties}
+        assert before[1] == 0b011 and before[3] == 0b111, before          # OVS's defaults: PI master, PS master
+        second.sock.sendall(encode(Msg(OFP14, "set_async", 8, {"properties": [{"prop_type": 1, "mask": 0b001}]})))
+        second.sock.sendall(encode(Msg(OFP14, "get_async_request", 9)))
+        after = {p["prop_type"]: p["mask"] for p in second.recv().properties}
+        assert after == {**before, 1: 0b001}, after
+    finally:
+        first.sock.close()
+        second.sock.close()
+        ofctl(sw, "-O", "OpenFlow15", "del-flows", "br15", "table=25")
