@@ -179,6 +179,16 @@ BUNDLE_SCRIPTS = [
     ("embedded xid differs", lambda v: [bundle_ctrl(v, 1, 9, 0), bundle_add(v, 2, 9, flow_add(v, 99, 30))]),
     ("embedded barrier", lambda v: [bundle_ctrl(v, 1, 10, 0),
                                     bundle_add(v, 2, 10, encode(Msg(v, "barrier_request", 2)))]),
+    ("embedded version differs", lambda v: [bundle_ctrl(v, 1, 15, 0),
+                                            bundle_add(v, 2, 15, bytes([v - 1]) + flow_add(v, 2, 30)[1:])]),
+    ("embedded longer than its carrier", lambda v: [
+        bundle_ctrl(v, 1, 16, 0), bundle_add(v, 2, 16, flow_add(v, 2, 30)[:-8])]),
+    ("embedded unknown type", lambda v: [bundle_ctrl(v, 1, 17, 0),
+                                         bundle_add(v, 2, 17, struct.pack("!BBHI", v, 99, 8, 2))]),
+    ("embedded flow-mod cut short", lambda v: [bundle_ctrl(v, 1, 18, 0),
+                                               bundle_add(v, 2, 18, struct.pack("!BBHI", v, 14, 16, 2) + bytes(8))]),
+    ("embedded flow-mod with a bad instruction", lambda v: [
+        bundle_ctrl(v, 1, 19, 0), bundle_add(v, 2, 19, _bad_instruction(flow_add(v, 2, 30)))]),
     ("a reply type as request", lambda v: [bundle_ctrl(v, 1, 11, 1)]),
     ("commit flags differ", lambda v: [bundle_ctrl(v, 1, 12, 0, 1), bundle_ctrl(v, 2, 12, 4, 3)]),
     ("commit fails on the last message", lambda v: [
@@ -187,6 +197,13 @@ BUNDLE_SCRIPTS = [
     ("discard", lambda v: [bundle_ctrl(v, 1, 13, 0), bundle_add(v, 2, 13, flow_add(v, 2, 31)),
                            bundle_ctrl(v, 3, 13, 6), bundle_ctrl(v, 4, 13, 4)]),
 ]
+
+
+def _bad_instruction(flow_mod: bytes) -> bytes:
+    """The flow-mod with an instruction of an unknown type (99) appended."""
+    out = bytearray(flow_mod + struct.pack("!HH4x", 99, 8))
+    struct.pack_into("!H", out, 2, len(out))
+    return bytes(out)
 
 
 def run_script(path: str, version: int, messages: list[bytes]) -> list[tuple]:

@@ -12,8 +12,9 @@ Errors (type ``OFPET_BUNDLE_FAILED``, codes as OVS sends them): an unknown bundl
 an id that is open ``OFPBFC_BAD_ID`` (and the old bundle goes, as in OVS); adding to or closing a closed bundle
 ``OFPBFC_BUNDLE_CLOSED``; flags other than the bundle's ``OFPBFC_BAD_FLAGS``; a reply type as request
 ``OFPBFC_BAD_TYPE``; an embedded message longer than its carrier ``OFPBFC_MSG_BAD_LEN``, of another xid
-``OFPBFC_MSG_BAD_XID``, of another type than flow-mod, port-mod or packet-out ``OFPBFC_MSG_UNSUP``, of another
-version Nicira's ``OFPBFC_BAD_VERSION`` (an experimenter error). A slave controller gets ``OFPBRC_IS_SLAVE``.
+``OFPBFC_MSG_BAD_XID``, of another type than flow-mod, port-mod or packet-out ``OFPBFC_MSG_UNSUP`` (also one that is
+shorter than its fixed part or of an unknown type), of another version Nicira's ``OFPBFC_BAD_VERSION`` (an
+experimenter error; in 1.3 ``NXBRC_UNENCODABLE_ERROR``). A slave controller gets ``OFPBRC_IS_SLAVE``.
 
 OpenFlow 1.3 has bundles through the ONF extension (``ovs-ofctl --bundle -O OpenFlow13`` uses it): the same
 bodies in experimenter messages 2300 (control) and 2301 (add), the errors as ONF experimenter errors
@@ -39,10 +40,12 @@ from vswitch.openflow.codec import (
     OFPBFC_MSG_BAD_XID,
     OFPBFC_MSG_FAILED,
     OFPBFC_MSG_UNSUP,
+    OFPBRC_BAD_LEN,
     OFPET_BAD_REQUEST,
     OFPET_BUNDLE_FAILED,
     ONF_BUNDLE_ERROR_BASE,
     ONF_ET_BUNDLE_CONTROL,
+    TYPE_NAMES,
     Msg,
     OfpError,
     decode,
@@ -95,6 +98,10 @@ def _restore(tables: FlowTables, snap: tuple[Any, ...]) -> None:
     tables._tables = tabs
     tables._timed = timed
     tables._dirty.update(range(tables.n_tables))
+
+
+#: Nicira's error for one that the connection's OpenFlow version cannot express
+NXBRC_UNENCODABLE_ERROR = 10
 
 
 class BundleHandler:
@@ -158,17 +165,23 @@ class BundleHandler:
         inner = msg.message
         if len(inner) < HEADER.size:
             raise bundle_error(OFPBFC_MSG_BAD_LEN, "embedded message shorter than a header")
-        version, _mtype, length, xid = HEADER.unpack_from(inner)
+        version, mtype, length, xid = HEADER.unpack_from(inner)   # checked in OVS's order
+        if version != msg.version:   # Nicira's error in 1.4+; 1.3 cannot say it: NXBRC_UNENCODABLE_ERROR
+            raise OfpError(OFPET_EXPERIMENTER, NXBFC_BAD_VERSION if msg.version > OFP13 else NXBRC_UNENCODABLE_ERROR,
+                           f"embedded version 0x{version:02x} in a 0x{msg.version:02x} bundle")
         if length < HEADER.size or length > len(inner):
             raise bundle_error(OFPBFC_MSG_BAD_LEN, f"embedded message says {length} bytes, has {len(inner)}")
-        if version != msg.version:
-            raise OfpError(OFPET_EXPERIMENTER, NXBFC_BAD_VERSION,
-                           f"embedded version 0x{version:02x} in a 0x{msg.version:02x} bundle")
         if xid != msg.xid:
             raise bundle_error(OFPBFC_MSG_BAD_XID, f"embedded xid {xid:#x}, bundle add xid {msg.xid:#x}")
-        embedded = decode(inner[:length])   # a message that does not decode gets its own error
-        if embedded.type not in BUNDLED_TYPES:
-            raise bundle_error(OFPBFC_MSG_UNSUP, f"{embedded.type} in a bundle")
+        name = TYPE_NAMES[version].get(mtype)
+        if name not in BUNDLED_TYPES:
+            raise bundle_error(OFPBFC_MSG_UNSUP, f"{name or f'message type {mtype}'} in a bundle")
+        try:
+            embedded = decode(inner[:length])   # a bad match, action, instruction: that error
+        except OfpError as e:
+            if (e.err_type, e.code) == (OFPET_BAD_REQUEST, OFPBRC_BAD_LEN):   # shorter than its fixed part
+                raise bundle_error(OFPBFC_MSG_UNSUP, f"embedded {name}: {e}") from None
+            raise
         self.check(conn, embedded)
         bundle = conn.bundles.get(msg.bundle_id)
         if bundle is None:
