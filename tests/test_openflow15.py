@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,9 +24,11 @@ from os_ken.ofproto import ofproto_v1_4_parser as p14
 from os_ken.ofproto import ofproto_v1_5_parser as p15
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
+from tests.netutil import send_frames, unique
 from tests.switchutil import private_switch
 from tests.test_bridge_identity import RealOvs
 from tests.test_openflow import Client
+from tests.test_openflow_flows import Controller
 from vswitch.openflow.codec import (
     OFP13,
     OFP14,
@@ -257,8 +261,6 @@ def _hello(version: int, bitmap: int | None) -> bytes:
 def negotiate(path: str, hello: bytes) -> tuple:
     """Send ``hello`` and a features request in the version it names; (the switch's hello version and bitmap,
     what came back: the features reply's version or the error's type and code)."""
-    import socket
-
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(5)
     s.connect(path)
@@ -431,3 +433,66 @@ def test_role_status_and_async_properties(sw) -> None:  # noqa: ANN001
         first.sock.close()
         second.sock.close()
         ofctl(sw, "-O", "OpenFlow15", "del-flows", "br15", "table=25")
+
+
+# ---------------------------------------------------------------- a 1.5 controller: packet-in, port status
+class Controller15(Controller):
+    """A raw controller on a ``punix:`` socket that offers OpenFlow 1.5 only (as ovn-controller does)."""
+
+    def __init__(self, path: str) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(5)
+                s.connect(path)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.sock, self.version = s, OFP15
+        assert self.recv().type == "hello"
+        self.sock.sendall(_hello(OFP15, 1 << OFP15))
+
+    def wait(self, kind: str, timeout: float = 10) -> Msg:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.recv()
+            if msg.type == "echo_request":
+                self.send(Msg(OFP15, "echo_reply", msg.xid, {"data": msg.data}))
+            elif msg.type == kind:
+                return msg
+        raise AssertionError(f"no {kind} within {timeout} s")
+
+
+def test_a_1_5_controller_gets_packet_ins_and_port_status(switch, net, tmp_path) -> None:  # noqa: ANN001
+    """A controller offering 1.5 alone: a CONTROLLER action's packet-in (1.5, the match carrying in_port), a
+    port-status with the Ethernet property when a port is added, and its 1.5 packet-out (in_port in the match)
+    goes out of the port named."""
+    stem = unique("of15")
+    name = f"{stem}s"
+    net.add_host(f"{stem}-na", f"{stem}a", "10.76.0.1/24", mac="02:00:00:00:76:01")
+    path = str(tmp_path / "ctl.sock")
+    switch.vsctl("add-br", name, "--", "add-port", name, f"{stem}a", "--", "set", "Interface", f"{stem}a",
+                 "ofport_request=1", "--", "set-controller", name, f"punix:{path}")
+    ctl = Controller15(path)
+    switch.wait_for("controller connected", lambda: switch.get("Controller", name, "is_connected") == "true")
+    ofctl(switch, "-O", "OpenFlow15", "add-flow", name, "priority=10,dl_type=0x88b6,actions=CONTROLLER:65535")
+    frame = bytes.fromhex("ffffffffffff020000007601" "88b6") + b"to the controller".ljust(46, b".")
+    other = bytes.fromhex("ffffffffffff020000007601" "88b7") + b"no flow".ljust(46, b".")
+    send_frames(net, f"{stem}-na", "eth0", [other, frame])
+    pin = ctl.wait("packet_in")
+    assert pin.version == OFP15 and pin.match == {"in_port": 1} and pin.data == frame, pin   # not `other`
+    net.add_host(f"{stem}-nb", f"{stem}b", "10.76.0.2/24")
+    switch.vsctl("add-port", name, f"{stem}b", "--", "set", "Interface", f"{stem}b", "ofport_request=2")
+    status = ctl.wait("port_status")
+    assert status.version == OFP15 and status.desc["port_no"] == 2 and status.desc["eth_prop_len"] == 32, status
+    ctl.send(Msg(OFP15, "packet_out", 9, {"buffer_id": OFP_NO_BUFFER, "match": {"in_port": 0xFFFFFFFD},
+                                          "actions": [{"type": "output", "port": 1, "max_len": 0}], "data": frame}))
+    ctl.send(Msg(OFP15, "packet_out", 10, {"buffer_id": OFP_NO_BUFFER, "match": {"in_port": 1, "eth_type": 0x88b6},
+                                           "actions": [], "data": frame}))
+    err = ctl.wait("error")
+    assert err.xid == 10 and (err.err_type, err.code) == (4, 6), err    # only in_port: the first went through
+    sw_stats = ofctl(switch, "-O", "OpenFlow15", "dump-ports", name, "1").stdout
+    assert "tx pkts=1" in sw_stats, sw_stats
