@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from os_ken.ofproto import ofproto_parser
 from os_ken.ofproto import ofproto_v1_4_parser as p14
 from os_ken.ofproto import ofproto_v1_5_parser as p15
@@ -496,3 +498,23 @@ def test_a_1_5_controller_gets_packet_ins_and_port_status(switch, net, tmp_path)
     assert err.xid == 10 and (err.err_type, err.code) == (4, 6), err    # only in_port: the first went through
     sw_stats = ofctl(switch, "-O", "OpenFlow15", "dump-ports", name, "1").stdout
     assert "tx pkts=1" in sw_stats, sw_stats
+
+
+# ---------------------------------------------------------------- fuzz: malformed bundled messages
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(version=st.sampled_from([OFP13, OFP14, OFP15]), mtype=st.sampled_from([13, 14, 16, 2, 99]),
+       body=st.binary(max_size=96), cut=st.integers(0, 12))
+def test_fuzzed_bundled_messages_get_errors_and_the_connection_lives(sw, version: int, mtype: int, body: bytes,
+                                                                     cut: int) -> None:  # noqa: ANN001
+    """A bundle gets an embedded message of a bundlable type (or not) with a random body, maybe cut short: it is
+    refused with an error or taken, the commit succeeds or fails with OFPBFC_MSG_FAILED (never a crash), and an
+    echo comes back on the same connection."""
+    inner = struct.pack("!BBHI", version, mtype, 8 + len(body), 2) + body
+    msgs = [bundle_ctrl(version, 1, 3, 0), bundle_add(version, 2, 3, inner[:len(inner) - cut] if cut < 8 else inner),
+            bundle_ctrl(version, 3, 3, 4)]
+    answers = run_script(f"{sw.rundir}/br15.mgmt", version, msgs)
+    assert answers[0] == ("bundle_control", 1, 1), answers
+    for kind, xid, *rest in answers[1:]:
+        assert kind == "error" or (kind, rest) == ("bundle_control", [5]), answers
+        assert xid in (2, 3), answers
+    ofctl(sw, "-O", "OpenFlow15", "del-flows", "br15")
