@@ -836,8 +836,10 @@ class OfAgent(SwitchViews):
         self.bundles.add(conn, msg, self._raw)
 
     def _on_experimenter(self, conn: OfConnection, msg: Msg) -> None:
-        """OpenFlow 1.3's ONF bundle extension; any other experimenter message gets OFPBRC_BAD_EXPERIMENTER."""
-        if msg.experimenter == ONF_VENDOR_ID and msg.exp_type in (ONF_ET_BUNDLE_CONTROL, ONF_ET_BUNDLE_ADD_MESSAGE):
+        """OpenFlow 1.3's ONF bundle extension (1.4+ has bundles of its own); any other experimenter message gets
+        OFPBRC_BAD_EXPERIMENTER."""
+        if conn.version == OFP13 and msg.experimenter == ONF_VENDOR_ID and msg.exp_type in (
+                ONF_ET_BUNDLE_CONTROL, ONF_ET_BUNDLE_ADD_MESSAGE):
             self.bundles.experimenter(conn, msg, self._raw)
             return
         raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_EXPERIMENTER, f"experimenter {msg.experimenter:#x}")
