@@ -215,9 +215,11 @@ class BundleHandler:
                 continue
             try:
                 removed += flows.flow_mod(conn.version, embedded)
-            except OfpError as e:
+            except Exception as e:   # a bug too: nothing of the bundle may stay applied
                 _restore(flows.tables, snap)
                 flows.changed()
+                if not isinstance(e, OfpError):
+                    raise
                 conn.error(conn.version, struct.unpack_from("!I", raw, 4)[0], e.err_type, e.code, raw)
                 raise bundle_error(OFPBFC_MSG_FAILED, f"bundle {bundle.bundle_id:#x}: {e}") from None
         if bundle.entries:
