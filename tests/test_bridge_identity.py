@@ -23,7 +23,7 @@ from tests.netutil import unique
 from tests.switchutil import Switch, private_switch
 from tests.test_openflow import ofctl
 from vswitch.daemon import default_bridge_mac
-from vswitch.openflow.codec import OFP10, OFP13, Msg, decode, encode
+from vswitch.openflow.codec import OFP10, OFP13, OFP14, OFP15, Msg, decode, encode
 
 pytestmark = pytest.mark.integration
 
@@ -326,10 +326,10 @@ def hello_exchange(path: str, version: int) -> tuple[Msg, Msg | None]:
 
 
 def test_protocols_limit_the_versions_offered_and_accepted(sw: LoggedSwitch) -> None:
-    """Bridge.protocols: the switch's HELLO offers exactly those versions (of the two pyvswitch speaks), and a
+    """Bridge.protocols: the switch's HELLO offers exactly those versions (of those pyvswitch speaks), and a
     peer that wants another one gets OFPT_ERROR HELLO_FAILED/INCOMPATIBLE; ovs-ofctl works with a listed
     version and fails with another, on the management socket as on controller connections (as with OVS).
-    Empty: OVS's default (every version), so 1.0 and 1.3 both."""
+    Empty: OVS's default (every version), so 1.0, 1.3, 1.4 and 1.5."""
     name = unique("pr")
     sw.vsctl("add-br", name, "--", "set", "Bridge", name, "protocols=OpenFlow13")
     path = f"{sw.rundir}/{name}.mgmt"
@@ -351,17 +351,20 @@ def test_protocols_limit_the_versions_offered_and_accepted(sw: LoggedSwitch) -> 
     assert hello.version == OFP10 and hello.fields == {"data": b""}, hello   # 1.0 up to 1.0: no bitmap
     assert answer is not None and answer.type == "echo_reply", answer
 
-    for protocols in ("OpenFlow10,OpenFlow13", "[]"):
+    every = 1 << OFP10 | 1 << OFP13 | 1 << OFP14 | 1 << OFP15
+    for protocols, bitmap in (("OpenFlow10,OpenFlow13", 1 << OFP10 | 1 << OFP13), ("[]", every)):
         sw.vsctl("set", "Bridge", name, f"protocols={protocols}")
         sw.wait_for(f"protocols={protocols}", lambda: "OFPT_FEATURES_REPLY" in ofctl(sw, *OF13, "show", name,
                                                                                       check=False))
         assert "OFPT_FEATURES_REPLY (xid" in ofctl(sw, "show", name)
         hello, _ = hello_exchange(path, OFP13)
-        assert hello.version == OFP13 and hello.elements == [{"type": 1, "bitmaps": [1 << OFP10 | 1 << OFP13]}]
+        assert hello.version == max(v for v in range(7) if bitmap >> v & 1), hello
+        assert hello.elements == [{"type": 1, "bitmaps": [bitmap]}], hello
 
-    sw.vsctl("set", "Bridge", name, "protocols=OpenFlow13,OpenFlow14")   # 1.4: not spoken, logged
-    sw.wait_for("1.3 only", lambda: "version negotiation failed" in ofctl(sw, "show", name, check=False))
-    assert "OFPT_FEATURES_REPLY (OF1.3)" in ofctl(sw, *OF13, "show", name)
+    sw.vsctl("set", "Bridge", name, "protocols=OpenFlow12,OpenFlow15")   # 1.2: not spoken, logged
+    sw.wait_for("1.5 only", lambda: "version negotiation failed" in ofctl(sw, *OF13, "show", name, check=False))
+    assert "OFPT_FEATURES_REPLY (OF1.5)" in ofctl(sw, "-O", "OpenFlow15", "show", name)
     log = sw.log()
-    assert "protocols OpenFlow14: pyvswitch speaks OpenFlow10 and OpenFlow13 only; offering OpenFlow13" in log, log
+    assert ("protocols OpenFlow12: pyvswitch speaks OpenFlow10, OpenFlow13, OpenFlow14, OpenFlow15 only; offering "
+            "OpenFlow15") in log, log
     assert "Traceback" not in log, log

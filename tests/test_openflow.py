@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vswitch.openflow.codec import OFP10, OFP13, Msg, decode, encode
+from vswitch.openflow.codec import OFP10, OFP13, OFP14, OFP15, Msg, decode, encode
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ class Client:
         return self.recv()
 
 
-@pytest.mark.parametrize("version", [OFP10, OFP13])
+@pytest.mark.parametrize("version", [OFP10, OFP13, OFP14, OFP15])
 def test_unsupported_and_malformed_messages_get_errors_and_the_connection_lives(ofbridge, version: int) -> None:
     c = Client(f"{ofbridge.rundir}/ofbr.mgmt", version)
     c.sock.sendall(struct.pack("!BBHI", version, 99, 8, 5))                  # unknown type
@@ -115,7 +115,7 @@ def fuzz_switch():  # noqa: ANN201
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(mtype=st.integers(0, 30), body=st.binary(max_size=80), version=st.sampled_from([OFP10, OFP13]))
+@given(mtype=st.integers(0, 36), body=st.binary(max_size=80), version=st.sampled_from([OFP10, OFP13, OFP14, OFP15]))
 def test_fuzzed_messages_never_break_the_connection(fuzz_switch, mtype: int, body: bytes, version: int) -> None:
     c = Client(f"{fuzz_switch.rundir}/fzbr.mgmt", version)
     try:

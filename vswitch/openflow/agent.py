@@ -1,13 +1,18 @@
 """The OpenFlow agent of one bridge: the management socket ``<rundir>/<bridge>.mgmt`` that ovs-ofctl uses.
 
+One connection and one controller target are ``vswitch.openflow.channel``'s ``OfConnection`` and ``Controller``
+(importable from here too); bundles are ``vswitch.openflow.bundles``; ports, statistics and multipart replies
+``vswitch.openflow.views``.
+
 ```
  ovs-ofctl ──unix──► <rundir>/br0.mgmt ──┐
  controllers ◄─tcp/unix (active/passive)─┴► OfAgent thread (selectors) ──► OfConnection per client
-                                               │  hello (Bridge.protocols of 1.3 / 1.0), echo, features,
-                                               │  config, set/get_async, barrier, role, flow_mod,
-                                               │  packet_out, port_mod,
+                                               │  hello (Bridge.protocols of 1.5/1.4/1.3/1.0), echo,
+                                               │  features, config, set/get_async, barrier, role
+                                               │  (1.4+: role status), flow_mod, packet_out, port_mod,
+                                               │  bundles (bundles.py; 1.3: ONF experimenter),
                                                │  multipart / stats (desc, port_desc, port_stats,
-                                               │  table, table_features, flow, aggregate)
+                                               │  table, table_features, flow, aggregate, meter features)
                                                ├─► BridgeFlows (flow tables ─► datapath)
                                                ◄── packet-ins, flow expiry, port changes ─► port_status,
                                                    packet_in, flow_removed to the controllers
@@ -50,7 +55,6 @@ import logging
 import os
 import selectors
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -59,62 +63,66 @@ from typing import Any
 
 from ofproto.rules import N_TABLES, OFPCML_NO_BUFFER, OFPR_ACTION, OFPR_NO_MATCH, OFPRR_DELETE
 from vswitch.dpbridge import PACKET_IN_BURST, PACKET_IN_RATE
+from vswitch.openflow.bundles import BundleHandler
+from vswitch.openflow.channel import (  # noqa: F401 - importable from here, as before the split
+    ASYNC_DEFAULT,
+    ASYNC_FLOW_REMOVED,
+    ASYNC_KINDS,
+    ASYNC_PACKET_IN,
+    ASYNC_PORT_STATUS,
+    MAX_BACKOFF,
+    OFPBRC_IS_SLAVE,
+    PROBE_INTERVAL,
+    PROTOCOLS,
+    ROLE_SLAVE,
+    SUPPORTED_VERSIONS,
+    TX_LIMIT,
+    Controller,
+    OfConnection,
+    _error10,
+    _names,
+    _numeric_family,
+    _port_number,
+    _version_bitmap,
+)
 from vswitch.openflow.codec import (
-    MP_AGGREGATE,
-    MP_DESC,
-    MP_FLOW,
-    MP_PORT_DESC,
-    MP_PORT_STATS,
-    MP_TABLE,
-    MP_TABLE_FEATURES,
     OFP10,
     OFP13,
+    OFP14,
+    OFP15,
     OFP_NO_BUFFER,
-    OFPBRC_BAD_MULTIPART,
+    OFPBMC_BAD_FIELD,
+    OFPBRC_BAD_EXPERIMENTER,
     OFPBRC_BAD_TYPE,
     OFPBRC_BAD_VERSION,
+    OFPET_BAD_MATCH,
     OFPET_BAD_REQUEST,
     OFPET_HELLO_FAILED,
+    ONF_ET_BUNDLE_ADD_MESSAGE,
+    ONF_ET_BUNDLE_CONTROL,
+    ONF_VENDOR_ID,
     Msg,
     OfpError,
     decode,
-    encode,
     hello_versions,
     split,
 )
 from vswitch.openflow.flows import BULK_GAP, BridgeFlows, port_wire
+from vswitch.openflow.views import OFPPC_PORT_DOWN, SwitchViews
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_VERSIONS = (OFP13, OFP10)
-#: ``Bridge.protocols`` names; OVS (3.1) allows every one of them when the column is empty
-PROTOCOLS = {"OpenFlow10": 0x01, "OpenFlow11": 0x02, "OpenFlow12": 0x03, "OpenFlow13": 0x04, "OpenFlow14": 0x05,
-             "OpenFlow15": 0x06}
-#: asynchronous message kinds, indexes of ``OfConnection.async_masks`` (names as in SET_ASYNC's fields)
-ASYNC_PACKET_IN, ASYNC_PORT_STATUS, ASYNC_FLOW_REMOVED = 0, 1, 2
-ASYNC_KINDS = ("packet_in", "port_status", "flow_removed")
-#: OVS's asynchronous configuration until a controller sends SET_ASYNC: (master/equal, slave) bitmaps by reason.
-#: Packet-ins for no-match and action, every port-status, every flow-removed to the master; port-status to slaves.
-ASYNC_DEFAULT = ((0b011, 0), (0b111, 0b111), (0b1111, 0))
-OFPP13_LOCAL, OFPP10_LOCAL = 0xFFFFFFFE, 0xFFFE
-OFPP13_ANY, OFPP10_NONE = 0xFFFFFFFF, 0xFFFF
-OFPPC_PORT_DOWN = 1
-OFPPS_LINK_DOWN = 1
-OFPPS13_LIVE = 4
 OFPC_FLOW_STATS, OFPC_TABLE_STATS, OFPC_PORT_STATS = 1, 2, 4
-OFPPF_10GB_FD = 1 << 6   # 1.3 numbering (1.0: 1 << 6 too)
-OFPPF_COPPER = 1 << 11   # 1.3 (1.0: 1 << 7)
-ROLE_SLAVE = 3
-OFPBRC_IS_SLAVE = 10
 OFPET_PORT_MOD_FAILED = 7
 OFPHFC_INCOMPATIBLE = 0
+ROLE_MASTER = 2
+OFPCRR_MASTER_REQUEST = 0
+OFPET_ASYNC_CONFIG_FAILED, OFPACFC_UNSUPPORTED = 15, 1
+OFPP13_CONTROLLER = 0xFFFFFFFD
 EXPIRE_TICK = 1.0         # seconds between flow-timeout passes
-PROBE_INTERVAL = 5.0      # seconds of silence before an echo request (Controller.inactivity_probe)
 FAIL_OPEN_PROBES = 3      # a standalone bridge fails open after this many of its longest probe intervals without
 #                           a controller (OVS: one to probe, one for the answer, one to reconnect)
-MAX_BACKOFF = 8.0         # seconds between connection attempts, at most (Controller.max_backoff)
 MAX_RECV = 1 << 20        # a connection that buffers more than this without a whole message is dropped
-TX_LIMIT = 2 << 20        # bytes queued for a client that does not read them before it is disconnected
 ASYNC_BACKLOG = 256 << 10  # a controller this far behind gets no packet-ins (dropped, like OVS's queue limit)
 MSGS_PER_TURN = 50        # requests handled per connection per loop turn, so one busy client cannot starve others
 
@@ -122,197 +130,7 @@ MSGS_PER_TURN = 50        # requests handled per connection per loop turn, so on
 class _Stop(Exception):
     """The agent thread is asked to end."""
 
-
-def _version_bitmap(versions: tuple[int, ...]) -> int:
-    return sum(1 << v for v in versions)
-
-
-def _names(versions: tuple[int, ...] | set[int]) -> list[str]:
-    """``Bridge.protocols`` names of OpenFlow wire versions, oldest first."""
-    by_version = {v: name for name, v in PROTOCOLS.items()}
-    return [by_version.get(v, f"0x{v:02x}") for v in sorted(versions)]
-
-
-class OfConnection:
-    """One OpenFlow client (ovs-ofctl, a controller) on a non-blocking stream socket, with its output queue."""
-
-    def __init__(self, sock: socket.socket, peer: str, target: Controller | None = None) -> None:
-        self.sock = sock
-        self.peer = peer
-        self.target = target      # the controller this connection serves (None: ovs-ofctl on the mgmt socket)
-        self.last_rx = time.monotonic()
-        self.probe_sent = 0.0
-        self.buf = bytearray()
-        self.rxq: collections.deque[bytes] = collections.deque()   # whole messages not handled yet
-        self.tx: collections.deque[bytes | memoryview] = collections.deque()   # not yet taken by the socket
-        self.tx_bytes = 0
-        self.writing = False      # registered for EVENT_WRITE (output is waiting)
-        self.dead = ""            # why the connection must be closed ("" while it is fine)
-        self.overflowed = False   # closed because the client let its output pile up
-        self.version = 0          # negotiated; 0 until the client's hello arrives
-        self.miss_send_len = 128
-        self.config_flags = 0
-        self.role = 0
-        self.connected_at = time.monotonic()
-        self.last_barrier = 0.0   # when the last barrier reply went out (bulk flow-mod loads)
-        self.pi_dropped = 0       # packet-ins not queued because the controller was behind
-        #: per asynchronous message kind, the reasons (bitmaps) it is sent for: (master/equal, slave)
-        self.async_masks: list[tuple[int, int]] = list(ASYNC_DEFAULT)
-
-    def send(self, msg: Msg) -> None:
-        """Queue one message for the client. It never blocks; a client that lets more than ``TX_LIMIT`` bytes
-        pile up is marked dead (the agent closes it)."""
-        if self.dead:
-            return
-        data = encode(msg)
-        self.tx.append(data)
-        self.tx_bytes += len(data)
-        if self.flush() or self.tx_bytes <= TX_LIMIT:
-            return
-        self.dead = f"not reading its messages ({self.tx_bytes} bytes queued, limit {TX_LIMIT})"
-        self.overflowed = True
-
-    def flush(self) -> bool:
-        """Hand the socket as much queued output as it takes now; True when nothing is left."""
-        while self.tx:
-            head = self.tx[0]
-            try:
-                n = self.sock.send(head)
-            except (BlockingIOError, InterruptedError):
-                return False
-            except OSError as e:
-                self.dead = self.dead or (e.strerror or str(e))
-                self.tx.clear()
-                self.tx_bytes = 0
-                return True
-            self.tx_bytes -= n
-            if n < len(head):
-                self.tx[0] = memoryview(head)[n:]
-                return False
-            self.tx.popleft()
-        return True
-
-    def error(self, version: int, xid: int, err_type: int, code: int, data: bytes, text: bool = False) -> None:
-        """An OFPT_ERROR carrying the first 64 bytes of the message it answers, or (``text``) an explanation
-        (1.3 numbers, translated for OpenFlow 1.0). A version we do not speak is answered in the nearest one we
-        do."""
-        if version not in SUPPORTED_VERSIONS:
-            version = OFP10 if version < OFP10 else OFP13
-        if version == OFP10:
-            err_type, code = _error10(err_type, code)
-        self.send(Msg(version, "error", xid, {"err_type": err_type, "code": code,
-                                              "data": data if text else data[:64]}))
-
-    def wants(self, kind: int, reason: int) -> bool:
-        """Whether this connection takes an asynchronous message of ``kind`` (``ASYNC_*``) with ``reason``: only
-        controllers do, as their role and SET_ASYNC configuration say."""
-        if self.target is None or not self.version or self.dead:
-            return False
-        return bool(self.async_masks[kind][1 if self.role == ROLE_SLAVE else 0] >> reason & 1)
-
-
-def _error10(err_type: int, code: int) -> tuple[int, int]:
-    """An OpenFlow 1.3 error (type, code) as OpenFlow 1.0 numbers it."""
-    if err_type in (0, 1):          # hello failed, bad request: same numbers for what 1.0 has
-        return err_type, code if code <= 8 else 1
-    if err_type == 2:               # bad action
-        return 2, code if code <= 8 else 5
-    if err_type == 5 and code == 3:  # flow-mod failed: overlap
-        return 3, 1
-    if err_type == 7:               # port-mod failed
-        return 4, code
-    if err_type in (3, 4, 5):       # bad instruction, bad match, other flow-mod failures: unsupported
-        return 3, 5
-    return err_type, code
-
-
-def _numeric_family(host: str) -> int | None:
-    """``AF_INET`` / ``AF_INET6`` when ``host`` is an IP address (no name lookup needed), else None."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        return family
-    return None
-
-
-def _port_number(text: str, target: str) -> int:
-    if not text:
-        return 6653
-    if not text.isdigit() or int(text) > 65535:
-        raise ValueError(f"controller target {target!r}: bad port {text!r}")
-    return int(text)
-
-
-class Controller:
-    """One ``Bridge.controller`` target: ``tcp:HOST[:PORT]`` / ``unix:PATH`` (we connect, with backoff; a host
-    name is looked up off the agent thread) or ``ptcp:[PORT][:IP]`` / ``punix:PATH`` (we listen)."""
-
-    def __init__(self, target: str, inactivity_probe: float = PROBE_INTERVAL,
-                 max_backoff: float = MAX_BACKOFF) -> None:
-        self.target = target
-        self.probe = inactivity_probe
-        self.max_backoff = max(1.0, max_backoff)
-        kind, _, rest = target.partition(":")
-        if kind not in ("tcp", "unix", "ptcp", "punix") or not rest and kind != "ptcp":
-            raise ValueError(f"controller target {target!r}: use tcp:IP:PORT, unix:PATH, ptcp:PORT[:IP] or "
-                             f"punix:PATH")
-        self.kind = kind
-        self.passive = kind.startswith("p")
-        if kind == "tcp":
-            if rest.startswith("["):                        # tcp:[IPv6]:PORT
-                host, _, tail = rest[1:].partition("]")
-                port = tail[1:] if tail.startswith(":") else tail
-            elif rest.count(":") == 1:
-                host, port = rest.split(":")
-            else:                                           # tcp:HOST, or a bare IPv6 address
-                host, port = rest, ""
-            self.addr: Any = (host or "127.0.0.1", _port_number(port, target))
-        elif kind == "ptcp":
-            port, _, host = rest.partition(":")
-            host = host.strip("[]") or "0.0.0.0"
-            if _numeric_family(host) is None:
-                raise ValueError(f"controller target {target!r}: ptcp needs an IP address to listen on")
-            self.addr = (host, _port_number(port, target))
-        else:
-            self.addr = rest
-        self.conn: OfConnection | None = None
-        self.listener: socket.socket | None = None
-        self.pending: socket.socket | None = None   # a non-blocking connect in progress
-        self.resolving = False    # a name lookup for this target is running on a resolver thread
-        self.attempt_at = 0.0     # when the current non-blocking connect started
-        self.backoff = 1.0        # seconds to wait after the next failure (doubles up to max_backoff)
-        self.next_try = 0.0
-        self.state = "BACKOFF"
-        self.last_error = ""
-        self.logged_error = ""    # the error already in the log (each error is logged once, not per attempt)
-        self.connected_at = 0.0
-        self.disconnected_at = 0.0
-        self.created_at = time.monotonic()
-        self.last_admitted = 0.0  # when a negotiated connection last heard from the controller before it closed
-
-    def family(self) -> int:
-        """The address family to listen on (passive targets)."""
-        if self.kind in ("unix", "punix"):
-            return socket.AF_UNIX
-        return _numeric_family(self.addr[0]) or socket.AF_INET
-
-    def status(self) -> dict[str, str]:
-        """``Controller.status`` with OVS's keys: ``state``, ``last_error``, ``sec_since_connect``,
-        ``sec_since_disconnect``."""
-        now = time.monotonic()
-        out = {"state": self.state}
-        if self.last_error:
-            out["last_error"] = self.last_error
-        if self.connected_at:
-            out["sec_since_connect"] = str(int(now - self.connected_at))
-        if self.disconnected_at:
-            out["sec_since_disconnect"] = str(int(now - self.disconnected_at))
-        return out
-
-
-class OfAgent:
+class OfAgent(SwitchViews):
     """Serves OpenFlow for one bridge on ``<rundir>/<bridge>.mgmt`` (and, later, controller connections)."""
 
     def __init__(self, bridge: Any, rundir: str, datapath_id: Callable[[], int],
@@ -353,6 +171,8 @@ class OfAgent:
         self.dpid = 0                           # the datapath ID set by the daemon (0: ask ``datapath_id``)
         self._reconnects: collections.deque[tuple[str, bool]] = collections.deque()   # (why, every connection)
         self.flows = BridgeFlows(bridge, N_TABLES)
+        self.bundles = BundleHandler(self)
+        self._raw = b""   # the message being handled, as received
         bridge.dp.on_packet_in = self._wake_for_packet_in
         self._thread = threading.Thread(target=self._run, name=f"openflow-{bridge.name}", daemon=True)
         self._thread.start()
@@ -455,16 +275,18 @@ class OfAgent:
 
     def set_protocols(self, protocols: list[str]) -> None:
         """``Bridge.protocols``: offer and accept only these versions (empty: OVS's default, every version), of
-        those pyvswitch speaks (1.0 and 1.3). A change drops every connection, which then negotiates afresh."""
+        those pyvswitch speaks (1.0, 1.3, 1.4 and 1.5). A change drops every connection, which then negotiates
+        afresh."""
         wanted = {PROTOCOLS[p] for p in protocols if p in PROTOCOLS} or set(PROTOCOLS.values())
         versions = tuple(v for v in SUPPORTED_VERSIONS if v in wanted)
         if versions == self.versions:
             return
         unsupported = sorted(p for p in protocols if PROTOCOLS.get(p) not in SUPPORTED_VERSIONS)
         if unsupported:
-            log.warning("openflow %s: protocols %s: pyvswitch speaks OpenFlow10 and OpenFlow13 only; %s",
-                        self.bridge.name, ", ".join(unsupported), f"offering {', '.join(_names(versions))}"
-                        if versions else "no OpenFlow version is left, so every connection will fail")
+            log.warning("openflow %s: protocols %s: pyvswitch speaks %s only; %s",
+                        self.bridge.name, ", ".join(unsupported), ", ".join(_names(SUPPORTED_VERSIONS)),
+                        f"offering {', '.join(_names(versions))}" if versions
+                        else "no OpenFlow version is left, so every connection will fail")
         log.info("openflow %s: OpenFlow versions %s", self.bridge.name, ", ".join(_names(versions)) or "none")
         self.versions = versions
         self._reconnects.append(("OpenFlow versions changed", True))
@@ -622,16 +444,8 @@ class OfAgent:
                 continue
             reason, desc = (0, now[no]) if no not in old else (1, old[no]) if no not in now else (2, now[no])
             self._send_async(lambda c, reason=reason, desc=desc: Msg(c.version, "port_status", 0, {
-                "reason": reason, "desc": desc if c.version == OFP13 else self._desc10(desc)}),
+                "reason": reason, "desc": self._desc10(desc) if c.version == OFP10 else desc}),
                 kind=ASYNC_PORT_STATUS, reason=reason)
-
-    @staticmethod
-    def _desc10(desc: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in desc.items() if k not in ("curr_speed", "max_speed")}
-        out["port_no"] = port_wire(OFP10, desc["port_no"])
-        out["state"] = desc["state"] & 1
-        out["curr"] = (desc["curr"] & 0x7F) | (0x80 if desc["curr"] & (1 << 11) else 0)
-        return out
 
     def _deliver_packet_ins(self) -> None:
         """Hand the datapath's packet-ins to the controllers (a table miss's, with no flow, to OpenFlow 1.0 ones
@@ -647,8 +461,8 @@ class OfAgent:
     def _packet_in(conn: OfConnection, pi: Any, in_port: int) -> Msg | None:
         if pi.flow is None and conn.version != OFP10:
             return None
-        if conn.version == OFP13:
-            return Msg(OFP13, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
+        if conn.version >= OFP13:   # 1.5's match would carry the pipeline fields too: in_port is the one set
+            return Msg(conn.version, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
                                                "reason": pi.reason, "table_id": pi.table_id, "cookie": pi.flow.cookie,
                                                "match": {"in_port": in_port}, "data": pi.data})
         # OpenFlow 1.0, as OVS 3.1 sends it (nothing buffered, so no miss_send_len cut): a table miss says
@@ -939,6 +753,7 @@ class OfAgent:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_VERSION, f"version 0x{version:02x} after negotiating "
                                                                   f"0x{conn.version:02x}")
         msg = decode(raw)
+        self._raw = raw
         handler = getattr(self, f"_on_{msg.type}", None)
         if handler is None:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_TYPE, f"{msg.type} not supported")
@@ -991,7 +806,43 @@ class OfAgent:
     def _on_packet_out(self, conn: OfConnection, msg: Msg) -> None:
         if conn.role == ROLE_SLAVE:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot send packets")
-        self.flows.packet_out(conn.version, msg)
+        self.flows.packet_out(conn.version, Msg(msg.version, msg.type, msg.xid, self.packet_out_fields(conn, msg)))
+
+    @staticmethod
+    def packet_out_fields(conn: OfConnection, msg: Msg) -> dict[str, Any]:
+        """A packet-out's fields with ``in_port`` (OpenFlow 1.5 puts it in a match: in_port is the one pipeline
+        field pyvswitch takes there; others get OFPBMC_BAD_FIELD)."""
+        if conn.version < OFP15:
+            return msg.fields
+        match = dict(msg.match)
+        in_port = match.pop("in_port", OFPP13_CONTROLLER)
+        if match:
+            raise OfpError(OFPET_BAD_MATCH, OFPBMC_BAD_FIELD, f"packet_out match: {', '.join(match)} not supported")
+        return {**msg.fields, "in_port": in_port}
+
+    def check_port_mod(self, conn: OfConnection, msg: Msg) -> None:
+        """A port-mod names a port (else OFPET_PORT_MOD_FAILED / OFPPMFC_BAD_PORT)."""
+        if self._port_by_ofport(conn.version, msg.port_no) is None:
+            raise OfpError(OFPET_PORT_MOD_FAILED, 0, f"port_mod: no port {msg.port_no}")
+
+    def flow_removed_deleted(self, stats: Any) -> None:
+        """Tell the controllers a flow they asked about was deleted by a flow-mod."""
+        self._flow_removed(stats, OFPRR_DELETE)
+
+    def _on_bundle_control(self, conn: OfConnection, msg: Msg) -> None:
+        self.bundles.control(conn, msg)
+
+    def _on_bundle_add_message(self, conn: OfConnection, msg: Msg) -> None:
+        self.bundles.add(conn, msg, self._raw)
+
+    def _on_experimenter(self, conn: OfConnection, msg: Msg) -> None:
+        """OpenFlow 1.3's ONF bundle extension (1.4+ has bundles of its own); any other experimenter message gets
+        OFPBRC_BAD_EXPERIMENTER."""
+        if conn.version == OFP13 and msg.experimenter == ONF_VENDOR_ID and msg.exp_type in (
+                ONF_ET_BUNDLE_CONTROL, ONF_ET_BUNDLE_ADD_MESSAGE):
+            self.bundles.experimenter(conn, msg, self._raw)
+            return
+        raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_EXPERIMENTER, f"experimenter {msg.experimenter:#x}")
 
     def _on_features_request(self, conn: OfConnection, msg: Msg) -> None:
         caps = OFPC_FLOW_STATS | OFPC_TABLE_STATS | OFPC_PORT_STATS
@@ -1020,119 +871,48 @@ class OfAgent:
     def _on_role_request(self, conn: OfConnection, msg: Msg) -> None:
         if msg.role != 0:   # 0 = NOCHANGE
             conn.role = msg.role
+            if msg.role == ROLE_MASTER:   # the other master becomes a slave; 1.4+ tells it with a role status
+                for other in list(self.conns.values()):
+                    if other is not conn and other.role == ROLE_MASTER:
+                        other.role = ROLE_SLAVE
+                        if other.version >= OFP14 and other.role_status_mask[1] & 1 << OFPCRR_MASTER_REQUEST:
+                            other.send(Msg(other.version, "role_status", 0, {
+                                "role": ROLE_SLAVE, "reason": OFPCRR_MASTER_REQUEST,
+                                "generation_id": msg.generation_id}))
         conn.send(Msg(conn.version, "role_reply", msg.xid, {"role": conn.role or 1, "generation_id":
                                                             msg.generation_id}))
 
     def _on_set_async(self, conn: OfConnection, msg: Msg) -> None:
-        conn.async_masks = [(msg.get(f"{kind}_master"), msg.get(f"{kind}_slave")) for kind in ASYNC_KINDS]
+        if conn.version < OFP14:
+            conn.async_masks = [(msg.get(f"{kind}_master"), msg.get(f"{kind}_slave")) for kind in ASYNC_KINDS]
+            return
+        # 1.4+: properties, each one (type 2k: slave, 2k + 1: master) of kind k; those absent stay as they are
+        masks = [list(m) for m in [*conn.async_masks, conn.role_status_mask]]
+        for prop in msg.properties:
+            kind, master = divmod(prop["prop_type"], 2)
+            if kind >= len(masks):
+                if prop["prop_type"] in (0xFFFE, 0xFFFF):
+                    raise OfpError(OFPET_ASYNC_CONFIG_FAILED, OFPACFC_UNSUPPORTED, "experimenter property")
+                continue   # table status and request-forward: pyvswitch sends neither
+            masks[kind][0 if master else 1] = prop["mask"]
+        conn.async_masks = [(m[0], m[1]) for m in masks[:3]]
+        conn.role_status_mask = (masks[3][0], masks[3][1])
 
     def _on_get_async_request(self, conn: OfConnection, msg: Msg) -> None:
+        if conn.version >= OFP14:
+            props = [{"prop_type": 2 * kind + master, "mask": m[0 if master else 1]}
+                     for kind, m in enumerate([*conn.async_masks, conn.role_status_mask]) for master in (0, 1)]
+            conn.send(Msg(conn.version, "get_async_reply", msg.xid, {"properties": props}))
+            return
         fields = {}
         for kind, (master, slave) in zip(ASYNC_KINDS, conn.async_masks, strict=True):
             fields[f"{kind}_master"], fields[f"{kind}_slave"] = master, slave
         conn.send(Msg(conn.version, "get_async_reply", msg.xid, fields))
 
     def _on_port_mod(self, conn: OfConnection, msg: Msg) -> None:
+        self.check_port_mod(conn, msg)
         bp = self._port_by_ofport(conn.version, msg.port_no)
-        if bp is None:
-            raise OfpError(OFPET_PORT_MOD_FAILED, 0, f"port_mod: no port {msg.port_no}")
         if msg.mask & OFPPC_PORT_DOWN:
             self.bridge.set_admin_state(bp.name, not msg.config & OFPPC_PORT_DOWN)
             self._port_status()
             self.changed()
-
-    def _on_multipart_request(self, conn: OfConnection, msg: Msg) -> None:
-        self._stats(conn, msg, "multipart_reply")
-
-    def _on_stats_request(self, conn: OfConnection, msg: Msg) -> None:
-        self._stats(conn, msg, "stats_reply")
-
-    def _stats(self, conn: OfConnection, msg: Msg, reply: str) -> None:
-        v = conn.version
-        kind = msg.mp_type
-        if kind == MP_DESC:
-            body: Any = {"mfr_desc": "pyvswitch", "hw_desc": "pyvswitch numba datapath",
-                         "sw_desc": _version(), "serial_num": "None", "dp_desc": self.bridge.name}
-        elif kind == MP_PORT_DESC:
-            body = self._ports(v)
-        elif kind == MP_PORT_STATS:
-            want = msg.body.get("port_no", OFPP13_ANY)
-            body = [self._port_stats(v, bp) for bp in self._sorted_ports()
-                    if want in (OFPP13_ANY, OFPP10_NONE) or self._ofport(v, bp) == want]
-        elif kind == MP_TABLE:
-            body = self._table_stats(v)
-        elif kind == MP_TABLE_FEATURES and v == OFP13:
-            # ovs-ofctl looks table names up here; each entry needs the 8 required property headers
-            props = b"".join(struct.pack("!HH4x", t, 4) for t in range(0, 16, 2))
-            body = [{"table_id": t, "name": f"table{t}", "metadata_match": 0, "metadata_write": 0, "config": 0,
-                     "max_entries": 1_000_000, "properties": props} for t in range(N_TABLES)]
-        elif kind in (MP_FLOW, MP_AGGREGATE):
-            flows = self.flows.flow_stats(v, msg.body)
-            if kind == MP_FLOW:
-                body = flows
-            else:
-                body = {"packet_count": sum(f["packet_count"] for f in flows),
-                        "byte_count": sum(f["byte_count"] for f in flows), "flow_count": len(flows)}
-        else:
-            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_MULTIPART, f"multipart type {kind}")
-        conn.send(Msg(v, reply, msg.xid, {"mp_type": kind, "flags": 0, "body": body}))
-
-    # ------------------------------------------------------------ bridge views
-    def _sorted_ports(self) -> list[Any]:
-        return sorted(list(self.bridge.ports.values()), key=lambda bp: bp.ofport)
-
-    @staticmethod
-    def _ofport(version: int, bp: Any) -> int:
-        if bp.ofport == 65534:
-            return OFPP13_LOCAL if version == OFP13 else OFPP10_LOCAL
-        return bp.ofport
-
-    def _port_by_ofport(self, version: int, no: int) -> Any:
-        for bp in self.bridge.ports.values():
-            if self._ofport(version, bp) == no:
-                return bp
-        return None
-
-    def _ports(self, version: int) -> list[dict[str, Any]]:
-        out = []
-        for bp in self._sorted_ports():
-            mac = bp.port.mac
-            up = bp.port.link_up
-            port = {"port_no": self._ofport(version, bp), "hw_addr": int(mac.replace(":", ""), 16) if mac else 0,
-                    "name": bp.name, "config": 0 if bp.admin_up else OFPPC_PORT_DOWN,
-                    "state": (0 if up else OFPPS_LINK_DOWN) | (OFPPS13_LIVE if up and version == OFP13 else 0),
-                    "curr": OFPPF_10GB_FD | OFPPF_COPPER, "advertised": 0, "supported": 0, "peer": 0}
-            if version == OFP13:
-                port.update(curr_speed=10_000_000, max_speed=0)
-            out.append(port)
-        return out
-
-    def _port_stats(self, version: int, bp: Any) -> dict[str, Any]:
-        s = self.bridge.port_stats(bp.name)
-        out = {"port_no": self._ofport(version, bp), "rx_frame_err": 0, "rx_over_err": 0, "rx_crc_err": 0,
-               "collisions": 0}
-        for k in ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped", "tx_dropped", "rx_errors",
-                  "tx_errors"):
-            out[k] = s.get(k, 0)
-        if version == OFP13:
-            age = time.monotonic() - self._started
-            out.update(duration_sec=int(age), duration_nsec=int(age % 1 * 1e9))
-        return out
-
-    def _table_stats(self, version: int) -> list[dict[str, Any]]:
-        stats = self.flows.table_stats()
-        if version == OFP13:
-            return [{"table_id": t, "active_count": n, "lookup_count": lookups, "matched_count": matched}
-                    for t, n, lookups, matched in stats]
-        return [{"table_id": t, "name": f"table{t}", "wildcards": 0x3FFFFF, "max_entries": 1_000_000,
-                 "active_count": n, "lookup_count": lookups, "matched_count": matched}
-                for t, n, lookups, matched in stats]
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return f"pyvswitch {version('pyvswitch')}"
-    except Exception:  # noqa: BLE001
-        return "pyvswitch"

@@ -1,4 +1,4 @@
-"""OpenFlow 1.3 and 1.0 messages, declared as data, with one generic encoder and decoder.
+"""OpenFlow 1.0, 1.3, 1.4 and 1.5 messages, declared as data, with one generic encoder and decoder.
 
 Every message body and every structure is a list of ``(name, kind)`` pairs (``LAYOUTS``):
 
@@ -8,7 +8,13 @@ Every message body and every structure is a list of ``(name, kind)`` pairs (``LA
   ``len:<field>`` (the byte length of the field named, filled in on encode);
 * the composite kinds ``match13`` (OXM, padded to 8), ``match10`` (40-byte wildcard match),
   ``actions13``/``actions10`` (to the end, or sized by a ``len:`` field), ``instructions``,
-  ``hello_elements``, ``mp13``/``mp10`` (multipart / stats bodies chosen by type).
+  ``hello_elements``, ``mp13``/``mp10`` (multipart / stats bodies chosen by type), ``oxs`` (OpenFlow 1.5
+  flow statistics: duration, idle_time, flow_count, packet_count, byte_count), ``props:<layout>`` (1.4+
+  property lists: TLVs of type and length, each padded to 8 bytes, the length counting the header).
+
+OpenFlow 1.4 and 1.5 (``OFP14``, ``OFP15``) share 1.3's layouts except where the wire differs: ports and port
+stats with properties, flow-mod and flow stats with ``importance``, asynchronous configuration as properties, the
+1.5 packet-out with a match, the 1.5 flow description with OXS statistics, role status and bundles.
 
 A message is a ``Msg``: ``version``, ``type`` (the name, e.g. ``"flow_mod"``), ``xid`` and its
 fields as attributes. Matches are dicts ``field -> value`` or ``field -> (value, mask)`` with the
@@ -26,13 +32,24 @@ from typing import Any
 
 from ofproto import fields as _fields
 
-OFP10, OFP13 = 0x01, 0x04
+OFP10, OFP13, OFP14, OFP15 = 0x01, 0x04, 0x05, 0x06
 HEADER = struct.Struct("!BBHI")
 OFP_NO_BUFFER = 0xFFFFFFFF
 
 # ---------------------------------------------------------------- errors (OpenFlow 1.3 numbering; 1.0 in comments)
 OFPET_HELLO_FAILED, OFPET_BAD_REQUEST, OFPET_BAD_ACTION, OFPET_BAD_INSTRUCTION, OFPET_BAD_MATCH = 0, 1, 2, 3, 4
 OFPET_FLOW_MOD_FAILED = 5
+OFPET_BUNDLE_FAILED = 17   # 1.4+ (1.3: the ONF extension's experimenter error)
+OFPBFC_UNKNOWN, OFPBFC_EPERM, OFPBFC_BAD_ID, OFPBFC_BUNDLE_EXIST, OFPBFC_BUNDLE_CLOSED = 0, 1, 2, 3, 4
+OFPBFC_OUT_OF_BUNDLES, OFPBFC_BAD_TYPE, OFPBFC_BAD_FLAGS, OFPBFC_MSG_BAD_LEN, OFPBFC_MSG_BAD_XID = 5, 6, 7, 8, 9
+OFPBFC_MSG_UNSUP, OFPBFC_MSG_CONFLICT, OFPBFC_MSG_TOO_MANY, OFPBFC_MSG_FAILED, OFPBFC_TIMEOUT = 10, 11, 12, 13, 14
+#: OVS's Nicira error (experimenter 0x2320, code 22) for a bundled message of another version than the bundle's
+NXBFC_BAD_VERSION = 22
+NX_VENDOR_ID = 0x00002320
+#: the ONF extension that carries bundles in OpenFlow 1.3 (experimenter messages 2300 / 2301; errors 2300 + code)
+ONF_VENDOR_ID = 0x4F4E4600
+ONF_ET_BUNDLE_CONTROL, ONF_ET_BUNDLE_ADD_MESSAGE = 2300, 2301
+ONF_BUNDLE_ERROR_BASE = 2300
 OFPBRC_BAD_VERSION, OFPBRC_BAD_TYPE, OFPBRC_BAD_MULTIPART, OFPBRC_BAD_EXPERIMENTER, OFPBRC_BAD_LEN = 0, 1, 2, 3, 6
 OFPBAC_BAD_TYPE, OFPBAC_BAD_LEN = 0, 1
 OFPBIC_UNKNOWN_INST, OFPBIC_BAD_LEN = 0, 6
@@ -83,7 +100,10 @@ TYPES10 = {
     "flow_removed": 11, "port_status": 12, "packet_out": 13, "flow_mod": 14, "port_mod": 15,
     "stats_request": 16, "stats_reply": 17, "barrier_request": 18, "barrier_reply": 19,
 }
-TYPES = {OFP13: TYPES13, OFP10: TYPES10}
+TYPES14 = {**TYPES13, "role_status": 30, "table_status": 31, "requestforward": 32, "bundle_control": 33,
+           "bundle_add_message": 34}
+TYPES15 = {**TYPES14, "controller_status": 35}
+TYPES = {OFP15: TYPES15, OFP14: TYPES14, OFP13: TYPES13, OFP10: TYPES10}
 TYPE_NAMES = {v: {n: t for t, n in types.items()} for v, types in TYPES.items()}
 
 # ---------------------------------------------------------------- layouts (the data)
@@ -201,18 +221,82 @@ LAYOUTS: dict[tuple[int, str], list[tuple[str, str]]] = {
     (OFP10, "port_stats10"): [("port_no", "H"), ("pad", "6x"), *_PORT_STATS],
 }
 
+# ---- OpenFlow 1.4 and 1.5: 1.3's layouts, then what differs
+_FLOW_FIXED14 = [*_FLOW_FIXED13[:-1], ("importance", "H")]
+#: OpenFlow 1.4+ port: the Ethernet property (type 0, 32 bytes) first, then any others
+_PORT14 = [("port_no", "I"), ("length", "len:*"), ("pad", "2x"), ("hw_addr", "mac"), ("pad", "2x"), ("name", "str16"),
+           ("config", "I"), ("state", "I"), ("eth_prop_type", "H"), ("eth_prop_len", "H"), ("pad", "4x"),
+           ("curr", "I"), ("advertised", "I"), ("supported", "I"), ("peer", "I"), ("curr_speed", "I"),
+           ("max_speed", "I"), ("properties", "rest")]
+_PORT_STATS14 = [("length", "len:*"), ("pad", "2x"), ("port_no", "I"), ("duration_sec", "I"), ("duration_nsec", "I"),
+                 *_PORT_STATS[:8], ("eth_prop_type", "H"), ("eth_prop_len", "H"), ("pad", "4x"),
+                 *_PORT_STATS[8:], ("properties", "rest")]
+_FLOW_STATS14 = [(n, k) for n, k in LAYOUTS[(OFP13, "flow_stats13")] if (n, k) != ("pad", "4x")]
+_FLOW_STATS14.insert(_FLOW_STATS14.index(("flags", "H")) + 1, ("importance", "H"))
+_FLOW_STATS14.insert(_FLOW_STATS14.index(("importance", "H")) + 1, ("pad", "2x"))
+_DIFF14: dict[str, list[tuple[str, str]]] = {
+    "flow_mod": [*_FLOW_FIXED14, ("match", "match13"), ("instructions", "instructions")],
+    "port_status": [("reason", "B"), ("pad", "7x"), ("desc", "struct:port14")],
+    "port_mod": [("port_no", "I"), ("pad", "4x"), ("hw_addr", "mac"), ("pad", "2x"), ("config", "I"), ("mask", "I"),
+                 ("properties", "rest")],
+    "get_async_reply": [("properties", "props:async_prop")],
+    "set_async": [("properties", "props:async_prop")],
+    "role_status": [("role", "I"), ("reason", "B"), ("pad", "3x"), ("generation_id", "Q"), ("properties", "rest")],
+    "bundle_control": [("bundle_id", "I"), ("ctrl_type", "H"), ("flags", "H"), ("properties", "rest")],
+    "bundle_add_message": [("bundle_id", "I"), ("pad", "2x"), ("flags", "H"), ("message", "rest")],
+    "port14": _PORT14,
+    "port_stats14": _PORT_STATS14,
+    "flow_stats14": _FLOW_STATS14,
+    "async_prop": [("prop_type", "H"), ("length", "len:*"), ("mask", "I")],
+    "mp_meter_features_reply": [("max_meter", "I"), ("band_types", "I"), ("capabilities", "I"), ("max_bands", "B"),
+                                ("max_color", "B"), ("pad", "2x")],
+}
+_DIFF15: dict[str, list[tuple[str, str]]] = {
+    "packet_out": [("buffer_id", "I"), ("actions_len", "len:actions"), ("pad", "2x"), ("match", "match13"),
+                   ("actions", "actions13"), ("data", "rest")],
+    "flow_desc15": [("length", "len:*"), ("pad", "2x"), ("table_id", "B"), ("pad", "1x"), ("priority", "H"),
+                    ("idle_timeout", "H"), ("hard_timeout", "H"), ("flags", "H"), ("importance", "H"),
+                    ("cookie", "Q"), ("match", "match13"), ("stats", "oxs"), ("instructions", "instructions")],
+    "mp_aggregate_reply": [("stats", "oxs")],
+    "flow_removed": [("table_id", "B"), ("reason", "B"), ("priority", "H"), ("idle_timeout", "H"),
+                     ("hard_timeout", "H"), ("cookie", "Q"), ("match", "match13"), ("stats", "oxs")],
+    "table_features13": [("length", "len:*"), ("table_id", "B"), ("command", "B"), ("features", "I"),
+                         ("name", "str32"), ("metadata_match", "Q"), ("metadata_write", "Q"), ("config", "I"),
+                         ("max_entries", "I"), ("properties", "rest")],
+}
+for _name, _layout in [(n, lay) for (v, n), lay in LAYOUTS.items() if v == OFP13]:
+    LAYOUTS[(OFP14, _name)] = LAYOUTS[(OFP15, _name)] = _layout
+for _name, _layout in _DIFF14.items():
+    LAYOUTS[(OFP14, _name)] = LAYOUTS[(OFP15, _name)] = _layout
+LAYOUTS.update({(OFP15, n): lay for n, lay in _DIFF15.items()})
+LAYOUTS[(OFP13, "mp_meter_features_reply")] = _DIFF14["mp_meter_features_reply"]
+# the ONF bundle extension of OpenFlow 1.3: 1.4's bundle bodies inside experimenter messages
+LAYOUTS[(OFP13, "bundle_control")] = _DIFF14["bundle_control"]
+LAYOUTS[(OFP13, "bundle_add_message")] = _DIFF14["bundle_add_message"]
+
 # multipart (1.3) / stats (1.0) bodies: type -> (request layout, reply layout); "list:" = repeated structures
 MP_DESC, MP_FLOW, MP_AGGREGATE, MP_TABLE, MP_PORT_STATS, MP_TABLE_FEATURES, MP_PORT_DESC = 0, 1, 2, 3, 4, 12, 13
+MP_METER_FEATURES = 11
 MULTIPART = {
     OFP13: {MP_DESC: ("", "struct:mp_desc_reply"), MP_FLOW: ("struct:mp_flow_request", "list:flow_stats13"),
             MP_AGGREGATE: ("struct:mp_flow_request", "struct:mp_aggregate_reply"),
             MP_TABLE: ("", "list:table_stats13"), MP_PORT_STATS: ("struct:mp_port_stats_request", "list:port_stats13"),
-            MP_TABLE_FEATURES: ("", "list:table_features13"), MP_PORT_DESC: ("", "list:port13")},
+            MP_TABLE_FEATURES: ("", "list:table_features13"), MP_PORT_DESC: ("", "list:port13"),
+            MP_METER_FEATURES: ("", "struct:mp_meter_features_reply")},
     OFP10: {MP_DESC: ("", "struct:mp_desc_reply"), MP_FLOW: ("struct:mp_flow_request", "list:flow_stats10"),
             MP_AGGREGATE: ("struct:mp_flow_request", "struct:mp_aggregate_reply"),
             MP_TABLE: ("", "list:table_stats10"), MP_PORT_STATS: ("struct:mp_port_stats_request", "list:port_stats10"),
             MP_PORT_DESC: ("", "list:port10")},   # OVS's extension: port descriptions in OpenFlow 1.0
 }
+MULTIPART[OFP14] = {**MULTIPART[OFP13], MP_FLOW: ("struct:mp_flow_request", "list:flow_stats14"),
+                    MP_PORT_STATS: ("struct:mp_port_stats_request", "list:port_stats14"),
+                    MP_PORT_DESC: ("", "list:port14")}
+MULTIPART[OFP15] = {**MULTIPART[OFP14], MP_FLOW: ("struct:mp_flow_request", "list:flow_desc15")}
+#: the 1.5 flow statistics (OXS, class 0x8002): name -> (field number, value bytes)
+OXS_FIELDS = {"duration": (0, 8), "idle_time": (1, 8), "flow_count": (3, 4), "packet_count": (4, 8),
+              "byte_count": (5, 8)}
+OXS_BY_NUMBER = {num: (name, size) for name, (num, size) in OXS_FIELDS.items()}
+OFPXSC_OPENFLOW_BASIC = 0x8002
 
 # ---------------------------------------------------------------- OXM (OpenFlow 1.3 basic class)
 OFPXMC_OPENFLOW_BASIC = 0x8000
@@ -353,6 +437,7 @@ ACTIONS = {
     (OFP10, "set_tp_dst"): (10, [("tp_port", "H"), ("pad", "2x")]),
     (OFP10, "enqueue"): (11, [("port", "H"), ("pad", "6x"), ("queue_id", "I")]),
 }
+ACTIONS.update({(v, name): spec for (v13, name), spec in list(ACTIONS.items()) if v13 == OFP13 for v in (OFP14, OFP15)})
 ACTION_BY_NUMBER = {(v, num): name for (v, name), (num, _) in ACTIONS.items()}
 
 INSTRUCTIONS = {"goto_table": 1, "write_metadata": 2, "write_actions": 3, "apply_actions": 4, "clear_actions": 5,
@@ -482,6 +567,11 @@ def _encode_fields(version: int, layout: list[tuple[str, str]], values: dict[str
             parts.append(_oxm_encode(fname, fvalue))
         elif kind == "hello_elements":
             parts.append(_hello_elements_encode(values.get(name, [])))
+        elif kind == "oxs":
+            parts.append(oxs_encode(values.get(name, {})))
+        elif kind.startswith("props:"):
+            parts.append(b"".join(_pad_to8(_encode_fields(version, LAYOUTS[(version, kind[6:])], item))
+                                  for item in values.get(name, [])))
         elif kind.startswith("struct:"):
             parts.append(_encode_fields(version, LAYOUTS[(version, kind[7:])], values.get(name, {})))
         elif kind.startswith("list:"):
@@ -589,6 +679,12 @@ def _decode_fields(version: int, layout: list[tuple[str, str]], buf: bytes, exac
         elif kind == "hello_elements":
             out[name] = _hello_elements_decode(buf[off:])
             off = len(buf)
+        elif kind == "oxs":
+            out[name], used = oxs_decode(buf[off:])
+            off += used
+        elif kind.startswith("props:"):
+            out[name] = _list_decode(version, kind[6:], buf[off:], padded=True)
+            off = len(buf)
         elif kind.startswith("struct:"):
             sub = LAYOUTS[(version, kind[7:])]
             size = _fixed_size(sub)
@@ -630,16 +726,29 @@ def _fixed_size(layout: list[tuple[str, str]]) -> int | None:
     return size
 
 
-def _list_decode(version: int, item: str, buf: bytes) -> list[dict[str, Any]]:
+def _length_at(layout: list[tuple[str, str]]) -> int | None:
+    """Where a self-sized structure keeps its length (its ``len:*`` field), None when it has none."""
+    for i, (_name, kind) in enumerate(layout):
+        if kind == "len:*":
+            return _fixed_size(layout[:i])
+    return None
+
+
+def _pad_to8(b: bytes) -> bytes:
+    return b + bytes(_pad8(len(b)) - len(b))
+
+
+def _list_decode(version: int, item: str, buf: bytes, padded: bool = False) -> list[dict[str, Any]]:
+    """Structures to the end of ``buf``; ``padded``: each is padded to 8 bytes beyond its length (properties)."""
     layout = LAYOUTS[(version, item)]
     items = []
     off = 0
-    self_sized = layout[0][1] == "len:*"
+    at = _length_at(layout)
     while off < len(buf):
-        if self_sized:
-            if len(buf) - off < 2:
+        if at is not None:
+            if len(buf) - off < at + 2:
                 raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, f"truncated {item}")
-            size = struct.unpack_from("!H", buf, off)[0]
+            size = struct.unpack_from("!H", buf, off + at)[0]
         else:
             size = _fixed_size(layout) or 0
         if size <= 0 or off + size > len(buf):
@@ -647,8 +756,40 @@ def _list_decode(version: int, item: str, buf: bytes) -> list[dict[str, Any]]:
         entry = _decode_fields(version, layout, buf[off:off + size])
         entry.pop("length", None)
         items.append(entry)
-        off += size
+        off += _pad8(size) if padded else size
     return items
+
+
+def oxs_encode(stats: dict[str, int]) -> bytes:
+    """``ofp_stats`` (OpenFlow 1.5): OXS TLVs for the statistics given, in OVS's order, padded to 8 bytes."""
+    body = b""
+    for name in ("duration", "idle_time", "packet_count", "byte_count", "flow_count"):
+        if name in stats:
+            num, size = OXS_FIELDS[name]
+            body += struct.pack("!HBB", OFPXSC_OPENFLOW_BASIC, num << 1, size) + stats[name].to_bytes(size, "big")
+    return _pad_to8(struct.pack("!HH", 0, 4 + len(body)) + body)
+
+
+def oxs_decode(buf: bytes) -> tuple[dict[str, int], int]:
+    """``(statistics by name, bytes used including padding)`` of an ``ofp_stats``."""
+    if len(buf) < 4:
+        raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, "truncated OXS statistics")
+    length = struct.unpack_from("!H", buf, 2)[0]
+    if length < 4 or len(buf) < _pad8(length):
+        raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, f"OXS length {length}")
+    out: dict[str, int] = {}
+    off = 4
+    while off < length:
+        if length - off < 4:
+            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, "truncated OXS field")
+        cls, fh, size = struct.unpack_from("!HBB", buf, off)
+        if off + 4 + size > length:
+            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, "truncated OXS field")
+        known = OXS_BY_NUMBER.get(fh >> 1)
+        if cls == OFPXSC_OPENFLOW_BASIC and known is not None and known[1] == size:
+            out[known[0]] = _uint(buf[off + 4:off + 4 + size])
+        off += 4 + size
+    return out, _pad8(length)
 
 
 def _mp_encode(version: int, values: dict[str, Any]) -> bytes:
@@ -705,6 +846,16 @@ def hello_versions(raw: bytes) -> set[int] | None:
 
 
 # ---------------------------------------------------------------- messages
+def encode_body(version: int, layout: str, fields: dict[str, Any]) -> bytes:
+    """The bytes of one structure (an experimenter message's body, say) of ``layout`` in ``version``."""
+    return _encode_fields(version, LAYOUTS[(version, layout)], fields)
+
+
+def decode_body(version: int, layout: str, buf: bytes) -> dict[str, Any]:
+    """The fields of one structure of ``layout`` that fills ``buf``."""
+    return _decode_fields(version, LAYOUTS[(version, layout)], buf)
+
+
 def encode(msg: Msg) -> bytes:
     """The message's bytes, header included (the length is computed)."""
     types = TYPES[msg.version]

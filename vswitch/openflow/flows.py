@@ -69,6 +69,7 @@ from ofproto.rules import (
 from ofproto.tables import FlowTables, TableSet
 from vswitch.openflow.codec import (
     OFP10,
+    OFP15,
     OFP_NO_BUFFER,
     OFPET_BAD_ACTION,
     OFPET_BAD_INSTRUCTION,
@@ -428,6 +429,24 @@ class BridgeFlows:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BUFFER_UNKNOWN, "pyvswitch buffers no packets (n_buffers=0)")
         return removed
 
+    def check_flow_mod(self, version: int, msg: Any) -> None:
+        """The checks a flow_mod gets before anything is applied (a bundle's flow-mods, when they are added):
+        command, match, instructions, table, priority and timeouts; raises the ``OfpError`` it would get."""
+        f = msg.fields
+        command = f["command"]
+        if command not in (OFPFC_ADD, OFPFC_MODIFY, OFPFC_MODIFY_STRICT, OFPFC_DELETE, OFPFC_DELETE_STRICT):
+            raise OfpError(OFPET_FLOW_MOD_FAILED, OFPFMFC_BAD_COMMAND, f"flow_mod command {command}")
+        try:
+            match = match_from_wire(version, f["match"])
+            if command == OFPFC_ADD:
+                ins = instructions_from_wire(version, f)
+                self.tables._check(Flow(0 if version == OFP10 else f.get("table_id", 0), f["priority"], match, ins,
+                                        f["cookie"], f["idle_timeout"], f["hard_timeout"], f["flags"]))
+            elif command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT):
+                instructions_from_wire(version, f).check()
+        except FlowError as e:
+            raise _flow_error(e) from None
+
     def expire(self) -> list[tuple[FlowStats, int]]:
         """Remove the flows whose timeouts passed; returns (stats, reason) of those that asked to be told."""
         if self.tables.has_timeouts():
@@ -466,6 +485,9 @@ class BridgeFlows:
         else:
             entry["flags"] = f.flags
             entry["instructions"] = instructions_to_wire(version, f.instructions)
+        if version >= OFP15:   # the 1.5 flow description carries its counters as OXS statistics
+            entry["stats"] = {"duration": s.duration << 32, "idle_time": s.idle << 32, "packet_count": s.packets,
+                              "byte_count": s.bytes}
         return entry
 
     def flow_removed(self, version: int, s: FlowStats, reason: int) -> dict[str, Any]:
@@ -476,6 +498,9 @@ class BridgeFlows:
                "byte_count": s.bytes, "match": match_to_wire(version, f.match)}
         if version != OFP10:
             out.update(table_id=f.table_id, hard_timeout=f.hard_timeout)
+        if version >= OFP15:
+            out["stats"] = {"duration": s.duration << 32, "idle_time": s.idle << 32, "packet_count": s.packets,
+                            "byte_count": s.bytes}
         return out
 
     def table_stats(self) -> list[tuple[int, int, int, int]]:
@@ -486,7 +511,16 @@ class BridgeFlows:
     # ------------------------------------------------------------ packet-out
     def packet_out(self, version: int, msg: Any) -> None:
         """Execute a packet_out's actions on its frame in the datapath."""
-        f = msg.fields
+        port_no, acts = self.check_packet_out(version, msg.fields)
+        dp = self.bridge.dp
+        ts = self.push() if self.dirty_since or dp.flows is None else dp.flows
+        warm_up()
+        frame = bytes(msg.fields["data"])
+        dp.call(lambda: dp.packet_out(frame, port_no, acts, ts))
+
+    def check_packet_out(self, version: int, f: dict[str, Any]) -> tuple[int, tuple[Action, ...]]:
+        """A packet_out's fields checked: ``(datapath port it comes in on or -1, its actions)``; raises the
+        ``OfpError`` OVS answers a bad one with."""
         if f["buffer_id"] != OFP_NO_BUFFER:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BUFFER_UNKNOWN, "pyvswitch buffers no packets (n_buffers=0)")
         in_port = port13(version, f["in_port"])
@@ -509,11 +543,7 @@ class BridgeFlows:
                 raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_ARGUMENT, "push_vlan supports ethertype 0x8100")
         if any(isinstance(a, Output) and a.port == OFPP_TABLE for a in acts) and len(acts) != 1:
             raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_OUT_PORT, "output:TABLE must be the only action")
-        dp = self.bridge.dp
-        ts = self.push() if self.dirty_since or dp.flows is None else dp.flows
-        warm_up()
-        frame = bytes(f["data"])
-        dp.call(lambda: dp.packet_out(frame, port_no, acts, ts))
+        return port_no, acts
 
     # ------------------------------------------------------------ trace
     def trace(self, spec: str) -> str:
