@@ -201,8 +201,9 @@ ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid)
 #: key fields whose bits the datapath's SET_MASKED rewrites in the frame (IPv4, TCP/UDP, Ethernet)
 WRITABLE_HEADERS = frozenset({"eth_src", "eth_dst", "ip_src", "ip_dst", "nw_tos", "ip_dscp", "nw_ecn", "nw_ttl",
                               "tcp_src", "tcp_dst", "udp_src", "udp_dst"})
-#: key fields written as translator state only (no header carries them): later lookups see the value
-WRITABLE_STATE = frozenset({"pkt_mark"})
+#: key fields written as translator state only (no header carries them): later lookups and outputs see
+#: the value (``in_port``: an OpenFlow port number)
+WRITABLE_STATE = frozenset({"pkt_mark", "in_port"})
 _VLAN_SET = {"vlan_vid": 13, "vlan_pcp": 3}
 
 

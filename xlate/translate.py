@@ -363,13 +363,17 @@ class _Walk:
         (pipeline state, a header, the stack, an output port) depends on them."""
         mask = ((1 << nbits) - 1) << ofs
         self.unwildcard(fv, mask)
+        if fv.word == K.W_IN_PORT:    # the OpenFlow number, not the datapath's
+            return (self.of_port(self.flow[K.W_IN_PORT]) & mask) >> ofs
         return (fv.read(self.flow) & mask) >> ofs
 
     def write(self, fv: FieldValue, value: int, mask: int) -> None:
         """``field = (field & ~mask) | value``: header words are committed as datapath actions, pipeline
         words and ``pkt_mark`` are translator state only."""
         for w, v, m in fv.values(value, mask):
-            if w < K.KEY_WORDS and w != K.W_PKT_MARK:
+            if w == K.W_IN_PORT:      # an OpenFlow port number: the frame now comes from there
+                self.flow[w] = self.in_port = self.dense((self.of_port(self.flow[w]) & ~m) | v)
+            elif w < K.KEY_WORDS and w != K.W_PKT_MARK:
                 self.set_word(w, v, m)
             else:
                 self.flow[w] = (self.flow[w] & ~m) | v
@@ -559,16 +563,26 @@ class _Walk:
             if self.rec:
                 self.rec.note(f"     -> no table {table}")
             return
-        saved = (self.flow[K.W_IN_PORT], self.in_port, self.table_id)
-        if a.port is not None and a.port != OFPP_IN_PORT:
-            pm = ts.port_map
-            dense = a.port if pm is None else pm.get(a.port, NO_PORT)
-            self.flow[K.W_IN_PORT] = self.in_port = dense
-        self.nest += 1
+        saved = self.table_id
+        port = None if a.port is None or a.port == OFPP_IN_PORT else self.dense(a.port)
+        deepens = int(table <= saved)    # OVS counts depth only for a resubmit that goes back (or stays)
+        self.nest += deepens
         self.crossings += 1
-        self.tables(table, top=False)
-        self.nest -= 1
-        self.flow[K.W_IN_PORT], self.in_port, self.table_id = saved
+        self.tables(table, top=False, lookup_port=port)
+        self.nest -= deepens
+        self.table_id = saved
+
+    def dense(self, of_port: int) -> int:
+        """The datapath port of OpenFlow port ``of_port`` in this bridge (``NO_PORT``: none)."""
+        pm = self.ts.port_map if self.ts is not None else None
+        return of_port if pm is None else pm.get(of_port, NO_PORT)
+
+    def of_port(self, dense: int) -> int:
+        """The OpenFlow number of datapath port ``dense`` in this bridge (``NO_PORT`` when it has none)."""
+        pm = self.ts.port_map if self.ts is not None else None
+        if pm is None:
+            return dense
+        return next((o for o, d in pm.items() if d == dense), NO_PORT)
 
     def in_bridge(self, q: int) -> bool:
         """Datapath port ``q`` is a port of the current bridge."""
@@ -576,6 +590,10 @@ class _Walk:
 
     def normal(self) -> None:
         """NORMAL of the current bridge, for the frame as received on ``in_port``."""
+        if not 0 <= self.in_port < len(self.port_flags):
+            if self.rec:
+                self.rec.note("     -> NORMAL: no input port (in_port was set to a port the bridge lacks), dropped")
+            return
         self.commit()
         in_port = -1 if self.in_port == self.rx_port else self.in_port   # -1: the port that received it
         self.r.actions += [A.OP_NORMAL, 2, self.bridge, in_port]
@@ -741,16 +759,22 @@ class _Walk:
             rec.note(f"    {ind}goto_table:{ins.goto}")
         return ins.goto
 
-    def tables(self, table: int, top: bool) -> tuple[Flow | None, int] | None:
+    def tables(self, table: int, top: bool, lookup_port: int | None = None) -> tuple[Flow | None, int] | None:
         """Look the frame up in ``table`` and the tables its flows go to; ``(the last flow, its table)``,
         or None when a lookup missed. ``top``: the bridge's pipeline (a miss ends it: a drop, or an
-        OpenFlow 1.0 packet-in); else a resubmit's (a miss does nothing, or the 1.0 packet-in)."""
+        OpenFlow 1.0 packet-in); else a resubmit's (a miss does nothing, or the 1.0 packet-in).
+        ``lookup_port``: the first lookup's in_port (a datapath port; its flow's actions see the real one)."""
         ts, rec, r = self.ts, self.rec, self.r
         assert ts is not None
         last: Flow | None = None
         while True:
             self.table_id = table
-            rank = ts.index[table].lookup(self.flow, r.mask)
+            if lookup_port is not None:
+                real, self.flow[K.W_IN_PORT] = self.flow[K.W_IN_PORT], lookup_port
+                rank = ts.index[table].lookup(self.flow, r.mask)
+                self.flow[K.W_IN_PORT], lookup_port = real, None
+            else:
+                rank = ts.index[table].lookup(self.flow, r.mask)
             if rank < 0:
                 r.misses.append((self.bridge, table))
                 if self.depth == 0 and top:
