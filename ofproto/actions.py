@@ -365,3 +365,46 @@ class FieldValue:
             if m:
                 out.append((w, ((value >> rest) & m) << sh, m << sh))
         return out
+
+
+# ---------------------------------------------------------------- text
+
+def _sub(name: str, ofs: int, nbits: int | None) -> str:
+    width = field_bits(name)
+    n = width - ofs if nbits is None else nbits
+    if ofs == 0 and n == width:
+        return f"{name}[]"
+    return f"{name}[{ofs}]" if n == 1 else f"{name}[{ofs}..{ofs + n - 1}]"
+
+
+def format_nicira(a: Action) -> str | None:
+    """A Nicira action (or a masked / Nicira-field set_field) in ovs-ofctl's syntax with the registry's field
+    names (``move:eth_src[]->xxreg0[0..47]``); None for the OpenFlow actions the wire side formats."""
+    if isinstance(a, Load):
+        return f"load:{(a.value >> a.ofs):#x}->{_sub(a.field, a.ofs, a.nbits)}"
+    if isinstance(a, SetField):
+        if a.mask is None and a.field in ("eth_dst", "eth_src", "vlan_vid", "vlan_pcp"):
+            return None
+        full = (1 << field_bits(a.field)) - 1
+        mask = "" if a.mask is None or a.mask == full else f"/{a.mask:#x}"
+        return f"set_field:{a.value:#x}{mask}->{a.field}"
+    if isinstance(a, Resubmit):
+        port = "" if a.port is None else "in_port" if a.port == OFPP_IN_PORT else str(a.port)
+        return f"resubmit({port},{'' if a.table is None else a.table})"
+    if isinstance(a, Move):
+        return f"move:{_sub(a.src, a.src_ofs, a.nbits)}->{_sub(a.dst, a.dst_ofs, a.nbits)}"
+    if isinstance(a, StackPush):
+        return f"push:{_sub(a.field, a.ofs, a.nbits)}"
+    if isinstance(a, StackPop):
+        return f"pop:{_sub(a.field, a.ofs, a.nbits)}"
+    if isinstance(a, Note):
+        return "note:" + ".".join(f"{b:02x}" for b in a.data)
+    if isinstance(a, Exit):
+        return "exit"
+    if isinstance(a, OutputReg):
+        return f"output:{_sub(a.field, a.ofs, a.nbits)}"
+    if isinstance(a, DecTtl):
+        return "dec_ttl" if a.ids == (0,) else f"dec_ttl({','.join(map(str, a.ids))})"
+    if isinstance(a, Clone):
+        return f"clone({','.join(format_nicira(x) or repr(x) for x in a.actions)})"
+    return None

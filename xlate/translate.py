@@ -50,6 +50,7 @@ from ofproto.actions import (
     Resubmit,
     StackPop,
     StackPush,
+    format_nicira,
 )
 from ofproto.rules import (
     NO_PORT,
@@ -296,6 +297,7 @@ class _Walk:
         self.stack: list[int] = []      # the register stack (push / pop)
         self.exiting = False            # ``exit`` ran: every action list of this bridge's walk stops
         self.table_id = 0               # the table whose flow runs now (``resubmit``'s default)
+        self.resubmit_nest = 0          # resubmits nested now (trace indentation)
 
     # ---------------------------------------------------------------- headers
     def tagged(self) -> bool:
@@ -549,9 +551,6 @@ class _Walk:
                           else f"     -> over {MAX_CROSSINGS} resubmit actions and patch port crossings")
         return True
 
-    @property
-    def resubmit_nest(self) -> int:
-        return self.nest - self.depth
 
     def resubmit(self, a: Resubmit) -> None:
         """``resubmit(port,table)``: the tables from ``table`` (a goto chain), as if from ``port``; then back."""
@@ -568,7 +567,9 @@ class _Walk:
         deepens = int(table <= saved)    # OVS counts depth only for a resubmit that goes back (or stays)
         self.nest += deepens
         self.crossings += 1
+        self.resubmit_nest += 1
         self.tables(table, top=False, lookup_port=port)
+        self.resubmit_nest -= 1
         self.nest -= deepens
         self.table_id = saved
 
@@ -842,6 +843,9 @@ def set_action_formatter(fn: object) -> None:
 
 
 def _fmt(a: Action) -> str:
+    text = format_nicira(a)
+    if text is not None:
+        return text
     return _fmt_hook(a) if _fmt_hook is not None else repr(a)   # type: ignore[operator]
 
 
