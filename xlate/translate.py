@@ -510,7 +510,7 @@ class _Walk:
         list skipped."""
         r = self.r
         r.mask[K.W_ETH_TYPE] |= 0xFFFF
-        if self.flow[K.W_ETH_TYPE] not in (0x0800, 0x86DD):
+        if self.flow[K.W_ETH_TYPE] & 0xFFFF not in (0x0800, 0x86DD):
             return True
         r.mask[K.W_NW] |= 0xFF << 16
         ttl = self.flow[K.W_NW] >> 16 & 0xFF
