@@ -16,8 +16,22 @@ commit compares against the packet), tagged-or-not is in it whenever a VLAN acti
 on it, and ``in_port`` always is. So the datapath can cache ``(key & mask, mask) -> actions`` as a
 megaflow and run the actions on every frame that matches, without walking the tables again.
 
-The flow state is the key's words (headers as the actions changed them) plus, later, registers and
-metadata (pipeline state, never in the key). A recorder (``ofproto/trace``) is told every step.
+The flow state is the key's words (headers as the actions changed them) followed by pipeline words
+(``ofproto.fields.FLOW_WORDS``: metadata, the registers reg0-15 / xreg0-7 / xxreg0-3, all 0 when a
+frame enters), so lookups on registers work like lookups on headers and may widen the mask of pipeline
+words; only the key words' mask becomes the megaflow's. A pipeline word's value is a function of the
+path taken (decided by masked key bits) and of the key bits actions copied into it, and every action that
+copies key bits anywhere (``move``, ``push``, ``output:reg``) un-wildcards them, as OVS does; so the
+megaflow stays correct. ``pkt_mark`` and ``in_port`` writes are flow state only (no header carries them).
+
+Nicira actions: ``resubmit`` is a recursive walk from a table (its first lookup with another in_port if
+asked), bounded as OVS bounds it: depth ``MAX_DEPTH`` (a resubmit to an earlier or the same table, and a
+patch crossing, nest one deeper) and ``MAX_CROSSINGS`` resubmits and crossings per translation; one
+beyond is not done, and is counted in ``XlateResult.cut`` and traced (OVS drops the whole packet
+instead). ``clone`` runs its actions, then takes back the headers (set back at the next commit, as after
+a patch port), registers and stack. ``exit`` ends every action list of the bridge's walk (the action set
+still runs); ``dec_ttl`` at TTL 0 or 1 is a packet-in (reason ``invalid_ttl``) and ends its list.
+A recorder (``ofproto/trace``) is told every step; a resubmitted flow's actions are indented once more.
 
 One datapath serves every bridge (``Bridges``): the frame's ``in_port`` (a datapath port) names the
 bridge whose tables the walk starts in. An output to a patch port continues the walk in the peer's
