@@ -435,3 +435,23 @@ def test_trace_shows_the_resubmit_nesting() -> None:
     assert rec.lines[0] == "table 0: 1" and "table 1: 7" in rec.lines
     nested = rec.lines[rec.lines.index("table 1: 7") + 1]
     assert nested.startswith("        ")   # the resubmitted flow's actions are indented once more
+
+
+def udp6(hop: int = 64, sport: int = 53, tc: int = 0) -> bytes:
+    body = struct.pack("!HHHH", sport, 53, 12, 0) + b"abcd"
+    src, dst = IP6[0].to_bytes(16, "big"), IP6[1].to_bytes(16, "big")
+    pseudo = src + dst + struct.pack("!IxxxB", len(body), 17)
+    c = AR.csum(pseudo + body) or 0xFFFF
+    body = body[:6] + c.to_bytes(2, "big") + body[8:]
+    return (MACS[1].to_bytes(6, "big") + MACS[0].to_bytes(6, "big") + b"\x86\xdd"
+            + struct.pack("!IHBB", 0x60000000 | tc << 20, len(body), 17, hop) + src + dst + body)
+
+
+def test_ipv6_hop_limit_traffic_class_and_ports() -> None:
+    """dec_ttl and nw_tos / udp_src writes on IPv6: the hop limit, the traffic class and the port change,
+    the UDP checksum is fixed (the executor's IPv6 rewrites)."""
+    flow_list = [Flow(0, 1, Match(eth_type=0x86DD), Instructions(apply=(
+        DecTtl(), SetField("nw_tos", 0xB8), Load.bits("udp_src", 5353), Output(1))))]
+    got, _ = run_both(flow_list, [(udp6(), 0), (udp6(hop=1), 0)])
+    assert got.outputs[1] == [udp6(hop=63, sport=5353, tc=0xB8)]
+    assert [p.reason for p in got.packet_ins] == [2]
