@@ -9,8 +9,9 @@ Nicira extensions the translator runs: ``Resubmit``, ``Load`` (a ``SetField`` wr
 
 ``check_action`` refuses, with a ``FlowError``, what the switch cannot execute: a field the registry
 does not know, a bit range outside its field, a write to a read-only field, or a header the
-datapath's executor (``dpif.actions``) cannot rewrite (IPv6, ARP, ICMP, tunnel and conntrack fields,
-for now). Conntrack, NAT, learn, group, meter and controller() are not in the model yet.
+datapath's executor (``dpif.actions``) cannot rewrite (IPv6 addresses and label, ARP, ICMP, ND, VLAN
+TCI, tunnel and conntrack fields, for now). Conntrack, NAT, learn, group, meter, controller() and
+conjunction are not in the model yet.
 """
 
 from __future__ import annotations
@@ -198,7 +199,8 @@ ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid)
 
 # ---------------------------------------------------------------- fields the actions read and write
 
-#: key fields whose bits the datapath's SET_MASKED rewrites in the frame (IPv4, TCP/UDP, Ethernet)
+#: key fields whose bits the datapath's SET_MASKED rewrites in the frame: Ethernet addresses, IPv4
+#: addresses, tos / ttl (IPv6: traffic class / hop limit), TCP/UDP ports (IPv6: without extension headers)
 WRITABLE_HEADERS = frozenset({"eth_src", "eth_dst", "ip_src", "ip_dst", "nw_tos", "ip_dscp", "nw_ecn", "nw_ttl",
                               "tcp_src", "tcp_dst", "udp_src", "udp_dst"})
 #: key fields written as translator state only (no header carries them): later lookups and outputs see
