@@ -102,9 +102,13 @@ def _flow_field(name: str) -> tuple[int, tuple[tuple[int, int, int, int], ...]]:
 
 
 #: fields a ``Match`` takes besides the OXM ones, by registry name: pipeline state (registers, metadata;
-#: words after the key's, ``fields.FLOW_WORDS``) and NXM key fields. The wire side admits them itself.
+#: words after the key's, ``fields.FLOW_WORDS``) and the key fields only NXM names (``pkt_mark``,
+#: ``nw_ttl``, ``ip_frag``, ``tcp_flags``, ``vlan_tci``, ``ct_*``, ``tun_*`` ...). The wire side admits them.
 NX_MATCH_FIELDS: dict[str, tuple[int, tuple[tuple[int, int, int, int], ...]]] = {
-    n: _flow_field(n) for n in ("metadata", "pkt_mark", *_fields.PIPELINE_SLICES) if n != "conj_id"}
+    n: _flow_field(n) for n in ("metadata", *_fields.PIPELINE_SLICES) if n != "conj_id"}
+NX_MATCH_FIELDS.update({f.name: _flow_field(f.name) for f in _fields.FIELDS
+                        if f.where == _fields.KEY and f.nxm is not None and f.name not in MATCH_FIELDS
+                        and f.oxm_name not in MATCH_FIELDS})
 #: every name a ``Match`` takes
 ALL_MATCH_FIELDS = {**MATCH_FIELDS, **NX_MATCH_FIELDS}
 

@@ -491,6 +491,7 @@ class _Walk:
         self.sent = 0
         self.missed = False
         self.pipe = Pipe()
+        self.rx_port = in_port
         self.stack: list[int] = []
         self.exiting = False
         self.depth = 0            # nested resubmits that went back to (or stayed in) a table
@@ -654,8 +655,8 @@ class _Walk:
     def output(self, port: int, max_len: int, flow: RefFlow | None, table: int) -> None:
         ref, res, in_port, flags = self.ref, self.res, self.in_port, self.port_flags
         if port == R.OFPP_NORMAL:
-            if not 0 <= in_port < len(flags):
-                return
+            if in_port != self.rx_port and not 0 <= in_port < len(flags):
+                return    # in_port was set to a port the bridge lacks: NORMAL has no input port
             if len(res.normal) < self.cap:
                 res.normal.append((self.pkt.to_bytes(), in_port))
                 self.sent += 1

@@ -605,7 +605,7 @@ class _Walk:
 
     def normal(self) -> None:
         """NORMAL of the current bridge, for the frame as received on ``in_port``."""
-        if not 0 <= self.in_port < len(self.port_flags):
+        if self.in_port != self.rx_port and not 0 <= self.in_port < len(self.port_flags):
             if self.rec:
                 self.rec.note("     -> NORMAL: no input port (in_port was set to a port the bridge lacks), dropped")
             return
