@@ -15,7 +15,9 @@ drops the frame (counted as ``no_output``). Ops (``OP_*``), with their arguments
   and ttl (bits 16..23), ``W_TP`` src (bits 0..15) and dst (bits 16..31) of TCP/UDP. IPv4 edits fix
   the IPv4 header checksum and, when the frame carries the L4 header (not a later fragment), the
   TCP/UDP checksum (RFC 1624, incremental; a UDP checksum of 0 stays 0); ICMP gets only the IP header
-  fix. An IPv4/L4 edit on a frame without that header is a no-op.
+  fix. On IPv6 (no extension header before TCP/UDP), ``W_NW`` tos is the traffic class and ttl the hop
+  limit (no header checksum), and ``W_TP`` rewrites the TCP/UDP ports with the L4 checksum fixed. An
+  IPv4/IPv6/L4 edit on a frame without that header is a no-op.
 * ``SET_ETH(dst, src)``: both MAC addresses (what a routing step writes), one action.
 * ``PUSH_VLAN(tpid, tci)``: a new outer tag; ``tci`` in key form (``VID | 0x1000 | PCP << 13``),
   written with DEI 0.
@@ -158,6 +160,7 @@ SET_FIELDS: dict[str, tuple[int, int, int]] = {
 ETH_VLAN = 0x8100
 ETH_QINQ = 0x88A8
 ETH_IPV4 = 0x0800
+ETH_IPV6 = 0x86DD
 PROTO_TCP = 6
 PROTO_UDP = 17
 
@@ -367,6 +370,62 @@ def _l3_offset(data: np.ndarray, s: int, head: int, end: int) -> int:
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _l3v6_offset(data: np.ndarray, s: int, head: int, end: int) -> int:
+    """Offset of the IPv6 header (after up to two tags), or -1 when the frame is not IPv6."""
+    off = head + 12
+    for _ in range(2):
+        if off + 4 > end:
+            return -1
+        et = _ld16(data, s, off)
+        if et != ETH_VLAN and et != ETH_QINQ:
+            break
+        off += 4
+    if off + 2 > end or _ld16(data, s, off) != ETH_IPV6:
+        return -1
+    l3 = off + 2
+    if l3 + 40 > end or np.int64(data[s, l3]) >> 4 != 6:
+        return -1
+    return l3
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _set_masked_v6(data: np.ndarray, s: int, l3: int, end: int, w: int, v: int, m: int) -> None:
+    """``SET_MASKED`` of ``W_NW`` (traffic class, hop limit) or ``W_TP`` (TCP/UDP ports) on an IPv6 frame."""
+    if w == K.W_NW:
+        tm = (m >> 8) & 0xFF
+        if tm:
+            b0 = np.int64(data[s, l3])
+            b1 = np.int64(data[s, l3 + 1])
+            tc = ((b0 & 0xF) << 4) | (b1 >> 4)
+            tc = (tc & ~tm) | ((v >> 8) & tm)
+            data[s, l3] = (b0 & 0xF0) | ((tc >> 4) & 0xF)
+            data[s, l3 + 1] = (b1 & 0x0F) | ((tc & 0xF) << 4)
+        hm = (m >> 16) & 0xFF
+        if hm:
+            data[s, l3 + 7] = (np.int64(data[s, l3 + 7]) & ~hm) | ((v >> 16) & hm)
+        return
+    if w == K.W_TP:
+        nh = data[s, l3 + 6]
+        l4 = l3 + 40
+        if nh == PROTO_TCP and l4 + 18 <= end:
+            l4c = l4 + 16
+        elif nh == PROTO_UDP and l4 + 8 <= end:
+            l4c = l4 + 6
+        else:
+            return
+        udp = nh == PROTO_UDP
+        for half in range(2):
+            sh = 16 * half
+            mw = (m >> sh) & 0xFFFF
+            if mw:
+                p = l4 + 2 * half
+                old = _ld16(data, s, p)
+                new = (old & ~mw) | ((v >> sh) & mw)
+                _st16(data, s, p, new)
+                _fix16(data, s, l4c, old, new, udp)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _l4_csum_offset(data: np.ndarray, s: int, l3: int, end: int) -> int:
     """Offset of the TCP/UDP checksum when the frame carries that header, else -1 (ICMP, later fragment)."""
     if _ld16(data, s, l3 + 6) & 0x1FFF:
@@ -420,6 +479,9 @@ def _set_masked(data: np.ndarray, s: int, head: int, end: int, w: int, v: int, m
         return
     l3 = _l3_offset(data, s, head, end)
     if l3 < 0:
+        l3 = _l3v6_offset(data, s, head, end)
+        if l3 >= 0:
+            _set_masked_v6(data, s, l3, end, w, v, m)
         return
     if w == K.W_NW:
         for at, sh in ((l3, 8), (l3 + 8, 16)):  # header words (ver_ihl, tos) and (ttl, proto)

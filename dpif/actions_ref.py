@@ -94,6 +94,7 @@ def set_masked(f: bytearray, w: int, v: int, m: int) -> None:
         return
     l3 = l3_offset(f)
     if l3 < 0:
+        _set_masked_v6(f, w, v, m)
         return
     l4, l4c, first_frag = l4_info(f, l3)
     udp = f[l3 + 9] == A.PROTO_UDP
@@ -129,6 +130,59 @@ def set_masked(f: bytearray, w: int, v: int, m: int) -> None:
             c = _adj(c, o, n)
             if udp and c == 0:
                 c = 0xFFFF
+    f[l4c : l4c + 2] = c.to_bytes(2, "big")
+
+
+def l3v6_offset(f: bytes | bytearray) -> int:
+    """Offset of the IPv6 header, or -1."""
+    off = 12
+    for _ in range(2):
+        if off + 4 > len(f):
+            return -1
+        if int.from_bytes(f[off : off + 2], "big") not in (A.ETH_VLAN, A.ETH_QINQ):
+            break
+        off += 4
+    if off + 2 > len(f) or int.from_bytes(f[off : off + 2], "big") != A.ETH_IPV6:
+        return -1
+    l3 = off + 2
+    return l3 if l3 + 40 <= len(f) and f[l3] >> 4 == 6 else -1
+
+
+def _set_masked_v6(f: bytearray, w: int, v: int, m: int) -> None:
+    """IPv6: ``W_NW`` traffic class and hop limit; ``W_TP`` TCP/UDP ports right after the fixed header."""
+    l3 = l3v6_offset(f)
+    if l3 < 0:
+        return
+    if w == K.W_NW:
+        first = int.from_bytes(f[l3 : l3 + 4], "big")
+        tm = (m >> 8) & 0xFF
+        tc = (first >> 20 & 0xFF & ~tm) | ((v >> 8) & tm)
+        f[l3 : l3 + 4] = ((first & ~(0xFF << 20)) | tc << 20).to_bytes(4, "big")
+        hm = (m >> 16) & 0xFF
+        f[l3 + 7] = (f[l3 + 7] & ~hm) | ((v >> 16) & hm)
+        return
+    if w != K.W_TP:
+        return
+    nh, l4 = f[l3 + 6], l3 + 40
+    if nh == A.PROTO_TCP and l4 + 18 <= len(f):
+        l4c = l4 + 16
+    elif nh == A.PROTO_UDP and l4 + 8 <= len(f):
+        l4c = l4 + 6
+    else:
+        return
+    c = int.from_bytes(f[l4c : l4c + 2], "big")
+    for half, at in ((0, l4), (1, l4 + 2)):
+        mw = (m >> (16 * half)) & 0xFFFF
+        if not mw:
+            continue
+        old = int.from_bytes(f[at : at + 2], "big")
+        new = (old & ~mw) | ((v >> (16 * half)) & mw)
+        f[at : at + 2] = new.to_bytes(2, "big")
+        if nh == A.PROTO_UDP and c == 0:
+            continue
+        c = _adj(c, old, new)
+        if nh == A.PROTO_UDP and c == 0:
+            c = 0xFFFF
     f[l4c : l4c + 2] = c.to_bytes(2, "big")
 
 

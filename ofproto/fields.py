@@ -317,3 +317,33 @@ def key_slice(f: Field | str) -> tuple[int, int, int] | None:
     if field is None:
         raise KeyError(f)
     return field.key if field.where == KEY else None
+
+
+# ---------------------------------------------------------------- the translator's flow state
+# The walk's flow state is the 48 key words followed by the pipeline words below; a pipeline field is
+# a slice of them as a key field is a slice of the key. The 16 32-bit registers are stored as the 8
+# xregs (``xregN = reg<2N> << 32 | reg<2N+1>``) and ``xxregN = xreg<2N> << 64 | xreg<2N+1>`` (high word
+# first), the aliasing OVS defines.
+W_METADATA = K.KEY_WORDS           # 64 bits
+W_XREG = K.KEY_WORDS + 1           # xreg0 .. xreg7, one word each
+W_CONJ_ID = K.KEY_WORDS + 9        # 32 bits
+FLOW_WORDS = K.KEY_WORDS + 10      # key words + pipeline words
+
+PIPELINE_SLICES: dict[str, tuple[int, int, int]] = {
+    "metadata": (W_METADATA, 0, 64),
+    "conj_id": (W_CONJ_ID, 0, 32),
+    **{f"reg{i}": (W_XREG + i // 2, 0 if i % 2 else 32, 32) for i in range(16)},
+    **{f"xreg{i}": (W_XREG + i, 0, 64) for i in range(8)},
+    **{f"xxreg{i}": (W_XREG + 2 * i, 0, 128) for i in range(4)},
+}
+
+
+def flow_slice(f: Field | str) -> tuple[int, int, int] | None:
+    """``(word, shift, bits)`` of the field in the translator's flow state (key words, then pipeline
+    words; bits > 64 span words, high first), or ``None`` when the field has no place there."""
+    field = by_name(f) if isinstance(f, str) else f
+    if field is None:
+        raise KeyError(f)
+    if field.where == KEY:
+        return field.key
+    return PIPELINE_SLICES.get(field.name)

@@ -13,14 +13,20 @@ whose flows cannot beat the answer is not looked at; one that is, and fails at s
 the bits of stages 1..*k* (any packet that agrees on those bits fails it too); one that is searched
 to the end adds its whole mask. The answer thus holds for every packet that agrees with the key on
 ``wc``, which is what makes the megaflow ``(key & wc, wc)`` correct.
+
+The key and ``wc`` are the translator's flow state (``fields.FLOW_WORDS``): the key's words, then
+pipeline words (registers, metadata). Bits of pipeline words in ``wc`` never reach a megaflow; the
+translator keeps them correct by un-wildcarding the key bits it copies into pipeline state.
 """
 
 from __future__ import annotations
 
 from dpif import key as K
+from ofproto.fields import FLOW_WORDS
 
-#: lookup stage of each key word: 0 metadata (port, tunnel, ct), 1 L2, 2 L3, 3 L4
-STAGE_OF_WORD = [0] * K.KEY_WORDS
+#: lookup stage of each flow-state word: 0 metadata (port, tunnel, ct, and the pipeline words after the
+#: key's: registers, metadata), 1 L2, 2 L3, 3 L4
+STAGE_OF_WORD = [0] * FLOW_WORDS
 for _w in (K.W_ETH_DST, K.W_ETH_SRC, K.W_VLAN_TCI, K.W_ETH_TYPE, 21):
     STAGE_OF_WORD[_w] = 1
 for _w in range(K.W_NW, K.W_TP):

@@ -15,19 +15,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ofproto import fields as _fields
+from ofproto.actions import (  # noqa: F401  (re-exported: callers import the action model from here)
+    OFPCML_NO_BUFFER,
+    OFPP_ALL,
+    OFPP_ANY,
+    OFPP_CONTROLLER,
+    OFPP_FLOOD,
+    OFPP_IN_PORT,
+    OFPP_LOCAL,
+    OFPP_MAX,
+    OFPP_NORMAL,
+    OFPP_TABLE,
+    Action,
+    Clone,
+    DecTtl,
+    Exit,
+    FlowError,
+    Load,
+    ModVlanVid,
+    Move,
+    Note,
+    Output,
+    OutputReg,
+    PopVlan,
+    PushVlan,
+    Resubmit,
+    SetField,
+    StackPop,
+    StackPush,
+    check_action,
+)
 
 N_TABLES = 32                 # tables 0 .. N_TABLES-1 (FlowTables(n_tables=...) may use fewer)
 OFP_DEFAULT_PRIORITY = 0x8000
-OFPP_MAX = 0xFFFFFF00         # port numbers below this are ports
-OFPP_IN_PORT = 0xFFFFFFF8
-OFPP_TABLE = 0xFFFFFFF9
-OFPP_NORMAL = 0xFFFFFFFA
-OFPP_FLOOD = 0xFFFFFFFB
-OFPP_ALL = 0xFFFFFFFC
-OFPP_CONTROLLER = 0xFFFFFFFD
-OFPP_LOCAL = 0xFFFFFFFE
-OFPP_ANY = 0xFFFFFFFF
-OFPCML_NO_BUFFER = 0xFFFF
 OFPTT_ALL = 0xFF
 OFPVID_PRESENT = 0x1000
 NO_PORT = 0x7FFFFFF0          # dense port of an OpenFlow port the datapath does not have (never matches)
@@ -68,16 +88,32 @@ def _match_field(name: str) -> tuple[int, tuple[tuple[int, int, int, int], ...]]
 
 MATCH_FIELDS: dict[str, tuple[int, tuple[tuple[int, int, int, int], ...]]] = {n: _match_field(n) for n in _OXM_NAMES}
 
+
+def _flow_field(name: str) -> tuple[int, tuple[tuple[int, int, int, int], ...]]:
+    f = _fields.by_name(name)
+    sl = _fields.flow_slice(f) if f is not None else None
+    if f is None or sl is None:
+        raise ImportError(f"the field registry has no flow-state slice for {name!r}")
+    word, shift, width = sl
+    if width > 64:
+        n = width // 64
+        return f.bits, tuple((word + j, 64 * (n - 1 - j), 0, 64) for j in range(n))
+    return f.bits, ((word, 0, shift, width),)
+
+
+#: fields a ``Match`` takes besides the OXM ones, by registry name: pipeline state (registers, metadata;
+#: words after the key's, ``fields.FLOW_WORDS``) and the key fields only NXM names (``pkt_mark``,
+#: ``nw_ttl``, ``ip_frag``, ``tcp_flags``, ``vlan_tci``, ``ct_*``, ``tun_*`` ...). The wire side admits them.
+NX_MATCH_FIELDS: dict[str, tuple[int, tuple[tuple[int, int, int, int], ...]]] = {
+    n: _flow_field(n) for n in ("metadata", *_fields.PIPELINE_SLICES) if n != "conj_id"}
+NX_MATCH_FIELDS.update({f.name: _flow_field(f.name) for f in _fields.FIELDS
+                        if f.where == _fields.KEY and f.nxm is not None and f.name not in MATCH_FIELDS
+                        and f.oxm_name not in MATCH_FIELDS})
+#: every name a ``Match`` takes
+ALL_MATCH_FIELDS = {**MATCH_FIELDS, **NX_MATCH_FIELDS}
+
 #: fields ``set_field`` may write, with their widths
 SET_FIELDS = {"eth_dst": 48, "eth_src": 48, "vlan_vid": 13, "vlan_pcp": 3}
-
-
-class FlowError(ValueError):
-    """A flow-mod the tables refuse; ``code`` is a short OpenFlow-like error name."""
-
-    def __init__(self, code: str, msg: str) -> None:
-        super().__init__(f"{code}: {msg}")
-        self.code = code
 
 
 class Match:
@@ -92,9 +128,9 @@ class Match:
     def __init__(self, **fields: int | tuple[int, int]) -> None:
         norm: dict[str, tuple[int, int]] = {}
         for name, vm in fields.items():
-            if name not in MATCH_FIELDS:
+            if name not in ALL_MATCH_FIELDS:
                 raise FlowError("bad_field", f"unknown match field {name!r}")
-            bits = MATCH_FIELDS[name][0]
+            bits = ALL_MATCH_FIELDS[name][0]
             full = (1 << bits) - 1
             value, mask = (vm, full) if isinstance(vm, int) else (int(vm[0]), int(vm[1]))
             if value < 0 or value > full or mask < 0 or mask > full:
@@ -104,7 +140,7 @@ class Match:
         self.fields: tuple[tuple[str, int, int], ...] = tuple(sorted((k, v, m) for k, (v, m) in norm.items()))
         cols: dict[int, tuple[int, int]] = {}
         for name, value, mask in self.fields:
-            for col, vshift, cshift, width in MATCH_FIELDS[name][1]:
+            for col, vshift, cshift, width in ALL_MATCH_FIELDS[name][1]:
                 w = (1 << width) - 1
                 cv, cm = ((value >> vshift) & w) << cshift, ((mask >> vshift) & w) << cshift
                 if not cm:
@@ -124,8 +160,9 @@ class Match:
         return None
 
     def words(self) -> tuple[tuple[int, int, int], ...]:
-        """The match as ``(dpif key word, value, mask)`` triples sorted by word (``in_port`` still the
-        OpenFlow port number)."""
+        """The match as ``(flow-state word, value, mask)`` triples sorted by word: key words
+        (``dpif.key``), then pipeline words (``fields.FLOW_WORDS``); ``in_port`` still the OpenFlow
+        port number."""
         return self._cols
 
     def covers(self, other: Match) -> bool:
@@ -157,100 +194,44 @@ class Match:
         return self._hash
 
     def __repr__(self) -> str:
-        parts = [f"{k}={v:#x}" if m == (1 << MATCH_FIELDS[k][0]) - 1 else f"{k}={v:#x}/{m:#x}"
+        parts = [f"{k}={v:#x}" if m == (1 << ALL_MATCH_FIELDS[k][0]) - 1 else f"{k}={v:#x}/{m:#x}"
                  for k, v, m in self.fields]
         return f"Match({', '.join(parts)})"
 
 
 @dataclass(frozen=True)
-class Output:
-    """OUTPUT to an OpenFlow port or a reserved ``OFPP_*`` port; ``max_len`` for CONTROLLER."""
-
-    port: int
-    max_len: int = OFPCML_NO_BUFFER
-
-
-@dataclass(frozen=True)
-class PushVlan:
-    """PUSH_VLAN: a new outer tag copying the VID/PCP of the current outer tag (0 when untagged)."""
-
-    ethertype: int = 0x8100
-
-
-@dataclass(frozen=True)
-class PopVlan:
-    """POP_VLAN: remove the outer tag."""
-
-
-@dataclass(frozen=True)
-class SetField:
-    """SET_FIELD of ``eth_dst``, ``eth_src``, ``vlan_vid`` (with or without OFPVID_PRESENT) or ``vlan_pcp``."""
-
-    field: str
-    value: int
-
-
-@dataclass(frozen=True)
-class ModVlanVid:
-    """OpenFlow 1.0 SET_VLAN_VID (``mod_vlan_vid``): sets the VID of the outer tag; a frame without a tag gets an
-    802.1Q tag with this VID and PCP 0."""
-
-    vid: int
-
-
-Action = Output | PushVlan | PopVlan | SetField | ModVlanVid
-
-def check_action(action: Action) -> None:
-    """Raise ``FlowError`` when ``action`` is malformed or not supported."""
-    if isinstance(action, Output):
-        p = action.port
-        if 0 <= p < OFPP_MAX:
-            return
-        if p == OFPP_CONTROLLER:
-            if not 0 <= action.max_len <= 0xFFFF:
-                raise FlowError("bad_argument", f"max_len {action.max_len}")
-            return
-        if p in (OFPP_IN_PORT, OFPP_NORMAL, OFPP_FLOOD, OFPP_ALL, OFPP_LOCAL, OFPP_TABLE):
-            return
-        raise FlowError("bad_out_port", f"output to {p:#x}")
-    if isinstance(action, PushVlan):
-        if action.ethertype not in (0x8100, 0x88A8):
-            raise FlowError("bad_argument", f"push_vlan ethertype {action.ethertype:#x}")
-        return
-    if isinstance(action, PopVlan):
-        return
-    if isinstance(action, ModVlanVid):
-        if not 0 <= action.vid <= 0xFFF:
-            raise FlowError("bad_set_value", f"mod_vlan_vid {action.vid}")
-        return
-    if isinstance(action, SetField):
-        bits = SET_FIELDS.get(action.field)
-        if bits is None:
-            raise FlowError("bad_set_field", f"set_field {action.field!r} is not supported")
-        if not 0 <= action.value < 1 << bits:
-            raise FlowError("bad_set_value", f"set_field {action.field}={action.value:#x}")
-        return
-    raise FlowError("bad_action", f"unsupported action {action!r}")
-
-
-@dataclass(frozen=True)
 class Instructions:
     """A flow's instructions, executed in OpenFlow order: apply-actions, clear-actions, write-actions,
-    goto-table. No instruction at all (and no goto) means drop."""
+    write-metadata (``metadata``: value, mask), goto-table. No instruction at all (and no goto) means drop."""
 
     apply: tuple[Action, ...] = ()
     clear: bool = False
     write: tuple[Action, ...] = ()
     goto: int | None = None
+    metadata: tuple[int, int] | None = None
 
     def check(self) -> None:
         """Raise ``FlowError`` for an action the switch cannot execute."""
-        for a in (*self.apply, *self.write):
+        for a in self.apply:
             check_action(a)
+        for a in self.write:
+            check_action(a, in_action_set=True)
+        if self.metadata is not None:
+            value, mask = self.metadata
+            if not (0 <= value < 1 << 64 and 0 <= mask < 1 << 64) or value & ~mask:
+                raise FlowError("bad_metadata", f"write_metadata {value:#x}/{mask:#x}")
 
     def output_ports(self) -> set[int]:
-        """Ports named by OUTPUT actions (apply and write), for the ``out_port`` filter."""
-        return {a.port for a in (*self.apply, *self.write) if isinstance(a, Output)}
+        """Ports named by OUTPUT actions (apply, write, inside clone), for the ``out_port`` filter."""
+        def walk(acts: tuple[Action, ...]) -> set[int]:
+            out: set[int] = set()
+            for a in acts:
+                if isinstance(a, Output):
+                    out.add(a.port)
+                elif isinstance(a, Clone):
+                    out |= walk(a.actions)
+            return out
+        return walk((*self.apply, *self.write))
 
 
 DROP = Instructions()

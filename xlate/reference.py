@@ -51,9 +51,11 @@ Rules the two share (choices, not OpenFlow's):
 
 from __future__ import annotations
 
+import copy
 import struct
 from dataclasses import dataclass, field
 
+from dpif import actions_ref as AR
 from dpif import key as K
 from dpif.actions import DROP_REASONS
 from dpif.extract_ref import extract
@@ -92,18 +94,86 @@ FIELD_BITS: dict[str, tuple[int, int, int]] = {
     "arp_tpa": (K.W_NW_DST, 0, 32),
     "arp_sha": (K.W_ARP_SHA, 0, 48),
     "arp_tha": (K.W_ARP_THA, 0, 48),
+    "pkt_mark": (K.W_PKT_MARK, 0, 32),
 }
 WIDE_FIELDS = {"ipv6_src": K.W_IPV6_SRC, "ipv6_dst": K.W_IPV6_DST}   # 128 bits over two words, high first
 #: OXM widths on the wire (for non-strict selection)
 OXM_BITS = {**{name: bits for name, (_w, _s, bits) in FIELD_BITS.items()}, "arp_op": 16, "ipv6_src": 128,
-            "ipv6_dst": 128}
+            "ipv6_dst": 128, "metadata": 64, **{f"reg{i}": 32 for i in range(16)},
+            **{f"xreg{i}": 64 for i in range(8)}, **{f"xxreg{i}": 128 for i in range(4)}}
+
+# ---------------------------------------------------------------- pipeline state and the Nicira actions
+# Pipeline state is 16 32-bit registers and a 64-bit metadata, all 0 when a frame enters; xregN is
+# reg<2N> (high) and reg<2N+1>; xxregN is reg<4N> (high) .. reg<4N+3>.
+#
+# Fields the actions read and write, by registry name -> (key word, lowest bit, bits); ``in_port`` reads
+# and writes the OpenFlow number. Header fields need their header: a write to a field whose
+# prerequisites the frame (as the actions left it) lacks is skipped.
+ACTION_FIELDS: dict[str, tuple[int, int, int]] = {
+    "eth_src": (K.W_ETH_SRC, 0, 48), "eth_dst": (K.W_ETH_DST, 0, 48), "eth_type": (K.W_ETH_TYPE, 0, 16),
+    "vlan_tci": (K.W_VLAN_TCI, 0, 16), "in_port": (K.W_IN_PORT, 0, 16), "pkt_mark": (K.W_PKT_MARK, 0, 32),
+    "ip_src": (K.W_NW_SRC, 0, 32), "ip_dst": (K.W_NW_DST, 0, 32), "nw_proto": (K.W_NW, 0, 8),
+    "nw_tos": (K.W_NW, 8, 8), "ip_dscp": (K.W_NW, 10, 6), "nw_ecn": (K.W_NW, 8, 2), "nw_ttl": (K.W_NW, 16, 8),
+    "tcp_src": (K.W_TP, 0, 16), "tcp_dst": (K.W_TP, 16, 16), "udp_src": (K.W_TP, 0, 16),
+    "udp_dst": (K.W_TP, 16, 16),
+}
+_IP = (0x0800, 0x86DD)
+#: a header field's prerequisites: (eth_type values, nw_proto or None)
+HEADER_PREREQS: dict[str, tuple[tuple[int, ...], int | None]] = {
+    "ip_src": ((0x0800,), None), "ip_dst": ((0x0800,), None), "nw_tos": (_IP, None), "ip_dscp": (_IP, None),
+    "nw_ecn": (_IP, None), "nw_ttl": (_IP, None), "tcp_src": (_IP, 6), "tcp_dst": (_IP, 6),
+    "udp_src": (_IP, 17), "udp_dst": (_IP, 17),
+}
+MAX_DEPTH = 64          # nested resubmits that go back to (or stay in) a table
+MAX_RESUBMITS = 4096    # resubmits per frame
+STACK_DEPTH = 1024
+
+
+@dataclass
+class Pipe:
+    """A frame's pipeline state."""
+
+    regs: list[int] = field(default_factory=lambda: [0] * 16)
+    metadata: int = 0
+
+    def get(self, name: str) -> int:
+        if name == "metadata":
+            return self.metadata
+        for prefix, n in (("xxreg", 4), ("xreg", 2), ("reg", 1)):
+            if name.startswith(prefix):
+                i = int(name[len(prefix):])
+                v = 0
+                for r in self.regs[i * n:(i + 1) * n]:
+                    v = v << 32 | r
+                return v
+        raise KeyError(name)
+
+    def set(self, name: str, value: int, mask: int) -> None:
+        if name == "metadata":
+            self.metadata = (self.metadata & ~mask) | (value & mask)
+            return
+        for prefix, n in (("xxreg", 4), ("xreg", 2), ("reg", 1)):
+            if name.startswith(prefix):
+                i = int(name[len(prefix):])
+                for j in range(n):
+                    sh = 32 * (n - 1 - j)
+                    m, v = mask >> sh & 0xFFFFFFFF, value >> sh & 0xFFFFFFFF
+                    self.regs[i * n + j] = (self.regs[i * n + j] & ~m) | (v & m)
+                return
+        raise KeyError(name)
+
+
+def is_pipeline(name: str) -> bool:
+    return name == "metadata" or name.startswith(("reg", "xreg", "xxreg"))
 
 # write-actions: one per kind, run in OpenFlow's order (pop, push, set-field, output)
 ACTION_SET_ORDER = ("pop", "push", "eth_dst", "eth_src", "vlan_vid", "vlan_pcp", "output")
 
 
-def field_value(name: str, key: list[int]) -> int:
-    """The value of OXM field ``name`` in the key row ``key``."""
+def field_value(name: str, key: list[int], pipe: Pipe | None = None) -> int:
+    """The value of OXM field ``name`` in the key row ``key`` (pipeline fields: in ``pipe``)."""
+    if is_pipeline(name):
+        return (pipe or Pipe()).get(name)
     if name in WIDE_FIELDS:
         w = WIDE_FIELDS[name]
         return key[w] << 64 | key[w + 1]
@@ -111,12 +181,12 @@ def field_value(name: str, key: list[int]) -> int:
     return key[word] >> low & ((1 << bits) - 1)
 
 
-def matches(match: R.Match, key: list[int]) -> bool:
-    """Does ``key`` satisfy every (value, mask) of the match?"""
+def matches(match: R.Match, key: list[int], pipe: Pipe | None = None) -> bool:
+    """Does ``key`` (and the pipeline state ``pipe``) satisfy every (value, mask) of the match?"""
     for name, value, mask in match.fields:
         if name == "arp_op":
             value, mask = value & 0xFF, mask & 0xFF
-        if field_value(name, key) & mask != value:
+        if field_value(name, key, pipe) & mask != value:
             return False
     return True
 
@@ -346,11 +416,11 @@ class RefTables:
         return gone
 
     # ------------------------------------------------------------ the pipeline
-    def lookup(self, table_id: int, key: list[int]) -> RefFlow | None:
+    def lookup(self, table_id: int, key: list[int], pipe: Pipe | None = None) -> RefFlow | None:
         """Highest priority matching flow of a table; the earliest added among equals."""
         best = None
         for f in self.flows:
-            if f.table_id == table_id and matches(f.match, key):
+            if f.table_id == table_id and matches(f.match, key, pipe):
                 if best is None or (f.priority, -f.serial) > (best.priority, -best.serial):
                     best = f
         return best
@@ -400,8 +470,8 @@ class RefTables:
         for a in actions:
             if isinstance(a, R.Output) and a.port == R.OFPP_TABLE:
                 w.tables(0)
-            else:
-                w.do(a, None, 0)
+            elif not w.do(a, None, 0):
+                break
         w.finish()
         return res
 
@@ -420,13 +490,138 @@ class _Walk:
         self.action_set: dict[str, R.Action] = {}
         self.sent = 0
         self.missed = False
+        self.pipe = Pipe()
+        self.rx_port = in_port
+        self.stack: list[int] = []
+        self.exiting = False
+        self.depth = 0            # nested resubmits that went back to (or stayed in) a table
+        self.resubmits = 0
+        self.table = 0            # the table whose flow runs now
+        self.cut: dict[str, int] = {}
 
     def sync_vlan(self) -> None:
         tags = self.pkt.tags
         self.key[K.W_VLAN_TCI] = tags[0].key_word() if tags else 0
         self.key[K.W_VLAN_TCI2] = tags[1].key_word() if len(tags) > 1 else 0
 
-    def do(self, a: R.Action, flow: RefFlow | None, table: int) -> None:
+    # ------------------------------------------------------------ fields
+    def get(self, name: str) -> int:
+        if is_pipeline(name):
+            return self.pipe.get(name)
+        word, low, bits = ACTION_FIELDS[name]
+        return self.key[word] >> low & ((1 << bits) - 1)
+
+    def bits(self, name: str) -> int:
+        if is_pipeline(name):
+            return OXM_BITS[name]
+        return ACTION_FIELDS[name][2]
+
+    def has_header(self, name: str) -> bool:
+        if name not in HEADER_PREREQS:
+            return True
+        types, proto = HEADER_PREREQS[name]
+        return self.key[K.W_ETH_TYPE] in types and (proto is None or self.key[K.W_NW] & 0xFF == proto)
+
+    def set(self, name: str, value: int, mask: int) -> None:
+        """``name = (name & ~mask) | (value & mask)``: pipeline state, the key, and the frame's bytes."""
+        if not self.has_header(name):
+            return
+        if is_pipeline(name):
+            self.pipe.set(name, value, mask)
+            return
+        word, low, _bits = ACTION_FIELDS[name]
+        v, m = (value & mask) << low, mask << low
+        if name == "in_port":
+            of = (self.key[word] & ~m) | v
+            self.key[word] = of
+            dense = self.ref._dense(of)
+            self.in_port = -1 if dense is None else dense
+            return
+        self.key[word] = (self.key[word] & ~m) | v
+        pkt = self.pkt
+        if word == K.W_ETH_DST:
+            pkt.dst = self.key[word]
+        elif word == K.W_ETH_SRC:
+            pkt.src = self.key[word]
+        elif word != K.W_PKT_MARK:
+            f = bytearray(pkt.dst.to_bytes(6, "big") + pkt.src.to_bytes(6, "big") + pkt.rest)
+            AR.set_masked(f, word, v, m)
+            pkt.rest = bytes(f[12:])
+
+    # ------------------------------------------------------------ actions
+    def do(self, a: R.Action, flow: RefFlow | None, table: int) -> bool:
+        """One action; False: the rest of the list is skipped."""
+        if isinstance(a, R.Resubmit):
+            self.resubmit(a)
+        elif isinstance(a, R.Move):
+            v = self.get(a.src) >> a.src_ofs & ((1 << a.nbits) - 1)
+            self.set(a.dst, v << a.dst_ofs, ((1 << a.nbits) - 1) << a.dst_ofs)
+        elif isinstance(a, R.StackPush):
+            n = self.bits(a.field) - a.ofs if a.nbits is None else a.nbits
+            if len(self.stack) < STACK_DEPTH:
+                self.stack.append(self.get(a.field) >> a.ofs & ((1 << n) - 1))
+        elif isinstance(a, R.StackPop):
+            n = self.bits(a.field) - a.ofs if a.nbits is None else a.nbits
+            if self.stack:
+                v = self.stack.pop() & ((1 << n) - 1)
+                self.set(a.field, v << a.ofs, ((1 << n) - 1) << a.ofs)
+        elif isinstance(a, R.OutputReg):
+            n = self.bits(a.field) - a.ofs if a.nbits is None else a.nbits
+            port = self.get(a.field) >> a.ofs & ((1 << n) - 1)
+            self.output(port + 0xFFFF0000 if 0xFF00 <= port <= 0xFFFF else port, a.max_len, flow, table)
+        elif isinstance(a, R.DecTtl):
+            if self.key[K.W_ETH_TYPE] in _IP:
+                ttl = self.key[K.W_NW] >> 16 & 0xFF
+                if ttl <= 1:
+                    self.packet_in(2, flow.table_id if flow is not None else table, flow, 0xFFFF)
+                    return False
+                self.set("nw_ttl", ttl - 1, 0xFF)
+        elif isinstance(a, R.Clone):
+            saved = (copy.deepcopy(self.pkt), list(self.key), copy.deepcopy(self.pipe), list(self.stack),
+                     self.in_port)
+            self.run(a.actions, None, self.table)
+            self.pkt, self.key, self.pipe, self.stack, self.in_port = saved
+            self.exiting = False
+        elif isinstance(a, R.Exit):
+            self.exiting = True
+            return False
+        elif isinstance(a, R.Note):
+            pass
+        elif isinstance(a, R.SetField) and a.field not in ("eth_dst", "eth_src", "vlan_vid", "vlan_pcp"):
+            self.set(a.field, a.value, (1 << self.bits(a.field)) - 1 if a.mask is None else a.mask)
+        elif isinstance(a, R.SetField) and a.mask is not None:
+            self.set(a.field, a.value, a.mask)
+        else:
+            self.do_openflow(a, flow, table)
+        return True
+
+    def run(self, acts: tuple[R.Action, ...], flow: RefFlow | None, table: int) -> bool:
+        """An action list; False when it stopped early."""
+        for a in acts:
+            if self.exiting or not self.do(a, flow, table):
+                return False
+        return not self.exiting
+
+    def resubmit(self, a: R.Resubmit) -> None:
+        table = self.table if a.table is None else a.table
+        deepens = table <= self.table
+        if self.depth >= MAX_DEPTH:
+            self.cut["recursion_too_deep"] = self.cut.get("recursion_too_deep", 0) + 1
+            return
+        if self.resubmits >= MAX_RESUBMITS:
+            self.cut["too_many_resubmits"] = self.cut.get("too_many_resubmits", 0) + 1
+            return
+        if table >= self.ref.n_tables:
+            return
+        saved = self.table
+        self.resubmits += 1
+        self.depth += deepens
+        port = None if a.port is None or a.port == R.OFPP_IN_PORT else a.port
+        self.chain(table, top=False, lookup_port=port)
+        self.depth -= deepens
+        self.table = saved
+
+    def do_openflow(self, a: R.Action, flow: RefFlow | None, table: int) -> None:
         pkt = self.pkt
         if isinstance(a, R.Output):
             self.output(a.port, a.max_len, flow, table)
@@ -460,6 +655,8 @@ class _Walk:
     def output(self, port: int, max_len: int, flow: RefFlow | None, table: int) -> None:
         ref, res, in_port, flags = self.ref, self.res, self.in_port, self.port_flags
         if port == R.OFPP_NORMAL:
+            if in_port != self.rx_port and not 0 <= in_port < len(flags):
+                return    # in_port was set to a port the bridge lacks: NORMAL has no input port
             if len(res.normal) < self.cap:
                 res.normal.append((self.pkt.to_bytes(), in_port))
                 self.sent += 1
@@ -501,18 +698,38 @@ class _Walk:
 
     def tables(self, table: int) -> None:
         """The tables from ``table`` on, then the action set."""
+        got = self.chain(table, top=True)
+        if got is None:
+            return
+        last, table = got
+        kinds = [k for k in ACTION_SET_ORDER[:-1] if k in self.action_set]
+        kinds += [k for k in self.action_set if k not in ACTION_SET_ORDER]
+        kinds += ["output"] if "output" in self.action_set else []
+        for kind in kinds:
+            self.do(self.action_set[kind], last, table)
+
+    def chain(self, table: int, top: bool, lookup_port: int | None = None) -> tuple[RefFlow | None, int] | None:
+        """Lookups from ``table`` along goto; (last flow, its table), None after a miss. A miss ends the
+        pipeline (``top``) or just the resubmit; ``lookup_port``: the first lookup's in_port (OpenFlow number)."""
         ref = self.ref
         last: RefFlow | None = None
         while True:
-            flow = ref.lookup(table, self.key)
+            self.table = table
+            if lookup_port is not None:
+                real, self.key[K.W_IN_PORT] = self.key[K.W_IN_PORT], lookup_port
+                flow = ref.lookup(table, self.key, self.pipe)
+                self.key[K.W_IN_PORT], lookup_port = real, None
+            else:
+                flow = ref.lookup(table, self.key, self.pipe)
             if self.count:
                 ref.lookups[table] += 1
             if flow is None:
                 if ref.miss_max_len > 0:
                     self.packet_in(R.OFPR_NO_MATCH, table, None, ref.miss_max_len)
-                    return
-                self.missed = True
-                return
+                    return None
+                if top:
+                    self.missed = True
+                return None
             last = flow
             if self.count:
                 ref.matched[table] += 1
@@ -520,18 +737,17 @@ class _Walk:
                 flow.bytes += self.length
                 flow.last_used = self.now
             ins = flow.instructions
-            for a in ins.apply:
-                self.do(a, flow, table)
+            if not self.run(ins.apply, flow, table):
+                return last, table
             if ins.clear:
                 self.action_set.clear()
             for a in ins.write:
                 self.action_set[action_kind(a)] = a
+            if ins.metadata is not None:
+                self.pipe.set("metadata", *ins.metadata)
             if ins.goto is None:
-                break
+                return last, table
             table = ins.goto
-        for kind in ACTION_SET_ORDER:
-            if kind in self.action_set:
-                self.do(self.action_set[kind], last, table)
 
     def pipeline(self, table: int) -> None:
         self.tables(table)

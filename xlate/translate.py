@@ -16,8 +16,22 @@ commit compares against the packet), tagged-or-not is in it whenever a VLAN acti
 on it, and ``in_port`` always is. So the datapath can cache ``(key & mask, mask) -> actions`` as a
 megaflow and run the actions on every frame that matches, without walking the tables again.
 
-The flow state is the key's words (headers as the actions changed them) plus, later, registers and
-metadata (pipeline state, never in the key). A recorder (``ofproto/trace``) is told every step.
+The flow state is the key's words (headers as the actions changed them) followed by pipeline words
+(``ofproto.fields.FLOW_WORDS``: metadata, the registers reg0-15 / xreg0-7 / xxreg0-3, all 0 when a
+frame enters), so lookups on registers work like lookups on headers and may widen the mask of pipeline
+words; only the key words' mask becomes the megaflow's. A pipeline word's value is a function of the
+path taken (decided by masked key bits) and of the key bits actions copied into it, and every action that
+copies key bits anywhere (``move``, ``push``, ``output:reg``) un-wildcards them, as OVS does; so the
+megaflow stays correct. ``pkt_mark`` and ``in_port`` writes are flow state only (no header carries them).
+
+Nicira actions: ``resubmit`` is a recursive walk from a table (its first lookup with another in_port if
+asked), bounded as OVS bounds it: depth ``MAX_DEPTH`` (a resubmit to an earlier or the same table, and a
+patch crossing, nest one deeper) and ``MAX_CROSSINGS`` resubmits and crossings per translation; one
+beyond is not done, and is counted in ``XlateResult.cut`` and traced (OVS drops the whole packet
+instead). ``clone`` runs its actions, then takes back the headers (set back at the next commit, as after
+a patch port), registers and stack. ``exit`` ends every action list of the bridge's walk (the action set
+still runs); ``dec_ttl`` at TTL 0 or 1 is a packet-in (reason ``invalid_ttl``) and ends its list.
+A recorder (``ofproto/trace``) is told every step; a resubmitted flow's actions are indented once more.
 
 One datapath serves every bridge (``Bridges``): the frame's ``in_port`` (a datapath port) names the
 bridge whose tables the walk starts in. An output to a patch port continues the walk in the peer's
@@ -37,7 +51,24 @@ import numpy as np
 
 from dpif import actions as A
 from dpif import key as K
+from ofproto import fields as F
+from ofproto.actions import (
+    STACK_DEPTH,
+    Clone,
+    DecTtl,
+    Exit,
+    FieldValue,
+    Move,
+    Note,
+    OutputReg,
+    Resubmit,
+    StackPop,
+    StackPush,
+    format_nicira,
+)
 from ofproto.rules import (
+    NO_PORT,
+    OFPCML_NO_BUFFER,
     OFPP_ALL,
     OFPP_CONTROLLER,
     OFPP_FLOOD,
@@ -76,8 +107,13 @@ MODE_TABLES = 0        # its OpenFlow tables
 MODE_NORMAL = 1        # NORMAL alone: no flow tables, only ``priority=0 actions=NORMAL``, or fail-open
 MODE_DROP = 2          # a secure bridge without flows made for it: nothing crosses it
 
-MAX_DEPTH = 64         # patch crossings nested in one translation (OVS's MAX_DEPTH)
-MAX_CROSSINGS = 4096   # patch crossings in one translation (OVS's MAX_RESUBMITS)
+MAX_DEPTH = 64         # resubmits and patch crossings nested in one translation (OVS's MAX_DEPTH)
+MAX_CROSSINGS = 4096   # resubmits and patch crossings in one translation (OVS's MAX_RESUBMITS)
+MAX_RESUBMITS = MAX_CROSSINGS
+OFPR_INVALID_TTL = 2   # packet-in reason of dec_ttl at a TTL of 0 or 1
+#: names of the limits a translation can hit (``XlateResult.cut``)
+CUT_DEPTH = "recursion_too_deep"
+CUT_RESUBMITS = "too_many_resubmits"
 
 # the action set: one action per kind, run in this order (OpenFlow's: pop, push, set-field, output)
 ACTION_SET_ORDER = ("pop", "push", "eth_dst", "eth_src", "vlan_vid", "vlan_pcp", "output")
@@ -86,8 +122,16 @@ _SET_WORD = {"eth_dst": K.W_ETH_DST, "eth_src": K.W_ETH_SRC}
 _COMMIT_WORDS = (K.W_ETH_DST, K.W_ETH_SRC, K.W_NW, K.W_NW_SRC, K.W_NW_DST, K.W_TP)
 
 
+def _action_set_order(action_set: dict[str, Action]) -> list[Action]:
+    """The action set in execution order: ``ACTION_SET_ORDER``, set-fields of other fields (in the order
+    they were first written) just before the output."""
+    known = [action_set[k] for k in ACTION_SET_ORDER[:-1] if k in action_set]
+    other = [a for k, a in action_set.items() if k not in ACTION_SET_ORDER]
+    return known + other + ([action_set["output"]] if "output" in action_set else [])
+
+
 def action_set_slot(a: Action) -> str:
-    """The action-set kind of a write-action (one of ``ACTION_SET_ORDER``)."""
+    """The action-set kind of a write-action (one of ``ACTION_SET_ORDER``, or the field of a set-field)."""
     if isinstance(a, PopVlan):
         return "pop"
     if isinstance(a, PushVlan):
@@ -228,6 +272,7 @@ class XlateResult:
     final: list[int] = field(default_factory=list)
     outputs: int = 0
     drop_reason: str = ""
+    cut: dict[str, int] = field(default_factory=dict)        # resubmits / crossings not done: limit -> count
 
     def program(self) -> np.ndarray:
         """The actions as the datapath's int64 program."""
@@ -248,18 +293,25 @@ class _Walk:
         self.ts = bridges.tables[bridge] if 0 <= bridge < len(bridges.tables) else None
         self.port_flags = port_flags
         self.cookies = cookies
-        self.flow = list(key)           # headers as the actions left them
+        self.flow = list(key[:K.KEY_WORDS]) + [0] * (F.FLOW_WORDS - K.KEY_WORDS)   # headers, then pipeline state
         self.base = list(key)           # headers as the emitted datapath actions leave the frame
         self.dirty = [0] * K.KEY_WORDS  # bits the actions wrote since the last commit
         self.written = [0] * K.KEY_WORDS  # bits the emitted SET_MASKED actions wrote
         self.rec = rec
         self.r = XlateResult()
+        self.r.mask = [0] * F.FLOW_WORDS  # the key's part becomes the megaflow mask (``finish``)
         self.in_port = key[K.W_IN_PORT]
+        self.rx_port = key[K.W_IN_PORT]
         self.r.mask[K.W_IN_PORT] = 0xFFFF_FFFF
         self.r.bridges.add(bridge)
         self.action_set: dict[str, Action] = {}
         self.depth = 0                  # patch crossings nested now
-        self.crossings = 0              # patch crossings so far
+        self.nest = 0                   # resubmits and patch crossings nested now (<= MAX_DEPTH)
+        self.crossings = 0              # resubmits and patch crossings so far (<= MAX_CROSSINGS)
+        self.stack: list[int] = []      # the register stack (push / pop)
+        self.exiting = False            # ``exit`` ran: every action list of this bridge's walk stops
+        self.table_id = 0               # the table whose flow runs now (``resubmit``'s default)
+        self.resubmit_nest = 0          # resubmits nested now (trace indentation)
 
     # ---------------------------------------------------------------- headers
     def tagged(self) -> bool:
@@ -315,13 +367,62 @@ class _Walk:
         for t in reversed(tags_want[:len(tags_want) - common]):
             acts += [A.OP_PUSH_VLAN, 2, (t >> 16) or ETH_VLAN, t & TCI_BITS]
 
+    # ---------------------------------------------------------------- fields
+    def unwildcard(self, fv: FieldValue, mask: int) -> None:
+        """The answer depends on bits ``mask`` of field ``fv``: they go into the mask (key words only
+        reach the megaflow)."""
+        for w, m in fv.masks(mask):
+            self.r.mask[w] |= m
+
+    def read(self, fv: FieldValue, ofs: int, nbits: int) -> int:
+        """Bits ``ofs .. ofs + nbits - 1`` of a field, un-wildcarded: whatever they are copied into
+        (pipeline state, a header, the stack, an output port) depends on them."""
+        mask = ((1 << nbits) - 1) << ofs
+        self.unwildcard(fv, mask)
+        if fv.word == K.W_IN_PORT:    # the OpenFlow number, not the datapath's
+            return (self.of_port(self.flow[K.W_IN_PORT]) & mask) >> ofs
+        return (fv.read(self.flow) & mask) >> ofs
+
+    def write(self, fv: FieldValue, value: int, mask: int) -> None:
+        """``field = (field & ~mask) | value``: header words are committed as datapath actions, pipeline
+        words and ``pkt_mark`` are translator state only."""
+        for w, v, m in fv.values(value, mask):
+            if w == K.W_IN_PORT:      # an OpenFlow port number: the frame now comes from there
+                self.flow[w] = self.in_port = self.dense((self.of_port(self.flow[w]) & ~m) | v)
+            elif w < K.KEY_WORDS and w != K.W_PKT_MARK:
+                self.set_word(w, v, m)
+            else:
+                self.flow[w] = (self.flow[w] & ~m) | v
+
+    def prereqs_ok(self, name: str) -> bool:
+        """Whether the frame, as the actions left it, has the header field ``name`` (its prerequisites,
+        un-wildcarded as far as they were read)."""
+        f = F.by_name(name) or F.by_oxm_name(name)
+        for cname, values, cmask in f.prereqs if f is not None else ():
+            fv = FieldValue.of(cname)
+            m = (1 << fv.bits) - 1 if cmask is None else cmask
+            self.unwildcard(fv, m)
+            if fv.read(self.flow) & m not in values:
+                return False
+        return True
+
+    def set_field(self, name: str, value: int, mask: int | None) -> None:
+        fv = FieldValue.of(name)
+        if not self.prereqs_ok(name):
+            if self.rec:
+                self.rec.note(f"     -> {name}: the frame has no such header, skipped")
+            return
+        self.write(fv, value, (1 << fv.bits) - 1 if mask is None else mask)
+
     # ---------------------------------------------------------------- actions
     def do(self, a: Action) -> None:
         if isinstance(a, Output):
             self.output(a)
         elif isinstance(a, SetField):
-            if a.field in _SET_WORD:
+            if a.field in _SET_WORD and a.mask is None:
                 self.set_word(_SET_WORD[a.field], a.value, 0xFFFF_FFFF_FFFF)
+            elif a.field not in ("vlan_vid", "vlan_pcp"):
+                self.set_field(a.field, a.value, a.mask)
             elif self.tagged():
                 if a.field == "vlan_vid":
                     self.set_word(K.W_VLAN_TCI, a.value, 0xFFF)
@@ -348,14 +449,168 @@ class _Walk:
                 self.set_word(K.W_VLAN_TCI, self.flow[W_VLAN_TCI2], VLAN_WORD_BITS)
                 self.set_word(W_VLAN_TCI2, 0, VLAN_WORD_BITS)
 
+    def act(self, a: Action, flow: Flow | None, table_id: int) -> bool:
+        """Run one apply-action of ``flow`` (None: a packet-out's); False: the rest of its list is skipped."""
+        rec = self.rec
+        if isinstance(a, Output):
+            self.output(a, flow, table_id)
+        elif isinstance(a, Resubmit):
+            self.resubmit(a)
+        elif isinstance(a, Move):
+            src, dst = FieldValue.of(a.src), FieldValue.of(a.dst)
+            v = self.read(src, a.src_ofs, a.nbits)
+            if not self.prereqs_ok(a.dst):
+                if rec:
+                    rec.note(f"     -> {a.dst}: the frame has no such header, skipped")
+                return True
+            self.write(dst, v << a.dst_ofs, ((1 << a.nbits) - 1) << a.dst_ofs)
+        elif isinstance(a, StackPush):
+            fv = FieldValue.of(a.field)
+            n = fv.bits - a.ofs if a.nbits is None else a.nbits
+            v = self.read(fv, a.ofs, n)
+            if len(self.stack) >= STACK_DEPTH:
+                if rec:
+                    rec.note(f"     -> the stack holds {STACK_DEPTH} values: push ignored")
+            else:
+                self.stack.append(v)
+        elif isinstance(a, StackPop):
+            fv = FieldValue.of(a.field)
+            n = fv.bits - a.ofs if a.nbits is None else a.nbits
+            if not self.stack:
+                if rec:
+                    rec.note("     -> pop from an empty stack: nothing")
+                return True
+            v = self.stack.pop()
+            m = (1 << n) - 1
+            if not self.prereqs_ok(a.field):
+                if rec:
+                    rec.note(f"     -> {a.field}: the frame has no such header, skipped")
+                return True
+            self.write(fv, (v & m) << a.ofs, m << a.ofs)
+        elif isinstance(a, OutputReg):
+            fv = FieldValue.of(a.field)
+            n = fv.bits - a.ofs if a.nbits is None else a.nbits
+            port = self.read(fv, a.ofs, n)
+            if 0xFF00 <= port <= 0xFFFF:   # OpenFlow 1.0's reserved ports, as a 16-bit field holds them
+                port += 0xFFFF0000
+            self.output(Output(port, a.max_len), flow, table_id)
+        elif isinstance(a, DecTtl):
+            return self.dec_ttl(a, flow, table_id)
+        elif isinstance(a, Clone):
+            self.clone(a)
+        elif isinstance(a, Exit):
+            self.exiting = True
+            return False
+        elif isinstance(a, Note):
+            pass
+        else:
+            self.do(a)
+        return True
+
+    def run_list(self, acts: tuple[Action, ...], flow: Flow | None, table_id: int) -> bool:
+        """Run an action list; False when it stopped early (``exit``, ``dec_ttl`` at TTL 1)."""
+        rec = self.rec
+        for a in acts:
+            if self.exiting:
+                return False
+            if rec:
+                rec.note(f"    {'    ' * self.resubmit_nest}{_fmt(a)}")
+            if not self.act(a, flow, table_id):
+                return False
+        return not self.exiting
+
+    def dec_ttl(self, a: DecTtl, flow: Flow | None, table_id: int) -> bool:
+        """OVS's ``dec_ttl``: a header write, or at TTL 0 / 1 a packet-in (invalid_ttl) and the rest of the
+        list skipped."""
+        r = self.r
+        r.mask[K.W_ETH_TYPE] |= 0xFFFF
+        if self.flow[K.W_ETH_TYPE] & 0xFFFF not in (0x0800, 0x86DD):
+            return True
+        r.mask[K.W_NW] |= 0xFF << 16
+        ttl = self.flow[K.W_NW] >> 16 & 0xFF
+        if ttl > 1:
+            self.set_word(K.W_NW, (ttl - 1) << 16, 0xFF << 16)
+            return True
+        if self.rec:
+            self.rec.note("     -> TTL 0 or 1: packet-in (invalid_ttl), the rest of the actions skipped")
+        self.upcall(flow, OFPR_INVALID_TTL, flow.table_id if flow is not None else table_id, OFPCML_NO_BUFFER)
+        return False
+
+    def restore(self, flow: list[int], wrote: list[int]) -> None:
+        """Take back the flow state ``flow`` after a nested walk whose emitted header writes are ``wrote``:
+        what that walk changed is set back at the next commit."""
+        for w in range(K.KEY_WORDS):
+            self.written[w] |= wrote[w]
+            if flow[w] != self.flow[w] or wrote[w]:
+                self.dirty[w] |= (flow[w] ^ self.base[w]) | wrote[w]
+        self.flow = flow
+
+    def clone(self, a: Clone) -> None:
+        """Run ``a.actions`` on a copy: headers, pipeline state, the stack and ``exit`` come back as they were."""
+        saved = (list(self.flow), list(self.stack), self.exiting, self.written)
+        self.written = [0] * K.KEY_WORDS
+        self.run_list(a.actions, None, self.table_id)
+        wrote = self.written
+        flow, self.stack, self.exiting, self.written = saved
+        self.restore(flow, wrote)
+
+    def limited(self) -> bool:
+        """True (and counted, and traced) when one more resubmit or patch crossing would pass OVS's limits."""
+        cut = CUT_DEPTH if self.nest >= MAX_DEPTH else CUT_RESUBMITS if self.crossings >= MAX_CROSSINGS else ""
+        if not cut:
+            return False
+        self.r.cut[cut] = self.r.cut.get(cut, 0) + 1
+        if self.rec:
+            self.rec.note(f"     -> over max translation depth {MAX_DEPTH}" if cut == CUT_DEPTH
+                          else f"     -> over {MAX_CROSSINGS} resubmit actions and patch port crossings")
+        return True
+
+
+    def resubmit(self, a: Resubmit) -> None:
+        """``resubmit(port,table)``: the tables from ``table`` (a goto chain), as if from ``port``; then back."""
+        ts = self.ts
+        if ts is None or self.limited():
+            return
+        table = self.table_id if a.table is None else a.table
+        if table >= ts.n_tables:
+            if self.rec:
+                self.rec.note(f"     -> no table {table}")
+            return
+        saved = self.table_id
+        port = None if a.port is None or a.port == OFPP_IN_PORT else self.dense(a.port)
+        deepens = int(table <= saved)    # OVS counts depth only for a resubmit that goes back (or stays)
+        self.nest += deepens
+        self.crossings += 1
+        self.resubmit_nest += 1
+        self.tables(table, top=False, lookup_port=port)
+        self.resubmit_nest -= 1
+        self.nest -= deepens
+        self.table_id = saved
+
+    def dense(self, of_port: int) -> int:
+        """The datapath port of OpenFlow port ``of_port`` in this bridge (``NO_PORT``: none)."""
+        pm = self.ts.port_map if self.ts is not None else None
+        return of_port if pm is None else pm.get(of_port, NO_PORT)
+
+    def of_port(self, dense: int) -> int:
+        """The OpenFlow number of datapath port ``dense`` in this bridge (``NO_PORT`` when it has none)."""
+        pm = self.ts.port_map if self.ts is not None else None
+        if pm is None:
+            return dense
+        return next((o for o, d in pm.items() if d == dense), NO_PORT)
+
     def in_bridge(self, q: int) -> bool:
         """Datapath port ``q`` is a port of the current bridge."""
         return self.bridges.bridge_of(q) == self.bridge
 
     def normal(self) -> None:
         """NORMAL of the current bridge, for the frame as received on ``in_port``."""
+        if self.in_port != self.rx_port and not 0 <= self.in_port < len(self.port_flags):
+            if self.rec:
+                self.rec.note("     -> NORMAL: no input port (in_port was set to a port the bridge lacks), dropped")
+            return
         self.commit()
-        in_port = -1 if self.depth == 0 else self.in_port   # -1: the port that received it
+        in_port = -1 if self.in_port == self.rx_port else self.in_port   # -1: the port that received it
         self.r.actions += [A.OP_NORMAL, 2, self.bridge, in_port]
         self.r.outputs += 1
         if self.rec:
@@ -364,7 +619,7 @@ class _Walk:
     def upcall(self, flow: Flow | None, reason: int, table_id: int, max_len: int) -> None:
         """A packet-in to the current bridge's controllers."""
         self.commit()
-        up = Upcall(flow, reason, table_id, self.bridge, -1 if self.depth == 0 else self.in_port)
+        up = Upcall(flow, reason, table_id, self.bridge, -1 if self.in_port == self.rx_port else self.in_port)
         self.r.actions += [A.OP_USERSPACE, 2, self.cookies.id_for(up), max_len]
         self.r.outputs += 1
 
@@ -439,33 +694,33 @@ class _Walk:
             if rec:
                 rec.note("     -> the patch port's peer is down: dropped")
             return
-        if self.depth >= MAX_DEPTH or self.crossings >= MAX_CROSSINGS:
-            if rec:
-                rec.note(f"     -> over max translation depth {MAX_DEPTH}" if self.depth >= MAX_DEPTH
-                         else f"     -> over {MAX_CROSSINGS} patch port crossings")
+        if self.limited():
             return
         self.sync_rank_bridges()
-        saved = (self.bridge, self.ts, self.in_port, list(self.flow), self.action_set, self.written)
+        saved = (self.bridge, self.ts, self.in_port, list(self.flow), self.action_set, self.written, self.stack,
+                 self.exiting, self.table_id)
         self.written = [0] * K.KEY_WORDS
         self.crossings += 1
         self.depth += 1
+        self.nest += 1
         self.bridge, self.ts, self.in_port = nb, self.bridges.tables[nb], peer
         self.flow[K.W_IN_PORT] = peer
+        self.flow[K.KEY_WORDS:] = [0] * (F.FLOW_WORDS - K.KEY_WORDS)   # registers and metadata start at 0
         self.action_set = {}
+        self.stack = []
+        self.exiting = False
         self.r.bridges.add(nb)
         if rec:
             rec.bridge(nb, peer)
         self.enter()
         self.depth -= 1
+        self.nest -= 1
         self.sync_rank_bridges()
         wrote = self.written
-        self.bridge, self.ts, self.in_port, flow, self.action_set, self.written = saved
+        (self.bridge, self.ts, self.in_port, flow, self.action_set, self.written, self.stack, self.exiting,
+         self.table_id) = saved
         # the peer bridge's changes are not the first bridge's: what it set is set back at the next commit
-        for w in range(K.KEY_WORDS):
-            self.written[w] |= wrote[w]
-            if flow[w] != self.flow[w] or wrote[w]:
-                self.dirty[w] |= (flow[w] ^ self.base[w]) | wrote[w]
-        self.flow = flow
+        self.restore(flow, wrote)
         if rec:
             rec.resume(self.bridge)
 
@@ -496,36 +751,48 @@ class _Walk:
 
     # ---------------------------------------------------------------- the walk
     def run_instructions(self, flow: Flow) -> int | None:
+        """Run ``flow``'s instructions; the table its goto names (None: none, or the actions stopped)."""
         ins: Instructions = flow.instructions
         rec = self.rec
-        for a in ins.apply:
-            if rec:
-                rec.note(f"    {_fmt(a)}")
-            if isinstance(a, Output):
-                self.output(a, flow, flow.table_id)
-            else:
-                self.do(a)
+        ind = "    " * self.resubmit_nest
+        if not self.run_list(ins.apply, flow, flow.table_id):
+            return None
         if ins.clear:
             if rec:
-                rec.note("    clear_actions")
+                rec.note(f"    {ind}clear_actions")
             self.action_set.clear()
         for a in ins.write:
             if rec:
-                rec.note(f"    write_actions({_fmt(a)})")
+                rec.note(f"    {ind}write_actions({_fmt(a)})")
             self.action_set[action_set_slot(a)] = a
+        if ins.metadata is not None:
+            value, mask = ins.metadata
+            if rec:
+                rec.note(f"    {ind}write_metadata:{value:#x}/{mask:#x}")
+            self.flow[F.W_METADATA] = (self.flow[F.W_METADATA] & ~mask) | value
         if ins.goto is not None and rec:
-            rec.note(f"    goto_table:{ins.goto}")
+            rec.note(f"    {ind}goto_table:{ins.goto}")
         return ins.goto
 
-    def pipeline(self, table: int = 0) -> None:
+    def tables(self, table: int, top: bool, lookup_port: int | None = None) -> tuple[Flow | None, int] | None:
+        """Look the frame up in ``table`` and the tables its flows go to; ``(the last flow, its table)``,
+        or None when a lookup missed. ``top``: the bridge's pipeline (a miss ends it: a drop, or an
+        OpenFlow 1.0 packet-in); else a resubmit's (a miss does nothing, or the 1.0 packet-in).
+        ``lookup_port``: the first lookup's in_port (a datapath port; its flow's actions see the real one)."""
         ts, rec, r = self.ts, self.rec, self.r
         assert ts is not None
         last: Flow | None = None
         while True:
-            rank = ts.index[table].lookup(self.flow, r.mask)
+            self.table_id = table
+            if lookup_port is not None:
+                real, self.flow[K.W_IN_PORT] = self.flow[K.W_IN_PORT], lookup_port
+                rank = ts.index[table].lookup(self.flow, r.mask)
+                self.flow[K.W_IN_PORT], lookup_port = real, None
+            else:
+                rank = ts.index[table].lookup(self.flow, r.mask)
             if rank < 0:
                 r.misses.append((self.bridge, table))
-                if self.depth == 0:
+                if self.depth == 0 and top:
                     r.miss_table = table
                 if rec:
                     rec.table(table, None)
@@ -533,30 +800,34 @@ class _Walk:
                     if rec:
                         rec.note("     -> packet-in to the OpenFlow 1.0 controllers (table miss)")
                     self.upcall(None, OFPR_NO_MATCH, table, ts.miss_max_len)
-                    self.action_set.clear()
-                else:
-                    if rec:
-                        rec.note("    drop")
-                    if self.depth == 0:   # after a patch port, the first bridge's actions go on
-                        r.drop_reason = f"flow_table_miss (no flow in table {table} matches)"
-                        r.actions += A.drop(DR_TABLE_MISS)
-                    return
-                break
+                    if top:
+                        self.action_set.clear()
+                        return last, table
+                elif rec:
+                    rec.note("    drop" if top else "     -> no flow matches: resubmit does nothing")
+                if top and self.depth == 0:   # after a patch port, the first bridge's actions go on
+                    r.drop_reason = f"flow_table_miss (no flow in table {table} matches)"
+                    r.actions += A.drop(DR_TABLE_MISS)
+                return None
             last = ts.flows[rank]
             r.ranks.append(rank)
             if rec:
                 rec.table(table, last)
             nxt = self.run_instructions(last)
-            if nxt is None:
-                break
+            if nxt is None or self.exiting:
+                return last, table
             table = nxt
+
+    def pipeline(self, table: int = 0) -> None:
+        rec = self.rec
+        got = self.tables(table, top=True)
+        if got is None:
+            return
+        last, table = got
         if self.action_set:
             if rec:
                 rec.note("    action set:")
-            for slot in ACTION_SET_ORDER:
-                a = self.action_set.get(slot)
-                if a is None:
-                    continue
+            for a in _action_set_order(self.action_set):
                 if rec:
                     rec.note(f"     {_fmt(a)}")
                 if isinstance(a, Output):
@@ -567,7 +838,8 @@ class _Walk:
     def finish(self) -> XlateResult:
         r = self.r
         self.sync_rank_bridges()
-        r.final = list(self.flow)
+        r.final = list(self.flow[:K.KEY_WORDS])
+        r.mask = r.mask[:K.KEY_WORDS]    # pipeline words never reach the megaflow
         if not r.outputs and not r.drop_reason:
             r.drop_reason = "flow_no_output (the actions send the packet nowhere)"
         return r
@@ -585,6 +857,9 @@ def set_action_formatter(fn: object) -> None:
 
 
 def _fmt(a: Action) -> str:
+    text = format_nicira(a)
+    if text is not None:
+        return text
     return _fmt_hook(a) if _fmt_hook is not None else repr(a)   # type: ignore[operator]
 
 
@@ -612,8 +887,6 @@ def translate_actions(ts: TableSet | Bridges, key: list[int], actions: tuple[Act
             w.commit()
             if w.ts is not None:
                 w.pipeline(0)
-        elif isinstance(a, Output):
-            w.output(a)
-        else:
-            w.do(a)
+        elif not w.act(a, None, 0):
+            break
     return w.finish()

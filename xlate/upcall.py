@@ -67,7 +67,8 @@ class Upcalls:
         self.overflow = np.zeros(max_flows, dtype=bool)         # its walk did more than MAX_RULES lookups
         self.pushed = np.zeros((max_flows, 2), dtype=np.int64)     # packets, bytes already credited
         self.counters = {"upcalls": 0, "translations": 0, "installed": 0, "evicted_full": 0,
-                         "revalidated_removed": 0, "flushes": 0, "expired": 0, "not_installed": 0}
+                         "revalidated_removed": 0, "flushes": 0, "expired": 0, "not_installed": 0,
+                         "translations_cut": 0}
         self.translate_ns = 0
         self._scratch: list[tuple[np.ndarray, int, int]] = []
         self._covered = np.zeros(4096, dtype=np.uint8)
@@ -96,6 +97,8 @@ class Upcalls:
             key = keys[slot]
             res = translate(bridges, key.tolist(), port_flags, self.cookies)
             self.counters["translations"] += 1
+            if res.cut:    # a resubmit / patch crossing past OVS's limits was not done (a loop, most likely)
+                self.counters["translations_cut"] += 1
             mask = res.mask_row()
             prog = res.program()
             e = cache.install(key, mask, prog, now)

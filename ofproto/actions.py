@@ -1,0 +1,412 @@
+"""The OpenFlow action model: the actions a flow's instructions (or a packet-out) hold, as Python objects.
+
+OpenFlow's own actions (``Output``, ``PushVlan``, ``PopVlan``, ``SetField``, ``ModVlanVid``) and the
+Nicira extensions the translator runs: ``Resubmit``, ``Load`` (a ``SetField`` written as
+``load:``), ``Move``, ``StackPush`` / ``StackPop``, ``Note``, ``Exit``, ``OutputReg``, ``DecTtl``,
+``Clone``. Fields are named as the field registry (``ofproto.fields``) names them (``reg13``,
+``xxreg0``, ``eth_src``, ``ip_dst``, ``metadata`` ...); a bit range is ``(field, ofs, nbits)``, OVS's
+``field[ofs..ofs+nbits-1]``.
+
+``check_action`` refuses, with a ``FlowError``, what the switch cannot execute: a field the registry
+does not know, a bit range outside its field, a write to a read-only field, or a header the
+datapath's executor (``dpif.actions``) cannot rewrite (IPv6 addresses and label, ARP, ICMP, ND, VLAN
+TCI, tunnel and conntrack fields, for now). Conntrack, NAT, learn, group, meter, controller() and
+conjunction are not in the model yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ofproto import fields as _fields
+
+OFPP_MAX = 0xFFFFFF00         # port numbers below this are ports
+OFPP_IN_PORT = 0xFFFFFFF8
+OFPP_TABLE = 0xFFFFFFF9
+OFPP_NORMAL = 0xFFFFFFFA
+OFPP_FLOOD = 0xFFFFFFFB
+OFPP_ALL = 0xFFFFFFFC
+OFPP_CONTROLLER = 0xFFFFFFFD
+OFPP_LOCAL = 0xFFFFFFFE
+OFPP_ANY = 0xFFFFFFFF
+OFPCML_NO_BUFFER = 0xFFFF
+
+#: the register stack's depth (``StackPush`` beyond it does nothing; OVS bounds it by memory alone)
+STACK_DEPTH = 1024
+
+
+class FlowError(ValueError):
+    """A flow-mod the tables refuse; ``code`` is a short OpenFlow-like error name."""
+
+    def __init__(self, code: str, msg: str) -> None:
+        super().__init__(f"{code}: {msg}")
+        self.code = code
+
+
+# ---------------------------------------------------------------- OpenFlow actions
+
+
+@dataclass(frozen=True)
+class Output:
+    """OUTPUT to an OpenFlow port or a reserved ``OFPP_*`` port; ``max_len`` for CONTROLLER."""
+
+    port: int
+    max_len: int = OFPCML_NO_BUFFER
+
+
+@dataclass(frozen=True)
+class PushVlan:
+    """PUSH_VLAN: a new outer tag copying the VID/PCP of the current outer tag (0 when untagged)."""
+
+    ethertype: int = 0x8100
+
+
+@dataclass(frozen=True)
+class PopVlan:
+    """POP_VLAN: remove the outer tag."""
+
+
+@dataclass(frozen=True)
+class SetField:
+    """SET_FIELD: ``field = (field & ~mask) | (value & mask)`` (``mask`` None: the whole field).
+
+    ``vlan_vid`` (with or without OFPVID_PRESENT) and ``vlan_pcp`` change the outer tag of a tagged
+    frame only, and take no mask. Every other field is a registry name: a header field the datapath
+    can rewrite (``WRITABLE_HEADERS``), ``pkt_mark``, or pipeline state (registers, ``metadata``)."""
+
+    field: str
+    value: int
+    mask: int | None = None
+
+
+@dataclass(frozen=True)
+class Load(SetField):
+    """Nicira's ``load:value->field[ofs..ofs+nbits-1]``: a masked ``SetField`` that remembers it was
+    written as a load (``Load.bits`` builds one from a bit range)."""
+
+    @classmethod
+    def bits(cls, field: str, value: int, ofs: int = 0, nbits: int | None = None) -> Load:
+        """``load:value->field[ofs..ofs+nbits-1]`` (``nbits`` None: to the end of the field)."""
+        width = field_bits(field)
+        n = width - ofs if nbits is None else nbits
+        return cls(field, value << ofs, ((1 << n) - 1) << ofs)
+
+    @property
+    def ofs(self) -> int:
+        m = self.mask or 0
+        return (m & -m).bit_length() - 1 if m else 0
+
+    @property
+    def nbits(self) -> int:
+        return (self.mask or 0).bit_length() - self.ofs
+
+
+@dataclass(frozen=True)
+class ModVlanVid:
+    """OpenFlow 1.0 SET_VLAN_VID (``mod_vlan_vid``): sets the VID of the outer tag; a frame without a tag gets an
+    802.1Q tag with this VID and PCP 0."""
+
+    vid: int
+
+
+# ---------------------------------------------------------------- Nicira extensions
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """``resubmit(port,table)``: look the frame up in ``table`` (None: the current one) as if it came
+    from ``port`` (None: its in_port), run that flow's instructions, come back."""
+
+    port: int | None = None
+    table: int | None = None
+
+
+@dataclass(frozen=True)
+class Move:
+    """``move:src[src_ofs..]->dst[dst_ofs..]``: copy ``nbits`` bits between fields."""
+
+    src: str
+    dst: str
+    nbits: int
+    src_ofs: int = 0
+    dst_ofs: int = 0
+
+
+@dataclass(frozen=True)
+class StackPush:
+    """``push:field[ofs..ofs+nbits-1]``: push those bits onto the register stack."""
+
+    field: str
+    ofs: int = 0
+    nbits: int | None = None
+
+
+@dataclass(frozen=True)
+class StackPop:
+    """``pop:field[ofs..ofs+nbits-1]``: pop the top of the stack into those bits (its low ``nbits``);
+    an empty stack leaves the field alone."""
+
+    field: str
+    ofs: int = 0
+    nbits: int | None = None
+
+
+@dataclass(frozen=True)
+class Note:
+    """``note:hex``: does nothing."""
+
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
+class Exit:
+    """``exit``: stop this action list and every list that resubmitted to it (in this bridge; the action
+    set still runs)."""
+
+
+@dataclass(frozen=True)
+class OutputReg:
+    """``output:field[ofs..ofs+nbits-1]``: output to the OpenFlow port those bits hold."""
+
+    field: str
+    ofs: int = 0
+    nbits: int | None = None
+    max_len: int = OFPCML_NO_BUFFER
+
+
+@dataclass(frozen=True)
+class DecTtl:
+    """``dec_ttl`` / ``dec_ttl(ids)``: decrement the IPv4 TTL / IPv6 hop limit; at 0 or 1 the frame goes to
+    the controllers with reason ``invalid_ttl`` and the rest of the action list is skipped. A frame that
+    is not IP is left alone."""
+
+    ids: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class Clone:
+    """``clone(actions)``: run ``actions`` on a copy of the frame and its pipeline state; nothing they
+    change is seen afterwards."""
+
+    actions: tuple[Action, ...] = ()
+
+
+Action = (Output | PushVlan | PopVlan | SetField | ModVlanVid | Resubmit | Move | StackPush | StackPop | Note | Exit
+          | OutputReg | DecTtl | Clone)
+
+#: actions a write-actions instruction (the action set) may hold
+ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid)
+
+# ---------------------------------------------------------------- fields the actions read and write
+
+#: key fields whose bits the datapath's SET_MASKED rewrites in the frame: Ethernet addresses, IPv4
+#: addresses, tos / ttl (IPv6: traffic class / hop limit), TCP/UDP ports (IPv6: without extension headers)
+WRITABLE_HEADERS = frozenset({"eth_src", "eth_dst", "ip_src", "ip_dst", "nw_tos", "ip_dscp", "nw_ecn", "nw_ttl",
+                              "tcp_src", "tcp_dst", "udp_src", "udp_dst"})
+#: key fields written as translator state only (no header carries them): later lookups and outputs see
+#: the value (``in_port``: an OpenFlow port number)
+WRITABLE_STATE = frozenset({"pkt_mark", "in_port"})
+_VLAN_SET = {"vlan_vid": 13, "vlan_pcp": 3}
+
+
+def _field(name: str) -> _fields.Field:
+    f = _fields.by_name(name) or _fields.by_oxm_name(name)
+    if f is None or _fields.flow_slice(f) is None:
+        raise FlowError("bad_field", f"unknown field {name!r} (or one the switch has no place for)")
+    return f
+
+
+def field_bits(name: str) -> int:
+    """The width of field ``name`` (registry or OXM name) in bits."""
+    if name in _VLAN_SET:
+        return _VLAN_SET[name]
+    f = _field(name)
+    return f.bits if f.where != _fields.KEY or f.key is None else min(f.bits, f.key[2])
+
+
+def writable(name: str) -> str:
+    """The registry name of a field actions may write (raises ``FlowError`` otherwise)."""
+    f = _field(name)
+    if f.read_only:
+        raise FlowError("bad_set_field", f"{f.name} is read-only")
+    if f.where == _fields.PIPELINE or f.name in WRITABLE_HEADERS or f.name in WRITABLE_STATE:
+        return f.name
+    raise FlowError("bad_set_field", f"the datapath cannot rewrite {f.name} yet")
+
+
+def _range(name: str, ofs: int, nbits: int | None) -> int:
+    width = field_bits(name)
+    n = width - ofs if nbits is None else nbits
+    if ofs < 0 or n <= 0 or ofs + n > width:
+        raise FlowError("bad_argument", f"{name}[{ofs}..{ofs + n - 1}] is outside its {width} bits")
+    return n
+
+
+def check_action(action: Action, in_action_set: bool = False) -> None:
+    """Raise ``FlowError`` when ``action`` is malformed or not supported (``in_action_set``: for
+    write-actions, which hold only ``ACTION_SET_KINDS``)."""
+    if in_action_set and not isinstance(action, ACTION_SET_KINDS):
+        raise FlowError("unsupported_order", f"{type(action).__name__} cannot be in the action set")
+    if isinstance(action, Output):
+        p = action.port
+        if 0 <= p < OFPP_MAX:
+            return
+        if p == OFPP_CONTROLLER:
+            if not 0 <= action.max_len <= 0xFFFF:
+                raise FlowError("bad_argument", f"max_len {action.max_len}")
+            return
+        if p in (OFPP_IN_PORT, OFPP_NORMAL, OFPP_FLOOD, OFPP_ALL, OFPP_LOCAL, OFPP_TABLE):
+            return
+        raise FlowError("bad_out_port", f"output to {p:#x}")
+    if isinstance(action, PushVlan):
+        if action.ethertype not in (0x8100, 0x88A8):
+            raise FlowError("bad_argument", f"push_vlan ethertype {action.ethertype:#x}")
+        return
+    if isinstance(action, (PopVlan, Note, Exit)):
+        return
+    if isinstance(action, ModVlanVid):
+        if not 0 <= action.vid <= 0xFFF:
+            raise FlowError("bad_set_value", f"mod_vlan_vid {action.vid}")
+        return
+    if isinstance(action, SetField):
+        if action.field in _VLAN_SET:
+            if action.mask is not None:
+                raise FlowError("bad_set_argument", f"set_field {action.field} with a mask")
+            if not 0 <= action.value < 1 << _VLAN_SET[action.field]:
+                raise FlowError("bad_set_value", f"set_field {action.field}={action.value:#x}")
+            return
+        name = writable(action.field)
+        full = (1 << field_bits(name)) - 1
+        mask = full if action.mask is None else action.mask
+        if not 0 <= action.value <= full or not 0 < mask <= full or action.value & ~mask:
+            raise FlowError("bad_set_value", f"set_field {action.field}={action.value:#x}/{mask:#x}")
+        return
+    if isinstance(action, Resubmit):
+        if action.port is not None and not (0 <= action.port < OFPP_MAX or action.port == OFPP_IN_PORT):
+            raise FlowError("bad_out_port", f"resubmit from port {action.port:#x}")
+        if action.table is not None and not 0 <= action.table < 255:
+            raise FlowError("bad_table_id", f"resubmit to table {action.table}")
+        return
+    if isinstance(action, Move):
+        _field(action.src)
+        writable(action.dst)
+        if action.nbits <= 0:
+            raise FlowError("bad_argument", "move of no bits")
+        _range(action.src, action.src_ofs, action.nbits)
+        _range(action.dst, action.dst_ofs, action.nbits)
+        return
+    if isinstance(action, StackPush):
+        _field(action.field)
+        _range(action.field, action.ofs, action.nbits)
+        return
+    if isinstance(action, StackPop):
+        writable(action.field)
+        _range(action.field, action.ofs, action.nbits)
+        return
+    if isinstance(action, OutputReg):
+        _field(action.field)
+        n = _range(action.field, action.ofs, action.nbits)
+        if n > 32:
+            raise FlowError("bad_argument", f"output:{action.field} takes at most 32 bits")
+        return
+    if isinstance(action, DecTtl):
+        if not all(0 <= i <= 0xFFFF for i in action.ids):
+            raise FlowError("bad_argument", f"dec_ttl controller ids {action.ids}")
+        return
+    if isinstance(action, Clone):
+        for a in action.actions:
+            check_action(a)
+        return
+    raise FlowError("bad_action", f"unsupported action {action!r}")
+
+
+@dataclass(frozen=True)
+class FieldValue:
+    """Reads and writes of fields on a flow-state vector (``fields.flow_slice`` places)."""
+
+    word: int
+    shift: int
+    bits: int
+
+    @classmethod
+    def of(cls, name: str) -> FieldValue:
+        sl = _fields.flow_slice(_field(name))
+        assert sl is not None
+        return cls(*sl)
+
+    def words(self) -> list[tuple[int, int, int]]:
+        """``(word, shift, bits)`` pieces, most significant first."""
+        if self.bits <= 64:
+            return [(self.word, self.shift, self.bits)]
+        return [(self.word + j, 0, 64) for j in range(self.bits // 64)]
+
+    def read(self, state: list[int]) -> int:
+        v = 0
+        for w, sh, n in self.words():
+            v = v << n | (state[w] >> sh) & ((1 << n) - 1)
+        return v
+
+    def masks(self, mask: int) -> list[tuple[int, int]]:
+        """``mask`` (of the field's bits) as ``(word, word mask)`` pairs."""
+        out = []
+        rest = self.bits
+        for w, sh, n in self.words():
+            rest -= n
+            m = (mask >> rest) & ((1 << n) - 1)
+            if m:
+                out.append((w, m << sh))
+        return out
+
+    def values(self, value: int, mask: int) -> list[tuple[int, int, int]]:
+        """``(word, word value, word mask)`` triples that write ``value`` under ``mask``."""
+        out = []
+        rest = self.bits
+        for w, sh, n in self.words():
+            rest -= n
+            m = (mask >> rest) & ((1 << n) - 1)
+            if m:
+                out.append((w, ((value >> rest) & m) << sh, m << sh))
+        return out
+
+
+# ---------------------------------------------------------------- text
+
+def _sub(name: str, ofs: int, nbits: int | None) -> str:
+    width = field_bits(name)
+    n = width - ofs if nbits is None else nbits
+    if ofs == 0 and n == width:
+        return f"{name}[]"
+    return f"{name}[{ofs}]" if n == 1 else f"{name}[{ofs}..{ofs + n - 1}]"
+
+
+def format_nicira(a: Action) -> str | None:
+    """A Nicira action (or a masked / Nicira-field set_field) in ovs-ofctl's syntax with the registry's field
+    names (``move:eth_src[]->xxreg0[0..47]``); None for the OpenFlow actions the wire side formats."""
+    if isinstance(a, Load):
+        return f"load:{(a.value >> a.ofs):#x}->{_sub(a.field, a.ofs, a.nbits)}"
+    if isinstance(a, SetField):
+        if a.mask is None and a.field in ("eth_dst", "eth_src", "vlan_vid", "vlan_pcp"):
+            return None
+        full = (1 << field_bits(a.field)) - 1
+        mask = "" if a.mask is None or a.mask == full else f"/{a.mask:#x}"
+        return f"set_field:{a.value:#x}{mask}->{a.field}"
+    if isinstance(a, Resubmit):
+        port = "" if a.port is None else "in_port" if a.port == OFPP_IN_PORT else str(a.port)
+        return f"resubmit({port},{'' if a.table is None else a.table})"
+    if isinstance(a, Move):
+        return f"move:{_sub(a.src, a.src_ofs, a.nbits)}->{_sub(a.dst, a.dst_ofs, a.nbits)}"
+    if isinstance(a, StackPush):
+        return f"push:{_sub(a.field, a.ofs, a.nbits)}"
+    if isinstance(a, StackPop):
+        return f"pop:{_sub(a.field, a.ofs, a.nbits)}"
+    if isinstance(a, Note):
+        return "note:" + ".".join(f"{b:02x}" for b in a.data)
+    if isinstance(a, Exit):
+        return "exit"
+    if isinstance(a, OutputReg):
+        return f"output:{_sub(a.field, a.ofs, a.nbits)}"
+    if isinstance(a, DecTtl):
+        return "dec_ttl" if a.ids == (0,) else f"dec_ttl({','.join(map(str, a.ids))})"
+    if isinstance(a, Clone):
+        return f"clone({','.join(format_nicira(x) or repr(x) for x in a.actions)})"
+    return None
