@@ -348,8 +348,8 @@ def _csum_adj(csum: int, old: int, new: int) -> int:
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _l3_offset(data: np.ndarray, s: int, head: int, end: int) -> int:
-    """Offset of the IPv4 header (after up to two tags), or -1 when the frame is not IPv4."""
+def _l3_start(data: np.ndarray, s: int, head: int, end: int, ethertype: int) -> int:
+    """Offset of the L3 header after up to two tags when the frame's ethertype is ``ethertype``, else -1."""
     off = head + 12
     for _ in range(2):
         if off + 4 > end:
@@ -358,10 +358,16 @@ def _l3_offset(data: np.ndarray, s: int, head: int, end: int) -> int:
         if et != ETH_VLAN and et != ETH_QINQ:
             break
         off += 4
-    if off + 2 > end or _ld16(data, s, off) != ETH_IPV4:
+    if off + 2 > end or _ld16(data, s, off) != ethertype:
         return -1
-    l3 = off + 2
-    if l3 + 20 > end:
+    return off + 2
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _l3_offset(data: np.ndarray, s: int, head: int, end: int) -> int:
+    """Offset of the IPv4 header (after up to two tags), or -1 when the frame is not IPv4."""
+    l3 = _l3_start(data, s, head, end, ETH_IPV4)
+    if l3 < 0 or l3 + 20 > end:
         return -1
     vi = np.int64(data[s, l3])
     if vi >> 4 != 4 or (vi & 15) < 5 or l3 + (vi & 15) * 4 > end:
@@ -372,18 +378,8 @@ def _l3_offset(data: np.ndarray, s: int, head: int, end: int) -> int:
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _l3v6_offset(data: np.ndarray, s: int, head: int, end: int) -> int:
     """Offset of the IPv6 header (after up to two tags), or -1 when the frame is not IPv6."""
-    off = head + 12
-    for _ in range(2):
-        if off + 4 > end:
-            return -1
-        et = _ld16(data, s, off)
-        if et != ETH_VLAN and et != ETH_QINQ:
-            break
-        off += 4
-    if off + 2 > end or _ld16(data, s, off) != ETH_IPV6:
-        return -1
-    l3 = off + 2
-    if l3 + 40 > end or np.int64(data[s, l3]) >> 4 != 6:
+    l3 = _l3_start(data, s, head, end, ETH_IPV6)
+    if l3 < 0 or l3 + 40 > end or np.int64(data[s, l3]) >> 4 != 6:
         return -1
     return l3
 
@@ -414,15 +410,22 @@ def _set_masked_v6(data: np.ndarray, s: int, l3: int, end: int, w: int, v: int, 
         else:
             return
         udp = nh == PROTO_UDP
-        for half in range(2):
-            sh = 16 * half
-            mw = (m >> sh) & 0xFFFF
-            if mw:
-                p = l4 + 2 * half
-                old = _ld16(data, s, p)
-                new = (old & ~mw) | ((v >> sh) & mw)
-                _st16(data, s, p, new)
-                _fix16(data, s, l4c, old, new, udp)
+        _set_ports(data, s, l4, l4c, v, m, udp)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
+def _set_ports(data: np.ndarray, s: int, l4: int, l4c: int, v: int, m: int, udp: bool) -> None:
+    """Write ``W_TP``'s ports (``v`` under ``m``: source in bits 0-15, destination 16-31) into the L4 header
+    at ``l4`` and fix its checksum at ``l4c``."""
+    for half in range(2):
+        sh = 16 * half
+        mw = (m >> sh) & 0xFFFF
+        if mw:
+            p = l4 + 2 * half
+            old = _ld16(data, s, p)
+            new = (old & ~mw) | ((v >> sh) & mw)
+            _st16(data, s, p, new)
+            _fix16(data, s, l4c, old, new, udp)
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
@@ -515,15 +518,7 @@ def _set_masked(data: np.ndarray, s: int, head: int, end: int, w: int, v: int, m
             return
         l4 = l3 + (np.int64(data[s, l3]) & 15) * 4
         udp = data[s, l3 + 9] == PROTO_UDP
-        for half in range(2):
-            sh = 16 * half
-            mw = (m >> sh) & 0xFFFF
-            if mw:
-                p = l4 + 2 * half
-                old = _ld16(data, s, p)
-                new = (old & ~mw) | ((v >> sh) & mw)
-                _st16(data, s, p, new)
-                _fix16(data, s, l4c, old, new, udp)
+        _set_ports(data, s, l4, l4c, v, m, udp)
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")

@@ -22,8 +22,8 @@ def csum(b: bytes) -> int:
     return ~acc & 0xFFFF
 
 
-def l3_offset(f: bytes | bytearray) -> int:
-    """Offset of the IPv4 header, or -1."""
+def l3_start(f: bytes | bytearray, ethertype: int) -> int:
+    """Offset of the L3 header after up to two tags when the frame's ethertype is ``ethertype``, or -1."""
     off = 12
     for _ in range(2):
         if off + 4 > len(f):
@@ -31,10 +31,15 @@ def l3_offset(f: bytes | bytearray) -> int:
         if int.from_bytes(f[off : off + 2], "big") not in (A.ETH_VLAN, A.ETH_QINQ):
             break
         off += 4
-    if off + 2 > len(f) or int.from_bytes(f[off : off + 2], "big") != A.ETH_IPV4:
+    if off + 2 > len(f) or int.from_bytes(f[off : off + 2], "big") != ethertype:
         return -1
-    l3 = off + 2
-    if l3 + 20 > len(f) or f[l3] >> 4 != 4 or (f[l3] & 15) < 5 or l3 + (f[l3] & 15) * 4 > len(f):
+    return off + 2
+
+
+def l3_offset(f: bytes | bytearray) -> int:
+    """Offset of the IPv4 header, or -1."""
+    l3 = l3_start(f, A.ETH_IPV4)
+    if l3 < 0 or l3 + 20 > len(f) or f[l3] >> 4 != 4 or (f[l3] & 15) < 5 or l3 + (f[l3] & 15) * 4 > len(f):
         return -1
     return l3
 
@@ -135,17 +140,8 @@ def set_masked(f: bytearray, w: int, v: int, m: int) -> None:
 
 def l3v6_offset(f: bytes | bytearray) -> int:
     """Offset of the IPv6 header, or -1."""
-    off = 12
-    for _ in range(2):
-        if off + 4 > len(f):
-            return -1
-        if int.from_bytes(f[off : off + 2], "big") not in (A.ETH_VLAN, A.ETH_QINQ):
-            break
-        off += 4
-    if off + 2 > len(f) or int.from_bytes(f[off : off + 2], "big") != A.ETH_IPV6:
-        return -1
-    l3 = off + 2
-    return l3 if l3 + 40 <= len(f) and f[l3] >> 4 == 6 else -1
+    l3 = l3_start(f, A.ETH_IPV6)
+    return l3 if 0 <= l3 and l3 + 40 <= len(f) and f[l3] >> 4 == 6 else -1
 
 
 def _set_masked_v6(f: bytearray, w: int, v: int, m: int) -> None:

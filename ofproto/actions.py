@@ -348,14 +348,7 @@ class FieldValue:
 
     def masks(self, mask: int) -> list[tuple[int, int]]:
         """``mask`` (of the field's bits) as ``(word, word mask)`` pairs."""
-        out = []
-        rest = self.bits
-        for w, sh, n in self.words():
-            rest -= n
-            m = (mask >> rest) & ((1 << n) - 1)
-            if m:
-                out.append((w, m << sh))
-        return out
+        return [(w, m) for w, _v, m in self.values(0, mask)]
 
     def values(self, value: int, mask: int) -> list[tuple[int, int, int]]:
         """``(word, word value, word mask)`` triples that write ``value`` under ``mask``."""

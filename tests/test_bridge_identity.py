@@ -304,6 +304,15 @@ def test_hwaddr_is_the_local_mac_and_the_default_datapath_id(sw: LoggedSwitch, r
 
 
 # ---------------------------------------------------------------- protocols
+def recv_msg(s: socket.socket) -> Msg | None:
+    """The next OpenFlow message on ``s``, decoded (None when the peer hung up)."""
+    head = s.recv(8, socket.MSG_WAITALL)
+    if len(head) < 8:
+        return None
+    n = struct.unpack_from("!H", head, 2)[0] - 8
+    return decode(head + (s.recv(n, socket.MSG_WAITALL) if n else b""))
+
+
 def hello_exchange(path: str, version: int) -> tuple[Msg, Msg | None]:
     """Connect to a management socket, read the switch's hello, send a hello of ``version`` (no bitmap) and an
     echo request: (the switch's hello, its answer: an error or the echo reply; None if it just hung up)."""
@@ -312,11 +321,7 @@ def hello_exchange(path: str, version: int) -> tuple[Msg, Msg | None]:
     s.connect(path)
     try:
         def recv() -> Msg | None:
-            head = s.recv(8, socket.MSG_WAITALL)
-            if len(head) < 8:
-                return None
-            n = struct.unpack_from("!H", head, 2)[0] - 8
-            return decode(head + (s.recv(n, socket.MSG_WAITALL) if n else b""))
+            return recv_msg(s)
 
         theirs = recv()
         s.sendall(encode(Msg(version, "hello", 5)) + encode(Msg(version, "echo_request", 6, {"data": b"hi"})))

@@ -28,7 +28,7 @@ from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
 from tests.netutil import send_frames, unique
 from tests.switchutil import private_switch
-from tests.test_bridge_identity import RealOvs
+from tests.test_bridge_identity import RealOvs, recv_msg
 from tests.test_openflow import Client
 from tests.test_openflow_flows import Controller
 from vswitch.openflow.codec import (
@@ -268,11 +268,7 @@ def negotiate(path: str, hello: bytes) -> tuple:
     s.connect(path)
     try:
         def recv() -> Msg | None:
-            head = s.recv(8, socket.MSG_WAITALL)
-            if len(head) < 8:
-                return None
-            n = struct.unpack_from("!H", head, 2)[0] - 8
-            return decode(head + (s.recv(n, socket.MSG_WAITALL) if n else b""))
+            return recv_msg(s)
 
         theirs = recv()
         assert theirs is not None
