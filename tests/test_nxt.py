@@ -44,6 +44,9 @@ FLOWS = [
                            "set_field:0x3->reg13,push:NXM_NX_REG14[],resubmit(,8),pop:NXM_NX_REG14[]"),
     (("-O", "OpenFlow15"), "table=8,priority=100,icmp6,icmp_type=135,nd_target=fe80::1,"
                            "actions=set_field:0x1->reg10,dec_ttl,resubmit(,9)"),
+    (("-O", "OpenFlow15"), "table=64,priority=100,reg10=0x1/0x1,reg15=0x2,metadata=0x3,"
+                           "actions=push:NXM_OF_IN_PORT[],set_field:ANY->in_port,resubmit(,65),pop:NXM_OF_IN_PORT[]"),
+    (("-O", "OpenFlow13"), "table=64,priority=100,reg15=0x3,actions=set_field:5->in_port,load:0x7->NXM_OF_IN_PORT[]"),
 ]
 TLV_COMMANDS = [
     ("add-tlv-map", "{class=0x102,type=0x80,len=4}->tun_metadata0"),

@@ -202,6 +202,8 @@ def action_from_wire(version: int, a: dict[str, Any]) -> Action:
         return ModVlanVid(a["vlan_vid"])
     if t == "set_field":
         (name, value), = a["field"].items()
+        if name == "in_port" and isinstance(value, int):   # OXM's 32-bit port: the model's in_port is 16 bits
+            return SetField("in_port", port16(value))
         if isinstance(value, tuple):
             return SetField(name, value[0], value[1])
         return SetField(name, value)
@@ -220,6 +222,8 @@ def _set_field_to(version: int, a: SetField) -> dict[str, Any]:
     """A set_field as OVS writes it: OpenFlow 1.5's set_field (masked too); before 1.5 set_field when unmasked
     (any field class; 1.0: its own actions, for the fields it has), else Nicira's REG_LOAD (REG_LOAD2 past 64
     bits). A ``Load`` (written as ``load:``) stays a REG_LOAD before 1.5, as OVS remembers it."""
+    if a.field == "in_port" and a.mask in (None, 0xFFFF) and version != OFP10:   # with Nicira's 16-bit in_port, as OVS
+        return {"type": "set_field", "field": {"nxm_in_port": a.value}}   # (ovs-ofctl takes no OXM ANY back)
     f = _fields.by_oxm_name(a.field) or _fields.by_name(a.field)
     name = f.oxm_name if f is not None and f.oxm_name in OXM_FIELDS else _registry_name(a.field)
     bits = field_bits(a.field)
