@@ -42,6 +42,7 @@ from ofproto.rules import (
 )
 
 C_PACKETS, C_BYTES, C_USED = 0, 1, 2
+_EMPTY_INDEX = TableIndex([])
 _GENERATIONS = itertools.count(1)
 
 
@@ -69,13 +70,15 @@ class TableSet:
         self.counters[:, C_USED] = [f.installed for f in flows]
         self.table_counters = np.zeros((n_tables, 2), dtype=np.int64)   # lookups, matches
         self._rank = {f.uid: i for i, f in enumerate(flows)}
-        per_table: list[list[tuple[int, tuple[tuple[int, int, int], ...]]]] = [[] for _ in range(n_tables)]
+        per_table: dict[int, list[tuple[int, tuple[tuple[int, int, int], ...]]]] = {}
         for rank, f in enumerate(flows):
             words = f.match.words()
             if self.port_map is not None:
                 words = tuple((w, self.port_map.get(v, NO_PORT) if w == K.W_IN_PORT else v, m) for w, v, m in words)
-            per_table[f.table_id].append((rank, words))
-        self.index = [TableIndex(fl) for fl in per_table]
+            per_table.setdefault(f.table_id, []).append((rank, words))
+        self.index = [_EMPTY_INDEX] * n_tables   # most of the 254 tables are empty: one shared, read-only index
+        for t, fl in per_table.items():
+            self.index[t] = TableIndex(fl)
 
     def rank_of(self, flow: Flow) -> int:
         """Rank of ``flow`` (by uid) in this set, or -1."""
