@@ -684,8 +684,11 @@ class OfAgent(SwitchViews, NiciraMessages):
             self.changed()
 
     def _readable(self, conn: OfConnection) -> None:
-        if conn.dead or conn.rxq:
-            return   # requests from the last read are still being served: read more once they are
+        if conn.dead:
+            return
+        if conn.rxq:   # requests from the last read are still waiting: serve them (this turn's share); read
+            self._serve(conn)   # more once they are done
+            return
         try:
             data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
