@@ -222,13 +222,13 @@ def packets(chassis: str) -> list[tuple[str, str]]:
                                     "icmp_code=0"))
             dip, dip6 = dst_v4[i % len(dst_v4)], dst_v6[i % len(dst_v6)]
             out.append(("tcp", f"{eth},dl_dst={dmac},tcp,nw_src={sip},nw_dst={dip},nw_ttl=64,tp_src=40000,tp_dst=22"))
-            out.append(("udp", f"{eth},dl_dst={dmac},udp,nw_src={sip},nw_dst={dip},nw_ttl=64,tp_src=68,tp_dst=67"))
+            out.append(("udp", f"{eth},dl_dst={dmac},udp,nw_src={sip},nw_dst={dip},nw_ttl=64,udp_src=68,udp_dst=67"))
             out.append(("icmp6", f"{eth},dl_dst={dmac},icmp6,ipv6_src={sip6},ipv6_dst={dip6},nw_ttl=64,"
                                  "icmpv6_type=128,icmpv6_code=0"))
             out.append(("tcp6", f"{eth},dl_dst={dmac},tcp6,ipv6_src={sip6},ipv6_dst={dip6},nw_ttl=64,"
                                 "tp_src=40000,tp_dst=80"))
             out.append(("udp6", f"{eth},dl_dst={dmac},udp6,ipv6_src={sip6},ipv6_dst={dip6},nw_ttl=64,"
-                                "tp_src=547,tp_dst=546"))
+                                "udp_src=547,udp_dst=546"))
     return out
 
 
