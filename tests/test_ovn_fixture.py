@@ -364,3 +364,68 @@ def test_traces_match_real_ovs_up_to_the_first_ct(pv: Loaded, ovs: Loaded) -> No
     assert sum(n for (_, v), n in counts.items() if v == "equal") > 0, "no packet traced the same as OVS"
     if "trace_spec" in KNOWN_GAPS:
         assert gaps_seen["trace_spec"], "pyvswitch's trace takes every spec: remove 'trace_spec' from KNOWN_GAPS"
+
+
+# ------------------------------------------------------------------ the helpers, on answers OVS 3.1 gave
+DPIF_SHOW = """netdev@ovs-netdev: hit:0 missed:2
+  br-int:
+    br-int 65534/1: (tap)
+    ovn-remote-0 1/3: (geneve: csum=true, key=flow, remote_ip=192.0.2.2)
+    vm2 2/2: (tap)
+  br-phy:
+    br-phy 65534/4: (tap)
+    phy0 1/5: (tap)
+"""
+OVS_TRACE = """Flow: arp,in_port=2,vlan_tci=0x0000,dl_src=00:00:00:77:00:01,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1
+
+bridge("br-int")
+----------------
+ 0. in_port=2, priority 100, cookie 0x7a011921
+    resubmit(,8)
+ 8. metadata=0x2, priority 50, cookie 0x32da64f4
+    resubmit(,73)
+    73. arp,reg14=0x2,metadata=0x2, priority 95, cookie 0x7a011921
+            resubmit(,74)
+37. priority 0
+    resubmit(,39)
+44. ip,reg0=0x4/0x4,metadata=0x2, priority 110, cookie 0x768aa6d2
+    ct(table=45,zone=NXM_NX_REG13[0..15],nat)
+    nat
+45. ct_state=+new-est+trk,metadata=0x2, priority 7, cookie 0x55ba74c7
+    resubmit(,46)
+
+Final flow: arp,reg14=0x2,metadata=0x2,in_port=2,dl_src=00:00:00:77:00:fe,dl_dst=00:00:00:77:00:01,arp_op=2
+Megaflow: recirc_id=0,eth,arp,in_port=2
+Datapath actions: set(eth(src=00:00:00:77:00:fe)),2,tnl_push(tnl_port(3),header(size=58,type=5,\
+eth(dst=aa:55:aa:55:00:02,src=aa:4c:52:c1:e6:40,dl_type=0x0800),geneve(crit,vni=0x2)),out_port(4)),5,\
+userspace(pid=0,controller(reason=1)),ct(zone=3,nat),recirc(0x1),1
+
+===============================================================================
+Final flow: arp,in_port=9
+Datapath actions: 7
+"""
+
+
+def test_trace_answers_reduce_to_ports_fields_and_hits_before_ct() -> None:
+    dp = fx.dp_ports(DPIF_SHOW)
+    assert dp == {3: 1, 2: 2}                    # br-int's ports only; LOCAL and the underlay's left out
+    tr = fx.parse_trace(OVS_TRACE, dp)
+    assert tr.outputs == ("1", "2", "controller")   # the tunnel by its OpenFlow port, nothing after ct(
+    assert tr.final["dl_src"] == "00:00:00:77:00:fe" and tr.final["arp_op"] == "2"
+    assert tr.ct and [(t, p) for t, p, _, _ in tr.hits] == [(0, 100), (8, 50), (73, 95), (37, 0), (44, 110)]
+    assert tr.hits[2][3] == frozenset({"arp", "reg14=0x2", "metadata=0x2"}) and tr.hits[3][3] == frozenset()
+    ours = fx.parse_trace("Final flow: dl_src=00:00:00:77:00:fe,dl_dst=00:00:00:77:00:01\n"
+                          "Datapath actions: 2,controller,1\n")          # pyvswitch: OpenFlow ports
+    assert ours.outputs == tr.outputs and _compare(tr, ours) == ""
+    other = fx.parse_trace("Final flow: dl_dst=ff:ff:ff:ff:ff:ff\nDatapath actions: 2,1\n")
+    assert "dl_dst" in _compare(tr, other) and "outputs" in _compare(tr, other)
+
+
+def test_flow_needs_names_the_features_a_flow_uses() -> None:
+    a = fx.flows("chA")
+    assert fx.flow_needs(a[0]) == {"tunnel"}                             # move from tun_metadata0
+    assert fx.flow_needs(a[1]) == frozenset()                            # registers, metadata, resubmit
+    needs = Counter(n for ch in fx.CHASSIS for ln in fx.flows(ch) for n in fx.flow_needs(ln))
+    assert needs["ct"] >= 99 and needs["conjunction"] >= 10 and needs["learn"] >= 4, needs   # the README's counts
+    assert fx.flow_needs("table=9, priority=1 actions=set_field:2->arp_op,ct_clear") == {"rewrite", "ct"}
+    assert fx.flow_needs("table=9, priority=1 actions=push:NXM_NX_ND_TARGET[],pop:NXM_NX_XXREG0[]") == frozenset()
