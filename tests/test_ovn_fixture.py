@@ -338,9 +338,13 @@ def test_traces_match_real_ovs_up_to_the_first_ct(pv: Loaded, ovs: Loaded) -> No
     refused_by_ovs = [f"{spec}: {text.strip()[-200:]}"
                       for spec, (rc, text) in zip(specs, theirs_all, strict=True) if rc]
     assert not refused_by_ovs, "\n".join(refused_by_ovs[:5])     # OVS takes every spec we send
+    spec_refusals: Counter[str] = Counter()              # what pyvswitch's trace parser refused, by field
+    ovs_outputs: Counter[str] = Counter()
     for (category, spec), (_, otext), (prc, ptext) in zip(packets, theirs_all, ours_all, strict=True):
         theirs = fx.parse_trace(otext, ovs.dp_to_of)
+        ovs_outputs.update(theirs.outputs or ("ct",) if theirs.ct else theirs.outputs or ("drop",))
         if prc != 0:
+            spec_refusals[ptext.strip().split(":", 1)[0].strip("'")] += 1
             verdict = "trace_spec" if "trace_spec" in KNOWN_GAPS else "DIFFERS"
             if verdict == "DIFFERS":
                 unexplained.append(f"{spec}\n    pyvswitch refused it: {ptext.strip()[:200]}")
@@ -360,7 +364,13 @@ def test_traces_match_real_ovs_up_to_the_first_ct(pv: Loaded, ovs: Loaded) -> No
     for v in verdicts:
         row = [counts[c, v] for c in cats]
         print(f"  {v:<28}" + "".join(f"{n:>7}" for n in row) + f"{sum(row):>7}")
+    print(f"  OVS sent them to: {dict(sorted(ovs_outputs.items()))}")
+    if spec_refusals:
+        print(f"  pyvswitch's trace refused, by first field it did not take: {dict(spec_refusals.most_common())}")
     assert counts.total() == len(packets)
+    # the packets cover the fixture: OVS sends some to every port of it (the tunnel's too), some to conntrack, and
+    # drops others
+    assert {str(p) for p in fx.PORTS[pv.chassis]} | {"ct", "drop"} <= set(ovs_outputs), ovs_outputs
     assert not unexplained, f"{len(unexplained)} packets differ from OVS for no known gap:\n" + \
         "\n".join(unexplained[:15])
     assert sum(n for (_, v), n in counts.items() if v == "equal") > 0, "no packet traced the same as OVS"
