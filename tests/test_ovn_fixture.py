@@ -48,10 +48,6 @@ KNOWN_GAPS = {
     "rewrite": "writes of IPv6, ARP, ICMP, ND header fields (set_field / move / pop): branch issue18-exec",
     "tunnel": "tun_metadata0 (TLV-mapped Geneve option) in matches / move, set_field to tun_id: issue 18, "
               "tunnel ports issue 19",
-    "bundle_stall": "a bundle of ~250+ flow-mods gets no answer to ovs-ofctl's barrier: agent._iteration marks a "
-                    "readable connection served while _readable skips it (requests left in rxq), so one with more "
-                    "than MSGS_PER_TURN requests queued and bytes still unread is never served again (selecting "
-                    "it for reading only when its rxq is empty fixes it: tried): not assigned",
     "trace_spec": "ofproto/trace's flow parser refuses fields OVS takes (tun_id, tun_metadata0, nw_ttl, ipv6_*, "
                   "icmp6, nd_*, arp_sha/tha): the lead, in progress",
 }

@@ -90,7 +90,13 @@ from vswitch.openflow.codec import (
     OFPET_FLOW_MOD_FAILED,
     OfpError,
 )
-from vswitch.openflow.tracespec import build_frame, final_flow, format_spec, parse_flow_spec  # noqa: F401
+from vswitch.openflow.tracespec import (  # noqa: F401
+    build_frame,
+    final_flow,
+    format_spec,
+    parse_flow_spec,
+    set_key_only,
+)
 from vswitch.openflow.translate import actions_to10, instructions_from, match_from, match_to
 from xlate.translate import MAX_DEPTH, PF_DOWN, PF_PATCH, Bridges, UpcallCookies, set_action_formatter, translate
 
@@ -504,6 +510,7 @@ class BridgeFlows:
         flags = dp.port_flags.copy()
         dense = self.port_map.get(in_port, len(flags))
         key = key_of_frame(build_frame(fields), dense)
+        set_key_only(key, fields)
         name = self.bridge.name
         lines = [f"Flow: {format_spec(fields)}", "", f'bridge("{name}")', "-" * (len(name) + 10)]
         ts = self.tables.compile(self.port_map, self.miss_max_len, snapshot=True)

@@ -39,11 +39,14 @@ _NAMES = {
     "arp_op": "arp_op", "arp_spa": "arp_spa", "arp_tpa": "arp_tpa", "arp_sha": "arp_sha", "arp_tha": "arp_tha",
     "ipv6_src": "ipv6_src", "ipv6_dst": "ipv6_dst", "ipv6_label": "ipv6_label", "nd_target": "nd_target",
     "ipv6_nd_target": "nd_target", "nd_sll": "nd_sll", "ipv6_nd_sll": "nd_sll", "nd_tll": "nd_tll",
-    "ipv6_nd_tll": "nd_tll", "in_port": "in_port",
+    "ipv6_nd_tll": "nd_tll", "in_port": "in_port", "tun_id": "tun_id", "tunnel_id": "tun_id", "tun_src": "tun_src",
+    "tun_dst": "tun_dst",
 }
+#: spec keys that are metadata of the packet's arrival, not headers: set in its key after extraction
+KEY_ONLY = ("tun_id", "tun_src", "tun_dst")
 _IGNORED = {"nw_frag": "no", "vlan_tci": "0x0000", "recirc_id": "0", "dp_hash": "0"}
 _MACS = {"eth_src", "eth_dst", "arp_sha", "arp_tha", "nd_sll", "nd_tll"}
-_IPV4 = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
+_IPV4 = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "tun_src", "tun_dst"}
 _IPV6 = {"ipv6_src", "ipv6_dst", "nd_target"}
 _SHORTHANDS = {name: {"eth_type": clauses[0][1][0],
                       **({"ip_proto": clauses[1][1][0]} if len(clauses) > 1 else {})}
@@ -102,12 +105,20 @@ def _value(name: str, value: str, port_names: dict[str, int]) -> int:
     return int(value, 0)
 
 
+def set_key_only(key: list[int], fields: dict[str, int]) -> None:
+    """Write the spec's ``KEY_ONLY`` fields (the tunnel a packet came from) into its extracted key."""
+    for name in KEY_ONLY:
+        if name in fields:
+            word, shift, bits = F.key_slice(name)   # type: ignore[misc]
+            key[word] = (key[word] & ~(((1 << bits) - 1) << shift)) | (fields[name] << shift)
+
+
 def format_spec(fields: dict[str, int]) -> str:
     """The trace's input in ovs-ofctl's words."""
     parts = []
     for name in ("in_port", "vlan", "vlan_pcp", "eth_src", "eth_dst", "eth_type", "ipv4_src", "ipv4_dst", "ipv6_src",
                  "ipv6_dst", "ipv6_label", "ip_proto", "nw_tos", "nw_ttl", "tp_src", "tp_dst", "arp_op", "arp_spa",
-                 "arp_tpa", "arp_sha", "arp_tha", "nd_target", "nd_sll", "nd_tll"):
+                 "arp_tpa", "arp_sha", "arp_tha", "nd_target", "nd_sll", "nd_tll", "tun_id", "tun_src", "tun_dst"):
         if name in fields:
             parts.append(f"{_PRINT.get(name, name)}={_text(name, fields[name])}")
     return ",".join(parts)
