@@ -31,6 +31,7 @@ from ofproto.rules import (
     OFPFF_CHECK_OVERLAP,
     OFPFF_RESET_COUNTS,
     OFPP_ANY,
+    OFPRR_DELETE,
     OFPRR_HARD_TIMEOUT,
     OFPRR_IDLE_TIMEOUT,
     OFPTT_ALL,
@@ -129,6 +130,7 @@ class FlowTables:
         self.live: TableSet | None = None
         self._dirty: set[int] = set()
         self._last: tuple[int, dict[int, int] | None, int] | None = None   # gen, port map, miss_max_len
+        self._learned: dict[int, set[tuple[int, int, Match]]] = {}   # owner uid -> flows it learned (delete_learned)
 
     # -------------------------------------------------------------- queries
     def has_timeouts(self) -> bool:
@@ -237,6 +239,34 @@ class FlowTables:
         self._dirty.add(flow.table_id)
         return new
 
+    def learn(self, flow: Flow, owner: int = 0, delete_learned: bool = False, now: int = 0) -> tuple[Flow, bool]:
+        """A flow ``learn`` made (``xlate.ctlearn``): added, or replacing the one with the same match and
+        priority (counters kept); the same flow learned again only restarts its timers. ``delete_learned``: it
+        goes when the flow with uid ``owner`` goes. Returns the flow and whether the tables changed."""
+        old = self._tables[flow.table_id].get((flow.priority, flow.match)) if 0 <= flow.table_id < self.n_tables \
+            else None
+        if owner and delete_learned:
+            self._learned.setdefault(owner, set()).add((flow.table_id, flow.priority, flow.match))
+        if old is not None and (old.instructions, old.cookie, old.idle_timeout, old.hard_timeout, old.flags) == (
+                flow.instructions, flow.cookie, flow.idle_timeout, flow.hard_timeout, flow.flags):
+            old.installed = now
+            return old, False
+        return self.add(flow, now), True
+
+    def _drop_learned(self, gone: list[Flow], now: int) -> list[FlowStats]:
+        """Remove the flows that flows ``gone`` learned with ``delete_learned``; their final stats."""
+        out = []
+        for f in gone:
+            for table_id, priority, match in self._learned.pop(f.uid, ()):
+                lf = self._tables[table_id].get((priority, match))
+                if lf is None:
+                    continue
+                out.append(self._stats(lf, now))
+                del self._tables[table_id][(priority, match)]
+                self._timed.pop(lf.serial, None)
+                self._dirty.add(table_id)
+        return out
+
     def modify(self, table_id: int, match: Match, priority: int = 0, strict: bool = False, cookie: int = 0,
                cookie_mask: int = 0, instructions: Instructions = DROP, reset_counts: bool = False) -> list[Flow]:
         """OpenFlow MODIFY(_STRICT): replace the instructions of the selected flows (cookie, timeouts
@@ -255,7 +285,8 @@ class FlowTables:
     def delete(self, table_id: int = OFPTT_ALL, match: Match | None = None, priority: int = 0,
                strict: bool = False, out_port: int = OFPP_ANY, cookie: int = 0, cookie_mask: int = 0,
                now: int = 0) -> list[FlowStats]:
-        """OpenFlow DELETE(_STRICT): remove the selected flows; returns them with their final counters.
+        """OpenFlow DELETE(_STRICT): remove the selected flows (and the flows they learned with
+        ``delete_learned``); returns them with their final counters.
 
         Non-strict: every flow whose match ``match`` covers (at least as specific), any priority.
         Strict: the flow with exactly ``match`` and ``priority``."""
@@ -266,6 +297,8 @@ class FlowTables:
             del self._tables[f.table_id][(f.priority, f.match)]
             self._timed.pop(f.serial, None)
             self._dirty.add(f.table_id)
+        if self._learned:
+            out += self._drop_learned(chosen, now)
         return out
 
     def expire(self, now: int) -> list[tuple[FlowStats, int]]:
@@ -283,6 +316,8 @@ class FlowTables:
             del self._timed[f.serial]
             self._dirty.add(f.table_id)
             gone.append((st, reason))
+        if self._learned and gone:
+            gone += [(st, OFPRR_DELETE) for st in self._drop_learned([st.flow for st, _r in gone], now)]
         return gone
 
     # -------------------------------------------------------------- compilation

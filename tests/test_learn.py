@@ -1,0 +1,219 @@
+"""``learn``, ``ct`` and ``ct_clear`` through the translator and the real datapath, against the reference model
+(``xlate.reference``): learned flows appear in the tables and forward later traffic, a translation that learned
+is never cached (every packet learns again), ``delete_learned`` takes the learned flows with the learning flow
+(deleted or expired), ``ct`` drops with the named reason ``conntrack_unavailable`` (and ``ofproto/trace``'s
+recorder says so), ``ct_clear`` zeroes the ct fields later lookups see.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+
+from dpif import actions as A
+from dpif import key as K
+from dpif.extract_ref import extract
+from ofproto.rules import (
+    OFPRR_HARD_TIMEOUT,
+    Ct,
+    CtClear,
+    Flow,
+    Instructions,
+    Learn,
+    LearnSpec,
+    Load,
+    Match,
+    Nat,
+    Output,
+    Resubmit,
+)
+from ofproto.tables import FlowTables
+from tests.test_xlate import Rig, check_burst, rig
+from tests.test_xlate_nicira import IP4, MACS, ipv4_frame
+from xlate.reference import RefTables
+from xlate.translate import UpcallCookies, translate
+
+N_TABLES = 4
+COOKIE = 0x5E8907A2
+
+#: OVN's affinity learn, made smaller: remember the client's address, answer its replies to the port it came in
+LEARN = Learn(table=2, priority=7, cookie=COOKIE, delete_learned=True, specs=(
+    LearnSpec("match", 16, None, 0, 0x800, "eth_type", 0),
+    LearnSpec("match", 32, "ip_src", 0, 0, "ip_dst", 0),
+    LearnSpec("match", 16, "tcp_src", 0, 0, "tcp_dst", 0),
+    LearnSpec("load", 1, None, 0, 1, "reg10", 7),
+    LearnSpec("output", 16, "in_port"),
+))
+LEARNER = Flow(0, 10, Match(in_port=0, eth_type=0x800, ip_proto=6), Instructions(apply=(LEARN, Output(2))),
+               cookie=9)
+REPLY_PATH = Flow(0, 5, Match(in_port=2), Instructions(apply=(Resubmit(None, 2),)))
+
+
+def tcp_frame(ip_src: int, ip_dst: int, sport: int, dport: int) -> bytes:
+    return ipv4_frame(MACS[1], MACS[0], b"", 6, ip_src, ip_dst, 64, 0, sport, dport)
+
+
+def take_learned(r: Rig, now: int) -> int:
+    """What the daemon does with the datapath's learned flows: into the bridge's tables, then republished."""
+    changed = 0
+    for got in r.dp.upcalls.take_learned():
+        _flow, ch = r.tables.learn(got.flow, got.owner, got.delete_learned, now)
+        changed += ch
+    if changed:
+        r.update()
+    return changed
+
+
+def load(r: Rig, ref: RefTables, flows: list[Flow]) -> None:
+    for f in flows:
+        r.tables.add(f)
+        ref.add(f)
+    r.update()
+
+
+def test_learned_flows_forward_replies_and_match_the_reference() -> None:
+    ref = RefTables(N_TABLES)
+    request = tcp_frame(IP4[0], IP4[1], 4000, 80)
+    reply = tcp_frame(IP4[1], IP4[0], 80, 4000)
+    other_reply = tcp_frame(IP4[1], IP4[0], 80, 4001)      # to a port nobody learned
+    with rig(n_tables=N_TABLES) as r:
+        load(r, ref, [LEARNER, REPLY_PATH])
+        got = check_burst(r, ref, [(reply, 2)], 1)        # nothing learned yet: the resubmit finds nothing
+        assert got.outputs[0] == [] and r.drop_counts() == {(2, "no_output"): 1}
+        got = check_burst(r, ref, [(request, 0)], 1)
+        assert got.outputs[2] == [request]
+        assert take_learned(r, 1) == 1
+        learned = list(r.tables.flows(2))
+        assert len(learned) == 1 and learned[0].cookie == COOKIE and learned[0].priority == 7
+        assert learned[0].match == Match(eth_type=0x800, ipv4_dst=IP4[0], tcp_dst=4000)
+        assert learned[0].instructions.apply == (Load("reg10", 1 << 7, 1 << 7), Output(0))
+        assert {(f.ident(), f.instructions) for f in ref.flows if f.table_id == 2} == {
+            ((2, 7, learned[0].match), learned[0].instructions)}
+        for _ in range(3):                                # megaflow, then EMC: the learned flow keeps forwarding
+            got = check_burst(r, ref, [(reply, 2)], 2)
+            assert got.outputs[0] == [reply]
+        got = check_burst(r, ref, [(other_reply, 2)], 2)
+        assert got.outputs[0] == []
+        # every request learns again (never cached); the same flow again changes nothing
+        before = r.dp.upcalls.counters["learn_not_cached"]
+        for _ in range(3):
+            got = check_burst(r, ref, [(request, 0)], 3)
+            assert got.outputs[2] == [request]
+            assert take_learned(r, 3) == 0
+        assert r.dp.upcalls.counters["learn_not_cached"] == before + 3
+        r.sync()
+        stats = {s.flow.table_id: s.packets for s in r.tables.stats()}
+        assert stats[2] == 3                              # the three replies that took the learned flow
+        # delete_learned: the learning flow goes, the learned one with it
+        gone = r.tables.delete(0, LEARNER.match, LEARNER.priority, strict=True)
+        ref.delete(0, LEARNER.match, LEARNER.priority, True, 0xFFFFFFFF, 0, 0)
+        assert [s.flow.table_id for s in gone] == [0, 2]
+        r.update()
+        assert list(r.tables.flows(2)) == [] and not [f for f in ref.flows if f.table_id == 2]
+        check_burst(r, ref, [(reply, 2)], 4)
+        assert r.drop_counts()[(2, "no_output")] == 3
+
+
+def test_a_learner_that_expires_takes_its_learned_flows() -> None:
+    tables = FlowTables(N_TABLES)
+    learner = Flow(0, 10, LEARNER.match, LEARNER.instructions, hard_timeout=5)
+    kept = Learn(table=3, specs=(LearnSpec("match", 32, "ip_src", 0, 0, "ip_src", 0),))   # no delete_learned
+    other = Flow(0, 11, LEARNER.match, Instructions(apply=(kept,)), hard_timeout=5)
+    tables.add(learner)
+    tables.add(other)
+    ts = tables.compile()
+    key = [int(w) for w in extract(tcp_frame(IP4[0], IP4[1], 4000, 80), 0)[0]]
+    res = translate(ts, key, np.zeros(4, dtype=np.int64), UpcallCookies())
+    assert [lr.flow.table_id for lr in res.learned] == [3]           # priority 11 wins
+    tables.learn(res.learned[0].flow, res.learned[0].owner, res.learned[0].delete_learned, 0)
+    ts = tables.compile()
+    tables.delete(0, LEARNER.match, 11, strict=True)
+    tables.add(learner)
+    res = translate(tables.compile(), key, np.zeros(4, dtype=np.int64), UpcallCookies())
+    (lr,) = res.learned
+    assert lr.delete_learned and lr.owner == next(iter(tables.flows(0))).uid
+    tables.learn(lr.flow, lr.owner, lr.delete_learned, 1)
+    assert len(list(tables.flows(2))) == 1 and len(list(tables.flows(3))) == 1
+    gone = tables.expire(6)
+    assert sorted((s.flow.table_id, reason) for s, reason in gone) == [(0, OFPRR_HARD_TIMEOUT), (2, 2)]
+    assert list(tables.flows(2)) == [] and len(list(tables.flows(3))) == 1   # the one without delete_learned stays
+
+
+class Notes:
+    """A recorder that keeps the trace's notes."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def table(self, table_id: int, flow: object) -> None:
+        self.lines.append(f"table {table_id}")
+
+    def note(self, text: str) -> None:
+        self.lines.append(text)
+
+    def normal(self, key: list[int], in_port: int) -> None:
+        pass
+
+    def bridge(self, bridge: int, in_port: int) -> None:
+        pass
+
+    def resume(self, bridge: int) -> None:
+        pass
+
+
+def test_ct_drops_the_packet_with_a_named_reason() -> None:
+    """OVN's ``ct(table=N,zone=reg13,nat)`` after a resubmit: the walk ends there, nothing after it runs, the
+    drop is counted as ``conntrack_unavailable`` by ingress port, in the datapath and the model alike; an output
+    before ct still goes out."""
+    ct = Ct(commit=True, zone=("reg13", 0, 16), table=3, actions=(Nat("src"),))
+    flows = [Flow(0, 5, Match(in_port=0), Instructions(apply=(Load.bits("reg13", 7), Resubmit(None, 1), Output(3)))),
+             Flow(1, 5, Match(), Instructions(apply=(ct, Output(2)))),
+             Flow(0, 5, Match(in_port=1), Instructions(apply=(Output(2), ct))),
+             Flow(3, 5, Match(), Instructions(apply=(Output(3),)))]
+    ref = RefTables(N_TABLES)
+    frame = tcp_frame(IP4[0], IP4[1], 4000, 80)
+    with rig(n_tables=N_TABLES) as r:
+        load(r, ref, flows)
+        for _ in range(3):
+            got = check_burst(r, ref, [(frame, 0), (frame, 1)], 1)
+            assert got.outputs[2] == [frame] and got.outputs[3] == []     # only port 1's output before its ct
+        assert r.drop_counts() == {(0, "conntrack_unavailable"): 3, (1, "conntrack_unavailable"): 3}
+    tables = FlowTables(N_TABLES)
+    for f in flows:
+        tables.add(f)
+    rec = Notes()
+    key = [int(w) for w in extract(frame, 0)[0]]
+    res = translate(tables.compile(), key, np.zeros(4, dtype=np.int64), UpcallCookies(), rec)
+    assert res.drop_reason.startswith("conntrack_unavailable")
+    assert res.actions[-3:] == A.drop(A.DR_CONNTRACK)
+    assert any("conntrack_unavailable" in line for line in rec.lines), rec.lines
+    assert "table 3" not in rec.lines                                   # no recirculation
+
+
+def test_ct_clear_zeroes_what_later_lookups_see() -> None:
+    """A frame whose key carries ct_state / ct_mark (as after conntrack) matches them before ``ct_clear`` and
+    sees them as 0 after it."""
+    tables = FlowTables(N_TABLES)
+    tables.add(Flow(0, 5, Match(), Instructions(apply=(Resubmit(None, 1), CtClear(), Resubmit(None, 1)))))
+    tables.add(Flow(1, 9, Match(ct_mark=5, ct_state=(0x20, 0x20)), Instructions(apply=(Output(1),))))
+    tables.add(Flow(1, 5, Match(ct_mark=0, ct_state=(0, 0x20)), Instructions(apply=(Output(2),))))
+    key = [int(w) for w in extract(tcp_frame(IP4[0], IP4[1], 4000, 80), 0)[0]]
+    key[K.W_CT_MARK] = 5
+    key[K.W_CT_STATE] |= 0x21
+    res = translate(tables.compile(), key, np.zeros(4, dtype=np.int64), UpcallCookies())
+    assert res.actions == A.output(1) + A.output(2)
+    assert res.mask[K.W_CT_MARK] == 0xFFFFFFFF
+
+
+def test_learn_of_an_ipv4_match_from_an_address_in_the_trace() -> None:
+    """The learned match holds the frame's value (an address, here) exactly."""
+    tables = FlowTables(N_TABLES)
+    tables.add(LEARNER)
+    rec = Notes()
+    key = [int(w) for w in extract(tcp_frame(IP4[2], IP4[1], 5000, 80), 0)[0]]
+    res = translate(tables.compile(), key, np.zeros(4, dtype=np.int64), UpcallCookies(), rec)
+    (lr,) = res.learned
+    assert lr.flow.match.get("ipv4_dst") == (int(ipaddress.IPv4Address("192.168.0.1")), 0xFFFFFFFF)
+    assert any("learned a flow in table 2" in line for line in rec.lines), rec.lines
+    assert res.mask[K.W_NW_SRC] == 0xFFFFFFFF                         # the copied source bits are in the mask

@@ -1,0 +1,45 @@
+"""The reference model's ``ct``, ``ct_clear`` and ``learn`` (``xlate.reference``), written from the rules
+``xlate.ctlearn`` states, not from it: ``ct`` ends the frame's walk (what was output stays) and counts a
+``conntrack_unavailable`` drop; ``ct_clear`` zeroes the key's ct words; ``learn`` builds its flow from the
+frame's fields as the walk has them, and the model adds it (or restarts the timers of the same flow) once
+the frame's walk is over; a learning flow with ``delete_learned`` takes its learned flows with it when it
+goes (deleted or expired).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpif import key as K
+from ofproto import rules as R
+
+#: key words of the ct fields: state and zone, mark, label (2), tuple (3)
+CT_KEY_WORDS = (K.W_CT_STATE, K.W_CT_MARK, K.W_CT_LABEL, K.W_CT_LABEL + 1, K.W_CT_TUPLE, K.W_CT_TUPLE + 1,
+                K.W_CT_TUPLE + 2)
+#: registry name -> the Match (OXM) field a learned flow matches it with, where they differ
+MATCH_NAMES = {"ip_src": "ipv4_src", "ip_dst": "ipv4_dst", "nw_proto": "ip_proto", "nw_ecn": "ip_ecn",
+               "tun_id": "tunnel_id", "icmp_type": "icmpv4_type", "icmp_code": "icmpv4_code"}
+
+
+class CtReached(Exception):
+    """A frame's walk reached ``ct``."""
+
+
+def learned_flow(walk: Any, a: R.Learn) -> R.Flow:
+    """The flow ``a`` makes from the frame ``walk`` holds (``walk.get(name)``: a field's value)."""
+    fields: dict[str, tuple[int, int]] = {}
+    acts: list[R.Action] = []
+    for sp in a.specs:
+        ones = (1 << sp.n_bits) - 1
+        v = sp.value if sp.src is None else walk.get(sp.src) >> sp.src_ofs & ones
+        if sp.dst_type == "output":
+            acts.append(R.Output(v))
+        elif sp.dst_type == "load":
+            acts.append(R.Load(sp.dst, v << sp.dst_ofs, ones << sp.dst_ofs))
+        else:
+            name = MATCH_NAMES.get(sp.dst, sp.dst)
+            old_v, old_m = fields.get(name, (0, 0))
+            m = ones << sp.dst_ofs
+            fields[name] = ((old_v & ~m) | (v << sp.dst_ofs), old_m | m)
+    return R.Flow(a.table, a.priority, R.Match(**fields), R.Instructions(apply=tuple(acts)), a.cookie, a.idle_timeout,
+                  a.hard_timeout, R.OFPFF_SEND_FLOW_REM if a.send_flow_rem else 0)
