@@ -8,8 +8,12 @@ recorder says so), ``ct_clear`` zeroes the ct fields later lookups see.
 from __future__ import annotations
 
 import ipaddress
+import re
+import subprocess
+from typing import Any
 
 import numpy as np
+import pytest
 
 from dpif import actions as A
 from dpif import key as K
@@ -29,6 +33,7 @@ from ofproto.rules import (
     Resubmit,
 )
 from ofproto.tables import FlowTables
+from tests.netutil import send_frames, unique
 from tests.test_xlate import Rig, check_burst, rig
 from tests.test_xlate_nicira import IP4, MACS, ipv4_frame
 from xlate.reference import RefTables
@@ -217,3 +222,68 @@ def test_learn_of_an_ipv4_match_from_an_address_in_the_trace() -> None:
     assert lr.flow.match.get("ipv4_dst") == (int(ipaddress.IPv4Address("192.168.0.1")), 0xFFFFFFFF)
     assert any("learned a flow in table 2" in line for line in rec.lines), rec.lines
     assert res.mask[K.W_NW_SRC] == 0xFFFFFFFF                         # the copied source bits are in the mask
+
+
+# ---------------------------------------------------------------- through the daemon, with the real ovs-ofctl
+LEARN_TEXT = ("learn(table=2,priority=7,delete_learned,cookie=0x5e8907a2,eth_type=0x800,nw_proto=6,"
+              "NXM_OF_IP_DST[]=NXM_OF_IP_SRC[],NXM_OF_TCP_DST[]=NXM_OF_TCP_SRC[],load:0x1->NXM_NX_REG10[7],"
+              "output:NXM_OF_IN_PORT[])")
+
+
+def _ofctl(sw: Any, *args: str) -> str:
+    proc = subprocess.run(["ovs-ofctl", "--timeout=10", *args], capture_output=True, text=True, env=sw.env,
+                          timeout=20)
+    assert proc.returncode == 0, (args, proc.stderr)
+    return proc.stdout
+
+
+def _table2(sw: Any, br: str) -> list[str]:
+    return [line for line in _ofctl(sw, "dump-flows", br, "table=2").splitlines() if "priority=" in line]
+
+
+@pytest.mark.integration
+def test_learn_and_ct_through_the_daemon(switch, net) -> None:  # noqa: ANN001
+    """``ovs-ofctl -O OpenFlow15 add-flow`` of OVN's kind of learn flow; a TCP frame in makes the learned flow,
+    which ``dump-flows`` shows as OVS would; a reply takes it; deleting the learning flow deletes it
+    (delete_learned). A UDP frame reaching ``ct`` is dropped, counted as ``flow_conntrack_unavailable`` in
+    ``coverage/show``, and ``ofproto/trace`` names the reason."""
+    stem = unique("lrn")
+    br = f"{stem}s"
+    net.add_host(f"{stem}-na", f"{stem}a", "10.79.0.1/24", mac="02:00:00:00:79:01")
+    net.add_host(f"{stem}-nb", f"{stem}b", "10.79.0.2/24", mac="02:00:00:00:79:02")
+    switch.vsctl("add-br", br, "--", "add-port", br, f"{stem}a", "--", "set", "Interface", f"{stem}a",
+                 "ofport_request=1", "--", "add-port", br, f"{stem}b", "--", "set", "Interface", f"{stem}b",
+                 "ofport_request=2")
+    learner = f"table=0,priority=10,tcp,in_port=1,actions={LEARN_TEXT},output:2"
+    _ofctl(switch, "-O", "OpenFlow15", "add-flow", br, learner)
+    _ofctl(switch, "-O", "OpenFlow15", "add-flow", br, "table=0,priority=5,in_port=2,actions=resubmit(,2)")
+    _ofctl(switch, "-O", "OpenFlow15", "add-flow", br,
+           "table=0,priority=20,udp,in_port=1,actions=ct(commit,table=3,zone=NXM_NX_REG13[0..15],nat)")
+    dump = _ofctl(switch, "-O", "OpenFlow15", "dump-flows", br, "table=0")
+    assert f"actions={LEARN_TEXT},output:2" in dump, dump
+    assert "actions=ct(commit,table=3,zone=NXM_NX_REG13[0..15],nat)" in dump, dump
+    a_mac, b_mac = 0x020000007901, 0x020000007902
+    # to an address b does not have: its kernel stays quiet (no RST that would take the learned flow too)
+    request = ipv4_frame(b_mac, a_mac, b"", 6, 0x0A4F0001, 0x0A4F0009, 64, 0, 4000, 80)
+    reply = ipv4_frame(a_mac, b_mac, b"", 6, 0x0A4F0009, 0x0A4F0001, 64, 0, 80, 4000)
+    send_frames(net, f"{stem}-na", "eth0", [request])
+    switch.wait_for("the learned flow", lambda: len(_table2(switch, br)) == 1)
+    (line,) = _table2(switch, br)
+    assert "cookie=0x5e8907a2" in line and "priority=7,tcp,nw_dst=10.79.0.1,tp_dst=4000" in line, line
+    assert line.endswith("actions=load:0x1->NXM_NX_REG10[7],output:1"), line
+    def packets() -> int:
+        return int(re.search(r"n_packets=(\d+),", _table2(switch, br)[0]).group(1))   # type: ignore[union-attr]
+    send_frames(net, f"{stem}-nb", "eth0", [reply])
+    switch.wait_for("the reply counted on the learned flow", lambda: packets() == 1)
+    _ofctl(switch, "--strict", "del-flows", br, "table=0,priority=10,tcp,in_port=1")
+    assert _table2(switch, br) == []                          # delete_learned
+    udp = ipv4_frame(b_mac, a_mac, b"", 17, 0x0A4F0001, 0x0A4F0002, 64, 0, 5000, 53)
+    send_frames(net, f"{stem}-na", "eth0", [udp])
+
+    def ct_drops() -> int:
+        m = re.search(r"flow_conntrack_unavailable\s+total: (\d+)", switch.appctl("coverage/show").stdout)
+        return int(m.group(1)) if m else 0
+    switch.wait_for("the ct drop counted", lambda: ct_drops() == 1)
+    trace = switch.appctl("ofproto/trace", br, "in_port=1,udp,nw_src=10.79.0.1,nw_dst=10.79.0.2").stdout
+    assert "ct(commit,table=3,zone=NXM_NX_REG13[0..15],nat)" in trace, trace
+    assert "Drop reason: conntrack_unavailable" in trace, trace

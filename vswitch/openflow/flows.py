@@ -90,6 +90,7 @@ from vswitch.openflow.codec import (
     OfpError,
 )
 from vswitch.openflow.translate import actions_to10, instructions_from, match_from, match_to
+from xlate.ctlearn import Learned
 from xlate.translate import MAX_DEPTH, PF_DOWN, PF_PATCH, Bridges, UpcallCookies, set_action_formatter, translate
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,15 @@ class BridgeFlows:
         self.last_change = now
         if not self.dirty_since:
             self.dirty_since = now
+
+    def learn(self, got: Learned) -> None:
+        """A flow ``learn`` made (``xlate.ctlearn``): into the tables, a change when it is new or different."""
+        try:
+            _flow, changed = self.tables.learn(got.flow, got.owner, got.delete_learned, self.now())
+        except FlowError:
+            return
+        if changed:
+            self.changed()
 
     def set_miss_to_controller(self, max_len: int) -> None:
         """Table misses to the controllers, ``max_len`` bytes of them (0: misses drop); takes effect with the
