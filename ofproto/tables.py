@@ -23,8 +23,10 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from dpif import key as K
+from ofproto import fields as _fields
 from ofproto.lookup import TableIndex
 from ofproto.rules import (
+    ALL_MATCH_FIELDS,
     DROP,
     N_TABLES,
     NO_PORT,
@@ -35,14 +37,70 @@ from ofproto.rules import (
     OFPRR_HARD_TIMEOUT,
     OFPRR_IDLE_TIMEOUT,
     OFPTT_ALL,
+    Clone,
+    Ct,
     Flow,
     FlowError,
     FlowStats,
     Instructions,
+    Learn,
     Match,
 )
 
 C_PACKETS, C_BYTES, C_USED = 0, 1, 2
+_ALG_PROTO = {21: 6, 69: 17}     # ct(alg=ftp) needs TCP, alg=tftp UDP
+
+
+def _match_field(name: str) -> str:
+    f = _fields.by_name(name) or _fields.by_oxm_name(name)
+    if f is not None and f.oxm_name in ALL_MATCH_FIELDS:
+        return f.oxm_name
+    return f.name if f is not None else name
+
+
+def _has(match: Match, name: str, values: tuple[int, ...], mask: int | None) -> bool:
+    got = match.get(_match_field(name))
+    if got is None:
+        return False
+    m = got[1] if mask is None else mask
+    return got[1] & m == m and got[0] & m in values
+
+
+def _prereqs_met(match: Match, name: str) -> bool:
+    """The flow's match gives field ``name``'s prerequisites (OVS's ``mf_check_src``)."""
+    f = _fields.by_name(name) or _fields.by_oxm_name(name)
+    return all(_has(match, c, values, cmask) for c, values, cmask in (f.prereqs if f is not None else ()))
+
+
+def check_consistency(match: Match, ins: Instructions) -> None:
+    """``FlowError("match_inconsistent")`` (OVS's OFPBAC_MATCH_INCONSISTENT) for a ``ct`` in a flow that does
+    not match IP (or TCP / UDP for alg=ftp / tftp), or a ``ct`` zone / ``learn`` source field whose
+    prerequisites the match does not give."""
+    def walk(acts: tuple) -> None:
+        for a in acts:
+            if isinstance(a, Clone):
+                walk(a.actions)
+            elif isinstance(a, Ct):
+                if not _has(match, "eth_type", (0x0800, 0x86DD), None) or (
+                        a.alg in _ALG_PROTO and not _has(match, "nw_proto", (_ALG_PROTO[a.alg],), None)) or (
+                        isinstance(a.zone, tuple) and not _prereqs_met(match, a.zone[0])):
+                    raise FlowError("match_inconsistent", f"{a} needs a match on IP (and the fields it reads)")
+            elif isinstance(a, Learn):
+                learned: dict[str, tuple[int, int]] = {}     # what the learned flow matches, as far as known
+                for sp in a.specs:
+                    if sp.src is not None and not _prereqs_met(match, sp.src):
+                        raise FlowError("match_inconsistent", f"learn source {sp.src} lacks its prerequisites")
+                    if sp.dst is None:
+                        continue
+                    if not _prereqs_met(Match(**learned), sp.dst):
+                        raise FlowError("match_inconsistent", f"learned field {sp.dst} lacks its prerequisites")
+                    if sp.dst_type == "match" and sp.src is None:
+                        name = _match_field(sp.dst)
+                        v, m = learned.get(name, (0, 0))
+                        bits = ((1 << sp.n_bits) - 1) << sp.dst_ofs
+                        learned[name] = ((v & ~bits) | (sp.value << sp.dst_ofs), m | bits)
+    walk(ins.apply)
+    walk(ins.write)
 _GENERATIONS = itertools.count(1)
 
 
@@ -208,6 +266,7 @@ class FlowTables:
         if not 0 <= flow.cookie < 1 << 64:
             raise FlowError("bad_cookie", f"cookie {flow.cookie:#x}")
         self._check_instructions(flow.table_id, flow.instructions)
+        check_consistency(flow.match, flow.instructions)
 
     def _check_instructions(self, table_id: int, ins: Instructions) -> None:
         if ins.goto is not None and not table_id < ins.goto < self.n_tables:
@@ -275,6 +334,7 @@ class FlowTables:
         chosen = self._select(table_id, match, priority, strict, OFPP_ANY, cookie, cookie_mask)
         for f in chosen:
             self._check_instructions(f.table_id, instructions)
+            check_consistency(f.match, instructions)
         for f in chosen:
             f.instructions = instructions
             self._dirty.add(f.table_id)

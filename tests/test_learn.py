@@ -45,6 +45,7 @@ COOKIE = 0x5E8907A2
 #: OVN's affinity learn, made smaller: remember the client's address, answer its replies to the port it came in
 LEARN = Learn(table=2, priority=7, cookie=COOKIE, delete_learned=True, specs=(
     LearnSpec("match", 16, None, 0, 0x800, "eth_type", 0),
+    LearnSpec("match", 8, None, 0, 6, "nw_proto", 0),
     LearnSpec("match", 32, "ip_src", 0, 0, "ip_dst", 0),
     LearnSpec("match", 16, "tcp_src", 0, 0, "tcp_dst", 0),
     LearnSpec("load", 1, None, 0, 1, "reg10", 7),
@@ -60,9 +61,10 @@ def tcp_frame(ip_src: int, ip_dst: int, sport: int, dport: int) -> bytes:
 
 
 def take_learned(r: Rig, now: int) -> int:
-    """What the daemon does with the datapath's learned flows: into the bridge's tables, then republished."""
+    """What the agent does with the flows the datapath learned for its bridge: into the tables, republished."""
     changed = 0
-    for got in r.dp.upcalls.take_learned():
+    while r.dp.learned:
+        got = r.dp.learned.popleft()
         _flow, ch = r.tables.learn(got.flow, got.owner, got.delete_learned, now)
         changed += ch
     if changed:
@@ -91,7 +93,7 @@ def test_learned_flows_forward_replies_and_match_the_reference() -> None:
         assert take_learned(r, 1) == 1
         learned = list(r.tables.flows(2))
         assert len(learned) == 1 and learned[0].cookie == COOKIE and learned[0].priority == 7
-        assert learned[0].match == Match(eth_type=0x800, ipv4_dst=IP4[0], tcp_dst=4000)
+        assert learned[0].match == Match(eth_type=0x800, ip_proto=6, ipv4_dst=IP4[0], tcp_dst=4000)
         assert learned[0].instructions.apply == (Load("reg10", 1 << 7, 1 << 7), Output(0))
         assert {(f.ident(), f.instructions) for f in ref.flows if f.table_id == 2} == {
             ((2, 7, learned[0].match), learned[0].instructions)}
@@ -123,7 +125,8 @@ def test_learned_flows_forward_replies_and_match_the_reference() -> None:
 def test_a_learner_that_expires_takes_its_learned_flows() -> None:
     tables = FlowTables(N_TABLES)
     learner = Flow(0, 10, LEARNER.match, LEARNER.instructions, hard_timeout=5)
-    kept = Learn(table=3, specs=(LearnSpec("match", 32, "ip_src", 0, 0, "ip_src", 0),))   # no delete_learned
+    kept = Learn(table=3, specs=(LearnSpec("match", 16, None, 0, 0x800, "eth_type", 0),     # no delete_learned
+                                 LearnSpec("match", 32, "ip_src", 0, 0, "ip_src", 0)))
     other = Flow(0, 11, LEARNER.match, Instructions(apply=(kept,)), hard_timeout=5)
     tables.add(learner)
     tables.add(other)
@@ -173,8 +176,8 @@ def test_ct_drops_the_packet_with_a_named_reason() -> None:
     before ct still goes out."""
     ct = Ct(commit=True, zone=("reg13", 0, 16), table=3, actions=(Nat("src"),))
     flows = [Flow(0, 5, Match(in_port=0), Instructions(apply=(Load.bits("reg13", 7), Resubmit(None, 1), Output(3)))),
-             Flow(1, 5, Match(), Instructions(apply=(ct, Output(2)))),
-             Flow(0, 5, Match(in_port=1), Instructions(apply=(Output(2), ct))),
+             Flow(1, 5, Match(eth_type=0x800), Instructions(apply=(ct, Output(2)))),
+             Flow(0, 5, Match(in_port=1, eth_type=0x800), Instructions(apply=(Output(2), ct))),
              Flow(3, 5, Match(), Instructions(apply=(Output(3),)))]
     ref = RefTables(N_TABLES)
     frame = tcp_frame(IP4[0], IP4[1], 4000, 80)

@@ -26,7 +26,10 @@ from os_ken.ofproto import ofproto_v1_3_parser as p
 
 from ofproto.actions import Ct, CtClear, FlowError, Learn, LearnSpec, Load, Move, Nat, SetField, check_action
 from ofproto.nxtext import format_ct_family, subfield
+from ofproto.rules import Instructions, Match
+from ofproto.tables import check_consistency
 from tests.ofctl_bytes import ofctl_actions
+from tests.switchutil import private_switch
 from tests.test_bridge_identity import RealOvs
 from vswitch.openflow import nicira, nxm
 from vswitch.openflow.codec import OFP15, OFP_NO_BUFFER, Msg, OfpError, actions_decode, encode
@@ -299,20 +302,23 @@ GOOD = [("ct(commit) setting ct_mark", _ct(inner=_SET_MARK)),
         ("learn matching reg13", _learn(specs=struct.pack("!H", 16) + _REG13 + bytes(2) + _REG13 + bytes(2)))]
 
 
-def _flow_mod(actions: bytes, xid: int) -> bytes:
+def _flow_mod(actions: bytes, xid: int, match: dict[str, int] | None = None) -> bytes:
     base = encode(Msg(OFP15, "flow_mod", xid, {"table_id": 0, "command": 0, "priority": 5, "buffer_id": OFP_NO_BUFFER,
                                               "out_port": 0xFFFFFFFF, "out_group": 0xFFFFFFFF, "flags": 0,
-                                              "match": {"eth_type": 0x0800}, "instructions": []}))
+                                              "match": {"eth_type": 0x0800} if match is None else match,
+                                              "instructions": []}))
     out = bytearray(base + struct.pack("!HH4x", 4, 8 + len(actions)) + actions)
     struct.pack_into("!H", out, 2, len(out))
     return bytes(out)
 
 
-def ours(raw: bytes) -> tuple[int, int] | None:
+def ours(raw: bytes, match: Match | None = None) -> tuple[int, int] | None:
     """What our decoder, conversion and rules answer: (error type, code), or None (taken)."""
     try:
-        for d in decode_all(raw):
-            check_action(to_action(d))
+        acts = tuple(to_action(d) for d in decode_all(raw))
+        for a in acts:
+            check_action(a)
+        check_consistency(Match(eth_type=0x0800) if match is None else match, Instructions(apply=acts))
     except OfpError as e:
         return e.err_type, e.code
     except FlowError as e:
@@ -320,18 +326,66 @@ def ours(raw: bytes) -> tuple[int, int] | None:
     return None
 
 
+@pytest.fixture(scope="module")
+def sw() -> Iterator[Any]:
+    with private_switch(prefix="pvct-") as s:
+        s.vsctl("add-br", "brct")
+        yield s
+
+
 @pytest.mark.integration
-def test_malformed_actions_get_the_error_real_ovs_sends(real_ovs: RealOvs) -> None:
-    """Each malformed action: the same (type, code) from OVS 3.1 as from us; OVS's connection lives (the echo
-    after comes back); the well-formed twins are taken by both."""
-    from tests.test_openflow15 import run_script
-    path = f"{real_ovs.rundir}/brct.mgmt"
+def test_malformed_actions_get_the_error_real_ovs_sends(real_ovs: RealOvs, sw: Any) -> None:
+    """Each malformed action: the same (type, code) from OVS 3.1, from pyvswitch and from our decoder and rules
+    alone; both connections live (the echo after comes back) and nothing is added; the well-formed twins are
+    taken by both."""
+    from tests.test_openflow15 import ofctl, run_script
     for what, raw in MALFORMED + GOOD:
-        theirs = run_script(path, OFP15, [_flow_mod(raw, 9)])
-        got = [(t, c) for kind, _x, t, c in theirs if kind == "error"] if theirs else []
         expect = ours(raw)
-        assert got == ([expect] if expect else []), (what, got, expect)
+        for target in (real_ovs, sw):
+            answers = run_script(f"{target.rundir}/brct.mgmt", OFP15, [_flow_mod(raw, 9)])
+            got = [(t, c) for kind, _x, t, c in answers if kind == "error"]
+            assert got == ([expect] if expect else []), (what, type(target).__name__, got, expect)
+            flows = ofctl(target, "-O", "OpenFlow15", "dump-flows", "brct", "table=0,ip").stdout
+            assert ("priority=5,ip" in flows) == (expect is None), (what, flows)
+            ofctl(target, "-O", "OpenFlow15", "del-flows", "brct", "table=0,ip")
         if (what, raw) in GOOD:
             assert expect is None, what
         else:
             assert expect is not None, what
+
+
+@pytest.mark.integration
+def test_ct_and_learn_need_the_match_ovs_needs(real_ovs: RealOvs, sw: Any) -> None:
+    """ct in a flow that does not match IP, ct(alg=ftp) without TCP, learn copying a TCP port in a flow that does
+    not match TCP: OFPBAC_MATCH_INCONSISTENT from OVS and from pyvswitch alike; with the match, taken."""
+    from tests.test_openflow15 import ofctl, run_script
+    def learned_tcp(before: bytes) -> bytes:
+        """learn(..., [before,] NXM_OF_TCP_DST[]=NXM_OF_TCP_SRC[]): the learned match needs TCP's prerequisites."""
+        return _learn(specs=before + struct.pack("!H", 16) + nicira.field_header("tcp_src") + bytes(2)
+                      + nicira.field_header("tcp_dst") + bytes(2))
+
+    tcp_src = _learn(specs=struct.pack("!H", 16) + nicira.field_header("tcp_src") + bytes(2)
+                     + nicira.field_header("reg1") + bytes(2))
+    cases = [("ct without ip", _ct(), {}, None),
+             ("ct with ip", _ct(), {"eth_type": 0x0800}, Match(eth_type=0x0800)),
+             ("ct alg=ftp without tcp", _ct(alg=21), {"eth_type": 0x0800}, Match(eth_type=0x0800)),
+             ("ct alg=ftp with tcp", _ct(alg=21), {"eth_type": 0x0800, "ip_proto": 6},
+              Match(eth_type=0x0800, ip_proto=6)),
+             ("learn of tcp_src without tcp", tcp_src, {"eth_type": 0x0800}, Match(eth_type=0x0800)),
+             ("learn of tcp_src with tcp", tcp_src, {"eth_type": 0x0800, "ip_proto": 6},
+              Match(eth_type=0x0800, ip_proto=6)),
+             ("learned tcp_dst without ip", learned_tcp(b""), {"eth_type": 0x0800, "ip_proto": 6},
+              Match(eth_type=0x0800, ip_proto=6)),
+             ("learned tcp_dst with tcp", learned_tcp(
+                 struct.pack("!H", 1 << 13 | 16) + struct.pack("!H", 0x800) + nicira.field_header("eth_type")
+                 + bytes(2) + struct.pack("!H", 1 << 13 | 8) + struct.pack("!H", 6)
+                 + nicira.field_header("nw_proto") + bytes(2)), {"eth_type": 0x0800, "ip_proto": 6},
+              Match(eth_type=0x0800, ip_proto=6))]
+    for what, raw, wire_match, match in cases:
+        expect = ours(raw, match if match is not None else Match())
+        assert (expect is None) == what.endswith(("with ip", "with tcp")), (what, expect)
+        for target in (real_ovs, sw):
+            answers = run_script(f"{target.rundir}/brct.mgmt", OFP15, [_flow_mod(raw, 9, wire_match)])
+            got = [(t, c) for kind, _x, t, c in answers if kind == "error"]
+            assert got == ([expect] if expect else []), (what, type(target).__name__, got, expect)
+            ofctl(target, "-O", "OpenFlow15", "del-flows", "brct")
