@@ -274,6 +274,8 @@ def test_learn_and_ct_through_the_daemon(switch, net) -> None:  # noqa: ANN001
     (line,) = _table2(switch, br)
     assert "cookie=0x5e8907a2" in line and "priority=7,tcp,nw_dst=10.79.0.1,tp_dst=4000" in line, line
     assert line.endswith("actions=load:0x1->NXM_NX_REG10[7],output:1"), line
+    up = switch.appctl("upcall/show").stdout
+    assert re.search(r"not cached\s+: 1 \(the translation ran learn\)", up), up
     def packets() -> int:
         return int(re.search(r"n_packets=(\d+),", _table2(switch, br)[0]).group(1))   # type: ignore[union-attr]
     send_frames(net, f"{stem}-nb", "eth0", [reply])
