@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dpif import actions as A
 from dpif import key as K
@@ -34,7 +36,7 @@ from ofproto.rules import (
 )
 from ofproto.tables import FlowTables
 from tests.netutil import send_frames, unique
-from tests.test_xlate import Rig, check_burst, rig
+from tests.test_xlate import SETTINGS, Rig, check_burst, rig
 from tests.test_xlate_nicira import IP4, MACS, ipv4_frame
 from xlate.reference import RefTables
 from xlate.translate import UpcallCookies, translate
@@ -225,6 +227,70 @@ def test_learn_of_an_ipv4_match_from_an_address_in_the_trace() -> None:
     assert lr.flow.match.get("ipv4_dst") == (int(ipaddress.IPv4Address("192.168.0.1")), 0xFFFFFFFF)
     assert any("learned a flow in table 2" in line for line in rec.lines), rec.lines
     assert res.mask[K.W_NW_SRC] == 0xFFFFFFFF                         # the copied source bits are in the mask
+
+
+# ---------------------------------------------------------------- differential: random learners, ct, ct_clear
+_SPEC_POOL = [
+    LearnSpec("match", 32, "ip_src", 0, 0, "ip_dst", 0),
+    LearnSpec("match", 32, "ip_dst", 0, 0, "ip_src", 0),
+    LearnSpec("match", 16, "tcp_src", 0, 0, "tcp_dst", 0),
+    LearnSpec("match", 8, "tcp_dst", 0, 0, "tcp_src", 8),
+    LearnSpec("load", 32, "ip_src", 0, 0, "reg1", 0),
+    LearnSpec("load", 4, None, 0, 9, "reg2", 4),
+    LearnSpec("output", 16, "in_port"),
+]
+
+
+@st.composite
+def learner_flows(draw: st.DrawFn) -> list[Flow]:
+    """Table 0: TCP learners (into table 2 or 3), a ct flow, a ct_clear-and-resubmit flow, a default to table 2;
+    tables 2 / 3: flows reading reg1 / reg2 / ct_mark, so what was learned shows in the outputs."""
+    out = []
+    for prio in draw(st.lists(st.integers(10, 14), min_size=1, max_size=3, unique=True)):
+        picked = draw(st.lists(st.sampled_from(_SPEC_POOL), min_size=1, max_size=4, unique=True))
+        specs = (LearnSpec("match", 16, None, 0, 0x800, "eth_type", 0),
+                 LearnSpec("match", 8, None, 0, 6, "nw_proto", 0), *picked)
+        lr = Learn(table=draw(st.sampled_from([2, 3])), specs=specs, priority=draw(st.integers(1, 9)),
+                   cookie=prio, delete_learned=draw(st.booleans()))
+        port = draw(st.sampled_from([0, 1]))
+        out.append(Flow(0, prio, Match(in_port=port, eth_type=0x800, ip_proto=6),
+                        Instructions(apply=(lr, Output(draw(st.sampled_from([2, 3])))))))
+    out.append(Flow(0, 20, Match(eth_type=0x800, ip_proto=17, in_port=draw(st.sampled_from([0, 1, 2]))),
+                    Instructions(apply=(Output(3), Ct(commit=True, zone=("reg13", 0, 16), table=1)))))
+    out.append(Flow(0, 15, Match(in_port=3), Instructions(apply=(CtClear(), Resubmit(None, 3)))))
+    out.append(Flow(0, 1, Match(), Instructions(apply=(Resubmit(None, 2),))))
+    out.append(Flow(2, 0, Match(), Instructions(apply=(Resubmit(None, 3),))))
+    out.append(Flow(3, 0, Match(reg2=(9 << 4, 0xF0)), Instructions(apply=(Output(0),))))
+    return out
+
+
+def _frames() -> st.SearchStrategy[tuple[bytes, int]]:
+    return st.tuples(st.builds(lambda p, s, d, sp, dp: ipv4_frame(MACS[1], MACS[0], b"", p, s, d, 64, 0, sp, dp),
+                               st.sampled_from([6, 6, 17]), st.sampled_from(IP4), st.sampled_from(IP4),
+                               st.sampled_from([80, 4000]), st.sampled_from([80, 4000])),
+                     st.integers(0, 3))
+
+
+@settings(SETTINGS, max_examples=60)
+@given(learner_flows(), st.lists(_frames(), min_size=1, max_size=10), st.data())
+def test_random_learners_agree_with_the_reference(flow_list: list[Flow], frames_in: list, data: st.DataObject
+                                                  ) -> None:
+    """Frame after frame (one a burst, as learned flows go in between), the datapath with its agent's part and the
+    model send the same bytes, count the same drops and end with the same tables; now and then a learner is
+    deleted (and with delete_learned, what it learned)."""
+    ref = RefTables(N_TABLES)
+    with rig(n_tables=N_TABLES) as r:
+        load(r, ref, flow_list)
+        for i, fp in enumerate(frames_in):
+            check_burst(r, ref, [fp], i)
+            take_learned(r, i)
+            if data.draw(st.integers(0, 5)) == 0:
+                victim = data.draw(st.sampled_from([f for f in flow_list if f.table_id == 0]))
+                r.tables.delete(0, victim.match, victim.priority, strict=True)
+                ref.delete(0, victim.match, victim.priority, True, 0xFFFFFFFF, 0, 0)
+                r.update()
+        assert ({(f.table_id, f.priority, f.match, f.instructions) for f in r.tables.flows()}
+                == {(f.table_id, f.priority, f.match, f.instructions) for f in ref.flows})
 
 
 # ---------------------------------------------------------------- through the daemon, with the real ovs-ofctl
