@@ -407,24 +407,11 @@ class RefTables:
         return chosen + self._gone_learners(chosen)
 
     def learn(self, flow: R.Flow, owner: RefFlow | None, delete_learned: bool, now: int) -> None:
-        """A flow ``learn`` made: added, or the same flow's timers restarted."""
-        if owner is not None and delete_learned:
-            self.learned_by.setdefault(id(owner), set()).add((flow.table_id, flow.priority, flow.match))
-        for f in self.flows:
-            if f.ident() == (flow.table_id, flow.priority, flow.match) and (
-                    f.instructions, f.cookie, f.idle_timeout, f.hard_timeout, f.flags) == (
-                    flow.instructions, flow.cookie, flow.idle_timeout, flow.hard_timeout, flow.flags):
-                f.installed = now
-                return
-        self.add(flow, now)
+        """A flow ``learn`` made (``reference_ct.learn``)."""
+        RC.learn(self, flow, owner, delete_learned, now)
 
     def _gone_learners(self, gone: list[RefFlow]) -> list[RefFlow]:
-        out = []
-        for g in gone:
-            for ident in self.learned_by.pop(id(g), ()):
-                out += [f for f in self.flows if f.ident() == ident]
-                self.flows = [f for f in self.flows if f.ident() != ident]
-        return out
+        return RC.gone_learners(self, gone)
 
     def expire(self, now: int) -> list[tuple[RefFlow, int]]:
         """Remove flows past their hard or idle timeout."""

@@ -43,3 +43,26 @@ def learned_flow(walk: Any, a: R.Learn) -> R.Flow:
             fields[name] = ((old_v & ~m) | (v << sp.dst_ofs), old_m | m)
     return R.Flow(a.table, a.priority, R.Match(**fields), R.Instructions(apply=tuple(acts)), a.cookie, a.idle_timeout,
                   a.hard_timeout, R.OFPFF_SEND_FLOW_REM if a.send_flow_rem else 0)
+
+
+def learn(ref: Any, flow: R.Flow, owner: Any, delete_learned: bool, now: int) -> None:
+    """Into ``ref`` (a ``RefTables``): added, or the same flow's timers restarted; remembered for its owner."""
+    if owner is not None and delete_learned:
+        ref.learned_by.setdefault(id(owner), set()).add((flow.table_id, flow.priority, flow.match))
+    for f in ref.flows:
+        if f.ident() == (flow.table_id, flow.priority, flow.match) and (
+                f.instructions, f.cookie, f.idle_timeout, f.hard_timeout, f.flags) == (
+                flow.instructions, flow.cookie, flow.idle_timeout, flow.hard_timeout, flow.flags):
+            f.installed = now
+            return
+    ref.add(flow, now)
+
+
+def gone_learners(ref: Any, gone: list[Any]) -> list[Any]:
+    """Remove (and return) what the flows ``gone`` learned with ``delete_learned``."""
+    out = []
+    for g in gone:
+        for ident in ref.learned_by.pop(id(g), ()):
+            out += [f for f in ref.flows if f.ident() == ident]
+            ref.flows = [f for f in ref.flows if f.ident() != ident]
+    return out
