@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import socket
+import struct
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +141,9 @@ class OfConnection:
         if version == OFP10:
             err_type, code = _error10(err_type, code)
         data = data if text else data[:64]
+        if version == OFP10 and code >= 0x100:   # a Nicira extension code: OVS's NXET_VENDOR wrapping of 1.0
+            data = struct.pack("!IHH", NX_VENDOR_ID, err_type, code) + data
+            err_type, code = NXET_VENDOR, 0
         if err_type == OFPET_EXPERIMENTER:   # the experimenter id comes before the data: ONF's bundle errors
             vendor = ONF_VENDOR_ID if code >= ONF_BUNDLE_ERROR_BASE else NX_VENDOR_ID   # (1.3), else Nicira's
             data = vendor.to_bytes(4, "big") + data
@@ -151,6 +155,10 @@ class OfConnection:
         if self.target is None or not self.version or self.dead:
             return False
         return bool(self.async_masks[kind][1 if self.role == ROLE_SLAVE else 0] >> reason & 1)
+
+
+#: OpenFlow 1.0 has no experimenter errors: OVS sends Nicira's in an error of this type (NXVC_VENDOR_ERROR)
+NXET_VENDOR = 0xB0C2
 
 
 def _error10(err_type: int, code: int) -> tuple[int, int]:
