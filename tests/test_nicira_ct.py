@@ -293,6 +293,11 @@ MALFORMED = [
     ("nat with src and dst", _ct(inner=_nat(3))),
     ("learn with an unknown flag", _learn(flags=0x40)),
     ("learn spec of the reserved destination", _learn(specs=struct.pack("!HH", 3 << 11 | 1 << 13 | 16, 5))),
+    ("learn with bytes after its last spec", _learn(specs=struct.pack("!HH", 0, 5))),
+    ("learn immediate cut short", _nx(16, struct.pack("!HHHQHBxHH", 0, 0, 0x8000, 0, 0, 1, 0, 0)
+                                      + struct.pack("!H", 1 << 13 | 64) + bytes(4))),
+    ("nat whose range is cut short", _ct(inner=struct.pack("!HHIH2xHH", 0xFFFF, 16, 0x2320, 36, 1, 0x3))),
+    ("ct with a nested action of a bad length", _ct(inner=struct.pack("!HH4x", 0, 12) + bytes(8))),
     ("learn spec from an unknown field", _learn(specs=struct.pack("!HHBBH", 16, 0x0000, 0xA0, 4, 0)
                                                 + _REG13 + bytes(2))),
 ]

@@ -259,10 +259,14 @@ def decode_action(buf: bytes, decode_actions: Callable[[bytes], list[dict[str, A
             (present,) = take("H")       # bits OVS does not define are ignored, as OVS ignores them
             for rkey, bit, code in NAT_RANGES:
                 if present & bit:
+                    if off + struct.calcsize("!" + code) > len(body):    # OVS: a range cut short is an argument
+                        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_ARGUMENT, f"nx_nat: {rkey} cut short")
                     (v,) = take(code)
                     action[rkey] = int.from_bytes(v, "big") if code.endswith("s") else v
         elif kind == "learn_specs":
             action[key], off = _decode_specs(body, off)
+            if any(body[off:]):      # OVS: what follows the specs must be zeros (padding)
+                raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_ARGUMENT, "nx_learn: bytes after its specs")
     if any(body[off:]):
         raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_LEN, f"nx_{name}: non-zero bytes after its body")
     return action
