@@ -358,3 +358,23 @@ def test_learn_and_ct_through_the_daemon(switch, net) -> None:  # noqa: ANN001
     trace = switch.appctl("ofproto/trace", br, "in_port=1,udp,nw_src=10.79.0.1,nw_dst=10.79.0.2").stdout
     assert "ct(commit,table=3,zone=NXM_NX_REG13[0..15],nat)" in trace, trace
     assert "Drop reason: conntrack_unavailable" in trace, trace
+
+
+@pytest.mark.integration
+def test_ovn_ct_and_learn_flows_load_and_dump_as_ovs_held_them(switch, tmp_path) -> None:  # noqa: ANN001
+    """Every flow of the OVN fixture with a ct, learn or ct_clear (chassis by chassis, one bridge each), added
+    with ``ovs-ofctl -O OpenFlow15 add-flows``, comes back from ``dump-flows`` as OVS 3.1 held it: the same
+    matches, cookies and priorities, and the same action text."""
+    from tests.ofctl_text import fixture, flow_lines
+    for chassis in ("chA", "chB"):
+        want = {fl for fl in flow_lines(fixture(f"flows-{chassis}.txt"))
+                if any(k in fl.actions for k in ("ct(", "learn(", "ct_clear"))}
+        assert len(want) > 40, chassis
+        br = unique(f"ovn{chassis}")
+        switch.vsctl("add-br", br)
+        path = tmp_path / f"{chassis}.flows"
+        path.write_text("".join(f"{','.join(sorted(fl.match))} actions={fl.actions}\n" for fl in want))
+        _ofctl(switch, "-O", "OpenFlow15", "add-flows", br, str(path))
+        got = {fl for fl in flow_lines(_ofctl(switch, "-O", "OpenFlow15", "dump-flows", br))
+               if "priority=0" not in fl.match or fl.actions != "NORMAL"}
+        assert got == want, (chassis, sorted(want - got)[:3], sorted(got - want)[:3])
