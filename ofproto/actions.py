@@ -428,6 +428,8 @@ def _check_ct(ct: Ct) -> None:
         _range(name, ofs, nbits)
     elif not 0 <= ct.zone <= 0xFFFF:
         raise FlowError("bad_argument", f"ct zone {ct.zone}")
+    if not ct.commit and any(a != Nat() for a in ct.actions):
+        raise FlowError("bad_argument", "ct without commit takes no action but a plain nat")   # OVS's rule
     for a in ct.actions:
         if isinstance(a, Nat):
             _check_nat(a)

@@ -239,6 +239,7 @@ def test_encodings_are_byte_for_byte_what_os_ken_sends(theirs: Any, mine: Any) -
     (Ct(zone=("reg0", 0, 8)), "bad_argument"),                                 # a zone is 16 bits
     (Ct(table=255), "bad_table_id"),
     (Ct(force=True), "bad_argument"),                                          # force without commit
+    (Ct(actions=(Nat("dst"),)), "bad_argument"),                               # nat(dst) without commit
     (Learn(specs=(LearnSpec("load", 8, None, 0, 0x1FF, "reg0", 0),)), "bad_argument"),   # value too wide
     (Learn(specs=(LearnSpec("load", 8, "reg1", 0, 0, "ct_state", 0),)), "bad_set_field"),  # read-only
     (Learn(specs=(LearnSpec("match", 8, "reg1", 30, 0, "reg2", 0),)), "bad_argument"),   # past reg1's 32 bits
@@ -291,6 +292,10 @@ MALFORMED = [
     ("ct zone from an unknown field", _ct(zone_src=struct.pack("!HBB", 0x0000, 0xA0, 4), zone=15)),
     ("nat outside ct", _nat(1)),
     ("nat with src and dst", _ct(inner=_nat(3))),
+    ("ct exec without commit", _ct(flags=0, inner=_SET_MARK)),
+    ("ct force without commit", _ct(flags=2)),
+    ("ct zone from 8 bits", _ct(zone_src=_REG13, zone=7)),
+    ("ct nat(src) without commit", _ct(flags=0, inner=_nat(1))),
     ("learn with an unknown flag", _learn(flags=0x40)),
     ("learn spec of the reserved destination", _learn(specs=struct.pack("!HH", 3 << 11 | 1 << 13 | 16, 5))),
     ("learn with bytes after its last spec", _learn(specs=struct.pack("!HH", 0, 5))),
@@ -303,6 +308,7 @@ MALFORMED = [
 ]
 GOOD = [("ct(commit) setting ct_mark", _ct(inner=_SET_MARK)),
         ("ct with a flag OVS does not define (ignored)", _ct(flags=0x11)),
+        ("ct with a plain nat and no commit", _ct(flags=0, inner=_nat(0))),
         ("nat with a range bit OVS does not define (ignored)", _ct(inner=_nat(1, 0x40))),
         ("learn matching reg13", _learn(specs=struct.pack("!H", 16) + _REG13 + bytes(2) + _REG13 + bytes(2)))]
 

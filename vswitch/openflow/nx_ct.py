@@ -17,6 +17,7 @@ from ofproto.actions import Action, Ct, CtClear, Learn, LearnSpec, Nat
 from vswitch.openflow.codec import OFPET_BAD_ACTION, OfpError
 from vswitch.openflow.nicira import OFPBAC_BAD_ARGUMENT
 
+OFPBAC_BAD_SET_LEN = 14
 NX_CT_F_COMMIT, NX_CT_F_FORCE = 1, 2
 NX_CT_RECIRC_NONE = 0xFF
 NX_NAT_F_SRC, NX_NAT_F_DST, NX_NAT_F_PERSISTENT, NX_NAT_F_PROTO_HASH, NX_NAT_F_PROTO_RANDOM = 1, 2, 4, 8, 16
@@ -37,6 +38,8 @@ def ct_from_nx(d: dict[str, Any], inner: Inner) -> Ct:
     if d.get("zone_src") is not None:
         raw = d["zone"]
         zone = (d["zone_src"], raw >> 6, (raw & 0x3F) + 1)
+        if zone[2] != 16:     # OVS: a zone is 16 bits, another width is OFPBAC_BAD_SET_LEN
+            raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_LEN, f"ct zone from {zone[2]} bits")
     else:
         zone = d["zone"]
     table = None if d["recirc_table"] == NX_CT_RECIRC_NONE else d["recirc_table"]
