@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from os_ken.ofproto import nicira_ext
 from os_ken.ofproto import ofproto_v1_3_parser as p
 
@@ -32,6 +34,7 @@ from tests.ofctl_bytes import ofctl_actions
 from tests.switchutil import private_switch
 from tests.test_bridge_identity import RealOvs
 from vswitch.openflow import nicira, nxm
+from vswitch.openflow.actionwire import action_from_wire
 from vswitch.openflow.codec import OFP15, OFP_NO_BUFFER, Msg, OfpError, actions_decode, encode
 from vswitch.openflow.flows import FLOW_ERRORS
 from vswitch.openflow.nx_ct import FROM_NX, TO_NX
@@ -400,3 +403,57 @@ def test_ct_and_learn_need_the_match_ovs_needs(real_ovs: RealOvs, sw: Any) -> No
             got = [(t, c) for kind, _x, t, c in answers if kind == "error"]
             assert got == ([expect] if expect else []), (what, type(target).__name__, got, expect)
             ofctl(target, "-O", "OpenFlow15", "del-flows", "brct")
+
+
+# ---------------------------------------------------------------- properties
+_FIELDS16 = ["reg0", "reg13", "tcp_src", "in_port", "eth_type"]
+
+
+@st.composite
+def learns(draw: st.DrawFn) -> Learn:
+    specs = []
+    for _ in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(["match", "load", "output"]))
+        n = draw(st.integers(1, 16))
+        src = None if kind != "output" and draw(st.booleans()) else draw(st.sampled_from(_FIELDS16))
+        value = draw(st.integers(0, (1 << n) - 1)) if src is None else 0
+        dst = None if kind == "output" else draw(st.sampled_from(["reg1", "reg2", "metadata"]))
+        specs.append(LearnSpec(kind, n, src, draw(st.integers(0, 16 - n)) if src else 0, value, dst,
+                               draw(st.integers(0, 16)) if dst else 0))
+    return Learn(draw(st.integers(0, 254)), tuple(specs), draw(st.integers(0, 0xFFFF)), draw(st.integers(0, 0xFFFF)),
+                 draw(st.integers(0, 0xFFFF)), draw(st.integers(0, (1 << 64) - 1)), draw(st.booleans()),
+                 draw(st.booleans()), draw(st.integers(0, 0xFFFF)), draw(st.integers(0, 0xFFFF)))
+
+
+@st.composite
+def cts(draw: st.DrawFn) -> Ct:
+    nat = draw(st.sampled_from([None, Nat(), Nat("src"), Nat("dst", ipaddress.IPv4Address("10.0.0.1"),
+                                                             ipaddress.IPv4Address("10.0.0.9"), 1, 99, True),
+                                Nat("src", ipaddress.IPv6Address("fe80::1"), None, 80, None, False, True, True)]))
+    zone = draw(st.one_of(st.integers(0, 0xFFFF), st.tuples(st.sampled_from(["reg13", "reg11"]),
+                                                            st.sampled_from([0, 16]), st.just(16))))
+    return Ct(draw(st.booleans()), False, zone, draw(st.one_of(st.none(), st.integers(0, 254))),
+              draw(st.sampled_from([0, 21, 69])), () if nat is None else (nat,))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(learns(), cts()))
+def test_model_to_wire_and_back_is_the_same_action(action: Any) -> None:
+    raw = encode_all([to_dict(action)])
+    assert len(raw) % 8 == 0
+    assert to_action(decode_all(raw)[0]) == action
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([16, 35, 36]), st.binary(max_size=80))
+def test_random_bodies_decode_or_get_an_openflow_error(subtype: int, body: bytes) -> None:
+    """Whatever follows a ct / nat / learn header: an action, or an ``OfpError`` / ``FlowError`` (an OpenFlow
+    error for the sender), never another exception."""
+    raw = _nx(subtype, body)
+    for decode, convert in ((decode_all, to_action),                                 # this file's decoder
+                            (lambda b: actions_decode(OFP15, b), lambda d: action_from_wire(OFP15, d))):  # the switch's
+        try:
+            for d in decode(raw):
+                check_action(convert(d))
+        except (OfpError, FlowError):
+            pass
