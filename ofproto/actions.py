@@ -3,7 +3,7 @@
 OpenFlow's own actions (``Output``, ``PushVlan``, ``PopVlan``, ``SetField``, ``ModVlanVid``) and the
 Nicira extensions the translator runs: ``Resubmit``, ``Load`` (a ``SetField`` written as
 ``load:``), ``Move``, ``StackPush`` / ``StackPop``, ``Note``, ``Exit``, ``OutputReg``, ``DecTtl``,
-``Clone``, and conntrack / learning: ``Ct`` (with ``Nat`` inside), ``CtClear``, ``Learn`` (their text:
+``Clone``, and conntrack / learning: ``Ct`` (with ``Nat`` inside), ``CtClear``, ``Learn``, ``FinTimeout`` (their text:
 ``ofproto.nxtext``). Fields are named as the field registry (``ofproto.fields``) names them (``reg13``,
 ``xxreg0``, ``eth_src``, ``ip_dst``, ``metadata`` ...); a bit range is ``(field, ofs, nbits)``, OVS's
 ``field[ofs..ofs+nbits-1]``.
@@ -236,6 +236,16 @@ class CtClear:
 
 
 @dataclass(frozen=True)
+class FinTimeout:
+    """``fin_timeout(idle_timeout=N,hard_timeout=M)``: a TCP FIN or RST through this flow cuts its idle / hard
+    timeout down to N / M seconds (0: that timeout is left alone). ``learn`` with fin timeouts gives its
+    flows one."""
+
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+
+
+@dataclass(frozen=True)
 class LearnSpec:
     """One argument of ``learn``: ``dst_type`` "match" (the learned flow matches ``dst`` bits on the value),
     "load" (it loads the value into ``dst`` bits) or "output" (it outputs to the port the value names);
@@ -270,7 +280,7 @@ class Learn:
 
 
 Action = (Output | PushVlan | PopVlan | SetField | ModVlanVid | Resubmit | Move | StackPush | StackPop | Note | Exit
-          | OutputReg | DecTtl | Clone | Ct | Nat | CtClear | Learn)
+          | OutputReg | DecTtl | Clone | Ct | Nat | CtClear | Learn | FinTimeout)
 
 #: actions a write-actions instruction (the action set) may hold
 ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid)
@@ -397,6 +407,10 @@ def check_action(action: Action, in_action_set: bool = False) -> None:
             check_action(a)
         return
     if isinstance(action, CtClear):
+        return
+    if isinstance(action, FinTimeout):
+        if not (0 <= action.idle_timeout <= 0xFFFF and 0 <= action.hard_timeout <= 0xFFFF):
+            raise FlowError("bad_argument", f"fin_timeout {action}")
         return
     if isinstance(action, Ct):
         _check_ct(action)
@@ -578,7 +592,7 @@ def format_nicira(a: Action) -> str | None:
         return "dec_ttl" if a.ids == (0,) else f"dec_ttl({','.join(map(str, a.ids))})"
     if isinstance(a, Clone):
         return f"clone({','.join(format_nicira(x) or repr(x) for x in a.actions)})"
-    if isinstance(a, (Ct, Nat, CtClear, Learn)):
+    if isinstance(a, (Ct, Nat, CtClear, Learn, FinTimeout)):
         from ofproto.nxtext import format_ct_family
         return format_ct_family(a)
     return None

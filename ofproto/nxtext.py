@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from ofproto import fields as F
-from ofproto.actions import Action, Ct, CtClear, Learn, LearnSpec, Move, Nat, SetField, field_bits
+from ofproto.actions import Action, Ct, CtClear, FinTimeout, Learn, LearnSpec, Move, Nat, SetField, field_bits
 
 #: NXM names that are not ``NXM_OF_`` / ``NXM_NX_`` + the upper-cased registry name
 _NXM_NAMES = {"nw_tos": "IP_TOS", "nw_proto": "IP_PROTO", "nw_ecn": "IP_ECN", "nw_ttl": "IP_TTL",
@@ -165,12 +165,15 @@ def format_learn(lr: Learn) -> str:
 
 
 def format_ct_family(a: Action) -> str:
-    """``ct``, ``nat``, ``ct_clear`` or ``learn`` as OVS prints it."""
+    """``ct``, ``nat``, ``ct_clear``, ``learn`` or ``fin_timeout`` as OVS prints it."""
     if isinstance(a, Ct):
         return format_ct(a)
     if isinstance(a, Nat):
         return format_nat(a)
     if isinstance(a, CtClear):
         return "ct_clear"
+    if isinstance(a, FinTimeout):
+        args = [f"{k}={v}" for k, v in (("idle_timeout", a.idle_timeout), ("hard_timeout", a.hard_timeout)) if v]
+        return f"fin_timeout({','.join(args)})"
     assert isinstance(a, Learn)
     return format_learn(a)

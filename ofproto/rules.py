@@ -32,6 +32,7 @@ from ofproto.actions import (  # noqa: F401  (re-exported: callers import the ac
     CtClear,
     DecTtl,
     Exit,
+    FinTimeout,
     FlowError,
     Learn,
     LearnSpec,

@@ -312,6 +312,20 @@ class FlowTables:
             return old, False
         return self.add(flow, now), True
 
+    def fin_timeout(self, uid: int, idle_timeout: int, hard_timeout: int) -> bool:
+        """``fin_timeout`` of the flow with ``uid`` saw a FIN or RST: each of its timeouts that is 0 or longer
+        becomes the given one (0: left alone). False when that flow is gone."""
+        for f in self.flows():
+            if f.uid == uid:
+                if idle_timeout and (not f.idle_timeout or f.idle_timeout > idle_timeout):
+                    f.idle_timeout = idle_timeout
+                if hard_timeout and (not f.hard_timeout or f.hard_timeout > hard_timeout):
+                    f.hard_timeout = hard_timeout
+                if f.idle_timeout or f.hard_timeout:
+                    self._timed[f.serial] = f
+                return True
+        return False
+
     def _drop_learned(self, gone: list[Flow], now: int) -> list[FlowStats]:
         """Remove the flows that flows ``gone`` learned with ``delete_learned``; their final stats."""
         out = []

@@ -24,6 +24,7 @@ from ofproto.rules import (
     OFPRR_HARD_TIMEOUT,
     Ct,
     CtClear,
+    FinTimeout,
     Flow,
     Instructions,
     Learn,
@@ -38,6 +39,7 @@ from ofproto.tables import FlowTables
 from tests.netutil import send_frames, unique
 from tests.test_xlate import SETTINGS, Rig, check_burst, rig
 from tests.test_xlate_nicira import IP4, MACS, ipv4_frame
+from xlate.ctlearn import FinHit
 from xlate.reference import RefTables
 from xlate.translate import UpcallCookies, translate
 
@@ -67,6 +69,9 @@ def take_learned(r: Rig, now: int) -> int:
     changed = 0
     while r.dp.learned:
         got = r.dp.learned.popleft()
+        if isinstance(got, FinHit):
+            r.tables.fin_timeout(got.uid, got.idle_timeout, got.hard_timeout)
+            continue
         _flow, ch = r.tables.learn(got.flow, got.owner, got.delete_learned, now)
         changed += ch
     if changed:
@@ -251,23 +256,33 @@ def learner_flows(draw: st.DrawFn) -> list[Flow]:
         specs = (LearnSpec("match", 16, None, 0, 0x800, "eth_type", 0),
                  LearnSpec("match", 8, None, 0, 6, "nw_proto", 0), *picked)
         lr = Learn(table=draw(st.sampled_from([2, 3])), specs=specs, priority=draw(st.integers(1, 9)),
-                   cookie=prio, delete_learned=draw(st.booleans()))
+                   cookie=prio, delete_learned=draw(st.booleans()), idle_timeout=draw(st.sampled_from([0, 30])),
+                   fin_idle_timeout=draw(st.sampled_from([0, 0, 5])), fin_hard_timeout=draw(st.sampled_from([0, 7])))
         port = draw(st.sampled_from([0, 1]))
         out.append(Flow(0, prio, Match(in_port=port, eth_type=0x800, ip_proto=6),
                         Instructions(apply=(lr, Output(draw(st.sampled_from([2, 3])))))))
     out.append(Flow(0, 20, Match(eth_type=0x800, ip_proto=17, in_port=draw(st.sampled_from([0, 1, 2]))),
                     Instructions(apply=(Output(3), Ct(commit=True, zone=("reg13", 0, 16), table=1)))))
     out.append(Flow(0, 15, Match(in_port=3), Instructions(apply=(CtClear(), Resubmit(None, 3)))))
+    out.append(Flow(0, 16, Match(in_port=2, eth_type=0x800, ip_proto=6), hard_timeout=40,
+                    instructions=Instructions(apply=(FinTimeout(3, 9), Resubmit(None, 2)))))
     out.append(Flow(0, 1, Match(), Instructions(apply=(Resubmit(None, 2),))))
     out.append(Flow(2, 0, Match(), Instructions(apply=(Resubmit(None, 3),))))
     out.append(Flow(3, 0, Match(reg2=(9 << 4, 0xF0)), Instructions(apply=(Output(0),))))
     return out
 
 
+def _with_tcp_flags(frame: bytes, flags: int) -> bytes:
+    """A TCP frame of ``ipv4_frame`` with other flags (nothing here reads its checksum)."""
+    return frame[:47] + bytes([flags]) + frame[48:] if frame[23] == 6 else frame
+
+
 def _frames() -> st.SearchStrategy[tuple[bytes, int]]:
-    return st.tuples(st.builds(lambda p, s, d, sp, dp: ipv4_frame(MACS[1], MACS[0], b"", p, s, d, 64, 0, sp, dp),
+    return st.tuples(st.builds(lambda p, s, d, sp, dp, fl: _with_tcp_flags(
+                                   ipv4_frame(MACS[1], MACS[0], b"", p, s, d, 64, 0, sp, dp), fl),
                                st.sampled_from([6, 6, 17]), st.sampled_from(IP4), st.sampled_from(IP4),
-                               st.sampled_from([80, 4000]), st.sampled_from([80, 4000])),
+                               st.sampled_from([80, 4000]), st.sampled_from([80, 4000]),
+                               st.sampled_from([0x02, 0x10, 0x11, 0x04])),
                      st.integers(0, 3))
 
 
@@ -289,12 +304,18 @@ def test_random_learners_agree_with_the_reference(flow_list: list[Flow], frames_
                 r.tables.delete(0, victim.match, victim.priority, strict=True)
                 ref.delete(0, victim.match, victim.priority, True, 0xFFFFFFFF, 0, 0)
                 r.update()
-        assert ({(f.table_id, f.priority, f.match, f.instructions) for f in r.tables.flows()}
-                == {(f.table_id, f.priority, f.match, f.instructions) for f in ref.flows})
+        def contents(flows: Any) -> set:
+            return {(f.table_id, f.priority, f.match, f.instructions, f.idle_timeout, f.hard_timeout) for f in flows}
+        assert contents(r.tables.flows()) == contents(ref.flows)
+        late = len(frames_in) + 8                 # past every cut-down timeout, before the long ones
+        r.sync()
+        r.tables.expire(late)
+        ref.expire(late)
+        assert contents(r.tables.flows()) == contents(ref.flows)
 
 
 # ---------------------------------------------------------------- through the daemon, with the real ovs-ofctl
-LEARN_TEXT = ("learn(table=2,priority=7,delete_learned,cookie=0x5e8907a2,eth_type=0x800,nw_proto=6,"
+LEARN_TEXT = ("learn(table=2,fin_idle_timeout=5,priority=7,delete_learned,cookie=0x5e8907a2,eth_type=0x800,nw_proto=6,"
               "NXM_OF_IP_DST[]=NXM_OF_IP_SRC[],NXM_OF_TCP_DST[]=NXM_OF_TCP_SRC[],load:0x1->NXM_NX_REG10[7],"
               "output:NXM_OF_IN_PORT[])")
 
@@ -339,7 +360,7 @@ def test_learn_and_ct_through_the_daemon(switch, net) -> None:  # noqa: ANN001
     switch.wait_for("the learned flow", lambda: len(_table2(switch, br)) == 1)
     (line,) = _table2(switch, br)
     assert "cookie=0x5e8907a2" in line and "priority=7,tcp,nw_dst=10.79.0.1,tp_dst=4000" in line, line
-    assert line.endswith("actions=load:0x1->NXM_NX_REG10[7],output:1"), line
+    assert line.endswith("actions=fin_timeout(idle_timeout=5),load:0x1->NXM_NX_REG10[7],output:1"), line
     up = switch.appctl("upcall/show").stdout
     assert re.search(r"not cached\s+: 1 \(the translation ran learn\)", up), up
     def packets() -> int:

@@ -168,6 +168,8 @@ EXTRA = [
     "send_flow_rem,cookie=0x9,NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],"
     "load:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15],output:NXM_OF_IN_PORT[])",
     "learn(table=1,NXM_NX_REG1[3..7]=0x1f,eth_src=00:11:22:33:44:55,load:0xab->NXM_NX_XXREG3[8..15])",
+    "fin_timeout(idle_timeout=5,hard_timeout=10)",
+    "fin_timeout(hard_timeout=3)",
 ]
 
 

@@ -63,7 +63,7 @@ from dpif.patch import PC_NO_PEER, PC_NO_SLOT, PC_OVERFLOW, PC_TX_BYTES, PC_TX_P
 from ofproto.rules import Action
 from ofproto.tables import TableSet
 from vswitch.dpbridge import LEARN_QUEUE, DpBridge, PacketIn
-from xlate.ctlearn import Learned
+from xlate.ctlearn import TableChange
 from xlate.translate import MAX_DEPTH, Bridges, UpcallCookies, translate_actions
 from xlate.upcall import Upcalls
 
@@ -274,8 +274,8 @@ class BurstPath:
                 br.on_packet_in()
 
     # ------------------------------------------------------------ packet-out: a burst of one frame
-    def _hand_learned(self, learned: list[Learned]) -> None:
-        """Flows ``learn`` made: to their bridges' agents (``DpBridge.learned``), which add them."""
+    def _hand_learned(self, learned: list[TableChange]) -> None:
+        """Flows ``learn`` made, ``fin_timeout`` hits: to their bridges' agents (``DpBridge.learned``)."""
         woken = set()
         for got in learned:
             br = self.bridges[got.bridge] if 0 <= got.bridge < len(self.bridges) else None

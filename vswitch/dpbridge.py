@@ -39,7 +39,7 @@ from backends.port import Port
 from classifier.l2table import I_AGING, I_LEARNED, I_LIMIT, l2_copy, make_l2table
 from ofproto.rules import Action
 from ofproto.tables import FlowTables, TableSet
-from xlate.ctlearn import Learned
+from xlate.ctlearn import TableChange
 from xlate.translate import MODE_DROP, MODE_NORMAL, MODE_TABLES, Bridges, UpcallCookies
 from xlate.upcall import Upcalls
 
@@ -96,8 +96,8 @@ class DpBridge:
         self.flows_secure = False  # the live flows were compiled for a secure bridge
         self._next_flows: tuple[FlowTables, TableSet, int, bool, bool] | None = None
         self.packet_ins: collections.deque[PacketIn] = collections.deque()
-        #: flows ``learn`` made for this bridge, for its agent (``FlowTables.learn``), at most ``LEARN_QUEUE``
-        self.learned: collections.deque[Learned] = collections.deque()
+        #: flows ``learn`` made for this bridge and ``fin_timeout`` hits, for its agent, at most ``LEARN_QUEUE``
+        self.learned: collections.deque[TableChange] = collections.deque()
         self.on_packet_in: Callable[[], None] = lambda: None
         self.pi_rate = float(PACKET_IN_RATE)
         self.pi_burst = float(PACKET_IN_BURST)

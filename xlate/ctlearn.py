@@ -12,6 +12,9 @@
   translation adds it to the bridge's tables (``FlowTables.learn``: add, or replace the flow with the same
   match and priority, timers restarted). A translation that learned is never cached as a megaflow, so every
   later frame learns again (``xlate.upcall``: counted as ``learn_not_cached``).
+* ``fin_timeout``: a TCP frame with FIN or RST (those flag bits un-wildcarded) asks, through the same list
+  (``FinHit``), that the flow's idle / hard timeouts be cut down (``FlowTables.fin_timeout``); caching such a
+  walk is fine (cutting again changes nothing).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from dpif import key as K
 from ofproto import fields as F
-from ofproto.actions import FieldValue, Learn, Load
+from ofproto.actions import FieldValue, FinTimeout, Learn, Load
 from ofproto.rules import ALL_MATCH_FIELDS, OFPFF_SEND_FLOW_REM, Action, Flow, FlowError, Instructions, Match, Output
 
 if TYPE_CHECKING:
@@ -48,6 +51,33 @@ class Learned:
     delete_learned: bool
 
 
+@dataclass(frozen=True)
+class FinHit:
+    """A TCP FIN or RST went through ``fin_timeout`` of the flow with uid ``uid`` in ``bridge``."""
+
+    bridge: int
+    uid: int
+    idle_timeout: int
+    hard_timeout: int
+
+
+#: what a walk asks of the tables (``XlateResult.learned``)
+TableChange = Learned | FinHit
+TCP_FIN_RST = 0x005
+
+
+def fin_timeout(walk: _Walk, a: FinTimeout, owner: Flow | None) -> None:
+    """``fin_timeout``: a FinHit for ``owner`` when the frame is TCP with FIN or RST."""
+    if owner is None or not walk.prereqs_ok("tcp_flags"):
+        return
+    fv = FieldValue.of("tcp_flags")
+    walk.unwildcard(fv, TCP_FIN_RST)
+    if fv.read(walk.flow) & TCP_FIN_RST:
+        walk.r.learned.append(FinHit(walk.bridge, owner.uid, a.idle_timeout, a.hard_timeout))
+        if walk.rec:
+            walk.rec.note("     -> FIN or RST: the flow's timeouts are cut down")
+
+
 def ct_clear(walk: _Walk) -> None:
     """``ct_clear``: every ct_* field of the walk's flow state back to 0."""
     for w in CT_WORDS:
@@ -67,6 +97,8 @@ def build(walk: _Walk, a: Learn, owner: Flow | None) -> Learned:
     """The flow ``a`` learns from the walk's frame (``FlowError`` when its match cannot be a flow's)."""
     fields: dict[str, tuple[int, int]] = {}
     actions: list[Action] = []
+    if a.fin_idle_timeout or a.fin_hard_timeout:      # first, as OVS puts it
+        actions.append(FinTimeout(a.fin_idle_timeout, a.fin_hard_timeout))
     for sp in a.specs:
         n = sp.n_bits
         value = sp.value if sp.src is None else walk.read(FieldValue.of(sp.src), sp.src_ofs, n)

@@ -610,6 +610,8 @@ class _Walk:
             pass
         elif isinstance(a, R.Ct):
             raise RC.CtReached
+        elif isinstance(a, R.FinTimeout):
+            RC.fin_timeout(self.key, a, flow)
         elif isinstance(a, R.CtClear):
             for w in RC.CT_KEY_WORDS:
                 self.key[w] = 0

@@ -29,6 +29,8 @@ def learned_flow(walk: Any, a: R.Learn) -> R.Flow:
     """The flow ``a`` makes from the frame ``walk`` holds (``walk.get(name)``: a field's value)."""
     fields: dict[str, tuple[int, int]] = {}
     acts: list[R.Action] = []
+    if a.fin_idle_timeout or a.fin_hard_timeout:
+        acts.append(R.FinTimeout(a.fin_idle_timeout, a.fin_hard_timeout))
     for sp in a.specs:
         ones = (1 << sp.n_bits) - 1
         v = sp.value if sp.src is None else walk.get(sp.src) >> sp.src_ofs & ones
@@ -43,6 +45,16 @@ def learned_flow(walk: Any, a: R.Learn) -> R.Flow:
             fields[name] = ((old_v & ~m) | (v << sp.dst_ofs), old_m | m)
     return R.Flow(a.table, a.priority, R.Match(**fields), R.Instructions(apply=tuple(acts)), a.cookie, a.idle_timeout,
                   a.hard_timeout, R.OFPFF_SEND_FLOW_REM if a.send_flow_rem else 0)
+
+
+def fin_timeout(key: list[int], a: R.FinTimeout, flow: Any) -> None:
+    """A TCP frame with FIN or RST through ``fin_timeout``: ``flow``'s timeouts cut down to ``a``'s."""
+    tcp = key[K.W_ETH_TYPE] in (0x0800, 0x86DD) and key[K.W_NW] & 0xFF == 6
+    if flow is None or not tcp or not key[K.W_TP] >> 32 & 0x005:
+        return
+    for name, new in (("idle_timeout", a.idle_timeout), ("hard_timeout", a.hard_timeout)):
+        if new and (not getattr(flow, name) or getattr(flow, name) > new):
+            setattr(flow, name, new)
 
 
 def learn(ref: Any, flow: R.Flow, owner: Any, delete_learned: bool, now: int) -> None:

@@ -60,6 +60,7 @@ from ofproto.actions import (
     DecTtl,
     Exit,
     FieldValue,
+    FinTimeout,
     Learn,
     Move,
     Note,
@@ -277,7 +278,7 @@ class XlateResult:
     outputs: int = 0
     drop_reason: str = ""
     cut: dict[str, int] = field(default_factory=dict)        # resubmits / crossings not done: limit -> count
-    learned: list[ctlearn.Learned] = field(default_factory=list)   # flows ``learn`` made (``xlate.ctlearn``)
+    learned: list[ctlearn.TableChange] = field(default_factory=list)   # learn / fin_timeout (``xlate.ctlearn``)
 
     def program(self) -> np.ndarray:
         """The actions as the datapath's int64 program."""
@@ -514,6 +515,8 @@ class _Walk:
             ctlearn.ct_clear(self)
         elif isinstance(a, Learn):
             ctlearn.learn(self, a, flow)
+        elif isinstance(a, FinTimeout):
+            ctlearn.fin_timeout(self, a, flow)
         else:
             self.do(a)
         return True

@@ -32,7 +32,7 @@ import numpy as np
 
 from dpif import megaflow as M
 from ofproto.tables import C_BYTES, C_PACKETS, C_USED, TableSet
-from xlate.ctlearn import Learned
+from xlate.ctlearn import Learned, TableChange
 from xlate.translate import Bridges, UpcallCookies, XlateResult, translate
 
 MAX_RULES = 64           # rules and missed lookups a megaflow credits (a longer walk: its first 64)
@@ -71,7 +71,7 @@ class Upcalls:
                          "revalidated_removed": 0, "flushes": 0, "expired": 0, "not_installed": 0,
                          "translations_cut": 0, "learn_not_cached": 0}
         #: flows ``learn`` made in translations since the owner last took them (``take_learned``)
-        self.learned: list[Learned] = []
+        self.learned: list[TableChange] = []
         self.translate_ns = 0
         self._scratch: list[tuple[np.ndarray, int, int]] = []
         self._covered = np.zeros(4096, dtype=np.uint8)
@@ -104,8 +104,8 @@ class Upcalls:
                 self.counters["translations_cut"] += 1
             mask = res.mask_row()
             prog = res.program()
-            if res.learned:      # not cached: every later frame must run its learn again (OVS re-runs it)
-                self.learned += res.learned
+            self.learned += res.learned
+            if any(isinstance(x, Learned) for x in res.learned):   # not cached: every later frame learns again
                 self.counters["learn_not_cached"] += 1
                 e = -1
             else:
@@ -315,8 +315,8 @@ class Upcalls:
         mine = (self.rule_bridge[keep] == bridge) & (kept > 0)
         self.rules[keep] = np.where(mine, m[np.where(mine, kept, 0)], kept)
 
-    def take_learned(self) -> list[Learned]:
-        """The flows ``learn`` made since the last call (for their bridges' tables, ``FlowTables.learn``)."""
+    def take_learned(self) -> list[TableChange]:
+        """What walks asked of the tables since the last call: flows ``learn`` made, ``fin_timeout`` hits."""
         got, self.learned = self.learned, []
         return got
 

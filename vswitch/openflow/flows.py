@@ -91,7 +91,7 @@ from vswitch.openflow.codec import (
     OfpError,
 )
 from vswitch.openflow.translate import actions_to10, instructions_from, match_from, match_to
-from xlate.ctlearn import Learned
+from xlate.ctlearn import FinHit, TableChange
 from xlate.translate import MAX_DEPTH, PF_DOWN, PF_PATCH, Bridges, UpcallCookies, set_action_formatter, translate
 
 log = logging.getLogger(__name__)
@@ -277,8 +277,12 @@ class BridgeFlows:
         if not self.dirty_since:
             self.dirty_since = now
 
-    def learn(self, got: Learned) -> None:
-        """A flow ``learn`` made (``xlate.ctlearn``): into the tables, a change when it is new or different."""
+    def learn(self, got: TableChange) -> None:
+        """A flow ``learn`` made (``xlate.ctlearn``): into the tables, a change when it is new or different; a
+        ``fin_timeout`` hit: that flow's timeouts cut down."""
+        if isinstance(got, FinHit):
+            self.tables.fin_timeout(got.uid, got.idle_timeout, got.hard_timeout)
+            return
         try:
             _flow, changed = self.tables.learn(got.flow, got.owner, got.delete_learned, self.now())
         except FlowError:

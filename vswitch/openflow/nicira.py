@@ -68,6 +68,7 @@ NX_ACTIONS: dict[str, tuple[int, Layout]] = {
     "ct": (35, [("flags", "H"), ("zone_src", "nxm_opt"), ("zone", "H"), ("recirc_table", "B"), ("pad", "3x"),
                 ("alg", "H"), ("actions", "actions")]),
     "nat": (36, [("pad", "2x"), ("flags", "H"), ("range", "nat_range")]),
+    "fin_timeout": (19, [("fin_idle_timeout", "H"), ("fin_hard_timeout", "H"), ("pad", "2x")]),
 }
 NX_BY_SUBTYPE = {sub: name for name, (sub, _) in NX_ACTIONS.items()}
 

@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from ofproto.actions import Action, Ct, CtClear, Learn, LearnSpec, Nat
+from ofproto.actions import Action, Ct, CtClear, FinTimeout, Learn, LearnSpec, Nat
 from vswitch.openflow.codec import OFPET_BAD_ACTION, OfpError
 from vswitch.openflow.nicira import OFPBAC_BAD_ARGUMENT
 
@@ -147,8 +147,11 @@ def learn_to_nx(a: Learn, inner: Inner | None = None) -> dict[str, Any]:
 #: ``nx_*`` type -> dict to action (``inner`` converts nested actions)
 FROM_NX: dict[str, Callable[[dict[str, Any], Inner], Action]] = {
     "nx_ct": ct_from_nx, "nx_nat": nat_from_nx, "nx_ct_clear": ct_clear_from_nx, "nx_learn": learn_from_nx,
+    "nx_fin_timeout": lambda d, inner=None: FinTimeout(d["fin_idle_timeout"], d["fin_hard_timeout"]),
 }
 #: action class -> action to dict
 TO_NX: dict[type, Callable[[Any, Inner], dict[str, Any]]] = {
     Ct: ct_to_nx, Nat: nat_to_nx, CtClear: ct_clear_to_nx, Learn: learn_to_nx,
+    FinTimeout: lambda a, inner=None: {"type": "nx_fin_timeout", "fin_idle_timeout": a.idle_timeout,
+                                       "fin_hard_timeout": a.hard_timeout},
 }
