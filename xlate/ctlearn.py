@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from dpif import actions as A
 from dpif import key as K
 from ofproto import fields as F
 from ofproto.actions import FieldValue, FinTimeout, Learn, Load
@@ -102,8 +103,8 @@ def build(walk: _Walk, a: Learn, owner: Flow | None) -> Learned:
     for sp in a.specs:
         n = sp.n_bits
         value = sp.value if sp.src is None else walk.read(FieldValue.of(sp.src), sp.src_ofs, n)
-        if sp.dst_type == "output":
-            actions.append(Output(value))
+        if sp.dst_type == "output":      # a 16-bit field's reserved ports are OpenFlow 1.0's (0xfff8..)
+            actions.append(Output(value | 0xFFFF0000 if n <= 16 and 0xFF00 <= value <= 0xFFFF else value))
             continue
         assert sp.dst is not None
         mask = ((1 << n) - 1) << sp.dst_ofs
@@ -128,7 +129,6 @@ def reached(walk: _Walk) -> None:
 
 def dropped(walk: _Walk) -> None:
     """The end of a walk that reached ``ct``: the drop, counted by reason."""
-    from dpif import actions as A
     walk.r.drop_reason = f"{CONNTRACK_UNAVAILABLE} (the actions reached ct; there is no connection tracker yet)"
     walk.r.actions += A.drop(A.DR_CONNTRACK)
 

@@ -35,7 +35,7 @@ def learned_flow(walk: Any, a: R.Learn) -> R.Flow:
         ones = (1 << sp.n_bits) - 1
         v = sp.value if sp.src is None else walk.get(sp.src) >> sp.src_ofs & ones
         if sp.dst_type == "output":
-            acts.append(R.Output(v))
+            acts.append(R.Output(v + 0xFFFF0000 if sp.n_bits == 16 and v >= 0xFF00 else v))
         elif sp.dst_type == "load":
             acts.append(R.Load(sp.dst, v << sp.dst_ofs, ones << sp.dst_ofs))
         else:
