@@ -321,8 +321,8 @@ LEARN_TEXT = ("learn(table=2,fin_idle_timeout=5,priority=7,delete_learned,cookie
 
 
 def _ofctl(sw: Any, *args: str) -> str:
-    proc = subprocess.run(["ovs-ofctl", "--timeout=10", *args], capture_output=True, text=True, env=sw.env,
-                          timeout=20)
+    proc = subprocess.run(["ovs-ofctl", "--timeout=30", *args], capture_output=True, text=True, env=sw.env,
+                          timeout=40)   # a loaded machine: the OVN file is 60 flows
     assert proc.returncode == 0, (args, proc.stderr)
     return proc.stdout
 
