@@ -3,7 +3,7 @@
 ``conntrack_unavailable`` drop; ``ct_clear`` zeroes the key's ct words; ``learn`` builds its flow from the
 frame's fields as the walk has them, and the model adds it (or restarts the timers of the same flow) once
 the frame's walk is over; a learning flow with ``delete_learned`` takes its learned flows with it when it
-goes (deleted or expired).
+goes (deleted or expired); ``fin_timeout`` cuts its flow's timeouts when a TCP FIN or RST goes through it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Decoded ``nx_ct`` / ``nx_nat`` / ``nx_ct_clear`` / ``nx_learn`` dicts (``vswitch.openflow.nicira``) to
-the action model (``ofproto.actions``: ``Ct``, ``Nat``, ``CtClear``, ``Learn``) and back.
+"""Decoded ``nx_ct`` / ``nx_nat`` / ``nx_ct_clear`` / ``nx_learn`` / ``nx_fin_timeout`` dicts
+(``vswitch.openflow.nicira``) to the action model (``ofproto.actions``: ``Ct``, ``Nat``, ``CtClear``, ``Learn``,
+``FinTimeout``) and back.
 
 ``FROM_NX[type](d, inner)`` and ``TO_NX[cls](a, inner)`` are what ``flows.action_from_wire`` /
 ``action_to_wire`` register: ``inner`` converts one nested action (``ct``'s exec list) the same way.
