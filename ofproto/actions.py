@@ -21,6 +21,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from ofproto import fields as _fields
+from ofproto import tlvmap
 
 OFPP_MAX = 0xFFFFFF00         # port numbers below this are ports
 OFPP_IN_PORT = 0xFFFFFFF8
@@ -301,6 +302,8 @@ _VLAN_SET = {"vlan_vid": 13, "vlan_pcp": 3}
 def _field(name: str) -> _fields.Field:
     f = _fields.by_name(name) or _fields.by_oxm_name(name)
     if f is None or _fields.flow_slice(f) is None:
+        if f is not None and f.where == _fields.TLV:
+            raise FlowError("bad_field", tlvmap.why_unplaced(f.name))
         raise FlowError("bad_field", f"unknown field {name!r} (or one the switch has no place for)")
     return f
 
@@ -310,6 +313,8 @@ def field_bits(name: str) -> int:
     if name in _VLAN_SET:
         return _VLAN_SET[name]
     f = _field(name)
+    if f.where == _fields.TLV:   # as long as the TLV map makes it
+        return _fields.flow_slice(f)[2]   # type: ignore[index]
     return f.bits if f.where != _fields.KEY or f.key is None else min(f.bits, f.key[2])
 
 
@@ -318,7 +323,7 @@ def writable(name: str) -> str:
     f = _field(name)
     if f.read_only:
         raise FlowError("bad_set_field", f"{f.name} is read-only")
-    if f.where == _fields.PIPELINE or f.name in WRITABLE_HEADERS or f.name in WRITABLE_STATE:
+    if f.where in (_fields.PIPELINE, _fields.TLV) or f.name in WRITABLE_HEADERS or f.name in WRITABLE_STATE:
         return f.name
     raise FlowError("bad_set_field", f"the datapath cannot rewrite {f.name} yet")
 

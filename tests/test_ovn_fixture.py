@@ -44,10 +44,6 @@ KNOWN_GAPS = {
     "meter": "meters (add-meter / dump-meters) and controller(meter_id=...): branch issue18-groups",
     "controller": "controller(userdata=..., pause) as NXAST_CONTROLLER2: branch issue18-pin2",
     "rewrite": "writes of IPv6, ARP, ICMP, ND header fields (set_field / move / pop): branch issue18-exec",
-    "tunnel": "tun_metadata0 (TLV-mapped Geneve option) in matches / move, set_field to tun_id: issue 18, "
-              "tunnel ports issue 19",
-    "trace_spec": "ofproto/trace's flow parser refuses fields OVS takes (tun_id, tun_metadata0, nw_ttl, ipv6_*, "
-                  "icmp6, nd_*, arp_sha/tha): the lead, in progress",
 }
 #: the gaps a flow (or group / meter) may need; the others are about the tools
 FLOW_GAPS = ("ct", "learn", "conjunction", "group", "meter", "controller", "rewrite", "tunnel")

@@ -247,6 +247,8 @@ def _set_field_to(version: int, a: SetField) -> dict[str, Any]:
     if mask == full and (name in _SET10 if version == OFP10 else True):
         return {"type": "set_field", "field": {name: a.value}}
     reg = _registry_name(a.field)
+    if f is not None and f.where == _fields.TLV:   # a Geneve option: its length is the map's, REG_LOAD2 as OVS
+        return {"type": "nx_reg_load2", "field": reg, "value": a.value & mask, "mask": None if mask == full else mask}
     ofs = (mask & -mask).bit_length() - 1
     nbits = mask.bit_length() - ofs
     if nbits <= 64 and mask == ((1 << nbits) - 1) << ofs:
