@@ -55,6 +55,7 @@ from ofproto import fields as F
 from ofproto.actions import (
     STACK_DEPTH,
     Clone,
+    Controller,
     DecTtl,
     Exit,
     FieldValue,
@@ -154,6 +155,7 @@ class Upcall:
     table_id: int
     bridge: int = 0
     in_port: int = -1
+    pin: object = None          # ``xlate.pause.PinInfo``: a controller() action's userdata, id, pipeline, pause
 
 
 class UpcallCookies:
@@ -161,14 +163,14 @@ class UpcallCookies:
     of flows that are gone are reused once no megaflow can name them, see ``prune``)."""
 
     def __init__(self) -> None:
-        self._ids: dict[tuple[int, int, int, int, int], int] = {}
+        self._ids: dict[tuple[int, int, int, int, int, object], int] = {}
         self.by_id: dict[int, Upcall] = {}
         self._free: list[int] = []
         self.bridge_of = np.full(64, -1, dtype=np.int64)   # id -> bridge, for the datapath's per-bridge packet-ins
 
     def id_for(self, up: Upcall) -> int:
         """The id of ``up`` (a new one the first time)."""
-        k = (up.flow.uid if up.flow is not None else 0, up.reason, up.table_id, up.bridge, up.in_port)
+        k = (up.flow.uid if up.flow is not None else 0, up.reason, up.table_id, up.bridge, up.in_port, up.pin)
         i = self._ids.get(k)
         if i is None or self.by_id[i].flow is not up.flow:
             i = self._free.pop() if self._free else len(self.by_id)
@@ -312,6 +314,9 @@ class _Walk:
         self.exiting = False            # ``exit`` ran: every action list of this bridge's walk stops
         self.table_id = 0               # the table whose flow runs now (``resubmit``'s default)
         self.resubmit_nest = 0          # resubmits nested now (trace indentation)
+        self.frames: list[list] = []    # [flow, index] of every action list running now, outermost first
+        self.action_src: dict[str, tuple[int, int]] = {}   # action set slot -> (flow uid, write-actions index)
+        self.paused = False             # controller(pause) froze the walk: nothing more runs
 
     # ---------------------------------------------------------------- headers
     def tagged(self) -> bool:
@@ -501,23 +506,34 @@ class _Walk:
         elif isinstance(a, Exit):
             self.exiting = True
             return False
+        elif isinstance(a, Controller):
+            from xlate import pause
+            return pause.controller(self, a, flow, table_id)
         elif isinstance(a, Note):
             pass
         else:
             self.do(a)
         return True
 
-    def run_list(self, acts: tuple[Action, ...], flow: Flow | None, table_id: int) -> bool:
-        """Run an action list; False when it stopped early (``exit``, ``dec_ttl`` at TTL 1)."""
+    def run_list(self, acts: tuple[Action, ...], flow: Flow | None, table_id: int, start: int = 0) -> bool:
+        """Run an action list from index ``start``; False when it stopped early (``exit``, ``dec_ttl`` at TTL 1,
+        a pause)."""
         rec = self.rec
-        for a in acts:
-            if self.exiting:
-                return False
-            if rec:
-                rec.note(f"    {'    ' * self.resubmit_nest}{_fmt(a)}")
-            if not self.act(a, flow, table_id):
-                return False
-        return not self.exiting
+        frame = [flow, start]
+        self.frames.append(frame)
+        try:
+            for i in range(start, len(acts)):
+                a = acts[i]
+                if self.exiting:
+                    return False
+                frame[1] = i
+                if rec:
+                    rec.note(f"    {'    ' * self.resubmit_nest}{_fmt(a)}")
+                if not self.act(a, flow, table_id):
+                    return False
+            return not self.exiting
+        finally:
+            self.frames.pop()
 
     def dec_ttl(self, a: DecTtl, flow: Flow | None, table_id: int) -> bool:
         """OVS's ``dec_ttl``: a header write, or at TTL 0 / 1 a packet-in (invalid_ttl) and the rest of the
@@ -750,21 +766,23 @@ class _Walk:
             self.rec.note("     -> the bridge is fail_mode=secure and has no flows: dropped")
 
     # ---------------------------------------------------------------- the walk
-    def run_instructions(self, flow: Flow) -> int | None:
-        """Run ``flow``'s instructions; the table its goto names (None: none, or the actions stopped)."""
+    def run_instructions(self, flow: Flow, start: int = 0) -> int | None:
+        """Run ``flow``'s instructions (its apply-actions from index ``start``); the table its goto names (None:
+        none, or the actions stopped)."""
         ins: Instructions = flow.instructions
         rec = self.rec
         ind = "    " * self.resubmit_nest
-        if not self.run_list(ins.apply, flow, flow.table_id):
+        if not self.run_list(ins.apply, flow, flow.table_id, start):
             return None
         if ins.clear:
             if rec:
                 rec.note(f"    {ind}clear_actions")
             self.action_set.clear()
-        for a in ins.write:
+        for j, a in enumerate(ins.write):
             if rec:
                 rec.note(f"    {ind}write_actions({_fmt(a)})")
             self.action_set[action_set_slot(a)] = a
+            self.action_src[action_set_slot(a)] = (flow.uid, j)
         if ins.metadata is not None:
             value, mask = ins.metadata
             if rec:
@@ -819,12 +837,14 @@ class _Walk:
             table = nxt
 
     def pipeline(self, table: int = 0) -> None:
-        rec = self.rec
         got = self.tables(table, top=True)
-        if got is None:
-            return
-        last, table = got
-        if self.action_set:
+        if got is not None:
+            self.run_action_set(*got)
+
+    def run_action_set(self, last: Flow | None, table: int) -> None:
+        """The action set, when the pipeline ends after ``last`` in ``table`` (not after a pause)."""
+        rec = self.rec
+        if self.action_set and not self.paused:
             if rec:
                 rec.note("    action set:")
             for a in _action_set_order(self.action_set):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import socket
+import struct
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ OFPBRC_IS_SLAVE = 10
 PROBE_INTERVAL = 5.0      # seconds of silence before an echo request (Controller.inactivity_probe)
 MAX_BACKOFF = 8.0         # seconds between connection attempts, at most (Controller.max_backoff)
 OFPET_EXPERIMENTER = 0xFFFF
+NXET_VENDOR = 0xB0C2          # OpenFlow 1.0's Nicira error (OVS): the NX type and code in the body
 TX_LIMIT = 2 << 20        # bytes queued for a client that does not read them before it is disconnected
 
 
@@ -85,6 +87,8 @@ class OfConnection:
         #: OpenFlow 1.4+ role-status messages, (master/equal, slave) bitmaps by reason (OVS: none until asked)
         self.role_status_mask: tuple[int, int] = (0b111, 0b111)
         self.bundles: dict[int, Bundle] = {}   # open or closed bundles by id (OpenFlow 1.4+)
+        self.pin_format = 0       # NXT_SET_PACKET_IN_FORMAT: 0 standard, 2 NXT_PACKET_IN2
+        self.controller_id = 0    # NXT_SET_CONTROLLER_ID: the controller(id=) packet-ins it takes
 
     def reply(self, version_type: str, xid: int, fields: dict[str, Any]) -> None:
         """Send a 1.4+ message of type ``version_type``; in OpenFlow 1.3 the bundle replies go as ONF experimenter
@@ -134,9 +138,12 @@ class OfConnection:
         do."""
         if version not in SUPPORTED_VERSIONS:
             version = OFP10 if version < OFP10 else OFP13 if version < OFP15 else OFP15
-        if version == OFP10:
-            err_type, code = _error10(err_type, code)
         data = data if text else data[:64]
+        if err_type == NXET_VENDOR:          # a Nicira error in OpenFlow 1.0: its type and code in the body
+            data = struct.pack("!IHH", NX_VENDOR_ID, code >> 16, code & 0xFFFF) + data
+            code = 0
+        elif version == OFP10:
+            err_type, code = _error10(err_type, code)
         if err_type == OFPET_EXPERIMENTER:   # the experimenter id comes before the data: ONF's bundle errors
             vendor = ONF_VENDOR_ID if code >= ONF_BUNDLE_ERROR_BASE else NX_VENDOR_ID   # (1.3), else Nicira's
             data = vendor.to_bytes(4, "big") + data

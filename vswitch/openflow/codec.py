@@ -35,6 +35,7 @@ from ofproto import fields as _fields
 OFP10, OFP13, OFP14, OFP15 = 0x01, 0x04, 0x05, 0x06
 HEADER = struct.Struct("!BBHI")
 OFP_NO_BUFFER = 0xFFFFFFFF
+OFPAT_EXPERIMENTER = 0xFFFF   # OpenFlow 1.0's OFPAT_VENDOR too
 
 # ---------------------------------------------------------------- errors (OpenFlow 1.3 numbering; 1.0 in comments)
 OFPET_HELLO_FAILED, OFPET_BAD_REQUEST, OFPET_BAD_ACTION, OFPET_BAD_INSTRUCTION, OFPET_BAD_MATCH = 0, 1, 2, 3, 4
@@ -450,6 +451,10 @@ def actions_encode(version: int, actions: list[dict[str, Any]]) -> bytes:
     out = []
     for action in actions:
         kind = action["type"]
+        if kind.startswith("nx_"):   # a Nicira extension action (OFPAT_EXPERIMENTER / OFPAT_VENDOR)
+            from vswitch.openflow import nicira
+            out.append(nicira.encode_action(action, lambda acts: actions_encode(version, acts)))
+            continue
         if (version, kind) not in ACTIONS:
             raise ValueError(f"action {kind!r} does not exist in OpenFlow version 0x{version:02x}")
         num, layout = ACTIONS[(version, kind)]
@@ -474,6 +479,11 @@ def actions_decode(version: int, buf: bytes) -> list[dict[str, Any]]:
         num, length = struct.unpack_from("!HH", buf, off)
         if length < 8 or length % 8 or off + length > len(buf):
             raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_LEN, f"action length {length}")
+        if num == OFPAT_EXPERIMENTER:
+            from vswitch.openflow import nicira
+            actions.append(nicira.decode_action(buf[off:off + length], lambda b: actions_decode(version, b)))
+            off += length
+            continue
         name = ACTION_BY_NUMBER.get((version, num))
         if name is None:
             raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_TYPE, f"action type {num}")

@@ -54,6 +54,7 @@ from ofproto.rules import (
     OFPP_TABLE,
     OFPTT_ALL,
     Action,
+    Controller,
     Flow,
     FlowError,
     FlowStats,
@@ -67,6 +68,7 @@ from ofproto.rules import (
     check_action,
 )
 from ofproto.tables import FlowTables, TableSet
+from vswitch.openflow import packetin2
 from vswitch.openflow.codec import (
     OFP10,
     OFP15,
@@ -188,6 +190,8 @@ def _flow_error(e: FlowError) -> OfpError:
 def action_from_wire(version: int, a: dict[str, Any]) -> Action:
     """One 1.3-form wire action as an ``ofproto.rules`` action."""
     t = a["type"]
+    if t in ("nx_controller", "nx_controller2"):
+        return packetin2.controller_from_wire(a)
     if t == "output":
         return Output(port13(version, a["port"]), a.get("max_len", 0xFFFF))
     if t == "push_vlan":
@@ -204,6 +208,8 @@ def action_from_wire(version: int, a: dict[str, Any]) -> Action:
 
 def action_to_wire(version: int, a: Action) -> dict[str, Any]:
     """An ``ofproto.rules`` action in 1.3 wire form (``translate.actions_to10`` makes it 1.0)."""
+    if isinstance(a, Controller):
+        return packetin2.controller_to_wire(a)
     if isinstance(a, Output):
         return {"type": "output", "port": port_wire(version, a.port) if version == OFP10 else a.port,
                 "max_len": a.max_len}

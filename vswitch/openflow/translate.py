@@ -49,6 +49,8 @@ PREREQ = {name: p for name in MATCHABLE if (p := _prereqs(name))}
 #: actions the datapath executes (1.3 names), and the set_field targets it supports
 ACTIONS = {"output", "push_vlan", "pop_vlan", "set_field"}
 SET_FIELDS = {"eth_src", "eth_dst", "vlan_vid", "vlan_pcp"}
+#: Nicira actions taken as they are (``flows.action_from_wire`` makes them ``ofproto`` actions)
+NX_ACTIONS = {"nx_controller", "nx_controller2"}
 INSTRUCTIONS = {"apply_actions", "write_actions", "clear_actions", "goto_table"}
 
 
@@ -156,6 +158,8 @@ def actions_from10(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif t in ("set_dl_src", "set_dl_dst"):
             out.append({"type": "set_field", "field": {"eth_src" if t == "set_dl_src" else "eth_dst":
                                                        a["dl_addr"]}})
+        elif t in NX_ACTIONS:
+            out.append(a)
         else:
             raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_TYPE, f"action {t} is not supported")
     return out
@@ -170,6 +174,8 @@ def actions_to10(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({"type": "output", "port": a["port"] & 0xFFFF, "max_len": a.get("max_len", 0)})
         elif t == "pop_vlan":
             out.append({"type": "strip_vlan"})
+        elif t in NX_ACTIONS:
+            out.append(a)
         elif t == "set_field":
             (k, v), = a["field"].items()
             if k == "vlan_vid":
@@ -190,7 +196,7 @@ def instructions_from(version: int, fields: dict[str, Any]) -> list[dict[str, An
         if ins["type"] not in INSTRUCTIONS:
             raise OfpError(OFPET_BAD_INSTRUCTION, OFPBIC_UNSUP_INST, f"instruction {ins['type']} is not supported")
         for a in ins.get("actions", []):
-            if a["type"] not in ACTIONS:
+            if a["type"] not in ACTIONS and a["type"] not in NX_ACTIONS:
                 raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_TYPE, f"action {a['type']} is not supported")
             if a["type"] == "set_field":
                 (k, _), = a["field"].items()
