@@ -146,6 +146,7 @@ _XREGS = [_by_id((F.OFPXMC_PACKET_REGS, i)) for i in range(8)]
 def metadata_tlvs(version: int, in_port: int, pipeline: tuple[int, ...]) -> bytes:
     """The packet-in2 metadata: ``in_port`` (OpenFlow number), then the registers and metadata that are not 0."""
     state = [0] * K.KEY_WORDS + list(pipeline)
+    state += [0] * (F.FLOW_WORDS - len(state))
     items: list[tuple[F.Field, int, int | None]] = [(_IN_PORT, in_port, None)]
     if version >= OFP15:
         for f in _XREGS:

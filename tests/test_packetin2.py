@@ -1,0 +1,262 @@
+"""packet-in2, ``controller(userdata, pause)`` and NXT_RESUME (``vswitch.openflow.packetin2``, ``xlate.pause``).
+
+* codec: NXAST_CONTROLLER2 byte for byte as ``ovs-ofctl`` writes it and as os-ken's NXActionController2 does;
+  NXT_PACKET_IN2 byte for byte as a real OVS 3.1 sent it (captured: the same packet and flows);
+* the translator: a pause inside a resubmit freezes the outer lists too; the resume runs them in order and the
+  paused megaflow outputs nothing; a continuation that was tampered with is stale;
+* a real ``ovs-ofctl monitor ... resume`` peer against the daemon: a ping (netns / veth) through
+  ``controller(userdata=...,pause),output:2`` crosses only through the resume (without the monitor: nothing),
+  and the monitor prints the userdata as OVS prints it;
+* malformed NXT_SET_PACKET_IN_FORMAT / NXT_RESUME messages get the errors a real ovs-vswitchd sends (each
+  version's numbering), and the connection lives.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from os_ken.ofproto import ofproto_v1_3_parser as p
+
+from dpif import actions as A
+from dpif.extract_ref import extract
+from ofproto import fields as F
+from ofproto.actions import FieldValue, format_controller
+from ofproto.rules import Controller, Flow, Instructions, Load, Match, Output, Resubmit
+from ofproto.tables import FlowTables
+from tests.netutil import unique
+from tests.switchutil import private_switch
+from tests.test_bridge_identity import RealOvs
+from tests.test_xlate_nicira import tcp
+from vswitch.openflow import nicira, packetin2
+from vswitch.openflow.codec import OfpError
+from xlate import pause
+from xlate.translate import UpcallCookies, translate
+
+# ---------------------------------------------------------------- codec
+#: what ovs-ofctl 3.1 writes (captured from its flow-mods) for these actions
+OVS_ACTIONS = {
+    "controller(reason=no_match,max_len=100,id=3,userdata=01.02)":
+        "ffff00300000232000250000000000000000000800640000000100080003000000020005000000000003000601020000",
+    "controller(userdata=00.00.00.0b.00,pause,meter_id=2)":
+        "ffff0030000023200025000000000000000300090000000b000000000000000000040004000000000005000800000002",
+}
+
+
+def _enc(a: dict) -> bytes:
+    return nicira.encode_action(a, lambda acts: b"")
+
+
+def _dec(raw: bytes) -> dict:
+    return nicira.decode_action(raw, lambda b: [])
+
+
+@pytest.mark.parametrize("text", list(OVS_ACTIONS))
+def test_controller2_is_what_ovs_ofctl_writes(text: str) -> None:
+    """Decoded, the Controller action it makes prints as ovs-ofctl's text and encodes back to the same bytes."""
+    raw = bytes.fromhex(OVS_ACTIONS[text])
+    action = packetin2.controller_from_wire(_dec(raw))
+    assert format_controller(action) == text
+    assert _enc(packetin2.controller_to_wire(action)) == raw
+
+
+def test_controller2_matches_os_ken_byte_for_byte() -> None:
+    theirs = p.NXActionController2(max_len=100, controller_id=3, reason=0, userdata=[1, 2], pause=True)
+    buf = bytearray()
+    theirs.serialize(buf, 0)
+    mine = {"type": "nx_controller2", "max_len": 100, "controller_id": 3, "reason": 0, "userdata": b"\1\2",
+            "pause": True}
+    assert _dec(bytes(buf)) == mine and _enc(mine) == bytes(buf)
+
+
+def test_controller2_bad_properties_are_refused() -> None:
+    raw = bytearray(bytes.fromhex(OVS_ACTIONS["controller(userdata=00.00.00.0b.00,pause,meter_id=2)"]))
+    raw[32:34] = b"\x00\x63"             # the pause property's type: 99
+    with pytest.raises(OfpError) as e:
+        _dec(bytes(raw))
+    assert (e.value.err_type, e.value.code) == (nicira.OFPET_BAD_PROPERTY, nicira.OFPBPC_BAD_TYPE)
+    raw[32:36] = b"\x00\x04\x00\x30"     # a length past the action
+    with pytest.raises(OfpError) as e:
+        _dec(bytes(raw))
+    assert e.value.code == nicira.OFPBPC_BAD_LEN
+
+
+def test_simple_controller_actions_print_as_ovs() -> None:
+    assert format_controller(Controller()) == "CONTROLLER:65535"
+    assert format_controller(Controller(controller_id=3)) == "controller(id=3)"
+    assert packetin2.controller_to_wire(Controller(controller_id=3)) == {
+        "type": "nx_controller", "max_len": 65535, "controller_id": 3, "reason": 1}
+
+
+PKT = bytes.fromhex("ffffffffffff02000000000108004500001c000100004001f98e0a0000010a000002080000000000000000000000")
+#: a real OVS 3.1's NXT_PACKET_IN2 bodies (after the 16-byte Nicira header) for PKT from port 2 hitting
+#: ``in_port=2 actions=controller(reason=no_match,max_len=100,userdata=01.02)`` (OpenFlow 1.0 and 1.5 alike)
+OVS_PIN2 = ("00000032" + PKT.hex() + "000000000000" + "0003000500000000" + "00040010000000000000000000000000"
+            + "0005000500000000" + "0006000c800000040000000200000000" + "0007000601020000")
+
+
+def test_packet_in2_is_byte_for_byte_what_ovs_sends() -> None:
+    body = packetin2.encode_props(1, {"packet": PKT, "table_id": 0, "cookie": 0, "reason": 0,
+                                      "metadata": packetin2.metadata_tlvs(1, 2, ()), "userdata": b"\1\2"})
+    assert body.hex() == OVS_PIN2
+    assert packetin2.decode_props(1, body)["userdata"] == b"\1\2"
+
+
+def test_packet_in2_metadata_is_what_ovs_writes() -> None:
+    """reg3=5, metadata=0x1234 from in_port 1: OpenFlow 1.0 NXM_NX_REG3; 1.5 a masked xreg1 (OVS's bytes)."""
+    state = [0] * F.FLOW_WORDS
+    for name, v in (("reg3", 5), ("metadata", 0x1234)):
+        for w, val, m in FieldValue.of(name).values(v, (1 << FieldValue.of(name).bits) - 1):
+            state[w] = (state[w] & ~m) | val
+    pipe = pause.pipeline_words(state)
+    assert packetin2.metadata_tlvs(1, 1, pipe).hex() == "80000004000000010001060400000005800004080000000000001234"
+    assert packetin2.metadata_tlvs(6, 1, pipe).hex() == (
+        "8000000400000001800103100000000000000005" "00000000ffffffff800004080000000000001234")
+    in_port, words = packetin2.pipeline_from_tlvs(packetin2.metadata_tlvs(6, 1, pipe))
+    assert in_port == 1 and all(words[w] == state[w] for w in words)
+
+
+# ---------------------------------------------------------------- the translator
+def test_pause_in_a_resubmit_resumes_every_level_in_order() -> None:
+    t = FlowTables(4)
+    t.add(Flow(0, 1, Match(), Instructions(apply=(Load.bits("reg3", 5), Resubmit(None, 1), Output(2)), goto=2)))
+    t.add(Flow(1, 1, Match(), Instructions(apply=(Controller(userdata=b"\1", pause=True), Output(3)))))
+    t.add(Flow(2, 1, Match(), Instructions(apply=(Output(1),))))
+    ts = t.compile()
+    key = [int(w) for w in extract(tcp(), 0)[0]]
+    cookies, flags = UpcallCookies(), np.zeros(4, dtype=np.int64)
+    paused = translate(ts, key, flags, cookies)
+    assert paused.actions[0] == A.OP_USERSPACE and paused.outputs == 1   # nothing else goes out
+    info = cookies.by_id[paused.actions[2]].pin
+    flows = {f.uid: f for f in ts.flows}
+    blob = pause.seal(info.frozen, 9, {u: pause.fingerprint(f) for u, f in flows.items()})
+    frozen, _prints = pause.unseal(blob, 9)
+    res = pause.translate_resume(ts, key, flags, cookies, 0, frozen, flows, {})
+    outs = [res.actions[i + 2] for i in range(0, len(res.actions), 3) if res.actions[i] == A.OP_OUTPUT]
+    assert outs == [3, 2, 1]
+    for bad in (blob[:-1] + bytes([blob[-1] ^ 1]), blob[:8]):
+        with pytest.raises(pause.StaleContinuation):
+            pause.unseal(bad, 9)
+    with pytest.raises(pause.StaleContinuation):
+        pause.unseal(blob, 10)     # another bridge's
+
+
+# ---------------------------------------------------------------- a real ovs-ofctl monitor peer
+def _ofctl(sw, *args: str) -> str:  # noqa: ANN001
+    proc = subprocess.run(["ovs-ofctl", "--timeout=10", *args], capture_output=True, text=True, env=sw.env, timeout=20)
+    assert proc.returncode == 0, (args, proc.stderr)
+    return proc.stdout
+
+
+@pytest.mark.integration
+def test_ping_crosses_only_through_the_monitors_resume(switch, net, tmp_path) -> None:  # noqa: ANN001
+    stem = unique("pi2")
+    br = f"{stem}s"
+    net.add_host(f"{stem}-na", f"{stem}a", "10.77.0.1/24")
+    net.add_host(f"{stem}-nb", f"{stem}b", "10.77.0.2/24")
+    path = str(tmp_path / "ctl.sock")
+    switch.vsctl("add-br", br, "--", "set-fail-mode", br, "secure",
+                 "--", "add-port", br, f"{stem}a", "--", "set", "Interface", f"{stem}a", "ofport_request=1",
+                 "--", "add-port", br, f"{stem}b", "--", "set", "Interface", f"{stem}b", "ofport_request=2",
+                 "--", "set-controller", br, f"punix:{path}")
+    _ofctl(switch, "add-flow", br, "in_port=1,actions=controller(userdata=01.02.03,pause),output:2")
+    _ofctl(switch, "add-flow", br, "in_port=2,actions=output:1")
+    dump = _ofctl(switch, "dump-flows", br)
+    assert "actions=controller(userdata=01.02.03,pause),output:2" in dump, dump
+    assert not net.ping(f"{stem}-na", "10.77.0.2", count=2, deadline=3)     # no controller: paused forever
+    mon = subprocess.Popen(["stdbuf", "-oL", "ovs-ofctl", "monitor", f"unix:{path}", "resume"], env=switch.env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        switch.wait_for("monitor connected", lambda: switch.get("Controller", br, "is_connected") == "true")
+        time.sleep(0.5)
+        assert net.ping(f"{stem}-na", "10.77.0.2", count=3, deadline=10)
+    finally:
+        mon.terminate()
+        out, _ = mon.communicate(timeout=10)
+    assert "NXT_PACKET_IN2" in out and "userdata=01.02.03" in out and "send: NXT_RESUME" in out, out
+    assert "in_port=1 (via action)" in out, out
+
+
+# ---------------------------------------------------------------- malformed messages, as real OVS answers them
+def _prop(t: int, data: bytes, nested: bool = False) -> bytes:
+    body = (bytes(4) if nested else b"") + data
+    n = 4 + len(body)
+    return struct.pack("!HH", t, n) + body + bytes(-n % 8)
+
+
+_META = _prop(6, bytes.fromhex("8000000400000001"))
+BAD = [
+    (16, struct.pack("!I", 3)), (16, b"\0\0\0"), (16, struct.pack("!II", 2, 0)),
+    (28, _prop(0, PKT) + _META + _prop(8, _prop(0x8000, bytes(16)), nested=True)),     # not ours: stale
+    (28, _prop(0, PKT) + _META),                                                     # no continuation
+    (28, _prop(0, PKT) + _META + b"\x00\x08\x00"),                                   # truncated
+    (28, _prop(0, PKT) + _prop(99, b"zz") + _META),                                   # unknown property
+    (28, _META + _prop(8, _prop(0x8000, bytes(16)), nested=True)),                    # no packet
+    (16, struct.pack("!I", 2)),                                                       # fine: no answer
+]
+
+
+def _script(path: str, version: int) -> list[tuple]:
+    """Send BAD then an echo on a fresh connection; each error's (xid, type, code, the NX type/code of a 1.0
+    vendor error or the experimenter id) up to the echo reply (the connection lives)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(path)
+    buf = b""
+
+    def recv() -> bytes:
+        nonlocal buf
+        while len(buf) < 8 or len(buf) < struct.unpack_from("!H", buf, 2)[0]:
+            chunk = s.recv(65536)
+            assert chunk, "connection closed"
+            buf += chunk
+        n = struct.unpack_from("!H", buf, 2)[0]
+        m, buf = buf[:n], buf[n:]
+        return m
+
+    try:
+        s.sendall(struct.pack("!BBHIHHI", version, 0, 16, 1, 1, 8, 1 << version))
+        recv()
+        out = b"".join(struct.pack("!BBHIII", version, 4, 16 + len(body), 10 + i, 0x2320, sub) + body
+                       for i, (sub, body) in enumerate(BAD))
+        s.sendall(out + struct.pack("!BBHI", version, 2, 8, 777))
+        got = []
+        while True:
+            m = recv()
+            xid = struct.unpack_from("!I", m, 4)[0]
+            if m[1] == 3 and xid == 777:
+                return got
+            if m[1] == 1:
+                et, code = struct.unpack_from("!HH", m, 8)
+                got.append((xid, et, code, m[12:20].hex() if et in (0xB0C2, 0xFFFF) else ""))
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def both() -> Iterator[tuple]:
+    with tempfile.TemporaryDirectory(prefix="realovspi2-") as rundir, private_switch(prefix="pvpi2-") as sw:
+        ovs = RealOvs(rundir)
+        try:
+            ovs.start()
+            ovs.add_bridge("brp")
+            sw.vsctl("add-br", "brp")
+            yield sw, ovs
+        finally:
+            ovs.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("version", [1, 4, 6])
+def test_malformed_messages_get_ovs_errors(both, version: int) -> None:  # noqa: ANN001
+    sw, ovs = both
+    ours = _script(f"{sw.rundir}/brp.mgmt", version)
+    theirs = _script(f"{ovs.rundir}/brp.mgmt", version)
+    assert ours == theirs
+    assert len(ours) == len(BAD) - 1     # the good one is answered by nothing
