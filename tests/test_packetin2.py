@@ -155,7 +155,9 @@ def _ofctl(sw, *args: str) -> str:  # noqa: ANN001
 
 
 @pytest.mark.integration
-def test_ping_crosses_only_through_the_monitors_resume(switch, net, tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("peer", ["service", "controller"])
+def test_ping_crosses_only_through_the_monitors_resume(switch, net, tmp_path, peer: str) -> None:  # noqa: ANN001
+    """``ovs-ofctl monitor BRIDGE resume`` on the management socket, or on a ``punix:`` controller target."""
     stem = unique("pi2")
     br = f"{stem}s"
     net.add_host(f"{stem}-na", f"{stem}a", "10.77.0.1/24")
@@ -170,11 +172,13 @@ def test_ping_crosses_only_through_the_monitors_resume(switch, net, tmp_path) ->
     dump = _ofctl(switch, "dump-flows", br)
     assert "actions=controller(userdata=01.02.03,pause),output:2" in dump, dump
     assert not net.ping(f"{stem}-na", "10.77.0.2", count=2, deadline=3)     # no controller: paused forever
-    mon = subprocess.Popen(["stdbuf", "-oL", "ovs-ofctl", "monitor", f"unix:{path}", "resume"], env=switch.env,
+    target = br if peer == "service" else f"unix:{path}"
+    mon = subprocess.Popen(["stdbuf", "-oL", "ovs-ofctl", "monitor", target, "resume"], env=switch.env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        switch.wait_for("monitor connected", lambda: switch.get("Controller", br, "is_connected") == "true")
-        time.sleep(0.5)
+        if peer == "controller":
+            switch.wait_for("monitor connected", lambda: switch.get("Controller", br, "is_connected") == "true")
+        time.sleep(1)
         assert net.ping(f"{stem}-na", "10.77.0.2", count=3, deadline=10)
     finally:
         mon.terminate()
@@ -247,6 +251,10 @@ def both() -> Iterator[tuple]:
             ovs.start()
             ovs.add_bridge("brp")
             sw.vsctl("add-br", "brp")
+            for target in (sw, ovs):
+                target.vsctl("--", "add-port", "brp", "p1", "--", "set", "Interface", "p1", "type=internal",
+                             "ofport_request=1", "--", "add-port", "brp", "p2", "--", "set", "Interface", "p2",
+                             "type=internal", "ofport_request=2")
             yield sw, ovs
         finally:
             ovs.stop()
@@ -260,3 +268,47 @@ def test_malformed_messages_get_ovs_errors(both, version: int) -> None:  # noqa:
     theirs = _script(f"{ovs.rundir}/brp.mgmt", version)
     assert ours == theirs
     assert len(ours) == len(BAD) - 1     # the good one is answered by nothing
+
+
+PACKET_OUT = f"in_port=1 packet={PKT.hex()} actions=table"
+#: (registers and metadata set by load / set_field wait for the wiring of the Nicira actions: the byte tests above
+#: hold the metadata encoding to OVS's)
+MONITOR_FLOWS = ["cookie=0x77,in_port=1,actions=controller(userdata=01.02.03)",
+                 "in_port=2,actions=controller(reason=no_match,max_len=20,userdata=0a.0b,pause),output:1",
+                 "in_port=LOCAL,actions=controller(max_len=20,userdata=0c)"]
+
+
+def _monitor_text(target, bridge: str, version: str) -> list[str]:  # noqa: ANN001 - Switch / RealOvs
+    """What ``ovs-ofctl -O version monitor bridge 65534 -P nxt_packet_in2`` prints for PACKET_OUT from ports 1,
+    2 and LOCAL (the continuation's own lines left out: its contents are each switch's own; log lines too)."""
+    mon = subprocess.Popen(["stdbuf", "-oL", "ovs-ofctl", "-O", version, "monitor", bridge, "65534", "-P",
+                            "nxt_packet_in2"], env=target.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    try:
+        time.sleep(1)
+        for port in (1, 2, "LOCAL"):
+            _ofctl(target, "-O", version, "packet-out", bridge, PACKET_OUT.replace("in_port=1", f"in_port={port}"))
+        time.sleep(1)
+    finally:
+        mon.terminate()
+        out, _ = mon.communicate(timeout=10)
+    return [line for line in out.splitlines() if not line.startswith(" continuation.") and not line[:1].isdigit()]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("version", ["OpenFlow10", "OpenFlow13", "OpenFlow15"])
+def test_monitor_prints_the_same_packet_in2_as_for_ovs(both, version: str) -> None:  # noqa: ANN001
+    """The same flows and packets on both switches: ``ovs-ofctl monitor -P nxt_packet_in2`` prints the same
+    packet-in2s (table, cookie (none after a pause), in_port, reason, userdata, the whole frame)."""
+    sw, ovs = both
+    for target in (sw, ovs):
+        _ofctl(target, "del-flows", "brp")
+        for flow in MONITOR_FLOWS:
+            _ofctl(target, "add-flow", "brp", flow)
+    ours = _monitor_text(sw, "brp", version)
+    theirs = _monitor_text(ovs, "brp", version)
+    assert ours == theirs
+    assert any("userdata=01.02.03" in line for line in ours), ours
+    # max_len=20 cuts nothing (OVS 3.1 buffers nothing)
+    assert any("total_len=46 in_port=2 (via no_match) data_len=46" in line for line in ours), ours
+    assert any("total_len=46 in_port=LOCAL (via action) data_len=46" in line for line in ours), ours

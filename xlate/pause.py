@@ -32,7 +32,7 @@ from typing import Any
 from dpif import actions as A
 from dpif import key as K
 from ofproto import fields as F
-from ofproto.actions import Controller
+from ofproto.actions import OFPCML_NO_BUFFER, Controller
 from ofproto.rules import Flow
 
 _KEY = os.urandom(32)            # this process's continuation key
@@ -81,7 +81,8 @@ def controller(w: Any, a: Controller, flow: Flow | None, table_id: int) -> bool:
     w.commit()
     up = Upcall(flow, reason, flow.table_id if flow is not None else table_id, w.bridge,
                 -1 if w.in_port == w.rx_port else w.in_port, pin)
-    w.r.actions += [A.OP_USERSPACE, 2, w.cookies.id_for(up), a.max_len]
+    # the whole frame, whatever max_len says: OVS 3.1 buffers nothing and cuts no controller() packet-in
+    w.r.actions += [A.OP_USERSPACE, 2, w.cookies.id_for(up), OFPCML_NO_BUFFER]
     w.r.outputs += 1
     if w.rec:
         w.rec.note("     -> packet-in to the controllers" + (", the pipeline paused" if frozen else ""))

@@ -111,6 +111,7 @@ MODE_DROP = 2          # a secure bridge without flows made for it: nothing cros
 MAX_DEPTH = 64         # resubmits and patch crossings nested in one translation (OVS's MAX_DEPTH)
 MAX_CROSSINGS = 4096   # resubmits and patch crossings in one translation (OVS's MAX_RESUBMITS)
 MAX_RESUBMITS = MAX_CROSSINGS
+MAX_PIN_CONTEXTS = 16384   # controller(...) upcall contexts (each holds registers) before a flush
 OFPR_INVALID_TTL = 2   # packet-in reason of dec_ttl at a TTL of 0 or 1
 #: names of the limits a translation can hit (``XlateResult.cut``)
 CUT_DEPTH = "recursion_too_deep"
@@ -160,12 +161,15 @@ class Upcall:
 
 class UpcallCookies:
     """Small integers naming ``Upcall`` contexts inside datapath programs (stable per context; the ids
-    of flows that are gone are reused once no megaflow can name them, see ``prune``)."""
+    of flows that are gone are reused once no megaflow can name them, see ``prune``). Contexts of
+    ``controller(...)`` actions carry pipeline state, so there may be one per register value: past
+    ``MAX_PIN_CONTEXTS`` of them, ``pins_over`` tells the owner to flush the megaflows and ``forget_pins``."""
 
     def __init__(self) -> None:
         self._ids: dict[tuple[int, int, int, int, int, object], int] = {}
         self.by_id: dict[int, Upcall] = {}
         self._free: list[int] = []
+        self.pins = 0                   # contexts of controller(...) actions (``pin`` set)
         self.bridge_of = np.full(64, -1, dtype=np.int64)   # id -> bridge, for the datapath's per-bridge packet-ins
 
     def id_for(self, up: Upcall) -> int:
@@ -179,7 +183,23 @@ class UpcallCookies:
             if i >= len(self.bridge_of):
                 self.bridge_of = np.concatenate([self.bridge_of, np.full(len(self.bridge_of), -1, dtype=np.int64)])
             self.bridge_of[i] = up.bridge
+            if up.pin is not None:
+                self.pins += 1
         return i
+
+    @property
+    def pins_over(self) -> bool:
+        """More ``controller(...)`` contexts than ``MAX_PIN_CONTEXTS``."""
+        return self.pins > MAX_PIN_CONTEXTS
+
+    def forget_pins(self) -> None:
+        """Forget every ``controller(...)`` context (call when no megaflow names them: after a flush)."""
+        for k, i in list(self._ids.items()):
+            if self.by_id[i].pin is not None:
+                del self._ids[k]
+                del self.by_id[i]
+                self._free.append(i)
+        self.pins = 0
 
     def prune(self, bridge: int, live_uids: set[int]) -> None:
         """Forget the contexts of ``bridge``'s flows not in ``live_uids`` (call when no megaflow names them)."""
@@ -189,6 +209,7 @@ class UpcallCookies:
                 del self._ids[k]
                 del self.by_id[i]
                 self._free.append(i)
+                self.pins -= up.pin is not None
 
     def __len__(self) -> int:
         return len(self.by_id)

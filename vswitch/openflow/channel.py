@@ -76,7 +76,7 @@ class OfConnection:
         self.dead = ""            # why the connection must be closed ("" while it is fine)
         self.overflowed = False   # closed because the client let its output pile up
         self.version = 0          # negotiated; 0 until the client's hello arrives
-        self.miss_send_len = 128
+        self.miss_send_len = 128 if target is not None else 0   # OVS: a service connection (ovs-ofctl) 0
         self.config_flags = 0
         self.role = 0
         self.connected_at = time.monotonic()
@@ -150,10 +150,11 @@ class OfConnection:
         self.send(Msg(version, "error", xid, {"err_type": err_type, "code": code, "data": data}))
 
     def wants(self, kind: int, reason: int) -> bool:
-        """Whether this connection takes an asynchronous message of ``kind`` (``ASYNC_*``) with ``reason``: only
-        controllers do, as their role and SET_ASYNC configuration say."""
-        if self.target is None or not self.version or self.dead:
-            return False
+        """Whether this connection takes an asynchronous message of ``kind`` (``ASYNC_*``) with ``reason``:
+        controllers, and service connections that set a miss_send_len, as their role and SET_ASYNC configuration
+        say."""
+        if not self.version or self.dead or self.target is None and not self.miss_send_len:
+            return False   # a service connection takes them once it set a miss_send_len (ovs-ofctl monitor), as OVS
         return bool(self.async_masks[kind][1 if self.role == ROLE_SLAVE else 0] >> reason & 1)
 
 
