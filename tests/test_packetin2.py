@@ -312,3 +312,99 @@ def test_monitor_prints_the_same_packet_in2_as_for_ovs(both, version: str) -> No
     # max_len=20 cuts nothing (OVS 3.1 buffers nothing)
     assert any("total_len=46 in_port=2 (via no_match) data_len=46" in line for line in ours), ours
     assert any("total_len=46 in_port=LOCAL (via action) data_len=46" in line for line in ours), ours
+
+
+def test_controller_contexts_are_bounded(monkeypatch) -> None:  # noqa: ANN001
+    """One upcall context per register state: past the bound, the next expiry flushes the megaflows and forgets
+    them (counted); a plain output:CONTROLLER context stays."""
+    from xlate import translate as T
+    from xlate.upcall import Upcalls
+
+    monkeypatch.setattr(T, "MAX_PIN_CONTEXTS", 3)
+    ups = Upcalls(max_flows=64, emc_size=64)
+    plain = ups.cookies.id_for(T.Upcall(None, 0, 0))
+    for reg in range(5):
+        ups.cookies.id_for(T.Upcall(None, 1, 0, pin=pause.PinInfo(pipeline=(reg,))))
+    assert ups.cookies.pins_over and len(ups.cookies) == 6
+    ups.expire([None], 1)
+    assert ups.counters["pin_context_flushes"] == 1 and not ups.cookies.pins_over
+    assert list(ups.cookies.by_id) == [plain]
+
+
+class _Raw:
+    """A raw OpenFlow connection to a management socket (a service connection, as ovs-ofctl's)."""
+
+    def __init__(self, path: str, version: int) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(5)
+        self.sock.connect(path)
+        self.version, self.buf = version, b""
+        self.send(0, struct.pack("!HHI", 1, 8, 1 << version))
+        self.recv()
+
+    def send(self, mtype: int, body: bytes = b"", xid: int = 0) -> None:
+        self.sock.sendall(struct.pack("!BBHI", self.version, mtype, 8 + len(body), xid) + body)
+
+    def nx(self, subtype: int, body: bytes, xid: int = 0) -> None:
+        self.send(4, struct.pack("!II", 0x2320, subtype) + body, xid)
+
+    def recv(self) -> bytes:
+        while len(self.buf) < 8 or len(self.buf) < struct.unpack_from("!H", self.buf, 2)[0]:
+            chunk = self.sock.recv(65536)
+            assert chunk, "connection closed"
+            self.buf += chunk
+        n = struct.unpack_from("!H", self.buf, 2)[0]
+        m, self.buf = self.buf[:n], self.buf[n:]
+        return m
+
+    def until(self, pred) -> bytes:  # noqa: ANN001
+        while True:
+            m = self.recv()
+            if pred(m):
+                return m
+
+
+def _tx(sw, port: int) -> int:  # noqa: ANN001
+    out = _ofctl(sw, "dump-ports", "brp", str(port))
+    return int(out.split("tx pkts=")[1].split(",")[0])
+
+
+@pytest.mark.integration
+def test_a_continuation_resumes_once_its_flow_is_unchanged_and_is_stale_after(both) -> None:  # noqa: ANN001
+    """A raw controller takes the packet-in2 of ``controller(pause),output:2`` and sends its properties back as
+    NXT_RESUME: the frame leaves port 2 (and not before); after the flow is modified, the same NXT_RESUME is
+    NXR_STALE and sends nothing; the connection lives."""
+    sw, _ovs = both
+    _ofctl(sw, "del-flows", "brp")
+    _ofctl(sw, "add-flow", "brp", "in_port=1,actions=controller(userdata=0d,pause),output:2")
+    c = _Raw(f"{sw.rundir}/brp.mgmt", 6)
+    try:
+        c.send(9, struct.pack("!HH", 0, 0xFFFF), 1)                     # set_config: miss_send_len
+        c.nx(packetin2.NXT_SET_PACKET_IN_FORMAT, struct.pack("!I", 2), 2)
+        c.send(20, b"", 3)
+        c.until(lambda m: m[1] == 21)
+        before = _tx(sw, 2)
+        _ofctl(sw, "-O", "OpenFlow15", "packet-out", "brp", PACKET_OUT)
+        pin = c.until(lambda m: m[1] == 4 and struct.unpack_from("!I", m, 12)[0] == packetin2.NXT_PACKET_IN2)
+        props = packetin2.decode_props(6, pin[16:])
+        assert props["userdata"] == b"\x0d" and props["packet"] == PKT and "continuation" in props
+        time.sleep(0.5)
+        assert _tx(sw, 2) == before                                     # paused: nothing went out yet
+        resume = {k: props[k] for k in ("packet", "table_id", "reason")}
+        resume.update(metadata=props["metadata"], continuation=props["continuation"])
+        c.nx(packetin2.NXT_RESUME, packetin2.encode_props(6, resume), 4)
+        c.send(20, b"", 5)
+        assert c.until(lambda m: m[1] in (1, 21))[1] == 21               # no error
+        deadline = time.monotonic() + 5
+        while _tx(sw, 2) != before + 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _tx(sw, 2) == before + 1
+        _ofctl(sw, "mod-flows", "brp", "in_port=1,actions=controller(userdata=0d,pause),output:LOCAL")
+        c.nx(packetin2.NXT_RESUME, packetin2.encode_props(6, resume), 6)
+        err = c.until(lambda m: m[1] == 1)
+        assert struct.unpack_from("!HHI", err, 8) == (0xFFFF, packetin2.NXR_STALE, 0x2320)
+        c.send(2, b"", 7)
+        assert c.until(lambda m: m[1] == 3)[4:8] == struct.pack("!I", 7)  # the connection lives
+        assert _tx(sw, 2) == before + 1
+    finally:
+        c.sock.close()

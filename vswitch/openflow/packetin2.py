@@ -15,7 +15,8 @@ continuation, userdata) and its metadata as OVS writes it (OpenFlow 1.5: registe
 frozen walk sealed by ``xlate.pause.seal``. Errors as OVS 3.1 answers: a format other than 0, 1, 2
 ``OFPBRC_EPERM``, a body of the wrong size or a truncated property ``OFPBRC_BAD_LEN``, an unknown property
 ``OFPBPC_BAD_TYPE`` (each version's numbers: ``nx_error``), a resume without a genuine, current continuation
-``NXR_STALE``. Format 1 (NXT_PACKET_IN) is accepted and answered with the standard packet-in.
+``NXR_STALE``, a resume from a slave controller ``OFPBRC_IS_SLAVE``. Format 1 (NXT_PACKET_IN) is accepted,
+but its connection gets the standard packet-in (NXT_PACKET_IN itself is not written yet).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dpif import key as K
 from ofproto import fields as F
 from ofproto.actions import Controller, FieldValue
 from vswitch.openflow import nxm
+from vswitch.openflow.channel import OFPBRC_IS_SLAVE, ROLE_SLAVE
 from vswitch.openflow.codec import OFP10, OFP13, OFP15, OFPBRC_BAD_LEN, OFPET_BAD_REQUEST, Msg, OfpError
 from xlate import pause
 
@@ -223,6 +225,8 @@ def handle(agent: Any, conn: Any, msg: Msg) -> bool:
         conn.controller_id = struct.unpack("!6xH", body)[0]
         return True
     if subtype == NXT_RESUME:
+        if conn.role == ROLE_SLAVE:
+            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot resume packets")
         resume(agent, conn, msg.version, body)
         return True
     return False
