@@ -5,8 +5,9 @@
 * the translator: a pause inside a resubmit freezes the outer lists too; the resume runs them in order and the
   paused megaflow outputs nothing; a continuation that was tampered with is stale;
 * a real ``ovs-ofctl monitor ... resume`` peer against the daemon: a ping (netns / veth) through
-  ``controller(userdata=...,pause),output:2`` crosses only through the resume (without the monitor: nothing),
-  and the monitor prints the userdata as OVS prints it;
+  ``load:2->reg0,controller(userdata=...,pause),resubmit(,1)`` / ``output:reg0`` crosses only through the resume
+  (without the monitor: nothing), and the monitor prints the userdata and registers as OVS prints them; the
+  same flows and packets give the same ``ovs-ofctl monitor`` text from pyvswitch and from a real OVS;
 * malformed NXT_SET_PACKET_IN_FORMAT / NXT_RESUME messages get the errors a real ovs-vswitchd sends (each
   version's numbering), and the connection lives.
 """
@@ -167,10 +168,13 @@ def test_ping_crosses_only_through_the_monitors_resume(switch, net, tmp_path, pe
                  "--", "add-port", br, f"{stem}a", "--", "set", "Interface", f"{stem}a", "ofport_request=1",
                  "--", "add-port", br, f"{stem}b", "--", "set", "Interface", f"{stem}b", "ofport_request=2",
                  "--", "set-controller", br, f"punix:{path}")
-    _ofctl(switch, "add-flow", br, "in_port=1,actions=controller(userdata=01.02.03,pause),output:2")
+    # the port comes from a register set before the pause, in a table resubmitted to after it
+    _ofctl(switch, "add-flow", br, "in_port=1,actions=load:0x2->NXM_NX_REG0[],controller(userdata=01.02.03,pause),"
+                                   "resubmit(,1)")
+    _ofctl(switch, "add-flow", br, "table=1,actions=output:NXM_NX_REG0[]")
     _ofctl(switch, "add-flow", br, "in_port=2,actions=output:1")
     dump = _ofctl(switch, "dump-flows", br)
-    assert "actions=controller(userdata=01.02.03,pause),output:2" in dump, dump
+    assert "actions=load:0x2->NXM_NX_REG0[],controller(userdata=01.02.03,pause),resubmit(,1)" in dump, dump
     assert not net.ping(f"{stem}-na", "10.77.0.2", count=2, deadline=3)     # no controller: paused forever
     target = br if peer == "service" else f"unix:{path}"
     mon = subprocess.Popen(["stdbuf", "-oL", "ovs-ofctl", "monitor", target, "resume"], env=switch.env,
@@ -184,7 +188,7 @@ def test_ping_crosses_only_through_the_monitors_resume(switch, net, tmp_path, pe
         mon.terminate()
         out, _ = mon.communicate(timeout=10)
     assert "NXT_PACKET_IN2" in out and "userdata=01.02.03" in out and "send: NXT_RESUME" in out, out
-    assert "in_port=1 (via action)" in out, out
+    assert "reg0=0x2,in_port=1 (via action)" in out, out
 
 
 # ---------------------------------------------------------------- malformed messages, as real OVS answers them
@@ -271,10 +275,10 @@ def test_malformed_messages_get_ovs_errors(both, version: int) -> None:  # noqa:
 
 
 PACKET_OUT = f"in_port=1 packet={PKT.hex()} actions=table"
-#: (registers and metadata set by load / set_field wait for the wiring of the Nicira actions: the byte tests above
-#: hold the metadata encoding to OVS's)
-MONITOR_FLOWS = ["cookie=0x77,in_port=1,actions=controller(userdata=01.02.03)",
-                 "in_port=2,actions=controller(reason=no_match,max_len=20,userdata=0a.0b,pause),output:1",
+MONITOR_FLOWS = ["cookie=0x77,in_port=1,actions=load:0x5->NXM_NX_REG3[],set_field:0x1234->metadata,"
+                 "controller(userdata=01.02.03)",
+                 "in_port=2,actions=load:0x9->NXM_NX_REG1[],controller(reason=no_match,max_len=20,userdata=0a.0b,pause)"
+                 ",output:1",
                  "in_port=LOCAL,actions=controller(max_len=20,userdata=0c)"]
 
 
@@ -299,7 +303,8 @@ def _monitor_text(target, bridge: str, version: str) -> list[str]:  # noqa: ANN0
 @pytest.mark.parametrize("version", ["OpenFlow10", "OpenFlow13", "OpenFlow15"])
 def test_monitor_prints_the_same_packet_in2_as_for_ovs(both, version: str) -> None:  # noqa: ANN001
     """The same flows and packets on both switches: ``ovs-ofctl monitor -P nxt_packet_in2`` prints the same
-    packet-in2s (table, cookie (none after a pause), in_port, reason, userdata, the whole frame)."""
+    packet-in2s (table, cookie (none after a pause), registers, metadata and in_port, reason, userdata, the whole
+    frame)."""
     sw, ovs = both
     for target in (sw, ovs):
         _ofctl(target, "del-flows", "brp")
@@ -309,8 +314,9 @@ def test_monitor_prints_the_same_packet_in2_as_for_ovs(both, version: str) -> No
     theirs = _monitor_text(ovs, "brp", version)
     assert ours == theirs
     assert any("userdata=01.02.03" in line for line in ours), ours
+    assert any("reg3=0x5,metadata=0x1234,in_port=1" in line for line in ours), ours
     # max_len=20 cuts nothing (OVS 3.1 buffers nothing)
-    assert any("total_len=46 in_port=2 (via no_match) data_len=46" in line for line in ours), ours
+    assert any("total_len=46 reg1=0x9,in_port=2 (via no_match) data_len=46" in line for line in ours), ours
     assert any("total_len=46 in_port=LOCAL (via action) data_len=46" in line for line in ours), ours
 
 

@@ -87,8 +87,10 @@ class OfConnection:
         #: OpenFlow 1.4+ role-status messages, (master/equal, slave) bitmaps by reason (OVS: none until asked)
         self.role_status_mask: tuple[int, int] = (0b111, 0b111)
         self.bundles: dict[int, Bundle] = {}   # open or closed bundles by id (OpenFlow 1.4+)
-        self.pin_format = 0       # NXT_SET_PACKET_IN_FORMAT: 0 standard, 2 NXT_PACKET_IN2
-        self.controller_id = 0    # NXT_SET_CONTROLLER_ID: the controller(id=) packet-ins it takes
+        self.flow_format = 0          # Nicira's NXT_SET_FLOW_FORMAT: 0 OpenFlow 1.0, 2 NXM
+        self.flow_mod_table_id = False   # NXT_FLOW_MOD_TABLE_ID: a 1.0 flow-mod's command carries the table
+        self.controller_id = 0        # NXT_SET_CONTROLLER_ID
+        self.pin_format = 0           # NXT_SET_PACKET_IN_FORMAT: 0 standard, 2 NXT_PACKET_IN2
 
     def reply(self, version_type: str, xid: int, fields: dict[str, Any]) -> None:
         """Send a 1.4+ message of type ``version_type``; in OpenFlow 1.3 the bundle replies go as ONF experimenter
@@ -170,6 +172,8 @@ def _error10(err_type: int, code: int) -> tuple[int, int]:
         return 4, code
     if err_type in (3, 4, 5):       # bad instruction, bad match, other flow-mod failures: unsupported
         return 3, 5
+    if err_type == 0xFFFF and 16 <= code <= 21:   # Nicira's TLV-table errors: OVS's 1.0 numbers
+        return 1, 511 + code
     return err_type, code
 
 

@@ -1,5 +1,6 @@
-"""Nicira's packet-in2 and resume messages: NXT_SET_PACKET_IN_FORMAT (16), NXT_SET_CONTROLLER_ID (20),
-NXT_RESUME (28), NXT_PACKET_IN2 (30); and the agent's side of them.
+"""Nicira's packet-in2 and resume messages: NXT_SET_PACKET_IN_FORMAT (16), NXT_RESUME (28), NXT_PACKET_IN2
+(30); and the agent's side of them (NXT_SET_CONTROLLER_ID, which ``controller(id=)`` packet-ins a connection
+takes, is ``nxhandlers``').
 
 ```
  Nicira message: OpenFlow 1.0 vendor / 1.2+ experimenter header, vendor 0x2320, subtype (32) | body
@@ -29,13 +30,12 @@ import numpy as np
 from dpif import key as K
 from ofproto import fields as F
 from ofproto.actions import Controller, FieldValue
-from vswitch.openflow import nxm
+from vswitch.openflow import nxm, nxt
 from vswitch.openflow.channel import OFPBRC_IS_SLAVE, ROLE_SLAVE
 from vswitch.openflow.codec import OFP10, OFP13, OFP15, OFPBRC_BAD_LEN, OFPET_BAD_REQUEST, Msg, OfpError
 from xlate import pause
 
-NX_VENDOR = 0x00002320
-NXT_SET_PACKET_IN_FORMAT, NXT_SET_CONTROLLER_ID, NXT_RESUME, NXT_PACKET_IN2 = 16, 20, 28, 30
+NXT_SET_PACKET_IN_FORMAT, NXT_RESUME, NXT_PACKET_IN2 = 16, 28, 30
 NXPIF_STANDARD, NXPIF_NXT_PACKET_IN, NXPIF_NXT_PACKET_IN2 = 0, 1, 2
 (NXPINT_PACKET, NXPINT_FULL_LEN, NXPINT_BUFFER_ID, NXPINT_TABLE_ID, NXPINT_COOKIE, NXPINT_REASON, NXPINT_METADATA,
  NXPINT_USERDATA, NXPINT_CONTINUATION) = range(9)
@@ -66,20 +66,8 @@ def nx_error(version: int, kind: str, why: str) -> OfpError:
 
 def nx_msg(version: int, subtype: int, body: bytes, xid: int = 0) -> Msg:
     """A Nicira message in version ``version``'s header."""
-    if version == OFP10:
-        return Msg(OFP10, "vendor", xid, {"vendor": NX_VENDOR, "data": struct.pack("!I", subtype) + body})
-    return Msg(version, "experimenter", xid, {"experimenter": NX_VENDOR, "exp_type": subtype, "data": body})
-
-
-def nx_subtype(msg: Msg) -> tuple[int, bytes] | None:
-    """``(subtype, body)`` of a Nicira message, or None for another vendor's."""
-    if msg.type == "vendor":
-        if msg.vendor != NX_VENDOR or len(msg.data) < 4:
-            return None
-        return struct.unpack_from("!I", msg.data)[0], bytes(msg.data[4:])
-    if msg.experimenter != NX_VENDOR:
-        return None
-    return msg.exp_type, bytes(msg.data)
+    kind, fields = nxt.vendor_fields(version, subtype, body)
+    return Msg(version, kind, xid, fields)
 
 
 # ---------------------------------------------------------------- properties
@@ -207,10 +195,9 @@ def controller_id_of(pi: Any) -> int:
 # ---------------------------------------------------------------- the agent's handlers
 def handle(agent: Any, conn: Any, msg: Msg) -> bool:
     """Serve a Nicira message of this module; False when it is not one (the caller answers it)."""
-    got = nx_subtype(msg)
-    if got is None:
+    vendor, subtype, body = nxt.split_vendor(msg.version, msg.fields)
+    if vendor != nxt.NX_VENDOR:
         return False
-    subtype, body = got
     if subtype == NXT_SET_PACKET_IN_FORMAT:
         if len(body) != 4:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, f"set_packet_in_format: {len(body)} bytes")
@@ -218,11 +205,6 @@ def handle(agent: Any, conn: Any, msg: Msg) -> bool:
         if fmt not in (NXPIF_STANDARD, NXPIF_NXT_PACKET_IN, NXPIF_NXT_PACKET_IN2):
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_EPERM, f"packet-in format {fmt}")
         conn.pin_format = fmt
-        return True
-    if subtype == NXT_SET_CONTROLLER_ID:
-        if len(body) != 8:
-            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, f"set_controller_id: {len(body)} bytes")
-        conn.controller_id = struct.unpack("!6xH", body)[0]
         return True
     if subtype == NXT_RESUME:
         if conn.role == ROLE_SLAVE:

@@ -13,6 +13,7 @@ from vswitch.openflow.channel import OfConnection
 from vswitch.openflow.codec import (
     MP_AGGREGATE,
     MP_DESC,
+    MP_EXPERIMENTER,
     MP_FLOW,
     MP_METER_FEATURES,
     MP_PORT_DESC,
@@ -82,6 +83,9 @@ class SwitchViews:
             props = b"".join(struct.pack("!HH4x", t, 4) for t in range(0, 16, 2))
             body = [{"table_id": t, "name": f"table{t}", "metadata_match": 0, "metadata_write": 0, "config": 0,
                      "max_entries": 1_000_000, "properties": props} for t in range(N_TABLES)]
+        elif kind == MP_EXPERIMENTER:
+            self._nicira_stats(conn, msg)   # type: ignore[attr-defined]
+            return
         elif kind in (MP_FLOW, MP_AGGREGATE):
             flows = self.flows.flow_stats(v, msg.body)
             if kind == MP_FLOW:
