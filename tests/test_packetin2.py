@@ -414,3 +414,19 @@ def test_a_continuation_resumes_once_its_flow_is_unchanged_and_is_stale_after(bo
         assert _tx(sw, 2) == before + 1
     finally:
         c.sock.close()
+
+
+def test_a_packet_outs_own_actions_do_not_freeze() -> None:
+    """A pause reached from a packet-out's own action list (here its resubmit) cannot be frozen (no flow holds
+    that list): a packet-in without a continuation, and the rest runs as without ``pause``."""
+    from xlate.translate import translate_actions
+
+    t = FlowTables(4)
+    t.add(Flow(1, 1, Match(), Instructions(apply=(Controller(pause=True), Output(3)))))
+    ts = t.compile()
+    key = [int(w) for w in extract(tcp(), 0)[0]]
+    cookies = UpcallCookies()
+    res = translate_actions(ts, key, (Resubmit(None, 1), Output(2)), np.zeros(4, dtype=np.int64), cookies)
+    assert res.actions[0] == A.OP_USERSPACE and cookies.by_id[res.actions[2]].pin.frozen is None
+    outs = [res.actions[i + 2] for i in range(4, len(res.actions), 3) if res.actions[i] == A.OP_OUTPUT]
+    assert outs == [3, 2]

@@ -17,7 +17,8 @@ gone or changed is stale (``StaleContinuation``). Every packet a megaflow covers
 registers and stack depend only on what the megaflow matches), so the state rides in the upcall cookie.
 
 Not frozen (the controller action then sends a packet-in without a continuation and the walk goes on, as
-without ``pause``): a pause inside ``clone``, after a patch port, or in a packet-out's own action list.
+without ``pause``): a pause inside ``clone``, after a patch port, or in a packet-out's own action list and
+the tables it resubmits to (a packet-out's ``output:TABLE`` walk pauses as a received frame's).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def freeze(w: Any) -> Frozen | None:
     """The walk's state at the action running now, or None when it cannot be frozen (clone, patch port,
     packet-out actions)."""
     frames = w.frames
-    if w.depth or not frames or any(f is None for f, _i in frames):
+    if not w.can_freeze or w.depth or not frames or any(f is None for f, _i in frames):
         return None
     out = tuple((f.uid, i, f.table_id) for f, i in frames)
     sets = tuple((slot, *w.action_src[slot]) for slot in w.action_set)

@@ -338,6 +338,7 @@ class _Walk:
         self.frames: list[list] = []    # [flow, index] of every action list running now, outermost first
         self.action_src: dict[str, tuple[int, int]] = {}   # action set slot -> (flow uid, write-actions index)
         self.paused = False             # controller(pause) froze the walk: nothing more runs
+        self.can_freeze = True          # False while a packet-out's own actions run (no flow holds them)
 
     # ---------------------------------------------------------------- headers
     def tagged(self) -> bool:
@@ -923,10 +924,12 @@ def translate_actions(ts: TableSet | Bridges, key: list[int], actions: tuple[Act
     """A packet-out to bridge ``bridge``: run ``actions`` on a frame with key ``key``; ``output:TABLE``
     walks its tables from table 0."""
     w = _Walk(_bridges(ts, port_flags), bridge, port_flags, cookies, key, rec)
+    w.can_freeze = False
     for a in actions:
-        if isinstance(a, Output) and a.port == OFPP_TABLE:
+        if isinstance(a, Output) and a.port == OFPP_TABLE:   # the only action: a pause in the tables can freeze
             w.commit()
             if w.ts is not None:
+                w.can_freeze = True
                 w.pipeline(0)
         elif not w.act(a, None, 0):
             break
