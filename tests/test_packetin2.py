@@ -95,6 +95,7 @@ def test_simple_controller_actions_print_as_ovs() -> None:
         "type": "nx_controller", "max_len": 65535, "controller_id": 3, "reason": 1}
 
 
+BR = unique("pib")   # the bridge of the module's switches (its internal port is a host-wide name)
 PKT = bytes.fromhex("ffffffffffff02000000000108004500001c000100004001f98e0a0000010a000002080000000000000000000000")
 #: a real OVS 3.1's NXT_PACKET_IN2 bodies (after the 16-byte Nicira header) for PKT from port 2 hitting
 #: ``in_port=2 actions=controller(reason=no_match,max_len=100,userdata=01.02)`` (OpenFlow 1.0 and 1.5 alike)
@@ -253,12 +254,13 @@ def both() -> Iterator[tuple]:
         ovs = RealOvs(rundir)
         try:
             ovs.start()
-            ovs.add_bridge("brp")
-            sw.vsctl("add-br", "brp")
+            ovs.add_bridge(BR)
+            sw.vsctl("add-br", BR)
+            stem = unique("pi")   # internal ports are host-wide names: unique ones
             for target in (sw, ovs):
-                target.vsctl("--", "add-port", "brp", "p1", "--", "set", "Interface", "p1", "type=internal",
-                             "ofport_request=1", "--", "add-port", "brp", "p2", "--", "set", "Interface", "p2",
-                             "type=internal", "ofport_request=2")
+                target.vsctl("--", "add-port", BR, f"{stem}1", "--", "set", "Interface", f"{stem}1",
+                             "type=internal", "ofport_request=1", "--", "add-port", BR, f"{stem}2", "--", "set",
+                             "Interface", f"{stem}2", "type=internal", "ofport_request=2")
             yield sw, ovs
         finally:
             ovs.stop()
@@ -268,8 +270,8 @@ def both() -> Iterator[tuple]:
 @pytest.mark.parametrize("version", [1, 4, 6])
 def test_malformed_messages_get_ovs_errors(both, version: int) -> None:  # noqa: ANN001
     sw, ovs = both
-    ours = _script(f"{sw.rundir}/brp.mgmt", version)
-    theirs = _script(f"{ovs.rundir}/brp.mgmt", version)
+    ours = _script(f"{sw.rundir}/{BR}.mgmt", version)
+    theirs = _script(f"{ovs.rundir}/{BR}.mgmt", version)
     assert ours == theirs
     assert len(ours) == len(BAD) - 1     # the good one is answered by nothing
 
@@ -307,11 +309,11 @@ def test_monitor_prints_the_same_packet_in2_as_for_ovs(both, version: str) -> No
     frame)."""
     sw, ovs = both
     for target in (sw, ovs):
-        _ofctl(target, "del-flows", "brp")
+        _ofctl(target, "del-flows", BR)
         for flow in MONITOR_FLOWS:
-            _ofctl(target, "add-flow", "brp", flow)
-    ours = _monitor_text(sw, "brp", version)
-    theirs = _monitor_text(ovs, "brp", version)
+            _ofctl(target, "add-flow", BR, flow)
+    ours = _monitor_text(sw, BR, version)
+    theirs = _monitor_text(ovs, BR, version)
     assert ours == theirs
     assert any("userdata=01.02.03" in line for line in ours), ours
     assert any("reg3=0x5,metadata=0x1234,in_port=1" in line for line in ours), ours
@@ -371,7 +373,7 @@ class _Raw:
 
 
 def _tx(sw, port: int) -> int:  # noqa: ANN001
-    out = _ofctl(sw, "dump-ports", "brp", str(port))
+    out = _ofctl(sw, "dump-ports", BR, str(port))
     return int(out.split("tx pkts=")[1].split(",")[0])
 
 
@@ -381,16 +383,16 @@ def test_a_continuation_resumes_once_its_flow_is_unchanged_and_is_stale_after(bo
     NXT_RESUME: the frame leaves port 2 (and not before); after the flow is modified, the same NXT_RESUME is
     NXR_STALE and sends nothing; the connection lives."""
     sw, _ovs = both
-    _ofctl(sw, "del-flows", "brp")
-    _ofctl(sw, "add-flow", "brp", "in_port=1,actions=controller(userdata=0d,pause),output:2")
-    c = _Raw(f"{sw.rundir}/brp.mgmt", 6)
+    _ofctl(sw, "del-flows", BR)
+    _ofctl(sw, "add-flow", BR, "in_port=1,actions=controller(userdata=0d,pause),output:2")
+    c = _Raw(f"{sw.rundir}/{BR}.mgmt", 6)
     try:
         c.send(9, struct.pack("!HH", 0, 0xFFFF), 1)                     # set_config: miss_send_len
         c.nx(packetin2.NXT_SET_PACKET_IN_FORMAT, struct.pack("!I", 2), 2)
         c.send(20, b"", 3)
         c.until(lambda m: m[1] == 21)
         before = _tx(sw, 2)
-        _ofctl(sw, "-O", "OpenFlow15", "packet-out", "brp", PACKET_OUT)
+        _ofctl(sw, "-O", "OpenFlow15", "packet-out", BR, PACKET_OUT)
         pin = c.until(lambda m: m[1] == 4 and struct.unpack_from("!I", m, 12)[0] == packetin2.NXT_PACKET_IN2)
         props = packetin2.decode_props(6, pin[16:])
         assert props["userdata"] == b"\x0d" and props["packet"] == PKT and "continuation" in props
@@ -405,7 +407,7 @@ def test_a_continuation_resumes_once_its_flow_is_unchanged_and_is_stale_after(bo
         while _tx(sw, 2) != before + 1 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _tx(sw, 2) == before + 1
-        _ofctl(sw, "mod-flows", "brp", "in_port=1,actions=controller(userdata=0d,pause),output:LOCAL")
+        _ofctl(sw, "mod-flows", BR, "in_port=1,actions=controller(userdata=0d,pause),output:LOCAL")
         c.nx(packetin2.NXT_RESUME, packetin2.encode_props(6, resume), 6)
         err = c.until(lambda m: m[1] == 1)
         assert struct.unpack_from("!HHI", err, 8) == (0xFFFF, packetin2.NXR_STALE, 0x2320)
