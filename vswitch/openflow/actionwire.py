@@ -207,6 +207,8 @@ def action_from_wire(version: int, a: dict[str, Any]) -> Action:
         return ModVlanVid(a["vlan_vid"])
     if t == "set_field":
         (name, value), = a["field"].items()
+        if name == "in_port" and isinstance(value, int):   # OXM's 32-bit port: the model's in_port is 16 bits
+            return SetField("in_port", port16(value))
         if isinstance(value, tuple):
             return SetField(name, value[0], value[1])
         return SetField(name, value)
@@ -216,20 +218,32 @@ def action_from_wire(version: int, a: dict[str, Any]) -> Action:
     return conv(version, a)
 
 
+#: fields OpenFlow 1.0 has an action of its own for (``translate.actions_to10`` writes it)
+_SET10 = frozenset({"eth_src", "eth_dst", "vlan_vid", "vlan_pcp", "ipv4_src", "ipv4_dst", "nw_tos", "tcp_src",
+                    "tcp_dst"})
+
+
 def _set_field_to(version: int, a: SetField) -> dict[str, Any]:
-    """A set_field: OpenFlow's own when the version can say it, else Nicira's REG_LOAD2."""
+    """A set_field as OVS writes it: OpenFlow 1.5's set_field (masked too); before 1.5 set_field when unmasked
+    (any field class; 1.0: its own actions, for the fields it has), else Nicira's REG_LOAD (REG_LOAD2 past 64
+    bits). A ``Load`` (written as ``load:``) stays a REG_LOAD before 1.5, as OVS remembers it."""
+    if a.field == "in_port" and a.mask in (None, 0xFFFF) and version != OFP10:   # with Nicira's 16-bit in_port, as OVS
+        return {"type": "set_field", "field": {"nxm_in_port": a.value}}   # (ovs-ofctl takes no OXM ANY back)
     f = _fields.by_oxm_name(a.field) or _fields.by_name(a.field)
     name = f.oxm_name if f is not None and f.oxm_name in OXM_FIELDS else _registry_name(a.field)
-    full = (1 << field_bits(a.field)) - 1
-    if version >= OFP15 and name in OXM_FIELDS or version >= OFP15 and a.mask is not None and a.mask != full:
-        if a.mask is None or a.mask == full:
-            return {"type": "set_field", "field": {name: a.value}}
-        return {"type": "set_field", "field": {name: (a.value & a.mask, a.mask)}}
-    if a.mask is None or a.mask == full:
-        if version != OFP10 or name in OXM_FIELDS:   # 1.0: actions_to10 turns the OpenFlow ones into 1.0's
-            return {"type": "set_field", "field": {name: a.value}}
-        return {"type": "nx_reg_load2", "field": _registry_name(a.field), "value": a.value, "mask": None}
-    return {"type": "nx_reg_load2", "field": _registry_name(a.field), "value": a.value, "mask": a.mask}
+    bits = field_bits(a.field)
+    full = (1 << bits) - 1
+    mask = full if a.mask is None else a.mask
+    if version >= OFP15:
+        return {"type": "set_field", "field": {name: a.value if mask == full else (a.value & mask, mask)}}
+    if mask == full and (name in _SET10 if version == OFP10 else True):
+        return {"type": "set_field", "field": {name: a.value}}
+    reg = _registry_name(a.field)
+    ofs = (mask & -mask).bit_length() - 1
+    nbits = mask.bit_length() - ofs
+    if nbits <= 64 and mask == ((1 << nbits) - 1) << ofs:
+        return {"type": "nx_reg_load", "dst": reg, "ofs": ofs, "nbits": nbits, "value": (a.value & mask) >> ofs}
+    return {"type": "nx_reg_load2", "field": reg, "value": a.value & mask, "mask": None if mask == full else mask}
 
 
 def action_to_wire(version: int, a: Action) -> dict[str, Any]:

@@ -45,7 +45,6 @@ OFPBRC_IS_SLAVE = 10
 PROBE_INTERVAL = 5.0      # seconds of silence before an echo request (Controller.inactivity_probe)
 MAX_BACKOFF = 8.0         # seconds between connection attempts, at most (Controller.max_backoff)
 OFPET_EXPERIMENTER = 0xFFFF
-NXET_VENDOR = 0xB0C2          # OpenFlow 1.0's Nicira error (OVS): the NX type and code in the body
 TX_LIMIT = 2 << 20        # bytes queued for a client that does not read them before it is disconnected
 
 
@@ -141,11 +140,14 @@ class OfConnection:
         if version not in SUPPORTED_VERSIONS:
             version = OFP10 if version < OFP10 else OFP13 if version < OFP15 else OFP15
         data = data if text else data[:64]
-        if err_type == NXET_VENDOR:          # a Nicira error in OpenFlow 1.0: its type and code in the body
+        if err_type == NXET_VENDOR:          # raised as such (``packetin2.nx_error``): (type << 16 | code) in 1.0
             data = struct.pack("!IHH", NX_VENDOR_ID, code >> 16, code & 0xFFFF) + data
             code = 0
         elif version == OFP10:
             err_type, code = _error10(err_type, code)
+        if version == OFP10 and code >= 0x100:   # a Nicira extension code: OVS's NXET_VENDOR wrapping of 1.0
+            data = struct.pack("!IHH", NX_VENDOR_ID, err_type, code) + data
+            err_type, code = NXET_VENDOR, 0
         if err_type == OFPET_EXPERIMENTER:   # the experimenter id comes before the data: ONF's bundle errors
             vendor = ONF_VENDOR_ID if code >= ONF_BUNDLE_ERROR_BASE else NX_VENDOR_ID   # (1.3), else Nicira's
             data = vendor.to_bytes(4, "big") + data
@@ -158,6 +160,10 @@ class OfConnection:
         if not self.version or self.dead or self.target is None and not self.miss_send_len:
             return False   # a service connection takes them once it set a miss_send_len (ovs-ofctl monitor), as OVS
         return bool(self.async_masks[kind][1 if self.role == ROLE_SLAVE else 0] >> reason & 1)
+
+
+#: OpenFlow 1.0 has no experimenter errors: OVS sends Nicira's in an error of this type (NXVC_VENDOR_ERROR)
+NXET_VENDOR = 0xB0C2
 
 
 def _error10(err_type: int, code: int) -> tuple[int, int]:

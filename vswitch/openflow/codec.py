@@ -325,6 +325,9 @@ def _wire_field(name: str) -> _fields.Field:
 
 
 def _oxm_encode(name: str, value: Any) -> bytes:
+    if name == "nxm_in_port":    # Nicira's 16-bit in_port (OVS writes set_field of in_port with it)
+        from vswitch.openflow import nxm
+        return nxm.encode([(_fields.by_name("in_port"), value, None)], nxm.NXM)
     if name not in OXM_FIELDS:   # the NXM classes and experimenter OXMs (OVS takes them in any OXM match)
         from vswitch.openflow import nxm
         v, m = value if isinstance(value, tuple) else (value, None)

@@ -41,6 +41,7 @@ from dpif import key as K
 from dpif.extract import extract_burst
 from dpif.megaflow import MegaflowCache, mf_programs
 from ofproto.rules import (
+    ALL_MATCH_FIELDS,
     MATCH_FIELDS,
     OFPFF_RESET_COUNTS,
     OFPFF_SEND_FLOW_REM,
@@ -177,6 +178,12 @@ def warm_up() -> None:
 def ofport13(ofport: int) -> int:
     """A bridge port's OpenFlow number in 1.3 form (the LOCAL port is ``OFPP_LOCAL``)."""
     return OFPP_LOCAL if ofport == 65534 else ofport
+
+
+def _flags(version: int, f: dict[str, Any]) -> int:
+    """A flow-mod's flags as 1.3 numbers them: a 1.0 flow (whose counters a modify always resets) carries
+    reset_counts, as OVS records it; 1.0's EMERG bit has no 1.3 meaning."""
+    return (f["flags"] & ~OFPFF_RESET_COUNTS) | OFPFF_RESET_COUNTS if version == OFP10 else f["flags"]
 
 
 def _flow_error(e: FlowError) -> OfpError:
@@ -343,7 +350,7 @@ class BridgeFlows:
                         self.changed()
                         return removed
                 self.tables.add(Flow(0 if table_id == OFPTT_ALL else table_id, f["priority"], match, ins,
-                                     f["cookie"], f["idle_timeout"], f["hard_timeout"], f["flags"]), now)
+                                     f["cookie"], f["idle_timeout"], f["hard_timeout"], _flags(version, f)), now)
             elif command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT):
                 ins = instructions_from_wire(version, f)
                 if f["flags"] & OFPFF_RESET_COUNTS:
@@ -377,7 +384,7 @@ class BridgeFlows:
             if command == OFPFC_ADD:
                 ins = instructions_from_wire(version, f)
                 self.tables._check(Flow(0 if version == OFP10 else f.get("table_id", 0), f["priority"], match, ins,
-                                        f["cookie"], f["idle_timeout"], f["hard_timeout"], f["flags"]))
+                                        f["cookie"], f["idle_timeout"], f["hard_timeout"], _flags(version, f)))
             elif command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT):
                 instructions_from_wire(version, f).check()
         except FlowError as e:
@@ -666,21 +673,34 @@ _OFCTL_NAMES = {"eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type",
                 "arp_tpa": "arp_tpa", "icmpv4_type": "icmp_type", "icmpv4_code": "icmp_code"}
 
 
+_MACS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"})
+_IPV4 = frozenset({"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "tun_src", "tun_dst", "ct_nw_src", "ct_nw_dst"})
+_IPV6 = frozenset({"ipv6_src", "ipv6_dst", "ipv6_nd_target", "tun_ipv6_src", "tun_ipv6_dst", "ct_ipv6_src",
+                   "ct_ipv6_dst"})
+_DECIMAL = frozenset({"vlan_pcp", "ip_proto", "ip_dscp", "nw_tos", "nw_ecn", "nw_ttl", "tcp_src", "tcp_dst", "udp_src",
+                      "udp_dst", "sctp_src", "sctp_dst", "icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code",
+                      "arp_op", "ct_zone", "ct_nw_proto", "ct_tp_src", "ct_tp_dst", "ip_frag"})
+CT_STATE_FLAGS = ("new", "est", "rel", "rpl", "inv", "trk", "snat", "dnat")
+
+
 def _value_text(name: str, v: int, m: int) -> str:
-    bits = MATCH_FIELDS[name][0]
+    """A match field's value (and mask) as ovs-ofctl writes it."""
+    bits = ALL_MATCH_FIELDS[name][0]
     full = (1 << bits) - 1
-    if bits == 48:
+    if name in _MACS:
         text = ":".join(f"{v >> s & 0xFF:02x}" for s in range(40, -8, -8))
         return text if m == full else text + "/" + ":".join(f"{m >> s & 0xFF:02x}" for s in range(40, -8, -8))
-    if bits == 32 and name != "in_port" and name.startswith(("ipv4", "arp")):
+    if name in _IPV4:
         text = str(ipaddress.IPv4Address(v))
         return text if m == full else f"{text}/{bin(m).count('1')}"
-    if bits == 128:
+    if name in _IPV6:
         text = str(ipaddress.IPv6Address(v))
         return text if m == full else f"{text}/{bin(m).count('1')}"
     if name == "in_port":
         return _port_name(v)
-    text = f"{v:#06x}" if name == "eth_type" else str(v)
+    if name == "ct_state":
+        return "".join(("+" if v >> i & 1 else "-") + flag for i, flag in enumerate(CT_STATE_FLAGS) if m >> i & 1)
+    text = f"{v:#06x}" if name == "eth_type" else str(v) if name in _DECIMAL else f"{v:#x}" if v else "0"
     return text if m == full else f"{text}/{m:#x}"
 
 

@@ -31,7 +31,7 @@ from dpif import key as K
 from ofproto import fields as F
 from ofproto.actions import Controller, FieldValue
 from vswitch.openflow import nxm, nxt
-from vswitch.openflow.channel import OFPBRC_IS_SLAVE, ROLE_SLAVE
+from vswitch.openflow.channel import NXET_VENDOR, OFPBRC_IS_SLAVE, ROLE_SLAVE
 from vswitch.openflow.codec import OFP10, OFP13, OFP15, OFPBRC_BAD_LEN, OFPET_BAD_REQUEST, Msg, OfpError
 from xlate import pause
 
@@ -42,7 +42,6 @@ NXPIF_STANDARD, NXPIF_NXT_PACKET_IN, NXPIF_NXT_PACKET_IN2 = 0, 1, 2
 CONTINUATION_STATE = 0xFFF0     # our one continuation property (OVS's own are 0x8000 and up)
 OFPBRC_EPERM = 5
 OFPET_EXPERIMENTER = 0xFFFF
-NXET_VENDOR = 0xB0C2            # OpenFlow 1.0: a Nicira error, its (type, code) in the body
 NXR_STALE_10, NXR_STALE = (1, 534), 35
 
 #: what a NXT_RESUME / packet-in2 property holds: type -> (name, kind)

@@ -77,9 +77,11 @@ def match_from(version: int, match: dict[str, Any]) -> dict[str, tuple[int, int]
         out[name] = (value, mask)
     for name in out:
         for need, allowed, cmask in PREREQ.get(name, ()):
-            have = out.get(need) or out.get(_SAME_BITS.get(need, ""))
+            # as OVS checks them: on the match's values, a field not matched counting as 0 (so "icmpv6_code == 0"
+            # holds when the code is not matched)
+            have = out.get(need) or out.get(_SAME_BITS.get(need, "")) or (0, 0)
             m = _full(need) if cmask is None else cmask
-            if have is None or have[1] & m != m or have[0] & m not in allowed:
+            if have[0] & m not in allowed:
                 raise OfpError(OFPET_BAD_MATCH, OFPBMC_BAD_PREREQ,
                                f"{name} needs {need}={'/'.join(hex(a) for a in allowed)}"
                                + (f"/{cmask:#x}" if cmask is not None else ""))
