@@ -36,7 +36,7 @@ from tests.switchutil import private_switch
 from tests.test_bridge_identity import RealOvs
 from tests.test_xlate_nicira import tcp
 from vswitch.openflow import nicira, packetin2
-from vswitch.openflow.codec import OfpError
+from vswitch.openflow.codec import OfpError, encode
 from xlate import pause
 from xlate.translate import UpcallCookies, translate
 
@@ -122,6 +122,38 @@ def test_packet_in2_metadata_is_what_ovs_writes() -> None:
         "8000000400000001800103100000000000000005" "00000000ffffffff800004080000000000001234")
     in_port, words = packetin2.pipeline_from_tlvs(packetin2.metadata_tlvs(6, 1, pipe))
     assert in_port == 1 and all(words[w] == state[w] for w in words)
+
+
+#: a real OVS 3.1's NXT_PACKET_IN (format 1) bodies for PKT: from port 1 through ``cookie=0x77,in_port=1,
+#: actions=load:0x5->NXM_NX_REG3[],set_field:0x1234->metadata,controller(userdata=01.02.03)``, and from port 2
+#: through ``load:0x9->NXM_NX_REG1[],controller(reason=no_match,...,pause)`` (no cookie after a pause)
+OVS_NXT_PIN = [
+    "ffffffff002e01000000000000000077001a00000000000000000002000100010604000000058000040800000000000012340000"
+    "000000000000" + PKT.hex(),
+    "ffffffff002e0000ffffffffffffffff000e000000000000000000020002000102040000000900000000" + PKT.hex()]
+
+
+def _pipeline(**regs: int) -> tuple[int, ...]:
+    state = [0] * F.FLOW_WORDS
+    for name, v in regs.items():
+        for w, val, m in FieldValue.of(name).values(v, (1 << FieldValue.of(name).bits) - 1):
+            state[w] = (state[w] & ~m) | val
+    return pause.pipeline_words(state)
+
+
+@pytest.mark.parametrize("version", [1, 4])
+def test_nxt_packet_in_is_byte_for_byte_what_ovs_sends(version: int) -> None:
+    from types import SimpleNamespace
+
+    flow = SimpleNamespace(cookie=0x77)
+    plain = SimpleNamespace(data=PKT, total_len=46, reason=1, table_id=0, flow=flow,
+                            pin=pause.PinInfo(userdata=b"\1\2\3", pipeline=_pipeline(reg3=5, metadata=0x1234)))
+    paused = SimpleNamespace(data=PKT, total_len=46, reason=0, table_id=0, flow=flow,
+                             pin=pause.PinInfo(pipeline=_pipeline(reg1=9), frozen=pause.Frozen(((1, 1, 0),))))
+    for pi, want in zip((plain, paused), OVS_NXT_PIN, strict=True):
+        msg = packetin2.nxt_packet_in(version, pi, 1 if pi is plain else 2)
+        raw = encode(msg)
+        assert raw[1] == 4 and raw[8:16] == struct.pack("!II", 0x2320, 17) and raw[16:].hex() == want
 
 
 # ---------------------------------------------------------------- the translator
@@ -284,11 +316,11 @@ MONITOR_FLOWS = ["cookie=0x77,in_port=1,actions=load:0x5->NXM_NX_REG3[],set_fiel
                  "in_port=LOCAL,actions=controller(max_len=20,userdata=0c)"]
 
 
-def _monitor_text(target, bridge: str, version: str) -> list[str]:  # noqa: ANN001 - Switch / RealOvs
-    """What ``ovs-ofctl -O version monitor bridge 65534 -P nxt_packet_in2`` prints for PACKET_OUT from ports 1,
+def _monitor_text(target, bridge: str, version: str, fmt: str) -> list[str]:  # noqa: ANN001 - Switch / RealOvs
+    """What ``ovs-ofctl -O version monitor bridge 65534 -P fmt`` prints for PACKET_OUT from ports 1,
     2 and LOCAL (the continuation's own lines left out: its contents are each switch's own; log lines too)."""
     mon = subprocess.Popen(["stdbuf", "-oL", "ovs-ofctl", "-O", version, "monitor", bridge, "65534", "-P",
-                            "nxt_packet_in2"], env=target.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            fmt], env=target.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
     try:
         time.sleep(1)
@@ -302,19 +334,23 @@ def _monitor_text(target, bridge: str, version: str) -> list[str]:  # noqa: ANN0
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("version", ["OpenFlow10", "OpenFlow13", "OpenFlow15"])
-def test_monitor_prints_the_same_packet_in2_as_for_ovs(both, version: str) -> None:  # noqa: ANN001
-    """The same flows and packets on both switches: ``ovs-ofctl monitor -P nxt_packet_in2`` prints the same
-    packet-in2s (table, cookie (none after a pause), registers, metadata and in_port, reason, userdata, the whole
-    frame)."""
+@pytest.mark.parametrize(("version", "fmt"), [("OpenFlow10", "nxt_packet_in2"), ("OpenFlow13", "nxt_packet_in2"),
+                                             ("OpenFlow15", "nxt_packet_in2"), ("OpenFlow10", "nxt_packet_in")])
+def test_monitor_prints_the_same_packet_in2_as_for_ovs(both, version: str, fmt: str) -> None:  # noqa: ANN001
+    """The same flows and packets on both switches: ``ovs-ofctl monitor -P nxt_packet_in2`` (or
+    ``nxt_packet_in``) prints the same packet-ins (table, cookie (none after a pause), registers, metadata and
+    in_port, reason, userdata, the whole frame)."""
     sw, ovs = both
     for target in (sw, ovs):
         _ofctl(target, "del-flows", BR)
         for flow in MONITOR_FLOWS:
             _ofctl(target, "add-flow", BR, flow)
-    ours = _monitor_text(sw, BR, version)
-    theirs = _monitor_text(ovs, BR, version)
+    ours = _monitor_text(sw, BR, version, fmt)
+    theirs = _monitor_text(ovs, BR, version, fmt)
     assert ours == theirs
+    if fmt == "nxt_packet_in":   # format 1 carries no userdata
+        assert any(line.startswith("NXT_PACKET_IN ") for line in ours), ours
+        return
     assert any("userdata=01.02.03" in line for line in ours), ours
     assert any("reg3=0x5,metadata=0x1234,in_port=1" in line for line in ours), ours
     # max_len=20 cuts nothing (OVS 3.1 buffers nothing)

@@ -468,6 +468,8 @@ class OfAgent(SwitchViews, NiciraMessages):
         if conn.pin_format == packetin2.NXPIF_NXT_PACKET_IN2:
             return packetin2.packet_in2(conn.version, pi, in_port, self.dpid or self.datapath_id(),
                                         self._fingerprints(pi))
+        if conn.pin_format == packetin2.NXPIF_NXT_PACKET_IN:
+            return packetin2.nxt_packet_in(conn.version, pi, in_port)
         if conn.version >= OFP13:   # 1.5's match would carry the pipeline fields too: in_port is the one set
             return Msg(conn.version, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
                                                "reason": pi.reason, "table_id": pi.table_id, "cookie": pi.flow.cookie,

@@ -16,8 +16,8 @@ continuation, userdata) and its metadata as OVS writes it (OpenFlow 1.5: registe
 frozen walk sealed by ``xlate.pause.seal``. Errors as OVS 3.1 answers: a format other than 0, 1, 2
 ``OFPBRC_EPERM``, a body of the wrong size or a truncated property ``OFPBRC_BAD_LEN``, an unknown property
 ``OFPBPC_BAD_TYPE`` (each version's numbers: ``nx_error``), a resume without a genuine, current continuation
-``NXR_STALE``, a resume from a slave controller ``OFPBRC_IS_SLAVE``. Format 1 (NXT_PACKET_IN) is accepted,
-but its connection gets the standard packet-in (NXT_PACKET_IN itself is not written yet).
+``NXR_STALE``, a resume from a slave controller ``OFPBRC_IS_SLAVE``. Format 1 gets NXT_PACKET_IN (17): the
+OpenFlow 1.0 packet-in with a cookie, the table and an nx_match of the pipeline fields, as OVS writes it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from vswitch.openflow.channel import NXET_VENDOR, OFPBRC_IS_SLAVE, ROLE_SLAVE
 from vswitch.openflow.codec import OFP10, OFP13, OFP15, OFPBRC_BAD_LEN, OFPET_BAD_REQUEST, Msg, OfpError
 from xlate import pause
 
-NXT_SET_PACKET_IN_FORMAT, NXT_RESUME, NXT_PACKET_IN2 = 16, 28, 30
+NXT_SET_PACKET_IN_FORMAT, NXT_PACKET_IN, NXT_RESUME, NXT_PACKET_IN2 = 16, 17, 28, 30
 NXPIF_STANDARD, NXPIF_NXT_PACKET_IN, NXPIF_NXT_PACKET_IN2 = 0, 1, 2
 (NXPINT_PACKET, NXPINT_FULL_LEN, NXPINT_BUFFER_ID, NXPINT_TABLE_ID, NXPINT_COOKIE, NXPINT_REASON, NXPINT_METADATA,
  NXPINT_USERDATA, NXPINT_CONTINUATION) = range(9)
@@ -127,16 +127,19 @@ def _by_id(ident: tuple[int, ...]) -> F.Field:
 
 
 _IN_PORT = _by_id((F.OFPXMC_OPENFLOW_BASIC, 0))
+_NXM_IN_PORT = _by_id((F.OFPXMC_NXM_0, 0))
 _METADATA = _by_id((F.OFPXMC_OPENFLOW_BASIC, 2))
 _REGS = [_by_id((F.OFPXMC_NXM_1, i)) for i in range(16)]
 _XREGS = [_by_id((F.OFPXMC_PACKET_REGS, i)) for i in range(8)]
 
 
-def metadata_tlvs(version: int, in_port: int, pipeline: tuple[int, ...]) -> bytes:
-    """The packet-in2 metadata: ``in_port`` (OpenFlow number), then the registers and metadata that are not 0."""
+def metadata_tlvs(version: int, in_port: int, pipeline: tuple[int, ...], nxm_in_port: bool = False) -> bytes:
+    """The packet-in2 metadata: ``in_port`` (OpenFlow number; ``nxm_in_port``: NXM's 16-bit one, as
+    NXT_PACKET_IN has it), then the registers and metadata that are not 0."""
     state = [0] * K.KEY_WORDS + list(pipeline)
     state += [0] * (F.FLOW_WORDS - len(state))
-    items: list[tuple[F.Field, int, int | None]] = [(_IN_PORT, in_port, None)]
+    items: list[tuple[F.Field, int, int | None]] = [
+        (_NXM_IN_PORT, in_port & 0xFFFF, None) if nxm_in_port else (_IN_PORT, in_port, None)]
     if version >= OFP15:
         for f in _XREGS:
             v = FieldValue.of(f.name).read(state)
@@ -184,6 +187,17 @@ def packet_in2(version: int, pi: Any, in_port: int, dpid: int, fingerprints: dic
     if frozen is not None:
         fields["continuation"] = _prop(CONTINUATION_STATE, pause.seal(frozen, dpid, fingerprints))
     return nx_msg(version, NXT_PACKET_IN2, encode_props(version, fields))
+
+
+def nxt_packet_in(version: int, pi: Any, in_port: int) -> Msg:
+    """The NXT_PACKET_IN (format 1) of datapath packet-in ``pi``: an nx_match of in_port and the pipeline fields,
+    no userdata, no continuation (as OVS 3.1 writes it)."""
+    info: pause.PinInfo | None = pi.pin
+    match = metadata_tlvs(OFP13, in_port, info.pipeline if info is not None else (), nxm_in_port=True)
+    paused = info is not None and info.frozen is not None
+    cookie = 0xFFFFFFFFFFFFFFFF if paused or pi.flow is None else pi.flow.cookie
+    body = struct.pack("!IHBBQH6x", 0xFFFFFFFF, pi.total_len, pi.reason, pi.table_id, cookie, len(match))
+    return nx_msg(version, NXT_PACKET_IN, body + match + bytes(-len(match) % 8) + bytes(2) + pi.data)
 
 
 def controller_id_of(pi: Any) -> int:
