@@ -57,13 +57,15 @@ class Frozen:
 @dataclass(frozen=True)
 class PinInfo:
     """What a ``controller(...)`` packet-in carries besides the frame: the action's arguments, the pipeline
-    words (registers, metadata) and, for a pause, the frozen walk."""
+    words (registers, metadata) and, for a pause, the frozen walk (another packet-in with registers set has one
+    too, ``action`` False, for the pipeline words)."""
 
     controller_id: int = 0
     userdata: bytes = b""
     meter_id: int = 0
     pipeline: tuple[int, ...] = ()
     frozen: Frozen | None = None
+    action: bool = True         # False: an output to CONTROLLER (or a miss, dec_ttl) that carries registers only
 
 
 def pipeline_words(flow: list[int]) -> tuple[int, ...]:

@@ -655,9 +655,13 @@ class _Walk:
             self.rec.normal(self.flow, self.in_port)
 
     def upcall(self, flow: Flow | None, reason: int, table_id: int, max_len: int) -> None:
-        """A packet-in to the current bridge's controllers."""
+        """A packet-in to the current bridge's controllers (with the registers and metadata when they are set:
+        a packet-in2 carries them)."""
         self.commit()
-        up = Upcall(flow, reason, table_id, self.bridge, -1 if self.in_port == self.rx_port else self.in_port)
+        from xlate import pause
+        pin = pause.PinInfo(pipeline=pause.pipeline_words(self.flow), action=False) if any(
+            self.flow[K.KEY_WORDS:]) else None
+        up = Upcall(flow, reason, table_id, self.bridge, -1 if self.in_port == self.rx_port else self.in_port, pin)
         self.r.actions += [A.OP_USERSPACE, 2, self.cookies.id_for(up), max_len]
         self.r.outputs += 1
 

@@ -477,7 +477,8 @@ class OfAgent(SwitchViews, NiciraMessages):
         # OpenFlow 1.0, as OVS 3.1 sends it (nothing buffered, so no miss_send_len cut): a table miss says
         # OFPR_NO_MATCH, a CONTROLLER action OFPR_ACTION (also a priority-0 catch-all's: 1.0 has no table-miss flows)
         # (a controller(reason=...) action: its reason)
-        reason = OFPR_NO_MATCH if pi.flow is None else pi.reason if pi.pin is not None else OFPR_ACTION
+        from_action = pi.pin is not None and pi.pin.action
+        reason = OFPR_NO_MATCH if pi.flow is None else pi.reason if from_action else OFPR_ACTION
         return Msg(OFP10, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
                                            "in_port": port_wire(OFP10, in_port), "reason": reason, "data": pi.data})
 
