@@ -23,6 +23,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from os_ken.ofproto import ofproto_v1_3_parser as p
 
 from dpif import actions as A
@@ -474,3 +476,58 @@ def test_a_packet_outs_own_actions_do_not_freeze() -> None:
     assert res.actions[0] == A.OP_USERSPACE and cookies.by_id[res.actions[2]].pin.frozen is None
     outs = [res.actions[i + 2] for i in range(4, len(res.actions), 3) if res.actions[i] == A.OP_OUTPUT]
     assert outs == [3, 2]
+
+
+@pytest.mark.integration
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(version=st.sampled_from([1, 4, 6]), cut=st.integers(0, 400), flips=st.lists(
+    st.tuples(st.integers(0, 10_000), st.integers(1, 255)), max_size=4))
+def test_mangled_resumes_get_errors_and_the_connection_lives(both, version: int, cut: int, flips: list) -> None:  # noqa: ANN001
+    """A genuine continuation's NXT_RESUME, cut short and with bytes changed: answered by an error (stale when the
+    continuation is touched) or run, never a crash; the connection lives and nothing half-applies."""
+    sw, _ovs = both
+    if not _fuzz_resume:
+        _ofctl(sw, "del-flows", BR)
+        _ofctl(sw, "add-flow", BR, "in_port=1,actions=controller(pause),output:2")
+        c = _Raw(f"{sw.rundir}/{BR}.mgmt", 6)
+        try:
+            c.send(9, struct.pack("!HH", 0, 0xFFFF), 1)
+            c.nx(packetin2.NXT_SET_PACKET_IN_FORMAT, struct.pack("!I", 2), 2)
+            c.send(20, b"", 3)
+            c.until(lambda m: m[1] == 21)
+            _ofctl(sw, "packet-out", BR, PACKET_OUT)
+            pin = c.until(lambda m: m[1] == 4 and struct.unpack_from("!I", m, 12)[0] == packetin2.NXT_PACKET_IN2)
+        finally:
+            c.sock.close()
+        _fuzz_resume.append(pin[16:])
+    body = bytearray(_fuzz_resume[0])
+    sealed = _continuation_range(bytes(body))
+    for at, x in flips:
+        body[at % len(body)] ^= x
+    touched = any(at % len(body) in sealed for at, _x in flips)
+    body = body[:len(body) - cut % len(body)] if cut else body
+    c = _Raw(f"{sw.rundir}/{BR}.mgmt", version)
+    try:
+        c.nx(packetin2.NXT_RESUME, bytes(body), 9)
+        c.send(2, b"", 10)
+        got = c.until(lambda m: m[1] in (1, 3))
+        if got[1] == 1:
+            c.until(lambda m: m[1] == 3)        # the echo still comes back: the connection lives
+        assert got[1] == 1 or not (touched or cut), "a mangled continuation was resumed"
+    finally:
+        c.sock.close()
+    assert _ofctl(sw, "dump-flows", BR)   # the switch answers
+
+
+_fuzz_resume: list[bytes] = []
+
+
+def _continuation_range(body: bytes) -> range:
+    """Where the sealed state sits in a NXT_RESUME body (after the continuation's header, pad and inner header)."""
+    off = 0
+    while off < len(body):
+        ptype, length = struct.unpack_from("!HH", body, off)
+        if ptype == packetin2.NXPINT_CONTINUATION:
+            return range(off + 12, off + length)
+        off += length + (-length % 8)
+    raise AssertionError("no continuation")
