@@ -531,3 +531,31 @@ def _continuation_range(body: bytes) -> range:
             return range(off + 12, off + length)
         off += length + (-length % 8)
     raise AssertionError("no continuation")
+
+
+OVN_FLOWS = "tests/fixtures/ovn-23.03-flows/flows-chA.txt"
+
+
+def _ovn_controller_flows() -> list[str]:
+    """The fixture's flows (as OVS 3.1 dumped them) whose actions are one controller(userdata=...) (its
+    meter_id ones match conj_id, which is another piece of work)."""
+    with open(OVN_FLOWS) as f:
+        return [line.strip() for line in f if " actions=controller(" in line and line.strip().endswith(")")
+                and line.split(" actions=")[1].count("(") == 1]
+
+
+@pytest.mark.integration
+def test_ovn_controller_actions_dump_as_ovs_dumped_them(both, tmp_path) -> None:  # noqa: ANN001
+    """OVN's controller(userdata=...) flows (from the real dump) added with ``ovs-ofctl -O OpenFlow15 add-flows``
+    dump back as OVS dumped them."""
+    sw, _ovs = both
+    flows = _ovn_controller_flows()
+    assert len(flows) >= 20
+    _ofctl(sw, "del-flows", BR)
+    path = tmp_path / "flows"
+    path.write_text("\n".join(flows) + "\n")
+    _ofctl(sw, "-O", "OpenFlow15", "add-flows", BR, str(path))
+    dump = _ofctl(sw, "-O", "OpenFlow15", "--no-stats", "dump-flows", BR)
+    got = {line.strip() for line in dump.splitlines() if "actions=" in line}
+    assert got == set(flows), sorted(set(flows) ^ got)[:6]
+    _ofctl(sw, "del-flows", BR)
