@@ -90,6 +90,7 @@ from ofproto.rules import (
     SetField,
 )
 from ofproto.tables import TableSet
+from xlate import pause
 
 W_VLAN_TCI2 = getattr(K, "W_VLAN_TCI2", 21)
 CFI = 0x1000
@@ -529,7 +530,6 @@ class _Walk:
             self.exiting = True
             return False
         elif isinstance(a, Controller):
-            from xlate import pause
             return pause.controller(self, a, flow, table_id)
         elif isinstance(a, Note):
             pass
@@ -658,7 +658,6 @@ class _Walk:
         """A packet-in to the current bridge's controllers (with the registers and metadata when they are set:
         a packet-in2 carries them)."""
         self.commit()
-        from xlate import pause
         pin = pause.PinInfo(pipeline=pause.pipeline_words(self.flow), action=False) if any(
             self.flow[K.KEY_WORDS:]) else None
         up = Upcall(flow, reason, table_id, self.bridge, -1 if self.in_port == self.rx_port else self.in_port, pin)
