@@ -13,8 +13,10 @@ lists still to run (as ``(flow uid, action index)`` per nesting level: the flow'
 then the rest of its instructions and its gotos) and the action set (``(slot, flow uid, write index)``). The
 continuation is that state in bytes, authenticated with a key of this process (HMAC-SHA256), so the switch
 keeps nothing per continuation; a forged one, one of another bridge or process, or one naming a flow that is
-gone or changed is stale (``StaleContinuation``). Every packet a megaflow covers pauses in the same state (the
-registers and stack depend only on what the megaflow matches), so the state rides in the upcall cookie.
+gone or changed is stale (``StaleContinuation``; a restart makes every continuation stale). Every packet a
+megaflow covers pauses in the same state (the registers and stack depend only on what the megaflow matches), so
+the state rides in the upcall cookie (``xlate.translate.MAX_PIN_CONTEXTS`` bounds those contexts). The
+packet-in carries the whole frame whatever ``max_len`` says, as OVS 3.1 (which buffers nothing) sends it.
 
 Not frozen (the controller action then sends a packet-in without a continuation and the walk goes on, as
 without ``pause``): a pause inside ``clone``, after a patch port, or in a packet-out's own action list and
@@ -76,7 +78,7 @@ def pipeline_words(flow: list[int]) -> tuple[int, ...]:
 def controller(w: Any, a: Controller, flow: Flow | None, table_id: int) -> bool:
     """Run ``a`` in walk ``w`` (an ``xlate.translate._Walk``): a packet-in, frozen when ``a.pause`` can be;
     False: the walk stops here (paused)."""
-    from xlate.translate import OFPR_NO_MATCH, Upcall  # the walk's own module (imports this one lazily)
+    from xlate.translate import OFPR_NO_MATCH, Upcall  # the walk's own module (which imports this one)
 
     frozen = freeze(w) if a.pause else None
     pin = PinInfo(a.controller_id, a.userdata, a.meter_id, pipeline_words(w.flow), frozen)
