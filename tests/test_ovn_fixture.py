@@ -39,8 +39,6 @@ pytestmark = pytest.mark.integration
 
 #: what pyvswitch still lacks for this fixture, and where it is being built: delete an entry when its feature merges
 KNOWN_GAPS = {
-    "ct": "conntrack actions ct(commit, table, zone, nat, exec) and ct_clear: branch issue18-ct",
-    "learn": "learn(... delete_learned ...): branch issue18-ct",
     "conjunction": "conjunction action and conj_id match: branch issue18-conj",
     "group": "group action and group table (select, dp_hash), add-groups / dump-groups: branch issue18-groups",
     "meter": "meters (add-meter / dump-meters) and controller(meter_id=...): branch issue18-groups",
