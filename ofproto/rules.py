@@ -29,6 +29,7 @@ from ofproto.actions import (  # noqa: F401  (re-exported: callers import the ac
     OFPP_TABLE,
     Action,
     Clone,
+    Controller,
     Ct,
     CtClear,
     DecTtl,
@@ -251,6 +252,8 @@ class Instructions:
                     out.add(a.port)
                 elif isinstance(a, Clone):
                     out |= walk(a.actions)
+                elif isinstance(a, Controller):
+                    out.add(OFPP_CONTROLLER)
             return out
         return walk((*self.apply, *self.write))
 
