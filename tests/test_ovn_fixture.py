@@ -42,7 +42,6 @@ KNOWN_GAPS = {
     "conjunction": "conjunction action and conj_id match: branch issue18-conj",
     "group": "group action and group table (select, dp_hash), add-groups / dump-groups: branch issue18-groups",
     "meter": "meters (add-meter / dump-meters) and controller(meter_id=...): branch issue18-groups",
-    "controller": "controller(userdata=..., pause) as NXAST_CONTROLLER2: branch issue18-pin2",
     "rewrite": "writes of IPv6, ARP, ICMP, ND header fields (set_field / move / pop): branch issue18-exec",
 }
 #: the gaps a flow (or group / meter) may need; the others are about the tools
