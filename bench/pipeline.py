@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with Progress(1, "pipeline: the Nicira case") as bar:
         nx = nicira.run_case(hot_frames(rng), miss_frames(rng), HOT_NETS, n, args.seconds, args.upcall_rounds)
-        bar.step()
+        bar.update()
 
     results = []
     for variant in ("extract + megaflow + execute", "megaflow + execute", "parse_burst + flow_burst", "flow_burst"):
@@ -273,9 +273,9 @@ def main(argv: list[str] | None = None) -> int:
              "flow_burst_compile_s": round(old_compile_s, 3), **walk}
     payload = {"benchmark": "pipeline", "method": __doc__.split("\n\n", 1)[1].strip(), "burst": n,
                "machine": machine_info(pinned_cpu=cpu, code=code_version()), "interpreter_commit": INTERPRETER_COMMIT,
-               "results": results, "gates": gates, "upcalls": [upcall_row, rounded(
-                   {"case": "nicira", "translations_per_s": nx["translations_per_s"],
-                    "translations_per_s_median": nx["translations_per_s_median"]})],
+               "results": results, "gates": gates, "upcalls": [upcall_row, {"case": "nicira", **rounded(
+                   {"translations_per_s": nx["translations_per_s"],
+                    "translations_per_s_median": nx["translations_per_s_median"]})}],
                "nicira": [{k: v for k, v in nx.items() if k not in ("mpps", "mpps_median")}],
                "breakdown": breakdown,
                "setup": [setup]}
