@@ -539,6 +539,11 @@ def _check_learn(lr: Learn) -> None:
         _range(sp.dst, sp.dst_ofs, sp.n_bits)
 
 
+#: field name -> its ``FieldValue`` (forgotten when the TLV map moves Geneve options)
+_FIELD_VALUES: dict[str, FieldValue] = {}
+tlvmap.listen(_FIELD_VALUES.clear)
+
+
 @dataclass(frozen=True)
 class FieldValue:
     """Reads and writes of fields on a flow-state vector (``fields.flow_slice`` places)."""
@@ -547,17 +552,24 @@ class FieldValue:
     shift: int
     bits: int
 
+    def __post_init__(self) -> None:
+        pieces = ((self.word, self.shift, self.bits),) if self.bits <= 64 else tuple(
+            (self.word + j, 0, 64) for j in range(self.bits // 64))
+        object.__setattr__(self, "_pieces", pieces)
+
     @classmethod
     def of(cls, name: str) -> FieldValue:
-        sl = _fields.flow_slice(_field(name))
-        assert sl is not None
-        return cls(*sl)
+        """The place of field ``name`` (cached: a translation asks for the same few fields again and again)."""
+        fv = _FIELD_VALUES.get(name)
+        if fv is None:
+            sl = _fields.flow_slice(_field(name))
+            assert sl is not None
+            fv = _FIELD_VALUES[name] = cls(*sl)
+        return fv
 
-    def words(self) -> list[tuple[int, int, int]]:
+    def words(self) -> tuple[tuple[int, int, int], ...]:
         """``(word, shift, bits)`` pieces, most significant first."""
-        if self.bits <= 64:
-            return [(self.word, self.shift, self.bits)]
-        return [(self.word + j, 0, 64) for j in range(self.bits // 64)]
+        return self._pieces   # type: ignore[attr-defined, no-any-return]
 
     def read(self, state: list[int]) -> int:
         v = 0

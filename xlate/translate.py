@@ -63,6 +63,7 @@ from ofproto.actions import (
     FieldValue,
     FinTimeout,
     Learn,
+    Load,
     Move,
     Note,
     OutputReg,
@@ -430,10 +431,7 @@ class _Walk:
     def prereqs_ok(self, name: str) -> bool:
         """Whether the frame, as the actions left it, has the header field ``name`` (its prerequisites,
         un-wildcarded as far as they were read)."""
-        f = F.by_name(name) or F.by_oxm_name(name)
-        for cname, values, cmask in f.prereqs if f is not None else ():
-            fv = FieldValue.of(cname)
-            m = (1 << fv.bits) - 1 if cmask is None else cmask
+        for fv, values, m in _prereq_checks(name):
             self.unwildcard(fv, m)
             if fv.read(self.flow) & m not in values:
                 return False
@@ -484,6 +482,13 @@ class _Walk:
 
     def act(self, a: Action, flow: Flow | None, table_id: int) -> bool:
         """Run one apply-action of ``flow`` (None: a packet-out's); False: the rest of its list is skipped."""
+        t = type(a)   # the commonest first, by exact type (OVN's pipelines: resubmit and set_field / load)
+        if t is Resubmit:
+            self.resubmit(a)   # type: ignore[arg-type]
+            return True
+        if t is SetField or t is Load:
+            self.do(a)
+            return True
         rec = self.rec
         if isinstance(a, Output):
             self.output(a, flow, table_id)
@@ -906,6 +911,19 @@ class _Walk:
 DR_TABLE_MISS = A.DROP_REASONS.index("table_miss") if "table_miss" in A.DROP_REASONS else A.DR_EXPLICIT
 
 _fmt_hook = None
+_PREREQ_CHECKS: dict[str, tuple[tuple[FieldValue, tuple[int, ...], int], ...]] = {}
+
+
+def _prereq_checks(name: str) -> tuple[tuple[FieldValue, tuple[int, ...], int], ...]:
+    """Field ``name``'s prerequisites as ``(place, allowed values, mask)`` (cached per name)."""
+    got = _PREREQ_CHECKS.get(name)
+    if got is None:
+        f = F.by_name(name) or F.by_oxm_name(name)
+        got = tuple((fv, values, (1 << fv.bits) - 1 if cmask is None else cmask)
+                    for cname, values, cmask in (f.prereqs if f is not None else ())
+                    for fv in (FieldValue.of(cname),))
+        _PREREQ_CHECKS[name] = got
+    return got
 
 
 def set_action_formatter(fn: object) -> None:
