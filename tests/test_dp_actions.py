@@ -115,7 +115,8 @@ def ipv6(draw: st.DrawFn, prefix: bytes) -> bytes:
     l3 = len(prefix) + 2
     l4o = l3 + 40 + len(exts)
     if nh == A.PROTO_UDP and draw(st.integers(0, 3)) == 0:
-        return bytes(f)                                    # no UDP checksum
+        f[l4o + 6 : l4o + 8] = b"\0\0"                   # no UDP checksum
+        return bytes(f)
     at = {A.PROTO_TCP: 16, A.PROTO_UDP: 6, A.PROTO_ICMPV6: 2}[nh]
     f[l4o + at : l4o + at + 2] = R.v6_l4_full(f, l3, l4o, nh).to_bytes(2, "big")
     return bytes(f)
