@@ -225,6 +225,8 @@ def field_bits(name: str) -> int:
     if name in _VLAN_SET:
         return _VLAN_SET[name]
     f = _field(name)
+    if f.name == "arp_op":     # 16 bits on the wire; the key (nw_proto's bits) keeps the low 8, as OVS does
+        return f.bits
     return f.bits if f.where != _fields.KEY or f.key is None else min(f.bits, f.key[2])
 
 

@@ -551,6 +551,7 @@ class _Walk:
                 if m64:
                     self.set_word(word + j, value >> sh & m64, m64)
             return
+        mask &= (1 << bits) - 1        # arp_op: 16 bits written, the low 8 kept
         self.set_word(word, (value & mask) << low, mask << low, name)
 
     def set_word(self, word: int, v: int, m: int, name: str = "") -> None:
