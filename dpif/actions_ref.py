@@ -265,7 +265,7 @@ def _set_masked_v6(f: bytearray, l3: int, w: int, v: int, m: int) -> None:
     if udp and old == 0:
         return
     end = l3 + 40 + int.from_bytes(f[l3 + 4 : l3 + 6], "big")
-    if frag or end > len(f):
+    if frag or routed or end > len(f):     # partial, or a pseudo-header with another destination
         words = list(range(l3 + 8, l3 + 40, 2)) + list(range(l4, len(f) - 1, 2))
         f[l4c : l4c + 2] = _incremental(old, before, f, words, udp).to_bytes(2, "big")
         return
