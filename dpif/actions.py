@@ -9,15 +9,14 @@ drops the frame (counted as ``no_output``). Ops (``OP_*``), with their arguments
 
 * ``OUTPUT(port)``: append the frame to ``port``'s queue (dense datapath port number).
 * ``SET_MASKED(word, value, mask)``: ``field = (field & ~mask) | (value & mask)`` where ``word`` is a
-  key word (``dpif.key.W_*``) and value/mask are in that word's key form. Supported words and bits
-  (``SET_BITS``): ``W_ETH_DST``/``W_ETH_SRC`` (48), ``W_VLAN_TCI`` (VID and PCP of the outer tag,
-  ``0xEFFF``; no-op on an untagged frame), ``W_NW_SRC``/``W_NW_DST`` (32), ``W_NW`` tos (bits 8..15)
-  and ttl (bits 16..23), ``W_TP`` src (bits 0..15) and dst (bits 16..31) of TCP/UDP. IPv4 edits fix
-  the IPv4 header checksum and, when the frame carries the L4 header (not a later fragment), the
-  TCP/UDP checksum (RFC 1624, incremental; a UDP checksum of 0 stays 0); ICMP gets only the IP header
-  fix. On IPv6 (no extension header before TCP/UDP), ``W_NW`` tos is the traffic class and ttl the hop
-  limit (no header checksum), and ``W_TP`` rewrites the TCP/UDP ports with the L4 checksum fixed. An
-  IPv4/IPv6/L4 edit on a frame without that header is a no-op.
+  key word (``dpif.key.W_*``) and value/mask are in that word's key form (a 64-bit word held as
+  ``int64``; a 128-bit field is one ``SET_MASKED`` per word, high first). Supported words and bits
+  (``SET_BITS``): Ethernet addresses, the outer VLAN tag's VID and PCP (``0xEFFF``; no-op untagged), IPv4
+  addresses, tos / ttl, TCP/UDP ports and ICMP type / code; IPv6 addresses, traffic class / hop limit,
+  ports, ICMPv6 type / code, ND target and link-layer address options; ARP opcode, spa / tpa, sha / tha.
+  Checksums are fixed incrementally (RFC 1624): IPv4 header, TCP/UDP/ICMP/ICMPv6 (pseudo-headers
+  included). An edit on a frame without that header (or too short for it) is a no-op; the words, bits
+  and frames each edit applies to are ``dpif.rewrite``'s docstring.
 * ``SET_ETH(dst, src)``: both MAC addresses (what a routing step writes), one action.
 * ``PUSH_VLAN(tpid, tci)``: a new outer tag; ``tci`` in key form (``VID | 0x1000 | PCP << 13``),
   written with DEI 0.
@@ -72,6 +71,7 @@ free_top, extra, side, side_n) -> int``:
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 
 import numba
@@ -79,6 +79,21 @@ import numpy as np
 
 from backends.pool import META_HEAD, META_IN_PORT, META_LEN, slot_alloc
 from dpif import key as K
+from dpif.rewrite import (  # noqa: F401  (ETH_*, PROTO_*: re-exported for the model and tests)
+    ETH_ARP,
+    ETH_IPV4,
+    ETH_IPV6,
+    ETH_QINQ,
+    ETH_RARP,
+    ETH_VLAN,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_TCP,
+    PROTO_UDP,
+    _ld16,
+    _st16,
+)
+from dpif.rewrite import set_masked as _set_masked
 
 OP_OUTPUT = 1
 OP_SET_MASKED = 2
@@ -132,17 +147,26 @@ N_NORMAL, N_USERSPACE = 0, 1
 N_DROP_REASONS = len(DROP_REASONS)
 
 # SET_MASKED: key word -> bits that may be set
+_ALL64 = 0xFFFF_FFFF_FFFF_FFFF
 SET_BITS = {
     K.W_ETH_DST: 0xFFFF_FFFF_FFFF,
     K.W_ETH_SRC: 0xFFFF_FFFF_FFFF,
     K.W_VLAN_TCI: 0xEFFF,
     K.W_NW_SRC: 0xFFFF_FFFF,
     K.W_NW_DST: 0xFFFF_FFFF,
-    K.W_NW: 0xFFFF00,
+    K.W_NW: 0xFFFFFF,              # ARP opcode (bits 0..7; IP's protocol there is not written), tos, ttl
+    K.W_IPV6_SRC: _ALL64,
+    K.W_IPV6_SRC + 1: _ALL64,
+    K.W_IPV6_DST: _ALL64,
+    K.W_IPV6_DST + 1: _ALL64,
     K.W_TP: 0xFFFF_FFFF,
+    K.W_ARP_SHA: 0xFFFF_FFFF_FFFF,
+    K.W_ARP_THA: 0xFFFF_FFFF_FFFF,
+    K.W_ND_TARGET: _ALL64,
+    K.W_ND_TARGET + 1: _ALL64,
 }
 
-# set_field names -> (word, shift, width)
+# set_field names -> (word, shift, width); 128 bits span two words, high first (two SET_MASKED actions)
 SET_FIELDS: dict[str, tuple[int, int, int]] = {
     "eth_dst": (K.W_ETH_DST, 0, 48),
     "eth_src": (K.W_ETH_SRC, 0, 48),
@@ -156,14 +180,25 @@ SET_FIELDS: dict[str, tuple[int, int, int]] = {
     "nw_ttl": (K.W_NW, 16, 8),
     "tp_src": (K.W_TP, 0, 16),
     "tp_dst": (K.W_TP, 16, 16),
+    "icmp_type": (K.W_TP, 0, 8),
+    "icmp_code": (K.W_TP, 16, 8),
+    "ipv6_src": (K.W_IPV6_SRC, 0, 128),
+    "ipv6_dst": (K.W_IPV6_DST, 0, 128),
+    "nd_target": (K.W_ND_TARGET, 0, 128),
+    "arp_op": (K.W_NW, 0, 8),
+    "arp_spa": (K.W_NW_SRC, 0, 32),
+    "arp_tpa": (K.W_NW_DST, 0, 32),
+    "arp_sha": (K.W_ARP_SHA, 0, 48),
+    "arp_tha": (K.W_ARP_THA, 0, 48),
+    "nd_sll": (K.W_ARP_SHA, 0, 48),
+    "nd_tll": (K.W_ARP_THA, 0, 48),
 }
 
-ETH_VLAN = 0x8100
-ETH_QINQ = 0x88A8
-ETH_IPV4 = 0x0800
-ETH_IPV6 = 0x86DD
-PROTO_TCP = 6
-PROTO_UDP = 17
+
+def _s64(x: int) -> int:
+    """A 64-bit word as the ``int64`` a program holds."""
+    x &= _ALL64
+    return x - (1 << 64) if x >> 63 else x
 
 
 # ---------------------------------------------------------------- building and printing programs
@@ -180,18 +215,27 @@ def set_eth(dst: int, src: int) -> list[int]:
 
 
 def set_masked(word: int, value: int, mask: int) -> list[int]:
-    """``SET_MASKED(word, value, mask)`` on a key word (``SET_BITS``)."""
-    return [OP_SET_MASKED, 3, word, value & mask, mask]
+    """``SET_MASKED(word, value, mask)`` on a key word (``SET_BITS``); value and mask are the word's 64 bits
+    (unsigned), held as ``int64``."""
+    return [OP_SET_MASKED, 3, word, _s64(value & mask), _s64(mask)]
 
 
 def set_field(name: str, value: int, mask: int | None = None) -> list[int]:
-    """``SET_MASKED`` of one named field (``SET_FIELDS``), all its bits unless ``mask`` is given."""
+    """``SET_MASKED`` of one named field (``SET_FIELDS``), all its bits unless ``mask`` is given; a 128-bit
+    field gives one ``SET_MASKED`` per 64-bit word its mask touches."""
     word, shift, width = SET_FIELDS[name]
     full = (1 << width) - 1
     m = full if mask is None else mask & full
     if not 0 <= value <= full:
         raise ValueError(f"{name}={value:#x} is wider than {width} bits")
-    return set_masked(word, value << shift, m << shift)
+    if width <= 64:
+        return set_masked(word, value << shift, m << shift)
+    out: list[int] = []
+    for j, sh in enumerate((64, 0)):
+        mw = (m >> sh) & _ALL64
+        if mw:
+            out += set_masked(word + j, (value >> sh) & _ALL64, mw)
+    return out
 
 
 def push_vlan(vid: int, pcp: int = 0, tpid: int = ETH_VLAN) -> list[int]:
@@ -241,7 +285,8 @@ def decode(prog: Sequence[int] | np.ndarray) -> list[tuple[int, list[int]]]:
             if nw != OP_ARGS[op]:
                 raise ValueError(f"op {op} takes {OP_ARGS[op]} words, got {nw}")
             if op == OP_SET_MASKED:
-                w, v, m = args
+                w, v, m = args[0], args[1] & _ALL64, args[2] & _ALL64
+                args = [w, v, m]
                 if w not in SET_BITS or m & ~SET_BITS[w] or v & ~m:
                     raise ValueError(f"bad SET_MASKED word {w} value {v:#x} mask {m:#x}")
             if op == OP_DROP and not 0 <= args[0] < N_DROP_REASONS:
@@ -273,6 +318,19 @@ def _sub(name: str, v: int, m: int, full: int, fmt: object = str) -> str:
     return s if m == full else f"{s}/{fmt(m)}"  # type: ignore[operator]
 
 
+def _ip6(v: int) -> str:
+    return str(ipaddress.IPv6Address(v))
+
+
+_WIDE_NAMES = {K.W_IPV6_SRC: ("ipv6", "src"), K.W_IPV6_DST: ("ipv6", "dst"), K.W_ND_TARGET: ("nd", "target")}
+
+
+def _format_wide(w: int, v: int, m: int) -> str:
+    """A 128-bit field of which ``v``/``m`` are set (``w``: its first word)."""
+    kind, name = _WIDE_NAMES[w]
+    return f"set({kind}({_sub(name, v, m, (1 << 128) - 1, _ip6)}))"
+
+
 def _format_set(w: int, v: int, m: int) -> str:
     if w in (K.W_ETH_DST, K.W_ETH_SRC):
         name = "dst" if w == K.W_ETH_DST else "src"
@@ -280,28 +338,45 @@ def _format_set(w: int, v: int, m: int) -> str:
     if w in (K.W_NW_SRC, K.W_NW_DST):
         name = "src" if w == K.W_NW_SRC else "dst"
         return f"set(ipv4({_sub(name, v, m, 0xFFFF_FFFF, _ip)}))"
-    parts: list[str] = []
+    if w in (K.W_ARP_SHA, K.W_ARP_THA):
+        name = "sha" if w == K.W_ARP_SHA else "tha"
+        return f"set(arp({_sub(name, v, m, 0xFFFF_FFFF_FFFF, _mac)}))"
+    for first in _WIDE_NAMES:
+        if w in (first, first + 1):
+            sh = 64 if w == first else 0
+            return _format_wide(first, v << sh, m << sh)
+    out: list[str] = []
     if w == K.W_VLAN_TCI:
-        subs = (("vid", 0, 0xFFF), ("pcp", 13, 7))
-        kind = "vlan"
+        groups = (("vlan", (("vid", 0, 0xFFF), ("pcp", 13, 7))),)
     elif w == K.W_NW:
-        subs = (("tos", 8, 0xFF), ("ttl", 16, 0xFF))
-        kind = "ipv4"
+        groups = (("ipv4", (("tos", 8, 0xFF), ("ttl", 16, 0xFF))), ("arp", (("op", 0, 0xFF),)))
     else:
-        subs = (("src", 0, 0xFFFF), ("dst", 16, 0xFFFF))
-        kind = "tp"
-    for name, shift, full in subs:
-        fm = (m >> shift) & full
-        if fm:
-            parts.append(_sub(name, (v >> shift) & full, fm, full, hex if fm != full else str))
-    return f"set({kind}({','.join(parts)}))"
+        groups = (("tp", (("src", 0, 0xFFFF), ("dst", 16, 0xFFFF))),)
+    for kind, subs in groups:
+        parts: list[str] = []
+        for name, shift, full in subs:
+            fm = (m >> shift) & full
+            if fm:
+                parts.append(_sub(name, (v >> shift) & full, fm, full, hex if fm != full else str))
+        if parts:
+            out.append(f"set({kind}({','.join(parts)}))")
+    return ",".join(out) or f"set({groups[0][0]}())"
 
 
 def format_actions(prog: Sequence[int] | np.ndarray) -> str:
     """``prog`` in OVS ``dpctl`` style, e.g. ``set(eth(dst=02:00:00:00:00:01)),push_vlan(vid=10,pcp=0),2``."""
     out: list[str] = []
-    for op, args in decode(prog):
-        if op == OP_OUTPUT:
+    acts = decode(prog)
+    i = 0
+    while i < len(acts):
+        op, args = acts[i]
+        i += 1
+        if (op == OP_SET_MASKED and args[0] in _WIDE_NAMES and i < len(acts) and acts[i][0] == OP_SET_MASKED
+                and acts[i][1][0] == args[0] + 1):       # both halves of a 128-bit field: one set()
+            lo = acts[i][1]
+            i += 1
+            out.append(_format_wide(args[0], args[1] << 64 | lo[1], args[2] << 64 | lo[2]))
+        elif op == OP_OUTPUT:
             out.append(str(args[0]))
         elif op == OP_SET_MASKED:
             out.append(_format_set(*args))
@@ -326,200 +401,6 @@ def format_actions(prog: Sequence[int] | np.ndarray) -> str:
 
 
 # ---------------------------------------------------------------- kernel helpers
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _ld16(data: np.ndarray, s: int, off: int) -> int:
-    return (np.int64(data[s, off]) << 8) | np.int64(data[s, off + 1])
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _st16(data: np.ndarray, s: int, off: int, v: int) -> None:
-    data[s, off] = (v >> 8) & 0xFF
-    data[s, off + 1] = v & 0xFF
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _csum_adj(csum: int, old: int, new: int) -> int:
-    """RFC 1624 eqn. 3: the checksum after a 16-bit word changes from ``old`` to ``new``."""
-    acc = (~csum & 0xFFFF) + (~old & 0xFFFF) + (new & 0xFFFF)
-    acc = (acc & 0xFFFF) + (acc >> 16)
-    acc = (acc & 0xFFFF) + (acc >> 16)
-    return ~acc & 0xFFFF
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _l3_start(data: np.ndarray, s: int, head: int, end: int, ethertype: int) -> int:
-    """Offset of the L3 header after up to two tags when the frame's ethertype is ``ethertype``, else -1."""
-    off = head + 12
-    for _ in range(2):
-        if off + 4 > end:
-            return -1
-        et = _ld16(data, s, off)
-        if et != ETH_VLAN and et != ETH_QINQ:
-            break
-        off += 4
-    if off + 2 > end or _ld16(data, s, off) != ethertype:
-        return -1
-    return off + 2
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _l3_offset(data: np.ndarray, s: int, head: int, end: int) -> int:
-    """Offset of the IPv4 header (after up to two tags), or -1 when the frame is not IPv4."""
-    l3 = _l3_start(data, s, head, end, ETH_IPV4)
-    if l3 < 0 or l3 + 20 > end:
-        return -1
-    vi = np.int64(data[s, l3])
-    if vi >> 4 != 4 or (vi & 15) < 5 or l3 + (vi & 15) * 4 > end:
-        return -1
-    return l3
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _l3v6_offset(data: np.ndarray, s: int, head: int, end: int) -> int:
-    """Offset of the IPv6 header (after up to two tags), or -1 when the frame is not IPv6."""
-    l3 = _l3_start(data, s, head, end, ETH_IPV6)
-    if l3 < 0 or l3 + 40 > end or np.int64(data[s, l3]) >> 4 != 6:
-        return -1
-    return l3
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _set_masked_v6(data: np.ndarray, s: int, l3: int, end: int, w: int, v: int, m: int) -> None:
-    """``SET_MASKED`` of ``W_NW`` (traffic class, hop limit) or ``W_TP`` (TCP/UDP ports) on an IPv6 frame."""
-    if w == K.W_NW:
-        tm = (m >> 8) & 0xFF
-        if tm:
-            b0 = np.int64(data[s, l3])
-            b1 = np.int64(data[s, l3 + 1])
-            tc = ((b0 & 0xF) << 4) | (b1 >> 4)
-            tc = (tc & ~tm) | ((v >> 8) & tm)
-            data[s, l3] = (b0 & 0xF0) | ((tc >> 4) & 0xF)
-            data[s, l3 + 1] = (b1 & 0x0F) | ((tc & 0xF) << 4)
-        hm = (m >> 16) & 0xFF
-        if hm:
-            data[s, l3 + 7] = (np.int64(data[s, l3 + 7]) & ~hm) | ((v >> 16) & hm)
-        return
-    if w == K.W_TP:
-        nh = data[s, l3 + 6]
-        l4 = l3 + 40
-        if nh == PROTO_TCP and l4 + 18 <= end:
-            l4c = l4 + 16
-        elif nh == PROTO_UDP and l4 + 8 <= end:
-            l4c = l4 + 6
-        else:
-            return
-        udp = nh == PROTO_UDP
-        _set_ports(data, s, l4, l4c, v, m, udp)
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _set_ports(data: np.ndarray, s: int, l4: int, l4c: int, v: int, m: int, udp: bool) -> None:
-    """Write ``W_TP``'s ports (``v`` under ``m``: source in bits 0-15, destination 16-31) into the L4 header
-    at ``l4`` and fix its checksum at ``l4c``."""
-    for half in range(2):
-        sh = 16 * half
-        mw = (m >> sh) & 0xFFFF
-        if mw:
-            p = l4 + 2 * half
-            old = _ld16(data, s, p)
-            new = (old & ~mw) | ((v >> sh) & mw)
-            _st16(data, s, p, new)
-            _fix16(data, s, l4c, old, new, udp)
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _l4_csum_offset(data: np.ndarray, s: int, l3: int, end: int) -> int:
-    """Offset of the TCP/UDP checksum when the frame carries that header, else -1 (ICMP, later fragment)."""
-    if _ld16(data, s, l3 + 6) & 0x1FFF:
-        return -1
-    l4 = l3 + (np.int64(data[s, l3]) & 15) * 4
-    proto = data[s, l3 + 9]
-    if proto == PROTO_TCP and l4 + 18 <= end:
-        return l4 + 16
-    if proto == PROTO_UDP and l4 + 8 <= end:
-        return l4 + 6
-    return -1
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _fix16(data: np.ndarray, s: int, at: int, old: int, new: int, udp: bool) -> None:
-    """Adjust the checksum at ``at`` for a 16-bit word ``old -> new`` (UDP: 0 stays 0, 0 becomes 0xFFFF)."""
-    c = _ld16(data, s, at)
-    if udp and c == 0:
-        return
-    c = _csum_adj(c, old, new)
-    if udp and c == 0:
-        c = 0xFFFF
-    _st16(data, s, at, c)
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
-def _set_masked(data: np.ndarray, s: int, head: int, end: int, w: int, v: int, m: int) -> None:
-    """Apply one ``SET_MASKED`` to the frame ``data[s, head:end]`` with its checksum fixes."""
-    if w == K.W_ETH_DST or w == K.W_ETH_SRC:
-        base = head if w == K.W_ETH_DST else head + 6
-        if m == 0xFFFF_FFFF_FFFF:       # the whole address (what set_field writes): no per-byte masks
-            data[s, base] = (v >> 40) & 0xFF
-            data[s, base + 1] = (v >> 32) & 0xFF
-            data[s, base + 2] = (v >> 24) & 0xFF
-            data[s, base + 3] = (v >> 16) & 0xFF
-            data[s, base + 4] = (v >> 8) & 0xFF
-            data[s, base + 5] = v & 0xFF
-            return
-        for k in range(6):
-            sh = 40 - 8 * k
-            mb = (m >> sh) & 0xFF
-            if mb:
-                data[s, base + k] = (np.int64(data[s, base + k]) & ~mb) | ((v >> sh) & mb)
-        return
-    if w == K.W_VLAN_TCI:
-        et = _ld16(data, s, head + 12)
-        if (et == ETH_VLAN or et == ETH_QINQ) and head + 16 <= end:
-            mm = m & 0xEFFF
-            old = _ld16(data, s, head + 14)
-            _st16(data, s, head + 14, (old & ~mm) | (v & mm))
-        return
-    l3 = _l3_offset(data, s, head, end)
-    if l3 < 0:
-        l3 = _l3v6_offset(data, s, head, end)
-        if l3 >= 0:
-            _set_masked_v6(data, s, l3, end, w, v, m)
-        return
-    if w == K.W_NW:
-        for at, sh in ((l3, 8), (l3 + 8, 16)):  # header words (ver_ihl, tos) and (ttl, proto)
-            mb = (m >> sh) & 0xFF
-            if mb:
-                pos = at + 1 if sh == 8 else at
-                old = _ld16(data, s, at)
-                b = (np.int64(data[s, pos]) & ~mb) | ((v >> sh) & mb)
-                data[s, pos] = b
-                _fix16(data, s, l3 + 10, old, _ld16(data, s, at), False)
-        return
-    if w == K.W_NW_SRC or w == K.W_NW_DST:
-        at = l3 + 12 if w == K.W_NW_SRC else l3 + 16
-        l4c = _l4_csum_offset(data, s, l3, end)
-        udp = data[s, l3 + 9] == PROTO_UDP
-        for half in range(2):
-            sh = 16 - 16 * half
-            mw = (m >> sh) & 0xFFFF
-            if mw:
-                p = at + 2 * half
-                old = _ld16(data, s, p)
-                new = (old & ~mw) | ((v >> sh) & mw)
-                _st16(data, s, p, new)
-                _fix16(data, s, l3 + 10, old, new, False)
-                if l4c >= 0:
-                    _fix16(data, s, l4c, old, new, udp)
-        return
-    if w == K.W_TP:
-        l4c = _l4_csum_offset(data, s, l3, end)
-        if l4c < 0:
-            return
-        l4 = l3 + (np.int64(data[s, l3]) & 15) * 4
-        udp = data[s, l3 + 9] == PROTO_UDP
-        _set_ports(data, s, l4, l4c, v, m, udp)
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")

@@ -1,5 +1,6 @@
 """Plain-Python model of ``dpif.actions``: the same programs run on ``bytes``, checksums recomputed
-from scratch (incrementally only for the L4 checksum of a first fragment, whose payload is partial).
+from scratch (incrementally only for the L4 checksum of a fragment or a packet cut short, whose payload is
+partial).
 Assumes the frames' checksums were right before the edits (tests build them so)."""
 
 from __future__ import annotations
@@ -84,23 +85,61 @@ def _adj(c: int, old: int, new: int) -> int:
     return ~acc & 0xFFFF
 
 
+def _put(f: bytearray, at: int, n: int, v: int, m: int) -> None:
+    """``n`` bytes at ``at`` = (old & ~m) | (v & m), big-endian."""
+    old = int.from_bytes(f[at : at + n], "big")
+    f[at : at + n] = ((old & ~m) | (v & m)).to_bytes(n, "big")
+
+
+def _incremental(c: int, before: bytes, f: bytearray, words: list[int], udp: bool) -> int:
+    """Checksum ``c`` adjusted for every 16-bit word at ``words`` that changed from ``before`` to ``f``."""
+    if udp and c == 0:
+        return 0
+    for p in words:
+        o, n = int.from_bytes(before[p : p + 2], "big"), int.from_bytes(f[p : p + 2], "big")
+        if o != n:
+            c = _adj(c, o, n)
+            if udp and c == 0:
+                c = 0xFFFF
+    return c
+
+
 def set_masked(f: bytearray, w: int, v: int, m: int) -> None:
     """One ``SET_MASKED`` on frame ``f``."""
     if w in (K.W_ETH_DST, K.W_ETH_SRC):
-        base = 0 if w == K.W_ETH_DST else 6
-        old = int.from_bytes(f[base : base + 6], "big")
-        f[base : base + 6] = ((old & ~m) | (v & m)).to_bytes(6, "big")
+        _put(f, 0 if w == K.W_ETH_DST else 6, 6, v, m)
         return
     if w == K.W_VLAN_TCI:
         if int.from_bytes(f[12:14], "big") in (A.ETH_VLAN, A.ETH_QINQ):
-            mm = m & 0xEFFF
-            old = int.from_bytes(f[14:16], "big")
-            f[14:16] = ((old & ~mm) | (v & mm)).to_bytes(2, "big")
+            _put(f, 14, 2, v, m & 0xEFFF)
         return
     l3 = l3_offset(f)
-    if l3 < 0:
-        _set_masked_v6(f, w, v, m)
+    if l3 >= 0:
+        _set_masked_v4(f, l3, w, v, m)
         return
+    l3 = l3v6_offset(f)
+    if l3 >= 0:
+        _set_masked_v6(f, l3, w, v, m)
+        return
+    l3 = arp_offset(f)
+    if l3 >= 0:
+        at = {K.W_NW_SRC: (14, 4), K.W_NW_DST: (24, 4), K.W_ARP_SHA: (8, 6), K.W_ARP_THA: (18, 6)}.get(w)
+        if at is not None:
+            _put(f, l3 + at[0], at[1], v, m)
+        elif w == K.W_NW:
+            _put(f, l3 + 7, 1, v, m & 0xFF)
+
+
+def arp_offset(f: bytes | bytearray) -> int:
+    """Offset of an Ethernet/IPv4 ARP or RARP header, or -1."""
+    for et in (A.ETH_ARP, A.ETH_RARP):
+        l3 = l3_start(f, et)
+        if l3 >= 0:
+            return l3 if l3 + 28 <= len(f) and bytes(f[l3 : l3 + 6]) == b"\0\x01\x08\0\x06\x04" else -1
+    return -1
+
+
+def _set_masked_v4(f: bytearray, l3: int, w: int, v: int, m: int) -> None:
     l4, l4c, first_frag = l4_info(f, l3)
     udp = f[l3 + 9] == A.PROTO_UDP
     old_l4c = int.from_bytes(f[l4c : l4c + 2], "big") if l4c >= 0 else 0
@@ -112,30 +151,42 @@ def set_masked(f: bytearray, w: int, v: int, m: int) -> None:
         ip_csum_fix(f, l3)
         return
     if w in (K.W_NW_SRC, K.W_NW_DST):
-        at = l3 + 12 if w == K.W_NW_SRC else l3 + 16
-        old = int.from_bytes(f[at : at + 4], "big")
-        f[at : at + 4] = ((old & ~m) | (v & m)).to_bytes(4, "big")
+        _put(f, l3 + 12 if w == K.W_NW_SRC else l3 + 16, 4, v, m)
         ip_csum_fix(f, l3)
     elif w == K.W_TP:
         if l4c < 0:
+            _set_icmp4(f, l3, l4, v, m)
             return
-        old = int.from_bytes(f[l4 : l4 + 4], "big")
         mm = (m & 0xFFFF) << 16 | (m >> 16) & 0xFFFF        # key: src low; wire: src first
         vv = (v & 0xFFFF) << 16 | (v >> 16) & 0xFFFF
-        f[l4 : l4 + 4] = ((old & ~mm) | (vv & mm)).to_bytes(4, "big")
+        _put(f, l4, 4, vv, mm)
+    else:
+        return
     if l4c < 0 or (udp and old_l4c == 0):
         return
-    if not first_frag:
+    if not first_frag and l3 + int.from_bytes(f[l3 + 2 : l3 + 4], "big") <= len(f):
         f[l4c : l4c + 2] = l4_full(f, l3).to_bytes(2, "big")
         return
-    c = old_l4c                                          # first fragment: incremental over changed words
-    for p in list(range(l3 + 12, l3 + 20, 2)) + [l4, l4 + 2]:
-        o, n = int.from_bytes(before[p : p + 2], "big"), int.from_bytes(f[p : p + 2], "big")
-        if o != n:
-            c = _adj(c, o, n)
-            if udp and c == 0:
-                c = 0xFFFF
-    f[l4c : l4c + 2] = c.to_bytes(2, "big")
+    words = list(range(l3 + 12, l3 + 20, 2)) + [l4, l4 + 2]    # first fragment, cut short: incremental
+    f[l4c : l4c + 2] = _incremental(old_l4c, before, f, words, udp).to_bytes(2, "big")
+
+
+def _set_icmp4(f: bytearray, l3: int, l4: int, v: int, m: int) -> None:
+    """ICMP type / code (``W_TP`` bits 0..7, 16..23); the ICMP checksum from scratch when the datagram is
+    whole in the frame, else incrementally."""
+    fo = int.from_bytes(f[l3 + 6 : l3 + 8], "big")
+    if f[l3 + 9] != 1 or fo & 0x1FFF or l4 + 8 > len(f):
+        return
+    before = bytes(f)
+    _put(f, l4, 2, (v & 0xFF) << 8 | (v >> 16) & 0xFF, (m & 0xFF) << 8 | (m >> 16) & 0xFF)
+    tot = int.from_bytes(f[l3 + 2 : l3 + 4], "big")
+    if fo & 0x2000 or l3 + tot > len(f) or l3 + tot < l4 + 8:
+        c = _incremental(int.from_bytes(f[l4 + 2 : l4 + 4], "big"), before, f, [l4], False)
+    else:
+        msg = bytearray(f[l4 : l3 + tot])
+        msg[2:4] = b"\0\0"
+        c = csum(bytes(msg))
+    f[l4 + 2 : l4 + 4] = c.to_bytes(2, "big")
 
 
 def l3v6_offset(f: bytes | bytearray) -> int:
@@ -144,11 +195,29 @@ def l3v6_offset(f: bytes | bytearray) -> int:
     return l3 if 0 <= l3 and l3 + 40 <= len(f) and f[l3] >> 4 == 6 else -1
 
 
-def _set_masked_v6(f: bytearray, w: int, v: int, m: int) -> None:
-    """IPv6: ``W_NW`` traffic class and hop limit; ``W_TP`` TCP/UDP ports right after the fixed header."""
-    l3 = l3v6_offset(f)
-    if l3 < 0:
-        return
+def v6_upper(f: bytes | bytearray, l3: int) -> tuple[int, int, bool, bool]:
+    """(offset of the upper-layer header or -1, its protocol, a routing header with segments left before
+    it, a fragment header before it) of the IPv6 packet at ``l3``."""
+    nh, q, routed, frag = f[l3 + 6], l3 + 40, False, False
+    while nh in (0, 43, 60, 44):
+        if q + 8 > len(f):
+            return -1, nh, routed, frag
+        if nh == 44:
+            if int.from_bytes(f[q + 2 : q + 4], "big") & 0xFFF8:
+                return -1, nh, routed, True
+            frag, nh, q = True, f[q], q + 8
+            continue
+        hl = (f[q + 1] + 1) * 8
+        if q + hl > len(f):
+            return -1, nh, routed, frag
+        routed |= nh == 43 and f[q + 3] != 0
+        nh, q = f[q], q + hl
+    return q, nh, routed, frag
+
+
+def _set_masked_v6(f: bytearray, l3: int, w: int, v: int, m: int) -> None:
+    """IPv6: traffic class / hop limit, addresses, ports, ICMPv6 type / code, ND target and options; the
+    upper-layer checksum from scratch when the packet is whole in the frame, else incrementally."""
     if w == K.W_NW:
         first = int.from_bytes(f[l3 : l3 + 4], "big")
         tm = (m >> 8) & 0xFF
@@ -157,29 +226,60 @@ def _set_masked_v6(f: bytearray, w: int, v: int, m: int) -> None:
         hm = (m >> 16) & 0xFF
         f[l3 + 7] = (f[l3 + 7] & ~hm) | ((v >> 16) & hm)
         return
-    if w != K.W_TP:
+    l4, nh, routed, frag = v6_upper(f, l3)
+    need = {A.PROTO_TCP: (18, 16), A.PROTO_UDP: (8, 6), A.PROTO_ICMPV6: (8, 2)}.get(nh)
+    if l4 < 0 or need is None or l4 + need[0] > len(f):
+        l4c = -1
+    else:
+        l4c = l4 + need[1]
+    udp = nh == A.PROTO_UDP
+    before = bytes(f)
+    if K.W_IPV6_SRC <= w < K.W_IPV6_DST + 2:
+        _put(f, l3 + 8 + 8 * (w - K.W_IPV6_SRC), 8, v, m)
+        if w >= K.W_IPV6_DST and routed:
+            return
+    elif l4c < 0:
         return
-    nh, l4 = f[l3 + 6], l3 + 40
-    if nh == A.PROTO_TCP and l4 + 18 <= len(f):
-        l4c = l4 + 16
-    elif nh == A.PROTO_UDP and l4 + 8 <= len(f):
-        l4c = l4 + 6
+    elif w == K.W_TP and nh == A.PROTO_ICMPV6:
+        _put(f, l4, 2, (v & 0xFF) << 8 | (v >> 16) & 0xFF, (m & 0xFF) << 8 | (m >> 16) & 0xFF)
+    elif w == K.W_TP:
+        _put(f, l4, 4, (v & 0xFFFF) << 16 | (v >> 16) & 0xFFFF, (m & 0xFFFF) << 16 | (m >> 16) & 0xFFFF)
+    elif nh != A.PROTO_ICMPV6 or l4 + 24 > len(f) or f[l4 + 1] != 0 or f[l4] not in (135, 136):
+        return
+    elif w in (K.W_ND_TARGET, K.W_ND_TARGET + 1):
+        _put(f, l4 + 8 + 8 * (w - K.W_ND_TARGET), 8, v, m)
+    elif w in (K.W_ARP_SHA, K.W_ARP_THA):
+        want = 1 if w == K.W_ARP_SHA else 2
+        end = min(len(f), l3 + 40 + int.from_bytes(f[l3 + 4 : l3 + 6], "big"))
+        q = l4 + 24
+        while q + 8 <= end and f[q + 1] and q + f[q + 1] * 8 <= end:
+            if f[q] == want and f[q + 1] == 1:
+                _put(f, q + 2, 6, v, m)
+                break
+            q += f[q + 1] * 8
     else:
         return
-    c = int.from_bytes(f[l4c : l4c + 2], "big")
-    for half, at in ((0, l4), (1, l4 + 2)):
-        mw = (m >> (16 * half)) & 0xFFFF
-        if not mw:
-            continue
-        old = int.from_bytes(f[at : at + 2], "big")
-        new = (old & ~mw) | ((v >> (16 * half)) & mw)
-        f[at : at + 2] = new.to_bytes(2, "big")
-        if nh == A.PROTO_UDP and c == 0:
-            continue
-        c = _adj(c, old, new)
-        if nh == A.PROTO_UDP and c == 0:
-            c = 0xFFFF
-    f[l4c : l4c + 2] = c.to_bytes(2, "big")
+    if l4c < 0:
+        return
+    old = int.from_bytes(f[l4c : l4c + 2], "big")
+    if udp and old == 0:
+        return
+    end = l3 + 40 + int.from_bytes(f[l3 + 4 : l3 + 6], "big")
+    if frag or routed or end > len(f):     # partial, or a pseudo-header with another destination
+        words = list(range(l3 + 8, l3 + 40, 2)) + list(range(l4, len(f) - 1, 2))
+        f[l4c : l4c + 2] = _incremental(old, before, f, words, udp).to_bytes(2, "big")
+        return
+    f[l4c : l4c + 2] = v6_l4_full(f, l3, l4, nh).to_bytes(2, "big")
+
+
+def v6_l4_full(f: bytes | bytearray, l3: int, l4: int, nh: int) -> int:
+    """The TCP/UDP/ICMPv6 checksum of the whole upper-layer packet at ``l4``, from scratch (UDP: 0 -> 0xFFFF)."""
+    seg = bytearray(f[l4 : l3 + 40 + int.from_bytes(f[l3 + 4 : l3 + 6], "big")])
+    at = {A.PROTO_TCP: 16, A.PROTO_UDP: 6, A.PROTO_ICMPV6: 2}[nh]
+    seg[at : at + 2] = b"\0\0"
+    pseudo = bytes(f[l3 + 8 : l3 + 40]) + len(seg).to_bytes(4, "big") + bytes([0, 0, 0, nh])
+    c = csum(pseudo + bytes(seg))
+    return 0xFFFF if nh == A.PROTO_UDP and c == 0 else c
 
 
 @dataclass

@@ -307,10 +307,13 @@ ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid)
 
 # ---------------------------------------------------------------- fields the actions read and write
 
-#: key fields whose bits the datapath's SET_MASKED rewrites in the frame: Ethernet addresses, IPv4
-#: addresses, tos / ttl (IPv6: traffic class / hop limit), TCP/UDP ports (IPv6: without extension headers)
+#: key fields whose bits the datapath's SET_MASKED rewrites in the frame: Ethernet addresses, IPv4 / IPv6
+#: addresses, tos / ttl (IPv6: traffic class / hop limit), TCP/UDP ports, ICMP / ICMPv6 type and code, ND
+#: target and link-layer addresses, ARP opcode and addresses (``dpif.rewrite``)
 WRITABLE_HEADERS = frozenset({"eth_src", "eth_dst", "ip_src", "ip_dst", "nw_tos", "ip_dscp", "nw_ecn", "nw_ttl",
-                              "tcp_src", "tcp_dst", "udp_src", "udp_dst"})
+                              "tcp_src", "tcp_dst", "udp_src", "udp_dst", "ipv6_src", "ipv6_dst", "arp_op",
+                              "arp_spa", "arp_tpa", "arp_sha", "arp_tha", "icmp_type", "icmp_code", "icmpv6_type",
+                              "icmpv6_code", "nd_target", "nd_sll", "nd_tll"})
 #: key fields written as translator state only (no header carries them): later lookups and outputs see
 #: the value (``in_port``: an OpenFlow port number; the tunnel fields: what a tunnel port's output will use)
 WRITABLE_STATE = frozenset({"pkt_mark", "in_port", "tun_id", "tun_src", "tun_dst", "tun_ipv6_src", "tun_ipv6_dst",
@@ -334,6 +337,8 @@ def field_bits(name: str) -> int:
     f = _field(name)
     if f.where == _fields.TLV:   # as long as the TLV map makes it
         return _fields.flow_slice(f)[2]   # type: ignore[index]
+    if f.name == "arp_op":     # 16 bits on the wire; the key (nw_proto's bits) keeps the low 8, as OVS does
+        return f.bits
     return f.bits if f.where != _fields.KEY or f.key is None else min(f.bits, f.key[2])
 
 

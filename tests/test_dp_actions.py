@@ -1,9 +1,10 @@
 """The flat action executor (dpif.actions) against the plain-Python model (dpif.actions_ref).
 
 Hypothesis builds bursts of IPv4 TCP/UDP/ICMP frames (0-2 tags, IP options, whole / first / later
-fragments, UDP checksum 0) and non-IP frames at random heads in 256-byte slots, with random
-programs; the per-port queues (frame bytes and head), drop counts and fresh-slot counts must equal
-the model's, whose checksums are recomputed from scratch.
+fragments, UDP checksum 0), IPv6 TCP/UDP/ICMPv6 frames (extension headers, fragments, echo, neighbour
+discovery with and without options), ARP / RARP, other and truncated frames at random heads in 256-byte
+slots, with random programs (every SET_MASKED word); the per-port queues (frame bytes and head), drop
+counts and fresh-slot counts must equal the model's, whose checksums are recomputed from scratch.
 """
 
 from __future__ import annotations
@@ -21,14 +22,19 @@ SLOT = 256
 N_PORTS = 4
 
 
+def _icmp4_fix(f: bytearray, l3: int) -> None:
+    """A valid ICMP checksum over the whole datagram (as if unfragmented), identifier never 0 (an all-zero
+    message has two checksums)."""
+    l4 = l3 + (f[l3] & 15) * 4
+    tot = int.from_bytes(f[l3 + 2 : l3 + 4], "big")
+    f[l4 + 4] |= 1
+    f[l4 + 2 : l4 + 4] = b"\0\0"
+    f[l4 + 2 : l4 + 4] = R.csum(bytes(f[l4 : l3 + tot])).to_bytes(2, "big")
+
+
 @st.composite
-def frames(draw: st.DrawFn) -> bytes:
-    """A random Ethernet frame with correct checksums."""
-    macs = draw(st.binary(min_size=12, max_size=12))
-    tags = b"".join(draw(st.sampled_from([b"\x81\x00", b"\x88\xa8"])) + draw(st.binary(min_size=2, max_size=2))
-                    for _ in range(draw(st.integers(0, 2))))
-    if draw(st.integers(0, 9)) == 0:
-        return macs + tags + b"\x86\xdd" + draw(st.binary(min_size=0, max_size=40))
+def ipv4(draw: st.DrawFn, prefix: bytes) -> bytes:
+    """IPv4 TCP/UDP/ICMP (options, whole / first / later fragments, UDP checksum 0) with correct checksums."""
     proto = draw(st.sampled_from([A.PROTO_TCP, A.PROTO_UDP, 1]))
     opts = draw(st.binary(min_size=0, max_size=40))
     opts = opts[: len(opts) // 4 * 4]
@@ -46,8 +52,11 @@ def frames(draw: st.DrawFn) -> bytes:
     ip += draw(st.binary(min_size=2, max_size=2)) + frag.to_bytes(2, "big")
     ip += bytes([draw(st.integers(0, 255)), proto, 0, 0]) + draw(st.binary(min_size=8, max_size=8)) + opts
     ip[10:12] = R.csum(bytes(ip)).to_bytes(2, "big")
-    f = bytearray(macs + tags + b"\x08\x00" + ip + l4)
-    l3 = 14 + len(tags)
+    f = bytearray(prefix + b"\x08\x00" + ip + l4)
+    l3 = len(prefix) + 2
+    if proto == 1:
+        _icmp4_fix(f, l3)
+        return bytes(f)
     _, l4c, _ = R.l4_info(f, l3)
     if l4c >= 0:
         if proto == A.PROTO_UDP and draw(st.booleans()):
@@ -57,18 +66,101 @@ def frames(draw: st.DrawFn) -> bytes:
     return bytes(f)
 
 
+@st.composite
+def nd(draw: st.DrawFn) -> bytes:
+    """A neighbour solicitation / advertisement (the ICMPv6 message, checksum 0): target, then 0-3 options
+    of which some are link-layer addresses (8 bytes), some longer, some malformed (length 0)."""
+    t = draw(st.sampled_from([135, 136]))
+    msg = bytes([t, draw(st.sampled_from([0, 0, 0, 1])), 0, 0]) + draw(st.binary(min_size=20, max_size=20))
+    for _ in range(draw(st.integers(0, 3))):
+        kind = draw(st.sampled_from([1, 2, 1, 2, 5, 0]))
+        if kind == 5:
+            msg += bytes([5, 2]) + draw(st.binary(min_size=14, max_size=14))
+        elif kind == 0:
+            msg += bytes([1, 0]) + draw(st.binary(min_size=6, max_size=6))
+        else:
+            msg += bytes([kind, 1]) + draw(st.binary(min_size=6, max_size=6))
+    return msg
+
+
+@st.composite
+def ipv6(draw: st.DrawFn, prefix: bytes) -> bytes:
+    """IPv6 TCP/UDP/ICMPv6 (echo, ND with and without options) behind 0-2 extension headers (hop-by-hop,
+    routing with or without segments left, fragment: first or later) with correct checksums."""
+    nh = draw(st.sampled_from([A.PROTO_TCP, A.PROTO_UDP, A.PROTO_ICMPV6, A.PROTO_ICMPV6]))
+    payload = draw(st.binary(min_size=0, max_size=24))
+    if nh == A.PROTO_TCP:
+        l4 = bytearray(draw(st.binary(min_size=20, max_size=20))) + payload
+    elif nh == A.PROTO_UDP:
+        l4 = bytearray(draw(st.binary(min_size=8, max_size=8))) + payload
+        l4[4:6] = len(l4).to_bytes(2, "big")
+    elif draw(st.booleans()):
+        l4 = bytearray(draw(nd()))
+    else:
+        l4 = bytearray([draw(st.sampled_from([128, 129])), 0]) + draw(st.binary(min_size=6, max_size=6)) + payload
+    exts = b""
+    first = nh
+    for kind in reversed(draw(st.lists(st.sampled_from([0, 43, 44]), max_size=2, unique=True))):
+        if kind == 44:
+            off = draw(st.sampled_from([0, 0, 1]))
+            exts = bytes([first, 0]) + (off << 3 | 1).to_bytes(2, "big") + bytes(4) + exts
+        else:
+            segs = draw(st.sampled_from([0, 1])) if kind == 43 else 0
+            exts = bytes([first, 0, 0, segs]) + bytes(4) + exts
+        first = kind
+    hdr = bytearray(b"\x60" + draw(st.binary(min_size=3, max_size=3)))
+    hdr += (len(exts) + len(l4)).to_bytes(2, "big") + bytes([first, draw(st.integers(0, 255))])
+    hdr += draw(st.binary(min_size=32, max_size=32))
+    f = bytearray(prefix + b"\x86\xdd" + hdr + exts + l4)
+    l3 = len(prefix) + 2
+    l4o = l3 + 40 + len(exts)
+    if nh == A.PROTO_UDP and draw(st.integers(0, 3)) == 0:
+        f[l4o + 6 : l4o + 8] = b"\0\0"                   # no UDP checksum
+        return bytes(f)
+    at = {A.PROTO_TCP: 16, A.PROTO_UDP: 6, A.PROTO_ICMPV6: 2}[nh]
+    f[l4o + at : l4o + at + 2] = R.v6_l4_full(f, l3, l4o, nh).to_bytes(2, "big")
+    return bytes(f)
+
+
+@st.composite
+def arp(draw: st.DrawFn, prefix: bytes) -> bytes:
+    """An ARP or RARP frame (sometimes with another hardware type)."""
+    et = draw(st.sampled_from([b"\x08\x06", b"\x08\x06", b"\x80\x35"]))
+    hw = b"\x00\x01\x08\x00\x06\x04" if draw(st.integers(0, 5)) else b"\x00\x06\x08\x00\x06\x04"
+    return prefix + et + hw + draw(st.binary(min_size=22, max_size=22))
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> bytes:
+    """A random Ethernet frame with correct checksums: IPv4, IPv6, ARP, other; sometimes cut short."""
+    macs = draw(st.binary(min_size=12, max_size=12))
+    tags = b"".join(draw(st.sampled_from([b"\x81\x00", b"\x88\xa8"])) + draw(st.binary(min_size=2, max_size=2))
+                    for _ in range(draw(st.integers(0, 2))))
+    kind = draw(st.integers(0, 9))
+    if kind == 0:
+        return macs + tags + draw(st.sampled_from([b"\x86\xdd", b"\x08\x06"])) + draw(st.binary(max_size=40))
+    f = draw((ipv4 if kind < 5 else ipv6 if kind < 9 else arp)(macs + tags))
+    if draw(st.integers(0, 7)) == 0:                   # cut short anywhere
+        f = f[: draw(st.integers(14, len(f)))]
+    return f
+
+
 def actions() -> st.SearchStrategy[list[int]]:
     """One random action: mostly outputs and sets, drops and reserved ops rarely."""
     out = st.builds(A.output, st.integers(0, N_PORTS - 1))
     sets = st.sampled_from(list(A.SET_FIELDS)).flatmap(
         lambda n: st.builds(A.set_field, st.just(n), st.integers(0, (1 << A.SET_FIELDS[n][2]) - 1),
-                            st.one_of(st.none(), st.integers(0, (1 << 48) - 1))))
+                            st.one_of(st.none(), st.integers(0, (1 << 48) - 1),
+                                      st.integers(0, (1 << 128) - 1))))
+    raw = st.sampled_from(sorted(A.SET_BITS)).flatmap(      # any bits of a word, at once
+        lambda w: st.builds(A.set_masked, st.just(w), st.integers(0, A.SET_BITS[w]),
+                            st.integers(0, A.SET_BITS[w]).map(lambda m, w=w: m & A.SET_BITS[w])))
     rare = st.one_of(st.builds(A.drop, st.sampled_from([A.DR_EXPLICIT, A.DR_NO_OUTPUT, A.DR_TABLE_MISS])),
                      st.builds(A.normal), st.builds(A.userspace, st.integers(0, 9), st.integers(0, 2000)),
                      st.builds(A.reserved, st.sampled_from(list(A.RESERVED_OPS)), st.integers(0, 9)))
     eth = st.builds(A.set_eth, st.integers(0, (1 << 48) - 1), st.integers(0, (1 << 48) - 1))
     return st.one_of(
-        out, out, out, sets, sets, sets, eth,
+        out, out, out, sets, sets, sets, raw, eth,
         st.builds(A.push_vlan, st.integers(0, 4095), st.integers(0, 7), st.sampled_from([A.ETH_VLAN, A.ETH_QINQ])),
         st.just(A.pop_vlan()),
         rare,
@@ -209,7 +301,8 @@ def test_format_and_encode() -> None:
     assert A.format_actions(A.encode([A.set_field("nw_dst", 0x0A000000, 0xFF000000), A.pop_vlan(),
                                       A.reserved(A.OP_RECIRC, 1), A.drop()])) == \
         "set(ipv4(dst=10.0.0.0/255.0.0.0)),pop_vlan,recirc(0x1),drop"
-    for bad in ([A.OP_OUTPUT, 2, 1], [A.OP_SET_MASKED, 3, K.W_NW, 1, 1], [99, 0], [A.OP_OUTPUT]):
+    for bad in ([A.OP_OUTPUT, 2, 1], [A.OP_SET_MASKED, 3, K.W_NW, 1 << 24, 1 << 24], [99, 0], [A.OP_OUTPUT],
+                [A.OP_SET_MASKED, 3, K.W_IPV6_LABEL, 1, 1]):
         try:
             A.decode(bad)
         except ValueError:

@@ -392,7 +392,7 @@ def test_resubmit_from_another_port_looks_up_with_it() -> None:
 
 
 @pytest.mark.parametrize("action", [
-    SetField("ipv6_src", 1), SetField("arp_sha", 1), Move("reg0", "icmp_type", 8), Move("reg0", "conj_id", 8),
+    SetField("ipv6_label", 1), SetField("sctp_src", 1), Move("reg0", "tcp_flags", 8), Move("reg0", "conj_id", 8),
     Load("reg0", 1 << 40, 1 << 40), Move("reg0", "reg1", 16, 20, 0), StackPop("eth_type"), Move("no_such", "reg0", 1),
     OutputReg("xreg0", 0, 64), Resubmit(None, 300), SetField("vlan_vid", 5, 0xF),
 ])

@@ -119,14 +119,25 @@ ACTION_FIELDS: dict[str, tuple[int, int, int]] = {
     "nw_tos": (K.W_NW, 8, 8), "ip_dscp": (K.W_NW, 10, 6), "nw_ecn": (K.W_NW, 8, 2), "nw_ttl": (K.W_NW, 16, 8),
     "tcp_src": (K.W_TP, 0, 16), "tcp_dst": (K.W_TP, 16, 16), "udp_src": (K.W_TP, 0, 16),
     "udp_dst": (K.W_TP, 16, 16),
+    "icmp_type": (K.W_TP, 0, 8), "icmp_code": (K.W_TP, 16, 8), "icmpv6_type": (K.W_TP, 0, 8),
+    "icmpv6_code": (K.W_TP, 16, 8), "arp_op": (K.W_NW, 0, 8), "arp_spa": (K.W_NW_SRC, 0, 32),
+    "arp_tpa": (K.W_NW_DST, 0, 32), "arp_sha": (K.W_ARP_SHA, 0, 48), "arp_tha": (K.W_ARP_THA, 0, 48),
+    "nd_sll": (K.W_ARP_SHA, 0, 48), "nd_tll": (K.W_ARP_THA, 0, 48),
+    "ipv6_src": (K.W_IPV6_SRC, 0, 128), "ipv6_dst": (K.W_IPV6_DST, 0, 128), "nd_target": (K.W_ND_TARGET, 0, 128),
 }
 _IP = (0x0800, 0x86DD)
+_ARP = (0x0806, 0x8035)
 #: a header field's prerequisites: (eth_type values, nw_proto or None)
 HEADER_PREREQS: dict[str, tuple[tuple[int, ...], int | None]] = {
     "ip_src": ((0x0800,), None), "ip_dst": ((0x0800,), None), "nw_tos": (_IP, None), "ip_dscp": (_IP, None),
     "nw_ecn": (_IP, None), "nw_ttl": (_IP, None), "tcp_src": (_IP, 6), "tcp_dst": (_IP, 6),
-    "udp_src": (_IP, 17), "udp_dst": (_IP, 17),
+    "udp_src": (_IP, 17), "udp_dst": (_IP, 17), "ipv6_src": ((0x86DD,), None), "ipv6_dst": ((0x86DD,), None),
+    "icmp_type": ((0x0800,), 1), "icmp_code": ((0x0800,), 1), "icmpv6_type": ((0x86DD,), 58),
+    "icmpv6_code": ((0x86DD,), 58), "nd_target": ((0x86DD,), 58), "nd_sll": ((0x86DD,), 58),
+    "nd_tll": ((0x86DD,), 58), **{f: (_ARP, None) for f in ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")},
 }
+#: ND fields: the ICMPv6 types (code 0) that carry them
+ND_TYPES = {"nd_target": (135, 136), "nd_sll": (135,), "nd_tll": (136,)}
 MAX_DEPTH = 64          # nested resubmits that go back to (or stay in) a table
 MAX_RESUBMITS = 4096    # resubmits per frame
 STACK_DEPTH = 1024
@@ -530,6 +541,8 @@ class _Walk:
         if is_pipeline(name):
             return self.pipe.get(name)
         word, low, bits = ACTION_FIELDS[name]
+        if bits == 128:
+            return self.key[word] << 64 | self.key[word + 1]
         return self.key[word] >> low & ((1 << bits) - 1)
 
     def bits(self, name: str) -> int:
@@ -541,6 +554,8 @@ class _Walk:
         if name not in HEADER_PREREQS:
             return True
         types, proto = HEADER_PREREQS[name]
+        if name in ND_TYPES and (self.key[K.W_TP] & 0xFF not in ND_TYPES[name] or self.key[K.W_TP] >> 16 & 0xFF):
+            return False
         return self.key[K.W_ETH_TYPE] in types and (proto is None or self.key[K.W_NW] & 0xFF == proto)
 
     def set(self, name: str, value: int, mask: int) -> None:
@@ -550,8 +565,18 @@ class _Walk:
         if is_pipeline(name):
             self.pipe.set(name, value, mask)
             return
-        word, low, _bits = ACTION_FIELDS[name]
-        v, m = (value & mask) << low, mask << low
+        word, low, bits = ACTION_FIELDS[name]
+        if bits == 128:               # two words, high first
+            for j, sh in ((0, 64), (1, 0)):
+                m64 = mask >> sh & (1 << 64) - 1
+                if m64:
+                    self.set_word(word + j, value >> sh & m64, m64)
+            return
+        mask &= (1 << bits) - 1        # arp_op: 16 bits written, the low 8 kept
+        self.set_word(word, (value & mask) << low, mask << low, name)
+
+    def set_word(self, word: int, v: int, m: int, name: str = "") -> None:
+        """Key word ``word`` = (old & ~m) | v, in the frame's bytes too."""
         if name == "in_port":
             of = (self.key[word] & ~m) | v
             self.key[word] = of

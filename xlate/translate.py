@@ -127,7 +127,8 @@ CUT_RESUBMITS = "too_many_resubmits"
 ACTION_SET_ORDER = ("pop", "push", "eth_dst", "eth_src", "vlan_vid", "vlan_pcp", "output")
 
 _SET_WORD = {"eth_dst": K.W_ETH_DST, "eth_src": K.W_ETH_SRC}
-_COMMIT_WORDS = (K.W_ETH_DST, K.W_ETH_SRC, K.W_NW, K.W_NW_SRC, K.W_NW_DST, K.W_TP)
+_COMMIT_WORDS = (K.W_ETH_DST, K.W_ETH_SRC, K.W_NW, K.W_NW_SRC, K.W_NW_DST, K.W_IPV6_SRC, K.W_IPV6_SRC + 1,
+                 K.W_IPV6_DST, K.W_IPV6_DST + 1, K.W_TP, K.W_ARP_SHA, K.W_ARP_THA, K.W_ND_TARGET, K.W_ND_TARGET + 1)
 
 
 def _action_set_order(action_set: dict[str, Action]) -> list[Action]:
