@@ -10,7 +10,8 @@ Nicira extensions the translator runs: ``Resubmit``, ``Load`` (a ``SetField`` wr
 ``check_action`` refuses, with a ``FlowError``, what the switch cannot execute: a field the registry
 does not know, a bit range outside its field, a write to a read-only field, or a header the
 datapath's executor (``dpif.actions``) cannot rewrite (IPv6 addresses and label, ARP, ICMP, ND, VLAN
-TCI, tunnel and conntrack fields, for now). Conntrack, NAT, learn, group, meter, controller() and
+TCI, tunnel and conntrack fields, for now). ``Group`` and ``Meter`` name entries of the bridge's group
+and meter tables (``ofproto.groups``, ``ofproto.meters``). Conntrack, NAT, learn, controller() and
 conjunction are not in the model yet.
 """
 
@@ -191,11 +192,29 @@ class Clone:
     actions: tuple[Action, ...] = ()
 
 
+@dataclass(frozen=True)
+class Group:
+    """GROUP: process the frame through group ``group_id`` of the bridge's group table (``ofproto.groups``)."""
+
+    group_id: int
+
+
+@dataclass(frozen=True)
+class Meter:
+    """METER (OpenFlow 1.5's action, 1.3/1.4's meter instruction): the frame passes meter ``meter_id``
+    (``ofproto.meters``)."""
+
+    meter_id: int
+
+
+OFPG_MAX = 0xFFFFFF00        # group numbers above this are reserved (OFPG_ALL, OFPG_ANY)
+OFPM_MAX = 0xFFFF0000        # meter numbers above this are reserved (slowpath, controller, all)
+
 Action = (Output | PushVlan | PopVlan | SetField | ModVlanVid | Resubmit | Move | StackPush | StackPop | Note | Exit
-          | OutputReg | DecTtl | Clone)
+          | OutputReg | DecTtl | Clone | Group | Meter)
 
 #: actions a write-actions instruction (the action set) may hold
-ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid)
+ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid, Group)
 
 # ---------------------------------------------------------------- fields the actions read and write
 
@@ -317,6 +336,14 @@ def check_action(action: Action, in_action_set: bool = False) -> None:
         for a in action.actions:
             check_action(a)
         return
+    if isinstance(action, Group):
+        if not 0 <= action.group_id <= OFPG_MAX:
+            raise FlowError("bad_out_group", f"group {action.group_id:#x}")
+        return
+    if isinstance(action, Meter):
+        if not 1 <= action.meter_id <= OFPM_MAX:
+            raise FlowError("invalid_meter", f"meter {action.meter_id:#x}")
+        return
     raise FlowError("bad_action", f"unsupported action {action!r}")
 
 
@@ -402,4 +429,8 @@ def format_nicira(a: Action) -> str | None:
         return "dec_ttl" if a.ids == (0,) else f"dec_ttl({','.join(map(str, a.ids))})"
     if isinstance(a, Clone):
         return f"clone({','.join(format_nicira(x) or repr(x) for x in a.actions)})"
+    if isinstance(a, Group):
+        return f"group:{a.group_id}"
+    if isinstance(a, Meter):
+        return f"meter:{a.meter_id}"
     return None

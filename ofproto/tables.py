@@ -51,8 +51,11 @@ class TableSet:
     ``flows[rank]`` sorted by (table, priority desc, serial asc); ``index[t]`` the lookup of table
     ``t``; ``port_map`` OpenFlow port -> datapath port as compiled; ``miss_max_len`` > 0: a table miss
     goes to the controllers (OpenFlow 1.0 behaviour); ``changed``: tables changed since the set
-    ``prev_gen`` (``None``: anything may have changed).
+    ``prev_gen`` (``None``: anything may have changed); ``groups``: the bridge's group table as compiled
+    (``ofproto.groups``: group_id -> Group).
     """
+
+    groups: dict = {}   # noqa: RUF012 - replaced per set by FlowTables.compile, never mutated
 
     def __init__(self, flows: list[Flow], n_tables: int, port_map: dict[int, int] | None, miss_max_len: int,
                  prev_gen: int, changed: frozenset[int] | None) -> None:
@@ -129,6 +132,7 @@ class FlowTables:
         self.live: TableSet | None = None
         self._dirty: set[int] = set()
         self._last: tuple[int, dict[int, int] | None, int] | None = None   # gen, port map, miss_max_len
+        self._groups: dict = {}     # the group table the next compile hands the translator
 
     # -------------------------------------------------------------- queries
     def has_timeouts(self) -> bool:
@@ -285,6 +289,12 @@ class FlowTables:
             gone.append((st, reason))
         return gone
 
+    def set_groups(self, groups: dict) -> None:
+        """The group table (group_id -> ``ofproto.groups.Group``) the next compiled set carries; every table
+        counts as changed, so megaflows translated with the old groups are revalidated."""
+        self._groups = groups
+        self._dirty.update(range(self.n_tables))
+
     # -------------------------------------------------------------- compilation
     def compile(self, port_map: dict[int, int] | None = None, miss_max_len: int = 0,
                 snapshot: bool = False) -> TableSet:
@@ -295,13 +305,16 @@ class FlowTables:
         changed since the last compile is left alone."""
         flows = sorted(self.flows(), key=lambda f: (f.table_id, -f.priority, f.serial))
         if snapshot:
-            return TableSet(flows, self.n_tables, port_map, miss_max_len, 0, None)
+            ts = TableSet(flows, self.n_tables, port_map, miss_max_len, 0, None)
+            ts.groups = self._groups
+            return ts
         last = self._last
         if last is None or last[1] != port_map or last[2] != miss_max_len:
             changed: frozenset[int] | None = None
         else:
             changed = frozenset(self._dirty)
         ts = TableSet(flows, self.n_tables, port_map, miss_max_len, last[0] if last else 0, changed)
+        ts.groups = self._groups
         self._last = (ts.gen, dict(port_map) if port_map is not None else None, miss_max_len)
         self._dirty = set()
         return ts

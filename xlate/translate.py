@@ -58,6 +58,7 @@ from ofproto.actions import (
     DecTtl,
     Exit,
     FieldValue,
+    Meter,
     Move,
     Note,
     OutputReg,
@@ -66,6 +67,8 @@ from ofproto.actions import (
     StackPush,
     format_nicira,
 )
+from ofproto.actions import Group as GroupAction
+from ofproto.groups import Group
 from ofproto.rules import (
     NO_PORT,
     OFPCML_NO_BUFFER,
@@ -89,6 +92,7 @@ from ofproto.rules import (
     SetField,
 )
 from ofproto.tables import TableSet
+from xlate.groups import run_group
 
 W_VLAN_TCI2 = getattr(K, "W_VLAN_TCI2", 21)
 CFI = 0x1000
@@ -126,8 +130,9 @@ def _action_set_order(action_set: dict[str, Action]) -> list[Action]:
     """The action set in execution order: ``ACTION_SET_ORDER``, set-fields of other fields (in the order
     they were first written) just before the output."""
     known = [action_set[k] for k in ACTION_SET_ORDER[:-1] if k in action_set]
-    other = [a for k, a in action_set.items() if k not in ACTION_SET_ORDER]
-    return known + other + ([action_set["output"]] if "output" in action_set else [])
+    other = [a for k, a in action_set.items() if k not in (*ACTION_SET_ORDER, "group")]
+    last = action_set.get("group", action_set.get("output"))   # a group takes the place of the output
+    return known + other + ([last] if last is not None else [])
 
 
 def action_set_slot(a: Action) -> str:
@@ -140,6 +145,8 @@ def action_set_slot(a: Action) -> str:
         return a.field
     if isinstance(a, ModVlanVid):
         return "vlan_vid"
+    if isinstance(a, GroupAction):
+        return "group"
     return "output"
 
 
@@ -273,6 +280,7 @@ class XlateResult:
     outputs: int = 0
     drop_reason: str = ""
     cut: dict[str, int] = field(default_factory=dict)        # resubmits / crossings not done: limit -> count
+    groups: list[tuple[Group, int]] = field(default_factory=list)   # (group, bucket or -1: the group) per use
 
     def program(self) -> np.ndarray:
         """The actions as the datapath's int64 program."""
@@ -498,6 +506,11 @@ class _Walk:
             return self.dec_ttl(a, flow, table_id)
         elif isinstance(a, Clone):
             self.clone(a)
+        elif isinstance(a, GroupAction):
+            self.group(a.group_id)
+        elif isinstance(a, Meter):
+            if rec:
+                rec.note(f"     -> meter {a.meter_id}: configured, not enforced by the datapath")
         elif isinstance(a, Exit):
             self.exiting = True
             return False
@@ -553,6 +566,10 @@ class _Walk:
         wrote = self.written
         flow, self.stack, self.exiting, self.written = saved
         self.restore(flow, wrote)
+
+    def group(self, group_id: int) -> None:
+        """The ``group`` action (``xlate.groups``)."""
+        run_group(self, group_id)
 
     def limited(self) -> bool:
         """True (and counted, and traced) when one more resubmit or patch crossing would pass OVS's limits."""
@@ -832,6 +849,8 @@ class _Walk:
                     rec.note(f"     {_fmt(a)}")
                 if isinstance(a, Output):
                     self.output(a, last, table)
+                elif isinstance(a, GroupAction):
+                    self.group(a.group_id)
                 else:
                     self.do(a)
 

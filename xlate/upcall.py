@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dpif import megaflow as M
+from ofproto.groups import Group
 from ofproto.tables import C_BYTES, C_PACKETS, C_USED, TableSet
 from xlate.translate import Bridges, UpcallCookies, XlateResult, translate
 
@@ -66,6 +67,7 @@ class Upcalls:
         self.visited = np.zeros(max_flows, dtype=np.int64)      # bit (bridge % 63) of each bridge it entered
         self.overflow = np.zeros(max_flows, dtype=bool)         # its walk did more than MAX_RULES lookups
         self.pushed = np.zeros((max_flows, 2), dtype=np.int64)     # packets, bytes already credited
+        self.group_hits: dict[int, list[tuple[Group, int]]] = {}    # megaflow -> the groups / buckets it ran
         self.counters = {"upcalls": 0, "translations": 0, "installed": 0, "evicted_full": 0,
                          "revalidated_removed": 0, "flushes": 0, "expired": 0, "not_installed": 0,
                          "translations_cut": 0}
@@ -162,6 +164,10 @@ class Upcalls:
             rule_bridge[k] = b
             k += 1
         self.overflow[e] = len(res.ranks) + len(res.misses) > MAX_RULES
+        if res.groups:
+            self.group_hits[e] = list(res.groups)
+        else:
+            self.group_hits.pop(e, None)
 
     def programs(self, out_entry: np.ndarray, n: int, prog_index: np.ndarray) -> None:
         """``prog_index[i]``: the program of frame ``i`` after ``handle_misses`` (its megaflow's, or a scratch one)."""
@@ -173,7 +179,9 @@ class Upcalls:
 
     def _credit(self, tables: Sequence[TableSet | None], res: XlateResult, packets: int, nbytes: int,
                 now: int) -> None:
-        """Credit rules and tables directly (frames that ran without a megaflow)."""
+        """Credit rules, tables and groups directly (frames that ran without a megaflow)."""
+        for g, b in res.groups:
+            g.credit(b, packets, nbytes)
         for b, v in self._walk(res)[:MAX_RULES]:
             ts = tables[b] if 0 <= b < len(tables) else None
             if ts is None:
@@ -239,8 +247,21 @@ class Upcalls:
                 np.add.at(ts.table_counters[:, 1], t, dp[rows])
                 missed = (rb == b) & (rules < 0)
                 np.add.at(ts.table_counters[:, 0], -rules[missed] - 1, dp[np.nonzero(missed)[0]])
+        if self.group_hits:
+            self._credit_groups(live)
         self.pushed[live, 0] = ent[live, M.E_PACKETS]
         self.pushed[live, 1] = ent[live, M.E_BYTES]
+
+    def _credit_groups(self, live: np.ndarray) -> None:
+        """Credit the groups and buckets the live megaflows ran with what they forwarded since the last push."""
+        ent = self.cache.ent
+        with_groups = live[np.isin(live, np.fromiter(self.group_hits, dtype=np.int64))]
+        for e in with_groups.tolist():
+            dp = int(ent[e, M.E_PACKETS] - self.pushed[e, 0])
+            if dp > 0:
+                db = int(ent[e, M.E_BYTES] - self.pushed[e, 1])
+                for g, b in self.group_hits[e]:
+                    g.credit(b, dp, db)
 
     def expire(self, tables: Tables, now: int) -> int:
         """Credit statistics, then remove the megaflows idle for ``max_idle`` seconds and, when the cache is
@@ -257,6 +278,7 @@ class Upcalls:
             self.counters["flushes"] += 1
         self.cache.clear()
         self.pushed[:] = 0
+        self.group_hits.clear()
 
     def remove_bridge(self, tables: Tables, bridge: int) -> int:
         """Credit statistics to ``tables``, then remove the megaflows whose walk entered ``bridge``; returns how

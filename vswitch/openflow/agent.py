@@ -63,6 +63,7 @@ from typing import Any
 
 from ofproto.rules import N_TABLES, OFPCML_NO_BUFFER, OFPR_ACTION, OFPR_NO_MATCH, OFPRR_DELETE
 from vswitch.dpbridge import PACKET_IN_BURST, PACKET_IN_RATE
+from vswitch.openflow import groupmeter
 from vswitch.openflow.bundles import BundleHandler
 from vswitch.openflow.channel import (  # noqa: F401 - importable from here, as before the split
     ASYNC_DEFAULT,
@@ -799,9 +800,16 @@ class OfAgent(SwitchViews):
     def _on_flow_mod(self, conn: OfConnection, msg: Msg) -> None:
         if conn.role == ROLE_SLAVE:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot modify flows")
+        groupmeter.check_refs(self, conn.version, msg)
         self.flows.bulk = time.monotonic() - conn.last_barrier < BULK_GAP
         for stats in self.flows.flow_mod(conn.version, msg):
             self._flow_removed(stats, OFPRR_DELETE)
+
+    def _on_group_mod(self, conn: OfConnection, msg: Msg) -> None:
+        groupmeter.group_mod(self, conn, msg)
+
+    def _on_meter_mod(self, conn: OfConnection, msg: Msg) -> None:
+        groupmeter.meter_mod(self, conn, msg)
 
     def _on_packet_out(self, conn: OfConnection, msg: Msg) -> None:
         if conn.role == ROLE_SLAVE:

@@ -40,6 +40,7 @@ from dpif import actions as DA
 from dpif import key as K
 from dpif.extract import extract_burst
 from dpif.megaflow import MegaflowCache, mf_programs
+from ofproto.actions import Group, Meter
 from ofproto.rules import (
     MATCH_FIELDS,
     OFPFF_RESET_COUNTS,
@@ -113,6 +114,8 @@ FLOW_ERRORS = {
     "bad_field": (OFPET_BAD_MATCH, OFPBMC_BAD_FIELD),
     "bad_value": (OFPET_BAD_MATCH, OFPBMC_BAD_VALUE),
     "bad_match": (OFPET_BAD_MATCH, OFPBMC_BAD_VALUE),
+    "bad_out_group": (OFPET_BAD_ACTION, 9),      # OFPBAC_BAD_OUT_GROUP
+    "invalid_meter": (12, 2),                    # OFPET_METER_MOD_FAILED, OFPMMFC_INVALID_METER
 }
 
 RESERVED_NAMES = {OFPP_IN_PORT: "IN_PORT", OFPP_TABLE: "TABLE", OFPP_NORMAL: "NORMAL", OFPP_FLOOD: "FLOOD",
@@ -196,6 +199,10 @@ def action_from_wire(version: int, a: dict[str, Any]) -> Action:
         return PopVlan()
     if t == "mod_vlan_vid":
         return ModVlanVid(a["vlan_vid"])
+    if t == "group":
+        return Group(a["group_id"])
+    if t == "meter":
+        return Meter(a["meter_id"])
     (name, value), = a["field"].items()
     if isinstance(value, tuple):
         raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_ARGUMENT, f"set_field {name} with a mask")
@@ -213,6 +220,10 @@ def action_to_wire(version: int, a: Action) -> dict[str, Any]:
         return {"type": "pop_vlan"}
     if isinstance(a, ModVlanVid):   # 1.0's set_vlan_vid again (translate.actions_to10)
         return {"type": "set_field", "field": {"vlan_vid": a.vid | 0x1000}}
+    if isinstance(a, Group):
+        return {"type": "group", "group_id": a.group_id}
+    if isinstance(a, Meter):
+        return {"type": "meter", "meter_id": a.meter_id}
     return {"type": "set_field", "field": {a.field: a.value}}
 
 
@@ -232,14 +243,19 @@ def instructions_from_wire(version: int, fields: dict[str, Any]) -> Instructions
             clear = True
         elif kind == "goto_table":
             goto = ins["table_id"]
-    return Instructions(apply, clear, write, goto)
+    meter = [Meter(ins["meter_id"]) for ins in instructions_from(version, fields) if ins["type"] == "meter"]
+    return Instructions((*meter, *apply), clear, write, goto)
 
 
 def instructions_to_wire(version: int, ins: Instructions) -> list[dict[str, Any]]:
     """``Instructions`` as 1.3 wire instructions."""
     out: list[dict[str, Any]] = []
-    if ins.apply:
-        out.append({"type": "apply_actions", "actions": [action_to_wire(version, a) for a in ins.apply]})
+    apply = ins.apply
+    if version < OFP15 and apply and isinstance(apply[0], Meter):   # 1.3 / 1.4: the meter instruction
+        out.append({"type": "meter", "meter_id": apply[0].meter_id})
+        apply = apply[1:]
+    if apply:
+        out.append({"type": "apply_actions", "actions": [action_to_wire(version, a) for a in apply]})
     if ins.clear:
         out.append({"type": "clear_actions", "actions": []})
     if ins.write:
