@@ -12,7 +12,7 @@
 Wire <-> model: 1.3/1.4 buckets carry weight and watch fields, numbered 0, 1, ... in order; 1.5 buckets carry a
 ``bucket_id`` and properties (weight 0, watch_port 1, watch_group 2), and the group OVS's selection-method
 property (Netronome experimenter 0x154d: ``dp_hash`` / ``hash``, a parameter and the fields hashed, as OXM
-headers). Errors are the ones OVS sends: OFPET_GROUP_MOD_FAILED / OFPET_METER_MOD_FAILED codes by name.
+TLVs whose value is the mask: all ones here). Errors are the ones OVS sends: OFPET_GROUP_MOD_FAILED / OFPET_METER_MOD_FAILED codes by name.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ OFPET_METER_MOD_FAILED = 12
 OFPBAC_BAD_OUT_GROUP = 9
 OFPBRC_IS_SLAVE = 10
 ROLE_SLAVE = 3
-OFPGC_ADD, OFPGC_MODIFY, OFPGC_DELETE, OFPGC_INSERT_BUCKET, OFPGC_REMOVE_BUCKET = 0, 1, 2, 3, 4
+OFPGC_ADD, OFPGC_MODIFY, OFPGC_DELETE, OFPGC_INSERT_BUCKET, OFPGC_REMOVE_BUCKET = 0, 1, 2, 3, 5
 OFPGC_ADD_OR_MOD = 0x8000
 OFPMC_ADD, OFPMC_MODIFY, OFPMC_DELETE = 0, 1, 2
 OFPRR_GROUP_DELETE, OFPRR_METER_DELETE = 3, 4
@@ -124,11 +124,10 @@ def buckets_from_wire(version: int, gtype: int, wire: list[dict[str, Any]]) -> t
         acts = _actions(version, b["actions"])
         if version >= OFP15:
             p = _bucket_props(b.get("properties", []))
-            out.append(Bucket(acts, p.get("weight", 1), p.get("watch_port", OFPP_ANY), p.get("watch_group", OFPG_ANY),
+            out.append(Bucket(acts, p.get("weight", 0), p.get("watch_port", OFPP_ANY), p.get("watch_group", OFPG_ANY),
                               b["bucket_id"]))
         else:
-            weight = b["weight"] if gtype == OFPGT_SELECT else 1
-            out.append(Bucket(acts, weight, b["watch_port"], b["watch_group"], i))
+            out.append(Bucket(acts, b["weight"], b["watch_port"], b["watch_group"], i))
     return tuple(out)
 
 
@@ -149,10 +148,10 @@ def _group_props(props: list[dict[str, Any]]) -> tuple[str, tuple[str, ...], int
         while len(rest) - off >= 4:
             header = struct.unpack_from("!I", rest, off)[0]
             f = F.by_nxm_header(header)
-            if f is None or header & 0x100:
+            if f is None or off + 4 + (header & 0xFF) > len(rest):
                 raise OfpError(OFPET_GROUP_MOD_FAILED, GROUP_MOD_ERRORS["bad_type"], f"hash field {header:#x}")
             names.append(f.name)
-            off += 4
+            off += 4 + (header & 0xFF)
         fields = tuple(names)
     return method, fields, param
 
@@ -163,7 +162,7 @@ def _ntr_prop(g: Group) -> dict[str, Any]:
         f = F.by_name(name)
         assert f is not None
         cls, num = f.oxm if f.oxm is not None else f.nxm   # type: ignore[misc]
-        body += struct.pack("!I", cls << 16 | num << 9 | f.nbytes)
+        body += struct.pack("!I", cls << 16 | num << 9 | f.nbytes) + b"\xff" * f.nbytes   # an all-ones value
     return {"prop_type": 0xFFFF, "body": body}
 
 
@@ -241,7 +240,7 @@ def group_mod(agent: Any, conn: Any, msg: Msg) -> None:
         raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot modify groups")
     groups, _ = _tables(agent)
     v = conn.version
-    command, gid, gtype = msg.command, msg.group_id, msg.type
+    command, gid, gtype = msg.command, msg.group_id, msg.fields["type"]
     try:
         if command == OFPGC_DELETE:
             for gone in groups.delete(gid):
@@ -258,8 +257,6 @@ def group_mod(agent: Any, conn: Any, msg: Msg) -> None:
                 old = groups.groups.get(gid)
                 if old is None:
                     raise GroupError("unknown_group", f"no group {gid}")
-                if old.type != gtype:
-                    raise GroupError("bad_type", "insert_bucket with another group type")
                 first = next_bucket_id(old.buckets)
                 buckets = tuple(Bucket(b.actions, b.weight, b.watch_port, b.watch_group,
                                        b.bucket_id if b.bucket_id <= 0xFFFFFF00 else first + i)
@@ -327,8 +324,8 @@ def check_refs(agent: Any, version: int, msg: Msg) -> None:
 
 
 def _duration(created: float) -> tuple[int, int]:
-    d = time.monotonic() - created
-    return int(d), int((d % 1) * 1e9)
+    ms = int((time.monotonic() - created) * 1000)    # OVS keeps group and meter ages in milliseconds
+    return ms // 1000, ms % 1000 * 1_000_000
 
 
 def multipart(agent: Any, version: int, kind: int, body: Any) -> Any:

@@ -50,6 +50,8 @@ PREREQ = {name: p for name in MATCHABLE if (p := _prereqs(name))}
 ACTIONS = {"output", "push_vlan", "pop_vlan", "set_field"}
 SET_FIELDS = {"eth_src", "eth_dst", "vlan_vid", "vlan_pcp"}
 INSTRUCTIONS = {"apply_actions", "write_actions", "clear_actions", "goto_table"}
+ACTIONS |= {"group", "meter"}          # groups and meters (vswitch.openflow.groupmeter)
+INSTRUCTIONS |= {"meter"}
 
 
 def _full(name: str) -> int:
