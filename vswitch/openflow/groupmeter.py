@@ -12,7 +12,8 @@
 Wire <-> model: 1.3/1.4 buckets carry weight and watch fields, numbered 0, 1, ... in order; 1.5 buckets carry a
 ``bucket_id`` and properties (weight 0, watch_port 1, watch_group 2), and the group OVS's selection-method
 property (Netronome experimenter 0x154d: ``dp_hash`` / ``hash``, a parameter and the fields hashed, as OXM
-TLVs whose value is the mask: all ones here). Errors are the ones OVS sends: OFPET_GROUP_MOD_FAILED / OFPET_METER_MOD_FAILED codes by name.
+TLVs whose value is the mask: all ones here). Errors are the ones OVS sends: OFPET_GROUP_MOD_FAILED /
+OFPET_METER_MOD_FAILED codes by name.
 """
 
 from __future__ import annotations
