@@ -51,7 +51,7 @@ class Bucket:
     ``bucket_id`` (OpenFlow 1.5's; 1.3 buckets are numbered in order)."""
 
     actions: tuple[Action, ...] = ()
-    weight: int = 1
+    weight: int = 0
     watch_port: int = OFPP_ANY
     watch_group: int = OFPG_ANY
     bucket_id: int = 0
@@ -93,22 +93,25 @@ def check_group(g: Group) -> None:
         raise GroupError("invalid_group", f"group_id {g.group_id:#x}")
     if g.type not in TYPE_NAMES:
         raise GroupError("bad_type", f"group type {g.type}")
-    if g.type == OFPGT_INDIRECT and len(g.buckets) > 1:
-        raise GroupError("invalid_group", "an indirect group has at most one bucket")
     if g.selection_method not in SELECTION_METHODS:
         raise GroupError("bad_type", f"selection_method {g.selection_method!r}")
     if g.selection_method and g.type != OFPGT_SELECT:
         raise GroupError("bad_type", "selection_method is for select groups")
     ids = [b.bucket_id for b in g.buckets]
     if len(set(ids)) != len(ids):
-        raise GroupError("bucket_exists", f"bucket ids {ids}")
+        raise GroupError("bad_bucket", f"bucket ids {ids}")
     for b in g.buckets:
         if b.bucket_id > OFPG_BUCKET_MAX:
             raise GroupError("bad_bucket", f"bucket_id {b.bucket_id:#x}")
-        if g.type == OFPGT_FF and b.watch_port == OFPP_ANY and b.watch_group == OFPG_ANY:
-            raise GroupError("bad_watch", "a fast failover bucket watches a port or a group")
+        watches = b.watch_port != OFPP_ANY or b.watch_group != OFPG_ANY
+        if g.type == OFPGT_FF and not watches:
+            raise GroupError("invalid_group", "a fast failover bucket watches a port or a group")
+        if g.type != OFPGT_FF and watches:
+            raise GroupError("watch_unsupported", "only fast failover buckets watch ports and groups")
         if not 0 <= b.weight <= 0xFFFF:
             raise GroupError("bad_bucket", f"weight {b.weight}")
+        if b.weight and g.type != OFPGT_SELECT:
+            raise GroupError("invalid_group", "only select buckets have a weight")
         for a in b.actions:
             try:
                 check_action(a)
@@ -162,6 +165,8 @@ class GroupTable:
         """OpenFlow 1.5 OFPGC_INSERT_BUCKET: ``buckets`` go first, last, or before bucket ``command_bucket_id``."""
         old = self._get(group_id)
         have = [b.bucket_id for b in old.buckets]
+        if any(b.bucket_id in have for b in buckets if b.bucket_id <= OFPG_BUCKET_MAX):
+            raise GroupError("bucket_exists", f"group {group_id} has a bucket of that id")
         if command_bucket_id == OFPG_BUCKET_FIRST:
             at = 0
         elif command_bucket_id == OFPG_BUCKET_LAST:

@@ -72,7 +72,7 @@ def check_meter(m: Meter) -> None:
     if m.flags & ~CAPABILITIES or bool(m.flags & OFPMF_KBPS) == bool(m.flags & OFPMF_PKTPS):
         raise MeterError("bad_flags", f"flags {m.flags:#x}")
     if not m.bands or len(m.bands) > MAX_BANDS:
-        raise MeterError("out_of_bands" if m.bands else "bad_band", f"{len(m.bands)} bands")
+        raise MeterError("out_of_bands", f"{len(m.bands)} bands")
     for b in m.bands:
         if b.type != OFPMBT_DROP:
             raise MeterError("bad_band", f"band type {b.type} (the userspace datapath has drop bands only)")

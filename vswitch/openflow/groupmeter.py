@@ -28,12 +28,13 @@ from ofproto.actions import Group as GroupAction
 from ofproto.groups import (
     OFPG_ALL,
     OFPG_ANY,
+    OFPGT_INDIRECT,
     OFPGT_SELECT,
+    SELECTION_METHODS,
     Bucket,
     Group,
     GroupError,
     GroupTable,
-    next_bucket_id,
 )
 from ofproto.meters import (
     BAND_TYPES,
@@ -63,6 +64,8 @@ from vswitch.openflow.codec import (
 from vswitch.openflow.flows import FLOW_ERRORS, action_from_wire, action_to_wire, instructions_from_wire
 
 OFPET_GROUP_MOD_FAILED = 6
+OFPET_BAD_PROPERTY = 14
+OFPBPC_BAD_TYPE, OFPBPC_BAD_VALUE, OFPBPC_BAD_EXPERIMENTER = 0, 2, 5
 OFPET_METER_MOD_FAILED = 12
 OFPBAC_BAD_OUT_GROUP = 9
 OFPBRC_IS_SLAVE = 10
@@ -114,7 +117,7 @@ def _bucket_props(props: list[dict[str, Any]]) -> dict[str, int]:
         elif t in (OFPGBPT_WATCH_PORT, OFPGBPT_WATCH_GROUP) and len(body) >= 4:
             out["watch_port" if t == OFPGBPT_WATCH_PORT else "watch_group"] = struct.unpack_from("!I", body)[0]
         else:
-            raise OfpError(OFPET_GROUP_MOD_FAILED, GROUP_MOD_ERRORS["bad_bucket"], f"bucket property {t}")
+            raise OfpError(OFPET_BAD_PROPERTY, OFPBPC_BAD_TYPE, f"bucket property {t}")
     return out
 
 
@@ -132,17 +135,19 @@ def buckets_from_wire(version: int, gtype: int, wire: list[dict[str, Any]]) -> t
     return tuple(out)
 
 
-def _group_props(props: list[dict[str, Any]]) -> tuple[str, tuple[str, ...], int]:
+def _group_props(gtype: int, props: list[dict[str, Any]]) -> tuple[str, tuple[str, ...], int]:
     """OVS's selection-method property: (method, fields, param)."""
     method, fields, param = "", (), 0
     for p in props:
         body = p["body"]
         if p["prop_type"] != 0xFFFF or len(body) < _NTR_HEAD.size:
-            raise OfpError(OFPET_GROUP_MOD_FAILED, GROUP_MOD_ERRORS["bad_type"], f"group property {p['prop_type']}")
+            raise OfpError(OFPET_BAD_PROPERTY, OFPBPC_BAD_TYPE, f"group property {p['prop_type']}")
         exp, exp_type, raw, param = _NTR_HEAD.unpack_from(body)
         if exp != NTR_VENDOR_ID or exp_type != NTRT_SELECTION_METHOD:
-            raise OfpError(OFPET_GROUP_MOD_FAILED, GROUP_MOD_ERRORS["bad_type"], f"experimenter property {exp:#x}")
+            raise OfpError(OFPET_BAD_PROPERTY, OFPBPC_BAD_EXPERIMENTER, f"experimenter property {exp:#x}")
         method = raw.split(b"\0", 1)[0].decode(errors="replace")
+        if method not in SELECTION_METHODS or gtype != OFPGT_SELECT:
+            raise OfpError(OFPET_BAD_PROPERTY, OFPBPC_BAD_VALUE, f"selection_method {method!r}")
         names = []
         rest = body[_NTR_HEAD.size:]
         off = 0
@@ -251,6 +256,8 @@ def group_mod(agent: Any, conn: Any, msg: Msg) -> None:
         if gid > OFPG_MAX_GROUPS and gid != OFPG_ALL:
             raise GroupError("invalid_group", f"group_id {gid:#x}")
         buckets = buckets_from_wire(v, gtype, msg.buckets)
+        if gtype == OFPGT_INDIRECT and len(buckets) != 1:     # the message's buckets, whatever the command
+            raise GroupError("invalid_group", "an indirect group has exactly one bucket")
         if command in (OFPGC_INSERT_BUCKET, OFPGC_REMOVE_BUCKET) and v >= OFP15:
             if command == OFPGC_REMOVE_BUCKET:
                 groups.remove_buckets(gid, msg.command_bucket_id)
@@ -258,14 +265,10 @@ def group_mod(agent: Any, conn: Any, msg: Msg) -> None:
                 old = groups.groups.get(gid)
                 if old is None:
                     raise GroupError("unknown_group", f"no group {gid}")
-                first = next_bucket_id(old.buckets)
-                buckets = tuple(Bucket(b.actions, b.weight, b.watch_port, b.watch_group,
-                                       b.bucket_id if b.bucket_id <= 0xFFFFFF00 else first + i)
-                                for i, b in enumerate(buckets))
                 groups.insert_buckets(gid, msg.command_bucket_id, buckets)
             _publish(agent)
             return
-        method, fields, param = _group_props(msg.get("properties", [])) if v >= OFP15 else ("", (), 0)
+        method, fields, param = _group_props(gtype, msg.get("properties", [])) if v >= OFP15 else ("", (), 0)
         g = Group(gid, gtype, buckets, method, fields, param)
         if command == OFPGC_ADD:
             groups.add(g)
