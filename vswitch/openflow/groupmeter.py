@@ -43,6 +43,7 @@ from ofproto.meters import (
     MAX_COLOR,
     MAX_METERS,
     OFPM_ALL,
+    OFPMF_BURST,
     Band,
     MeterError,
     MeterTable,
@@ -294,8 +295,9 @@ def meter_mod(agent: Any, conn: Any, msg: Msg) -> None:
                 _delete_flows(agent, Meter, gone, OFPRR_METER_DELETE)
             agent.flows.changed()
             return
-        bands = tuple(Band(b["type"], b["rate"], b["burst_size"], b["prec_level"] if b["type"] == 2 else 0)
-                      for b in msg.bands)
+        burst = msg.flags & OFPMF_BURST   # as OVS: no burst flag, no burst size; the flag without one: the rate
+        bands = tuple(Band(b["type"], b["rate"], (b["burst_size"] or b["rate"]) if burst else 0,
+                           b["prec_level"] if b["type"] == 2 else 0) for b in msg.bands)
         m = MeterEntry(msg.meter_id, msg.flags, bands)
         if msg.command == OFPMC_ADD:
             meters.add(m)
