@@ -6,6 +6,11 @@ and their statistics.
  flows name meters: the 1.3 / 1.4 ``meter`` instruction and the 1.5 ``meter`` action (``ofproto.actions.Meter``)
 ```
 
+Rates are enforced on the upcall path: a flow that passes a meter is never cached as a megaflow, so every
+frame of it is translated (once per burst and flow) and admitted or dropped frame by frame by the meter's
+token buckets (``Meter.admit``; a drop counts as ``meter_drop`` of the ingress port, ``flow_meter_drop``
+in ``coverage/show``). Packet-outs and ``ofproto/trace`` pass meters without paying.
+
 What OVS's userspace datapath accepts is what this accepts: drop bands only (a DSCP-remark band is
 ``bad_band``), at most ``MAX_BANDS`` bands, exactly one of kbps / pktps, a rate above 0. Errors are
 ``MeterError`` with OVS's error name; the wire side maps them to OFPET_METER_MOD_FAILED codes.
@@ -60,9 +65,41 @@ class Meter:
     bytes: int = 0
     band_counts: list[list[int]] = field(default_factory=list)
 
+    tokens: list[float] = field(default_factory=list)   # per band, in its units (packets or kilobits)
+    last: float = -1.0                                    # when the buckets were last filled (seconds)
+
     def __post_init__(self) -> None:
         if len(self.band_counts) != len(self.bands):
             self.band_counts = [[0, 0] for _ in self.bands]
+        self.tokens = [float(self.capacity(b)) for b in self.bands]
+
+    def capacity(self, band: Band) -> int:
+        """A band's bucket: its burst size with the burst flag, else one second at its rate."""
+        return band.burst_size if self.flags & OFPMF_BURST and band.burst_size else band.rate
+
+    def admit(self, nbytes: int, now: float) -> bool:
+        """One frame of ``nbytes`` at time ``now`` (seconds): counted in, then each band's token bucket
+        (refilled at its rate) pays for it; when a band cannot, the highest-rate band exceeded applies and,
+        a drop band, drops the frame (False; counted for that band)."""
+        self.packets += 1
+        self.bytes += nbytes
+        elapsed = 0.0 if self.last < 0 else max(0.0, now - self.last)
+        self.last = now
+        cost = 1.0 if self.flags & OFPMF_PKTPS else nbytes * 8 / 1000.0
+        hit = -1
+        for i, b in enumerate(self.bands):
+            t = min(float(self.capacity(b)), self.tokens[i] + elapsed * b.rate)
+            if t >= cost:
+                self.tokens[i] = t - cost
+            else:
+                self.tokens[i] = t
+                if hit < 0 or b.rate > self.bands[hit].rate:
+                    hit = i
+        if hit < 0:
+            return True
+        self.band_counts[hit][0] += 1
+        self.band_counts[hit][1] += nbytes
+        return self.bands[hit].type != OFPMBT_DROP
 
 
 def check_meter(m: Meter) -> None:

@@ -56,6 +56,7 @@ class TableSet:
     """
 
     groups: dict = {}   # noqa: RUF012 - replaced per set by FlowTables.compile, never mutated
+    meters: dict = {}   # noqa: RUF012 - the meter table (ofproto.meters: meter_id -> Meter), likewise
 
     def __init__(self, flows: list[Flow], n_tables: int, port_map: dict[int, int] | None, miss_max_len: int,
                  prev_gen: int, changed: frozenset[int] | None) -> None:
@@ -133,6 +134,7 @@ class FlowTables:
         self._dirty: set[int] = set()
         self._last: tuple[int, dict[int, int] | None, int] | None = None   # gen, port map, miss_max_len
         self._groups: dict = {}     # the group table the next compile hands the translator
+        self._meters: dict = {}     # ... and the meter table
 
     # -------------------------------------------------------------- queries
     def has_timeouts(self) -> bool:
@@ -295,6 +297,12 @@ class FlowTables:
         self._groups = groups
         self._dirty.update(range(self.n_tables))
 
+    def set_meters(self, meters: dict) -> None:
+        """The meter table (meter_id -> ``ofproto.meters.Meter``) the next compiled set carries (every table
+        counts as changed, as for ``set_groups``)."""
+        self._meters = meters
+        self._dirty.update(range(self.n_tables))
+
     # -------------------------------------------------------------- compilation
     def compile(self, port_map: dict[int, int] | None = None, miss_max_len: int = 0,
                 snapshot: bool = False) -> TableSet:
@@ -306,7 +314,7 @@ class FlowTables:
         flows = sorted(self.flows(), key=lambda f: (f.table_id, -f.priority, f.serial))
         if snapshot:
             ts = TableSet(flows, self.n_tables, port_map, miss_max_len, 0, None)
-            ts.groups = self._groups
+            ts.groups, ts.meters = self._groups, self._meters
             return ts
         last = self._last
         if last is None or last[1] != port_map or last[2] != miss_max_len:
@@ -314,7 +322,7 @@ class FlowTables:
         else:
             changed = frozenset(self._dirty)
         ts = TableSet(flows, self.n_tables, port_map, miss_max_len, last[0] if last else 0, changed)
-        ts.groups = self._groups
+        ts.groups, ts.meters = self._groups, self._meters
         self._last = (ts.gen, dict(port_map) if port_map is not None else None, miss_max_len)
         self._dirty = set()
         return ts

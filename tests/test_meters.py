@@ -3,7 +3,8 @@
 * os-ken builds meter-mods, the 1.3 meter instruction and the 1.5 meter action to the same bytes as our codec;
 * the real ``ovs-ofctl`` (-O OpenFlow13 / 14 / 15) against pyvswitch and a real ovs-vswitchd 3.1: add-meter,
   mod-meter, del-meters, dump-meters, meter-stats (durations blanked), meter-features print the same text, flows
-  using meters dump the same, deleting a meter deletes its flows, and malformed meter-mods get the same errors.
+  using meters dump the same, deleting a meter deletes its flows, and malformed meter-mods get the same errors;
+* traffic: a pktps meter passes its burst and drops the excess, counted by the meter and the datapath.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from os_ken.ofproto import ofproto_v1_3_parser as p13
 from os_ken.ofproto import ofproto_v1_5_parser as p15
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
+from tests.netutil import send_frames, unique
 from tests.switchutil import private_switch
 from tests.test_bridge_identity import RealOvs
-from tests.test_groups import ofctl
+from tests.test_groups import _settled, _udp, ofctl
 from tests.test_openflow15 import run_script
 from vswitch.openflow.codec import OFP13, OFP15, OFP_NO_BUFFER, Msg, decode, encode
 
@@ -186,3 +188,40 @@ def test_meter_mod_errors_as_real_ovs_sends_them(sw, real_ovs: RealOvs) -> None:
     assert _lines(ours) == _lines(real) and "meter=7" in ours, (ours, real)
     for target in (sw, real_ovs):
         ofctl(target, "-O", "OpenFlow13", "del-meters", "brm")
+
+
+# ---------------------------------------------------------------- traffic
+def test_a_pktps_meter_drops_the_excess_counted(switch, net) -> None:  # noqa: ANN001
+    """200 frames at once through ``meter=1,pktps,band=type=drop,rate=10`` (a bucket of 10 packets): about 10
+    leave, the rest are dropped; meter-stats counts every frame in and the band's drops, and the datapath counts
+    them as ``flow_meter_drop``. With the meter raised (mod-meter) the same burst goes through."""
+    stem = unique("mtr")
+    br = f"{stem}s"
+    mac = "02:00:00:00:7a:01"
+    net.add_host(f"{stem}-na", f"{stem}a", "10.79.1.1/24", mac=mac)
+    net.add_host(f"{stem}-nb", f"{stem}b", "10.79.1.2/24")
+    switch.vsctl("add-br", br, "--", "set-fail-mode", br, "secure",
+                 *[x for i, p in enumerate("ab", 1) for x in ("--", "add-port", br, f"{stem}{p}", "--", "set",
+                                                              "Interface", f"{stem}{p}", f"ofport_request={i}")])
+    of = lambda *a: ofctl(switch, "-O", "OpenFlow13", *a)   # noqa: E731
+    of("add-meter", br, "meter=1,pktps,stats,band=type=drop,rate=10")
+    of("add-flow", br, "in_port=1,actions=meter:1,output:2")
+    before = _settled(switch, br)
+    sent = send_frames(net, f"{stem}-na", "eth0", [_udp(mac, 5000 + i % 7) for i in range(200)])
+    assert sent == 200
+    after = _settled(switch, br)
+    passed = after[2] - before[2]
+    assert 10 <= passed <= 40, (before, after)
+    stats = of("meter-stats", br, "meter=1").stdout
+    m = re.search(r"packet_in_count:(\d+).*\n0: packet_count:(\d+)", stats)
+    assert m, stats
+    seen, dropped = int(m.group(1)), int(m.group(2))
+    assert seen >= 200 and dropped >= 160 and seen - dropped <= passed + 4, stats   # (stray host frames too)
+    coverage = switch.appctl("coverage/show").stdout
+    c = re.search(r"flow_meter_drop\s+total: (\d+)", coverage)
+    assert c and int(c.group(1)) == dropped, coverage
+    of("mod-meter", br, "meter=1,pktps,stats,band=type=drop,rate=100000")
+    before = _settled(switch, br)
+    send_frames(net, f"{stem}-na", "eth0", [_udp(mac, 5000 + i % 7) for i in range(200)])
+    after = _settled(switch, br)
+    assert after[2] - before[2] >= 200, (before, after)

@@ -281,6 +281,7 @@ class XlateResult:
     drop_reason: str = ""
     cut: dict[str, int] = field(default_factory=dict)        # resubmits / crossings not done: limit -> count
     groups: list[tuple[Group, int]] = field(default_factory=list)   # (group, bucket or -1: the group) per use
+    meters: list = field(default_factory=list)   # the meters (ofproto.meters.Meter) of the program's METER marks
 
     def program(self) -> np.ndarray:
         """The actions as the datapath's int64 program."""
@@ -320,6 +321,7 @@ class _Walk:
         self.exiting = False            # ``exit`` ran: every action list of this bridge's walk stops
         self.table_id = 0               # the table whose flow runs now (``resubmit``'s default)
         self.resubmit_nest = 0          # resubmits nested now (trace indentation)
+        self.meter_marks = False        # meters leave METER marks for the upcall path (``translate`` only)
 
     # ---------------------------------------------------------------- headers
     def tagged(self) -> bool:
@@ -509,8 +511,7 @@ class _Walk:
         elif isinstance(a, GroupAction):
             self.group(a.group_id)
         elif isinstance(a, Meter):
-            if rec:
-                rec.note(f"     -> meter {a.meter_id}: configured, not enforced by the datapath")
+            self.meter(a.meter_id)
         elif isinstance(a, Exit):
             self.exiting = True
             return False
@@ -566,6 +567,20 @@ class _Walk:
         wrote = self.written
         flow, self.stack, self.exiting, self.written = saved
         self.restore(flow, wrote)
+
+    def meter(self, meter_id: int) -> None:
+        """A meter: for an upcall, a mark in the program where the upcall path admits or drops each frame
+        (``XlateResult.meters``; such a translation is never cached); a trace or a packet-out passes it."""
+        m = self.ts.meters.get(meter_id) if self.ts is not None else None
+        if m is None:
+            return
+        if self.rec is not None or not self.meter_marks:
+            if self.rec is not None:
+                self.rec.note(f"     -> meter {meter_id}: each frame pays its token buckets (not traced)")
+            return
+        self.commit()
+        self.r.actions += [A.OP_METER, 1, len(self.r.meters)]
+        self.r.meters.append(m)
 
     def group(self, group_id: int) -> None:
         """The ``group`` action (``xlate.groups``)."""
@@ -892,6 +907,7 @@ def translate(ts: TableSet | Bridges, key: list[int], port_flags: np.ndarray, co
     bridge in ``Bridges``, or of the one ``TableSet`` given."""
     bridges = _bridges(ts, port_flags)
     w = _Walk(bridges, max(0, bridges.bridge_of(key[K.W_IN_PORT])), port_flags, cookies, key, rec)
+    w.meter_marks = True
     w.enter()
     return w.finish()
 

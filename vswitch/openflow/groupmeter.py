@@ -293,6 +293,7 @@ def meter_mod(agent: Any, conn: Any, msg: Msg) -> None:
         if msg.command == OFPMC_DELETE:
             for gone in meters.delete(msg.meter_id):
                 _delete_flows(agent, Meter, gone, OFPRR_METER_DELETE)
+            agent.flows.tables.set_meters(dict(meters.meters))
             agent.flows.changed()
             return
         burst = msg.flags & OFPMF_BURST   # as OVS: no burst flag, no burst size; the flag without one: the rate
@@ -307,6 +308,7 @@ def meter_mod(agent: Any, conn: Any, msg: Msg) -> None:
             raise MeterError("bad_command", f"meter_mod command {msg.command}")
     except MeterError as e:
         raise _meter_error(e) from None
+    agent.flows.tables.set_meters(dict(meters.meters))
     agent.flows.changed()
 
 
