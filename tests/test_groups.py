@@ -162,6 +162,19 @@ def test_ovs_ofctl_groups_as_real_ovs(sw, real_ovs: RealOvs) -> None:  # noqa: A
         _lines(ofctl(real_ovs, "-O", "OpenFlow15", "dump-groups", "brg").stdout)
 
 
+def test_bundle_naming_an_unknown_group_fails_at_commit_as_in_ovs(sw, real_ovs: RealOvs, tmp_path) -> None:  # noqa: ANN001
+    """``--bundle add-flows`` whose second flow names a group that does not exist: the same errors as OVS (the
+    flow-mod's OFPBAC_BAD_OUT_GROUP, then OFPBFC_MSG_FAILED for the commit), and the first flow is not there."""
+    path = tmp_path / "flows.txt"
+    path.write_text("add table=3,in_port=1,actions=output:2\nadd table=3,in_port=2,actions=group:4242\n")
+    outs = [ofctl(t, "-O", "OpenFlow14", "--bundle", "add-flows", "brg", str(path), check=False)
+            for t in (sw, real_ovs)]
+    ours, real = ([ln for ln in o.stderr.splitlines() if not ln.startswith("ovs-ofctl: talking")] for o in outs)
+    assert outs[0].returncode == outs[1].returncode != 0 and ours == real, (ours, real)
+    assert "OFPBAC_BAD_OUT_GROUP" in ours[0] and "OFPBFC_MSG_FAILED" in ours[1], ours
+    assert "in_port=1" not in ofctl(sw, "-O", "OpenFlow14", "dump-flows", "brg", "table=3").stdout
+
+
 # ---------------------------------------------------------------- errors on the wire
 def _out(port: int) -> list[dict]:
     return [{"type": "output", "port": port, "max_len": 0}]

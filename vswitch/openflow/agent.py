@@ -800,7 +800,7 @@ class OfAgent(SwitchViews):
     def _on_flow_mod(self, conn: OfConnection, msg: Msg) -> None:
         if conn.role == ROLE_SLAVE:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot modify flows")
-        groupmeter.check_refs(self, conn.version, msg)
+        self.check_flow_refs(conn.version, msg)
         self.flows.bulk = time.monotonic() - conn.last_barrier < BULK_GAP
         for stats in self.flows.flow_mod(conn.version, msg):
             self._flow_removed(stats, OFPRR_DELETE)
@@ -810,6 +810,10 @@ class OfAgent(SwitchViews):
 
     def _on_meter_mod(self, conn: OfConnection, msg: Msg) -> None:
         groupmeter.meter_mod(self, conn, msg)
+
+    def check_flow_refs(self, version: int, msg: Msg) -> None:
+        """A flow-mod names only groups and meters that exist (else OVS's error)."""
+        groupmeter.check_refs(self, version, msg)
 
     def _on_packet_out(self, conn: OfConnection, msg: Msg) -> None:
         if conn.role == ROLE_SLAVE:

@@ -214,6 +214,7 @@ class BundleHandler:
             if embedded.type != "flow_mod":
                 continue
             try:
+                agent.check_flow_refs(conn.version, embedded)   # groups and meters: checked at commit, as OVS
                 removed += flows.flow_mod(conn.version, embedded)
             except Exception as e:   # a bug too: nothing of the bundle may stay applied
                 _restore(flows.tables, snap)
