@@ -225,3 +225,15 @@ def test_a_pktps_meter_drops_the_excess_counted(switch, net) -> None:  # noqa: A
     send_frames(net, f"{stem}-na", "eth0", [_udp(mac, 5000 + i % 7) for i in range(200)])
     after = _settled(switch, br)
     assert after[2] - before[2] >= 200, (before, after)
+
+
+def test_ovn_meter_dumps_as_in_the_fixture(sw) -> None:  # noqa: ANN001
+    """OVN's ACL-log meter (tests/fixtures/ovn-23.03-flows/meters-chB.txt), added with ovs-ofctl 1.5: dump-meters
+    prints exactly the fixture's text."""
+    with open("tests/fixtures/ovn-23.03-flows/meters-chB.txt") as f:
+        want = f.read()
+    ofctl(sw, "-O", "OpenFlow15", "add-meter", "brm", "meter=1,pktps,stats,band=type=drop,rate=100")
+    try:
+        assert ofctl(sw, "-O", "OpenFlow15", "dump-meters", "brm").stdout == want
+    finally:
+        ofctl(sw, "-O", "OpenFlow15", "del-meters", "brm")
