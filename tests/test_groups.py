@@ -18,16 +18,26 @@ import tempfile
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from os_ken.ofproto import ofproto_v1_3_parser as p13
 from os_ken.ofproto import ofproto_v1_5_parser as p15
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
+from dpif import actions as DA
+from dpif import key as K
+from dpif.extract_ref import extract
+from ofproto.actions import Group as GroupAction
+from ofproto.groups import OFPGT_ALL, OFPGT_FF, OFPGT_SELECT, Bucket, Group
+from ofproto.rules import Flow, Instructions, Match, Output, SetField
+from ofproto.tables import FlowTables
 from tests.netutil import send_frames, unique
 from tests.switchutil import private_switch
 from tests.test_bridge_identity import RealOvs
 from tests.test_openflow15 import run_script
+from tests.test_xlate_nicira import ipv4_frame
 from vswitch.openflow.codec import OFP13, OFP15, Msg, decode, encode
+from xlate.translate import PF_DOWN, UpcallCookies, XlateResult, translate
 
 pytestmark = pytest.mark.integration
 
@@ -355,3 +365,70 @@ def test_ovn_select_groups_dump_as_in_the_fixture(sw) -> None:  # noqa: ANN001
     got = ofctl(sw, "-O", "OpenFlow15", "dump-groups", "brg").stdout.splitlines()
     assert sorted(got[1:]) == sorted(want) and len(want) == 2, (got, want)
     ofctl(sw, "-O", "OpenFlow15", "del-groups", "brg")
+
+
+# ---------------------------------------------------------------- the translator (no switch)
+def _xlate(groups: dict, actions: tuple, frame: bytes, port_flags: np.ndarray | None = None,
+           write: tuple = ()) -> XlateResult:
+    tables = FlowTables(4)
+    tables.set_groups(groups)
+    tables.add(Flow(0, 1, Match(), Instructions(apply=actions, write=write)))
+    flags = np.zeros(4, dtype=np.int64) if port_flags is None else port_flags
+    return translate(tables.compile(), [int(w) for w in extract(frame, 0)[0]], flags, UpcallCookies())
+
+
+def _outputs(res: XlateResult) -> list[int]:
+    return [args[0] for op, args in DA.decode(res.actions) if op == DA.OP_OUTPUT]
+
+
+def _udp_frame(sport: int, dst_ip: int = 2) -> bytes:
+    return ipv4_frame(0x020000000002, 0x020000000001, b"", 17, 0x0A000001, 0x0A000000 | dst_ip, 64, 0, sport, 53)
+
+
+def test_select_hashes_the_listed_fields_and_the_megaflow_holds_them() -> None:
+    """selection_method=hash,fields(ip_dst): the bucket depends on ip_dst alone (UDP ports do not change it), and
+    the mask holds ip_dst in full and nothing of the ports; the default hash holds the 5-tuple, so the ports."""
+    b = (Bucket((Output(1),), 1, bucket_id=0), Bucket((Output(2),), 1, bucket_id=1), Bucket((Output(3),), 1,
+                                                                                           bucket_id=2))
+    by_ip = {5: Group(5, OFPGT_SELECT, b, "hash", ("ip_dst",))}
+    seen = {}
+    for dst in range(1, 40):
+        outs = {tuple(_outputs(_xlate(by_ip, (GroupAction(5),), _udp_frame(sport, dst)))) for sport in (1, 2, 3)}
+        assert len(outs) == 1, outs                     # the ports are not hashed
+        seen[dst] = outs.pop()
+    assert len(set(seen.values())) == 3                 # and the addresses spread over every bucket
+    res = _xlate(by_ip, (GroupAction(5),), _udp_frame(7))
+    assert res.mask[K.W_NW_DST] == 0xFFFFFFFF and res.mask[K.W_TP] == 0, res.mask
+    default = {6: Group(6, OFPGT_SELECT, b)}
+    res = _xlate(default, (GroupAction(6),), _udp_frame(7))
+    assert res.mask[K.W_TP] == 0xFFFFFFFF and res.mask[K.W_NW_SRC] == 0xFFFFFFFF, res.mask
+    again = [tuple(_outputs(_xlate(default, (GroupAction(6),), _udp_frame(7)))) for _ in range(5)]
+    assert len(set(again)) == 1 and len(again[0]) == 1   # the same flow: the same one bucket
+
+
+def test_select_weights_all_copies_fast_failover_liveness() -> None:
+    """Weights 1:0:3 (a weight-0 bucket never chosen); all: each bucket on its own copy of the headers (a bucket's
+    set_field is not seen by the next); fast failover: the first bucket whose port is up; none: no output."""
+    weighted = {1: Group(1, OFPGT_SELECT, (Bucket((Output(1),), 1, bucket_id=0), Bucket((Output(2),), 0, bucket_id=1),
+                                           Bucket((Output(3),), 3, bucket_id=2)))}
+    counts = {1: 0, 2: 0, 3: 0}
+    for sport in range(400):
+        (out,) = _outputs(_xlate(weighted, (GroupAction(1),), _udp_frame(sport)))
+        counts[out] += 1
+    assert counts[2] == 0 and 60 <= counts[1] <= 140 and counts[3] == 400 - counts[1], counts
+    everyone = {2: Group(2, OFPGT_ALL, (Bucket((SetField("ip_dst", 0x0A000009), Output(1))),
+                                        Bucket((Output(2),), bucket_id=1)))}
+    prog = DA.decode(_xlate(everyone, (GroupAction(2), Output(3)), _udp_frame(1)).actions)
+    assert [op for op, _ in prog] == [DA.OP_SET_MASKED, DA.OP_OUTPUT, DA.OP_SET_MASKED, DA.OP_OUTPUT,
+                                      DA.OP_OUTPUT], prog   # the address is set back for bucket 1 and output:3
+    ff = {3: Group(3, OFPGT_FF, (Bucket((Output(1),), watch_port=1), Bucket((Output(2),), watch_port=2,
+                                                                              bucket_id=1)))}
+    flags = np.zeros(4, dtype=np.int64)
+    assert _outputs(_xlate(ff, (GroupAction(3),), _udp_frame(1), flags)) == [1]
+    flags[1] = PF_DOWN
+    assert _outputs(_xlate(ff, (GroupAction(3),), _udp_frame(1), flags)) == [2]
+    flags[2] = PF_DOWN
+    res = _xlate(ff, (GroupAction(3),), _udp_frame(1), flags)
+    assert _outputs(res) == [] and res.drop_reason.startswith("flow_no_output")
+    in_set = _xlate(everyone, (), _udp_frame(1), write=(Output(3), GroupAction(2)))
+    assert _outputs(in_set) == [1, 2]                   # in the action set a group takes the output's place
