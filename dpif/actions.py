@@ -29,7 +29,8 @@ drops the frame (counted as ``no_output``). Ops (``OP_*``), with their arguments
 * ``USERSPACE(cookie, max_len)``: a copy to the controllers; ``cookie`` names the translator's
   upcall context (``xlate.translate.UpcallCookies``).
 * Reserved, decoded but not executed yet (stop and count ``unsupported_action``): ``TNL_PUSH``,
-  ``TNL_POP``, ``CT``, ``RECIRC``, ``METER``, ``HASH`` (any arguments).
+  ``TNL_POP``, ``CT``, ``RECIRC``, ``METER``, ``HASH`` (any arguments). The translator's ``METER`` marks
+  never get here: the upcall path admits or drops each metered frame (``xlate.upcall``, ``meter_drop``).
 
 A frame whose program stops (``DROP``, a reserved op, an edit that cannot be done) keeps the outputs
 it already made. Build programs with ``encode([output(2), set_field("eth_dst", mac), ...])``; print
