@@ -185,6 +185,39 @@ def test_bundle_naming_an_unknown_group_fails_at_commit_as_in_ovs(sw, real_ovs: 
     assert "in_port=1" not in ofctl(sw, "-O", "OpenFlow14", "dump-flows", "brg", "table=3").stdout
 
 
+def test_add_groups_from_a_file_and_may_create_as_ovs(sw, real_ovs: RealOvs, tmp_path) -> None:  # noqa: ANN001
+    """``add-groups FILE`` and ``--may-create mod-group`` (OpenFlow's add-or-modify) in 1.3, 1.4 and 1.5 leave the
+    same groups on both switches."""
+    path = tmp_path / "groups.txt"
+    path.write_text("group_id=11,type=all,bucket=output:1\ngroup_id=12,type=indirect,bucket=output:2\n")
+    for target in (sw, real_ovs):
+        ofctl(target, "-O", "OpenFlow13", "add-groups", "brg", str(path))
+        ofctl(target, "-O", "OpenFlow13", "--may-create", "mod-group", "brg", "group_id=13,type=all,bucket=output:1")
+        ofctl(target, "-O", "OpenFlow15", "--may-create", "mod-group", "brg", "group_id=14,type=all,bucket=output:2")
+        ofctl(target, "-O", "OpenFlow14", "--may-create", "mod-group", "brg", "group_id=11,type=all,bucket=output:2")
+    ours, real = (ofctl(t, "-O", "OpenFlow15", "dump-groups", "brg").stdout for t in (sw, real_ovs))
+    assert _lines(ours) == _lines(real) and len(_lines(ours)) == 5, (ours, real)
+    for target in (sw, real_ovs):
+        ofctl(target, "-O", "OpenFlow13", "del-groups", "brg")
+
+
+def test_a_fail_mode_change_flushes_groups_and_meters_as_ovs(sw, real_ovs: RealOvs) -> None:  # noqa: ANN001
+    """OVS's flush on a fail-mode change takes the groups and meters with the flows: both switches dump none."""
+    for target in (sw, real_ovs):
+        ofctl(target, "-O", "OpenFlow13", "add-group", "brg", "group_id=41,type=all,bucket=output:1")
+        ofctl(target, "-O", "OpenFlow13", "add-meter", "brg", "meter=41,pktps,band=type=drop,rate=10")
+        target.vsctl("set-fail-mode", "brg", "secure")
+    deadline = time.monotonic() + 10
+    while "group_id=41" in ofctl(sw, "-O", "OpenFlow13", "dump-groups", "brg").stdout:
+        assert time.monotonic() < deadline, "the groups were not flushed"
+        time.sleep(0.1)
+    for cmd in ("dump-groups", "dump-meters"):
+        ours, real = (ofctl(t, "-O", "OpenFlow13", cmd, "brg").stdout for t in (sw, real_ovs))
+        assert _lines(ours) == _lines(real) and len(_lines(ours)) == 1, (cmd, ours, real)
+    for target in (sw, real_ovs):
+        target.vsctl("set-fail-mode", "brg", "standalone")
+
+
 # ---------------------------------------------------------------- errors on the wire
 def _out(port: int) -> list[dict]:
     return [{"type": "output", "port": port, "max_len": 0}]

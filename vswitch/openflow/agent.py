@@ -415,6 +415,7 @@ class OfAgent(SwitchViews):
         self.flows.secure = self.fail_mode == "secure"
         if old is None or old[1] != has or not has:
             self.flows.reset(default_normal=not has and self.fail_mode == "standalone")
+            groupmeter.flush(self)   # OVS's flush takes the groups and meters too
         self._update_bypass()   # in the same compile: no moment without flows and without fail-open
         self.flows.push()       # a fail-mode change alone too: a secure datapath forwards only by flows made for it
 

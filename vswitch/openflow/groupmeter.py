@@ -227,6 +227,17 @@ def _publish(agent: Any) -> None:
     agent.flows.changed()
 
 
+def flush(agent: Any) -> None:
+    """Delete every group and meter (OVS flushes them with the flows)."""
+    groups, meters = _tables(agent)
+    if groups.groups or meters.meters:
+        groups.delete(OFPG_ALL)
+        meters.delete(OFPM_ALL)
+        agent.flows.tables.set_groups({})
+        agent.flows.tables.set_meters({})
+        agent.flows.changed()
+
+
 def _delete_flows(agent: Any, kind: type, ident: int, reason: int) -> None:
     """Delete the flows that name group / meter ``ident``; tell the controllers that asked."""
     tables = agent.flows.tables
