@@ -149,7 +149,7 @@ class GroupTable:
         self.groups[g.group_id] = g
 
     def add_or_modify(self, g: Group) -> None:
-        """OpenFlow 1.5's OFPGC_ADD_OR_MOD."""
+        """OFPGC_ADD_OR_MOD (OpenFlow 1.5; OVS takes it in every version)."""
         check_group(g)
         self.groups[g.group_id] = g
 

@@ -286,7 +286,7 @@ def group_mod(agent: Any, conn: Any, msg: Msg) -> None:
             groups.add(g)
         elif command == OFPGC_MODIFY:
             groups.modify(g)
-        elif command == OFPGC_ADD_OR_MOD and v >= OFP15:
+        elif command == OFPGC_ADD_OR_MOD:   # OVS takes it (its extension before 1.5) in every version
             groups.add_or_modify(g)
         else:
             raise GroupError("bad_command", f"group_mod command {command}")
