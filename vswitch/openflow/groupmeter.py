@@ -50,6 +50,7 @@ from ofproto.meters import (
 )
 from ofproto.meters import Meter as MeterEntry
 from ofproto.rules import Flow
+from vswitch.openflow.actionwire import action_from_wire, action_to_wire, instructions_from_wire
 from vswitch.openflow.codec import (
     MP_GROUP,
     MP_GROUP_DESC,
@@ -62,7 +63,7 @@ from vswitch.openflow.codec import (
     Msg,
     OfpError,
 )
-from vswitch.openflow.flows import FLOW_ERRORS, action_from_wire, action_to_wire, instructions_from_wire
+from vswitch.openflow.flows import FLOW_ERRORS
 
 OFPET_GROUP_MOD_FAILED = 6
 OFPET_BAD_PROPERTY = 14
