@@ -34,7 +34,7 @@ from ofproto.tables import FlowTables
 from tests.netutil import send_frames, unique
 from tests.switchutil import private_switch
 from tests.test_bridge_identity import RealOvs
-from tests.test_openflow15 import run_script
+from tests.test_openflow15 import bundle_add, bundle_ctrl, run_script
 from tests.test_xlate_nicira import ipv4_frame
 from vswitch.openflow.codec import OFP13, OFP15, Msg, decode, encode
 from xlate.translate import PF_DOWN, UpcallCookies, XlateResult, translate
@@ -295,6 +295,42 @@ def test_group_mod_errors_as_real_ovs_sends_them(sw, real_ovs: RealOvs) -> None:
     assert refused >= 18, refused     # most scripts are mistakes; the others must be accepted by both
     ours, real = (ofctl(t, "-O", "OpenFlow15", "dump-groups", "brg").stdout for t in (sw, real_ovs))
     assert _lines(ours) == _lines(real), (ours, real)
+    for target in (sw, real_ovs):
+        ofctl(target, "-O", "OpenFlow13", "del-groups", "brg")
+
+
+def _flow_to_group(version: int, xid: int, gid: int) -> bytes:
+    return encode(Msg(version, "flow_mod", xid, {"table_id": 5, "command": 0, "priority": 9, "buffer_id": 0xFFFFFFFF,
+                                                 "out_port": 0xFFFFFFFF, "out_group": 0xFFFFFFFF, "match": {},
+                                                 "instructions": [{"type": "apply_actions", "actions": [
+                                                     {"type": "group", "group_id": gid}]}]}))
+
+
+@pytest.mark.parametrize("version", [OFP13, OFP15])
+def test_group_mods_in_bundles_as_real_ovs(sw, real_ovs: RealOvs, version: int) -> None:  # noqa: ANN001
+    """A bundle may carry group-mods: one that adds a group and then a flow sending to it commits; one whose
+    second group-mod fails at commit (the group exists) applies nothing (its first group is not there); a
+    group-mod that cannot be decoded is refused when it is added. The same answers as OVS."""
+    gm = _gm13 if version == OFP13 else (lambda xid, c, t, gid, b: _gm15(xid, c, t, gid, [_b15(0)] if b else []))
+    scripts = [
+        [bundle_ctrl(version, 1, 60, 0, 3), bundle_add(version, 2, 60, gm(2, 0, 0, 60, [_b13()]), 3),
+         bundle_add(version, 3, 60, _flow_to_group(version, 3, 60), 3), bundle_ctrl(version, 4, 60, 4, 3)],
+        [bundle_ctrl(version, 1, 61, 0, 3), bundle_add(version, 2, 61, gm(2, 0, 0, 61, [_b13()]), 3),
+         bundle_add(version, 3, 61, gm(3, 0, 0, 60, [_b13()]), 3), bundle_ctrl(version, 4, 61, 4, 3)],
+        [bundle_ctrl(version, 1, 62, 0, 3), bundle_add(version, 2, 62, gm(2, 0, 9, 62, [_b13()]), 3)],
+    ]
+    answers = []
+    for script in scripts:
+        ours = run_script(f"{sw.rundir}/brg.mgmt", version, script)
+        theirs = run_script(f"{real_ovs.rundir}/brg.mgmt", version, script)
+        assert ours == theirs, (ours, theirs)
+        answers.append([a[0] for a in ours])
+    assert "error" not in answers[0] and answers[1].count("error") == 2 and answers[2] == ["bundle_control", "error"], \
+        answers
+    for args in (("dump-groups",), ("dump-flows", "--no-stats")):
+        ours, real = (ofctl(t, "-O", "OpenFlow15", args[0], "brg", *args[1:]).stdout for t in (sw, real_ovs))
+        assert "group_id=61" not in ours and ("group_id=60" in ours or "group:60" in ours), ours
+        assert _lines(ours) == _lines(real), (ours, real)
     for target in (sw, real_ovs):
         ofctl(target, "-O", "OpenFlow13", "del-groups", "brg")
 

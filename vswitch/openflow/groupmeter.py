@@ -35,6 +35,7 @@ from ofproto.groups import (
     Group,
     GroupError,
     GroupTable,
+    check_group,
 )
 from ofproto.meters import (
     BAND_TYPES,
@@ -226,6 +227,37 @@ def _publish(agent: Any) -> None:
     groups, _ = _tables(agent)
     agent.flows.tables.set_groups(groups.snapshot())
     agent.flows.changed()
+
+
+def check_group_mod(version: int, msg: Msg) -> None:
+    """What a group-mod gets checked for when it is added to a bundle (its decoding, as OVS: type, buckets,
+    properties, actions); whether its group exists is the commit's business."""
+    command, gid, gtype = msg.command, msg.group_id, msg.fields["type"]
+    if command == OFPGC_DELETE:
+        return
+    try:
+        if gid > OFPG_MAX_GROUPS:
+            raise GroupError("invalid_group", f"group_id {gid:#x}")
+        buckets = buckets_from_wire(version, gtype, msg.buckets)
+        if gtype == OFPGT_INDIRECT and len(buckets) != 1:
+            raise GroupError("invalid_group", "an indirect group has exactly one bucket")
+        method, fields, param = _group_props(gtype, msg.get("properties", [])) if version >= OFP15 else ("", (), 0)
+        check_group(Group(gid, gtype, buckets, method, fields, param))
+    except GroupError as e:
+        raise _group_error(e) from None
+
+
+def snapshot(agent: Any) -> dict[int, Group]:
+    """The group table as it is (for a bundle that may have to be undone)."""
+    return dict(_tables(agent)[0].groups)
+
+
+def restore(agent: Any, groups: dict[int, Group]) -> None:
+    """Put the group table back as ``snapshot`` found it."""
+    table = _tables(agent)[0]
+    if table.groups != groups:
+        table.groups = dict(groups)
+        _publish(agent)
 
 
 def flush(agent: Any) -> None:
