@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from dpif import key as K
+from ofproto.groups import OFPG_ANY, referenced_groups
 from ofproto.lookup import TableIndex
 from ofproto.rules import (
     DROP,
@@ -157,7 +158,7 @@ class FlowTables:
         return range(table_id, table_id + 1)
 
     def _select(self, table_id: int, match: Match, priority: int, strict: bool, out_port: int,
-                cookie: int, cookie_mask: int) -> list[Flow]:
+                cookie: int, cookie_mask: int, out_group: int = OFPG_ANY) -> list[Flow]:
         chosen = []
         for t in self._table_ids(table_id):
             if strict:
@@ -169,6 +170,9 @@ class FlowTables:
                 if (f.cookie ^ cookie) & cookie_mask:
                     continue
                 if out_port != OFPP_ANY and out_port not in f.instructions.output_ports():
+                    continue
+                if out_group != OFPG_ANY and out_group not in referenced_groups((*f.instructions.apply,
+                                                                                 *f.instructions.write)):
                     continue
                 chosen.append(f)
         return chosen
@@ -182,9 +186,10 @@ class FlowTables:
                          now - max(used, f.installed))
 
     def stats(self, table_id: int = OFPTT_ALL, match: Match | None = None, out_port: int = OFPP_ANY,
-              cookie: int = 0, cookie_mask: int = 0, now: int = 0) -> list[FlowStats]:
-        """Multipart flow stats: the flows non-strictly selected by the arguments, with counters."""
-        sel = self._select(table_id, match or Match(), 0, False, out_port, cookie, cookie_mask)
+              cookie: int = 0, cookie_mask: int = 0, now: int = 0, out_group: int = OFPG_ANY) -> list[FlowStats]:
+        """Multipart flow stats: the flows non-strictly selected by the arguments (``out_group``: those that
+        send to that group), with counters."""
+        sel = self._select(table_id, match or Match(), 0, False, out_port, cookie, cookie_mask, out_group)
         return [self._stats(f, now) for f in sel]
 
     def aggregate(self, table_id: int = OFPTT_ALL, match: Match | None = None, out_port: int = OFPP_ANY,
@@ -260,12 +265,12 @@ class FlowTables:
 
     def delete(self, table_id: int = OFPTT_ALL, match: Match | None = None, priority: int = 0,
                strict: bool = False, out_port: int = OFPP_ANY, cookie: int = 0, cookie_mask: int = 0,
-               now: int = 0) -> list[FlowStats]:
+               now: int = 0, out_group: int = OFPG_ANY) -> list[FlowStats]:
         """OpenFlow DELETE(_STRICT): remove the selected flows; returns them with their final counters.
 
         Non-strict: every flow whose match ``match`` covers (at least as specific), any priority.
         Strict: the flow with exactly ``match`` and ``priority``."""
-        chosen = self._select(table_id, match or Match(), priority, strict, out_port, cookie, cookie_mask)
+        chosen = self._select(table_id, match or Match(), priority, strict, out_port, cookie, cookie_mask, out_group)
         out = []
         for f in chosen:
             out.append(self._stats(f, now))

@@ -362,7 +362,7 @@ class BridgeFlows:
             elif command in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
                 self.bridge.dp.sync_stats()
                 gone = self.tables.delete(table_id, match, f["priority"], command == OFPFC_DELETE_STRICT, out_port,
-                                          f["cookie"], cookie_mask, now)
+                                          f["cookie"], cookie_mask, now, f.get("out_group", 0xFFFFFFFF))
                 removed = [s for s in gone if s.flow.flags & OFPFF_SEND_FLOW_REM]
             else:
                 raise OfpError(OFPET_FLOW_MOD_FAILED, OFPFMFC_BAD_COMMAND, f"flow_mod command {command}")
@@ -413,7 +413,7 @@ class BridgeFlows:
         self.bridge.dp.sync_stats()
         try:
             stats = self.tables.stats(table_id, match, out_port, request.get("cookie", 0),
-                                      request.get("cookie_mask", 0), self.now())
+                                      request.get("cookie_mask", 0), self.now(), request.get("out_group", 0xFFFFFFFF))
         except FlowError as e:
             raise _flow_error(e) from None
         stats.sort(key=lambda s: (s.flow.table_id, -s.flow.priority, s.flow.serial))
