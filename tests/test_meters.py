@@ -18,6 +18,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as p13
 from os_ken.ofproto import ofproto_v1_5_parser as p15
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
+from ofproto.meters import OFPMBT_DROP, OFPMF_BURST, OFPMF_KBPS, OFPMF_PKTPS, Band, Meter
 from tests.netutil import send_frames, unique
 from tests.switchutil import private_switch
 from tests.test_bridge_identity import RealOvs
@@ -237,3 +238,21 @@ def test_ovn_meter_dumps_as_in_the_fixture(sw) -> None:  # noqa: ANN001
         assert ofctl(sw, "-O", "OpenFlow15", "dump-meters", "brm").stdout == want
     finally:
         ofctl(sw, "-O", "OpenFlow15", "del-meters", "brm")
+
+
+# ---------------------------------------------------------------- the token buckets (no switch)
+def test_meter_token_buckets_kbps_pktps_burst_and_bands() -> None:
+    """pktps: a full bucket of ``rate`` packets, refilled at ``rate`` a second; kbps: bits of the frames; the
+    burst flag sizes the bucket; with two bands the highest-rate band exceeded takes the drop; every frame counts
+    in, the drops count by band."""
+    pkt = Meter(1, OFPMF_PKTPS, (Band(OFPMBT_DROP, 10),))
+    passed = sum(pkt.admit(100, 0.0) for _ in range(50))
+    assert passed == 10 and pkt.band_counts == [[40, 4000]] and (pkt.packets, pkt.bytes) == (50, 5000)
+    assert sum(pkt.admit(100, 0.5) for _ in range(50)) == 5          # half a second: 5 more
+    kb = Meter(2, OFPMF_KBPS | OFPMF_BURST, (Band(OFPMBT_DROP, 8, burst_size=16),))   # 16 kbit = 2000 bytes
+    assert [kb.admit(1000, 0.0) for _ in range(3)] == [True, True, False]
+    assert kb.admit(1000, 1.0)                                          # 8 kbit back after a second
+    two = Meter(3, OFPMF_PKTPS, (Band(OFPMBT_DROP, 5), Band(OFPMBT_DROP, 20)))
+    results = [two.admit(64, 0.0) for _ in range(30)]
+    assert sum(results) == 5 and two.band_counts[1] == [10, 640] and two.band_counts[0] == [15, 960], \
+        two.band_counts
