@@ -12,7 +12,8 @@ One connection and one controller target are ``vswitch.openflow.channel``'s ``Of
                                                │  (1.4+: role status), flow_mod, packet_out, port_mod,
                                                │  bundles (bundles.py; 1.3: ONF experimenter),
                                                │  multipart / stats (desc, port_desc, port_stats,
-                                               │  table, table_features, flow, aggregate, meter features)
+                                               │  table, table_features, flow, aggregate, meter features),
+                                               │  group_mod / meter_mod and their multiparts (groupmeter.py)
                                                ├─► BridgeFlows (flow tables ─► datapath)
                                                ◄── packet-ins, flow expiry, port changes ─► port_status,
                                                    packet_in, flow_removed to the controllers
