@@ -507,3 +507,20 @@ def test_select_weights_all_copies_fast_failover_liveness() -> None:
     assert _outputs(res) == [] and res.drop_reason.startswith("flow_no_output")
     in_set = _xlate(everyone, (), _udp_frame(1), write=(Output(3), GroupAction(2)))
     assert _outputs(in_set) == [1, 2]                   # in the action set a group takes the output's place
+
+
+def test_fast_failover_watching_a_group_and_chains() -> None:
+    """A fast-failover bucket that watches a group is live while that group has a live bucket; a group chain
+    runs the inner group's bucket; a group that sends to itself is cut at the depth limit, not looped."""
+    groups = {
+        9: Group(9, OFPGT_FF, (Bucket((Output(1),), watch_port=1),)),
+        3: Group(3, OFPGT_FF, (Bucket((GroupAction(9),), watch_group=9), Bucket((Output(2),), watch_port=2,
+                                                                                 bucket_id=1))),
+        7: Group(7, OFPGT_ALL, (Bucket((GroupAction(7),)),)),
+    }
+    flags = np.zeros(4, dtype=np.int64)
+    assert _outputs(_xlate(groups, (GroupAction(3),), _udp_frame(1), flags)) == [1]   # via group 9
+    flags[1] = PF_DOWN
+    assert _outputs(_xlate(groups, (GroupAction(3),), _udp_frame(1), flags)) == [2]
+    res = _xlate(groups, (GroupAction(7), Output(3)), _udp_frame(1))
+    assert res.cut and _outputs(res) == [3], res.cut

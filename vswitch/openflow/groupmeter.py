@@ -294,9 +294,11 @@ def group_mod(agent: Any, conn: Any, msg: Msg) -> None:
     command, gid, gtype = msg.command, msg.group_id, msg.fields["type"]
     try:
         if command == OFPGC_DELETE:
-            for gone in groups.delete(gid):
-                _delete_flows(agent, GroupAction, gone, OFPRR_GROUP_DELETE)
-            _publish(agent)
+            gone = groups.delete(gid)
+            for g in gone:
+                _delete_flows(agent, GroupAction, g, OFPRR_GROUP_DELETE)
+            if gone:   # (nothing deleted: the megaflows stand)
+                _publish(agent)
             return
         if gid > OFPG_MAX_GROUPS and gid != OFPG_ALL:
             raise GroupError("invalid_group", f"group_id {gid:#x}")
@@ -335,10 +337,12 @@ def meter_mod(agent: Any, conn: Any, msg: Msg) -> None:
     _, meters = _tables(agent)
     try:
         if msg.command == OFPMC_DELETE:
-            for gone in meters.delete(msg.meter_id):
-                _delete_flows(agent, Meter, gone, OFPRR_METER_DELETE)
-            agent.flows.tables.set_meters(dict(meters.meters))
-            agent.flows.changed()
+            gone = meters.delete(msg.meter_id)
+            for m in gone:
+                _delete_flows(agent, Meter, m, OFPRR_METER_DELETE)
+            if gone:
+                agent.flows.tables.set_meters(dict(meters.meters))
+                agent.flows.changed()
             return
         burst = msg.flags & OFPMF_BURST   # as OVS: no burst flag, no burst size; the flag without one: the rate
         bands = tuple(Band(b["type"], b["rate"], (b["burst_size"] or b["rate"]) if burst else 0,
