@@ -386,11 +386,11 @@ def _duration(created: float) -> tuple[int, int]:
 
 def multipart(agent: Any, version: int, kind: int, body: Any) -> Any:
     """The reply body of a group or meter multipart request."""
-    groups, meters = _tables(agent)
     if kind == MP_GROUP_FEATURES:
         return {"types": 0xF, "capabilities": GROUP_CAPABILITIES,
                 **{f"max_groups_{t}": OFPG_MAX_GROUPS for t in range(4)},
                 **{f"actions_{t}": GROUP_ACTIONS for t in range(4)}}
+    groups, meters = _tables(agent)
     if kind in (MP_GROUP, MP_GROUP_DESC):
         want = body.get("group_id", OFPG_ALL) if isinstance(body, dict) else OFPG_ALL
         chosen = [g for g in groups.groups.values() if want in (OFPG_ALL, OFPG_ANY) or g.group_id == want]
