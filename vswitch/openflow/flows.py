@@ -40,9 +40,9 @@ from dpif import actions as DA
 from dpif import key as K
 from dpif.extract import extract_burst
 from dpif.megaflow import MegaflowCache, mf_programs
+from ofproto import fields as _fields
 from ofproto.rules import (
     ALL_MATCH_FIELDS,
-    MATCH_FIELDS,
     OFPFF_RESET_COUNTS,
     OFPFF_SEND_FLOW_REM,
     OFPP_ALL,
@@ -90,7 +90,15 @@ from vswitch.openflow.codec import (
     OFPET_FLOW_MOD_FAILED,
     OfpError,
 )
+from vswitch.openflow.tracespec import (  # noqa: F401
+    build_frame,
+    final_flow,
+    format_spec,
+    parse_flow_spec,
+    set_key_only,
+)
 from vswitch.openflow.translate import actions_to10, instructions_from, match_from, match_to
+from xlate.ctlearn import FinHit, TableChange
 from xlate.translate import MAX_DEPTH, PF_DOWN, PF_PATCH, Bridges, UpcallCookies, set_action_formatter, translate
 
 log = logging.getLogger(__name__)
@@ -106,6 +114,7 @@ OFPFMFC_UNKNOWN, OFPFMFC_TABLE_FULL, OFPFMFC_BAD_TABLE_ID, OFPFMFC_OVERLAP = 0, 
 OFPFMFC_BAD_TIMEOUT, OFPFMFC_BAD_COMMAND = 6, 7
 OFPBRC_BUFFER_UNKNOWN, OFPBRC_BAD_PORT = 8, 11
 OFPBAC_BAD_OUT_PORT, OFPBAC_BAD_ARGUMENT, OFPBAC_BAD_SET_TYPE, OFPBAC_BAD_SET_ARGUMENT = 4, 5, 13, 15
+OFPBAC_MATCH_INCONSISTENT = 10
 OFPBIC_BAD_TABLE_ID = 2
 OFPBMC_BAD_FIELD, OFPBMC_BAD_VALUE = 6, 7
 
@@ -127,6 +136,7 @@ FLOW_ERRORS = {
     "bad_match": (OFPET_BAD_MATCH, OFPBMC_BAD_VALUE),
     "bad_out_group": (OFPET_BAD_ACTION, 9),      # OFPBAC_BAD_OUT_GROUP
     "invalid_meter": (12, 2),                    # OFPET_METER_MOD_FAILED, OFPMMFC_INVALID_METER
+    "match_inconsistent": (OFPET_BAD_ACTION, OFPBAC_MATCH_INCONSISTENT),
 }
 
 RESERVED_NAMES = {OFPP_IN_PORT: "IN_PORT", OFPP_TABLE: "TABLE", OFPP_NORMAL: "NORMAL", OFPP_FLOOD: "FLOOD",
@@ -275,6 +285,19 @@ class BridgeFlows:
         self.last_change = now
         if not self.dirty_since:
             self.dirty_since = now
+
+    def learn(self, got: TableChange) -> None:
+        """A flow ``learn`` made (``xlate.ctlearn``): into the tables, a change when it is new or different; a
+        ``fin_timeout`` hit: that flow's timeouts cut down."""
+        if isinstance(got, FinHit):
+            self.tables.fin_timeout(got.uid, got.idle_timeout, got.hard_timeout)
+            return
+        try:
+            _flow, changed = self.tables.learn(got.flow, got.owner, got.delete_learned, self.now())
+        except FlowError:
+            return
+        if changed:
+            self.changed()
 
     def set_miss_to_controller(self, max_len: int) -> None:
         """Table misses to the controllers, ``max_len`` bytes of them (0: misses drop); takes effect with the
@@ -505,6 +528,7 @@ class BridgeFlows:
         flags = dp.port_flags.copy()
         dense = self.port_map.get(in_port, len(flags))
         key = key_of_frame(build_frame(fields), dense)
+        set_key_only(key, fields)
         name = self.bridge.name
         lines = [f"Flow: {format_spec(fields)}", "", f'bridge("{name}")', "-" * (len(name) + 10)]
         ts = self.tables.compile(self.port_map, self.miss_max_len, snapshot=True)
@@ -520,7 +544,7 @@ class BridgeFlows:
             actions, final, drop_reason = res.actions, res.final, res.drop_reason
         parts = self.render_actions(actions, rec.normal_outputs)
         text = ",".join(parts) if any(not p.startswith(("set(", "push_vlan", "pop_vlan")) for p in parts) else ""
-        lines += ["", f"Final flow: {_final(final)}", f"Datapath actions: {text or 'drop'}"]
+        lines += ["", f"Final flow: {final_flow(final)}", f"Datapath actions: {text or 'drop'}"]
         if not text:
             lines.append(f"Drop reason: {drop_reason or 'flow_no_output (no port to send to)'}")
         return "\n".join(lines) + "\n"
@@ -737,114 +761,12 @@ def format_action(a: Action) -> str:
         return f"mod_vlan_vid:{a.vid}"
     if a.field == "vlan_vid":
         return f"set_field:{a.value & 0xFFF | 0x1000}->vlan_vid"
-    return f"set_field:{_value_text(a.field, a.value, (1 << MATCH_FIELDS[a.field][0]) - 1)}->{a.field}"
+    f = _fields.by_oxm_name(a.field) or _fields.by_name(a.field)
+    key = next((n for n in ((f.oxm_name, f.name) if f is not None else ()) if n in ALL_MATCH_FIELDS), None)
+    if key is None:
+        return f"set_field:{a.value:#x}->{a.field}"
+    return f"set_field:{_value_text(key, a.value, (1 << ALL_MATCH_FIELDS[key][0]) - 1)}->{a.field}"
 
-
-# ---------------------------------------------------------------- trace input
-_ALIASES = {"dl_src": "eth_src", "dl_dst": "eth_dst", "dl_type": "eth_type", "nw_proto": "ip_proto",
-            "nw_src": "ipv4_src", "nw_dst": "ipv4_dst", "dl_vlan": "vlan", "vlan_vid": "vlan",
-            "dl_vlan_pcp": "vlan_pcp", "icmp_type": "tp_src", "icmp_code": "tp_dst", "ip_src": "ipv4_src",
-            "ip_dst": "ipv4_dst"}
-_SHORTHANDS = {"ip": {"eth_type": 0x0800}, "icmp": {"eth_type": 0x0800, "ip_proto": 1},
-               "tcp": {"eth_type": 0x0800, "ip_proto": 6}, "udp": {"eth_type": 0x0800, "ip_proto": 17},
-               "arp": {"eth_type": 0x0806}}
-
-
-def parse_flow_spec(spec: str, port_names: dict[str, int]) -> dict[str, int]:
-    """``in_port=1,dl_src=..,dl_dst=..,tcp,tp_dst=80`` as field -> integer (``ValueError`` says what is wrong)."""
-    out: dict[str, int] = {}
-    for item in filter(None, (s.strip() for s in spec.replace(" ", ",").split(","))):
-        if item in _SHORTHANDS:
-            out.update(_SHORTHANDS[item])
-            continue
-        if "=" not in item:
-            raise ValueError(f"{item!r}: expected field=value (or ip, icmp, tcp, udp, arp)")
-        key, value = (s.strip() for s in item.split("=", 1))
-        name = _ALIASES.get(key, key)
-        if name == "in_port":
-            if value in port_names:
-                out[name] = port_names[value]
-            elif value.upper() == "LOCAL":
-                out[name] = OFPP_LOCAL
-            else:
-                out[name] = int(value, 0)
-        elif name in ("eth_src", "eth_dst", "arp_sha", "arp_tha"):
-            parts = value.split(":")
-            if len(parts) != 6:
-                raise ValueError(f"{key}={value}: not a MAC address")
-            out[name] = int("".join(p.zfill(2) for p in parts), 16)
-        elif name in ("ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"):
-            out[name] = int(ipaddress.IPv4Address(value))
-        elif name in ("eth_type", "ip_proto", "vlan", "vlan_pcp", "tp_src", "tp_dst", "tcp_src", "tcp_dst",
-                      "udp_src", "udp_dst", "arp_op", "nw_tos"):
-            out[{"tcp_src": "tp_src", "udp_src": "tp_src", "tcp_dst": "tp_dst", "udp_dst": "tp_dst"}.get(name, name)] \
-                = int(value, 0)
-        else:
-            raise ValueError(f"{key}: ofproto/trace does not know this field")
-    return out
-
-
-_SPEC_NAMES = {"vlan": "dl_vlan", "eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type",
-               "ipv4_src": "nw_src", "ipv4_dst": "nw_dst", "ip_proto": "nw_proto"}
-
-
-def format_spec(fields: dict[str, int]) -> str:
-    """The trace's input in ovs-ofctl's words."""
-    parts = []
-    for name in ("in_port", "vlan", "vlan_pcp", "eth_src", "eth_dst", "eth_type", "ipv4_src", "ipv4_dst",
-                 "ip_proto", "tp_src", "tp_dst", "arp_op", "arp_spa", "arp_tpa"):
-        if name not in fields:
-            continue
-        v = fields[name]
-        if name in ("eth_src", "eth_dst"):
-            text = ":".join(f"{v >> s & 0xFF:02x}" for s in range(40, -8, -8))
-        elif name in ("ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"):
-            text = str(ipaddress.IPv4Address(v))
-        elif name == "eth_type":
-            text = f"{v:#06x}"
-        elif name == "in_port":
-            text = _port_name(v)
-        else:
-            text = str(v)
-        parts.append(f"{_SPEC_NAMES.get(name, name)}={text}")
-    return ",".join(parts)
-
-
-def build_frame(fields: dict[str, int]) -> bytes:
-    """A frame with the headers ``fields`` describe (zeros elsewhere)."""
-    eth_type = fields.get("eth_type", 0)
-    head = fields.get("eth_dst", 0).to_bytes(6, "big") + fields.get("eth_src", 0).to_bytes(6, "big")
-    if "vlan" in fields:
-        tci = (fields.get("vlan_pcp", 0) << 13) | (fields["vlan"] & 0xFFF)
-        head += b"\x81\x00" + tci.to_bytes(2, "big")
-    head += eth_type.to_bytes(2, "big")
-    body = b""
-    if eth_type == 0x0800:
-        proto = fields.get("ip_proto", 0)
-        l4 = b""
-        if proto in (6, 17):
-            l4 = fields.get("tp_src", 0).to_bytes(2, "big") + fields.get("tp_dst", 0).to_bytes(2, "big")
-            l4 += bytes(16 if proto == 6 else 4)
-        elif proto == 1:
-            l4 = bytes([fields.get("tp_src", 0), fields.get("tp_dst", 0)]) + bytes(6)
-        total = 20 + len(l4)
-        body = (bytes([0x45, fields.get("nw_tos", 0)]) + total.to_bytes(2, "big") + bytes(4) + bytes([64, proto])
-                + bytes(2) + fields.get("ipv4_src", 0).to_bytes(4, "big") + fields.get("ipv4_dst", 0).to_bytes(4, "big")
-                + l4)
-    elif eth_type == 0x0806:
-        body = (b"\x00\x01\x08\x00\x06\x04" + fields.get("arp_op", 1).to_bytes(2, "big")
-                + fields.get("arp_sha", fields.get("eth_src", 0)).to_bytes(6, "big")
-                + fields.get("arp_spa", 0).to_bytes(4, "big") + fields.get("arp_tha", 0).to_bytes(6, "big")
-                + fields.get("arp_tpa", 0).to_bytes(4, "big"))
-    frame = head + body
-    return frame + bytes(max(0, 60 - len(frame)))
-
-
-def _final(key: list[int]) -> str:
-    dst, src = (":".join(f"{k >> s & 0xFF:02x}" for s in range(40, -8, -8))
-                for k in (key[K.W_ETH_DST], key[K.W_ETH_SRC]))
-    vlan = f"dl_vlan={key[K.W_VLAN_TCI] & 0xFFF}," if key[K.W_VLAN_TCI] & 0x1000 else ""
-    return f"{vlan}dl_src={src},dl_dst={dst}"
 
 
 set_action_formatter(format_action)
