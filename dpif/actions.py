@@ -28,7 +28,8 @@ drops the frame (counted as ``no_output``). Ops (``OP_*``), with their arguments
 * ``USERSPACE(cookie, max_len)``: a copy to the controllers; ``cookie`` names the translator's
   upcall context (``xlate.translate.UpcallCookies``).
 * Reserved, decoded but not executed yet (stop and count ``unsupported_action``): ``TNL_PUSH``,
-  ``TNL_POP``, ``CT``, ``RECIRC``, ``METER``, ``HASH`` (any arguments).
+  ``TNL_POP``, ``CT``, ``RECIRC``, ``METER``, ``HASH`` (any arguments). The translator's ``METER`` marks
+  never get here: the upcall path admits or drops each metered frame (``xlate.upcall``, ``meter_drop``).
 
 A frame whose program stops (``DROP``, a reserved op, an edit that cannot be done) keeps the outputs
 it already made. Build programs with ``encode([output(2), set_field("eth_dst", mac), ...])``; print
@@ -131,9 +132,11 @@ DROP_REASONS = (
     "rx_invalid",          # not looked up: a runt or a truncated VLAN tag (the key extraction's verdict)
     "controller_queue_full",  # USERSPACE: the packet-in list of the burst is full
     "conntrack_unavailable",  # DROP from the translator: the walk reached ct (no connection tracker yet)
+    "meter_drop",          # DROP from the upcall path: a meter's drop band (ofproto.meters)
 )
 DR_NO_OUTPUT, DR_EXPLICIT, DR_UNSUPPORTED, DR_NO_ROOM, DR_POOL_EMPTY, DR_QUEUE_FULL, DR_BAD_PROGRAM, \
-    DR_BAD_FRAME, DR_TABLE_MISS, DR_RX_INVALID, DR_CONTROLLER_QUEUE_FULL, DR_CONNTRACK = range(len(DROP_REASONS))
+    DR_BAD_FRAME, DR_TABLE_MISS, DR_RX_INVALID, DR_CONTROLLER_QUEUE_FULL, DR_CONNTRACK, DR_METER = \
+    range(len(DROP_REASONS))
 
 # side lists execute_burst fills besides the port queues: int32[SIDE_ROWS, cap], counts in side_n[2]
 SIDE_NORMAL = 0        # slots for NORMAL (the caller runs them through the L2 switch)

@@ -12,8 +12,9 @@ named as the field registry (``ofproto.fields``) names them (``reg13``,
 ``check_action`` refuses, with a ``FlowError``, what the switch cannot execute: a field the registry
 does not know, a bit range outside its field, a write to a read-only field, or a header the
 datapath's executor (``dpif.actions``) cannot rewrite (IPv6 addresses and label, ARP, ICMP, ND, VLAN
-TCI, tunnel and conntrack fields, for now; ``ct_mark`` / ``ct_label`` only inside ``ct``'s exec). Group,
-meter and conjunction are not in the model yet.
+TCI, tunnel and conntrack fields, for now; ``ct_mark`` / ``ct_label`` only inside ``ct``'s exec). ``Group``
+and ``Meter`` name entries of the bridge's group and meter tables (``ofproto.groups``, ``ofproto.meters``).
+Conjunction is not in the model yet.
 """
 
 from __future__ import annotations
@@ -299,11 +300,29 @@ class Learn:
     fin_hard_timeout: int = 0
 
 
+@dataclass(frozen=True)
+class Group:
+    """GROUP: process the frame through group ``group_id`` of the bridge's group table (``ofproto.groups``)."""
+
+    group_id: int
+
+
+@dataclass(frozen=True)
+class Meter:
+    """METER (OpenFlow 1.5's action, 1.3/1.4's meter instruction): the frame passes meter ``meter_id``
+    (``ofproto.meters``)."""
+
+    meter_id: int
+
+
+OFPG_MAX = 0xFFFFFF00        # group numbers above this are reserved (OFPG_ALL, OFPG_ANY)
+OFPM_MAX = 0xFFFF0000        # meter numbers above this are reserved (slowpath, controller, all)
+
 Action = (Output | PushVlan | PopVlan | SetField | ModVlanVid | Resubmit | Move | StackPush | StackPop | Note | Exit
-          | OutputReg | DecTtl | Clone | Controller | Ct | Nat | CtClear | Learn | FinTimeout)
+          | OutputReg | DecTtl | Clone | Controller | Ct | Nat | CtClear | Learn | FinTimeout | Group | Meter)
 
 #: actions a write-actions instruction (the action set) may hold
-ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid)
+ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid, Group)
 
 # ---------------------------------------------------------------- fields the actions read and write
 
@@ -439,6 +458,14 @@ def check_action(action: Action, in_action_set: bool = False) -> None:
         if not (0 <= action.max_len <= 0xFFFF and 0 <= action.controller_id <= 0xFFFF
                 and action.reason in CONTROLLER_REASONS and 0 <= action.meter_id <= 0xFFFFFFFF):
             raise FlowError("bad_argument", f"{action!r}")
+        return
+    if isinstance(action, Group):
+        if not 0 <= action.group_id <= OFPG_MAX:
+            raise FlowError("bad_out_group", f"group {action.group_id:#x}")
+        return
+    if isinstance(action, Meter):
+        if not 1 <= action.meter_id <= OFPM_MAX:
+            raise FlowError("invalid_meter", f"meter {action.meter_id:#x}")
         return
     if isinstance(action, CtClear):
         return
@@ -640,6 +667,10 @@ def format_nicira(a: Action) -> str | None:
         return f"clone({','.join(format_nicira(x) or repr(x) for x in a.actions)})"
     if isinstance(a, Controller):
         return format_controller(a)
+    if isinstance(a, Group):
+        return f"group:{a.group_id}"
+    if isinstance(a, Meter):
+        return f"meter:{a.meter_id}"
     if isinstance(a, (Ct, Nat, CtClear, Learn, FinTimeout)):
         from ofproto.nxtext import format_ct_family
         return format_ct_family(a)

@@ -24,6 +24,7 @@ import numpy as np
 
 from dpif import key as K
 from ofproto import fields as _fields
+from ofproto.groups import OFPG_ANY, referenced_groups
 from ofproto.lookup import TableIndex
 from ofproto.rules import (
     ALL_MATCH_FIELDS,
@@ -111,8 +112,12 @@ class TableSet:
     ``flows[rank]`` sorted by (table, priority desc, serial asc); ``index[t]`` the lookup of table
     ``t``; ``port_map`` OpenFlow port -> datapath port as compiled; ``miss_max_len`` > 0: a table miss
     goes to the controllers (OpenFlow 1.0 behaviour); ``changed``: tables changed since the set
-    ``prev_gen`` (``None``: anything may have changed).
+    ``prev_gen`` (``None``: anything may have changed); ``groups``: the bridge's group table as compiled
+    (``ofproto.groups``: group_id -> Group).
     """
+
+    groups: dict = {}   # noqa: RUF012 - replaced per set by FlowTables.compile, never mutated
+    meters: dict = {}   # noqa: RUF012 - the meter table (ofproto.meters: meter_id -> Meter), likewise
 
     def __init__(self, flows: list[Flow], n_tables: int, port_map: dict[int, int] | None, miss_max_len: int,
                  prev_gen: int, changed: frozenset[int] | None) -> None:
@@ -191,6 +196,8 @@ class FlowTables:
         self.live: TableSet | None = None
         self._dirty: set[int] = set()
         self._last: tuple[int, dict[int, int] | None, int] | None = None   # gen, port map, miss_max_len
+        self._groups: dict = {}     # the group table the next compile hands the translator
+        self._meters: dict = {}     # ... and the meter table
         self._learned: dict[int, set[tuple[int, int, Match]]] = {}   # owner uid -> flows it learned (delete_learned)
 
     # -------------------------------------------------------------- queries
@@ -214,7 +221,7 @@ class FlowTables:
         return range(table_id, table_id + 1)
 
     def _select(self, table_id: int, match: Match, priority: int, strict: bool, out_port: int,
-                cookie: int, cookie_mask: int) -> list[Flow]:
+                cookie: int, cookie_mask: int, out_group: int = OFPG_ANY) -> list[Flow]:
         chosen = []
         for t in self._table_ids(table_id):
             if strict:
@@ -226,6 +233,9 @@ class FlowTables:
                 if (f.cookie ^ cookie) & cookie_mask:
                     continue
                 if out_port != OFPP_ANY and out_port not in f.instructions.output_ports():
+                    continue
+                if out_group != OFPG_ANY and out_group not in referenced_groups((*f.instructions.apply,
+                                                                                 *f.instructions.write)):
                     continue
                 chosen.append(f)
         return chosen
@@ -239,9 +249,10 @@ class FlowTables:
                          now - max(used, f.installed))
 
     def stats(self, table_id: int = OFPTT_ALL, match: Match | None = None, out_port: int = OFPP_ANY,
-              cookie: int = 0, cookie_mask: int = 0, now: int = 0) -> list[FlowStats]:
-        """Multipart flow stats: the flows non-strictly selected by the arguments, with counters."""
-        sel = self._select(table_id, match or Match(), 0, False, out_port, cookie, cookie_mask)
+              cookie: int = 0, cookie_mask: int = 0, now: int = 0, out_group: int = OFPG_ANY) -> list[FlowStats]:
+        """Multipart flow stats: the flows non-strictly selected by the arguments (``out_group``: those that
+        send to that group), with counters."""
+        sel = self._select(table_id, match or Match(), 0, False, out_port, cookie, cookie_mask, out_group)
         return [self._stats(f, now) for f in sel]
 
     def aggregate(self, table_id: int = OFPTT_ALL, match: Match | None = None, out_port: int = OFPP_ANY,
@@ -361,13 +372,13 @@ class FlowTables:
 
     def delete(self, table_id: int = OFPTT_ALL, match: Match | None = None, priority: int = 0,
                strict: bool = False, out_port: int = OFPP_ANY, cookie: int = 0, cookie_mask: int = 0,
-               now: int = 0) -> list[FlowStats]:
+               now: int = 0, out_group: int = OFPG_ANY) -> list[FlowStats]:
         """OpenFlow DELETE(_STRICT): remove the selected flows (and the flows they learned with
         ``delete_learned``); returns them with their final counters.
 
         Non-strict: every flow whose match ``match`` covers (at least as specific), any priority.
         Strict: the flow with exactly ``match`` and ``priority``."""
-        chosen = self._select(table_id, match or Match(), priority, strict, out_port, cookie, cookie_mask)
+        chosen = self._select(table_id, match or Match(), priority, strict, out_port, cookie, cookie_mask, out_group)
         out = []
         for f in chosen:
             out.append(self._stats(f, now))
@@ -397,6 +408,18 @@ class FlowTables:
             gone += [(st, OFPRR_DELETE) for st in self._drop_learned([st.flow for st, _r in gone], now)]
         return gone
 
+    def set_groups(self, groups: dict) -> None:
+        """The group table (group_id -> ``ofproto.groups.Group``) the next compiled set carries; every table
+        counts as changed, so megaflows translated with the old groups are revalidated."""
+        self._groups = groups
+        self._dirty.update(range(self.n_tables))
+
+    def set_meters(self, meters: dict) -> None:
+        """The meter table (meter_id -> ``ofproto.meters.Meter``) the next compiled set carries (every table
+        counts as changed, as for ``set_groups``)."""
+        self._meters = meters
+        self._dirty.update(range(self.n_tables))
+
     # -------------------------------------------------------------- compilation
     def compile(self, port_map: dict[int, int] | None = None, miss_max_len: int = 0,
                 snapshot: bool = False) -> TableSet:
@@ -407,13 +430,16 @@ class FlowTables:
         changed since the last compile is left alone."""
         flows = sorted(self.flows(), key=lambda f: (f.table_id, -f.priority, f.serial))
         if snapshot:
-            return TableSet(flows, self.n_tables, port_map, miss_max_len, 0, None)
+            ts = TableSet(flows, self.n_tables, port_map, miss_max_len, 0, None)
+            ts.groups, ts.meters = self._groups, self._meters
+            return ts
         last = self._last
         if last is None or last[1] != port_map or last[2] != miss_max_len:
             changed: frozenset[int] | None = None
         else:
             changed = frozenset(self._dirty)
         ts = TableSet(flows, self.n_tables, port_map, miss_max_len, last[0] if last else 0, changed)
+        ts.groups, ts.meters = self._groups, self._meters
         self._last = (ts.gen, dict(port_map) if port_map is not None else None, miss_max_len)
         self._dirty = set()
         return ts

@@ -64,6 +64,7 @@ from ofproto.actions import (
     FinTimeout,
     Learn,
     Load,
+    Meter,
     Move,
     Note,
     OutputReg,
@@ -72,6 +73,8 @@ from ofproto.actions import (
     StackPush,
     format_nicira,
 )
+from ofproto.actions import Group as GroupAction
+from ofproto.groups import Group
 from ofproto.rules import (
     NO_PORT,
     OFPCML_NO_BUFFER,
@@ -96,6 +99,7 @@ from ofproto.rules import (
 )
 from ofproto.tables import TableSet
 from xlate import ctlearn, pause
+from xlate.groups import run_group
 
 W_VLAN_TCI2 = getattr(K, "W_VLAN_TCI2", 21)
 CFI = 0x1000
@@ -135,8 +139,9 @@ def _action_set_order(action_set: dict[str, Action]) -> list[Action]:
     """The action set in execution order: ``ACTION_SET_ORDER``, set-fields of other fields (in the order
     they were first written) just before the output."""
     known = [action_set[k] for k in ACTION_SET_ORDER[:-1] if k in action_set]
-    other = [a for k, a in action_set.items() if k not in ACTION_SET_ORDER]
-    return known + other + ([action_set["output"]] if "output" in action_set else [])
+    other = [a for k, a in action_set.items() if k not in (*ACTION_SET_ORDER, "group")]
+    last = action_set.get("group", action_set.get("output"))   # a group takes the place of the output
+    return known + other + ([last] if last is not None else [])
 
 
 def action_set_slot(a: Action) -> str:
@@ -149,6 +154,8 @@ def action_set_slot(a: Action) -> str:
         return a.field
     if isinstance(a, ModVlanVid):
         return "vlan_vid"
+    if isinstance(a, GroupAction):
+        return "group"
     return "output"
 
 
@@ -303,6 +310,8 @@ class XlateResult:
     outputs: int = 0
     drop_reason: str = ""
     cut: dict[str, int] = field(default_factory=dict)        # resubmits / crossings not done: limit -> count
+    groups: list[tuple[Group, int]] = field(default_factory=list)   # (group, bucket or -1: the group) per use
+    meters: list = field(default_factory=list)   # the meters (ofproto.meters.Meter) of the program's METER marks
     learned: list[ctlearn.TableChange] = field(default_factory=list)   # learn / fin_timeout (``xlate.ctlearn``)
 
     def program(self) -> np.ndarray:
@@ -347,6 +356,7 @@ class _Walk:
         self.action_src: dict[str, tuple[int, int]] = {}   # action set slot -> (flow uid, write-actions index)
         self.paused = False             # controller(pause) froze the walk: nothing more runs
         self.can_freeze = True          # False while a packet-out's own actions run (no flow holds them)
+        self.meter_marks = False        # meters leave METER marks for the upcall path (``translate`` only)
 
     # ---------------------------------------------------------------- headers
     def tagged(self) -> bool:
@@ -537,6 +547,10 @@ class _Walk:
             return self.dec_ttl(a, flow, table_id)
         elif isinstance(a, Clone):
             self.clone(a)
+        elif isinstance(a, GroupAction):
+            self.group(a.group_id)
+        elif isinstance(a, Meter):
+            self.meter(a.meter_id)
         elif isinstance(a, Exit):
             self.exiting = True
             return False
@@ -610,6 +624,24 @@ class _Walk:
         wrote = self.written
         flow, self.stack, self.exiting, self.written = saved
         self.restore(flow, wrote)
+
+    def meter(self, meter_id: int) -> None:
+        """A meter: for an upcall, a mark in the program where the upcall path admits or drops each frame
+        (``XlateResult.meters``; such a translation is never cached); a trace or a packet-out passes it."""
+        m = self.ts.meters.get(meter_id) if self.ts is not None else None
+        if m is None:
+            return
+        if self.rec is not None or not self.meter_marks:
+            if self.rec is not None:
+                self.rec.note(f"     -> meter {meter_id}: each frame pays its token buckets (not traced)")
+            return
+        self.commit()
+        self.r.actions += [A.OP_METER, 1, len(self.r.meters)]
+        self.r.meters.append(m)
+
+    def group(self, group_id: int) -> None:
+        """The ``group`` action (``xlate.groups``)."""
+        run_group(self, group_id)
 
     def limited(self) -> bool:
         """True (and counted, and traced) when one more resubmit or patch crossing would pass OVS's limits."""
@@ -896,6 +928,8 @@ class _Walk:
                     rec.note(f"     {_fmt(a)}")
                 if isinstance(a, Output):
                     self.output(a, last, table)
+                elif isinstance(a, GroupAction):
+                    self.group(a.group_id)
                 else:
                     self.do(a)
 
@@ -950,6 +984,7 @@ def translate(ts: TableSet | Bridges, key: list[int], port_flags: np.ndarray, co
     bridge in ``Bridges``, or of the one ``TableSet`` given."""
     bridges = _bridges(ts, port_flags)
     w = _Walk(bridges, max(0, bridges.bridge_of(key[K.W_IN_PORT])), port_flags, cookies, key, rec)
+    w.meter_marks = True
     try:
         w.enter()
     except ctlearn.CtReached:

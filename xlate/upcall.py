@@ -30,7 +30,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dpif import actions as A
 from dpif import megaflow as M
+from ofproto.groups import Group
 from ofproto.tables import C_BYTES, C_PACKETS, C_USED, TableSet
 from xlate.ctlearn import Learned, TableChange
 from xlate.translate import Bridges, UpcallCookies, XlateResult, translate
@@ -67,10 +69,11 @@ class Upcalls:
         self.visited = np.zeros(max_flows, dtype=np.int64)      # bit (bridge % 63) of each bridge it entered
         self.overflow = np.zeros(max_flows, dtype=bool)         # its walk did more than MAX_RULES lookups
         self.pushed = np.zeros((max_flows, 2), dtype=np.int64)     # packets, bytes already credited
+        self.group_hits: dict[int, list[tuple[Group, int]]] = {}    # megaflow -> the groups / buckets it ran
         self.counters = {"upcalls": 0, "translations": 0, "installed": 0, "evicted_full": 0,
                          "revalidated_removed": 0, "flushes": 0, "expired": 0, "not_installed": 0,
                          "translations_cut": 0, "learn_not_cached": 0,
-                         "pin_context_flushes": 0}
+                         "pin_context_flushes": 0, "metered": 0}
         #: flows ``learn`` made in translations since the owner last took them (``take_learned``)
         self.learned: list[TableChange] = []
         self.translate_ns = 0
@@ -104,8 +107,11 @@ class Upcalls:
             if res.cut:    # a resubmit / patch crossing past OVS's limits was not done (a loop, most likely)
                 self.counters["translations_cut"] += 1
             mask = res.mask_row()
-            prog = res.program()
             self.learned += res.learned
+            if res.meters:    # metered: never cached; each frame it covers pays the meters (``_metered``)
+                miss = self._metered(tables, res, keys, burst, miss, meta, key, mask, now, uninstalled)
+                continue
+            prog = res.program()
             if any(isinstance(x, Learned) for x in res.learned):   # not cached: every later frame learns again
                 self.counters["learn_not_cached"] += 1
                 e = -1
@@ -144,6 +150,37 @@ class Upcalls:
                 base += len(prog)
         self.translate_ns += time.perf_counter_ns() - t0
 
+    def _metered(self, tables: Sequence[TableSet | None], res: XlateResult, keys: np.ndarray, burst: np.ndarray,
+                 miss: np.ndarray, meta: np.ndarray, key: np.ndarray, mask: np.ndarray, now: int,
+                 uninstalled: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """The frames of ``miss`` that translation ``res`` covers, frame by frame: its program cut at the first
+        meter that drops the frame (then ``DROP(meter_drop)``), its rules, tables and groups credited; the
+        misses left."""
+        if len(miss) == 1:
+            covered = np.ones(1, dtype=bool)
+        else:
+            flags = self._covered[:len(miss)]
+            M.mf_covered(keys, burst, miss, len(miss), key, mask, flags)
+            covered = flags.astype(bool)
+        t = time.monotonic()
+        acts = res.actions
+        for i in miss[covered].tolist():
+            nbytes = int(meta[burst[i], M.META_LEN])
+            prog: list[int] = []
+            pc = 0
+            while pc < len(acts):
+                op, nw = acts[pc], acts[pc + 1]
+                if op != A.OP_METER:
+                    prog += acts[pc:pc + 2 + nw]
+                elif not res.meters[acts[pc + 2]].admit(nbytes, t):
+                    prog += A.drop(A.DR_METER)
+                    break
+                pc += 2 + nw
+            uninstalled.append((np.array([i]), np.array(prog, dtype=np.int64)))
+            self._credit(tables, res, 1, nbytes, now)
+        self.counters["metered"] += int(covered.sum())
+        return miss[~covered]
+
     @staticmethod
     def _walk(res: XlateResult) -> list[tuple[int, int]]:
         """(bridge, rank + 1 or -(table + 1)) of every lookup of a translation."""
@@ -171,6 +208,10 @@ class Upcalls:
             rule_bridge[k] = b
             k += 1
         self.overflow[e] = len(res.ranks) + len(res.misses) > MAX_RULES
+        if res.groups:
+            self.group_hits[e] = list(res.groups)
+        else:
+            self.group_hits.pop(e, None)
 
     def programs(self, out_entry: np.ndarray, n: int, prog_index: np.ndarray) -> None:
         """``prog_index[i]``: the program of frame ``i`` after ``handle_misses`` (its megaflow's, or a scratch one)."""
@@ -182,7 +223,9 @@ class Upcalls:
 
     def _credit(self, tables: Sequence[TableSet | None], res: XlateResult, packets: int, nbytes: int,
                 now: int) -> None:
-        """Credit rules and tables directly (frames that ran without a megaflow)."""
+        """Credit rules, tables and groups directly (frames that ran without a megaflow)."""
+        for g, b in res.groups:
+            g.credit(b, packets, nbytes)
         for b, v in self._walk(res)[:MAX_RULES]:
             ts = tables[b] if 0 <= b < len(tables) else None
             if ts is None:
@@ -248,8 +291,21 @@ class Upcalls:
                 np.add.at(ts.table_counters[:, 1], t, dp[rows])
                 missed = (rb == b) & (rules < 0)
                 np.add.at(ts.table_counters[:, 0], -rules[missed] - 1, dp[np.nonzero(missed)[0]])
+        if self.group_hits:
+            self._credit_groups(live)
         self.pushed[live, 0] = ent[live, M.E_PACKETS]
         self.pushed[live, 1] = ent[live, M.E_BYTES]
+
+    def _credit_groups(self, live: np.ndarray) -> None:
+        """Credit the groups and buckets the live megaflows ran with what they forwarded since the last push."""
+        ent = self.cache.ent
+        with_groups = live[np.isin(live, np.fromiter(self.group_hits, dtype=np.int64))]
+        for e in with_groups.tolist():
+            dp = int(ent[e, M.E_PACKETS] - self.pushed[e, 0])
+            if dp > 0:
+                db = int(ent[e, M.E_BYTES] - self.pushed[e, 1])
+                for g, b in self.group_hits[e]:
+                    g.credit(b, dp, db)
 
     def expire(self, tables: Tables, now: int) -> int:
         """Credit statistics, then remove the megaflows idle for ``max_idle`` seconds and, when the cache is
@@ -270,6 +326,7 @@ class Upcalls:
             self.counters["flushes"] += 1
         self.cache.clear()
         self.pushed[:] = 0
+        self.group_hits.clear()
 
     def remove_bridge(self, tables: Tables, bridge: int) -> int:
         """Credit statistics to ``tables``, then remove the megaflows whose walk entered ``bridge``; returns how

@@ -27,7 +27,9 @@ from ofproto.actions import (
     Controller,
     DecTtl,
     Exit,
+    Group,
     Load,
+    Meter,
     ModVlanVid,
     Move,
     Note,
@@ -217,6 +219,10 @@ def action_from_wire(version: int, a: dict[str, Any]) -> Action:
         return PopVlan()
     if t == "mod_vlan_vid":
         return ModVlanVid(a["vlan_vid"])
+    if t == "group":
+        return Group(a["group_id"])
+    if t == "meter":   # OpenFlow 1.5's action (1.3 / 1.4: the meter instruction, instructions_from_wire)
+        return Meter(a["meter_id"])
     if t == "set_field":
         (name, value), = a["field"].items()
         if name == "in_port" and isinstance(value, int):   # OXM's 32-bit port: the model's in_port is 16 bits
@@ -277,6 +283,10 @@ def action_to_wire(version: int, a: Action) -> dict[str, Any]:
         return {"type": "set_field", "field": {"vlan_vid": a.vid | 0x1000}}
     if isinstance(a, SetField):
         return _set_field_to(version, a)
+    if isinstance(a, Group):
+        return {"type": "group", "group_id": a.group_id}
+    if isinstance(a, Meter):
+        return {"type": "meter", "meter_id": a.meter_id}
     raise ValueError(f"no wire form for {a!r}")
 
 
@@ -288,6 +298,7 @@ def instructions_from_wire(version: int, fields: dict[str, Any]) -> Instructions
     clear = False
     goto = None
     metadata = None
+    meter: tuple[Action, ...] = ()
     for ins in instructions_from(version, fields):
         kind = ins["type"]
         if kind == "apply_actions":
@@ -300,14 +311,20 @@ def instructions_from_wire(version: int, fields: dict[str, Any]) -> Instructions
             goto = ins["table_id"]
         elif kind == "write_metadata":
             metadata = (ins["metadata"] & ins["metadata_mask"], ins["metadata_mask"])
-    return Instructions(apply, clear, write, goto, metadata)
+        elif kind == "meter":   # 1.3 / 1.4: the meter goes first, as the model's (and 1.5's) meter action
+            meter = (Meter(ins["meter_id"]),)
+    return Instructions((*meter, *apply), clear, write, goto, metadata)
 
 
 def instructions_to_wire(version: int, ins: Instructions) -> list[dict[str, Any]]:
     """``Instructions`` as 1.3 wire instructions."""
     out: list[dict[str, Any]] = []
-    if ins.apply:
-        out.append({"type": "apply_actions", "actions": [action_to_wire(version, a) for a in ins.apply]})
+    apply = ins.apply
+    if version < OFP15 and apply and isinstance(apply[0], Meter):   # 1.3 / 1.4: the meter instruction
+        out.append({"type": "meter", "meter_id": apply[0].meter_id})
+        apply = apply[1:]
+    if apply:
+        out.append({"type": "apply_actions", "actions": [action_to_wire(version, a) for a in apply]})
     if ins.clear:
         out.append({"type": "clear_actions", "actions": []})
     if ins.write:

@@ -12,7 +12,8 @@ One connection and one controller target are ``vswitch.openflow.channel``'s ``Of
                                                │  (1.4+: role status), flow_mod, packet_out, port_mod,
                                                │  bundles (bundles.py; 1.3: ONF experimenter),
                                                │  multipart / stats (desc, port_desc, port_stats,
-                                               │  table, table_features, flow, aggregate, meter features)
+                                               │  table, table_features, flow, aggregate, meter features),
+                                               │  group_mod / meter_mod and their multiparts (groupmeter.py)
                                                ├─► BridgeFlows (flow tables ─► datapath)
                                                ◄── packet-ins, flow expiry, port changes ─► port_status,
                                                    packet_in, flow_removed to the controllers
@@ -63,7 +64,7 @@ from typing import Any
 
 from ofproto.rules import N_TABLES, OFPCML_NO_BUFFER, OFPR_ACTION, OFPR_NO_MATCH, OFPRR_DELETE
 from vswitch.dpbridge import PACKET_IN_BURST, PACKET_IN_RATE
-from vswitch.openflow import packetin2
+from vswitch.openflow import groupmeter, packetin2
 from vswitch.openflow.bundles import BundleHandler
 from vswitch.openflow.channel import (  # noqa: F401 - importable from here, as before the split
     ASYNC_DEFAULT,
@@ -420,6 +421,7 @@ class OfAgent(SwitchViews, NiciraMessages):
         self.flows.secure = self.fail_mode == "secure"
         if old is None or old[1] != has or not has:
             self.flows.reset(default_normal=not has and self.fail_mode == "standalone")
+            groupmeter.flush(self)   # OVS's flush takes the groups and meters too
         self._update_bypass()   # in the same compile: no moment without flows and without fail-open
         self.flows.push()       # a fail-mode change alone too: a secure datapath forwards only by flows made for it
 
@@ -829,12 +831,23 @@ class OfAgent(SwitchViews, NiciraMessages):
     def _on_flow_mod(self, conn: OfConnection, msg: Msg) -> None:
         if conn.role == ROLE_SLAVE:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot modify flows")
+        self.check_flow_refs(conn.version, msg)
         self.flows.bulk = time.monotonic() - conn.last_barrier < BULK_GAP
         if conn.version == OFP10 and conn.flow_mod_table_id and not msg.get("nxm"):   # NXT_FLOW_MOD_TABLE_ID
             msg = Msg(msg.version, msg.type, msg.xid,
                       {**msg.fields, "table_id": msg.command >> 8, "command": msg.command & 0xFF})
         for stats in self.flows.flow_mod(conn.version, msg):
             self._flow_removed(stats, OFPRR_DELETE)
+
+    def _on_group_mod(self, conn: OfConnection, msg: Msg) -> None:
+        groupmeter.group_mod(self, conn, msg)
+
+    def _on_meter_mod(self, conn: OfConnection, msg: Msg) -> None:
+        groupmeter.meter_mod(self, conn, msg)
+
+    def check_flow_refs(self, version: int, msg: Msg) -> None:
+        """A flow-mod names only groups and meters that exist (else OVS's error)."""
+        groupmeter.check_refs(self, version, msg)
 
     def _on_packet_out(self, conn: OfConnection, msg: Msg) -> None:
         if conn.role == ROLE_SLAVE:

@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from vswitch.openflow import groupmeter
 from vswitch.openflow.channel import OFPBRC_IS_SLAVE, OFPET_EXPERIMENTER, ROLE_SLAVE, OfConnection
 from vswitch.openflow.codec import (
     HEADER,
@@ -62,8 +63,8 @@ OPEN_REQUEST, OPEN_REPLY, CLOSE_REQUEST, CLOSE_REPLY, COMMIT_REQUEST, COMMIT_REP
 REPLY_OF = {OPEN_REQUEST: OPEN_REPLY, CLOSE_REQUEST: CLOSE_REPLY, COMMIT_REQUEST: COMMIT_REPLY,
             DISCARD_REQUEST: DISCARD_REPLY}
 OFPBF_ATOMIC, OFPBF_ORDERED = 1, 2
-#: what a bundle may carry (OVS also takes group-mods; pyvswitch has no groups yet)
-BUNDLED_TYPES = ("flow_mod", "port_mod", "packet_out")
+#: what a bundle may carry (as OVS; group-mods apply in order with the flow-mods, atomically)
+BUNDLED_TYPES = ("flow_mod", "port_mod", "packet_out", "group_mod")
 
 
 def bundle_error(code: int, why: str) -> OfpError:
@@ -198,6 +199,8 @@ class BundleHandler:
         agent = self.agent
         if embedded.type == "flow_mod":
             agent.flows.check_flow_mod(conn.version, embedded)
+        elif embedded.type == "group_mod":
+            groupmeter.check_group_mod(conn.version, embedded)
         elif embedded.type == "port_mod":
             agent.check_port_mod(conn, embedded)
         else:
@@ -209,14 +212,20 @@ class BundleHandler:
         agent = self.agent
         flows = agent.flows
         snap = _snapshot(flows.tables)
+        groups = groupmeter.snapshot(agent)
         removed: list[Any] = []
         for raw, embedded in bundle.entries:
-            if embedded.type != "flow_mod":
+            if embedded.type not in ("flow_mod", "group_mod"):
                 continue
             try:
+                if embedded.type == "group_mod":
+                    groupmeter.group_mod(agent, conn, embedded)
+                    continue
+                agent.check_flow_refs(conn.version, embedded)   # groups and meters: checked at commit, as OVS
                 removed += flows.flow_mod(conn.version, embedded)
             except Exception as e:   # a bug too: nothing of the bundle may stay applied
                 _restore(flows.tables, snap)
+                groupmeter.restore(agent, groups)
                 flows.changed()
                 if not isinstance(e, OfpError):
                     raise

@@ -293,6 +293,58 @@ MULTIPART[OFP14] = {**MULTIPART[OFP13], MP_FLOW: ("struct:mp_flow_request", "lis
                     MP_PORT_STATS: ("struct:mp_port_stats_request", "list:port_stats14"),
                     MP_PORT_DESC: ("", "list:port14")}
 MULTIPART[OFP15] = {**MULTIPART[OFP14], MP_FLOW: ("struct:mp_flow_request", "list:flow_desc15")}
+# ---- groups and meters (OpenFlow 1.3+; 1.5 numbers buckets and gives them and the group properties)
+MP_GROUP, MP_GROUP_DESC, MP_GROUP_FEATURES, MP_METER, MP_METER_CONFIG = 6, 7, 8, 9, 10
+_COUNTER = [("packet_count", "Q"), ("byte_count", "Q")]
+_METER_BAND = [("type", "H"), ("length", "len:*"), ("rate", "I"), ("burst_size", "I"), ("prec_level", "B"),
+               ("pad", "3x")]
+_GROUP_STATS = [("length", "len:*"), ("pad", "2x"), ("group_id", "I"), ("ref_count", "I"), ("pad", "4x"),
+                ("packet_count", "Q"), ("byte_count", "Q"), ("duration_sec", "I"), ("duration_nsec", "I"),
+                ("bucket_stats", "list:counter")]
+_GROUP_FEATURES = [("types", "I"), ("capabilities", "I"), *[(f"max_groups_{t}", "I") for t in range(4)],
+                   *[(f"actions_{t}", "I") for t in range(4)]]
+_GROUP_MP_REQUEST = [("group_id", "I"), ("pad", "4x")]
+_METER_MP_REQUEST = [("meter_id", "I"), ("pad", "4x")]
+_GROUPS_METERS: dict[str, list[tuple[str, str]]] = {
+    "group_mod": [("command", "H"), ("type", "B"), ("pad", "1x"), ("group_id", "I"), ("buckets", "list:bucket")],
+    "bucket": [("length", "len:*"), ("weight", "H"), ("watch_port", "I"), ("watch_group", "I"), ("pad", "4x"),
+               ("actions", "actions13")],
+    "group_desc": [("length", "len:*"), ("type", "B"), ("pad", "1x"), ("group_id", "I"), ("buckets", "list:bucket")],
+    "group_stats": _GROUP_STATS,
+    "counter": _COUNTER,
+    "mp_group_request": _GROUP_MP_REQUEST,
+    "mp_group_features_reply": _GROUP_FEATURES,
+    "meter_mod": [("command", "H"), ("flags", "H"), ("meter_id", "I"), ("bands", "list:meter_band")],
+    "meter_band": _METER_BAND,
+    "meter_config": [("length", "len:*"), ("flags", "H"), ("meter_id", "I"), ("bands", "list:meter_band")],
+    "meter_stats": [("meter_id", "I"), ("length", "len:*"), ("pad", "6x"), ("flow_count", "I"),
+                    ("packet_in_count", "Q"), ("byte_in_count", "Q"), ("duration_sec", "I"), ("duration_nsec", "I"),
+                    ("band_stats", "list:counter")],
+    "mp_meter_request": _METER_MP_REQUEST,
+}
+_GROUPS15: dict[str, list[tuple[str, str]]] = {
+    "group_mod": [("command", "H"), ("type", "B"), ("pad", "1x"), ("group_id", "I"), ("bucket_array_len",
+                  "len:buckets"), ("pad", "2x"), ("command_bucket_id", "I"), ("buckets", "list:bucket"),
+                  ("properties", "props:prop")],
+    "bucket": [("length", "len:*"), ("action_array_len", "len:actions"), ("bucket_id", "I"), ("actions", "actions13"),
+               ("properties", "props:prop")],
+    "group_desc": [("length", "len:*"), ("type", "B"), ("pad", "1x"), ("group_id", "I"),
+                   ("bucket_list_len", "len:buckets"), ("pad", "6x"), ("buckets", "list:bucket"),
+                   ("properties", "props:prop")],
+    #: a 1.4+ property kept as its bytes (bucket weight / watch, OVS's group selection method)
+    "prop": [("prop_type", "H"), ("length", "len:*"), ("body", "rest")],
+}
+for _v in (OFP13, OFP14, OFP15):
+    LAYOUTS.update({(_v, n): lay for n, lay in _GROUPS_METERS.items()})
+LAYOUTS.update({(OFP15, n): lay for n, lay in _GROUPS15.items()})
+for _v in (OFP13, OFP14, OFP15):
+    MULTIPART[_v].update({
+        MP_GROUP: ("struct:mp_group_request", "list:group_stats"),
+        MP_GROUP_DESC: ("struct:mp_group_request" if _v == OFP15 else "", "list:group_desc"),
+        MP_GROUP_FEATURES: ("", "struct:mp_group_features_reply"),
+        MP_METER: ("struct:mp_meter_request", "list:meter_stats"),
+        MP_METER_CONFIG: ("struct:mp_meter_request", "list:meter_config")})
+
 #: OFPMP_EXPERIMENTER (1.0: OFPST_VENDOR): the body stays bytes (``vswitch.openflow.nxt``: Nicira's statistics)
 MP_EXPERIMENTER = 0xFFFF
 for _mp in MULTIPART.values():
@@ -480,6 +532,10 @@ ACTIONS = {
 }
 ACTIONS.update({(v, name): spec for (v13, name), spec in list(ACTIONS.items()) if v13 == OFP13 for v in (OFP14, OFP15)})
 ACTION_BY_NUMBER = {(v, num): name for (v, name), (num, _) in ACTIONS.items()}
+#: OpenFlow 1.5's meter action (1.3 / 1.4 flows carry the meter instruction; the instructions are decoded with
+#: 1.3's action numbers, so it is known there too)
+ACTIONS.update({(v, "meter"): (29, [("meter_id", "I")]) for v in (OFP13, OFP14, OFP15)})
+ACTION_BY_NUMBER.update({(v, 29): "meter" for v in (OFP13, OFP14, OFP15)})
 
 INSTRUCTIONS = {"goto_table": 1, "write_metadata": 2, "write_actions": 3, "apply_actions": 4, "clear_actions": 5,
                 "meter": 6}
@@ -765,8 +821,9 @@ def _decode_fields(version: int, layout: list[tuple[str, str]], buf: bytes, exac
             out[name], used = oxs_decode(buf[off:])
             off += used
         elif kind.startswith("props:"):
-            out[name] = _list_decode(version, kind[6:], buf[off:], padded=True)
-            off = len(buf)
+            end = off + lengths[name] if name in lengths else len(buf)
+            out[name] = _list_decode(version, kind[6:], buf[off:end], padded=True)
+            off = end
         elif kind.startswith("struct:"):
             sub = LAYOUTS[(version, kind[7:])]
             size = _fixed_size(sub)
@@ -777,8 +834,11 @@ def _decode_fields(version: int, layout: list[tuple[str, str]], buf: bytes, exac
             out[name] = _decode_fields(version, sub, buf[off:off + size])
             off += size
         elif kind.startswith("list:"):
-            out[name] = _list_decode(version, kind[5:], buf[off:])
-            off = len(buf)
+            end = off + lengths[name] if name in lengths else len(buf)
+            if end > len(buf):
+                raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, f"{name} longer than the message")
+            out[name] = _list_decode(version, kind[5:], buf[off:end])
+            off = end
         elif kind in ("mp13", "mp10"):
             out[name] = _mp_decode(version, ctx or out, buf[off:])
             off = len(buf)

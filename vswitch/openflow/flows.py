@@ -134,6 +134,8 @@ FLOW_ERRORS = {
     "bad_field": (OFPET_BAD_MATCH, OFPBMC_BAD_FIELD),
     "bad_value": (OFPET_BAD_MATCH, OFPBMC_BAD_VALUE),
     "bad_match": (OFPET_BAD_MATCH, OFPBMC_BAD_VALUE),
+    "bad_out_group": (OFPET_BAD_ACTION, 9),      # OFPBAC_BAD_OUT_GROUP
+    "invalid_meter": (12, 2),                    # OFPET_METER_MOD_FAILED, OFPMMFC_INVALID_METER
     "match_inconsistent": (OFPET_BAD_ACTION, OFPBAC_MATCH_INCONSISTENT),
 }
 
@@ -383,7 +385,7 @@ class BridgeFlows:
             elif command in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
                 self.bridge.dp.sync_stats()
                 gone = self.tables.delete(table_id, match, f["priority"], command == OFPFC_DELETE_STRICT, out_port,
-                                          f["cookie"], cookie_mask, now)
+                                          f["cookie"], cookie_mask, now, f.get("out_group", 0xFFFFFFFF))
                 removed = [s for s in gone if s.flow.flags & OFPFF_SEND_FLOW_REM]
             else:
                 raise OfpError(OFPET_FLOW_MOD_FAILED, OFPFMFC_BAD_COMMAND, f"flow_mod command {command}")
@@ -434,7 +436,7 @@ class BridgeFlows:
         self.bridge.dp.sync_stats()
         try:
             stats = self.tables.stats(table_id, match, out_port, request.get("cookie", 0),
-                                      request.get("cookie_mask", 0), self.now())
+                                      request.get("cookie_mask", 0), self.now(), request.get("out_group", 0xFFFFFFFF))
         except FlowError as e:
             raise _flow_error(e) from None
         stats.sort(key=lambda s: (s.flow.table_id, -s.flow.priority, s.flow.serial))

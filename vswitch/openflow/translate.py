@@ -66,6 +66,8 @@ _SET10 = {"set_nw_src": ("ipv4_src", "nw_addr"), "set_nw_dst": ("ipv4_dst", "nw_
           "set_nw_tos": ("nw_tos", "nw_tos"), "set_tp_src": ("tcp_src", "tp_port"),
           "set_tp_dst": ("tcp_dst", "tp_port")}
 _TO10 = {field: (name, key) for name, (field, key) in _SET10.items()}
+ACTIONS |= {"group", "meter"}          # groups and meters (vswitch.openflow.groupmeter)
+INSTRUCTIONS |= {"meter"}
 
 
 def _full(name: str) -> int:

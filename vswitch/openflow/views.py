@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ofproto.rules import N_TABLES
+from vswitch.openflow import groupmeter
 from vswitch.openflow.channel import OfConnection
 from vswitch.openflow.codec import (
     MP_AGGREGATE,
@@ -77,8 +78,9 @@ class SwitchViews:
         elif kind == MP_TABLE:
             body = self._table_stats(v)
         elif kind == MP_METER_FEATURES and v >= OFP13:
-            # no meters yet (issue 18's other half): OVS's reply for a switch without them
-            body = {"max_meter": 0, "band_types": 0, "capabilities": 0, "max_bands": 0, "max_color": 0}
+            body = groupmeter.meter_features()
+        elif kind in groupmeter.MP_KINDS and v >= OFP13:
+            body = groupmeter.multipart(self, v, kind, msg.body)
         elif kind == MP_TABLE_FEATURES and v >= OFP13:
             # ovs-ofctl looks table names up here; each entry needs the 8 required property headers
             props = b"".join(struct.pack("!HH4x", t, 4) for t in range(0, 16, 2))
