@@ -3,15 +3,16 @@
 OpenFlow's own actions (``Output``, ``PushVlan``, ``PopVlan``, ``SetField``, ``ModVlanVid``) and the
 Nicira extensions the translator runs: ``Resubmit``, ``Load`` (a ``SetField`` written as
 ``load:``), ``Move``, ``StackPush`` / ``StackPop``, ``Note``, ``Exit``, ``OutputReg``, ``DecTtl``,
-``Clone``. Fields are named as the field registry (``ofproto.fields``) names them (``reg13``,
+``Clone``, ``Conjunction``. Fields are named as the field registry (``ofproto.fields``) names them (``reg13``,
 ``xxreg0``, ``eth_src``, ``ip_dst``, ``metadata`` ...); a bit range is ``(field, ofs, nbits)``, OVS's
 ``field[ofs..ofs+nbits-1]``.
 
 ``check_action`` refuses, with a ``FlowError``, what the switch cannot execute: a field the registry
 does not know, a bit range outside its field, a write to a read-only field, or a header the
 datapath's executor (``dpif.actions``) cannot rewrite (IPv6 addresses and label, ARP, ICMP, ND, VLAN
-TCI, tunnel and conntrack fields, for now). Conntrack, NAT, learn, group, meter, controller() and
-conjunction are not in the model yet.
+TCI, tunnel and conntrack fields, for now). Conntrack, NAT, learn, group, meter and controller() are not in
+the model yet. A flow whose actions hold ``conjunction`` may hold only ``conjunction`` and ``note``
+(``Instructions.check``: ``bad_conjunction``, OVS's NXBAC_BAD_CONJUNCTION).
 """
 
 from __future__ import annotations
@@ -191,8 +192,23 @@ class Clone:
     actions: tuple[Action, ...] = ()
 
 
+@dataclass(frozen=True)
+class Conjunction:
+    """``conjunction(id,k/n)``: the flow is clause ``clause`` (1-based) of the ``n_clauses`` of conjunctive
+    match ``id`` in its table (ovs-fields(7), "Conjunctive Match Fields"); it is never executed as such: a
+    packet that matches a flow of every clause is looked up again with ``conj_id=id``. Run by a packet-out
+    or inside ``clone`` it does nothing."""
+
+    id: int
+    clause: int
+    n_clauses: int
+
+
+#: clauses of one conjunction, at most (OVS's limit)
+MAX_CLAUSES = 64
+
 Action = (Output | PushVlan | PopVlan | SetField | ModVlanVid | Resubmit | Move | StackPush | StackPop | Note | Exit
-          | OutputReg | DecTtl | Clone)
+          | OutputReg | DecTtl | Clone | Conjunction)
 
 #: actions a write-actions instruction (the action set) may hold
 ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid)
@@ -317,6 +333,14 @@ def check_action(action: Action, in_action_set: bool = False) -> None:
         for a in action.actions:
             check_action(a)
         return
+    if isinstance(action, Conjunction):
+        if not 2 <= action.n_clauses <= MAX_CLAUSES:
+            raise FlowError("bad_conjunction", f"a conjunction has 2 to {MAX_CLAUSES} clauses, not {action.n_clauses}")
+        if not 1 <= action.clause <= action.n_clauses:
+            raise FlowError("bad_conjunction", f"clause {action.clause} of {action.n_clauses}")
+        if not 0 <= action.id < 1 << 32:
+            raise FlowError("bad_conjunction", f"conjunction id {action.id}")
+        return
     raise FlowError("bad_action", f"unsupported action {action!r}")
 
 
@@ -400,6 +424,8 @@ def format_nicira(a: Action) -> str | None:
         return f"output:{_sub(a.field, a.ofs, a.nbits)}"
     if isinstance(a, DecTtl):
         return "dec_ttl" if a.ids == (0,) else f"dec_ttl({','.join(map(str, a.ids))})"
+    if isinstance(a, Conjunction):
+        return f"conjunction({a.id},{a.clause}/{a.n_clauses})"
     if isinstance(a, Clone):
         return f"clone({','.join(format_nicira(x) or repr(x) for x in a.actions)})"
     return None

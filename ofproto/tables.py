@@ -4,7 +4,8 @@
  flow-mods ──► FlowTables (Python objects: add / modify / delete / expire / stats)
                    │ compile(port map, miss policy)           (agent thread)
                    ▼
-               TableSet: flows ranked per table, a TableIndex per table, counters     ──► translator
+               TableSet: flows ranked per table, a TableIndex per table (its conjunctive flows in a
+                   │        ClauseIndex), counters                                      ──► translator
                    │ activate (datapath thread, between bursts: counters carried over by flow uid)
 ```
 
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from dpif import key as K
+from ofproto.conjunction import ClauseIndex
 from ofproto.lookup import TableIndex
 from ofproto.rules import (
     DROP,
@@ -70,12 +72,19 @@ class TableSet:
         self.table_counters = np.zeros((n_tables, 2), dtype=np.int64)   # lookups, matches
         self._rank = {f.uid: i for i, f in enumerate(flows)}
         per_table: list[list[tuple[int, tuple[tuple[int, int, int], ...]]]] = [[] for _ in range(n_tables)]
+        clauses: list[list] = [[] for _ in range(n_tables)]   # the conjunctive flows (``ofproto.conjunction``)
         for rank, f in enumerate(flows):
             words = f.match.words()
             if self.port_map is not None:
                 words = tuple((w, self.port_map.get(v, NO_PORT) if w == K.W_IN_PORT else v, m) for w, v, m in words)
-            per_table[f.table_id].append((rank, words))
-        self.index = [TableIndex(fl) for fl in per_table]
+            conjs = f.instructions.conjunctions()
+            if conjs:
+                clauses[f.table_id].append((rank, words, tuple((c.id, c.clause, c.n_clauses) for c in conjs)))
+            else:
+                per_table[f.table_id].append((rank, words))
+        prio = [f.priority for f in flows]
+        self.index = [TableIndex(fl, ClauseIndex(cl, prio) if cl else None) for fl, cl in zip(per_table, clauses,
+                                                                                              strict=True)]
 
     def rank_of(self, flow: Flow) -> int:
         """Rank of ``flow`` (by uid) in this set, or -1."""
