@@ -14,7 +14,10 @@ A flow whose actions are ``conjunction(id,k/n)`` is clause ``k`` of conjunction 
 As in OVS, a conjunction is one priority's (the same id at two priorities is two conjunctions), an
 ordinary flow of the clauses' priority or above wins over them, the ``conj_id`` lookup ignores the
 clause flows and may find an ordinary flow that beats the ``conj_id`` flow, and ``conj_id`` is back to 0
-for the actions and later lookups. Two conjunctions satisfied at one priority are tried in id order (OVS:
+for the actions and later lookups. OVS's classifier keeps flows of one match in a list under the one of
+the highest priority, and its ``conj_id`` lookup passes over a list headed by a conjunctive flow: so
+here too, an ordinary flow with the match of a conjunctive flow of a higher priority is not seen by the
+``conj_id`` lookups (the first lookup sees it). Two conjunctions satisfied at one priority are tried in id order (OVS:
 unpredictable). Every bit a probe or lookup looks at goes into the megaflow mask ``wc``, so the answer
 holds for every packet that agrees with the key there. Clause flows are never selected, so their counters
 never move (ovs-fields(7) says so of OVS's too).
@@ -27,22 +30,25 @@ from collections.abc import Callable, Sequence
 from ofproto.fields import W_CONJ_ID
 from ofproto.lookup import subtables_of
 
-#: a lookup among a table's ordinary flows: ``(key, wc) -> rank`` (-1: none)
-Lookup = Callable[[list[int], list[int]], int]
+#: a lookup among a table's ordinary flows: ``(key, wc, ranks left out) -> rank`` (-1: none)
+Lookup = Callable[[list[int], list[int], frozenset[int]], int]
 
 
 class ClauseIndex:
     """The conjunctive flows of one table: subtables by mask (as ``ofproto.lookup``), each flow's
-    ``(id, clause, n_clauses)`` triples, and every rank's priority (``prio``, the table set's)."""
+    ``(id, clause, n_clauses)`` triples, every rank's priority (``prio``, the table set's), and the ordinary
+    flows the ``conj_id`` lookups do not see (``hidden``)."""
 
-    __slots__ = ("subtables", "conjs", "prio")
+    __slots__ = ("subtables", "conjs", "prio", "hidden")
 
     def __init__(self, clauses: list[tuple[int, tuple[tuple[int, int, int], ...], tuple[tuple[int, int, int], ...]]],
-                 prio: Sequence[int]) -> None:
-        """``clauses``: ``(rank, ((word, value, mask), ...), ((id, clause, n_clauses), ...))``."""
+                 prio: Sequence[int], hidden: frozenset[int] = frozenset()) -> None:
+        """``clauses``: ``(rank, ((word, value, mask), ...), ((id, clause, n_clauses), ...))``; ``hidden``: the
+        ranks of ordinary flows with the match of a conjunctive flow of a higher priority."""
         self.subtables = subtables_of([(rank, words) for rank, words, _c in clauses])
         self.conjs = {rank: conjs for rank, _w, conjs in clauses}
         self.prio = prio
+        self.hidden = hidden
 
     def resolve(self, best: Lookup, key: list[int], wc: list[int], hard: int) -> int:
         """The rank the table's lookup answers, given ``hard``, the best ordinary flow for ``key`` found by
@@ -72,7 +78,7 @@ class ClauseIndex:
         try:
             for _p, cid in done:
                 key[W_CONJ_ID] = cid
-                rank = best(key, wc)
+                rank = best(key, wc, self.hidden)
                 if rank >= 0:
                     return rank
         finally:

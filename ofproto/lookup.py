@@ -117,9 +117,9 @@ class TableIndex:
         found = self.best(key, wc)
         return found if self.clauses is None else self.clauses.resolve(self.best, key, wc, found)
 
-    def best(self, key: list[int], wc: list[int]) -> int:
-        """The best rank among the ordinary flows (no conjunction action) matching ``key`` (-1: none); ORs
-        the bits the answer depends on into ``wc``."""
+    def best(self, key: list[int], wc: list[int], hidden: frozenset[int] = frozenset()) -> int:
+        """The best rank among the ordinary flows (no conjunction action) matching ``key``, those in
+        ``hidden`` left out (-1: none); ORs the bits the answer depends on into ``wc``."""
         found = 1 << 62
         for sub in self.subtables:
             if sub.best >= found:
@@ -128,6 +128,8 @@ class TableIndex:
             if vals is None:
                 continue
             ranks = sub.ranks.get(vals)
-            if ranks is not None and ranks[0] < found:
-                found = ranks[0]
+            if ranks is not None:
+                rank = ranks[0] if not hidden else next((r for r in ranks if r not in hidden), found)
+                if rank < found:
+                    found = rank
         return found if found < 1 << 62 else -1

@@ -47,6 +47,22 @@ C_PACKETS, C_BYTES, C_USED = 0, 1, 2
 _GENERATIONS = itertools.count(1)
 
 
+def _hidden(flows: list[Flow]) -> dict[int, frozenset[int]]:
+    """Per table, the ranks of its ordinary flows that have the match of a conjunctive flow of a higher
+    priority (``ofproto.conjunction``: the ``conj_id`` lookups do not see them)."""
+    top: dict[tuple[int, Match], int] = {}
+    for f in flows:
+        if f.instructions.conjunctions():
+            k = (f.table_id, f.match)
+            top[k] = max(top.get(k, -1), f.priority)
+    out: dict[int, set[int]] = {}
+    if top:
+        for rank, f in enumerate(flows):
+            if top.get((f.table_id, f.match), -1) > f.priority and not f.instructions.conjunctions():
+                out.setdefault(f.table_id, set()).add(rank)
+    return {t: frozenset(out.get(t, ())) for t in {f.table_id for f in flows}}
+
+
 class TableSet:
     """One compilation of the flow tables: immutable but for its counters.
 
@@ -83,8 +99,9 @@ class TableSet:
             else:
                 per_table[f.table_id].append((rank, words))
         prio = [f.priority for f in flows]
-        self.index = [TableIndex(fl, ClauseIndex(cl, prio) if cl else None) for fl, cl in zip(per_table, clauses,
-                                                                                              strict=True)]
+        hidden = _hidden(flows)
+        self.index = [TableIndex(fl, ClauseIndex(cl, prio, hidden[t]) if cl else None)
+                      for t, (fl, cl) in enumerate(zip(per_table, clauses, strict=True))]
 
     def rank_of(self, flow: Flow) -> int:
         """Rank of ``flow`` (by uid) in this set, or -1."""

@@ -444,16 +444,20 @@ class RefTables:
                 n_clauses = {c.n_clauses for c in here if c.id == cid}
                 if any({c.clause for c in here if c.id == cid and c.n_clauses == n} == set(range(1, n + 1))
                        for n in n_clauses):
-                    found = self.best(table_id, key, Pipe(pipe.regs, pipe.metadata, cid))
+                    found = self.best(table_id, key, Pipe(pipe.regs, pipe.metadata, cid), hide_shadowed=True)
                     if found is not None:
                         return found
         return best
 
-    def best(self, table_id: int, key: list[int], pipe: Pipe) -> RefFlow | None:
+    def best(self, table_id: int, key: list[int], pipe: Pipe, hide_shadowed: bool = False) -> RefFlow | None:
         """The highest-priority matching flow of a table that is not a conjunction's clause; the earliest
-        added among equals."""
+        added among equals. ``hide_shadowed`` (the conj_id lookup): not a flow with the match of a
+        conjunctive flow of a higher priority (OVS's classifier does not see those there)."""
         best = None
         for f in self.flows:
+            if hide_shadowed and any(g.table_id == table_id and conjunctions(g) and g.match == f.match
+                                     and g.priority > f.priority for g in self.flows):
+                continue
             if f.table_id == table_id and not conjunctions(f) and matches(f.match, key, pipe):
                 if best is None or (f.priority, -f.serial) > (best.priority, -best.serial):
                     best = f
