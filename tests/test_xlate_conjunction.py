@@ -17,12 +17,15 @@
 
 from __future__ import annotations
 
+import pathlib
 import random
 import re
 import socket
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -35,7 +38,9 @@ from ofproto.actions import format_nicira
 from ofproto.rules import (
     Clone,
     Conjunction,
+    DecTtl,
     Flow,
+    FlowError,
     Instructions,
     Load,
     Match,
@@ -49,6 +54,7 @@ from tests.test_xlate import SETTINGS, check_burst, check_counters, rig
 from tests.test_xlate_nicira import MACS, N_TABLES, ipv4_frame, nicira_action
 from tests.test_xlate_nicira import flows as nicira_flows
 from tests.test_xlate_nicira import frames as nicira_frames
+from vswitch.openflow.flows import FLOW_ERRORS, BridgeFlows
 from xlate.reference import RefTables
 from xlate.translate import UpcallCookies, XlateResult, translate
 
@@ -433,3 +439,162 @@ def test_conjunctive_pipelines_match_reference(flow_list: list[Flow], burst: lis
     for f in ref.flows:
         if f.instructions.conjunctions():
             assert f.packets == 0
+
+
+# ---------------------------------------------------------------- what a flow with conjunction may hold
+
+def _ofp_conj(k: int, n: int, cid: int) -> bytes:
+    return struct.pack("!HHIHBBI", 0xFFFF, 16, 0x2320, 34, (k - 1) & 0xFF, n & 0xFF, cid)
+
+
+def _ofp_output(port: int) -> bytes:
+    return struct.pack("!HHIH6x", 0, 16, port, 0xFFFF)
+
+
+def _ofp_note() -> bytes:
+    return struct.pack("!HHIH6x", 0xFFFF, 16, 0x2320, 8)
+
+
+def _ofp_clone(inner: bytes) -> bytes:
+    return struct.pack("!HHIH6x", 0xFFFF, 16 + len(inner), 0x2320, 42) + inner
+
+
+def _ofp_actions(kind: int, acts: bytes) -> bytes:
+    return struct.pack("!HH4x", kind, 8 + len(acts)) + acts
+
+
+C12 = Conjunction(1, 1, 2)
+#: (name, instructions, the same instructions as OpenFlow 1.3 bytes, the FlowError code or None)
+RULES = [
+    ("conjunction and output", Instructions(apply=(C12, Output(1))),
+     _ofp_actions(4, _ofp_conj(1, 2, 1) + _ofp_output(1)), "bad_conjunction"),
+    ("output and conjunction", Instructions(apply=(Output(1), C12)),
+     _ofp_actions(4, _ofp_output(1) + _ofp_conj(1, 2, 1)), "bad_conjunction"),
+    ("conjunction and dec_ttl", Instructions(apply=(C12, DecTtl())),
+     _ofp_actions(4, _ofp_conj(1, 2, 1) + struct.pack("!HH4x", 24, 8)), "bad_conjunction"),
+    ("conjunction and goto_table", Instructions(apply=(C12,), goto=3),
+     _ofp_actions(4, _ofp_conj(1, 2, 1)) + struct.pack("!HHB3x", 1, 8, 3), "bad_conjunction"),
+    ("conjunction and write_metadata", Instructions(apply=(C12,), metadata=(1, 1)),
+     _ofp_actions(4, _ofp_conj(1, 2, 1)) + struct.pack("!HH4xQQ", 2, 24, 1, 1), "bad_conjunction"),
+    ("conjunction and write_actions", Instructions(apply=(C12,), write=(Output(1),)),
+     _ofp_actions(4, _ofp_conj(1, 2, 1)) + _ofp_actions(3, _ofp_output(1)), "bad_conjunction"),
+    ("conjunction and clear_actions", Instructions(apply=(C12,), clear=True),
+     _ofp_actions(4, _ofp_conj(1, 2, 1)) + struct.pack("!HH4x", 5, 8), "bad_conjunction"),
+    ("one clause", Instructions(apply=(Conjunction(1, 1, 1),)), _ofp_actions(4, _ofp_conj(1, 1, 1)),
+     "bad_conjunction"),
+    ("clause 3 of 2", Instructions(apply=(Conjunction(1, 3, 2),)), _ofp_actions(4, _ofp_conj(3, 2, 1)),
+     "bad_conjunction"),
+    ("65 clauses", Instructions(apply=(Conjunction(1, 1, 65),)), _ofp_actions(4, _ofp_conj(1, 65, 1)),
+     "bad_conjunction"),
+    ("conjunction in the action set", Instructions(write=(C12,)), _ofp_actions(3, _ofp_conj(1, 2, 1)),
+     "unsupported_order"),
+    ("notes and conjunctions", Instructions(apply=(Note(b"\0" * 6), C12, Conjunction(2, 2, 2), Note(b"\0" * 6))),
+     _ofp_actions(4, _ofp_note() + _ofp_conj(1, 2, 1) + _ofp_conj(2, 2, 2) + _ofp_note()), None),
+    ("clause 64 of 64, id 0", Instructions(apply=(Conjunction(0, 64, 64),)), _ofp_actions(4, _ofp_conj(64, 64, 0)),
+     None),
+    ("conjunction inside clone: not a clause", Instructions(apply=(Output(1), Clone((C12,)))),
+     _ofp_actions(4, _ofp_output(1) + _ofp_clone(_ofp_conj(1, 2, 1))), None),
+]
+RULE_MATCH = Match(eth_type=0x0800, ipv4_src=ip("10.0.0.1"))
+
+
+def our_error(ins: Instructions) -> tuple[int, int] | None:
+    """The OpenFlow error (type, code) our tables answer a flow-mod with these instructions with, None if added;
+    an error adds nothing."""
+    tables = FlowTables(8)
+    try:
+        tables.add(Flow(0, 10, RULE_MATCH, ins))
+    except FlowError as e:
+        assert len(tables) == 0
+        return FLOW_ERRORS[e.code]
+    return None
+
+
+@pytest.mark.parametrize(("name", "ins", "wire", "code"), RULES, ids=[r[0] for r in RULES])
+def test_what_a_conjunctive_flow_may_hold(name: str, ins: Instructions, wire: bytes, code: str | None) -> None:
+    assert our_error(ins) == (FLOW_ERRORS[code] if code else None)
+    if code == "bad_conjunction":
+        assert FLOW_ERRORS[code] == (0xFFFF, 15)   # NXBAC_BAD_CONJUNCTION: Nicira's experimenter error 15
+    if code is None:
+        tables = FlowTables(8)
+        tables.add(Flow(0, 10, RULE_MATCH, ins))
+        ts = tables.compile()   # inside clone, a conjunction is an action that does nothing: not a clause
+        res = translate(ts, key_of(packet(1, 2)), FLAGS, UpcallCookies())
+        assert bool(res.ranks) == (not ins.conjunctions())
+
+
+def _flow_mod13(xid: int, instructions: bytes) -> bytes:
+    oxm = struct.pack("!IH", 0x80000A02, 0x0800) + struct.pack("!II", 0x80001604, ip("10.0.0.1"))
+    match = struct.pack("!HH", 1, 4 + len(oxm)) + oxm
+    match += b"\0" * (-len(match) % 8)
+    body = struct.pack("!QQBBHHHIIIH2x", 0, 0, 0, 0, 0, 0, 10, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    body += match + instructions
+    return struct.pack("!BBHI", 4, 14, 8 + len(body), xid) + body
+
+
+@pytest.mark.integration
+def test_real_ovs_answers_the_same_errors(real_ovs: RealOvs) -> None:
+    """The same flow-mods (OpenFlow 1.3, Nicira actions as OVS encodes them) sent to a real ovs-vswitchd get
+    the error our tables' FlowError maps to (experimenter errors: type 0xffff, the Nicira id, the code), or
+    none; the connection lives on (a barrier after each is answered)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(f"{real_ovs.rundir}/brc.mgmt")
+
+    def recv() -> bytes:
+        head = s.recv(8, socket.MSG_WAITALL)
+        n = struct.unpack_from("!H", head, 2)[0]
+        return head + s.recv(n - 8, socket.MSG_WAITALL)
+
+    try:
+        recv()                                        # the switch's hello
+        s.sendall(struct.pack("!BBHI", 4, 0, 8, 1))   # ours: OpenFlow 1.3
+        for i, (name, ins, wire, _code) in enumerate(RULES):
+            s.sendall(_flow_mod13(100 + i, wire) + struct.pack("!BBHI", 4, 20, 8, 200 + i))
+            msg = recv()
+            theirs = None
+            if msg[1] == 1:                           # OFPT_ERROR
+                err_type, code = struct.unpack_from("!HH", msg, 8)
+                if err_type == 0xFFFF:
+                    assert struct.unpack_from("!I", msg, 12)[0] == 0x2320, name
+                theirs = (err_type, code)
+                msg = recv()
+            assert msg[1] == 21 and struct.unpack_from("!I", msg, 4)[0] == 200 + i, name   # the barrier reply
+            assert theirs == our_error(ins), name
+    finally:
+        s.close()
+
+
+def test_conjunction_text_is_ovs_ofctl_s() -> None:
+    """Every conjunction action of the OVN fixture's flows (what ovs-ofctl printed) reads back to the same text."""
+    texts = []
+    for path in sorted(pathlib.Path(__file__).parent.glob("fixtures/ovn-23.03-flows/flows-*.txt")):
+        texts += re.findall(r"conjunction\(\d+,\d+/\d+\)", path.read_text())
+    assert len(texts) == 10   # the fixture's README counts them
+    for text in texts:
+        cid, k, n = map(int, re.findall(r"\d+", text))
+        assert format_nicira(Conjunction(cid, k, n)) == text
+
+
+# ---------------------------------------------------------------- through BridgeFlows (what the agent uses)
+
+def test_bridge_flows_count_the_conj_id_flow_and_trace_it() -> None:
+    """The man page's example in a bridge: frames that satisfy the conjunction go out of OpenFlow port 2 and
+    count in the conj_id flow only (its table's lookups and matches too); ofproto/trace shows the conj_id flow
+    as OVS does (`` 0. conj_id=1234, priority 32768, cookie 0x1``)."""
+    with rig() as r:
+        ports = {f"p{i}": SimpleNamespace(ofport=i + 1, port_no=i, name=f"p{i}") for i in range(N_PORTS)}
+        flows = BridgeFlows(SimpleNamespace(dp=r.dp, ports=ports, name="brc"), 8)
+        for f in parse_flows(EXAMPLES[0][1]):
+            flows.tables.add(f)
+        flows.push()
+        got = r.run([(packet(1, 2), 0)] * 3 + [(packet(2, 2), 0)], now=1)
+        assert {p: len(v) for p, v in got.outputs.items()} == {0: 0, 1: 3, 2: 0, 3: 0}
+        r.sync()
+        counts = {s.flow.cookie: s.packets for s in flows.tables.stats(now=1)}
+        assert counts == {1: 3, **dict.fromkeys(range(2, 10), 0)}
+        assert flows.tables.table_stats()[0] == (0, 9, 4, 3)
+        trace = flows.trace("in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_dst=80").splitlines()
+        assert " 0. conj_id=1234, priority 32768, cookie 0x1" in trace and "Datapath actions: 2" in trace, trace
+        trace = flows.trace("in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.3,tp_dst=80").splitlines()
+        assert " 0. No match." in trace, trace
