@@ -17,6 +17,9 @@ to the end adds its whole mask. The answer thus holds for every packet that agre
 The key and ``wc`` are the translator's flow state (``fields.FLOW_WORDS``): the key's words, then
 pipeline words (registers, metadata). Bits of pipeline words in ``wc`` never reach a megaflow; the
 translator keeps them correct by un-wildcarding the key bits it copies into pipeline state.
+
+A table's conjunctive flows (``conjunction(id,k/n)`` actions) are not among its subtables: its
+``ClauseIndex`` (``ofproto.conjunction``) takes the ordinary flows' answer and may replace it.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
  flow-mods ──► FlowTables (Python objects: add / modify / delete / expire / stats)
                    │ compile(port map, miss policy)           (agent thread)
                    ▼
-               TableSet: flows ranked per table, a TableIndex per table (its conjunctive flows in a
-                   │        ClauseIndex), counters                                      ──► translator
+               TableSet: flows ranked per table, a TableIndex per table (conjunctive flows: its
+                   │      ClauseIndex, ofproto.conjunction), counters                   ──► translator
                    │ activate (datapath thread, between bursts: counters carried over by flow uid)
 ```
 
