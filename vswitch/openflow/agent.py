@@ -109,6 +109,7 @@ from vswitch.openflow.codec import (
 )
 from vswitch.openflow.flows import BULK_GAP, BridgeFlows, port_wire
 from vswitch.openflow.views import OFPPC_PORT_DOWN, SwitchViews
+from xlate.translate import OFPR_INVALID_TTL
 
 log = logging.getLogger(__name__)
 
@@ -418,18 +419,21 @@ class OfAgent(SwitchViews):
         self.flows.push()       # a fail-mode change alone too: a secure datapath forwards only by flows made for it
 
     def _send_async(self, make: Callable[[OfConnection], Msg], droppable: bool = False, *, kind: int,
-                    reason: int) -> None:
+                    reason: int) -> int:
         """Send an asynchronous message of ``kind`` (``ASYNC_*``) and ``reason`` (built per connection: version,
         miss_send_len) to every controller whose role and SET_ASYNC configuration take it; a ``droppable`` one
-        (packet-in) is skipped for a controller that is far behind."""
+        (packet-in) is skipped for a controller that is far behind. Returns how many controllers wanted it."""
+        wanted = 0
         for conn in list(self.conns.values()):
             if conn.wants(kind, reason):
+                wanted += 1
                 if droppable and conn.tx_bytes > ASYNC_BACKLOG:
                     conn.pi_dropped += 1
                     continue
                 msg = make(conn)
                 if msg is not None:   # None: not for this connection (a table miss, for a 1.3 controller)
                     conn.send(msg)
+        return wanted
 
     def _flow_removed(self, stats: Any, reason: int) -> None:
         self._send_async(lambda c: Msg(c.version, "flow_removed", 0, self.flows.flow_removed(c.version, stats, reason)),
@@ -454,8 +458,12 @@ class OfAgent(SwitchViews):
         while dp.packet_ins:
             pi = dp.packet_ins.popleft()
             in_port = self.flows.ofport_of(pi.port_no)
-            self._send_async(lambda c, pi=pi, in_port=in_port: self._packet_in(c, pi, in_port), droppable=True,
-                             kind=ASYNC_PACKET_IN, reason=pi.reason)
+            wanted = self._send_async(lambda c, pi=pi, in_port=in_port: self._packet_in(c, pi, in_port),
+                                      droppable=True, kind=ASYNC_PACKET_IN, reason=pi.reason)
+            if not wanted and pi.reason == OFPR_INVALID_TTL:
+                # dec_ttl stopped the frame (TTL 0 or 1) and no controller asked for such packet-ins (OVS's
+                # default: none does until SET_ASYNC): the frame ends here
+                dp.dp_drops["invalid_ttl_no_controller"] += 1
 
     @staticmethod
     def _packet_in(conn: OfConnection, pi: Any, in_port: int) -> Msg | None:
