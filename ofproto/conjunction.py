@@ -14,7 +14,9 @@ A flow whose actions are ``conjunction(id,k/n)`` is clause ``k`` of conjunction 
 As in OVS, a conjunction is one priority's (the same id at two priorities is two conjunctions), an
 ordinary flow of the clauses' priority or above wins over them, the ``conj_id`` lookup ignores the
 clause flows and may find an ordinary flow that beats the ``conj_id`` flow, and ``conj_id`` is back to 0
-for the actions and later lookups. OVS's classifier keeps flows of one match in a list under the one of
+for the actions and later lookups. A conjunction of n clauses needs n matching clause flows of its
+priority (OVS counts flows, not clauses: one flow that holds two clauses of a conjunction is not enough
+alone). OVS's classifier keeps flows of one match in a list under the one of
 the highest priority, and its ``conj_id`` lookup passes over a list headed by a conjunctive flow: so
 here too, an ordinary flow with the match of a conjunctive flow of a higher priority is not seen by the
 ``conj_id`` lookups (the first lookup sees it). Two conjunctions satisfied at one priority are tried in id order (OVS:
@@ -55,8 +57,9 @@ class ClauseIndex:
         ``best`` (which it calls again with ``conj_id`` set); ORs what it looks at into ``wc``."""
         prio = self.prio
         floor = prio[hard] if hard >= 0 else -1
-        # (priority, id) -> {n_clauses: clauses seen, as bits}
+        # (priority, id) -> {n_clauses: clauses seen, as bits}; priority -> clause flows that match
         seen: dict[tuple[int, int], dict[int, int]] = {}
+        count: dict[int, int] = {}
         for sub in self.subtables:
             if prio[sub.best] <= floor:
                 break        # no flow here or in any later subtable beats the ordinary match
@@ -67,13 +70,14 @@ class ClauseIndex:
                 p = prio[rank]
                 if p <= floor:
                     break
+                count[p] = count.get(p, 0) + 1
                 for cid, k, n in self.conjs[rank]:
                     bits = seen.setdefault((p, cid), {})
                     bits[n] = bits.get(n, 0) | 1 << (k - 1)
         if not seen:
             return hard
         done = sorted((-p, cid) for (p, cid), bits in seen.items()
-                      if any(b == (1 << n) - 1 for n, b in bits.items()))
+                      if any(b == (1 << n) - 1 and count[p] >= n for n, b in bits.items()))
         saved = key[W_CONJ_ID]
         try:
             for _p, cid in done:

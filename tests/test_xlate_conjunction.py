@@ -211,6 +211,18 @@ EXAMPLES = [
         "priority=95,tcp,tp_dst=80 actions=conjunction(2,2/2)",
         "priority=10,conj_id=2 actions=output:3"],
      [((1, 2, 80, 6), 6), ((1, 2, 443, 6), 3), ((1, 9, 80, 6), 3), ((4, 2, 80, 6), 6)]),
+    ("a flow per clause: one flow with both clauses is not enough alone (as OVS)", [
+        "priority=100,ip,nw_src=10.0.0.1 actions=conjunction(1,1/2),conjunction(1,2/2)",
+        "priority=100,conj_id=1 actions=output:2",
+        "priority=100,tcp,tp_dst=443 actions=conjunction(7,1/2)",
+        "priority=1 actions=output:3"],
+     [((1, 2, 80, 6), 4), ((1, 2, 443, 6), 2), ((2, 2, 443, 6), 4)]),
+    ("clauses of another number of clauses do not add up", [
+        "priority=100,ip,nw_src=10.0.0.1 actions=conjunction(1,1/2)",
+        "priority=100,ip,nw_dst=10.0.0.2 actions=conjunction(1,2/3)",
+        "priority=100,conj_id=1 actions=output:2",
+        "priority=1 actions=output:3"],
+     [((1, 2, 80, 6), 4)]),
     ("a conj_id flow that does not match is no conjunction", [
         "priority=100,ip,nw_src=10.0.0.1 actions=conjunction(1,1/2)",
         "priority=100,ip,nw_dst=10.0.0.2 actions=conjunction(1,2/2)",
@@ -311,8 +323,8 @@ def clause_match(draw: st.DrawFn) -> Match:
 @st.composite
 def conjunctive_table(draw: st.DrawFn, table: int = 0, actions: st.SearchStrategy | None = None) -> list[Flow]:
     """Conjunctions (ids 1..3, 2 or 3 clauses, priorities 10..30; one id may come at two priorities), 1..3
-    flows per clause, some flows in two conjunctions of their priority, conj_id flows (of any priority,
-    some matching more than conj_id) and ordinary flows in between."""
+    flows per clause, some flows in two conjunctions of their priority (or two clauses of one), conj_id flows
+    (of any priority, some matching more than conj_id) and ordinary flows in between."""
     acts = actions if actions is not None else st.tuples(st.builds(Output, st.integers(0, N_PORTS - 1)))
     conjs: dict[tuple[int, int], int] = {}     # (priority, id) -> clauses
     for _ in range(draw(st.integers(1, 3))):
@@ -323,7 +335,7 @@ def conjunctive_table(draw: st.DrawFn, table: int = 0, actions: st.SearchStrateg
         for k in range(1, n + 1):
             for _ in range(draw(st.integers(1, 3))):
                 mine = [Conjunction(cid, k, n)]
-                others = [(c, m) for (p, c), m in conjs.items() if p == prio and c != cid]
+                others = [(c, m) for (p, c), m in conjs.items() if p == prio]   # this one too: another clause
                 if others and draw(st.integers(0, 3)) == 0:
                     c, m = draw(st.sampled_from(others))
                     mine.append(Conjunction(c, draw(st.integers(1, m)), m))

@@ -18,8 +18,9 @@ Rules the two share (choices, not OpenFlow's):
 * ties between matching flows of equal priority: the flow added first (lowest serial) wins;
 * conjunctive flows (``conjunction(id,k/n)`` actions) are never selected themselves: a lookup finds the
   best ordinary flow, unless a conjunction of a higher priority has a matching flow in every clause and
-  the lookup again with ``conj_id`` = its id finds a flow (that one, then); two conjunctions satisfied at
-  one priority are tried in id order (OVS leaves it unpredictable);
+  the lookup again with ``conj_id`` = its id finds a flow (that one, then); a conjunction of n clauses
+  needs n matching clause flows of its priority (OVS counts flows); two conjunctions satisfied at one
+  priority are tried in id order (OVS leaves it unpredictable);
 * a frame is ``dst, src, up to two known VLAN tags (TPID 0x8100 or 0x88a8), rest``, as OVS parses
   it: a third tag is part of the rest and stays there whatever the actions do. ``pop_vlan`` and
   ``set_field vlan_vid / vlan_pcp`` on a frame without a known tag do nothing; ``push_vlan`` on a frame
@@ -442,8 +443,9 @@ class RefTables:
             here = [c for f in clauses if f.priority == priority for c in conjunctions(f)]
             for cid in sorted({c.id for c in here}):
                 n_clauses = {c.n_clauses for c in here if c.id == cid}
+                n_flows = len([f for f in clauses if f.priority == priority])   # OVS needs a flow per clause
                 if any({c.clause for c in here if c.id == cid and c.n_clauses == n} == set(range(1, n + 1))
-                       for n in n_clauses):
+                       and n_flows >= n for n in n_clauses):
                     found = self.best(table_id, key, Pipe(pipe.regs, pipe.metadata, cid), hide_shadowed=True)
                     if found is not None:
                         return found
