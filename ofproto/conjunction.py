@@ -16,13 +16,13 @@ ordinary flow of the clauses' priority or above wins over them, the ``conj_id`` 
 clause flows and may find an ordinary flow that beats the ``conj_id`` flow, and ``conj_id`` is back to 0
 for the actions and later lookups. A conjunction of n clauses needs n matching clause flows of its
 priority (OVS counts flows, not clauses: one flow that holds two clauses of a conjunction is not enough
-alone). OVS's classifier keeps flows of one match in a list under the one of
-the highest priority, and its ``conj_id`` lookup passes over a list headed by a conjunctive flow: so
-here too, an ordinary flow with the match of a conjunctive flow of a higher priority is not seen by the
-``conj_id`` lookups (the first lookup sees it). Two conjunctions satisfied at one priority are tried in id order (OVS:
+alone). OVS's classifier keeps the flows of one match in a list under the one of the highest priority,
+and its ``conj_id`` lookup passes over a list headed by a conjunctive flow: so here too, an ordinary flow
+with the match of a conjunctive flow of a higher priority is not seen by the ``conj_id`` lookups (the
+first lookup sees it). Two conjunctions satisfied at one priority are tried in id order (OVS:
 unpredictable). Every bit a probe or lookup looks at goes into the megaflow mask ``wc``, so the answer
-holds for every packet that agrees with the key there. Clause flows are never selected, so their counters
-never move (ovs-fields(7) says so of OVS's too).
+holds for every packet that agrees with the key there. Clause flows are never selected, so their
+counters never move (ovs-fields(7) says so of OVS's too).
 """
 
 from __future__ import annotations

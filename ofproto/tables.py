@@ -60,7 +60,7 @@ def _hidden(flows: list[Flow]) -> dict[int, frozenset[int]]:
         for rank, f in enumerate(flows):
             if top.get((f.table_id, f.match), -1) > f.priority and not f.instructions.conjunctions():
                 out.setdefault(f.table_id, set()).add(rank)
-    return {t: frozenset(out.get(t, ())) for t in {f.table_id for f in flows}}
+    return {t: frozenset(ranks) for t, ranks in out.items()}
 
 
 class TableSet:
@@ -100,7 +100,7 @@ class TableSet:
                 per_table[f.table_id].append((rank, words))
         prio = [f.priority for f in flows]
         hidden = _hidden(flows)
-        self.index = [TableIndex(fl, ClauseIndex(cl, prio, hidden[t]) if cl else None)
+        self.index = [TableIndex(fl, ClauseIndex(cl, prio, hidden.get(t, frozenset())) if cl else None)
                       for t, (fl, cl) in enumerate(zip(per_table, clauses, strict=True))]
 
     def rank_of(self, flow: Flow) -> int:
