@@ -220,8 +220,9 @@ ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid)
 WRITABLE_HEADERS = frozenset({"eth_src", "eth_dst", "ip_src", "ip_dst", "nw_tos", "ip_dscp", "nw_ecn", "nw_ttl",
                               "tcp_src", "tcp_dst", "udp_src", "udp_dst"})
 #: key fields written as translator state only (no header carries them): later lookups and outputs see
-#: the value (``in_port``: an OpenFlow port number)
-WRITABLE_STATE = frozenset({"pkt_mark", "in_port"})
+#: the value (``in_port``: an OpenFlow port number; the tunnel fields: what a tunnel port's output will use)
+WRITABLE_STATE = frozenset({"pkt_mark", "in_port", "tun_id", "tun_src", "tun_dst", "tun_ipv6_src", "tun_ipv6_dst",
+                            "tun_flags"})
 _VLAN_SET = {"vlan_vid": 13, "vlan_pcp": 3}
 
 

@@ -47,7 +47,7 @@ from ofproto.actions import (  # noqa: F401  (re-exported: callers import the ac
     check_action,
 )
 
-N_TABLES = 32                 # tables 0 .. N_TABLES-1 (FlowTables(n_tables=...) may use fewer)
+N_TABLES = 254                # tables 0 .. 253, as OVS (FlowTables(n_tables=...) may use fewer)
 OFP_DEFAULT_PRIORITY = 0x8000
 OFPTT_ALL = 0xFF
 OFPVID_PRESENT = 0x1000

@@ -44,6 +44,7 @@ from ofproto.rules import (
 )
 
 C_PACKETS, C_BYTES, C_USED = 0, 1, 2
+_EMPTY_INDEX = TableIndex([])
 _GENERATIONS = itertools.count(1)
 
 
@@ -87,21 +88,25 @@ class TableSet:
         self.counters[:, C_USED] = [f.installed for f in flows]
         self.table_counters = np.zeros((n_tables, 2), dtype=np.int64)   # lookups, matches
         self._rank = {f.uid: i for i, f in enumerate(flows)}
-        per_table: list[list[tuple[int, tuple[tuple[int, int, int], ...]]]] = [[] for _ in range(n_tables)]
-        clauses: list[list] = [[] for _ in range(n_tables)]   # the conjunctive flows (``ofproto.conjunction``)
+        per_table: dict[int, list[tuple[int, tuple[tuple[int, int, int], ...]]]] = {}
+        clauses: dict[int, list] = {}   # the conjunctive flows of each table (``ofproto.conjunction``)
         for rank, f in enumerate(flows):
             words = f.match.words()
             if self.port_map is not None:
                 words = tuple((w, self.port_map.get(v, NO_PORT) if w == K.W_IN_PORT else v, m) for w, v, m in words)
             conjs = f.instructions.conjunctions()
             if conjs:
-                clauses[f.table_id].append((rank, words, tuple((c.id, c.clause, c.n_clauses) for c in conjs)))
+                clauses.setdefault(f.table_id, []).append(
+                    (rank, words, tuple((c.id, c.clause, c.n_clauses) for c in conjs)))
             else:
-                per_table[f.table_id].append((rank, words))
-        prio = [f.priority for f in flows]
-        hidden = _hidden(flows)
-        self.index = [TableIndex(fl, ClauseIndex(cl, prio, hidden.get(t, frozenset())) if cl else None)
-                      for t, (fl, cl) in enumerate(zip(per_table, clauses, strict=True))]
+                per_table.setdefault(f.table_id, []).append((rank, words))
+        prio = [f.priority for f in flows] if clauses else []
+        hidden = _hidden(flows) if clauses else {}
+        self.index = [_EMPTY_INDEX] * n_tables   # most of the 254 tables are empty: one shared, read-only index
+        for t in per_table.keys() | clauses.keys():
+            cl = clauses.get(t)
+            self.index[t] = TableIndex(per_table.get(t, []),
+                                       ClauseIndex(cl, prio, hidden.get(t, frozenset())) if cl else None)
 
     def rank_of(self, flow: Flow) -> int:
         """Rank of ``flow`` (by uid) in this set, or -1."""

@@ -31,14 +31,18 @@ def test_translate_reads_the_registry() -> None:
     """The 1.3 translation takes widths and prerequisites from the registry: matches that break a
     prerequisite are refused with OFPBMC_BAD_PREREQ, as OVS refuses them, and the same matches with it pass."""
     for name, width in translate.MATCHABLE.items():
-        f = F.by_oxm_name(name)
-        assert f is not None and f.bits == width and f.where == F.KEY, name
+        f = F.by_oxm_name(name) or F.by_name(name)
+        assert f is not None and f.bits == width and f.where in (F.KEY, F.PIPELINE), name
+    assert {"reg0", "xxreg3", "metadata", "ct_state", "tun_metadata0"} - set(translate.MATCHABLE) == {"tun_metadata0"}
     good = [{"eth_type": 0x0800, "ip_proto": 6, "tcp_dst": 80}, {"vlan_vid": 0x100A, "vlan_pcp": 3},
             {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 135, "icmpv6_code": 0, "ipv6_nd_target": 1},
-            {"eth_type": 0x0806, "arp_op": 1}, {"tunnel_id": 5}]
+            {"eth_type": 0x0806, "arp_op": 1}, {"tunnel_id": 5}, {"reg0": 1, "metadata": (2, 3)},
+            {"eth_type": 0x0800, "nw_ttl": 3}, {"eth_type": 0x0800, "ct_state": (0x20, 0x30), "ct_nw_src": 1},
+            {"vlan_tci": (0x1000, 0x1000), "vlan_pcp": 1}]
     bad = [{"tcp_dst": 80}, {"eth_type": 0x0800, "tcp_dst": 80}, {"eth_type": 0x0800, "ip_proto": 17, "tcp_dst": 80},
            {"vlan_pcp": 3}, {"vlan_vid": 0, "vlan_pcp": 3}, {"eth_type": 0x0800, "arp_op": 1},
-           {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 128, "ipv6_nd_target": 1}]
+           {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 128, "ipv6_nd_target": 1}, {"nw_ttl": 3},
+           {"ct_nw_src": 1}, {"eth_type": 0x0800, "ct_nw_src": 1}]
     for m in good:
         assert set(translate.match_from(codec.OFP13, m)) == set(m), m
     for m in bad:

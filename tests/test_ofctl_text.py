@@ -23,3 +23,10 @@ def test_order_and_statistics_do_not_matter_but_match_and_actions_do() -> None:
     assert ours != other and ours[0].actions == other[0].actions
     assert flow_lines("NXST_FLOW reply (xid=0x4):\n") == []
     assert isinstance(ours[0], FlowLine)
+
+
+def test_dec_ttl_with_empty_parentheses_is_dec_ttl() -> None:
+    old = flow_lines("table=21, priority=74,ip actions=dec_ttl(),resubmit(,22)")    # the fixture's OVS wrote this
+    new = flow_lines("table=21, priority=74,ip actions=dec_ttl,resubmit(,22)")      # OVS 3.1 dumps this
+    assert old == new and old[0].actions == "dec_ttl,resubmit(,22)"
+    assert flow_lines("priority=1 actions=dec_ttl(1,2)")[0].actions == "dec_ttl(1,2)"   # controller ids kept

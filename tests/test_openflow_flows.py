@@ -138,12 +138,16 @@ def test_of13_tables_vlans_cookies_and_timeouts(two_hosts) -> None:  # noqa: ANN
 
 def test_flow_mod_errors_keep_the_connection(two_hosts) -> None:  # noqa: ANN001
     sw, net, na, nb, a, b = two_hosts
-    out = ofctl(sw, *OF13, "add-flow", "ofb", "table=40,actions=drop", check=False)
+    out = ofctl(sw, *OF13, "add-flow", "ofb", "table=254,actions=drop", check=False)   # tables 0..253, as OVS
     assert "OFPFMFC_BAD_TABLE_ID" in out or "BAD_TABLE_ID" in out, out
     out = ofctl(sw, *OF13, "add-flow", "ofb", "table=3,actions=goto_table:2", check=False)
     assert "BAD_TABLE_ID" in out, out
-    out = ofctl(sw, *OF13, "add-flow", "ofb", "ip,actions=set_field:1->ip_dscp", check=False)
+    # a header the datapath cannot rewrite yet (the IPv6 flow label): refused, not half-installed
+    out = ofctl(sw, *OF13, "add-flow", "ofb", "ipv6,actions=set_field:1->ipv6_label", check=False)
     assert "OFPBAC_BAD_SET_TYPE" in out or "BAD_SET" in out, out
+    # its positive twin: one it can (ip_dscp) is taken
+    assert ofctl(sw, *OF13, "add-flow", "ofb", "table=7,ip,actions=set_field:1->ip_dscp", check=False) == ""
+    ofctl(sw, *OF13, "del-flows", "ofb", "table=7")
     # the bridge still works and kept its flows
     assert len(flows_of(sw, *OF13)) == 1
     assert net.ping(na, "10.71.0.2")

@@ -55,6 +55,8 @@ from tests.test_xlate import SETTINGS, apply_mod, check_burst, check_counters, r
 from tests.test_xlate_nicira import MACS, N_TABLES, ipv4_frame, nicira_action
 from tests.test_xlate_nicira import flows as nicira_flows
 from tests.test_xlate_nicira import frames as nicira_frames
+from vswitch.openflow.channel import OfConnection
+from vswitch.openflow.codec import OFP10, Msg, encode
 from vswitch.openflow.flows import FLOW_ERRORS, BridgeFlows
 from xlate.reference import RefTables
 from xlate.translate import UpcallCookies, XlateResult, translate
@@ -605,6 +607,14 @@ def test_real_ovs_answers_the_same_errors(real_ovs: RealOvs) -> None:
             assert theirs == our_error(ins), name
     finally:
         s.close()
+
+
+def test_bad_conjunction_in_openflow_10_is_ovs_s_vendor_error() -> None:
+    """In OpenFlow 1.0 the error is Nicira's vendor error (NXET_VENDOR, type 2 code 526): the bytes a real
+    ovs-vswitchd 3.1 sent for a 1.0 flow-mod with conjunction and output (xid 7), up to the request's copy."""
+    sent: list[Msg] = []
+    OfConnection.error(SimpleNamespace(send=sent.append), OFP10, 7, *FLOW_ERRORS["bad_conjunction"], b"")
+    assert encode(sent[0])[4:20] == bytes.fromhex("00000007b0c20000000023200002020e")
 
 
 def test_conjunction_text_is_ovs_ofctl_s() -> None:

@@ -86,6 +86,7 @@ from vswitch.openflow.channel import (  # noqa: F401 - importable from here, as 
     _version_bitmap,
 )
 from vswitch.openflow.codec import (
+    NX_VENDOR_ID,
     OFP10,
     OFP13,
     OFP14,
@@ -108,6 +109,7 @@ from vswitch.openflow.codec import (
     split,
 )
 from vswitch.openflow.flows import BULK_GAP, BridgeFlows, port_wire
+from vswitch.openflow.nxhandlers import NiciraMessages, TlvMap, vendor_of
 from vswitch.openflow.views import OFPPC_PORT_DOWN, SwitchViews
 from xlate.translate import OFPR_INVALID_TTL
 
@@ -131,7 +133,7 @@ MSGS_PER_TURN = 50        # requests handled per connection per loop turn, so on
 class _Stop(Exception):
     """The agent thread is asked to end."""
 
-class OfAgent(SwitchViews):
+class OfAgent(SwitchViews, NiciraMessages):
     """Serves OpenFlow for one bridge on ``<rundir>/<bridge>.mgmt`` (and, later, controller connections)."""
 
     def __init__(self, bridge: Any, rundir: str, datapath_id: Callable[[], int],
@@ -173,6 +175,7 @@ class OfAgent(SwitchViews):
         self._reconnects: collections.deque[tuple[str, bool]] = collections.deque()   # (why, every connection)
         self.flows = BridgeFlows(bridge, N_TABLES)
         self.bundles = BundleHandler(self)
+        self.tlv_map = TlvMap()
         self._raw = b""   # the message being handled, as received
         bridge.dp.on_packet_in = self._wake_for_packet_in
         self._thread = threading.Thread(target=self._run, name=f"openflow-{bridge.name}", daemon=True)
@@ -689,8 +692,11 @@ class OfAgent(SwitchViews):
             self.changed()
 
     def _readable(self, conn: OfConnection) -> None:
-        if conn.dead or conn.rxq:
-            return   # requests from the last read are still being served: read more once they are
+        if conn.dead:
+            return
+        if conn.rxq:   # requests from the last read are still waiting: serve them (this turn's share); read
+            self._serve(conn)   # more once they are done
+            return
         try:
             data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -808,6 +814,9 @@ class OfAgent(SwitchViews):
         if conn.role == ROLE_SLAVE:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot modify flows")
         self.flows.bulk = time.monotonic() - conn.last_barrier < BULK_GAP
+        if conn.version == OFP10 and conn.flow_mod_table_id and not msg.get("nxm"):   # NXT_FLOW_MOD_TABLE_ID
+            msg = Msg(msg.version, msg.type, msg.xid,
+                      {**msg.fields, "table_id": msg.command >> 8, "command": msg.command & 0xFF})
         for stats in self.flows.flow_mod(conn.version, msg):
             self._flow_removed(stats, OFPRR_DELETE)
 
@@ -844,13 +853,23 @@ class OfAgent(SwitchViews):
         self.bundles.add(conn, msg, self._raw)
 
     def _on_experimenter(self, conn: OfConnection, msg: Msg) -> None:
-        """OpenFlow 1.3's ONF bundle extension (1.4+ has bundles of its own); any other experimenter message gets
-        OFPBRC_BAD_EXPERIMENTER."""
+        """Nicira's messages (``nxhandlers``) and OpenFlow 1.3's ONF bundle extension (1.4+ has bundles of its
+        own); any other experimenter message gets OFPBRC_BAD_EXPERIMENTER."""
         if conn.version == OFP13 and msg.experimenter == ONF_VENDOR_ID and msg.exp_type in (
                 ONF_ET_BUNDLE_CONTROL, ONF_ET_BUNDLE_ADD_MESSAGE):
             self.bundles.experimenter(conn, msg, self._raw)
             return
+        if msg.experimenter == NX_VENDOR_ID:
+            self._nicira(conn, msg, msg.exp_type, bytes(msg.data))
+            return
         raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_EXPERIMENTER, f"experimenter {msg.experimenter:#x}")
+
+    def _on_vendor(self, conn: OfConnection, msg: Msg) -> None:
+        """OpenFlow 1.0's vendor messages: Nicira's (``nxhandlers``); others get OFPBRC_BAD_VENDOR."""
+        vendor, subtype, body = vendor_of(conn.version, msg)
+        if vendor != NX_VENDOR_ID:
+            raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_EXPERIMENTER, f"vendor {vendor:#x}")
+        self._nicira(conn, msg, subtype, body)
 
     def _on_features_request(self, conn: OfConnection, msg: Msg) -> None:
         caps = OFPC_FLOW_STATS | OFPC_TABLE_STATS | OFPC_PORT_STATS

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import socket
+import struct
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,9 @@ class OfConnection:
         #: OpenFlow 1.4+ role-status messages, (master/equal, slave) bitmaps by reason (OVS: none until asked)
         self.role_status_mask: tuple[int, int] = (0b111, 0b111)
         self.bundles: dict[int, Bundle] = {}   # open or closed bundles by id (OpenFlow 1.4+)
+        self.flow_format = 0          # Nicira's NXT_SET_FLOW_FORMAT: 0 OpenFlow 1.0, 2 NXM
+        self.flow_mod_table_id = False   # NXT_FLOW_MOD_TABLE_ID: a 1.0 flow-mod's command carries the table
+        self.controller_id = 0        # NXT_SET_CONTROLLER_ID
 
     def reply(self, version_type: str, xid: int, fields: dict[str, Any]) -> None:
         """Send a 1.4+ message of type ``version_type``; in OpenFlow 1.3 the bundle replies go as ONF experimenter
@@ -137,6 +141,9 @@ class OfConnection:
         if version == OFP10:
             err_type, code = _error10(err_type, code)
         data = data if text else data[:64]
+        if version == OFP10 and code >= 0x100:   # a Nicira extension code: OVS's NXET_VENDOR wrapping of 1.0
+            data = struct.pack("!IHH", NX_VENDOR_ID, err_type, code) + data
+            err_type, code = NXET_VENDOR, 0
         if err_type == OFPET_EXPERIMENTER:   # the experimenter id comes before the data: ONF's bundle errors
             vendor = ONF_VENDOR_ID if code >= ONF_BUNDLE_ERROR_BASE else NX_VENDOR_ID   # (1.3), else Nicira's
             data = vendor.to_bytes(4, "big") + data
@@ -148,6 +155,10 @@ class OfConnection:
         if self.target is None or not self.version or self.dead:
             return False
         return bool(self.async_masks[kind][1 if self.role == ROLE_SLAVE else 0] >> reason & 1)
+
+
+#: OpenFlow 1.0 has no experimenter errors: OVS sends Nicira's in an error of this type (NXVC_VENDOR_ERROR)
+NXET_VENDOR = 0xB0C2
 
 
 def _error10(err_type: int, code: int) -> tuple[int, int]:
@@ -162,6 +173,10 @@ def _error10(err_type: int, code: int) -> tuple[int, int]:
         return 4, code
     if err_type in (3, 4, 5):       # bad instruction, bad match, other flow-mod failures: unsupported
         return 3, 5
+    if err_type == 0xFFFF and 16 <= code <= 21:   # Nicira's TLV-table errors: OVS's 1.0 numbers
+        return 1, 511 + code
+    if err_type == 0xFFFF and code == 15:         # NXBAC_BAD_CONJUNCTION: OVS's 1.0 number
+        return 2, 526
     return err_type, code
 
 

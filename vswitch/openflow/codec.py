@@ -35,6 +35,7 @@ from ofproto import fields as _fields
 OFP10, OFP13, OFP14, OFP15 = 0x01, 0x04, 0x05, 0x06
 HEADER = struct.Struct("!BBHI")
 OFP_NO_BUFFER = 0xFFFFFFFF
+OFPAT_EXPERIMENTER = 0xFFFF   # OpenFlow 1.0's OFPAT_VENDOR too
 
 # ---------------------------------------------------------------- errors (OpenFlow 1.3 numbering; 1.0 in comments)
 OFPET_HELLO_FAILED, OFPET_BAD_REQUEST, OFPET_BAD_ACTION, OFPET_BAD_INSTRUCTION, OFPET_BAD_MATCH = 0, 1, 2, 3, 4
@@ -53,7 +54,7 @@ ONF_BUNDLE_ERROR_BASE = 2300
 OFPBRC_BAD_VERSION, OFPBRC_BAD_TYPE, OFPBRC_BAD_MULTIPART, OFPBRC_BAD_EXPERIMENTER, OFPBRC_BAD_LEN = 0, 1, 2, 3, 6
 OFPBAC_BAD_TYPE, OFPBAC_BAD_LEN = 0, 1
 OFPBIC_UNKNOWN_INST, OFPBIC_BAD_LEN = 0, 6
-OFPBMC_BAD_TYPE, OFPBMC_BAD_LEN, OFPBMC_BAD_FIELD = 0, 1, 6
+OFPBMC_BAD_TYPE, OFPBMC_BAD_LEN, OFPBMC_BAD_FIELD, OFPBMC_DUP_FIELD = 0, 1, 6, 10
 
 
 class OfpError(Exception):
@@ -292,6 +293,10 @@ MULTIPART[OFP14] = {**MULTIPART[OFP13], MP_FLOW: ("struct:mp_flow_request", "lis
                     MP_PORT_STATS: ("struct:mp_port_stats_request", "list:port_stats14"),
                     MP_PORT_DESC: ("", "list:port14")}
 MULTIPART[OFP15] = {**MULTIPART[OFP14], MP_FLOW: ("struct:mp_flow_request", "list:flow_desc15")}
+#: OFPMP_EXPERIMENTER (1.0: OFPST_VENDOR): the body stays bytes (``vswitch.openflow.nxt``: Nicira's statistics)
+MP_EXPERIMENTER = 0xFFFF
+for _mp in MULTIPART.values():
+    _mp[MP_EXPERIMENTER] = ("rest", "rest")
 #: the 1.5 flow statistics (OXS, class 0x8002): name -> (field number, value bytes)
 OXS_FIELDS = {"duration": (0, 8), "idle_time": (1, 8), "flow_count": (3, 4), "packet_count": (4, 8),
               "byte_count": (5, 8)}
@@ -311,7 +316,22 @@ def _uint(b: bytes) -> int:
     return int.from_bytes(b, "big")
 
 
+def _wire_field(name: str) -> _fields.Field:
+    """The registry field a codec match key names (its OXM name, else its registry name)."""
+    f = _fields.by_oxm_name(name) or _fields.by_name(name)
+    if f is None:
+        raise ValueError(f"no match field {name!r}")
+    return f
+
+
 def _oxm_encode(name: str, value: Any) -> bytes:
+    if name == "nxm_in_port":    # Nicira's 16-bit in_port (OVS writes set_field of in_port with it)
+        from vswitch.openflow import nxm
+        return nxm.encode([(_fields.by_name("in_port"), value, None)], nxm.NXM)
+    if name not in OXM_FIELDS:   # the NXM classes and experimenter OXMs (OVS takes them in any OXM match)
+        from vswitch.openflow import nxm
+        v, m = value if isinstance(value, tuple) else (value, None)
+        return nxm.encode([(_wire_field(name), v, m)], nxm.OXM)
     num, size = OXM_FIELDS[name]
     if isinstance(value, tuple):
         v, m = value
@@ -329,7 +349,7 @@ def _oxm_decode(buf: bytes) -> tuple[str, Any, int]:
         raise OfpError(OFPET_BAD_MATCH, OFPBMC_BAD_LEN, "truncated OXM field")
     num, hasmask = fh >> 1, fh & 1
     if cls != OFPXMC_OPENFLOW_BASIC or num not in OXM_BY_NUMBER:
-        raise OfpError(OFPET_BAD_MATCH, OFPBMC_BAD_FIELD, f"unsupported OXM class 0x{cls:04x} field {num}")
+        return _nxm_decode_one(buf[:4 + length])
     name, size = OXM_BY_NUMBER[num]
     if length != size * (2 if hasmask else 1):
         raise OfpError(OFPET_BAD_MATCH, OFPBMC_BAD_LEN, f"OXM {name}: length {length}")
@@ -338,13 +358,32 @@ def _oxm_decode(buf: bytes) -> tuple[str, Any, int]:
     return name, value, 4 + length
 
 
+def wire_name(f: _fields.Field) -> str:
+    """The key a decoded match gives field ``f``: its OXM name, else its registry name."""
+    return f.oxm_name or f.name
+
+
+def _nxm_decode_one(tlv: bytes) -> tuple[str, Any, int]:
+    """One TLV of another class than OpenFlow basic (NXM_OF / NXM_NX, packet registers, experimenter)."""
+    from vswitch.openflow import nxm
+    ((f, value, mask),) = nxm.decode(tlv)
+    name = wire_name(f)
+    if f.nxm == (_fields.OFPXMC_NXM_0, 0):   # NXM_OF_IN_PORT is 16 bits: OpenFlow 1.0's numbering
+        name, value = "in_port", value | 0xFFFF0000 if value >= 0xFF00 else value
+    return name, value if mask is None else (value, mask), len(tlv)
+
+
+def _oxm_order(name: str) -> tuple[int, int]:
+    return (0, OXM_FIELDS[name][0]) if name in OXM_FIELDS else (1, 0)
+
+
 def _pad8(n: int) -> int:
     return (n + 7) // 8 * 8
 
 
 def match13_encode(match: dict[str, Any]) -> bytes:
     """``ofp_match`` (OFPMT_OXM) with its padding."""
-    oxms = b"".join(_oxm_encode(k, match[k]) for k in sorted(match, key=lambda k: OXM_FIELDS[k][0]))
+    oxms = b"".join(_oxm_encode(k, match[k]) for k in sorted(match, key=_oxm_order))
     length = 4 + len(oxms)
     return struct.pack("!HH", 1, length) + oxms + bytes(_pad8(length) - length)
 
@@ -362,6 +401,8 @@ def match13_decode(buf: bytes) -> tuple[dict[str, Any], int]:
     off = 4
     while off < length:
         name, value, used = _oxm_decode(buf[off:length])
+        if name in match:
+            raise OfpError(OFPET_BAD_MATCH, OFPBMC_DUP_FIELD, f"{name} twice in the match")
         match[name] = value
         off += used
     return match, _pad8(length)
@@ -445,11 +486,43 @@ INSTRUCTIONS = {"goto_table": 1, "write_metadata": 2, "write_actions": 3, "apply
 INSTRUCTION_BY_NUMBER = {v: k for k, v in INSTRUCTIONS.items()}
 
 
+OFPAT_COPY_FIELD = 28   # OpenFlow 1.5: n_bits, src_offset, dst_offset, pad 2, then the source and destination
+_COPY_FIELD = struct.Struct("!HHHHH2x")   # OXM headers (4 bytes, 8 for an experimenter OXM), padded to 8
+
+
+def _copy_field_encode(a: dict[str, Any]) -> bytes:
+    from vswitch.openflow import nicira, nxm
+    heads = nicira.field_header(a["src"], nxm.OXM) + nicira.field_header(a["dst"], nxm.OXM)
+    length = _pad8(_COPY_FIELD.size + len(heads))
+    return _COPY_FIELD.pack(OFPAT_COPY_FIELD, length, a["n_bits"], a["src_ofs"], a["dst_ofs"]) + heads \
+        + bytes(length - _COPY_FIELD.size - len(heads))
+
+
+def _copy_field_decode(buf: bytes) -> dict[str, Any]:
+    """OpenFlow 1.5's copy_field as ``{"type": "copy_field", n_bits, src_ofs, dst_ofs, src, dst}``."""
+    from vswitch.openflow import nicira
+    if len(buf) < 20:
+        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_LEN, f"copy_field of {len(buf)} bytes")
+    _t, _l, n_bits, src_ofs, dst_ofs = struct.unpack_from("!HHHHH", buf)
+    src, used = nicira._header_field(buf, 12)
+    dst, used2 = nicira._header_field(buf, 12 + used)
+    if any(buf[12 + used + used2:]):
+        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_LEN, "copy_field: non-zero bytes after its fields")
+    return {"type": "copy_field", "n_bits": n_bits, "src_ofs": src_ofs, "dst_ofs": dst_ofs, "src": src, "dst": dst}
+
+
 def actions_encode(version: int, actions: list[dict[str, Any]]) -> bytes:
     """A list of actions."""
     out = []
     for action in actions:
         kind = action["type"]
+        if kind.startswith("nx_"):   # a Nicira extension action (OFPAT_EXPERIMENTER / OFPAT_VENDOR)
+            from vswitch.openflow import nicira
+            out.append(nicira.encode_action(action, lambda acts: actions_encode(version, acts)))
+            continue
+        if kind == "copy_field" and version >= OFP15:
+            out.append(_copy_field_encode(action))
+            continue
         if (version, kind) not in ACTIONS:
             raise ValueError(f"action {kind!r} does not exist in OpenFlow version 0x{version:02x}")
         num, layout = ACTIONS[(version, kind)]
@@ -474,6 +547,15 @@ def actions_decode(version: int, buf: bytes) -> list[dict[str, Any]]:
         num, length = struct.unpack_from("!HH", buf, off)
         if length < 8 or length % 8 or off + length > len(buf):
             raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_LEN, f"action length {length}")
+        if num == OFPAT_EXPERIMENTER:
+            from vswitch.openflow import nicira
+            actions.append(nicira.decode_action(buf[off:off + length], lambda b: actions_decode(version, b)))
+            off += length
+            continue
+        if num == OFPAT_COPY_FIELD and version >= OFP15:
+            actions.append(_copy_field_decode(buf[off:off + length]))
+            off += length
+            continue
         name = ACTION_BY_NUMBER.get((version, num))
         if name is None:
             raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_TYPE, f"action type {num}")
@@ -488,8 +570,8 @@ def actions_decode(version: int, buf: bytes) -> list[dict[str, Any]]:
     return actions
 
 
-def instructions_encode(instructions: list[dict[str, Any]]) -> bytes:
-    """OpenFlow 1.3 instructions."""
+def instructions_encode(instructions: list[dict[str, Any]], version: int = OFP13) -> bytes:
+    """OpenFlow 1.1+ instructions (their actions as ``version`` writes them)."""
     out = []
     for ins in instructions:
         kind = ins["type"]
@@ -499,15 +581,15 @@ def instructions_encode(instructions: list[dict[str, Any]]) -> bytes:
         elif kind == "write_metadata":
             out.append(struct.pack("!HH4xQQ", num, 24, ins["metadata"], ins["metadata_mask"]))
         elif kind in ("write_actions", "apply_actions", "clear_actions"):
-            acts = actions_encode(OFP13, ins.get("actions", []))
+            acts = actions_encode(version, ins.get("actions", []))
             out.append(struct.pack("!HH4x", num, 8 + len(acts)) + acts)
         elif kind == "meter":
             out.append(struct.pack("!HHI", num, 8, ins["meter_id"]))
     return b"".join(out)
 
 
-def instructions_decode(buf: bytes) -> list[dict[str, Any]]:
-    """Every instruction in ``buf``."""
+def instructions_decode(buf: bytes, version: int = OFP13) -> list[dict[str, Any]]:
+    """Every instruction in ``buf`` (their actions as ``version`` reads them)."""
     out: list[dict[str, Any]] = []
     off = 0
     while off < len(buf):
@@ -530,7 +612,7 @@ def instructions_decode(buf: bytes) -> list[dict[str, Any]]:
         elif kind == "meter":
             out.append({"type": kind, "meter_id": struct.unpack_from("!I", body, 4)[0]})
         else:
-            out.append({"type": kind, "actions": actions_decode(OFP13, body[8:])})
+            out.append({"type": kind, "actions": actions_decode(version, body[8:])})
         off += length
     return out
 
@@ -561,7 +643,7 @@ def _encode_fields(version: int, layout: list[tuple[str, str]], values: dict[str
         elif kind in ("actions13", "actions10"):
             parts.append(actions_encode(version, values.get(name, [])))
         elif kind == "instructions":
-            parts.append(instructions_encode(values.get(name, [])))
+            parts.append(instructions_encode(values.get(name, []), version))
         elif kind == "oxm":
             (fname, fvalue), = values[name].items()
             parts.append(_oxm_encode(fname, fvalue))
@@ -670,7 +752,7 @@ def _decode_fields(version: int, layout: list[tuple[str, str]], buf: bytes, exac
             out[name] = actions_decode(version, buf[off:end])
             off = end
         elif kind == "instructions":
-            out[name] = instructions_decode(buf[off:])
+            out[name] = instructions_decode(buf[off:], version)
             off = len(buf)
         elif kind == "oxm":
             fname, value, used = _oxm_decode(buf[off:])

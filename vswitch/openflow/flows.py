@@ -40,8 +40,9 @@ from dpif import actions as DA
 from dpif import key as K
 from dpif.extract import extract_burst
 from dpif.megaflow import MegaflowCache, mf_programs
+from ofproto import fields as _fields
 from ofproto.rules import (
-    MATCH_FIELDS,
+    ALL_MATCH_FIELDS,
     OFPFF_RESET_COUNTS,
     OFPFF_SEND_FLOW_REM,
     OFPP_ALL,
@@ -63,12 +64,23 @@ from ofproto.rules import (
     Output,
     PopVlan,
     PushVlan,
-    SetField,
     check_action,
 )
 from ofproto.tables import FlowTables, TableSet
+from vswitch.openflow.actionwire import (  # noqa: F401  (re-exported: the agent and tests take them from here)
+    NX_FROM_WIRE,
+    NX_TO_WIRE,
+    action_from_wire,
+    action_to_wire,
+    actions10_of,
+    instructions_from_wire,
+    instructions_to_wire,
+    port13,
+    port_wire,
+)
 from vswitch.openflow.codec import (
     OFP10,
+    OFP13,
     OFP15,
     OFP_NO_BUFFER,
     OFPET_BAD_ACTION,
@@ -77,6 +89,13 @@ from vswitch.openflow.codec import (
     OFPET_BAD_REQUEST,
     OFPET_FLOW_MOD_FAILED,
     OfpError,
+)
+from vswitch.openflow.tracespec import (  # noqa: F401
+    build_frame,
+    final_flow,
+    format_spec,
+    parse_flow_spec,
+    set_key_only,
 )
 from vswitch.openflow.translate import actions_to10, instructions_from, match_from, match_to
 from xlate.translate import MAX_DEPTH, PF_DOWN, PF_PATCH, Bridges, UpcallCookies, set_action_formatter, translate
@@ -173,85 +192,15 @@ def ofport13(ofport: int) -> int:
     return OFPP_LOCAL if ofport == 65534 else ofport
 
 
-def port13(version: int, port: int) -> int:
-    """A wire port number as OpenFlow 1.3 numbers it (1.0's reserved ports are 16-bit)."""
-    if version == OFP10 and port >= 0xFF00:
-        return port | 0xFFFF0000
-    return port
-
-
-def port_wire(version: int, port: int) -> int:
-    """A 1.3 port number in the wire form of ``version``."""
-    return port & 0xFFFF if version == OFP10 and port >= 0xFFFFFF00 else port
+def _flags(version: int, f: dict[str, Any]) -> int:
+    """A flow-mod's flags as 1.3 numbers them: a 1.0 flow (whose counters a modify always resets) carries
+    reset_counts, as OVS records it; 1.0's EMERG bit has no 1.3 meaning."""
+    return (f["flags"] & ~OFPFF_RESET_COUNTS) | OFPFF_RESET_COUNTS if version == OFP10 else f["flags"]
 
 
 def _flow_error(e: FlowError) -> OfpError:
     err_type, code = FLOW_ERRORS.get(e.code, (OFPET_FLOW_MOD_FAILED, OFPFMFC_UNKNOWN))
     return OfpError(err_type, code, str(e))
-
-
-def action_from_wire(version: int, a: dict[str, Any]) -> Action:
-    """One 1.3-form wire action as an ``ofproto.rules`` action."""
-    t = a["type"]
-    if t == "output":
-        return Output(port13(version, a["port"]), a.get("max_len", 0xFFFF))
-    if t == "push_vlan":
-        return PushVlan(a["ethertype"])
-    if t == "pop_vlan":
-        return PopVlan()
-    if t == "mod_vlan_vid":
-        return ModVlanVid(a["vlan_vid"])
-    (name, value), = a["field"].items()
-    if isinstance(value, tuple):
-        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_ARGUMENT, f"set_field {name} with a mask")
-    return SetField(name, value)
-
-
-def action_to_wire(version: int, a: Action) -> dict[str, Any]:
-    """An ``ofproto.rules`` action in 1.3 wire form (``translate.actions_to10`` makes it 1.0)."""
-    if isinstance(a, Output):
-        return {"type": "output", "port": port_wire(version, a.port) if version == OFP10 else a.port,
-                "max_len": a.max_len}
-    if isinstance(a, PushVlan):
-        return {"type": "push_vlan", "ethertype": a.ethertype}
-    if isinstance(a, PopVlan):
-        return {"type": "pop_vlan"}
-    if isinstance(a, ModVlanVid):   # 1.0's set_vlan_vid again (translate.actions_to10)
-        return {"type": "set_field", "field": {"vlan_vid": a.vid | 0x1000}}
-    return {"type": "set_field", "field": {a.field: a.value}}
-
-
-def instructions_from_wire(version: int, fields: dict[str, Any]) -> Instructions:
-    """A flow-mod's instructions (or 1.0 actions) as ``Instructions``."""
-    apply: tuple[Action, ...] = ()
-    write: tuple[Action, ...] = ()
-    clear = False
-    goto = None
-    for ins in instructions_from(version, fields):
-        kind = ins["type"]
-        if kind == "apply_actions":
-            apply = tuple(action_from_wire(version, a) for a in ins["actions"])
-        elif kind == "write_actions":
-            write = tuple(action_from_wire(version, a) for a in ins["actions"])
-        elif kind == "clear_actions":
-            clear = True
-        elif kind == "goto_table":
-            goto = ins["table_id"]
-    return Instructions(apply, clear, write, goto)
-
-
-def instructions_to_wire(version: int, ins: Instructions) -> list[dict[str, Any]]:
-    """``Instructions`` as 1.3 wire instructions."""
-    out: list[dict[str, Any]] = []
-    if ins.apply:
-        out.append({"type": "apply_actions", "actions": [action_to_wire(version, a) for a in ins.apply]})
-    if ins.clear:
-        out.append({"type": "clear_actions", "actions": []})
-    if ins.write:
-        out.append({"type": "write_actions", "actions": [action_to_wire(version, a) for a in ins.write]})
-    if ins.goto is not None:
-        out.append({"type": "goto_table", "table_id": ins.goto})
-    return out
 
 
 def match_from_wire(version: int, wire: dict[str, Any]) -> Match:
@@ -396,9 +345,10 @@ class BridgeFlows:
         f = msg.fields
         command = f["command"]
         out_port = port13(version, f["out_port"])
-        # OpenFlow 1.0 has no table_id: adds go to table 0, the other commands apply to every table
-        table_id = OFPTT_ALL if version == OFP10 and command != OFPFC_ADD else f.get("table_id", 0)
-        match = match_from_wire(version, f["match"])
+        # OpenFlow 1.0 has no table_id (unless Nicira's NXT_FLOW_MOD_TABLE_ID put one in the command): adds go
+        # to table 0, the other commands apply to every table
+        table_id = f.get("table_id", OFPTT_ALL if version == OFP10 and command != OFPFC_ADD else 0)
+        match = match_from_wire(OFP13 if f.get("nxm") else version, f["match"])   # nxm: NXT_FLOW_MOD's match
         cookie_mask = f.get("cookie_mask", 0)
         now = self.now()
         removed: list[FlowStats] = []
@@ -406,13 +356,13 @@ class BridgeFlows:
             if command == OFPFC_ADD or (version == OFP10 and command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT)):
                 ins = instructions_from_wire(version, f)
                 if command != OFPFC_ADD:   # OpenFlow 1.0: a modify that selects nothing adds the flow
-                    chosen = self.tables.modify(OFPTT_ALL, match, f["priority"], command == OFPFC_MODIFY_STRICT,
+                    chosen = self.tables.modify(table_id, match, f["priority"], command == OFPFC_MODIFY_STRICT,
                                                 instructions=ins)
                     if chosen:
                         self.changed()
                         return removed
-                self.tables.add(Flow(0 if version == OFP10 else table_id, f["priority"], match, ins,
-                                     f["cookie"], f["idle_timeout"], f["hard_timeout"], f["flags"]), now)
+                self.tables.add(Flow(0 if table_id == OFPTT_ALL else table_id, f["priority"], match, ins,
+                                     f["cookie"], f["idle_timeout"], f["hard_timeout"], _flags(version, f)), now)
             elif command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT):
                 ins = instructions_from_wire(version, f)
                 if f["flags"] & OFPFF_RESET_COUNTS:
@@ -446,7 +396,7 @@ class BridgeFlows:
             if command == OFPFC_ADD:
                 ins = instructions_from_wire(version, f)
                 self.tables._check(Flow(0 if version == OFP10 else f.get("table_id", 0), f["priority"], match, ins,
-                                        f["cookie"], f["idle_timeout"], f["hard_timeout"], f["flags"]))
+                                        f["cookie"], f["idle_timeout"], f["hard_timeout"], _flags(version, f)))
             elif command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT):
                 instructions_from_wire(version, f).check()
         except FlowError as e:
@@ -467,7 +417,8 @@ class BridgeFlows:
         table_id = request.get("table_id", OFPTT_ALL)
         if version == OFP10 and table_id == 0xFF:
             table_id = OFPTT_ALL
-        match = match_from_wire(version, request.get("match", {}))
+        nxm = request.get("nxm", False)   # Nicira's NXST_FLOW: an NXM match, entries in NXM form
+        match = match_from_wire(OFP13 if nxm else version, request.get("match", {}))
         out_port = port13(version, request.get("out_port", OFPP_ANY))   # 1.0's OFPP_NONE becomes OFPP_ANY
         self.bridge.dp.sync_stats()
         try:
@@ -476,17 +427,20 @@ class BridgeFlows:
         except FlowError as e:
             raise _flow_error(e) from None
         stats.sort(key=lambda s: (s.flow.table_id, -s.flow.priority, s.flow.serial))
-        return [self.stats_to_wire(version, s) for s in stats]
+        return [self.stats_to_wire(version, s, nxm) for s in stats]
 
-    def stats_to_wire(self, version: int, s: FlowStats) -> dict[str, Any]:
-        """One flow-stats entry."""
+    def stats_to_wire(self, version: int, s: FlowStats, nxm: bool = False) -> dict[str, Any]:
+        """One flow-stats entry (``nxm``: Nicira's, with the match as an OXM-named dict and ages)."""
         f = s.flow
         entry: dict[str, Any] = {"table_id": f.table_id, "duration_sec": s.duration, "duration_nsec": 0,
                                  "priority": f.priority, "idle_timeout": f.idle_timeout,
                                  "hard_timeout": f.hard_timeout, "cookie": f.cookie, "packet_count": s.packets,
-                                 "byte_count": s.bytes, "match": match_to_wire(version, f.match)}
+                                 "byte_count": s.bytes,
+                                 "match": match_to_wire(OFP13 if nxm else version, f.match)}
+        if nxm:
+            entry.update(idle_age=min(s.idle, 0xFFFF), hard_age=min(s.duration, 0xFFFF))
         if version == OFP10:
-            entry["actions"] = actions_to10([action_to_wire(OFP10, a) for a in f.instructions.apply])
+            entry["actions"] = actions_to10(actions10_of(OFP10, f.instructions))
         else:
             entry["flags"] = f.flags
             entry["instructions"] = instructions_to_wire(version, f.instructions)
@@ -561,6 +515,7 @@ class BridgeFlows:
         flags = dp.port_flags.copy()
         dense = self.port_map.get(in_port, len(flags))
         key = key_of_frame(build_frame(fields), dense)
+        set_key_only(key, fields)
         name = self.bridge.name
         lines = [f"Flow: {format_spec(fields)}", "", f'bridge("{name}")', "-" * (len(name) + 10)]
         ts = self.tables.compile(self.port_map, self.miss_max_len, snapshot=True)
@@ -576,7 +531,7 @@ class BridgeFlows:
             actions, final, drop_reason = res.actions, res.final, res.drop_reason
         parts = self.render_actions(actions, rec.normal_outputs)
         text = ",".join(parts) if any(not p.startswith(("set(", "push_vlan", "pop_vlan")) for p in parts) else ""
-        lines += ["", f"Final flow: {_final(final)}", f"Datapath actions: {text or 'drop'}"]
+        lines += ["", f"Final flow: {final_flow(final)}", f"Datapath actions: {text or 'drop'}"]
         if not text:
             lines.append(f"Drop reason: {drop_reason or 'flow_no_output (no port to send to)'}")
         return "\n".join(lines) + "\n"
@@ -731,21 +686,34 @@ _OFCTL_NAMES = {"eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type",
                 "arp_tpa": "arp_tpa", "icmpv4_type": "icmp_type", "icmpv4_code": "icmp_code"}
 
 
+_MACS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"})
+_IPV4 = frozenset({"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "tun_src", "tun_dst", "ct_nw_src", "ct_nw_dst"})
+_IPV6 = frozenset({"ipv6_src", "ipv6_dst", "ipv6_nd_target", "tun_ipv6_src", "tun_ipv6_dst", "ct_ipv6_src",
+                   "ct_ipv6_dst"})
+_DECIMAL = frozenset({"vlan_pcp", "ip_proto", "ip_dscp", "nw_tos", "nw_ecn", "nw_ttl", "tcp_src", "tcp_dst", "udp_src",
+                      "udp_dst", "sctp_src", "sctp_dst", "icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code",
+                      "arp_op", "ct_zone", "ct_nw_proto", "ct_tp_src", "ct_tp_dst", "ip_frag"})
+CT_STATE_FLAGS = ("new", "est", "rel", "rpl", "inv", "trk", "snat", "dnat")
+
+
 def _value_text(name: str, v: int, m: int) -> str:
-    bits = MATCH_FIELDS[name][0]
+    """A match field's value (and mask) as ovs-ofctl writes it."""
+    bits = ALL_MATCH_FIELDS[name][0]
     full = (1 << bits) - 1
-    if bits == 48:
+    if name in _MACS:
         text = ":".join(f"{v >> s & 0xFF:02x}" for s in range(40, -8, -8))
         return text if m == full else text + "/" + ":".join(f"{m >> s & 0xFF:02x}" for s in range(40, -8, -8))
-    if bits == 32 and name != "in_port" and name.startswith(("ipv4", "arp")):
+    if name in _IPV4:
         text = str(ipaddress.IPv4Address(v))
         return text if m == full else f"{text}/{bin(m).count('1')}"
-    if bits == 128:
+    if name in _IPV6:
         text = str(ipaddress.IPv6Address(v))
         return text if m == full else f"{text}/{bin(m).count('1')}"
     if name == "in_port":
         return _port_name(v)
-    text = f"{v:#06x}" if name == "eth_type" else str(v)
+    if name == "ct_state":
+        return "".join(("+" if v >> i & 1 else "-") + flag for i, flag in enumerate(CT_STATE_FLAGS) if m >> i & 1)
+    text = f"{v:#06x}" if name == "eth_type" else str(v) if name in _DECIMAL else f"{v:#x}" if v else "0"
     return text if m == full else f"{text}/{m:#x}"
 
 
@@ -783,114 +751,12 @@ def format_action(a: Action) -> str:
         return f"mod_vlan_vid:{a.vid}"
     if a.field == "vlan_vid":
         return f"set_field:{a.value & 0xFFF | 0x1000}->vlan_vid"
-    return f"set_field:{_value_text(a.field, a.value, (1 << MATCH_FIELDS[a.field][0]) - 1)}->{a.field}"
+    f = _fields.by_oxm_name(a.field) or _fields.by_name(a.field)
+    key = next((n for n in ((f.oxm_name, f.name) if f is not None else ()) if n in ALL_MATCH_FIELDS), None)
+    if key is None:
+        return f"set_field:{a.value:#x}->{a.field}"
+    return f"set_field:{_value_text(key, a.value, (1 << ALL_MATCH_FIELDS[key][0]) - 1)}->{a.field}"
 
-
-# ---------------------------------------------------------------- trace input
-_ALIASES = {"dl_src": "eth_src", "dl_dst": "eth_dst", "dl_type": "eth_type", "nw_proto": "ip_proto",
-            "nw_src": "ipv4_src", "nw_dst": "ipv4_dst", "dl_vlan": "vlan", "vlan_vid": "vlan",
-            "dl_vlan_pcp": "vlan_pcp", "icmp_type": "tp_src", "icmp_code": "tp_dst", "ip_src": "ipv4_src",
-            "ip_dst": "ipv4_dst"}
-_SHORTHANDS = {"ip": {"eth_type": 0x0800}, "icmp": {"eth_type": 0x0800, "ip_proto": 1},
-               "tcp": {"eth_type": 0x0800, "ip_proto": 6}, "udp": {"eth_type": 0x0800, "ip_proto": 17},
-               "arp": {"eth_type": 0x0806}}
-
-
-def parse_flow_spec(spec: str, port_names: dict[str, int]) -> dict[str, int]:
-    """``in_port=1,dl_src=..,dl_dst=..,tcp,tp_dst=80`` as field -> integer (``ValueError`` says what is wrong)."""
-    out: dict[str, int] = {}
-    for item in filter(None, (s.strip() for s in spec.replace(" ", ",").split(","))):
-        if item in _SHORTHANDS:
-            out.update(_SHORTHANDS[item])
-            continue
-        if "=" not in item:
-            raise ValueError(f"{item!r}: expected field=value (or ip, icmp, tcp, udp, arp)")
-        key, value = (s.strip() for s in item.split("=", 1))
-        name = _ALIASES.get(key, key)
-        if name == "in_port":
-            if value in port_names:
-                out[name] = port_names[value]
-            elif value.upper() == "LOCAL":
-                out[name] = OFPP_LOCAL
-            else:
-                out[name] = int(value, 0)
-        elif name in ("eth_src", "eth_dst", "arp_sha", "arp_tha"):
-            parts = value.split(":")
-            if len(parts) != 6:
-                raise ValueError(f"{key}={value}: not a MAC address")
-            out[name] = int("".join(p.zfill(2) for p in parts), 16)
-        elif name in ("ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"):
-            out[name] = int(ipaddress.IPv4Address(value))
-        elif name in ("eth_type", "ip_proto", "vlan", "vlan_pcp", "tp_src", "tp_dst", "tcp_src", "tcp_dst",
-                      "udp_src", "udp_dst", "arp_op", "nw_tos"):
-            out[{"tcp_src": "tp_src", "udp_src": "tp_src", "tcp_dst": "tp_dst", "udp_dst": "tp_dst"}.get(name, name)] \
-                = int(value, 0)
-        else:
-            raise ValueError(f"{key}: ofproto/trace does not know this field")
-    return out
-
-
-_SPEC_NAMES = {"vlan": "dl_vlan", "eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type",
-               "ipv4_src": "nw_src", "ipv4_dst": "nw_dst", "ip_proto": "nw_proto"}
-
-
-def format_spec(fields: dict[str, int]) -> str:
-    """The trace's input in ovs-ofctl's words."""
-    parts = []
-    for name in ("in_port", "vlan", "vlan_pcp", "eth_src", "eth_dst", "eth_type", "ipv4_src", "ipv4_dst",
-                 "ip_proto", "tp_src", "tp_dst", "arp_op", "arp_spa", "arp_tpa"):
-        if name not in fields:
-            continue
-        v = fields[name]
-        if name in ("eth_src", "eth_dst"):
-            text = ":".join(f"{v >> s & 0xFF:02x}" for s in range(40, -8, -8))
-        elif name in ("ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"):
-            text = str(ipaddress.IPv4Address(v))
-        elif name == "eth_type":
-            text = f"{v:#06x}"
-        elif name == "in_port":
-            text = _port_name(v)
-        else:
-            text = str(v)
-        parts.append(f"{_SPEC_NAMES.get(name, name)}={text}")
-    return ",".join(parts)
-
-
-def build_frame(fields: dict[str, int]) -> bytes:
-    """A frame with the headers ``fields`` describe (zeros elsewhere)."""
-    eth_type = fields.get("eth_type", 0)
-    head = fields.get("eth_dst", 0).to_bytes(6, "big") + fields.get("eth_src", 0).to_bytes(6, "big")
-    if "vlan" in fields:
-        tci = (fields.get("vlan_pcp", 0) << 13) | (fields["vlan"] & 0xFFF)
-        head += b"\x81\x00" + tci.to_bytes(2, "big")
-    head += eth_type.to_bytes(2, "big")
-    body = b""
-    if eth_type == 0x0800:
-        proto = fields.get("ip_proto", 0)
-        l4 = b""
-        if proto in (6, 17):
-            l4 = fields.get("tp_src", 0).to_bytes(2, "big") + fields.get("tp_dst", 0).to_bytes(2, "big")
-            l4 += bytes(16 if proto == 6 else 4)
-        elif proto == 1:
-            l4 = bytes([fields.get("tp_src", 0), fields.get("tp_dst", 0)]) + bytes(6)
-        total = 20 + len(l4)
-        body = (bytes([0x45, fields.get("nw_tos", 0)]) + total.to_bytes(2, "big") + bytes(4) + bytes([64, proto])
-                + bytes(2) + fields.get("ipv4_src", 0).to_bytes(4, "big") + fields.get("ipv4_dst", 0).to_bytes(4, "big")
-                + l4)
-    elif eth_type == 0x0806:
-        body = (b"\x00\x01\x08\x00\x06\x04" + fields.get("arp_op", 1).to_bytes(2, "big")
-                + fields.get("arp_sha", fields.get("eth_src", 0)).to_bytes(6, "big")
-                + fields.get("arp_spa", 0).to_bytes(4, "big") + fields.get("arp_tha", 0).to_bytes(6, "big")
-                + fields.get("arp_tpa", 0).to_bytes(4, "big"))
-    frame = head + body
-    return frame + bytes(max(0, 60 - len(frame)))
-
-
-def _final(key: list[int]) -> str:
-    dst, src = (":".join(f"{k >> s & 0xFF:02x}" for s in range(40, -8, -8))
-                for k in (key[K.W_ETH_DST], key[K.W_ETH_SRC]))
-    vlan = f"dl_vlan={key[K.W_VLAN_TCI] & 0xFFF}," if key[K.W_VLAN_TCI] & 0x1000 else ""
-    return f"{vlan}dl_src={src},dl_dst={dst}"
 
 
 set_action_formatter(format_action)

@@ -23,11 +23,10 @@ import struct
 from collections.abc import Iterable
 
 from ofproto import fields as F
-from vswitch.openflow.codec import OFPBMC_BAD_FIELD, OFPBMC_BAD_LEN, OFPET_BAD_MATCH, OfpError
+from vswitch.openflow.codec import OFPBMC_BAD_FIELD, OFPBMC_BAD_LEN, OFPBMC_DUP_FIELD, OFPET_BAD_MATCH, OfpError
 
 OFPBMC_BAD_WILDCARDS = 5
 OFPBMC_BAD_MASK = 8
-OFPBMC_DUP_FIELD = 10
 
 #: dialects: which wire identity ``encode`` prefers for a field that has several
 NXM = "nxm"      # Nicira's format (OpenFlow 1.0 with NXM): NXM classes first

@@ -13,13 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from ofproto import fields as _fields
-from ofproto.rules import MATCH_FIELDS
+from ofproto.rules import ALL_MATCH_FIELDS
 from vswitch.openflow.codec import (
     OFP10,
     OFPET_BAD_ACTION,
     OFPET_BAD_INSTRUCTION,
     OFPET_BAD_MATCH,
-    OXM_FIELDS,
     OfpError,
 )
 
@@ -29,13 +28,14 @@ OFPBIC_UNSUP_INST = 1
 OFPVID_PRESENT = 0x1000
 OFP10_VLAN_NONE = 0xFFFF
 
-#: the fields the datapath can match on and their widths (the rules' fields, from the registry)
-MATCHABLE = {name: bits for name, (bits, _cols) in MATCH_FIELDS.items()}
+#: the fields a match may name (OXM names, else registry names: registers, metadata, NXM-only fields) and
+#: their widths (the rules' fields, from the registry)
+MATCHABLE = {name: bits for name, (bits, _cols) in ALL_MATCH_FIELDS.items()}
 
 
 def _prereqs(name: str) -> tuple[tuple[str, tuple[int, ...], int | None], ...]:
-    """The registry's prerequisites of OXM field ``name``, with the fields they name as OXM names."""
-    f = _fields.by_oxm_name(name)
+    """The registry's prerequisites of field ``name``, with the fields they name as a match names them."""
+    f = _fields.by_oxm_name(name) or _fields.by_name(name)
     out = []
     for field, values, mask in f.prereqs if f is not None else ():
         req = _fields.by_name(field)
@@ -44,12 +44,19 @@ def _prereqs(name: str) -> tuple[tuple[str, tuple[int, ...], int | None], ...]:
     return tuple(out)
 
 
+#: a field whose bits another name matches too (NXM's vlan_tci holds OXM's vlan_vid)
+_SAME_BITS = {"vlan_vid": "vlan_tci"}
 #: prerequisites: field -> ((required field, allowed values, mask or None for the whole field), ...)
 PREREQ = {name: p for name in MATCHABLE if (p := _prereqs(name))}
-#: actions the datapath executes (1.3 names), and the set_field targets it supports
-ACTIONS = {"output", "push_vlan", "pop_vlan", "set_field"}
-SET_FIELDS = {"eth_src", "eth_dst", "vlan_vid", "vlan_pcp"}
-INSTRUCTIONS = {"apply_actions", "write_actions", "clear_actions", "goto_table"}
+#: OpenFlow actions the datapath executes (1.3 names; Nicira's ``nx_*`` too); which fields set_field may
+#: write, ``ofproto.actions.check_action`` decides
+ACTIONS = {"output", "push_vlan", "pop_vlan", "set_field", "copy_field", "dec_nw_ttl"}
+INSTRUCTIONS = {"apply_actions", "write_actions", "clear_actions", "goto_table", "write_metadata"}
+#: OpenFlow 1.0's header-setting actions: name -> (OXM field, the action's value key)
+_SET10 = {"set_nw_src": ("ipv4_src", "nw_addr"), "set_nw_dst": ("ipv4_dst", "nw_addr"),
+          "set_nw_tos": ("nw_tos", "nw_tos"), "set_tp_src": ("tcp_src", "tp_port"),
+          "set_tp_dst": ("tcp_dst", "tp_port")}
+_TO10 = {field: (name, key) for name, (field, key) in _SET10.items()}
 
 
 def _full(name: str) -> int:
@@ -70,9 +77,11 @@ def match_from(version: int, match: dict[str, Any]) -> dict[str, tuple[int, int]
         out[name] = (value, mask)
     for name in out:
         for need, allowed, cmask in PREREQ.get(name, ()):
-            have = out.get(need)
+            # as OVS checks them: on the match's values, a field not matched counting as 0 (so "icmpv6_code == 0"
+            # holds when the code is not matched)
+            have = out.get(need) or out.get(_SAME_BITS.get(need, "")) or (0, 0)
             m = _full(need) if cmask is None else cmask
-            if have is None or have[1] & m != m or have[0] & m not in allowed:
+            if have[0] & m not in allowed:
                 raise OfpError(OFPET_BAD_MATCH, OFPBMC_BAD_PREREQ,
                                f"{name} needs {need}={'/'.join(hex(a) for a in allowed)}"
                                + (f"/{cmask:#x}" if cmask is not None else ""))
@@ -156,13 +165,18 @@ def actions_from10(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif t in ("set_dl_src", "set_dl_dst"):
             out.append({"type": "set_field", "field": {"eth_src" if t == "set_dl_src" else "eth_dst":
                                                        a["dl_addr"]}})
+        elif t in _SET10:
+            out.append({"type": "set_field", "field": {_SET10[t][0]: a[_SET10[t][1]]}})
+        elif t.startswith("nx_"):   # Nicira actions are the same in every version
+            out.append(a)
         else:
             raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_TYPE, f"action {t} is not supported")
     return out
 
 
 def actions_to10(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """1.3 actions in OpenFlow 1.0 form (for flow statistics)."""
+    """1.3 actions in OpenFlow 1.0 form (for flow statistics); a set_field 1.0 cannot say becomes Nicira's
+    REG_LOAD2, and Nicira actions stay as they are."""
     out: list[dict[str, Any]] = []
     for a in actions:
         t = a["type"]
@@ -176,8 +190,18 @@ def actions_to10(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 out.append({"type": "set_vlan_vid", "vlan_vid": v & 0xFFF})
             elif k == "vlan_pcp":
                 out.append({"type": "set_vlan_pcp", "vlan_pcp": v})
-            else:
+            elif k in ("eth_src", "eth_dst"):
                 out.append({"type": "set_dl_src" if k == "eth_src" else "set_dl_dst", "dl_addr": v})
+            elif k in _TO10:
+                out.append({"type": _TO10[k][0], _TO10[k][1]: v})
+            else:
+                f = _fields.by_oxm_name(k) or _fields.by_name(k)
+                out.append({"type": "nx_reg_load2", "field": f.name if f is not None else k, "value": v,
+                            "mask": None})
+        elif t.startswith("nx_"):
+            out.append(a)
+        elif t == "push_vlan":
+            raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_TYPE, "push_vlan has no OpenFlow 1.0 form")
     return out
 
 
@@ -190,12 +214,8 @@ def instructions_from(version: int, fields: dict[str, Any]) -> list[dict[str, An
         if ins["type"] not in INSTRUCTIONS:
             raise OfpError(OFPET_BAD_INSTRUCTION, OFPBIC_UNSUP_INST, f"instruction {ins['type']} is not supported")
         for a in ins.get("actions", []):
-            if a["type"] not in ACTIONS:
+            if a["type"] not in ACTIONS and not a["type"].startswith("nx_"):
                 raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_TYPE, f"action {a['type']} is not supported")
-            if a["type"] == "set_field":
-                (k, _), = a["field"].items()
-                if k not in SET_FIELDS or k not in OXM_FIELDS:
-                    raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_TYPE, f"set_field {k} is not supported")
             if a["type"] == "push_vlan" and a["ethertype"] != 0x8100:
                 raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_ARGUMENT, "push_vlan supports ethertype 0x8100")
         out.append(ins)

@@ -13,6 +13,7 @@ from vswitch.openflow.channel import OfConnection
 from vswitch.openflow.codec import (
     MP_AGGREGATE,
     MP_DESC,
+    MP_EXPERIMENTER,
     MP_FLOW,
     MP_METER_FEATURES,
     MP_PORT_DESC,
@@ -26,6 +27,7 @@ from vswitch.openflow.codec import (
     OFPET_BAD_REQUEST,
     Msg,
     OfpError,
+    encode,
 )
 from vswitch.openflow.flows import port_wire
 
@@ -82,6 +84,9 @@ class SwitchViews:
             props = b"".join(struct.pack("!HH4x", t, 4) for t in range(0, 16, 2))
             body = [{"table_id": t, "name": f"table{t}", "metadata_match": 0, "metadata_write": 0, "config": 0,
                      "max_entries": 1_000_000, "properties": props} for t in range(N_TABLES)]
+        elif kind == MP_EXPERIMENTER:
+            self._nicira_stats(conn, msg)   # type: ignore[attr-defined]
+            return
         elif kind in (MP_FLOW, MP_AGGREGATE):
             flows = self.flows.flow_stats(v, msg.body)
             if kind == MP_FLOW:
@@ -93,7 +98,9 @@ class SwitchViews:
                     body = {"stats": body}
         else:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_MULTIPART, f"multipart type {kind}")
-        conn.send(Msg(v, reply, msg.xid, {"mp_type": kind, "flags": 0, "body": body}))
+        for part, more in _parts(v, reply, kind, body):
+            conn.send(Msg(v, reply, msg.xid, {"mp_type": kind, "flags": OFPMPF_REPLY_MORE if more else 0,
+                                             "body": part}))
 
     # ------------------------------------------------------------ bridge views
     def _sorted_ports(self) -> list[Any]:
@@ -154,3 +161,22 @@ def _version() -> str:
         return f"pyvswitch {version('pyvswitch')}"
     except Exception:  # noqa: BLE001
         return "pyvswitch"
+
+
+OFPMPF_REPLY_MORE = 1
+MAX_MSG = 0xFFFF
+
+
+def _parts(version: int, reply: str, kind: int, body: Any) -> list[tuple[Any, bool]]:
+    """A multipart reply's body in pieces whose messages fit OpenFlow's 64 KiB (a list body is split, as OVS
+    splits a long flow dump, each piece but the last flagged REPLY_MORE)."""
+    if not isinstance(body, list) or len(body) < 2:
+        return [(body, False)]
+    try:
+        if len(encode(Msg(version, reply, 0, {"mp_type": kind, "flags": 0, "body": body}))) <= MAX_MSG:
+            return [(body, False)]
+    except struct.error:   # the length does not fit the header
+        pass
+    half = len(body) // 2
+    first, second = _parts(version, reply, kind, body[:half]), _parts(version, reply, kind, body[half:])
+    return [(p, True) for p, _ in first] + second

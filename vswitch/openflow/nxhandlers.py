@@ -1,0 +1,169 @@
+"""The agent's Nicira messages: the flow format and NXM flow-mods of plain ``ovs-ofctl``, NXM flow
+statistics, the Geneve TLV map, controller ids and conntrack zone flushes.
+
+```
+ vendor / experimenter 0x2320 ──► NiciraMessages._nicira(subtype)
+     NXT_SET_FLOW_FORMAT, NXT_FLOW_MOD_TABLE_ID, NXT_SET_CONTROLLER_ID   per connection
+     NXT_FLOW_MOD ──► BridgeFlows.flow_mod (an NXM match; 1.0 actions + Nicira's)
+     NXT_TLV_TABLE_MOD / REQUEST ──► TlvMap (per bridge)
+     NXT_CT_FLUSH_ZONE ──► accepted (no conntrack yet: nothing to flush)
+ stats type 0xffff (1.0) ──► NXST_FLOW / NXST_AGGREGATE, split into messages of at most 64 KiB
+```
+
+A mixin of ``OfAgent`` (which gives it ``flows``, ``tlv_map`` and the message helpers).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from vswitch.openflow import nxt
+from vswitch.openflow.channel import OfConnection
+from vswitch.openflow.codec import (
+    OFP10,
+    OFPET_BAD_REQUEST,
+    Msg,
+    OfpError,
+    encode,
+)
+from vswitch.openflow.flows import port13
+
+log = logging.getLogger(__name__)
+
+OFPBRC_BAD_VENDOR, OFPBRC_EPERM, OFPBRC_IS_SLAVE = 3, 5, 10
+OFPET_EXPERIMENTER = 0xFFFF
+#: Nicira's TLV-table errors (experimenter errors; 1.0 numbers them 511 + code in OFPET_BAD_REQUEST)
+NXTTMFC_BAD_COMMAND, NXTTMFC_BAD_OPT_LEN, NXTTMFC_BAD_FIELD_IDX = 16, 17, 18
+NXTTMFC_TABLE_FULL, NXTTMFC_ALREADY_MAPPED, NXTTMFC_DUP_ENTRY = 19, 20, 21
+NXTTMC_ADD, NXTTMC_DELETE, NXTTMC_CLEAR = 0, 1, 2
+OFPMPF_REPLY_MORE = 1
+MAX_MSG = 0xFFFF
+
+
+class TlvMap:
+    """A bridge's Geneve option -> ``tun_metadata<index>`` mappings (``ovs-ofctl add-tlv-map``)."""
+
+    MAX_OPTION_SPACE = 256
+    MAX_FIELDS = 64
+
+    def __init__(self) -> None:
+        self.maps: dict[int, tuple[int, int, int]] = {}   # index -> (option class, type, length)
+
+    def apply(self, command: int, mappings: list[dict[str, int]]) -> None:
+        """One TLV table mod: all of it applies or, with the error OVS sends, none of it."""
+        if command == NXTTMC_CLEAR:
+            self.maps.clear()
+            return
+        if command == NXTTMC_DELETE:
+            for m in mappings:
+                self.maps.pop(m["index"], None)
+            return
+        if command != NXTTMC_ADD:
+            raise OfpError(OFPET_EXPERIMENTER, NXTTMFC_BAD_COMMAND, f"TLV table mod command {command}")
+        new = dict(self.maps)
+        for m in mappings:
+            idx, key = m["index"], (m["option_class"], m["option_type"])
+            length = m["option_len"]
+            if length == 0 or length % 4 or length > 124:
+                raise OfpError(OFPET_EXPERIMENTER, NXTTMFC_BAD_OPT_LEN, f"option length {length}")
+            if idx >= self.MAX_FIELDS:
+                raise OfpError(OFPET_EXPERIMENTER, NXTTMFC_BAD_FIELD_IDX, f"tun_metadata{idx}")
+            if idx in new:
+                raise OfpError(OFPET_EXPERIMENTER, NXTTMFC_ALREADY_MAPPED, f"tun_metadata{idx} is already mapped")
+            if any((c, t) == key for c, t, _ in new.values()):
+                raise OfpError(OFPET_EXPERIMENTER, NXTTMFC_DUP_ENTRY,
+                               f"option class {key[0]:#x} type {key[1]:#x} is mapped already")
+            new[idx] = (*key, length)
+        if sum(length for _, _, length in new.values()) > self.MAX_OPTION_SPACE:
+            raise OfpError(OFPET_EXPERIMENTER, NXTTMFC_TABLE_FULL, "the TLV options take more than 256 bytes")
+        self.maps = new
+
+    def reply(self) -> dict[str, Any]:
+        """The fields of NXT_TLV_TABLE_REPLY."""
+        return {"max_option_space": self.MAX_OPTION_SPACE, "max_fields": self.MAX_FIELDS,
+                "mappings": [{"option_class": c, "option_type": t, "option_len": n, "index": i}
+                             for i, (c, t, n) in sorted(self.maps.items())]}
+
+
+class NiciraMessages:
+    """Handlers of the Nicira messages for ``OfAgent``."""
+
+    flows: Any
+    tlv_map: TlvMap
+
+    def _nicira(self, conn: OfConnection, msg: Msg, subtype: int, body: bytes) -> None:
+        fields = nxt.decode(subtype, body)
+        if subtype == nxt.NXT_SET_FLOW_FORMAT:
+            if fields["format"] not in (nxt.NXFF_OPENFLOW10, nxt.NXFF_NXM):
+                raise OfpError(OFPET_BAD_REQUEST, OFPBRC_EPERM, f"flow format {fields['format']}")
+            conn.flow_format = fields["format"]
+        elif subtype == nxt.NXT_FLOW_MOD_TABLE_ID:
+            conn.flow_mod_table_id = bool(fields["set"])
+        elif subtype == nxt.NXT_SET_CONTROLLER_ID:
+            conn.controller_id = fields["controller_id"]
+        elif subtype == nxt.NXT_FLOW_MOD:
+            self._nx_flow_mod(conn, msg, fields)
+        elif subtype == nxt.NXT_TLV_TABLE_MOD:
+            if conn.role == 3:   # slave
+                raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot change the TLV map")
+            self.tlv_map.apply(fields["command"], fields["mappings"])
+        elif subtype == nxt.NXT_TLV_TABLE_REQUEST:
+            kind, out = nxt.vendor_fields(conn.version, nxt.NXT_TLV_TABLE_REPLY,
+                                          nxt.encode(nxt.NXT_TLV_TABLE_REPLY, self.tlv_map.reply()))
+            conn.send(Msg(conn.version, kind, msg.xid, out))
+        elif subtype == nxt.NXT_CT_FLUSH_ZONE:
+            log.info("openflow %s: ct flush of zone %d (no conntrack yet: nothing to flush)", conn.peer,
+                     fields["zone_id"])
+        else:
+            raise OfpError(OFPET_BAD_REQUEST, nxt.OFPBRC_BAD_SUBTYPE, f"Nicira message subtype {subtype}")
+
+    def _nx_flow_mod(self, conn: OfConnection, msg: Msg, fields: dict[str, Any]) -> None:
+        """NXT_FLOW_MOD: OpenFlow 1.0's flow-mod with an NXM match (the command's high byte is the table
+        when NXT_FLOW_MOD_TABLE_ID is on)."""
+        f = dict(fields)
+        f["nxm"] = True
+        if conn.flow_mod_table_id:
+            f["table_id"], f["command"] = f["command"] >> 8, f["command"] & 0xFF
+        self._on_flow_mod(conn, Msg(OFP10, "flow_mod", msg.xid, f))   # type: ignore[attr-defined]
+
+    def _nicira_stats(self, conn: OfConnection, msg: Msg) -> None:
+        """NXST_FLOW / NXST_AGGREGATE (OpenFlow 1.0 vendor statistics)."""
+        if conn.version != OFP10:
+            raise OfpError(OFPET_BAD_REQUEST, 2, "experimenter statistics")   # OFPBRC_BAD_MULTIPART
+        subtype, req = nxt.stats_request_decode(bytes(msg.body))
+        request = {"table_id": req["table_id"], "match": req["match"], "nxm": True,
+                   "out_port": port13(OFP10, req["out_port"])}
+        entries = self.flows.flow_stats(OFP10, request)
+        if subtype == nxt.NXST_AGGREGATE:
+            reply: Any = {"packet_count": sum(e["packet_count"] for e in entries),
+                          "byte_count": sum(e["byte_count"] for e in entries), "flow_count": len(entries)}
+            self._send_stats(conn, msg, nxt.stats_reply_encode(subtype, reply), 0)
+            return
+        head = 8 + 4 + 12   # OpenFlow header, stats type and flags, Nicira's stats header
+        part: list[dict[str, Any]] = []
+        size = head
+        for e in entries:
+            n = nxt.stats_reply_size(subtype, e)
+            if part and size + n > MAX_MSG:
+                self._send_stats(conn, msg, nxt.stats_reply_encode(subtype, part), OFPMPF_REPLY_MORE)
+                part, size = [], head
+            part.append(e)
+            size += n
+        self._send_stats(conn, msg, nxt.stats_reply_encode(subtype, part), 0)
+
+    @staticmethod
+    def _send_stats(conn: OfConnection, request: Msg, body: bytes, flags: int) -> None:
+        reply = Msg(OFP10, "stats_reply", request.xid, {"mp_type": request.mp_type, "flags": flags, "body": body})
+        assert len(encode(reply)) <= MAX_MSG
+        conn.send(reply)
+
+
+def vendor_of(version: int, msg: Msg) -> tuple[int, int, bytes]:
+    """``(vendor, subtype, body)`` of a vendor / experimenter message."""
+    return nxt.split_vendor(version, msg.fields)
+
+
+def nx_error10(code: int) -> tuple[int, int]:
+    """A Nicira experimenter error code as OpenFlow 1.0 (OFPET_BAD_REQUEST, 511 + code) numbers it."""
+    return OFPET_BAD_REQUEST, 511 + code
