@@ -115,9 +115,10 @@ DROP_REASONS = (
     "table_miss",          # DROP from the translator: the pipeline ended on a table without a matching flow
     "rx_invalid",          # not looked up: a runt or a truncated VLAN tag (the key extraction's verdict)
     "controller_queue_full",  # USERSPACE: the packet-in list of the burst is full
+    "conntrack_unavailable",  # DROP from the translator: the walk reached ct (no connection tracker yet)
 )
 DR_NO_OUTPUT, DR_EXPLICIT, DR_UNSUPPORTED, DR_NO_ROOM, DR_POOL_EMPTY, DR_QUEUE_FULL, DR_BAD_PROGRAM, \
-    DR_BAD_FRAME, DR_TABLE_MISS, DR_RX_INVALID, DR_CONTROLLER_QUEUE_FULL = range(len(DROP_REASONS))
+    DR_BAD_FRAME, DR_TABLE_MISS, DR_RX_INVALID, DR_CONTROLLER_QUEUE_FULL, DR_CONNTRACK = range(len(DROP_REASONS))
 
 # side lists execute_burst fills besides the port queues: int32[SIDE_ROWS, cap], counts in side_n[2]
 SIDE_NORMAL = 0        # slots for NORMAL (the caller runs them through the L2 switch)

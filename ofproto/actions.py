@@ -3,20 +3,22 @@
 OpenFlow's own actions (``Output``, ``PushVlan``, ``PopVlan``, ``SetField``, ``ModVlanVid``) and the
 Nicira extensions the translator runs: ``Resubmit``, ``Load`` (a ``SetField`` written as
 ``load:``), ``Move``, ``StackPush`` / ``StackPop``, ``Note``, ``Exit``, ``OutputReg``, ``DecTtl``,
-``Clone``, ``Conjunction``. Fields are named as the field registry (``ofproto.fields``) names them (``reg13``,
-``xxreg0``, ``eth_src``, ``ip_dst``, ``metadata`` ...); a bit range is ``(field, ofs, nbits)``, OVS's
-``field[ofs..ofs+nbits-1]``.
+``Clone``, ``Conjunction``, and conntrack / learning: ``Ct`` (with ``Nat`` inside), ``CtClear``, ``Learn``,
+``FinTimeout`` (their text: ``ofproto.nxtext``). Fields are named as the field registry (``ofproto.fields``)
+names them (``reg13``, ``xxreg0``, ``eth_src``, ``ip_dst``, ``metadata`` ...); a bit range is
+``(field, ofs, nbits)``, OVS's ``field[ofs..ofs+nbits-1]``.
 
 ``check_action`` refuses, with a ``FlowError``, what the switch cannot execute: a field the registry
 does not know, a bit range outside its field, a write to a read-only field, or a header the
 datapath's executor (``dpif.actions``) cannot rewrite (IPv6 addresses and label, ARP, ICMP, ND, VLAN
-TCI, tunnel and conntrack fields, for now). Conntrack, NAT, learn, group, meter and controller() are not in
-the model yet. A flow whose actions hold ``conjunction`` may hold only ``conjunction`` and ``note``
-(``Instructions.check``: ``bad_conjunction``, OVS's NXBAC_BAD_CONJUNCTION).
+TCI, tunnel and conntrack fields, for now; ``ct_mark`` / ``ct_label`` only inside ``ct``'s exec). Group,
+meter and controller() are not in the model yet. A flow whose actions hold ``conjunction`` may hold
+only ``conjunction`` and ``note`` (``Instructions.check``: ``bad_conjunction``, OVS's NXBAC_BAD_CONJUNCTION).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from ofproto import fields as _fields
@@ -192,6 +194,92 @@ class Clone:
     actions: tuple[Action, ...] = ()
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: a bit range of a field: (registry name, ofs, nbits)
+Subfield = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class Nat:
+    """``nat(src|dst=addr_min[-addr_max][:port_min[-port_max]],persistent,hash,random)``, only inside
+    ``ct``: ``kind`` "src" or "dst" (a new connection's translation), "" (reverse the translation of an
+    established one)."""
+
+    kind: str = ""
+    addr_min: IPAddress | None = None
+    addr_max: IPAddress | None = None
+    port_min: int | None = None
+    port_max: int | None = None
+    persistent: bool = False
+    hash: bool = False
+    random: bool = False
+
+
+@dataclass(frozen=True)
+class Ct:
+    """``ct(commit,force,table=N,zone=Z,nat(...),exec(...),alg=A)``: send the frame through the
+    connection tracker in zone ``zone`` (a number, or a 16-bit ``Subfield`` it is read from); ``table``:
+    continue in that table with the ct_* fields filled in (None: no recirculation); ``actions``: a
+    ``Nat`` and the writes to ``ct_mark`` / ``ct_label`` ``commit`` stores with the connection."""
+
+    commit: bool = False
+    force: bool = False
+    zone: int | Subfield = 0
+    table: int | None = None
+    alg: int = 0
+    actions: tuple[Action, ...] = ()
+
+
+@dataclass(frozen=True)
+class CtClear:
+    """``ct_clear``: the frame's conntrack state (ct_state, ct_zone, ct_mark, ct_label, the ct tuple) back
+    to none."""
+
+
+@dataclass(frozen=True)
+class FinTimeout:
+    """``fin_timeout(idle_timeout=N,hard_timeout=M)``: a TCP FIN or RST through this flow cuts its idle / hard
+    timeout down to N / M seconds (0: that timeout is left alone). ``learn`` with fin timeouts gives its
+    flows one."""
+
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+
+
+@dataclass(frozen=True)
+class LearnSpec:
+    """One argument of ``learn``: ``dst_type`` "match" (the learned flow matches ``dst`` bits on the value),
+    "load" (it loads the value into ``dst`` bits) or "output" (it outputs to the port the value names);
+    the value is ``n_bits`` bits of field ``src`` from ``src_ofs`` of the packet that learns, or the
+    immediate ``value`` when ``src`` is None."""
+
+    dst_type: str
+    n_bits: int
+    src: str | None = None
+    src_ofs: int = 0
+    value: int = 0
+    dst: str | None = None
+    dst_ofs: int = 0
+
+
+@dataclass(frozen=True)
+class Learn:
+    """``learn(table=N,idle_timeout=..,priority=..,cookie=..,delete_learned,...,specs)``: add (or replace)
+    a flow in ``table`` built from ``specs`` and the packet; ``delete_learned``: the flows it learned go
+    when the learning flow goes."""
+
+    table: int = 1
+    specs: tuple[LearnSpec, ...] = ()
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    priority: int = 0x8000
+    cookie: int = 0
+    send_flow_rem: bool = False
+    delete_learned: bool = False
+    fin_idle_timeout: int = 0
+    fin_hard_timeout: int = 0
+
+
 @dataclass(frozen=True)
 class Conjunction:
     """``conjunction(id,k/n)``: the flow is clause ``clause`` (1-based) of the ``n_clauses`` of conjunctive
@@ -208,7 +296,7 @@ class Conjunction:
 MAX_CLAUSES = 64
 
 Action = (Output | PushVlan | PopVlan | SetField | ModVlanVid | Resubmit | Move | StackPush | StackPop | Note | Exit
-          | OutputReg | DecTtl | Clone | Conjunction)
+          | OutputReg | DecTtl | Clone | Ct | Nat | CtClear | Learn | FinTimeout | Conjunction)
 
 #: actions a write-actions instruction (the action set) may hold
 ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid)
@@ -342,7 +430,108 @@ def check_action(action: Action, in_action_set: bool = False) -> None:
         if not 0 <= action.id < 1 << 32:
             raise FlowError("bad_conjunction", f"conjunction id {action.id}")
         return
+    if isinstance(action, CtClear):
+        return
+    if isinstance(action, FinTimeout):
+        if not (0 <= action.idle_timeout <= 0xFFFF and 0 <= action.hard_timeout <= 0xFFFF):
+            raise FlowError("bad_argument", f"fin_timeout {action}")
+        return
+    if isinstance(action, Ct):
+        _check_ct(action)
+        return
+    if isinstance(action, Nat):
+        raise FlowError("bad_set_value", "nat is only allowed inside ct")     # OVS: OFPBAC_BAD_SET_ARGUMENT
+    if isinstance(action, Learn):
+        _check_learn(action)
+        return
     raise FlowError("bad_action", f"unsupported action {action!r}")
+
+
+#: the fields ``ct``'s exec may write (OVS: only these, committed with the connection)
+CT_EXEC_FIELDS = frozenset({"ct_mark", "ct_label"})
+
+
+def _check_ct(ct: Ct) -> None:
+    if ct.table is not None and not 0 <= ct.table < 255:
+        raise FlowError("bad_table_id", f"ct table {ct.table}")
+    if not 0 <= ct.alg <= 0xFFFF:
+        raise FlowError("bad_argument", f"ct alg {ct.alg}")
+    if ct.force and not ct.commit:
+        raise FlowError("bad_argument", "ct(force) needs commit")
+    if isinstance(ct.zone, tuple):
+        name, ofs, nbits = ct.zone
+        _field(name)
+        if nbits != 16:
+            raise FlowError("bad_argument", f"ct zone from {nbits} bits (a zone is 16)")
+        _range(name, ofs, nbits)
+    elif not 0 <= ct.zone <= 0xFFFF:
+        raise FlowError("bad_argument", f"ct zone {ct.zone}")
+    if not ct.commit and any(a != Nat() for a in ct.actions):
+        raise FlowError("bad_argument", "ct without commit takes no action but a plain nat")   # OVS's rule
+    for a in ct.actions:
+        if isinstance(a, Nat):
+            _check_nat(a)
+            continue
+        dst = a.field if isinstance(a, SetField) else a.dst if isinstance(a, Move) else None
+        if dst is None:
+            raise FlowError("bad_argument", f"ct's exec cannot hold {type(a).__name__}")
+        f = _field(dst)
+        if f.name not in CT_EXEC_FIELDS:
+            raise FlowError("bad_argument", f"ct's exec may set ct_mark or ct_label, not {f.name}")
+        if isinstance(a, Move):
+            _field(a.src)
+            _range(a.src, a.src_ofs, a.nbits)
+            _range(a.dst, a.dst_ofs, a.nbits)
+        else:
+            full = (1 << f.bits) - 1
+            mask = full if a.mask is None else a.mask
+            if not 0 <= a.value <= full or not 0 < mask <= full or a.value & ~mask:
+                raise FlowError("bad_set_value", f"set_field {f.name}={a.value:#x}/{mask:#x}")
+
+
+def _check_nat(n: Nat) -> None:
+    if n.kind not in ("", "src", "dst"):
+        raise FlowError("bad_argument", f"nat kind {n.kind!r}")
+    if not n.kind and (n.addr_min is not None or n.port_min is not None):
+        raise FlowError("bad_argument", "a nat range needs src or dst")
+    if n.addr_max is not None and (n.addr_min is None or n.addr_max.version != n.addr_min.version
+                                   or n.addr_max < n.addr_min):
+        raise FlowError("bad_argument", f"nat address range {n.addr_min}-{n.addr_max}")
+    for port in (n.port_min, n.port_max):
+        if port is not None and not 0 <= port <= 0xFFFF:
+            raise FlowError("bad_argument", f"nat port {port}")
+    if n.port_max is not None and (n.port_min is None or n.port_max < n.port_min):
+        raise FlowError("bad_argument", f"nat port range {n.port_min}-{n.port_max}")
+
+
+def _check_learn(lr: Learn) -> None:
+    if not 0 <= lr.table < 255:
+        raise FlowError("bad_table_id", f"learn table {lr.table}")
+    for v in (lr.idle_timeout, lr.hard_timeout, lr.priority, lr.fin_idle_timeout, lr.fin_hard_timeout):
+        if not 0 <= v <= 0xFFFF:
+            raise FlowError("bad_argument", f"learn timeout or priority {v}")
+    if not 0 <= lr.cookie < 1 << 64:
+        raise FlowError("bad_argument", f"learn cookie {lr.cookie:#x}")
+    for sp in lr.specs:
+        if sp.dst_type not in ("match", "load", "output") or not 0 < sp.n_bits <= 0x3FF:
+            raise FlowError("bad_argument", f"learn spec {sp}")
+        if sp.src is None:
+            if not 0 <= sp.value < 1 << sp.n_bits:
+                raise FlowError("bad_argument", f"learn value {sp.value:#x} wider than {sp.n_bits} bits")
+            if sp.dst_type == "output":
+                raise FlowError("bad_argument", "learn's output takes a field")
+        else:
+            _field(sp.src)
+            _range(sp.src, sp.src_ofs, sp.n_bits)
+        if sp.dst_type == "output":
+            continue
+        if sp.dst is None:
+            raise FlowError("bad_argument", f"learn {sp.dst_type} without a destination")
+        if sp.dst_type == "load":
+            writable(sp.dst)
+        else:
+            _field(sp.dst)
+        _range(sp.dst, sp.dst_ofs, sp.n_bits)
 
 
 @dataclass(frozen=True)
@@ -429,4 +618,7 @@ def format_nicira(a: Action) -> str | None:
         return f"conjunction({a.id},{a.clause}/{a.n_clauses})"
     if isinstance(a, Clone):
         return f"clone({','.join(format_nicira(x) or repr(x) for x in a.actions)})"
+    if isinstance(a, (Ct, Nat, CtClear, Learn, FinTimeout)):
+        from ofproto.nxtext import format_ct_family
+        return format_ct_family(a)
     return None

@@ -24,27 +24,86 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from dpif import key as K
+from ofproto import fields as _fields
 from ofproto.conjunction import ClauseIndex
 from ofproto.lookup import TableIndex
 from ofproto.rules import (
+    ALL_MATCH_FIELDS,
     DROP,
     N_TABLES,
     NO_PORT,
     OFPFF_CHECK_OVERLAP,
     OFPFF_RESET_COUNTS,
     OFPP_ANY,
+    OFPRR_DELETE,
     OFPRR_HARD_TIMEOUT,
     OFPRR_IDLE_TIMEOUT,
     OFPTT_ALL,
+    Clone,
+    Ct,
     Flow,
     FlowError,
     FlowStats,
     Instructions,
+    Learn,
     Match,
 )
 
 C_PACKETS, C_BYTES, C_USED = 0, 1, 2
 _EMPTY_INDEX = TableIndex([])
+_ALG_PROTO = {21: 6, 69: 17}     # ct(alg=ftp) needs TCP, alg=tftp UDP
+
+
+def _match_field(name: str) -> str:
+    f = _fields.by_name(name) or _fields.by_oxm_name(name)
+    if f is not None and f.oxm_name in ALL_MATCH_FIELDS:
+        return f.oxm_name
+    return f.name if f is not None else name
+
+
+def _has(match: Match, name: str, values: tuple[int, ...], mask: int | None) -> bool:
+    got = match.get(_match_field(name))
+    if got is None:
+        return False
+    m = got[1] if mask is None else mask
+    return got[1] & m == m and got[0] & m in values
+
+
+def _prereqs_met(match: Match, name: str) -> bool:
+    """The flow's match gives field ``name``'s prerequisites (OVS's ``mf_check_src``)."""
+    f = _fields.by_name(name) or _fields.by_oxm_name(name)
+    return all(_has(match, c, values, cmask) for c, values, cmask in (f.prereqs if f is not None else ()))
+
+
+def check_consistency(match: Match, ins: Instructions) -> None:
+    """``FlowError("match_inconsistent")`` (OVS's OFPBAC_MATCH_INCONSISTENT) for a ``ct`` in a flow that does
+    not match IP (or TCP / UDP for alg=ftp / tftp), or a ``ct`` zone / ``learn`` source field whose
+    prerequisites the match does not give."""
+    def walk(acts: tuple) -> None:
+        for a in acts:
+            if isinstance(a, Clone):
+                walk(a.actions)
+            elif isinstance(a, Ct):
+                if not _has(match, "eth_type", (0x0800, 0x86DD), None) or (
+                        a.alg in _ALG_PROTO and not _has(match, "nw_proto", (_ALG_PROTO[a.alg],), None)) or (
+                        isinstance(a.zone, tuple) and not _prereqs_met(match, a.zone[0])):
+                    raise FlowError("match_inconsistent", f"{a} needs a match on IP (and the fields it reads)")
+            elif isinstance(a, Learn):
+                learned: dict[str, tuple[int, int]] = {}     # what the learned flow matches, as far as known
+                for sp in a.specs:
+                    if sp.src is not None and not _prereqs_met(match, sp.src):
+                        raise FlowError("match_inconsistent", f"learn source {sp.src} lacks its prerequisites")
+                    if sp.dst is None:
+                        continue
+                    if not _prereqs_met(Match(**learned), sp.dst):
+                        raise FlowError("match_inconsistent", f"learned field {sp.dst} lacks its prerequisites")
+                    if sp.dst_type == "match" and sp.src is None:
+                        name = _match_field(sp.dst)
+                        v, m = learned.get(name, (0, 0))
+                        bits = ((1 << sp.n_bits) - 1) << sp.dst_ofs
+                        learned[name] = ((v & ~bits) | (sp.value << sp.dst_ofs), m | bits)
+    walk(ins.apply)
+    walk(ins.write)
 _GENERATIONS = itertools.count(1)
 
 
@@ -160,6 +219,7 @@ class FlowTables:
         self.live: TableSet | None = None
         self._dirty: set[int] = set()
         self._last: tuple[int, dict[int, int] | None, int] | None = None   # gen, port map, miss_max_len
+        self._learned: dict[int, set[tuple[int, int, Match]]] = {}   # owner uid -> flows it learned (delete_learned)
 
     # -------------------------------------------------------------- queries
     def has_timeouts(self) -> bool:
@@ -237,6 +297,7 @@ class FlowTables:
         if not 0 <= flow.cookie < 1 << 64:
             raise FlowError("bad_cookie", f"cookie {flow.cookie:#x}")
         self._check_instructions(flow.table_id, flow.instructions)
+        check_consistency(flow.match, flow.instructions)
 
     def _check_instructions(self, table_id: int, ins: Instructions) -> None:
         if ins.goto is not None and not table_id < ins.goto < self.n_tables:
@@ -268,6 +329,48 @@ class FlowTables:
         self._dirty.add(flow.table_id)
         return new
 
+    def learn(self, flow: Flow, owner: int = 0, delete_learned: bool = False, now: int = 0) -> tuple[Flow, bool]:
+        """A flow ``learn`` made (``xlate.ctlearn``): added, or replacing the one with the same match and
+        priority (counters kept); the same flow learned again only restarts its timers. ``delete_learned``: it
+        goes when the flow with uid ``owner`` goes. Returns the flow and whether the tables changed."""
+        old = self._tables[flow.table_id].get((flow.priority, flow.match)) if 0 <= flow.table_id < self.n_tables \
+            else None
+        if owner and delete_learned:
+            self._learned.setdefault(owner, set()).add((flow.table_id, flow.priority, flow.match))
+        if old is not None and (old.instructions, old.cookie, old.idle_timeout, old.hard_timeout, old.flags) == (
+                flow.instructions, flow.cookie, flow.idle_timeout, flow.hard_timeout, flow.flags):
+            old.installed = now
+            return old, False
+        return self.add(flow, now), True
+
+    def fin_timeout(self, uid: int, idle_timeout: int, hard_timeout: int) -> bool:
+        """``fin_timeout`` of the flow with ``uid`` saw a FIN or RST: each of its timeouts that is 0 or longer
+        becomes the given one (0: left alone). False when that flow is gone."""
+        for f in self.flows():
+            if f.uid == uid:
+                if idle_timeout and (not f.idle_timeout or f.idle_timeout > idle_timeout):
+                    f.idle_timeout = idle_timeout
+                if hard_timeout and (not f.hard_timeout or f.hard_timeout > hard_timeout):
+                    f.hard_timeout = hard_timeout
+                if f.idle_timeout or f.hard_timeout:
+                    self._timed[f.serial] = f
+                return True
+        return False
+
+    def _drop_learned(self, gone: list[Flow], now: int) -> list[FlowStats]:
+        """Remove the flows that flows ``gone`` learned with ``delete_learned``; their final stats."""
+        out = []
+        for f in gone:
+            for table_id, priority, match in self._learned.pop(f.uid, ()):
+                lf = self._tables[table_id].get((priority, match))
+                if lf is None:
+                    continue
+                out.append(self._stats(lf, now))
+                del self._tables[table_id][(priority, match)]
+                self._timed.pop(lf.serial, None)
+                self._dirty.add(table_id)
+        return out
+
     def modify(self, table_id: int, match: Match, priority: int = 0, strict: bool = False, cookie: int = 0,
                cookie_mask: int = 0, instructions: Instructions = DROP, reset_counts: bool = False) -> list[Flow]:
         """OpenFlow MODIFY(_STRICT): replace the instructions of the selected flows (cookie, timeouts
@@ -276,6 +379,7 @@ class FlowTables:
         chosen = self._select(table_id, match, priority, strict, OFPP_ANY, cookie, cookie_mask)
         for f in chosen:
             self._check_instructions(f.table_id, instructions)
+            check_consistency(f.match, instructions)
         for f in chosen:
             f.instructions = instructions
             self._dirty.add(f.table_id)
@@ -286,7 +390,8 @@ class FlowTables:
     def delete(self, table_id: int = OFPTT_ALL, match: Match | None = None, priority: int = 0,
                strict: bool = False, out_port: int = OFPP_ANY, cookie: int = 0, cookie_mask: int = 0,
                now: int = 0) -> list[FlowStats]:
-        """OpenFlow DELETE(_STRICT): remove the selected flows; returns them with their final counters.
+        """OpenFlow DELETE(_STRICT): remove the selected flows (and the flows they learned with
+        ``delete_learned``); returns them with their final counters.
 
         Non-strict: every flow whose match ``match`` covers (at least as specific), any priority.
         Strict: the flow with exactly ``match`` and ``priority``."""
@@ -297,6 +402,8 @@ class FlowTables:
             del self._tables[f.table_id][(f.priority, f.match)]
             self._timed.pop(f.serial, None)
             self._dirty.add(f.table_id)
+        if self._learned:
+            out += self._drop_learned(chosen, now)
         return out
 
     def expire(self, now: int) -> list[tuple[FlowStats, int]]:
@@ -314,6 +421,8 @@ class FlowTables:
             del self._timed[f.serial]
             self._dirty.add(f.table_id)
             gone.append((st, reason))
+        if self._learned and gone:
+            gone += [(st, OFPRR_DELETE) for st in self._drop_learned([st.flow for st, _r in gone], now)]
         return gone
 
     # -------------------------------------------------------------- compilation

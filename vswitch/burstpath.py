@@ -62,7 +62,8 @@ from dpif.partition import group_burst, group_normal
 from dpif.patch import PC_NO_PEER, PC_NO_SLOT, PC_OVERFLOW, PC_TX_BYTES, PC_TX_PACKETS, patch_handover
 from ofproto.rules import Action
 from ofproto.tables import TableSet
-from vswitch.dpbridge import DpBridge, PacketIn
+from vswitch.dpbridge import LEARN_QUEUE, DpBridge, PacketIn
+from xlate.ctlearn import TableChange
 from xlate.translate import MAX_DEPTH, Bridges, UpcallCookies, translate_actions
 from xlate.upcall import Upcalls
 
@@ -208,6 +209,8 @@ class BurstPath:
                 burst, n = self._drop_invalid(burst, n)
                 cache.lookup(self.dkeys, burst, n, meta, self.out_entry, now)
             up.handle_misses(self.xbridges, self.port_flags, self.dkeys, burst, n, meta, self.out_entry, now)
+            if up.learned:
+                self._hand_learned(up.take_learned())
             up.programs(self.out_entry, n, self.prog_index)
             self._n_extra = execute_burst(pool.data, meta, burst, n, self.prog_index, cache.actions, self.out,
                                           self.out_start, self.fdrops, pool.free_stack, pool.free_top, self.extra,
@@ -271,6 +274,21 @@ class BurstPath:
                 br.on_packet_in()
 
     # ------------------------------------------------------------ packet-out: a burst of one frame
+    def _hand_learned(self, learned: list[TableChange]) -> None:
+        """Flows ``learn`` made, ``fin_timeout`` hits: to their bridges' agents (``DpBridge.learned``)."""
+        woken = set()
+        for got in learned:
+            br = self.bridges[got.bridge] if 0 <= got.bridge < len(self.bridges) else None
+            if br is None:
+                continue
+            if len(br.learned) >= LEARN_QUEUE:
+                br.dp_drops["learn_queue_full"] += 1
+                continue
+            br.learned.append(got)
+            woken.add(br)
+        for br in woken:
+            br.on_packet_in()
+
     def packet_out(self, br: DpBridge, frame: bytes, port_no: int, actions: tuple[Action, ...],
                    ts: TableSet) -> None:
         """Run ``actions`` on ``frame`` in bridge ``br`` (``output:TABLE``: the tables of ``ts``) as if received
@@ -288,6 +306,8 @@ class BurstPath:
             res = translate_actions(br.xlate_bridges(ts), key, actions, self.port_flags, self.cookies,
                                     bridge=br.index)
             program = res.program()
+            if res.learned:
+                self._hand_learned(res.learned)
             self.prog_index[0, 0] = 0
             self.prog_index[0, 1] = len(program)
             self._n_extra = execute_burst(pool.data, pool.meta, one, 1, self.prog_index, program, self.out,

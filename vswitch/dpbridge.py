@@ -39,6 +39,7 @@ from backends.port import Port
 from classifier.l2table import I_AGING, I_LEARNED, I_LIMIT, l2_copy, make_l2table
 from ofproto.rules import Action
 from ofproto.tables import FlowTables, TableSet
+from xlate.ctlearn import TableChange
 from xlate.translate import MODE_DROP, MODE_NORMAL, MODE_TABLES, Bridges, UpcallCookies
 from xlate.upcall import Upcalls
 
@@ -52,7 +53,8 @@ PACKET_IN_QUEUE = 1024   # packet-ins waiting for the agent, at most
 #: drops of a bridge that belong to no ingress port (VPP-style named counters)
 DP_DROP_NAMES = ("packet_in_rate_limited", "packet_in_queue_full", "normal_queue_full", "packet_out_no_free_slot",
                  "packet_out_normal_without_in_port", "patch_no_peer", "patch_no_free_slot", "patch_overflow",
-                 "patch_too_deep", "invalid_ttl_no_controller")
+                 "patch_too_deep", "learn_queue_full", "invalid_ttl_no_controller")
+LEARN_QUEUE = 4096   # learned flows waiting for the agent (more: counted as learn_queue_full, not learned)
 
 
 class PacketIn:
@@ -94,6 +96,8 @@ class DpBridge:
         self.flows_secure = False  # the live flows were compiled for a secure bridge
         self._next_flows: tuple[FlowTables, TableSet, int, bool, bool] | None = None
         self.packet_ins: collections.deque[PacketIn] = collections.deque()
+        #: flows ``learn`` made for this bridge and ``fin_timeout`` hits, for its agent, at most ``LEARN_QUEUE``
+        self.learned: collections.deque[TableChange] = collections.deque()
         self.on_packet_in: Callable[[], None] = lambda: None
         self.pi_rate = float(PACKET_IN_RATE)
         self.pi_burst = float(PACKET_IN_BURST)

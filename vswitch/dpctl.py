@@ -105,4 +105,5 @@ def upcall_show(name: str, stats: dict[str, int], max_idle: int) -> str:
             f"  installed     : {stats['installed']}, evicted when full: {stats['evicted_full']}, "
             f"expired: {stats['expired']}, removed by revalidation: {stats['revalidated_removed']}, "
             f"flushes: {stats['flushes']}\n"
-            f"  subtables     : {stats['subtables']}\n")
+            f"  subtables     : {stats['subtables']}\n"
+            f"  not cached    : {stats.get('learn_not_cached', 0)} (the translation ran learn)\n")

@@ -50,6 +50,8 @@ Rules the two share (choices, not OpenFlow's):
 * counters: every lookup counts in its table, every match in its table and its flow (packets, the
   frame's length as received, last used = now); a packet-out's walk through the tables (output:TABLE)
   counts nothing (the datapath runs it without a megaflow, so nothing is credited);
+* ``ct``, ``ct_clear``, ``learn``: as ``xlate.reference_ct`` says (a ``conntrack_unavailable`` drop ends the
+  walk; learned flows go in after the frame);
 * a packet-out runs its actions on the frame as if received on its in_port (None: the controller, no
   port, so no output is "to the input port"); output:TABLE walks the tables from table 0.
 """
@@ -65,6 +67,7 @@ from dpif import key as K
 from dpif.actions import DROP_REASONS
 from dpif.extract_ref import extract
 from ofproto import rules as R
+from xlate import reference_ct as RC
 
 TPIDS = (0x8100, 0x88A8)
 PF_NO_FLOOD = 1 << 0    # port flags, as the datapath keeps them per port (xlate.translate PF_*)
@@ -357,6 +360,7 @@ class RefTables:
         self.lookups = [0] * n_tables
         self.matched = [0] * n_tables
         self.drops: dict[tuple[int, str], int] = {}
+        self.learned_by: dict[int, set[tuple[int, int, R.Match]]] = {}   # id(owner) -> flows it learned
 
     # ------------------------------------------------------------ flow-mods
     def add(self, flow: R.Flow, now: int = 0) -> RefFlow:
@@ -410,10 +414,17 @@ class RefTables:
 
     def delete(self, table_id: int, match: R.Match, priority: int, strict: bool, out_port: int, cookie: int,
                cookie_mask: int) -> list[RefFlow]:
-        """DELETE(_STRICT): remove and return the selected flows."""
+        """DELETE(_STRICT): remove and return the selected flows (and what they learned with delete_learned)."""
         chosen = self.select(table_id, match, priority, strict, out_port, cookie, cookie_mask)
         self.flows = [f for f in self.flows if f not in chosen]
-        return chosen
+        return chosen + self._gone_learners(chosen)
+
+    def learn(self, flow: R.Flow, owner: RefFlow | None, delete_learned: bool, now: int) -> None:
+        """A flow ``learn`` made (``reference_ct.learn``)."""
+        RC.learn(self, flow, owner, delete_learned, now)
+
+    def _gone_learners(self, gone: list[RefFlow]) -> list[RefFlow]:
+        return RC.gone_learners(self, gone)
 
     def expire(self, now: int) -> list[tuple[RefFlow, int]]:
         """Remove flows past their hard or idle timeout."""
@@ -426,7 +437,7 @@ class RefTables:
             else:
                 continue
             self.flows.remove(f)
-        return gone
+        return gone + [(f, R.OFPRR_DELETE) for f in self._gone_learners([f for f, _r in gone])]
 
     # ------------------------------------------------------------ the pipeline
     def lookup(self, table_id: int, key: list[int], pipe: Pipe | None = None) -> RefFlow | None:
@@ -493,7 +504,10 @@ class RefTables:
             if reason:
                 self._drop(in_port, "rx_invalid")
                 continue
-            _Walk(self, res, frame, in_port, [int(w) for w in key], port_flags, now, qcap, cap).pipeline(0)
+            w = _Walk(self, res, frame, in_port, [int(w) for w in key], port_flags, now, qcap, cap)
+            w.pipeline(0)
+            for flow, owner, delete_learned in w.learned:
+                self.learn(flow, owner, delete_learned, now)
         return res
 
     def packet_out(self, frame: bytes, in_port: int | None, actions: tuple[R.Action, ...], port_flags: list[int],
@@ -507,12 +521,17 @@ class RefTables:
             self._drop(port, "rx_invalid")
             return res
         w = _Walk(self, res, frame, port, [int(x) for x in key], port_flags, now, qcap, cap, count=False)
-        for a in actions:
-            if isinstance(a, R.Output) and a.port == R.OFPP_TABLE:
-                w.tables(0)
-            elif not w.do(a, None, 0):
-                break
+        try:
+            for a in actions:
+                if isinstance(a, R.Output) and a.port == R.OFPP_TABLE:
+                    w.tables(0)
+                elif not w.do(a, None, 0):
+                    break
+        except RC.CtReached:
+            w.ct_reached = True
         w.finish()
+        for flow, owner, delete_learned in w.learned:
+            self.learn(flow, owner, delete_learned, now)
         return res
 
 
@@ -538,6 +557,8 @@ class _Walk:
         self.resubmits = 0
         self.table = 0            # the table whose flow runs now
         self.cut: dict[str, int] = {}
+        self.ct_reached = False
+        self.learned: list[tuple[R.Flow, RefFlow | None, bool]] = []
 
     def sync_vlan(self) -> None:
         tags = self.pkt.tags
@@ -627,6 +648,18 @@ class _Walk:
             return False
         elif isinstance(a, (R.Note, R.Conjunction)):   # run only from a packet-out or a clone: nothing
             pass
+        elif isinstance(a, R.Ct):
+            raise RC.CtReached
+        elif isinstance(a, R.FinTimeout):
+            RC.fin_timeout(self.key, a, flow)
+        elif isinstance(a, R.CtClear):
+            for w in RC.CT_KEY_WORDS:
+                self.key[w] = 0
+        elif isinstance(a, R.Learn):
+            try:
+                self.learned.append((RC.learned_flow(self, a), flow, a.delete_learned))
+            except R.FlowError:
+                pass          # a match no flow can have: nothing learned
         elif isinstance(a, R.SetField) and a.field not in ("eth_dst", "eth_src", "vlan_vid", "vlan_pcp"):
             self.set(a.field, a.value, (1 << self.bits(a.field)) - 1 if a.mask is None else a.mask)
         elif isinstance(a, R.SetField) and a.mask is not None:
@@ -790,11 +823,16 @@ class _Walk:
             table = ins.goto
 
     def pipeline(self, table: int) -> None:
-        self.tables(table)
+        try:
+            self.tables(table)
+        except RC.CtReached:
+            self.ct_reached = True
         self.finish()
 
     def finish(self) -> None:
-        if self.missed:
+        if self.ct_reached:
+            self.ref._drop(self.in_port, "conntrack_unavailable")
+        elif self.missed:
             self.ref._drop(self.in_port, "table_miss")
         elif self.sent == 0:
             self.ref._drop(self.in_port, "no_output")

@@ -58,9 +58,13 @@ from ofproto.actions import (
     STACK_DEPTH,
     Clone,
     Conjunction,
+    Ct,
+    CtClear,
     DecTtl,
     Exit,
     FieldValue,
+    FinTimeout,
+    Learn,
     Move,
     Note,
     OutputReg,
@@ -92,6 +96,7 @@ from ofproto.rules import (
     SetField,
 )
 from ofproto.tables import TableSet
+from xlate import ctlearn
 
 W_VLAN_TCI2 = getattr(K, "W_VLAN_TCI2", 21)
 CFI = 0x1000
@@ -276,6 +281,7 @@ class XlateResult:
     outputs: int = 0
     drop_reason: str = ""
     cut: dict[str, int] = field(default_factory=dict)        # resubmits / crossings not done: limit -> count
+    learned: list[ctlearn.TableChange] = field(default_factory=list)   # learn / fin_timeout (``xlate.ctlearn``)
 
     def program(self) -> np.ndarray:
         """The actions as the datapath's int64 program."""
@@ -506,6 +512,14 @@ class _Walk:
             return False
         elif isinstance(a, (Note, Conjunction)):   # a conjunction runs only from a packet-out or a clone: nothing
             pass
+        elif isinstance(a, Ct):
+            ctlearn.reached(self)
+        elif isinstance(a, CtClear):
+            ctlearn.ct_clear(self)
+        elif isinstance(a, Learn):
+            ctlearn.learn(self, a, flow)
+        elif isinstance(a, FinTimeout):
+            ctlearn.fin_timeout(self, a, flow)
         else:
             self.do(a)
         return True
@@ -876,7 +890,10 @@ def translate(ts: TableSet | Bridges, key: list[int], port_flags: np.ndarray, co
     bridge in ``Bridges``, or of the one ``TableSet`` given."""
     bridges = _bridges(ts, port_flags)
     w = _Walk(bridges, max(0, bridges.bridge_of(key[K.W_IN_PORT])), port_flags, cookies, key, rec)
-    w.enter()
+    try:
+        w.enter()
+    except ctlearn.CtReached:
+        ctlearn.dropped(w)
     return w.finish()
 
 
@@ -885,11 +902,14 @@ def translate_actions(ts: TableSet | Bridges, key: list[int], actions: tuple[Act
     """A packet-out to bridge ``bridge``: run ``actions`` on a frame with key ``key``; ``output:TABLE``
     walks its tables from table 0."""
     w = _Walk(_bridges(ts, port_flags), bridge, port_flags, cookies, key, rec)
-    for a in actions:
-        if isinstance(a, Output) and a.port == OFPP_TABLE:
-            w.commit()
-            if w.ts is not None:
-                w.pipeline(0)
-        elif not w.act(a, None, 0):
-            break
+    try:
+        for a in actions:
+            if isinstance(a, Output) and a.port == OFPP_TABLE:
+                w.commit()
+                if w.ts is not None:
+                    w.pipeline(0)
+            elif not w.act(a, None, 0):
+                break
+    except ctlearn.CtReached:
+        ctlearn.dropped(w)
     return w.finish()

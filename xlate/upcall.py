@@ -32,6 +32,7 @@ import numpy as np
 
 from dpif import megaflow as M
 from ofproto.tables import C_BYTES, C_PACKETS, C_USED, TableSet
+from xlate.ctlearn import Learned, TableChange
 from xlate.translate import Bridges, UpcallCookies, XlateResult, translate
 
 MAX_RULES = 64           # rules and missed lookups a megaflow credits (a longer walk: its first 64)
@@ -68,7 +69,9 @@ class Upcalls:
         self.pushed = np.zeros((max_flows, 2), dtype=np.int64)     # packets, bytes already credited
         self.counters = {"upcalls": 0, "translations": 0, "installed": 0, "evicted_full": 0,
                          "revalidated_removed": 0, "flushes": 0, "expired": 0, "not_installed": 0,
-                         "translations_cut": 0}
+                         "translations_cut": 0, "learn_not_cached": 0}
+        #: flows ``learn`` made in translations since the owner last took them (``take_learned``)
+        self.learned: list[TableChange] = []
         self.translate_ns = 0
         self._scratch: list[tuple[np.ndarray, int, int]] = []
         self._covered = np.zeros(4096, dtype=np.uint8)
@@ -101,7 +104,12 @@ class Upcalls:
                 self.counters["translations_cut"] += 1
             mask = res.mask_row()
             prog = res.program()
-            e = cache.install(key, mask, prog, now)
+            self.learned += res.learned
+            if any(isinstance(x, Learned) for x in res.learned):   # not cached: every later frame learns again
+                self.counters["learn_not_cached"] += 1
+                e = -1
+            else:
+                e = cache.install(key, mask, prog, now)
             if e >= 0 and ent[e, M.E_PACKETS] == 0:   # a new megaflow (an id may be reused: forget the old one)
                 self.pushed[e] = 0
                 self._remember(e, res)
@@ -306,6 +314,11 @@ class Upcalls:
         kept = self.rules[keep]
         mine = (self.rule_bridge[keep] == bridge) & (kept > 0)
         self.rules[keep] = np.where(mine, m[np.where(mine, kept, 0)], kept)
+
+    def take_learned(self) -> list[TableChange]:
+        """What walks asked of the tables since the last call: flows ``learn`` made, ``fin_timeout`` hits."""
+        got, self.learned = self.learned, []
+        return got
 
     def _prune_cookies(self, ts: TableSet, bridge: int) -> None:
         """Drop the upcall contexts of ``bridge``'s flows that ``ts`` no longer has (no megaflow left can

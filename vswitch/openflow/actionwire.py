@@ -41,6 +41,7 @@ from ofproto.actions import (
     field_bits,
 )
 from ofproto.rules import Instructions
+from vswitch.openflow import nx_ct
 from vswitch.openflow.codec import OFP10, OFP15, OFPET_BAD_ACTION, OXM_FIELDS, OfpError
 from vswitch.openflow.translate import instructions_from
 
@@ -96,6 +97,12 @@ def _reg_load2(_version: int, a: dict[str, Any]) -> Action:
     return SetField(a["field"], a["value"], a.get("mask"))
 
 
+def _nx_ct_from(conv: Callable[[dict[str, Any], Callable[[Any], Any]], Action]
+                ) -> Callable[[int, dict[str, Any]], Action]:
+    """An ``nx_ct`` converter as a registry entry (its nested actions converted in the same version)."""
+    return lambda v, a: conv(a, lambda x: action_from_wire(v, x))
+
+
 NX_FROM_WIRE: dict[str, Callable[[int, dict[str, Any]], Action]] = {
     "nx_resubmit": _resubmit,
     "nx_resubmit_table": _resubmit,
@@ -118,6 +125,7 @@ NX_FROM_WIRE: dict[str, Callable[[int, dict[str, Any]], Action]] = {
     "nx_stack_push": lambda v, a: StackPush(a["field"], a["ofs"], a["n_bits"]),
     "nx_stack_pop": lambda v, a: StackPop(a["field"], a["ofs"], a["n_bits"]),
     "nx_clone": lambda v, a: Clone(tuple(action_from_wire(v, x) for x in a["actions"])),
+    **{name: _nx_ct_from(conv) for name, conv in nx_ct.FROM_NX.items()},    # ct, nat, ct_clear, learn
 }
 
 
@@ -174,6 +182,10 @@ def _move_to(version: int, a: Action) -> dict[str, Any]:
             "src_ofs": a.src_ofs, "dst_ofs": a.dst_ofs}
 
 
+def _nx_ct_to(conv: Callable[[Any, Callable[[Any], Any]], dict[str, Any]]) -> Callable[[int, Any], dict[str, Any]]:
+    return lambda v, a: conv(a, lambda x: action_to_wire(v, x))
+
+
 NX_TO_WIRE: dict[type, Callable[[int, Any], dict[str, Any]]] = {
     Resubmit: _resubmit_to,
     Load: _load_to,
@@ -185,6 +197,7 @@ NX_TO_WIRE: dict[type, Callable[[int, Any], dict[str, Any]]] = {
     StackPush: _stack_to("nx_stack_push"),
     StackPop: _stack_to("nx_stack_pop"),
     Clone: lambda v, a: {"type": "nx_clone", "actions": [action_to_wire(v, x) for x in a.actions]},
+    **{cls: _nx_ct_to(conv) for cls, conv in nx_ct.TO_NX.items()},           # Ct, Nat, CtClear, Learn
 }
 
 

@@ -235,6 +235,7 @@ class OfAgent(SwitchViews, NiciraMessages):
                     self._serve(conn)
             self._maintain()
             self._deliver_packet_ins()
+            self._take_learned()
         finally:
             self._run_calls()   # ofproto/trace and the like are answered even if a step above failed
             self._sweep()
@@ -453,6 +454,12 @@ class OfAgent(SwitchViews, NiciraMessages):
             self._send_async(lambda c, reason=reason, desc=desc: Msg(c.version, "port_status", 0, {
                 "reason": reason, "desc": self._desc10(desc) if c.version == OFP10 else desc}),
                 kind=ASYNC_PORT_STATUS, reason=reason)
+
+    def _take_learned(self) -> None:
+        """Add the flows ``learn`` made in the datapath to the tables (compiled as any change is)."""
+        dp = self.bridge.dp
+        while dp.learned:
+            self.flows.learn(dp.learned.popleft())
 
     def _deliver_packet_ins(self) -> None:
         """Hand the datapath's packet-ins to the controllers (a table miss's, with no flow, to OpenFlow 1.0 ones

@@ -98,6 +98,7 @@ from vswitch.openflow.tracespec import (  # noqa: F401
     set_key_only,
 )
 from vswitch.openflow.translate import actions_to10, instructions_from, match_from, match_to
+from xlate.ctlearn import FinHit, TableChange
 from xlate.translate import MAX_DEPTH, PF_DOWN, PF_PATCH, Bridges, UpcallCookies, set_action_formatter, translate
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ OFPFMFC_UNKNOWN, OFPFMFC_TABLE_FULL, OFPFMFC_BAD_TABLE_ID, OFPFMFC_OVERLAP = 0, 
 OFPFMFC_BAD_TIMEOUT, OFPFMFC_BAD_COMMAND = 6, 7
 OFPBRC_BUFFER_UNKNOWN, OFPBRC_BAD_PORT = 8, 11
 OFPBAC_BAD_OUT_PORT, OFPBAC_BAD_ARGUMENT, OFPBAC_BAD_SET_TYPE, OFPBAC_BAD_SET_ARGUMENT = 4, 5, 13, 15
+OFPBAC_MATCH_INCONSISTENT = 10
 OFPBIC_BAD_TABLE_ID = 2
 OFPBMC_BAD_FIELD, OFPBMC_BAD_VALUE = 6, 7
 OFPBAC_BAD_TYPE = 0
@@ -137,6 +139,7 @@ FLOW_ERRORS = {
     "bad_field": (OFPET_BAD_MATCH, OFPBMC_BAD_FIELD),
     "bad_value": (OFPET_BAD_MATCH, OFPBMC_BAD_VALUE),
     "bad_match": (OFPET_BAD_MATCH, OFPBMC_BAD_VALUE),
+    "match_inconsistent": (OFPET_BAD_ACTION, OFPBAC_MATCH_INCONSISTENT),
 }
 
 RESERVED_NAMES = {OFPP_IN_PORT: "IN_PORT", OFPP_TABLE: "TABLE", OFPP_NORMAL: "NORMAL", OFPP_FLOOD: "FLOOD",
@@ -285,6 +288,19 @@ class BridgeFlows:
         self.last_change = now
         if not self.dirty_since:
             self.dirty_since = now
+
+    def learn(self, got: TableChange) -> None:
+        """A flow ``learn`` made (``xlate.ctlearn``): into the tables, a change when it is new or different; a
+        ``fin_timeout`` hit: that flow's timeouts cut down."""
+        if isinstance(got, FinHit):
+            self.tables.fin_timeout(got.uid, got.idle_timeout, got.hard_timeout)
+            return
+        try:
+            _flow, changed = self.tables.learn(got.flow, got.owner, got.delete_learned, self.now())
+        except FlowError:
+            return
+        if changed:
+            self.changed()
 
     def set_miss_to_controller(self, max_len: int) -> None:
         """Table misses to the controllers, ``max_len`` bytes of them (0: misses drop); takes effect with the
