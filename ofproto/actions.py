@@ -3,17 +3,18 @@
 OpenFlow's own actions (``Output``, ``PushVlan``, ``PopVlan``, ``SetField``, ``ModVlanVid``) and the
 Nicira extensions the translator runs: ``Resubmit``, ``Load`` (a ``SetField`` written as
 ``load:``), ``Move``, ``StackPush`` / ``StackPop``, ``Note``, ``Exit``, ``OutputReg``, ``DecTtl``,
-``Clone``, ``Conjunction``, and conntrack / learning: ``Ct`` (with ``Nat`` inside), ``CtClear``, ``Learn``,
-``FinTimeout`` (their text: ``ofproto.nxtext``). Fields are named as the field registry (``ofproto.fields``)
-names them (``reg13``, ``xxreg0``, ``eth_src``, ``ip_dst``, ``metadata`` ...); a bit range is
-``(field, ofs, nbits)``, OVS's ``field[ofs..ofs+nbits-1]``.
+``Clone``, ``Conjunction``, ``Controller`` (``controller(...)``: reason, id, userdata, pause, meter), and
+conntrack / learning: ``Ct`` (with ``Nat`` inside), ``CtClear``, ``Learn``, ``FinTimeout`` (their text:
+``ofproto.nxtext``). Fields are named as the field registry (``ofproto.fields``) names them (``reg13``,
+``xxreg0``, ``eth_src``, ``ip_dst``, ``metadata`` ...); a bit range is ``(field, ofs, nbits)``, OVS's
+``field[ofs..ofs+nbits-1]``.
 
 ``check_action`` refuses, with a ``FlowError``, what the switch cannot execute: a field the registry
 does not know, a bit range outside its field, a write to a read-only field, or a header the
 datapath's executor (``dpif.actions``) cannot rewrite (IPv6 addresses and label, ARP, ICMP, ND, VLAN
-TCI, tunnel and conntrack fields, for now; ``ct_mark`` / ``ct_label`` only inside ``ct``'s exec). Group,
-meter and controller() are not in the model yet. A flow whose actions hold ``conjunction`` may hold
-only ``conjunction`` and ``note`` (``Instructions.check``: ``bad_conjunction``, OVS's NXBAC_BAD_CONJUNCTION).
+TCI, tunnel and conntrack fields, for now; ``ct_mark`` / ``ct_label`` only inside ``ct``'s exec). Group
+and meter are not in the model yet. A flow whose actions hold ``conjunction`` may hold only ``conjunction``
+and ``note`` (``Instructions.check``: ``bad_conjunction``, OVS's NXBAC_BAD_CONJUNCTION).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from ofproto import fields as _fields
+from ofproto import tlvmap
 
 OFPP_MAX = 0xFFFFFF00         # port numbers below this are ports
 OFPP_IN_PORT = 0xFFFFFFF8
@@ -194,6 +196,24 @@ class Clone:
     actions: tuple[Action, ...] = ()
 
 
+@dataclass(frozen=True)
+class Controller:
+    """``controller(reason=,max_len=,id=,userdata=,pause,meter_id=)``: a packet-in to the controllers whose
+    controller id is ``controller_id``, carrying ``userdata``; ``pause`` freezes the pipeline (registers, stack,
+    the actions still to run) into the packet-in's continuation, and NXT_RESUME runs the rest. ``meter_id``
+    (0: none) is kept and shown; no meter limits the packet-ins yet."""
+
+    max_len: int = OFPCML_NO_BUFFER
+    controller_id: int = 0
+    reason: int = 1             # OFPR_ACTION
+    userdata: bytes = b""
+    pause: bool = False
+    meter_id: int = 0
+
+
+#: packet-in reasons by name, as ovs-ofctl writes them in ``controller(reason=...)``
+CONTROLLER_REASONS = {0: "no_match", 1: "action", 2: "invalid_ttl", 3: "action_set", 4: "group", 5: "packet_out"}
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: a bit range of a field: (registry name, ofs, nbits)
 Subfield = tuple[str, int, int]
@@ -296,7 +316,7 @@ class Conjunction:
 MAX_CLAUSES = 64
 
 Action = (Output | PushVlan | PopVlan | SetField | ModVlanVid | Resubmit | Move | StackPush | StackPop | Note | Exit
-          | OutputReg | DecTtl | Clone | Ct | Nat | CtClear | Learn | FinTimeout | Conjunction)
+          | OutputReg | DecTtl | Clone | Controller | Ct | Nat | CtClear | Learn | FinTimeout | Conjunction)
 
 #: actions a write-actions instruction (the action set) may hold
 ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid)
@@ -317,6 +337,8 @@ _VLAN_SET = {"vlan_vid": 13, "vlan_pcp": 3}
 def _field(name: str) -> _fields.Field:
     f = _fields.by_name(name) or _fields.by_oxm_name(name)
     if f is None or _fields.flow_slice(f) is None:
+        if f is not None and f.where == _fields.TLV:
+            raise FlowError("bad_field", tlvmap.why_unplaced(f.name))
         raise FlowError("bad_field", f"unknown field {name!r} (or one the switch has no place for)")
     return f
 
@@ -326,6 +348,8 @@ def field_bits(name: str) -> int:
     if name in _VLAN_SET:
         return _VLAN_SET[name]
     f = _field(name)
+    if f.where == _fields.TLV:   # as long as the TLV map makes it
+        return _fields.flow_slice(f)[2]   # type: ignore[index]
     return f.bits if f.where != _fields.KEY or f.key is None else min(f.bits, f.key[2])
 
 
@@ -334,7 +358,7 @@ def writable(name: str) -> str:
     f = _field(name)
     if f.read_only:
         raise FlowError("bad_set_field", f"{f.name} is read-only")
-    if f.where == _fields.PIPELINE or f.name in WRITABLE_HEADERS or f.name in WRITABLE_STATE:
+    if f.where in (_fields.PIPELINE, _fields.TLV) or f.name in WRITABLE_HEADERS or f.name in WRITABLE_STATE:
         return f.name
     raise FlowError("bad_set_field", f"the datapath cannot rewrite {f.name} yet")
 
@@ -429,6 +453,11 @@ def check_action(action: Action, in_action_set: bool = False) -> None:
             raise FlowError("bad_conjunction", f"clause {action.clause} of {action.n_clauses}")
         if not 0 <= action.id < 1 << 32:
             raise FlowError("bad_conjunction", f"conjunction id {action.id}")
+        return
+    if isinstance(action, Controller):
+        if not (0 <= action.max_len <= 0xFFFF and 0 <= action.controller_id <= 0xFFFF
+                and action.reason in CONTROLLER_REASONS and 0 <= action.meter_id <= 0xFFFFFFFF):
+            raise FlowError("bad_argument", f"{action!r}")
         return
     if isinstance(action, CtClear):
         return
@@ -618,7 +647,30 @@ def format_nicira(a: Action) -> str | None:
         return f"conjunction({a.id},{a.clause}/{a.n_clauses})"
     if isinstance(a, Clone):
         return f"clone({','.join(format_nicira(x) or repr(x) for x in a.actions)})"
+    if isinstance(a, Controller):
+        return format_controller(a)
     if isinstance(a, (Ct, Nat, CtClear, Learn, FinTimeout)):
         from ofproto.nxtext import format_ct_family
         return format_ct_family(a)
     return None
+
+
+def format_controller(a: Controller) -> str:
+    """``controller(...)`` as ovs-ofctl prints it: ``CONTROLLER:max_len`` when only the length differs from the
+    defaults, else the arguments that do, in OVS's order."""
+    if a.reason == 1 and not a.controller_id and not a.userdata and not a.pause and not a.meter_id:
+        return f"CONTROLLER:{a.max_len}"
+    args = []
+    if a.reason != 1:
+        args.append(f"reason={CONTROLLER_REASONS[a.reason]}")
+    if a.max_len != OFPCML_NO_BUFFER:
+        args.append(f"max_len={a.max_len}")
+    if a.controller_id:
+        args.append(f"id={a.controller_id}")
+    if a.userdata:
+        args.append("userdata=" + ".".join(f"{b:02x}" for b in a.userdata))
+    if a.pause:
+        args.append("pause")
+    if a.meter_id:
+        args.append(f"meter_id={a.meter_id}")
+    return f"controller({','.join(args)})"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dpif import key as K
+from ofproto import tlvmap
 
 # OXM classes
 OFPXMC_NXM_0 = 0x0000
@@ -346,4 +347,6 @@ def flow_slice(f: Field | str) -> tuple[int, int, int] | None:
         raise KeyError(f)
     if field.where == KEY:
         return field.key
+    if field.where == TLV:
+        return tlvmap.flow_slice(field.name)
     return PIPELINE_SLICES.get(field.name)

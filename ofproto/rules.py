@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ofproto import fields as _fields
+from ofproto import tlvmap
 from ofproto.actions import (  # noqa: F401  (re-exported: callers import the action model from here)
     OFPCML_NO_BUFFER,
     OFPP_ALL,
@@ -29,6 +30,7 @@ from ofproto.actions import (  # noqa: F401  (re-exported: callers import the ac
     Action,
     Clone,
     Conjunction,
+    Controller,
     Ct,
     CtClear,
     DecTtl,
@@ -102,10 +104,11 @@ def _flow_field(name: str) -> tuple[int, tuple[tuple[int, int, int, int], ...]]:
     if f is None or sl is None:
         raise ImportError(f"the field registry has no flow-state slice for {name!r}")
     word, shift, width = sl
+    bits = width if f.where == _fields.TLV else f.bits   # a Geneve option: as long as the TLV map says
     if width > 64:
         n = width // 64
-        return f.bits, tuple((word + j, 64 * (n - 1 - j), 0, 64) for j in range(n))
-    return f.bits, ((word, 0, shift, width),)
+        return bits, tuple((word + j, 64 * (n - 1 - j), 0, 64) for j in range(n))
+    return bits, ((word, 0, shift, width),)
 
 
 #: fields a ``Match`` takes besides the OXM ones, by registry name: pipeline state (registers, metadata,
@@ -118,6 +121,18 @@ NX_MATCH_FIELDS.update({f.name: _flow_field(f.name) for f in _fields.FIELDS
                         and f.oxm_name not in MATCH_FIELDS})
 #: every name a ``Match`` takes
 ALL_MATCH_FIELDS = {**MATCH_FIELDS, **NX_MATCH_FIELDS}
+
+
+def _tlv_map_changed() -> None:
+    """The mapped ``tun_metadata`` fields join (and the unmapped leave) the match fields."""
+    for table in (NX_MATCH_FIELDS, ALL_MATCH_FIELDS):
+        for name in [n for n in table if n.startswith("tun_metadata")]:
+            del table[name]
+        for name in tlvmap.placed():
+            table[name] = _flow_field(name)
+
+
+tlvmap.listen(_tlv_map_changed)
 
 #: fields ``set_field`` may write, with their widths
 SET_FIELDS = {"eth_dst": 48, "eth_src": 48, "vlan_vid": 13, "vlan_pcp": 3}
@@ -136,7 +151,8 @@ class Match:
         norm: dict[str, tuple[int, int]] = {}
         for name, vm in fields.items():
             if name not in ALL_MATCH_FIELDS:
-                raise FlowError("bad_field", f"unknown match field {name!r}")
+                why = tlvmap.why_unplaced(name) if name.startswith("tun_metadata") else ""
+                raise FlowError("bad_field", why or f"unknown match field {name!r}")
             bits = ALL_MATCH_FIELDS[name][0]
             full = (1 << bits) - 1
             value, mask = (vm, full) if isinstance(vm, int) else (int(vm[0]), int(vm[1]))
@@ -247,6 +263,8 @@ class Instructions:
                     out.add(a.port)
                 elif isinstance(a, Clone):
                     out |= walk(a.actions)
+                elif isinstance(a, Controller):
+                    out.add(OFPP_CONTROLLER)
             return out
         return walk((*self.apply, *self.write))
 

@@ -39,17 +39,10 @@ pytestmark = pytest.mark.integration
 
 #: what pyvswitch still lacks for this fixture, and where it is being built: delete an entry when its feature merges
 KNOWN_GAPS = {
-    "ct": "conntrack actions ct(commit, table, zone, nat, exec) and ct_clear: branch issue18-ct",
-    "learn": "learn(... delete_learned ...): branch issue18-ct",
     "conjunction": "conjunction action and conj_id match: branch issue18-conj",
     "group": "group action and group table (select, dp_hash), add-groups / dump-groups: branch issue18-groups",
     "meter": "meters (add-meter / dump-meters) and controller(meter_id=...): branch issue18-groups",
-    "controller": "controller(userdata=..., pause) as NXAST_CONTROLLER2: branch issue18-pin2",
     "rewrite": "writes of IPv6, ARP, ICMP, ND header fields (set_field / move / pop): branch issue18-exec",
-    "tunnel": "tun_metadata0 (TLV-mapped Geneve option) in matches / move, set_field to tun_id: issue 18, "
-              "tunnel ports issue 19",
-    "trace_spec": "ofproto/trace's flow parser refuses fields OVS takes (tun_id, tun_metadata0, nw_ttl, ipv6_*, "
-                  "icmp6, nd_*, arp_sha/tha): the lead, in progress",
 }
 #: the gaps a flow (or group / meter) may need; the others are about the tools
 FLOW_GAPS = ("ct", "learn", "conjunction", "group", "meter", "controller", "rewrite", "tunnel")

@@ -31,6 +31,7 @@ ports, bridges and port arrays it reads are the datapath's.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -269,7 +270,7 @@ class BurstPath:
                 up = by_id[int(side[SIDE_UP_COOKIE, i])]
                 in_port = up.in_port if up.in_port >= 0 else int(meta[slot, POOL_META_IN_PORT])
                 br.packet_ins.append(PacketIn(bytes(data[slot, head:head + keep]), length, in_port, up.flow,
-                                              up.reason, up.table_id))
+                                              up.reason, up.table_id, up.pin))
             if take:
                 br.on_packet_in()
 
@@ -290,9 +291,10 @@ class BurstPath:
             br.on_packet_in()
 
     def packet_out(self, br: DpBridge, frame: bytes, port_no: int, actions: tuple[Action, ...],
-                   ts: TableSet) -> None:
+                   ts: TableSet, xlate: Callable[..., Any] | None = None) -> None:
         """Run ``actions`` on ``frame`` in bridge ``br`` (``output:TABLE``: the tables of ``ts``) as if received
-        on ``port_no`` (-1: from the controller, on no port). Datapath thread."""
+        on ``port_no`` (-1: from the controller, on no port); or the translation ``xlate(bridges, key, port_flags,
+        cookies, bridge)`` makes (a resumed walk). Datapath thread."""
         pool = self.pool
         one = np.zeros(1, dtype=np.int32)
         if pool.alloc(one, 0, 1) != 1:
@@ -303,8 +305,11 @@ class BurstPath:
             pool.put(int(one[0]), frame[: pool.slot_size], in_port)
             extract_burst(pool.data, pool.meta, one, 1, self.dkeys, self.reasons)
             key = [int(w) for w in self.dkeys[int(one[0])]]
-            res = translate_actions(br.xlate_bridges(ts), key, actions, self.port_flags, self.cookies,
-                                    bridge=br.index)
+            if xlate is not None:
+                res = xlate(br.xlate_bridges(ts), key, self.port_flags, self.cookies, br.index)
+            else:
+                res = translate_actions(br.xlate_bridges(ts), key, actions, self.port_flags, self.cookies,
+                                        bridge=br.index)
             program = res.program()
             if res.learned:
                 self._hand_learned(res.learned)

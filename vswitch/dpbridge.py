@@ -60,15 +60,17 @@ LEARN_QUEUE = 4096   # learned flows waiting for the agent (more: counted as lea
 class PacketIn:
     """A frame for the controllers: its first bytes, where it came from and which flow sent it."""
 
-    __slots__ = ("data", "total_len", "port_no", "flow", "reason", "table_id")
+    __slots__ = ("data", "total_len", "port_no", "flow", "reason", "table_id", "pin")
 
-    def __init__(self, data: bytes, total_len: int, port_no: int, flow: object, reason: int, table_id: int) -> None:
+    def __init__(self, data: bytes, total_len: int, port_no: int, flow: object, reason: int, table_id: int,
+                 pin: object = None) -> None:
         self.data = data
         self.total_len = total_len
         self.port_no = port_no      # datapath port of the bridge (no port's number: a packet-out from the controller)
         self.flow = flow            # ofproto.rules.Flow (None: a table miss, for OpenFlow 1.0 controllers)
         self.reason = reason        # OFPR_*
         self.table_id = table_id
+        self.pin = pin              # xlate.pause.PinInfo of a controller() action (userdata, pause), or None
 
 
 class DpBridge:
@@ -230,10 +232,12 @@ class DpBridge:
         if item is not None:
             self.set_flows(*item)
 
-    def packet_out(self, frame: bytes, port_no: int, actions: tuple[Action, ...], ts: TableSet) -> None:
+    def packet_out(self, frame: bytes, port_no: int, actions: tuple[Action, ...], ts: TableSet,
+                   xlate: Callable[..., Any] | None = None) -> None:
         """Run ``actions`` on ``frame`` (``output:TABLE``: the tables of ``ts``) as if received on
-        ``port_no`` (-1: from the controller, on no port). Runs on the datapath thread (``call``)."""
-        self.datapath.packet_out(self, frame, port_no, actions, ts)
+        ``port_no`` (-1: from the controller, on no port), or the translation ``xlate`` makes (a resume). Runs on
+        the datapath thread (``call``)."""
+        self.datapath.packet_out(self, frame, port_no, actions, ts, xlate)
 
     def xlate_bridges(self, ts: TableSet) -> Bridges:
         """The datapath's bridges for the translator, this one walking ``ts`` (a packet-out's or a trace's)."""

@@ -58,6 +58,7 @@ from ofproto.actions import (
     STACK_DEPTH,
     Clone,
     Conjunction,
+    Controller,
     Ct,
     CtClear,
     DecTtl,
@@ -96,7 +97,7 @@ from ofproto.rules import (
     SetField,
 )
 from ofproto.tables import TableSet
-from xlate import ctlearn
+from xlate import ctlearn, pause
 
 W_VLAN_TCI2 = getattr(K, "W_VLAN_TCI2", 21)
 CFI = 0x1000
@@ -118,6 +119,7 @@ MODE_DROP = 2          # a secure bridge without flows made for it: nothing cros
 MAX_DEPTH = 64         # resubmits and patch crossings nested in one translation (OVS's MAX_DEPTH)
 MAX_CROSSINGS = 4096   # resubmits and patch crossings in one translation (OVS's MAX_RESUBMITS)
 MAX_RESUBMITS = MAX_CROSSINGS
+MAX_PIN_CONTEXTS = 16384   # controller(...) upcall contexts (each holds registers) before a flush
 OFPR_INVALID_TTL = 2   # packet-in reason of dec_ttl at a TTL of 0 or 1
 #: names of the limits a translation can hit (``XlateResult.cut``)
 CUT_DEPTH = "recursion_too_deep"
@@ -162,21 +164,25 @@ class Upcall:
     table_id: int
     bridge: int = 0
     in_port: int = -1
+    pin: object = None          # ``xlate.pause.PinInfo``: a controller() action's userdata, id, pipeline, pause
 
 
 class UpcallCookies:
     """Small integers naming ``Upcall`` contexts inside datapath programs (stable per context; the ids
-    of flows that are gone are reused once no megaflow can name them, see ``prune``)."""
+    of flows that are gone are reused once no megaflow can name them, see ``prune``). Contexts of
+    ``controller(...)`` actions carry pipeline state, so there may be one per register value: past
+    ``MAX_PIN_CONTEXTS`` of them, ``pins_over`` tells the owner to flush the megaflows and ``forget_pins``."""
 
     def __init__(self) -> None:
-        self._ids: dict[tuple[int, int, int, int, int], int] = {}
+        self._ids: dict[tuple[int, int, int, int, int, object], int] = {}
         self.by_id: dict[int, Upcall] = {}
         self._free: list[int] = []
+        self.pins = 0                   # contexts of controller(...) actions (``pin`` set)
         self.bridge_of = np.full(64, -1, dtype=np.int64)   # id -> bridge, for the datapath's per-bridge packet-ins
 
     def id_for(self, up: Upcall) -> int:
         """The id of ``up`` (a new one the first time)."""
-        k = (up.flow.uid if up.flow is not None else 0, up.reason, up.table_id, up.bridge, up.in_port)
+        k = (up.flow.uid if up.flow is not None else 0, up.reason, up.table_id, up.bridge, up.in_port, up.pin)
         i = self._ids.get(k)
         if i is None or self.by_id[i].flow is not up.flow:
             i = self._free.pop() if self._free else len(self.by_id)
@@ -185,7 +191,23 @@ class UpcallCookies:
             if i >= len(self.bridge_of):
                 self.bridge_of = np.concatenate([self.bridge_of, np.full(len(self.bridge_of), -1, dtype=np.int64)])
             self.bridge_of[i] = up.bridge
+            if up.pin is not None:
+                self.pins += 1
         return i
+
+    @property
+    def pins_over(self) -> bool:
+        """More ``controller(...)`` contexts than ``MAX_PIN_CONTEXTS``."""
+        return self.pins > MAX_PIN_CONTEXTS
+
+    def forget_pins(self) -> None:
+        """Forget every ``controller(...)`` context (call when no megaflow names them: after a flush)."""
+        for k, i in list(self._ids.items()):
+            if self.by_id[i].pin is not None:
+                del self._ids[k]
+                del self.by_id[i]
+                self._free.append(i)
+        self.pins = 0
 
     def prune(self, bridge: int, live_uids: set[int]) -> None:
         """Forget the contexts of ``bridge``'s flows not in ``live_uids`` (call when no megaflow names them)."""
@@ -195,6 +217,7 @@ class UpcallCookies:
                 del self._ids[k]
                 del self.by_id[i]
                 self._free.append(i)
+                self.pins -= up.pin is not None
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -321,6 +344,10 @@ class _Walk:
         self.exiting = False            # ``exit`` ran: every action list of this bridge's walk stops
         self.table_id = 0               # the table whose flow runs now (``resubmit``'s default)
         self.resubmit_nest = 0          # resubmits nested now (trace indentation)
+        self.frames: list[list] = []    # [flow, index] of every action list running now, outermost first
+        self.action_src: dict[str, tuple[int, int]] = {}   # action set slot -> (flow uid, write-actions index)
+        self.paused = False             # controller(pause) froze the walk: nothing more runs
+        self.can_freeze = True          # False while a packet-out's own actions run (no flow holds them)
 
     # ---------------------------------------------------------------- headers
     def tagged(self) -> bool:
@@ -510,6 +537,8 @@ class _Walk:
         elif isinstance(a, Exit):
             self.exiting = True
             return False
+        elif isinstance(a, Controller):
+            return pause.controller(self, a, flow, table_id)
         elif isinstance(a, (Note, Conjunction)):   # a conjunction runs only from a packet-out or a clone: nothing
             pass
         elif isinstance(a, Ct):
@@ -524,17 +553,25 @@ class _Walk:
             self.do(a)
         return True
 
-    def run_list(self, acts: tuple[Action, ...], flow: Flow | None, table_id: int) -> bool:
-        """Run an action list; False when it stopped early (``exit``, ``dec_ttl`` at TTL 1)."""
+    def run_list(self, acts: tuple[Action, ...], flow: Flow | None, table_id: int, start: int = 0) -> bool:
+        """Run an action list from index ``start``; False when it stopped early (``exit``, ``dec_ttl`` at TTL 1,
+        a pause)."""
         rec = self.rec
-        for a in acts:
-            if self.exiting:
-                return False
-            if rec:
-                rec.note(f"    {'    ' * self.resubmit_nest}{_fmt(a)}")
-            if not self.act(a, flow, table_id):
-                return False
-        return not self.exiting
+        frame = [flow, start]
+        self.frames.append(frame)
+        try:
+            for i in range(start, len(acts)):
+                a = acts[i]
+                if self.exiting:
+                    return False
+                frame[1] = i
+                if rec:
+                    rec.note(f"    {'    ' * self.resubmit_nest}{_fmt(a)}")
+                if not self.act(a, flow, table_id):
+                    return False
+            return not self.exiting
+        finally:
+            self.frames.pop()
 
     def dec_ttl(self, a: DecTtl, flow: Flow | None, table_id: int) -> bool:
         """OVS's ``dec_ttl``: a header write, or at TTL 0 / 1 a packet-in (invalid_ttl) and the rest of the
@@ -634,9 +671,12 @@ class _Walk:
             self.rec.normal(self.flow, self.in_port)
 
     def upcall(self, flow: Flow | None, reason: int, table_id: int, max_len: int) -> None:
-        """A packet-in to the current bridge's controllers."""
+        """A packet-in to the current bridge's controllers (with the registers and metadata when they are set:
+        a packet-in2 carries them)."""
         self.commit()
-        up = Upcall(flow, reason, table_id, self.bridge, -1 if self.in_port == self.rx_port else self.in_port)
+        pin = pause.PinInfo(pipeline=pause.pipeline_words(self.flow), action=False) if any(
+            self.flow[K.KEY_WORDS:]) else None
+        up = Upcall(flow, reason, table_id, self.bridge, -1 if self.in_port == self.rx_port else self.in_port, pin)
         self.r.actions += [A.OP_USERSPACE, 2, self.cookies.id_for(up), max_len]
         self.r.outputs += 1
 
@@ -767,21 +807,23 @@ class _Walk:
             self.rec.note("     -> the bridge is fail_mode=secure and has no flows: dropped")
 
     # ---------------------------------------------------------------- the walk
-    def run_instructions(self, flow: Flow) -> int | None:
-        """Run ``flow``'s instructions; the table its goto names (None: none, or the actions stopped)."""
+    def run_instructions(self, flow: Flow, start: int = 0) -> int | None:
+        """Run ``flow``'s instructions (its apply-actions from index ``start``); the table its goto names (None:
+        none, or the actions stopped)."""
         ins: Instructions = flow.instructions
         rec = self.rec
         ind = "    " * self.resubmit_nest
-        if not self.run_list(ins.apply, flow, flow.table_id):
+        if not self.run_list(ins.apply, flow, flow.table_id, start):
             return None
         if ins.clear:
             if rec:
                 rec.note(f"    {ind}clear_actions")
             self.action_set.clear()
-        for a in ins.write:
+        for j, a in enumerate(ins.write):
             if rec:
                 rec.note(f"    {ind}write_actions({_fmt(a)})")
             self.action_set[action_set_slot(a)] = a
+            self.action_src[action_set_slot(a)] = (flow.uid, j)
         if ins.metadata is not None:
             value, mask = ins.metadata
             if rec:
@@ -836,12 +878,14 @@ class _Walk:
             table = nxt
 
     def pipeline(self, table: int = 0) -> None:
-        rec = self.rec
         got = self.tables(table, top=True)
-        if got is None:
-            return
-        last, table = got
-        if self.action_set:
+        if got is not None:
+            self.run_action_set(*got)
+
+    def run_action_set(self, last: Flow | None, table: int) -> None:
+        """The action set, when the pipeline ends after ``last`` in ``table`` (not after a pause)."""
+        rec = self.rec
+        if self.action_set and not self.paused:
             if rec:
                 rec.note("    action set:")
             for a in _action_set_order(self.action_set):
@@ -902,11 +946,13 @@ def translate_actions(ts: TableSet | Bridges, key: list[int], actions: tuple[Act
     """A packet-out to bridge ``bridge``: run ``actions`` on a frame with key ``key``; ``output:TABLE``
     walks its tables from table 0."""
     w = _Walk(_bridges(ts, port_flags), bridge, port_flags, cookies, key, rec)
+    w.can_freeze = False
     try:
         for a in actions:
-            if isinstance(a, Output) and a.port == OFPP_TABLE:
+            if isinstance(a, Output) and a.port == OFPP_TABLE:   # the only action: a pause in the tables can freeze
                 w.commit()
                 if w.ts is not None:
+                    w.can_freeze = True
                     w.pipeline(0)
             elif not w.act(a, None, 0):
                 break

@@ -69,7 +69,8 @@ class Upcalls:
         self.pushed = np.zeros((max_flows, 2), dtype=np.int64)     # packets, bytes already credited
         self.counters = {"upcalls": 0, "translations": 0, "installed": 0, "evicted_full": 0,
                          "revalidated_removed": 0, "flushes": 0, "expired": 0, "not_installed": 0,
-                         "translations_cut": 0, "learn_not_cached": 0}
+                         "translations_cut": 0, "learn_not_cached": 0,
+                         "pin_context_flushes": 0}
         #: flows ``learn`` made in translations since the owner last took them (``take_learned``)
         self.learned: list[TableChange] = []
         self.translate_ns = 0
@@ -254,6 +255,10 @@ class Upcalls:
         """Credit statistics, then remove the megaflows idle for ``max_idle`` seconds and, when the cache is
         nearly full, the least recently used ones (``trim``); returns how many went."""
         self.push_stats(tables)
+        if self.cookies.pins_over:    # controller(...) contexts (one per register state) are bounded: start over
+            self.flush(tables)
+            self.cookies.forget_pins()
+            self.counters["pin_context_flushes"] += 1
         gone = self.cache.expire(now, self.max_idle)
         self.counters["expired"] += len(gone)
         return len(gone) + self.trim()

@@ -24,6 +24,7 @@ from ofproto.actions import (
     OFPP_CONTROLLER,
     Action,
     Clone,
+    Controller,
     DecTtl,
     Exit,
     Load,
@@ -41,7 +42,7 @@ from ofproto.actions import (
     field_bits,
 )
 from ofproto.rules import Instructions
-from vswitch.openflow import nx_ct
+from vswitch.openflow import nx_ct, packetin2
 from vswitch.openflow.codec import OFP10, OFP15, OFPET_BAD_ACTION, OXM_FIELDS, OfpError
 from vswitch.openflow.translate import instructions_from
 
@@ -88,8 +89,9 @@ def _resubmit(_version: int, a: dict[str, Any]) -> Action:
 
 
 def _controller(_version: int, a: dict[str, Any]) -> Action:
+    """NXAST_CONTROLLER: an output to CONTROLLER, or with a reason or an id a ``Controller`` (``packetin2``)."""
     if a["reason"] != OFPR_ACTION or a["controller_id"] != 0:
-        raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_ARGUMENT, "controller() with a reason or an id is not supported")
+        return packetin2.controller_from_wire(a)
     return Output(OFPP_CONTROLLER, a["max_len"])
 
 
@@ -121,6 +123,7 @@ NX_FROM_WIRE: dict[str, Callable[[int, dict[str, Any]], Action]] = {
     "nx_dec_ttl": lambda v, a: DecTtl(),
     "nx_dec_ttl_cnt_ids": lambda v, a: DecTtl(tuple(a["ids"])),
     "nx_controller": _controller,
+    "nx_controller2": lambda v, a: packetin2.controller_from_wire(a),
     "nx_write_metadata": lambda v, a: SetField("metadata", a["metadata"], a["mask"]),
     "nx_stack_push": lambda v, a: StackPush(a["field"], a["ofs"], a["n_bits"]),
     "nx_stack_pop": lambda v, a: StackPop(a["field"], a["ofs"], a["n_bits"]),
@@ -197,6 +200,7 @@ NX_TO_WIRE: dict[type, Callable[[int, Any], dict[str, Any]]] = {
     StackPush: _stack_to("nx_stack_push"),
     StackPop: _stack_to("nx_stack_pop"),
     Clone: lambda v, a: {"type": "nx_clone", "actions": [action_to_wire(v, x) for x in a.actions]},
+    Controller: lambda v, a: packetin2.controller_to_wire(a),
     **{cls: _nx_ct_to(conv) for cls, conv in nx_ct.TO_NX.items()},           # Ct, Nat, CtClear, Learn
 }
 
@@ -247,6 +251,8 @@ def _set_field_to(version: int, a: SetField) -> dict[str, Any]:
     if mask == full and (name in _SET10 if version == OFP10 else True):
         return {"type": "set_field", "field": {name: a.value}}
     reg = _registry_name(a.field)
+    if f is not None and f.where == _fields.TLV:   # a Geneve option: its length is the map's, REG_LOAD2 as OVS
+        return {"type": "nx_reg_load2", "field": reg, "value": a.value & mask, "mask": None if mask == full else mask}
     ofs = (mask & -mask).bit_length() - 1
     nbits = mask.bit_length() - ofs
     if nbits <= 64 and mask == ((1 << nbits) - 1) << ofs:

@@ -63,6 +63,7 @@ from typing import Any
 
 from ofproto.rules import N_TABLES, OFPCML_NO_BUFFER, OFPR_ACTION, OFPR_NO_MATCH, OFPRR_DELETE
 from vswitch.dpbridge import PACKET_IN_BURST, PACKET_IN_RATE
+from vswitch.openflow import packetin2
 from vswitch.openflow.bundles import BundleHandler
 from vswitch.openflow.channel import (  # noqa: F401 - importable from here, as before the split
     ASYNC_DEFAULT,
@@ -111,6 +112,7 @@ from vswitch.openflow.codec import (
 from vswitch.openflow.flows import BULK_GAP, BridgeFlows, port_wire
 from vswitch.openflow.nxhandlers import NiciraMessages, TlvMap, vendor_of
 from vswitch.openflow.views import OFPPC_PORT_DOWN, SwitchViews
+from xlate import pause
 from xlate.translate import OFPR_INVALID_TTL
 
 log = logging.getLogger(__name__)
@@ -426,18 +428,20 @@ class OfAgent(SwitchViews, NiciraMessages):
                     reason: int) -> int:
         """Send an asynchronous message of ``kind`` (``ASYNC_*``) and ``reason`` (built per connection: version,
         miss_send_len) to every controller whose role and SET_ASYNC configuration take it; a ``droppable`` one
-        (packet-in) is skipped for a controller that is far behind. Returns how many controllers wanted it."""
-        wanted = 0
+        (packet-in) is skipped for a controller that is far behind (and counted there). Returns how many
+        controllers it was for."""
+        taken = 0
         for conn in list(self.conns.values()):
             if conn.wants(kind, reason):
-                wanted += 1
                 if droppable and conn.tx_bytes > ASYNC_BACKLOG:
                     conn.pi_dropped += 1
+                    taken += 1
                     continue
                 msg = make(conn)
-                if msg is not None:   # None: not for this connection (a table miss, for a 1.3 controller)
+                if msg is not None:   # None: not for this connection (a table miss for a 1.3 one, another id)
                     conn.send(msg)
-        return wanted
+                    taken += 1
+        return taken
 
     def _flow_removed(self, stats: Any, reason: int) -> None:
         self._send_async(lambda c: Msg(c.version, "flow_removed", 0, self.flows.flow_removed(c.version, stats, reason)),
@@ -468,26 +472,41 @@ class OfAgent(SwitchViews, NiciraMessages):
         while dp.packet_ins:
             pi = dp.packet_ins.popleft()
             in_port = self.flows.ofport_of(pi.port_no)
-            wanted = self._send_async(lambda c, pi=pi, in_port=in_port: self._packet_in(c, pi, in_port),
-                                      droppable=True, kind=ASYNC_PACKET_IN, reason=pi.reason)
-            if not wanted and pi.reason == OFPR_INVALID_TTL:
-                # dec_ttl stopped the frame (TTL 0 or 1) and no controller asked for such packet-ins (OVS's
-                # default: none does until SET_ASYNC): the frame ends here
+            taken = self._send_async(lambda c, pi=pi, in_port=in_port: self._packet_in(c, pi, in_port),
+                                     droppable=True, kind=ASYNC_PACKET_IN, reason=pi.reason)
+            if not taken and pi.reason == OFPR_INVALID_TTL:
+                # dec_ttl stopped the frame (TTL 0 or 1) and no controller (of its ids) asked for such packet-ins
+                # (OVS's default: none does until SET_ASYNC): the frame ends here
                 dp.dp_drops["invalid_ttl_no_controller"] += 1
 
-    @staticmethod
-    def _packet_in(conn: OfConnection, pi: Any, in_port: int) -> Msg | None:
-        if pi.flow is None and conn.version != OFP10:
+    def _packet_in(self, conn: OfConnection, pi: Any, in_port: int) -> Msg | None:
+        if pi.flow is None and conn.version != OFP10 or packetin2.controller_id_of(pi) != conn.controller_id:
             return None
+        if conn.pin_format == packetin2.NXPIF_NXT_PACKET_IN2:
+            return packetin2.packet_in2(conn.version, pi, in_port, self.dpid or self.datapath_id(),
+                                        self._fingerprints(pi))
+        if conn.pin_format == packetin2.NXPIF_NXT_PACKET_IN:
+            return packetin2.nxt_packet_in(conn.version, pi, in_port)
         if conn.version >= OFP13:   # 1.5's match would carry the pipeline fields too: in_port is the one set
             return Msg(conn.version, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
                                                "reason": pi.reason, "table_id": pi.table_id, "cookie": pi.flow.cookie,
                                                "match": {"in_port": in_port}, "data": pi.data})
         # OpenFlow 1.0, as OVS 3.1 sends it (nothing buffered, so no miss_send_len cut): a table miss says
         # OFPR_NO_MATCH, a CONTROLLER action OFPR_ACTION (also a priority-0 catch-all's: 1.0 has no table-miss flows)
-        reason = OFPR_NO_MATCH if pi.flow is None else OFPR_ACTION
+        # (a controller(reason=...) action: its reason)
+        from_action = pi.pin is not None and pi.pin.action
+        reason = OFPR_NO_MATCH if pi.flow is None else pi.reason if from_action else OFPR_ACTION
         return Msg(OFP10, "packet_in", 0, {"buffer_id": OFP_NO_BUFFER, "total_len": pi.total_len,
                                            "in_port": port_wire(OFP10, in_port), "reason": reason, "data": pi.data})
+
+    def _fingerprints(self, pi: Any) -> dict[int, int]:
+        """Digests of the live flows a paused packet-in's continuation names (``xlate.pause.seal``)."""
+        frozen = pi.pin.frozen if pi.pin is not None else None
+        ts = self.bridge.dp.flows
+        if frozen is None or ts is None:
+            return {}
+        uids = {u for u, _i, _t in frozen.frames} | {u for _s, u, _i in frozen.action_set}
+        return {int(u): pause.fingerprint(ts.flows[r]) for r, u in enumerate(ts.uids.tolist()) if u in uids}
 
     # ------------------------------------------------------------ controller connections
     def _listen(self, ctl: Controller) -> None:
@@ -860,8 +879,10 @@ class OfAgent(SwitchViews, NiciraMessages):
         self.bundles.add(conn, msg, self._raw)
 
     def _on_experimenter(self, conn: OfConnection, msg: Msg) -> None:
-        """Nicira's messages (``nxhandlers``) and OpenFlow 1.3's ONF bundle extension (1.4+ has bundles of its
-        own); any other experimenter message gets OFPBRC_BAD_EXPERIMENTER."""
+        """Nicira's messages (``packetin2``, ``nxhandlers``) and OpenFlow 1.3's ONF bundle extension (1.4+ has
+        bundles of its own); any other experimenter message gets OFPBRC_BAD_EXPERIMENTER."""
+        if packetin2.handle(self, conn, msg):
+            return
         if conn.version == OFP13 and msg.experimenter == ONF_VENDOR_ID and msg.exp_type in (
                 ONF_ET_BUNDLE_CONTROL, ONF_ET_BUNDLE_ADD_MESSAGE):
             self.bundles.experimenter(conn, msg, self._raw)
@@ -872,7 +893,9 @@ class OfAgent(SwitchViews, NiciraMessages):
         raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_EXPERIMENTER, f"experimenter {msg.experimenter:#x}")
 
     def _on_vendor(self, conn: OfConnection, msg: Msg) -> None:
-        """OpenFlow 1.0's vendor messages: Nicira's (``nxhandlers``); others get OFPBRC_BAD_VENDOR."""
+        """OpenFlow 1.0's vendor messages: Nicira's (``packetin2``, ``nxhandlers``); others get OFPBRC_BAD_VENDOR."""
+        if packetin2.handle(self, conn, msg):
+            return
         vendor, subtype, body = vendor_of(conn.version, msg)
         if vendor != NX_VENDOR_ID:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_EXPERIMENTER, f"vendor {vendor:#x}")

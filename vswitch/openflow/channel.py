@@ -75,7 +75,7 @@ class OfConnection:
         self.dead = ""            # why the connection must be closed ("" while it is fine)
         self.overflowed = False   # closed because the client let its output pile up
         self.version = 0          # negotiated; 0 until the client's hello arrives
-        self.miss_send_len = 128
+        self.miss_send_len = 128 if target is not None else 0   # OVS: a service connection (ovs-ofctl) 0
         self.config_flags = 0
         self.role = 0
         self.connected_at = time.monotonic()
@@ -89,6 +89,7 @@ class OfConnection:
         self.flow_format = 0          # Nicira's NXT_SET_FLOW_FORMAT: 0 OpenFlow 1.0, 2 NXM
         self.flow_mod_table_id = False   # NXT_FLOW_MOD_TABLE_ID: a 1.0 flow-mod's command carries the table
         self.controller_id = 0        # NXT_SET_CONTROLLER_ID
+        self.pin_format = 0           # NXT_SET_PACKET_IN_FORMAT: 0 standard, 2 NXT_PACKET_IN2
 
     def reply(self, version_type: str, xid: int, fields: dict[str, Any]) -> None:
         """Send a 1.4+ message of type ``version_type``; in OpenFlow 1.3 the bundle replies go as ONF experimenter
@@ -138,9 +139,12 @@ class OfConnection:
         do."""
         if version not in SUPPORTED_VERSIONS:
             version = OFP10 if version < OFP10 else OFP13 if version < OFP15 else OFP15
-        if version == OFP10:
-            err_type, code = _error10(err_type, code)
         data = data if text else data[:64]
+        if err_type == NXET_VENDOR:          # raised as such (``packetin2.nx_error``): (type << 16 | code) in 1.0
+            data = struct.pack("!IHH", NX_VENDOR_ID, code >> 16, code & 0xFFFF) + data
+            code = 0
+        elif version == OFP10:
+            err_type, code = _error10(err_type, code)
         if version == OFP10 and code >= 0x100:   # a Nicira extension code: OVS's NXET_VENDOR wrapping of 1.0
             data = struct.pack("!IHH", NX_VENDOR_ID, err_type, code) + data
             err_type, code = NXET_VENDOR, 0
@@ -150,10 +154,11 @@ class OfConnection:
         self.send(Msg(version, "error", xid, {"err_type": err_type, "code": code, "data": data}))
 
     def wants(self, kind: int, reason: int) -> bool:
-        """Whether this connection takes an asynchronous message of ``kind`` (``ASYNC_*``) with ``reason``: only
-        controllers do, as their role and SET_ASYNC configuration say."""
-        if self.target is None or not self.version or self.dead:
-            return False
+        """Whether this connection takes an asynchronous message of ``kind`` (``ASYNC_*``) with ``reason``:
+        controllers, and service connections that set a miss_send_len, as their role and SET_ASYNC configuration
+        say."""
+        if not self.version or self.dead or self.target is None and not self.miss_send_len:
+            return False   # a service connection takes them once it set a miss_send_len (ovs-ofctl monitor), as OVS
         return bool(self.async_masks[kind][1 if self.role == ROLE_SLAVE else 0] >> reason & 1)
 
 

@@ -11,12 +11,16 @@ NXM / OXM field header: the registry name of the field); ``ofs_nbits`` (``ofs <<
 decoded to ``ofs`` and ``nbits``); ``note`` (the rest, trailing zeros dropped); ``load2`` (one
 NXM / OXM TLV with an optional mask, ``vswitch.openflow.nxm``); ``field2`` (a field header of 4 or 8
 bytes, OVS's OUTPUT_REG2); ``ids`` (a count, then that many 16-bit controller ids); ``actions``
-(nested actions, ``clone``). Errors are ``OfpError`` with OVS's codes: an unknown vendor
+(nested actions, ``clone``); ``props:<name>`` (OpenFlow properties: type (16) | length (16) | value,
+each padded to 8, the types and value kinds from ``NX_PROPS[name]``; a decoded dict holds the properties
+present, ``flag`` ones as True). Errors are ``OfpError`` with OVS's codes: an unknown vendor
 ``OFPBAC_BAD_EXPERIMENTER``, an unknown subtype ``OFPBAC_BAD_EXPERIMENTER_TYPE``, a bad length
 ``OFPBAC_BAD_LEN``, a field the registry does not know ``OFPBAC_BAD_ARGUMENT``. ``nxm_opt`` (a
 field header, or 4 zero bytes for none: ``ct``'s zone source); ``nat_range`` (``nat``'s present bits and
 the ranges they announce, ``NAT_RANGES``); ``learn_specs`` (``learn``'s flow_mod_spec list, ``nx_learn``
-below). Tests: ``tests/test_nicira.py`` (byte for byte against os-ken's NXAction classes),
+below). An unknown property ``OFPBPC_BAD_TYPE``, a property of a bad length ``OFPBPC_BAD_LEN`` (OpenFlow
+1.4 numbers; ``nx_error`` of ``vswitch.openflow.packetin2`` gives each version's). Tests:
+``tests/test_nicira.py`` (byte for byte against os-ken's NXAction classes),
 ``tests/test_nicira_ct.py`` (ct / nat / learn against ``ovs-ofctl``'s bytes and OVS's errors).
 """
 
@@ -62,6 +66,7 @@ NX_ACTIONS: dict[str, tuple[int, Layout]] = {
     "clone": (42, [("pad", "6x"), ("actions", "actions")]),
     "ct_clear": (43, [("pad", "6x")]),
     "resubmit_table_ct": (44, [("in_port", "H"), ("table", "B"), ("pad", "3x")]),
+    "controller2": (37, [("pad", "6x"), ("props", "props:controller2")]),
     "learn": (16, [("idle_timeout", "H"), ("hard_timeout", "H"), ("priority", "H"), ("cookie", "Q"),
                    ("flags", "H"), ("table", "B"), ("pad", "1x"), ("fin_idle_timeout", "H"),
                    ("fin_hard_timeout", "H"), ("specs", "learn_specs")]),
@@ -70,6 +75,14 @@ NX_ACTIONS: dict[str, tuple[int, Layout]] = {
     "nat": (36, [("pad", "2x"), ("flags", "H"), ("range", "nat_range")]),
     "fin_timeout": (19, [("fin_idle_timeout", "H"), ("fin_hard_timeout", "H"), ("pad", "2x")]),
 }
+#: property sets: name -> {type: (key, value kind: a struct code (a 16-bit value is padded to 4 bytes, as OVS
+#: writes it), ``bytes`` or ``flag`` (no value))}
+NX_PROPS: dict[str, dict[int, tuple[str, str]]] = {
+    "controller2": {0: ("max_len", "H2x"), 1: ("controller_id", "H2x"), 2: ("reason", "B"), 3: ("userdata", "bytes"),
+                    4: ("pause", "flag"), 5: ("meter_id", "I")},
+}
+OFPET_BAD_PROPERTY = 14
+OFPBPC_BAD_TYPE, OFPBPC_BAD_LEN = 0, 1
 NX_BY_SUBTYPE = {sub: name for name, (sub, _) in NX_ACTIONS.items()}
 
 
@@ -157,12 +170,57 @@ def _encode_body(layout: Layout, action: dict[str, Any], encode_actions: Callabl
             out += struct.pack(f"!H4x{len(ids)}H", len(ids), *ids)
         elif kind == "actions":
             out += encode_actions(action[key])
+        elif kind.startswith("props:"):
+            out += encode_props(kind[6:], action)
         elif kind == "nxm_opt":
             out += bytes(4) if action.get(key) is None else field_header(action[key])
         elif kind == "nat_range":
             out += _encode_nat_range(action)
         elif kind == "learn_specs":
             out += b"".join(_encode_spec(sp) for sp in action[key])
+    return out
+
+
+def encode_props(name: str, values: dict[str, Any]) -> bytes:
+    """The properties of set ``name`` that ``values`` holds (a ``flag`` when true), in type order."""
+    out = b""
+    for ptype, (key, kind) in sorted(NX_PROPS[name].items()):
+        v = values.get(key)
+        if v is None or v is False:
+            continue
+        body = b"" if kind == "flag" else bytes(v) if kind == "bytes" else struct.pack("!" + kind, v)
+        out += struct.pack("!HH", ptype, 4 + len(body)) + body + bytes(_pad8(4 + len(body)) - 4 - len(body))
+    return out
+
+
+def decode_props(name: str, buf: bytes) -> dict[str, Any]:
+    """The properties of set ``name`` in ``buf`` (which holds nothing else) as ``{key: value}``."""
+    table = NX_PROPS[name]
+    out: dict[str, Any] = {}
+    off = 0
+    while off < len(buf):
+        if len(buf) - off < 4:
+            raise OfpError(OFPET_BAD_PROPERTY, OFPBPC_BAD_LEN, f"{name}: truncated property header")
+        ptype, length = struct.unpack_from("!HH", buf, off)
+        if length < 4 or off + _pad8(length) > len(buf):
+            raise OfpError(OFPET_BAD_PROPERTY, OFPBPC_BAD_LEN, f"{name}: property {ptype} length {length}")
+        if ptype not in table:
+            raise OfpError(OFPET_BAD_PROPERTY, OFPBPC_BAD_TYPE, f"{name}: unknown property {ptype}")
+        key, kind = table[ptype]
+        body = bytes(buf[off + 4:off + length])
+        if kind == "flag":
+            if body:
+                raise OfpError(OFPET_BAD_PROPERTY, OFPBPC_BAD_LEN, f"{name}: {key} takes no value")
+            out[key] = True
+        elif kind == "bytes":
+            out[key] = body
+        else:
+            if kind == "H2x" and len(body) == 2:   # OVS takes a 16-bit value with or without its padding
+                kind = "H"
+            if len(body) != struct.calcsize("!" + kind):
+                raise OfpError(OFPET_BAD_PROPERTY, OFPBPC_BAD_LEN, f"{name}: {key} of {len(body)} bytes")
+            out[key] = struct.unpack("!" + kind, body)[0]
+        off += _pad8(length)
     return out
 
 
@@ -248,6 +306,9 @@ def decode_action(buf: bytes, decode_actions: Callable[[bytes], list[dict[str, A
             action[key] = list(take(f"{n}H"))
         elif kind == "actions":
             action[key] = decode_actions(bytes(body[off:]))
+            off = len(body)
+        elif kind.startswith("props:"):
+            action.update(decode_props(kind[6:], bytes(body[off:])))
             off = len(body)
         elif kind == "nxm_opt":
             if len(body) - off >= 4 and not any(body[off:off + 4]):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ofproto import tlvmap
 from vswitch.openflow import nxt
 from vswitch.openflow.channel import OfConnection
 from vswitch.openflow.codec import (
@@ -42,26 +43,29 @@ MAX_MSG = 0xFFFF
 
 
 class TlvMap:
-    """A bridge's Geneve option -> ``tun_metadata<index>`` mappings (``ovs-ofctl add-tlv-map``)."""
+    """The switch's Geneve option -> ``tun_metadata<index>`` mappings (``ovs-ofctl add-tlv-map``): one map for
+    every bridge, placed in the flow key by ``ofproto.tlvmap``."""
 
     MAX_OPTION_SPACE = 256
     MAX_FIELDS = 64
 
-    def __init__(self) -> None:
-        self.maps: dict[int, tuple[int, int, int]] = {}   # index -> (option class, type, length)
+    @property
+    def maps(self) -> dict[int, tuple[int, int, int]]:
+        """index -> (option class, type, length)."""
+        return {int(name[12:]): m for name, m in tlvmap.mapped().items()}
 
     def apply(self, command: int, mappings: list[dict[str, int]]) -> None:
         """One TLV table mod: all of it applies or, with the error OVS sends, none of it."""
         if command == NXTTMC_CLEAR:
-            self.maps.clear()
+            self._place({})
             return
         if command == NXTTMC_DELETE:
-            for m in mappings:
-                self.maps.pop(m["index"], None)
+            gone = {m["index"] for m in mappings}
+            self._place({i: m for i, m in self.maps.items() if i not in gone})
             return
         if command != NXTTMC_ADD:
             raise OfpError(OFPET_EXPERIMENTER, NXTTMFC_BAD_COMMAND, f"TLV table mod command {command}")
-        new = dict(self.maps)
+        new = self.maps
         for m in mappings:
             idx, key = m["index"], (m["option_class"], m["option_type"])
             length = m["option_len"]
@@ -77,7 +81,11 @@ class TlvMap:
             new[idx] = (*key, length)
         if sum(length for _, _, length in new.values()) > self.MAX_OPTION_SPACE:
             raise OfpError(OFPET_EXPERIMENTER, NXTTMFC_TABLE_FULL, "the TLV options take more than 256 bytes")
-        self.maps = new
+        self._place(new)
+
+    @staticmethod
+    def _place(maps: dict[int, tuple[int, int, int]]) -> None:
+        tlvmap.place(maps)
 
     def reply(self) -> dict[str, Any]:
         """The fields of NXT_TLV_TABLE_REPLY."""

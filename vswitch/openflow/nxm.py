@@ -23,6 +23,7 @@ import struct
 from collections.abc import Iterable
 
 from ofproto import fields as F
+from ofproto import tlvmap
 from vswitch.openflow.codec import OFPBMC_BAD_FIELD, OFPBMC_BAD_LEN, OFPBMC_DUP_FIELD, OFPET_BAD_MATCH, OfpError
 
 OFPBMC_BAD_WILDCARDS = 5
@@ -72,7 +73,7 @@ def encode(fields: Iterable[tuple[F.Field, int, int | None]], dialect: str = OXM
     gives a ``tun_metadata`` field its option length in bytes (default 124)."""
     out = []
     for f, value, mask in fields:
-        size = (lengths or {}).get(f.name, _TLV_LEN) if _variable(f) else f.nbytes
+        size = (lengths or {}).get(f.name) or tlvmap.length(f.name) or _TLV_LEN if _variable(f) else f.nbytes
         full = (1 << (8 * size)) - 1
         if mask is not None and mask & full == full:
             mask = None

@@ -72,6 +72,8 @@ def parse_flow_spec(spec: str, port_names: dict[str, int]) -> dict[str, int]:
         if key in _IGNORED and value == _IGNORED[key]:
             continue
         name = _NAMES.get(key)
+        if name is None and key.startswith("tun_metadata") and F.flow_slice(key) is not None:
+            name = key   # a mapped Geneve option: set in the key
         if name is None:
             f = F.by_name(key) or F.by_oxm_name(key)
             if f is not None and f.where != F.KEY:
@@ -107,9 +109,14 @@ def _value(name: str, value: str, port_names: dict[str, int]) -> int:
 
 def set_key_only(key: list[int], fields: dict[str, int]) -> None:
     """Write the spec's ``KEY_ONLY`` fields (the tunnel a packet came from) into its extracted key."""
-    for name in KEY_ONLY:
+    for name in (*KEY_ONLY, *(n for n in fields if n.startswith("tun_metadata"))):
         if name in fields:
-            word, shift, bits = F.key_slice(name)   # type: ignore[misc]
+            word, shift, bits = F.flow_slice(name)   # type: ignore[misc]
+            if bits > 64:   # whole words, high first
+                n = bits // 64
+                for j in range(n):
+                    key[word + j] = fields[name] >> (64 * (n - 1 - j)) & (1 << 64) - 1
+                continue
             key[word] = (key[word] & ~(((1 << bits) - 1) << shift)) | (fields[name] << shift)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ofproto import fields as _fields
+from ofproto import tlvmap
 from ofproto.rules import ALL_MATCH_FIELDS
 from vswitch.openflow.codec import (
     OFP10,
@@ -31,6 +32,14 @@ OFP10_VLAN_NONE = 0xFFFF
 #: the fields a match may name (OXM names, else registry names: registers, metadata, NXM-only fields) and
 #: their widths (the rules' fields, from the registry)
 MATCHABLE = {name: bits for name, (bits, _cols) in ALL_MATCH_FIELDS.items()}
+
+
+def _tlv_map_changed() -> None:
+    MATCHABLE.clear()
+    MATCHABLE.update({name: bits for name, (bits, _cols) in ALL_MATCH_FIELDS.items()})
+
+
+tlvmap.listen(_tlv_map_changed)
 
 
 def _prereqs(name: str) -> tuple[tuple[str, tuple[int, ...], int | None], ...]:
