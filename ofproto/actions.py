@@ -3,9 +3,9 @@
 OpenFlow's own actions (``Output``, ``PushVlan``, ``PopVlan``, ``SetField``, ``ModVlanVid``) and the
 Nicira extensions the translator runs: ``Resubmit``, ``Load`` (a ``SetField`` written as
 ``load:``), ``Move``, ``StackPush`` / ``StackPop``, ``Note``, ``Exit``, ``OutputReg``, ``DecTtl``,
-``Clone``, ``Controller`` (``controller(...)``: reason, id, userdata, pause, meter), and conntrack / learning:
-``Ct`` (with ``Nat`` inside), ``CtClear``, ``Learn``, ``FinTimeout`` (their text: ``ofproto.nxtext``). Fields are
-named as the field registry (``ofproto.fields``) names them (``reg13``,
+``Clone``, ``Conjunction``, ``Controller`` (``controller(...)``: reason, id, userdata, pause, meter), and
+conntrack / learning: ``Ct`` (with ``Nat`` inside), ``CtClear``, ``Learn``, ``FinTimeout`` (their text:
+``ofproto.nxtext``). Fields are named as the field registry (``ofproto.fields``) names them (``reg13``,
 ``xxreg0``, ``eth_src``, ``ip_dst``, ``metadata`` ...); a bit range is ``(field, ofs, nbits)``, OVS's
 ``field[ofs..ofs+nbits-1]``.
 
@@ -14,7 +14,8 @@ does not know, a bit range outside its field, a write to a read-only field, or a
 datapath's executor (``dpif.actions``) cannot rewrite (IPv6 addresses and label, ARP, ICMP, ND, VLAN
 TCI, tunnel and conntrack fields, for now; ``ct_mark`` / ``ct_label`` only inside ``ct``'s exec). ``Group``
 and ``Meter`` name entries of the bridge's group and meter tables (``ofproto.groups``, ``ofproto.meters``).
-Conjunction is not in the model yet.
+A flow whose actions hold ``conjunction`` may hold only ``conjunction`` and ``note`` (``Instructions.check``:
+``bad_conjunction``, OVS's NXBAC_BAD_CONJUNCTION).
 """
 
 from __future__ import annotations
@@ -318,8 +319,25 @@ class Meter:
 OFPG_MAX = 0xFFFFFF00        # group numbers above this are reserved (OFPG_ALL, OFPG_ANY)
 OFPM_MAX = 0xFFFF0000        # meter numbers above this are reserved (slowpath, controller, all)
 
+
+@dataclass(frozen=True)
+class Conjunction:
+    """``conjunction(id,k/n)``: the flow is clause ``clause`` (1-based) of the ``n_clauses`` of conjunctive
+    match ``id`` in its table (ovs-fields(7), "Conjunctive Match Fields"); it is never executed as such: a
+    packet that matches a flow of every clause is looked up again with ``conj_id=id``. Run by a packet-out
+    or inside ``clone`` it does nothing."""
+
+    id: int
+    clause: int
+    n_clauses: int
+
+
+#: clauses of one conjunction, at most (OVS's limit)
+MAX_CLAUSES = 64
+
 Action = (Output | PushVlan | PopVlan | SetField | ModVlanVid | Resubmit | Move | StackPush | StackPop | Note | Exit
-          | OutputReg | DecTtl | Clone | Controller | Ct | Nat | CtClear | Learn | FinTimeout | Group | Meter)
+          | OutputReg | DecTtl | Clone | Controller | Ct | Nat | CtClear | Learn | FinTimeout | Group | Meter
+          | Conjunction)
 
 #: actions a write-actions instruction (the action set) may hold
 ACTION_SET_KINDS = (Output, PushVlan, PopVlan, SetField, ModVlanVid, Group)
@@ -453,6 +471,14 @@ def check_action(action: Action, in_action_set: bool = False) -> None:
     if isinstance(action, Clone):
         for a in action.actions:
             check_action(a)
+        return
+    if isinstance(action, Conjunction):
+        if not 2 <= action.n_clauses <= MAX_CLAUSES:
+            raise FlowError("bad_conjunction", f"a conjunction has 2 to {MAX_CLAUSES} clauses, not {action.n_clauses}")
+        if not 1 <= action.clause <= action.n_clauses:
+            raise FlowError("bad_conjunction", f"clause {action.clause} of {action.n_clauses}")
+        if not 0 <= action.id < 1 << 32:
+            raise FlowError("bad_conjunction", f"conjunction id {action.id}")
         return
     if isinstance(action, Controller):
         if not (0 <= action.max_len <= 0xFFFF and 0 <= action.controller_id <= 0xFFFF
@@ -663,6 +689,8 @@ def format_nicira(a: Action) -> str | None:
         return f"output:{_sub(a.field, a.ofs, a.nbits)}"
     if isinstance(a, DecTtl):
         return "dec_ttl" if a.ids == (0,) else f"dec_ttl({','.join(map(str, a.ids))})"
+    if isinstance(a, Conjunction):
+        return f"conjunction({a.id},{a.clause}/{a.n_clauses})"
     if isinstance(a, Clone):
         return f"clone({','.join(format_nicira(x) or repr(x) for x in a.actions)})"
     if isinstance(a, Controller):

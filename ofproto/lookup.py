@@ -17,12 +17,20 @@ to the end adds its whole mask. The answer thus holds for every packet that agre
 The key and ``wc`` are the translator's flow state (``fields.FLOW_WORDS``): the key's words, then
 pipeline words (registers, metadata). Bits of pipeline words in ``wc`` never reach a megaflow; the
 translator keeps them correct by un-wildcarding the key bits it copies into pipeline state.
+
+A table's conjunctive flows (``conjunction(id,k/n)`` actions) are not among its subtables: its
+``ClauseIndex`` (``ofproto.conjunction``) takes the ordinary flows' answer and may replace it.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dpif import key as K
 from ofproto.fields import FLOW_WORDS
+
+if TYPE_CHECKING:
+    from ofproto.conjunction import ClauseIndex
 
 #: lookup stage of each flow-state word: 0 metadata (port, tunnel, ct, and the pipeline words after the
 #: key's: registers, metadata), 1 L2, 2 L3, 3 L4
@@ -66,44 +74,65 @@ class Subtable:
         self.ranks[values].sort()
         self.best = min(self.best, rank)
 
+    def probe(self, key: list[int], wc: list[int]) -> tuple[int, ...] | None:
+        """The key's masked values when some flow here may match them (the whole mask then in ``wc``), or
+        None when a stage's prefix rules every flow out (the bits of the stages up to it in ``wc``)."""
+        pairs = self.pairs
+        vals = tuple(key[w] & m for w, m in pairs)
+        for k, cut in enumerate(self.cuts):
+            if vals[:cut] not in self.prefixes[k]:
+                for w, m in pairs[:cut]:
+                    wc[w] |= m
+                return None
+        for w, m in pairs:
+            wc[w] |= m
+        return vals
+
+
+def subtables_of(flows: list[tuple[int, tuple[tuple[int, int, int], ...]]]) -> list[Subtable]:
+    """``flows`` (``(rank, ((word, value, mask), ...))``) grouped by mask, the subtable of the best rank first."""
+    by_mask: dict[tuple[tuple[int, int], ...], Subtable] = {}
+    for rank, words in flows:
+        ordered = sorted(words, key=lambda t: (STAGE_OF_WORD[t[0]], t[0]))
+        pairs = tuple((w, m) for w, _v, m in ordered)
+        sub = by_mask.get(pairs)
+        if sub is None:
+            sub = by_mask[pairs] = Subtable(pairs)
+        sub.add(tuple(v for _w, v, _m in ordered), rank)
+    return sorted(by_mask.values(), key=lambda s: s.best)
+
 
 class TableIndex:
     """The lookup structure of one table (built once per compile; read-only afterwards)."""
 
-    __slots__ = ("subtables",)
+    __slots__ = ("subtables", "clauses")
 
-    def __init__(self, flows: list[tuple[int, tuple[tuple[int, int, int], ...]]]) -> None:
-        """``flows``: ``(rank, ((word, value, mask), ...))`` with ``in_port`` already a datapath port."""
-        by_mask: dict[tuple[tuple[int, int], ...], Subtable] = {}
-        for rank, words in flows:
-            ordered = sorted(words, key=lambda t: (STAGE_OF_WORD[t[0]], t[0]))
-            pairs = tuple((w, m) for w, _v, m in ordered)
-            sub = by_mask.get(pairs)
-            if sub is None:
-                sub = by_mask[pairs] = Subtable(pairs)
-            sub.add(tuple(v for _w, v, _m in ordered), rank)
-        self.subtables = sorted(by_mask.values(), key=lambda s: s.best)
+    def __init__(self, flows: list[tuple[int, tuple[tuple[int, int, int], ...]]],
+                 clauses: ClauseIndex | None = None) -> None:
+        """``flows``: ``(rank, ((word, value, mask), ...))`` of the table's ordinary flows, with ``in_port``
+        already a datapath port; ``clauses``: its conjunctive flows (None: it has none)."""
+        self.subtables = subtables_of(flows)
+        self.clauses = clauses
 
     def lookup(self, key: list[int], wc: list[int]) -> int:
-        """The best rank matching ``key`` (-1: none); ORs the bits the answer depends on into ``wc``."""
+        """The rank of the flow ``key`` selects (-1: none); ORs the bits the answer depends on into ``wc``.
+        With conjunctive flows (``clauses``), a satisfied conjunction may select its ``conj_id`` flow."""
+        found = self.best(key, wc)
+        return found if self.clauses is None else self.clauses.resolve(self.best, key, wc, found)
+
+    def best(self, key: list[int], wc: list[int], hidden: frozenset[int] = frozenset()) -> int:
+        """The best rank among the ordinary flows (no conjunction action) matching ``key``, those in
+        ``hidden`` left out (-1: none); ORs the bits the answer depends on into ``wc``."""
         found = 1 << 62
         for sub in self.subtables:
             if sub.best >= found:
                 break
-            pairs = sub.pairs
-            vals = tuple(key[w] & m for w, m in pairs)
-            failed = False
-            for k, cut in enumerate(sub.cuts):
-                if vals[:cut] not in sub.prefixes[k]:
-                    for w, m in pairs[:cut]:
-                        wc[w] |= m
-                    failed = True
-                    break
-            if failed:
+            vals = sub.probe(key, wc)
+            if vals is None:
                 continue
-            for w, m in pairs:
-                wc[w] |= m
             ranks = sub.ranks.get(vals)
-            if ranks is not None and ranks[0] < found:
-                found = ranks[0]
+            if ranks is not None:
+                rank = ranks[0] if not hidden else next((r for r in ranks if r not in hidden), found)
+                if rank < found:
+                    found = rank
         return found if found < 1 << 62 else -1

@@ -29,6 +29,7 @@ from ofproto.actions import (  # noqa: F401  (re-exported: callers import the ac
     OFPP_TABLE,
     Action,
     Clone,
+    Conjunction,
     Controller,
     Ct,
     CtClear,
@@ -110,11 +111,11 @@ def _flow_field(name: str) -> tuple[int, tuple[tuple[int, int, int, int], ...]]:
     return bits, ((word, 0, shift, width),)
 
 
-#: fields a ``Match`` takes besides the OXM ones, by registry name: pipeline state (registers, metadata;
-#: words after the key's, ``fields.FLOW_WORDS``) and the key fields only NXM names (``pkt_mark``,
+#: fields a ``Match`` takes besides the OXM ones, by registry name: pipeline state (registers, metadata,
+#: ``conj_id``; words after the key's, ``fields.FLOW_WORDS``) and the key fields only NXM names (``pkt_mark``,
 #: ``nw_ttl``, ``ip_frag``, ``tcp_flags``, ``vlan_tci``, ``ct_*``, ``tun_*`` ...). The wire side admits them.
 NX_MATCH_FIELDS: dict[str, tuple[int, tuple[tuple[int, int, int, int], ...]]] = {
-    n: _flow_field(n) for n in ("metadata", *_fields.PIPELINE_SLICES) if n != "conj_id"}
+    n: _flow_field(n) for n in ("metadata", *_fields.PIPELINE_SLICES)}
 NX_MATCH_FIELDS.update({f.name: _flow_field(f.name) for f in _fields.FIELDS
                         if f.where == _fields.KEY and f.nxm is not None and f.name not in MATCH_FIELDS
                         and f.oxm_name not in MATCH_FIELDS})
@@ -233,15 +234,25 @@ class Instructions:
     metadata: tuple[int, int] | None = None
 
     def check(self) -> None:
-        """Raise ``FlowError`` for an action the switch cannot execute."""
+        """Raise ``FlowError`` for an action the switch cannot execute, or a conjunctive flow with other
+        actions or instructions than ``conjunction`` and ``note`` (``bad_conjunction``, as OVS refuses it)."""
         for a in self.apply:
             check_action(a)
+        if self.conjunctions():
+            other = next((a for a in self.apply if not isinstance(a, (Conjunction, Note))), None)
+            if other is not None or self.write or self.clear or self.goto is not None or self.metadata is not None:
+                what = type(other).__name__ if other is not None else "another instruction"
+                raise FlowError("bad_conjunction", f"conjunction actions may be used along with note only, not {what}")
         for a in self.write:
             check_action(a, in_action_set=True)
         if self.metadata is not None:
             value, mask = self.metadata
             if not (0 <= value < 1 << 64 and 0 <= mask < 1 << 64) or value & ~mask:
                 raise FlowError("bad_metadata", f"write_metadata {value:#x}/{mask:#x}")
+
+    def conjunctions(self) -> tuple[Conjunction, ...]:
+        """The ``conjunction`` actions of apply-actions (not inside ``clone``): the flow is a clause of each."""
+        return tuple(a for a in self.apply if isinstance(a, Conjunction))
 
     def output_ports(self) -> set[int]:
         """Ports named by OUTPUT actions (apply, write, inside clone), for the ``out_port`` filter."""

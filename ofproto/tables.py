@@ -4,7 +4,8 @@
  flow-mods ──► FlowTables (Python objects: add / modify / delete / expire / stats)
                    │ compile(port map, miss policy)           (agent thread)
                    ▼
-               TableSet: flows ranked per table, a TableIndex per table, counters     ──► translator
+               TableSet: flows ranked per table, a TableIndex per table (conjunctive flows: its
+                   │      ClauseIndex, ofproto.conjunction), counters                   ──► translator
                    │ activate (datapath thread, between bursts: counters carried over by flow uid)
 ```
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from dpif import key as K
 from ofproto import fields as _fields
+from ofproto.conjunction import ClauseIndex
 from ofproto.groups import OFPG_ANY, referenced_groups
 from ofproto.lookup import TableIndex
 from ofproto.rules import (
@@ -106,6 +108,22 @@ def check_consistency(match: Match, ins: Instructions) -> None:
 _GENERATIONS = itertools.count(1)
 
 
+def _hidden(flows: list[Flow]) -> dict[int, frozenset[int]]:
+    """Per table, the ranks of its ordinary flows that have the match of a conjunctive flow of a higher
+    priority (``ofproto.conjunction``: the ``conj_id`` lookups do not see them)."""
+    top: dict[tuple[int, Match], int] = {}
+    for f in flows:
+        if f.instructions.conjunctions():
+            k = (f.table_id, f.match)
+            top[k] = max(top.get(k, -1), f.priority)
+    out: dict[int, set[int]] = {}
+    if top:
+        for rank, f in enumerate(flows):
+            if top.get((f.table_id, f.match), -1) > f.priority and not f.instructions.conjunctions():
+                out.setdefault(f.table_id, set()).add(rank)
+    return {t: frozenset(ranks) for t, ranks in out.items()}
+
+
 class TableSet:
     """One compilation of the flow tables: immutable but for its counters.
 
@@ -135,14 +153,24 @@ class TableSet:
         self.table_counters = np.zeros((n_tables, 2), dtype=np.int64)   # lookups, matches
         self._rank = {f.uid: i for i, f in enumerate(flows)}
         per_table: dict[int, list[tuple[int, tuple[tuple[int, int, int], ...]]]] = {}
+        clauses: dict[int, list] = {}   # the conjunctive flows of each table (``ofproto.conjunction``)
         for rank, f in enumerate(flows):
             words = f.match.words()
             if self.port_map is not None:
                 words = tuple((w, self.port_map.get(v, NO_PORT) if w == K.W_IN_PORT else v, m) for w, v, m in words)
-            per_table.setdefault(f.table_id, []).append((rank, words))
+            conjs = f.instructions.conjunctions()
+            if conjs:
+                clauses.setdefault(f.table_id, []).append(
+                    (rank, words, tuple((c.id, c.clause, c.n_clauses) for c in conjs)))
+            else:
+                per_table.setdefault(f.table_id, []).append((rank, words))
+        prio = [f.priority for f in flows] if clauses else []
+        hidden = _hidden(flows) if clauses else {}
         self.index = [_EMPTY_INDEX] * n_tables   # most of the 254 tables are empty: one shared, read-only index
-        for t, fl in per_table.items():
-            self.index[t] = TableIndex(fl)
+        for t in per_table.keys() | clauses.keys():
+            cl = clauses.get(t)
+            self.index[t] = TableIndex(per_table.get(t, []),
+                                       ClauseIndex(cl, prio, hidden.get(t, frozenset())) if cl else None)
 
     def rank_of(self, flow: Flow) -> int:
         """Rank of ``flow`` (by uid) in this set, or -1."""

@@ -16,6 +16,11 @@ Rules the two share (choices, not OpenFlow's):
   number -> datapath port; ``None``: the same numbers). ``arp_op`` is kept in 8 bits, as OVS keeps it
   in ``nw_proto``: the high byte of an ``arp_op`` value or mask is ignored;
 * ties between matching flows of equal priority: the flow added first (lowest serial) wins;
+* conjunctive flows (``conjunction(id,k/n)`` actions) are never selected themselves: a lookup finds the
+  best ordinary flow, unless a conjunction of a higher priority has a matching flow in every clause and
+  the lookup again with ``conj_id`` = its id finds a flow (that one, then); a conjunction of n clauses
+  needs n matching clause flows of its priority (OVS counts flows); two conjunctions satisfied at one
+  priority are tried in id order (OVS leaves it unpredictable);
 * a frame is ``dst, src, up to two known VLAN tags (TPID 0x8100 or 0x88a8), rest``, as OVS parses
   it: a third tag is part of the rest and stays there whatever the actions do. ``pop_vlan`` and
   ``set_field vlan_vid / vlan_pcp`` on a frame without a known tag do nothing; ``push_vlan`` on a frame
@@ -103,7 +108,7 @@ WIDE_FIELDS = {"ipv6_src": K.W_IPV6_SRC, "ipv6_dst": K.W_IPV6_DST}   # 128 bits 
 #: OXM widths on the wire (for non-strict selection)
 OXM_BITS = {**{name: bits for name, (_w, _s, bits) in FIELD_BITS.items()}, "arp_op": 16, "ipv6_src": 128,
             "ipv6_dst": 128, "metadata": 64, **{f"reg{i}": 32 for i in range(16)},
-            **{f"xreg{i}": 64 for i in range(8)}, **{f"xxreg{i}": 128 for i in range(4)}}
+            **{f"xreg{i}": 64 for i in range(8)}, **{f"xxreg{i}": 128 for i in range(4)}, "conj_id": 32}
 
 # ---------------------------------------------------------------- pipeline state and the Nicira actions
 # Pipeline state is 16 32-bit registers and a 64-bit metadata, all 0 when a frame enters; xregN is
@@ -149,10 +154,13 @@ class Pipe:
 
     regs: list[int] = field(default_factory=lambda: [0] * 16)
     metadata: int = 0
+    conj_id: int = 0          # set only while a conjunction's flow is looked up
 
     def get(self, name: str) -> int:
         if name == "metadata":
             return self.metadata
+        if name == "conj_id":
+            return self.conj_id
         for prefix, n in (("xxreg", 4), ("xreg", 2), ("reg", 1)):
             if name.startswith(prefix):
                 i = int(name[len(prefix):])
@@ -178,7 +186,7 @@ class Pipe:
 
 
 def is_pipeline(name: str) -> bool:
-    return name == "metadata" or name.startswith(("reg", "xreg", "xxreg"))
+    return name in ("metadata", "conj_id") or name.startswith(("reg", "xreg", "xxreg"))
 
 # write-actions: one per kind, run in OpenFlow's order (pop, push, set-field, output)
 ACTION_SET_ORDER = ("pop", "push", "eth_dst", "eth_src", "vlan_vid", "vlan_pcp", "output")
@@ -225,6 +233,11 @@ def overlap(a: R.Match, b: R.Match) -> bool:
         if name in bf and (v ^ bf[name][0]) & m & bf[name][1]:
             return False
     return True
+
+
+def conjunctions(f: RefFlow) -> list[R.Conjunction]:
+    """The flow's top-level ``conjunction`` actions: it is a clause of each of those conjunctions."""
+    return [a for a in f.instructions.apply if isinstance(a, R.Conjunction)]
 
 
 def action_kind(a: R.Action) -> str:
@@ -439,10 +452,37 @@ class RefTables:
 
     # ------------------------------------------------------------ the pipeline
     def lookup(self, table_id: int, key: list[int], pipe: Pipe | None = None) -> RefFlow | None:
-        """Highest priority matching flow of a table; the earliest added among equals."""
+        """The flow a table's lookup selects (ovs-fields(7), "Conjunctive Match Fields"): the best ordinary
+        flow that matches, unless a conjunction of a higher priority is satisfied (a matching flow in each of
+        its clauses) and the table, looked up again with ``conj_id`` = its id, has a flow for it. Higher
+        priorities first; at one priority, conjunctions in id order."""
+        pipe = pipe or Pipe()
+        best = self.best(table_id, key, pipe)
+        floor = best.priority if best is not None else -1
+        clauses = [f for f in self.flows if f.table_id == table_id and conjunctions(f) and f.priority > floor
+                   and matches(f.match, key, pipe)]
+        for priority in sorted({f.priority for f in clauses}, reverse=True):
+            here = [c for f in clauses if f.priority == priority for c in conjunctions(f)]
+            for cid in sorted({c.id for c in here}):
+                n_clauses = {c.n_clauses for c in here if c.id == cid}
+                n_flows = len([f for f in clauses if f.priority == priority])   # OVS needs a flow per clause
+                if any({c.clause for c in here if c.id == cid and c.n_clauses == n} == set(range(1, n + 1))
+                       and n_flows >= n for n in n_clauses):
+                    found = self.best(table_id, key, Pipe(pipe.regs, pipe.metadata, cid), hide_shadowed=True)
+                    if found is not None:
+                        return found
+        return best
+
+    def best(self, table_id: int, key: list[int], pipe: Pipe, hide_shadowed: bool = False) -> RefFlow | None:
+        """The highest-priority matching flow of a table that is not a conjunction's clause; the earliest
+        added among equals. ``hide_shadowed`` (the conj_id lookup): not a flow with the match of a
+        conjunctive flow of a higher priority (OVS's classifier does not see those there)."""
         best = None
         for f in self.flows:
-            if f.table_id == table_id and matches(f.match, key, pipe):
+            if hide_shadowed and any(g.table_id == table_id and conjunctions(g) and g.match == f.match
+                                     and g.priority > f.priority for g in self.flows):
+                continue
+            if f.table_id == table_id and not conjunctions(f) and matches(f.match, key, pipe):
                 if best is None or (f.priority, -f.serial) > (best.priority, -best.serial):
                     best = f
         return best
@@ -631,7 +671,7 @@ class _Walk:
         elif isinstance(a, R.Exit):
             self.exiting = True
             return False
-        elif isinstance(a, R.Note):
+        elif isinstance(a, (R.Note, R.Conjunction)):   # run only from a packet-out or a clone: nothing
             pass
         elif isinstance(a, R.Ct):
             raise RC.CtReached

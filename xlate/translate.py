@@ -30,7 +30,9 @@ patch crossing, nest one deeper) and ``MAX_CROSSINGS`` resubmits and crossings p
 beyond is not done, and is counted in ``XlateResult.cut`` and traced (OVS drops the whole packet
 instead). ``clone`` runs its actions, then takes back the headers (set back at the next commit, as after
 a patch port), registers and stack. ``exit`` ends every action list of the bridge's walk (the action set
-still runs); ``dec_ttl`` at TTL 0 or 1 is a packet-in (reason ``invalid_ttl``) and ends its list.
+still runs); ``dec_ttl`` at TTL 0 or 1 is a packet-in (reason ``invalid_ttl``) and ends its list. A table
+with conjunctive flows (``conjunction(id,k/n)``) answers its lookup as ``ofproto.conjunction`` says: the
+``conj_id`` flow of a satisfied conjunction is the flow found (traced and counted as such).
 A recorder (``ofproto/trace``) is told every step; a resubmitted flow's actions are indented once more.
 
 One datapath serves every bridge (``Bridges``): the frame's ``in_port`` (a datapath port) names the
@@ -55,6 +57,7 @@ from ofproto import fields as F
 from ofproto.actions import (
     STACK_DEPTH,
     Clone,
+    Conjunction,
     Controller,
     Ct,
     CtClear,
@@ -556,7 +559,7 @@ class _Walk:
             return False
         elif isinstance(a, Controller):
             return pause.controller(self, a, flow, table_id)
-        elif isinstance(a, Note):
+        elif isinstance(a, (Note, Conjunction)):   # a conjunction runs only from a packet-out or a clone: nothing
             pass
         elif isinstance(a, Ct):
             ctlearn.reached(self)

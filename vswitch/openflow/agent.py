@@ -114,6 +114,7 @@ from vswitch.openflow.flows import BULK_GAP, BridgeFlows, port_wire
 from vswitch.openflow.nxhandlers import NiciraMessages, TlvMap, vendor_of
 from vswitch.openflow.views import OFPPC_PORT_DOWN, SwitchViews
 from xlate import pause
+from xlate.translate import OFPR_INVALID_TTL
 
 log = logging.getLogger(__name__)
 
@@ -426,18 +427,23 @@ class OfAgent(SwitchViews, NiciraMessages):
         self.flows.push()       # a fail-mode change alone too: a secure datapath forwards only by flows made for it
 
     def _send_async(self, make: Callable[[OfConnection], Msg], droppable: bool = False, *, kind: int,
-                    reason: int) -> None:
+                    reason: int) -> int:
         """Send an asynchronous message of ``kind`` (``ASYNC_*``) and ``reason`` (built per connection: version,
         miss_send_len) to every controller whose role and SET_ASYNC configuration take it; a ``droppable`` one
-        (packet-in) is skipped for a controller that is far behind."""
+        (packet-in) is skipped for a controller that is far behind (and counted there). Returns how many
+        controllers it was for."""
+        taken = 0
         for conn in list(self.conns.values()):
             if conn.wants(kind, reason):
                 if droppable and conn.tx_bytes > ASYNC_BACKLOG:
                     conn.pi_dropped += 1
+                    taken += 1
                     continue
                 msg = make(conn)
-                if msg is not None:   # None: not for this connection (a table miss, for a 1.3 controller)
+                if msg is not None:   # None: not for this connection (a table miss for a 1.3 one, another id)
                     conn.send(msg)
+                    taken += 1
+        return taken
 
     def _flow_removed(self, stats: Any, reason: int) -> None:
         self._send_async(lambda c: Msg(c.version, "flow_removed", 0, self.flows.flow_removed(c.version, stats, reason)),
@@ -468,8 +474,12 @@ class OfAgent(SwitchViews, NiciraMessages):
         while dp.packet_ins:
             pi = dp.packet_ins.popleft()
             in_port = self.flows.ofport_of(pi.port_no)
-            self._send_async(lambda c, pi=pi, in_port=in_port: self._packet_in(c, pi, in_port), droppable=True,
-                             kind=ASYNC_PACKET_IN, reason=pi.reason)
+            taken = self._send_async(lambda c, pi=pi, in_port=in_port: self._packet_in(c, pi, in_port),
+                                     droppable=True, kind=ASYNC_PACKET_IN, reason=pi.reason)
+            if not taken and pi.reason == OFPR_INVALID_TTL:
+                # dec_ttl stopped the frame (TTL 0 or 1) and no controller (of its ids) asked for such packet-ins
+                # (OVS's default: none does until SET_ASYNC): the frame ends here
+                dp.dp_drops["invalid_ttl_no_controller"] += 1
 
     def _packet_in(self, conn: OfConnection, pi: Any, in_port: int) -> Msg | None:
         if pi.flow is None and conn.version != OFP10 or packetin2.controller_id_of(pi) != conn.controller_id:

@@ -180,6 +180,8 @@ def _error10(err_type: int, code: int) -> tuple[int, int]:
         return 3, 5
     if err_type == 0xFFFF and 16 <= code <= 21:   # Nicira's TLV-table errors: OVS's 1.0 numbers
         return 1, 511 + code
+    if err_type == 0xFFFF and code == 15:         # NXBAC_BAD_CONJUNCTION: OVS's 1.0 number
+        return 2, 526
     return err_type, code
 
 

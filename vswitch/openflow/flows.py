@@ -117,6 +117,9 @@ OFPBAC_BAD_OUT_PORT, OFPBAC_BAD_ARGUMENT, OFPBAC_BAD_SET_TYPE, OFPBAC_BAD_SET_AR
 OFPBAC_MATCH_INCONSISTENT = 10
 OFPBIC_BAD_TABLE_ID = 2
 OFPBMC_BAD_FIELD, OFPBMC_BAD_VALUE = 6, 7
+OFPBAC_BAD_TYPE = 0
+OFPET_EXPERIMENTER = 0xFFFF
+NXBAC_BAD_CONJUNCTION = 15    # OVS's Nicira error (experimenter 0x2320): conjunction mixed with other actions
 
 #: FlowError codes -> OpenFlow 1.3 (type, code)
 FLOW_ERRORS = {
@@ -131,6 +134,8 @@ FLOW_ERRORS = {
     "bad_set_field": (OFPET_BAD_ACTION, OFPBAC_BAD_SET_TYPE),
     "bad_set_value": (OFPET_BAD_ACTION, OFPBAC_BAD_SET_ARGUMENT),
     "bad_action": (OFPET_BAD_ACTION, 0),
+    "unsupported_order": (OFPET_BAD_ACTION, OFPBAC_BAD_TYPE),   # OVS: an action the action set cannot hold
+    "bad_conjunction": (OFPET_EXPERIMENTER, NXBAC_BAD_CONJUNCTION),
     "bad_field": (OFPET_BAD_MATCH, OFPBMC_BAD_FIELD),
     "bad_value": (OFPET_BAD_MATCH, OFPBMC_BAD_VALUE),
     "bad_match": (OFPET_BAD_MATCH, OFPBMC_BAD_VALUE),
@@ -739,6 +744,9 @@ def format_match(match: Match) -> str:
     """A match in ovs-ofctl's words (``in_port=1,dl_vlan=10,nw_dst=10.0.0.0/24``)."""
     parts = []
     for name, v, m in sorted(match.fields, key=lambda f: (_MATCH_ORDER.get(f[0], 99), f[0])):
+        if name == "conj_id":   # OVS puts it first, in decimal
+            parts.insert(0, f"conj_id={v}")
+            continue
         if name == "vlan_vid":
             parts.append("vlan_tci=0x0000/0x1fff" if v == 0 and m & 0x1000 else
                          f"dl_vlan={v & 0xFFF}" if m == 0x1FFF else f"vlan_vid={v:#x}/{m:#x}")
