@@ -39,10 +39,6 @@ pytestmark = pytest.mark.integration
 
 #: what pyvswitch still lacks for this fixture, and where it is being built: delete an entry when its feature merges
 KNOWN_GAPS = {
-    "conjunction": "conjunction action and conj_id match: branch issue18-conj",
-    "group": "group action and group table (select, dp_hash), add-groups / dump-groups: branch issue18-groups",
-    "meter": "meters (add-meter / dump-meters) and controller(meter_id=...): branch issue18-groups",
-    "rewrite": "writes of IPv6, ARP, ICMP, ND header fields (set_field / move / pop): branch issue18-exec",
 }
 #: the gaps a flow (or group / meter) may need; the others are about the tools
 FLOW_GAPS = ("ct", "learn", "conjunction", "group", "meter", "controller", "rewrite", "tunnel")

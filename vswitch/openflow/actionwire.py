@@ -24,6 +24,7 @@ from ofproto.actions import (
     OFPP_CONTROLLER,
     Action,
     Clone,
+    Conjunction,
     Controller,
     DecTtl,
     Exit,
@@ -130,6 +131,7 @@ NX_FROM_WIRE: dict[str, Callable[[int, dict[str, Any]], Action]] = {
     "nx_stack_push": lambda v, a: StackPush(a["field"], a["ofs"], a["n_bits"]),
     "nx_stack_pop": lambda v, a: StackPop(a["field"], a["ofs"], a["n_bits"]),
     "nx_clone": lambda v, a: Clone(tuple(action_from_wire(v, x) for x in a["actions"])),
+    "nx_conjunction": lambda v, a: Conjunction(a["id"], a["clause"] + 1, a["n_clauses"]),
     **{name: _nx_ct_from(conv) for name, conv in nx_ct.FROM_NX.items()},    # ct, nat, ct_clear, learn
 }
 
@@ -202,6 +204,8 @@ NX_TO_WIRE: dict[type, Callable[[int, Any], dict[str, Any]]] = {
     StackPush: _stack_to("nx_stack_push"),
     StackPop: _stack_to("nx_stack_pop"),
     Clone: lambda v, a: {"type": "nx_clone", "actions": [action_to_wire(v, x) for x in a.actions]},
+    Conjunction: lambda v, a: {"type": "nx_conjunction", "clause": a.clause - 1, "n_clauses": a.n_clauses,
+                               "id": a.id},
     Controller: lambda v, a: packetin2.controller_to_wire(a),
     **{cls: _nx_ct_to(conv) for cls, conv in nx_ct.TO_NX.items()},           # Ct, Nat, CtClear, Learn
 }
