@@ -106,11 +106,12 @@ def make_tables(hot_nets: tuple[int, ...]) -> tuple[FlowTables, list[str]]:
 
 
 def compile_tables(tables: FlowTables) -> TableSet:
-    """The tables compiled and activated (with the select group when the model has groups)."""
+    """The tables compiled and activated, with group 1: select (dp_hash), buckets output:3 and output:4."""
     if groups_available():
-        add_group = getattr(tables, "add_group", None)
-        if add_group is not None:
-            add_group(1)
+        from ofproto.groups import OFPGT_SELECT, Bucket, Group
+        tables.set_groups({1: Group(1, OFPGT_SELECT, (Bucket((OA.Output(3),), weight=100, bucket_id=0),
+                                                      Bucket((OA.Output(4),), weight=100, bucket_id=1)),
+                                    selection_method="dp_hash")})
     return tables.activate(tables.compile(PORT_MAP))
 
 

@@ -78,7 +78,7 @@ class Subtable:
         """The key's masked values when some flow here may match them (the whole mask then in ``wc``), or
         None when a stage's prefix rules every flow out (the bits of the stages up to it in ``wc``)."""
         pairs = self.pairs
-        vals = tuple(key[w] & m for w, m in pairs)
+        vals = tuple([key[w] & m for w, m in pairs])
         for k, cut in enumerate(self.cuts):
             if vals[:cut] not in self.prefixes[k]:
                 for w, m in pairs[:cut]:
@@ -117,8 +117,28 @@ class TableIndex:
     def lookup(self, key: list[int], wc: list[int]) -> int:
         """The rank of the flow ``key`` selects (-1: none); ORs the bits the answer depends on into ``wc``.
         With conjunctive flows (``clauses``), a satisfied conjunction may select its ``conj_id`` flow."""
-        found = self.best(key, wc)
-        return found if self.clauses is None else self.clauses.resolve(self.best, key, wc, found)
+        if self.clauses is not None:
+            return self.clauses.resolve(self.best, key, wc, self.best(key, wc))
+        found = 1 << 62    # ``best`` without ``hidden``, its probes inlined: the translator's commonest call
+        for sub in self.subtables:
+            if sub.best >= found:
+                break
+            pairs = sub.pairs
+            vals = tuple([key[w] & m for w, m in pairs])
+            k = 0
+            for cut in sub.cuts:
+                if vals[:cut] not in sub.prefixes[k]:
+                    for w, m in pairs[:cut]:
+                        wc[w] |= m
+                    break
+                k += 1
+            else:
+                for w, m in pairs:
+                    wc[w] |= m
+                ranks = sub.ranks.get(vals)
+                if ranks is not None and ranks[0] < found:
+                    found = ranks[0]
+        return found if found < 1 << 62 else -1
 
     def best(self, key: list[int], wc: list[int], hidden: frozenset[int] = frozenset()) -> int:
         """The best rank among the ordinary flows (no conjunction action) matching ``key``, those in

@@ -850,9 +850,11 @@ class _Walk:
         none, or the actions stopped)."""
         ins: Instructions = flow.instructions
         rec = self.rec
-        ind = "    " * self.resubmit_nest
         if not self.run_list(ins.apply, flow, flow.table_id, start):
             return None
+        if not rec and not ins.write and ins.metadata is None and not ins.clear:   # apply (and goto) only
+            return ins.goto
+        ind = "    " * self.resubmit_nest
         if ins.clear:
             if rec:
                 rec.note(f"    {ind}clear_actions")
