@@ -45,11 +45,15 @@ def l3_offset(f: bytes | bytearray) -> int:
     return l3
 
 
-def ip_csum_fix(f: bytearray, l3: int) -> None:
-    """Recompute the IPv4 header checksum."""
-    ihl = (f[l3] & 15) * 4
-    f[l3 + 10 : l3 + 12] = b"\0\0"
-    f[l3 + 10 : l3 + 12] = csum(bytes(f[l3 : l3 + ihl])).to_bytes(2, "big")
+def ip_csum_fix(f: bytearray, l3: int, before: bytes, words: list[int]) -> None:
+    """Update the IPv4 header checksum for the header words at ``words`` the edit touched (RFC 1624, word by
+    word as the executor and OVS do it: a checksum that was wrong stays as wrong)."""
+    c = int.from_bytes(f[l3 + 10 : l3 + 12], "big")
+    for p in words:
+        o, n = int.from_bytes(before[p : p + 2], "big"), int.from_bytes(f[p : p + 2], "big")
+        if o != n:   # an unchanged word leaves the checksum alone
+            c = _adj(c, o, n)
+    f[l3 + 10 : l3 + 12] = c.to_bytes(2, "big")
 
 
 def l4_info(f: bytes | bytearray, l3: int) -> tuple[int, int, bool]:
@@ -148,11 +152,12 @@ def _set_masked_v4(f: bytearray, l3: int, w: int, v: int, m: int) -> None:
         tos, ttl = (m >> 8) & 0xFF, (m >> 16) & 0xFF
         f[l3 + 1] = (f[l3 + 1] & ~tos) | ((v >> 8) & tos)
         f[l3 + 8] = (f[l3 + 8] & ~ttl) | ((v >> 16) & ttl)
-        ip_csum_fix(f, l3)
+        ip_csum_fix(f, l3, before, [p for p, mb in ((l3, tos), (l3 + 8, ttl)) if mb])
         return
     if w in (K.W_NW_SRC, K.W_NW_DST):
-        _put(f, l3 + 12 if w == K.W_NW_SRC else l3 + 16, 4, v, m)
-        ip_csum_fix(f, l3)
+        at = l3 + 12 if w == K.W_NW_SRC else l3 + 16
+        _put(f, at, 4, v, m)
+        ip_csum_fix(f, l3, before, [p for p, mw in ((at, m >> 16 & 0xFFFF), (at + 2, m & 0xFFFF)) if mw])
     elif w == K.W_TP:
         if l4c < 0:
             _set_icmp4(f, l3, l4, v, m)

@@ -236,6 +236,8 @@ def resume(agent: Any, conn: Any, version: int, body: bytes) -> None:
     if len(cont) < 4 or struct.unpack_from("!H", cont)[0] != CONTINUATION_STATE:
         raise nx_error(version, "stale", "resume without a continuation of this switch")
     length = struct.unpack_from("!H", cont, 2)[0]
+    if length > len(cont) or any(cont[length:]):   # the state's padding is part of what was handed out
+        raise nx_error(version, "stale", "resume with a continuation whose padding changed")
     dpid = agent.dpid or agent.datapath_id()
     try:
         frozen, prints = pause.unseal(cont[4:length], dpid)
