@@ -630,6 +630,8 @@ class FieldValue:
         return self._pieces   # type: ignore[attr-defined, no-any-return]
 
     def read(self, state: list[int]) -> int:
+        if self.bits <= 64:   # one word (most fields)
+            return (state[self.word] >> self.shift) & ((1 << self.bits) - 1)
         v = 0
         for w, sh, n in self.words():
             v = v << n | (state[w] >> sh) & ((1 << n) - 1)
@@ -641,6 +643,9 @@ class FieldValue:
 
     def values(self, value: int, mask: int) -> list[tuple[int, int, int]]:
         """``(word, word value, word mask)`` triples that write ``value`` under ``mask``."""
+        if self.bits <= 64:   # one word (most fields)
+            m = mask & ((1 << self.bits) - 1)
+            return [(self.word, (value & m) << self.shift, m << self.shift)] if m else []
         out = []
         rest = self.bits
         for w, sh, n in self.words():
