@@ -415,14 +415,20 @@ def wire_name(f: _fields.Field) -> str:
     return f.oxm_name or f.name
 
 
+def match_entry(f: _fields.Field, value: int, mask: int | None) -> tuple[str, Any]:
+    """A decoded NXM / OXM field as a match dict entry: ``(name, value or (value, mask))``, NXM's 16-bit
+    in_port (OpenFlow 1.0's numbering) as OpenFlow 1.3's ``in_port``."""
+    name = wire_name(f)
+    if f.nxm == (_fields.OFPXMC_NXM_0, 0):   # NXM_OF_IN_PORT
+        name, value = "in_port", value | 0xFFFF0000 if value >= 0xFF00 else value
+    return name, value if mask is None else (value, mask)
+
+
 def _nxm_decode_one(tlv: bytes) -> tuple[str, Any, int]:
     """One TLV of another class than OpenFlow basic (NXM_OF / NXM_NX, packet registers, experimenter)."""
     from vswitch.openflow import nxm
     ((f, value, mask),) = nxm.decode(tlv)
-    name = wire_name(f)
-    if f.nxm == (_fields.OFPXMC_NXM_0, 0):   # NXM_OF_IN_PORT is 16 bits: OpenFlow 1.0's numbering
-        name, value = "in_port", value | 0xFFFF0000 if value >= 0xFF00 else value
-    return name, value if mask is None else (value, mask), len(tlv)
+    return (*match_entry(f, value, mask), len(tlv))
 
 
 def _oxm_order(name: str) -> tuple[int, int]:

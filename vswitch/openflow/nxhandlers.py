@@ -20,7 +20,7 @@ from typing import Any
 
 from ofproto import tlvmap
 from vswitch.openflow import nxt
-from vswitch.openflow.channel import OfConnection
+from vswitch.openflow.channel import ROLE_SLAVE, OfConnection
 from vswitch.openflow.codec import (
     OFP10,
     OFPET_BAD_REQUEST,
@@ -113,7 +113,7 @@ class NiciraMessages:
         elif subtype == nxt.NXT_FLOW_MOD:
             self._nx_flow_mod(conn, msg, fields)
         elif subtype == nxt.NXT_TLV_TABLE_MOD:
-            if conn.role == 3:   # slave
+            if conn.role == ROLE_SLAVE:
                 raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot change the TLV map")
             self.tlv_map.apply(fields["command"], fields["mappings"])
         elif subtype == nxt.NXT_TLV_TABLE_REQUEST:

@@ -29,7 +29,7 @@ from vswitch.openflow.codec import (
     OfpError,
     actions_decode,
     actions_encode,
-    wire_name,
+    match_entry,
 )
 
 NX_VENDOR = 0x00002320
@@ -87,13 +87,7 @@ def _pad8(n: int) -> int:
 
 def match_decode(buf: bytes) -> dict[str, Any]:
     """An NXM match's TLVs as the codec's match dict (OpenFlow 1.3 port numbers)."""
-    out: dict[str, Any] = {}
-    for f, value, mask in nxm.decode(buf):
-        name = wire_name(f)
-        if f.nxm == (F.OFPXMC_NXM_0, 0):   # NXM_OF_IN_PORT: 16 bits
-            name, value = "in_port", value | 0xFFFF0000 if value >= 0xFF00 else value
-        out[name] = value if mask is None else (value, mask)
-    return out
+    return dict(match_entry(f, value, mask) for f, value, mask in nxm.decode(buf))
 
 
 def match_encode(match: dict[str, Any]) -> bytes:
