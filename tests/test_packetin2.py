@@ -369,7 +369,7 @@ def test_monitor_prints_the_same_packet_in2_as_for_ovs(both, version: str, fmt: 
 def test_controller_contexts_are_bounded(monkeypatch) -> None:  # noqa: ANN001
     """One upcall context per register state: past the bound, the next expiry flushes the megaflows and forgets
     them (counted); a plain output:CONTROLLER context stays."""
-    from xlate import translate as T
+    from xlate import cookies as T
     from xlate.upcall import Upcalls
 
     monkeypatch.setattr(T, "MAX_PIN_CONTEXTS", 3)

@@ -15,7 +15,7 @@ continuation is that state in bytes, authenticated with a key of this process (H
 keeps nothing per continuation; a forged one, one of another bridge or process, or one naming a flow that is
 gone or changed is stale (``StaleContinuation``; a restart makes every continuation stale). Every packet a
 megaflow covers pauses in the same state (the registers and stack depend only on what the megaflow matches), so
-the state rides in the upcall cookie (``xlate.translate.MAX_PIN_CONTEXTS`` bounds those contexts). The
+the state rides in the upcall cookie (``xlate.cookies.MAX_PIN_CONTEXTS`` bounds those contexts). The
 packet-in carries the whole frame whatever ``max_len`` says, as OVS 3.1 (which buffers nothing) sends it.
 
 Not frozen (the controller action then sends a packet-in without a continuation and the walk goes on, as

@@ -45,7 +45,6 @@ of ``MAX_CROSSINGS`` per translation, as OVS bounds resubmits.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -77,19 +76,12 @@ from ofproto.actions import (
     format_nicira,
 )
 from ofproto.actions import Group as GroupAction
+from ofproto.actionset import action_set_order, action_set_slot
 from ofproto.groups import Group
 from ofproto.rules import (
-    NO_PORT,
     OFPCML_NO_BUFFER,
-    OFPP_ALL,
-    OFPP_CONTROLLER,
-    OFPP_FLOOD,
     OFPP_IN_PORT,
-    OFPP_LOCAL,
-    OFPP_MAX,
-    OFPP_NORMAL,
     OFPP_TABLE,
-    OFPR_ACTION,
     OFPR_NO_MATCH,
     Action,
     Flow,
@@ -102,7 +94,19 @@ from ofproto.rules import (
 )
 from ofproto.tables import TableSet
 from xlate import ctlearn, pause
+from xlate.bridges import (  # noqa: F401 - importable from here, as before the split
+    MODE_DROP,
+    MODE_NORMAL,
+    MODE_TABLES,
+    PF_DOWN,
+    PF_LOCAL,
+    PF_NO_FLOOD,
+    PF_PATCH,
+    Bridges,
+)
+from xlate.cookies import MAX_PIN_CONTEXTS, Upcall, UpcallCookies  # noqa: F401 - importable from here
 from xlate.groups import run_group
+from xlate.output import PortOutput
 
 W_VLAN_TCI2 = getattr(K, "W_VLAN_TCI2", 21)
 CFI = 0x1000
@@ -110,126 +114,18 @@ TCI_BITS = 0xFFFF
 VLAN_WORD_BITS = 0xFFFF_FFFF      # TCI | TPID << 16
 ETH_VLAN = 0x8100
 
-# port flags (per datapath port, owned by the datapath)
-PF_NO_FLOOD = 1 << 0   # not an output of FLOOD (OFPPC_NO_FLOOD)
-PF_DOWN = 1 << 1       # no output at all (down, or no port with that number)
-PF_LOCAL = 1 << 2      # the bridge's LOCAL port (the first port of the bridge with this flag)
-PF_PATCH = 1 << 3      # a patch port: an output continues in the peer's bridge (``Bridges.peer``)
-
-# how a bridge handles a frame (``Bridges.modes``)
-MODE_TABLES = 0        # its OpenFlow tables
-MODE_NORMAL = 1        # NORMAL alone: no flow tables, only ``priority=0 actions=NORMAL``, or fail-open
-MODE_DROP = 2          # a secure bridge without flows made for it: nothing crosses it
 
 MAX_DEPTH = 64         # resubmits and patch crossings nested in one translation (OVS's MAX_DEPTH)
 MAX_CROSSINGS = 4096   # resubmits and patch crossings in one translation (OVS's MAX_RESUBMITS)
 MAX_RESUBMITS = MAX_CROSSINGS
-MAX_PIN_CONTEXTS = 16384   # controller(...) upcall contexts (each holds registers) before a flush
 OFPR_INVALID_TTL = 2   # packet-in reason of dec_ttl at a TTL of 0 or 1
 #: names of the limits a translation can hit (``XlateResult.cut``)
 CUT_DEPTH = "recursion_too_deep"
 CUT_RESUBMITS = "too_many_resubmits"
 
-# the action set: one action per kind, run in this order (OpenFlow's: pop, push, set-field, output)
-ACTION_SET_ORDER = ("pop", "push", "eth_dst", "eth_src", "vlan_vid", "vlan_pcp", "output")
-
 _SET_WORD = {"eth_dst": K.W_ETH_DST, "eth_src": K.W_ETH_SRC}
 _COMMIT_WORDS = (K.W_ETH_DST, K.W_ETH_SRC, K.W_NW, K.W_NW_SRC, K.W_NW_DST, K.W_IPV6_SRC, K.W_IPV6_SRC + 1,
                  K.W_IPV6_DST, K.W_IPV6_DST + 1, K.W_TP, K.W_ARP_SHA, K.W_ARP_THA, K.W_ND_TARGET, K.W_ND_TARGET + 1)
-
-
-def _action_set_order(action_set: dict[str, Action]) -> list[Action]:
-    """The action set in execution order: ``ACTION_SET_ORDER``, set-fields of other fields (in the order
-    they were first written) just before the output."""
-    known = [action_set[k] for k in ACTION_SET_ORDER[:-1] if k in action_set]
-    other = [a for k, a in action_set.items() if k not in (*ACTION_SET_ORDER, "group")]
-    last = action_set.get("group", action_set.get("output"))   # a group takes the place of the output
-    return known + other + ([last] if last is not None else [])
-
-
-def action_set_slot(a: Action) -> str:
-    """The action-set kind of a write-action (one of ``ACTION_SET_ORDER``, or the field of a set-field)."""
-    if isinstance(a, PopVlan):
-        return "pop"
-    if isinstance(a, PushVlan):
-        return "push"
-    if isinstance(a, SetField):
-        return a.field
-    if isinstance(a, ModVlanVid):
-        return "vlan_vid"
-    if isinstance(a, GroupAction):
-        return "group"
-    return "output"
-
-
-@dataclass(frozen=True)
-class Upcall:
-    """What a USERSPACE action hands the controllers: the flow that sent it (None: a table miss),
-    the packet-in reason, the table, the bridge whose controllers get it and the frame's ingress port
-    for that bridge (-1: the port that received it; after a patch port, the peer)."""
-
-    flow: Flow | None
-    reason: int
-    table_id: int
-    bridge: int = 0
-    in_port: int = -1
-    pin: object = None          # ``xlate.pause.PinInfo``: a controller() action's userdata, id, pipeline, pause
-
-
-class UpcallCookies:
-    """Small integers naming ``Upcall`` contexts inside datapath programs (stable per context; the ids
-    of flows that are gone are reused once no megaflow can name them, see ``prune``). Contexts of
-    ``controller(...)`` actions carry pipeline state, so there may be one per register value: past
-    ``MAX_PIN_CONTEXTS`` of them, ``pins_over`` tells the owner to flush the megaflows and ``forget_pins``."""
-
-    def __init__(self) -> None:
-        self._ids: dict[tuple[int, int, int, int, int, object], int] = {}
-        self.by_id: dict[int, Upcall] = {}
-        self._free: list[int] = []
-        self.pins = 0                   # contexts of controller(...) actions (``pin`` set)
-        self.bridge_of = np.full(64, -1, dtype=np.int64)   # id -> bridge, for the datapath's per-bridge packet-ins
-
-    def id_for(self, up: Upcall) -> int:
-        """The id of ``up`` (a new one the first time)."""
-        k = (up.flow.uid if up.flow is not None else 0, up.reason, up.table_id, up.bridge, up.in_port, up.pin)
-        i = self._ids.get(k)
-        if i is None or self.by_id[i].flow is not up.flow:
-            i = self._free.pop() if self._free else len(self.by_id)
-            self.by_id[i] = up
-            self._ids[k] = i
-            if i >= len(self.bridge_of):
-                self.bridge_of = np.concatenate([self.bridge_of, np.full(len(self.bridge_of), -1, dtype=np.int64)])
-            self.bridge_of[i] = up.bridge
-            if up.pin is not None:
-                self.pins += 1
-        return i
-
-    @property
-    def pins_over(self) -> bool:
-        """More ``controller(...)`` contexts than ``MAX_PIN_CONTEXTS``."""
-        return self.pins > MAX_PIN_CONTEXTS
-
-    def forget_pins(self) -> None:
-        """Forget every ``controller(...)`` context (call when no megaflow names them: after a flush)."""
-        for k, i in list(self._ids.items()):
-            if self.by_id[i].pin is not None:
-                del self._ids[k]
-                del self.by_id[i]
-                self._free.append(i)
-        self.pins = 0
-
-    def prune(self, bridge: int, live_uids: set[int]) -> None:
-        """Forget the contexts of ``bridge``'s flows not in ``live_uids`` (call when no megaflow names them)."""
-        for k, i in list(self._ids.items()):
-            up = self.by_id[i]
-            if up.bridge == bridge and up.flow is not None and up.flow.uid not in live_uids:
-                del self._ids[k]
-                del self.by_id[i]
-                self._free.append(i)
-                self.pins -= up.pin is not None
-
-    def __len__(self) -> int:
-        return len(self.by_id)
 
 
 class Recorder(Protocol):
@@ -249,51 +145,6 @@ class Recorder(Protocol):
 
     def resume(self, bridge: int) -> None:
         """The walk is back in bridge ``bridge`` (the one that output to the patch port)."""
-
-
-class Bridges:
-    """What the translator knows of the datapath's bridges: each datapath port's bridge (-1: none) and
-    patch peer (-1: none), and each bridge's live tables, mode (``MODE_*``) and the rank of its only flow
-    when that flow is NORMAL (-1: none). Immutable once made; the datapath makes a new one when any of it
-    changes."""
-
-    __slots__ = ("tables", "modes", "normal_rank", "port_bridge", "peer")
-
-    def __init__(self, tables: list[TableSet | None], modes: list[int], normal_rank: list[int],
-                 port_bridge: np.ndarray, peer: np.ndarray) -> None:
-        self.tables = tables
-        self.modes = modes
-        self.normal_rank = normal_rank
-        self.port_bridge = port_bridge
-        self.peer = peer
-
-    @classmethod
-    def single(cls, ts: TableSet, n_ports: int) -> Bridges:
-        """One bridge with tables ``ts`` owning ports ``0 .. n_ports - 1`` (and the "no port" number after them)."""
-        made = _SINGLE.get(ts)
-        if made is None or len(made.port_bridge) != n_ports + 1:
-            made = _SINGLE[ts] = cls([ts], [MODE_TABLES], [-1], np.zeros(n_ports + 1, dtype=np.int64),
-                                     np.full(n_ports + 1, -1, dtype=np.int64))
-        return made
-
-    def replaced(self, bridge: int, ts: TableSet, mode: int) -> Bridges:
-        """A copy in which bridge ``bridge`` walks ``ts`` in ``mode`` (a packet-out's or a trace's tables)."""
-        tables, modes = list(self.tables), list(self.modes)
-        normal_rank = list(self.normal_rank)
-        while len(tables) <= bridge:
-            tables.append(None)
-            modes.append(MODE_DROP)
-            normal_rank.append(-1)
-        tables[bridge], modes[bridge] = ts, mode
-        return Bridges(tables, modes, normal_rank, self.port_bridge, self.peer)
-
-    def bridge_of(self, port: int) -> int:
-        """The bridge of datapath port ``port`` (-1: none)."""
-        return int(self.port_bridge[port]) if 0 <= port < len(self.port_bridge) else -1
-
-
-#: ``Bridges.single`` of each ``TableSet`` (made once per set, not per translation)
-_SINGLE: weakref.WeakKeyDictionary[TableSet, Bridges] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -326,7 +177,7 @@ class XlateResult:
         return np.array(self.mask, dtype=np.uint64)
 
 
-class _Walk:
+class _Walk(PortOutput):
     """The state of one translation."""
 
     def __init__(self, bridges: Bridges, bridge: int, port_flags: np.ndarray, cookies: UpcallCookies,
@@ -679,153 +530,6 @@ class _Walk:
         self.nest -= deepens
         self.table_id = saved
 
-    def dense(self, of_port: int) -> int:
-        """The datapath port of OpenFlow port ``of_port`` in this bridge (``NO_PORT``: none)."""
-        pm = self.ts.port_map if self.ts is not None else None
-        return of_port if pm is None else pm.get(of_port, NO_PORT)
-
-    def of_port(self, dense: int) -> int:
-        """The OpenFlow number of datapath port ``dense`` in this bridge (``NO_PORT`` when it has none)."""
-        pm = self.ts.port_map if self.ts is not None else None
-        if pm is None:
-            return dense
-        return next((o for o, d in pm.items() if d == dense), NO_PORT)
-
-    def in_bridge(self, q: int) -> bool:
-        """Datapath port ``q`` is a port of the current bridge."""
-        return self.bridges.bridge_of(q) == self.bridge
-
-    def normal(self) -> None:
-        """NORMAL of the current bridge, for the frame as received on ``in_port``."""
-        if self.in_port != self.rx_port and not 0 <= self.in_port < len(self.port_flags):
-            if self.rec:
-                self.rec.note("     -> NORMAL: no input port (in_port was set to a port the bridge lacks), dropped")
-            return
-        self.commit()
-        in_port = -1 if self.in_port == self.rx_port else self.in_port   # -1: the port that received it
-        self.r.actions += [A.OP_NORMAL, 2, self.bridge, in_port]
-        self.r.outputs += 1
-        if self.rec:
-            self.rec.normal(self.flow, self.in_port)
-
-    def upcall(self, flow: Flow | None, reason: int, table_id: int, max_len: int) -> None:
-        """A packet-in to the current bridge's controllers (with the registers and metadata when they are set:
-        a packet-in2 carries them)."""
-        self.commit()
-        pin = pause.PinInfo(pipeline=pause.pipeline_words(self.flow), action=False) if any(
-            self.flow[K.KEY_WORDS:]) else None
-        up = Upcall(flow, reason, table_id, self.bridge, -1 if self.in_port == self.rx_port else self.in_port, pin)
-        self.r.actions += [A.OP_USERSPACE, 2, self.cookies.id_for(up), max_len]
-        self.r.outputs += 1
-
-    def output(self, a: Output, flow: Flow | None = None, table_id: int = 0) -> None:
-        p = a.port
-        rec = self.rec
-        if p == OFPP_NORMAL:
-            self.normal()
-            return
-        if p == OFPP_CONTROLLER:
-            reason = OFPR_NO_MATCH if flow is not None and flow.is_table_miss else OFPR_ACTION
-            self.upcall(flow, reason, flow.table_id if flow is not None else table_id, a.max_len)
-            if rec:
-                rec.note("     -> packet-in to the controllers")
-            return
-        if p in (OFPP_FLOOD, OFPP_ALL):
-            flags = self.port_flags
-            skip = PF_DOWN | (PF_NO_FLOOD if p == OFPP_FLOOD else 0)
-            for q in range(len(flags)):
-                if q != self.in_port and not flags[q] & skip and self.in_bridge(q):
-                    self.to_port(q)
-            return
-        if p == OFPP_IN_PORT:
-            dense = self.in_port
-        elif p == OFPP_LOCAL:
-            dense = next((q for q in range(len(self.port_flags))
-                          if self.port_flags[q] & PF_LOCAL and self.in_bridge(q)), -1)
-            if dense == self.in_port:
-                if rec:
-                    rec.note("     -> skipping output to the input port")
-                return
-        elif p == OFPP_TABLE:
-            if rec:
-                rec.note("     -> output:TABLE is for packet-out only")
-            return
-        elif 0 <= p < OFPP_MAX:
-            pm = self.ts.port_map if self.ts is not None else None
-            dense = p if pm is None else pm.get(p, -1)
-            if dense == self.in_port:
-                if rec:
-                    rec.note("     -> skipping output to the input port")
-                return
-        else:
-            return
-        if not 0 <= dense < len(self.port_flags) or self.port_flags[dense] & PF_DOWN:
-            if rec:
-                rec.note(f"     -> output to nonexistent or down port {p}")
-            return
-        self.to_port(dense)
-
-    def to_port(self, q: int) -> None:
-        """Output to datapath port ``q``: the frame leaves there, or a patch port takes it to its peer."""
-        if self.port_flags[q] & PF_PATCH:
-            self.cross(q)
-            return
-        self.commit()
-        self.r.actions += A.output(q)
-        self.r.outputs += 1
-
-    # ---------------------------------------------------------------- patch ports
-    def cross(self, q: int) -> None:
-        """Continue the walk in the bridge of patch port ``q``'s peer, then come back (OVS's
-        ``patch_port_output``)."""
-        rec = self.rec
-        peer = int(self.bridges.peer[q]) if q < len(self.bridges.peer) else -1
-        nb = self.bridges.bridge_of(peer) if peer >= 0 else -1
-        if nb < 0:
-            if rec:
-                rec.note("     -> patch port without a peer: dropped")
-            return
-        if self.port_flags[peer] & PF_DOWN:
-            if rec:
-                rec.note("     -> the patch port's peer is down: dropped")
-            return
-        if self.limited():
-            return
-        self.sync_rank_bridges()
-        saved = (self.bridge, self.ts, self.in_port, list(self.flow), self.action_set, self.written, self.stack,
-                 self.exiting, self.table_id)
-        self.written = [0] * K.KEY_WORDS
-        self.crossings += 1
-        self.depth += 1
-        self.nest += 1
-        self.bridge, self.ts, self.in_port = nb, self.bridges.tables[nb], peer
-        self.flow[K.W_IN_PORT] = peer
-        self.flow[K.KEY_WORDS:] = [0] * (F.FLOW_WORDS - K.KEY_WORDS)   # registers and metadata start at 0
-        self.action_set = {}
-        self.stack = []
-        self.exiting = False
-        self.r.bridges.add(nb)
-        if rec:
-            rec.bridge(nb, peer)
-        self.enter()
-        self.depth -= 1
-        self.nest -= 1
-        self.sync_rank_bridges()
-        wrote = self.written
-        (self.bridge, self.ts, self.in_port, flow, self.action_set, self.written, self.stack, self.exiting,
-         self.table_id) = saved
-        # the peer bridge's changes are not the first bridge's: what it set is set back at the next commit
-        self.restore(flow, wrote)
-        if rec:
-            rec.resume(self.bridge)
-
-    def sync_rank_bridges(self) -> None:
-        """``rank_bridges`` as long as ``ranks``: the rules hit since the last call are the current bridge's."""
-        r = self.r
-        missing = len(r.ranks) - len(r.rank_bridges)
-        if missing:
-            r.rank_bridges += [self.bridge] * missing
-
     def enter(self) -> None:
         """Handle the frame in the current bridge as its mode says."""
         b = self.bridge
@@ -928,7 +632,7 @@ class _Walk:
         if self.action_set and not self.paused:
             if rec:
                 rec.note("    action set:")
-            for a in _action_set_order(self.action_set):
+            for a in action_set_order(self.action_set):
                 if rec:
                     rec.note(f"     {_fmt(a)}")
                 if isinstance(a, Output):
