@@ -5,6 +5,8 @@
   the flow over the buckets' weights (``selection_method=hash``: of the group's fields; otherwise of the
   Ethernet addresses and type, IP addresses and protocol and L4 ports), every hashed field un-wildcarded so
   the megaflow covers only flows that hash alike.
+* a bucket's actions are an action set (``bucket_actions``: OVS keeps the set-fields and one output, group,
+  resubmit or ``ct``, and runs them in the action set's order);
 * each bucket runs on a copy of the pipeline state, as ``clone`` does; a chain of groups counts against the
   walk's resubmit depth and total (OVS 3.1 accepts loops and bounds them when translating).
 * every use is recorded in ``XlateResult.groups`` (the group, then each bucket run) for the statistics the
@@ -13,11 +15,27 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
 from dpif import key as K
-from ofproto.actions import OFPP_ANY, FieldValue
+from ofproto.actions import (
+    OFPP_ANY,
+    Action,
+    Ct,
+    DecTtl,
+    FieldValue,
+    Load,
+    ModVlanVid,
+    Move,
+    Output,
+    PopVlan,
+    PushVlan,
+    Resubmit,
+    SetField,
+)
+from ofproto.actions import Group as GroupAction
 from ofproto.groups import OFPG_ANY, OFPGT_ALL, OFPGT_FF, OFPGT_INDIRECT, Bucket, Group
 
 MAX_DEPTH = 64     # watch_group chains followed (as the walk's depth)
@@ -41,26 +59,56 @@ def run_group(self: Any, group_id: int) -> None:
         chosen = [0] if g.buckets else []
     elif g.type == OFPGT_FF:
         chosen = next(([i] for i, b in enumerate(g.buckets) if bucket_live(self, b, 0)), [])
+        if rec:
+            for b in g.buckets[:chosen[0] if chosen else len(g.buckets)]:
+                rec.note(f"     -> bucket {b.bucket_id}: not live due to " + (
+                    f"port {b.watch_port}" if b.watch_port != OFPP_ANY and not port_live(self, b.watch_port)
+                    else f"group {b.watch_group}"))
     else:
         chosen = select(self, g)
+        if rec and chosen:
+            rec.note(f"     -> using bucket {g.buckets[chosen[0]].bucket_id}")
     self.r.groups.append((g, -1))
     if rec and not chosen:
-        rec.note(f"     -> group {group_id}: no live bucket, dropped")
+        rec.note("     -> no live bucket")
     self.nest += 1
     self.crossings += 1
     for i in chosen:
         self.r.groups.append((g, i))
         if rec:
-            rec.note(f"    {'    ' * self.resubmit_nest} bucket {g.buckets[i].bucket_id}")
+            rec.bucket(g.buckets[i].bucket_id)
         saved = (list(self.flow), list(self.stack), self.exiting, self.written)
         self.written = [0] * K.KEY_WORDS
         self.resubmit_nest += 1
-        self.run_list(g.buckets[i].actions, None, self.table_id)
+        self.run_list(bucket_actions(g.buckets[i].actions), None, self.table_id)
         self.resubmit_nest -= 1
+        if rec:
+            rec.leave()
         wrote = self.written
         flow, self.stack, self.exiting, self.written = saved
         self.restore(flow, wrote)
     self.nest -= 1
+
+def bucket_actions(acts: tuple[Action, ...]) -> tuple[Action, ...]:
+    """What a bucket runs: its actions as an action set, as OVS runs them (ovs-actions(7)): VLAN pops, then
+    pushes, ``dec_ttl``, every set-field / load / move in their order, then one of the last group, else the last
+    output, else the last resubmit, else the last ``ct``; the other actions are not action-set actions and do
+    nothing."""
+    try:
+        return _action_set(acts)
+    except TypeError:      # an action that does not hash
+        return _action_set.__wrapped__(acts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _action_set(acts: tuple[Action, ...]) -> tuple[Action, ...]:
+    def last(kind: type | tuple[type, ...]) -> list[Action]:
+        found = [a for a in acts if isinstance(a, kind)]
+        return found[-1:]
+    end = last(GroupAction) or last(Output) or last(Resubmit) or last(Ct)
+    return (*last(PopVlan), *last(PushVlan), *last(DecTtl),
+            *(a for a in acts if isinstance(a, (SetField, Load, Move, ModVlanVid))), *end)
+
 
 def port_live(self: Any, of_port: int) -> bool:
     """OpenFlow port ``of_port`` of this bridge is up (what the datapath knows: admin and link state)."""

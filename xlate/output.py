@@ -79,8 +79,6 @@ class PortOutput:
         if p == OFPP_CONTROLLER:
             reason = OFPR_NO_MATCH if flow is not None and flow.is_table_miss else OFPR_ACTION
             self.upcall(flow, reason, flow.table_id if flow is not None else table_id, a.max_len)
-            if rec:
-                rec.note("     -> packet-in to the controllers")
             return
         if p in (OFPP_FLOOD, OFPP_ALL):
             flags = self.port_flags

@@ -89,8 +89,8 @@ def controller(w: Any, a: Controller, flow: Flow | None, table_id: int) -> bool:
     # the whole frame, whatever max_len says: OVS 3.1 buffers nothing and cuts no controller() packet-in
     w.r.actions += [A.OP_USERSPACE, 2, w.cookies.id_for(up), OFPCML_NO_BUFFER]
     w.r.outputs += 1
-    if w.rec:
-        w.rec.note("     -> packet-in to the controllers" + (", the pipeline paused" if frozen else ""))
+    if w.rec and frozen:      # OVS's trace says nothing of a plain packet-in
+        w.rec.note("     -> packet-in to the controllers, the pipeline paused")
     if frozen is None:
         return True
     w.paused = w.exiting = True

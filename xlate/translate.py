@@ -79,6 +79,7 @@ from ofproto.actions import Group as GroupAction
 from ofproto.actionset import action_set_order, action_set_slot
 from ofproto.groups import Group
 from ofproto.rules import (
+    NO_PORT,
     OFPCML_NO_BUFFER,
     OFPP_IN_PORT,
     OFPP_TABLE,
@@ -145,6 +146,55 @@ class Recorder(Protocol):
 
     def resume(self, bridge: int) -> None:
         """The walk is back in bridge ``bridge`` (the one that output to the patch port)."""
+
+    def action(self, a: Action, nest: int) -> None:
+        """The walk runs action ``a``, ``nest`` resubmits (and group buckets) deep."""
+
+    def enter(self) -> None:
+        """A resubmit starts: the tables it looks up hang under it until ``leave``."""
+
+    def leave(self) -> None:
+        """The resubmit (or group bucket) ``enter`` / ``bucket`` started is over."""
+
+    def bucket(self, bucket_id: int) -> None:
+        """A group runs bucket ``bucket_id`` (its actions hang under it until ``leave``)."""
+
+    def subfield(self, name: str, ofs: int, nbits: int, value: int) -> None:
+        """An action (move, pop) left bits ``ofs .. ofs + nbits - 1`` of field ``name`` holding ``value``."""
+
+
+class BaseRecorder:
+    """A Recorder keeping lines (``note``): actions as indented lines, the structure calls ignored."""
+
+    def table(self, table_id: int, flow: Flow | None) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+    def normal(self, key: list[int], in_port: int) -> None:
+        pass
+
+    def bridge(self, bridge: int, in_port: int) -> None:
+        pass
+
+    def resume(self, bridge: int) -> None:
+        pass
+
+    def action(self, a: Action, nest: int) -> None:
+        self.note(f"    {'    ' * nest}{_fmt(a)}")
+
+    def enter(self) -> None:
+        pass
+
+    def leave(self) -> None:
+        pass
+
+    def bucket(self, bucket_id: int) -> None:
+        pass
+
+    def subfield(self, name: str, ofs: int, nbits: int, value: int) -> None:
+        pass
 
 
 @dataclass
@@ -282,12 +332,21 @@ class _Walk(PortOutput):
             return (self.of_port(self.flow[K.W_IN_PORT]) & mask) >> ofs
         return (fv.read(self.flow) & mask) >> ofs
 
+    def traced(self, fv: FieldValue, ofs: int, nbits: int) -> int:
+        """Bits ``ofs .. ofs + nbits - 1`` of a field as a trace shows them (nothing un-wildcarded)."""
+        v = self.of_port(self.flow[K.W_IN_PORT]) if fv.word == K.W_IN_PORT else fv.read(self.flow)
+        return v >> ofs & ((1 << nbits) - 1)
+
     def write(self, fv: FieldValue, value: int, mask: int) -> None:
         """``field = (field & ~mask) | value``: header words are committed as datapath actions, pipeline
         words and ``pkt_mark`` are translator state only."""
         for w, v, m in fv.values(value, mask):
             if w == K.W_IN_PORT:      # an OpenFlow port number: the frame now comes from there
-                self.flow[w] = self.in_port = self.dense((self.of_port(self.flow[w]) & ~m) | v)
+                cur = self.of_port(self.flow[w])
+                port = ((0 if cur == NO_PORT else cur) & ~m) | v    # a port the bridge lacks reads as 0
+                if m == 0xFFFF and port >= 0xFF00:                  # OpenFlow 1.0's reserved ports (16 bits)
+                    port |= 0xFFFF0000
+                self.flow[w] = self.in_port = self.dense(port)
             elif w < K.KEY_WORDS and w != K.W_PKT_MARK:
                 self.set_word(w, v, m)
             else:
@@ -367,6 +426,8 @@ class _Walk(PortOutput):
                     rec.note(f"     -> {a.dst}: the frame has no such header, skipped")
                 return True
             self.write(dst, v << a.dst_ofs, ((1 << a.nbits) - 1) << a.dst_ofs)
+            if rec:
+                rec.subfield(a.dst, a.dst_ofs, a.nbits, self.traced(dst, a.dst_ofs, a.nbits))
         elif isinstance(a, StackPush):
             fv = FieldValue.of(a.field)
             n = fv.bits - a.ofs if a.nbits is None else a.nbits
@@ -390,6 +451,8 @@ class _Walk(PortOutput):
                     rec.note(f"     -> {a.field}: the frame has no such header, skipped")
                 return True
             self.write(fv, (v & m) << a.ofs, m << a.ofs)
+            if rec:
+                rec.subfield(a.field, a.ofs, n, self.traced(fv, a.ofs, n))
         elif isinstance(a, OutputReg):
             fv = FieldValue.of(a.field)
             n = fv.bits - a.ofs if a.nbits is None else a.nbits
@@ -437,7 +500,7 @@ class _Walk(PortOutput):
                     return False
                 frame[1] = i
                 if rec:
-                    rec.note(f"    {'    ' * self.resubmit_nest}{_fmt(a)}")
+                    rec.action(a, self.resubmit_nest)
                 if not self.act(a, flow, table_id):
                     return False
             return not self.exiting
@@ -525,7 +588,11 @@ class _Walk(PortOutput):
         self.nest += deepens
         self.crossings += 1
         self.resubmit_nest += 1
+        if self.rec:
+            self.rec.enter()
         self.tables(table, top=False, lookup_port=port)
+        if self.rec:
+            self.rec.leave()
         self.resubmit_nest -= 1
         self.nest -= deepens
         self.table_id = saved
@@ -607,7 +674,7 @@ class _Walk(PortOutput):
                         self.action_set.clear()
                         return last, table
                 elif rec:
-                    rec.note("    drop" if top else "     -> no flow matches: resubmit does nothing")
+                    rec.note("    drop")   # OVS's words for a miss, in a resubmit too
                 if top and self.depth == 0:   # after a patch port, the first bridge's actions go on
                     r.drop_reason = f"flow_table_miss (no flow in table {table} matches)"
                     r.actions += A.drop(DR_TABLE_MISS)

@@ -97,9 +97,10 @@ from vswitch.openflow.tracespec import (  # noqa: F401
     parse_flow_spec,
     set_key_only,
 )
+from vswitch.openflow.tracetext import TraceRecorder
 from vswitch.openflow.translate import actions_to10, instructions_from, match_from, match_to
 from xlate.ctlearn import FinHit, TableChange
-from xlate.translate import MAX_DEPTH, PF_DOWN, PF_PATCH, Bridges, UpcallCookies, set_action_formatter, translate
+from xlate.translate import PF_DOWN, UpcallCookies, set_action_formatter, translate
 
 log = logging.getLogger(__name__)
 
@@ -537,16 +538,16 @@ class BridgeFlows:
         name = self.bridge.name
         lines = [f"Flow: {format_spec(fields)}", "", f'bridge("{name}")', "-" * (len(name) + 10)]
         ts = self.tables.compile(self.port_map, self.miss_max_len, snapshot=True)
-        rec = _TraceRecorder(self, lines, flags, dp.xlate_bridges(ts))
+        rec = TraceRecorder(self, flags, dp.xlate_bridges(ts))
         if self.bypass:
-            lines.append(" fail-open: no controller connected in standalone mode, the bridge acts as a "
-                         "learning switch")
+            rec.note("fail-open: no controller connected in standalone mode, the bridge acts as a learning switch")
             rec.normal(key, dense)
             actions = DA.normal(dp.index)
             final, drop_reason = key, ""
         else:
             res = translate(rec.bridges, key, flags, UpcallCookies(), rec)   # ids never executed: its own
             actions, final, drop_reason = res.actions, res.final, res.drop_reason
+        lines += rec.lines()
         parts = self.render_actions(actions, rec.normal_outputs)
         text = ",".join(parts) if any(not p.startswith(("set(", "push_vlan", "pop_vlan")) for p in parts) else ""
         lines += ["", f"Final flow: {final_flow(final)}", f"Datapath actions: {text or 'drop'}"]
@@ -615,72 +616,6 @@ class BridgeFlows:
         return self._flood(in_port, flags)
 
 
-class _TraceRecorder:
-    """``ofproto/trace``'s recorder: a line per table, action and decision of the translation, and the walk
-    into the bridges behind patch ports (NORMAL's too)."""
-
-    def __init__(self, flows: BridgeFlows, lines: list[str], flags: np.ndarray, bridges: Bridges) -> None:
-        self.flows = flows
-        self.lines = lines
-        self.flags = flags
-        self.bridges = bridges
-        self.normal_outputs: list[list[str]] = []
-        self.depth = 0
-
-    def table(self, table_id: int, flow: Flow | None) -> None:
-        if flow is None:
-            self.lines.append(f" {table_id}. No match.")
-            return
-        self.lines.append(f" {table_id}. {format_match(flow.match)}{', ' if flow.match.fields else ''}"
-                          f"priority {flow.priority}" + (f", cookie {flow.cookie:#x}" if flow.cookie else ""))
-
-    def note(self, text: str) -> None:
-        self.lines.append(text)
-
-    def _name(self, bridge: int) -> str:
-        bridges = self.flows.bridge.dp.datapath.bridges
-        return bridges[bridge].name if 0 <= bridge < len(bridges) and bridges[bridge] is not None else "?"
-
-    def bridge(self, bridge: int, in_port: int) -> None:
-        name = self._name(bridge)
-        self.lines += ["", f'bridge("{name}")', "-" * (len(name) + 10)]
-
-    def resume(self, bridge: int) -> None:
-        name = self._name(bridge)
-        self.lines += ["", f'bridge("{name}"), after the patch port', "-" * (len(name) + 30)]
-
-    def normal(self, key: list[int], in_port: int) -> None:
-        here = self.flows.peer_flows(in_port) or self.flows
-        texts: list[str] = []
-        for q in here._trace_normal(key, in_port, self.lines, self.flags):
-            if q < len(self.flags) and self.flags[q] & PF_PATCH:
-                texts += self._cross(key, q)
-            else:
-                texts.append(self.flows.port_text(q))
-        self.normal_outputs.append(texts)
-
-    def _cross(self, key: list[int], q: int) -> list[str]:
-        """NORMAL sent the frame to patch port ``q``: the walk in the peer's bridge, and its datapath actions."""
-        peer = int(self.bridges.peer[q]) if q < len(self.bridges.peer) else -1
-        if peer < 0 or self.bridges.bridge_of(peer) < 0:
-            self.lines.append("     -> patch port without a peer: dropped")
-            return []
-        if self.depth >= MAX_DEPTH:
-            self.lines.append(f"     -> over max translation depth {MAX_DEPTH}")
-            return []
-        self.bridge(self.bridges.bridge_of(peer), peer)
-        saved, self.normal_outputs = self.normal_outputs, []
-        self.depth += 1
-        walked = list(key)
-        walked[K.W_IN_PORT] = peer
-        res = translate(self.bridges, walked, self.flags, self.flows.bridge.dp.cookies, self)
-        self.depth -= 1
-        self.resume(self.bridges.bridge_of(key[K.W_IN_PORT]))
-        texts = self.flows.render_actions(res.actions, self.normal_outputs)
-        self.normal_outputs = saved
-        return texts
-
-
 def key_of_frame(frame: bytes, in_port: int) -> list[int]:
     """The datapath key of ``frame`` received on datapath port ``in_port``."""
     data = np.zeros((1, len(frame)), dtype=np.uint8)
@@ -733,26 +668,6 @@ def _value_text(name: str, v: int, m: int) -> str:
         return "".join(("+" if v >> i & 1 else "-") + flag for i, flag in enumerate(CT_STATE_FLAGS) if m >> i & 1)
     text = f"{v:#06x}" if name == "eth_type" else str(v) if name in _DECIMAL else f"{v:#x}" if v else "0"
     return text if m == full else f"{text}/{m:#x}"
-
-
-_MATCH_ORDER = {name: i for i, name in enumerate(
-    ("in_port", "eth_src", "eth_dst", "vlan_vid", "vlan_pcp", "eth_type", "ipv4_src", "ipv4_dst", "ipv6_src",
-     "ipv6_dst", "ip_proto", "ip_dscp", "arp_op", "arp_spa", "arp_tpa"))}
-
-
-def format_match(match: Match) -> str:
-    """A match in ovs-ofctl's words (``in_port=1,dl_vlan=10,nw_dst=10.0.0.0/24``)."""
-    parts = []
-    for name, v, m in sorted(match.fields, key=lambda f: (_MATCH_ORDER.get(f[0], 99), f[0])):
-        if name == "conj_id":   # OVS puts it first, in decimal
-            parts.insert(0, f"conj_id={v}")
-            continue
-        if name == "vlan_vid":
-            parts.append("vlan_tci=0x0000/0x1fff" if v == 0 and m & 0x1000 else
-                         f"dl_vlan={v & 0xFFF}" if m == 0x1FFF else f"vlan_vid={v:#x}/{m:#x}")
-            continue
-        parts.append(f"{_OFCTL_NAMES.get(name, name)}={_value_text(name, v, m)}")
-    return ",".join(parts)
 
 
 def format_action(a: Action) -> str:
