@@ -162,6 +162,13 @@ class Recorder(Protocol):
     def subfield(self, name: str, ofs: int, nbits: int, value: int) -> None:
         """An action (move, pop) left bits ``ofs .. ofs + nbits - 1`` of field ``name`` holding ``value``."""
 
+    def mark(self) -> object:
+        """Where the actions of the list starting now are recorded (for ``more``)."""
+
+    def more(self, mark: object) -> None:
+        """The list recorded at ``mark`` has actions the walk did not run (it ended at ``ct``, where OVS's walk
+        forks and goes on)."""
+
 
 class BaseRecorder:
     """A Recorder keeping lines (``note``): actions as indented lines, the structure calls ignored."""
@@ -194,6 +201,12 @@ class BaseRecorder:
         pass
 
     def subfield(self, name: str, ofs: int, nbits: int, value: int) -> None:
+        pass
+
+    def mark(self) -> object:
+        return None
+
+    def more(self, mark: object) -> None:
         pass
 
 
@@ -493,6 +506,7 @@ class _Walk(PortOutput):
         rec = self.rec
         frame = [flow, start]
         self.frames.append(frame)
+        mark = rec.mark() if rec else None
         try:
             for i in range(start, len(acts)):
                 a = acts[i]
@@ -504,6 +518,10 @@ class _Walk(PortOutput):
                 if not self.act(a, flow, table_id):
                     return False
             return not self.exiting
+        except ctlearn.CtReached:
+            if rec and frame[1] < len(acts) - 1:   # OVS's ct forks: the rest of this list would run after it
+                rec.more(mark)
+            raise
         finally:
             self.frames.pop()
 

@@ -4,10 +4,11 @@ actions in the words OVS's trace uses (``arp,reg14=0x2,metadata=0x2``, ``move:NX
 
 OVS's layout, as its traces show it: a table's actions hang under the table; the table a resubmit (or a goto)
 looks up is the resubmit's next sibling, its actions under it; a group's chosen buckets follow the ``group:N``
-line, each bucket's actions under it; ``clone``'s actions follow it on its level. A node is indented one step more
-than its level unless it is the last of its list and a table or bridge; its children are two levels deeper
-when it is, and at its level when it is not. Details (``-> NXM_NX_REG14[0..14] is now 0x2``) sit under the
-action they tell about.
+line, each bucket's actions under it; ``clone``'s actions follow it on its level; details
+(``-> NXM_NX_REG14[0..14] is now 0x2``) follow the action they tell about. A node is indented one step more than
+its level, and its children two levels deeper, unless it is the last of its list and a table or bridge (then
+both are at its level). A walk that ends at ``ct`` (pyvswitch has no conntrack yet) is laid out as OVS's, whose
+``ct`` forks and whose walk goes on with the actions after it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from vswitch.openflow.flows import BridgeFlows
 
 TABLE, BRIDGE, ACTION, DETAIL, BUCKET = "table", "bridge", "action", "detail", "bucket"
+HIDDEN = "hidden"    # a list goes on past the walk's end (its ct): laid out as OVS's, printed as nothing
 
 
 @dataclass
@@ -56,6 +58,8 @@ def render(nodes: list[Node], level: int = 0) -> list[str]:
     for i, n in enumerate(nodes):
         more = i < len(nodes) - 1 or n.kind not in (TABLE, BRIDGE)
         pad = " " * ((level + more) * 4)
+        if n.kind == HIDDEN:
+            continue
         if n.kind == BRIDGE:
             out += ["", pad + n.text, pad + "-" * len(n.text)]
         elif n.kind == DETAIL:
@@ -112,6 +116,13 @@ class TraceRecorder:
 
     def enter(self) -> None:
         self.stack.append(self.cur)
+
+    def mark(self) -> object:
+        return self.cur
+
+    def more(self, mark: object) -> None:
+        if isinstance(mark, list):
+            mark.append(Node(HIDDEN, ""))
 
     def leave(self) -> None:
         self.cur = self.stack.pop() if self.stack else self.root
