@@ -64,6 +64,8 @@ def run_group(self: Any, group_id: int) -> None:
                 rec.note(f"     -> bucket {b.bucket_id}: not live due to " + (
                     f"port {b.watch_port}" if b.watch_port != OFPP_ANY and not port_live(self, b.watch_port)
                     else f"group {b.watch_group}"))
+            if chosen:
+                rec.note(f"     -> using bucket {g.buckets[chosen[0]].bucket_id}")
     else:
         chosen = select(self, g)
         if rec and chosen:
