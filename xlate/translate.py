@@ -470,6 +470,8 @@ class _Walk(PortOutput):
             fv = FieldValue.of(a.field)
             n = fv.bits - a.ofs if a.nbits is None else a.nbits
             port = self.read(fv, a.ofs, n)
+            if rec:
+                rec.note(f"-> output port is {port}")
             if 0xFF00 <= port <= 0xFFFF:   # OpenFlow 1.0's reserved ports, as a 16-bit field holds them
                 port += 0xFFFF0000
             self.output(Output(port, a.max_len), flow, table_id)
@@ -538,7 +540,7 @@ class _Walk(PortOutput):
             self.set_word(K.W_NW, (ttl - 1) << 16, 0xFF << 16)
             return True
         if self.rec:
-            self.rec.note("     -> TTL 0 or 1: packet-in (invalid_ttl), the rest of the actions skipped")
+            self.rec.note(f">> IPv{4 if self.flow[K.W_ETH_TYPE] & 0xFFFF == 0x0800 else 6} decrement TTL exception")
         self.upcall(flow, OFPR_INVALID_TTL, flow.table_id if flow is not None else table_id, OFPCML_NO_BUFFER)
         return False
 
@@ -643,23 +645,25 @@ class _Walk(PortOutput):
             return None
         if not rec and not ins.write and ins.metadata is None and not ins.clear:   # apply (and goto) only
             return ins.goto
-        ind = "    " * self.resubmit_nest
         if ins.clear:
             if rec:
-                rec.note(f"    {ind}clear_actions")
+                rec.note("clear_actions")
+                if not self.action_set:
+                    rec.note("-> action set was empty")
             self.action_set.clear()
         for j, a in enumerate(ins.write):
-            if rec:
-                rec.note(f"    {ind}write_actions({_fmt(a)})")
             self.action_set[action_set_slot(a)] = a
             self.action_src[action_set_slot(a)] = (flow.uid, j)
+        if ins.write and rec:
+            rec.note(f"write_actions({','.join(_fmt(a) for a in ins.write)})")
+            rec.note("-> action set is: " + ",".join(_fmt(a) for a in action_set_order(self.action_set)))
         if ins.metadata is not None:
             value, mask = ins.metadata
             if rec:
-                rec.note(f"    {ind}write_metadata:{value:#x}/{mask:#x}")
+                rec.note(f"write_metadata:{value:#x}/{mask:#x}")
             self.flow[F.W_METADATA] = (self.flow[F.W_METADATA] & ~mask) | value
         if ins.goto is not None and rec:
-            rec.note(f"    {ind}goto_table:{ins.goto}")
+            rec.note(f"goto_table:{ins.goto}")
         return ins.goto
 
     def tables(self, table: int, top: bool, lookup_port: int | None = None) -> tuple[Flow | None, int] | None:
@@ -667,6 +671,18 @@ class _Walk(PortOutput):
         or None when a lookup missed. ``top``: the bridge's pipeline (a miss ends it: a drop, or an
         OpenFlow 1.0 packet-in); else a resubmit's (a miss does nothing, or the 1.0 packet-in).
         ``lookup_port``: the first lookup's in_port (a datapath port; its flow's actions see the real one)."""
+        rec = self.rec
+        if not rec:
+            return self._tables(table, top, lookup_port, None)
+        entered = [False]    # a goto chain hangs under its first table, whose list goes on after it (action set)
+        try:
+            return self._tables(table, top, lookup_port, entered)
+        finally:
+            if entered[0]:
+                rec.leave()
+
+    def _tables(self, table: int, top: bool, lookup_port: int | None,
+                entered: list[bool] | None) -> tuple[Flow | None, int] | None:
         ts, rec, r = self.ts, self.rec, self.r
         assert ts is not None
         last: Flow | None = None
@@ -705,6 +721,9 @@ class _Walk(PortOutput):
             if nxt is None or self.exiting:
                 return last, table
             table = nxt
+            if rec and entered is not None and not entered[0]:
+                rec.enter()
+                entered[0] = True
 
     def pipeline(self, table: int = 0) -> None:
         got = self.tables(table, top=True)
@@ -716,10 +735,10 @@ class _Walk(PortOutput):
         rec = self.rec
         if self.action_set and not self.paused:
             if rec:
-                rec.note("    action set:")
+                rec.note("--. Executing action set:")
             for a in action_set_order(self.action_set):
                 if rec:
-                    rec.note(f"     {_fmt(a)}")
+                    rec.action(a, self.resubmit_nest)
                 if isinstance(a, Output):
                     self.output(a, last, table)
                 elif isinstance(a, GroupAction):
@@ -762,10 +781,9 @@ def set_action_formatter(fn: object) -> None:
 
 
 def _fmt(a: Action) -> str:
-    text = format_nicira(a)
-    if text is not None:
-        return text
-    return _fmt_hook(a) if _fmt_hook is not None else repr(a)   # type: ignore[operator]
+    if _fmt_hook is not None:
+        return _fmt_hook(a)   # type: ignore[operator]
+    return format_nicira(a) or repr(a)
 
 
 def _bridges(ts: TableSet | Bridges, port_flags: np.ndarray) -> Bridges:

@@ -25,7 +25,6 @@ background too). The datapath takes a compiled set between two bursts
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -40,9 +39,7 @@ from dpif import actions as DA
 from dpif import key as K
 from dpif.extract import extract_burst
 from dpif.megaflow import MegaflowCache, mf_programs
-from ofproto import fields as _fields
 from ofproto.rules import (
-    ALL_MATCH_FIELDS,
     OFPFF_RESET_COUNTS,
     OFPFF_SEND_FLOW_REM,
     OFPP_ALL,
@@ -60,9 +57,7 @@ from ofproto.rules import (
     FlowStats,
     Instructions,
     Match,
-    ModVlanVid,
     Output,
-    PopVlan,
     PushVlan,
     check_action,
 )
@@ -97,7 +92,7 @@ from vswitch.openflow.tracespec import (  # noqa: F401
     parse_flow_spec,
     set_key_only,
 )
-from vswitch.openflow.tracetext import TraceRecorder
+from vswitch.openflow.tracetext import TraceRecorder, action_text
 from vswitch.openflow.translate import actions_to10, instructions_from, match_from, match_to
 from xlate.ctlearn import FinHit, TableChange
 from xlate.translate import PF_DOWN, UpcallCookies, set_action_formatter, translate
@@ -549,6 +544,9 @@ class BridgeFlows:
             actions, final, drop_reason = res.actions, res.final, res.drop_reason
         lines += rec.lines()
         parts = self.render_actions(actions, rec.normal_outputs)
+        l4 = {6: "tcp(", 17: "udp(", 132: "sctp("}.get(final[K.W_NW] & 0xFF) if final else None
+        if l4 and final[K.W_ETH_TYPE] & 0xFFFF in (0x0800, 0x86DD):    # OVS names the L4 header it rewrites
+            parts = [p.replace("set(tp(", "set(" + l4) for p in parts]
         text = ",".join(parts) if any(not p.startswith(("set(", "push_vlan", "pop_vlan")) for p in parts) else ""
         lines += ["", f"Final flow: {final_flow(final)}", f"Datapath actions: {text or 'drop'}"]
         if not text:
@@ -632,64 +630,4 @@ def _port_name(p: int) -> str:
     return RESERVED_NAMES.get(p, str(p)) if p >= 0xFFFFFF00 else str(p)
 
 
-# ---------------------------------------------------------------- ovs-ofctl-like text
-_OFCTL_NAMES = {"eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type", "ip_proto": "nw_proto",
-                "ipv4_src": "nw_src", "ipv4_dst": "nw_dst", "vlan_pcp": "dl_vlan_pcp", "tcp_src": "tp_src",
-                "tcp_dst": "tp_dst", "udp_src": "tp_src", "udp_dst": "tp_dst", "arp_spa": "arp_spa",
-                "arp_tpa": "arp_tpa", "icmpv4_type": "icmp_type", "icmpv4_code": "icmp_code"}
-
-
-_MACS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"})
-_IPV4 = frozenset({"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "tun_src", "tun_dst", "ct_nw_src", "ct_nw_dst"})
-_IPV6 = frozenset({"ipv6_src", "ipv6_dst", "ipv6_nd_target", "tun_ipv6_src", "tun_ipv6_dst", "ct_ipv6_src",
-                   "ct_ipv6_dst"})
-_DECIMAL = frozenset({"vlan_pcp", "ip_proto", "ip_dscp", "nw_tos", "nw_ecn", "nw_ttl", "tcp_src", "tcp_dst", "udp_src",
-                      "udp_dst", "sctp_src", "sctp_dst", "icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code",
-                      "arp_op", "ct_zone", "ct_nw_proto", "ct_tp_src", "ct_tp_dst", "ip_frag"})
-CT_STATE_FLAGS = ("new", "est", "rel", "rpl", "inv", "trk", "snat", "dnat")
-
-
-def _value_text(name: str, v: int, m: int) -> str:
-    """A match field's value (and mask) as ovs-ofctl writes it."""
-    bits = ALL_MATCH_FIELDS[name][0]
-    full = (1 << bits) - 1
-    if name in _MACS:
-        text = ":".join(f"{v >> s & 0xFF:02x}" for s in range(40, -8, -8))
-        return text if m == full else text + "/" + ":".join(f"{m >> s & 0xFF:02x}" for s in range(40, -8, -8))
-    if name in _IPV4:
-        text = str(ipaddress.IPv4Address(v))
-        return text if m == full else f"{text}/{bin(m).count('1')}"
-    if name in _IPV6:
-        text = str(ipaddress.IPv6Address(v))
-        return text if m == full else f"{text}/{bin(m).count('1')}"
-    if name == "in_port":
-        return _port_name(v)
-    if name == "ct_state":
-        return "".join(("+" if v >> i & 1 else "-") + flag for i, flag in enumerate(CT_STATE_FLAGS) if m >> i & 1)
-    text = f"{v:#06x}" if name == "eth_type" else str(v) if name in _DECIMAL else f"{v:#x}" if v else "0"
-    return text if m == full else f"{text}/{m:#x}"
-
-
-def format_action(a: Action) -> str:
-    """An action in ovs-ofctl's words."""
-    if isinstance(a, Output):
-        if a.port == OFPP_CONTROLLER:
-            return f"CONTROLLER:{a.max_len}"
-        return RESERVED_NAMES.get(a.port, f"output:{a.port}")
-    if isinstance(a, PushVlan):
-        return f"push_vlan:{a.ethertype:#06x}"
-    if isinstance(a, PopVlan):
-        return "pop_vlan"
-    if isinstance(a, ModVlanVid):
-        return f"mod_vlan_vid:{a.vid}"
-    if a.field == "vlan_vid":
-        return f"set_field:{a.value & 0xFFF | 0x1000}->vlan_vid"
-    f = _fields.by_oxm_name(a.field) or _fields.by_name(a.field)
-    key = next((n for n in ((f.oxm_name, f.name) if f is not None else ()) if n in ALL_MATCH_FIELDS), None)
-    if key is None:
-        return f"set_field:{a.value:#x}->{a.field}"
-    return f"set_field:{_value_text(key, a.value, (1 << ALL_MATCH_FIELDS[key][0]) - 1)}->{a.field}"
-
-
-
-set_action_formatter(format_action)
+set_action_formatter(action_text)

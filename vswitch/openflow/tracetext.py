@@ -22,24 +22,32 @@ import numpy as np
 from dpif import key as K
 from ofproto import fields as _fields
 from ofproto.actions import (
+    OFPP_ANY,
+    OFPP_CONTROLLER,
     Clone,
     Load,
+    ModVlanVid,
     Move,
+    Note,
+    Output,
     OutputReg,
+    PopVlan,
+    PushVlan,
     SetField,
     StackPop,
     StackPush,
     field_bits,
+    format_nicira,
 )
 from ofproto.nxtext import c_hex, field_value, subfield
 from ofproto.rules import ALL_MATCH_FIELDS, Action, Flow, Match
 from xlate.bridges import PF_PATCH, Bridges
-from xlate.translate import MAX_DEPTH, _fmt, translate
+from xlate.translate import MAX_DEPTH, translate
 
 if TYPE_CHECKING:
     from vswitch.openflow.flows import BridgeFlows
 
-TABLE, BRIDGE, ACTION, DETAIL, BUCKET = "table", "bridge", "action", "detail", "bucket"
+TABLE, BRIDGE, ACTION, DETAIL, WARN, BUCKET = "table", "bridge", "action", "detail", "warn", "bucket"
 HIDDEN = "hidden"    # a list goes on past the walk's end (its ct): laid out as OVS's, printed as nothing
 
 
@@ -64,6 +72,8 @@ def render(nodes: list[Node], level: int = 0) -> list[str]:
             out += ["", pad + n.text, pad + "-" * len(n.text)]
         elif n.kind == DETAIL:
             out.append(f"{pad} -> {n.text}")
+        elif n.kind == WARN:
+            out.append(f"{pad} >> {n.text}")
         else:
             out.append(pad + n.text)
         out += render(n.subs, level + 2 * more)
@@ -108,6 +118,10 @@ class TraceRecorder:
         s = text.strip()
         if s.startswith("-> "):
             self._add(DETAIL, s[3:])
+        elif s.startswith(">> "):
+            self._add(WARN, s[3:])
+        elif s.startswith("--. "):      # the action set, run when the pipeline ends: a table of its own
+            self.cur = self._add(TABLE, s).subs
         elif s:
             self._add(ACTION, s)
 
@@ -197,11 +211,27 @@ def action_text(a: Action) -> str:
     if isinstance(a, Load):
         n = field_bits(a.field) - a.ofs if a.nbits is None else a.nbits
         return _set_field(a.field, a.value, ((1 << n) - 1) << a.ofs)
-    if isinstance(a, SetField) and a.field not in ("vlan_vid", "vlan_pcp"):
+    if isinstance(a, SetField) and a.field != "vlan_vid":
         return _set_field(a.field, a.value, a.mask)
+    if isinstance(a, SetField):
+        return f"set_field:{a.value & 0xFFF | 0x1000}->vlan_vid" if a.field == "vlan_vid" else \
+            f"set_field:{a.value}->{a.field}"
     if isinstance(a, Clone):
         return f"clone({','.join(action_text(x) for x in a.actions)})"
-    return _fmt(a)
+    if isinstance(a, Note):      # OVS pads a note so that the action fills whole 8-byte units
+        data = a.data + bytes(-(10 + len(a.data)) % 8)
+        return "note:" + ".".join(f"{b:02x}" for b in data)
+    if isinstance(a, Output):
+        if a.port == OFPP_CONTROLLER:
+            return f"CONTROLLER:{a.max_len}"
+        return _RESERVED.get(a.port, f"output:{a.port}") if a.port != OFPP_ANY else "output:ANY"
+    if isinstance(a, PushVlan):
+        return f"push_vlan:{a.ethertype:#06x}"
+    if isinstance(a, PopVlan):
+        return "pop_vlan"
+    if isinstance(a, ModVlanVid):
+        return f"mod_vlan_vid:{a.vid}"
+    return format_nicira(a) or repr(a)
 
 
 def _ovs_name(name: str) -> str:
