@@ -159,8 +159,7 @@ class TraceRecorder:
         self.cur = self._add(BRIDGE, f'bridge("{self._name(bridge)}")').subs
 
     def resume(self, bridge: int) -> None:
-        self.cur = self.stack.pop() if self.stack else self.root
-        self._add(BRIDGE, f'bridge("{self._name(bridge)}"), after the patch port')
+        self.cur = self.stack.pop() if self.stack else self.root    # OVS says nothing: the layout shows it
 
     def normal(self, key: list[int], in_port: int) -> None:
         here = self.flows.peer_flows(in_port) or self.flows
