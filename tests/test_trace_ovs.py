@@ -114,6 +114,25 @@ def _trace(env: dict[str, str], bridge: str, spec: str) -> str:
     return proc.stdout
 
 
+#: bp0 (internal ports 1, 3; patch port 2) and bp1 (patch port 2, internal port 1): the flows of each
+PATCH_FLOWS = ("table=0,priority=10,in_port=1,actions=set_field:0x3->reg3,output:2,output:3\n",
+               "table=0,priority=10,in_port=2,actions=set_field:0x7->reg2,resubmit(,1)\n"
+               "table=1,priority=1,reg2=0x7,actions=mod_dl_dst:00:00:00:00:00:cc,output:1\n")
+
+
+def _patch_bridges(vsctl, names: list[str], add_bridge) -> None:  # noqa: ANN001 - the two switches' calls
+    """bp0 and bp1 joined by a patch port pair (OpenFlow port 2 on both), with internal ports ``names``."""
+    add_bridge("bp0")
+    add_bridge("bp1")
+    vsctl("add-port", "bp0", names[0], "--", "set", "Interface", names[0], "type=internal", "ofport_request=1",
+          "--", "add-port", "bp0", names[1], "--", "set", "Interface", names[1], "type=internal", "ofport_request=3",
+          "--", "add-port", "bp1", names[2], "--", "set", "Interface", names[2], "type=internal", "ofport_request=1",
+          "--", "add-port", "bp0", "pa", "--", "set", "Interface", "pa", "type=patch", "options:peer=pb",
+          "ofport_request=2",
+          "--", "add-port", "bp1", "pb", "--", "set", "Interface", "pb", "type=patch", "options:peer=pa",
+          "ofport_request=2")
+
+
 def _ports_args(names: list[str]) -> list[str]:
     args: list[str] = []
     for i, name in enumerate(names, 1):
@@ -130,6 +149,7 @@ class Pair:
     theirs: dict[str, str]
     dp_to_of: dict[int, int]
     local_dp: int            # OVS's datapath port of the bridge's LOCAL port
+    patch_dp: dict            # OVS's datapath ports of bp0 / bp1 as pyvswitch's trace names them (1, bp1:1)
 
 
 @pytest.fixture(scope="module")
@@ -148,13 +168,19 @@ def pair() -> Iterator[Pair]:
             for i in UP_PORTS:
                 real.run("ip", "netns", "exec", real.ns, "ip", "link", "set", f"p{i}", "up")
                 subprocess.run(["ip", "link", "set", names[i - 1], "up"], check=True, timeout=10)
+            _patch_bridges(real.vsctl, ["q1", "q3", "r1"], real.add_bridge)
+            _patch_bridges(lambda *a: sw.vsctl(*a).stdout, [f"{stem}q1", f"{stem}q3", f"{stem}r1"],
+                           lambda name: sw.vsctl("add-br", name))
             for env in (sw.env, real.env):
+                _ofctl(env, "add-flows", "bp0", "-", stdin=PATCH_FLOWS[0])
+                _ofctl(env, "add-flows", "bp1", "-", stdin=PATCH_FLOWS[1])
                 _ofctl(env, "mod-port", "br0", "4", "down")
                 _ofctl(env, "add-groups", "br0", "-", stdin=GROUPS)
                 _ofctl(env, "add-flows", "br0", "-", stdin=FLOWS)
             show = real.run("ovs-appctl", "dpif/show").stdout
             local = int(re.search(r"br0 65534/(\d+)", show)[1])    # type: ignore[index]
-            yield Pair(sw.env, real.env, fx.dp_ports(show, "br0"), local)
+            patch_dp = {**fx.dp_ports(show, "bp0"), **{dp: f"bp1:{of}" for dp, of in fx.dp_ports(show, "bp1").items()}}
+            yield Pair(sw.env, real.env, fx.dp_ports(show, "br0"), local, patch_dp)
         finally:
             real.stop()
 
@@ -233,6 +259,18 @@ def test_other_action_lines_equal_real_ovs(pair: Pair, port: int, ttl: int) -> N
         extra = set(dp_theirs.split(",")) - set(dp_ours.split(","))
         assert set(dp_ours.split(",")) < set(dp_theirs.split(",")), (dp_theirs, dp_ours)
         assert extra == {str(pair.local_dp), "4"}, (dp_theirs, dp_ours)
+
+
+def test_patch_port_walk_equals_real_ovs(pair: Pair) -> None:
+    """Output to a patch port: the peer bridge's section (``bridge("bp1")``, its tables and resubmit)
+    nested under the output as OVS lays it out, then the first bridge's actions go on; the
+    datapath actions name the same ports."""
+    spec = "in_port=1,udp,nw_src=10.0.0.1,nw_dst=10.0.0.2,nw_ttl=64,udp_src=99,udp_dst=1"
+    theirs, ours = _trace(pair.theirs, "bp0", spec), _trace(pair.ours, "bp0", spec)
+    want, got = pipeline(theirs), pipeline(ours)
+    assert any(ln.strip() == 'bridge("bp1")' for ln in want), theirs
+    assert got == want, _diff(want, got)
+    assert datapath_actions(ours) == datapath_actions(theirs, pair.patch_dp), (theirs, ours)
 
 
 # ------------------------------------------------------------------ the OVN fixture
