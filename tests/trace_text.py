@@ -9,8 +9,7 @@ What is left out, and why (each is what OVS's trace shows of OVS's own machinery
 * after the first ``ct(...)`` action: OVS recirculates (and traces the rest after ``====``), pyvswitch has no
   conntrack yet (its walk ends there with ``conntrack_unavailable``);
 * a Geneve port's output details (``-> output to native tunnel``, ``-> tunneling ...``) and the underlay bridge's
-  walk behind it: OVN's tunnel is a Geneve port in OVS, an internal port in pyvswitch (no tunnel ports: issue 19);
-* ``>> `` warnings and ``-> `` details about ports that only one side has (none in the tests' setups).
+  walk behind it: OVN's tunnel is a Geneve port in OVS, an internal port in pyvswitch (no tunnel ports: issue 19).
 """
 
 from __future__ import annotations
