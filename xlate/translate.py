@@ -46,7 +46,6 @@ of ``MAX_CROSSINGS`` per translation, as OVS bounds resubmits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -73,7 +72,6 @@ from ofproto.actions import (
     Resubmit,
     StackPop,
     StackPush,
-    format_nicira,
 )
 from ofproto.actions import Group as GroupAction
 from ofproto.actionset import action_set_order, action_set_slot
@@ -108,6 +106,8 @@ from xlate.bridges import (  # noqa: F401 - importable from here, as before the 
 from xlate.cookies import MAX_PIN_CONTEXTS, Upcall, UpcallCookies  # noqa: F401 - importable from here
 from xlate.groups import run_group
 from xlate.output import PortOutput
+from xlate.recorder import BaseRecorder, Recorder, set_action_formatter  # noqa: F401 - importable from here
+from xlate.recorder import fmt_action as _fmt
 
 W_VLAN_TCI2 = getattr(K, "W_VLAN_TCI2", 21)
 CFI = 0x1000
@@ -127,87 +127,6 @@ CUT_RESUBMITS = "too_many_resubmits"
 _SET_WORD = {"eth_dst": K.W_ETH_DST, "eth_src": K.W_ETH_SRC}
 _COMMIT_WORDS = (K.W_ETH_DST, K.W_ETH_SRC, K.W_NW, K.W_NW_SRC, K.W_NW_DST, K.W_IPV6_SRC, K.W_IPV6_SRC + 1,
                  K.W_IPV6_DST, K.W_IPV6_DST + 1, K.W_TP, K.W_ARP_SHA, K.W_ARP_THA, K.W_ND_TARGET, K.W_ND_TARGET + 1)
-
-
-class Recorder(Protocol):
-    """What ``ofproto/trace`` learns from a translation."""
-
-    def table(self, table_id: int, flow: Flow | None) -> None:
-        """A lookup in ``table_id`` found ``flow`` (None: no match)."""
-
-    def note(self, text: str) -> None:
-        """Something the walk did that deserves a line (an action, a skipped output, ...)."""
-
-    def normal(self, key: list[int], in_port: int) -> None:
-        """The NORMAL action runs on a frame with the headers ``key`` received on ``in_port``."""
-
-    def bridge(self, bridge: int, in_port: int) -> None:
-        """The walk continues in bridge ``bridge`` (after a patch port), from ``in_port``."""
-
-    def resume(self, bridge: int) -> None:
-        """The walk is back in bridge ``bridge`` (the one that output to the patch port)."""
-
-    def action(self, a: Action, nest: int) -> None:
-        """The walk runs action ``a``, ``nest`` resubmits (and group buckets) deep."""
-
-    def enter(self) -> None:
-        """A resubmit starts: the tables it looks up hang under it until ``leave``."""
-
-    def leave(self) -> None:
-        """The resubmit (or group bucket) ``enter`` / ``bucket`` started is over."""
-
-    def bucket(self, bucket_id: int) -> None:
-        """A group runs bucket ``bucket_id`` (its actions hang under it until ``leave``)."""
-
-    def subfield(self, name: str, ofs: int, nbits: int, value: int) -> None:
-        """An action (move, pop) left bits ``ofs .. ofs + nbits - 1`` of field ``name`` holding ``value``."""
-
-    def mark(self) -> object:
-        """Where the actions of the list starting now are recorded (for ``more``)."""
-
-    def more(self, mark: object) -> None:
-        """The list recorded at ``mark`` has actions the walk did not run (it ended at ``ct``, where OVS's walk
-        forks and goes on)."""
-
-
-class BaseRecorder:
-    """A Recorder keeping lines (``note``): actions as indented lines, the structure calls ignored."""
-
-    def table(self, table_id: int, flow: Flow | None) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-    def normal(self, key: list[int], in_port: int) -> None:
-        pass
-
-    def bridge(self, bridge: int, in_port: int) -> None:
-        pass
-
-    def resume(self, bridge: int) -> None:
-        pass
-
-    def action(self, a: Action, nest: int) -> None:
-        self.note(f"    {'    ' * nest}{_fmt(a)}")
-
-    def enter(self) -> None:
-        pass
-
-    def leave(self) -> None:
-        pass
-
-    def bucket(self, bucket_id: int) -> None:
-        pass
-
-    def subfield(self, name: str, ofs: int, nbits: int, value: int) -> None:
-        pass
-
-    def mark(self) -> object:
-        return None
-
-    def more(self, mark: object) -> None:
-        pass
 
 
 @dataclass
@@ -758,7 +677,6 @@ class _Walk(PortOutput):
 
 DR_TABLE_MISS = A.DROP_REASONS.index("table_miss") if "table_miss" in A.DROP_REASONS else A.DR_EXPLICIT
 
-_fmt_hook = None
 _PREREQ_CHECKS: dict[str, tuple[tuple[FieldValue, tuple[int, ...], int], ...]] = {}
 
 
@@ -772,18 +690,6 @@ def _prereq_checks(name: str) -> tuple[tuple[FieldValue, tuple[int, ...], int], 
                     for fv in (FieldValue.of(cname),))
         _PREREQ_CHECKS[name] = got
     return got
-
-
-def set_action_formatter(fn: object) -> None:
-    """The function trace lines format actions with (``vswitch.openflow.flows.format_action``)."""
-    global _fmt_hook
-    _fmt_hook = fn
-
-
-def _fmt(a: Action) -> str:
-    if _fmt_hook is not None:
-        return _fmt_hook(a)   # type: ignore[operator]
-    return format_nicira(a) or repr(a)
 
 
 def _bridges(ts: TableSet | Bridges, port_flags: np.ndarray) -> Bridges:
