@@ -566,8 +566,9 @@ class _Walk(PortOutput):
         for j, a in enumerate(ins.write):
             if rec:
                 rec.note(f"    {ind}write_actions({_fmt(a)})")
-            self.action_set[action_set_slot(a)] = a
-            self.action_src[action_set_slot(a)] = (flow.uid, j)
+            slot = action_set_slot(a)
+            self.action_set[slot] = a
+            self.action_src[slot] = (flow.uid, j)
         if ins.metadata is not None:
             value, mask = ins.metadata
             if rec:
