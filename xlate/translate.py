@@ -285,6 +285,13 @@ class _Walk(PortOutput):
     def write(self, fv: FieldValue, value: int, mask: int) -> None:
         """``field = (field & ~mask) | value``: header words are committed as datapath actions, pipeline
         words and ``pkt_mark`` are translator state only."""
+        if fv.bits <= 64:    # one word (most fields), written here without ``values``'s list
+            m = mask & fv.field_mask
+            w = fv.word
+            if m and w >= K.KEY_WORDS:     # pipeline state (registers, metadata)
+                m <<= fv.shift
+                self.flow[w] = (self.flow[w] & ~m) | ((value << fv.shift) & m)
+                return
         for w, v, m in fv.values(value, mask):
             if w == K.W_IN_PORT:      # an OpenFlow port number: the frame now comes from there
                 self.flow[w] = self.in_port = self.dense((self.of_port(self.flow[w]) & ~m) | v)
@@ -429,20 +436,21 @@ class _Walk(PortOutput):
         a pause)."""
         rec = self.rec
         frame = [flow, start]
-        self.frames.append(frame)
-        try:
-            for i in range(start, len(acts)):
-                a = acts[i]
-                if self.exiting:
-                    return False
-                frame[1] = i
-                if rec:
-                    rec.note(f"    {'    ' * self.resubmit_nest}{_fmt(a)}")
-                if not self.act(a, flow, table_id):
-                    return False
-            return not self.exiting
-        finally:
-            self.frames.pop()
+        frames = self.frames
+        frames.append(frame)     # popped on every return (an exception abandons the whole walk)
+        for i in range(start, len(acts)):
+            a = acts[i]
+            if self.exiting:
+                frames.pop()
+                return False
+            frame[1] = i
+            if rec:
+                rec.note(f"    {'    ' * self.resubmit_nest}{_fmt(a)}")
+            if not self.act(a, flow, table_id):
+                frames.pop()
+                return False
+        frames.pop()
+        return not self.exiting
 
     def dec_ttl(self, a: DecTtl, flow: Flow | None, table_id: int) -> bool:
         """OVS's ``dec_ttl``: a header write, or at TTL 0 / 1 a packet-in (invalid_ttl) and the rest of the
@@ -464,10 +472,12 @@ class _Walk(PortOutput):
     def restore(self, flow: list[int], wrote: list[int]) -> None:
         """Take back the flow state ``flow`` after a nested walk whose emitted header writes are ``wrote``:
         what that walk changed is set back at the next commit."""
-        for w in range(K.KEY_WORDS):
-            self.written[w] |= wrote[w]
-            if flow[w] != self.flow[w] or wrote[w]:
-                self.dirty[w] |= (flow[w] ^ self.base[w]) | wrote[w]
+        cur, kw = self.flow, K.KEY_WORDS
+        if any(wrote) or flow[:kw] != cur[:kw]:
+            written, dirty, base = self.written, self.dirty, self.base
+            for w in [w for w in range(kw) if wrote[w] or flow[w] != cur[w]]:
+                written[w] |= wrote[w]
+                dirty[w] |= (flow[w] ^ base[w]) | wrote[w]
         self.flow = flow
 
     def clone(self, a: Clone) -> None:
@@ -512,20 +522,22 @@ class _Walk(PortOutput):
     def resubmit(self, a: Resubmit) -> None:
         """``resubmit(port,table)``: the tables from ``table`` (a goto chain), as if from ``port``; then back."""
         ts = self.ts
-        if ts is None or self.limited():
+        if ts is None or ((self.nest >= MAX_DEPTH or self.crossings >= MAX_CROSSINGS) and self.limited()):
             return
-        table = self.table_id if a.table is None else a.table
+        saved = self.table_id
+        table = saved if a.table is None else a.table
         if table >= ts.n_tables:
             if self.rec:
                 self.rec.note(f"     -> no table {table}")
             return
-        saved = self.table_id
-        port = None if a.port is None or a.port == OFPP_IN_PORT else self.dense(a.port)
-        deepens = int(table <= saved)    # OVS counts depth only for a resubmit that goes back (or stays)
+        port = a.port
+        if port is not None:
+            port = None if port == OFPP_IN_PORT else self.dense(port)
+        deepens = table <= saved    # OVS counts depth only for a resubmit that goes back (or stays)
         self.nest += deepens
         self.crossings += 1
         self.resubmit_nest += 1
-        self.tables(table, top=False, lookup_port=port)
+        self.tables(table, False, port)
         self.resubmit_nest -= 1
         self.nest -= deepens
         self.table_id = saved
@@ -554,7 +566,10 @@ class _Walk(PortOutput):
         none, or the actions stopped)."""
         ins: Instructions = flow.instructions
         rec = self.rec
-        if not self.run_list(ins.apply, flow, flow.table_id, start):
+        if ins.apply:
+            if not self.run_list(ins.apply, flow, flow.table_id, start):
+                return None
+        elif self.exiting:
             return None
         if not rec and not ins.write and ins.metadata is None and not ins.clear:   # apply (and goto) only
             return ins.goto
