@@ -186,12 +186,14 @@ def _group_props(gtype: int, props: list[dict[str, Any]]) -> tuple[str, tuple[st
     return method, fields, param
 
 
-def _ntr_prop(g: Group) -> dict[str, Any]:
+def _ntr_prop(version: int, g: Group) -> dict[str, Any]:
+    """The selection-method property; its fields by OXM header (1.0: NXM's, as OVS writes them there)."""
     body = _NTR_HEAD.pack(NTR_VENDOR_ID, NTRT_SELECTION_METHOD, g.selection_method.encode(), g.method_param)
     for name in g.fields:
         f = F.by_name(name)
         assert f is not None
-        cls, num = f.oxm if f.oxm is not None else f.nxm   # type: ignore[misc]
+        ident = f.nxm if version == OFP10 and f.nxm is not None else f.oxm if f.oxm is not None else f.nxm
+        cls, num = ident   # type: ignore[misc]
         body += struct.pack("!I", cls << 16 | num << 9 | f.nbytes) + b"\xff" * f.nbytes   # an all-ones value
     return {"prop_type": 0xFFFF, "body": body}
 
@@ -219,7 +221,7 @@ def group_desc(version: int, g: Group) -> dict[str, Any]:
     out: dict[str, Any] = {"type": g.type, "group_id": g.group_id,
                            "buckets": [bucket_to_wire(version, g, b) for b in g.buckets]}
     if _v15(version):
-        out["properties"] = [_ntr_prop(g)] if g.selection_method else []
+        out["properties"] = [_ntr_prop(version, g)] if g.selection_method else []
     return out
 
 
