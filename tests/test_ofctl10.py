@@ -11,6 +11,7 @@ ovs-vswitchd 3.1 (netdev datapath, its own rundir and namespace) as the oracle:
   deletes it, on both switches;
 * registers + resubmit, learn (the learned flows in dump-flows) and conjunction, added with plain ovs-ofctl, dump
   as OVS dumps them;
+* malformed group messages get the errors OVS sends (a bad one adds nothing) and the connection lives;
 * traffic between namespace hosts: a register set and resubmitted on carries a ping (and a wrong register stops
   it); learned flows carry the replies (none without the learn flow); a conjunctive flow passes what matches both
   dimensions and not what matches one; an ``all`` group copies to both buckets' ports, a ``select`` group sends
@@ -20,6 +21,8 @@ ovs-vswitchd 3.1 (netdev datapath, its own rundir and namespace) as the oracle:
 from __future__ import annotations
 
 import re
+import socket
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -30,10 +33,10 @@ from ofproto.groups import Group
 from tests.netutil import unique
 from tests.ofctl_text import flow_lines
 from tests.switchutil import Switch, private_switch
-from tests.test_bridge_identity import RealOvs
+from tests.test_bridge_identity import RealOvs, recv_msg
 from vswitch.hostnet import HostNet
 from vswitch.openflow import nxt
-from vswitch.openflow.codec import OFP10
+from vswitch.openflow.codec import OFP10, Msg, encode
 from vswitch.openflow.groupmeter import buckets_from_wire, group_desc
 from vswitch.openflow.translate import match_from, match_to
 
@@ -373,3 +376,61 @@ def test_groups_flood_and_select(hosts) -> None:  # noqa: ANN001
     total, buckets = _group_counts(sw, 2)
     assert total >= 5 and sum(buckets) == total, (total, buckets)
     assert flow_lines(ok(sw.env, "dump-flows", TRAFFIC_BR, "in_port=1"))[0].actions == "group:1"
+
+
+# ---------------------------------------------------------------- malformed group messages, as OVS answers them
+def _nx(subtype: int, body: bytes, xid: int) -> bytes:
+    return encode(Msg(OFP10, "vendor", xid, {"vendor": nxt.NX_VENDOR, "data": struct.pack("!I", subtype) + body}))
+
+
+def _group_mod(command: int, gtype: int, gid: int, buckets: bytes, bucket_len: int | None = None) -> bytes:
+    return struct.pack("!HBxIH2xI", command, gtype, gid, len(buckets) if bucket_len is None else bucket_len,
+                       0xFFFFFFFF) + buckets
+
+
+def _bucket(bucket_id: int, actions: bytes) -> bytes:
+    return struct.pack("!HHI", 8 + len(actions), len(actions), bucket_id) + actions
+
+
+OUT1 = struct.pack("!HHHH", 0, 8, 1, 0)                       # OpenFlow 1.0 output:1
+BAD_GROUP_MESSAGES = [
+    _nx(nxt.NXT_GROUP_MOD, bytes(10), 10),                                          # truncated
+    _nx(nxt.NXT_GROUP_MOD, _group_mod(0, 0, 20, b"", bucket_len=64), 11),          # buckets past the end
+    _nx(nxt.NXT_GROUP_MOD, _group_mod(0, 0, 21, _bucket(0, OUT1) + _bucket(1, struct.pack("!HH4x", 99, 8))), 12),
+    _nx(nxt.NXT_GROUP_MOD, _group_mod(0, 7, 22, _bucket(0, OUT1)), 13),             # group type 7
+    _nx(nxt.NXT_GROUP_MOD, _group_mod(9, 0, 23, _bucket(0, OUT1)), 14),             # command 9
+    encode(Msg(OFP10, "stats_request", 15, {"mp_type": 0xFFFF, "flags": 0,         # NXST_GROUP_DESC, truncated
+                                            "body": struct.pack("!II4xH", nxt.NX_VENDOR, nxt.NXST_GROUP_DESC, 1)})),
+]
+
+
+def _errors(path: str) -> list[tuple[int, int, bytes]]:
+    """Each bad message's error (type, code, and a vendor error's vendor / type / code), then a barrier answered."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(path)
+    try:
+        s.sendall(encode(Msg(OFP10, "hello", 1)))
+        assert recv_msg(s).type == "hello"
+        out = []
+        for raw in BAD_GROUP_MESSAGES:
+            s.sendall(raw)
+            reply = recv_msg(s)
+            assert reply is not None and reply.type == "error", (raw.hex(), reply)
+            assert reply.xid == struct.unpack_from("!I", raw, 4)[0]
+            out.append((reply.err_type, reply.code, bytes(reply.data[:8]) if reply.err_type == 0xB0C2 else b""))
+        s.sendall(encode(Msg(OFP10, "barrier_request", 30)))
+        assert recv_msg(s).type == "barrier_reply"        # the connection lives
+        return out
+    finally:
+        s.close()
+
+
+def test_malformed_group_messages_get_ovs_s_errors(sw: Switch, real_ovs: RealOvs) -> None:
+    ok(sw.env, "del-groups", BR)
+    ok(real_ovs.env, "del-groups", BR)
+    ours = _errors(f"{sw.rundir}/{BR}.mgmt")
+    assert [e[:2] for e in ours] == [(1, 6), (1, 6), (2, 0), (0xB0C2, 0), (0xB0C2, 0), (1, 6)]   # BAD_LEN, ...
+    assert ours == _errors(f"{real_ovs.rundir}/{BR}.mgmt")
+    # nothing half-applied: the group whose second bucket was bad is not there
+    assert ok(sw.env, "dump-groups", BR).splitlines()[1:] == []
