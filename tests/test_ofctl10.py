@@ -36,7 +36,7 @@ from tests.switchutil import Switch, private_switch
 from tests.test_bridge_identity import RealOvs, recv_msg
 from vswitch.hostnet import HostNet
 from vswitch.openflow import nxt
-from vswitch.openflow.codec import OFP10, Msg, encode
+from vswitch.openflow.codec import OFP10, OFP13, Msg, encode
 from vswitch.openflow.groupmeter import buckets_from_wire, group_desc
 from vswitch.openflow.translate import match_from, match_to
 
@@ -404,22 +404,28 @@ BAD_GROUP_MESSAGES = [
 ]
 
 
-def _errors(path: str) -> list[tuple[int, int, bytes]]:
+#: NXT_GROUP_MOD as an OpenFlow 1.3 experimenter message (1.3 has OFPT_GROUP_MOD: OVS refuses it)
+NX_GROUP_MOD13 = encode(Msg(OFP13, "experimenter", 16, {"experimenter": nxt.NX_VENDOR, "exp_type": nxt.NXT_GROUP_MOD,
+                                                        "data": _group_mod(0, 0, 24, _bucket(0, bytes(16)))}))
+
+
+def _errors(path: str, version: int = OFP10,
+            messages: list[bytes] = BAD_GROUP_MESSAGES) -> list[tuple[int, int, bytes]]:
     """Each bad message's error (type, code, and a vendor error's vendor / type / code), then a barrier answered."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(5)
     s.connect(path)
     try:
-        s.sendall(encode(Msg(OFP10, "hello", 1)))
+        s.sendall(encode(Msg(version, "hello", 1)))
         assert recv_msg(s).type == "hello"
         out = []
-        for raw in BAD_GROUP_MESSAGES:
+        for raw in messages:
             s.sendall(raw)
             reply = recv_msg(s)
             assert reply is not None and reply.type == "error", (raw.hex(), reply)
             assert reply.xid == struct.unpack_from("!I", raw, 4)[0]
             out.append((reply.err_type, reply.code, bytes(reply.data[:8]) if reply.err_type == 0xB0C2 else b""))
-        s.sendall(encode(Msg(OFP10, "barrier_request", 30)))
+        s.sendall(encode(Msg(version, "barrier_request", 30)))
         assert recv_msg(s).type == "barrier_reply"        # the connection lives
         return out
     finally:
@@ -434,3 +440,5 @@ def test_malformed_group_messages_get_ovs_s_errors(sw: Switch, real_ovs: RealOvs
     assert ours == _errors(f"{real_ovs.rundir}/{BR}.mgmt")
     # nothing half-applied: the group whose second bucket was bad is not there
     assert ok(sw.env, "dump-groups", BR).splitlines()[1:] == []
+    ours = _errors(f"{sw.rundir}/{BR}.mgmt", OFP13, [NX_GROUP_MOD13])
+    assert ours == _errors(f"{real_ovs.rundir}/{BR}.mgmt", OFP13, [NX_GROUP_MOD13]) == [(1, 4, b"")]   # BAD_SUBTYPE

@@ -109,6 +109,8 @@ class NiciraMessages:
     tlv_map: TlvMap
 
     def _nicira(self, conn: OfConnection, msg: Msg, subtype: int, body: bytes) -> None:
+        if subtype == nxt.NXT_GROUP_MOD and conn.version != OFP10:   # 1.1+ has OFPT_GROUP_MOD (OVS refuses it so)
+            raise OfpError(OFPET_BAD_REQUEST, nxt.OFPBRC_BAD_SUBTYPE, "NXT_GROUP_MOD is OpenFlow 1.0's")
         fields = nxt.decode(subtype, body)
         if subtype == nxt.NXT_SET_FLOW_FORMAT:
             if fields["format"] not in (nxt.NXFF_OPENFLOW10, nxt.NXFF_NXM):
