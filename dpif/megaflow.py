@@ -509,23 +509,6 @@ def mf_lookup(keys: np.ndarray, burst: np.ndarray, n: int, meta: np.ndarray, st:
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
-def _vals_hash(sid: int, vals: np.ndarray, words: np.ndarray) -> np.int64:
-    """The subtable hash of masked values ``vals`` (what ``_probe`` computes from a key)."""
-    h = np.int64(sid) * _K3 + 1
-    for q in range(vals.shape[0]):
-        h += vals[q] * _KEY_MULT[words[q]]
-    return _fin(h)
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False)
-def _bucket_find(masked: np.ndarray, st: np.ndarray, so: int, sid: int, ent: np.ndarray, buckets: np.ndarray,
-                 bmask: int, h: np.int64) -> int:
-    """The entry of subtable ``sid`` (row at ``st[so]``) holding masked key ``masked[0]`` (hash ``h``), or -1:
-    the lookup's own probe on a one-row key array."""
-    return _probe(masked, 0, st, so, sid, ent, buckets, bmask, h)
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False)
 def _bucket_insert(buckets: np.ndarray, bmask: int, h: np.int64, e: int) -> None:
     b = (h >> ENTRY_BITS) & bmask
     while buckets[b] != 0:
@@ -556,6 +539,37 @@ def _bucket_remove(buckets: np.ndarray, bmask: int, h: np.int64, e: int) -> bool
         i = j
     buckets[i] = 0
     return True
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def _install_find(keys: np.ndarray, st: np.ndarray, so: int, sid: int, ent: np.ndarray, buckets: np.ndarray,
+                  bmask: int) -> tuple[np.int64, int]:
+    """``(hash, entry or -1)`` of key row ``keys[0]`` in subtable ``sid`` (row at ``st[so]``): the lookup's own
+    hash and probe for one key."""
+    h = _sub_hash(keys, 0, st, so, sid)
+    return h, _probe(keys, 0, st, so, sid, ent, buckets, bmask, h)
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def _install_fill(keys: np.ndarray, st: np.ndarray, so: int, sid: int, ent: np.ndarray, buckets: np.ndarray,
+                  bmask: int, h: np.int64, e: int, now: int, act: int, act_len: int) -> None:
+    """Fill free entry ``e`` for key row ``keys[0]`` in subtable ``sid`` (its masked values, hash ``h``, times,
+    actions at ``act``), live only once complete; then its bucket and the subtable's count."""
+    gen = (ent[e, E_GEN] + 1) & GEN_MASK
+    for c in range(ent.shape[1]):
+        ent[e, c] = 0
+    ent[e, E_GEN] = gen
+    ent[e, E_SUB] = -1                 # not live (nor compacted) until the row is complete
+    for q in range(st[so + S_NW]):
+        ent[e, E_VAL + q] = np.int64(keys[0, st[so + S_F + 2 * q]]) & st[so + S_F + 2 * q + 1]
+    ent[e, E_HASH] = h
+    ent[e, E_USED] = now
+    ent[e, E_CREATED] = now
+    ent[e, E_ACT] = act
+    ent[e, E_ACT_LEN] = act_len
+    ent[e, E_SUB] = sid
+    _bucket_insert(buckets, bmask, h, e)
+    st[so + S_COUNT] += 1
 
 
 def _aligned(rows: int, cols: int) -> np.ndarray:
@@ -632,26 +646,22 @@ class MegaflowCache:
         The same mask and masked key again: the actions are replaced, the id and counters kept
         (``exclusive=True``: ``MegaflowExists`` instead). With ``check_overlap``, a megaflow another
         one overlaps raises ``MegaflowOverlap``."""
-        key = np.ascontiguousarray(key_row, dtype=np.uint64).reshape(-1)
+        key = np.ascontiguousarray(key_row, dtype=np.uint64).reshape(1, -1)
         mask = np.ascontiguousarray(mask_row, dtype=np.uint64).reshape(-1)
-        if key.shape[0] != KEY_WORDS or mask.shape[0] != KEY_WORDS:
+        if key.shape[1] != KEY_WORDS or mask.shape[0] != KEY_WORDS:
             raise MegaflowError(f"key and mask rows must have {KEY_WORDS} words")
         acts = np.ascontiguousarray(actions, dtype=np.int64).reshape(-1)
-        masked = key & mask
-        words = np.flatnonzero(mask)
-        vals = masked[words].view(np.int64)
         bmask = int(self.st[H_BMASK])
         sig = mask.tobytes()
         sid = self._subs.get(sig)
         if sid is not None:
-            h = _vals_hash(sid, vals, words)
-            e = _bucket_find(masked.reshape(1, -1), self.st, self._sub_row(sid), sid, self.ent, self.buckets,
-                             bmask, h)
+            h, e = _install_find(key, self.st, self._sub_row(sid), sid, self.ent, self.buckets, bmask)
             if e >= 0:
                 if exclusive:
                     raise MegaflowExists(f"megaflow {e} has this mask and masked key")
                 self._set_actions(e, acts)
                 return e
+        masked = key[0] & mask
         if self._check_overlap:
             live = np.flatnonzero(self.ent[:, E_SUB] >= 0)
             clash = ~(((self._dkey[live] ^ masked) & self._dmask[live] & mask) != 0).any(axis=1)
@@ -664,24 +674,12 @@ class MegaflowCache:
             if not self._sub_free:
                 self.counters["megaflow_subtables_full"] += 1
                 return -1
-            sid = self._new_subtable(sig, mask, words)
-            h = _vals_hash(sid, vals, words)
+            sid = self._new_subtable(sig, mask, np.flatnonzero(mask))
+            h, _e = _install_find(key, self.st, self._sub_row(sid), sid, self.ent, self.buckets, bmask)
         e = self._free.pop()
-        row = self.ent[e]
-        gen = (int(row[E_GEN]) + 1) & GEN_MASK
-        row[:] = 0
-        row[E_GEN] = gen
-        row[E_SUB] = -1                 # not live (nor compacted) until the row is complete
-        row[E_VAL:E_VAL + len(words)] = vals
-        row[E_HASH] = h
-        row[E_USED] = now
-        row[E_CREATED] = now
-        row[E_ACT] = self._alloc(len(acts))
-        row[E_ACT_LEN] = len(acts)
-        self.actions[row[E_ACT]:row[E_ACT] + len(acts)] = acts
-        row[E_SUB] = sid
-        _bucket_insert(self.buckets, bmask, h, e)
-        self.st[self._sub_row(sid) + S_COUNT] += 1
+        a = self._alloc(len(acts))
+        self.actions[a:a + len(acts)] = acts
+        _install_fill(key, self.st, self._sub_row(sid), sid, self.ent, self.buckets, bmask, h, e, now, a, len(acts))
         if self._check_overlap:
             self._dkey[e] = masked
             self._dmask[e] = mask
@@ -905,3 +903,39 @@ def mf_covered(keys: np.ndarray, burst: np.ndarray, miss: np.ndarray, m: int, ke
         covered[j] = same
         count += same
     return count
+
+
+@numba.njit(nogil=True, cache=True, _nrt=False)
+def mf_take(keys: np.ndarray, burst: np.ndarray, miss: np.ndarray, m: int, key: np.ndarray, mask: np.ndarray,
+            meta: np.ndarray, took: np.ndarray, out_entry: np.ndarray, ent: np.ndarray, e: int,
+            now: int) -> tuple[int, int, int]:
+    """The frames ``burst[miss[j]]`` (``j < m``) with ``key``'s values under ``mask`` take entry ``e``: their
+    ``out_entry`` is ``e`` and ``e`` counts their packets and bytes (``e < 0``: not installed, only listed);
+    their burst indexes go to ``took``, the others stay at the front of ``miss``. Returns ``(taken, their
+    bytes, misses left)``."""
+    nt = 0
+    left = 0
+    nbytes = 0
+    for j in range(m):
+        i = miss[j]
+        s = burst[i]
+        same = True
+        for w in range(KEY_WORDS):
+            mw = mask[w]
+            if mw and (keys[s, w] & mw) != (key[w] & mw):
+                same = False
+                break
+        if same:
+            took[nt] = i
+            nt += 1
+            nbytes += meta[s, META_LEN]
+            if e >= 0:
+                out_entry[i] = e
+        else:
+            miss[left] = i
+            left += 1
+    if e >= 0 and nt:
+        ent[e, E_PACKETS] += nt
+        ent[e, E_BYTES] += nbytes
+        ent[e, E_USED] = now
+    return nt, nbytes, left

@@ -614,6 +614,7 @@ class FieldValue:
         pieces = ((self.word, self.shift, self.bits),) if self.bits <= 64 else tuple(
             (self.word + j, 0, 64) for j in range(self.bits // 64))
         object.__setattr__(self, "_pieces", pieces)
+        object.__setattr__(self, "field_mask", (1 << self.bits) - 1)
 
     @classmethod
     def of(cls, name: str) -> FieldValue:

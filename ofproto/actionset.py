@@ -19,16 +19,15 @@ def action_set_order(action_set: dict[str, Action]) -> list[Action]:
     return known + other + ([last] if last is not None else [])
 
 
+#: the kind of each action type with a fixed one (a set-field's is its field; any other write-action's, "output")
+_SLOT_OF_TYPE: dict[type, str] = {PopVlan: "pop", PushVlan: "push", ModVlanVid: "vlan_vid", Group: "group"}
+
+
 def action_set_slot(a: Action) -> str:
     """The action-set kind of a write-action (one of ``ACTION_SET_ORDER``, or the field of a set-field)."""
-    if isinstance(a, PopVlan):
-        return "pop"
-    if isinstance(a, PushVlan):
-        return "push"
+    slot = _SLOT_OF_TYPE.get(type(a))
+    if slot is not None:
+        return slot
     if isinstance(a, SetField):
         return a.field
-    if isinstance(a, ModVlanVid):
-        return "vlan_vid"
-    if isinstance(a, Group):
-        return "group"
     return "output"

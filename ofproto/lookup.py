@@ -89,6 +89,23 @@ class Subtable:
         return vals
 
 
+#: how ``TableIndex.lookup`` probes a subtable: no field (every packet matches), one word and no stages,
+#: or masked values checked stage by stage
+_ANY, _ONE_WORD, _STAGED = 0, 1, 2
+
+
+def _flat(sub: Subtable) -> tuple[int, int, object, tuple, dict]:
+    """What ``TableIndex.lookup`` reads of a subtable, as a plain tuple: ``(best rank, kind, pairs (one pair for
+    _ONE_WORD), stages ((pairs taken, prefixes, those pairs), ...), masked values -> best rank)``."""
+    top = {vals: ranks[0] for vals, ranks in sub.ranks.items()}
+    if not sub.pairs:
+        return sub.best, _ANY, (), (), top
+    if len(sub.pairs) == 1 and not sub.cuts:
+        return sub.best, _ONE_WORD, sub.pairs[0], (), {vals[0]: r for vals, r in top.items()}
+    stages = tuple((cut, sub.prefixes[k], sub.pairs[:cut]) for k, cut in enumerate(sub.cuts))
+    return sub.best, _STAGED, sub.pairs, stages, top
+
+
 def subtables_of(flows: list[tuple[int, tuple[tuple[int, int, int], ...]]]) -> list[Subtable]:
     """``flows`` (``(rank, ((word, value, mask), ...))``) grouped by mask, the subtable of the best rank first."""
     by_mask: dict[tuple[tuple[int, int], ...], Subtable] = {}
@@ -105,7 +122,7 @@ def subtables_of(flows: list[tuple[int, tuple[tuple[int, int, int], ...]]]) -> l
 class TableIndex:
     """The lookup structure of one table (built once per compile; read-only afterwards)."""
 
-    __slots__ = ("subtables", "clauses")
+    __slots__ = ("subtables", "clauses", "flat")
 
     def __init__(self, flows: list[tuple[int, tuple[tuple[int, int, int], ...]]],
                  clauses: ClauseIndex | None = None) -> None:
@@ -113,6 +130,7 @@ class TableIndex:
         already a datapath port; ``clauses``: its conjunctive flows (None: it has none)."""
         self.subtables = subtables_of(flows)
         self.clauses = clauses
+        self.flat = tuple(_flat(sub) for sub in self.subtables)
 
     def lookup(self, key: list[int], wc: list[int]) -> int:
         """The rank of the flow ``key`` selects (-1: none); ORs the bits the answer depends on into ``wc``.
@@ -120,24 +138,29 @@ class TableIndex:
         if self.clauses is not None:
             return self.clauses.resolve(self.best, key, wc, self.best(key, wc))
         found = 1 << 62    # ``best`` without ``hidden``, its probes inlined: the translator's commonest call
-        for sub in self.subtables:
-            if sub.best >= found:
+        for best, kind, pairs, stages, top in self.flat:
+            if best >= found:
                 break
-            pairs = sub.pairs
-            vals = tuple([key[w] & m for w, m in pairs])
-            k = 0
-            for cut in sub.cuts:
-                if vals[:cut] not in sub.prefixes[k]:
-                    for w, m in pairs[:cut]:
-                        wc[w] |= m
-                    break
-                k += 1
+            if kind == _ANY:           # no field matched: its best flow matches every packet
+                return best
+            if kind == _ONE_WORD:
+                w, m = pairs
+                wc[w] |= m
+                rank = top.get(key[w] & m)
             else:
-                for w, m in pairs:
-                    wc[w] |= m
-                ranks = sub.ranks.get(vals)
-                if ranks is not None and ranks[0] < found:
-                    found = ranks[0]
+                vals = tuple([key[w] & m for w, m in pairs])
+                rank = None
+                for cut, prefixes, cut_pairs in stages:
+                    if vals[:cut] not in prefixes:
+                        for w, m in cut_pairs:
+                            wc[w] |= m
+                        break
+                else:
+                    for w, m in pairs:
+                        wc[w] |= m
+                    rank = top.get(vals)
+            if rank is not None and rank < found:
+                found = rank
         return found if found < 1 << 62 else -1
 
     def best(self, key: list[int], wc: list[int], hidden: frozenset[int] = frozenset()) -> int:

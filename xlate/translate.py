@@ -272,6 +272,13 @@ class _Walk(PortOutput):
     def write(self, fv: FieldValue, value: int, mask: int) -> None:
         """``field = (field & ~mask) | value``: header words are committed as datapath actions, pipeline
         words and ``pkt_mark`` are translator state only."""
+        if fv.bits <= 64:    # one word (most fields), written here without ``values``'s list
+            m = mask & fv.field_mask
+            w = fv.word
+            if m and w >= K.KEY_WORDS:     # pipeline state (registers, metadata)
+                m <<= fv.shift
+                self.flow[w] = (self.flow[w] & ~m) | ((value << fv.shift) & m)
+                return
         for w, v, m in fv.values(value, mask):
             if w == K.W_IN_PORT:      # an OpenFlow port number: the frame now comes from there
                 cur = self.of_port(self.flow[w])
@@ -426,25 +433,27 @@ class _Walk(PortOutput):
         a pause)."""
         rec = self.rec
         frame = [flow, start]
-        self.frames.append(frame)
+        frames = self.frames
+        frames.append(frame)     # popped on every return (an exception abandons the whole walk)
         mark = rec.mark() if rec else None
         try:
             for i in range(start, len(acts)):
                 a = acts[i]
                 if self.exiting:
+                    frames.pop()
                     return False
                 frame[1] = i
                 if rec:
                     rec.action(a, self.resubmit_nest)
                 if not self.act(a, flow, table_id):
+                    frames.pop()
                     return False
-            return not self.exiting
         except ctlearn.CtReached:
             if rec and frame[1] < len(acts) - 1:   # OVS's ct forks: the rest of this list would run after it
                 rec.more(mark)
             raise
-        finally:
-            self.frames.pop()
+        frames.pop()
+        return not self.exiting
 
     def dec_ttl(self, a: DecTtl, flow: Flow | None, table_id: int) -> bool:
         """OVS's ``dec_ttl``: a header write, or at TTL 0 / 1 a packet-in (invalid_ttl) and the rest of the
@@ -466,10 +475,12 @@ class _Walk(PortOutput):
     def restore(self, flow: list[int], wrote: list[int]) -> None:
         """Take back the flow state ``flow`` after a nested walk whose emitted header writes are ``wrote``:
         what that walk changed is set back at the next commit."""
-        for w in range(K.KEY_WORDS):
-            self.written[w] |= wrote[w]
-            if flow[w] != self.flow[w] or wrote[w]:
-                self.dirty[w] |= (flow[w] ^ self.base[w]) | wrote[w]
+        cur, kw = self.flow, K.KEY_WORDS
+        if any(wrote) or flow[:kw] != cur[:kw]:
+            written, dirty, base = self.written, self.dirty, self.base
+            for w in [w for w in range(kw) if wrote[w] or flow[w] != cur[w]]:
+                written[w] |= wrote[w]
+                dirty[w] |= (flow[w] ^ base[w]) | wrote[w]
         self.flow = flow
 
     def clone(self, a: Clone) -> None:
@@ -514,22 +525,24 @@ class _Walk(PortOutput):
     def resubmit(self, a: Resubmit) -> None:
         """``resubmit(port,table)``: the tables from ``table`` (a goto chain), as if from ``port``; then back."""
         ts = self.ts
-        if ts is None or self.limited():
+        if ts is None or ((self.nest >= MAX_DEPTH or self.crossings >= MAX_CROSSINGS) and self.limited()):
             return
-        table = self.table_id if a.table is None else a.table
+        saved = self.table_id
+        table = saved if a.table is None else a.table
         if table >= ts.n_tables:
             if self.rec:
                 self.rec.note(f"     -> no table {table}")
             return
-        saved = self.table_id
-        port = None if a.port is None or a.port == OFPP_IN_PORT else self.dense(a.port)
-        deepens = int(table <= saved)    # OVS counts depth only for a resubmit that goes back (or stays)
+        port = a.port
+        if port is not None:
+            port = None if port == OFPP_IN_PORT else self.dense(port)
+        deepens = table <= saved    # OVS counts depth only for a resubmit that goes back (or stays)
         self.nest += deepens
         self.crossings += 1
         self.resubmit_nest += 1
         if self.rec:
             self.rec.enter()
-        self.tables(table, top=False, lookup_port=port)
+        self.tables(table, False, port)
         if self.rec:
             self.rec.leave()
         self.resubmit_nest -= 1
@@ -560,7 +573,10 @@ class _Walk(PortOutput):
         none, or the actions stopped)."""
         ins: Instructions = flow.instructions
         rec = self.rec
-        if not self.run_list(ins.apply, flow, flow.table_id, start):
+        if ins.apply:
+            if not self.run_list(ins.apply, flow, flow.table_id, start):
+                return None
+        elif self.exiting:
             return None
         if not rec and not ins.write and ins.metadata is None and not ins.clear:   # apply (and goto) only
             return ins.goto
@@ -571,8 +587,9 @@ class _Walk(PortOutput):
                     rec.note("-> action set was empty")
             self.action_set.clear()
         for j, a in enumerate(ins.write):
-            self.action_set[action_set_slot(a)] = a
-            self.action_src[action_set_slot(a)] = (flow.uid, j)
+            slot = action_set_slot(a)
+            self.action_set[slot] = a
+            self.action_src[slot] = (flow.uid, j)
         if ins.write and rec:
             rec.note(f"write_actions({','.join(_fmt(a) for a in ins.write)})")
             rec.note("-> action set is: " + ",".join(_fmt(a) for a in action_set_order(self.action_set)))
@@ -590,18 +607,6 @@ class _Walk(PortOutput):
         or None when a lookup missed. ``top``: the bridge's pipeline (a miss ends it: a drop, or an
         OpenFlow 1.0 packet-in); else a resubmit's (a miss does nothing, or the 1.0 packet-in).
         ``lookup_port``: the first lookup's in_port (a datapath port; its flow's actions see the real one)."""
-        rec = self.rec
-        if not rec:
-            return self._tables(table, top, lookup_port, None)
-        entered = [False]    # a goto chain hangs under its first table, whose list goes on after it (action set)
-        try:
-            return self._tables(table, top, lookup_port, entered)
-        finally:
-            if entered[0]:
-                rec.leave()
-
-    def _tables(self, table: int, top: bool, lookup_port: int | None,
-                entered: list[bool] | None) -> tuple[Flow | None, int] | None:
         ts, rec, r = self.ts, self.rec, self.r
         assert ts is not None
         last: Flow | None = None
@@ -640,9 +645,6 @@ class _Walk(PortOutput):
             if nxt is None or self.exiting:
                 return last, table
             table = nxt
-            if rec and entered is not None and not entered[0]:
-                rec.enter()
-                entered[0] = True
 
     def pipeline(self, table: int = 0) -> None:
         got = self.tables(table, top=True)

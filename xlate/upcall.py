@@ -79,6 +79,7 @@ class Upcalls:
         self.translate_ns = 0
         self._scratch: list[tuple[np.ndarray, int, int]] = []
         self._covered = np.zeros(4096, dtype=np.uint8)
+        self._took = np.zeros(4096, dtype=np.int64)   # burst indexes a translation covers (``mf_take``)
 
     # -------------------------------------------------------------- misses (datapath thread)
     def handle_misses(self, bridges: Bridges | TableSet, port_flags: np.ndarray, keys: np.ndarray, burst: np.ndarray,
@@ -122,25 +123,13 @@ class Upcalls:
                 self._remember(e, res)
                 self.counters["installed"] += 1
             # the frames of this burst the translation covers (this one included) take it
-            if len(miss) == 1:
-                took = miss
-                covered = np.ones(1, dtype=bool)
-            else:
-                flags = self._covered[:len(miss)]
-                M.mf_covered(keys, burst, miss, len(miss), key, mask, flags)
-                covered = flags.astype(bool)
-                took = miss[covered]
-            nbytes = int(meta[burst[took], M.META_LEN].sum())
-            if e >= 0:
-                out_entry[took] = e
-                ent[e, M.E_PACKETS] += len(took)
-                ent[e, M.E_BYTES] += nbytes
-                ent[e, M.E_USED] = now
-            else:
-                self.counters["not_installed"] += len(took)
-                self._credit(tables, res, len(took), nbytes, now)
-                uninstalled.append((took, prog))
-            miss = miss[~covered]
+            nt, nbytes, left = M.mf_take(keys, burst, miss, len(miss), key, mask, meta, self._took, out_entry, ent,
+                                         e, now)
+            if e < 0:
+                self.counters["not_installed"] += nt
+                self._credit(tables, res, nt, nbytes, now)
+                uninstalled.append((self._took[:nt].copy(), prog))
+            miss = miss[:left]
         # scratch programs last: allocating may move the installed ones, whose offsets are read afterwards
         self._scratch = []
         if uninstalled:   # one block: a second allocation could compact the first away

@@ -337,6 +337,11 @@ _GROUPS15: dict[str, list[tuple[str, str]]] = {
 for _v in (OFP13, OFP14, OFP15):
     LAYOUTS.update({(_v, n): lay for n, lay in _GROUPS_METERS.items()})
 LAYOUTS.update({(OFP15, n): lay for n, lay in _GROUPS15.items()})
+#: OpenFlow 1.0 has groups through OVS's Nicira messages (NXT_GROUP_MOD, NXST_GROUP / _DESC / _FEATURES:
+#: ``vswitch.openflow.nxt``): 1.5's group-mod and description with 1.0 actions, 1.3's statistics and features
+LAYOUTS.update({(OFP10, n): lay for n, lay in {
+    **_GROUPS15, "group_stats": _GROUP_STATS, "counter": _COUNTER, "mp_group_request": _GROUP_MP_REQUEST,
+    "mp_group_features_reply": _GROUP_FEATURES}.items()})
 for _v in (OFP13, OFP14, OFP15):
     MULTIPART[_v].update({
         MP_GROUP: ("struct:mp_group_request", "list:group_stats"),

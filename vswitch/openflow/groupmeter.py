@@ -9,11 +9,12 @@
  multipart: group stats, group desc, group features, meter stats, meter config, meter features
 ```
 
-Wire <-> model: 1.3/1.4 buckets carry weight and watch fields, numbered 0, 1, ... in order; 1.5 buckets carry a
+Wire <-> model: 1.3/1.4 buckets carry weight and watch fields, numbered 0, 1, ... in order; 1.5 buckets (and
+OpenFlow 1.0's, which OVS carries in Nicira messages, ``vswitch.openflow.nxt``, with 1.0 actions) carry a
 ``bucket_id`` and properties (weight 0, watch_port 1, watch_group 2), and the group OVS's selection-method
 property (Netronome experimenter 0x154d: ``dp_hash`` / ``hash``, a parameter and the fields hashed, as OXM
 TLVs whose value is the mask: all ones here). Errors are the ones OVS sends: OFPET_GROUP_MOD_FAILED /
-OFPET_METER_MOD_FAILED codes by name.
+OFPET_METER_MOD_FAILED codes by name (1.0, which has neither type, gets them in OVS's NXET_VENDOR wrapping).
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ from ofproto.meters import (
 from ofproto.meters import Meter as MeterEntry
 from ofproto.rules import Flow
 from vswitch.openflow.actionwire import action_from_wire, action_to_wire, instructions_from_wire
+from vswitch.openflow.channel import NXET_VENDOR
 from vswitch.openflow.codec import (
     MP_GROUP,
     MP_GROUP_DESC,
     MP_GROUP_FEATURES,
     MP_METER,
     MP_METER_CONFIG,
+    OFP10,
     OFP15,
     OFPET_BAD_ACTION,
     OFPET_BAD_REQUEST,
@@ -65,6 +68,7 @@ from vswitch.openflow.codec import (
     OfpError,
 )
 from vswitch.openflow.flows import FLOW_ERRORS
+from vswitch.openflow.translate import actions_from10, actions_to10
 
 OFPET_GROUP_MOD_FAILED = 6
 OFPET_BAD_PROPERTY = 14
@@ -92,6 +96,7 @@ METER_MOD_ERRORS = {name: code for code, name in enumerate((
 #: group features: the 4 types, select weight / liveness / chaining, and the actions a bucket may hold (OVS's set)
 GROUP_CAPABILITIES = 0x7
 GROUP_ACTIONS = sum(1 << t for t in (0, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25))
+GROUP_ACTIONS10 = 0xFFF   # OpenFlow 1.0's: output, the 10 header settings, enqueue
 OFPG_MAX_GROUPS = 0xFFFFFF00
 
 
@@ -106,8 +111,24 @@ def _meter_error(e: MeterError) -> OfpError:
     return OfpError(OFPET_METER_MOD_FAILED, METER_MOD_ERRORS.get(e.code, 0), str(e))
 
 
+def error10(e: OfpError) -> OfpError:
+    """An error as OVS sends it in OpenFlow 1.0: one 1.0 has no number for (a group-mod, meter-mod or property
+    error, a bad out group) goes inside an NXET_VENDOR error, with its 1.3 type and code."""
+    if e.err_type in (OFPET_GROUP_MOD_FAILED, OFPET_METER_MOD_FAILED, OFPET_BAD_PROPERTY) or (
+            e.err_type == OFPET_BAD_ACTION and e.code == OFPBAC_BAD_OUT_GROUP):
+        return OfpError(NXET_VENDOR, e.err_type << 16 | e.code, str(e))
+    return e
+
+
 # ---------------------------------------------------------------- wire <-> model
+def _v15(version: int) -> bool:
+    """Whether ``version``'s groups have 1.5's form (bucket ids, properties): 1.5, and 1.0's Nicira messages."""
+    return version >= OFP15 or version == OFP10
+
+
 def _actions(version: int, wire: list[dict[str, Any]]) -> tuple[Action, ...]:
+    if version == OFP10:
+        wire = actions_from10(wire)
     return tuple(action_from_wire(version, a) for a in wire)
 
 
@@ -129,7 +150,7 @@ def buckets_from_wire(version: int, gtype: int, wire: list[dict[str, Any]]) -> t
     out = []
     for i, b in enumerate(wire):
         acts = _actions(version, b["actions"])
-        if version >= OFP15:
+        if _v15(version):
             p = _bucket_props(b.get("properties", []))
             out.append(Bucket(acts, p.get("weight", 0), p.get("watch_port", OFPP_ANY), p.get("watch_group", OFPG_ANY),
                               b["bucket_id"]))
@@ -165,12 +186,14 @@ def _group_props(gtype: int, props: list[dict[str, Any]]) -> tuple[str, tuple[st
     return method, fields, param
 
 
-def _ntr_prop(g: Group) -> dict[str, Any]:
+def _ntr_prop(version: int, g: Group) -> dict[str, Any]:
+    """The selection-method property; its fields by OXM header (1.0: NXM's, as OVS writes them there)."""
     body = _NTR_HEAD.pack(NTR_VENDOR_ID, NTRT_SELECTION_METHOD, g.selection_method.encode(), g.method_param)
     for name in g.fields:
         f = F.by_name(name)
         assert f is not None
-        cls, num = f.oxm if f.oxm is not None else f.nxm   # type: ignore[misc]
+        ident = f.nxm if version == OFP10 and f.nxm is not None else f.oxm if f.oxm is not None else f.nxm
+        cls, num = ident   # type: ignore[misc]
         body += struct.pack("!I", cls << 16 | num << 9 | f.nbytes) + b"\xff" * f.nbytes   # an all-ones value
     return {"prop_type": 0xFFFF, "body": body}
 
@@ -178,7 +201,9 @@ def _ntr_prop(g: Group) -> dict[str, Any]:
 def bucket_to_wire(version: int, g: Group, b: Bucket) -> dict[str, Any]:
     """One bucket in the wire form of ``version``."""
     acts = [action_to_wire(version, a) for a in b.actions]
-    if version < OFP15:
+    if version == OFP10:
+        acts = actions_to10(acts)
+    if not _v15(version):
         return {"weight": b.weight if g.type == OFPGT_SELECT else 0, "watch_port": b.watch_port,
                 "watch_group": b.watch_group, "actions": acts}
     props = []
@@ -195,8 +220,8 @@ def group_desc(version: int, g: Group) -> dict[str, Any]:
     """A group description entry."""
     out: dict[str, Any] = {"type": g.type, "group_id": g.group_id,
                            "buckets": [bucket_to_wire(version, g, b) for b in g.buckets]}
-    if version >= OFP15:
-        out["properties"] = [_ntr_prop(g)] if g.selection_method else []
+    if _v15(version):
+        out["properties"] = [_ntr_prop(version, g)] if g.selection_method else []
     return out
 
 
@@ -241,7 +266,7 @@ def check_group_mod(version: int, msg: Msg) -> None:
         buckets = buckets_from_wire(version, gtype, msg.buckets)
         if gtype == OFPGT_INDIRECT and len(buckets) != 1:
             raise GroupError("invalid_group", "an indirect group has exactly one bucket")
-        method, fields, param = _group_props(gtype, msg.get("properties", [])) if version >= OFP15 else ("", (), 0)
+        method, fields, param = _group_props(gtype, msg.get("properties", [])) if _v15(version) else ("", (), 0)
         check_group(Group(gid, gtype, buckets, method, fields, param))
     except GroupError as e:
         raise _group_error(e) from None
@@ -305,7 +330,7 @@ def group_mod(agent: Any, conn: Any, msg: Msg) -> None:
         buckets = buckets_from_wire(v, gtype, msg.buckets)
         if gtype == OFPGT_INDIRECT and len(buckets) != 1:     # the message's buckets, whatever the command
             raise GroupError("invalid_group", "an indirect group has exactly one bucket")
-        if command in (OFPGC_INSERT_BUCKET, OFPGC_REMOVE_BUCKET) and v >= OFP15:
+        if command in (OFPGC_INSERT_BUCKET, OFPGC_REMOVE_BUCKET) and _v15(v):
             if command == OFPGC_REMOVE_BUCKET:
                 groups.remove_buckets(gid, msg.command_bucket_id)
             else:
@@ -315,7 +340,7 @@ def group_mod(agent: Any, conn: Any, msg: Msg) -> None:
                 groups.insert_buckets(gid, msg.command_bucket_id, buckets)
             _publish(agent)
             return
-        method, fields, param = _group_props(gtype, msg.get("properties", [])) if v >= OFP15 else ("", (), 0)
+        method, fields, param = _group_props(gtype, msg.get("properties", [])) if _v15(v) else ("", (), 0)
         g = Group(gid, gtype, buckets, method, fields, param)
         if command == OFPGC_ADD:
             groups.add(g)
@@ -376,7 +401,10 @@ def check_refs(agent: Any, version: int, msg: Msg) -> None:
                 raise OfpError(OFPET_METER_MOD_FAILED, METER_MOD_ERRORS["invalid_meter"], f"no meter {a.meter_id}")
             if isinstance(a, Clone):
                 walk(a.actions)
-    walk((*ins.apply, *ins.write))
+    try:
+        walk((*ins.apply, *ins.write))
+    except OfpError as e:
+        raise error10(e) if version == OFP10 else e from None
 
 
 def _duration(created: float) -> tuple[int, int]:
@@ -387,9 +415,10 @@ def _duration(created: float) -> tuple[int, int]:
 def multipart(agent: Any, version: int, kind: int, body: Any) -> Any:
     """The reply body of a group or meter multipart request."""
     if kind == MP_GROUP_FEATURES:
+        acts = GROUP_ACTIONS10 if version == OFP10 else GROUP_ACTIONS
         return {"types": 0xF, "capabilities": GROUP_CAPABILITIES,
                 **{f"max_groups_{t}": OFPG_MAX_GROUPS for t in range(4)},
-                **{f"actions_{t}": GROUP_ACTIONS for t in range(4)}}
+                **{f"actions_{t}": acts for t in range(4)}}
     groups, meters = _tables(agent)
     if kind in (MP_GROUP, MP_GROUP_DESC):
         want = body.get("group_id", OFPG_ALL) if isinstance(body, dict) else OFPG_ALL

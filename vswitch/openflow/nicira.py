@@ -63,6 +63,7 @@ NX_ACTIONS: dict[str, tuple[int, Layout]] = {
     "output_reg2": (32, [("src_bits", "ofs_nbits"), ("max_len", "H"), ("src", "field2")]),
     "reg_load2": (33, [("field", "load2")]),
     "conjunction": (34, [("clause", "B"), ("n_clauses", "B"), ("id", "I")]),
+    "group": (40, [("pad", "2x"), ("group_id", "I")]),        # OpenFlow 1.0's group action (OVS's)
     "clone": (42, [("pad", "6x"), ("actions", "actions")]),
     "ct_clear": (43, [("pad", "6x")]),
     "resubmit_table_ct": (44, [("in_port", "H"), ("table", "B"), ("pad", "3x")]),

@@ -1,13 +1,15 @@
 """The agent's Nicira messages: the flow format and NXM flow-mods of plain ``ovs-ofctl``, NXM flow
-statistics, the Geneve TLV map, controller ids and conntrack zone flushes.
+statistics, OpenFlow 1.0's groups, the Geneve TLV map, controller ids and conntrack zone flushes.
 
 ```
  vendor / experimenter 0x2320 ──► NiciraMessages._nicira(subtype)
      NXT_SET_FLOW_FORMAT, NXT_FLOW_MOD_TABLE_ID, NXT_SET_CONTROLLER_ID   per connection
      NXT_FLOW_MOD ──► BridgeFlows.flow_mod (an NXM match; 1.0 actions + Nicira's)
+     NXT_GROUP_MOD ──► groupmeter.group_mod (1.5's group-mod, 1.0 actions; errors NXET_VENDOR-wrapped)
      NXT_TLV_TABLE_MOD / REQUEST ──► TlvMap (per bridge)
      NXT_CT_FLUSH_ZONE ──► accepted (no conntrack yet: nothing to flush)
- stats type 0xffff (1.0) ──► NXST_FLOW / NXST_AGGREGATE, split into messages of at most 64 KiB
+ stats type 0xffff (1.0) ──► NXST_FLOW / NXST_AGGREGATE, NXST_GROUP / _DESC / _FEATURES (groupmeter.multipart),
+     split into messages of at most 64 KiB
 ```
 
 A mixin of ``OfAgent`` (which gives it ``flows``, ``tlv_map`` and the message helpers).
@@ -19,9 +21,12 @@ import logging
 from typing import Any
 
 from ofproto import tlvmap
-from vswitch.openflow import nxt
+from vswitch.openflow import groupmeter, nxt
 from vswitch.openflow.channel import ROLE_SLAVE, OfConnection
 from vswitch.openflow.codec import (
+    MP_GROUP,
+    MP_GROUP_DESC,
+    MP_GROUP_FEATURES,
     OFP10,
     OFPET_BAD_REQUEST,
     Msg,
@@ -40,6 +45,9 @@ NXTTMFC_TABLE_FULL, NXTTMFC_ALREADY_MAPPED, NXTTMFC_DUP_ENTRY = 19, 20, 21
 NXTTMC_ADD, NXTTMC_DELETE, NXTTMC_CLEAR = 0, 1, 2
 OFPMPF_REPLY_MORE = 1
 MAX_MSG = 0xFFFF
+#: NXST subtype -> the group multipart it answers as (``groupmeter.multipart``)
+_GROUP_STATS = {nxt.NXST_GROUP: MP_GROUP, nxt.NXST_GROUP_DESC: MP_GROUP_DESC,
+                nxt.NXST_GROUP_FEATURES: MP_GROUP_FEATURES}
 
 
 class TlvMap:
@@ -101,6 +109,8 @@ class NiciraMessages:
     tlv_map: TlvMap
 
     def _nicira(self, conn: OfConnection, msg: Msg, subtype: int, body: bytes) -> None:
+        if subtype == nxt.NXT_GROUP_MOD and conn.version != OFP10:   # 1.1+ has OFPT_GROUP_MOD (OVS refuses it so)
+            raise OfpError(OFPET_BAD_REQUEST, nxt.OFPBRC_BAD_SUBTYPE, "NXT_GROUP_MOD is OpenFlow 1.0's")
         fields = nxt.decode(subtype, body)
         if subtype == nxt.NXT_SET_FLOW_FORMAT:
             if fields["format"] not in (nxt.NXFF_OPENFLOW10, nxt.NXFF_NXM):
@@ -112,6 +122,11 @@ class NiciraMessages:
             conn.controller_id = fields["controller_id"]
         elif subtype == nxt.NXT_FLOW_MOD:
             self._nx_flow_mod(conn, msg, fields)
+        elif subtype == nxt.NXT_GROUP_MOD:
+            try:
+                groupmeter.group_mod(self, conn, Msg(OFP10, "group_mod", msg.xid, fields))
+            except OfpError as e:
+                raise groupmeter.error10(e) if conn.version == OFP10 else e from None
         elif subtype == nxt.NXT_TLV_TABLE_MOD:
             if conn.role == ROLE_SLAVE:
                 raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot change the TLV map")
@@ -136,10 +151,18 @@ class NiciraMessages:
         self._on_flow_mod(conn, Msg(OFP10, "flow_mod", msg.xid, f))   # type: ignore[attr-defined]
 
     def _nicira_stats(self, conn: OfConnection, msg: Msg) -> None:
-        """NXST_FLOW / NXST_AGGREGATE (OpenFlow 1.0 vendor statistics)."""
+        """NXST_FLOW / NXST_AGGREGATE and the group statistics (OpenFlow 1.0 vendor statistics)."""
         if conn.version != OFP10:
             raise OfpError(OFPET_BAD_REQUEST, 2, "experimenter statistics")   # OFPBRC_BAD_MULTIPART
         subtype, req = nxt.stats_request_decode(bytes(msg.body))
+        kind = _GROUP_STATS.get(subtype)
+        if kind == MP_GROUP_FEATURES:
+            self._send_stats(conn, msg, nxt.stats_reply_encode(subtype, groupmeter.multipart(self, OFP10, kind, {})),
+                             0)
+            return
+        if kind is not None:
+            self._send_entries(conn, msg, subtype, groupmeter.multipart(self, OFP10, kind, req))
+            return
         request = {"table_id": req["table_id"], "match": req["match"], "nxm": True,
                    "out_port": port13(OFP10, req["out_port"])}
         entries = self.flows.flow_stats(OFP10, request)
@@ -148,6 +171,10 @@ class NiciraMessages:
                           "byte_count": sum(e["byte_count"] for e in entries), "flow_count": len(entries)}
             self._send_stats(conn, msg, nxt.stats_reply_encode(subtype, reply), 0)
             return
+        self._send_entries(conn, msg, subtype, entries)
+
+    def _send_entries(self, conn: OfConnection, msg: Msg, subtype: int, entries: list[dict[str, Any]]) -> None:
+        """A statistics reply of ``entries``, split into messages of at most 64 KiB."""
         head = 8 + 4 + 12   # OpenFlow header, stats type and flags, Nicira's stats header
         part: list[dict[str, Any]] = []
         size = head

@@ -11,8 +11,11 @@ what plain ``ovs-ofctl`` (OpenFlow 1.0 with NXM) and ovn-controller send besides
 Layout kinds are those of ``vswitch.openflow.nicira`` plus ``nx_match`` (an NXM match: its length in
 a ``match_len`` field earlier in the layout, its TLVs padded to 8 bytes, decoded to the codec's
 ``{name: value or (value, mask)}`` with OpenFlow 1.3 port numbers), ``actions10`` (OpenFlow 1.0 and
-Nicira actions to the end) and ``tlv_maps`` (a TLV table's Geneve option mappings). Tests:
-``tests/test_nxt.py`` (byte for byte against os-ken, and plain ``ovs-ofctl`` against the switch).
+Nicira actions to the end), ``tlv_maps`` (a TLV table's Geneve option mappings) and ``ofp10:<name>`` (the
+codec's OpenFlow 1.0 structure ``name`` to the end, its fields merged in: OVS carries groups in 1.0 as 1.5's
+group-mod and group description with 1.0 actions, 1.3's group statistics and features). Tests:
+``tests/test_nxt.py`` (byte for byte against os-ken, and plain ``ovs-ofctl`` against the switch),
+``tests/test_ofctl10.py`` (the group messages, against real OVS's bytes and text).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from vswitch.openflow.codec import (
     OfpError,
     actions_decode,
     actions_encode,
+    decode_body,
+    encode_body,
     match_entry,
 )
 
@@ -46,9 +51,13 @@ NXT_TLV_TABLE_MOD = 24
 NXT_TLV_TABLE_REQUEST = 25
 NXT_TLV_TABLE_REPLY = 26
 NXT_CT_FLUSH_ZONE = 29
+NXT_GROUP_MOD = 31
 # NXST subtypes
 NXST_FLOW = 0
 NXST_AGGREGATE = 1
+NXST_GROUP = 7
+NXST_GROUP_DESC = 8
+NXST_GROUP_FEATURES = 9
 
 NXFF_OPENFLOW10, NXFF_NXM = 0, 2
 
@@ -67,7 +76,9 @@ NXT: dict[int, Layout] = {
     NXT_TLV_TABLE_REQUEST: [],
     NXT_TLV_TABLE_REPLY: [("max_option_space", "I"), ("max_fields", "H"), ("pad", "10x"), ("mappings", "tlv_maps")],
     NXT_CT_FLUSH_ZONE: [("pad", "6x"), ("zone_id", "H")],
+    NXT_GROUP_MOD: [("group_mod", "ofp10:group_mod")],
 }
+_GROUP_REQUEST: Layout = [("group_id", "I"), ("pad", "4x")]
 #: NXST subtype -> (request layout, reply entry layout, reply is a list)
 NXST: dict[int, tuple[Layout, Layout, bool]] = {
     NXST_FLOW: (_FLOW_REQUEST,
@@ -77,6 +88,9 @@ NXST: dict[int, tuple[Layout, Layout, bool]] = {
                  ("match", "nx_match"), ("actions", "actions10")], True),
     NXST_AGGREGATE: (_FLOW_REQUEST,
                      [("packet_count", "Q"), ("byte_count", "Q"), ("flow_count", "I"), ("pad", "4x")], False),
+    NXST_GROUP: (_GROUP_REQUEST, [("entry", "ofp10:group_stats")], True),
+    NXST_GROUP_DESC: (_GROUP_REQUEST, [("entry", "ofp10:group_desc")], True),
+    NXST_GROUP_FEATURES: ([], [("features", "ofp10:mp_group_features_reply")], False),
 }
 _TLV_MAP = struct.Struct("!HBBH2x")   # option class, type, length; the tun_metadata index
 
@@ -138,6 +152,9 @@ def _decode(layout: Layout, body: bytes, what: str) -> dict[str, Any]:
         elif kind == "tlv_maps":
             out[key] = _tlv_maps_decode(bytes(body[off:]))
             off = len(body)
+        elif kind.startswith("ofp10:"):
+            out.update(decode_body(OFP10, kind[6:], bytes(body[off:])))
+            off = len(body)
     if off != len(body):
         raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, f"{what}: {len(body) - off} bytes after its body")
     return out
@@ -164,6 +181,8 @@ def _encode(layout: Layout, fields: dict[str, Any]) -> bytes:
         elif kind == "tlv_maps":
             out += b"".join(_TLV_MAP.pack(m["option_class"], m["option_type"], m["option_len"], m["index"])
                             for m in fields.get(key, []))
+        elif kind.startswith("ofp10:"):
+            out += encode_body(OFP10, kind[6:], fields)
     if length_at >= 0:
         out = out[:length_at] + struct.pack("!H", len(out)) + out[length_at + 2:]
     return out

@@ -92,7 +92,9 @@ class TraceRecorder:
         self.depth = 0
         self.root: list[Node] = []
         self.cur = self.root
+        self.top = self.root        # the current bridge's list of its first tables
         self.stack: list[list[Node]] = []
+        self.tops: list[list[Node]] = []
 
     def lines(self) -> list[str]:
         """The trace's pipeline section."""
@@ -120,7 +122,10 @@ class TraceRecorder:
             self._add(DETAIL, s[3:])
         elif s.startswith(">> "):
             self._add(WARN, s[3:])
-        elif s.startswith("--. "):      # the action set, run when the pipeline ends: a table of its own
+        elif s.startswith("--. "):      # the action set, run when the pipeline ends: a table of its own, last
+            first = next((n for n in self.top if n.kind == TABLE), None)    # under the bridge's first table
+            if first is not None:
+                self.cur = first.subs
             self.cur = self._add(TABLE, s).subs
         elif s:
             self._add(ACTION, s)
@@ -156,10 +161,12 @@ class TraceRecorder:
 
     def bridge(self, bridge: int, in_port: int) -> None:
         self.stack.append(self.cur)
-        self.cur = self._add(BRIDGE, f'bridge("{self._name(bridge)}")').subs
+        self.tops.append(self.top)
+        self.cur = self.top = self._add(BRIDGE, f'bridge("{self._name(bridge)}")').subs
 
     def resume(self, bridge: int) -> None:
         self.cur = self.stack.pop() if self.stack else self.root    # OVS says nothing: the layout shows it
+        self.top = self.tops.pop() if self.tops else self.root
 
     def normal(self, key: list[int], in_port: int) -> None:
         here = self.flows.peer_flows(in_port) or self.flows

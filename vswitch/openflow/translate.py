@@ -103,9 +103,12 @@ def _from10(m: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "in_port" in m:
         out["in_port"] = m["in_port"]
-    for a, b in (("dl_src", "eth_src"), ("dl_dst", "eth_dst"), ("dl_type", "eth_type"), ("nw_proto", "ip_proto")):
+    for a, b in (("dl_src", "eth_src"), ("dl_dst", "eth_dst"), ("dl_type", "eth_type")):
         if a in m:
             out[b] = m[a]
+    arp = out.get("eth_type") == 0x0806
+    if "nw_proto" in m:   # OpenFlow 1.0's nw_proto is the ARP opcode (its low 8 bits) in an ARP match
+        out["arp_op" if arp else "ip_proto"] = m["nw_proto"]
     if "dl_vlan" in m:
         out["vlan_vid"] = 0 if m["dl_vlan"] == OFP10_VLAN_NONE else (m["dl_vlan"] & 0xFFF) | OFPVID_PRESENT
     if "dl_vlan_pcp" in m:
@@ -113,7 +116,6 @@ def _from10(m: dict[str, Any]) -> dict[str, Any]:
         out.setdefault("vlan_vid", (OFPVID_PRESENT, OFPVID_PRESENT))   # as OVS: a priority means a tag
     if "nw_tos" in m:
         out["ip_dscp"] = m["nw_tos"] >> 2
-    arp = out.get("eth_type") == 0x0806
     for a, b4, barp in (("nw_src", "ipv4_src", "arp_spa"), ("nw_dst", "ipv4_dst", "arp_tpa")):
         if a in m:
             addr, plen = m[a] if isinstance(m[a], tuple) else (m[a], 32)
@@ -137,9 +139,9 @@ def match_to(version: int, match: dict[str, tuple[int, int]]) -> dict[str, Any]:
         return plain
     out: dict[str, Any] = {}
     for a, b in (("in_port", "in_port"), ("dl_src", "eth_src"), ("dl_dst", "eth_dst"), ("dl_type", "eth_type"),
-                 ("nw_proto", "ip_proto"), ("dl_vlan_pcp", "vlan_pcp")):
+                 ("nw_proto", "ip_proto"), ("nw_proto", "arp_op"), ("dl_vlan_pcp", "vlan_pcp")):
         if b in plain:
-            out[a] = plain[b]
+            out[a] = plain[b] & 0xFF if b == "arp_op" else plain[b]
     if "vlan_vid" in plain:
         vid = plain["vlan_vid"]
         out["dl_vlan"] = OFP10_VLAN_NONE if vid == 0 else (vid if isinstance(vid, int) else vid[0]) & 0xFFF
@@ -178,6 +180,8 @@ def actions_from10(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                        a["dl_addr"]}})
         elif t in _SET10:
             out.append({"type": "set_field", "field": {_SET10[t][0]: a[_SET10[t][1]]}})
+        elif t == "nx_group":       # 1.0 has groups through Nicira's action
+            out.append({"type": "group", "group_id": a["group_id"]})
         elif t.startswith("nx_"):   # Nicira actions are the same in every version
             out.append(a)
         else:
@@ -211,6 +215,8 @@ def actions_to10(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             "mask": None})
         elif t.startswith("nx_"):
             out.append(a)
+        elif t == "group":
+            out.append({"type": "nx_group", "group_id": a["group_id"]})
         elif t == "push_vlan":
             raise OfpError(OFPET_BAD_ACTION, OFPBAC_BAD_TYPE, "push_vlan has no OpenFlow 1.0 form")
     return out
