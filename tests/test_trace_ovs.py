@@ -43,10 +43,10 @@ KNOWN = {
                   "pipeline lines are equal; the datapath lines are compared as sets, differing by that port only",
     "controller_dp": "a packet-in's datapath action: OVS writes userspace(pid=...,controller(...,recirc_id=N,...)), "
                      "pyvswitch 'controller' (the pipeline lines are equal)",
-    "dp_hash": "a select group with selection_method=dp_hash: OVS computes the hash in the datapath and recirculates "
-               "(hash(...),recirc(...)); its trace stops at the group ('-> no live bucket', the hash not known yet). "
-               "pyvswitch hashes the flow while translating and goes on into the bucket: the sections are equal up "
-               "to the group:N line",
+    "dp_hash": "a select group with selection_method=dp_hash (OVS 3.1's default method too): OVS computes the "
+               "hash in the datapath and recirculates (hash(...),recirc(...)); its trace stops at the group ('-> no "
+               "live bucket', the hash not known yet). pyvswitch hashes the flow while translating and goes on into "
+               "the bucket: the sections are equal up to the group:N line",
 }
 
 GROUPS = """\
