@@ -62,6 +62,10 @@ bucket=bucket_id:1,watch_port:2,actions=output:2
 group_id=6,type=all,bucket=bucket_id:0,actions=output:2,set_field:00:00:00:00:00:bb->eth_dst,\
 bucket=bucket_id:1,actions=resubmit(,1),output:3,bucket=bucket_id:2,actions=resubmit(,1),resubmit(,2)
 group_id=7,type=fast_failover,bucket=bucket_id:0,watch_port:2,actions=output:2
+group_id=9,type=fast_failover,bucket=bucket_id:0,watch_port:4,actions=output:4
+group_id=8,type=fast_failover,bucket=bucket_id:0,watch_group:9,actions=output:2,\
+bucket=bucket_id:1,watch_port:3,actions=output:3
+group_id=10,type=fast_failover,bucket=bucket_id:5,watch_port:4,actions=output:4
 """
 FLOWS = """\
 table=0,priority=10,udp,tp_dst=1,actions=group:1
@@ -71,6 +75,8 @@ table=0,priority=10,udp,tp_dst=4,actions=set_field:0x9->reg9,group:4,set_field:0
 table=0,priority=10,udp,tp_dst=5,actions=group:5
 table=0,priority=10,udp,tp_dst=6,actions=group:6
 table=0,priority=10,udp,tp_dst=7,actions=resubmit(,3),group:7
+table=0,priority=10,udp,tp_dst=8,actions=group:8
+table=0,priority=10,udp,tp_dst=10,actions=group:10,output:3
 table=0,priority=10,udp,tp_dst=20,actions=output:1
 table=0,priority=10,udp,tp_dst=21,actions=output:9
 table=0,priority=10,udp,tp_dst=22,actions=resubmit(,7)
@@ -199,8 +205,11 @@ def _diff(theirs: list[str], ours: list[str]) -> str:
     return "\nOVS:\n" + "\n".join(theirs) + "\npyvswitch:\n" + "\n".join(ours)
 
 
-@pytest.mark.parametrize("group", [1, 2, 4, 5, 6, 7], ids=["all", "select-hash", "indirect-nested", "fast_failover",
-                                                         "action-set-buckets", "ff-after-resubmit"])
+GROUP_CASES = {"all": 1, "select-hash": 2, "indirect-nested": 4, "fast_failover": 5, "action-set-buckets": 6,
+               "ff-after-resubmit": 7, "ff-watch-group": 8}
+
+
+@pytest.mark.parametrize("group", list(GROUP_CASES.values()), ids=list(GROUP_CASES))
 def test_group_traces_equal_real_ovs(pair: Pair, group: int) -> None:
     """The pipeline section and the datapath actions of a packet through each kind of group are OVS's, line for
     line: buckets, the resubmits and group nested in them (indented as OVS does), the ``is now`` details of
@@ -210,6 +219,17 @@ def test_group_traces_equal_real_ovs(pair: Pair, group: int) -> None:
     assert any(ln.strip().startswith("bucket ") for ln in want), theirs   # the group ran a bucket in OVS
     assert got == want, _diff(want, got)
     assert datapath_actions(ours) == datapath_actions(theirs, pair.dp_to_of), (theirs, ours)
+
+
+def test_fast_failover_without_a_live_bucket_as_ovs(pair: Pair) -> None:
+    """A fast_failover group whose only bucket watches a down port: OVS's two lines (the bucket not live, no live
+    bucket), no bucket run, the rest of the flow's actions go on."""
+    theirs, ours = _both(pair, 10)
+    want, got = pipeline(theirs), pipeline(ours)
+    assert [ln.strip() for ln in want][-3:] == ["-> bucket 5: not live due to port 4", "-> no live bucket",
+                                               "output:3"], theirs
+    assert got == want, _diff(want, got)
+    assert datapath_actions(ours) == datapath_actions(theirs, pair.dp_to_of)
 
 
 def test_buckets_run_as_action_sets_as_in_ovs(pair: Pair) -> None:

@@ -58,14 +58,9 @@ def run_group(self: Any, group_id: int) -> None:
     elif g.type == OFPGT_INDIRECT:
         chosen = [0] if g.buckets else []
     elif g.type == OFPGT_FF:
-        chosen = next(([i] for i, b in enumerate(g.buckets) if bucket_live(self, b, 0)), [])
-        if rec:
-            for b in g.buckets[:chosen[0] if chosen else len(g.buckets)]:
-                rec.note(f"     -> bucket {b.bucket_id}: not live due to " + (
-                    f"port {b.watch_port}" if b.watch_port != OFPP_ANY and not port_live(self, b.watch_port)
-                    else f"group {b.watch_group}"))
-            if chosen:
-                rec.note(f"     -> using bucket {g.buckets[chosen[0]].bucket_id}")
+        chosen = next(([i] for i, b in enumerate(g.buckets) if bucket_live(self, b, 0, rec)), [])
+        if rec and chosen:
+            rec.note(f"     -> using bucket {g.buckets[chosen[0]].bucket_id}")
     else:
         chosen = select(self, g)
         if rec and chosen:
@@ -117,13 +112,19 @@ def port_live(self: Any, of_port: int) -> bool:
     q = self.dense(of_port)
     return 0 <= q < len(self.port_flags) and not self.port_flags[q] & PF_DOWN
 
-def bucket_live(self: Any, b: Bucket, depth: int) -> bool:
-    """A bucket is live when the port and the group it watches are (a group: one of its buckets is)."""
+def bucket_live(self: Any, b: Bucket, depth: int, rec: Any = None) -> bool:
+    """A bucket is live when the port and the group it watches are (a group: one of its buckets is); ``rec`` (a
+    trace's recorder) hears of each bucket found dead, the watched group's first, in OVS's words (which call a
+    watched group a port)."""
     if b.watch_port != OFPP_ANY and not port_live(self, b.watch_port):
+        if rec:
+            rec.note(f"     -> bucket {b.bucket_id}: not live due to port {b.watch_port}")
         return False
     if b.watch_group != OFPG_ANY:
         g = self.ts.groups.get(b.watch_group) if self.ts is not None else None
-        if g is None or depth >= MAX_DEPTH or not any(bucket_live(self, x, depth + 1) for x in g.buckets):
+        if g is None or depth >= MAX_DEPTH or not any(bucket_live(self, x, depth + 1, rec) for x in g.buckets):
+            if rec:
+                rec.note(f"     -> bucket {b.bucket_id}: not live due to port {b.watch_group}")
             return False
     return True
 
