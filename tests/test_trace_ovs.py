@@ -361,3 +361,44 @@ def test_ovn_fixture_pipeline_sections_equal_real_ovs(traced: Traced) -> None:
     equal = len(traced.specs) - len(differ)
     print(f"\n{traced.chassis}: {equal} of {len(traced.specs)} pipeline sections equal OVS's")
     assert not differ, f"{len(differ)} sections differ:\n" + "\n".join(differ[:10])
+
+
+# ------------------------------------------------------------------ the words, without a switch
+@pytest.mark.parametrize(("fields", "text"), [
+    ({"eth_type": 0x0806, "reg14": 2, "metadata": 2}, "arp,reg14=0x2,metadata=0x2"),
+    ({"ct_state": (0, 0x20), "metadata": 2}, "ct_state=-trk,metadata=0x2"),
+    ({"xreg0": (0x8000 << 32, 0x8000 << 32), "metadata": 2}, "reg0=0x8000/0x8000,metadata=0x2"),
+    ({"xxreg0": (5 << 64 | 7, 0xFFFFFFFF << 64 | 0xFF)}, "reg1=0x5,reg3=0x7/0xff"),   # reg0 is the top word
+    ({"ct_mark": (2, 2), "eth_type": 0x0800, "ip_proto": 6, "reg1": 0xA4D0064, "reg2": (0x50, 0xFFFF),
+      "ipv4_src": 0x0A4D0002, "ipv4_dst": 0x0A4D0002, "tcp_dst": 22},
+     "ct_mark=0x2/0x2,tcp,reg1=0xa4d0064,reg2=0x50/0xffff,nw_src=10.77.0.2,nw_dst=10.77.0.2,tp_dst=22"),
+    ({"metadata": 2, "eth_dst": (1 << 40, 1 << 40)}, "metadata=0x2,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00"),
+    ({"eth_type": 0x86DD, "ip_proto": 58, "metadata": 2, "nw_ttl": 255, "icmpv6_type": 136, "icmpv6_code": 0},
+     "icmp6,metadata=0x2,nw_ttl=255,icmp_type=136,icmp_code=0"),
+    ({"conj_id": 886551665, "eth_type": 0x0800, "ip_proto": 6, "reg0": (0x80, 0x80), "reg15": 3, "metadata": 2},
+     "conj_id=886551665,tcp,reg0=0x80/0x80,reg15=0x3,metadata=0x2"),
+    ({"metadata": 1, "vlan_tci": (0x1000, 0x1000)}, "metadata=0x1,vlan_tci=0x1000/0x1000"),
+    ({"eth_type": 0x0800, "ipv4_dst": (0x0A000000, 0xFFFFFF00), "ip_frag": (0, 1)}, "ip,nw_dst=10.0.0.0/24,nw_frag=no"),
+    ({"eth_type": 0x0806, "reg14": 2, "arp_tpa": 0x0A4D0001, "arp_op": 1}, "arp,reg14=0x2,arp_tpa=10.77.0.1,arp_op=1"),
+])
+def test_matches_in_ovs_words(fields: dict, text: str) -> None:
+    """Table lines' matches as the OVN fixture's dump (OVS's ``match_format``) writes them: the protocol first,
+    registers as 32-bit ``regN`` (xreg / xxreg split), hex values with ``0`` for zero, CIDR prefixes."""
+    from ofproto.rules import Match
+    from vswitch.openflow.tracetext import match_text
+    assert match_text(Match(**fields)) == text
+
+
+def test_layout_of_nested_nodes() -> None:
+    """OVS's indentation: a table that is the last of its list stays at its level with its actions one step in; one
+    followed by more is one step in, its actions three; a bucket is one step in; details sit under their action."""
+    from vswitch.openflow.tracetext import ACTION, BUCKET, DETAIL, TABLE, Node, render
+    t1 = Node(TABLE, " 1. priority 1", [Node(ACTION, "output:3")])
+    tree = [Node(TABLE, " 0. priority 5", [Node(ACTION, "resubmit(,1)"), t1, Node(ACTION, "group:1"),
+                                            Node(BUCKET, "bucket 0", [Node(ACTION, "move:NXM_NX_REG0[]->NXM_NX_REG1[]"),
+                                                                      Node(DETAIL, "NXM_NX_REG1[] is now 0x5")])])]
+    assert render(tree) == [" 0. priority 5", "    resubmit(,1)", "     1. priority 1", "            output:3",
+                            "    group:1", "    bucket 0", "            move:NXM_NX_REG0[]->NXM_NX_REG1[]",
+                            "             -> NXM_NX_REG1[] is now 0x5"]
+    t1.subs.append(Node(TABLE, " 2. priority 0", [Node(ACTION, "drop")]))
+    assert render([t1]) == [" 1. priority 1", "    output:3", " 2. priority 0", "    drop"]
