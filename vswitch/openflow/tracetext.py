@@ -81,7 +81,7 @@ def render(nodes: list[Node], level: int = 0) -> list[str]:
 
 
 class TraceRecorder:
-    """``ofproto/trace``'s recorder (``xlate.translate.Recorder``): the walk as a tree of nodes, into the
+    """``ofproto/trace``'s recorder (``xlate.recorder.Recorder``): the walk as a tree of nodes, into the
     bridges behind patch ports (NORMAL's too)."""
 
     def __init__(self, flows: BridgeFlows, flags: np.ndarray, bridges: Bridges) -> None:
