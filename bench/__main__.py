@@ -24,7 +24,7 @@ KNOWN = {
     "vhost": "64-byte frames looped through two vhost-user ports by testpmd: pyvswitch vs OVS-DPDK",
     "virtq": "virtqueue kernels (dequeue / enqueue) in ns per frame, in cache, vs plain Python",
 }
-NOT_BENCHMARKS = {"common", "__main__", "__init__"}
+NOT_BENCHMARKS = {"common", "__main__", "__init__", "dpprofile"}
 
 
 def available() -> dict[str, str]:

@@ -2,29 +2,32 @@
 another bridge of the same datapath?
 
 Method: the ``bench forward`` topology (generator in pvb-gen, sink in pvb-sink, veth ports, switch in pvb-sw
-on CPU 1, traffic and harness on CPU 0). Each switch runs from OVSDB with two bridges: ``br0`` (standalone,
-its default NORMAL flow, the two veths as ports 1 and 2: the traffic) and ``br-int`` (``datapath_type=netdev``,
-``fail_mode=secure`` as ovn-controller sets it, two internal ports at OpenFlow ports 1 and 2, the ports chassis
-A's flows name; no traffic). pyvswitch is ``pyvswitch run`` (its ovsdb-server and OpenFlow agents included,
-all on CPU 1); OVS is ``ovsdb-server`` + ``ovs-vswitchd`` netdev in its own rundir (vswitchd on CPU 1,
-ovsdb-server on CPU 0), both bridges in its one ``netdev@ovs-netdev`` datapath. ``br-int`` alternates
-between two states, A B A B ... in one run so the machine's drift falls on both alike: **empty** (no flows,
-groups, meters nor TLV mappings: a secure bridge that drops) and **loaded** (tests/fixtures/ovn-23.03-flows,
-chassis A, loaded as tests/test_ovn_fixture.py loads it: ``add-tlv-map``, meters, ``add-groups``, every flow
-in one ``ovs-ofctl -O OpenFlow15 --bundle add-flows``; the flow count is checked after every change). Each
-state change is followed by ``--settle`` seconds, then one window per load: ``max`` (generator unlimited:
-the switch's forwarding capacity) and rate-capped loads (CPU per packet at an equal load). A round is one
-empty and one loaded window per load; ``ratio`` (loaded / empty) is computed per round, each loaded window
-against the mean of the empty windows either side of it where there are two (drift cancels), and reported
-as the median with the min and max over rounds. The first empty state is br-int as made (never loaded), the
-later ones cleared after a load (``del-flows``, ``del-groups``, ``del-meters``, ``del-tlv-map``).
-Columns per window as in ``bench forward`` (``mpps``: frames counted at the sink per second;
-``cycles_per_packet``: CPU 1 busy time x clock / forwarded frames; ``proc_cycles_per_packet``: the switch's
-process tree's CPU time x clock / forwarded frames), plus where the switch's CPU went: ``top_thread_s`` (the
-busiest thread of the switch's processes in the window: the datapath thread for pyvswitch, the polling thread
-for OVS) and ``other_threads_s`` (all its other threads and child processes), and for pyvswitch the
-datapath thread's own time per packet in its busy iterations (``dp_ns_per_packet``,
-``dpif-netdev/pmd-stats-show``) and its epoll sleeps per second.
+on CPU 1, traffic and harness on CPU 0). Each switch runs from OVSDB with two bridges in its one datapath:
+``br0`` (standalone, its default NORMAL flow, the two veths as ports 1 and 2: all the traffic) and ``br-int``
+(``datapath_type=netdev``, ``fail_mode=secure`` as ovn-controller sets it, two internal ports at OpenFlow ports 1
+and 2, the ports chassis A's flows name; no traffic). pyvswitch is ``pyvswitch run`` (its ovsdb-server and
+OpenFlow agents included, all on CPU 1); OVS is ``ovsdb-server`` + ``ovs-vswitchd`` netdev in its own rundir
+(vswitchd on CPU 1, ovsdb-server on CPU 0). ``br-int`` goes through its states in turn, every round (A B A B
+... in one run, so the machine's drift falls on all alike): **empty** (no flows, groups, meters nor TLV
+mappings: a secure bridge that drops), **loaded** (tests/fixtures/ovn-23.03-flows, chassis A, loaded as
+tests/test_ovn_fixture.py loads it: ``add-tlv-map``, meters, ``add-groups``, every flow in one ``ovs-ofctl -O
+OpenFlow15 --bundle add-flows``; the flow count is checked after every change) and, with ``--states``, **absent**
+(no br-int: the cost of the second bridge itself). Leaving loaded, br-int is cleared with ``del-flows``,
+``del-groups``, ``del-meters``, ``del-tlv-map``. After each change: ``--settle`` seconds, the sink's MAC taught
+to br0, then one window per load: ``max`` (generator unlimited: the switch's forwarding capacity) and
+rate-capped loads (CPU per packet at an equal load). Ratios (``mpps_loaded_over_empty``, the goal's, and each
+state over absent) are computed per round, each window against the mean of the reference state's windows
+either side of it in time, and reported as the median with the min and max over rounds. Columns per window
+as in ``bench forward`` (``mpps``: frames counted at the sink per second; ``cycles_per_packet``: CPU 1 busy
+time x clock / forwarded frames, which counts whatever else runs on CPU 1; ``proc_cycles_per_packet``: the
+switch's processes' CPU time x clock / forwarded frames), plus where the switch's CPU went: ``top_thread_s``
+(the busiest thread of the switch's processes in the window: pyvswitch's datapath thread, OVS's main thread
+polling its non-PMD ports) and ``other_threads_s`` (all its other threads and child processes), and for
+pyvswitch its datapath thread's own figures from ``dpif-netdev/pmd-stats-show``: time per packet in its busy
+iterations (``dp_ns_per_packet``, wall-clock, so it includes time the thread was preempted), frames per
+iteration (``dp_burst``) and epoll sleeps per second. ``--profile`` samples pyvswitch's datapath thread with
+py-spy in every window (``bench/dpprofile.py``) and adds, per load, each function's share of the samples by
+state (self: at the top of the stack; incl: anywhere on it).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from bench.common import (
     signals_raise,
     write_results,
 )
+from bench.dpprofile import Samples, SpyWindow, compare, find_py_spy
 from bench.forward import (
     TRAFFIC_CPU,
     OvsNetdev,
@@ -64,7 +68,7 @@ from bench.openflow import PyVSwitchDaemon
 from tests import ovn_fixture as fx
 
 CHASSIS = "chA"
-STATES = ("empty", "loaded")
+STATES = ("absent", "empty", "loaded")
 INT_PORTS = ("pvbi1", "pvbi2")          # br-int's internal ports, OpenFlow ports 1 and 2 (what chassis A names)
 GOAL = 0.95                             # loaded / empty forwarding rate the issue asks for
 
@@ -168,6 +172,8 @@ def pmd_stats(env: dict[str, str]) -> dict[str, float]:
         key, _, rest = line.strip().partition(":")
         if key == "packets received":
             vals["packets"] = float(rest)
+        elif key == "bursts":
+            vals["bursts"] = float(rest)
         elif key == "epoll sleeps":
             vals["sleeps"] = float(rest)
         elif key == "avg. processing cycles per packet":
@@ -200,11 +206,31 @@ def _breakdown(trial: Trial) -> dict[str, Any]:
         pa, pb = a["pmd"], b["pmd"]
         dp = pb["packets"] - pa["packets"]
         out["dp_ns_per_packet"] = round((pb["busy_ns"] - pa["busy_ns"]) / dp, 1) if dp > 0 else None
+        bursts = pb["bursts"] - pa["bursts"]
+        out["dp_burst"] = round(dp / bursts, 1) if bursts > 0 else None
         out["dp_sleeps_per_s"] = round((pb["sleeps"] - pa["sleeps"]) / max(pb["t"] - pa["t"], 1e-9))
     return out
 
 
 # ------------------------------------------------------------------ rounds and ratios
+def set_state(env: dict[str, str], now: str, want: str) -> float:
+    """Take ``br-int`` from state ``now`` to ``want`` (``absent``, ``empty``, ``loaded``); seconds the change took."""
+    t = time.perf_counter()
+    if want == "absent":
+        if now == "loaded":   # pyvswitch keeps one TLV map for the switch: a bridge made again would inherit it
+            clear_fixture(env)
+        if now != "absent":
+            run(["ovs-vsctl", "--timeout=60", "del-br", "br-int"], env=env, timeout=65)
+        return time.perf_counter() - t
+    if now == "absent":
+        add_br_int(env)
+    elif now == "loaded":
+        clear_fixture(env)
+    if want == "loaded":
+        load_fixture(env)
+    return time.perf_counter() - t
+
+
 def window_row(switch: str, rnd: int, state: str, rate: float, trial: Trial) -> dict[str, Any]:
     """One window as a result row."""
     def r(v: float | None, nd: int) -> float | None:
@@ -217,39 +243,55 @@ def window_row(switch: str, rnd: int, state: str, rate: float, trial: Trial) -> 
             "sink_drops": trial.sink_drops, **_breakdown(trial)}
 
 
-def round_ratios(windows: list[dict[str, Any]], metric: str) -> list[float]:
-    """Per round, loaded / empty of ``metric``: each loaded window against the mean of the empty windows either side
-    of it (the one before when it is the last)."""
-    empty = {w["round"]: w[metric] for w in windows if w["state"] == "empty" and w[metric] is not None}
+def ratio_pairs(states: list[str]) -> list[tuple[str, str]]:
+    """The (state, reference) pairs reported: loaded / empty (the goal), and each other state / absent."""
+    pairs = [("loaded", "empty")] if {"loaded", "empty"} <= set(states) else []
+    if "absent" in states:
+        pairs += [(s, "absent") for s in states if s != "absent"]
+    return pairs
+
+
+def round_ratios(windows: list[dict[str, Any]], metric: str, state: str, ref: str, order: list[str]) -> list[float]:
+    """Per round, ``state`` / ``ref`` of ``metric``: each window of ``state`` against the mean of the ``ref`` windows
+    either side of it in time (one at the ends of the run)."""
+    refs = {w["round"]: w[metric] for w in windows if w["state"] == ref and w[metric] is not None}
     out = []
     for w in windows:
-        if w["state"] != "loaded" or not w[metric]:
+        if w["state"] != state or not w[metric]:
             continue
-        near = [empty[k] for k in (w["round"], w["round"] + 1) if k in empty]
+        rounds = (w["round"], w["round"] + 1) if order.index(ref) < order.index(state) else (w["round"] - 1,
+                                                                                             w["round"])
+        near = [refs[k] for k in rounds if k in refs]
         if near and statistics.fmean(near):
             out.append(w[metric] / statistics.fmean(near))
     return out
 
 
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per switch and load: medians of each state, and the loaded / empty ratios with their spread over rounds."""
+RATIO_METRICS = ("mpps", "cycles_per_packet", "proc_cycles_per_packet")
+MEDIAN_METRICS = (*RATIO_METRICS, "other_threads_s", "dp_ns_per_packet")
+
+
+def summarise(rows: list[dict[str, Any]], states: list[str]) -> list[dict[str, Any]]:
+    """Per switch and load: medians of each state, and the ratios of ``ratio_pairs`` with their spread over
+    rounds (``mpps_loaded_over_empty`` etc., ``_min`` / ``_max``)."""
     out = []
     for switch in dict.fromkeys(r["switch"] for r in rows):
         for load in dict.fromkeys(r["load"] for r in rows if r["switch"] == switch):
             ws = [r for r in rows if r["switch"] == switch and r["load"] == load]
-            entry: dict[str, Any] = {"switch": switch, "load": load, "rounds": sum(w["state"] == "loaded" for w in ws)}
-            for metric in ("mpps", "cycles_per_packet", "proc_cycles_per_packet", "other_threads_s",
-                           "dp_ns_per_packet"):
-                for state in STATES:
+            entry: dict[str, Any] = {"switch": switch, "load": load, "rounds": 1 + max(w["round"] for w in ws)}
+            for metric in MEDIAN_METRICS:
+                for state in states:
                     vals = [w[metric] for w in ws if w["state"] == state and w.get(metric) is not None]
                     if vals:
                         entry[f"{metric}_{state}"] = round(statistics.median(vals), 4)
-                ratios = round_ratios(ws, metric) if metric in ("mpps", "cycles_per_packet",
-                                                                "proc_cycles_per_packet") else []
-                if ratios:
-                    entry[f"{metric}_ratio"] = round(statistics.median(ratios), 3)
-                    entry[f"{metric}_ratio_min"] = round(min(ratios), 3)
-                    entry[f"{metric}_ratio_max"] = round(max(ratios), 3)
+            for metric in RATIO_METRICS:
+                for state, ref in ratio_pairs(states):
+                    ratios = round_ratios(ws, metric, state, ref, states)
+                    if ratios:
+                        key = f"{metric}_{state}_over_{ref}"
+                        entry[key] = round(statistics.median(ratios), 3)
+                        entry[f"{key}_min"] = round(min(ratios), 3)
+                        entry[f"{key}_max"] = round(max(ratios), 3)
             out.append(entry)
     return out
 
@@ -257,44 +299,50 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def verdict(summary: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue's goal for pyvswitch: loaded / empty forwarding rate at max load >= ``GOAL``."""
     py = next((s for s in summary if s["switch"] == "pyvswitch" and s["load"] == "max"), None)
-    ratio = py.get("mpps_ratio") if py else None
+    ratio = py.get("mpps_loaded_over_empty") if py else None
     return {"rule": f"pyvswitch br0 forwarding at max load with br-int loaded / with br-int empty >= {GOAL} "
-                    "(median over rounds)", "ratio": ratio, "met": None if ratio is None else ratio >= GOAL}
+                    "(median over rounds)", "ratio": ratio,
+            "spread": [py.get("mpps_loaded_over_empty_min"), py.get("mpps_loaded_over_empty_max")] if py else None,
+            "met": None if ratio is None else ratio >= GOAL}
 
 
 def _measure_switch(name: str, sw: Switch, args: argparse.Namespace, loads: list[float], bar: Progress,
-                    done: float, rows: list[dict[str, Any]], changes: list[dict[str, Any]]) -> str:
-    """Start ``sw`` with br0 and br-int, alternate br-int's states, one window per load and state; its version."""
+                    done: float, out: dict[str, Any]) -> str:
+    """Start ``sw`` with br0 (and br-int), take br-int through ``args.states`` each round, one window per load and
+    state (profiled by py-spy when ``args.py_spy``); its version."""
     per = args.warmup + args.duration
+    spy = args.py_spy if name == "pyvswitch" else None
     with Cleanup() as cl:
         topo = build_topology("system", cl)
         sw.start(topo, cl)
         env: dict[str, str] = sw.env  # type: ignore[attr-defined]
-        add_br_int(env)
         probe = make_probe(sw, with_pmd=name == "pyvswitch")
         version = sw.version()
-        step = 0
+        step, now = 0, "absent"
         for rnd in range(args.rounds):
-            for state in STATES:
-                if state == "loaded":
-                    dt = load_fixture(env)
-                elif rnd:
-                    dt = clear_fixture(env)
-                else:
-                    dt = 0.0
-                changes.append({"switch": name, "round": rnd, "state": state, "seconds": round(dt, 2)})
+            for state in args.states:
+                dt = set_state(env, now, state)
+                now = state
+                out["state_changes"].append({"switch": name, "round": rnd, "state": state, "seconds": round(dt, 2)})
                 time.sleep(args.settle)
+                learn(topo)
                 for rate in loads:
-                    learn(topo)
                     base = done + step * per
                     label = f"{name} round {rnd + 1} {state} {load_label(rate)}"
+                    window = SpyWindow(spy, sw.pid() or 0, args.warmup + args.duration) if spy else None
+                    if window:
+                        window.start()
                     trial = measure(topo, sw, rate, args.warmup, args.duration,
                                     lambda t, base=base, label=label: bar.set(base + t, label), probe=probe)
+                    if window:
+                        samples = window.finish().get("datapath")
+                        if samples:
+                            out["profiles"].setdefault((state, load_label(rate)), Samples()).merge(samples)
                     step += 1
-                    rows.append(window_row(name, rnd, state, rate, trial))
-                    w = rows[-1]
+                    out["windows"].append(window_row(name, rnd, state, rate, trial))
+                    w = out["windows"][-1]
                     log(f"{label}: {w['mpps']} Mpps, loss {w['loss']}, {w['cycles_per_packet']} cycles/packet, "
-                        f"other threads {w['other_threads_s']} s")
+                        f"{w['proc_cycles_per_packet']} process cycles/packet, other threads {w['other_threads_s']} s")
     return version
 
 
@@ -304,11 +352,17 @@ def main(argv: list[str] | None = None) -> int:
                                  epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--against", default="ovs", help="reference switch: ovs (OVS netdev) or '' for none")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of (empty, loaded) per switch (default 3)")
+    ap.add_argument("--states", default="empty,loaded",
+                    help="br-int's states, in the order each round takes them: absent (no br-int), empty, loaded "
+                         "(default empty,loaded)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the states per switch (default 3)")
     ap.add_argument("--loads", default="max,0.1", help="offered loads in Mpps, 'max' = unlimited (default max,0.1)")
     ap.add_argument("--duration", type=float, default=2.5, help="seconds per measurement window (default 2.5)")
     ap.add_argument("--warmup", type=float, default=0.5, help="seconds of traffic before each window (default 0.5)")
     ap.add_argument("--settle", type=float, default=1.0, help="seconds after each change of br-int (default 1)")
+    ap.add_argument("--profile", nargs="?", const="", default=None, metavar="PY_SPY",
+                    help="sample pyvswitch's datapath thread with py-spy in every window (optionally the py-spy "
+                         "executable; default the one on PATH) and report the functions' shares by state")
     ap.add_argument("--pyvswitch", default="", metavar="COMMAND",
                     help="pyvswitch command line (default: python -m vswitch.cli of this Python)")
     add_output_args(ap)
@@ -319,6 +373,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("needs at least 2 CPUs (switch on CPU 1, traffic on CPU 0)")
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    args.states = [s.strip() for s in args.states.split(",") if s.strip()]
+    if not args.states or set(args.states) - set(STATES) or len(set(args.states)) != len(args.states):
+        ap.error(f"--states: distinct states among {', '.join(STATES)}")
+    args.py_spy = None
+    if args.profile is not None:
+        args.py_spy = find_py_spy(args.profile)
+        if not args.py_spy:
+            ap.error("--profile needs py-spy (pip install py-spy, or give its path)")
     loads = parse_loads(args.loads)
     makers: dict[str, Callable[[], Switch]] = {"pyvswitch": lambda: PyVSwitchDaemon(pyvswitch_command(args.pyvswitch))}
     if args.against == "ovs":
@@ -326,23 +388,27 @@ def main(argv: list[str] | None = None) -> int:
     elif args.against:
         ap.error(f"unknown reference switch {args.against!r} (known: ovs)")
     os.sched_setaffinity(0, {TRAFFIC_CPU})
-    rows: list[dict[str, Any]] = []
-    changes: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"windows": [], "state_changes": [], "profiles": {}}
     versions: dict[str, str] = {}
-    per_switch = args.rounds * len(STATES) * len(loads) * (args.warmup + args.duration)
+    per_switch = args.rounds * len(args.states) * len(loads) * (args.warmup + args.duration)
     with signals_raise(), Progress(len(makers) * per_switch, "fixture-normal") as bar:
         for i, (name, make) in enumerate(makers.items()):
-            versions[name] = _measure_switch(name, make(), args, loads, bar, i * per_switch, rows, changes)
-    summary = summarise(rows)
-    payload = {"benchmark": "fixture-normal", "method": " ".join(__doc__.split("\n\n", 1)[1].split()),
-               "machine": machine_info(switch_versions=versions), "results": summary, "windows": rows,
-               "state_changes": changes, "goal": verdict(summary),
-               "fixture": {"chassis": CHASSIS, "flows": len(fx.flows(CHASSIS)), "groups": len(fx.groups(CHASSIS)),
-                           "meters": len(fx.meters(CHASSIS))}}
+            versions[name] = _measure_switch(name, make(), args, loads, bar, i * per_switch, out)
+    summary = summarise(out["windows"], args.states)
+    payload: dict[str, Any] = {
+        "benchmark": "fixture-normal", "method": " ".join(__doc__.split("\n\n", 1)[1].split()),
+        "machine": machine_info(switch_versions=versions), "results": summary, "goal": verdict(summary),
+        "fixture": {"chassis": CHASSIS, "flows": len(fx.flows(CHASSIS)), "groups": len(fx.groups(CHASSIS)),
+                    "meters": len(fx.meters(CHASSIS))},
+        "windows": out["windows"], "state_changes": out["state_changes"]}
+    for load in dict.fromkeys(load for _, load in out["profiles"]):
+        by_state = {st: out["profiles"][st, load] for st in args.states if (st, load) in out["profiles"]}
+        payload[f"profile_datapath_{load.replace(' ', '_')}"] = compare(by_state)
+    pair = ratio_pairs(args.states)[0] if ratio_pairs(args.states) else None
+    metrics = [(f"{m}_{pair[0]}_over_{pair[1]}", f"{label}, {pair[0]} / {pair[1]}") for m, label in
+               (("mpps", "forwarded Mpps"), ("proc_cycles_per_packet", "switch cycles/packet"))] if pair else []
     write_results("fixture-normal", payload,
-                  PlotSpec(group="load", series="switch",
-                           metrics=[("mpps_ratio", "forwarded Mpps, loaded / empty"),
-                                    ("cycles_per_packet_ratio", "CPU-1 cycles/packet, loaded / empty")],
-                           title="br0 NORMAL with OVN's flows on br-int: loaded / empty"),
+                  PlotSpec(group="load", series="switch", metrics=metrics,
+                           title="br0 NORMAL forwarding with OVN's flows on br-int") if metrics else None,
                   print_json=args.json, out_dir=args.out_dir)
     return 0
