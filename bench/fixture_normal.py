@@ -16,8 +16,9 @@ OpenFlow15 --bundle add-flows``; the flow count is checked after every change) a
 ``del-groups``, ``del-meters``, ``del-tlv-map``. After each change: ``--settle`` seconds, the sink's MAC taught
 to br0, then one window per load: ``max`` (generator unlimited: the switch's forwarding capacity) and
 rate-capped loads (CPU per packet at an equal load). Ratios (``mpps_loaded_over_empty``, the goal's, and each
-state over absent) are computed per round, each window against the mean of the reference state's windows
-either side of it in time, and reported as the median with the min and max over rounds. Columns per window
+state over absent) are taken for every two windows next to each other in time (a window against the reference
+state's window before it and the one after it: 2 x rounds - 1 pairs), reported as their median with the min
+and max. Columns per window
 as in ``bench forward`` (``mpps``: frames counted at the sink per second; ``cycles_per_packet``: CPU 1 busy
 time x clock / forwarded frames, which counts whatever else runs on CPU 1; ``proc_cycles_per_packet``: the
 switch's processes' CPU time x clock / forwarded frames), plus where the switch's CPU went: ``top_thread_s``
@@ -252,18 +253,18 @@ def ratio_pairs(states: list[str]) -> list[tuple[str, str]]:
 
 
 def round_ratios(windows: list[dict[str, Any]], metric: str, state: str, ref: str, order: list[str]) -> list[float]:
-    """Per round, ``state`` / ``ref`` of ``metric``: each window of ``state`` against the mean of the ``ref`` windows
-    either side of it in time (one at the ends of the run)."""
-    refs = {w["round"]: w[metric] for w in windows if w["state"] == ref and w[metric] is not None}
+    """``state`` / ``ref`` of ``metric`` for every pair of windows next to each other in time (A B A B ...: each
+    window of ``state`` against the ``ref`` window before it and the one after it), so one disturbed window spoils
+    at most two of the ratios and their median stands."""
+    refs = {w["round"]: w[metric] for w in windows if w["state"] == ref and w[metric]}
+    ahead = order.index(ref) < order.index(state)       # ref comes first in each round
     out = []
     for w in windows:
-        if w["state"] != state or not w[metric]:
+        if w["state"] != state or w[metric] is None:
             continue
-        rounds = (w["round"], w["round"] + 1) if order.index(ref) < order.index(state) else (w["round"] - 1,
-                                                                                             w["round"])
-        near = [refs[k] for k in rounds if k in refs]
-        if near and statistics.fmean(near):
-            out.append(w[metric] / statistics.fmean(near))
+        for rnd in ((w["round"], w["round"] + 1) if ahead else (w["round"] - 1, w["round"])):
+            if rnd in refs:
+                out.append(w[metric] / refs[rnd])
     return out
 
 
