@@ -1,9 +1,11 @@
-"""Where a running pyvswitch's threads spend their time: py-spy samples of one window, summed by function.
+"""Where a running switch's threads spend their time in one measurement window: py-spy samples of a pyvswitch,
+summed by function, and the system calls of each thread of any switch (perf).
 
 ``SpyWindow`` runs ``py-spy record --nonblocking --idle --threads --format raw`` on a process for one measurement
 window (the target is never paused; idle samples are kept, so shares are of wall-clock time) and reads back, per
 thread name, how many samples each function was on the stack (inclusive) and at the top of it (self). Native code
-called from Python (numba kernels, syscalls) counts as the Python function that called it.
+called from Python (numba kernels, syscalls) counts as the Python function that called it. ``SyscallCount`` counts
+the ``raw_syscalls:sys_enter`` tracepoint per thread with ``perf stat`` (no hardware counters needed).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import collections
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from typing import Any
@@ -66,7 +69,7 @@ class SpyWindow:
 
     def __init__(self, py_spy: str, pid: int, seconds: float, rate: int = 200) -> None:
         self.cmd = [py_spy, "record", "--pid", str(pid), "--nonblocking", "--idle", "--threads", "--format", "raw",
-                    "--rate", str(rate), "--duration", str(max(1, round(seconds)))]
+                    "--rate", str(rate), "--duration", str(max(1, int(seconds)))]
         self.proc: subprocess.Popen[str] | None = None
         self.path = ""
 
@@ -110,3 +113,37 @@ def compare(by_state: dict[str, Samples], top: int = 12) -> list[dict[str, Any]]
     first = next(iter(by_state), "")
     rows.sort(key=lambda r: -(r.get(f"self_pct_{first}") or 0))
     return rows
+
+
+class SyscallCount:
+    """``perf stat --per-thread -e raw_syscalls:sys_enter`` on a process for one window: system calls by thread."""
+
+    def __init__(self, perf: str, pid: int) -> None:
+        self.cmd = [perf, "stat", "-x,", "--per-thread", "-e", "raw_syscalls:sys_enter", "-p", str(pid)]
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        """Begin counting."""
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def finish(self, timeout: float = 20.0) -> dict[int, int]:
+        """Stop counting; system calls by thread id (empty when perf did not stop in ``timeout`` seconds; its
+        failure is raised)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:     # seen once on a machine at load 25: this window has no count
+            self.proc.kill()
+            self.proc.communicate()
+            return {}
+        out: dict[int, int] = {}
+        for line in err.splitlines():
+            fields = line.split(",")
+            if len(fields) > 3 and fields[3] == "raw_syscalls:sys_enter":
+                tid = fields[0].rsplit("-", 1)[-1]
+                if tid.isdigit():
+                    out[int(tid)] = int(fields[1]) if fields[1].isdigit() else 0
+        if not out:
+            raise RuntimeError(f"perf stat counted nothing: {err.strip()[-500:]}")
+        return out

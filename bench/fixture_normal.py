@@ -25,16 +25,19 @@ switch's processes' CPU time x clock / forwarded frames), plus where the switch'
 (the busiest thread of the switch's processes in the window: pyvswitch's datapath thread, OVS's main thread
 polling its non-PMD ports) and ``other_threads_s`` (all its other threads and child processes), and for
 pyvswitch its datapath thread's own figures from ``dpif-netdev/pmd-stats-show``: time per packet in its busy
-iterations (``dp_ns_per_packet``, wall-clock, so it includes time the thread was preempted), frames per
-iteration (``dp_burst``) and epoll sleeps per second. ``--profile`` samples pyvswitch's datapath thread with
-py-spy in every window (``bench/dpprofile.py``) and adds, per load, each function's share of the samples by
-state (self: at the top of the stack; incl: anywhere on it).
+iterations (``dp_ns_per_packet``, wall-clock, so it includes time the thread was preempted), frames per iteration
+(``dp_burst``) and epoll sleeps per second. With ``perf`` on PATH, the system calls of the switch's threads in the
+window (``raw_syscalls:sys_enter`` per thread) per forwarded frame: ``top_thread_syscalls_per_packet`` and
+``syscalls_per_packet`` (all threads), a count that the machine's noise does not change. ``--profile`` samples
+pyvswitch's datapath thread with py-spy in every window (``bench/dpprofile.py``) and adds, per load, each function's
+share of the samples by state (self: at the top of the stack; incl: anywhere on it).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import time
@@ -53,7 +56,7 @@ from bench.common import (
     signals_raise,
     write_results,
 )
-from bench.dpprofile import Samples, SpyWindow, compare, find_py_spy
+from bench.dpprofile import Samples, SpyWindow, SyscallCount, compare, find_py_spy
 from bench.forward import (
     TRAFFIC_CPU,
     OvsNetdev,
@@ -184,25 +187,52 @@ def pmd_stats(env: dict[str, str]) -> dict[str, float]:
     return vals
 
 
-def make_probe(sw: Switch, with_pmd: bool) -> Callable[[], dict[str, Any]]:
-    """What ``measure`` samples at the start and end of a window: per-thread CPU time (and pyvswitch's pmd stats)."""
-    def probe() -> dict[str, Any]:
-        pid = sw.pid()
-        got: dict[str, Any] = {"threads": thread_cpu_seconds(pid) if pid else {}}
-        if with_pmd:
-            got["pmd"] = pmd_stats(sw.env)  # type: ignore[attr-defined]
+class WindowProbe:
+    """What ``measure`` samples as a window starts and as it ends (called once each, in turn): per-thread CPU time,
+    pyvswitch's pmd stats, and while the window runs the system calls per thread (``perf``) and py-spy's samples."""
+
+    def __init__(self, sw: Switch, with_pmd: bool, perf: str | None, py_spy: str | None, seconds: float) -> None:
+        self.sw, self.with_pmd, self.perf, self.py_spy, self.seconds = sw, with_pmd, perf, py_spy, seconds
+        self.started = False
+        self.spy: SpyWindow | None = None
+        self.sys: SyscallCount | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        pid = self.sw.pid() or 0
+        got: dict[str, Any] = {}
+        if self.started:        # the window ends: stop the counters first, so they cover no more than it
+            if self.sys is not None:
+                got["syscalls"] = self.sys.finish()
+            if self.spy is not None:
+                got["samples"] = self.spy.finish().get("datapath")
+        got["threads"] = thread_cpu_seconds(pid) if pid else {}
+        if self.with_pmd:
+            got["pmd"] = pmd_stats(self.sw.env)  # type: ignore[attr-defined]
+        got["t"] = time.monotonic()
+        if not self.started:
+            self.sys = SyscallCount(self.perf, pid) if self.perf and pid else None
+            self.spy = SpyWindow(self.py_spy, pid, self.seconds) if self.py_spy and pid else None
+            for counter in (self.sys, self.spy):
+                if counter is not None:
+                    counter.start()
+        self.started = not self.started
         return got
-    return probe
 
 
 def _breakdown(trial: Trial) -> dict[str, Any]:
-    """A window's CPU split: the busiest thread's seconds, the others', and pyvswitch's datapath figures."""
+    """A window's CPU split: the busiest thread's seconds, the others', their system calls per forwarded frame,
+    and pyvswitch's datapath figures."""
     assert trial.probes is not None
     a, b = trial.probes
     delta = {k: v - a["threads"].get(k, 0.0) for k, v in b["threads"].items()}
     top = max(delta, key=delta.__getitem__) if delta else ""
     out: dict[str, Any] = {"top_thread": top.split("/")[0], "top_thread_s": round(delta.get(top, 0.0), 3),
                            "other_threads_s": round(sum(delta.values()) - delta.get(top, 0.0), 3)}
+    frames = trial.mpps * 1e6 * (b["t"] - a["t"])
+    if b.get("syscalls") and frames > 0:
+        calls = b["syscalls"]
+        out["top_thread_syscalls_per_packet"] = round(calls.get(int(top.rsplit("/", 1)[-1] or 0), 0) / frames, 3)
+        out["syscalls_per_packet"] = round(sum(calls.values()) / frames, 3)
     if "pmd" in a:
         pa, pb = a["pmd"], b["pmd"]
         dp = pb["packets"] - pa["packets"]
@@ -269,7 +299,8 @@ def round_ratios(windows: list[dict[str, Any]], metric: str, state: str, ref: st
 
 
 RATIO_METRICS = ("mpps", "cycles_per_packet", "proc_cycles_per_packet")
-MEDIAN_METRICS = (*RATIO_METRICS, "other_threads_s", "dp_ns_per_packet")
+MEDIAN_METRICS = (*RATIO_METRICS, "other_threads_s", "top_thread_syscalls_per_packet", "syscalls_per_packet",
+                  "dp_ns_per_packet", "dp_burst")
 
 
 def summarise(rows: list[dict[str, Any]], states: list[str]) -> list[dict[str, Any]]:
@@ -317,7 +348,6 @@ def _measure_switch(name: str, sw: Switch, args: argparse.Namespace, loads: list
         topo = build_topology("system", cl)
         sw.start(topo, cl)
         env: dict[str, str] = sw.env  # type: ignore[attr-defined]
-        probe = make_probe(sw, with_pmd=name == "pyvswitch")
         version = sw.version()
         step, now = 0, "absent"
         for rnd in range(args.rounds):
@@ -330,15 +360,12 @@ def _measure_switch(name: str, sw: Switch, args: argparse.Namespace, loads: list
                 for rate in loads:
                     base = done + step * per
                     label = f"{name} round {rnd + 1} {state} {load_label(rate)}"
-                    window = SpyWindow(spy, sw.pid() or 0, args.warmup + args.duration) if spy else None
-                    if window:
-                        window.start()
+                    probe = WindowProbe(sw, name == "pyvswitch", args.perf, spy, args.duration)
                     trial = measure(topo, sw, rate, args.warmup, args.duration,
                                     lambda t, base=base, label=label: bar.set(base + t, label), probe=probe)
-                    if window:
-                        samples = window.finish().get("datapath")
-                        if samples:
-                            out["profiles"].setdefault((state, load_label(rate)), Samples()).merge(samples)
+                    samples = trial.probes[1].get("samples") if trial.probes else None
+                    if samples:
+                        out["profiles"].setdefault((state, load_label(rate)), Samples()).merge(samples)
                     step += 1
                     out["windows"].append(window_row(name, rnd, state, rate, trial))
                     w = out["windows"][-1]
@@ -364,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", nargs="?", const="", default=None, metavar="PY_SPY",
                     help="sample pyvswitch's datapath thread with py-spy in every window (optionally the py-spy "
                          "executable; default the one on PATH) and report the functions' shares by state")
+    ap.add_argument("--no-syscalls", action="store_true",
+                    help="do not count the switches' system calls per thread with perf (counted when perf is on PATH)")
     ap.add_argument("--pyvswitch", default="", metavar="COMMAND",
                     help="pyvswitch command line (default: python -m vswitch.cli of this Python)")
     add_output_args(ap)
@@ -382,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         args.py_spy = find_py_spy(args.profile)
         if not args.py_spy:
             ap.error("--profile needs py-spy (pip install py-spy, or give its path)")
+    args.perf = None if args.no_syscalls else shutil.which("perf")
     loads = parse_loads(args.loads)
     makers: dict[str, Callable[[], Switch]] = {"pyvswitch": lambda: PyVSwitchDaemon(pyvswitch_command(args.pyvswitch))}
     if args.against == "ovs":
