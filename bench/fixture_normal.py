@@ -141,8 +141,8 @@ def clear_fixture(env: dict[str, str]) -> float:
 
 # ------------------------------------------------------------------ where the switch's CPU goes
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """utime+stime of every thread of ``pid`` and its descendants, keyed ``comm/tid``."""
-    tick = os.sysconf("SC_CLK_TCK")
+    """CPU time of every thread of ``pid`` and its descendants, keyed ``comm/tid``: the scheduler's exact run time
+    (``/proc/.../schedstat``, nanoseconds; not the 10 ms ticks of ``stat``)."""
     out: dict[str, float] = {}
     todo, seen = [pid], set()
     while todo:
@@ -155,16 +155,17 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
         except OSError:
             continue
         for tid in tids:
+            base = f"/proc/{p}/task/{tid}"
             try:
-                with open(f"/proc/{p}/task/{tid}/stat") as f:
-                    stat = f.read()
-                with open(f"/proc/{p}/task/{tid}/children") as f:
+                with open(f"{base}/comm") as f:
+                    comm = f.read().strip()
+                with open(f"{base}/schedstat") as f:
+                    ns = int(f.read().split()[0])
+                with open(f"{base}/children") as f:
                     todo.extend(int(c) for c in f.read().split())
-            except OSError:
+            except (OSError, ValueError, IndexError):
                 continue
-            comm = stat[stat.index("(") + 1:stat.rindex(")")]
-            fields = stat.rsplit(")", 1)[1].split()
-            out[f"{comm}/{tid}"] = (int(fields[11]) + int(fields[12])) / tick
+            out[f"{comm}/{tid}"] = ns / 1e9
     return out
 
 
@@ -226,8 +227,10 @@ def _breakdown(trial: Trial) -> dict[str, Any]:
     a, b = trial.probes
     delta = {k: v - a["threads"].get(k, 0.0) for k, v in b["threads"].items()}
     top = max(delta, key=delta.__getitem__) if delta else ""
-    out: dict[str, Any] = {"top_thread": top.split("/")[0], "top_thread_s": round(delta.get(top, 0.0), 3),
-                           "other_threads_s": round(sum(delta.values()) - delta.get(top, 0.0), 3)}
+    out: dict[str, Any] = {"top_thread": top.split("/")[0], "top_thread_s": round(delta.get(top, 0.0), 4),
+                           "other_threads_s": round(sum(delta.values()) - delta.get(top, 0.0), 4)}
+    others = sorted(((v, k) for k, v in delta.items() if k != top), reverse=True)[:3]
+    out["busiest_others"] = ", ".join(f"{k.split('/')[0]} {v * 1e3:.1f} ms" for v, k in others if v > 0)
     frames = trial.mpps * 1e6 * (b["t"] - a["t"])
     if b.get("syscalls") and frames > 0:
         calls = b["syscalls"]
