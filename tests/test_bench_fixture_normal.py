@@ -119,3 +119,29 @@ def test_py_spy_samples_are_counted_by_thread_and_function() -> None:
     rows = compare({"empty": dp, "loaded": dp})
     assert rows[0] == {"function": "SystemPort.tx_burst (backends/system.py)", "self_pct_empty": 60.0,
                        "incl_pct_empty": 60.0, "self_pct_loaded": 60.0, "incl_pct_loaded": 60.0}
+
+
+def test_an_ovsdb_server_left_by_a_killed_daemon_is_stopped_and_no_other(tmp_path: object) -> None:
+    """The benchmark's clean-up stops the ovsdb-server its rundir's pidfile names (a daemon SIGKILLed while it
+    compiles leaves it running) and leaves alone a process that only reuses the pid."""
+    import sys
+
+    from bench.openflow import stop_orphan_ovsdb
+
+    rundir = str(tmp_path)
+    pidfile = f"{rundir}/ovsdb-server.pid"
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"--pidfile={pidfile}"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with open(pidfile, "w") as f:
+            f.write(f"{other.pid}\n")
+        stop_orphan_ovsdb(rundir)
+        assert other.poll() is None                 # its command line names no such pidfile
+        with open(pidfile, "w") as f:
+            f.write(f"{orphan.pid}\n")
+        stop_orphan_ovsdb(rundir)
+        assert orphan.wait(5) == -15                # SIGTERM
+    finally:
+        for p in (orphan, other):
+            p.kill()
+            p.wait()
