@@ -80,8 +80,16 @@ class SpyWindow:
         self.proc = subprocess.Popen([*self.cmd, "--output", self.path], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
 
+    def close(self) -> None:
+        """Stop py-spy if it still runs and remove its file (a window that ended with an exception)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.path and os.path.exists(self.path):
+            os.unlink(self.path)
+
     def finish(self, timeout: float = 30.0) -> dict[str, Samples]:
-        """Wait for py-spy to end; the samples by thread name (empty if it failed: its error is raised)."""
+        """Wait for py-spy to end; the samples by thread name (its failure is raised)."""
         assert self.proc is not None
         try:
             _, err = self.proc.communicate(timeout=timeout)
@@ -125,6 +133,12 @@ class SyscallCount:
     def start(self) -> None:
         """Begin counting."""
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def close(self) -> None:
+        """Stop perf if it still runs (a window that ended with an exception)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def finish(self, timeout: float = 20.0) -> dict[int, int]:
         """Stop counting; system calls by thread id (empty when perf did not stop in ``timeout`` seconds; its

@@ -219,6 +219,12 @@ class WindowProbe:
         self.started = not self.started
         return got
 
+    def close(self) -> None:
+        """Stop whatever still counts (the window ended with an exception)."""
+        for counter in (self.sys, self.spy):
+            if counter is not None:
+                counter.close()
+
 
 def _breakdown(trial: Trial) -> dict[str, Any]:
     """A window's CPU split: the busiest thread's seconds, the others', their system calls per forwarded frame,
@@ -364,8 +370,11 @@ def _measure_switch(name: str, sw: Switch, args: argparse.Namespace, loads: list
                     base = done + step * per
                     label = f"{name} round {rnd + 1} {state} {load_label(rate)}"
                     probe = WindowProbe(sw, name == "pyvswitch", args.perf, spy, args.duration)
-                    trial = measure(topo, sw, rate, args.warmup, args.duration,
-                                    lambda t, base=base, label=label: bar.set(base + t, label), probe=probe)
+                    try:
+                        trial = measure(topo, sw, rate, args.warmup, args.duration,
+                                        lambda t, base=base, label=label: bar.set(base + t, label), probe=probe)
+                    finally:
+                        probe.close()
                     samples = trial.probes[1].get("samples") if trial.probes else None
                     if samples:
                         out["profiles"].setdefault((state, load_label(rate)), Samples()).merge(samples)
