@@ -387,7 +387,8 @@ def _measure_switch(name: str, sw: Switch, args: argparse.Namespace, loads: list
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and write bench/results/fixture-normal.{json,png,md}."""
+    """Run the benchmark and write bench/results/fixture-normal.{json,png,md} (``--states`` other than
+    ``empty,loaded``: fixture-normal-<states>.*)."""
     ap = argparse.ArgumentParser(prog="python -m bench fixture-normal", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -434,12 +435,14 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"windows": [], "state_changes": [], "profiles": {}}
     versions: dict[str, str] = {}
     per_switch = args.rounds * len(args.states) * len(loads) * (args.warmup + args.duration)
-    with signals_raise(), Progress(len(makers) * per_switch, "fixture-normal") as bar:
+    # other state sequences get files of their own (results/fixture-normal-absent-empty-loaded.*)
+    result = "fixture-normal" if args.states == ["empty", "loaded"] else "-".join(["fixture-normal", *args.states])
+    with signals_raise(), Progress(len(makers) * per_switch, result) as bar:
         for i, (name, make) in enumerate(makers.items()):
             versions[name] = _measure_switch(name, make(), args, loads, bar, i * per_switch, out)
     summary = summarise(out["windows"], args.states)
     payload: dict[str, Any] = {
-        "benchmark": "fixture-normal", "method": " ".join(__doc__.split("\n\n", 1)[1].split()),
+        "benchmark": result, "method": " ".join(__doc__.split("\n\n", 1)[1].split()),
         "machine": machine_info(switch_versions=versions), "results": summary, "goal": verdict(summary),
         "fixture": {"chassis": CHASSIS, "flows": len(fx.flows(CHASSIS)), "groups": len(fx.groups(CHASSIS)),
                     "meters": len(fx.meters(CHASSIS))},
@@ -450,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     pair = ratio_pairs(args.states)[0] if ratio_pairs(args.states) else None
     metrics = [(f"{m}_{pair[0]}_over_{pair[1]}", f"{label}, {pair[0]} / {pair[1]}") for m, label in
                (("mpps", "forwarded Mpps"), ("proc_cycles_per_packet", "switch cycles/packet"))] if pair else []
-    write_results("fixture-normal", payload,
+    write_results(result, payload,
                   PlotSpec(group="load", series="switch", metrics=metrics,
                            title="br0 NORMAL forwarding with OVN's flows on br-int") if metrics else None,
                   print_json=args.json, out_dir=args.out_dir)
