@@ -496,6 +496,7 @@ class Daemon:
                 agent = self.agents.pop(name, None)
                 if agent is not None:
                     agent.close()
+                    agent.tlv_map.release()     # a bridge's TLV map goes with it, as in OVS
                 for port in [n for n, bp in self.bridges[name].ports.items() if isinstance(bp.port, SriovVfPort)]:
                     self._del_port(self.bridges[name], port, deleted=True)
                 self.bridges.pop(name).close()
