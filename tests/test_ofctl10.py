@@ -166,13 +166,11 @@ _DURATION = re.compile(r"duration=[0-9.]+s")
 
 def _normal(cmd: str, rc: int, out: str) -> tuple[int, object]:
     """A command's exit code and output, comparable between switches: xids and durations blanked, lines sorted
-    (both list groups in hash order), flows as ``flow_lines``; an error answering a flow-mod by its first line
-    (OVS echoes the whole request, pyvswitch its first 64 bytes)."""
+    (both list groups in hash order), flows as ``flow_lines``; an error with the whole request it answers, as
+    OVS echoes it."""
     if cmd == "dump-flows":
         return rc, sorted(map(repr, flow_lines(out)))
     lines = [_DURATION.sub("duration=?", _XID.sub("xid=?", ln)) for ln in out.splitlines() if ln.strip()]
-    if cmd == "add-flow" and rc:
-        lines = lines[:1]
     return rc, sorted(lines)
 
 

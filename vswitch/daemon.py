@@ -107,6 +107,12 @@ _reply_error = ovs.unixctl.server.UnixctlConnection.reply_error
 ovs.unixctl.server.UnixctlConnection.reply_error = _reply_error_with_newline
 
 
+def _stopped_while_starting(signum: int, _frame: object) -> None:
+    """SIGTERM / SIGINT before the loop runs: ``run``'s clean-up stops what has started (a private
+    ovsdb-server, the warm-up's second process)."""
+    raise DaemonError(f"stopped by {signal.Signals(signum).name} while starting")
+
+
 class DaemonError(RuntimeError):
     """The daemon cannot start; the message says why."""
 
@@ -270,6 +276,8 @@ class Daemon:
     # ------------------------------------------------------------ start / stop
     def start(self) -> None:
         """Pidfile, ovsdb-server (private unless --db), unixctl socket, IDL."""
+        for sig in (signal.SIGTERM, signal.SIGINT):   # until the loop runs: a clean stop of what started
+            signal.signal(sig, _stopped_while_starting)
         self.pidfile = Pidfile(self.pidfile_path)
         self.started = time.monotonic()
         self._remove_stale_sockets()
@@ -496,6 +504,7 @@ class Daemon:
                 agent = self.agents.pop(name, None)
                 if agent is not None:
                     agent.close()
+                    agent.tlv_map.release()     # a bridge's TLV map goes with it, as in OVS
                 for port in [n for n, bp in self.bridges[name].ports.items() if isinstance(bp.port, SriovVfPort)]:
                     self._del_port(self.bridges[name], port, deleted=True)
                 self.bridges.pop(name).close()

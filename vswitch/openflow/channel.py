@@ -134,12 +134,13 @@ class OfConnection:
         return True
 
     def error(self, version: int, xid: int, err_type: int, code: int, data: bytes, text: bool = False) -> None:
-        """An OFPT_ERROR carrying the first 64 bytes of the message it answers, or (``text``) an explanation
+        """An OFPT_ERROR carrying the message it answers (whole, as OVS sends it, up to what fits in one
+        message), or (``text``) an explanation
         (1.3 numbers, translated for OpenFlow 1.0). A version we do not speak is answered in the nearest one we
         do."""
         if version not in SUPPORTED_VERSIONS:
             version = OFP10 if version < OFP10 else OFP13 if version < OFP15 else OFP15
-        data = data if text else data[:64]
+        data = data if text else data[:0xFFFF - 24]     # room for the error and Nicira vendor headers
         if err_type == NXET_VENDOR:          # raised as such (``packetin2.nx_error``): (type << 16 | code) in 1.0
             data = struct.pack("!IHH", NX_VENDOR_ID, code >> 16, code & 0xFFFF) + data
             code = 0
