@@ -130,7 +130,8 @@ def bucket_live(self: Any, b: Bucket, depth: int, rec: Any = None) -> bool:
 
 def select(self: Any, g: Group) -> list[int]:
     """The bucket a select group gives this flow: a hash of the fields (``selection_method=hash``: the
-    group's; else the 5-tuple and Ethernet addresses), un-wildcarded, over the buckets' weights."""
+    group's; else the 5-tuple and Ethernet addresses), un-wildcarded, over the live buckets' weights (a bucket
+    watching a port or group that is down is left out, as OVS's select liveness does)."""
     values: list[int] = [g.method_param]
     if g.selection_method == "hash" and g.fields:
         for name in g.fields:
@@ -138,7 +139,7 @@ def select(self: Any, g: Group) -> list[int]:
             values.append(self.read(fv, 0, fv.bits) if self.prereqs_ok(name) else -1)
     else:
         values += five_tuple(self)
-    weights = [b.weight for b in g.buckets]
+    weights = [b.weight if bucket_live(self, b, 0) else 0 for b in g.buckets]   # dead buckets never chosen
     total = sum(weights)
     if not total:
         return []
