@@ -17,6 +17,7 @@ from backends.pool import META_IN_PORT, META_LEN
 from dpif import actions as A
 from dpif import actions_ref as R
 from dpif import key as K
+from dpif.meters import NO_METERS
 
 SLOT = 256
 N_PORTS = 4
@@ -198,7 +199,7 @@ def run_kernel(items: list[tuple[int, bytes, list[int] | None]], free: int, qcap
     side = np.zeros((A.SIDE_ROWS, side_cap), dtype=np.int32)
     side_n = np.zeros(2, dtype=np.int64)
     k = A.execute_burst(data, meta, burst, n, index, progs, out, out_start, drops, free_stack, free_top, extra,
-                        side, side_n)
+                        side, side_n, NO_METERS, 0)
     assert drops[1:].sum() == 0      # every frame came in on port 0
     if sides is not None:
         for j in range(side_n[A.N_NORMAL]):

@@ -84,6 +84,8 @@ def controller(w: Any, a: Controller, flow: Flow | None, table_id: int) -> bool:
     pin = PinInfo(a.controller_id, a.userdata, a.meter_id, pipeline_words(w.flow), frozen)
     reason = OFPR_NO_MATCH if flow is not None and flow.is_table_miss and a.reason == 1 else a.reason
     w.commit()
+    if a.meter_id:    # the packet-in alone pays the meter (OVS's clone(meter, userspace))
+        w.meter(a.meter_id, skip=4)
     up = Upcall(flow, reason, flow.table_id if flow is not None else table_id, w.bridge,
                 -1 if w.in_port == w.rx_port else w.in_port, pin)
     # the whole frame, whatever max_len says: OVS 3.1 buffers nothing and cuts no controller() packet-in

@@ -147,7 +147,6 @@ class XlateResult:
     drop_reason: str = ""
     cut: dict[str, int] = field(default_factory=dict)        # resubmits / crossings not done: limit -> count
     groups: list[tuple[Group, int]] = field(default_factory=list)   # (group, bucket or -1: the group) per use
-    meters: list = field(default_factory=list)   # the meters (ofproto.meters.Meter) of the program's METER marks
     learned: list[ctlearn.TableChange] = field(default_factory=list)   # learn / fin_timeout (``xlate.ctlearn``)
 
     def program(self) -> np.ndarray:
@@ -192,7 +191,7 @@ class _Walk(PortOutput):
         self.action_src: dict[str, tuple[int, int]] = {}   # action set slot -> (flow uid, write-actions index)
         self.paused = False             # controller(pause) froze the walk: nothing more runs
         self.can_freeze = True          # False while a packet-out's own actions run (no flow holds them)
-        self.meter_marks = False        # meters leave METER marks for the upcall path (``translate`` only)
+        self.meter_marks = False        # the program charges meters (``translate`` only: not packet-outs)
 
     # ---------------------------------------------------------------- headers
     def tagged(self) -> bool:
@@ -492,19 +491,18 @@ class _Walk(PortOutput):
         flow, self.stack, self.exiting, self.written = saved
         self.restore(flow, wrote)
 
-    def meter(self, meter_id: int) -> None:
-        """A meter: for an upcall, a mark in the program where the upcall path admits or drops each frame
-        (``XlateResult.meters``; such a translation is never cached); a trace or a packet-out passes it."""
+    def meter(self, meter_id: int, skip: int = 0) -> None:
+        """Meter ``meter_id`` of the bridge: ``METER(slot, gen, skip)``, the datapath charges each frame (over the
+        rate: dropped, or with ``skip`` the next ``skip`` words skipped); a trace or a packet-out passes it."""
         m = self.ts.meters.get(meter_id) if self.ts is not None else None
-        if m is None:
+        if m is None or m.slot < 0:
             return
         if self.rec is not None or not self.meter_marks:
             if self.rec is not None:
                 self.rec.note(f"     -> meter {meter_id}: each frame pays its token buckets (not traced)")
             return
         self.commit()
-        self.r.actions += [A.OP_METER, 1, len(self.r.meters)]
-        self.r.meters.append(m)
+        self.r.actions += A.meter(m.slot, m.gen, skip)
 
     def group(self, group_id: int) -> None:
         """The ``group`` action (``xlate.groups``)."""

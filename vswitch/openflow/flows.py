@@ -39,6 +39,7 @@ from dpif import actions as DA
 from dpif import key as K
 from dpif.extract import extract_burst
 from dpif.megaflow import MegaflowCache, mf_programs
+from dpif.meters import NO_METERS
 from ofproto.rules import (
     OFPFF_RESET_COUNTS,
     OFPFF_SEND_FLOW_REM,
@@ -179,7 +180,7 @@ def warm_up() -> None:
         DA.execute_burst(data, meta, burst, 0, prog_index, cache.actions, out, out_start,
                          np.zeros((3, DA.N_DROP_REASONS), dtype=np.int64), np.zeros(4, dtype=np.int32),
                          np.zeros(1, dtype=np.int64), np.zeros(4, dtype=np.int32),
-                         np.zeros((DA.SIDE_ROWS, 4), dtype=np.int32), np.zeros(2, dtype=np.int64))
+                         np.zeros((DA.SIDE_ROWS, 4), dtype=np.int32), np.zeros(2, dtype=np.int64), NO_METERS, 0)
         DA.append_queues(out, out_start, out.copy(), out_start.copy())
         DA.count_rule(meta, burst, 0, ts.counters, ts.table_counters, 0, 0)
         l2, info = make_l2table(16, 300)
