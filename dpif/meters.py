@@ -42,8 +42,9 @@ F_KBPS, F_PKTPS = 1, 2           # OpenFlow's OFPMF_KBPS / OFPMF_PKTPS
 TOKEN_SCALE = 1_000_000_000      # tokens per packet or kilobit
 BYTE_COST = 8 * 1_000_000        # tokens per byte in a kbps meter
 
-#: an empty bank for programs without meters (packet-outs, tests)
+#: no meters, for programs without any (tests, warm-up): no generation matches its row
 NO_METERS = np.zeros((1, M_WORDS), dtype=np.int64)
+NO_METERS[0, M_GEN] = -1
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False, inline="always")

@@ -61,7 +61,6 @@ from dpif.extract import extract_burst
 from dpif.fastpath import hit_burst
 from dpif.key import KEY_WORDS
 from dpif.meters import BANK as METERS
-from dpif.meters import NO_METERS
 from dpif.partition import group_burst, group_normal
 from dpif.patch import PC_NO_PEER, PC_NO_SLOT, PC_OVERFLOW, PC_TX_BYTES, PC_TX_PACKETS, patch_handover
 from ofproto.rules import Action
@@ -322,7 +321,7 @@ class BurstPath:
             self.prog_index[0, 1] = len(program)
             self._n_extra = execute_burst(pool.data, pool.meta, one, 1, self.prog_index, program, self.out,
                                           self.out_start, self.fdrops, pool.free_stack, pool.free_top, self.extra,
-                                          self.xside, self.xside_n, NO_METERS, 0)
+                                          self.xside, self.xside_n, METERS.arr, time.monotonic_ns())
             now = self.now()
             self._side_lists(now, br)
             self._send(now)
