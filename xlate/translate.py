@@ -499,7 +499,8 @@ class _Walk(PortOutput):
             return
         if self.rec is not None or not self.meter_marks:
             if self.rec is not None:
-                self.rec.note(f"     -> meter {meter_id}: each frame pays its token buckets (not traced)")
+                what = "the packet-in pays" if skip else "each frame pays"
+                self.rec.note(f"     -> meter {meter_id}: {what} its token buckets (not traced)")
             return
         self.commit()
         self.r.actions += A.meter(m.slot, m.gen, skip)
