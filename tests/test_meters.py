@@ -276,7 +276,8 @@ def _paced(net, ns: str, mac: str, chunks: int, per_chunk: int, gap: float) -> f
 def test_metered_megaflow_is_cached_and_paced_traffic_passes_the_rate(switch, net) -> None:  # noqa: ANN001
     """``udp,in_port=1,actions=meter:1,output:2`` with a 20 pktps meter: 200 frames sent over about two seconds
     pass the bucket (20) and 20 a second, the rest dropped by the datapath; ``dpctl/dump-flows`` lists one
-    megaflow with the meter that took every frame (no upcall per frame); meter-stats counts them all."""
+    megaflow with the meter that took every frame (no upcall per frame); meter-stats counts them all. Deleting
+    the meter deletes its flow and the megaflow: the next frames miss."""
     stem = unique("mtc")
     mac = "02:00:00:00:7a:11"
     br, of = _metered_bridge(switch, net, stem, mac)
@@ -294,6 +295,11 @@ def test_metered_megaflow_is_cached_and_paced_traffic_passes_the_rate(switch, ne
     stats = of("meter-stats", br, "meter=1").stdout
     m = re.search(r"packet_in_count:(\d+).*\n0: packet_count:(\d+)", stats)
     assert m and int(m.group(1)) == 200 and int(m.group(1)) - int(m.group(2)) == passed, stats
+    of("del-meters", br, "meter=1")       # its flow goes, and the megaflow with it: the frames now miss
+    assert "meter" not in of("dump-flows", br).stdout
+    _paced(net, f"{stem}-na", mac, 1, 20, 0)
+    assert _settled(switch, br)[2] == after[2]
+    assert not [ln for ln in switch.appctl("dpctl/dump-flows").stdout.splitlines() if "meter(" in ln]
 
 
 def test_controller_meter_limits_the_packet_ins(switch, net, tmp_path) -> None:  # noqa: ANN001
