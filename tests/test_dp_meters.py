@@ -1,7 +1,7 @@
 """Meters in the datapath (dpif.meters, the executor's METER): the token buckets' rates over simulated time
 (pktps, kbps with a burst), bands, counters and generations; METER in ``execute_burst`` (a drop, the skip of a
 metered packet-in) and the executor against its plain-Python model (dpif.actions_ref) on random bursts with
-meters; ofproto.meters.MeterTable's rows."""
+meters; ofproto.meters.MeterTable's rows; the METER the translator emits."""
 
 from __future__ import annotations
 
@@ -12,8 +12,14 @@ from hypothesis import strategies as st
 from dpif import actions as A
 from dpif import actions_ref as R
 from dpif import meters as DM
+from dpif.extract_ref import extract
+from ofproto.actions import Meter as MeterAction
 from ofproto.meters import OFPMBT_DROP, OFPMF_BURST, OFPMF_KBPS, OFPMF_PKTPS, Band, Meter, MeterTable
+from ofproto.rules import Controller, Flow, Instructions, Match, Output
+from ofproto.tables import FlowTables
 from tests.test_dp_actions import SLOT, _tcp_frame, actions, frames, run_kernel
+from tests.test_xlate_nicira import tcp
+from xlate.translate import UpcallCookies, translate, translate_actions
 
 MS = 1_000_000
 
@@ -179,3 +185,31 @@ def test_meter_table_places_keeps_and_frees_rows() -> None:
     table.add(Meter(3, OFPMF_PKTPS, (Band(OFPMBT_DROP, 5),)))
     assert table.meters[3].slot == m1.slot and table.meters[3].gen == m1.gen + 1
     assert sorted(table.delete(0xFFFFFFFF)) == [2, 3] and not table.meters
+
+
+# ---------------------------------------------------------------- what the translator emits
+def test_translator_emits_the_meters_row_and_a_packet_out_passes() -> None:
+    """``meter:1`` becomes ``METER(slot, gen, 0)`` before the output; ``controller(meter_id=1)`` wraps only the
+    USERSPACE (``skip`` 4: the output after it runs either way); a meter the table lacks, a packet-out and a
+    trace emit none."""
+    bank = DM.MeterBank(2)
+    meters = MeterTable(bank)
+    meters.add(Meter(1, OFPMF_PKTPS, (Band(OFPMBT_DROP, 10),)))
+    m = meters.meters[1]
+    t = FlowTables(2)
+    t.add(Flow(0, 1, Match(), Instructions(apply=(MeterAction(1), Output(2)))))
+    t.add(Flow(1, 1, Match(), Instructions(apply=(Controller(meter_id=1), Output(3), MeterAction(7)))))
+    t.set_meters(dict(meters.meters))
+    ts = t.compile()
+    key = [int(w) for w in extract(tcp(), 0)[0]]
+    flags = np.zeros(4, dtype=np.int64)
+    res = translate(ts, key, flags, UpcallCookies())
+    assert res.actions == A.meter(m.slot, m.gen) + A.output(2)
+    t.add(Flow(0, 2, Match(), Instructions(goto=1)))
+    ts = t.compile()
+    res = translate(ts, key, flags, UpcallCookies())
+    acts = A.decode(res.actions)
+    assert acts[0] == (A.OP_METER, [m.slot, m.gen, 4]) and acts[1][0] == A.OP_USERSPACE
+    assert acts[2:] == [(A.OP_OUTPUT, [3])]
+    out = translate_actions(ts, key, (MeterAction(1), Output(2)), flags, UpcallCookies())
+    assert out.actions == A.output(2)
