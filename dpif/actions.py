@@ -286,6 +286,7 @@ def decode(prog: Sequence[int] | np.ndarray) -> list[tuple[int, list[int]]]:
     """The actions of ``prog`` as ``(op, args)``; ``ValueError`` when malformed."""
     words = [int(x) for x in prog]
     acts: list[tuple[int, list[int]]] = []
+    starts: list[int] = []
     pc = 0
     while pc < len(words):
         if pc + 2 > len(words):
@@ -309,7 +310,12 @@ def decode(prog: Sequence[int] | np.ndarray) -> list[tuple[int, list[int]]]:
         elif op not in RESERVED_OPS:
             raise ValueError(f"unknown op {op}")
         acts.append((op, args))
+        starts.append(pc)
         pc += 2 + nw
+    ends = {*starts, pc}
+    for at, (op, args) in zip(starts, acts, strict=True):
+        if op == OP_METER and at + 5 + args[2] not in ends:
+            raise ValueError(f"METER at word {at} skips into the middle of an action")
     return acts
 
 

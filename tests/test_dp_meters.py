@@ -6,6 +6,7 @@ meters; ofproto.meters.MeterTable's rows; the METER the translator emits."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -94,7 +95,8 @@ def test_a_freed_slot_neither_charges_nor_passes_for_its_next_meter() -> None:
 
 def test_execute_burst_meter_drops_or_skips_the_metered_packet_in() -> None:
     """``METER(slot, gen, 0)`` before an output: 3 of 8 frames leave, 5 are ``meter_drop``; ``METER(.., 4)``
-    before a USERSPACE: 3 packet-ins, every frame still output, no ``no_output``."""
+    before a USERSPACE: 3 packet-ins, every frame still output, no ``no_output``. A skip past the end or into an
+    action is a malformed program."""
     bank = DM.MeterBank(4)
     a = _meter(bank, DM.F_PKTPS, [(3, 3)])
     b = _meter(bank, DM.F_PKTPS, [(3, 3)])
@@ -109,6 +111,9 @@ def test_execute_burst_meter_drops_or_skips_the_metered_packet_in() -> None:
     assert A.format_actions(A.meter(4, 0, 4) + A.userspace(9, 0) + A.output(2)) == \
         "sample(sample=100.0%,actions(meter(4),userspace(controller(cookie=9,max_len=0)))),2"
     assert A.format_actions(A.meter(1) + A.output(2)) == "meter(1),2"
+    for bad in (A.meter(1, 0, 3) + A.userspace(9, 0), A.meter(1, 0, 5) + A.output(2)):
+        with pytest.raises(ValueError, match="METER at word 0 skips"):
+            A.encode([bad])
 
 
 # ---------------------------------------------------------------- the executor against the model
