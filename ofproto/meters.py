@@ -7,11 +7,11 @@ and their statistics.
 ```
 
 Rates are enforced in the datapath: each meter has a row of ``dpif.meters.BANK`` (its slot, allocated by
-``MeterTable.add``, kept by ``modify``, freed by ``delete``), the translator emits ``METER(slot, gen)`` where a
-flow passes it and the megaflow is cached like any other; the executor refills the buckets from one clock read
-per burst and drops what a band exceeds (``meter_drop`` of the ingress port, ``flow_meter_drop`` in
-``coverage/show``). The counters meter-stats reports are the row's (``Meter.packets``, ``bytes``,
-``band_counts``). Packet-outs and ``ofproto/trace`` pass meters without paying.
+``MeterTable.add``, kept by ``modify``, freed by ``delete`` or with the table); the translator emits
+``METER(slot, gen)`` where a flow passes it and the megaflow is cached like any other; the executor refills the
+buckets from one clock read per burst and drops what a band exceeds (``meter_drop`` of the ingress port,
+``flow_meter_drop`` in ``coverage/show``). The counters meter-stats reports are the row's (``Meter.packets``,
+``bytes``, ``band_counts``). Packet-outs and ``ofproto/trace`` pass meters without paying.
 
 What OVS's userspace datapath accepts is what this accepts: drop bands only (a DSCP-remark band is
 ``bad_band``), at most ``MAX_BANDS`` bands, exactly one of kbps / pktps, a rate above 0. Errors are
@@ -21,6 +21,7 @@ What OVS's userspace datapath accepts is what this accepts: drop bands only (a D
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 
 from dpif.meters import BANK, MeterBank
@@ -115,6 +116,12 @@ def check_meter(m: Meter) -> None:
             raise MeterError("bad_rate", "rate 0")
 
 
+def _free_rows(bank: MeterBank, meters: dict[int, Meter]) -> None:
+    for m in meters.values():
+        if m.slot >= 0:
+            bank.free(m.slot)
+
+
 class MeterTable:
     """The meters of one bridge, by id (insertion order), each in a row of ``bank`` (the datapath's,
     ``dpif.meters.BANK``, unless given). Used from the agent's thread."""
@@ -122,6 +129,7 @@ class MeterTable:
     def __init__(self, bank: MeterBank | None = None) -> None:
         self.meters: dict[int, Meter] = {}
         self.bank = bank if bank is not None else BANK
+        weakref.finalize(self, _free_rows, self.bank, self.meters)    # a bridge that goes frees its rows
 
     def __len__(self) -> int:
         return len(self.meters)

@@ -5,6 +5,8 @@ meters; ofproto.meters.MeterTable's rows; the METER the translator emits."""
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -190,6 +192,11 @@ def test_meter_table_places_keeps_and_frees_rows() -> None:
     table.add(Meter(3, OFPMF_PKTPS, (Band(OFPMBT_DROP, 5),)))
     assert table.meters[3].slot == m1.slot and table.meters[3].gen == m1.gen + 1
     assert sorted(table.delete(0xFFFFFFFF)) == [2, 3] and not table.meters
+    table.add(Meter(4, OFPMF_PKTPS, (Band(OFPMBT_DROP, 5),)))
+    m4 = table.meters[4]
+    del table, m1, m2, new, m4
+    gc.collect()          # a bridge gone: its meters' rows go back to the bank
+    assert len(bank._free) == bank.arr.shape[0]
 
 
 # ---------------------------------------------------------------- what the translator emits
