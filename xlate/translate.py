@@ -498,9 +498,8 @@ class _Walk(PortOutput):
         if m is None or m.slot < 0:
             return
         if self.rec is not None or not self.meter_marks:
-            if self.rec is not None:
-                what = "the packet-in pays" if skip else "each frame pays"
-                self.rec.note(f"     -> meter {meter_id}: {what} its token buckets (not traced)")
+            if self.rec is not None and not skip:    # a packet-in's meter: OVS's trace says nothing of it
+                self.rec.note(f"     -> meter {meter_id}: each frame pays its token buckets (not traced)")
             return
         self.commit()
         self.r.actions += A.meter(m.slot, m.gen, skip)
