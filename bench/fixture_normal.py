@@ -52,6 +52,7 @@ from bench.common import (
     log,
     machine_info,
     pyvswitch_command,
+    require_host,
     run,
     signals_raise,
     write_results,
@@ -410,10 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="pyvswitch command line (default: python -m vswitch.cli of this Python)")
     add_output_args(ap)
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        ap.error("needs root (network namespaces, veth, AF_PACKET)")
-    if (os.cpu_count() or 1) < 2:
-        ap.error("needs at least 2 CPUs (switch on CPU 1, traffic on CPU 0)")
+    require_host(ap, cpus=2)
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     args.states = [s.strip() for s in args.states.split(",") if s.strip()]

@@ -46,6 +46,7 @@ from bench.common import (
     machine_info,
     proc_tree_cpu_seconds,
     pyvswitch_command,
+    require_host,
     run,
     set_rps,
     signals_raise,
@@ -445,10 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     add_output_args(ap)
     args = ap.parse_args(argv)
 
-    if os.geteuid() != 0:
-        ap.error("needs root (network namespaces, veth, AF_PACKET)")
-    if (os.cpu_count() or 1) < 2:
-        ap.error("needs at least 2 CPUs (switch on CPU 1, traffic on CPU 0)")
+    require_host(ap, cpus=2)
     if args.switches:
         names = [s.strip() for s in args.switches.split(",") if s.strip()]
     else:

@@ -36,6 +36,7 @@ from bench.common import (
     log,
     machine_info,
     pyvswitch_command,
+    require_host,
     run,
     signals_raise,
     start_subject,
@@ -168,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                          "python -m vswitch.cli)")
     add_output_args(ap)
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        ap.error("needs root (network namespaces, veth, AF_PACKET)")
+    require_host(ap)
     wanted = [int(x) for x in args.flows.split(",") if x.strip() and int(x) > 0]
     counts = [0, *wanted, 0]   # the L2-only rate before and after: this VM's speed drifts
     makers: dict[str, Any] = {"pyvswitch": lambda: PyVSwitchDaemon(pyvswitch_command(args.pyvswitch))}

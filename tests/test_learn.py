@@ -167,15 +167,6 @@ class Notes(BaseRecorder):
     def note(self, text: str) -> None:
         self.lines.append(text)
 
-    def normal(self, key: list[int], in_port: int) -> None:
-        pass
-
-    def bridge(self, bridge: int, in_port: int) -> None:
-        pass
-
-    def resume(self, bridge: int) -> None:
-        pass
-
 
 def test_ct_drops_the_packet_with_a_named_reason() -> None:
     """OVN's ``ct(table=N,zone=reg13,nat)`` after a resubmit: the walk ends there, nothing after it runs, the

@@ -417,15 +417,6 @@ def test_trace_shows_the_resubmit_nesting() -> None:
         def note(self, text: str) -> None:
             self.lines.append(text)
 
-        def normal(self, key: list[int], in_port: int) -> None:
-            pass
-
-        def bridge(self, bridge: int, in_port: int) -> None:
-            pass
-
-        def resume(self, bridge: int) -> None:
-            pass
-
     tables = FlowTables(N_TABLES)
     tables.add(Flow(0, 1, Match(), Instructions(apply=(Resubmit(None, 1), Output(2)))))
     tables.add(Flow(1, 7, Match(), Instructions(apply=(Load.bits("reg0", 1), Output(1)))))
