@@ -425,6 +425,23 @@ def test_group_traffic_all_select_fast_failover(switch, net) -> None:  # noqa: A
     send_frames(net, ns, "eth0", [_udp(mac, 3000 + i) for i in range(10)])
     after = _settled(switch, br)
     assert after[3] - before[3] >= 10 and after[2] == before[2], (before, after)
+    # the link (carrier) counts too, as in OVS: port 2 up again, then its veth peer taken down
+    of("mod-port", br, "2", "up")
+    before = _settled(switch, br)
+    send_frames(net, ns, "eth0", [_udp(mac, 3000 + i) for i in range(10)])
+    after = _settled(switch, br)
+    assert after[2] - before[2] >= 10 and after[3] - before[3] < 2, (before, after)
+    subprocess.run(["ip", "-n", f"{stem}-nb", "link", "set", "eth0", "down"], check=True)
+    switch.wait_for("link_state down in OVSDB", lambda: switch.vsctl(
+        "get", "Interface", f"{stem}b", "link_state").stdout.strip() == "down", 10)
+    assert "LINK_DOWN" in of("dump-ports-desc", br).stdout
+    before = _settled(switch, br)
+    send_frames(net, ns, "eth0", [_udp(mac, 3100 + i) for i in range(10)])
+    after = _settled(switch, br)
+    assert after[3] - before[3] >= 10 and after[2] == before[2], (before, after)
+    subprocess.run(["ip", "-n", f"{stem}-nb", "link", "set", "eth0", "up"], check=True)
+    switch.wait_for("link_state up in OVSDB", lambda: switch.vsctl(
+        "get", "Interface", f"{stem}b", "link_state").stdout.strip() == "up", 10)
 
 
 # ---------------------------------------------------------------- OVN's groups (the fixture)

@@ -37,9 +37,9 @@ from ofproto.actions import (
 )
 from ofproto.actions import Group as GroupAction
 from ofproto.groups import OFPG_ANY, OFPGT_ALL, OFPGT_FF, OFPGT_INDIRECT, Bucket, Group
+from xlate.bridges import PF_DOWN, PF_LINK_DOWN
 
 MAX_DEPTH = 64     # watch_group chains followed (as the walk's depth)
-PF_DOWN = 1 << 1   # xlate.translate.PF_DOWN
 
 
 def run_group(self: Any, group_id: int) -> None:
@@ -108,9 +108,10 @@ def _action_set(acts: tuple[Action, ...]) -> tuple[Action, ...]:
 
 
 def port_live(self: Any, of_port: int) -> bool:
-    """OpenFlow port ``of_port`` of this bridge is up (what the datapath knows: admin and link state)."""
+    """OpenFlow port ``of_port`` of this bridge is live: it exists, is not ``mod-port ... down`` and its link is up
+    (``Bridge.sync_link_state``), as OVS's liveness."""
     q = self.dense(of_port)
-    return 0 <= q < len(self.port_flags) and not self.port_flags[q] & PF_DOWN
+    return 0 <= q < len(self.port_flags) and not self.port_flags[q] & (PF_DOWN | PF_LINK_DOWN)
 
 def bucket_live(self: Any, b: Bucket, depth: int, rec: Any = None) -> bool:
     """A bucket is live when the port and the group it watches are (a group: one of its buckets is); ``rec`` (a
