@@ -92,6 +92,7 @@ from vswitch.openflow.codec import (
     NX_VENDOR_ID,
     OFP10,
     OFP13,
+    OFP14,
     OFP15,
     OFP_NO_BUFFER,
     OFPBMC_BAD_FIELD,
@@ -111,7 +112,9 @@ from vswitch.openflow.codec import (
     split,
 )
 from vswitch.openflow.flows import BULK_GAP, BridgeFlows, port_wire
+from vswitch.openflow.groupmeter import OFPRR_GROUP_DELETE, OFPRR_METER_DELETE
 from vswitch.openflow.links import ControllerLinks
+from vswitch.openflow.monitor import MP_FLOW_MONITOR, FlowMonitors
 from vswitch.openflow.nxhandlers import NiciraMessages, TlvMap, vendor_of
 from vswitch.openflow.switchconfig import (  # noqa: F401 - importable from here, as before
     ROLE_MASTER,
@@ -177,6 +180,7 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
         self.dpid = 0                           # the datapath ID set by the daemon (0: ask ``datapath_id``)
         self._reconnects: collections.deque[tuple[str, bool]] = collections.deque()   # (why, every connection)
         self.flows = BridgeFlows(bridge, N_TABLES)
+        self.monitors = FlowMonitors(self)   # its tables note flow changes for the flow monitors
         self.bundles = BundleHandler(self)
         self.tlv_map = TlvMap()
         self._raw = b""   # the message being handled, as received
@@ -239,6 +243,7 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
             self._maintain()
             self._deliver_packet_ins()
             self._take_learned()
+            self.monitors.flush()   # what timeouts, learn and flushes changed
         finally:
             self._run_calls()   # ofproto/trace and the like are answered even if a step above failed
             self._sweep()
@@ -524,6 +529,7 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
                 self.sel.unregister(conn.sock)
         conn.sock.close()
         conn.dead = conn.dead or "closed"
+        self.monitors.closed(conn)
         conn.rxq.clear()
         conn.tx.clear()
         self._busy.discard(conn)
@@ -581,13 +587,16 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
             if not conn.rxq or conn.dead:
                 break
             raw = conn.rxq.popleft()
+            xid = int.from_bytes(raw[4:8], "big")
             try:
                 self._handle(conn, raw)
             except OfpError as e:
-                conn.error(conn.version or raw[0], int.from_bytes(raw[4:8], "big"), e.err_type, e.code, raw)
+                self.monitors.discard()   # nothing of a refused message stays applied
+                conn.error(conn.version or raw[0], xid, e.err_type, e.code, raw)
             except Exception:  # a bug must not take the agent (or the switch) down: answer, log, go on
                 log.exception("openflow %s: handling a message failed", conn.peer)
-                conn.error(conn.version or OFP13, int.from_bytes(raw[4:8], "big"), OFPET_BAD_REQUEST, 0, raw)
+                conn.error(conn.version or OFP13, xid, OFPET_BAD_REQUEST, 0, raw)
+            self.monitors.flush(conn, xid)   # the flow monitors hear of this message's changes
         if conn.rxq and not conn.dead:
             self._busy.add(conn)
         else:
@@ -674,10 +683,18 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
             self._flow_removed(stats, OFPRR_DELETE)
 
     def _on_group_mod(self, conn: OfConnection, msg: Msg) -> None:
-        groupmeter.group_mod(self, conn, msg)
+        with self.monitors.reason(OFPRR_GROUP_DELETE):
+            groupmeter.group_mod(self, conn, msg)
 
     def _on_meter_mod(self, conn: OfConnection, msg: Msg) -> None:
-        groupmeter.meter_mod(self, conn, msg)
+        with self.monitors.reason(OFPRR_METER_DELETE):
+            groupmeter.meter_mod(self, conn, msg)
+
+    def _on_multipart_request(self, conn: OfConnection, msg: Msg) -> None:
+        if msg.mp_type == MP_FLOW_MONITOR and conn.version >= OFP14:
+            self.monitors.of_request(conn, msg)
+        else:
+            SwitchViews._on_multipart_request(self, conn, msg)
 
     def check_flow_refs(self, version: int, msg: Msg) -> None:
         """A flow-mod names only groups and meters that exist (else OVS's error)."""

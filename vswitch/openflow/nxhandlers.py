@@ -7,7 +7,9 @@ statistics, the Geneve TLV map, controller ids and conntrack zone flushes.
      NXT_FLOW_MOD ──► BridgeFlows.flow_mod (an NXM match; 1.0 actions + Nicira's)
      NXT_TLV_TABLE_MOD / REQUEST ──► TlvMap (per bridge)
      NXT_CT_FLUSH_ZONE ──► accepted (no conntrack yet: nothing to flush)
- stats type 0xffff (1.0) ──► NXST_FLOW / NXST_AGGREGATE, split into messages of at most 64 KiB
+     NXT_FLOW_MONITOR_CANCEL ──► FlowMonitors (``monitor``)
+ stats type 0xffff (1.0) ──► NXST_FLOW / NXST_AGGREGATE, split into messages of at most 64 KiB;
+                             NXST_FLOW_MONITOR ──► FlowMonitors (``monitor``)
 ```
 
 A mixin of ``OfAgent`` (which gives it ``flows``, ``tlv_map`` and the message helpers).
@@ -19,7 +21,7 @@ import logging
 from typing import Any
 
 from ofproto import tlvmap
-from vswitch.openflow import nxt
+from vswitch.openflow import monitor, nxt
 from vswitch.openflow.channel import ROLE_SLAVE, OfConnection
 from vswitch.openflow.codec import (
     OFP10,
@@ -99,8 +101,12 @@ class NiciraMessages:
 
     flows: Any
     tlv_map: TlvMap
+    monitors: monitor.FlowMonitors
 
     def _nicira(self, conn: OfConnection, msg: Msg, subtype: int, body: bytes) -> None:
+        if subtype == monitor.NXT_FLOW_MONITOR_CANCEL:
+            self.monitors.nx_cancel(conn, body)
+            return
         fields = nxt.decode(subtype, body)
         if subtype == nxt.NXT_SET_FLOW_FORMAT:
             if fields["format"] not in (nxt.NXFF_OPENFLOW10, nxt.NXFF_NXM):
@@ -139,6 +145,9 @@ class NiciraMessages:
         """NXST_FLOW / NXST_AGGREGATE (OpenFlow 1.0 vendor statistics)."""
         if conn.version != OFP10:
             raise OfpError(OFPET_BAD_REQUEST, 2, "experimenter statistics")   # OFPBRC_BAD_MULTIPART
+        if bytes(msg.body)[4:8] == monitor.NXST_FLOW_MONITOR.to_bytes(4, "big"):
+            self.monitors.nx_request(conn, msg)
+            return
         subtype, req = nxt.stats_request_decode(bytes(msg.body))
         request = {"table_id": req["table_id"], "match": req["match"], "nxm": True,
                    "out_port": port13(OFP10, req["out_port"])}
