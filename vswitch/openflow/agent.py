@@ -108,6 +108,7 @@ from vswitch.openflow.codec import (
     Msg,
     OfpError,
     decode,
+    encode,
     hello_versions,
     split,
 )
@@ -116,6 +117,7 @@ from vswitch.openflow.groupmeter import OFPRR_GROUP_DELETE, OFPRR_METER_DELETE
 from vswitch.openflow.links import ControllerLinks
 from vswitch.openflow.monitor import MP_FLOW_MONITOR, FlowMonitors
 from vswitch.openflow.nxhandlers import NiciraMessages, TlvMap, vendor_of
+from vswitch.openflow.snoop import Snoop, Snooper
 from vswitch.openflow.switchconfig import (  # noqa: F401 - importable from here, as before
     ROLE_MASTER,
     SwitchConfig,
@@ -160,6 +162,7 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ, "listen")
         self.sel.register(self._stop_r, selectors.EVENT_READ, "stop")
+        self.snoop = Snoop(self, rundir)   # <rundir>/<bridge>.snoop: ovs-ofctl snoop
         self.controllers: dict[str, Controller] = {}
         #: ``Bridge.fail_mode``: "standalone" (NORMAL forwarding without a controller) or "secure"
         self.fail_mode = "secure" if bridge.dp.fail_secure else "standalone"   # the daemon created it so
@@ -226,6 +229,8 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
                     continue   # a wake-up: controllers, resolved names, ports or packet-ins
                 if data == "listen":
                     self._accept(self.listener, None)
+                elif isinstance(data, (Snoop, Snooper)):
+                    self.snoop.event(data, events)
                 elif isinstance(data, Controller):
                     if data.passive:
                         self._accept(data.listener, data)
@@ -258,6 +263,7 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
 
     def _sweep(self) -> None:
         """Close the connections marked dead; watch for writability exactly where output is waiting."""
+        self.snoop.sweep()
         for conn in list(self.conns.values()):
             if conn.dead:
                 if conn.overflowed:
@@ -511,6 +517,10 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
         self.sel.register(sock, selectors.EVENT_READ, conn)
         conn.send(self._our_hello())
 
+    def hello_bytes(self) -> bytes:
+        """Our hello, encoded (a snooper's too)."""
+        return encode(self._our_hello())
+
     def _our_hello(self) -> Msg:
         """We speak first: a hello in the newest version we offer, with a version bitmap element unless the
         versions offered are 1.0 up to that one (OVS's rule: then the header says it all)."""
@@ -588,6 +598,8 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
                 break
             raw = conn.rxq.popleft()
             xid = int.from_bytes(raw[4:8], "big")
+            if conn.version and conn.target is not None and conn.target.snoopers:
+                conn.target.snoop(raw)   # ovs-ofctl snoop: what the controller sent
             try:
                 self._handle(conn, raw)
             except OfpError as e:
@@ -611,6 +623,7 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
         for conn in list(self.conns.values()):
             self._close(conn)
         self.listener.close()
+        self.snoop.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         with self._wake_lock:
