@@ -15,7 +15,9 @@ The agent keeps the sockets, the event loop, the dispatch of messages and the as
                                                │  bundles (bundles.py; 1.3: ONF experimenter),
                                                │  multipart / stats (desc, port_desc, port_stats,
                                                │  table, table_features, flow, aggregate, meter features),
-                                               │  group_mod / meter_mod and their multiparts (groupmeter.py)
+                                               │  group_mod / meter_mod and their multiparts (groupmeter.py),
+                                               │  flow monitors (monitor.py: told after each message and turn)
+ ovs-ofctl snoop ──unix──► <rundir>/br0.snoop ──► snoop.py: copies of a controller's messages, both ways
                                                ├─► BridgeFlows (flow tables ─► datapath)
                                                ◄── packet-ins, flow expiry, port changes ─► port_status,
                                                    packet_in, flow_removed to the controllers
