@@ -270,3 +270,44 @@ def test_bad_monitor_requests_get_errors_and_nothing_half_applies(sw, version: i
         ("a", "error", 2, 16, 1), ("a", "error", 3, 16, 3), ("a", "error", 4, 16, 4), ("a", "error", 5, 16, 5),
         ("a", "error", 6, 16, 6), ("a", "error", 2, 16, 5)], got
     assert not [g for g in got if g[0] == "a" and g[2] == 0], got   # no monitor left: no update for the flow
+
+
+def test_timeouts_and_group_deletes_are_told_with_their_reason(sw, real_ovs: RealOvs) -> None:  # noqa: ANN001
+    """A flow whose hard timeout passes is DELETED with reason=hard; deleting a group deletes the flows that send
+    to it, DELETED with reason=group_delete: as a real OVS tells them."""
+    got = []
+    for target in (sw, real_ovs):
+        ofctl(target, "del-flows", BR)
+        ofctl(target, "-O", "OpenFlow13", "del-groups", BR)
+        w = Watch(target, "OpenFlow14", "!initial")
+        try:
+            w.until(lambda ln: "reply" in ln)
+            ofctl(target, "add-flow", BR, "table=0,priority=7,in_port=2,hard_timeout=1,actions=drop")
+            w.until(lambda ln: "reason=hard" in ln)
+            ofctl(target, "-O", "OpenFlow13", "add-group", BR, "group_id=5,type=all,bucket=output:1")
+            ofctl(target, "-O", "OpenFlow13", "add-flow", BR, "table=0,priority=8,in_port=3,actions=group:5")
+            ofctl(target, "-O", "OpenFlow13", "del-groups", BR, "group_id=5")
+            lines = w.until(lambda ln: "reason=group_delete" in ln)
+        finally:
+            w.stop()
+        got.append([re.sub(r"xid=0x[1-9a-f][0-9a-f]*", "xid=X", ln) for ln in lines])
+    assert got[0] == got[1], got
+
+
+def test_a_refused_bundle_tells_the_monitors_nothing(sw) -> None:  # noqa: ANN001
+    """A bundle whose last flow-mod fails at commit applies nothing, so a monitor hears of none of its flows; a
+    bundle that commits is told as its flow-mods."""
+    from tests.test_openflow15 import bundle_add, bundle_ctrl, flow_add
+
+    v = OFP14
+    ofctl(sw, "del-flows", BR)
+    script = [("b", monitor_request(v, 1, 1, OFPFMF_DEFAULT)),
+              ("a", bundle_ctrl(v, 2, 7, 0, 3)), ("a", bundle_add(v, 3, 7, flow_add(v, 3, 5, 40), 3)),
+              ("a", bundle_add(v, 4, 7, flow_add(v, 4, 5, 40, flags=2, ip=False), 3)),   # overlaps: refused
+              ("a", bundle_ctrl(v, 5, 7, 4, 3)),
+              ("a", bundle_ctrl(v, 6, 8, 0, 3)), ("a", bundle_add(v, 7, 8, flow_add(v, 7, 6, 41), 3)),
+              ("a", bundle_ctrl(v, 8, 8, 4, 3))]
+    got = exchange(f"{sw.rundir}/{BR}.mgmt", v, script)
+    told = [g for g in got if g[0] == "b" and g[2] == 0]
+    assert told == [("b", "multipart_reply", 0, [(1, 6, 41)])], got
+    assert ("a", "error", 5, 17, 12) in got or any(g[1] == "error" and g[2] == 5 for g in got), got

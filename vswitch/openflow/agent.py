@@ -17,10 +17,10 @@ The agent keeps the sockets, the event loop, the dispatch of messages and the as
                                                │  table, table_features, flow, aggregate, meter features),
                                                │  group_mod / meter_mod and their multiparts (groupmeter.py),
                                                │  flow monitors (monitor.py: told after each message and turn)
- ovs-ofctl snoop ──unix──► <rundir>/br0.snoop ──► snoop.py: copies of a controller's messages, both ways
                                                ├─► BridgeFlows (flow tables ─► datapath)
                                                ◄── packet-ins, flow expiry, port changes ─► port_status,
                                                    packet_in, flow_removed to the controllers
+ ovs-ofctl snoop ──unix──► <rundir>/br0.snoop ──► snoop.py: copies of a controller's messages, both ways
 ```
 
 Fail modes as OVS has them: a bridge without controllers in ``standalone`` mode gets the flow
