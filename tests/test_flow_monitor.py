@@ -311,3 +311,33 @@ def test_a_refused_bundle_tells_the_monitors_nothing(sw) -> None:  # noqa: ANN00
     told = [g for g in got if g[0] == "b" and g[2] == 0]
     assert told == [("b", "multipart_reply", 0, [(1, 6, 41)])], got
     assert ("a", "error", 5, 17, 12) in got or any(g[1] == "error" and g[2] == 5 for g in got), got
+
+
+def test_a_monitor_that_falls_behind_is_paused_then_resumed(sw, tmp_path) -> None:  # noqa: ANN001
+    """A monitoring connection that does not read while 5,000 flows arrive in one bundle falls more than 128 KiB
+    behind: after their updates it is told PAUSED; then only deletions of flows it already knew reach it; once it
+    has read all, the flows added meanwhile (ADDED) and RESUMED. Every flow is told once."""
+    v = OFP14
+    ofctl(sw, "del-flows", BR)
+    c = Client(f"{sw.rundir}/{BR}.mgmt", v)
+    try:
+        c.sock.sendall(monitor_request(v, 1, 1, OFPFMF_DEFAULT | OFPFMF_ONLY_OWN))
+        assert c.recv().type == "multipart_reply"   # the (empty) snapshot
+        big = tmp_path / "flows.txt"
+        big.write_text("".join(f"table=7,priority={p},ip,nw_dst=10.{p >> 8}.{p & 255}.1,"
+                               f"actions=output:1,output:2,output:3,output:4,output:5\n" for p in range(1, 5001)))
+        ofctl(sw, "-O", "OpenFlow14", "--bundle", "add-flows", BR, str(big))
+        ofctl(sw, "add-flow", BR, "table=8,priority=1,actions=drop")        # while paused: told at the resume
+        ofctl(sw, "add-flow", BR, "table=8,priority=2,actions=drop")
+        ofctl(sw, "del-flows", BR, "table=7,ip,nw_dst=10.0.1.1")              # known before: told at once
+        told: list[tuple[int, ...]] = []
+        while (6, 0) not in told:   # RESUMED
+            msg = c.recv()
+            if msg.type == "multipart_reply":
+                told += updates(msg)
+    finally:
+        c.sock.close()
+    paused = told.index((5, 0))
+    assert told[paused + 1:] == [(2, 7, 1), (1, 8, 1), (1, 8, 2), (6, 0)], told[paused:]
+    # the bundle is one message: its 5,000 updates were queued whole, then the connection was paused
+    assert sorted(told[:paused]) == [(1, 7, p) for p in range(1, 5001)], told[:5]

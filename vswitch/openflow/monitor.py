@@ -15,7 +15,10 @@ snapshot (``!initial``), the events (``!add``, ``!delete``, ``!modify``), whethe
 how changes made by the monitoring connection itself are told (``!own``: one ABBREV carrying the request's xid in
 place of the updates). Every flow-mod's changes go out together, in one reply per connection.
 
-OVS's flow control (NXT_FLOW_MONITOR_PAUSED / RESUMED) is not sent: a monitor that does not read its updates is
+Flow control as OVS has it: a monitoring connection with more than ``PAUSE_BYTES`` of output waiting is told
+PAUSED (1.0: NXT_FLOW_MONITOR_PAUSED; 1.4+: an update of event PAUSED) and from then on only the deletions of flows
+that were there before; once it has taken all its output, the flows changed meanwhile that are still there
+(ADDED, or MODIFIED for a monitor without ADD) and then RESUMED. A client that reads nothing at all is still
 disconnected at the connection's output bound (``channel.TX_LIMIT``), as any client is.
 """
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ofproto.rules import (
@@ -86,6 +89,8 @@ _NX_FULL = struct.Struct("!HHHHHHHBxQ")      # length, event, reason, priority, 
 _OF14_FULL = struct.Struct("!HHBBHHH4xQ")    # length, event, table, reason, idle, hard, priority, cookie
 _ABBREV = struct.Struct("!HHI")              # length 8, event, xid
 _NX_STATS_HEAD = struct.Struct("!II4x")      # vendor, subtype
+PAUSE_BYTES = 128 << 10   # output waiting for a monitoring connection that pauses its monitors (as OVS)
+OFPFME_PAUSED, OFPFME_RESUMED = 5, 6
 
 
 def _pad8(n: int) -> int:
@@ -132,6 +137,14 @@ class Change:
     old: Instructions | None = None   # a modify's instructions before it
 
 
+@dataclass
+class Paused:
+    """A paused connection's monitors: the flows there when it paused, the changes it was not told since."""
+
+    existing: set[int]                                            # ids of the flows present at the pause
+    missed: dict[tuple[int, int, Match], None] = field(default_factory=dict)   # (table, priority, match), in order
+
+
 class WatchedTables(FlowTables):
     """``FlowTables`` that note every flow added, modified or removed while some monitor watches."""
 
@@ -168,6 +181,10 @@ class WatchedTables(FlowTables):
             self.changes.extend(Change(DELETED, s.flow, s.flow.instructions, self.reason) for s in gone)
         return gone
 
+    def get(self, table_id: int, priority: int, match: Match) -> Flow | None:
+        """The flow with exactly this match and priority in that table, if there is one."""
+        return self._tables[table_id].get((priority, match))
+
     def expire(self, now: int) -> list[tuple[FlowStats, int]]:
         gone = super().expire(now)
         if self.watched:
@@ -186,6 +203,7 @@ class FlowMonitors:
         self.tables = WatchedTables(old.n_tables)
         agent.flows.tables = self.tables
         self.by_conn: dict[OfConnection, dict[int, Monitor]] = {}
+        self.paused: dict[OfConnection, Paused] = {}
 
     # ------------------------------------------------------------ requests
     def nx_request(self, conn: OfConnection, msg: Msg) -> None:
@@ -276,6 +294,7 @@ class FlowMonitors:
 
     def closed(self, conn: OfConnection) -> None:
         """A connection closed: its monitors go."""
+        self.paused.pop(conn, None)
         if self.by_conn.pop(conn, None) is not None:
             self._forget_empty(conn)
 
@@ -310,6 +329,8 @@ class FlowMonitors:
     def flush(self, origin: OfConnection | None = None, xid: int = 0) -> None:
         """Tell each monitoring connection the changes noted since the last flush (those ``origin`` made with
         message ``xid`` as one ABBREV to it unless its monitors want its own changes in full)."""
+        if self.paused:
+            self._resume()
         changes = self.tables.changes
         if not changes:
             return
@@ -319,6 +340,7 @@ class FlowMonitors:
                 continue
             updates: list[bytes] = []
             abbreviated = False
+            paused = self.paused.get(conn)
             for ch in changes:
                 chosen = [m for m in monitors.values() if m.selects(ch.flow, ch.event, ch.ins, ch.old)]
                 if not chosen:
@@ -326,6 +348,9 @@ class FlowMonitors:
                 flags = 0
                 for m in chosen:
                     flags |= m.flags
+                if paused is not None and not (ch.event == DELETED and id(ch.flow) in paused.existing):
+                    paused.missed[(ch.flow.table_id, ch.flow.priority, ch.flow.match)] = None
+                    continue
                 if conn is origin and not flags & NXFMF_OWN:
                     if not abbreviated:
                         updates.append(_ABBREV.pack(_ABBREV.size, ABBREV if conn.version == OFP10
@@ -335,6 +360,46 @@ class FlowMonitors:
                 updates.append(self._full(conn.version, ch, bool(flags & NXFMF_ACTIONS)))
             if updates:
                 self._reply(conn, 0, updates)
+            if paused is None and conn.tx_bytes > PAUSE_BYTES:
+                self._pause(conn)
+
+    def _pause(self, conn: OfConnection) -> None:
+        self.paused[conn] = Paused({id(f) for f in self.tables.flows()})
+        self._flow_control(conn, NXT_FLOW_MONITOR_PAUSED, OFPFME_PAUSED)
+
+    def _resume(self) -> None:
+        """Resume each paused connection that has taken all its output: the flows changed meanwhile that are still
+        there, then RESUMED."""
+        for conn, paused in list(self.paused.items()):
+            if conn.tx_bytes or conn.dead:
+                continue
+            del self.paused[conn]
+            monitors = self.by_conn.get(conn, {}).values()
+            updates = []
+            for table_id, priority, match in paused.missed:
+                f = self.tables.get(table_id, priority, match)
+                if f is None:
+                    continue
+                flags = 0
+                for m in monitors:
+                    if m.table_id in (OFPTT_ALL, f.table_id) and m.match.covers(f.match):
+                        flags |= m.flags
+                if flags:
+                    event = ADDED if flags & NXFMF_ADD else MODIFIED
+                    updates.append(self._full(conn.version, Change(event, f, f.instructions),
+                                              bool(flags & NXFMF_ACTIONS)))
+            if updates:
+                self._reply(conn, 0, updates)
+            self._flow_control(conn, NXT_FLOW_MONITOR_RESUMED, OFPFME_RESUMED)
+
+    @staticmethod
+    def _flow_control(conn: OfConnection, subtype: int, event: int) -> None:
+        if conn.version == OFP10:
+            kind, fields = nxt.vendor_fields(OFP10, subtype, b"")
+            conn.send(Msg(OFP10, kind, 0, fields))
+        else:
+            conn.send(Msg(conn.version, "multipart_reply", 0, {"mp_type": MP_FLOW_MONITOR, "flags": 0,
+                                                              "body": struct.pack("!HH4x", 8, event)}))
 
     def _full(self, version: int, ch: Change, actions: bool, initial: bool = False) -> bytes:
         """One full flow update in ``version``'s form."""
