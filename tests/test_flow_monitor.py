@@ -186,11 +186,10 @@ def exchange(path: str, version: int, script: list[tuple[str, bytes]], raw_error
             c = conns[who]
             c.sock.sendall(raw)
             c.sock.sendall(encode(Msg(version, "barrier_request", 0xBA)))
-            for oc in conns.values():   # the other connection: whatever it got, up to a barrier of its own
-                if oc is not c:
-                    oc.sock.sendall(encode(Msg(version, "barrier_request", 0xBB)))
             for name in sorted(conns, key=lambda n: n != who):
                 conn = conns[name]
+                if conn is not c:   # the other: what it got, up to a barrier sent once the actor's was answered
+                    conn.sock.sendall(encode(Msg(version, "barrier_request", 0xBB)))
                 while (msg := conn.recv()).type != "barrier_reply":
                     if msg.type == "error" and raw_errors:
                         got.append((name, "error", msg.xid, bytes(msg.data)))

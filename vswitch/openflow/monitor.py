@@ -98,7 +98,8 @@ def _pad8(n: int) -> int:
 
 
 def _error(version: int, code: int, why: str) -> OfpError:
-    """A flow-monitor error as ``version`` numbers it (1.0: OVS's Nicira code, OFPBRC_BAD_REQUEST otherwise)."""
+    """A flow-monitor error as ``version`` numbers it (1.0: OVS's Nicira vendor error, BAD_REQUEST 517..519;
+    1.4+: OFPET_FLOW_MONITOR_FAILED)."""
     if version == OFP10:   # Nicira's vendor error: type and code after the vendor id
         return OfpError(NXET_VENDOR, OFPET_BAD_REQUEST << 16 | _NX_ERRORS.get(code, 0), why)
     return OfpError(OFPET_FLOW_MONITOR_FAILED, code, why)
@@ -141,7 +142,7 @@ class Change:
 class Paused:
     """A paused connection's monitors: the flows there when it paused, the changes it was not told since."""
 
-    existing: set[int]                                            # ids of the flows present at the pause
+    serial: int   # the flows present at the pause have serials up to this one (an add gives a new, higher one)
     missed: dict[tuple[int, int, Match], None] = field(default_factory=dict)   # (table, priority, match), in order
 
 
@@ -166,12 +167,11 @@ class WatchedTables(FlowTables):
 
     def modify(self, table_id: int, match: Match, priority: int = 0, strict: bool = False, cookie: int = 0,
                cookie_mask: int = 0, instructions: Instructions = DROP, reset_counts: bool = False) -> list[Flow]:
-        ins = instructions
         if not self.watched:
-            return super().modify(table_id, match, priority, strict, cookie, cookie_mask, ins, reset_counts)
+            return super().modify(table_id, match, priority, strict, cookie, cookie_mask, instructions, reset_counts)
         before = {id(f): f.instructions for f in self._select(table_id, match, priority, strict, OFPP_ANY, cookie,
                                                                 cookie_mask)}
-        chosen = super().modify(table_id, match, priority, strict, cookie, cookie_mask, ins, reset_counts)
+        chosen = super().modify(table_id, match, priority, strict, cookie, cookie_mask, instructions, reset_counts)
         self.changes.extend(Change(MODIFIED, f, f.instructions, 0, before.get(id(f))) for f in chosen)
         return chosen
 
@@ -348,7 +348,7 @@ class FlowMonitors:
                 flags = 0
                 for m in chosen:
                     flags |= m.flags
-                if paused is not None and not (ch.event == DELETED and id(ch.flow) in paused.existing):
+                if paused is not None and not (ch.event == DELETED and ch.flow.serial <= paused.serial):
                     paused.missed[(ch.flow.table_id, ch.flow.priority, ch.flow.match)] = None
                     continue
                 if conn is origin and not flags & NXFMF_OWN:
@@ -364,7 +364,7 @@ class FlowMonitors:
                 self._pause(conn)
 
     def _pause(self, conn: OfConnection) -> None:
-        self.paused[conn] = Paused({id(f) for f in self.tables.flows()})
+        self.paused[conn] = Paused(max((f.serial for f in self.tables.flows()), default=0))
         self._flow_control(conn, NXT_FLOW_MONITOR_PAUSED, OFPFME_PAUSED)
 
     def _resume(self) -> None:
