@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.switchutil import private_switch
 from tests.test_bridge_identity import RealOvs
@@ -340,3 +342,22 @@ def test_a_monitor_that_falls_behind_is_paused_then_resumed(sw, tmp_path) -> Non
     assert told[paused + 1:] == [(2, 7, 1), (1, 8, 1), (1, 8, 2), (6, 0)], told[paused:]
     # the bundle is one message: its 5,000 updates were queued whole, then the connection was paused
     assert sorted(told[:paused]) == [(1, 7, p) for p in range(1, 5001)], told[:5]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(version=st.sampled_from([OFP10, OFP14, OFP15]), body=st.binary(max_size=80),
+       head=st.tuples(st.integers(0, 3), st.integers(0, 0x7F), st.sampled_from([0, 1, 2, 7, 254, 255])))
+def test_fuzzed_monitor_requests_get_an_answer_and_the_connection_lives(sw, version: int, body: bytes,
+                                                                        head: tuple) -> None:  # noqa: ANN001
+    """A flow monitor request with random flags, command, table and match bytes gets a reply or an error (never
+    a failure of the switch), and an echo comes back on the same connection."""
+    mid, flags, table = head
+    if version == OFP10:
+        req = struct.pack("!IHHHB5x", mid, flags, 0xFFFF, len(body), table) + body
+        raw = struct.pack("!BBHIHHII4x", OFP10, 16, 24 + len(req), 7, 0xFFFF, 0, 0x2320, 2) + req
+    else:
+        req = struct.pack("!IIIHBB", mid, ANY, ANY, flags, table, flags & 3) + body
+        raw = struct.pack("!BBHIHH4x", version, 18, 16 + len(req), 7, 16, 0) + req
+    got = exchange(f"{sw.rundir}/{BR}.mgmt", version, [("a", raw)])
+    assert [g[1] for g in got] in (["error"], ["stats_reply"], ["multipart_reply"]), got
+    assert "handling a message failed" not in sw.stderr()
