@@ -4,9 +4,10 @@ NXST_FLOW_MONITOR) and 1.4 / 1.5 (OFPMP_FLOW_MONITOR), held to a real ovs-vswitc
 The same ``ovs-ofctl monitor`` runs against pyvswitch and against a real OVS (netdev datapath, its own namespace and
 rundir) while another ``ovs-ofctl`` adds, modifies and deletes flows; the lines it prints (the snapshot, then one
 reply per change with ADDED / MODIFIED / DELETED and the reason) must be the same, for the filters ``!initial``,
-``table=``, ``out_port=``, a match, ``!actions`` and ``!delete``. Then what only a raw client shows: ``!own``
-(one ABBREV with the request's xid), the cancel, errors (the connection lives, nothing half-applies) and a
-monitor's connection closing.
+``table=``, ``out_port=``, a match, ``!actions``, ``!delete`` and ``!modify``, and the reasons of timeouts and group
+deletes. Then, with raw clients: ``!own`` (one ABBREV with the flow-mod's xid) and the cancel and modify commands
+(the same replies as a real OVS), errors (OVS's codes; the connection lives, nothing half-applies), a refused
+bundle (its flows are never told), the flow control (PAUSED, RESUMED) and fuzzed requests.
 """
 
 from __future__ import annotations

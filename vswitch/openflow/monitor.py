@@ -89,6 +89,8 @@ _NX_FULL = struct.Struct("!HHHHHHHBxQ")      # length, event, reason, priority, 
 _OF14_FULL = struct.Struct("!HHBBHHH4xQ")    # length, event, table, reason, idle, hard, priority, cookie
 _ABBREV = struct.Struct("!HHI")              # length 8, event, xid
 _NX_STATS_HEAD = struct.Struct("!II4x")      # vendor, subtype
+#: how a NXST_FLOW_MONITOR request's statistics body starts (Nicira's vendor id, the subtype)
+NXST_FLOW_MONITOR_HEAD = struct.pack("!II", NX_VENDOR_ID, NXST_FLOW_MONITOR)
 PAUSE_BYTES = 128 << 10   # output waiting for a monitoring connection that pauses its monitors (as OVS)
 OFPFME_PAUSED, OFPFME_RESUMED = 5, 6
 

@@ -145,7 +145,7 @@ class NiciraMessages:
         """NXST_FLOW / NXST_AGGREGATE (OpenFlow 1.0 vendor statistics)."""
         if conn.version != OFP10:
             raise OfpError(OFPET_BAD_REQUEST, 2, "experimenter statistics")   # OFPBRC_BAD_MULTIPART
-        if bytes(msg.body)[4:8] == monitor.NXST_FLOW_MONITOR.to_bytes(4, "big"):
+        if bytes(msg.body)[:8] == monitor.NXST_FLOW_MONITOR_HEAD:
             self.monitors.nx_request(conn, msg)
             return
         subtype, req = nxt.stats_request_decode(bytes(msg.body))
