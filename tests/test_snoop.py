@@ -25,7 +25,7 @@ import pytest
 
 from tests.switchutil import private_switch
 from tests.test_bridge_identity import RealOvs
-from vswitch.openflow.codec import OFP13, Msg, decode, encode
+from vswitch.openflow.codec import OFP10, OFP13, OFP15, Msg, decode, encode
 
 pytestmark = pytest.mark.integration
 
@@ -52,20 +52,22 @@ def real_ovs() -> Iterator[RealOvs]:
 
 
 class OwnController:
-    """A controller the bridge connects to (``unix:PATH``): it speaks first with a 1.3 hello, then as told."""
+    """A controller the bridge connects to (``unix:PATH``), the bridge allowing ``version`` only: it speaks first
+    with a hello of that version, then as told."""
 
-    def __init__(self, sw) -> None:  # noqa: ANN001 - Switch / RealOvs
+    def __init__(self, sw, version: int = OFP13) -> None:  # noqa: ANN001 - Switch / RealOvs
         self.sw = sw
+        self.version = version
         path = self.path = os.path.join(sw.rundir, "ctl.sock")   # OVS takes unix: sockets in its rundir only
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(1)
         self.listener.settimeout(15)
-        sw.vsctl("set", "Bridge", BR, "protocols=OpenFlow13", "--", "--id=@c", "create", "Controller",
+        sw.vsctl("set", "Bridge", BR, f"protocols={PROTO[version]}", "--", "--id=@c", "create", "Controller",
                  f'target="unix:{path}"', "inactivity_probe=60000", "--", "set", "Bridge", BR, "controller=@c")
         self.sock, _ = self.listener.accept()
         self.sock.settimeout(10)
-        self.sock.sendall(encode(Msg(OFP13, "hello", 1)))
+        self.sock.sendall(encode(Msg(version, "hello", 1)))
         assert self.recv().type == "hello"
 
     def recv(self) -> Msg:
@@ -82,7 +84,7 @@ class OwnController:
 
     def ask(self, raw: bytes) -> Msg:
         """Send one message; the answer (a barrier's reply follows each, so one without an answer is fine)."""
-        self.sock.sendall(raw + encode(Msg(OFP13, "barrier_request", 0xBA)))
+        self.sock.sendall(raw + encode(Msg(self.version, "barrier_request", 0xBA)))
         first = self.recv()
         if first.type != "barrier_reply":
             assert self.recv().type == "barrier_reply"
@@ -128,6 +130,8 @@ class Snooper:
 
 
 SYNC = 0x99
+PROTO = {OFP10: "OpenFlow10", OFP13: "OpenFlow13", OFP15: "OpenFlow15"}
+TAG = {OFP10: "", OFP13: " (OF1.3)", OFP15: " (OF1.5)"}
 
 
 def blocks(text: str) -> list[str]:
@@ -143,42 +147,42 @@ def blocks(text: str) -> list[str]:
     return ["\n".join(b) for b in out if f"xid={SYNC:#x}" not in b[0]]
 
 
-def snooped_exchange(sw) -> list[str]:  # noqa: ANN001
-    """What ``ovs-ofctl snoop`` prints while our controller sends an echo, a get-config, a barrier and a message
-    of an unknown type (an error comes back)."""
-    ctl = OwnController(sw)
-    snoop = Snooper(sw)
+def snooped_exchange(sw, v: int) -> list[str]:  # noqa: ANN001
+    """What ``ovs-ofctl snoop`` prints while our controller (OpenFlow ``v``) sends an echo, a get-config, a barrier
+    and a message of an unknown type (an error comes back)."""
+    ctl = OwnController(sw, v)
+    snoop = Snooper(sw, PROTO[v])
     try:
         # echo until the snooper is attached (prints one): from then on it sees all
         deadline = time.monotonic() + 10
         while "OFPT_ECHO_REPLY" not in snoop.text.decode():
             assert time.monotonic() < deadline, snoop.text
-            ctl.ask(encode(Msg(OFP13, "echo_request", SYNC, {"data": b"sync"})))
+            ctl.ask(encode(Msg(v, "echo_request", SYNC, {"data": b"sync"})))
             time.sleep(0.2)
             if select.select([snoop.fd], [], [], 0.2)[0]:
                 snoop.text += os.read(snoop.fd, 65536)
-        assert ctl.ask(encode(Msg(OFP13, "echo_request", 0x11, {"data": b"abc"}))).data == b"abc"
-        assert ctl.ask(encode(Msg(OFP13, "get_config_request", 0x12))).type == "get_config_reply"
-        assert ctl.ask(struct.pack("!BBHI", OFP13, 99, 8, 0x15)).type == "error"
-        ctl.ask(encode(Msg(OFP13, "echo_request", 0x16, {"data": b"end"})))
-        snoop.read_until("|end")
-        time.sleep(0.3)   # the end's reply
-        text = snoop.read_until("OFPT_ECHO_REPLY (OF1.3) (xid=0x16)")
+        assert ctl.ask(encode(Msg(v, "echo_request", 0x11, {"data": b"abc"}))).data == b"abc"
+        assert ctl.ask(encode(Msg(v, "get_config_request", 0x12))).type == "get_config_reply"
+        assert ctl.ask(struct.pack("!BBHI", v, 99, 8, 0x15)).type == "error"
+        ctl.ask(encode(Msg(v, "echo_request", 0x16, {"data": b"end"})))
+        end_reply = f"OFPT_ECHO_REPLY{TAG[v]} (xid=0x16)"
+        text = snoop.read_until(end_reply)
     finally:
         snoop.stop()
         ctl.close()
     got = blocks(text)
     start = next(i for i, b in enumerate(got) if "(xid=0x11)" in b)   # (before it: the sync's barriers)
-    end = next(i for i, b in enumerate(got) if b.startswith("OFPT_ECHO_REPLY (OF1.3) (xid=0x16)"))
+    end = next(i for i, b in enumerate(got) if b.startswith(end_reply))
     return got[start:end + 1]   # (the end's barrier may be printed or not yet)
 
 
-def test_snoop_prints_the_controller_exchange_as_real_ovs(sw, real_ovs: RealOvs) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("version", [OFP10, OFP13, OFP15])
+def test_snoop_prints_the_controller_exchange_as_real_ovs(sw, real_ovs: RealOvs, version: int) -> None:  # noqa: ANN001
     """Both ways, in order, every message after the hellos: the same text from pyvswitch's snoop socket as from
     a real OVS's."""
     got = []
     for target in (sw, real_ovs):
-        got.append(snooped_exchange(target))
+        got.append(snooped_exchange(target, version))
     ours, theirs = got
     assert ours == theirs, ("\n".join(ours), "\n".join(theirs))
     assert any(b.startswith("OFPT_GET_CONFIG_REPLY") for b in ours), ours
