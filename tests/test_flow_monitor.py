@@ -1,5 +1,5 @@
 """Flow monitors (vswitch/openflow/monitor.py): ``ovs-ofctl monitor br0 watch:...`` in OpenFlow 1.0 (Nicira's
-NXST_FLOW_MONITOR) and 1.4 / 1.5 (OFPMP_FLOW_MONITOR), held to a real ovs-vswitchd 3.1.
+NXST_FLOW_MONITOR), 1.3 (ONF's extension) and 1.4 / 1.5 (OFPMP_FLOW_MONITOR), held to a real ovs-vswitchd 3.1.
 
 The same ``ovs-ofctl monitor`` runs against pyvswitch and against a real OVS (netdev datapath, its own namespace and
 rundir) while another ``ovs-ofctl`` adds, modifies and deletes flows; the lines it prints (the snapshot, then one
@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from tests.switchutil import private_switch
 from tests.test_bridge_identity import RealOvs
 from tests.test_openflow import Client
-from vswitch.openflow.codec import OFP10, OFP14, OFP15, Msg, encode
+from vswitch.openflow.codec import OFP10, OFP13, OFP14, OFP15, Msg, encode
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +135,7 @@ def run_watch(sw, proto: str, spec: str) -> list[str]:  # noqa: ANN001
 WATCHES = ["", "!initial", "table=1", "!actions", "!delete,out_port=2", "ip", "!modify,ip"]
 
 
-@pytest.mark.parametrize("proto", ["OpenFlow10", "OpenFlow14", "OpenFlow15"])
+@pytest.mark.parametrize("proto", ["OpenFlow10", "OpenFlow13", "OpenFlow14", "OpenFlow15"])
 def test_monitor_prints_what_real_ovs_prints(sw, real_ovs: RealOvs, proto: str) -> None:  # noqa: ANN001
     """Snapshot and updates, line for line as a real OVS 3.1 gives them, for every filter."""
     for spec in WATCHES:
@@ -346,7 +346,7 @@ def test_a_monitor_that_falls_behind_is_paused_then_resumed(sw, tmp_path) -> Non
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(version=st.sampled_from([OFP10, OFP14, OFP15]), body=st.binary(max_size=80),
+@given(version=st.sampled_from([OFP10, OFP13, OFP14, OFP15]), body=st.binary(max_size=80),
        head=st.tuples(st.integers(0, 3), st.integers(0, 0x7F), st.sampled_from([0, 1, 2, 7, 254, 255])))
 def test_fuzzed_monitor_requests_get_an_answer_and_the_connection_lives(sw, version: int, body: bytes,
                                                                         head: tuple) -> None:  # noqa: ANN001
@@ -356,6 +356,9 @@ def test_fuzzed_monitor_requests_get_an_answer_and_the_connection_lives(sw, vers
     if version == OFP10:
         req = struct.pack("!IHHHB5x", mid, flags, 0xFFFF, len(body), table) + body
         raw = struct.pack("!BBHIHHII4x", OFP10, 16, 24 + len(req), 7, 0xFFFF, 0, 0x2320, 2) + req
+    elif version == OFP13:   # ONF's experimenter multipart
+        req = struct.pack("!IHHIB3x", mid, flags, len(body), ANY, table) + body
+        raw = struct.pack("!BBHIHH4xII", OFP13, 18, 24 + len(req), 7, 0xFFFF, 0, 0x4F4E4600, 1870) + req
     else:
         req = struct.pack("!IIIHBB", mid, ANY, ANY, flags, table, flags & 3) + body
         raw = struct.pack("!BBHIHH4x", version, 18, 16 + len(req), 7, 16, 0) + req

@@ -91,6 +91,7 @@ from vswitch.openflow.channel import (  # noqa: F401 - importable from here, as 
     _version_bitmap,
 )
 from vswitch.openflow.codec import (
+    MP_EXPERIMENTER,
     NX_VENDOR_ID,
     OFP10,
     OFP13,
@@ -117,7 +118,12 @@ from vswitch.openflow.codec import (
 from vswitch.openflow.flows import BULK_GAP, BridgeFlows, port_wire
 from vswitch.openflow.groupmeter import OFPRR_GROUP_DELETE, OFPRR_METER_DELETE
 from vswitch.openflow.links import ControllerLinks
-from vswitch.openflow.monitor import MP_FLOW_MONITOR, FlowMonitors
+from vswitch.openflow.monitor import (
+    MP_FLOW_MONITOR,
+    ONF_FLOW_MONITOR_HEAD,
+    ONFT_FLOW_MONITOR_CANCEL,
+    FlowMonitors,
+)
 from vswitch.openflow.nxhandlers import NiciraMessages, TlvMap, vendor_of
 from vswitch.openflow.snoop import Snoop, Snooper
 from vswitch.openflow.switchconfig import (  # noqa: F401 - importable from here, as before
@@ -708,6 +714,8 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
     def _on_multipart_request(self, conn: OfConnection, msg: Msg) -> None:
         if msg.mp_type == MP_FLOW_MONITOR and conn.version >= OFP14:
             self.monitors.of_request(conn, msg)
+        elif conn.version == OFP13 and msg.mp_type == MP_EXPERIMENTER and bytes(msg.body)[:8] == ONF_FLOW_MONITOR_HEAD:
+            self.monitors.nx_request(conn, msg)
         else:
             SwitchViews._on_multipart_request(self, conn, msg)
 
@@ -750,6 +758,9 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
         if conn.version == OFP13 and msg.experimenter == ONF_VENDOR_ID and msg.exp_type in (
                 ONF_ET_BUNDLE_CONTROL, ONF_ET_BUNDLE_ADD_MESSAGE):
             self.bundles.experimenter(conn, msg, self._raw)
+            return
+        if conn.version == OFP13 and msg.experimenter == ONF_VENDOR_ID and msg.exp_type == ONFT_FLOW_MONITOR_CANCEL:
+            self.monitors.nx_cancel(conn, bytes(msg.data))
             return
         if msg.experimenter == NX_VENDOR_ID:
             self._nicira(conn, msg, msg.exp_type, bytes(msg.data))

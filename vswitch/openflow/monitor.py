@@ -4,6 +4,8 @@ deleted (``ovs-ofctl monitor br0 watch:...``), with the flows present now as a f
 ```
  OpenFlow 1.0   NXST_FLOW_MONITOR request (stats, vendor 0x2320) ──► monitors of the connection ──► NXST_FLOW_MONITOR
                 NXT_FLOW_MONITOR_CANCEL (vendor message)                replies: the snapshot (request's xid),
+ OpenFlow 1.3   ONFST_FLOW_MONITOR (ONF experimenter multipart 1870: Nicira's layout with an ofp_match and
+                instructions), ONFT_FLOW_MONITOR_CANCEL
  OpenFlow 1.4+  OFPMP_FLOW_MONITOR request: command add / modify /      then one reply (xid 0) per change: ADDED,
                 delete (the cancel)                                     MODIFIED, DELETED (+ reason), ABBREV
  FlowTables (WatchedTables) ── add / modify / delete / expire ──► events ──► flush after each message and turn
@@ -12,7 +14,7 @@ deleted (``ovs-ofctl monitor br0 watch:...``), with the flows present now as a f
 A monitor selects flows by table (``table=``), by an output port its actions name before or after a change
 (``out_port=``), and by a match (OVS's loose match: the flow is at least as specific); its flags choose the
 snapshot (``!initial``), the events (``!add``, ``!delete``, ``!modify``), whether actions are sent (``!actions``) and
-how changes made by the monitoring connection itself are told (``!own``: one ABBREV carrying the request's xid in
+how changes made by the monitoring connection itself are told (``!own``: one ABBREV carrying the flow-mod's xid in
 place of the updates). Every flow-mod's changes go out together, in one reply per connection.
 
 Flow control as OVS has it: a monitoring connection with more than ``PAUSE_BYTES`` of output waiting is told
@@ -51,6 +53,7 @@ from vswitch.openflow.codec import (
     OFP13,
     OFPBRC_BAD_LEN,
     OFPET_BAD_REQUEST,
+    ONF_VENDOR_ID,
     Msg,
     OfpError,
     actions_encode,
@@ -77,6 +80,7 @@ _EVENT14 = {ADDED: 1, DELETED: 2, MODIFIED: 3, ABBREV: 4}
 OFPFME_INITIAL = 0
 #: errors: OpenFlow 1.4's OFPET_FLOW_MONITOR_FAILED codes; OVS's Nicira numbers of them in 1.0 (BAD_REQUEST 517..519)
 OFPET_FLOW_MONITOR_FAILED = 16
+OFPET_EXPERIMENTER = 0xFFFF
 OFPMOFC_MONITOR_EXISTS, OFPMOFC_UNKNOWN_MONITOR, OFPMOFC_BAD_COMMAND, OFPMOFC_BAD_FLAGS = 1, 3, 4, 5
 OFPMOFC_BAD_TABLE_ID = 6
 _NX_ERRORS = {OFPMOFC_MONITOR_EXISTS: 517, OFPMOFC_BAD_FLAGS: 518, OFPMOFC_UNKNOWN_MONITOR: 519}
@@ -84,6 +88,7 @@ OFPBRC_BAD_TABLE_ID = 9
 OFPMPF_REPLY_MORE = 1
 MAX_MSG = 0xFFFF
 _NX_REQUEST = struct.Struct("!IHHHB5x")      # id, flags, out_port, match_len, table_id
+_ONF_REQUEST = struct.Struct("!IHHIB3x")     # id, flags, match_len, out_port, table_id
 _OF14_REQUEST = struct.Struct("!IIIHBB")     # id, out_port, out_group, flags, table_id, command
 _NX_FULL = struct.Struct("!HHHHHHHBxQ")      # length, event, reason, priority, idle, hard, match_len, table, cookie
 _OF14_FULL = struct.Struct("!HHBBHHH4xQ")    # length, event, table, reason, idle, hard, priority, cookie
@@ -91,6 +96,12 @@ _ABBREV = struct.Struct("!HHI")              # length 8, event, xid
 _NX_STATS_HEAD = struct.Struct("!II4x")      # vendor, subtype
 #: how a NXST_FLOW_MONITOR request's statistics body starts (Nicira's vendor id, the subtype)
 NXST_FLOW_MONITOR_HEAD = struct.pack("!II", NX_VENDOR_ID, NXST_FLOW_MONITOR)
+#: OpenFlow 1.3's ONF extension: Nicira's bodies in an ONF experimenter multipart (1870) and messages (cancel 1870,
+#: paused 1871, resumed 1872)
+ONFMP_FLOW_MONITOR = ONFT_FLOW_MONITOR_CANCEL = 1870
+ONFT_FLOW_MONITOR_PAUSED, ONFT_FLOW_MONITOR_RESUMED = 1871, 1872
+ONF_FLOW_MONITOR_HEAD = struct.pack("!II", ONF_VENDOR_ID, ONFMP_FLOW_MONITOR)
+_NX_ERRORS13 = {OFPMOFC_MONITOR_EXISTS: 6, OFPMOFC_BAD_FLAGS: 7, OFPMOFC_UNKNOWN_MONITOR: 8}
 PAUSE_BYTES = 128 << 10   # output waiting for a monitoring connection that pauses its monitors (as OVS)
 OFPFME_PAUSED, OFPFME_RESUMED = 5, 6
 
@@ -104,6 +115,8 @@ def _error(version: int, code: int, why: str) -> OfpError:
     1.4+: OFPET_FLOW_MONITOR_FAILED)."""
     if version == OFP10:   # Nicira's vendor error: type and code after the vendor id
         return OfpError(NXET_VENDOR, OFPET_BAD_REQUEST << 16 | _NX_ERRORS.get(code, 0), why)
+    if version == OFP13:   # Nicira's experimenter error
+        return OfpError(OFPET_EXPERIMENTER, _NX_ERRORS13.get(code, 0), why)
     return OfpError(OFPET_FLOW_MONITOR_FAILED, code, why)
 
 
@@ -209,21 +222,27 @@ class FlowMonitors:
 
     # ------------------------------------------------------------ requests
     def nx_request(self, conn: OfConnection, msg: Msg) -> None:
-        """NXST_FLOW_MONITOR: add the monitors it carries; the reply is their snapshot (an empty one without
-        NXFMF_INITIAL)."""
-        body = bytes(msg.body)[_NX_STATS_HEAD.size:]
+        """NXST_FLOW_MONITOR (1.3: ONFST_FLOW_MONITOR): add the monitors it carries; the reply is their snapshot
+        (an empty one without NXFMF_INITIAL)."""
+        onf = conn.version == OFP13
+        body = bytes(msg.body)[len(ONF_FLOW_MONITOR_HEAD) if onf else _NX_STATS_HEAD.size:]
         new: list[Monitor] = []
         off = 0
         while off < len(body):
             if len(body) - off < _NX_REQUEST.size:
                 raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, "truncated flow monitor request")
-            mid, flags, out_port, match_len, table_id = _NX_REQUEST.unpack_from(body, off)
+            if onf:   # 32-bit out_port, an ofp_match (OXM)
+                mid, flags, match_len, out_port, table_id = _ONF_REQUEST.unpack_from(body, off)
+            else:
+                mid, flags, out_port, match_len, table_id = _NX_REQUEST.unpack_from(body, off)
+                out_port = port13(OFP10, out_port)
             off += _NX_REQUEST.size
             if off + _pad8(match_len) > len(body):
                 raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, f"flow monitor match_len {match_len}")
-            wire = nxt.match_decode(body[off:off + match_len])
+            wire = match13_decode(body[off:off + _pad8(match_len)])[0] if onf else \
+                nxt.match_decode(body[off:off + match_len])
             off += _pad8(match_len)
-            new.append(self._monitor(conn, mid, flags, table_id, port13(OFP10, out_port), wire))
+            new.append(self._monitor(conn, mid, flags, table_id, out_port, wire))
         self._add(conn, new)
         self._reply(conn, msg.xid, self._snapshot(conn, new))
 
@@ -355,7 +374,7 @@ class FlowMonitors:
                     continue
                 if conn is origin and not flags & NXFMF_OWN:
                     if not abbreviated:
-                        updates.append(_ABBREV.pack(_ABBREV.size, ABBREV if conn.version == OFP10
+                        updates.append(_ABBREV.pack(_ABBREV.size, ABBREV if conn.version in (OFP10, OFP13)
                                                     else _EVENT14[ABBREV], xid))
                         abbreviated = True
                     continue
@@ -399,6 +418,9 @@ class FlowMonitors:
         if conn.version == OFP10:
             kind, fields = nxt.vendor_fields(OFP10, subtype, b"")
             conn.send(Msg(OFP10, kind, 0, fields))
+        elif conn.version == OFP13:
+            onf = ONFT_FLOW_MONITOR_PAUSED if subtype == NXT_FLOW_MONITOR_PAUSED else ONFT_FLOW_MONITOR_RESUMED
+            conn.send(Msg(OFP13, "experimenter", 0, {"experimenter": ONF_VENDOR_ID, "exp_type": onf, "data": b""}))
         else:
             conn.send(Msg(conn.version, "multipart_reply", 0, {"mp_type": MP_FLOW_MONITOR, "flags": 0,
                                                               "body": struct.pack("!HH4x", 8, event)}))
@@ -406,12 +428,17 @@ class FlowMonitors:
     def _full(self, version: int, ch: Change, actions: bool, initial: bool = False) -> bytes:
         """One full flow update in ``version``'s form."""
         f = ch.flow
-        if version == OFP10:
+        if version == OFP10:   # Nicira's update: an NXM match, 1.0 actions
             m = nxt.match_encode(match_to_wire(OFP13, f.match))
             acts = actions_encode(OFP10, actions_to10(actions10_of(OFP10, ch.ins))) if actions else b""
             tail = m + bytes(_pad8(len(m)) - len(m)) + acts
             return _NX_FULL.pack(_NX_FULL.size + len(tail), ch.event, ch.reason, f.priority, f.idle_timeout,
                                  f.hard_timeout, len(m), f.table_id, f.cookie) + tail
+        if version == OFP13:   # ONF's: Nicira's layout with an ofp_match (its length as match_len), instructions
+            m = match13_encode(match_to_wire(OFP13, f.match))
+            tail = m + (instructions_encode(instructions_to_wire(OFP13, ch.ins), OFP13) if actions else b"")
+            return _NX_FULL.pack(_NX_FULL.size + len(tail), ch.event, ch.reason, f.priority, f.idle_timeout,
+                                 f.hard_timeout, int.from_bytes(m[2:4], "big"), f.table_id, f.cookie) + tail
         tail = match13_encode(match_to_wire(version, f.match))
         if actions:
             tail += instructions_encode(instructions_to_wire(version, ch.ins), version)
@@ -426,6 +453,8 @@ class FlowMonitors:
         if conn.version == OFP10:
             head, kind, mp_type, prefix = 12, "stats_reply", MP_EXPERIMENTER, _NX_STATS_HEAD.pack(NX_VENDOR_ID,
                                                                                                   NXST_FLOW_MONITOR)
+        elif conn.version == OFP13:
+            head, kind, mp_type, prefix = 16, "multipart_reply", MP_EXPERIMENTER, ONF_FLOW_MONITOR_HEAD
         else:
             head, kind, mp_type, prefix = 16, "multipart_reply", MP_FLOW_MONITOR, b""
         parts: list[list[bytes]] = [[]]
