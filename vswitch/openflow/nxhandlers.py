@@ -8,8 +8,9 @@ statistics, OpenFlow 1.0's groups, the Geneve TLV map, controller ids and conntr
      NXT_GROUP_MOD ──► groupmeter.group_mod (1.5's group-mod, 1.0 actions; errors NXET_VENDOR-wrapped)
      NXT_TLV_TABLE_MOD / REQUEST ──► TlvMap (per bridge; one placement in the key for all)
      NXT_CT_FLUSH_ZONE ──► accepted (no conntrack yet: nothing to flush)
+     NXT_FLOW_MONITOR_CANCEL ──► FlowMonitors (``monitor``)
  stats type 0xffff (1.0) ──► NXST_FLOW / NXST_AGGREGATE, NXST_GROUP / _DESC / _FEATURES (groupmeter.multipart),
-     split into messages of at most 64 KiB
+                             split into messages of at most 64 KiB; NXST_FLOW_MONITOR ──► FlowMonitors (``monitor``)
 ```
 
 A mixin of ``OfAgent`` (which gives it ``flows``, ``tlv_map`` and the message helpers).
@@ -23,7 +24,7 @@ import weakref
 from typing import Any
 
 from ofproto import tlvmap
-from vswitch.openflow import groupmeter, nxt
+from vswitch.openflow import groupmeter, monitor, nxt
 from vswitch.openflow.channel import ROLE_SLAVE, OfConnection
 from vswitch.openflow.codec import (
     MP_GROUP,
@@ -137,10 +138,14 @@ class NiciraMessages:
 
     flows: Any
     tlv_map: TlvMap
+    monitors: monitor.FlowMonitors
 
     def _nicira(self, conn: OfConnection, msg: Msg, subtype: int, body: bytes) -> None:
         if subtype == nxt.NXT_GROUP_MOD and conn.version != OFP10:   # 1.1+ has OFPT_GROUP_MOD (OVS refuses it so)
             raise OfpError(OFPET_BAD_REQUEST, nxt.OFPBRC_BAD_SUBTYPE, "NXT_GROUP_MOD is OpenFlow 1.0's")
+        if subtype == monitor.NXT_FLOW_MONITOR_CANCEL:
+            self.monitors.nx_cancel(conn, body)
+            return
         fields = nxt.decode(subtype, body)
         if subtype == nxt.NXT_SET_FLOW_FORMAT:
             if fields["format"] not in (nxt.NXFF_OPENFLOW10, nxt.NXFF_NXM):
@@ -184,6 +189,9 @@ class NiciraMessages:
         """NXST_FLOW / NXST_AGGREGATE and the group statistics (OpenFlow 1.0 vendor statistics)."""
         if conn.version != OFP10:
             raise OfpError(OFPET_BAD_REQUEST, 2, "experimenter statistics")   # OFPBRC_BAD_MULTIPART
+        if bytes(msg.body)[:8] == monitor.NXST_FLOW_MONITOR_HEAD:
+            self.monitors.nx_request(conn, msg)
+            return
         subtype, req = nxt.stats_request_decode(bytes(msg.body))
         kind = _GROUP_STATS.get(subtype)
         if kind == MP_GROUP_FEATURES:
