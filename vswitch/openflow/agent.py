@@ -38,8 +38,8 @@ common version gets OFPET_HELLO_FAILED). Each controller's SET_ASYNC masks (by r
 one) choose the packet-in, port-status and flow-removed reasons it is sent.
 
 Every message is decoded by ``vswitch.openflow.codec``; whatever cannot be decoded or is not
-supported gets an OFPT_ERROR (type and code as OpenFlow says, the first 64 bytes of the offending
-message as data) and the connection stays up. Requests are answered in order, so a barrier reply
+supported gets an OFPT_ERROR (type and code as OpenFlow says, the offending message, whole as OVS
+sends it, as data) and the connection stays up. Requests are answered in order, so a barrier reply
 means everything before it was applied.
 
 No client can stall the agent (and so every other client, ``ofproto/trace`` and the flow timeouts): sockets are
