@@ -113,6 +113,9 @@ OFPFC_ADD, OFPFC_MODIFY, OFPFC_MODIFY_STRICT, OFPFC_DELETE, OFPFC_DELETE_STRICT 
 OFPFMFC_UNKNOWN, OFPFMFC_TABLE_FULL, OFPFMFC_BAD_TABLE_ID, OFPFMFC_OVERLAP = 0, 1, 2, 3
 OFPFMFC_BAD_TIMEOUT, OFPFMFC_BAD_COMMAND = 6, 7
 OFPBRC_BUFFER_UNKNOWN, OFPBRC_BAD_PORT = 8, 11
+OFPBRC_EPERM = 5
+#: OVS's hidden table: it exists (past the 254 a controller sees) and no flow-mod may add to or change it
+HIDDEN_TABLE = 254
 OFPBAC_BAD_OUT_PORT, OFPBAC_BAD_ARGUMENT, OFPBAC_BAD_SET_TYPE, OFPBAC_BAD_SET_ARGUMENT = 4, 5, 13, 15
 OFPBAC_MATCH_INCONSISTENT = 10
 OFPBIC_BAD_TABLE_ID = 2
@@ -206,6 +209,12 @@ def _flags(version: int, f: dict[str, Any]) -> int:
 def _flow_error(e: FlowError) -> OfpError:
     err_type, code = FLOW_ERRORS.get(e.code, (OFPET_FLOW_MOD_FAILED, OFPFMFC_UNKNOWN))
     return OfpError(err_type, code, str(e))
+
+
+def _writable(table_id: int, command: int) -> None:
+    """OVS's answer to adding to or modifying its hidden table: OFPBRC_EPERM."""
+    if table_id == HIDDEN_TABLE and command in (OFPFC_ADD, OFPFC_MODIFY, OFPFC_MODIFY_STRICT):
+        raise OfpError(OFPET_BAD_REQUEST, OFPBRC_EPERM, f"table {table_id} is OVS's hidden table")
 
 
 def match_from_wire(version: int, wire: dict[str, Any]) -> Match:
@@ -366,6 +375,7 @@ class BridgeFlows:
         # OpenFlow 1.0 has no table_id (unless Nicira's NXT_FLOW_MOD_TABLE_ID put one in the command): adds go
         # to table 0, the other commands apply to every table
         table_id = f.get("table_id", OFPTT_ALL if version == OFP10 and command != OFPFC_ADD else 0)
+        _writable(table_id, command)
         match = match_from_wire(OFP13 if f.get("nxm") else version, f["match"])   # nxm: NXT_FLOW_MOD's match
         cookie_mask = f.get("cookie_mask", 0)
         now = self.now()
@@ -373,10 +383,11 @@ class BridgeFlows:
         try:
             if command == OFPFC_ADD or (version == OFP10 and command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT)):
                 ins = instructions_from_wire(version, f)
-                if command != OFPFC_ADD:   # OpenFlow 1.0: a modify that selects nothing adds the flow
+                if command != OFPFC_ADD:   # OpenFlow 1.0: a modify that selects nothing adds the flow, unless
+                    # it selects by cookie (NXM_NX_COOKIE_W) or sets none (OVS: new cookie all-ones)
                     chosen = self.tables.modify(table_id, match, f["priority"], command == OFPFC_MODIFY_STRICT,
-                                                instructions=ins)
-                    if chosen:
+                                                f["cookie"], cookie_mask, instructions=ins)
+                    if chosen or cookie_mask or f["cookie"] == (1 << 64) - 1:
                         self.changed()
                         return removed
                 self.tables.add(Flow(0 if table_id == OFPTT_ALL else table_id, f["priority"], match, ins,
@@ -409,6 +420,7 @@ class BridgeFlows:
         command = f["command"]
         if command not in (OFPFC_ADD, OFPFC_MODIFY, OFPFC_MODIFY_STRICT, OFPFC_DELETE, OFPFC_DELETE_STRICT):
             raise OfpError(OFPET_FLOW_MOD_FAILED, OFPFMFC_BAD_COMMAND, f"flow_mod command {command}")
+        _writable(f.get("table_id", 0), command)
         try:
             match = match_from_wire(version, f["match"])
             if command == OFPFC_ADD:

@@ -148,6 +148,8 @@ class NiciraMessages:
         f["nxm"] = True
         if conn.flow_mod_table_id:
             f["table_id"], f["command"] = f["command"] >> 8, f["command"] & 0xFF
+        if "cookie_match" in f:   # NXM_NX_COOKIE_W: modify / delete the flows of that cookie
+            f["cookie"], f["cookie_mask"] = f.pop("cookie_match")
         self._on_flow_mod(conn, Msg(OFP10, "flow_mod", msg.xid, f))   # type: ignore[attr-defined]
 
     def _nicira_stats(self, conn: OfConnection, msg: Msg) -> None:
@@ -165,6 +167,8 @@ class NiciraMessages:
             return
         request = {"table_id": req["table_id"], "match": req["match"], "nxm": True,
                    "out_port": port13(OFP10, req["out_port"])}
+        if "cookie_match" in req:   # NXM_NX_COOKIE_W: the flows of that cookie
+            request["cookie"], request["cookie_mask"] = req["cookie_match"]
         entries = self.flows.flow_stats(OFP10, request)
         if subtype == nxt.NXST_AGGREGATE:
             reply: Any = {"packet_count": sum(e["packet_count"] for e in entries),

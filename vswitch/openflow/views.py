@@ -90,9 +90,11 @@ class SwitchViews:
         elif kind in groupmeter.MP_KINDS and v >= OFP13:
             body = groupmeter.multipart(self, v, kind, msg.body)
         elif kind == MP_TABLE_FEATURES and v >= OFP13:
-            # ovs-ofctl looks table names up here; each entry needs the 8 required property headers
+            # unnamed tables, as OVS's (ovs-ofctl prints no name); metadata fully matchable and writable; the 8
+            # required property headers, empty (OVS lists its instructions, actions and fields there)
             props = b"".join(struct.pack("!HH4x", t, 4) for t in range(0, 16, 2))
-            body = [{"table_id": t, "name": f"table{t}", "metadata_match": 0, "metadata_write": 0, "config": 0,
+            every = (1 << 64) - 1
+            body = [{"table_id": t, "name": "", "metadata_match": every, "metadata_write": every, "config": 0,
                      "max_entries": 1_000_000, "properties": props} for t in range(N_TABLES)]
         elif kind == MP_EXPERIMENTER:
             self._nicira_stats(conn, msg)   # type: ignore[attr-defined]
