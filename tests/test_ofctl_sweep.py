@@ -11,6 +11,8 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -172,7 +174,8 @@ def script(files: dict[str, str]) -> list[tuple[str, tuple[str, ...]]]:
         ("add-tlv-map again", ("add-tlv-map", "-", "{class=0xffff,type=0x2,len=4}->tun_metadata0")),
         ("del-tlv-map", ("del-tlv-map", "-")),
         ("table 255", ("add-flow", "-", "table=255,actions=drop")),
-        ("bad table", ("add-flow", "-", "table=254,actions=drop")),
+        ("bad table", ("add-flow", "-", "table=254,actions=drop")),     # OVS's hidden table
+        ("del hidden table", ("del-flows", "-", "table=254")),
         ("bad in_port", ("packet-out", "-", f"in_port=99 packet={ARP_REQUEST} actions=output:1")),
         ("group to missing group", ("add-group", "-", "group_id=3,type=all,bucket=actions=group:99")),
         ("mod missing group", ("mod-group", "-", "group_id=98,type=all,bucket=actions=output:1")),
@@ -329,16 +332,19 @@ def run_script(env: dict[str, str], version: str, files: dict[str, str]) -> list
 def test_ofctl_answers_as_ovs(sw: Switch, real_ovs: RealOvs, files: dict[str, str], version: str) -> None:
     """Every step of the script prints what OVS prints and exits as it does, but for the ``KNOWN`` differences."""
     ours, theirs = run_script(sw.env, version, files), run_script(real_ovs.env, version, files)
-    diffs = []
+    diffs, stale = [], []
     for (name, _args), a, b in zip(script(files), ours, theirs, strict=True):
         known = KNOWN.get((name, version)) or KNOWN.get((name, "*"))
         if a != b and not known:
             diffs.append((name, a, b))
+        elif a == b and known:
+            stale.append(name)   # fixed: its KNOWN entry goes
     if os.environ.get("SWEEP_REPORT"):
         for name, a, b in diffs:
             print(f"=== {version} {name}\n--- ours rc={a[0]}\n" + "\n".join(a[1]) + f"\n--- ovs rc={b[0]}\n"
                   + "\n".join(b[1]))
     assert not diffs, [d[0] for d in diffs]
+    assert not stale, f"equal now, drop from KNOWN: {stale}"
 
 
 @pytest.mark.parametrize("version", sorted(UNSPOKEN))
@@ -349,3 +355,81 @@ def test_unspoken_versions_fail_negotiation(sw: Switch, real_ovs: RealOvs, versi
     rc, out = _ofctl(sw.env, "-O", version, "show", BR)
     assert rc == 1 and "version negotiation failed" in out, out
     assert _ofctl(sw.env, "-O", "OpenFlow13", "show", BR)[0] == 0
+
+
+def _monitor(env: dict[str, str], opts: tuple[str, ...], args: tuple[str, ...],
+             events: list[tuple[str, ...]], until: str, tries: int = 20) -> list[str]:
+    """What ``ovs-ofctl [opts] monitor BR args`` prints while ``events`` (ovs-ofctl commands) run, repeated
+    until the monitor printed ``until`` (it may not have connected yet), at most ``tries`` times."""
+    proc = subprocess.Popen(["ovs-ofctl", *opts, "monitor", BR, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        for _ in range(tries):
+            for ev in events:
+                _ofctl(env, *opts, *(BR if a == "-" else a for a in ev))
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline and not any(until in ln for ln in lines):
+                time.sleep(0.05)
+            if any(until in ln for ln in lines) or proc.poll() is not None:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
+    text = [ln.rstrip() for ln in lines if "fatal_signal" not in ln]
+    for pat, rep in _BLANK:
+        text = [pat.sub(rep, ln) for ln in text]
+    return text[:text.index(next(ln for ln in text if until in ln)) + 2] if any(until in ln for ln in text) else text
+
+
+MONITORS = {
+    # a packet-out whose action is CONTROLLER: the monitor's packet-in (1.0's OFPT_PACKET_IN, 1.3+'s NXT_PACKET_IN2)
+    "packet-out": (("65535",), [("packet-out", "-", f"in_port=1 packet={ARP_REQUEST} actions=controller")],
+                   "PACKET_IN"),
+    # a packet-out sent through the tables, to a flow whose action is CONTROLLER
+    "flow": (("65535",), [("add-flow", "-", "table=0,priority=9,arp,actions=controller"),
+                          ("packet-out", "-", f"in_port=1 packet={ARP_REQUEST} actions=table")], "PACKET_IN"),
+    # Nicira's flow monitor (ovs-ofctl monitor watch:): the flows added and deleted
+    "watch": (("watch:",), [("add-flow", "-", "table=2,priority=3,ip,actions=output:1"),
+                            ("del-flows", "-", "table=2")], "event=DELETED"),
+}
+_NO_PIN = "a packet-out's own CONTROLLER action: OVS sends a 1.3+ monitor NXT_PACKET_IN2 (1.3: via action, " \
+          "1.5: via packet_out); ours sends none to a 1.3+ connection (vswitch/openflow/agent.py's packet-in " \
+          "path takes it, having no flow, for a table miss)"
+#: (what, version) -> why ours differs (the test checks the difference is still there)
+KNOWN_MONITOR = {("packet-out", "OpenFlow13"): _NO_PIN, ("packet-out", "OpenFlow15"): _NO_PIN,
+                 ("flow", "OpenFlow15"): "1.5's packet-in reason for a packet a packet-out sent through the tables: "
+                                         "OVS says OFPR_PACKET_OUT (via packet_out), ours OFPR_ACTION (via action): "
+                                         "the packet-in does not know it came from a packet-out (xlate/, "
+                                         "vswitch/openflow/packetin2.py)"}
+for _v in ("plain", "OpenFlow10", "OpenFlow13", "OpenFlow15"):
+    KNOWN_MONITOR[("watch", _v)] = ("Nicira's flow monitor (NXST_FLOW_MONITOR; 1.3: ONFST_, 1.5: OFPST_FLOW_MONITOR) "
+                                    "is not implemented: ours answers an OFPT_ERROR (the agent's monitor, "
+                                    "vswitch/openflow/monitor.py, is another engineer's work in progress)")
+
+
+@pytest.mark.parametrize("what", sorted(MONITORS))
+@pytest.mark.parametrize("version", ["plain", "OpenFlow10", "OpenFlow13", "OpenFlow15"])
+def test_monitor_prints_what_ovs_prints(sw: Switch, real_ovs: RealOvs, version: str, what: str) -> None:
+    """``ovs-ofctl monitor``: packet-ins of packet-outs, and Nicira's flow monitor's flow events, as OVS prints
+    them (or a ``KNOWN_MONITOR`` difference, which must still be there: a fix drops its entry)."""
+    o = () if version == "plain" else ("-O", version)
+    args, events, until = MONITORS[what]
+    for env in (sw.env, real_ovs.env):
+        _ofctl(env, *o, "del-flows", BR)
+    theirs = _monitor(real_ovs.env, o, args, events, until)
+    assert any(until in ln for ln in theirs), theirs        # OVS printed the event: the script is sound
+    known = KNOWN_MONITOR.get((what, version))
+    ours = _monitor(sw.env, o, args, events, until, tries=3 if known else 20)
+    assert (ours != theirs) if known else (ours == theirs), (known, ours, theirs)
+
+
+def test_snoop_is_a_known_difference(sw: Switch, real_ovs: RealOvs) -> None:
+    """``ovs-ofctl snoop``: OVS listens on ``BR.snoop`` in its rundir (the messages between the bridge and its
+    controllers); ours has no snoop socket yet (KNOWN: the listening sockets are vswitch/openflow/links.py's)."""
+    assert os.path.exists(os.path.join(real_ovs.rundir, f"{BR}.snoop"))
+    rc, out = _ofctl(sw.env, "snoop", BR)
+    assert rc == 1 and "is not a bridge or a socket" in out, out

@@ -114,7 +114,7 @@ OFPFMFC_UNKNOWN, OFPFMFC_TABLE_FULL, OFPFMFC_BAD_TABLE_ID, OFPFMFC_OVERLAP = 0, 
 OFPFMFC_BAD_TIMEOUT, OFPFMFC_BAD_COMMAND = 6, 7
 OFPBRC_BUFFER_UNKNOWN, OFPBRC_BAD_PORT = 8, 11
 OFPBRC_EPERM = 5
-#: OVS's hidden table: it exists (past the 254 a controller sees) and no flow-mod may add to or change it
+#: OVS's hidden table: it exists (past the 254 a controller sees) and no flow-mod may touch it
 HIDDEN_TABLE = 254
 OFPBAC_BAD_OUT_PORT, OFPBAC_BAD_ARGUMENT, OFPBAC_BAD_SET_TYPE, OFPBAC_BAD_SET_ARGUMENT = 4, 5, 13, 15
 OFPBAC_MATCH_INCONSISTENT = 10
@@ -212,8 +212,8 @@ def _flow_error(e: FlowError) -> OfpError:
 
 
 def _writable(table_id: int, command: int) -> None:
-    """OVS's answer to adding to or modifying its hidden table: OFPBRC_EPERM."""
-    if table_id == HIDDEN_TABLE and command in (OFPFC_ADD, OFPFC_MODIFY, OFPFC_MODIFY_STRICT):
+    """OVS's answer to a flow-mod (add, modify or delete) in its hidden table: OFPBRC_EPERM."""
+    if table_id == HIDDEN_TABLE:
         raise OfpError(OFPET_BAD_REQUEST, OFPBRC_EPERM, f"table {table_id} is OVS's hidden table")
 
 
