@@ -391,7 +391,8 @@ class BridgeFlows:
                         self.changed()
                         return removed
                 self.tables.add(Flow(0 if table_id == OFPTT_ALL else table_id, f["priority"], match, ins,
-                                     f["cookie"], f["idle_timeout"], f["hard_timeout"], _flags(version, f)), now)
+                                     f["cookie"], f["idle_timeout"], f["hard_timeout"], _flags(version, f),
+                                     importance=f.get("importance", 0)), now)
             elif command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT):
                 ins = instructions_from_wire(version, f)
                 if f["flags"] & OFPFF_RESET_COUNTS:
@@ -472,7 +473,7 @@ class BridgeFlows:
         if version == OFP10:
             entry["actions"] = actions_to10(actions10_of(OFP10, f.instructions))
         else:
-            entry["flags"] = f.flags
+            entry.update(flags=f.flags, importance=f.importance)
             entry["instructions"] = instructions_to_wire(version, f.instructions)
         if version >= OFP15:   # the 1.5 flow description carries its counters as OXS statistics
             entry["stats"] = {"duration": s.duration << 32, "idle_time": s.idle << 32, "packet_count": s.packets,
