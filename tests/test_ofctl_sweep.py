@@ -190,6 +190,11 @@ def script(files: dict[str, str]) -> list[tuple[str, tuple[str, ...]]]:
         ("add-tlv-map", ("add-tlv-map", "-", "{class=0xffff,type=0x1,len=4}->tun_metadata0")),
         ("dump-tlv-map after", ("dump-tlv-map", "-")),
         ("add-tlv-map again", ("add-tlv-map", "-", "{class=0xffff,type=0x2,len=4}->tun_metadata0")),
+        ("flow on tun_metadata0", ("add-flow", "-", "table=11,tun_metadata0=0x1234,actions=drop")),
+        ("flow on unmapped option", ("add-flow", "-", "table=11,tun_metadata1=0x1,actions=drop")),
+        ("dump tlv flows", ("dump-flows", "-", "table=11")),
+        ("del-tlv-map in use", ("del-tlv-map", "-", "{class=0xffff,type=0x1,len=4}->tun_metadata0")),
+        ("del tlv flows", ("del-flows", "-", "table=11")),
         ("del-tlv-map", ("del-tlv-map", "-")),
         ("table 255", ("add-flow", "-", "table=255,actions=drop")),
         ("bad table", ("add-flow", "-", "table=254,actions=drop")),     # OVS's hidden table
@@ -204,6 +209,9 @@ def script(files: dict[str, str]) -> list[tuple[str, tuple[str, ...]]]:
         ("set_field", ("add-flow", "-", "table=8,ip,actions=set_field:10.0.0.9->ip_dst,output:1")),
         ("push_mpls", ("add-flow", "-", "table=10,ip,actions=push_mpls:0x8847,output:1")),
         ("del push_mpls", ("del-flows", "-", "table=10")),
+        ("add-flows bad", ("add-flows", "-", "@badbundle")),        # not a bundle: the first flow stays
+        ("after bad add-flows", ("dump-flows", "-", "table=9")),
+        ("del table 9", ("del-flows", "-", "table=9")),
         ("--bundle bad", ("--bundle", "add-flows", "-", "@badbundle")),
         ("after bad bundle", ("dump-flows", "-", "table=9")),
         ("get-frags end", ("get-frags", "-")),

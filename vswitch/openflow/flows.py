@@ -41,6 +41,7 @@ from dpif import key as K
 from dpif.extract import extract_burst
 from dpif.megaflow import MegaflowCache, mf_programs
 from ofproto import fields as _fields
+from ofproto import tlvmap
 from ofproto.rules import (
     ALL_MATCH_FIELDS,
     OFPFF_RESET_COUNTS,
@@ -78,6 +79,7 @@ from vswitch.openflow.actionwire import (  # noqa: F401  (re-exported: the agent
     port13,
     port_wire,
 )
+from vswitch.openflow.channel import NXET_VENDOR
 from vswitch.openflow.codec import (
     OFP10,
     OFP13,
@@ -123,6 +125,7 @@ OFPBMC_BAD_FIELD, OFPBMC_BAD_VALUE = 6, 7
 OFPBAC_BAD_TYPE = 0
 OFPET_EXPERIMENTER = 0xFFFF
 NXBAC_BAD_CONJUNCTION = 15    # OVS's Nicira error (experimenter 0x2320): conjunction mixed with other actions
+NXFMFC_INVALID_TLV_FIELD, NX10_INVALID_TLV_FIELD = 37, 536   # a tun_metadata field the TLV map does not map
 
 #: FlowError codes -> OpenFlow 1.3 (type, code)
 FLOW_ERRORS = {
@@ -207,8 +210,18 @@ def _flags(version: int, f: dict[str, Any]) -> int:
 
 
 def _flow_error(e: FlowError) -> OfpError:
+    if e.code == "bad_field" and "is not in the TLV map" in str(e):   # tlvmap.why_unplaced: OVS's Nicira error
+        return OfpError(OFPET_EXPERIMENTER, NXFMFC_INVALID_TLV_FIELD, str(e))
     err_type, code = FLOW_ERRORS.get(e.code, (OFPET_FLOW_MOD_FAILED, OFPFMFC_UNKNOWN))
     return OfpError(err_type, code, str(e))
+
+
+def nx_error10(version: int, e: OfpError) -> OfpError:
+    """``e`` as OVS sends it in OpenFlow 1.0 when it is a Nicira error 1.0 numbers differently
+    (NXFMFC_INVALID_TLV_FIELD: (OFPET_BAD_REQUEST, 536) inside NXET_VENDOR)."""
+    if version == OFP10 and (e.err_type, e.code) == (OFPET_EXPERIMENTER, NXFMFC_INVALID_TLV_FIELD):
+        return OfpError(NXET_VENDOR, OFPET_BAD_REQUEST << 16 | NX10_INVALID_TLV_FIELD, str(e))
+    return e
 
 
 def _writable(table_id: int, command: int) -> None:
@@ -219,6 +232,9 @@ def _writable(table_id: int, command: int) -> None:
 
 def match_from_wire(version: int, wire: dict[str, Any]) -> Match:
     """A wire match (1.0 or OXM) as a ``Match`` with OpenFlow 1.3 port numbers."""
+    unmapped = sorted(n for n in wire if n.startswith("tun_metadata") and tlvmap.length(n) is None)
+    if unmapped:   # OVS's Nicira error, not OFPBMC_BAD_FIELD
+        raise OfpError(OFPET_EXPERIMENTER, NXFMFC_INVALID_TLV_FIELD, f"{unmapped[0]} is not in the TLV map")
     fields = match_from(version, wire)
     if "in_port" in fields:
         v, m = fields["in_port"]
@@ -376,7 +392,10 @@ class BridgeFlows:
         # to table 0, the other commands apply to every table
         table_id = f.get("table_id", OFPTT_ALL if version == OFP10 and command != OFPFC_ADD else 0)
         _writable(table_id, command)
-        match = match_from_wire(OFP13 if f.get("nxm") else version, f["match"])   # nxm: NXT_FLOW_MOD's match
+        try:
+            match = match_from_wire(OFP13 if f.get("nxm") else version, f["match"])   # nxm: NXT_FLOW_MOD's match
+        except OfpError as e:
+            raise nx_error10(version, e) from None
         cookie_mask = f.get("cookie_mask", 0)
         now = self.now()
         removed: list[FlowStats] = []
@@ -407,7 +426,7 @@ class BridgeFlows:
             else:
                 raise OfpError(OFPET_FLOW_MOD_FAILED, OFPFMFC_BAD_COMMAND, f"flow_mod command {command}")
         except FlowError as e:
-            raise _flow_error(e) from None
+            raise nx_error10(version, _flow_error(e)) from None
         self.changed()
         if f["buffer_id"] != OFP_NO_BUFFER:
             # applied; but the switch keeps no buffers, so the packet the controller named is unknown
