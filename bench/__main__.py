@@ -11,7 +11,9 @@ from pathlib import Path
 KNOWN = {
     "classify": "numba L2 classifier vs the Python reference: frames/s per burst and table size",
     "extract": "datapath key extraction (dpif, numba) vs classifier.parse_burst on mixed TCP/UDP/ARP frames",
+    "fixture_normal": "L2 NORMAL on br0 with br-int empty vs OVN's flows loaded: pyvswitch vs OVS netdev",
     "flowtable": "megaflow datapath hit path and upcall rate vs flow_burst and L2, 10 to 100,000 flows",
+    "meters": "datapath meters (dpif/meters.py) in the executor: ns per frame passing, over the rate, two bands",
     "megaflow": "megaflow cache hit path (dpif, numba): 100,000 megaflows over 1/8/32 masks, EMC on/off",
     "forward": "64-byte frames port to port: pyvswitch vs OVS netdev vs the Linux bridge",
     "pipeline": "30-table goto pipeline: megaflow hit path vs flow_burst, and translations per second",
@@ -23,7 +25,7 @@ KNOWN = {
     "vhost": "64-byte frames looped through two vhost-user ports by testpmd: pyvswitch vs OVS-DPDK",
     "virtq": "virtqueue kernels (dequeue / enqueue) in ns per frame, in cache, vs plain Python",
 }
-NOT_BENCHMARKS = {"common", "__main__", "__init__"}
+NOT_BENCHMARKS = {"common", "__main__", "__init__", "dpprofile"}
 
 
 def available() -> dict[str, str]:

@@ -390,6 +390,15 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", default=None, help=f"where result files go (default {RESULTS_DIR})")
 
 
+def require_host(parser: argparse.ArgumentParser, cpus: int = 1) -> None:
+    """Stop with the parser's error unless this runs as root (network namespaces, veth, AF_PACKET) on at least
+    ``cpus`` CPUs (2: the switch on CPU 1, the traffic on CPU 0)."""
+    if os.geteuid() != 0:
+        parser.error("needs root (network namespaces, veth, AF_PACKET)")
+    if (os.cpu_count() or 1) < cpus:
+        parser.error(f"needs at least {cpus} CPUs (switch on CPU 1, traffic on CPU 0)")
+
+
 # --------------------------------------------------------------------------------------------
 # CPU accounting
 

@@ -73,6 +73,7 @@ from dpif.actions import N_DROP_REASONS, N_NORMAL, N_USERSPACE, SIDE_ROWS, execu
 from dpif.extract import extract_burst
 from dpif.fastpath import hit_burst, hit_keys
 from dpif.megaflow import mf_lookup_programs
+from dpif.meters import NO_METERS
 from ofproto import rules as R
 from ofproto.tables import FlowTables, TableSet
 from vswitch.vlan import VlanConfig, fill_vlan_map
@@ -299,7 +300,7 @@ class MegaflowPath:
         if extract:   # the datapath's one-call hit path (dpif.fastpath.hit_burst)
             r = hit_burst(pool.data, meta, burst, n, self.keys, self.reasons, c.st, c.ent, c.buckets, c.emc,
                           self.out_entry, 0, self.prog_index, c.actions, self.out, self.out_start, self.drops,
-                          pool.free_stack, pool.free_top, self.extra, self.side, self.side_n)
+                          pool.free_stack, pool.free_top, self.extra, self.side, self.side_n, NO_METERS, 0)
             if r < 0:
                 raise RuntimeError("the benchmark's frames are all valid")
             if r == 0:
@@ -308,7 +309,7 @@ class MegaflowPath:
         else:         # keys already extracted: the same call without extraction (dpif.fastpath.hit_keys)
             r = hit_keys(pool.data, meta, burst, n, self.keys, c.st, c.ent, c.buckets, c.emc, self.out_entry, 0,
                          self.prog_index, c.actions, self.out, self.out_start, self.drops, pool.free_stack,
-                         pool.free_top, self.extra, self.side, self.side_n)
+                         pool.free_top, self.extra, self.side, self.side_n, NO_METERS, 0)
             if r == 0:
                 self._after(int(self.side_n[2]))
                 return
@@ -316,7 +317,7 @@ class MegaflowPath:
         up.programs(self.out_entry, n, self.prog_index)
         self._after(execute_burst(pool.data, meta, burst, n, self.prog_index, c.actions, self.out,
                                   self.out_start, self.drops, pool.free_stack, pool.free_top, self.extra, self.side,
-                                  self.side_n))
+                                  self.side_n, NO_METERS, 0))
 
     def _after(self, n_extra: int) -> None:
         pool = self.pool
@@ -530,7 +531,7 @@ def stage_runners(path: MegaflowPath, bursts: Sequence[np.ndarray], n: int, pref
     def execute(calls: int) -> None:
         for c in range(calls):
             execute_burst(data, meta, bursts[c % nb], n, index[c % nb], up.cache.actions, path.out, path.out_start,
-                          path.drops, pool.free_stack, pool.free_top, path.extra, path.side, path.side_n)
+                          path.drops, pool.free_stack, pool.free_top, path.extra, path.side, path.side_n, NO_METERS, 0)
 
     def extract0(calls: int) -> None:
         for _ in range(calls):
@@ -544,7 +545,7 @@ def stage_runners(path: MegaflowPath, bursts: Sequence[np.ndarray], n: int, pref
     def execute0(calls: int) -> None:
         for _ in range(calls):
             execute_burst(data, meta, empty, 0, path.prog_index, up.cache.actions, path.out, path.out_start,
-                          path.drops, pool.free_stack, pool.free_top, path.extra, path.side, path.side_n)
+                          path.drops, pool.free_stack, pool.free_top, path.extra, path.side, path.side_n, NO_METERS, 0)
 
     return {f"{prefix}extract_burst": extract, f"{prefix}mf_lookup_programs": lookup,
             f"{prefix}execute_burst": execute, f"{prefix}extract_burst, empty burst": extract0,

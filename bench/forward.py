@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,7 @@ from bench.common import (
     machine_info,
     proc_tree_cpu_seconds,
     pyvswitch_command,
+    require_host,
     run,
     set_rps,
     signals_raise,
@@ -275,6 +277,7 @@ class Trial:
     cpu1_util: float
     foreign_cpu_s: float
     sink_drops: int
+    probes: tuple[Any, Any] | None = None   # what ``measure``'s probe returned at the window's start and end
 
 
 def learn(topo: Topology) -> None:
@@ -289,9 +292,10 @@ def learn(topo: Topology) -> None:
 
 
 def measure(topo: Topology, sw: Switch, rate_mpps: float, warmup: float, duration: float,
-            tick: Any, burst: int = 32) -> Trial:
+            tick: Any, burst: int = 32, probe: Callable[[], Any] | None = None) -> Trial:
     """Run generator and sink at ``rate_mpps`` (0: unlimited; else bursts of ``burst`` frames)
-    and measure one window."""
+    and measure one window (``probe``, if given, is called as the window starts and as it ends;
+    its two answers are the trial's ``probes``)."""
     with Cleanup() as cl:
         sink = TrafProc("sink", SINK_NS, topo.sink_if, TRAFFIC_CPU, [], cl)
         sink.wait_running()
@@ -309,9 +313,11 @@ def measure(topo: Topology, sw: Switch, rate_mpps: float, warmup: float, duratio
         g0, s0 = gen.stats(), sink.stats()
         c0 = cpu_sample(SWITCH_CPU)
         proc0 = proc_tree_cpu_seconds(pid) if pid else 0.0
+        p0 = probe() if probe else None
         while time.monotonic() - c0.t < duration:
             time.sleep(0.05)
             tick(warmup + time.monotonic() - c0.t)
+        p1 = probe() if probe else None
         g1, s1 = gen.stats(), sink.stats()
         c1 = cpu_sample(SWITCH_CPU)
         proc1 = proc_tree_cpu_seconds(pid) if pid else 0.0
@@ -333,6 +339,7 @@ def measure(topo: Topology, sw: Switch, rate_mpps: float, warmup: float, duratio
         cpu1_util=busy / dt,
         foreign_cpu_s=foreign,
         sink_drops=int(s1[STAT_ERRORS] - s0[STAT_ERRORS]),
+        probes=(p0, p1) if probe else None,
     )
 
 
@@ -439,10 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     add_output_args(ap)
     args = ap.parse_args(argv)
 
-    if os.geteuid() != 0:
-        ap.error("needs root (network namespaces, veth, AF_PACKET)")
-    if (os.cpu_count() or 1) < 2:
-        ap.error("needs at least 2 CPUs (switch on CPU 1, traffic on CPU 0)")
+    require_host(ap, cpus=2)
     if args.switches:
         names = [s.strip() for s in args.switches.split(",") if s.strip()]
     else:

@@ -36,6 +36,7 @@ from bench.common import (
     log,
     machine_info,
     pyvswitch_command,
+    require_host,
     run,
     signals_raise,
     start_subject,
@@ -69,6 +70,9 @@ class PyVSwitchDaemon(PyVSwitch):
         self.rundir = tempfile.mkdtemp(prefix="pvb-of-")
         rd = self.rundir
         cl.push("pyvswitch rundir", lambda: shutil.rmtree(rd, ignore_errors=True))
+        # runs after the daemon's stop: a daemon killed before it could stop its ovsdb-server (SIGKILL while it
+        # compiles at start-up) leaves it running, and the next start would not find it once the rundir is gone
+        cl.push("pyvswitch's ovsdb-server", lambda: stop_orphan_ovsdb(rd))
         self.env = dict(os.environ, OVS_RUNDIR=rd)
         self.proc = start_subject(cl, _in_sw_ns_on_cpu([*self.cmd, "run", "--rundir", rd], SWITCH_CPU), "pyvswitch",
                                   "running", signal.SIGTERM, env=self.env, cwd=str(REPO_DIR))
@@ -79,6 +83,41 @@ class PyVSwitchDaemon(PyVSwitch):
 
     def cpu_note(self) -> str:
         return "pyvswitch run pinned to CPU 1 (its ovsdb-server too)"
+
+
+def stop_orphan_ovsdb(rundir: str, timeout: float = 5.0) -> None:
+    """Stop the ovsdb-server of ``rundir`` if it still runs (its pidfile names a process whose command line has that
+    pidfile): SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    pidfile = os.path.join(rundir, "ovsdb-server.pid")
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().split()[0])
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except (OSError, ValueError, IndexError):
+        return
+    if f"--pidfile={pidfile}" not in argv:
+        return
+    log(f"stopping the ovsdb-server pyvswitch left running (pid {pid})")
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _running(pid):
+            return
+
+
+def _running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def flow_file(path: str, n: int) -> None:
@@ -130,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                          "python -m vswitch.cli)")
     add_output_args(ap)
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        ap.error("needs root (network namespaces, veth, AF_PACKET)")
+    require_host(ap)
     wanted = [int(x) for x in args.flows.split(",") if x.strip() and int(x) > 0]
     counts = [0, *wanted, 0]   # the L2-only rate before and after: this VM's speed drifts
     makers: dict[str, Any] = {"pyvswitch": lambda: PyVSwitchDaemon(pyvswitch_command(args.pyvswitch))}

@@ -27,9 +27,12 @@ drops the frame (counted as ``no_output``). Ops (``OP_*``), with their arguments
   ingress is the patch port's peer).
 * ``USERSPACE(cookie, max_len)``: a copy to the controllers; ``cookie`` names the translator's
   upcall context (``xlate.translate.UpcallCookies``).
+* ``METER(slot, gen, skip)``: the frame pays meter ``slot`` of ``dpif.meters`` (if it is still generation
+  ``gen``; else it passes); over the rate it is counted ``meter_drop`` and, ``skip`` 0, its program stops; else
+  the next ``skip`` words are skipped and the program goes on (``controller(meter_id=N)``: the packet-in alone
+  is metered, OVS's ``clone(meter, userspace)``).
 * Reserved, decoded but not executed yet (stop and count ``unsupported_action``): ``TNL_PUSH``,
-  ``TNL_POP``, ``CT``, ``RECIRC``, ``METER``, ``HASH`` (any arguments). The translator's ``METER`` marks
-  never get here: the upcall path admits or drops each metered frame (``xlate.upcall``, ``meter_drop``).
+  ``TNL_POP``, ``CT``, ``RECIRC``, ``HASH`` (any arguments).
 
 A frame whose program stops (``DROP``, a reserved op, an edit that cannot be done) keeps the outputs
 it already made. Build programs with ``encode([output(2), set_field("eth_dst", mac), ...])``; print
@@ -48,7 +51,7 @@ Executor
 --------
 
 ``execute_burst(data, meta, burst, n, prog_index, progs, out, out_start, drops, free_stack,
-free_top, extra, side, side_n) -> int``:
+free_top, extra, side, side_n, meters, now_ns) -> int``:
 
 * ``prog_index``: ``int64[>= n, 2]``, the program of frame ``i`` is ``progs[o : o + length]`` with
   ``(o, length) = prog_index[i]`` (a megaflow's ``E_ACT``, ``E_ACT_LEN``); ``o < 0`` skips the frame
@@ -68,6 +71,8 @@ free_top, extra, side, side_n) -> int``:
   USERSPACE frames for the controllers before the slots go back to the pool.
 * ``drops``: ``int64[ports + 1, N_DROP_REASONS]`` counts by ingress port (``meta[slot, META_IN_PORT]``;
   the last row for frames of no port, e.g. a packet-out) and ``DROP_REASONS``.
+* ``meters``/``now_ns``: the meter rows ``METER`` charges (``dpif.meters.MeterBank.arr``; ``NO_METERS``
+  without meters) and the burst's time (``time.monotonic_ns``, read once per burst).
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ import numpy as np
 
 from backends.pool import META_HEAD, META_IN_PORT, META_LEN, slot_alloc
 from dpif import key as K
+from dpif.meters import meter_admit
 from dpif.rewrite import (  # noqa: F401  (ETH_*, PROTO_*: re-exported for the model and tests)
     ETH_ARP,
     ETH_IPV4,
@@ -113,10 +119,9 @@ OP_NORMAL = 22
 OP_HASH = 23
 
 OP_ARGS = {OP_OUTPUT: 1, OP_SET_MASKED: 3, OP_PUSH_VLAN: 2, OP_POP_VLAN: 0, OP_DROP: 1, OP_NORMAL: 2,
-           OP_USERSPACE: 2, OP_SET_ETH: 2}
+           OP_USERSPACE: 2, OP_SET_ETH: 2, OP_METER: 3}
 RESERVED_OPS = {
-    OP_TNL_PUSH: "tnl_push", OP_TNL_POP: "tnl_pop", OP_CT: "ct", OP_RECIRC: "recirc",
-    OP_METER: "meter", OP_HASH: "hash",
+    OP_TNL_PUSH: "tnl_push", OP_TNL_POP: "tnl_pop", OP_CT: "ct", OP_RECIRC: "recirc", OP_HASH: "hash",
 }
 
 DROP_REASONS = (
@@ -132,7 +137,7 @@ DROP_REASONS = (
     "rx_invalid",          # not looked up: a runt or a truncated VLAN tag (the key extraction's verdict)
     "controller_queue_full",  # USERSPACE: the packet-in list of the burst is full
     "conntrack_unavailable",  # DROP from the translator: the walk reached ct (no connection tracker yet)
-    "meter_drop",          # DROP from the upcall path: a meter's drop band (ofproto.meters)
+    "meter_drop",          # METER: a meter's drop band (dpif.meters)
 )
 DR_NO_OUTPUT, DR_EXPLICIT, DR_UNSUPPORTED, DR_NO_ROOM, DR_POOL_EMPTY, DR_QUEUE_FULL, DR_BAD_PROGRAM, \
     DR_BAD_FRAME, DR_TABLE_MISS, DR_RX_INVALID, DR_CONTROLLER_QUEUE_FULL, DR_CONNTRACK, DR_METER = \
@@ -267,6 +272,11 @@ def userspace(cookie: int, max_len: int) -> list[int]:
     return [OP_USERSPACE, 2, cookie, max_len]
 
 
+def meter(slot: int, gen: int = 0, skip: int = 0) -> list[int]:
+    """``METER(slot, gen, skip)``: over the rate, stop (``skip`` 0) or skip the next ``skip`` words."""
+    return [OP_METER, 3, slot, gen, skip]
+
+
 def reserved(op: int, *args: int) -> list[int]:
     """A reserved op (decoded, not executed yet)."""
     return [op, len(args), *args]
@@ -276,6 +286,7 @@ def decode(prog: Sequence[int] | np.ndarray) -> list[tuple[int, list[int]]]:
     """The actions of ``prog`` as ``(op, args)``; ``ValueError`` when malformed."""
     words = [int(x) for x in prog]
     acts: list[tuple[int, list[int]]] = []
+    starts: list[int] = []
     pc = 0
     while pc < len(words):
         if pc + 2 > len(words):
@@ -294,10 +305,17 @@ def decode(prog: Sequence[int] | np.ndarray) -> list[tuple[int, list[int]]]:
                     raise ValueError(f"bad SET_MASKED word {w} value {v:#x} mask {m:#x}")
             if op == OP_DROP and not 0 <= args[0] < N_DROP_REASONS:
                 raise ValueError(f"unknown drop reason {args[0]}")
+            if op == OP_METER and not 0 <= args[2] <= len(words) - pc - 5:
+                raise ValueError(f"METER at word {pc} skips past the end")
         elif op not in RESERVED_OPS:
             raise ValueError(f"unknown op {op}")
         acts.append((op, args))
+        starts.append(pc)
         pc += 2 + nw
+    ends = {*starts, pc}
+    for at, (op, args) in zip(starts, acts, strict=True):
+        if op == OP_METER and at + 5 + args[2] not in ends:
+            raise ValueError(f"METER at word {at} skips into the middle of an action")
     return acts
 
 
@@ -397,6 +415,16 @@ def format_actions(prog: Sequence[int] | np.ndarray) -> str:
             out.append("normal" if args[1] < 0 else f"normal(bridge={args[0]},in_port={args[1]})")
         elif op == OP_USERSPACE:
             out.append(f"userspace(controller(cookie={args[0]},max_len={args[1]}))")
+        elif op == OP_METER and args[2]:    # OVS's clone(meter, ...): the skipped actions are metered
+            body, words = [], 0
+            while words < args[2] and i < len(acts):
+                body.append(acts[i])
+                words += 2 + len(acts[i][1])
+                i += 1
+            inner = format_actions([w for o, a in body for w in (o, len(a), *a)])
+            out.append(f"sample(sample=100.0%,actions(meter({args[0]}),{inner}))")
+        elif op == OP_METER:
+            out.append(f"meter({args[0]})")
         else:
             name = RESERVED_OPS[op]
             out.append(f"{name}({','.join(hex(a) for a in args)})" if args else name)
@@ -434,6 +462,8 @@ def execute_burst(
     extra: np.ndarray,
     side: np.ndarray,
     side_n: np.ndarray,
+    meters: np.ndarray,
+    now_ns: int,
 ) -> int:
     """Run each frame's program over ``burst[:n]``, filling the per-port queues and the NORMAL and
     USERSPACE lists (``side``, counts in ``side_n``); returns the number of fresh slots written to
@@ -478,6 +508,7 @@ def execute_burst(
         queued = False
         outputs = 0
         stopped = False
+        metered = False     # a metered side action (a packet-in) was dropped
         while pc < end_pc:
             if pc + 2 > end_pc:
                 dr[DR_BAD_PROGRAM] += 1
@@ -491,7 +522,7 @@ def execute_burst(
                 need = 1
             elif op == OP_USERSPACE or op == OP_NORMAL or op == OP_SET_ETH:
                 need = 2
-            elif op == OP_SET_MASKED:
+            elif op == OP_SET_MASKED or op == OP_METER:
                 need = 3
             elif op == OP_PUSH_VLAN:
                 need = 2
@@ -584,6 +615,19 @@ def execute_burst(
                 dr[r if 0 <= r < N_DROP_REASONS else DR_BAD_PROGRAM] += 1
                 stopped = True
                 break
+            elif op == OP_METER:
+                if not meter_admit(meters, progs[pc + 2], progs[pc + 3], ln, now_ns):
+                    dr[DR_METER] += 1
+                    skip = progs[pc + 4]
+                    if skip <= 0:
+                        stopped = True
+                        break
+                    metered = True
+                    nxt += skip
+                    if nxt > end_pc:
+                        dr[DR_BAD_PROGRAM] += 1
+                        stopped = True
+                        break
             elif OP_TNL_PUSH <= op <= OP_HASH:
                 dr[DR_UNSUPPORTED] += 1
                 stopped = True
@@ -593,7 +637,7 @@ def execute_burst(
                 stopped = True
                 break
             pc = nxt
-        if not stopped and outputs == 0:
+        if not stopped and outputs == 0 and not metered:
             dr[DR_NO_OUTPUT] += 1
     return n_extra
 

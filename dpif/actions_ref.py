@@ -11,6 +11,7 @@ import numpy as np
 
 from dpif import actions as A
 from dpif import key as K
+from dpif import meters as DM
 
 
 def csum(b: bytes) -> int:
@@ -287,6 +288,36 @@ def v6_l4_full(f: bytes | bytearray, l3: int, l4: int, nh: int) -> int:
     return 0xFFFF if nh == A.PROTO_UDP and c == 0 else c
 
 
+def meter_admit(meters: np.ndarray, slot: int, gen: int, nbytes: int, now_ns: int) -> bool:
+    """``dpif.meters.meter_admit`` in plain Python: the frame pays every band of meter ``slot``, refilled
+    for the time since the last frame; False when the highest-rate band it exceeds drops it."""
+    if not 0 <= slot < len(meters) or int(meters[slot, DM.M_GEN]) != gen:
+        return True
+    row = meters[slot]
+    last = int(row[DM.M_LAST])
+    elapsed = max(0, now_ns - last)
+    row[DM.M_LAST] = max(last, now_ns)
+    row[DM.M_PACKETS] += 1
+    row[DM.M_BYTES] += nbytes
+    cost = DM.TOKEN_SCALE if int(row[DM.M_FLAGS]) & DM.F_PKTPS else nbytes * 8 * DM.TOKEN_SCALE // 1000
+    exceeded = []
+    for b in range(min(int(row[DM.M_NBANDS]), DM.MAX_BANDS)):
+        o = DM.M_HDR + b * DM.B_WORDS
+        rate, cap = int(row[o + DM.B_RATE]), int(row[o + DM.B_CAP])
+        tokens = max(int(row[o + DM.B_TOKENS]), min(cap, int(row[o + DM.B_TOKENS]) + elapsed * rate))
+        if tokens >= cost:
+            tokens -= cost
+        else:
+            exceeded.append((rate, -b))
+        row[o + DM.B_TOKENS] = tokens
+    if not exceeded:
+        return True
+    o = DM.M_HDR - max(exceeded)[1] * DM.B_WORDS
+    row[o + DM.B_PACKETS] += 1
+    row[o + DM.B_BYTES] += nbytes
+    return False
+
+
 @dataclass
 class RefResult:
     """What the model's burst did."""
@@ -299,8 +330,9 @@ class RefResult:
 
 
 def run_burst(frames: list[tuple[int, bytes, list[int] | None]], slot_size: int, n_ports: int, qcap: int,
-              free: int, side_cap: int = 1 << 30) -> RefResult:
-    """Run ``(head, frame, program or None)`` in order with ``free`` fresh slots available."""
+              free: int, side_cap: int = 1 << 30, meters: np.ndarray | None = None, now_ns: int = 0) -> RefResult:
+    """Run ``(head, frame, program or None)`` in order with ``free`` fresh slots available, charging the meter
+    rows ``meters`` (changed in place) at ``now_ns``."""
     res = RefResult()
     for head, frame, prog in frames:
         if prog is None:
@@ -312,8 +344,22 @@ def run_burst(frames: list[tuple[int, bytes, list[int] | None]], slot_size: int,
         queued = False
         outputs = 0
         stopped = False
+        metered = False
+        skip = 0
         for op, args in A.decode(np.array(prog, dtype=np.int64)):
-            if op == A.OP_OUTPUT:
+            if skip > 0:          # the actions a METER over the rate skips
+                skip -= 2 + len(args)
+                continue
+            if op == A.OP_METER:
+                if not meter_admit(meters if meters is not None else DM.NO_METERS.copy(), args[0], args[1], len(f),
+                                   now_ns):
+                    res.drops[A.DR_METER] += 1
+                    if not args[2]:
+                        stopped = True
+                        break
+                    metered = True
+                    skip = args[2]
+            elif op == A.OP_OUTPUT:
                 q = res.queues.setdefault(args[0], []) if 0 <= args[0] < n_ports else []
                 if not 0 <= args[0] < n_ports:
                     res.drops[A.DR_BAD_PROGRAM] += 1
@@ -370,6 +416,6 @@ def run_burst(frames: list[tuple[int, bytes, list[int] | None]], slot_size: int,
                 res.drops[A.DR_UNSUPPORTED] += 1
                 stopped = True
                 break
-        if not stopped and outputs == 0:
+        if not stopped and outputs == 0 and not metered:
             res.drops[A.DR_NO_OUTPUT] += 1
     return res

@@ -28,14 +28,14 @@ def hit_keys(data: np.ndarray, meta: np.ndarray, burst: np.ndarray, n: int, keys
              st: np.ndarray, ent: np.ndarray, buckets: np.ndarray, emc: np.ndarray,
              out_entry: np.ndarray, now: int, prog_index: np.ndarray, progs: np.ndarray, out: np.ndarray,
              out_start: np.ndarray, drops: np.ndarray, free_stack: np.ndarray, free_top: np.ndarray,
-             extra: np.ndarray, side: np.ndarray, side_n: np.ndarray) -> int:
+             extra: np.ndarray, side: np.ndarray, side_n: np.ndarray, meters: np.ndarray, now_ns: int) -> int:
     """``hit_burst`` for frames whose keys are already in ``keys``: look up and, when every frame has a
     megaflow, execute. Returns 0 (done) or the number of misses."""
     misses = mf_lookup_programs(keys, burst, n, meta, st, ent, buckets, emc, out_entry, now, prog_index)
     if misses:
         return misses
     side_n[2] = execute_burst(data, meta, burst, n, prog_index, progs, out, out_start, drops, free_stack,
-                              free_top, extra, side, side_n)
+                              free_top, extra, side, side_n, meters, now_ns)
     return 0
 
 
@@ -44,12 +44,12 @@ def hit_burst(data: np.ndarray, meta: np.ndarray, burst: np.ndarray, n: int, key
               reasons: np.ndarray, st: np.ndarray, ent: np.ndarray, buckets: np.ndarray, emc: np.ndarray,
               out_entry: np.ndarray, now: int, prog_index: np.ndarray, progs: np.ndarray, out: np.ndarray,
               out_start: np.ndarray, drops: np.ndarray, free_stack: np.ndarray, free_top: np.ndarray,
-              extra: np.ndarray, side: np.ndarray, side_n: np.ndarray) -> int:
+              extra: np.ndarray, side: np.ndarray, side_n: np.ndarray, meters: np.ndarray, now_ns: int) -> int:
     """Extract, look up and, when every frame of ``burst[:n]`` has a megaflow, execute it. Returns 0
     (done; the fresh slots the actions took are ``extra[:side_n[2]]``), -1 (some frames are invalid,
     ``reasons`` says which; nothing looked up) or the number of misses (``out_entry`` is filled, nothing
-    executed)."""
+    executed). ``meters``/``now_ns``: the meter rows and the burst's clock (``execute_burst``)."""
     if extract_burst(data, meta, burst, n, keys, reasons):
         return -1
     return hit_keys(data, meta, burst, n, keys, st, ent, buckets, emc, out_entry, now, prog_index, progs, out,
-                    out_start, drops, free_stack, free_top, extra, side, side_n)
+                    out_start, drops, free_stack, free_top, extra, side, side_n, meters, now_ns)

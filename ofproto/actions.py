@@ -202,7 +202,7 @@ class Controller:
     """``controller(reason=,max_len=,id=,userdata=,pause,meter_id=)``: a packet-in to the controllers whose
     controller id is ``controller_id``, carrying ``userdata``; ``pause`` freezes the pipeline (registers, stack,
     the actions still to run) into the packet-in's continuation, and NXT_RESUME runs the rest. ``meter_id``
-    (0: none) is kept and shown; no meter limits the packet-ins yet."""
+    (0: none): the packet-in pays that meter first (over its rate, no packet-in; the frame goes on)."""
 
     max_len: int = OFPCML_NO_BUFFER
     controller_id: int = 0

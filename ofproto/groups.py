@@ -47,7 +47,7 @@ class GroupError(ValueError):
 
 @dataclass(frozen=True)
 class Bucket:
-    """One bucket: its actions, ``weight`` (select), ``watch_port`` / ``watch_group`` (fast failover) and
+    """One bucket: its actions, ``weight`` (select), ``watch_port`` / ``watch_group`` (fast failover, select) and
     ``bucket_id`` (OpenFlow 1.5's; 1.3 buckets are numbered in order)."""
 
     actions: tuple[Action, ...] = ()
@@ -106,8 +106,8 @@ def check_group(g: Group) -> None:
         watches = b.watch_port != OFPP_ANY or b.watch_group != OFPG_ANY
         if g.type == OFPGT_FF and not watches:
             raise GroupError("invalid_group", "a fast failover bucket watches a port or a group")
-        if g.type != OFPGT_FF and watches:
-            raise GroupError("watch_unsupported", "only fast failover buckets watch ports and groups")
+        if g.type not in (OFPGT_FF, OFPGT_SELECT) and watches:   # select: liveness, as OVS
+            raise GroupError("watch_unsupported", "only fast failover and select buckets watch ports and groups")
         if not 0 <= b.weight <= 0xFFFF:
             raise GroupError("bad_bucket", f"weight {b.weight}")
         if b.weight and g.type != OFPGT_SELECT:

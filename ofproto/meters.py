@@ -6,10 +6,12 @@ and their statistics.
  flows name meters: the 1.3 / 1.4 ``meter`` instruction and the 1.5 ``meter`` action (``ofproto.actions.Meter``)
 ```
 
-Rates are enforced on the upcall path: a flow that passes a meter is never cached as a megaflow, so every
-frame of it is translated (once per burst and flow) and admitted or dropped frame by frame by the meter's
-token buckets (``Meter.admit``; a drop counts as ``meter_drop`` of the ingress port, ``flow_meter_drop``
-in ``coverage/show``). Packet-outs and ``ofproto/trace`` pass meters without paying.
+Rates are enforced in the datapath: each meter has a row of ``dpif.meters.BANK`` (its slot, allocated by
+``MeterTable.add``, kept by ``modify``, freed by ``delete`` or with the table); the translator emits
+``METER(slot, gen)`` where a flow passes it and the megaflow is cached like any other; the executor refills the
+buckets from one clock read per burst and drops what a band exceeds (``meter_drop`` of the ingress port,
+``flow_meter_drop`` in ``coverage/show``). The counters meter-stats reports are the row's (``Meter.packets``,
+``bytes``, ``band_counts``). Packet-outs and ``ofproto/trace`` pass meters without paying.
 
 What OVS's userspace datapath accepts is what this accepts: drop bands only (a DSCP-remark band is
 ``bad_band``), at most ``MAX_BANDS`` bands, exactly one of kbps / pktps, a rate above 0. Errors are
@@ -19,8 +21,11 @@ What OVS's userspace datapath accepts is what this accepts: drop bands only (a D
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 
+from dpif.meters import BANK, MeterBank
+from dpif.meters import MAX_BANDS as DP_MAX_BANDS
 from ofproto.actions import OFPM_MAX
 
 OFPMF_KBPS, OFPMF_PKTPS, OFPMF_BURST, OFPMF_STATS = 1, 2, 4, 8
@@ -28,7 +33,7 @@ OFPMBT_DROP, OFPMBT_DSCP_REMARK, OFPMBT_EXPERIMENTER = 1, 2, 0xFFFF
 OFPM_ALL = 0xFFFFFFFF
 #: what the switch reports in meter features (OVS 3.1's userspace datapath)
 MAX_METERS = 262144
-MAX_BANDS = 8
+MAX_BANDS = DP_MAX_BANDS
 MAX_COLOR = 0
 BAND_TYPES = 1 << OFPMBT_DROP
 CAPABILITIES = OFPMF_KBPS | OFPMF_PKTPS | OFPMF_BURST | OFPMF_STATS
@@ -55,51 +60,45 @@ class Band:
 
 @dataclass(eq=False)
 class Meter:
-    """A meter and its counters (``packets`` / ``bytes`` in, and per band what it dropped)."""
+    """A meter: its configuration, and (once in a table) its datapath row ``slot`` of generation ``gen`` in
+    ``bank``, which holds its buckets and counters (``packets`` / ``bytes`` in, per band what it dropped)."""
 
     meter_id: int
     flags: int
     bands: tuple[Band, ...] = ()
     created: float = field(default_factory=time.monotonic)
-    packets: int = 0
-    bytes: int = 0
-    band_counts: list[list[int]] = field(default_factory=list)
-
-    tokens: list[float] = field(default_factory=list)   # per band, in its units (packets or kilobits)
-    last: float = -1.0                                    # when the buckets were last filled (seconds)
-
-    def __post_init__(self) -> None:
-        if len(self.band_counts) != len(self.bands):
-            self.band_counts = [[0, 0] for _ in self.bands]
-        self.tokens = [float(self.capacity(b)) for b in self.bands]
+    slot: int = -1
+    gen: int = 0
+    bank: MeterBank | None = field(default=None, repr=False)
 
     def capacity(self, band: Band) -> int:
         """A band's bucket: its burst size with the burst flag, else one second at its rate."""
         return band.burst_size if self.flags & OFPMF_BURST and band.burst_size else band.rate
 
-    def admit(self, nbytes: int, now: float) -> bool:
-        """One frame of ``nbytes`` at time ``now`` (seconds): counted in, then each band's token bucket
-        (refilled at its rate) pays for it; when a band cannot, the highest-rate band exceeded applies and,
-        a drop band, drops the frame (False; counted for that band)."""
-        self.packets += 1
-        self.bytes += nbytes
-        elapsed = 0.0 if self.last < 0 else max(0.0, now - self.last)
-        self.last = now
-        cost = 1.0 if self.flags & OFPMF_PKTPS else nbytes * 8 / 1000.0
-        hit = -1
-        for i, b in enumerate(self.bands):
-            t = min(float(self.capacity(b)), self.tokens[i] + elapsed * b.rate)
-            if t >= cost:
-                self.tokens[i] = t - cost
-            else:
-                self.tokens[i] = t
-                if hit < 0 or b.rate > self.bands[hit].rate:
-                    hit = i
-        if hit < 0:
-            return True
-        self.band_counts[hit][0] += 1
-        self.band_counts[hit][1] += nbytes
-        return self.bands[hit].type != OFPMBT_DROP
+    def _counters(self) -> tuple[int, int, list[list[int]]]:
+        if self.bank is None or self.slot < 0:
+            return 0, 0, [[0, 0] for _ in self.bands]
+        return self.bank.counters(self.slot, self.gen, len(self.bands))
+
+    @property
+    def packets(self) -> int:
+        """Frames that reached the meter."""
+        return self._counters()[0]
+
+    @property
+    def bytes(self) -> int:
+        """Their bytes."""
+        return self._counters()[1]
+
+    @property
+    def band_counts(self) -> list[list[int]]:
+        """Per band, [packets, bytes] it dropped."""
+        return self._counters()[2]
+
+    def place(self, bank: MeterBank, slot: int, gen: int) -> None:
+        """Put the meter in ``bank``'s row ``slot`` (generation ``gen``): buckets full, counters at 0."""
+        self.bank, self.slot, self.gen = bank, slot, gen
+        bank.configure(slot, self.flags, [(b.rate, self.capacity(b)) for b in self.bands])
 
 
 def check_meter(m: Meter) -> None:
@@ -117,11 +116,20 @@ def check_meter(m: Meter) -> None:
             raise MeterError("bad_rate", "rate 0")
 
 
-class MeterTable:
-    """The meters of one bridge, by id (insertion order). Used from the agent's thread."""
+def _free_rows(bank: MeterBank, meters: dict[int, Meter]) -> None:
+    for m in meters.values():
+        if m.slot >= 0:
+            bank.free(m.slot)
 
-    def __init__(self) -> None:
+
+class MeterTable:
+    """The meters of one bridge, by id (insertion order), each in a row of ``bank`` (the datapath's,
+    ``dpif.meters.BANK``, unless given). Used from the agent's thread."""
+
+    def __init__(self, bank: MeterBank | None = None) -> None:
         self.meters: dict[int, Meter] = {}
+        self.bank = bank if bank is not None else BANK
+        weakref.finalize(self, _free_rows, self.bank, self.meters)    # a bridge that goes frees its rows
 
     def __len__(self) -> int:
         return len(self.meters)
@@ -131,19 +139,29 @@ class MeterTable:
         check_meter(m)
         if m.meter_id in self.meters:
             raise MeterError("meter_exists", f"meter {m.meter_id} exists")
+        m.place(self.bank, *self.bank.alloc())
         self.meters[m.meter_id] = m
 
     def modify(self, m: Meter) -> None:
-        """OFPMC_MODIFY (``unknown_meter`` if it does not exist); its counters start again."""
+        """OFPMC_MODIFY (``unknown_meter`` if it does not exist): the same datapath row, so the megaflows
+        through it keep it; its buckets fill and its counters start again."""
         check_meter(m)
-        if m.meter_id not in self.meters:
+        old = self.meters.get(m.meter_id)
+        if old is None:
             raise MeterError("unknown_meter", f"no meter {m.meter_id}")
+        m.place(self.bank, old.slot, old.gen)
         self.meters[m.meter_id] = m
 
     def delete(self, meter_id: int) -> list[int]:
-        """OFPMC_DELETE of one meter or ``OFPM_ALL``; the ids removed (an unknown one is no error)."""
+        """OFPMC_DELETE of one meter or ``OFPM_ALL``; the ids removed (an unknown one is no error). Their rows
+        are freed (``MeterBank.free``)."""
         if meter_id == OFPM_ALL:
-            gone = list(self.meters)
+            gone = list(self.meters.values())
             self.meters.clear()
-            return gone
-        return [meter_id] if self.meters.pop(meter_id, None) is not None else []
+        else:
+            m = self.meters.pop(meter_id, None)
+            gone = [m] if m is not None else []
+        for m in gone:
+            if m.slot >= 0:
+                self.bank.free(m.slot)
+        return [m.meter_id for m in gone]

@@ -9,7 +9,8 @@
  fields.flow_slice("tun_metadata0") ─────────────────────────────────────────────   wire's MATCHABLE) re-read it
 ```
 
-One map for the whole switch (OVN programs the same map on every bridge). An option of 4 bytes takes
+One placement for the whole switch: it holds every bridge's map (``vswitch.openflow.nxhandlers.TlvMap``: a map
+per bridge, as OVS keeps; two bridges may map an index only to the same option). An option of 4 bytes takes
 half a key word, one of 8·k bytes k whole words; the key has room for 64 bytes of options (OVS's
 userspace datapath: 256). The map itself is OVS's (any length it takes, 256 bytes in all); an option
 the key cannot hold (no room left, or a length neither 4 nor a multiple of 8) stays mapped without a

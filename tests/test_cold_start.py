@@ -83,3 +83,52 @@ def test_run_with_an_unreachable_database_says_it_waits_then_applies_it() -> Non
             if sw.proc is not None:
                 sw.stop()
             server.stop()
+
+
+def test_a_daemon_stopped_while_compiling_leaves_nothing_running() -> None:
+    """SIGTERM while the first start still compiles: the daemon stops with a clear message, and its private
+    ovsdb-server and the warm-up's second process stop with it (nothing left holding the rundir)."""
+    with tempfile.TemporaryDirectory(prefix="pvcold-") as cache, \
+            tempfile.TemporaryDirectory(prefix="pvrun-") as rundir:
+        env = dict(os.environ, OVS_RUNDIR=rundir, NUMBA_CACHE_DIR=cache)
+        proc = subprocess.Popen([sys.executable, "-m", "vswitch.cli", "run", "--rundir", rundir],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        pidfile = os.path.join(rundir, "ovsdb-server.pid")
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(os.path.join(rundir, "db.sock")):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.05)
+            server = int(open(pidfile).read().split()[0])
+            os.kill(server, 0)                       # the private ovsdb-server runs
+            children = _children(proc.pid)
+            time.sleep(1.0)                          # well inside a cold compile (tens of seconds)
+            assert proc.poll() is None
+            proc.terminate()
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert "stopped by SIGTERM while starting" in out + err, (out, err)
+        deadline = time.monotonic() + 10
+        left = [p for p in [server, *children] if _alive(p)]
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = [p for p in left if _alive(p)]
+        assert not left, f"still running after the daemon stopped: {left}"
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -17,6 +17,7 @@ from backends.pool import META_IN_PORT, META_LEN
 from dpif import actions as A
 from dpif import actions_ref as R
 from dpif import key as K
+from dpif.meters import NO_METERS
 
 SLOT = 256
 N_PORTS = 4
@@ -171,8 +172,10 @@ programs = st.lists(actions(), min_size=0, max_size=7)
 
 
 def run_kernel(items: list[tuple[int, bytes, list[int] | None]], free: int, qcap: int = 64, side_cap: int = 64,
-               sides: list | None = None) -> tuple[dict[int, list[tuple[int, bytes]]], list[int], int]:
-    """Run ``items`` through ``execute_burst``: (queues as port -> (head, frame), drops, fresh slots)."""
+               sides: list | None = None, meters: np.ndarray = NO_METERS,
+               now_ns: int = 0) -> tuple[dict[int, list[tuple[int, bytes]]], list[int], int]:
+    """Run ``items`` through ``execute_burst`` (charging the meter rows ``meters`` at ``now_ns``): (queues as
+    port -> (head, frame), drops, fresh slots)."""
     n = len(items)
     n_slots = n + free
     data = np.zeros((n_slots, SLOT), dtype=np.uint8)
@@ -198,7 +201,7 @@ def run_kernel(items: list[tuple[int, bytes, list[int] | None]], free: int, qcap
     side = np.zeros((A.SIDE_ROWS, side_cap), dtype=np.int32)
     side_n = np.zeros(2, dtype=np.int64)
     k = A.execute_burst(data, meta, burst, n, index, progs, out, out_start, drops, free_stack, free_top, extra,
-                        side, side_n)
+                        side, side_n, meters, now_ns)
     assert drops[1:].sum() == 0      # every frame came in on port 0
     if sides is not None:
         for j in range(side_n[A.N_NORMAL]):

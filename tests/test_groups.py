@@ -128,6 +128,8 @@ GROUP_SCRIPT = [
                                 "bucket=watch_port:2,output:2"),
     ("OpenFlow13", "add-group", "group_id=4,type=indirect,bucket=set_field:10.0.0.9->ip_dst,output:1"),
     ("OpenFlow13", "add-group", "group_id=6,type=all,bucket=group:4,bucket=group:7"),         # 7 need not exist
+    ("OpenFlow13", "add-group", "group_id=9,type=select,bucket=watch_port:1,output:1,bucket=watch_group:3,output:2"),
+    ("OpenFlow13", "add-group", "group_id=10,type=indirect,bucket=watch_port:1,output:1"),     # watch unsupported
     ("OpenFlow13", "mod-group", "group_id=99,type=indirect,bucket=output:1"),                 # unknown group
     ("OpenFlow13", "mod-group", "group_id=2,type=select,bucket=weight:5,output:2"),
     ("OpenFlow15", "add-group", "group_id=5,type=select,selection_method=hash,fields(ip_src,tcp_dst),"
@@ -423,6 +425,23 @@ def test_group_traffic_all_select_fast_failover(switch, net) -> None:  # noqa: A
     send_frames(net, ns, "eth0", [_udp(mac, 3000 + i) for i in range(10)])
     after = _settled(switch, br)
     assert after[3] - before[3] >= 10 and after[2] == before[2], (before, after)
+    # the link (carrier) counts too, as in OVS: port 2 up again, then its veth peer taken down
+    of("mod-port", br, "2", "up")
+    before = _settled(switch, br)
+    send_frames(net, ns, "eth0", [_udp(mac, 3000 + i) for i in range(10)])
+    after = _settled(switch, br)
+    assert after[2] - before[2] >= 10 and after[3] - before[3] < 2, (before, after)
+    subprocess.run(["ip", "-n", f"{stem}-nb", "link", "set", "eth0", "down"], check=True)
+    switch.wait_for("link_state down in OVSDB", lambda: switch.vsctl(
+        "get", "Interface", f"{stem}b", "link_state").stdout.strip() == "down", 10)
+    assert "LINK_DOWN" in of("dump-ports-desc", br).stdout
+    before = _settled(switch, br)
+    send_frames(net, ns, "eth0", [_udp(mac, 3100 + i) for i in range(10)])
+    after = _settled(switch, br)
+    assert after[3] - before[3] >= 10 and after[2] == before[2], (before, after)
+    subprocess.run(["ip", "-n", f"{stem}-nb", "link", "set", "eth0", "up"], check=True)
+    switch.wait_for("link_state up in OVSDB", lambda: switch.vsctl(
+        "get", "Interface", f"{stem}b", "link_state").stdout.strip() == "up", 10)
 
 
 # ---------------------------------------------------------------- OVN's groups (the fixture)
@@ -485,7 +504,8 @@ def test_select_hashes_the_listed_fields_and_the_megaflow_holds_them() -> None:
 
 def test_select_weights_all_copies_fast_failover_liveness() -> None:
     """Weights 1:0:3 (a weight-0 bucket never chosen); all: each bucket on its own copy of the headers (a bucket's
-    set_field is not seen by the next); fast failover: the first bucket whose port is up; none: no output."""
+    set_field is not seen by the next); fast failover: the first bucket whose port is up; none: no output; select:
+    only live buckets."""
     weighted = {1: Group(1, OFPGT_SELECT, (Bucket((Output(1),), 1, bucket_id=0), Bucket((Output(2),), 0, bucket_id=1),
                                            Bucket((Output(3),), 3, bucket_id=2)))}
     counts = {1: 0, 2: 0, 3: 0}
@@ -507,6 +527,14 @@ def test_select_weights_all_copies_fast_failover_liveness() -> None:
     flags[2] = PF_DOWN
     res = _xlate(ff, (GroupAction(3),), _udp_frame(1), flags)
     assert _outputs(res) == [] and res.drop_reason.startswith("flow_no_output")
+    live = {4: Group(4, OFPGT_SELECT, (Bucket((Output(1),), 1, watch_port=1), Bucket((Output(2),), 1, watch_port=2,
+                                                                                      bucket_id=1)))}
+    flags = np.zeros(4, dtype=np.int64)
+    seen = {tuple(_outputs(_xlate(live, (GroupAction(4),), _udp_frame(sport), flags))) for sport in range(40)}
+    assert seen == {(1,), (2,)}, seen                   # both buckets live: both chosen
+    flags[1] = PF_DOWN
+    seen = {tuple(_outputs(_xlate(live, (GroupAction(4),), _udp_frame(sport), flags))) for sport in range(40)}
+    assert seen == {(2,)}, seen                         # select liveness: the dead bucket is never chosen
     in_set = _xlate(everyone, (), _udp_frame(1), write=(Output(3), GroupAction(2)))
     assert _outputs(in_set) == [1, 2]                   # in the action set a group takes the output's place
 

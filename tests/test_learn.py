@@ -41,7 +41,7 @@ from tests.test_xlate import SETTINGS, Rig, check_burst, rig
 from tests.test_xlate_nicira import IP4, MACS, ipv4_frame
 from xlate.ctlearn import FinHit
 from xlate.reference import RefTables
-from xlate.translate import UpcallCookies, translate
+from xlate.translate import BaseRecorder, UpcallCookies, translate
 
 N_TABLES = 4
 COOKIE = 0x5E8907A2
@@ -155,7 +155,7 @@ def test_a_learner_that_expires_takes_its_learned_flows() -> None:
     assert list(tables.flows(2)) == [] and len(list(tables.flows(3))) == 1   # the one without delete_learned stays
 
 
-class Notes:
+class Notes(BaseRecorder):
     """A recorder that keeps the trace's notes."""
 
     def __init__(self) -> None:
@@ -166,15 +166,6 @@ class Notes:
 
     def note(self, text: str) -> None:
         self.lines.append(text)
-
-    def normal(self, key: list[int], in_port: int) -> None:
-        pass
-
-    def bridge(self, bridge: int, in_port: int) -> None:
-        pass
-
-    def resume(self, bridge: int) -> None:
-        pass
 
 
 def test_ct_drops_the_packet_with_a_named_reason() -> None:

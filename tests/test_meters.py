@@ -4,13 +4,21 @@
 * the real ``ovs-ofctl`` (-O OpenFlow13 / 14 / 15) against pyvswitch and a real ovs-vswitchd 3.1: add-meter,
   mod-meter, del-meters, dump-meters, meter-stats (durations blanked), meter-features print the same text, flows
   using meters dump the same, deleting a meter deletes its flows, and malformed meter-mods get the same errors;
-* traffic: a pktps meter passes its burst and drops the excess, counted by the meter and the datapath.
+* traffic: a pktps meter passes its burst and drops the excess, counted by the meter and the datapath; the
+  metered flow's megaflow is cached (``dpctl/dump-flows`` shows it with its ``meter``) and paced traffic passes
+  the meter's rate; ``controller(meter_id=N)`` sends the controllers N's rate of packet-ins (the frames still go
+  on), the rest counted as N's drops.
+
+The token buckets themselves (rates over simulated time, bands, the executor against its model):
+tests/test_dp_meters.py.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +26,6 @@ from os_ken.ofproto import ofproto_v1_3_parser as p13
 from os_ken.ofproto import ofproto_v1_5_parser as p15
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
-from ofproto.meters import OFPMBT_DROP, OFPMF_BURST, OFPMF_KBPS, OFPMF_PKTPS, Band, Meter
 from tests.netutil import send_frames, unique
 from tests.switchutil import private_switch
 from tests.test_bridge_identity import RealOvs
@@ -240,19 +247,86 @@ def test_ovn_meter_dumps_as_in_the_fixture(sw) -> None:  # noqa: ANN001
         ofctl(sw, "-O", "OpenFlow15", "del-meters", "brm")
 
 
-# ---------------------------------------------------------------- the token buckets (no switch)
-def test_meter_token_buckets_kbps_pktps_burst_and_bands() -> None:
-    """pktps: a full bucket of ``rate`` packets, refilled at ``rate`` a second; kbps: bits of the frames; the
-    burst flag sizes the bucket; with two bands the highest-rate band exceeded takes the drop; every frame counts
-    in, the drops count by band."""
-    pkt = Meter(1, OFPMF_PKTPS, (Band(OFPMBT_DROP, 10),))
-    passed = sum(pkt.admit(100, 0.0) for _ in range(50))
-    assert passed == 10 and pkt.band_counts == [[40, 4000]] and (pkt.packets, pkt.bytes) == (50, 5000)
-    assert sum(pkt.admit(100, 0.5) for _ in range(50)) == 5          # half a second: 5 more
-    kb = Meter(2, OFPMF_KBPS | OFPMF_BURST, (Band(OFPMBT_DROP, 8, burst_size=16),))   # 16 kbit = 2000 bytes
-    assert [kb.admit(1000, 0.0) for _ in range(3)] == [True, True, False]
-    assert kb.admit(1000, 1.0)                                          # 8 kbit back after a second
-    two = Meter(3, OFPMF_PKTPS, (Band(OFPMBT_DROP, 5), Band(OFPMBT_DROP, 20)))
-    results = [two.admit(64, 0.0) for _ in range(30)]
-    assert sum(results) == 5 and two.band_counts[1] == [10, 640] and two.band_counts[0] == [15, 960], \
-        two.band_counts
+def _metered_bridge(switch, net, stem: str, mac: str, *extra: str) -> tuple[str, object]:  # noqa: ANN001
+    """A secure bridge ``{stem}s`` between hosts ``{stem}-na`` (port 1, MAC ``mac``) and ``{stem}-nb`` (port 2);
+    ``extra``: more ovs-vsctl arguments. The bridge and an OpenFlow 1.3 ovs-ofctl."""
+    br = f"{stem}s"
+    net.add_host(f"{stem}-na", f"{stem}a", "10.79.2.1/24", mac=mac)
+    net.add_host(f"{stem}-nb", f"{stem}b", "10.79.2.2/24")
+    switch.vsctl("add-br", br, "--", "set-fail-mode", br, "secure",
+                 *[x for i, p in enumerate("ab", 1) for x in ("--", "add-port", br, f"{stem}{p}", "--", "set",
+                                                              "Interface", f"{stem}{p}", f"ofport_request={i}")],
+                 *extra)
+    return br, lambda *a: ofctl(switch, "-O", "OpenFlow13", *a)
+
+
+def _paced(net, ns: str, mac: str, chunks: int, per_chunk: int, gap: float) -> float:  # noqa: ANN001
+    """``chunks`` sends of ``per_chunk`` UDP frames, ``gap`` seconds apart; the seconds from the first send's
+    end to the last's."""
+    t0 = t1 = 0.0
+    for c in range(chunks):
+        assert send_frames(net, ns, "eth0", [_udp(mac, 6000 + i % 5) for i in range(per_chunk)]) == per_chunk
+        t1 = time.monotonic()
+        t0 = t0 or t1
+        if c < chunks - 1:
+            time.sleep(gap)
+    return t1 - t0
+
+
+def test_metered_megaflow_is_cached_and_paced_traffic_passes_the_rate(switch, net) -> None:  # noqa: ANN001
+    """``udp,in_port=1,actions=meter:1,output:2`` with a 20 pktps meter: 200 frames sent over about two seconds
+    pass the bucket (20) and 20 a second, the rest dropped by the datapath; ``dpctl/dump-flows`` lists one
+    megaflow with the meter that took every frame (no upcall per frame); meter-stats counts them all. Deleting
+    the meter deletes its flow and the megaflow: the next frames miss."""
+    stem = unique("mtc")
+    mac = "02:00:00:00:7a:11"
+    br, of = _metered_bridge(switch, net, stem, mac)
+    of("add-meter", br, "meter=1,pktps,stats,band=type=drop,rate=20")
+    of("add-flow", br, "udp,in_port=1,actions=meter:1,output:2")
+    before = _settled(switch, br)
+    elapsed = _paced(net, f"{stem}-na", mac, 10, 20, 0.2)
+    after = _settled(switch, br)
+    passed = after[2] - before[2]
+    assert 20 + 20 * elapsed * 0.8 - 3 <= passed <= 20 + 20 * (elapsed + 0.5) + 3, (passed, elapsed)
+    flows = [ln for ln in switch.appctl("dpctl/dump-flows").stdout.splitlines() if "meter(" in ln]
+    assert len(flows) == 1, flows
+    m = re.search(r"packets:(\d+).*actions:meter\(\d+\),\d+$", flows[0])
+    assert m and int(m.group(1)) == 200, flows
+    stats = of("meter-stats", br, "meter=1").stdout
+    m = re.search(r"packet_in_count:(\d+).*\n0: packet_count:(\d+)", stats)
+    assert m and int(m.group(1)) == 200 and int(m.group(1)) - int(m.group(2)) == passed, stats
+    of("del-meters", br, "meter=1")       # its flow goes, and the megaflow with it: the frames now miss
+    assert "meter" not in of("dump-flows", br).stdout
+    _paced(net, f"{stem}-na", mac, 1, 20, 0)
+    assert _settled(switch, br)[2] == after[2]
+    assert not [ln for ln in switch.appctl("dpctl/dump-flows").stdout.splitlines() if "meter(" in ln]
+
+
+def test_controller_meter_limits_the_packet_ins(switch, net, tmp_path) -> None:  # noqa: ANN001
+    """``controller(meter_id=1),output:2`` with a 10 pktps meter and a controller listening: a flood of 200 frames
+    over about two seconds gives the controller the bucket (10) and 10 packet-ins a second; every frame still
+    reaches port 2; meter-stats counts the packet-ins that were not sent as the band's drops."""
+    stem = unique("mtp")
+    mac = "02:00:00:00:7a:21"
+    path = str(tmp_path / "ctl.sock")
+    br, of = _metered_bridge(switch, net, stem, mac, "--", "set-controller", f"{stem}s", f"punix:{path}")
+    of("add-meter", br, "meter=1,pktps,stats,band=type=drop,rate=10")
+    of("add-flow", br, "udp,in_port=1,actions=controller(meter_id=1),output:2")
+    assert "controller(meter_id=1)" in of("dump-flows", br).stdout
+    mon = subprocess.Popen(["stdbuf", "-oL", "ovs-ofctl", "monitor", f"unix:{path}"], env=switch.env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        switch.wait_for("monitor connected", lambda: switch.get("Controller", br, "is_connected") == "true")
+        time.sleep(0.5)
+        before = _settled(switch, br)
+        elapsed = _paced(net, f"{stem}-na", mac, 10, 20, 0.2)
+        after = _settled(switch, br)
+    finally:
+        mon.terminate()
+        out, _ = mon.communicate(timeout=10)
+    pins = sum("PACKET_IN" in ln for ln in out.splitlines())
+    assert 10 + 10 * elapsed * 0.8 - 2 <= pins <= 10 + 10 * (elapsed + 0.5) + 2, (pins, elapsed, out[-2000:])
+    assert after[2] - before[2] == 200, (before, after)
+    stats = of("meter-stats", br, "meter=1").stdout
+    m = re.search(r"packet_in_count:(\d+).*\n0: packet_count:(\d+)", stats)
+    assert m and int(m.group(1)) == 200 and int(m.group(2)) == 200 - pins, (stats, pins)

@@ -13,6 +13,7 @@ ovs-vswitchd 3.1 (netdev datapath, its own rundir) as the oracle:
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
@@ -243,3 +244,44 @@ def test_options_the_key_cannot_hold_are_mapped_but_refused_in_flows(sw: Switch)
     finally:
         _run(sw.env, "del-flows", "brnx", "table=32")
         _run(sw.env, "del-tlv-map", "brnx")
+
+
+def _tlv_per_bridge(env: dict[str, str], vsctl: object, a: str, b: str) -> list[str]:
+    """Each bridge's own TLV map as OVS keeps it: one bridge's mapping is not another's, and a bridge deleted
+    and made again starts with none."""
+    m0 = "{class=0x102,type=0x80,len=4}->tun_metadata0"
+    out = [_run(env, "add-tlv-map", a, m0), _run(env, "dump-tlv-map", b), _run(env, "add-tlv-map", b, m0)]
+    vsctl("del-br", a)                                                            # type: ignore[operator]
+    vsctl("add-br", a, "--", "set", "Bridge", a, "datapath_type=netdev")          # type: ignore[operator]
+    out += [_run(env, "dump-tlv-map", a), _run(env, "add-tlv-map", a, m0),
+            _run(env, "dump-tlv-map", a), _run(env, "dump-tlv-map", b)]
+    return out
+
+
+def test_each_bridge_has_its_own_tlv_map() -> None:
+    """A TLV map belongs to its bridge, as in OVS (the same dumps and answers as a real OVS); pyvswitch's one
+    placement in the key refuses only an index two bridges would map to different options."""
+    a, b = f"brta{os.getpid() % 10000}", f"brtb{os.getpid() % 10000}"
+    with tempfile.TemporaryDirectory(prefix="realovs-tlvb-") as rundir:
+        ovs = RealOvs(rundir)
+        try:
+            ovs.start()
+            ovs.add_bridge(a)
+            ovs.add_bridge(b)
+            theirs = _tlv_per_bridge(ovs.env, ovs.vsctl, a, b)
+        finally:
+            ovs.stop()
+    with private_switch() as sw:
+        for br in (a, b):
+            sw.vsctl("add-br", br, "--", "set", "Bridge", br, "datapath_type=netdev")
+        ours = _tlv_per_bridge(sw.env, sw.vsctl, a, b)
+        assert "tun_metadata0" in ours[5] and "tun_metadata0" not in ours[1], ours
+        assert ours == theirs
+        # the placement is shared: an index mapped to another option on the other bridge is refused, the
+        # same option is not
+        out = _run(sw.env, "add-tlv-map", b, "{class=0x103,type=0x1,len=8}->tun_metadata1")
+        assert out == "", out
+        out = _run(sw.env, "add-tlv-map", a, "{class=0x104,type=0x1,len=4}->tun_metadata1")
+        assert "NXTTMFC_ALREADY_MAPPED" in out, out
+        assert _run(sw.env, "add-tlv-map", a, "{class=0x103,type=0x1,len=8}->tun_metadata1") == ""
+        assert "tun_metadata1" in _run(sw.env, "dump-tlv-map", a)

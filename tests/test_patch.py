@@ -34,7 +34,16 @@ from tests.test_openflow import ofctl
 from tests.test_xlate import tcp_frame
 from vswitch.dpbridge import DpBridge
 from vswitch.vlan import VlanConfig, fill_vlan_map
-from xlate.translate import MAX_DEPTH, MODE_NORMAL, MODE_TABLES, PF_PATCH, Bridges, UpcallCookies, translate
+from xlate.translate import (
+    MAX_DEPTH,
+    MODE_NORMAL,
+    MODE_TABLES,
+    PF_PATCH,
+    BaseRecorder,
+    Bridges,
+    UpcallCookies,
+    translate,
+)
 
 # ---------------------------------------------------------------- the translator
 
@@ -62,7 +71,7 @@ def test_a_translation_crosses_a_patch_port_into_the_peer_bridge() -> None:
     key[K.W_IN_PORT], key[K.W_ETH_DST], key[K.W_ETH_SRC], key[K.W_ETH_TYPE] = 0, 0x02, 0x01, 0x0800
     seen: list[tuple[str, int]] = []
 
-    class Rec:
+    class Rec(BaseRecorder):
         def table(self, table_id: int, flow: Flow | None) -> None:
             seen.append(("table", -1 if flow is None else flow.priority))
 

@@ -50,7 +50,7 @@ from ofproto.rules import (
 from ofproto.tables import FlowTables
 from tests.test_xlate import SETTINGS, check_burst, rig
 from xlate.reference import RefTables
-from xlate.translate import CUT_DEPTH, CUT_RESUBMITS, MAX_CROSSINGS, UpcallCookies, translate
+from xlate.translate import CUT_DEPTH, CUT_RESUBMITS, MAX_CROSSINGS, BaseRecorder, UpcallCookies, translate
 
 N_PORTS = 4
 N_TABLES = 6
@@ -407,7 +407,7 @@ def test_nicira_actions_are_refused_in_the_action_set() -> None:
 
 
 def test_trace_shows_the_resubmit_nesting() -> None:
-    class Rec:
+    class Rec(BaseRecorder):
         def __init__(self) -> None:
             self.lines: list[str] = []
 
@@ -416,15 +416,6 @@ def test_trace_shows_the_resubmit_nesting() -> None:
 
         def note(self, text: str) -> None:
             self.lines.append(text)
-
-        def normal(self, key: list[int], in_port: int) -> None:
-            pass
-
-        def bridge(self, bridge: int, in_port: int) -> None:
-            pass
-
-        def resume(self, bridge: int) -> None:
-            pass
 
     tables = FlowTables(N_TABLES)
     tables.add(Flow(0, 1, Match(), Instructions(apply=(Resubmit(None, 1), Output(2)))))

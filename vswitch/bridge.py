@@ -28,7 +28,7 @@ from dpif.actions import DROP_REASONS
 from vswitch.datapath import Datapath
 from vswitch.dpbridge import DpBridge
 from vswitch.vlan import VlanConfig, fill_vlan_map
-from xlate.translate import PF_DOWN, PF_LOCAL
+from xlate.bridges import PF_DOWN, PF_LINK_DOWN, PF_LOCAL
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,17 @@ class Bridge:
         def apply() -> None:
             fill_vlan_map(self.dp.vlan_map, bp.port_no, None if bp.via else vlan, bp.admin_up)
             l2_flush(self.dp.l2, self.dp.l2_info, bp.port_no, False)
+
+        self.dp.call(apply)
+
+    def sync_link_state(self) -> None:
+        """Each port's link state (carrier) into the datapath's flags, for group liveness (OVS's: a bucket watching
+        a port whose link is down is dead); megaflows are flushed when one changes."""
+        downs = [(bp.port_no, not bp.port.link_up) for bp in self.ports.values()]
+
+        def apply() -> None:
+            for port_no, down in downs:
+                self.dp.set_port_flag(port_no, PF_LINK_DOWN, down)
 
         self.dp.call(apply)
 

@@ -30,6 +30,7 @@ ports, bridges and port arrays it reads are the datapath's.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,7 @@ from dpif.actions import (
 from dpif.extract import extract_burst
 from dpif.fastpath import hit_burst
 from dpif.key import KEY_WORDS
+from dpif.meters import BANK as METERS
 from dpif.partition import group_burst, group_normal
 from dpif.patch import PC_NO_PEER, PC_NO_SLOT, PC_OVERFLOW, PC_TX_BYTES, PC_TX_PACKETS, patch_handover
 from ofproto.rules import Action
@@ -200,9 +202,11 @@ class BurstPath:
         meta = pool.meta
         up = self._upcalls()
         cache = up.cache
+        meters, now_ns = METERS.arr, time.monotonic_ns()    # the meters' clock: one read per burst
         r = hit_burst(pool.data, meta, burst, n, self.dkeys, self.reasons, cache.st, cache.ent, cache.buckets,
                       cache.emc, self.out_entry, now, self.prog_index, cache.actions, self.out, self.out_start,
-                      self.fdrops, pool.free_stack, pool.free_top, self.extra, self.xside, self.xside_n)
+                      self.fdrops, pool.free_stack, pool.free_top, self.extra, self.xside, self.xside_n,
+                      meters, now_ns)
         if r == 0:
             self._n_extra = int(self.xside_n[2])
         else:
@@ -215,7 +219,7 @@ class BurstPath:
             up.programs(self.out_entry, n, self.prog_index)
             self._n_extra = execute_burst(pool.data, meta, burst, n, self.prog_index, cache.actions, self.out,
                                           self.out_start, self.fdrops, pool.free_stack, pool.free_top, self.extra,
-                                          self.xside, self.xside_n)
+                                          self.xside, self.xside_n, meters, now_ns)
         self._side_lists(now, None)
 
     def _drop_invalid(self, burst: np.ndarray, n: int) -> tuple[np.ndarray, int]:
@@ -317,7 +321,7 @@ class BurstPath:
             self.prog_index[0, 1] = len(program)
             self._n_extra = execute_burst(pool.data, pool.meta, one, 1, self.prog_index, program, self.out,
                                           self.out_start, self.fdrops, pool.free_stack, pool.free_top, self.extra,
-                                          self.xside, self.xside_n)
+                                          self.xside, self.xside_n, METERS.arr, time.monotonic_ns())
             now = self.now()
             self._side_lists(now, br)
             self._send(now)

@@ -48,6 +48,7 @@ from dpif.key import W_IN_PORT
 from vswitch import __version__, dpctl
 from vswitch.bridge import Bridge, BridgeError, format_mac, parse_mac
 from vswitch.datapath import Datapath
+from vswitch.linkwatch import LinkWatch
 from vswitch.openflow.agent import OfAgent
 from vswitch.ovsdb_server import OvsdbServer, OvsdbServerError, find_schema, is_running
 from vswitch.vlan import VlanConfig, VlanConfigError
@@ -105,6 +106,12 @@ def _reply_error_with_newline(conn: ovs.unixctl.server.UnixctlConnection, body: 
 
 _reply_error = ovs.unixctl.server.UnixctlConnection.reply_error
 ovs.unixctl.server.UnixctlConnection.reply_error = _reply_error_with_newline
+
+
+def _stopped_while_starting(signum: int, _frame: object) -> None:
+    """SIGTERM / SIGINT before the loop runs: ``run``'s clean-up stops what has started (a private
+    ovsdb-server, the warm-up's second process)."""
+    raise DaemonError(f"stopped by {signal.Signals(signum).name} while starting")
 
 
 class DaemonError(RuntimeError):
@@ -261,6 +268,7 @@ class Daemon:
         self.idl: ovs.db.idl.Idl | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.ports_changed = False
+        self.linkwatch: LinkWatch | None = None    # kernel link changes (started by ``start``)
         self.started = time.monotonic()
         self.db_ready = False
         self.db_lost_at: float | None = None
@@ -270,9 +278,16 @@ class Daemon:
     # ------------------------------------------------------------ start / stop
     def start(self) -> None:
         """Pidfile, ovsdb-server (private unless --db), unixctl socket, IDL."""
+        for sig in (signal.SIGTERM, signal.SIGINT):   # until the loop runs: a clean stop of what started
+            signal.signal(sig, _stopped_while_starting)
         self.pidfile = Pidfile(self.pidfile_path)
         self.started = time.monotonic()
         self._remove_stale_sockets()
+        try:
+            self.linkwatch = LinkWatch()
+        except OSError as e:
+            self.linkwatch = None
+            log.warning("no link notifications (%s): link state is read when something else changes", e)
         if self.remote is None:
             self.server = OvsdbServer(self.rundir)
             self.server.start()
@@ -350,6 +365,9 @@ class Daemon:
         if self.vf_netlink is not None:
             self.vf_netlink.close()
             self.vf_netlink = None
+        if self.linkwatch is not None:
+            self.linkwatch.close()
+            self.linkwatch = None
         if self.pidfile is not None:
             self.pidfile.remove()
             self.pidfile = None
@@ -390,6 +408,8 @@ class Daemon:
                 self._name_threads()
             if self.ports_changed and ready:
                 self.ports_changed = False
+                for br in self.bridges.values():     # link state: group liveness
+                    br.sync_link_state()
                 for agent in self.agents.values():   # link state: port_status to the controllers
                     agent.ports_changed()
                 try:
@@ -410,6 +430,8 @@ class Daemon:
             self.idl.wait(poller)
             self.unixctl.wait(poller)
             poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
+            if self.linkwatch is not None:
+                poller.fd_wait(self.linkwatch.fileno(), ovs.poller.POLLIN)
             retry = self.next_retry if self.errors or self.config_errors or self.reconcile_failed else 1e18
             wakeups = [self.next_stats, retry] if ready else []   # nothing to write while the database is away
             if self.server is not None:
@@ -420,6 +442,8 @@ class Daemon:
             if wakeups:
                 poller.timer_wait(int(1000 * max(0.0, min(wakeups) - time.monotonic())) + 1)
             poller.block()
+            if self.linkwatch is not None and self.linkwatch.drain():
+                self.ports_changed = True
             try:
                 while os.read(self._wake_r, 64):
                     pass
@@ -496,6 +520,7 @@ class Daemon:
                 agent = self.agents.pop(name, None)
                 if agent is not None:
                     agent.close()
+                    agent.tlv_map.release()     # a bridge's TLV map goes with it, as in OVS
                 for port in [n for n, bp in self.bridges[name].ports.items() if isinstance(bp.port, SriovVfPort)]:
                     self._del_port(self.bridges[name], port, deleted=True)
                 self.bridges.pop(name).close()
@@ -548,6 +573,7 @@ class Daemon:
             bursts = [b for c in row.controller if (b := _opt(c.controller_burst_limit))]
             agent = self.agents[name]
             self._configure_identity(self.bridges[name], row, agent)
+            self.bridges[name].sync_link_state()
             agent.ports_changed()
             agent.configure(_opt(row.fail_mode) or "standalone",
                             [(c.target, (_opt(c.inactivity_probe) or 5000) / 1000, (_opt(c.max_backoff) or 8000) / 1000)

@@ -135,13 +135,8 @@ def _backends_in_parallel() -> subprocess.Popen | None:
         return None
 
 
-def warm_up_kernels() -> float:
-    """Load or compile every kernel with the argument types the switch passes them; returns the seconds taken."""
-    global _done
-    t0 = time.monotonic()
-    if _done:
-        return 0.0
-    helper = _backends_in_parallel()
+def _warm_main_kernels() -> None:
+    """The datapath's, the L2 table's and the OpenFlow path's kernels (this process)."""
     from classifier.l2table import l2_add_static, l2_flush, l2_remove, make_l2table
     from vswitch.datapath import Datapath
     from vswitch.openflow import flows
@@ -159,8 +154,24 @@ def warm_up_kernels() -> float:
     finally:
         dp.close()
     flows.warm_up()
+
+
+def warm_up_kernels() -> float:
+    """Load or compile every kernel with the argument types the switch passes them; returns the seconds taken."""
+    global _done
+    t0 = time.monotonic()
+    if _done:
+        return 0.0
+    helper = _backends_in_parallel()
+    try:
+        _warm_main_kernels()
+        err = helper.communicate()[1] if helper is not None else b""
+    except BaseException:      # stopped while starting (a signal): the second process goes too
+        if helper is not None:
+            helper.kill()
+            helper.wait()
+        raise
     if helper is not None:
-        _, err = helper.communicate()
         if helper.returncode != 0:   # this process compiles what it could not
             log.warning("warm-up: the backends' process failed (%s): %s", helper.returncode,
                         err.decode(errors="replace").strip()[-500:])

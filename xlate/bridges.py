@@ -15,6 +15,7 @@ PF_NO_FLOOD = 1 << 0   # not an output of FLOOD (OFPPC_NO_FLOOD)
 PF_DOWN = 1 << 1       # no output at all (down, or no port with that number)
 PF_LOCAL = 1 << 2      # the bridge's LOCAL port (the first port of the bridge with this flag)
 PF_PATCH = 1 << 3      # a patch port: an output continues in the peer's bridge (``Bridges.peer``)
+PF_LINK_DOWN = 1 << 4  # the port's link (carrier, admin state) is down: no group bucket watching it is live
 
 # how a bridge handles a frame (``Bridges.modes``)
 MODE_TABLES = 0        # its OpenFlow tables

@@ -79,8 +79,6 @@ class PortOutput:
         if p == OFPP_CONTROLLER:
             reason = OFPR_NO_MATCH if flow is not None and flow.is_table_miss else OFPR_ACTION
             self.upcall(flow, reason, flow.table_id if flow is not None else table_id, a.max_len)
-            if rec:
-                rec.note("     -> packet-in to the controllers")
             return
         if p in (OFPP_FLOOD, OFPP_ALL):
             flags = self.port_flags
@@ -96,7 +94,7 @@ class PortOutput:
                           if self.port_flags[q] & PF_LOCAL and self.in_bridge(q)), -1)
             if dense == self.in_port:
                 if rec:
-                    rec.note("     -> skipping output to the input port")
+                    rec.note(">> skipping output to input port")
                 return
         elif p == OFPP_TABLE:
             if rec:
@@ -107,13 +105,17 @@ class PortOutput:
             dense = p if pm is None else pm.get(p, -1)
             if dense == self.in_port:
                 if rec:
-                    rec.note("     -> skipping output to the input port")
+                    rec.note(">> skipping output to input port")
                 return
         else:
             return
-        if not 0 <= dense < len(self.port_flags) or self.port_flags[dense] & PF_DOWN:
+        if not 0 <= dense < len(self.port_flags):
             if rec:
-                rec.note(f"     -> output to nonexistent or down port {p}")
+                rec.note(">> Nonexistent output port")
+            return
+        if self.port_flags[dense] & PF_DOWN:
+            if rec:
+                rec.note(f"-> output to down port {p}: dropped")
             return
         self.to_port(dense)
 

@@ -84,13 +84,15 @@ def controller(w: Any, a: Controller, flow: Flow | None, table_id: int) -> bool:
     pin = PinInfo(a.controller_id, a.userdata, a.meter_id, pipeline_words(w.flow), frozen)
     reason = OFPR_NO_MATCH if flow is not None and flow.is_table_miss and a.reason == 1 else a.reason
     w.commit()
+    if a.meter_id:    # the packet-in alone pays the meter (OVS's clone(meter, userspace))
+        w.meter(a.meter_id, skip=4)
     up = Upcall(flow, reason, flow.table_id if flow is not None else table_id, w.bridge,
                 -1 if w.in_port == w.rx_port else w.in_port, pin)
     # the whole frame, whatever max_len says: OVS 3.1 buffers nothing and cuts no controller() packet-in
     w.r.actions += [A.OP_USERSPACE, 2, w.cookies.id_for(up), OFPCML_NO_BUFFER]
     w.r.outputs += 1
-    if w.rec:
-        w.rec.note("     -> packet-in to the controllers" + (", the pipeline paused" if frozen else ""))
+    if w.rec and frozen:      # OVS's trace says nothing of a plain packet-in
+        w.rec.note("     -> packet-in to the controllers, the pipeline paused")
     if frozen is None:
         return True
     w.paused = w.exiting = True

@@ -46,7 +46,6 @@ of ``MAX_CROSSINGS`` per translation, as OVS bounds resubmits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -73,12 +72,12 @@ from ofproto.actions import (
     Resubmit,
     StackPop,
     StackPush,
-    format_nicira,
 )
 from ofproto.actions import Group as GroupAction
 from ofproto.actionset import action_set_order, action_set_slot
 from ofproto.groups import Group
 from ofproto.rules import (
+    NO_PORT,
     OFPCML_NO_BUFFER,
     OFPP_IN_PORT,
     OFPP_TABLE,
@@ -107,6 +106,8 @@ from xlate.bridges import (  # noqa: F401 - importable from here, as before the 
 from xlate.cookies import MAX_PIN_CONTEXTS, Upcall, UpcallCookies  # noqa: F401 - importable from here
 from xlate.groups import run_group
 from xlate.output import PortOutput
+from xlate.recorder import BaseRecorder, Recorder, set_action_formatter  # noqa: F401 - importable from here
+from xlate.recorder import fmt_action as _fmt
 
 W_VLAN_TCI2 = getattr(K, "W_VLAN_TCI2", 21)
 CFI = 0x1000
@@ -128,25 +129,6 @@ _COMMIT_WORDS = (K.W_ETH_DST, K.W_ETH_SRC, K.W_NW, K.W_NW_SRC, K.W_NW_DST, K.W_I
                  K.W_IPV6_DST, K.W_IPV6_DST + 1, K.W_TP, K.W_ARP_SHA, K.W_ARP_THA, K.W_ND_TARGET, K.W_ND_TARGET + 1)
 
 
-class Recorder(Protocol):
-    """What ``ofproto/trace`` learns from a translation."""
-
-    def table(self, table_id: int, flow: Flow | None) -> None:
-        """A lookup in ``table_id`` found ``flow`` (None: no match)."""
-
-    def note(self, text: str) -> None:
-        """Something the walk did that deserves a line (an action, a skipped output, ...)."""
-
-    def normal(self, key: list[int], in_port: int) -> None:
-        """The NORMAL action runs on a frame with the headers ``key`` received on ``in_port``."""
-
-    def bridge(self, bridge: int, in_port: int) -> None:
-        """The walk continues in bridge ``bridge`` (after a patch port), from ``in_port``."""
-
-    def resume(self, bridge: int) -> None:
-        """The walk is back in bridge ``bridge`` (the one that output to the patch port)."""
-
-
 @dataclass
 class XlateResult:
     """One translation: the datapath program, the megaflow mask, the flows hit (by rank in the
@@ -165,7 +147,6 @@ class XlateResult:
     drop_reason: str = ""
     cut: dict[str, int] = field(default_factory=dict)        # resubmits / crossings not done: limit -> count
     groups: list[tuple[Group, int]] = field(default_factory=list)   # (group, bucket or -1: the group) per use
-    meters: list = field(default_factory=list)   # the meters (ofproto.meters.Meter) of the program's METER marks
     learned: list[ctlearn.TableChange] = field(default_factory=list)   # learn / fin_timeout (``xlate.ctlearn``)
 
     def program(self) -> np.ndarray:
@@ -210,7 +191,7 @@ class _Walk(PortOutput):
         self.action_src: dict[str, tuple[int, int]] = {}   # action set slot -> (flow uid, write-actions index)
         self.paused = False             # controller(pause) froze the walk: nothing more runs
         self.can_freeze = True          # False while a packet-out's own actions run (no flow holds them)
-        self.meter_marks = False        # meters leave METER marks for the upcall path (``translate`` only)
+        self.meter_marks = False        # the program charges meters (``translate`` only: not packet-outs)
 
     # ---------------------------------------------------------------- headers
     def tagged(self) -> bool:
@@ -282,6 +263,11 @@ class _Walk(PortOutput):
             return (self.of_port(self.flow[K.W_IN_PORT]) & mask) >> ofs
         return (fv.read(self.flow) & mask) >> ofs
 
+    def traced(self, fv: FieldValue, ofs: int, nbits: int) -> int:
+        """Bits ``ofs .. ofs + nbits - 1`` of a field as a trace shows them (nothing un-wildcarded)."""
+        v = self.of_port(self.flow[K.W_IN_PORT]) if fv.word == K.W_IN_PORT else fv.read(self.flow)
+        return v >> ofs & ((1 << nbits) - 1)
+
     def write(self, fv: FieldValue, value: int, mask: int) -> None:
         """``field = (field & ~mask) | value``: header words are committed as datapath actions, pipeline
         words and ``pkt_mark`` are translator state only."""
@@ -294,7 +280,11 @@ class _Walk(PortOutput):
                 return
         for w, v, m in fv.values(value, mask):
             if w == K.W_IN_PORT:      # an OpenFlow port number: the frame now comes from there
-                self.flow[w] = self.in_port = self.dense((self.of_port(self.flow[w]) & ~m) | v)
+                cur = self.of_port(self.flow[w])
+                port = ((0 if cur == NO_PORT else cur) & ~m) | v    # a port the bridge lacks reads as 0
+                if m == 0xFFFF and port >= 0xFF00:                  # OpenFlow 1.0's reserved ports (16 bits)
+                    port |= 0xFFFF0000
+                self.flow[w] = self.in_port = self.dense(port)
             elif w < K.KEY_WORDS and w != K.W_PKT_MARK:
                 self.set_word(w, v, m)
             else:
@@ -374,6 +364,8 @@ class _Walk(PortOutput):
                     rec.note(f"     -> {a.dst}: the frame has no such header, skipped")
                 return True
             self.write(dst, v << a.dst_ofs, ((1 << a.nbits) - 1) << a.dst_ofs)
+            if rec:
+                rec.subfield(a.dst, a.dst_ofs, a.nbits, self.traced(dst, a.dst_ofs, a.nbits))
         elif isinstance(a, StackPush):
             fv = FieldValue.of(a.field)
             n = fv.bits - a.ofs if a.nbits is None else a.nbits
@@ -397,10 +389,14 @@ class _Walk(PortOutput):
                     rec.note(f"     -> {a.field}: the frame has no such header, skipped")
                 return True
             self.write(fv, (v & m) << a.ofs, m << a.ofs)
+            if rec:
+                rec.subfield(a.field, a.ofs, n, self.traced(fv, a.ofs, n))
         elif isinstance(a, OutputReg):
             fv = FieldValue.of(a.field)
             n = fv.bits - a.ofs if a.nbits is None else a.nbits
             port = self.read(fv, a.ofs, n)
+            if rec:
+                rec.note(f"-> output port is {port}")
             if 0xFF00 <= port <= 0xFFFF:   # OpenFlow 1.0's reserved ports, as a 16-bit field holds them
                 port += 0xFFFF0000
             self.output(Output(port, a.max_len), flow, table_id)
@@ -438,17 +434,23 @@ class _Walk(PortOutput):
         frame = [flow, start]
         frames = self.frames
         frames.append(frame)     # popped on every return (an exception abandons the whole walk)
-        for i in range(start, len(acts)):
-            a = acts[i]
-            if self.exiting:
-                frames.pop()
-                return False
-            frame[1] = i
-            if rec:
-                rec.note(f"    {'    ' * self.resubmit_nest}{_fmt(a)}")
-            if not self.act(a, flow, table_id):
-                frames.pop()
-                return False
+        mark = rec.mark() if rec else None
+        try:
+            for i in range(start, len(acts)):
+                a = acts[i]
+                if self.exiting:
+                    frames.pop()
+                    return False
+                frame[1] = i
+                if rec:
+                    rec.action(a, self.resubmit_nest)
+                if not self.act(a, flow, table_id):
+                    frames.pop()
+                    return False
+        except ctlearn.CtReached:
+            if rec and frame[1] < len(acts) - 1:   # OVS's ct forks: the rest of this list would run after it
+                rec.more(mark)
+            raise
         frames.pop()
         return not self.exiting
 
@@ -465,7 +467,7 @@ class _Walk(PortOutput):
             self.set_word(K.W_NW, (ttl - 1) << 16, 0xFF << 16)
             return True
         if self.rec:
-            self.rec.note("     -> TTL 0 or 1: packet-in (invalid_ttl), the rest of the actions skipped")
+            self.rec.note(f">> IPv{4 if self.flow[K.W_ETH_TYPE] & 0xFFFF == 0x0800 else 6} decrement TTL exception")
         self.upcall(flow, OFPR_INVALID_TTL, flow.table_id if flow is not None else table_id, OFPCML_NO_BUFFER)
         return False
 
@@ -489,19 +491,18 @@ class _Walk(PortOutput):
         flow, self.stack, self.exiting, self.written = saved
         self.restore(flow, wrote)
 
-    def meter(self, meter_id: int) -> None:
-        """A meter: for an upcall, a mark in the program where the upcall path admits or drops each frame
-        (``XlateResult.meters``; such a translation is never cached); a trace or a packet-out passes it."""
+    def meter(self, meter_id: int, skip: int = 0) -> None:
+        """Meter ``meter_id`` of the bridge: ``METER(slot, gen, skip)``, the datapath charges each frame (over the
+        rate: dropped, or with ``skip`` the next ``skip`` words skipped); a trace or a packet-out passes it."""
         m = self.ts.meters.get(meter_id) if self.ts is not None else None
-        if m is None:
+        if m is None or m.slot < 0:
             return
         if self.rec is not None or not self.meter_marks:
-            if self.rec is not None:
+            if self.rec is not None and not skip:    # a packet-in's meter: OVS's trace says nothing of it
                 self.rec.note(f"     -> meter {meter_id}: each frame pays its token buckets (not traced)")
             return
         self.commit()
-        self.r.actions += [A.OP_METER, 1, len(self.r.meters)]
-        self.r.meters.append(m)
+        self.r.actions += A.meter(m.slot, m.gen, skip)
 
     def group(self, group_id: int) -> None:
         """The ``group`` action (``xlate.groups``)."""
@@ -537,7 +538,11 @@ class _Walk(PortOutput):
         self.nest += deepens
         self.crossings += 1
         self.resubmit_nest += 1
+        if self.rec:
+            self.rec.enter()
         self.tables(table, False, port)
+        if self.rec:
+            self.rec.leave()
         self.resubmit_nest -= 1
         self.nest -= deepens
         self.table_id = saved
@@ -573,24 +578,26 @@ class _Walk(PortOutput):
             return None
         if not rec and not ins.write and ins.metadata is None and not ins.clear:   # apply (and goto) only
             return ins.goto
-        ind = "    " * self.resubmit_nest
         if ins.clear:
             if rec:
-                rec.note(f"    {ind}clear_actions")
+                rec.note("clear_actions")
+                if not self.action_set:
+                    rec.note("-> action set was empty")
             self.action_set.clear()
         for j, a in enumerate(ins.write):
-            if rec:
-                rec.note(f"    {ind}write_actions({_fmt(a)})")
             slot = action_set_slot(a)
             self.action_set[slot] = a
             self.action_src[slot] = (flow.uid, j)
+        if ins.write and rec:
+            rec.note(f"write_actions({','.join(_fmt(a) for a in ins.write)})")
+            rec.note("-> action set is: " + ",".join(_fmt(a) for a in action_set_order(self.action_set)))
         if ins.metadata is not None:
             value, mask = ins.metadata
             if rec:
-                rec.note(f"    {ind}write_metadata:{value:#x}/{mask:#x}")
+                rec.note(f"write_metadata:{value:#x}/{mask:#x}")
             self.flow[F.W_METADATA] = (self.flow[F.W_METADATA] & ~mask) | value
         if ins.goto is not None and rec:
-            rec.note(f"    {ind}goto_table:{ins.goto}")
+            rec.note(f"goto_table:{ins.goto}")
         return ins.goto
 
     def tables(self, table: int, top: bool, lookup_port: int | None = None) -> tuple[Flow | None, int] | None:
@@ -623,7 +630,7 @@ class _Walk(PortOutput):
                         self.action_set.clear()
                         return last, table
                 elif rec:
-                    rec.note("    drop" if top else "     -> no flow matches: resubmit does nothing")
+                    rec.note("    drop")   # OVS's words for a miss, in a resubmit too
                 if top and self.depth == 0:   # after a patch port, the first bridge's actions go on
                     r.drop_reason = f"flow_table_miss (no flow in table {table} matches)"
                     r.actions += A.drop(DR_TABLE_MISS)
@@ -647,10 +654,10 @@ class _Walk(PortOutput):
         rec = self.rec
         if self.action_set and not self.paused:
             if rec:
-                rec.note("    action set:")
+                rec.note("--. Executing action set:")
             for a in action_set_order(self.action_set):
                 if rec:
-                    rec.note(f"     {_fmt(a)}")
+                    rec.action(a, self.resubmit_nest)
                 if isinstance(a, Output):
                     self.output(a, last, table)
                 elif isinstance(a, GroupAction):
@@ -670,7 +677,6 @@ class _Walk(PortOutput):
 
 DR_TABLE_MISS = A.DROP_REASONS.index("table_miss") if "table_miss" in A.DROP_REASONS else A.DR_EXPLICIT
 
-_fmt_hook = None
 _PREREQ_CHECKS: dict[str, tuple[tuple[FieldValue, tuple[int, ...], int], ...]] = {}
 
 
@@ -684,19 +690,6 @@ def _prereq_checks(name: str) -> tuple[tuple[FieldValue, tuple[int, ...], int], 
                     for fv in (FieldValue.of(cname),))
         _PREREQ_CHECKS[name] = got
     return got
-
-
-def set_action_formatter(fn: object) -> None:
-    """The function trace lines format actions with (``vswitch.openflow.flows.format_action``)."""
-    global _fmt_hook
-    _fmt_hook = fn
-
-
-def _fmt(a: Action) -> str:
-    text = format_nicira(a)
-    if text is not None:
-        return text
-    return _fmt_hook(a) if _fmt_hook is not None else repr(a)   # type: ignore[operator]
 
 
 def _bridges(ts: TableSet | Bridges, port_flags: np.ndarray) -> Bridges:

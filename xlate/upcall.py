@@ -30,7 +30,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dpif import actions as A
 from dpif import megaflow as M
 from ofproto.groups import Group
 from ofproto.tables import C_BYTES, C_PACKETS, C_USED, TableSet
@@ -73,7 +72,7 @@ class Upcalls:
         self.counters = {"upcalls": 0, "translations": 0, "installed": 0, "evicted_full": 0,
                          "revalidated_removed": 0, "flushes": 0, "expired": 0, "not_installed": 0,
                          "translations_cut": 0, "learn_not_cached": 0,
-                         "pin_context_flushes": 0, "metered": 0}
+                         "pin_context_flushes": 0}
         #: flows ``learn`` made in translations since the owner last took them (``take_learned``)
         self.learned: list[TableChange] = []
         self.translate_ns = 0
@@ -109,9 +108,6 @@ class Upcalls:
                 self.counters["translations_cut"] += 1
             mask = res.mask_row()
             self.learned += res.learned
-            if res.meters:    # metered: never cached; each frame it covers pays the meters (``_metered``)
-                miss = self._metered(tables, res, keys, burst, miss, meta, key, mask, now, uninstalled)
-                continue
             prog = res.program()
             if any(isinstance(x, Learned) for x in res.learned):   # not cached: every later frame learns again
                 self.counters["learn_not_cached"] += 1
@@ -138,37 +134,6 @@ class Upcalls:
                 self._scratch.append((took, base, len(prog)))
                 base += len(prog)
         self.translate_ns += time.perf_counter_ns() - t0
-
-    def _metered(self, tables: Sequence[TableSet | None], res: XlateResult, keys: np.ndarray, burst: np.ndarray,
-                 miss: np.ndarray, meta: np.ndarray, key: np.ndarray, mask: np.ndarray, now: int,
-                 uninstalled: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """The frames of ``miss`` that translation ``res`` covers, frame by frame: its program cut at the first
-        meter that drops the frame (then ``DROP(meter_drop)``), its rules, tables and groups credited; the
-        misses left."""
-        if len(miss) == 1:
-            covered = np.ones(1, dtype=bool)
-        else:
-            flags = self._covered[:len(miss)]
-            M.mf_covered(keys, burst, miss, len(miss), key, mask, flags)
-            covered = flags.astype(bool)
-        t = time.monotonic()
-        acts = res.actions
-        for i in miss[covered].tolist():
-            nbytes = int(meta[burst[i], M.META_LEN])
-            prog: list[int] = []
-            pc = 0
-            while pc < len(acts):
-                op, nw = acts[pc], acts[pc + 1]
-                if op != A.OP_METER:
-                    prog += acts[pc:pc + 2 + nw]
-                elif not res.meters[acts[pc + 2]].admit(nbytes, t):
-                    prog += A.drop(A.DR_METER)
-                    break
-                pc += 2 + nw
-            uninstalled.append((np.array([i]), np.array(prog, dtype=np.int64)))
-            self._credit(tables, res, 1, nbytes, now)
-        self.counters["metered"] += int(covered.sum())
-        return miss[~covered]
 
     @staticmethod
     def _walk(res: XlateResult) -> list[tuple[int, int]]:

@@ -2,7 +2,9 @@
 
 One connection and one controller target are ``vswitch.openflow.channel``'s ``OfConnection`` and ``Controller``
 (importable from here too); bundles are ``vswitch.openflow.bundles``; ports, statistics and multipart replies
-``vswitch.openflow.views``.
+``vswitch.openflow.views``; features, config, role, async configuration and port-mod
+``vswitch.openflow.switchconfig``; connecting to and listening for controller targets ``vswitch.openflow.links``.
+The agent keeps the sockets, the event loop, the dispatch of messages and the asynchronous messages.
 
 ```
  ovs-ofctl ──unix──► <rundir>/br0.mgmt ──┐
@@ -13,10 +15,12 @@ One connection and one controller target are ``vswitch.openflow.channel``'s ``Of
                                                │  bundles (bundles.py; 1.3: ONF experimenter),
                                                │  multipart / stats (desc, port_desc, port_stats,
                                                │  table, table_features, flow, aggregate, meter features),
-                                               │  group_mod / meter_mod and their multiparts (groupmeter.py)
+                                               │  group_mod / meter_mod and their multiparts (groupmeter.py),
+                                               │  flow monitors (monitor.py: told after each message and turn)
                                                ├─► BridgeFlows (flow tables ─► datapath)
                                                ◄── packet-ins, flow expiry, port changes ─► port_status,
                                                    packet_in, flow_removed to the controllers
+ ovs-ofctl snoop ──unix──► <rundir>/br0.snoop ──► snoop.py: copies of a controller's messages, both ways
 ```
 
 Fail modes as OVS has them: a bridge without controllers in ``standalone`` mode gets the flow
@@ -34,8 +38,8 @@ common version gets OFPET_HELLO_FAILED). Each controller's SET_ASYNC masks (by r
 one) choose the packet-in, port-status and flow-removed reasons it is sent.
 
 Every message is decoded by ``vswitch.openflow.codec``; whatever cannot be decoded or is not
-supported gets an OFPT_ERROR (type and code as OpenFlow says, the first 64 bytes of the offending
-message as data) and the connection stays up. Requests are answered in order, so a barrier reply
+supported gets an OFPT_ERROR (type and code as OpenFlow says, the offending message, whole as OVS
+sends it, as data) and the connection stays up. Requests are answered in order, so a barrier reply
 means everything before it was applied.
 
 No client can stall the agent (and so every other client, ``ofproto/trace`` and the flow timeouts): sockets are
@@ -51,7 +55,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import logging
 import os
 import selectors
@@ -88,6 +91,7 @@ from vswitch.openflow.channel import (  # noqa: F401 - importable from here, as 
     _version_bitmap,
 )
 from vswitch.openflow.codec import (
+    MP_EXPERIMENTER,
     NX_VENDOR_ID,
     OFP10,
     OFP13,
@@ -107,23 +111,32 @@ from vswitch.openflow.codec import (
     Msg,
     OfpError,
     decode,
+    encode,
     hello_versions,
     split,
 )
 from vswitch.openflow.flows import BULK_GAP, BridgeFlows, port_wire
+from vswitch.openflow.groupmeter import OFPRR_GROUP_DELETE, OFPRR_METER_DELETE
+from vswitch.openflow.links import ControllerLinks
+from vswitch.openflow.monitor import (
+    MP_FLOW_MONITOR,
+    ONF_FLOW_MONITOR_HEAD,
+    ONFT_FLOW_MONITOR_CANCEL,
+    FlowMonitors,
+)
 from vswitch.openflow.nxhandlers import NiciraMessages, TlvMap, vendor_of
-from vswitch.openflow.views import OFPPC_PORT_DOWN, SwitchViews
+from vswitch.openflow.snoop import Snoop, Snooper
+from vswitch.openflow.switchconfig import (  # noqa: F401 - importable from here, as before
+    ROLE_MASTER,
+    SwitchConfig,
+)
+from vswitch.openflow.views import SwitchViews
 from xlate import pause
 from xlate.translate import OFPR_INVALID_TTL
 
 log = logging.getLogger(__name__)
 
-OFPC_FLOW_STATS, OFPC_TABLE_STATS, OFPC_PORT_STATS = 1, 2, 4
-OFPET_PORT_MOD_FAILED = 7
 OFPHFC_INCOMPATIBLE = 0
-ROLE_MASTER = 2
-OFPCRR_MASTER_REQUEST = 0
-OFPET_ASYNC_CONFIG_FAILED, OFPACFC_UNSUPPORTED = 15, 1
 OFPP13_CONTROLLER = 0xFFFFFFFD
 EXPIRE_TICK = 1.0         # seconds between flow-timeout passes
 FAIL_OPEN_PROBES = 3      # a standalone bridge fails open after this many of its longest probe intervals without
@@ -136,7 +149,7 @@ MSGS_PER_TURN = 50        # requests handled per connection per loop turn, so on
 class _Stop(Exception):
     """The agent thread is asked to end."""
 
-class OfAgent(SwitchViews, NiciraMessages):
+class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
     """Serves OpenFlow for one bridge on ``<rundir>/<bridge>.mgmt`` (and, later, controller connections)."""
 
     def __init__(self, bridge: Any, rundir: str, datapath_id: Callable[[], int],
@@ -157,6 +170,7 @@ class OfAgent(SwitchViews, NiciraMessages):
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ, "listen")
         self.sel.register(self._stop_r, selectors.EVENT_READ, "stop")
+        self.snoop = Snoop(self, rundir)   # <rundir>/<bridge>.snoop: ovs-ofctl snoop
         self.controllers: dict[str, Controller] = {}
         #: ``Bridge.fail_mode``: "standalone" (NORMAL forwarding without a controller) or "secure"
         self.fail_mode = "secure" if bridge.dp.fail_secure else "standalone"   # the daemon created it so
@@ -177,6 +191,7 @@ class OfAgent(SwitchViews, NiciraMessages):
         self.dpid = 0                           # the datapath ID set by the daemon (0: ask ``datapath_id``)
         self._reconnects: collections.deque[tuple[str, bool]] = collections.deque()   # (why, every connection)
         self.flows = BridgeFlows(bridge, N_TABLES)
+        self.monitors = FlowMonitors(self)   # its tables note flow changes for the flow monitors
         self.bundles = BundleHandler(self)
         self.tlv_map = TlvMap()
         self._raw = b""   # the message being handled, as received
@@ -222,6 +237,8 @@ class OfAgent(SwitchViews, NiciraMessages):
                     continue   # a wake-up: controllers, resolved names, ports or packet-ins
                 if data == "listen":
                     self._accept(self.listener, None)
+                elif isinstance(data, (Snoop, Snooper)):
+                    self.snoop.event(data, events)
                 elif isinstance(data, Controller):
                     if data.passive:
                         self._accept(data.listener, data)
@@ -239,19 +256,10 @@ class OfAgent(SwitchViews, NiciraMessages):
             self._maintain()
             self._deliver_packet_ins()
             self._take_learned()
+            self.monitors.flush()   # what timeouts, learn and flushes changed
         finally:
             self._run_calls()   # ofproto/trace and the like are answered even if a step above failed
             self._sweep()
-
-    def _next_try_in(self) -> float:
-        """Seconds until a controller is due for its next connection attempt (at most 0.5)."""
-        now, soonest = time.monotonic(), 0.5
-        for ctl in self.controllers.values():
-            idle = ctl.listener is None if ctl.passive else (
-                ctl.conn is None and ctl.pending is None and not ctl.resolving)
-            if idle:
-                soonest = min(soonest, max(0.0, ctl.next_try - now))
-        return soonest
 
     def _run_calls(self) -> None:
         while self._calls:
@@ -263,6 +271,7 @@ class OfAgent(SwitchViews, NiciraMessages):
 
     def _sweep(self) -> None:
         """Close the connections marked dead; watch for writability exactly where output is waiting."""
+        self.snoop.sweep()
         for conn in list(self.conns.values()):
             if conn.dead:
                 if conn.overflowed:
@@ -371,28 +380,6 @@ class OfAgent(SwitchViews, NiciraMessages):
                 conn.target.state = "IDLE"
                 conn.send(Msg(conn.version, "echo_request", 0, {"data": b""}))
         self._update_bypass()
-
-    def _apply_controllers(self, targets: list[tuple[str, float]] | list[tuple[str, float, float]]) -> None:
-        wanted = {t[0]: (t[1] or PROBE_INTERVAL, t[2] if len(t) > 2 and t[2] else MAX_BACKOFF) for t in targets}
-        changed = False
-        for target in list(self.controllers):
-            if target not in wanted:
-                self._drop_controller(self.controllers.pop(target))
-                changed = True
-        for target, (probe, max_backoff) in wanted.items():
-            ctl = self.controllers.get(target)
-            if ctl is not None:
-                ctl.probe, ctl.max_backoff = probe, max(1.0, max_backoff)
-                ctl.backoff = min(ctl.backoff, ctl.max_backoff)
-                continue
-            try:
-                self.controllers[target] = Controller(target, probe, max_backoff)
-            except ValueError as e:
-                log.warning("openflow %s: %s", self.bridge.name, e)
-                continue
-            changed = True
-        if changed:
-            self.changed()
 
     def _update_bypass(self) -> None:
         """Fail open as OVS does: a standalone bridge none of whose controllers has been connected for
@@ -510,150 +497,6 @@ class OfAgent(SwitchViews, NiciraMessages):
         uids = {u for u, _i, _t in frozen.frames} | {u for _s, u, _i in frozen.action_set}
         return {int(u): pause.fingerprint(ts.flows[r]) for r, u in enumerate(ts.uids.tolist()) if u in uids}
 
-    # ------------------------------------------------------------ controller connections
-    def _listen(self, ctl: Controller) -> None:
-        s = socket.socket(ctl.family(), socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            if ctl.kind == "ptcp":
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(ctl.addr)
-            s.bind(ctl.addr)
-            s.listen(8)
-            s.setblocking(False)
-        except (OSError, OverflowError) as e:
-            s.close()
-            why = getattr(e, "strerror", None) or str(e)
-            if why != ctl.logged_error:
-                log.warning("openflow %s: cannot listen on %s: %s; retrying every %.0f s", self.bridge.name,
-                            ctl.target, why, ctl.max_backoff)
-                ctl.logged_error = why
-            if why != ctl.last_error:
-                ctl.last_error = why
-                self.changed()
-            ctl.next_try = time.monotonic() + ctl.max_backoff
-            return
-        ctl.listener = s
-        ctl.state = "ACTIVE"
-        ctl.logged_error = ""
-        self.sel.register(s, selectors.EVENT_READ, ctl)
-
-    def _connect(self, ctl: Controller) -> None:
-        """Start a connection attempt; a host name is looked up on a resolver thread first."""
-        ctl.state = "CONNECTING"
-        if ctl.kind == "unix":
-            self._start_connect(ctl, socket.AF_UNIX, ctl.addr)
-        elif (family := _numeric_family(ctl.addr[0])) is not None:
-            self._start_connect(ctl, family, ctl.addr)
-        else:
-            ctl.resolving = True
-            threading.Thread(target=self._resolve, args=(ctl, *ctl.addr), name=f"resolve-{ctl.addr[0]}"[:15],
-                             daemon=True).start()
-        if ctl.state == "CONNECTING":   # under way (a failure at once has been recorded already)
-            self.changed()
-
-    def _resolve(self, ctl: Controller, host: str, port: int) -> None:
-        """Resolver thread: look ``host`` up (this may take seconds) and hand the answer to the agent."""
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            result: Any = (infos[0][0], infos[0][4]) if infos else "no address"
-        except (OSError, UnicodeError) as e:
-            result = getattr(e, "strerror", None) or str(e)
-        self._resolved.append((ctl, result))
-        self._wake()
-
-    def _on_resolved(self, ctl: Controller, result: Any) -> None:
-        ctl.resolving = False
-        if self.controllers.get(ctl.target) is not ctl:
-            return   # the controller was removed (or replaced) while its name was looked up
-        if isinstance(result, str):
-            self._backoff(ctl, f"{ctl.addr[0]}: host name lookup failed: {result}")
-        else:
-            self._start_connect(ctl, *result)
-
-    def _start_connect(self, ctl: Controller, family: int, addr: Any) -> None:
-        """A non-blocking connect to an address that needs no lookup."""
-        try:
-            s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-        except OSError as e:
-            self._backoff(ctl, e.strerror or str(e))
-            return
-        try:
-            err = s.connect_ex(addr)
-        except (OSError, OverflowError, ValueError) as e:
-            err, why = -1, getattr(e, "strerror", None) or str(e)
-        else:
-            why = os.strerror(err)
-        # a unix socket whose listener's backlog is full says EAGAIN: that is a failure, not a connect underway
-        if err not in (0, errno.EINPROGRESS) and not (err == errno.EAGAIN and family != socket.AF_UNIX):
-            s.close()
-            self._backoff(ctl, why)
-            return
-        ctl.pending = s
-        ctl.attempt_at = time.monotonic()
-        self.sel.register(s, selectors.EVENT_WRITE, ctl)
-
-    def _abandon_connect(self, ctl: Controller) -> None:
-        s, ctl.pending = ctl.pending, None
-        if s is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(s)
-            s.close()
-
-    def _connected(self, ctl: Controller) -> None:
-        s = ctl.pending
-        if s is None:
-            return
-        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            self._abandon_connect(ctl)
-            self._backoff(ctl, os.strerror(err))
-            return
-        self.sel.unregister(s)
-        ctl.pending = None
-        self._accept_socket(s, ctl, ctl.target)
-
-    def _backoff(self, ctl: Controller, why: str) -> None:
-        """A connection attempt failed (or a connection ended): wait 1, 2, 4, ... up to max_backoff seconds."""
-        ctl.state = "BACKOFF"
-        if why != ctl.logged_error:
-            log.warning("openflow %s: controller %s: %s; retrying with backoff (at most %.0f s)", self.bridge.name,
-                        ctl.target, why, ctl.max_backoff)
-            ctl.logged_error = why
-        ctl.last_error = why
-        ctl.next_try = time.monotonic() + ctl.backoff
-        ctl.backoff = min(ctl.max_backoff, ctl.backoff * 2)
-        self.changed()
-
-    def _reconnect(self, why: str, everyone: bool) -> None:
-        """Drop the controller connections (``everyone``: the management ones too); the active ones reconnect at
-        once."""
-        for conn in list(self.conns.values()):
-            ctl = conn.target
-            if ctl is None and not everyone:
-                continue
-            log.info("openflow %s: %s: disconnecting %s", self.bridge.name, why, conn.peer)
-            if ctl is not None:
-                ctl.logged_error = why   # logged here, as information: not a failure
-            self._close(conn, why)
-            if ctl is not None and not ctl.passive:
-                ctl.next_try = time.monotonic()
-                ctl.backoff = 1.0
-
-    def _drop_controller(self, ctl: Controller) -> None:
-        if ctl.conn is not None:
-            self._close(ctl.conn)
-        self._abandon_connect(ctl)
-        if ctl.listener is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(ctl.listener)
-            ctl.listener.close()
-            ctl.listener = None
-        if ctl.kind == "punix":
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(ctl.addr)
-
     # ------------------------------------------------------------ connections
     def _accept(self, listener: socket.socket | None, ctl: Controller | None) -> None:
         if listener is None:
@@ -682,6 +525,10 @@ class OfAgent(SwitchViews, NiciraMessages):
         self.sel.register(sock, selectors.EVENT_READ, conn)
         conn.send(self._our_hello())
 
+    def hello_bytes(self) -> bytes:
+        """Our hello, encoded (a snooper's too)."""
+        return encode(self._our_hello())
+
     def _our_hello(self) -> Msg:
         """We speak first: a hello in the newest version we offer, with a version bitmap element unless the
         versions offered are 1.0 up to that one (OVS's rule: then the header says it all)."""
@@ -700,6 +547,7 @@ class OfAgent(SwitchViews, NiciraMessages):
                 self.sel.unregister(conn.sock)
         conn.sock.close()
         conn.dead = conn.dead or "closed"
+        self.monitors.closed(conn)
         conn.rxq.clear()
         conn.tx.clear()
         self._busy.discard(conn)
@@ -757,13 +605,18 @@ class OfAgent(SwitchViews, NiciraMessages):
             if not conn.rxq or conn.dead:
                 break
             raw = conn.rxq.popleft()
+            xid = int.from_bytes(raw[4:8], "big")
+            if conn.version and conn.target is not None and conn.target.snoopers:
+                conn.target.snoop(raw)   # ovs-ofctl snoop: what the controller sent
             try:
                 self._handle(conn, raw)
             except OfpError as e:
-                conn.error(conn.version or raw[0], int.from_bytes(raw[4:8], "big"), e.err_type, e.code, raw)
+                self.monitors.discard()   # nothing of a refused message stays applied
+                conn.error(conn.version or raw[0], xid, e.err_type, e.code, raw)
             except Exception:  # a bug must not take the agent (or the switch) down: answer, log, go on
                 log.exception("openflow %s: handling a message failed", conn.peer)
-                conn.error(conn.version or OFP13, int.from_bytes(raw[4:8], "big"), OFPET_BAD_REQUEST, 0, raw)
+                conn.error(conn.version or OFP13, xid, OFPET_BAD_REQUEST, 0, raw)
+            self.monitors.flush(conn, xid)   # the flow monitors hear of this message's changes
         if conn.rxq and not conn.dead:
             self._busy.add(conn)
         else:
@@ -778,6 +631,7 @@ class OfAgent(SwitchViews, NiciraMessages):
         for conn in list(self.conns.values()):
             self._close(conn)
         self.listener.close()
+        self.snoop.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         with self._wake_lock:
@@ -850,10 +704,20 @@ class OfAgent(SwitchViews, NiciraMessages):
             self._flow_removed(stats, OFPRR_DELETE)
 
     def _on_group_mod(self, conn: OfConnection, msg: Msg) -> None:
-        groupmeter.group_mod(self, conn, msg)
+        with self.monitors.reason(OFPRR_GROUP_DELETE):
+            groupmeter.group_mod(self, conn, msg)
 
     def _on_meter_mod(self, conn: OfConnection, msg: Msg) -> None:
-        groupmeter.meter_mod(self, conn, msg)
+        with self.monitors.reason(OFPRR_METER_DELETE):
+            groupmeter.meter_mod(self, conn, msg)
+
+    def _on_multipart_request(self, conn: OfConnection, msg: Msg) -> None:
+        if msg.mp_type == MP_FLOW_MONITOR and conn.version >= OFP14:
+            self.monitors.of_request(conn, msg)
+        elif conn.version == OFP13 and msg.mp_type == MP_EXPERIMENTER and bytes(msg.body)[:8] == ONF_FLOW_MONITOR_HEAD:
+            self.monitors.nx_request(conn, msg)
+        else:
+            SwitchViews._on_multipart_request(self, conn, msg)
 
     def check_flow_refs(self, version: int, msg: Msg) -> None:
         """A flow-mod names only groups and meters that exist (else OVS's error)."""
@@ -876,11 +740,6 @@ class OfAgent(SwitchViews, NiciraMessages):
             raise OfpError(OFPET_BAD_MATCH, OFPBMC_BAD_FIELD, f"packet_out match: {', '.join(match)} not supported")
         return {**msg.fields, "in_port": in_port}
 
-    def check_port_mod(self, conn: OfConnection, msg: Msg) -> None:
-        """A port-mod names a port (else OFPET_PORT_MOD_FAILED / OFPPMFC_BAD_PORT)."""
-        if self._port_by_ofport(conn.version, msg.port_no) is None:
-            raise OfpError(OFPET_PORT_MOD_FAILED, 0, f"port_mod: no port {msg.port_no}")
-
     def flow_removed_deleted(self, stats: Any) -> None:
         """Tell the controllers a flow they asked about was deleted by a flow-mod."""
         self._flow_removed(stats, OFPRR_DELETE)
@@ -900,6 +759,9 @@ class OfAgent(SwitchViews, NiciraMessages):
                 ONF_ET_BUNDLE_CONTROL, ONF_ET_BUNDLE_ADD_MESSAGE):
             self.bundles.experimenter(conn, msg, self._raw)
             return
+        if conn.version == OFP13 and msg.experimenter == ONF_VENDOR_ID and msg.exp_type == ONFT_FLOW_MONITOR_CANCEL:
+            self.monitors.nx_cancel(conn, bytes(msg.data))
+            return
         if msg.experimenter == NX_VENDOR_ID:
             self._nicira(conn, msg, msg.exp_type, bytes(msg.data))
             return
@@ -913,76 +775,3 @@ class OfAgent(SwitchViews, NiciraMessages):
         if vendor != NX_VENDOR_ID:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_EXPERIMENTER, f"vendor {vendor:#x}")
         self._nicira(conn, msg, subtype, body)
-
-    def _on_features_request(self, conn: OfConnection, msg: Msg) -> None:
-        caps = OFPC_FLOW_STATS | OFPC_TABLE_STATS | OFPC_PORT_STATS
-        fields: dict[str, Any] = {"datapath_id": self.dpid or self.datapath_id(), "n_buffers": 0, "n_tables": N_TABLES,
-                                  "capabilities": caps}
-        if conn.version == OFP10:
-            fields["actions"] = 0xFFF
-            fields["ports"] = self._ports(OFP10)
-        conn.send(Msg(conn.version, "features_reply", msg.xid, fields))
-
-    def _on_get_config_request(self, conn: OfConnection, msg: Msg) -> None:
-        conn.send(Msg(conn.version, "get_config_reply", msg.xid,
-                      {"flags": conn.config_flags, "miss_send_len": conn.miss_send_len}))
-
-    def _on_set_config(self, conn: OfConnection, msg: Msg) -> None:
-        conn.config_flags = msg.flags
-        conn.miss_send_len = msg.miss_send_len
-
-    def controller_status(self) -> dict[str, dict[str, Any]]:
-        """Per controller target: ``is_connected``, ``role``, ``status`` (for the ``Controller`` table)."""
-        roles = {0: "other", 1: "other", 2: "master", 3: "slave"}
-        return {t: {"is_connected": c.conn is not None and bool(c.conn.version),
-                    "role": roles.get(c.conn.role if c.conn else 0, "other"), "status": c.status()}
-                for t, c in list(self.controllers.items())}
-
-    def _on_role_request(self, conn: OfConnection, msg: Msg) -> None:
-        if msg.role != 0:   # 0 = NOCHANGE
-            conn.role = msg.role
-            if msg.role == ROLE_MASTER:   # the other master becomes a slave; 1.4+ tells it with a role status
-                for other in list(self.conns.values()):
-                    if other is not conn and other.role == ROLE_MASTER:
-                        other.role = ROLE_SLAVE
-                        if other.version >= OFP14 and other.role_status_mask[1] & 1 << OFPCRR_MASTER_REQUEST:
-                            other.send(Msg(other.version, "role_status", 0, {
-                                "role": ROLE_SLAVE, "reason": OFPCRR_MASTER_REQUEST,
-                                "generation_id": msg.generation_id}))
-        conn.send(Msg(conn.version, "role_reply", msg.xid, {"role": conn.role or 1, "generation_id":
-                                                            msg.generation_id}))
-
-    def _on_set_async(self, conn: OfConnection, msg: Msg) -> None:
-        if conn.version < OFP14:
-            conn.async_masks = [(msg.get(f"{kind}_master"), msg.get(f"{kind}_slave")) for kind in ASYNC_KINDS]
-            return
-        # 1.4+: properties, each one (type 2k: slave, 2k + 1: master) of kind k; those absent stay as they are
-        masks = [list(m) for m in [*conn.async_masks, conn.role_status_mask]]
-        for prop in msg.properties:
-            kind, master = divmod(prop["prop_type"], 2)
-            if kind >= len(masks):
-                if prop["prop_type"] in (0xFFFE, 0xFFFF):
-                    raise OfpError(OFPET_ASYNC_CONFIG_FAILED, OFPACFC_UNSUPPORTED, "experimenter property")
-                continue   # table status and request-forward: pyvswitch sends neither
-            masks[kind][0 if master else 1] = prop["mask"]
-        conn.async_masks = [(m[0], m[1]) for m in masks[:3]]
-        conn.role_status_mask = (masks[3][0], masks[3][1])
-
-    def _on_get_async_request(self, conn: OfConnection, msg: Msg) -> None:
-        if conn.version >= OFP14:
-            props = [{"prop_type": 2 * kind + master, "mask": m[0 if master else 1]}
-                     for kind, m in enumerate([*conn.async_masks, conn.role_status_mask]) for master in (0, 1)]
-            conn.send(Msg(conn.version, "get_async_reply", msg.xid, {"properties": props}))
-            return
-        fields = {}
-        for kind, (master, slave) in zip(ASYNC_KINDS, conn.async_masks, strict=True):
-            fields[f"{kind}_master"], fields[f"{kind}_slave"] = master, slave
-        conn.send(Msg(conn.version, "get_async_reply", msg.xid, fields))
-
-    def _on_port_mod(self, conn: OfConnection, msg: Msg) -> None:
-        self.check_port_mod(conn, msg)
-        bp = self._port_by_ofport(conn.version, msg.port_no)
-        if msg.mask & OFPPC_PORT_DOWN:
-            self.bridge.set_admin_state(bp.name, not msg.config & OFPPC_PORT_DOWN)
-            self._port_status()
-            self.changed()

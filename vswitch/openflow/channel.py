@@ -106,6 +106,8 @@ class OfConnection:
         if self.dead:
             return
         data = encode(msg)
+        if self.version and self.target is not None and self.target.snoopers:
+            self.target.snoop(data)
         self.tx.append(data)
         self.tx_bytes += len(data)
         if self.flush() or self.tx_bytes <= TX_LIMIT:
@@ -251,6 +253,12 @@ class Controller:
         self.disconnected_at = 0.0
         self.created_at = time.monotonic()
         self.last_admitted = 0.0  # when a negotiated connection last heard from the controller before it closed
+        self.snoopers: list[Any] = []   # ``snoop.Snooper``s copied every message to and from this controller
+
+    def snoop(self, data: bytes) -> None:
+        """Copy one message (either way) to the snoopers of this controller (``ovs-ofctl snoop``)."""
+        for s in self.snoopers:
+            s.copy(data)
 
     def family(self) -> int:
         """The address family to listen on (passive targets)."""

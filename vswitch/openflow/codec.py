@@ -370,6 +370,10 @@ for _mp in MULTIPART.values():
 MP_EXPERIMENTER = 0xFFFF
 for _mp in MULTIPART.values():
     _mp[MP_EXPERIMENTER] = ("rest", "rest")
+#: OFPMP_FLOW_MONITOR (1.4+): the body stays bytes too (``vswitch.openflow.monitor``)
+MP_FLOW_MONITOR = 16
+for _v in (OFP14, OFP15):
+    MULTIPART[_v][MP_FLOW_MONITOR] = ("rest", "rest")
 #: the 1.5 flow statistics (OXS, class 0x8002): name -> (field number, value bytes)
 OXS_FIELDS = {"duration": (0, 8), "idle_time": (1, 8), "flow_count": (3, 4), "packet_count": (4, 8),
               "byte_count": (5, 8)}

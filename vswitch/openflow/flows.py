@@ -25,7 +25,6 @@ background too). The datapath takes a compiled set between two bursts
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -40,10 +39,9 @@ from dpif import actions as DA
 from dpif import key as K
 from dpif.extract import extract_burst
 from dpif.megaflow import MegaflowCache, mf_programs
-from ofproto import fields as _fields
+from dpif.meters import NO_METERS
 from ofproto import tlvmap
 from ofproto.rules import (
-    ALL_MATCH_FIELDS,
     OFPFF_RESET_COUNTS,
     OFPFF_SEND_FLOW_REM,
     OFPP_ALL,
@@ -61,9 +59,7 @@ from ofproto.rules import (
     FlowStats,
     Instructions,
     Match,
-    ModVlanVid,
     Output,
-    PopVlan,
     PushVlan,
     check_action,
 )
@@ -99,9 +95,10 @@ from vswitch.openflow.tracespec import (  # noqa: F401
     parse_flow_spec,
     set_key_only,
 )
+from vswitch.openflow.tracetext import TraceRecorder, action_text
 from vswitch.openflow.translate import actions_to10, instructions_from, match_from, match_to
 from xlate.ctlearn import FinHit, TableChange
-from xlate.translate import MAX_DEPTH, PF_DOWN, PF_PATCH, Bridges, UpcallCookies, set_action_formatter, translate
+from xlate.translate import PF_DOWN, UpcallCookies, set_action_formatter, translate
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +186,7 @@ def warm_up() -> None:
         DA.execute_burst(data, meta, burst, 0, prog_index, cache.actions, out, out_start,
                          np.zeros((3, DA.N_DROP_REASONS), dtype=np.int64), np.zeros(4, dtype=np.int32),
                          np.zeros(1, dtype=np.int64), np.zeros(4, dtype=np.int32),
-                         np.zeros((DA.SIDE_ROWS, 4), dtype=np.int32), np.zeros(2, dtype=np.int64))
+                         np.zeros((DA.SIDE_ROWS, 4), dtype=np.int32), np.zeros(2, dtype=np.int64), NO_METERS, 0)
         DA.append_queues(out, out_start, out.copy(), out_start.copy())
         DA.count_rule(meta, burst, 0, ts.counters, ts.table_counters, 0, 0)
         l2, info = make_l2table(16, 300)
@@ -569,17 +566,20 @@ class BridgeFlows:
         name = self.bridge.name
         lines = [f"Flow: {format_spec(fields)}", "", f'bridge("{name}")', "-" * (len(name) + 10)]
         ts = self.tables.compile(self.port_map, self.miss_max_len, snapshot=True)
-        rec = _TraceRecorder(self, lines, flags, dp.xlate_bridges(ts))
+        rec = TraceRecorder(self, flags, dp.xlate_bridges(ts))
         if self.bypass:
-            lines.append(" fail-open: no controller connected in standalone mode, the bridge acts as a "
-                         "learning switch")
+            rec.note("fail-open: no controller connected in standalone mode, the bridge acts as a learning switch")
             rec.normal(key, dense)
             actions = DA.normal(dp.index)
             final, drop_reason = key, ""
         else:
             res = translate(rec.bridges, key, flags, UpcallCookies(), rec)   # ids never executed: its own
             actions, final, drop_reason = res.actions, res.final, res.drop_reason
+        lines += rec.lines()
         parts = self.render_actions(actions, rec.normal_outputs)
+        l4 = {6: "tcp(", 17: "udp(", 132: "sctp("}.get(final[K.W_NW] & 0xFF) if final else None
+        if l4 and final[K.W_ETH_TYPE] & 0xFFFF in (0x0800, 0x86DD):    # OVS names the L4 header it rewrites
+            parts = [p.replace("set(tp(", "set(" + l4) for p in parts]
         text = ",".join(parts) if any(not p.startswith(("set(", "push_vlan", "pop_vlan")) for p in parts) else ""
         lines += ["", f"Final flow: {final_flow(final)}", f"Datapath actions: {text or 'drop'}"]
         if not text:
@@ -647,72 +647,6 @@ class BridgeFlows:
         return self._flood(in_port, flags)
 
 
-class _TraceRecorder:
-    """``ofproto/trace``'s recorder: a line per table, action and decision of the translation, and the walk
-    into the bridges behind patch ports (NORMAL's too)."""
-
-    def __init__(self, flows: BridgeFlows, lines: list[str], flags: np.ndarray, bridges: Bridges) -> None:
-        self.flows = flows
-        self.lines = lines
-        self.flags = flags
-        self.bridges = bridges
-        self.normal_outputs: list[list[str]] = []
-        self.depth = 0
-
-    def table(self, table_id: int, flow: Flow | None) -> None:
-        if flow is None:
-            self.lines.append(f" {table_id}. No match.")
-            return
-        self.lines.append(f" {table_id}. {format_match(flow.match)}{', ' if flow.match.fields else ''}"
-                          f"priority {flow.priority}" + (f", cookie {flow.cookie:#x}" if flow.cookie else ""))
-
-    def note(self, text: str) -> None:
-        self.lines.append(text)
-
-    def _name(self, bridge: int) -> str:
-        bridges = self.flows.bridge.dp.datapath.bridges
-        return bridges[bridge].name if 0 <= bridge < len(bridges) and bridges[bridge] is not None else "?"
-
-    def bridge(self, bridge: int, in_port: int) -> None:
-        name = self._name(bridge)
-        self.lines += ["", f'bridge("{name}")', "-" * (len(name) + 10)]
-
-    def resume(self, bridge: int) -> None:
-        name = self._name(bridge)
-        self.lines += ["", f'bridge("{name}"), after the patch port', "-" * (len(name) + 30)]
-
-    def normal(self, key: list[int], in_port: int) -> None:
-        here = self.flows.peer_flows(in_port) or self.flows
-        texts: list[str] = []
-        for q in here._trace_normal(key, in_port, self.lines, self.flags):
-            if q < len(self.flags) and self.flags[q] & PF_PATCH:
-                texts += self._cross(key, q)
-            else:
-                texts.append(self.flows.port_text(q))
-        self.normal_outputs.append(texts)
-
-    def _cross(self, key: list[int], q: int) -> list[str]:
-        """NORMAL sent the frame to patch port ``q``: the walk in the peer's bridge, and its datapath actions."""
-        peer = int(self.bridges.peer[q]) if q < len(self.bridges.peer) else -1
-        if peer < 0 or self.bridges.bridge_of(peer) < 0:
-            self.lines.append("     -> patch port without a peer: dropped")
-            return []
-        if self.depth >= MAX_DEPTH:
-            self.lines.append(f"     -> over max translation depth {MAX_DEPTH}")
-            return []
-        self.bridge(self.bridges.bridge_of(peer), peer)
-        saved, self.normal_outputs = self.normal_outputs, []
-        self.depth += 1
-        walked = list(key)
-        walked[K.W_IN_PORT] = peer
-        res = translate(self.bridges, walked, self.flags, self.flows.bridge.dp.cookies, self)
-        self.depth -= 1
-        self.resume(self.bridges.bridge_of(key[K.W_IN_PORT]))
-        texts = self.flows.render_actions(res.actions, self.normal_outputs)
-        self.normal_outputs = saved
-        return texts
-
-
 def key_of_frame(frame: bytes, in_port: int) -> list[int]:
     """The datapath key of ``frame`` received on datapath port ``in_port``."""
     data = np.zeros((1, len(frame)), dtype=np.uint8)
@@ -729,84 +663,4 @@ def _port_name(p: int) -> str:
     return RESERVED_NAMES.get(p, str(p)) if p >= 0xFFFFFF00 else str(p)
 
 
-# ---------------------------------------------------------------- ovs-ofctl-like text
-_OFCTL_NAMES = {"eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type", "ip_proto": "nw_proto",
-                "ipv4_src": "nw_src", "ipv4_dst": "nw_dst", "vlan_pcp": "dl_vlan_pcp", "tcp_src": "tp_src",
-                "tcp_dst": "tp_dst", "udp_src": "tp_src", "udp_dst": "tp_dst", "arp_spa": "arp_spa",
-                "arp_tpa": "arp_tpa", "icmpv4_type": "icmp_type", "icmpv4_code": "icmp_code"}
-
-
-_MACS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"})
-_IPV4 = frozenset({"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "tun_src", "tun_dst", "ct_nw_src", "ct_nw_dst"})
-_IPV6 = frozenset({"ipv6_src", "ipv6_dst", "ipv6_nd_target", "tun_ipv6_src", "tun_ipv6_dst", "ct_ipv6_src",
-                   "ct_ipv6_dst"})
-_DECIMAL = frozenset({"vlan_pcp", "ip_proto", "ip_dscp", "nw_tos", "nw_ecn", "nw_ttl", "tcp_src", "tcp_dst", "udp_src",
-                      "udp_dst", "sctp_src", "sctp_dst", "icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code",
-                      "arp_op", "ct_zone", "ct_nw_proto", "ct_tp_src", "ct_tp_dst", "ip_frag"})
-CT_STATE_FLAGS = ("new", "est", "rel", "rpl", "inv", "trk", "snat", "dnat")
-
-
-def _value_text(name: str, v: int, m: int) -> str:
-    """A match field's value (and mask) as ovs-ofctl writes it."""
-    bits = ALL_MATCH_FIELDS[name][0]
-    full = (1 << bits) - 1
-    if name in _MACS:
-        text = ":".join(f"{v >> s & 0xFF:02x}" for s in range(40, -8, -8))
-        return text if m == full else text + "/" + ":".join(f"{m >> s & 0xFF:02x}" for s in range(40, -8, -8))
-    if name in _IPV4:
-        text = str(ipaddress.IPv4Address(v))
-        return text if m == full else f"{text}/{bin(m).count('1')}"
-    if name in _IPV6:
-        text = str(ipaddress.IPv6Address(v))
-        return text if m == full else f"{text}/{bin(m).count('1')}"
-    if name == "in_port":
-        return _port_name(v)
-    if name == "ct_state":
-        return "".join(("+" if v >> i & 1 else "-") + flag for i, flag in enumerate(CT_STATE_FLAGS) if m >> i & 1)
-    text = f"{v:#06x}" if name == "eth_type" else str(v) if name in _DECIMAL else f"{v:#x}" if v else "0"
-    return text if m == full else f"{text}/{m:#x}"
-
-
-_MATCH_ORDER = {name: i for i, name in enumerate(
-    ("in_port", "eth_src", "eth_dst", "vlan_vid", "vlan_pcp", "eth_type", "ipv4_src", "ipv4_dst", "ipv6_src",
-     "ipv6_dst", "ip_proto", "ip_dscp", "arp_op", "arp_spa", "arp_tpa"))}
-
-
-def format_match(match: Match) -> str:
-    """A match in ovs-ofctl's words (``in_port=1,dl_vlan=10,nw_dst=10.0.0.0/24``)."""
-    parts = []
-    for name, v, m in sorted(match.fields, key=lambda f: (_MATCH_ORDER.get(f[0], 99), f[0])):
-        if name == "conj_id":   # OVS puts it first, in decimal
-            parts.insert(0, f"conj_id={v}")
-            continue
-        if name == "vlan_vid":
-            parts.append("vlan_tci=0x0000/0x1fff" if v == 0 and m & 0x1000 else
-                         f"dl_vlan={v & 0xFFF}" if m == 0x1FFF else f"vlan_vid={v:#x}/{m:#x}")
-            continue
-        parts.append(f"{_OFCTL_NAMES.get(name, name)}={_value_text(name, v, m)}")
-    return ",".join(parts)
-
-
-def format_action(a: Action) -> str:
-    """An action in ovs-ofctl's words."""
-    if isinstance(a, Output):
-        if a.port == OFPP_CONTROLLER:
-            return f"CONTROLLER:{a.max_len}"
-        return RESERVED_NAMES.get(a.port, f"output:{a.port}")
-    if isinstance(a, PushVlan):
-        return f"push_vlan:{a.ethertype:#06x}"
-    if isinstance(a, PopVlan):
-        return "pop_vlan"
-    if isinstance(a, ModVlanVid):
-        return f"mod_vlan_vid:{a.vid}"
-    if a.field == "vlan_vid":
-        return f"set_field:{a.value & 0xFFF | 0x1000}->vlan_vid"
-    f = _fields.by_oxm_name(a.field) or _fields.by_name(a.field)
-    key = next((n for n in ((f.oxm_name, f.name) if f is not None else ()) if n in ALL_MATCH_FIELDS), None)
-    if key is None:
-        return f"set_field:{a.value:#x}->{a.field}"
-    return f"set_field:{_value_text(key, a.value, (1 << ALL_MATCH_FIELDS[key][0]) - 1)}->{a.field}"
-
-
-
-set_action_formatter(format_action)
+set_action_formatter(action_text)

@@ -6,10 +6,11 @@ statistics, OpenFlow 1.0's groups, the Geneve TLV map, controller ids and conntr
      NXT_SET_FLOW_FORMAT, NXT_FLOW_MOD_TABLE_ID, NXT_SET_CONTROLLER_ID   per connection
      NXT_FLOW_MOD ──► BridgeFlows.flow_mod (an NXM match; 1.0 actions + Nicira's)
      NXT_GROUP_MOD ──► groupmeter.group_mod (1.5's group-mod, 1.0 actions; errors NXET_VENDOR-wrapped)
-     NXT_TLV_TABLE_MOD / REQUEST ──► TlvMap (per bridge)
+     NXT_TLV_TABLE_MOD / REQUEST ──► TlvMap (per bridge; one placement in the key for all)
      NXT_CT_FLUSH_ZONE ──► accepted (no conntrack yet: nothing to flush)
+     NXT_FLOW_MONITOR_CANCEL ──► FlowMonitors (``monitor``)
  stats type 0xffff (1.0) ──► NXST_FLOW / NXST_AGGREGATE, NXST_GROUP / _DESC / _FEATURES (groupmeter.multipart),
-     split into messages of at most 64 KiB
+                             split into messages of at most 64 KiB; NXST_FLOW_MONITOR ──► FlowMonitors (``monitor``)
 ```
 
 A mixin of ``OfAgent`` (which gives it ``flows``, ``tlv_map`` and the message helpers).
@@ -19,10 +20,12 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import weakref
 from typing import Any
 
 from ofproto import tlvmap
-from vswitch.openflow import groupmeter, nxt
+from vswitch.openflow import groupmeter, monitor, nxt
 from vswitch.openflow.channel import NXET_VENDOR, ROLE_SLAVE, OfConnection
 from vswitch.openflow.codec import (
     MP_GROUP,
@@ -54,29 +57,43 @@ _GROUP_STATS = {nxt.NXST_GROUP: MP_GROUP, nxt.NXST_GROUP_DESC: MP_GROUP_DESC,
 
 
 class TlvMap:
-    """The switch's Geneve option -> ``tun_metadata<index>`` mappings (``ovs-ofctl add-tlv-map``): one map for
-    every bridge, placed in the flow key by ``ofproto.tlvmap``."""
+    """One bridge's Geneve option -> ``tun_metadata<index>`` mappings (``ovs-ofctl add-tlv-map``), as OVS keeps a
+    map per bridge. The flow key has one placement for the switch (``ofproto.tlvmap``): it holds every bridge's
+    mappings, so two bridges may map an index only to the same option. A bridge's mappings go with it
+    (``release``)."""
 
     MAX_OPTION_SPACE = 256
     MAX_FIELDS = 64
+    #: every bridge's map (the switch's placement is their union)
+    _all: weakref.WeakSet[TlvMap] = weakref.WeakSet()
+    _lock = threading.Lock()    # bridges' agents run on threads of their own
+
+    def __init__(self) -> None:
+        self.own: dict[int, tuple[int, int, int]] = {}
+        TlvMap._all.add(self)
 
     @property
     def maps(self) -> dict[int, tuple[int, int, int]]:
-        """index -> (option class, type, length)."""
-        return {int(name[12:]): m for name, m in tlvmap.mapped().items()}
+        """index -> (option class, type, length): this bridge's mappings."""
+        return dict(self.own)
 
     def apply(self, command: int, mappings: list[dict[str, int]]) -> None:
         """One TLV table mod: all of it applies or, with the error OVS sends, none of it."""
+        with TlvMap._lock:
+            self._apply(command, mappings)
+
+    def _apply(self, command: int, mappings: list[dict[str, int]]) -> None:
         if command == NXTTMC_CLEAR:
             self._place({})
             return
         if command == NXTTMC_DELETE:
             gone = {m["index"] for m in mappings}
-            self._place({i: m for i, m in self.maps.items() if i not in gone})
+            self._place({i: m for i, m in self.own.items() if i not in gone})
             return
         if command != NXTTMC_ADD:
             raise OfpError(OFPET_EXPERIMENTER, NXTTMFC_BAD_COMMAND, f"TLV table mod command {command}")
         new = self.maps
+        others = self._others()
         for m in mappings:
             idx, key = m["index"], (m["option_class"], m["option_type"])
             length = m["option_len"]
@@ -89,14 +106,28 @@ class TlvMap:
             if any((c, t) == key for c, t, _ in new.values()):
                 raise OfpError(OFPET_EXPERIMENTER, NXTTMFC_DUP_ENTRY,
                                f"option class {key[0]:#x} type {key[1]:#x} is mapped already")
+            if others.get(idx, (*key, length)) != (*key, length):
+                raise OfpError(OFPET_EXPERIMENTER, NXTTMFC_ALREADY_MAPPED,
+                               f"tun_metadata{idx} is mapped to another option on another bridge (pyvswitch has one "
+                               "placement of Geneve options for every bridge)")
             new[idx] = (*key, length)
         if sum(length for _, _, length in new.values()) > self.MAX_OPTION_SPACE:
             raise OfpError(OFPET_EXPERIMENTER, NXTTMFC_TABLE_FULL, "the TLV options take more than 256 bytes")
         self._place(new)
 
-    @staticmethod
-    def _place(maps: dict[int, tuple[int, int, int]]) -> None:
-        tlvmap.place(maps)
+    def release(self) -> None:
+        """The bridge is gone: its mappings leave the switch's placement (those other bridges share stay)."""
+        with TlvMap._lock:
+            self._place({})
+            TlvMap._all.discard(self)
+
+    def _others(self) -> dict[int, tuple[int, int, int]]:
+        """The other bridges' mappings."""
+        return {i: m for other in list(TlvMap._all) if other is not self for i, m in other.own.items()}
+
+    def _place(self, own: dict[int, tuple[int, int, int]]) -> None:
+        self.own = own
+        tlvmap.place({**self._others(), **own})
 
     def reply(self) -> dict[str, Any]:
         """The fields of NXT_TLV_TABLE_REPLY."""
@@ -110,10 +141,14 @@ class NiciraMessages:
 
     flows: Any
     tlv_map: TlvMap
+    monitors: monitor.FlowMonitors
 
     def _nicira(self, conn: OfConnection, msg: Msg, subtype: int, body: bytes) -> None:
         if subtype == nxt.NXT_GROUP_MOD and conn.version != OFP10:   # 1.1+ has OFPT_GROUP_MOD (OVS refuses it so)
             raise OfpError(OFPET_BAD_REQUEST, nxt.OFPBRC_BAD_SUBTYPE, "NXT_GROUP_MOD is OpenFlow 1.0's")
+        if subtype == monitor.NXT_FLOW_MONITOR_CANCEL:
+            self.monitors.nx_cancel(conn, body)
+            return
         fields = nxt.decode(subtype, body)
         if subtype == nxt.NXT_SET_FLOW_FORMAT:
             if fields["format"] not in (nxt.NXFF_OPENFLOW10, nxt.NXFF_NXM):
@@ -178,6 +213,9 @@ class NiciraMessages:
         """NXST_FLOW / NXST_AGGREGATE and the group statistics (OpenFlow 1.0 vendor statistics)."""
         if conn.version != OFP10:
             raise OfpError(OFPET_BAD_REQUEST, 2, "experimenter statistics")   # OFPBRC_BAD_MULTIPART
+        if bytes(msg.body)[:8] == monitor.NXST_FLOW_MONITOR_HEAD:
+            self.monitors.nx_request(conn, msg)
+            return
         subtype, req = nxt.stats_request_decode(bytes(msg.body))
         kind = _GROUP_STATS.get(subtype)
         if kind == MP_GROUP_FEATURES:
