@@ -290,6 +290,7 @@ class Flow:
     uid: int = 0
     packet_base: int = 0   # counters at the last reset (MODIFY with reset_counts)
     byte_base: int = 0
+    importance: int = 0    # 1.4+: which flows an evicting table keeps (kept and reported, nothing evicts yet)
 
     @property
     def is_table_miss(self) -> bool:

@@ -329,7 +329,7 @@ class FlowTables:
                     raise FlowError("overlap", f"overlaps {f.match} at priority {f.priority}")
         uid = old.uid if old is not None and not flow.flags & OFPFF_RESET_COUNTS else next(self._uid)
         new = Flow(flow.table_id, flow.priority, flow.match, flow.instructions, flow.cookie, flow.idle_timeout,
-                   flow.hard_timeout, flow.flags, now, next(self._serial), uid)
+                   flow.hard_timeout, flow.flags, now, next(self._serial), uid, importance=flow.importance)
         if old is not None and uid == old.uid:
             new.packet_base, new.byte_base = old.packet_base, old.byte_base
         if old is not None:

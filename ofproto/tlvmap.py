@@ -15,8 +15,8 @@ half a key word, one of 8·k bytes k whole words; the key has room for 64 bytes 
 userspace datapath: 256). The map itself is OVS's (any length it takes, 256 bytes in all); an option
 the key cannot hold (no room left, or a length neither 4 nor a multiple of 8) stays mapped without a
 place, and a flow that names it is refused with the reason (``why_unplaced``). A field keeps its place
-while it stays mapped: adding options never moves the others. Deleting a mapping that flows still use is the
-controller's mistake (OVS refuses it; pyvswitch does not check yet): those flows keep their columns.
+while it stays mapped: adding options never moves the others. Deleting a mapping that flows still use is
+refused with OVS's NXTTMFC_INVALID_TLV_DEL (``vswitch.openflow.nxhandlers``: the asking bridge's flows).
 """
 
 from __future__ import annotations

@@ -292,7 +292,8 @@ MULTIPART = {
 MULTIPART[OFP14] = {**MULTIPART[OFP13], MP_FLOW: ("struct:mp_flow_request", "list:flow_stats14"),
                     MP_PORT_STATS: ("struct:mp_port_stats_request", "list:port_stats14"),
                     MP_PORT_DESC: ("", "list:port14")}
-MULTIPART[OFP15] = {**MULTIPART[OFP14], MP_FLOW: ("struct:mp_flow_request", "list:flow_desc15")}
+MULTIPART[OFP15] = {**MULTIPART[OFP14], MP_FLOW: ("struct:mp_flow_request", "list:flow_desc15"),
+                    MP_PORT_DESC: ("struct:mp_port_stats_request", "list:port14")}   # 1.5: one port, or ANY
 # ---- groups and meters (OpenFlow 1.3+; 1.5 numbers buckets and gives them and the group properties)
 MP_GROUP, MP_GROUP_DESC, MP_GROUP_FEATURES, MP_METER, MP_METER_CONFIG = 6, 7, 8, 9, 10
 _COUNTER = [("packet_count", "Q"), ("byte_count", "Q")]
@@ -349,6 +350,21 @@ for _v in (OFP13, OFP14, OFP15):
         MP_GROUP_FEATURES: ("", "struct:mp_group_features_reply"),
         MP_METER: ("struct:mp_meter_request", "list:meter_stats"),
         MP_METER_CONFIG: ("struct:mp_meter_request", "list:meter_config")})
+
+#: queue statistics: the switch has no queues, so replies are empty lists (the request is what matters)
+MP_QUEUE = 5
+_QUEUE_STATS = [("tx_bytes", "Q"), ("tx_packets", "Q"), ("tx_errors", "Q")]
+LAYOUTS.update({
+    (OFP10, "mp_queue_request"): [("port_no", "H"), ("pad", "2x"), ("queue_id", "I")],
+    (OFP10, "queue_stats"): [("port_no", "H"), ("pad", "2x"), ("queue_id", "I"), *_QUEUE_STATS],
+    **{(_v, "mp_queue_request"): [("port_no", "I"), ("queue_id", "I")] for _v in (OFP13, OFP14, OFP15)},
+    (OFP13, "queue_stats"): [("port_no", "I"), ("queue_id", "I"), *_QUEUE_STATS, ("duration_sec", "I"),
+                             ("duration_nsec", "I")],
+    **{(_v, "queue_stats"): [("length", "len:*"), ("pad", "6x"), ("port_no", "I"), ("queue_id", "I"), *_QUEUE_STATS,
+                             ("duration_sec", "I"), ("duration_nsec", "I"), ("properties", "rest")]
+       for _v in (OFP14, OFP15)}})
+for _mp in MULTIPART.values():
+    _mp[MP_QUEUE] = ("struct:mp_queue_request", "list:queue_stats")
 
 #: OFPMP_EXPERIMENTER (1.0: OFPST_VENDOR): the body stays bytes (``vswitch.openflow.nxt``: Nicira's statistics)
 MP_EXPERIMENTER = 0xFFFF

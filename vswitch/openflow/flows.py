@@ -40,6 +40,7 @@ from dpif import key as K
 from dpif.extract import extract_burst
 from dpif.megaflow import MegaflowCache, mf_programs
 from dpif.meters import NO_METERS
+from ofproto import tlvmap
 from ofproto.rules import (
     OFPFF_RESET_COUNTS,
     OFPFF_SEND_FLOW_REM,
@@ -74,6 +75,7 @@ from vswitch.openflow.actionwire import (  # noqa: F401  (re-exported: the agent
     port13,
     port_wire,
 )
+from vswitch.openflow.channel import NXET_VENDOR
 from vswitch.openflow.codec import (
     OFP10,
     OFP13,
@@ -110,6 +112,9 @@ OFPFC_ADD, OFPFC_MODIFY, OFPFC_MODIFY_STRICT, OFPFC_DELETE, OFPFC_DELETE_STRICT 
 OFPFMFC_UNKNOWN, OFPFMFC_TABLE_FULL, OFPFMFC_BAD_TABLE_ID, OFPFMFC_OVERLAP = 0, 1, 2, 3
 OFPFMFC_BAD_TIMEOUT, OFPFMFC_BAD_COMMAND = 6, 7
 OFPBRC_BUFFER_UNKNOWN, OFPBRC_BAD_PORT = 8, 11
+OFPBRC_EPERM = 5
+#: OVS's hidden table: it exists (past the 254 a controller sees) and no flow-mod may touch it
+HIDDEN_TABLE = 254
 OFPBAC_BAD_OUT_PORT, OFPBAC_BAD_ARGUMENT, OFPBAC_BAD_SET_TYPE, OFPBAC_BAD_SET_ARGUMENT = 4, 5, 13, 15
 OFPBAC_MATCH_INCONSISTENT = 10
 OFPBIC_BAD_TABLE_ID = 2
@@ -117,6 +122,7 @@ OFPBMC_BAD_FIELD, OFPBMC_BAD_VALUE = 6, 7
 OFPBAC_BAD_TYPE = 0
 OFPET_EXPERIMENTER = 0xFFFF
 NXBAC_BAD_CONJUNCTION = 15    # OVS's Nicira error (experimenter 0x2320): conjunction mixed with other actions
+NXFMFC_INVALID_TLV_FIELD, NX10_INVALID_TLV_FIELD = 37, 536   # a tun_metadata field the TLV map does not map
 
 #: FlowError codes -> OpenFlow 1.3 (type, code)
 FLOW_ERRORS = {
@@ -201,12 +207,31 @@ def _flags(version: int, f: dict[str, Any]) -> int:
 
 
 def _flow_error(e: FlowError) -> OfpError:
+    if e.code == "bad_field" and "is not in the TLV map" in str(e):   # tlvmap.why_unplaced: OVS's Nicira error
+        return OfpError(OFPET_EXPERIMENTER, NXFMFC_INVALID_TLV_FIELD, str(e))
     err_type, code = FLOW_ERRORS.get(e.code, (OFPET_FLOW_MOD_FAILED, OFPFMFC_UNKNOWN))
     return OfpError(err_type, code, str(e))
 
 
+def nx_error10(version: int, e: OfpError) -> OfpError:
+    """``e`` as OVS sends it in OpenFlow 1.0 when it is a Nicira error 1.0 numbers differently
+    (NXFMFC_INVALID_TLV_FIELD: (OFPET_BAD_REQUEST, 536) inside NXET_VENDOR)."""
+    if version == OFP10 and (e.err_type, e.code) == (OFPET_EXPERIMENTER, NXFMFC_INVALID_TLV_FIELD):
+        return OfpError(NXET_VENDOR, OFPET_BAD_REQUEST << 16 | NX10_INVALID_TLV_FIELD, str(e))
+    return e
+
+
+def _writable(table_id: int, command: int) -> None:
+    """OVS's answer to a flow-mod (add, modify or delete) in its hidden table: OFPBRC_EPERM."""
+    if table_id == HIDDEN_TABLE:
+        raise OfpError(OFPET_BAD_REQUEST, OFPBRC_EPERM, f"table {table_id} is OVS's hidden table")
+
+
 def match_from_wire(version: int, wire: dict[str, Any]) -> Match:
     """A wire match (1.0 or OXM) as a ``Match`` with OpenFlow 1.3 port numbers."""
+    unmapped = sorted(n for n in wire if n.startswith("tun_metadata") and tlvmap.length(n) is None)
+    if unmapped:   # OVS's Nicira error, not OFPBMC_BAD_FIELD
+        raise OfpError(OFPET_EXPERIMENTER, NXFMFC_INVALID_TLV_FIELD, f"{unmapped[0]} is not in the TLV map")
     fields = match_from(version, wire)
     if "in_port" in fields:
         v, m = fields["in_port"]
@@ -363,21 +388,27 @@ class BridgeFlows:
         # OpenFlow 1.0 has no table_id (unless Nicira's NXT_FLOW_MOD_TABLE_ID put one in the command): adds go
         # to table 0, the other commands apply to every table
         table_id = f.get("table_id", OFPTT_ALL if version == OFP10 and command != OFPFC_ADD else 0)
-        match = match_from_wire(OFP13 if f.get("nxm") else version, f["match"])   # nxm: NXT_FLOW_MOD's match
+        _writable(table_id, command)
+        try:
+            match = match_from_wire(OFP13 if f.get("nxm") else version, f["match"])   # nxm: NXT_FLOW_MOD's match
+        except OfpError as e:
+            raise nx_error10(version, e) from None
         cookie_mask = f.get("cookie_mask", 0)
         now = self.now()
         removed: list[FlowStats] = []
         try:
             if command == OFPFC_ADD or (version == OFP10 and command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT)):
                 ins = instructions_from_wire(version, f)
-                if command != OFPFC_ADD:   # OpenFlow 1.0: a modify that selects nothing adds the flow
+                if command != OFPFC_ADD:   # OpenFlow 1.0: a modify that selects nothing adds the flow, unless
+                    # it selects by cookie (NXM_NX_COOKIE_W) or sets none (OVS: new cookie all-ones)
                     chosen = self.tables.modify(table_id, match, f["priority"], command == OFPFC_MODIFY_STRICT,
-                                                instructions=ins)
-                    if chosen:
+                                                f["cookie"], cookie_mask, instructions=ins)
+                    if chosen or cookie_mask or f["cookie"] == (1 << 64) - 1:
                         self.changed()
                         return removed
                 self.tables.add(Flow(0 if table_id == OFPTT_ALL else table_id, f["priority"], match, ins,
-                                     f["cookie"], f["idle_timeout"], f["hard_timeout"], _flags(version, f)), now)
+                                     f["cookie"], f["idle_timeout"], f["hard_timeout"], _flags(version, f),
+                                     importance=f.get("importance", 0)), now)
             elif command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT):
                 ins = instructions_from_wire(version, f)
                 if f["flags"] & OFPFF_RESET_COUNTS:
@@ -392,7 +423,7 @@ class BridgeFlows:
             else:
                 raise OfpError(OFPET_FLOW_MOD_FAILED, OFPFMFC_BAD_COMMAND, f"flow_mod command {command}")
         except FlowError as e:
-            raise _flow_error(e) from None
+            raise nx_error10(version, _flow_error(e)) from None
         self.changed()
         if f["buffer_id"] != OFP_NO_BUFFER:
             # applied; but the switch keeps no buffers, so the packet the controller named is unknown
@@ -406,6 +437,7 @@ class BridgeFlows:
         command = f["command"]
         if command not in (OFPFC_ADD, OFPFC_MODIFY, OFPFC_MODIFY_STRICT, OFPFC_DELETE, OFPFC_DELETE_STRICT):
             raise OfpError(OFPET_FLOW_MOD_FAILED, OFPFMFC_BAD_COMMAND, f"flow_mod command {command}")
+        _writable(f.get("table_id", 0), command)
         try:
             match = match_from_wire(version, f["match"])
             if command == OFPFC_ADD:
@@ -457,7 +489,7 @@ class BridgeFlows:
         if version == OFP10:
             entry["actions"] = actions_to10(actions10_of(OFP10, f.instructions))
         else:
-            entry["flags"] = f.flags
+            entry.update(flags=f.flags, importance=f.importance)
             entry["instructions"] = instructions_to_wire(version, f.instructions)
         if version >= OFP15:   # the 1.5 flow description carries its counters as OXS statistics
             entry["stats"] = {"duration": s.duration << 32, "idle_time": s.idle << 32, "packet_count": s.packets,

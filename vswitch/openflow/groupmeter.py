@@ -387,7 +387,8 @@ def meter_mod(agent: Any, conn: Any, msg: Msg) -> None:
 
 def check_refs(agent: Any, version: int, msg: Msg) -> None:
     """A flow-mod that adds or modifies flows names only groups and meters that exist (else OVS's error)."""
-    if msg.command not in (0, 1, 2):
+    # 1.0: the command's high byte may be the table (NXT_FLOW_MOD_TABLE_ID)
+    if (msg.command & 0xFF if version == OFP10 else msg.command) not in (0, 1, 2):
         return
     groups, meters = _tables(agent)
     ins = instructions_from_wire(version, msg.fields)

@@ -19,13 +19,14 @@ A mixin of ``OfAgent`` (which gives it ``flows``, ``tlv_map`` and the message he
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import weakref
 from typing import Any
 
 from ofproto import tlvmap
 from vswitch.openflow import groupmeter, monitor, nxt
-from vswitch.openflow.channel import ROLE_SLAVE, OfConnection
+from vswitch.openflow.channel import NXET_VENDOR, ROLE_SLAVE, OfConnection
 from vswitch.openflow.codec import (
     MP_GROUP,
     MP_GROUP_DESC,
@@ -45,6 +46,8 @@ OFPET_EXPERIMENTER = 0xFFFF
 #: Nicira's TLV-table errors (experimenter errors; 1.0 numbers them 511 + code in OFPET_BAD_REQUEST)
 NXTTMFC_BAD_COMMAND, NXTTMFC_BAD_OPT_LEN, NXTTMFC_BAD_FIELD_IDX = 16, 17, 18
 NXTTMFC_TABLE_FULL, NXTTMFC_ALREADY_MAPPED, NXTTMFC_DUP_ENTRY = 19, 20, 21
+#: NXTTMFC_INVALID_TLV_DEL: 1.3+ Nicira experimenter code; 1.0: (OFPET_BAD_REQUEST, 537) in NXET_VENDOR
+NXTTMFC_INVALID_TLV_DEL, NX10_INVALID_TLV_DEL = 38, 537
 NXTTMC_ADD, NXTTMC_DELETE, NXTTMC_CLEAR = 0, 1, 2
 OFPMPF_REPLY_MORE = 1
 MAX_MSG = 0xFFFF
@@ -165,6 +168,7 @@ class NiciraMessages:
         elif subtype == nxt.NXT_TLV_TABLE_MOD:
             if conn.role == ROLE_SLAVE:
                 raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot change the TLV map")
+            self._tlv_in_use(conn.version, fields["command"], fields["mappings"])
             self.tlv_map.apply(fields["command"], fields["mappings"])
         elif subtype == nxt.NXT_TLV_TABLE_REQUEST:
             kind, out = nxt.vendor_fields(conn.version, nxt.NXT_TLV_TABLE_REPLY,
@@ -176,6 +180,24 @@ class NiciraMessages:
         else:
             raise OfpError(OFPET_BAD_REQUEST, nxt.OFPBRC_BAD_SUBTYPE, f"Nicira message subtype {subtype}")
 
+    def _tlv_in_use(self, version: int, command: int, mappings: list[dict[str, int]]) -> None:
+        """A TLV table mod that would unmap an option this bridge's flows match on or act on gets OVS's
+        NXTTMFC_INVALID_TLV_DEL, and changes nothing."""
+        if command == NXTTMC_CLEAR:
+            gone = set(self.tlv_map.maps)
+        elif command == NXTTMC_DELETE:
+            gone = {m["index"] for m in mappings} & set(self.tlv_map.maps)
+        else:
+            return
+        names = re.compile(r"\btun_metadata(\d+)\b")
+        for flow in self.flows.tables.flows():
+            used = {int(n) for n in names.findall(f"{flow.match} {flow.instructions}")}
+            if used & gone:
+                if version == OFP10:
+                    raise OfpError(NXET_VENDOR, OFPET_BAD_REQUEST << 16 | NX10_INVALID_TLV_DEL, "TLV option in use")
+                raise OfpError(OFPET_EXPERIMENTER, NXTTMFC_INVALID_TLV_DEL,
+                               f"tun_metadata{min(used & gone)} is used by a flow in table {flow.table_id}")
+
     def _nx_flow_mod(self, conn: OfConnection, msg: Msg, fields: dict[str, Any]) -> None:
         """NXT_FLOW_MOD: OpenFlow 1.0's flow-mod with an NXM match (the command's high byte is the table
         when NXT_FLOW_MOD_TABLE_ID is on)."""
@@ -183,6 +205,8 @@ class NiciraMessages:
         f["nxm"] = True
         if conn.flow_mod_table_id:
             f["table_id"], f["command"] = f["command"] >> 8, f["command"] & 0xFF
+        if "cookie_match" in f:   # NXM_NX_COOKIE_W: modify / delete the flows of that cookie
+            f["cookie"], f["cookie_mask"] = f.pop("cookie_match")
         self._on_flow_mod(conn, Msg(OFP10, "flow_mod", msg.xid, f))   # type: ignore[attr-defined]
 
     def _nicira_stats(self, conn: OfConnection, msg: Msg) -> None:
@@ -203,6 +227,8 @@ class NiciraMessages:
             return
         request = {"table_id": req["table_id"], "match": req["match"], "nxm": True,
                    "out_port": port13(OFP10, req["out_port"])}
+        if "cookie_match" in req:   # NXM_NX_COOKIE_W: the flows of that cookie
+            request["cookie"], request["cookie_mask"] = req["cookie_match"]
         entries = self.flows.flow_stats(OFP10, request)
         if subtype == nxt.NXST_AGGREGATE:
             reply: Any = {"packet_count": sum(e["packet_count"] for e in entries),

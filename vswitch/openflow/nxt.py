@@ -104,6 +104,28 @@ def match_decode(buf: bytes) -> dict[str, Any]:
     return dict(match_entry(f, value, mask) for f, value, mask in nxm.decode(buf))
 
 
+#: NXM_NX_COOKIE (class 1, field 30): not a match field, the flow cookie and mask a request selects by
+_COOKIE_CLASS, _COOKIE_FIELD = 0x0001, 30
+
+
+def split_cookie(buf: bytes) -> tuple[bytes, tuple[int, int] | None]:
+    """An NXM match without its NXM_NX_COOKIE(_W) entry, and that entry's (cookie, mask) if there was one
+    (a malformed match is left whole, for ``match_decode`` to refuse)."""
+    off, rest, cookie = 0, b"", None
+    while off + 4 <= len(buf):
+        header = struct.unpack_from("!I", buf, off)[0]
+        size = header & 0xFF
+        if off + 4 + size > len(buf):
+            return buf, None
+        if header >> 16 == _COOKIE_CLASS and header >> 9 & 0x7F == _COOKIE_FIELD and size in (8, 16):
+            value = struct.unpack_from("!Q", buf, off + 4)[0]
+            cookie = (value, struct.unpack_from("!Q", buf, off + 12)[0] if header >> 8 & 1 else (1 << 64) - 1)
+        else:
+            rest += buf[off:off + 4 + size]
+        off += 4 + size
+    return rest + buf[off:], cookie
+
+
 def match_encode(match: dict[str, Any]) -> bytes:
     """The codec's match dict as NXM TLVs (NXM classes first, as OVS writes them; not padded)."""
     items = []
@@ -143,7 +165,10 @@ def _decode(layout: Layout, body: bytes, what: str) -> dict[str, Any]:
             n = out.pop("match_len")
             if off + _pad8(n) > len(body):
                 raise OfpError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, f"{what}: match_len {n}")
-            out[key] = match_decode(bytes(body[off:off + n]))
+            match, cookie = split_cookie(bytes(body[off:off + n]))
+            out[key] = match_decode(match)
+            if cookie is not None:
+                out["cookie_match"] = cookie
             off += _pad8(n)
         elif kind == "actions10":
             end = out["length"] if "length" in out else len(body)

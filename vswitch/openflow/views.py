@@ -19,6 +19,7 @@ from vswitch.openflow.codec import (
     MP_METER_FEATURES,
     MP_PORT_DESC,
     MP_PORT_STATS,
+    MP_QUEUE,
     MP_TABLE,
     MP_TABLE_FEATURES,
     OFP10,
@@ -39,6 +40,10 @@ OFPPS_LINK_DOWN = 1
 OFPPS13_LIVE = 4
 OFPPF_10GB_FD = 1 << 6   # 1.3 numbering (1.0: 1 << 6 too)
 OFPPF_COPPER = 1 << 11   # 1.3 (1.0: 1 << 7)
+OFPPF10_COPPER = 1 << 7
+#: OFPET_QUEUE_OP_FAILED (1.0: 5, 1.3+: 9) and its codes
+OFPET10_QUEUE_OP_FAILED, OFPET13_QUEUE_OP_FAILED, OFPQOFC_BAD_PORT, OFPQOFC_BAD_QUEUE = 5, 9, 0, 1
+OFPP10_ALL, OFPP13_ALL, OFPQ_ALL = 0xFFFC, 0xFFFFFFFC, 0xFFFFFFFF
 
 
 class SwitchViews:
@@ -70,21 +75,26 @@ class SwitchViews:
             body: Any = {"mfr_desc": "pyvswitch", "hw_desc": "pyvswitch numba datapath",
                          "sw_desc": _version(), "serial_num": "None", "dp_desc": self.bridge.name}
         elif kind == MP_PORT_DESC:
-            body = self._ports(v)
+            want = msg.body.get("port_no", OFPP13_ANY) if isinstance(msg.body, dict) else OFPP13_ANY
+            body = [p for p in self._ports(v) if want == OFPP13_ANY or p["port_no"] == want]
         elif kind == MP_PORT_STATS:
             want = msg.body.get("port_no", OFPP13_ANY)
             body = [self._port_stats(v, bp) for bp in self._sorted_ports()
                     if want in (OFPP13_ANY, OFPP10_NONE) or self._ofport(v, bp) == want]
         elif kind == MP_TABLE:
             body = self._table_stats(v)
+        elif kind == MP_QUEUE:
+            body = self._queue_stats(v, msg.body)
         elif kind == MP_METER_FEATURES and v >= OFP13:
             body = groupmeter.meter_features()
         elif kind in groupmeter.MP_KINDS and v >= OFP13:
             body = groupmeter.multipart(self, v, kind, msg.body)
         elif kind == MP_TABLE_FEATURES and v >= OFP13:
-            # ovs-ofctl looks table names up here; each entry needs the 8 required property headers
+            # unnamed tables, as OVS's (ovs-ofctl prints no name); metadata fully matchable and writable; the 8
+            # required property headers, empty (OVS lists its instructions, actions and fields there)
             props = b"".join(struct.pack("!HH4x", t, 4) for t in range(0, 16, 2))
-            body = [{"table_id": t, "name": f"table{t}", "metadata_match": 0, "metadata_write": 0, "config": 0,
+            every = (1 << 64) - 1
+            body = [{"table_id": t, "name": "", "metadata_match": every, "metadata_write": every, "config": 0,
                      "max_entries": 1_000_000, "properties": props} for t in range(N_TABLES)]
         elif kind == MP_EXPERIMENTER:
             self._nicira_stats(conn, msg)   # type: ignore[attr-defined]
@@ -128,7 +138,8 @@ class SwitchViews:
             port = {"port_no": self._ofport(version, bp), "hw_addr": int(mac.replace(":", ""), 16) if mac else 0,
                     "name": bp.name, "config": 0 if bp.admin_up else OFPPC_PORT_DOWN,
                     "state": (0 if up else OFPPS_LINK_DOWN) | (OFPPS13_LIVE if up and version >= OFP13 else 0),
-                    "curr": OFPPF_10GB_FD | OFPPF_COPPER, "advertised": 0, "supported": 0, "peer": 0}
+                    "curr": OFPPF_10GB_FD | (OFPPF10_COPPER if version == OFP10 else OFPPF_COPPER),
+                    "advertised": 0, "supported": 0, "peer": 0}
             if version >= OFP13:   # 1.4+: the same numbers in the port's Ethernet property
                 port.update(curr_speed=10_000_000, max_speed=0, eth_prop_type=0, eth_prop_len=32)
             out.append(port)
@@ -151,9 +162,22 @@ class SwitchViews:
         if version >= OFP13:
             return [{"table_id": t, "active_count": n, "lookup_count": lookups, "matched_count": matched}
                     for t, n, lookups, matched in stats]
-        return [{"table_id": t, "name": f"table{t}", "wildcards": 0x3FFFFF, "max_entries": 1_000_000,
+        # 1.0: no name, as OVS sends its tables that have none (ovs-ofctl prints none)
+        return [{"table_id": t, "name": "", "wildcards": 0x3FFFFF, "max_entries": 1_000_000,
                  "active_count": n, "lookup_count": lookups, "matched_count": matched}
                 for t, n, lookups, matched in stats]
+
+    def _queue_stats(self, version: int, want: dict[str, Any]) -> list[dict[str, Any]]:
+        """No port has queues: every port (or one that exists) has none; a port that does not exist, or a
+        queue named, is OVS's OFPQOFC_BAD_PORT / OFPQOFC_BAD_QUEUE."""
+        err = OFPET10_QUEUE_OP_FAILED if version == OFP10 else OFPET13_QUEUE_OP_FAILED
+        port = want.get("port_no", OFPQ_ALL)
+        every = port in (OFPP10_ALL, OFPP10_NONE, OFPP13_ALL, OFPP13_ANY)
+        if not every and self._port_by_ofport(version, port) is None:
+            raise OfpError(err, OFPQOFC_BAD_PORT, f"no port {port}")
+        if want.get("queue_id", OFPQ_ALL) != OFPQ_ALL:
+            raise OfpError(err, OFPQOFC_BAD_QUEUE, f"no queue {want['queue_id']}")
+        return []
 
 
 def _version() -> str:
