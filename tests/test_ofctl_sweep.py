@@ -29,23 +29,15 @@ PORTS = (unique("psw"), unique("psw"))
 VERSIONS = ("plain", "OpenFlow10", "OpenFlow11", "OpenFlow12", "OpenFlow13", "OpenFlow14", "OpenFlow15")
 
 #: (step name, version or "*") -> why pyvswitch's answer differs from OVS 3.1's there
-_CAPS = "features reply capabilities: OVS adds QUEUE_STATS, ARP_MATCH_IP (1.0), GROUP_STATS (1.3+), BUNDLES (1.4+); " \
-        "ours says FLOW_STATS TABLE_STATS PORT_STATS (vswitch/openflow/agent.py _on_features_request)"
-_FRAGS = "set-frags lasts one connection on ours (the connection's config_flags, vswitch/openflow/agent.py " \
-         "_on_set_config); OVS keeps the fragment handling for the switch, so the next get-frags says drop"
 _DOWN = "mod-port down: OVS takes the device down, so its carrier goes (LINK_DOWN, no LIVE); ours only stops " \
         "forwarding (vswitch/bridge.py set_admin_state leaves the device up)"
 KNOWN: dict[tuple[str, str], str] = {
-    ("show", "*"): _CAPS,
     ("dump-desc", "*"): "identity: OVS says Nicira / Open vSwitch / 3.1.0 and DP Description None; ours names "
                         "pyvswitch and the bridge",
-    ("get-frags drop", "*"): _FRAGS,
     ("desc after down", "*"): _DOWN,
 }
 _NOFLOOD = "OFPPC_NO_FLOOD (1.0 port-mod) is ignored by ours (agent.py _on_port_mod; flooding in xlate/output.py); " \
            "OVS shows config NO_FLOOD and floods around the port"
-_QERR = "OFPET_QUEUE_OP_FAILED in 1.0 is type 5 (1.3: 9): views.py raises 9, and channel.py _error10 has no " \
-        "1.0 number for it, so ovs-ofctl reads OFPFMFC_UNSUPPORTED (fix: _error10 maps (9, code) to (5, code))"
 _MPLS = "MPLS is not in the action model (ofproto/actions.py, xlate/, dpif/): push_mpls gets OFPBAC_BAD_TYPE " \
         "(1.0: Nicira's OFPBAC_BAD_VENDOR_TYPE); OVS adds the flow"
 KNOWN.update({("push_mpls", "*"): _MPLS,
@@ -56,8 +48,7 @@ KNOWN.update({("push_mpls", "*"): _MPLS,
 #: properties empty, OVS lists its instructions, next tables, actions, set-field and match fields there
 TABLE_FEATURES = re.compile(r"^\s*tables? \d|metadata:|max_entries")
 for _v in ("plain", "OpenFlow10"):
-    KNOWN.update({("desc after no-flood", _v): _NOFLOOD,
-                  ("queue-stats bad port", _v): _QERR, ("queue-stats bad queue", _v): _QERR})
+    KNOWN.update({("desc after no-flood", _v): _NOFLOOD})
 #: versions ours does not speak: every command fails version negotiation (OVS answers them all)
 UNSPOKEN = {"OpenFlow11": "pyvswitch speaks OpenFlow 1.0, 1.3, 1.4, 1.5 (hello in channel.py; no 1.1/1.2 codec)",
             "OpenFlow12": "pyvswitch speaks OpenFlow 1.0, 1.3, 1.4, 1.5 (hello in channel.py; no 1.1/1.2 codec)"}
@@ -464,10 +455,11 @@ def _snoop(env: dict[str, str]) -> tuple[int | None, list[str]]:
 
 def test_snoop_without_a_controller_as_ovs(sw: Switch, real_ovs: RealOvs) -> None:
     """``ovs-ofctl snoop``: both listen on ``BR.snoop`` in their rundir; with no controller to snoop on, both
-    close the snooper and ovs-ofctl fails (KNOWN: OVS takes the hello first, so ovs-ofctl reads "Connection reset
-    by peer"; ours closes before it, so ovs-ofctl's hello meets "Broken pipe": vswitch/openflow/snoop.py)."""
+    close the snooper and ovs-ofctl fails ("Connection reset by peer" or "Broken pipe", as the close meets
+    ovs-ofctl's hello: a race on either switch; OVS mostly takes the hello first, ours mostly does not)."""
     assert os.path.exists(os.path.join(real_ovs.rundir, f"{BR}.snoop"))
     assert os.path.exists(os.path.join(sw.rundir, f"{BR}.snoop"))
     (rc, out), (ovs_rc, ovs_out) = _snoop(sw.env), _snoop(real_ovs.env)
     assert rc == ovs_rc == 1, (out, ovs_out)
-    assert "Connection reset by peer" in ovs_out[0] and "Broken pipe" in out[0], (out, ovs_out)
+    closed = ("Connection reset by peer", "Broken pipe")
+    assert any(c in ovs_out[0] for c in closed) and any(c in out[0] for c in closed), (out, ovs_out)

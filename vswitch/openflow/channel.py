@@ -179,6 +179,8 @@ def _error10(err_type: int, code: int) -> tuple[int, int]:
         return 3, 1
     if err_type == 7:               # port-mod failed
         return 4, code
+    if err_type == 9:               # queue op failed (bad port, bad queue): 1.0's type 5
+        return 5, code
     if err_type in (3, 4, 5):       # bad instruction, bad match, other flow-mod failures: unsupported
         return 3, 5
     if err_type == 0xFFFF and 16 <= code <= 21:   # Nicira's TLV-table errors: OVS's 1.0 numbers

@@ -14,7 +14,10 @@ from vswitch.openflow.channel import ASYNC_KINDS, ROLE_SLAVE, Controller, OfConn
 from vswitch.openflow.codec import OFP10, OFP14, Msg, OfpError
 from vswitch.openflow.views import OFPPC_PORT_DOWN
 
-OFPC_FLOW_STATS, OFPC_TABLE_STATS, OFPC_PORT_STATS = 1, 2, 4
+OFPC_FLOW_STATS, OFPC_TABLE_STATS, OFPC_PORT_STATS, OFPC_GROUP_STATS, OFPC_QUEUE_STATS = 1, 2, 4, 8, 64
+OFPC10_ARP_MATCH_IP = 128      # 1.0's bit 7 (1.3+: port blocked is bit 8, bit 7 unused)
+OFPC14_BUNDLES = 1 << 9
+OFPC_FRAG_MASK = 3             # get/set config: the fragment handling (normal, drop, reassemble)
 OFPET_PORT_MOD_FAILED = 7
 ROLE_MASTER = 2
 OFPCRR_MASTER_REQUEST = 0
@@ -33,9 +36,14 @@ class SwitchConfig:
     _ports: Callable[..., list[dict[str, Any]]]
     _port_by_ofport: Callable[..., Any]
     _port_status: Callable[[], None]
+    frag_flags: int = 0    # the switch's fragment handling (set_config)
 
     def _on_features_request(self, conn: OfConnection, msg: Msg) -> None:
-        caps = OFPC_FLOW_STATS | OFPC_TABLE_STATS | OFPC_PORT_STATS
+        # as OVS: queue statistics, and ARP_MATCH_IP (1.0) / GROUP_STATS (1.3+) at bit 7 / 3; BUNDLES from 1.4
+        caps = OFPC_FLOW_STATS | OFPC_TABLE_STATS | OFPC_PORT_STATS | OFPC_QUEUE_STATS
+        caps |= OFPC10_ARP_MATCH_IP if conn.version == OFP10 else OFPC_GROUP_STATS
+        if conn.version >= OFP14:
+            caps |= OFPC14_BUNDLES
         fields: dict[str, Any] = {"datapath_id": self.dpid or self.datapath_id(), "n_buffers": 0, "n_tables": N_TABLES,
                                   "capabilities": caps}
         if conn.version == OFP10:
@@ -45,9 +53,10 @@ class SwitchConfig:
 
     def _on_get_config_request(self, conn: OfConnection, msg: Msg) -> None:
         conn.send(Msg(conn.version, "get_config_reply", msg.xid,
-                      {"flags": conn.config_flags, "miss_send_len": conn.miss_send_len}))
+                      {"flags": self.frag_flags, "miss_send_len": conn.miss_send_len}))
 
     def _on_set_config(self, conn: OfConnection, msg: Msg) -> None:
+        self.frag_flags = msg.flags & OFPC_FRAG_MASK   # the switch's, as OVS keeps it (not the connection's)
         conn.config_flags = msg.flags
         conn.miss_send_len = msg.miss_send_len
 

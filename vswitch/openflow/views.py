@@ -41,8 +41,8 @@ OFPPS13_LIVE = 4
 OFPPF_10GB_FD = 1 << 6   # 1.3 numbering (1.0: 1 << 6 too)
 OFPPF_COPPER = 1 << 11   # 1.3 (1.0: 1 << 7)
 OFPPF10_COPPER = 1 << 7
-#: OFPET_QUEUE_OP_FAILED (1.0: 5, 1.3+: 9) and its codes
-OFPET10_QUEUE_OP_FAILED, OFPET13_QUEUE_OP_FAILED, OFPQOFC_BAD_PORT, OFPQOFC_BAD_QUEUE = 5, 9, 0, 1
+#: OFPET_QUEUE_OP_FAILED (1.3+: 9; 1.0: 5, as ``channel._error10`` numbers it) and its codes
+OFPET13_QUEUE_OP_FAILED, OFPQOFC_BAD_PORT, OFPQOFC_BAD_QUEUE = 9, 0, 1
 OFPP10_ALL, OFPP13_ALL, OFPQ_ALL = 0xFFFC, 0xFFFFFFFC, 0xFFFFFFFF
 
 
@@ -170,7 +170,7 @@ class SwitchViews:
     def _queue_stats(self, version: int, want: dict[str, Any]) -> list[dict[str, Any]]:
         """No port has queues: every port (or one that exists) has none; a port that does not exist, or a
         queue named, is OVS's OFPQOFC_BAD_PORT / OFPQOFC_BAD_QUEUE."""
-        err = OFPET10_QUEUE_OP_FAILED if version == OFP10 else OFPET13_QUEUE_OP_FAILED
+        err = OFPET13_QUEUE_OP_FAILED     # 1.3's number; the channel gives 1.0 its own (5)
         port = want.get("port_no", OFPQ_ALL)
         every = port in (OFPP10_ALL, OFPP10_NONE, OFPP13_ALL, OFPP13_ANY)
         if not every and self._port_by_ofport(version, port) is None:
