@@ -8,6 +8,7 @@ and pyvswitch must end up where it does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -107,6 +108,20 @@ class RealOvs:
                 return int(f.read().strip() or 0)
         except (OSError, ValueError):
             return 0
+
+
+@contextlib.contextmanager
+def running_ovs(prefix: str, *bridges: str) -> Iterator[RealOvs]:
+    """A real ovs-vswitchd 3.1 (userspace datapath, its own netns and rundir) with ``bridges``, stopped afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as rundir:
+        ovs = RealOvs(rundir)
+        try:
+            ovs.start()
+            for br in bridges:
+                ovs.add_bridge(br)
+            yield ovs
+        finally:
+            ovs.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import select
 import signal
 import struct
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -28,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.switchutil import private_switch
-from tests.test_bridge_identity import RealOvs
+from tests.test_bridge_identity import RealOvs, running_ovs
 from tests.test_openflow import Client
 from vswitch.openflow.codec import OFP10, OFP13, OFP14, OFP15, Msg, encode
 
@@ -66,14 +65,8 @@ def sw() -> Iterator:
 
 @pytest.fixture(scope="module")
 def real_ovs() -> Iterator[RealOvs]:
-    with tempfile.TemporaryDirectory(prefix="realmon-") as rundir:
-        ovs = RealOvs(rundir)
-        try:
-            ovs.start()
-            ovs.add_bridge(BR)
-            yield ovs
-        finally:
-            ovs.stop()
+    with running_ovs("realmon-", BR) as ovs:
+        yield ovs
 
 
 class Watch:

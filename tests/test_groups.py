@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import struct
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -33,7 +32,7 @@ from ofproto.rules import Flow, Instructions, Match, Output, SetField
 from ofproto.tables import FlowTables
 from tests.netutil import send_frames, unique
 from tests.switchutil import private_switch
-from tests.test_bridge_identity import RealOvs
+from tests.test_bridge_identity import RealOvs, running_ovs
 from tests.test_openflow15 import _parse, bundle_add, bundle_ctrl, run_script
 from tests.test_xlate_nicira import ipv4_frame
 from vswitch.openflow.codec import OFP13, OFP15, Msg, decode, encode
@@ -64,17 +63,10 @@ def sw() -> Iterator:
 @pytest.fixture(scope="module")
 def real_ovs() -> Iterator[RealOvs]:
     """A real ovs-vswitchd 3.1 with the same bridge on the userspace datapath."""
-    with tempfile.TemporaryDirectory(prefix="realovsgrp-") as rundir:
-        ovs = RealOvs(rundir)
-        try:
-            ovs.start()
-            ovs.add_bridge("brg")
-            ovs.vsctl("add-port", "brg", "p1", "--", "set", "Interface", "p1", "type=internal", "ofport_request=1",
-                      "--", "add-port", "brg", "p2", "--", "set", "Interface", "p2", "type=internal",
-                      "ofport_request=2")
-            yield ovs
-        finally:
-            ovs.stop()
+    with running_ovs("realovsgrp-", "brg") as ovs:
+        ovs.vsctl("add-port", "brg", "p1", "--", "set", "Interface", "p1", "type=internal", "ofport_request=1",
+                  "--", "add-port", "brg", "p2", "--", "set", "Interface", "p2", "type=internal", "ofport_request=2")
+        yield ovs
 
 
 # ---------------------------------------------------------------- os-ken: byte for byte

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -28,7 +27,7 @@ from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
 from tests.netutil import send_frames, unique
 from tests.switchutil import private_switch
-from tests.test_bridge_identity import RealOvs
+from tests.test_bridge_identity import RealOvs, running_ovs
 from tests.test_groups import _settled, _udp, ofctl
 from tests.test_openflow15 import run_script
 from vswitch.openflow.codec import OFP13, OFP15, OFP_NO_BUFFER, Msg, decode, encode
@@ -49,17 +48,11 @@ def sw() -> Iterator:
 @pytest.fixture(scope="module")
 def real_ovs() -> Iterator[RealOvs]:
     """A real ovs-vswitchd 3.1 with the same bridge on the userspace datapath."""
-    with tempfile.TemporaryDirectory(prefix="realovsmtr-") as rundir:
-        ovs = RealOvs(rundir)
-        try:
-            ovs.start()
-            ovs.add_bridge("brm")
-            ovs.vsctl("add-port", "brm", "p1", "--", "set", "Interface", "p1", "type=internal", "ofport_request=1",
-                      "--", "add-port", "brm", "p2", "--", "set", "Interface", "p2", "type=internal",
-                      "ofport_request=2", "--", "set", "Bridge", "brm", "protocols=OpenFlow13,OpenFlow14,OpenFlow15")
-            yield ovs
-        finally:
-            ovs.stop()
+    with running_ovs("realovsmtr-", "brm") as ovs:
+        ovs.vsctl("add-port", "brm", "p1", "--", "set", "Interface", "p1", "type=internal", "ofport_request=1",
+                  "--", "add-port", "brm", "p2", "--", "set", "Interface", "p2", "type=internal",
+                  "ofport_request=2", "--", "set", "Bridge", "brm", "protocols=OpenFlow13,OpenFlow14,OpenFlow15")
+        yield ovs
 
 
 # ---------------------------------------------------------------- os-ken: byte for byte

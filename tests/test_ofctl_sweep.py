@@ -20,7 +20,7 @@ import pytest
 from tests.netutil import unique
 from tests.ofctl_text import flow_lines
 from tests.switchutil import Switch, private_switch
-from tests.test_bridge_identity import RealOvs
+from tests.test_bridge_identity import RealOvs, running_ovs
 
 pytestmark = pytest.mark.integration
 
@@ -291,16 +291,10 @@ def ovs_ports_up(ovs: RealOvs) -> None:
 
 @pytest.fixture(scope="module")
 def real_ovs() -> Iterator[RealOvs]:
-    with tempfile.TemporaryDirectory(prefix="realovs-sw-") as rundir:
-        ovs = RealOvs(rundir)
-        try:
-            ovs.start()
-            ovs.add_bridge(BR)
-            _two_internal_ports(ovs.vsctl, BR)
-            ovs_ports_up(ovs)
-            yield ovs
-        finally:
-            ovs.stop()
+    with running_ovs("realovs-sw-", BR) as ovs:
+        _two_internal_ports(ovs.vsctl, BR)
+        ovs_ports_up(ovs)
+        yield ovs
 
 
 @pytest.fixture(scope="module")

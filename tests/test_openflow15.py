@@ -14,7 +14,6 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -28,7 +27,7 @@ from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
 from tests.netutil import send_frames, unique
 from tests.switchutil import private_switch
-from tests.test_bridge_identity import RealOvs, recv_msg
+from tests.test_bridge_identity import RealOvs, recv_msg, running_ovs
 from tests.test_openflow import Client
 from tests.test_openflow_flows import Controller
 from vswitch.openflow.codec import (
@@ -72,14 +71,8 @@ def sw() -> Iterator:
 @pytest.fixture(scope="module")
 def real_ovs() -> Iterator[RealOvs]:
     """A real ovs-vswitchd with bridge ``br15`` on the userspace datapath."""
-    with tempfile.TemporaryDirectory(prefix="realovs15-") as rundir:
-        ovs = RealOvs(rundir)
-        try:
-            ovs.start()
-            ovs.add_bridge("br15")
-            yield ovs
-        finally:
-            ovs.stop()
+    with running_ovs("realovs15-", "br15") as ovs:
+        yield ovs
 
 
 # ---------------------------------------------------------------- ovs-ofctl

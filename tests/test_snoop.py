@@ -17,14 +17,13 @@ import signal
 import socket
 import struct
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.switchutil import private_switch
-from tests.test_bridge_identity import RealOvs
+from tests.test_bridge_identity import RealOvs, running_ovs
 from vswitch.openflow.codec import OFP10, OFP13, OFP15, Msg, decode, encode
 
 pytestmark = pytest.mark.integration
@@ -41,14 +40,8 @@ def sw() -> Iterator:
 
 @pytest.fixture(scope="module")
 def real_ovs() -> Iterator[RealOvs]:
-    with tempfile.TemporaryDirectory(prefix="realsnoop-") as rundir:
-        ovs = RealOvs(rundir)
-        try:
-            ovs.start()
-            ovs.add_bridge(BR)
-            yield ovs
-        finally:
-            ovs.stop()
+    with running_ovs("realsnoop-", BR) as ovs:
+        yield ovs
 
 
 class OwnController:
