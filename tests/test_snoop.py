@@ -23,8 +23,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.switchutil import private_switch
-from tests.test_bridge_identity import RealOvs, running_ovs
-from vswitch.openflow.codec import OFP10, OFP13, OFP15, Msg, decode, encode
+from tests.test_bridge_identity import RealOvs, recv_msg, running_ovs
+from vswitch.openflow.codec import OFP10, OFP13, OFP15, Msg, encode
 
 pytestmark = pytest.mark.integration
 
@@ -64,16 +64,9 @@ class OwnController:
         assert self.recv().type == "hello"
 
     def recv(self) -> Msg:
-        head = self._exact(8)
-        return decode(head + self._exact(struct.unpack_from("!H", head, 2)[0] - 8))
-
-    def _exact(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            more = self.sock.recv(n - len(buf))
-            assert more, "connection closed"
-            buf += more
-        return buf
+        msg = recv_msg(self.sock)
+        assert msg is not None, "connection closed"
+        return msg
 
     def ask(self, raw: bytes) -> Msg:
         """Send one message; the answer (a barrier's reply follows each, so one without an answer is fine)."""
