@@ -15,6 +15,7 @@ from backends.port import Port, PortError
 from backends.sriov import SriovVfPort
 from backends.system import SystemPort
 from backends.tap import TapPort
+from backends.tunnel import TUNNEL_TYPES, TunnelPort
 from backends.vhost_user import VhostUserClientPort, VhostUserPort
 
 PORT_TYPES: dict[str, type[Port]] = {
@@ -26,6 +27,7 @@ PORT_TYPES: dict[str, type[Port]] = {
     "dpdkvhostuserclient": VhostUserClientPort,
     "sriov-vf": SriovVfPort,
     "patch": PatchPort,
+    **TUNNEL_TYPES,
 }
 
 
@@ -58,5 +60,5 @@ def open_port(type: str, name: str, **opts: Any) -> Port:
 
 __all__ = [
     "PacketPool", "Port", "PortError", "TapPort", "InternalPort", "SystemPort", "VhostUserPort",
-    "VhostUserClientPort", "SriovVfPort", "PatchPort", "open_port", "PORT_TYPES",
+    "VhostUserClientPort", "SriovVfPort", "PatchPort", "TunnelPort", "open_port", "PORT_TYPES",
 ]

@@ -31,6 +31,10 @@ drops the frame (counted as ``no_output``). Ops (``OP_*``), with their arguments
   ``gen``; else it passes); over the rate it is counted ``meter_drop`` and, ``skip`` 0, its program stops; else
   the next ``skip`` words are skipped and the program goes on (``controller(meter_id=N)``: the packet-in alone
   is metered, OVS's ``clone(meter, userspace)``).
+* ``CLONE(actions...)``: ``nwords`` words of nested actions run on a copy of the frame (made at its first edit),
+  then the program goes on with the frame as it was (OVS's ``clone``); a ``DROP`` inside ends the clone only
+  (counted). A clone that ends the program runs on the frame itself. Clones do not nest (``bad_program``).
+  What a tunnel output emits: ``CLONE(TNL_PUSH(...), <the underlay bridge's actions>)``.
 * Reserved, decoded but not executed yet (stop and count ``unsupported_action``): ``TNL_PUSH``,
   ``TNL_POP``, ``CT``, ``RECIRC``, ``HASH`` (any arguments).
 
@@ -117,9 +121,12 @@ OP_METER = 20
 OP_USERSPACE = 21
 OP_NORMAL = 22
 OP_HASH = 23
+OP_CLONE = 24       # run the next nwords words on a copy of the frame, then go on with the frame as it was
 
 OP_ARGS = {OP_OUTPUT: 1, OP_SET_MASKED: 3, OP_PUSH_VLAN: 2, OP_POP_VLAN: 0, OP_DROP: 1, OP_NORMAL: 2,
            OP_USERSPACE: 2, OP_SET_ETH: 2, OP_METER: 3}
+#: ops whose argument count varies: CLONE's nested actions
+VARIABLE_OPS = {OP_CLONE}
 RESERVED_OPS = {
     OP_TNL_PUSH: "tnl_push", OP_TNL_POP: "tnl_pop", OP_CT: "ct", OP_RECIRC: "recirc", OP_HASH: "hash",
 }
@@ -277,6 +284,12 @@ def meter(slot: int, gen: int = 0, skip: int = 0) -> list[int]:
     return [OP_METER, 3, slot, gen, skip]
 
 
+def clone(*actions: Sequence[int]) -> list[int]:
+    """``CLONE``: ``actions`` (each from ``output``, ``set_field``, ...) on a copy of the frame."""
+    body = [int(w) for a in actions for w in a]
+    return [OP_CLONE, len(body), *body]
+
+
 def reserved(op: int, *args: int) -> list[int]:
     """A reserved op (decoded, not executed yet)."""
     return [op, len(args), *args]
@@ -307,6 +320,9 @@ def decode(prog: Sequence[int] | np.ndarray) -> list[tuple[int, list[int]]]:
                 raise ValueError(f"unknown drop reason {args[0]}")
             if op == OP_METER and not 0 <= args[2] <= len(words) - pc - 5:
                 raise ValueError(f"METER at word {pc} skips past the end")
+        elif op == OP_CLONE:
+            if any(o == OP_CLONE for o, _a in decode(args)):
+                raise ValueError(f"CLONE at word {pc} holds another CLONE")
         elif op not in RESERVED_OPS:
             raise ValueError(f"unknown op {op}")
         acts.append((op, args))
@@ -425,6 +441,8 @@ def format_actions(prog: Sequence[int] | np.ndarray) -> str:
             out.append(f"sample(sample=100.0%,actions(meter({args[0]}),{inner}))")
         elif op == OP_METER:
             out.append(f"meter({args[0]})")
+        elif op == OP_CLONE:
+            out.append(f"clone({format_actions(args)})")
         else:
             name = RESERVED_OPS[op]
             out.append(f"{name}({','.join(hex(a) for a in args)})" if args else name)
@@ -509,7 +527,19 @@ def execute_burst(
         outputs = 0
         stopped = False
         metered = False     # a metered side action (a packet-in) was dropped
-        while pc < end_pc:
+        clone_end = np.int64(-1)     # >= 0: running a clone's actions, which end there
+        s0 = s
+        head0 = head
+        ln0 = ln
+        while pc < end_pc or clone_end >= 0:
+            if pc == clone_end:      # the clone is done: back to the frame as it was (maybe queued inside)
+                s = s0
+                head = head0
+                ln = ln0
+                queued = True
+                clone_end = -1
+                if pc >= end_pc:
+                    break
             if pc + 2 > end_pc:
                 dr[DR_BAD_PROGRAM] += 1
                 stopped = True
@@ -526,7 +556,7 @@ def execute_burst(
                 need = 3
             elif op == OP_PUSH_VLAN:
                 need = 2
-            if nxt > end_pc or nw < need:
+            if nxt > end_pc or nw < need or (clone_end >= 0 and nxt > clone_end):
                 dr[DR_BAD_PROGRAM] += 1
                 stopped = True
                 break
@@ -613,8 +643,25 @@ def execute_burst(
             elif op == OP_DROP:
                 r = progs[pc + 2]
                 dr[r if 0 <= r < N_DROP_REASONS else DR_BAD_PROGRAM] += 1
+                if clone_end >= 0:   # ends the clone only
+                    metered = True   # counted: not also a no_output
+                    pc = clone_end
+                    continue
                 stopped = True
                 break
+            elif op == OP_CLONE:
+                if clone_end >= 0:
+                    dr[DR_BAD_PROGRAM] += 1
+                    stopped = True
+                    break
+                if nxt < end_pc:     # more follows: the clone's edits go to a copy, the frame comes back after
+                    clone_end = nxt
+                    s0 = s
+                    head0 = head
+                    ln0 = ln
+                    queued = True
+                nxt = pc + 2         # run the nested actions
+
             elif op == OP_METER:
                 if not meter_admit(meters, progs[pc + 2], progs[pc + 3], ln, now_ns):
                     dr[DR_METER] += 1

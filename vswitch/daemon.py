@@ -44,6 +44,8 @@ from backends.sriov import (
     virtual_function,
 )
 from backends.tap import set_link
+from backends.tunnel import TUNNEL_TYPES, TunnelPort
+from backends.tunnel import parse_config as parse_tunnel_config
 from dpif.key import W_IN_PORT
 from vswitch import __version__, dpctl
 from vswitch.bridge import Bridge, BridgeError, format_mac, parse_mac
@@ -60,7 +62,10 @@ OFPP_LOCAL = 65534
 SIOCETHTOOL = 0x8946
 ETHTOOL_GDRVINFO = 0x00000003
 ETHTOOL_DRVINFO_SIZE = 196
-SUPPORTED_TYPES = ("", "system", "internal", "tap", "dpdkvhostuser", "dpdkvhostuserclient", "sriov-vf", "patch")
+SUPPORTED_TYPES = ("", "system", "internal", "tap", "dpdkvhostuser", "dpdkvhostuserclient", "sriov-vf", "patch",
+                   "geneve", "vxlan", "gre")
+#: ``Open_vSwitch.iface_types``: the interface types this switch opens
+IFACE_TYPES = sorted(t for t in SUPPORTED_TYPES if t)
 #: ``Interface.options`` keys each type reads (a change re-opens the port).
 TYPE_OPTIONS = {"dpdkvhostuserclient": ("vhost-server-path",),
                 "sriov-vf": ("pf", "vf", "vlan-proto", "qos", "spoofchk", "trust", "link-state", "min-tx-rate",
@@ -666,6 +671,11 @@ class Daemon:
             if problem:
                 self._port_error(spec.iface, problem)
                 return
+        if spec.type in TUNNEL_TYPES:
+            problem = self._tunnel_problem(br, spec)
+            if problem:
+                self._port_error(spec.iface, problem)
+                return
         try:
             options = self._port_options(spec)
             self._check_topology(br, spec, options)
@@ -722,7 +732,28 @@ class Daemon:
             return self._vf_options(spec)
         if spec.type == "patch":
             return {"peer": dict(spec.options)["peer"]}
+        if spec.type in TUNNEL_TYPES:
+            return dict(spec.options)
         return {}
+
+    def _tunnel_problem(self, br: Bridge, spec: PortSpec) -> str:
+        """Why tunnel port ``spec`` cannot be added (OVS's words), or "": its options as OVS checks them (the
+        warnings logged once), and no other tunnel port receives what it would (OVS: "File exists")."""
+        try:
+            config, warnings = parse_tunnel_config(spec.iface, spec.type, dict(spec.options))
+        except PortError as exc:
+            return str(exc)
+        for w in warnings:
+            if (spec.iface, "", w) not in self.identity_warned:
+                self.identity_warned.add((spec.iface, "", w))
+                log.warning("%s", w)
+        for other in self.bridges.values():
+            for bp in other.ports.values():
+                if isinstance(bp.port, TunnelPort) and bp.name != spec.iface and bp.port.config.receives_same(config):
+                    log.warning("%s: attempting to add tunnel port with same config as port '%s'", spec.iface,
+                                bp.name)
+                    return f"could not add network device {spec.iface} to ofproto (File exists)"
+        return ""
 
     # ------------------------------------------------------------ SR-IOV
     def _netlink(self) -> VfNetlink:
@@ -910,6 +941,8 @@ class Daemon:
                 root.cur_cfg = root.next_cfg
             if _opt(root.ovs_version) != __version__:
                 root.ovs_version = [__version__]
+            if list(root.iface_types) != IFACE_TYPES:
+                root.iface_types = IFACE_TYPES
 
     def datapath_id(self, br: Bridge) -> int:
         """``Bridge.datapath_id``: the one configured (``_configure_identity``), else the MAC of the LOCAL port."""
