@@ -5,6 +5,7 @@ per-port flags the datapath keeps (``PF_*``)."""
 from __future__ import annotations
 
 import weakref
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,7 @@ PF_DOWN = 1 << 1       # no output at all (down, or no port with that number)
 PF_LOCAL = 1 << 2      # the bridge's LOCAL port (the first port of the bridge with this flag)
 PF_PATCH = 1 << 3      # a patch port: an output continues in the peer's bridge (``Bridges.peer``)
 PF_LINK_DOWN = 1 << 4  # the port's link (carrier, admin state) is down: no group bucket watching it is live
+PF_TUNNEL = 1 << 5     # a tunnel port: an output encapsulates and continues in the underlay (``Bridges.tunnels``)
 
 # how a bridge handles a frame (``Bridges.modes``)
 MODE_TABLES = 0        # its OpenFlow tables
@@ -29,15 +31,20 @@ class Bridges:
     when that flow is NORMAL (-1: none). Immutable once made; the datapath makes a new one when any of it
     changes."""
 
-    __slots__ = ("tables", "modes", "normal_rank", "port_bridge", "peer")
+    __slots__ = ("tables", "modes", "normal_rank", "port_bridge", "peer", "tunnels", "underlay")
 
     def __init__(self, tables: list[TableSet | None], modes: list[int], normal_rank: list[int],
-                 port_bridge: np.ndarray, peer: np.ndarray) -> None:
+                 port_bridge: np.ndarray, peer: np.ndarray, tunnels: dict[int, Any] | None = None,
+                 underlay: Any = None) -> None:
         self.tables = tables
         self.modes = modes
         self.normal_rank = normal_rank
         self.port_bridge = port_bridge
         self.peer = peer
+        #: datapath port -> ``backends.tunnel.TunnelConfig`` of every tunnel port
+        self.tunnels: dict[int, Any] = tunnels or {}
+        #: the switch's answers on routes and neighbours (``xlate.tunnel.Underlay``), None: no tunnels
+        self.underlay = underlay
 
     @classmethod
     def single(cls, ts: TableSet, n_ports: int) -> Bridges:
@@ -57,7 +64,7 @@ class Bridges:
             modes.append(MODE_DROP)
             normal_rank.append(-1)
         tables[bridge], modes[bridge] = ts, mode
-        return Bridges(tables, modes, normal_rank, self.port_bridge, self.peer)
+        return Bridges(tables, modes, normal_rank, self.port_bridge, self.peer, self.tunnels, self.underlay)
 
     def bridge_of(self, port: int) -> int:
         """The bridge of datapath port ``port`` (-1: none)."""

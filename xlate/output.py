@@ -23,8 +23,9 @@ from ofproto.rules import (
     Output,
 )
 from xlate import pause
-from xlate.bridges import PF_DOWN, PF_LOCAL, PF_NO_FLOOD, PF_PATCH
+from xlate.bridges import PF_DOWN, PF_LOCAL, PF_NO_FLOOD, PF_PATCH, PF_TUNNEL
 from xlate.cookies import Upcall
+from xlate.tunnel import tunnel_output
 
 
 class PortOutput:
@@ -121,8 +122,12 @@ class PortOutput:
 
     def to_port(self, q: int) -> None:
         """Output to datapath port ``q``: the frame leaves there, or a patch port takes it to its peer."""
-        if self.port_flags[q] & PF_PATCH:
-            self.cross(q)
+        flags = self.port_flags[q]
+        if flags & (PF_PATCH | PF_TUNNEL):
+            if flags & PF_PATCH:
+                self.cross(q)
+            else:
+                tunnel_output(self, q)   # type: ignore[arg-type]
             return
         self.commit()
         self.r.actions += A.output(q)

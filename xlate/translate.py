@@ -148,6 +148,7 @@ class XlateResult:
     cut: dict[str, int] = field(default_factory=dict)        # resubmits / crossings not done: limit -> count
     groups: list[tuple[Group, int]] = field(default_factory=list)   # (group, bucket or -1: the group) per use
     learned: list[ctlearn.TableChange] = field(default_factory=list)   # learn / fin_timeout (``xlate.ctlearn``)
+    no_cache: str = ""      # why the translation must not become a megaflow (a tunnel's neighbour unresolved, ...)
 
     def program(self) -> np.ndarray:
         """The actions as the datapath's int64 program."""
@@ -192,6 +193,7 @@ class _Walk(PortOutput):
         self.paused = False             # controller(pause) froze the walk: nothing more runs
         self.can_freeze = True          # False while a packet-out's own actions run (no flow holds them)
         self.meter_marks = False        # the program charges meters (``translate`` only: not packet-outs)
+        self.in_tunnel = False          # walking a tunnel's underlay bridge (``xlate.tunnel``)
 
     # ---------------------------------------------------------------- headers
     def tagged(self) -> bool:

@@ -71,7 +71,7 @@ class Upcalls:
         self.group_hits: dict[int, list[tuple[Group, int]]] = {}    # megaflow -> the groups / buckets it ran
         self.counters = {"upcalls": 0, "translations": 0, "installed": 0, "evicted_full": 0,
                          "revalidated_removed": 0, "flushes": 0, "expired": 0, "not_installed": 0,
-                         "translations_cut": 0, "learn_not_cached": 0,
+                         "translations_cut": 0, "learn_not_cached": 0, "tunnel_not_cached": 0,
                          "pin_context_flushes": 0}
         #: flows ``learn`` made in translations since the owner last took them (``take_learned``)
         self.learned: list[TableChange] = []
@@ -111,6 +111,9 @@ class Upcalls:
             prog = res.program()
             if any(isinstance(x, Learned) for x in res.learned):   # not cached: every later frame learns again
                 self.counters["learn_not_cached"] += 1
+                e = -1
+            elif res.no_cache:    # e.g. a tunnel's next hop unresolved: the next frame translates again
+                self.counters["tunnel_not_cached"] += 1
                 e = -1
             else:
                 e = cache.install(key, mask, prog, now)
