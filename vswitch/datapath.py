@@ -42,6 +42,7 @@ import numpy as np
 from backends.patch import PatchPort
 from backends.pool import PacketPool
 from backends.port import Port
+from backends.tunnel import TunnelPort
 from classifier.drops import N_DROPS
 from classifier.l2switch import switch_burst
 from classifier.l2table import DEFAULT_AGING, DEFAULT_LIMIT, l2_age, l2_flush, make_l2table
@@ -50,6 +51,8 @@ from dpif.patch import PC_FIELDS
 from ofproto.tables import TableSet
 from vswitch.burstpath import BURST, G_DROP, G_NORMAL, G_TABLES, MAX_BURST, BurstPath
 from vswitch.dpbridge import DpBridge
+from vswitch.dptunnels import DpTunnels
+from xlate.bridges import PF_TUNNEL
 from xlate.translate import MODE_DROP, MODE_TABLES, PF_DOWN, PF_PATCH, Bridges, UpcallCookies
 from xlate.upcall import Upcalls
 
@@ -92,7 +95,7 @@ class PmdStats:
         }
 
 
-class Datapath(BurstPath):
+class Datapath(BurstPath, DpTunnels):
     """The forwarding engine of every bridge: ports by datapath number, the bridges, the pool, the thread
     (what it does with one burst: ``BurstPath``)."""
 
@@ -123,6 +126,7 @@ class Datapath(BurstPath):
         self.cookies = UpcallCookies()
         self.upcalls: Upcalls | None = None
         self.xbridges = Bridges([], [], [], self.port_bridge, self.peer)
+        self._init_tunnels()
         # Load (or compile) the kernels now, not in the first burst.
         l2, info = make_l2table(16, 300)
         switch_burst(self.pool.data, self.pool.meta, self.burst, 0, self.keys, l2, info,
@@ -237,9 +241,10 @@ class Datapath(BurstPath):
         self.port_group = groups
         used = {int(groups[p]) for p, port in enumerate(self.ports) if port is not None}
         self.single_group = used.pop() if len(used) == 1 else -1
+        self._tunnel_rebuild()
         self.xbridges = Bridges(self.tables(), modes,
                                 [br.normal_rank if br is not None else -1 for br in self.bridges],
-                                self.port_bridge.copy(), self.peer.copy())
+                                self.port_bridge.copy(), self.peer.copy(), self.tunnel_configs, self.underlay)
 
     def _pair_patch_ports(self) -> None:
         """Each patch port's peer: the patch port its ``peer`` names, when that one names it back."""
@@ -277,7 +282,8 @@ class Datapath(BurstPath):
             self._alloc_queues(len(self.ports))
         self.drops[port_no] = 0
         self.fdrops[port_no] = 0
-        self.port_flags[port_no] = PF_PATCH if isinstance(port, PatchPort) else 0
+        self.port_flags[port_no] = PF_PATCH if isinstance(port, PatchPort) else PF_TUNNEL if isinstance(
+            port, TunnelPort) else 0
         self.port_bridge[port_no] = br.index
         port.port_no = port_no
         self.ports[port_no] = port
