@@ -477,3 +477,54 @@ def test_tunnel_port_map_lookup_and_show() -> None:
     assert tmap.lookup(mac, mapped("10.9.0.1"), 17, 6081) is None
     assert ports_show([("vxlan", 4789, 2), ("geneve", 6081, 3), ("geneve", 6081, 3)]) == (
         "Listening ports:\nvxlan_sys_4789 (2) ref_cnt=1\ngenev_sys_6081 (3) ref_cnt=2\n")
+
+
+SNIFF = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 0))
+s.settimeout(0.2)
+print("ready", flush=True)
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        frame = s.recv(65536)
+    except socket.timeout:
+        continue
+    if frame[12:14] == b"\x08\x06" or (frame[12:14] == b"\x86\xdd" and frame[20] == 58 and frame[54] == 135):
+        print(frame.hex(), flush=True)
+"""
+
+
+def test_neighbour_requests_are_ovs_bytes(underlay: Underlay) -> None:
+    """What the real ovs-vswitchd sends out of br-phy when a tunnel's next hop is unknown — an ARP request
+    for the IPv4 gateway, a Neighbour Solicitation for the IPv6 one — is byte for byte what ``arp_request`` /
+    ``nd_solicit`` build from the route's source address and br-phy's MAC."""
+    u = underlay
+    u.ip("link", "add", "cv0", "type", "veth", "peer", "name", "cv1")
+    u.ip("link", "set", "cv0", "up")
+    u.ip("link", "set", "cv1", "up")
+    u.vsctl("add-port", "br-phy", "cv0")
+    sniffer = subprocess.Popen(["ip", "netns", "exec", u.ns, sys.executable, "-c", SNIFF, "cv1", "8"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert sniffer.stdout.readline().strip() == "ready"
+        inner = "ffffffffffff" "aa5500000009" "0800" + "45000014000100004000" "0000" "0a000001" "0a000002"
+        for port in ("gnv0", "gnv6"):
+            sh("ovs-ofctl", "packet-out", f"unix:{u.rundir}/br-int.mgmt",
+               f"in_port=LOCAL packet={inner} actions=output:{u.vsctl('get', 'Interface', port, 'ofport')}")
+        mac = bytes.fromhex(sh("ip", "netns", "exec", u.ns, "cat", "/sys/class/net/br-phy/address")
+                            .stdout.strip().replace(":", ""))
+        want = {arp_request("10.9.0.254", "10.9.0.1", mac), nd_solicit("fd00:9::fe", "fd00:9::1", mac)}
+        frames: set[bytes] = set()
+        deadline = time.monotonic() + 8
+        while not want <= frames and time.monotonic() < deadline:
+            ready, _, _ = select.select([sniffer.stdout], [], [], 0.5)
+            if ready:
+                frame = bytes.fromhex(sniffer.stdout.readline().strip())
+                if frame[6:12] == mac:              # not the veth's own duplicate address detection
+                    frames.add(frame)
+    finally:
+        sniffer.kill()
+        sniffer.wait()
+    assert frames == want
