@@ -25,7 +25,15 @@ import pytest
 
 from tests.netutil import unique
 from vswitch.tunnels.neigh import NeighCache, arp_request, nd_solicit, neighbour_of
-from vswitch.tunnels.ovstext import mapped, parse_ipv4_cidr, parse_ipv6_cidr, parse_mac, scan_pkt_mark
+from vswitch.tunnels.ovstext import (
+    format_mac,
+    format_mapped,
+    mapped,
+    parse_ipv4_cidr,
+    parse_ipv6_cidr,
+    parse_mac,
+    scan_pkt_mark,
+)
 from vswitch.tunnels.route import RouteError, RouteTable
 from vswitch.tunnels.tnlports import TunnelPortMap, dpif_port_name, ports_show
 
@@ -528,3 +536,76 @@ def test_neighbour_requests_are_ovs_bytes(underlay: Underlay) -> None:
         sniffer.kill()
         sniffer.wait()
     assert frames == want
+
+
+SEND = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[1], 0))
+s.send(bytes.fromhex(sys.argv[2]))
+"""
+
+
+def test_snooping_learns_what_ovs_learns(underlay: Underlay) -> None:
+    """Frames arriving on br-phy from the wire: ovs-vswitchd learns a neighbour from an ARP reply to br-phy's
+    address, a gratuitous ARP and a Neighbour Advertisement with a target address option to br-phy's address
+    (or its solicited-node group), and nothing from a request, a reply to another address or a bare NA;
+    ``neighbour_of`` learns exactly the same from each frame."""
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+    from scapy.layers.l2 import ARP, Ether
+
+    u = underlay
+    u.ip("link", "add", "cv0", "type", "veth", "peer", "name", "cv1")
+    u.ip("link", "set", "cv0", "up")
+    u.ip("link", "set", "cv1", "up")
+    u.vsctl("add-port", "br-phy", "cv0")
+    br = sh("ip", "netns", "exec", u.ns, "cat", "/sys/class/net/br-phy/address").stdout.strip()
+    frames = {
+        "reply to br-phy": Ether(dst=br, src="aa:55:00:00:00:fe") / ARP(
+            op=2, hwsrc="aa:55:00:00:00:fe", psrc="10.9.0.254", hwdst=br, pdst="10.9.0.1"),
+        "reply to another": Ether(dst=br, src="aa:55:00:00:00:fd") / ARP(
+            op=2, hwsrc="aa:55:00:00:00:fd", psrc="10.9.0.253", hwdst=br, pdst="10.9.0.99"),
+        "gratuitous": Ether(dst="ff:ff:ff:ff:ff:ff", src="aa:55:00:00:00:07") / ARP(
+            op=1, hwsrc="aa:55:00:00:00:07", psrc="10.9.0.7", pdst="10.9.0.7"),
+        "request": Ether(dst="ff:ff:ff:ff:ff:ff", src="aa:55:00:00:00:08") / ARP(
+            op=1, hwsrc="aa:55:00:00:00:08", psrc="10.9.0.8", pdst="10.9.0.1"),
+        "na to br-phy": Ether(dst=br, src="aa:55:00:00:00:f1") / IPv6(src="fd00:9::fe", dst="fd00:9::1")
+        / ICMPv6ND_NA(tgt="fd00:9::fe", S=1) / ICMPv6NDOptDstLLAddr(lladdr="aa:55:00:00:00:f1"),
+        "na to the group": Ether(dst="33:33:ff:00:00:01", src="aa:55:00:00:00:f2")
+        / IPv6(src="fd00:9::fd", dst="ff02::1:ff00:1") / ICMPv6ND_NA(tgt="fd00:9::fd")
+        / ICMPv6NDOptDstLLAddr(lladdr="aa:55:00:00:00:f2"),
+        "bare na": Ether(dst=br, src="aa:55:00:00:00:f3") / IPv6(src="fd00:9::fc", dst="fd00:9::1")
+        / ICMPv6ND_NA(tgt="fd00:9::fc", S=1),
+    }
+    addrs = ["10.9.0.1", "fd00:9::1"]
+    for name, frame in frames.items():
+        raw = bytes(frame)
+        sh("ip", "netns", "exec", u.ns, sys.executable, "-c", SEND, "cv1", raw.hex())
+        deadline = time.monotonic() + 3
+        learned = neighbour_of(raw, addrs)
+        while True:
+            lines = u.appctl("tnl/neigh/show", target=u.ovs_ctl)[1].splitlines()[2:]
+            real = {(line.split()[0], line.split()[1]) for line in lines}
+            if learned is None or time.monotonic() > deadline or real:
+                break
+            time.sleep(0.1)
+        if learned is None:
+            time.sleep(0.5)                                    # give OVS the time to learn what it should not
+            real = {(line.split()[0], line.split()[1])
+                    for line in u.appctl("tnl/neigh/show", target=u.ovs_ctl)[1].splitlines()[2:]}
+        ours = set() if learned is None else {(format_mapped(learned[0]), format_mac(learned[1]))}
+        assert real == ours, name
+        u.appctl("tnl/neigh/flush", target=u.ovs_ctl)
+
+
+def test_command_list_as_ovs(underlay: Underlay) -> None:
+    """The tunnel commands are listed (``list-commands``) with OVS's names and usage strings (trailing blanks
+    aside: the ``ovs`` package's list-commands strips them after an empty usage, ovs-vswitchd pads it)."""
+    def tunnel_lines(target: str) -> list[str]:
+        out = u.appctl("list-commands", target=target)[1]
+        return [line.rstrip() for line in out.splitlines() if line.split()[:1] and line.split()[0].startswith(
+            ("ovs/route/", "tnl/"))]
+
+    u = underlay
+    real = tunnel_lines(u.ovs_ctl)
+    assert len(real) == 14 and tunnel_lines(u.ours_ctl) == real

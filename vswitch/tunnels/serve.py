@@ -47,6 +47,7 @@ def main(args: list[str] | None = None) -> int:
 
     def egress(conn: ovs.unixctl.server.UnixctlConnection, argv: list[str], _aux: object) -> None:
         conn.reply(json.dumps(route.egress(argv[0])) + "\n")
+    ovs.unixctl.command_register("list-commands", "", 0, 0, ovs.unixctl._unixctl_help, None)   # as the daemon
     # not an OVS command: what Interface.status of a tunnel port to ``REMOTE`` would say
     ovs.unixctl.command_register("pyvswitch/tnl-egress", "REMOTE", 1, 1, egress, None)
     err, server = ovs.unixctl.server.UnixctlServer.create(opts.unixctl)
