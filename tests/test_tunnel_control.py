@@ -11,6 +11,7 @@ ovs-appctl's error line, and the order of ``tnl/neigh/show``'s lines (OVS lists 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import select
@@ -609,3 +610,25 @@ def test_command_list_as_ovs(underlay: Underlay) -> None:
     u = underlay
     real = tunnel_lines(u.ovs_ctl)
     assert len(real) == 14 and tunnel_lines(u.ours_ctl) == real
+
+
+def test_route_version_moves_on_changes_only() -> None:
+    """``RouteTable.version`` moves when a lookup could answer differently (a route, a source address, a
+    carrier), not when the namespace is read again unchanged."""
+    from vswitch.tunnels.kernel import Device, KernelRoute, Snapshot
+
+    brphy = Device("br-phy", 2, bytes.fromhex("aa5500000001"), 0x41, [(mapped("10.9.0.1"), mapped("255.255.255.0"))])
+    snap = Snapshot({"br-phy": brphy}, [KernelRoute(mapped("10.9.0.0"), 120, "br-phy", 0, 0, False)])
+    table = RouteTable(read=lambda: snap)
+    v = table.version
+    table.refresh()
+    assert table.version == v
+    assert table.lookup("10.9.0.7").src == ipaddress.ip_address("10.9.0.1")
+    assert table.egress("10.9.0.7") == {"tunnel_egress_iface": "br-phy", "tunnel_egress_iface_carrier": "up"}
+    snap = Snapshot({"br-phy": Device("br-phy", 2, brphy.mac, 0x1, brphy.addrs)}, snap.routes)   # carrier lost
+    table.refresh()
+    assert table.version == v + 1
+    assert table.egress("10.9.0.7")["tunnel_egress_iface_carrier"] == "down"
+    table.add("10.20.0.0/16", "br-phy", "10.9.0.254")
+    assert table.version == v + 2 and table.lookup("10.20.1.1").next_hop(ipaddress.ip_address("10.20.1.1")) == \
+        ipaddress.ip_address("10.9.0.254")

@@ -191,6 +191,7 @@ class RouteTable:
     def refresh(self, snapshot: Snapshot | None = None) -> None:
         """``route_table_reset``: drop every cached entry, re-read the namespace, insert its routes again."""
         snapshot = self.read() if snapshot is None else snapshot
+        before = self._signature()
         for entry in self._walk():
             if entry.cached:
                 if self.ipdevs is not None:
@@ -204,7 +205,13 @@ class RouteTable:
             if entry is not None:
                 self._insert(entry)
                 self._note_ipdev(r.dev)
-        self.version += 1
+        if self._signature() != before:
+            self.version += 1
+
+    def _signature(self) -> tuple:
+        """What a lookup or an egress status depends on: the entries and the devices' carriers."""
+        return (tuple((e.nw_addr, e.plen, e.mark, e.priority, e.dev, e.gw, e.src) for e in self._walk()),
+                tuple(sorted((name, dev.carrier) for name, dev in self.devices.items())))
 
     # ------------------------------------------------------------------ user routes
     @staticmethod
