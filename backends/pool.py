@@ -29,6 +29,13 @@ The rules every kernel follows:
   front) or up (a pop), adjusting ``META_LEN``; ``META_HEAD + META_LEN`` never passes the
   end of the row, and ``META_HEAD`` never goes below 0.
 
+Tunnel metadata lives in ``PacketPool.tun`` (``uint64[n_slots, TUN_WORDS]``): the key's tunnel words
+(``dpif.key`` words 32..47: tun_id, tun_src / tun_dst, flags / tos / ttl / tp_dst, the IPv6 addresses, the
+Geneve option words) of a frame a tunnel port decapsulated. ``dpif.tunnel_pop.tnl_terminate`` writes all 16
+words of each frame it decapsulates, and a row is meaningful only for the frames of that call's ``tunneled``
+list (``dpif.tunnel_pop.fill_tun_words`` copies those rows into their keys); any other slot's row is stale and
+nothing reads it (the key extraction leaves a frame not received from a tunnel with tunnel words 0).
+
 ``headroom=0`` gives the old layout (a frame at ``data[slot, 0]``), for code that still
 assumes it.
 
@@ -46,6 +53,8 @@ META_LEN = 0
 META_IN_PORT = 1
 META_HEAD = 2
 META_FIELDS = 4
+#: words of a slot's tunnel metadata row (``PacketPool.tun``): the key's words 32..47
+TUN_WORDS = 16
 
 DEFAULT_SLOTS = 8192
 DEFAULT_SLOT_SIZE = 2048
@@ -112,6 +121,7 @@ class PacketPool:
         self.data = np.zeros((n_slots, headroom + slot_size), dtype=np.uint8)
         self.meta = np.zeros((n_slots, META_FIELDS), dtype=np.int32)
         self.meta[:, META_HEAD] = headroom
+        self.tun = np.zeros((n_slots, TUN_WORDS), dtype=np.uint64)
         self.free_stack = np.arange(n_slots - 1, -1, -1, dtype=np.int32)
         self.free_top = np.array([n_slots], dtype=np.int64)
 

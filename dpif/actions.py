@@ -35,8 +35,12 @@ drops the frame (counted as ``no_output``). Ops (``OP_*``), with their arguments
   then the program goes on with the frame as it was (OVS's ``clone``); a ``DROP`` inside ends the clone only
   (counted). A clone that ends the program runs on the frame itself. Clones do not nest (``bad_program``).
   What a tunnel output emits: ``CLONE(TNL_PUSH(...), <the underlay bridge's actions>)``.
-* Reserved, decoded but not executed yet (stop and count ``unsupported_action``): ``TNL_PUSH``,
-  ``TNL_POP``, ``CT``, ``RECIRC``, ``HASH`` (any arguments).
+* ``TNL_PUSH(tnl_port, out_port, flags, size, mtu, header...)``: the outer headers of a tunnel pushed in
+  front of the frame and completed (``dpif.tunnel``: lengths, checksums, the UDP source port from the inner
+  flow); the later actions apply to the outer frame. Larger than ``mtu``: ``tunnel_too_big``; no room even
+  after moving the frame right: ``no_room``. Build it with ``dpif.tunnel.tnl_push(TunnelHeader(...))``.
+* Reserved, decoded but not executed yet (stop and count ``unsupported_action``): ``TNL_POP``, ``CT``,
+  ``RECIRC``, ``HASH`` (any arguments).
 
 A frame whose program stops (``DROP``, a reserved op, an edit that cannot be done) keeps the outputs
 it already made. Build programs with ``encode([output(2), set_field("eth_dst", mac), ...])``; print
@@ -105,6 +109,8 @@ from dpif.rewrite import (  # noqa: F401  (ETH_*, PROTO_*: re-exported for the m
     _st16,
 )
 from dpif.rewrite import set_masked as _set_masked
+from dpif.tunnel import PUSH_NO_ROOM, PUSH_TOO_BIG, push_header
+from dpif.tunnel import check_args as _tnl_check
 
 OP_OUTPUT = 1
 OP_SET_MASKED = 2
@@ -128,7 +134,7 @@ OP_ARGS = {OP_OUTPUT: 1, OP_SET_MASKED: 3, OP_PUSH_VLAN: 2, OP_POP_VLAN: 0, OP_D
 #: ops whose argument count varies: CLONE's nested actions
 VARIABLE_OPS = {OP_CLONE}
 RESERVED_OPS = {
-    OP_TNL_PUSH: "tnl_push", OP_TNL_POP: "tnl_pop", OP_CT: "ct", OP_RECIRC: "recirc", OP_HASH: "hash",
+    OP_TNL_POP: "tnl_pop", OP_CT: "ct", OP_RECIRC: "recirc", OP_HASH: "hash",
 }
 
 DROP_REASONS = (
@@ -145,10 +151,18 @@ DROP_REASONS = (
     "controller_queue_full",  # USERSPACE: the packet-in list of the burst is full
     "conntrack_unavailable",  # DROP from the translator: the walk reached ct (no connection tracker yet)
     "meter_drop",          # METER: a meter's drop band (dpif.meters)
+    "tunnel_truncated",    # decap (dpif.tunnel_pop): outer headers or the inner frame cut short
+    "tunnel_bad_header",   # decap: a malformed outer IP / UDP / GRE / Geneve / VXLAN header or checksum
+    "tunnel_unknown_critical_option",  # decap: a critical Geneve option the TLV map does not name
+    "tunnel_no_port",      # decap: no tunnel port for its remote, local address and key / VNI
+    "tunnel_too_big",      # TNL_PUSH: the outer IP packet would be larger than the underlay MTU
+    "tunnel_no_route",     # encap: no route to the tunnel's remote
+    "tunnel_neigh_unresolved",  # encap: the next hop's MAC is not known (yet)
 )
 DR_NO_OUTPUT, DR_EXPLICIT, DR_UNSUPPORTED, DR_NO_ROOM, DR_POOL_EMPTY, DR_QUEUE_FULL, DR_BAD_PROGRAM, \
-    DR_BAD_FRAME, DR_TABLE_MISS, DR_RX_INVALID, DR_CONTROLLER_QUEUE_FULL, DR_CONNTRACK, DR_METER = \
-    range(len(DROP_REASONS))
+    DR_BAD_FRAME, DR_TABLE_MISS, DR_RX_INVALID, DR_CONTROLLER_QUEUE_FULL, DR_CONNTRACK, DR_METER, \
+    DR_TUNNEL_TRUNCATED, DR_TUNNEL_BAD_HEADER, DR_TUNNEL_UNKNOWN_CRITICAL, DR_TUNNEL_NO_PORT, \
+    DR_TUNNEL_TOO_BIG, DR_TUNNEL_NO_ROUTE, DR_TUNNEL_NEIGH_UNRESOLVED = range(len(DROP_REASONS))
 
 # side lists execute_burst fills besides the port queues: int32[SIDE_ROWS, cap], counts in side_n[2]
 SIDE_NORMAL = 0        # slots for NORMAL (the caller runs them through the L2 switch)
@@ -323,6 +337,10 @@ def decode(prog: Sequence[int] | np.ndarray) -> list[tuple[int, list[int]]]:
         elif op == OP_CLONE:
             if any(o == OP_CLONE for o, _a in decode(args)):
                 raise ValueError(f"CLONE at word {pc} holds another CLONE")
+        elif op == OP_TNL_PUSH:
+            why = _tnl_check(args)
+            if why:
+                raise ValueError(f"{why} at word {pc}")
         elif op not in RESERVED_OPS:
             raise ValueError(f"unknown op {op}")
         acts.append((op, args))
@@ -400,6 +418,58 @@ def _format_set(w: int, v: int, m: int) -> str:
     return ",".join(out) or f"set({groups[0][0]}())"
 
 
+def format_tnl_push(args: list[int]) -> str:
+    """A ``TNL_PUSH`` as OVS's dpctl prints ``tnl_push`` (``header(size=..,type=..,eth(..),ipv4(..),udp(..),
+    geneve(..))``; the UDP checksum shows 0xffff when it will be computed, as OVS's header template holds)."""
+    from dpif import tunnel as T
+    b = T.header_of(args)
+    flags = args[T.A_FLAGS]
+    kind, v6, csum = flags & T.PF_KIND, bool(flags & T.PF_IPV6), bool(flags & T.PF_CSUM)
+    et = int.from_bytes(b[12:14], "big")
+    parts = [f"eth(dst={_mac(int.from_bytes(b[0:6], 'big'))},src={_mac(int.from_bytes(b[6:12], 'big'))},"
+             f"dl_type={et:#06x})"]
+    if v6:
+        first = int.from_bytes(b[14:18], "big")
+        parts.append(f"ipv6(src={_ip6(int.from_bytes(b[22:38], 'big'))},dst={_ip6(int.from_bytes(b[38:54], 'big'))},"
+                     f"label={first & 0xFFFFF},proto={b[20]},tclass={first >> 20 & 0xFF:#x},hlimit={b[21]})")
+        o = 54
+    else:
+        tos = f"{b[15]:#x}" if b[15] else "0"
+        parts.append(f"ipv4(src={_ip(int.from_bytes(b[26:30], 'big'))},dst={_ip(int.from_bytes(b[30:34], 'big'))},"
+                     f"proto={b[23]},tos={tos},ttl={b[22]},frag={int.from_bytes(b[20:22], 'big'):#x})")
+        o = 34
+    if kind == T.TNL_GRE:
+        gf = int.from_bytes(b[o : o + 2], "big")
+        g = f"gre((flags={gf:#x},proto={int.from_bytes(b[o + 2 : o + 4], 'big'):#x})"
+        q = o + 4
+        if gf & 0x8000:
+            g += ",csum=0x0"
+            q += 4
+        if gf & 0x2000:
+            g += f",key={int.from_bytes(b[q : q + 4], 'big'):#x}"
+        parts.append(g + ")")
+    else:
+        parts.append(f"udp(src=0,dst={int.from_bytes(b[o + 2 : o + 4], 'big')},csum={0xFFFF if csum else 0:#x})")
+        t = o + 8
+        vni = int.from_bytes(b[t + 4 : t + 7], "big")
+        if kind == T.TNL_VXLAN:
+            parts.append(f"vxlan(flags={int.from_bytes(b[t : t + 4], 'big'):#x},vni={vni:#x})")
+        else:
+            g = [w for w, bit in (("crit", 0x40), ("oam", 0x80)) if b[t + 1] & bit] + [f"vni={vni:#x}"]
+            opts, q = [], t + 8
+            while q + 4 <= len(b):
+                n = (b[q + 3] & 0x1F) * 4
+                data = f",{int.from_bytes(b[q + 4 : q + 4 + n], 'big'):#x}" if n else ""
+                opts.append(f"{{class={int.from_bytes(b[q : q + 2], 'big'):#x},type={b[q + 2]:#x},len={n}{data}}}")
+                q += 4 + n
+            if opts:
+                g.append(f"options({''.join(opts)})")
+            parts.append(f"geneve({','.join(g)})")
+    out = f",out_port({args[T.A_OUT_PORT]})" if args[T.A_OUT_PORT] >= 0 else ""
+    return (f"tnl_push(tnl_port({args[T.A_TNL_PORT]}),header(size={args[T.A_SIZE]},type={T.VPORT_TYPE[kind]},"
+            f"{','.join(parts)}){out})")
+
+
 def format_actions(prog: Sequence[int] | np.ndarray) -> str:
     """``prog`` in OVS ``dpctl`` style, e.g. ``set(eth(dst=02:00:00:00:00:01)),push_vlan(vid=10,pcp=0),2``."""
     out: list[str] = []
@@ -443,6 +513,8 @@ def format_actions(prog: Sequence[int] | np.ndarray) -> str:
             out.append(f"meter({args[0]})")
         elif op == OP_CLONE:
             out.append(f"clone({format_actions(args)})")
+        elif op == OP_TNL_PUSH:
+            out.append(format_tnl_push(args))
         else:
             name = RESERVED_OPS[op]
             out.append(f"{name}({','.join(hex(a) for a in args)})" if args else name)
@@ -556,6 +628,12 @@ def execute_burst(
                 need = 3
             elif op == OP_PUSH_VLAN:
                 need = 2
+            elif op == OP_TNL_PUSH:
+                need = 5
+                if nw >= 5 and pc + 7 <= end_pc:
+                    sz = progs[pc + 5]
+                    if sz < 0 or sz > 512 or nw != 5 + (sz + 7) // 8:
+                        need = nw + 1
             if nxt > end_pc or nw < need or (clone_end >= 0 and nxt > clone_end):
                 dr[DR_BAD_PROGRAM] += 1
                 stopped = True
@@ -592,7 +670,8 @@ def execute_burst(
                         outputs += 1
                     else:
                         dr[DR_CONTROLLER_QUEUE_FULL] += 1
-            elif op == OP_SET_MASKED or op == OP_SET_ETH or op == OP_PUSH_VLAN or op == OP_POP_VLAN:
+            elif (op == OP_SET_MASKED or op == OP_SET_ETH or op == OP_PUSH_VLAN or op == OP_POP_VLAN
+                  or op == OP_TNL_PUSH):
                 if queued:
                     d = -1
                     if n_extra < extra.shape[0]:
@@ -629,6 +708,17 @@ def execute_burst(
                     _st16(data, s, head + 12, progs[pc + 2])
                     _st16(data, s, head + 14, progs[pc + 3] & 0xEFFF)
                     ln += 4
+                    meta[s, META_HEAD] = head
+                    meta[s, META_LEN] = ln
+                elif op == OP_TNL_PUSH:
+                    nh = push_header(data, s, head, ln, progs, pc + 2)
+                    if nh < 0:
+                        dr[DR_NO_ROOM if nh == PUSH_NO_ROOM else DR_TUNNEL_TOO_BIG if nh == PUSH_TOO_BIG
+                           else DR_BAD_PROGRAM] += 1
+                        stopped = True
+                        break
+                    ln += progs[pc + 5]
+                    head = nh
                     meta[s, META_HEAD] = head
                     meta[s, META_LEN] = ln
                 else:

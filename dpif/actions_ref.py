@@ -12,6 +12,7 @@ import numpy as np
 from dpif import actions as A
 from dpif import key as K
 from dpif import meters as DM
+from dpif import tunnel as T
 
 
 def csum(b: bytes) -> int:
@@ -318,6 +319,93 @@ def meter_admit(meters: np.ndarray, slot: int, gen: int, nbytes: int, now_ns: in
     return False
 
 
+def _mix(h: int, w: int) -> int:
+    h = ((h ^ w) * 0x85EBCA6B) & 0xFFFFFFFF
+    return h ^ (h >> 13)
+
+
+def inner_flow(f: bytes | bytearray) -> tuple[int, int]:
+    """``dpif.tunnel.inner_flow`` of frame ``f``: (32-bit flow hash, IP TOS or -1)."""
+    be = int.from_bytes
+    o = 12
+    et = be(f[o : o + 2], "big")
+    if et in (A.ETH_VLAN, A.ETH_QINQ) and o + 6 <= len(f):
+        o += 4
+        et = be(f[o : o + 2], "big")
+    l3, h = o + 2, 0x2F1D
+    if et == A.ETH_IPV4 and l3 + 20 <= len(f) and f[l3] >> 4 == 4:
+        tos, proto = f[l3 + 1], f[l3 + 9]
+        for w in (be(f[l3 + 12 : l3 + 16], "big"), be(f[l3 + 16 : l3 + 20], "big"), proto):
+            h = _mix(h, w)
+        l4 = l3 + (f[l3] & 15) * 4
+        if proto in (6, 17, 132) and be(f[l3 + 6 : l3 + 8], "big") & 0x3FFF == 0 and l4 + 4 <= len(f):
+            h = _mix(h, be(f[l4 : l4 + 4], "big"))
+    elif et == A.ETH_IPV6 and l3 + 40 <= len(f) and f[l3] >> 4 == 6:
+        tos, proto = (be(f[l3 : l3 + 2], "big") >> 4) & 0xFF, f[l3 + 6]
+        for k in range(8):
+            h = _mix(h, be(f[l3 + 8 + 4 * k : l3 + 12 + 4 * k], "big"))
+        h = _mix(h, proto)
+        if proto in (6, 17, 132) and l3 + 44 <= len(f):
+            h = _mix(h, be(f[l3 + 40 : l3 + 44], "big"))
+    else:
+        tos = -1
+        for k in range(3):
+            h = _mix(h, be(f[4 * k : 4 * k + 4], "big"))
+        h = _mix(h, et)
+    h ^= h >> 16
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16), tos
+
+
+def tnl_push(f: bytes | bytearray, head: int, args: list[int], slot_size: int) -> tuple[int, bytearray] | int:
+    """``TNL_PUSH`` on frame ``f`` at ``head``: ``(new head, outer frame)``, or the drop reason."""
+    hdr = bytearray(T.header_of(args))
+    size, flags, mtu = len(hdr), args[T.A_FLAGS], args[T.A_MTU]
+    if mtu > 0 and size + len(f) - 14 > mtu:
+        return A.DR_TUNNEL_TOO_BIG
+    if head >= size:
+        head -= size
+    elif size + len(f) <= slot_size:
+        head = 0
+    else:
+        return A.DR_NO_ROOM
+    hsh, itos = inner_flow(f)
+    v6 = bool(flags & T.PF_IPV6)
+    g = hdr + bytes(f)
+    tos = (be16(g, 14) >> 4) & 0xFF if v6 else g[15]
+    if itos >= 0:
+        if flags & T.PF_TOS_INHERIT:
+            tos = itos & 0xFC
+        tos = (tos & 0xFC) | (2 if itos & 3 == 3 else itos & 3)
+    if v6:
+        first = be16(g, 14) & 0xF00F | tos << 4
+        g[14:16] = first.to_bytes(2, "big")
+        g[18:20] = (len(g) - 54).to_bytes(2, "big")
+        l4 = 54
+    else:
+        g[15] = tos
+        g[16:18] = (len(g) - 14).to_bytes(2, "big")
+        g[24:26] = csum(bytes(g[14:34])).to_bytes(2, "big")
+        l4 = 34
+    if flags & T.PF_KIND == T.TNL_GRE:
+        if flags & T.PF_CSUM:
+            g[l4 + 4 : l4 + 6] = csum(bytes(g[l4:])).to_bytes(2, "big")
+        return head, g
+    sport = T.UDP_SRC_MIN + ((hsh * (T.UDP_SRC_MAX - T.UDP_SRC_MIN)) >> 32)
+    g[l4 : l4 + 2] = sport.to_bytes(2, "big")
+    g[l4 + 4 : l4 + 6] = (len(g) - l4).to_bytes(2, "big")
+    if flags & T.PF_CSUM:
+        pseudo = bytes(g[22:54]) if v6 else bytes(g[26:34])
+        c = csum(pseudo + bytes([0, 17]) + (len(g) - l4).to_bytes(2, "big") + bytes(g[l4:]))
+        g[l4 + 6 : l4 + 8] = (c or 0xFFFF).to_bytes(2, "big")
+    return head, g
+
+
+def be16(f: bytes | bytearray, o: int) -> int:
+    """The big-endian 16 bits at ``f[o]``."""
+    return int.from_bytes(f[o : o + 2], "big")
+
+
 @dataclass
 class RefResult:
     """What the model's burst did."""
@@ -383,7 +471,7 @@ def run_burst(frames: list[tuple[int, bytes, list[int] | None]], slot_size: int,
                     res.userspace.append((args[0], args[1], head, bytes(f)))
                     queued = True
                     outputs += 1
-            elif op in (A.OP_SET_MASKED, A.OP_SET_ETH, A.OP_PUSH_VLAN, A.OP_POP_VLAN):
+            elif op in (A.OP_SET_MASKED, A.OP_SET_ETH, A.OP_PUSH_VLAN, A.OP_POP_VLAN, A.OP_TNL_PUSH):
                 if queued:
                     if free == 0:
                         res.drops[A.DR_POOL_EMPTY] += 1
@@ -397,6 +485,13 @@ def run_burst(frames: list[tuple[int, bytes, list[int] | None]], slot_size: int,
                 elif op == A.OP_SET_ETH:
                     f[0:6] = args[0].to_bytes(6, "big")
                     f[6:12] = args[1].to_bytes(6, "big")
+                elif op == A.OP_TNL_PUSH:
+                    r = tnl_push(f, head, args, slot_size)
+                    if isinstance(r, int):
+                        res.drops[r] += 1
+                        stopped = True
+                        break
+                    head, f = r
                 elif op == A.OP_PUSH_VLAN:
                     if head >= 4:
                         head -= 4
