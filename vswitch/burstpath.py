@@ -58,11 +58,13 @@ from dpif.actions import (
     execute_burst,
 )
 from dpif.extract import extract_burst
-from dpif.fastpath import hit_burst
+from dpif.fastpath import hit_burst, hit_keys
 from dpif.key import KEY_WORDS
 from dpif.meters import BANK as METERS
 from dpif.partition import group_burst, group_normal
 from dpif.patch import PC_NO_PEER, PC_NO_SLOT, PC_OVERFLOW, PC_TX_BYTES, PC_TX_PACKETS, patch_handover
+from dpif.tunnel import tunnel_handover
+from dpif.tunnel_pop import fill_tun_words
 from ofproto.rules import Action
 from ofproto.tables import TableSet
 from vswitch.dpbridge import LEARN_QUEUE, DpBridge, PacketIn
@@ -102,6 +104,8 @@ class BurstPath:
     cookies: UpcallCookies
     upcalls: Upcalls | None
     xbridges: Bridges
+    tnl_port_list: np.ndarray          # the tunnel ports (``vswitch.dptunnels``)
+    tunnel_ports: Any                  # their headers, states and counts (``dpif.tunnel.TunnelPorts``)
 
     now: Callable[[], int]    # seconds since the datapath started
 
@@ -143,28 +147,29 @@ class BurstPath:
         self.out_start2 = np.zeros((2, n_ports + 1), dtype=np.int32)
 
     # ------------------------------------------------------------ one burst, by group
-    def _process(self, burst: np.ndarray, n: int, now: int) -> None:
+    def _process(self, burst: np.ndarray, n: int, now: int, tunneled: bool = False) -> None:
         """Switch ``burst[:n]`` into the port queues, each frame by its bridge; the burst stays allocated
-        (``_n_extra``: the fresh slots the actions took, to free after transmit)."""
+        (``_n_extra``: the fresh slots the actions took, to free after transmit). ``tunneled``: the frames were
+        decapsulated (their keys take the tunnel words the pool keeps per slot)."""
         g = self.single_group
         if g >= 0:
-            self._group(g, burst, n, now, True)
+            self._group(g, burst, n, now, True, tunneled)
             return
         group_burst(self.pool.meta, burst, n, self.port_group, self.gsorted, self.gstart)
         start = self.gstart
         first = True
         for g in np.flatnonzero(start[1:] - start[:-1]).tolist():
             a, z = int(start[g]), int(start[g + 1])
-            if self._group(g, self.gsorted[a:z], z - a, now, first):
+            if self._group(g, self.gsorted[a:z], z - a, now, first, tunneled):
                 first = False
         if first:
             self.out_start[1] = 0
 
-    def _group(self, g: int, burst: np.ndarray, n: int, now: int, first: bool) -> bool:
+    def _group(self, g: int, burst: np.ndarray, n: int, now: int, first: bool, tunneled: bool = False) -> bool:
         """The frames of one group (``G_*``); ``first``: nothing is queued yet this iteration. Whether it
         queued (the port queues now hold this iteration's work)."""
         if g == G_TABLES:
-            self._of_burst(burst, n, now)
+            self._of_burst(burst, n, now, tunneled)
             return True
         if g == G_DROP:
             # a secure bridge with no flows made for a secure bridge (yet): table misses, by ingress port
@@ -195,18 +200,27 @@ class BurstPath:
             self.upcalls = Upcalls(cookies=self.cookies)
         return self.upcalls
 
-    def _of_burst(self, burst: np.ndarray, n: int, now: int) -> None:
+    def _of_burst(self, burst: np.ndarray, n: int, now: int, tunneled: bool = False) -> None:
         """The OpenFlow pipeline over ``burst[:n]``: keys, megaflows (upcalls for misses), their actions,
-        NORMAL and packet-ins; the port queues are rewritten. The burst stays allocated."""
+        NORMAL and packet-ins; the port queues are rewritten. The burst stays allocated. ``tunneled``: the keys
+        take the tunnel words the pool keeps per slot (decapsulated frames)."""
         pool = self.pool
         meta = pool.meta
         up = self._upcalls()
         cache = up.cache
         meters, now_ns = METERS.arr, time.monotonic_ns()    # the meters' clock: one read per burst
-        r = hit_burst(pool.data, meta, burst, n, self.dkeys, self.reasons, cache.st, cache.ent, cache.buckets,
-                      cache.emc, self.out_entry, now, self.prog_index, cache.actions, self.out, self.out_start,
-                      self.fdrops, pool.free_stack, pool.free_top, self.extra, self.xside, self.xside_n,
-                      meters, now_ns)
+        if tunneled:
+            if extract_burst(pool.data, meta, burst, n, self.dkeys, self.reasons):
+                burst, n = self._drop_invalid(burst, n)
+            fill_tun_words(self.dkeys, burst, n, pool.tun)
+            r = hit_keys(pool.data, meta, burst, n, self.dkeys, cache.st, cache.ent, cache.buckets, cache.emc,
+                         self.out_entry, now, self.prog_index, cache.actions, self.out, self.out_start, self.fdrops,
+                         pool.free_stack, pool.free_top, self.extra, self.xside, self.xside_n, meters, now_ns)
+        else:
+            r = hit_burst(pool.data, meta, burst, n, self.dkeys, self.reasons, cache.st, cache.ent, cache.buckets,
+                          cache.emc, self.out_entry, now, self.prog_index, cache.actions, self.out, self.out_start,
+                          self.fdrops, pool.free_stack, pool.free_top, self.extra, self.xside, self.xside_n,
+                          meters, now_ns)
         if r == 0:
             self._n_extra = int(self.xside_n[2])
         else:
@@ -332,7 +346,7 @@ class BurstPath:
     def _send(self, now: int) -> None:
         """Transmit the queues, hand what went to patch ports to their peers, free the copies the actions made."""
         self._transmit()
-        if len(self.patch_ports):
+        if len(self.patch_ports) or len(self.tnl_port_list):
             self._patch_rounds(now)
         if self._n_extra:
             self.pool.free(self.extra, self._n_extra)
@@ -347,8 +361,9 @@ class BurstPath:
                 port.tx_burst(pool, out_slots, out_vlans, int(start[port_no]), int(count[port_no]))
 
     def _patch_rounds(self, now: int) -> None:
-        """Hand what was queued for patch ports to their peers' bridges, round after round until nothing is
-        (at most ``MAX_DEPTH`` rounds: a loop of patch ports). Frees the fresh slots of every round."""
+        """Hand what was queued for patch ports to their peers' bridges, and what was queued for tunnel ports
+        encapsulated to their underlay bridges, round after round until nothing is (at most ``MAX_DEPTH`` rounds:
+        a loop of patch ports). Frees the fresh slots of every round."""
         pool = self.pool
         counts = self.patch_counts
         done: tuple[np.ndarray, int] | None = None
@@ -357,6 +372,12 @@ class BurstPath:
             n = patch_handover(pool.data, pool.meta, self.out, self.out_start, self.patch_ports, self.peer,
                                pool.headroom, pool.free_stack, pool.free_top, nxt, counts)
             self._count_patch()
+            if len(self.tnl_port_list):     # what NORMAL queued for tunnel ports: encapsulated, into the underlay
+                tp = self.tunnel_ports
+                n += tunnel_handover(pool.data, pool.meta, self.out, self.out_start, self.tnl_port_list, tp.hdrs,
+                                     tp.state, tp.underlay, pool.headroom, pool.free_stack, pool.free_top, nxt[n:],
+                                     tp.counts)
+                self._count_tunnels()
             if self._n_extra:            # the round's copies are made: its fresh slots and frames can go
                 pool.free(self.extra, self._n_extra)
                 self._n_extra = 0

@@ -53,6 +53,7 @@ from vswitch.datapath import Datapath
 from vswitch.linkwatch import LinkWatch
 from vswitch.openflow.agent import OfAgent
 from vswitch.ovsdb_server import OvsdbServer, OvsdbServerError, find_schema, is_running
+from vswitch.tunnelcontrol import TunnelControl
 from vswitch.vlan import VlanConfig, VlanConfigError
 from vswitch.warmup import warm_up_kernels
 
@@ -279,6 +280,7 @@ class Daemon:
         self.db_lost_at: float | None = None
         self.reconcile_failed = False   # the last reconcile raised: retried every RETRY_INTERVAL
         self.thread_names: dict[int, str] = {}
+        self.tunnels: TunnelControl | None = None   # routes, neighbours, tunnel ports (made by ``start``)
 
     # ------------------------------------------------------------ start / stop
     def start(self) -> None:
@@ -288,6 +290,7 @@ class Daemon:
         self.pidfile = Pidfile(self.pidfile_path)
         self.started = time.monotonic()
         self._remove_stale_sockets()
+        self.tunnels = TunnelControl()
         try:
             self.linkwatch = LinkWatch()
         except OSError as e:
@@ -411,6 +414,13 @@ class Daemon:
                     log.exception("applying the database failed; retrying in %.0f s", RETRY_INTERVAL)
                 self.next_retry = now + RETRY_INTERVAL
                 self._name_threads()
+                if self.tunnels is not None:
+                    self.tunnels.sync_ports(self._tunnel_ports())
+            if self.tunnels is not None:
+                try:
+                    self.tunnels.run(self._tunnel_ports())
+                except Exception:  # noqa: BLE001 - tunnels must not take the switch down; retried next loop
+                    log.exception("updating tunnel routes and neighbours failed")
             if self.ports_changed and ready:
                 self.ports_changed = False
                 for br in self.bridges.values():     # link state: group liveness
@@ -437,6 +447,8 @@ class Daemon:
             poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
             if self.linkwatch is not None:
                 poller.fd_wait(self.linkwatch.fileno(), ovs.poller.POLLIN)
+            if self.tunnels is not None and (fd := self.tunnels.fileno()) is not None:
+                poller.fd_wait(fd, ovs.poller.POLLIN)
             retry = self.next_retry if self.errors or self.config_errors or self.reconcile_failed else 1e18
             wakeups = [self.next_stats, retry] if ready else []   # nothing to write while the database is away
             if self.server is not None:
@@ -587,11 +599,17 @@ class Daemon:
         self.reconcile_failed = False   # all of it applied: cur_cfg may say so
         self.write_back()
 
+    def _tunnel_ports(self) -> list[TunnelPort]:
+        """Every bridge's tunnel ports."""
+        return [bp.port for br in self.bridges.values() for bp in br.ports.values() if isinstance(bp.port, TunnelPort)]
+
     def _datapath(self) -> Datapath:
         """The datapath of every bridge, started the first time it is needed."""
         if self.datapath is None:
             self.datapath = Datapath("ovs-netdev")
             self.datapath.start()
+            if self.tunnels is not None:
+                self.tunnels.attach(self.datapath)
         return self.datapath
 
     def _configure_identity(self, br: Bridge, row: object, agent: OfAgent) -> None:
@@ -1001,6 +1019,8 @@ class Daemon:
         reg("vlog/reopen", "", 0, 0, self._cmd_vlog_reopen, None)
         reg("list-commands", "", 0, 0, ovs.unixctl._unixctl_help, None)
         reg("pyvswitch/status", "", 0, 0, self._cmd_status, None)
+        if self.tunnels is not None:
+            self.tunnels.register(reg)
         for name, command in ovs.unixctl.commands.items():
             if not getattr(command.callback, "guarded", False):
                 command.callback = _guarded(name, command.callback)

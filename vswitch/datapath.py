@@ -52,7 +52,7 @@ from ofproto.tables import TableSet
 from vswitch.burstpath import BURST, G_DROP, G_NORMAL, G_TABLES, MAX_BURST, BurstPath
 from vswitch.dpbridge import DpBridge
 from vswitch.dptunnels import DpTunnels
-from xlate.bridges import PF_TUNNEL
+from xlate.bridges import PF_LOCAL, PF_TUNNEL
 from xlate.translate import MODE_DROP, MODE_TABLES, PF_DOWN, PF_PATCH, Bridges, UpcallCookies
 from xlate.upcall import Upcalls
 
@@ -320,6 +320,8 @@ class Datapath(BurstPath, DpTunnels):
             else:
                 self.port_flags[port_no] &= ~flag
             if int(self.port_flags[port_no]) != before:
+                if flag & PF_LOCAL:     # a bridge's LOCAL port: where tunnels leave and terminate
+                    self._tunnel_rebuild()
                 self._flush_megaflows()
 
     # ------------------------------------------------------------ the loop
@@ -335,9 +337,17 @@ class Datapath(BurstPath, DpTunnels):
             return 0
         self._n_extra = 0
         now = self.now()
-        self._process(burst, total, now)
-        self._send(now)
-        pool.free(burst, total)
+        n = self._terminate(burst, total) if self.term is not None else total
+        if n:
+            self._process(burst, n, now)
+            self._send(now)
+        pool.free(burst, n)
+        if self.tn:       # decapsulated frames: their own round, in the tunnel ports' bridges
+            tn, self.tn = self.tn, 0
+            self._n_extra = 0
+            self._process(self.tburst, tn, now, tunneled=True)
+            self._send(now)
+            pool.free(self.tburst, tn)
         return total
 
     def _flush_megaflows(self) -> None:

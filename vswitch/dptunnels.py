@@ -27,14 +27,33 @@ from typing import Any
 
 import numpy as np
 
-from backends.port import Port
-from backends.tunnel import TunnelPort
+from backends.port import TX_BYTES, TX_PACKETS, Port
+from backends.tunnel import FLOW, NO_KEY, TunnelPort
+from dpif import key as K
+from dpif.tunnel import (
+    TC_NEIGH_UNRESOLVED,
+    TC_NO_ROUTE,
+    TC_NO_SLOT,
+    TC_OVERFLOW,
+    TC_TOO_BIG,
+    TC_TX_BYTES,
+    TC_TX_PACKETS,
+    TS_NEIGH_UNRESOLVED,
+    TS_NO_ROUTE,
+    TS_READY,
+    TunnelHeader,
+    TunnelPorts,
+)
+from dpif.tunnel_pop import SN_WORDS, SNK_ND_ADVERT, TerminationTable, tlv_table, tnl_terminate
+from ofproto import tlvmap
 from xlate.bridges import PF_LOCAL
 from xlate.tunnel import Egress
 
 log = logging.getLogger(__name__)
 
 ETH_P_ALL = 0x0003
+MAX_BURST = 1024           # vswitch.burstpath's
+SNOOP_ROWS = 64            # ARP / ND answers kept per burst
 REQUEST_INTERVAL = 1.0      # at most one ARP / NS per next hop a second (OVS: one per miss, rate-limited)
 
 
@@ -48,14 +67,6 @@ def _mtu(dev: str) -> int:
             return int(f.read().strip())
     except (OSError, ValueError):
         return 1500
-
-
-def _carrier(dev: str) -> bool:
-    try:
-        with open(f"/sys/class/net/{dev}/carrier") as f:
-            return f.read().strip() == "1"
-    except OSError:
-        return False
 
 
 class SwitchUnderlay:
@@ -85,16 +96,14 @@ class SwitchUnderlay:
         source = src if src is not None else (int(route.src) if route.src is not None else 0)
         if not source:
             return None
-        gw = route.gateway
+        gw = route.gw
         nexthop = int(gw) if gw is not None and int(gw) else remote
         return Egress(bridge, port, dev, source, mac, nexthop, _mtu(dev))
 
     def neighbor(self, ip: int, ipv6: bool, egress: Egress) -> int | None:
         addr = ipaddress.IPv6Address(ip) if ipv6 else ipaddress.IPv4Address(ip)
         mac = self.neigh.lookup(addr, egress.dev)
-        if mac is None:
-            return None
-        return mac if isinstance(mac, int) else _mac_int(str(mac))
+        return None if mac is None else int.from_bytes(mac, "big")
 
     def resolve(self, ip: int, ipv6: bool, egress: Egress) -> None:
         """Send an ARP request (IPv6: a neighbour solicitation) for ``ip`` out of ``egress.dev``, at most one a
@@ -104,7 +113,7 @@ class SwitchUnderlay:
             if now - self._asked.get((ip, ipv6), -1e9) < REQUEST_INTERVAL:
                 return
             self._asked[(ip, ipv6)] = now
-        mac = ":".join(f"{egress.mac >> (8 * i) & 0xFF:02x}" for i in range(5, -1, -1))
+        mac = egress.mac.to_bytes(6, "big")
         try:
             if ipv6:
                 frame = self.neigh.nd_solicit(ipaddress.IPv6Address(ip), ipaddress.IPv6Address(egress.src), mac)
@@ -123,10 +132,24 @@ def egress_status(routes: Any, port: TunnelPort) -> tuple[str, bool] | None:
     if cfg.remote < 0:
         return None
     addr = ipaddress.IPv6Address(cfg.remote) if cfg.ipv6 else ipaddress.IPv4Address(cfg.remote)
-    route = routes.lookup(addr) if routes is not None else None
-    if route is None:
+    got = routes.egress(addr) if routes is not None else {}
+    if not got:
         return None
-    return route.dev, _carrier(route.dev)
+    return got["tunnel_egress_iface"], got["tunnel_egress_iface_carrier"] == "up"
+
+
+def endpoint_addresses(routes: Any) -> dict[str, list[tuple[int, bool]]]:
+    """Each device's addresses [(address, ipv6)] from the route table's view of the namespace."""
+    out: dict[str, list[tuple[int, bool]]] = {}
+    for name, dev in getattr(routes, "devices", {}).items():
+        addrs = []
+        for addr, _mask in dev.addrs:
+            if addr >> 32 == 0xFFFF:          # an IPv4-mapped address
+                addrs.append((addr & 0xFFFF_FFFF, False))
+            elif addr >> 118 != 0x3FA:        # IPv6, link-local (fe80::/10) left out
+                addrs.append((addr, True))
+        out[name] = addrs
+    return out
 
 
 class DpTunnels:
@@ -136,18 +159,60 @@ class DpTunnels:
     port_flags: np.ndarray
     port_bridge: np.ndarray
     bridges: list[Any]
+    pool: Any
+    fdrops: np.ndarray
 
     def _init_tunnels(self) -> None:
         self.underlay: SwitchUnderlay | None = None
         self.tunnel_configs: dict[int, Any] = {}
+        #: bridge device -> its addresses [(address, ipv6)] (from the control side: ``set_tunnel_endpoints``)
+        self.endpoint_addrs: dict[str, list[tuple[int, bool]]] = {}
+        self.term: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.tkeep = np.zeros(MAX_BURST, dtype=np.int32)
+        self.tburst = np.zeros(MAX_BURST, dtype=np.int32)
+        self.tdropped = np.zeros(MAX_BURST, dtype=np.int32)
+        self.tn = 0
+        self.snoop = np.zeros((SNOOP_ROWS, SN_WORDS), dtype=np.uint64)
+        self.snoop_n = np.zeros(2, dtype=np.int64)
+        self.tunnel_ports = TunnelPorts(0)
+        self.tnl_port_list = np.zeros(0, dtype=np.int64)
 
+    # ------------------------------------------------------------ control side
     def set_underlay(self, underlay: SwitchUnderlay | None) -> None:
         """The routes and neighbours the translator uses for tunnels (control side, once at start)."""
-        self.underlay = underlay
+        def put() -> None:
+            self.underlay = underlay
+            self.rebuild()
+        self.call(put)
+
+    def set_tunnel_endpoints(self, addrs: dict[str, list[tuple[int, bool]]]) -> None:
+        """The addresses of each bridge's internal port (control side, when they change): tunnels terminate
+        there; headers and megaflows follow."""
+        def put() -> None:
+            self.endpoint_addrs = addrs
+            self.tunnels_changed()
+        self.call(put)
+
+    def refresh_tunnels(self) -> None:
+        """Routes, neighbours or the TLV map changed (control side): headers, tables and megaflows follow."""
+        self.call(self.tunnels_changed)
+
+    # ------------------------------------------------------------ datapath thread
+    def tunnels_changed(self) -> None:
+        """Rebuild what depends on routes, neighbours, addresses and tunnel ports; forget the megaflows."""
+        self._tunnel_rebuild()
+        self._flush_megaflows()
 
     def _tunnel_rebuild(self) -> None:
-        """The tunnel ports (after any port or bridge change)."""
+        """The tunnel ports, the termination tables and the headers NORMAL's frames get (after any port, bridge,
+        route or neighbour change)."""
         self.tunnel_configs = {p.port_no: p.config for p in self.ports if isinstance(p, TunnelPort)}
+        n = len(self.ports)
+        if self.tunnel_ports.state.shape[0] != n:
+            self.tunnel_ports = TunnelPorts(n)
+        self.tnl_port_list = np.array(sorted(self.tunnel_configs), dtype=np.int64)
+        self._tunnel_headers()
+        self._termination_tables()
 
     def local_port(self, dev: str) -> tuple[int, int, int] | None:
         """(bridge number, LOCAL datapath port, its MAC) of the bridge named ``dev`` (None: no such bridge or it
@@ -159,3 +224,128 @@ class DpTunnels:
                 if br is not None and br.name == dev:
                     return b, port_no, _mac_int(port.mac)
         return None
+
+    def _tunnel_headers(self) -> None:
+        """Each fixed-remote tunnel port's header for the frames NORMAL sends it (``tunnel_handover``)."""
+        tp = self.tunnel_ports
+        for port_no, cfg in self.tunnel_configs.items():
+            h, underlay, state = None, -1, TS_NO_ROUTE
+            if self.underlay is not None and cfg.remote >= 0 and cfg.out_key != FLOW:
+                eg = self.underlay.egress(cfg.remote, cfg.ipv6, cfg.local if cfg.local not in (None, FLOW) else None)
+                if eg is not None:
+                    mac = self.underlay.neighbor(eg.nexthop, cfg.ipv6, eg)
+                    underlay, state = eg.port, TS_READY if mac is not None else TS_NEIGH_UNRESOLVED
+                    h = TunnelHeader(kind=cfg.kind_id, eth_dst=mac or 0, eth_src=eg.mac, ipv6=cfg.ipv6,
+                                     ip_src=eg.src, ip_dst=cfg.remote, tos=max(cfg.tos, 0), ttl=cfg.ttl, df=cfg.df,
+                                     udp_dst=cfg.dst_port, csum=cfg.csum,
+                                     key=None if cfg.out_key == NO_KEY else cfg.out_key, tos_inherit=cfg.tos < 0,
+                                     mtu=eg.mtu)
+            tp.set_port(port_no, h, underlay, state)
+
+    def _termination_tables(self) -> None:
+        """``tnl_terminate``'s arrays: endpoints (each bridge's internal port with addresses), the tunnel ports,
+        the TLV map; None when nothing can terminate."""
+        table = TerminationTable()
+        port_term = np.zeros(len(self.ports), dtype=np.uint8)
+        for dev, addrs in self.endpoint_addrs.items():
+            local = self.local_port(dev)
+            if local is None or not addrs:
+                continue
+            b, local_port, mac = local
+            for addr, ipv6 in addrs:
+                table.add_endpoint(addr, mac, ipv6)
+            port_term[(self.port_bridge[: len(port_term)] == b)] = 1
+            port_term[local_port] = 0
+        for port_no, cfg in self.tunnel_configs.items():
+            table.add_port(cfg.kind_id, cfg.dst_port, None if cfg.local in (None, FLOW) else cfg.local,
+                           None if cfg.remote == FLOW else cfg.remote,
+                           None if cfg.in_key == FLOW else max(cfg.in_key, 0), cfg.ipv6, port_no)
+        if not table.endpoints or not table.ports:
+            self.term = None
+            return
+        endpoints, tports = table.arrays()
+        self.term = (port_term, endpoints, tports, tlv_rows())
+
+    def _terminate(self, burst: np.ndarray, n: int) -> int:
+        """Take the frames for local tunnel endpoints out of ``burst[:n]``: decapsulated ones into ``tburst``
+        (``tn``), dropped ones counted and freed; the rest stay, compacted; returns how many stay."""
+        assert self.term is not None
+        port_term, endpoints, tports, tlv = self.term
+        pool = self.pool
+        nk, nt, nd = tnl_terminate(pool.data, pool.meta, pool.tun, burst, n, port_term, endpoints, tports, tlv,
+                                   self.tkeep, self.tburst, self.tdropped, self.fdrops, self.snoop, self.snoop_n)
+        if nd:
+            pool.free(self.tdropped, nd)
+        if nt or nd:
+            burst[:nk] = self.tkeep[:nk]
+        self.tn = nt
+        if self.snoop_n[0] or self.snoop_n[1]:
+            self._snooped()
+        return nk
+
+    def _snooped(self) -> None:
+        """The ARP / ND answers the burst held: into the neighbour cache (a change rebuilds the headers)."""
+        rows = self.snoop[: int(self.snoop_n[0])].tolist()
+        self.snoop_n[:] = 0
+        if self.underlay is None:
+            return
+        neigh = self.underlay.neigh
+        changed = False
+        for hi, lo, mac, info in rows:
+            port = int(info) & 0xFFFF_FFFF
+            b = int(self.port_bridge[port]) if 0 <= port < len(self.port_bridge) else -1
+            br = self.bridges[b] if 0 <= b < len(self.bridges) else None
+            if br is None:
+                continue
+            ipv6 = bool(hi) or (int(info) >> 32) == SNK_ND_ADVERT
+            ip = (int(hi) << 64 | int(lo)) if ipv6 else int(lo)
+            addr = ipaddress.IPv6Address(ip) if ipv6 else ipaddress.IPv4Address(ip)
+            raw = int(mac).to_bytes(6, "big")
+            if neigh.lookup(addr, br.name) != raw:
+                changed = True
+            neigh.snoop(addr, raw, br.name)
+        if changed:
+            self.tunnels_changed()
+
+    def _count_tunnels(self) -> None:
+        """Move ``tunnel_handover``'s counts to the ports' counters and their bridges' drop counters."""
+        counts = self.tunnel_ports.counts
+        for p in self.tnl_port_list.tolist():
+            row = counts[p]
+            if not row.any():
+                continue
+            port = self.ports[p]
+            if port is not None:
+                port.counters[TX_PACKETS] += row[TC_TX_PACKETS]
+                port.counters[TX_BYTES] += row[TC_TX_BYTES]
+            for counter, i in (("tunnel_no_route", TC_NO_ROUTE), ("tunnel_neigh_unresolved", TC_NEIGH_UNRESOLVED),
+                               ("tunnel_no_free_slot", TC_NO_SLOT), ("tunnel_overflow", TC_OVERFLOW),
+                               ("tunnel_too_big", TC_TOO_BIG)):
+                if row[i]:
+                    self._bridge_of(p, counter, int(row[i]))
+            if row[TC_NEIGH_UNRESOLVED] and self.underlay is not None:
+                self._ask_neighbor(p)
+            row[:] = 0
+
+    def _ask_neighbor(self, port_no: int) -> None:
+        """NORMAL sent frames to a tunnel port whose next hop is unresolved: ask for it."""
+        cfg = self.tunnel_configs.get(port_no)
+        if cfg is None or self.underlay is None:
+            return
+        eg = self.underlay.egress(cfg.remote, cfg.ipv6, cfg.local if cfg.local not in (None, FLOW) else None)
+        if eg is not None:
+            self.underlay.resolve(eg.nexthop, cfg.ipv6, eg)
+
+
+def tlv_rows() -> np.ndarray:
+    """``tnl_terminate``'s TLV table from the TLV map: (class, type, length, byte offset in the option words or
+    -1 when the key does not hold it)."""
+    rows = []
+    for name, (cls, typ, length) in tlvmap.mapped().items():
+        where = tlvmap.flow_slice(name)
+        if where is None:
+            rows.append((cls, typ, length, -1))
+        else:
+            word, shift, bits = where
+            rows.append((cls, typ, length, 8 * (word - K.W_TUN_METADATA) + (64 - shift - bits) // 8))
+    return tlv_table(rows)

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Protocol
 from backends.tunnel import FLOW, NO_KEY, TunnelConfig
 from dpif import actions as A
 from dpif import key as K
+from dpif.tunnel import TunnelHeader, tnl_push
 from ofproto import fields as F
 from ofproto import tlvmap
 from ofproto.actions import FieldValue
 
 if TYPE_CHECKING:
-    from dpif import tunnel as T
     from xlate.translate import _Walk
 
 ETH_IPV4 = 0x0800
@@ -178,13 +178,11 @@ def tunnel_output(walk: _Walk, q: int) -> None:
     if rec:
         rec.note(f"     -> tunneling from {_mac(egress.mac)} {_ip(egress.src, ipv6)} to {_mac(mac)} "
                  f"{_ip(remote, ipv6)}")
-    from dpif.tunnel import TunnelHeader
-
     header = TunnelHeader(
         kind=cfg.kind_id, eth_dst=mac, eth_src=egress.mac, ipv6=ipv6, ip_src=egress.src, ip_dst=remote, tos=tos,
         ttl=cfg.ttl, df=cfg.df, udp_dst=cfg.dst_port, csum=cfg.csum, key=key, options=options, oam=oam,
         tos_inherit=False, mtu=egress.mtu)
-    _underlay_walk(walk, header, egress, ipv6, remote, tos, cfg)
+    _underlay_walk(walk, q, header, egress, ipv6, remote, tos, cfg)
 
 
 def _drop(walk: _Walk, reason: str) -> None:
@@ -214,7 +212,7 @@ def outer_key(egress: Egress, mac: int, ipv6: bool, remote: int, tos: int, cfg: 
     return key
 
 
-def _underlay_walk(walk: _Walk, header: T.TunnelHeader, egress: Egress, ipv6: bool, remote: int, tos: int,
+def _underlay_walk(walk: _Walk, q: int, header: TunnelHeader, egress: Egress, ipv6: bool, remote: int, tos: int,
                    cfg: TunnelConfig) -> None:
     """``CLONE(TNL_PUSH(header), <the underlay bridge's actions>)``: the walk of the outer packet in the egress
     bridge, from its LOCAL port; its mask is not the megaflow's (it looks at the outer packet only)."""
@@ -225,9 +223,7 @@ def _underlay_walk(walk: _Walk, header: T.TunnelHeader, egress: Egress, ipv6: bo
     r = walk.r
     start = len(r.actions)
     r.actions += [A.OP_CLONE, 0]
-    from dpif.tunnel import tnl_push
-
-    r.actions += tnl_push(header)
+    r.actions += tnl_push(header, q, egress.port)
     walk.sync_rank_bridges()
     saved = (walk.bridge, walk.ts, walk.in_port, walk.flow, walk.base, walk.dirty, walk.written, walk.action_set,
              walk.stack, walk.exiting, walk.table_id, r.mask)
