@@ -291,6 +291,9 @@ class Capture:
 
     def stop(self) -> list[Any]:
         """End the capture; the frames seen, oldest first."""
+        import scapy.layers.inet
+        import scapy.layers.inet6
+        import scapy.layers.vxlan  # noqa: F401 - binds the dissectors (UDP 4789; IPv4 / IPv6 under Ethernet)
         from scapy.layers.l2 import Ether
 
         time.sleep(0.2)
