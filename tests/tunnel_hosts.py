@@ -366,7 +366,10 @@ class TunnelNet:
         for s in self.sides.values():
             self._netns(s.sw_ns)
             self._netns(s.vm_ns)
-            in_ns(s.vm_ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+            # no IPv6 chatter (router solicitations, MLD) from the namespaces' own stacks into the switches; the
+            # IPv6 underlay enables it on br-phy alone
+            for ns in (s.sw_ns, s.vm_ns):
+                in_ns(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
         if self.hub_ns:
             self._netns(self.hub_ns)
             sh(["ip", "-n", self.hub_ns, "link", "add", "hub", "type", "bridge", "stp_state", "0",
@@ -378,6 +381,13 @@ class TunnelNet:
         else:
             a, b = self.sides.values()
             self._veth(a.underlay_if, a.sw_ns, b.underlay_if, b.sw_ns)
+        for s in self.sides.values():
+            # the underlay veth is the switch's port only: the namespace's own stack must not answer ARP for
+            # br-phy's address with the veth's MAC (NOARP) nor take the tunnel packets arriving there (strict
+            # reverse-path filter: their source routes via br-phy; IPv6 is off on the veth); packet sockets (the
+            # switch's, a capture's) still get every frame
+            sh(["ip", "-n", s.sw_ns, "link", "set", s.underlay_if, "arp", "off"])
+            in_ns(s.sw_ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1", f"net.ipv4.conf.{s.underlay_if}.rp_filter=1")
         for s in self.sides.values():
             self._veth(s.vm_port, s.sw_ns, "eth0", s.vm_ns)
             sh(["ip", "-n", s.vm_ns, "link", "set", "eth0", "mtu", str(VM_MTU)])
