@@ -68,9 +68,10 @@ class SideSwitch:
 
     impl = ""
 
-    def __init__(self, ns: str, rundir: str) -> None:
+    def __init__(self, ns: str, rundir: str, wrap: tuple[str, ...] = ()) -> None:
         self.ns = ns
         self.rundir = rundir
+        self.wrap = wrap            # a command the daemon runs under, inside the netns (e.g. taskset -c 1)
         self.env = dict(os.environ, OVS_RUNDIR=rundir)
 
     def start(self) -> None:
@@ -83,6 +84,10 @@ class SideSwitch:
 
     def alive(self) -> bool:
         """The daemon still runs."""
+        raise NotImplementedError
+
+    def pid(self) -> int:
+        """The daemon's process id (0: not running)."""
         raise NotImplementedError
 
     def tool(self, *cmd: str, check: bool = True, timeout: float = 30,
@@ -110,7 +115,7 @@ class OvsSwitch(SideSwitch):
         self.tool("ovsdb-server", f"{r}/conf.db", f"--remote=punix:{r}/db.sock", f"--pidfile={r}/ovsdb-server.pid",
                   f"--unixctl={r}/ovsdb-server.ctl", "--detach", f"--log-file={r}/ovsdb-server.log")
         self.tool("ovs-vsctl", f"--db=unix:{r}/db.sock", "--no-wait", "init")
-        self.tool("ip", "netns", "exec", self.ns, "ovs-vswitchd", f"unix:{r}/db.sock",
+        self.tool("ip", "netns", "exec", self.ns, *self.wrap, "ovs-vswitchd", f"unix:{r}/db.sock",
                   f"--pidfile={r}/ovs-vswitchd.pid", "--detach", f"--log-file={r}/ovs-vswitchd.log")
 
     def _pid(self, name: str) -> int:
@@ -123,6 +128,9 @@ class OvsSwitch(SideSwitch):
     def alive(self) -> bool:
         pid = self._pid("ovs-vswitchd")
         return bool(pid) and os.path.exists(f"/proc/{pid}")
+
+    def pid(self) -> int:
+        return self._pid("ovs-vswitchd")
 
     def stop(self) -> None:
         if self.alive():
@@ -149,12 +157,13 @@ class OvsSwitch(SideSwitch):
 class _NsSwitch(Switch):
     """``pyvswitch run`` started under ``ip netns exec``."""
 
-    def __init__(self, rundir: str, ns: str) -> None:
+    def __init__(self, rundir: str, ns: str, wrap: tuple[str, ...] = ()) -> None:
         super().__init__(rundir)
         self.ns = ns
+        self.wrap = wrap
 
     def command(self) -> list[str]:
-        return ["ip", "netns", "exec", self.ns, *super().command()]
+        return ["ip", "netns", "exec", self.ns, *self.wrap, *super().command()]
 
 
 class PyvSwitch(SideSwitch):
@@ -162,15 +171,18 @@ class PyvSwitch(SideSwitch):
 
     impl = "pyvswitch"
 
-    def __init__(self, ns: str, rundir: str) -> None:
-        super().__init__(ns, rundir)
-        self.sw = _NsSwitch(rundir, ns)
+    def __init__(self, ns: str, rundir: str, wrap: tuple[str, ...] = ()) -> None:
+        super().__init__(ns, rundir, wrap)
+        self.sw = _NsSwitch(rundir, ns, wrap)
 
     def start(self) -> None:
         self.sw.start()
 
     def alive(self) -> bool:
         return self.sw.proc is not None and self.sw.proc.poll() is None
+
+    def pid(self) -> int:
+        return self.sw.proc.pid if self.alive() else 0      # ip netns exec and its wrapper exec the daemon
 
     def stop(self) -> None:
         if self.sw.proc is None:
@@ -337,9 +349,10 @@ class Side:
 class TunnelNet:
     """Built switches and hosts; the methods drive them (see ``tunnel_pair``)."""
 
-    def __init__(self, prefix: str, impls: Mapping[str, str], ipv6: bool) -> None:
+    def __init__(self, prefix: str, impls: Mapping[str, str], ipv6: bool, wrap: tuple[str, ...] = ()) -> None:
         self.prefix = prefix
         self.ipv6 = ipv6
+        self.wrap = wrap
         self.sides: dict[str, Side] = {}
         for i, (name, impl) in enumerate(impls.items()):
             self.sides[name] = Side(name, i, impl, f"{prefix}s{name}", f"{prefix}v{name}", f"{prefix}u{name}",
@@ -387,14 +400,15 @@ class TunnelNet:
             # reverse-path filter: their source routes via br-phy; IPv6 is off on the veth); packet sockets (the
             # switch's, a capture's) still get every frame
             sh(["ip", "-n", s.sw_ns, "link", "set", s.underlay_if, "arp", "off"])
-            in_ns(s.sw_ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1", f"net.ipv4.conf.{s.underlay_if}.rp_filter=1")
+            in_ns(s.sw_ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1",
+                  f"net.ipv4.conf.{s.underlay_if}.rp_filter=1")
         for s in self.sides.values():
             self._veth(s.vm_port, s.sw_ns, "eth0", s.vm_ns)
             sh(["ip", "-n", s.vm_ns, "link", "set", "eth0", "mtu", str(VM_MTU)])
             sh(["ip", "-n", s.vm_ns, "addr", "add", f"{s.vm_ip}/24", "dev", "eth0"])
             tmp = tempfile.TemporaryDirectory(prefix=f"{self.prefix}{s.name}-")
             self._tmp.append(tmp)
-            s.switch = IMPLS[s.impl](s.sw_ns, tmp.name)
+            s.switch = IMPLS[s.impl](s.sw_ns, tmp.name, self.wrap)
             sw = s.switch
             self._undo.append((f"switch {s.name}", sw.stop))
             sw.start()
@@ -528,11 +542,11 @@ class TunnelNet:
 @contextlib.contextmanager
 def tunnel_net(kind: str = "geneve", impls: Mapping[str, str] | None = None, ipv6: bool = False,
                options: Mapping[str, str] | None = None, per_side: Mapping[str, Mapping[str, str]] | None = None,
-               prefix: str = "ti") -> Iterator[TunnelNet]:
+               prefix: str = "ti", wrap: tuple[str, ...] = ()) -> Iterator[TunnelNet]:
     """Sides ``impls`` (side name -> ``"ovs"`` or ``"pyvswitch"``) joined by ``kind`` tunnels with ``options``
     (``per_side`` adds or overrides some per side; ``remote_ip`` defaults to the other side's address with two
-    sides, ``flow`` with more), torn down afterwards."""
-    net = TunnelNet(unique(prefix), impls or {"a": "ovs", "b": "ovs"}, ipv6)
+    sides, ``flow`` with more), torn down afterwards. The switch daemons run under ``wrap`` (e.g. ``taskset -c 1``)."""
+    net = TunnelNet(unique(prefix), impls or {"a": "ovs", "b": "ovs"}, ipv6, wrap)
     try:
         net.build(kind, options or {}, per_side or {})
         yield net
@@ -543,7 +557,7 @@ def tunnel_net(kind: str = "geneve", impls: Mapping[str, str] | None = None, ipv
 @contextlib.contextmanager
 def tunnel_pair(kind: str = "geneve", a: str = "ovs", b: str = "ovs", ipv6: bool = False,
                 options: Mapping[str, str] | None = None, per_side: Mapping[str, Mapping[str, str]] | None = None,
-                prefix: str = "ti") -> Iterator[TunnelNet]:
+                prefix: str = "ti", wrap: tuple[str, ...] = ()) -> Iterator[TunnelNet]:
     """Two sides, ``a`` and ``b`` (``"ovs"`` or ``"pyvswitch"``), joined by a ``kind`` tunnel (see ``tunnel_net``)."""
-    with tunnel_net(kind, {"a": a, "b": b}, ipv6, options, per_side, prefix) as net:
+    with tunnel_net(kind, {"a": a, "b": b}, ipv6, options, per_side, prefix, wrap) as net:
         yield net
