@@ -17,8 +17,11 @@ measuring, a few frames resolve the underlay neighbour; a subject that delivers 
 measured, ``--repeat`` times per load, medians. ``mpps``: signature frames counted at host B per second;
 ``cycles_per_packet``: CPU 1 busy time x clock / delivered frames (both switches, and the kernel work on CPU 1);
 ``proc_cycles_a`` / ``proc_cycles_b``: each switch's process CPU time x clock / delivered frame (encapsulating
-side A, decapsulating side B). Ratios pyvswitch / OVS at the same load; the issue's goal: >= 2x OVS's rate at max
-load with at most half its CPU per packet.
+side A, decapsulating side B), ``switch_cycles_per_packet`` their sum (what the goal compares: on a shared machine
+CPU 1 also runs other users' work, counted in ``disturbed_runs``, windows during which other processes used more
+than 0.1 CPU-s). At max load the encapsulating switch takes CPU 1 from the decapsulating one, whose socket then
+overflows: the delivered rate is the pair's. Ratios pyvswitch / OVS at the same load; the issue's goal: >= 2x OVS's
+rate at max load with at most half its CPU per packet.
 """
 
 from __future__ import annotations
@@ -167,6 +170,7 @@ def row(name: str, kind: str, rate: float, windows: list[Window]) -> dict[str, A
     return {"switch": name, "kind": kind, "frame": "64B", "load": load_label(rate),
             "offered_mpps": _r(offered, 4), "mpps": _r(got, 4),
             "loss": _r(max(0.0, 1 - got / offered) if offered and got is not None else None, 4),
+            "switch_cycles_per_packet": _r(_med([w.proc_cycles_a + w.proc_cycles_b for w in windows]), 0),
             "cycles_per_packet": _r(_med([w.cycles_per_packet for w in windows]), 0),
             "proc_cycles_a": _r(_med([w.proc_cycles_a for w in windows]), 0),
             "proc_cycles_b": _r(_med([w.proc_cycles_b for w in windows]), 0),
@@ -184,23 +188,24 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if o is None:
             continue
         entry: dict[str, Any] = {"load": r["load"]}
-        for key in ("mpps", "cycles_per_packet", "proc_cycles_a", "proc_cycles_b"):
+        for key in ("mpps", "switch_cycles_per_packet", "cycles_per_packet", "proc_cycles_a", "proc_cycles_b"):
             entry[f"{key}_vs_ovs"] = round(r[key] / o[key], 2) if r[key] is not None and o[key] else None
         out.append(entry)
     return out
 
 
 def goal(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's goal: pyvswitch >= 2x OVS's rate at max load, <= 0.5x its CPU per packet at every load."""
+    """The issue's goal: pyvswitch >= 2x OVS's rate at max load, <= 0.5x its CPU per packet (the two switches'
+    processes) at every load."""
     rs = ratios(rows)
     out: dict[str, Any] = {"rule": f"pyvswitch mpps >= {GOAL_RATE}x ovs at max load and cycles/packet <= "
-                                   f"{GOAL_CYCLES}x ovs at every load"}
+                                   f"{GOAL_CYCLES}x ovs (switch_cycles_per_packet) at every load"}
     at_max = next((r for r in rs if r["load"] == "max"), None)
     if at_max is None or at_max["mpps_vs_ovs"] is None:
         out["met"] = None
         return out
     out["mpps_ratio_at_max"] = at_max["mpps_vs_ovs"]
-    out["cycles_ratios"] = {r["load"]: r["cycles_per_packet_vs_ovs"] for r in rs}
+    out["cycles_ratios"] = {r["load"]: r["switch_cycles_per_packet_vs_ovs"] for r in rs}
     out["met"] = bool(at_max["mpps_vs_ovs"] >= GOAL_RATE and all(
         v is not None and v <= GOAL_CYCLES for v in out["cycles_ratios"].values()))
     return out
@@ -225,7 +230,9 @@ def measure_subject(name: str, args: argparse.Namespace, loads: list[float], bar
             rows.append(row(name, args.kind, rate, windows))
             r = rows[-1]
             log(f"{name:10s} {r['load']:>9s}: offered {r['offered_mpps']} Mpps, delivered {r['mpps']} Mpps, "
-                f"{r['cycles_per_packet']} cycles/packet (A {r['proc_cycles_a']}, B {r['proc_cycles_b']})")
+                f"switches {r['switch_cycles_per_packet']} cycles/packet "
+                f"(A {r['proc_cycles_a']}, B {r['proc_cycles_b']}), "
+                f"CPU 1 {r['cycles_per_packet']}, disturbed windows {r['disturbed_runs']}")
         stats = t.vsctl("a", "get", "Interface", TUN_PORT, "statistics")
         log(f"{name}: switch A's {TUN_PORT} statistics {stats}")
     return version
@@ -240,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kind", choices=("geneve", "vxlan"), default="geneve")
     ap.add_argument("--switches", default=",".join(SUBJECTS),
                     help="subjects, each on both ends (default pyvswitch,ovs)")
-    ap.add_argument("--loads", default="max,0.05", help="offered loads in Mpps, 'max' = unlimited (default max,0.05)")
+    ap.add_argument("--loads", default="max,0.02", help="offered loads in Mpps, 'max' = unlimited (default max,0.02)")
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per measurement window (default 3)")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of traffic before each window (default 1)")
     ap.add_argument("--repeat", type=int, default=2, help="windows per subject and load (default 2)")
@@ -277,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         payload["failed"] = failed
     spec = PlotSpec(group="load", series="switch",
-                    metrics=[("mpps", "delivered Mpps"), ("cycles_per_packet", "CPU-1 cycles / packet")],
+                    metrics=[("mpps", "delivered Mpps"), ("switch_cycles_per_packet", "switch cycles / packet"),
+                             ("cycles_per_packet", "CPU-1 cycles / packet")],
                     title=f"{name}: 64-byte frames host to host over {args.kind}, both switches on CPU 1")
     write_results(name, payload, spec if rows else None, print_json=args.json, out_dir=args.out_dir)
     return 1 if failed else 0
