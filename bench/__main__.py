@@ -21,6 +21,7 @@ KNOWN = {
     "port_tx": "port backend packet rates (system, tap) on devices it creates",
     "soak_vhost": "vhost-user fuzz soak against the daemon: hostile sessions and 1M fuzzed descriptor chains",
     "trafgen": "traffic generator and sink (gen / sink / veth self-test)",
+    "tunnel": "64-byte frames host to host over a Geneve (or VXLAN) tunnel: pyvswitch pair vs OVS netdev pair",
     "vsctl": "ovs-vsctl add-port / del-port round trip, pyvswitch vs OVS",
     "vhost": "64-byte frames looped through two vhost-user ports by testpmd: pyvswitch vs OVS-DPDK",
     "virtq": "virtqueue kernels (dequeue / enqueue) in ns per frame, in cache, vs plain Python",
