@@ -179,7 +179,7 @@ def parse_config(name: str, kind: str, options: dict[str, str]) -> tuple[TunnelC
             raise PortError(f"{name}: ttl=inherit is not supported by pyvswitch (a number, 1..255)")
         v = _number(opts["ttl"])
         ttl = v if v is not None and 1 <= v <= 255 else DEFAULT_TTL
-    csum = opts.get("csum") == "true"
+    csum = opts.get("csum", "true" if ipv6 else "false") == "true"   # OVS: on by default over IPv6
     df = opts.get("df_default", "true") != "false"
     return TunnelConfig(kind, remote, local, ipv6, in_key, out_key, dst_port, csum, tos, ttl, df), warnings
 

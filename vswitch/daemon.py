@@ -515,7 +515,7 @@ class Daemon:
                         continue
                     options = tuple((k, iface.options[k]) for k in TYPE_OPTIONS.get(iface.type, ())
                                     if k in iface.options)
-                    if iface.type == "patch":   # every option: OVS refuses any but peer
+                    if iface.type == "patch" or iface.type in TUNNEL_TYPES:   # every option: each is checked
                         options = tuple(sorted(iface.options.items()))
                     if iface.ingress_policing_rate and iface.type != "sriov-vf" \
                             and iface.name not in self.policing_warned:

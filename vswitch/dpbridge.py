@@ -53,7 +53,10 @@ PACKET_IN_QUEUE = 1024   # packet-ins waiting for the agent, at most
 #: drops of a bridge that belong to no ingress port (VPP-style named counters)
 DP_DROP_NAMES = ("packet_in_rate_limited", "packet_in_queue_full", "normal_queue_full", "packet_out_no_free_slot",
                  "packet_out_normal_without_in_port", "patch_no_peer", "patch_no_free_slot", "patch_overflow",
-                 "patch_too_deep", "learn_queue_full", "invalid_ttl_no_controller")
+                 "patch_too_deep", "learn_queue_full", "invalid_ttl_no_controller",
+                 # NORMAL's frames for a tunnel port (``dpif.tunnel.tunnel_handover``)
+                 "tunnel_no_route", "tunnel_neigh_unresolved", "tunnel_no_free_slot", "tunnel_overflow",
+                 "tunnel_too_big")
 LEARN_QUEUE = 4096   # learned flows waiting for the agent (more: counted as learn_queue_full, not learned)
 
 

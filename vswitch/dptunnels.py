@@ -46,6 +46,7 @@ from dpif.tunnel import (
 )
 from dpif.tunnel_pop import SN_WORDS, SNK_ND_ADVERT, TerminationTable, tlv_table, tnl_terminate
 from ofproto import tlvmap
+from vswitch.tunnels.neigh import arp_request, nd_solicit
 from xlate.bridges import PF_LOCAL
 from xlate.tunnel import Egress
 
@@ -116,9 +117,9 @@ class SwitchUnderlay:
         mac = egress.mac.to_bytes(6, "big")
         try:
             if ipv6:
-                frame = self.neigh.nd_solicit(ipaddress.IPv6Address(ip), ipaddress.IPv6Address(egress.src), mac)
+                frame = nd_solicit(ipaddress.IPv6Address(ip), ipaddress.IPv6Address(egress.src), mac)
             else:
-                frame = self.neigh.arp_request(ipaddress.IPv4Address(ip), ipaddress.IPv4Address(egress.src), mac)
+                frame = arp_request(ipaddress.IPv4Address(ip), ipaddress.IPv4Address(egress.src), mac)
             with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as s:
                 s.bind((egress.dev, 0))
                 s.send(frame)

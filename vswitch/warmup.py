@@ -104,7 +104,55 @@ def _warm_openflow_path(datapath: object, br: object) -> None:
             dp.pool.free(dp.extra, dp._n_extra)                  # type: ignore[attr-defined]
         dp.pool.free(dp.burst, n)                                # type: ignore[attr-defined]
     br.packet_ins.clear()                                        # type: ignore[attr-defined]
+    _warm_tunnel_path(dp, a, b)
     dp.upcalls.expire(dp.tables(), 1 << 20)                      # type: ignore[attr-defined]
+
+
+def _warm_tunnel_path(datapath: object, a: object, b: object) -> None:
+    """Tunnels' kernels with the datapath's argument types: a Geneve frame terminated (and one that is not), the
+    decapsulated round (keys with tunnel words), NORMAL's frames encapsulated for a tunnel port."""
+    from dpif.tunnel import TNL_GENEVE, TS_READY, TunnelHeader, TunnelPorts, header_bytes
+    from dpif.tunnel_pop import TerminationTable
+    from vswitch.dptunnels import tlv_rows
+
+    dp = datapath
+    h = TunnelHeader(kind=TNL_GENEVE, eth_dst=0x02, eth_src=0x04, ipv6=False, ip_src=0x0A000002, ip_dst=0x0A000001,
+                     key=5)
+    inner = bytes(12) + b"\x08\x00" + bytes([0x45]) + bytes(45)
+    outer = bytearray(header_bytes(h) + inner)
+    outer[16:18] = (len(outer) - 14).to_bytes(2, "big")          # IPv4 total length
+    outer[38:40] = (len(outer) - 34).to_bytes(2, "big")          # UDP length
+    words = sum(int.from_bytes(outer[i:i + 2], "big") for i in range(14, 34, 2))
+    while words >> 16:
+        words = (words & 0xFFFF) + (words >> 16)
+    outer[24:26] = (~words & 0xFFFF).to_bytes(2, "big")          # IPv4 header checksum
+    table = TerminationTable()
+    table.add_endpoint(0x0A000001, 0x02)
+    table.add_port(TNL_GENEVE, 6081, None, 0x0A000002, 5, False, a.port_no)   # type: ignore[attr-defined]
+    endpoints, tports = table.arrays()
+    port_term = np.ones(len(dp.ports), dtype=np.uint8)           # type: ignore[attr-defined]
+    dp.term = (port_term, endpoints, tports, tlv_rows())         # type: ignore[attr-defined]
+    tp = TunnelPorts(len(dp.ports))                              # type: ignore[attr-defined]
+    tp.set_port(a.port_no, h, b.port_no, TS_READY)               # type: ignore[attr-defined]
+    dp.tunnel_ports, dp.tnl_port_list = tp, np.array([a.port_no], dtype=np.int64)   # type: ignore[attr-defined]
+    try:
+        n = dp.pool.alloc(dp.burst, 0, 2)                        # type: ignore[attr-defined]
+        dp.pool.put(int(dp.burst[0]), bytes(outer), b.port_no)   # type: ignore[attr-defined]
+        dp.pool.put(int(dp.burst[1]), inner, b.port_no)          # type: ignore[attr-defined]
+        dp._n_extra = 0                                          # type: ignore[attr-defined]
+        n = dp._terminate(dp.burst, n)                           # type: ignore[attr-defined]
+        dp._process(dp.burst, n, 0)                              # type: ignore[attr-defined]
+        dp._send(0)                                              # type: ignore[attr-defined]
+        dp.pool.free(dp.burst, n)                                # type: ignore[attr-defined]
+        tn, dp.tn = dp.tn, 0                                     # type: ignore[attr-defined]
+        dp._n_extra = 0                                          # type: ignore[attr-defined]
+        assert tn == 1, "the warm-up's Geneve frame was not terminated"
+        dp._process(dp.tburst, tn, 0, tunneled=True)             # type: ignore[attr-defined]
+        dp._send(0)                                              # type: ignore[attr-defined]
+        dp.pool.free(dp.tburst, tn)                              # type: ignore[attr-defined]
+    finally:
+        dp.term = None                                           # type: ignore[attr-defined]
+        dp._tunnel_rebuild()                                     # type: ignore[attr-defined]
 
 
 def _warm_marker() -> str:
