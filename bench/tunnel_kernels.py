@@ -5,9 +5,10 @@
 Method: a pool of 1,024 slots (``--slots``) of 64-byte IPv4/TCP frames with random addresses and ports at
 head 128 (the pool's headroom). Encap cases: Geneve and VXLAN over IPv4 (UDP checksum 0, OVS's default),
 Geneve with ``csum=true``, Geneve over IPv6, GRE with a key; each burst of 256 (``--burst``) is pushed and
-queued for one port, then its slots' metadata (head, length) are set back with one numpy copy (timed too).
+queued for one port; once every slot has been pushed the pool's metadata (head, length) are set back with one
+numpy copy (timed too).
 Decap cases: the same frames encapsulated once (Geneve over IPv4 without and with a UDP checksum, VXLAN,
-GRE), each burst terminated against a table of 4 tunnel ports, then its slots' metadata set back. Before
+GRE), each burst terminated against a table of 4 tunnel ports, the metadata set back likewise. Before
 timing, every pushed frame is checked against the plain-Python model (``dpif.actions_ref.tnl_push``) and every
 decapsulated frame against the original. Windows as in ``bench flowtable`` (round-robin, ~0.01 s each);
 ``mpps`` is the best window, ``mpps_median`` the median. The process is pinned to one core. Goal (issue 19):
@@ -80,12 +81,16 @@ def encap_runner(frames: list[bytes], h: T.TunnelHeader, burst: int) -> Runner:
     nb = len(chunks)
     data, meta = pool.data, pool.meta
 
+    pos = [0]
+
     def run(calls: int) -> None:
-        for c in range(calls):
-            ch = chunks[c % nb]
-            A.execute_burst(data, meta, ch, burst, index, prog, out, out_start, drops, free_stack, free_top, extra,
-                            side, side_n, NO_METERS, 0)
-            meta[ch[0] : ch[0] + burst] = meta0[ch[0] : ch[0] + burst]
+        for _ in range(calls):
+            A.execute_burst(data, meta, chunks[pos[0]], burst, index, prog, out, out_start, drops, free_stack,
+                            free_top, extra, side, side_n, NO_METERS, 0)
+            pos[0] += 1
+            if pos[0] == nb:            # every slot pushed once: set the pool's metadata back
+                meta[:] = meta0
+                pos[0] = 0
 
     for c in range(nb):
         ch = chunks[c]
@@ -125,12 +130,16 @@ def decap_runner(frames: list[bytes], h: T.TunnelHeader, burst: int) -> Runner:
     nb = len(chunks)
     data, meta, tun = pool.data, pool.meta, pool.tun
 
+    pos = [0]
+
     def run(calls: int) -> None:
-        for c in range(calls):
-            ch = chunks[c % nb]
-            P.tnl_terminate(data, meta, tun, ch, burst, port_term, endpoints, tports, tlv, keep, tunneled, dropped,
-                            drops, snoop, snoop_n)
-            meta[ch[0] : ch[0] + burst] = meta0[ch[0] : ch[0] + burst]
+        for _ in range(calls):
+            P.tnl_terminate(data, meta, tun, chunks[pos[0]], burst, port_term, endpoints, tports, tlv, keep, tunneled,
+                            dropped, drops, snoop, snoop_n)
+            pos[0] += 1
+            if pos[0] == nb:            # every slot terminated once: set the pool's metadata back
+                meta[:] = meta0
+                pos[0] = 0
 
     for c in range(nb):
         ch = chunks[c]
@@ -169,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{name:18s} {best / 1e6:7.2f} Mpps (median {median / 1e6:.2f})")
     method = ("64-byte inner IPv4/TCP frames at head 128, bursts of "
               f"{args.burst} over {args.slots} slots, one kernel call per burst from Python (call overhead and the "
-              "numpy copy that sets the burst's slot metadata back included); encap = execute_burst running "
-              "tnl_push(...),output(1); decap = tnl_terminate against 4 tunnel ports. Best / median of "
+              "numpy copy that sets the pool's slot metadata back after each pass over it included); "
+              "encap = execute_burst running tnl_push(...),output(1); decap = tnl_terminate against 4 tunnel "
+              "ports. Best / median of "
               f"{WINDOW} s windows taken round-robin over {args.seconds} s per case, pinned to CPU {cpu}. "
               "Goal: 20 Mpps each.")
     write_results("tunnel-kernels", {"method": method, "machine": machine_info(pinned_cpu=cpu), "burst": args.burst,
