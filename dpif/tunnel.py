@@ -8,8 +8,8 @@ the kernel that pushes a header in the headroom; frames NORMAL queued for a tunn
  execute_burst ─► push_header(): header copied in front of the frame (META_HEAD moves down), then per frame:
       IPv4 total length + header checksum (IPv6 payload length), outer TOS (tos=inherit: the inner DSCP;
       ECN always from the inner IP, CE sent as ECT(0), as OVS's tnl_port_send), UDP length, UDP source
-      port from a hash of the inner flow (OVS's range 32768..61000), UDP checksum when csum (else 0),
-      GRE checksum when csum
+      port from a hash of the inner flow (OVS's range 32768..61000), UDP checksum when csum or over IPv6
+      (else 0: real OVS 3.1 checksums UDP tunnels over IPv6 whatever csum says), GRE checksum when csum
 ```
 
 The program's later actions apply to the outer frame (OUTPUT to the underlay port, NORMAL, SET_MASKED of
@@ -104,7 +104,7 @@ class TunnelHeader:
     ttl: int = 64
     df: bool = True
     udp_dst: int = 0            # 0: the kind's IANA port
-    csum: bool = False
+    csum: bool = False          # UDP (IPv4 underlay) or GRE checksum; UDP over IPv6 always has one
     key: int | None = None      # VNI (Geneve / VXLAN, 24 bits) or GRE key (32 bits); None: GRE without a key
     options: bytes = b""        # Geneve TLVs, encoded
     oam: bool = False
@@ -181,8 +181,8 @@ def _s64(x: int) -> int:
 def push_words(h: TunnelHeader, tnl_port: int = 0, out_port: int = -1) -> list[int]:
     """The ``TNL_PUSH`` argument words of ``h`` (what ``tnl_push`` wraps, and a row of ``hdrs``)."""
     b = header_bytes(h)
-    flags = h.kind | (PF_IPV6 if h.ipv6 else 0) | (PF_CSUM if h.csum else 0) | \
-        (PF_TOS_INHERIT if h.tos_inherit else 0)
+    csum = h.csum or (h.ipv6 and h.kind != TNL_GRE)     # OVS 3.1 checksums every UDP tunnel packet over IPv6
+    flags = h.kind | (PF_IPV6 if h.ipv6 else 0) | (PF_CSUM if csum else 0) | (PF_TOS_INHERIT if h.tos_inherit else 0)
     words = [_s64(int.from_bytes(b[i : i + 8], "little")) for i in range(0, len(b), 8)]
     return [tnl_port, out_port, flags, len(b), h.mtu, *words]
 
