@@ -493,11 +493,11 @@ sendp(Ether(bytes.fromhex(sys.argv[2])), iface=sys.argv[1], verbose=False)
 """
 
 
-@pytest.mark.parametrize(("kind", "v6", "csum"), [(T.TNL_GENEVE, False, False), (T.TNL_VXLAN, False, False),
-                                                 (T.TNL_GRE, False, False), (T.TNL_GRE, False, True),
-                                                 (T.TNL_GENEVE, False, True), (T.TNL_GENEVE, True, True),
-                                                 (T.TNL_VXLAN, True, False)])
-def test_pushed_header_as_real_ovs_sends_it(kind: int, v6: bool, csum: bool) -> None:
+@pytest.mark.parametrize(("kind", "v6", "csum", "opt"), [
+    (T.TNL_GENEVE, False, False, False), (T.TNL_VXLAN, False, False, False), (T.TNL_GRE, False, False, False),
+    (T.TNL_GRE, False, True, False), (T.TNL_GENEVE, False, True, False), (T.TNL_GENEVE, True, True, False),
+    (T.TNL_VXLAN, True, False, False), (T.TNL_GENEVE, False, False, True), (T.TNL_GENEVE, True, False, True)])
+def test_pushed_header_as_real_ovs_sends_it(kind: int, v6: bool, csum: bool, opt: bool) -> None:
     """Real ovs-vswitchd 3.1 (userspace tunnelling: br-phy's internal port holds the underlay address) sends an
     inner frame through a tunnel port; the frame it puts on the underlay is the one TNL_PUSH makes of it, byte for
     byte, but the UDP source port (each hashes the inner flow its own way) and so the UDP checksum, which must
@@ -526,6 +526,11 @@ def test_pushed_header_as_real_ovs_sends_it(kind: int, v6: bool, csum: bool) -> 
         ovs.vsctl("add-port", "br-int", "tnl0", "--", "set", "Interface", "tnl0", f"type={name}",
                   f"options:remote_ip={peer}", "options:key=0x1c7", f"options:csum={str(csum).lower()}")
         nsx("ip", "link", "set", "kvm0", "up")
+        options = b""
+        if opt:     # a critical option from tun_metadata0, set by a flow
+            ovs.run("ovs-ofctl", "add-tlv-map", "br-int", "{class=0x102,type=0x80,len=4}->tun_metadata0")
+            ovs.run("ovs-ofctl", "add-flow", "br-int", "actions=set_field:0xabcd1234->tun_metadata0,output:tnl0")
+            options = T.geneve_option(0x102, 0x80, bytes.fromhex("abcd1234"))
         ovs.run("ovs-appctl", "-t", f"{ovs.rundir}/ovs-vswitchd.{ovs.pid('ovs-vswitchd')}.ctl", "tnl/neigh/set",
                 "br-phy", peer, MACS[1])
         phy_mac = int(ovs.link_mac("br-phy").replace(":", ""), 16)
@@ -556,13 +561,14 @@ def test_pushed_header_as_real_ovs_sends_it(kind: int, v6: bool, csum: bool) -> 
         term.endpoints, term.tports = t.arrays()
         r = term.run([theirs])
         assert r["tunneled"] == [0] and r["frame"](0) == f and r["meta"][0, META_IN_PORT] == 9
+        assert r["keys"][0, K.W_TUN_METADATA] == (0xABCD1234 << 32 if opt else 0)
         misc = int(r["keys"][0, K.W_TUN_MISC])
         assert r["keys"][0, K.W_TUN_ID] == 0x1C7 and (misc >> 16) & 0xFF == 0x02 and (misc >> 24) & 0xFF == 64
         assert misc & 0xFFFF == T.TF_KEY | (0 if v6 else T.TF_DONT_FRAGMENT) | (T.TF_CSUM if csum or (
             v6 and kind != T.TNL_GRE) else 0)
         flows = ovs.run("ovs-appctl", "-t", f"{ovs.rundir}/ovs-vswitchd.{ovs.pid('ovs-vswitchd')}.ctl",
                         "dpctl/dump-flows").stdout
-    h = T.TunnelHeader(kind, MAC_PEER, phy_mac, v6, _v(local), _v(peer), key=0x1C7, csum=csum)
+    h = T.TunnelHeader(kind, MAC_PEER, phy_mac, v6, _v(local), _v(peer), key=0x1C7, csum=csum, options=options)
     ours = push(h, f)
     if kind != T.TNL_GRE:           # the UDP source port: each switch's own hash of the inner flow
         u = 54 if v6 else 34
@@ -574,7 +580,7 @@ def test_pushed_header_as_real_ovs_sends_it(kind: int, v6: bool, csum: bool) -> 
     assert theirs == ours, (Ether(theirs).show2(dump=True), Ether(ours).show2(dump=True))
     # dpctl/dump-flows shows the same action for the frame's megaflow; OVS writes the inner frame's ECN into the
     # header (a megaflow per ECN value), TNL_PUSH sets it per frame: shown here with the frame's ECN (ECT(0))
-    line = next(ln for ln in flows.splitlines() if "0a:00:00:00:00:01" in ln)
+    line = next(ln for ln in flows.splitlines() if "tnl_push(" in ln and "eth_type(0x0800)" in ln)
     at = line.index("tnl_push(")
     flows = line
     depth, end = 0, at
@@ -585,5 +591,6 @@ def test_pushed_header_as_real_ovs_sends_it(kind: int, v6: bool, csum: bool) -> 
     action = flows[at : end + 1]
     nums = [int(x) for x in re.findall(r"(?:tnl_port|out_port)\((\d+)\)", action)]
     assert len(nums) == 2, action
-    shown = T.TunnelHeader(kind, MAC_PEER, phy_mac, v6, _v(local), _v(peer), key=0x1C7, csum=csum, tos=0x02)
+    shown = T.TunnelHeader(kind, MAC_PEER, phy_mac, v6, _v(local), _v(peer), key=0x1C7, csum=csum, tos=0x02,
+                           options=options)
     assert A.format_actions(A.encode([T.tnl_push(shown, nums[0], nums[-1])])) == action
