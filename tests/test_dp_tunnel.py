@@ -421,12 +421,17 @@ def test_tunnel_handover() -> None:
     out_start[0] = np.arange(N_PORTS + 1) * 8
     out[:, 8:10] = [[taken[0], taken[1]], [-1, 10]]          # port 1: as is, then with VLAN 10 pushed
     out[:, 16] = [taken[2], -1]
-    out_start[1, 1], out_start[1, 2] = 2, 1
+    out[:, 0:2] = [[taken[0], taken[2]], [-1, -1]]           # port 0: no route
+    out_start[1, 0], out_start[1, 1], out_start[1, 2] = 2, 2, 1
     tp.set_port(0, None)
+    tp.set_port(3, T.TunnelHeader(T.TNL_VXLAN, 1, 2, False, 1, 2, key=1, mtu=len(f) + 35), underlay=0)
+    out[:, 24] = [taken[0], -1]                              # port 3: one byte over its underlay MTU
+    out_start[1, 3] = 1
     dst = np.zeros(8, dtype=np.int32)
-    n = T.tunnel_handover(pool.data, pool.meta, out, out_start, np.array([1, 2], dtype=np.int32), tp.hdrs, tp.state,
-                          tp.underlay, pool.headroom, pool.free_stack, pool.free_top, dst, tp.counts)
-    assert n == 2 and out_start[1, 1] == 0 and out_start[1, 2] == 0
+    n = T.tunnel_handover(pool.data, pool.meta, out, out_start, np.array([0, 1, 2, 3], dtype=np.int32), tp.hdrs,
+                          tp.state, tp.underlay, pool.headroom, pool.free_stack, pool.free_top, dst, tp.counts)
+    assert n == 2 and not out_start[1, :4].any()
+    assert tp.counts[0, T.TC_NO_ROUTE] == 2 and tp.counts[3, T.TC_TOO_BIG] == 1 and tp.counts[3, T.TC_TX_PACKETS] == 0
     assert pool.frame(int(dst[0])) == push(header(T.TNL_VXLAN), f)
     g = Ether(pool.frame(int(dst[1])))
     assert g[VXLAN].vni == 0x1C7 and bytes(g[VXLAN].payload) == f[:12] + b"\x81\x00\x00\x0a" + f[12:]
