@@ -2,17 +2,16 @@
 (``dpif.actions.execute_burst`` running ``tnl_push(...),output``, ``dpif.tunnel``) and decapsulation
 (``dpif.tunnel_pop.tnl_terminate``) of 64-byte inner frames.
 
-Method: a pool of 1,024 slots (``--slots``) of 64-byte IPv4/TCP frames with random addresses and ports at
-head 128 (the pool's headroom). Encap cases: Geneve and VXLAN over IPv4 (UDP checksum 0, OVS's default),
-Geneve with ``csum=true``, Geneve over IPv6, GRE with a key; each burst of 256 (``--burst``) is pushed and
-queued for one port; once every slot has been pushed the pool's metadata (head, length) are set back with one
-numpy copy (timed too).
-Decap cases: the same frames encapsulated once (Geneve over IPv4 without and with a UDP checksum, VXLAN,
-GRE), each burst terminated against a table of 4 tunnel ports, the metadata set back likewise. Before
-timing, every pushed frame is checked against the plain-Python model (``dpif.actions_ref.tnl_push``) and every
-decapsulated frame against the original. Windows as in ``bench flowtable`` (round-robin, ~0.01 s each);
-``mpps`` is the best window, ``mpps_median`` the median. The process is pinned to one core. Goal (issue 19):
-20 Mpps each. Results: ``bench/results/tunnel-kernels.{json,png,md}``.
+Method: a pool of 1,024 slots (``--slots``) of 64-byte IPv4/TCP frames with random addresses and ports at head
+128 (the pool's headroom). Encap cases: Geneve and VXLAN over IPv4 (UDP checksum 0, OVS's default), Geneve with
+``csum=true``, Geneve over IPv6 (UDP checksummed, as OVS always does over IPv6), GRE with a key; each burst of
+256 (``--burst``) is pushed and queued for one port; once every slot has been pushed the pool's metadata (head,
+length) are set back with one numpy copy (timed too). Decap cases: the same frames encapsulated once (Geneve
+over IPv4 without and with a UDP checksum, VXLAN, GRE), each burst terminated against a table of 4 tunnel ports,
+the metadata set back likewise. Before timing, every pushed frame is checked against the plain-Python model
+(``dpif.actions_ref.tnl_push``) and every decapsulated frame against the original. Windows as in ``bench
+flowtable`` (round-robin, ~0.01 s each); ``mpps`` is the best window, ``mpps_median`` the median. The process is
+pinned to one core. Goal (issue 19): 20 Mpps each. Results: ``bench/results/tunnel-kernels.{json,png,md}``.
 """
 
 from __future__ import annotations
