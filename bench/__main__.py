@@ -20,6 +20,7 @@ KNOWN = {
     "openflow": "ovs-ofctl add-flows install rate and forwarding with 10..100,000 flows: pyvswitch vs OVS netdev",
     "port_tx": "port backend packet rates (system, tap) on devices it creates",
     "soak_vhost": "vhost-user fuzz soak against the daemon: hostile sessions and 1M fuzzed descriptor chains",
+    "tunnel_kernels": "tunnel encap (TNL_PUSH in the executor) and decap (tnl_terminate) alone: Mpps, 64-byte frames",
     "trafgen": "traffic generator and sink (gen / sink / veth self-test)",
     "tunnel": "64-byte frames host to host over a Geneve (or VXLAN) tunnel: pyvswitch pair vs OVS netdev pair",
     "vsctl": "ovs-vsctl add-port / del-port round trip, pyvswitch vs OVS",

@@ -8,8 +8,8 @@ the kernel that pushes a header in the headroom; frames NORMAL queued for a tunn
  execute_burst ─► push_header(): header copied in front of the frame (META_HEAD moves down), then per frame:
       IPv4 total length + header checksum (IPv6 payload length), outer TOS (tos=inherit: the inner DSCP;
       ECN always from the inner IP, CE sent as ECT(0), as OVS's tnl_port_send), UDP length, UDP source
-      port from a hash of the inner flow (OVS's range 32768..61000), UDP checksum when csum (else 0),
-      GRE checksum when csum
+      port from a hash of the inner flow (OVS's range 32768..61000), UDP checksum when csum or over IPv6
+      (else 0: real OVS 3.1 checksums UDP tunnels over IPv6 whatever csum says), GRE checksum when csum
 ```
 
 The program's later actions apply to the outer frame (OUTPUT to the underlay port, NORMAL, SET_MASKED of
@@ -37,9 +37,13 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
-from backends.pool import META_HEAD, META_IN_PORT, META_LEN, slot_alloc
+from backends.pool import META_HEAD, META_IN_PORT, META_LEN, slot_alloc, slot_free
 from backends.vlan_edit import copy_edit
+from classifier.wire import be16, be32
 
 TNL_GENEVE, TNL_VXLAN, TNL_GRE = 1, 2, 3
 KIND_NAMES = {TNL_GENEVE: "geneve", TNL_VXLAN: "vxlan", TNL_GRE: "gre"}
@@ -100,7 +104,7 @@ class TunnelHeader:
     ttl: int = 64
     df: bool = True
     udp_dst: int = 0            # 0: the kind's IANA port
-    csum: bool = False
+    csum: bool = False          # UDP (IPv4 underlay) or GRE checksum; UDP over IPv6 always has one
     key: int | None = None      # VNI (Geneve / VXLAN, 24 bits) or GRE key (32 bits); None: GRE without a key
     options: bytes = b""        # Geneve TLVs, encoded
     oam: bool = False
@@ -177,8 +181,8 @@ def _s64(x: int) -> int:
 def push_words(h: TunnelHeader, tnl_port: int = 0, out_port: int = -1) -> list[int]:
     """The ``TNL_PUSH`` argument words of ``h`` (what ``tnl_push`` wraps, and a row of ``hdrs``)."""
     b = header_bytes(h)
-    flags = h.kind | (PF_IPV6 if h.ipv6 else 0) | (PF_CSUM if h.csum else 0) | \
-        (PF_TOS_INHERIT if h.tos_inherit else 0)
+    csum = h.csum or (h.ipv6 and h.kind != TNL_GRE)     # OVS 3.1 checksums every UDP tunnel packet over IPv6
+    flags = h.kind | (PF_IPV6 if h.ipv6 else 0) | (PF_CSUM if csum else 0) | (PF_TOS_INHERIT if h.tos_inherit else 0)
     words = [_s64(int.from_bytes(b[i : i + 8], "little")) for i in range(0, len(b), 8)]
     return [tnl_port, out_port, flags, len(b), h.mtu, *words]
 
@@ -213,12 +217,35 @@ def check_args(args: list[int]) -> str:
 # ---------------------------------------------------------------- kernels
 
 
+@intrinsic
+def _st64(typingctx, arr, s, o, v):  # noqa: ANN001, ANN202 - a numba intrinsic
+    """Store the 8 bytes of ``v`` at ``arr[s, o]`` in memory order (little-endian: byte j = bits 8j), unaligned."""
+    sig = types.void(arr, s, o, v)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        aryty = signature.args[0]
+        array = context.make_array(aryty)(context, builder, args[0])
+        stride0 = cgutils.unpack_tuple(builder, array.strides, aryty.ndim)[0]
+        row = context.cast(builder, args[1], signature.args[1], types.intp)
+        col = context.cast(builder, args[2], signature.args[2], types.intp)
+        ptr = builder.gep(array.data, [builder.add(builder.mul(row, stride0), col)])
+        val = context.cast(builder, args[3], signature.args[3], types.int64)
+        builder.store(val, builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @numba.njit(nogil=True, cache=True, _nrt=False)
 def _sum16(data: np.ndarray, s: int, a: int, b: int, acc: int) -> int:
-    """``acc`` plus the big-endian 16-bit words of ``data[s, a:b]`` (an odd last byte padded with 0)."""
+    """``acc`` plus the big-endian 16-bit words of ``data[s, a:b]`` (an odd last byte padded with 0), summed
+    32 bits at a time (the folded sum is the same)."""
     k = a
-    while k + 1 < b:
-        acc += (np.int64(data[s, k]) << 8) | np.int64(data[s, k + 1])
+    while k + 4 <= b:
+        acc += be32(data, s, k)
+        k += 4
+    if k + 2 <= b:
+        acc += be16(data, s, k)
         k += 2
     if k < b:
         acc += np.int64(data[s, k]) << 8
@@ -233,18 +260,10 @@ def _fold(acc: int) -> int:
     return ~acc & 0xFFFF
 
 
-@numba.njit(nogil=True, cache=True, _nrt=False)
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _mix(h: int, w: int) -> int:
     h = ((h ^ w) * 0x85EBCA6B) & 0xFFFFFFFF
     return h ^ (h >> 13)
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False)
-def _be(data: np.ndarray, s: int, o: int, n: int) -> int:
-    v = 0
-    for k in range(n):
-        v = (v << 8) | np.int64(data[s, o + k])
-    return v
 
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
@@ -254,33 +273,33 @@ def inner_flow(data: np.ndarray, s: int, head: int, ln: int) -> tuple[int, int]:
     traffic class (-1: not IP). ``dpif.actions_ref.inner_flow`` is the same in Python."""
     end = head + ln
     o = head + 12
-    et = _be(data, s, o, 2)
+    et = be16(data, s, o)
     if (et == 0x8100 or et == 0x88A8) and o + 6 <= end:
         o += 4
-        et = _be(data, s, o, 2)
+        et = be16(data, s, o)
     l3 = o + 2
     h = 0x2F1D
     if et == 0x0800 and l3 + 20 <= end and data[s, l3] >> 4 == 4:
         tos = np.int64(data[s, l3 + 1])
         proto = np.int64(data[s, l3 + 9])
-        h = _mix(h, _be(data, s, l3 + 12, 4))
-        h = _mix(h, _be(data, s, l3 + 16, 4))
+        h = _mix(h, be32(data, s, l3 + 12))
+        h = _mix(h, be32(data, s, l3 + 16))
         h = _mix(h, proto)
         l4 = l3 + (data[s, l3] & 15) * 4
-        if (proto == 6 or proto == 17 or proto == 132) and _be(data, s, l3 + 6, 2) & 0x3FFF == 0 and l4 + 4 <= end:
-            h = _mix(h, _be(data, s, l4, 4))
+        if (proto == 6 or proto == 17 or proto == 132) and be16(data, s, l3 + 6) & 0x3FFF == 0 and l4 + 4 <= end:
+            h = _mix(h, be32(data, s, l4))
     elif et == 0x86DD and l3 + 40 <= end and data[s, l3] >> 4 == 6:
-        tos = (_be(data, s, l3, 2) >> 4) & 0xFF
+        tos = (be16(data, s, l3) >> 4) & 0xFF
         proto = np.int64(data[s, l3 + 6])
         for k in range(8):
-            h = _mix(h, _be(data, s, l3 + 8 + 4 * k, 4))
+            h = _mix(h, be32(data, s, l3 + 8 + 4 * k))
         h = _mix(h, proto)
         if (proto == 6 or proto == 17 or proto == 132) and l3 + 44 <= end:
-            h = _mix(h, _be(data, s, l3 + 40, 4))
+            h = _mix(h, be32(data, s, l3 + 40))
     else:
         tos = -1
         for k in range(3):
-            h = _mix(h, _be(data, s, head + 4 * k, 4))
+            h = _mix(h, be32(data, s, head + 4 * k))
         h = _mix(h, et)
     h ^= h >> 16
     h = (h * 0xC2B2AE35) & 0xFFFFFFFF
@@ -316,13 +335,17 @@ def push_header(data: np.ndarray, s: int, head: int, ln: int, words: np.ndarray,
         return PUSH_NO_ROOM
     hsh, itos = inner_flow(data, s, head, ln)
     w = a + A_HDR
-    for j in range(0, size, 8):
+    j = 0
+    while j + 8 <= size:
+        _st64(data, s, nh + j, words[w + (j >> 3)])
+        j += 8
+    if j < size:
         v = words[w + (j >> 3)]
-        for b in range(min(8, size - j)):
+        for b in range(size - j):
             data[s, nh + j + b] = (v >> (8 * b)) & 0xFF
     # outer TOS: the configured one (tos=inherit: the inner DSCP), ECN from the inner IP (CE -> ECT(0))
     if v6:
-        tos = (_be(data, s, nh + 14, 2) >> 4) & 0xFF
+        tos = (be16(data, s, nh + 14) >> 4) & 0xFF
     else:
         tos = np.int64(data[s, nh + 15])
     if itos >= 0:
@@ -418,8 +441,7 @@ def tunnel_handover(data: np.ndarray, meta: np.ndarray, out: np.ndarray, out_sta
             new_len = copy_edit(data[s, head:], ln, out[1, a + k], data[d], headroom)
             nh = push_header(data, d, headroom, new_len, row, 0)
             if nh < 0:
-                free_stack[free_top[0]] = d
-                free_top[0] += 1
+                slot_free(free_stack, free_top, d)
                 counts[p, TC_TOO_BIG if nh == PUSH_TOO_BIG else TC_OVERFLOW] += 1
                 continue
             total = new_len + row[A_SIZE]

@@ -64,7 +64,7 @@ import numpy as np
 from backends.pool import META_HEAD, META_IN_PORT, META_LEN, TUN_WORDS
 from classifier.wire import be16, be32, be48, be64
 from dpif import actions as A
-from dpif.tunnel import TF_CSUM, TF_DONT_FRAGMENT, TF_KEY, TF_OAM, TNL_GRE, TNL_VXLAN
+from dpif.tunnel import TF_CSUM, TF_DONT_FRAGMENT, TF_KEY, TF_OAM, TNL_GRE, TNL_VXLAN, _sum16
 
 EP_FLAGS, EP_MAC, EP_IP_HI, EP_IP_LO = range(4)
 EP_WORDS = 4
@@ -129,25 +129,14 @@ def tlv_table(rows: list[tuple[int, int, int, int]]) -> np.ndarray:
     return np.array(rows or [(0, 0, 0, 0)], dtype=np.int64)[: len(rows)].reshape(-1, TLV_WORDS)
 
 
-@numba.njit(nogil=True, cache=True, _nrt=False)
-def _sum16(data: np.ndarray, s: int, a: int, b: int, acc: int) -> int:
-    k = a
-    while k + 1 < b:
-        acc += be16(data, s, k)
-        k += 2
-    if k < b:
-        acc += np.int64(data[s, k]) << 8
-    return acc
-
-
-@numba.njit(nogil=True, cache=True, _nrt=False)
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _folds_to_zero(acc: int) -> bool:
     while acc >> 16:
         acc = (acc & 0xFFFF) + (acc >> 16)
     return acc == 0xFFFF
 
 
-@numba.njit(nogil=True, cache=True, _nrt=False)
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _snoop(snoop: np.ndarray, snoop_n: np.ndarray, hi: int, lo: int, mac: int, info: int) -> None:
     c = snoop_n[0]
     if c >= snoop.shape[0]:
@@ -160,7 +149,7 @@ def _snoop(snoop: np.ndarray, snoop_n: np.ndarray, hi: int, lo: int, mac: int, i
     snoop_n[0] = c + 1
 
 
-@numba.njit(nogil=True, cache=True, _nrt=False)
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _endpoint(endpoints: np.ndarray, flag: int, hi: int, lo: int) -> int:
     for e in range(endpoints.shape[0]):
         if endpoints[e, EP_FLAGS] == flag and endpoints[e, EP_IP_LO] == np.uint64(lo) and \
@@ -169,7 +158,7 @@ def _endpoint(endpoints: np.ndarray, flag: int, hi: int, lo: int) -> int:
     return -1
 
 
-@numba.njit(nogil=True, cache=True, _nrt=False)
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _udp_kind(tports: np.ndarray, port: int, v6: int) -> int:
     for t in range(tports.shape[0]):
         k = np.int64(tports[t, TP_KIND])
@@ -178,7 +167,7 @@ def _udp_kind(tports: np.ndarray, port: int, v6: int) -> int:
     return 0
 
 
-@numba.njit(nogil=True, cache=True, _nrt=False)
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _has_gre(tports: np.ndarray, v6: int) -> bool:
     for t in range(tports.shape[0]):
         if np.int64(tports[t, TP_KIND]) == TNL_GRE and (np.int64(tports[t, TP_FLAGS]) & TPF_V6) == v6:
@@ -186,7 +175,7 @@ def _has_gre(tports: np.ndarray, v6: int) -> bool:
     return False
 
 
-@numba.njit(nogil=True, cache=True, _nrt=False)
+@numba.njit(nogil=True, cache=True, _nrt=False, inline="always")
 def _find_port(tports: np.ndarray, kind: int, port: int, v6: int, lhi: int, llo: int, rhi: int, rlo: int,
                key: int) -> int:
     for t in range(tports.shape[0]):
@@ -368,9 +357,10 @@ def _terminate_one(data: np.ndarray, meta: np.ndarray, tun: np.ndarray, s: int, 
             inner = t + 8 + (b0 & 0x3F) * 4
             if inner > ip_end:
                 return A.DR_TUNNEL_TRUNCATED
-            r = _geneve_options(data, s, t + 8, inner, tlv, tun)
-            if r:
-                return r
+            if inner > t + 8:
+                r = _geneve_options(data, s, t + 8, inner, tlv, tun)
+                if r:
+                    return r
         flags |= TF_KEY
         key = be32(data, s, t + 4) >> 8
     if ip_end - inner < 14:

@@ -9,6 +9,8 @@ executor on random programs that include TNL_PUSH.
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 
 import numpy as np
 import pytest
@@ -131,7 +133,7 @@ def test_pushed_headers_parse(kind: int, v6: bool, csum: bool) -> None:
     u = p[UDP]
     assert u.len == len(g) - (54 if v6 else 34)
     assert T.UDP_SRC_MIN <= u.sport < T.UDP_SRC_MAX
-    assert (u.chksum != 0 and _udp_csum_ok(p)) if csum else u.chksum == 0
+    assert (u.chksum != 0 and _udp_csum_ok(p)) if csum or v6 else u.chksum == 0      # OVS: always over IPv6
     if kind == T.TNL_VXLAN:
         assert u.dport == 4789 and p[VXLAN].vni == 0x1C7 and p[VXLAN].flags == 0x08
         assert bytes(p[VXLAN].payload) == f
@@ -196,7 +198,7 @@ def test_format_and_decode() -> None:
     assert A.format_actions(A.encode([T.tnl_push(vx, 6, 1)])) == (
         "tnl_push(tnl_port(6),header(size=70,type=4,eth(dst=f8:bc:12:44:34:b6,src=f8:bc:12:46:58:e0,"
         "dl_type=0x86dd),ipv6(src=2001:cafe::88,dst=2001:cafe::92,label=0,proto=17,tclass=0x0,hlimit=64),"
-        "udp(src=0,dst=4789,csum=0x0),vxlan(flags=0x8000000,vni=0x1c7)),out_port(1))")
+        "udp(src=0,dst=4789,csum=0xffff),vxlan(flags=0x8000000,vni=0x1c7)),out_port(1))")    # always over IPv6
     gre = T.TunnelHeader(T.TNL_GRE, 1, 2, False, 1, 2, key=0x1E241, csum=True)
     assert "gre((flags=0xa000,proto=0x6558),csum=0x0,key=0x1e241)" in A.format_actions(A.encode([T.tnl_push(gre)]))
     gen = header(T.TNL_GENEVE, oam=True, options=T.geneve_option(0xFFFF, 0x80, b"\0\0\0\x0a"))
@@ -419,12 +421,17 @@ def test_tunnel_handover() -> None:
     out_start[0] = np.arange(N_PORTS + 1) * 8
     out[:, 8:10] = [[taken[0], taken[1]], [-1, 10]]          # port 1: as is, then with VLAN 10 pushed
     out[:, 16] = [taken[2], -1]
-    out_start[1, 1], out_start[1, 2] = 2, 1
+    out[:, 0:2] = [[taken[0], taken[2]], [-1, -1]]           # port 0: no route
+    out_start[1, 0], out_start[1, 1], out_start[1, 2] = 2, 2, 1
     tp.set_port(0, None)
+    tp.set_port(3, T.TunnelHeader(T.TNL_VXLAN, 1, 2, False, 1, 2, key=1, mtu=len(f) + 35), underlay=0)
+    out[:, 24] = [taken[0], -1]                              # port 3: one byte over its underlay MTU
+    out_start[1, 3] = 1
     dst = np.zeros(8, dtype=np.int32)
-    n = T.tunnel_handover(pool.data, pool.meta, out, out_start, np.array([1, 2], dtype=np.int32), tp.hdrs, tp.state,
-                          tp.underlay, pool.headroom, pool.free_stack, pool.free_top, dst, tp.counts)
-    assert n == 2 and out_start[1, 1] == 0 and out_start[1, 2] == 0
+    n = T.tunnel_handover(pool.data, pool.meta, out, out_start, np.array([0, 1, 2, 3], dtype=np.int32), tp.hdrs,
+                          tp.state, tp.underlay, pool.headroom, pool.free_stack, pool.free_top, dst, tp.counts)
+    assert n == 2 and not out_start[1, :4].any()
+    assert tp.counts[0, T.TC_NO_ROUTE] == 2 and tp.counts[3, T.TC_TOO_BIG] == 1 and tp.counts[3, T.TC_TX_PACKETS] == 0
     assert pool.frame(int(dst[0])) == push(header(T.TNL_VXLAN), f)
     g = Ether(pool.frame(int(dst[1])))
     assert g[VXLAN].vni == 0x1C7 and bytes(g[VXLAN].payload) == f[:12] + b"\x81\x00\x00\x0a" + f[12:]
@@ -471,3 +478,124 @@ def test_model_agrees_with_executor(items: list[tuple[int, bytes, list[int]]], f
     assert q == {p: v for p, v in ref.queues.items() if v}
     assert sides == [ref.normal, ref.userspace]
     assert drops == ref.drops and k == ref.copies
+
+
+# ---------------------------------------------------------------- real OVS as the oracle of the header
+
+
+_SNIFF = r"""
+import sys
+from scapy.all import sniff
+pkts = sniff(iface=sys.argv[1], count=1, timeout=15, lfilter=lambda p: b"pyvswitch" in bytes(p),
+             filter="udp port 6081 or udp port 4789 or ip proto 47 or ip6 proto 47",
+             started_callback=lambda: print("ready", flush=True))
+print(bytes(pkts[0]).hex() if pkts else "", flush=True)
+"""
+_SEND = r"""
+import sys
+from scapy.all import Ether, sendp
+sendp(Ether(bytes.fromhex(sys.argv[2])), iface=sys.argv[1], verbose=False)
+"""
+
+
+@pytest.mark.parametrize(("kind", "v6", "csum", "opt"), [
+    (T.TNL_GENEVE, False, False, False), (T.TNL_VXLAN, False, False, False), (T.TNL_GRE, False, False, False),
+    (T.TNL_GRE, False, True, False), (T.TNL_GENEVE, False, True, False), (T.TNL_GENEVE, True, True, False),
+    (T.TNL_VXLAN, True, False, False), (T.TNL_GENEVE, False, False, True), (T.TNL_GENEVE, True, False, True)])
+def test_pushed_header_as_real_ovs_sends_it(kind: int, v6: bool, csum: bool, opt: bool) -> None:
+    """Real ovs-vswitchd 3.1 (userspace tunnelling: br-phy's internal port holds the underlay address) sends an
+    inner frame through a tunnel port; the frame it puts on the underlay is the one TNL_PUSH makes of it, byte for
+    byte, but the UDP source port (each hashes the inner flow its own way) and so the UDP checksum, which must
+    be right in both."""
+    import subprocess
+    import sys
+
+    from tests.test_bridge_identity import running_ovs
+    name = {T.TNL_GENEVE: "geneve", T.TNL_VXLAN: "vxlan", T.TNL_GRE: "gre"}[kind]
+    with running_ovs("kt-", "br-phy", "br-int") as ovs:
+        ns = ovs.ns
+
+        def nsx(*cmd: str) -> str:
+            return ovs.run("ip", "netns", "exec", ns, *cmd).stdout
+
+        nsx("ip", "link", "add", "kp0", "type", "veth", "peer", "name", "kp1")
+        for dev in ("kp0", "kp1", "br-phy"):
+            nsx("ip", "link", "set", dev, "up")
+        if v6:
+            nsx("ip", "-6", "addr", "add", f"{V6_LOCAL}/64", "dev", "br-phy", "nodad")
+        else:
+            nsx("ip", "addr", "add", f"{V4_LOCAL}/24", "dev", "br-phy")
+        local, peer = (V6_LOCAL, V6_PEER) if v6 else (V4_LOCAL, V4_PEER)
+        ovs.vsctl("add-port", "br-phy", "kp0")
+        ovs.vsctl("add-port", "br-int", "kvm0", "--", "set", "Interface", "kvm0", "type=internal")
+        ovs.vsctl("add-port", "br-int", "tnl0", "--", "set", "Interface", "tnl0", f"type={name}",
+                  f"options:remote_ip={peer}", "options:key=0x1c7", f"options:csum={str(csum).lower()}")
+        nsx("ip", "link", "set", "kvm0", "up")
+        options = b""
+        if opt:     # a critical option from tun_metadata0, set by a flow
+            ovs.run("ovs-ofctl", "add-tlv-map", "br-int", "{class=0x102,type=0x80,len=4}->tun_metadata0")
+            ovs.run("ovs-ofctl", "add-flow", "br-int", "actions=set_field:0xabcd1234->tun_metadata0,output:tnl0")
+            options = T.geneve_option(0x102, 0x80, bytes.fromhex("abcd1234"))
+        ovs.run("ovs-appctl", "-t", f"{ovs.rundir}/ovs-vswitchd.{ovs.pid('ovs-vswitchd')}.ctl", "tnl/neigh/set",
+                "br-phy", peer, MACS[1])
+        phy_mac = int(ovs.link_mac("br-phy").replace(":", ""), 16)
+        f = bytes(Ether(src="0a:00:00:00:00:01", dst="0a:00:00:00:00:02") / IP(src="10.0.0.1", dst="10.0.0.2", tos=0x12)
+                  / UDP(sport=5000, dport=6000) / Raw(b"pyvswitch" * 4))
+        py = "/work/main/.venv/bin/python" if os.path.exists("/work/main/.venv/bin/python") else sys.executable
+        sniffer = subprocess.Popen(["ip", "netns", "exec", ns, py, "-c", _SNIFF, "kp1"], stdout=subprocess.PIPE,
+                                   text=True)
+        try:
+            assert sniffer.stdout is not None and sniffer.stdout.readline().strip() == "ready"
+            got = ""
+            for _ in range(20):            # until ovs-vswitchd has its route and tunnel port
+                nsx(py, "-c", _SEND, "kvm0", f.hex())
+                import select
+                if select.select([sniffer.stdout], [], [], 0.5)[0]:
+                    got = sniffer.stdout.readline().strip()
+                    break
+        finally:
+            sniffer.kill()
+            sniffer.wait()
+        assert got, "ovs-vswitchd sent nothing on the underlay"
+        theirs = bytes.fromhex(got)
+        # what real OVS sent, this switch's termination takes (the peer's side: the frame is for it)
+        t = P.TerminationTable()
+        t.add_endpoint(peer, MAC_PEER, ipv6=v6)
+        t.add_port(kind, T.DEFAULT_UDP_PORT[kind], peer, local, 0x1C7, v6, 9)
+        term = Term()
+        term.endpoints, term.tports = t.arrays()
+        r = term.run([theirs])
+        assert r["tunneled"] == [0] and r["frame"](0) == f and r["meta"][0, META_IN_PORT] == 9
+        assert r["keys"][0, K.W_TUN_METADATA] == (0xABCD1234 << 32 if opt else 0)
+        misc = int(r["keys"][0, K.W_TUN_MISC])
+        assert r["keys"][0, K.W_TUN_ID] == 0x1C7 and (misc >> 16) & 0xFF == 0x02 and (misc >> 24) & 0xFF == 64
+        assert misc & 0xFFFF == T.TF_KEY | (0 if v6 else T.TF_DONT_FRAGMENT) | (T.TF_CSUM if csum or (
+            v6 and kind != T.TNL_GRE) else 0)
+        flows = ovs.run("ovs-appctl", "-t", f"{ovs.rundir}/ovs-vswitchd.{ovs.pid('ovs-vswitchd')}.ctl",
+                        "dpctl/dump-flows").stdout
+    h = T.TunnelHeader(kind, MAC_PEER, phy_mac, v6, _v(local), _v(peer), key=0x1C7, csum=csum, options=options)
+    ours = push(h, f)
+    if kind != T.TNL_GRE:           # the UDP source port: each switch's own hash of the inner flow
+        u = 54 if v6 else 34
+        assert T.UDP_SRC_MIN <= int.from_bytes(theirs[u : u + 2], "big") < T.UDP_SRC_MAX
+        if csum or v6:
+            assert _udp_csum_ok(Ether(theirs)) and _udp_csum_ok(Ether(ours))
+            theirs = theirs[: u + 6] + ours[u + 6 : u + 8] + theirs[u + 8 :]
+        theirs = theirs[:u] + ours[u : u + 2] + theirs[u + 2 :]
+    assert theirs == ours, (Ether(theirs).show2(dump=True), Ether(ours).show2(dump=True))
+    # dpctl/dump-flows shows the same action for the frame's megaflow; OVS writes the inner frame's ECN into the
+    # header (a megaflow per ECN value), TNL_PUSH sets it per frame: shown here with the frame's ECN (ECT(0))
+    line = next(ln for ln in flows.splitlines() if "tnl_push(" in ln and "eth_type(0x0800)" in ln)
+    at = line.index("tnl_push(")
+    flows = line
+    depth, end = 0, at
+    for end in range(at + len("tnl_push"), len(flows)):
+        depth += {"(": 1, ")": -1}.get(flows[end], 0)
+        if depth == 0:
+            break
+    action = flows[at : end + 1]
+    nums = [int(x) for x in re.findall(r"(?:tnl_port|out_port)\((\d+)\)", action)]
+    assert len(nums) == 2, action
+    shown = T.TunnelHeader(kind, MAC_PEER, phy_mac, v6, _v(local), _v(peer), key=0x1C7, csum=csum, tos=0x02,
+                           options=options)
+    assert A.format_actions(A.encode([T.tnl_push(shown, nums[0], nums[-1])])) == action
