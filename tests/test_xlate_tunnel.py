@@ -120,13 +120,17 @@ def test_vxlan_with_ttl_tos_and_checksum(frame: bytes) -> None:
     assert bytes(pkt[VXLAN].payload) == frame
 
 
-def test_tos_inherit_copies_the_inner_tos_and_unwildcards_it() -> None:
+def test_tos_inherit_copies_each_frames_tos() -> None:
+    """One megaflow for every TOS: the datapath copies the DSCP (tos=inherit) and the ECN bits per frame."""
     frame = bytearray(tcp_frame())
     frame[15] = 0xB8
     br = bridges({"remote_ip": "172.31.0.2", "tos": "inherit"})
     got, res = encapsulate(br, bytes(frame))
     assert Ether(got[0])[IP].tos == 0xB8
-    assert res.mask[K.W_NW] & 0xFF00 == 0xFF00
+    assert res.mask[K.W_NW] & 0xFF00 == 0
+    frame[15] = 0x01                                   # ECN ECT(1) alone: the outer header carries it too
+    got, _ = encapsulate(bridges({"remote_ip": "172.31.0.2"}), bytes(frame))
+    assert Ether(got[0])[IP].tos == 0x01
 
 
 def test_flow_based_remote_and_key_come_from_the_flow(frame: bytes) -> None:

@@ -9,8 +9,9 @@ native tunnelling, ``build_tunnel_send``). A part of the translator's walk (``xl
 ```
 
 The header is a constant of the megaflow: everything it holds comes from the port's options, the route, the
-neighbour cache and flow fields the walk un-wildcards (``tun_id`` / ``tun_dst`` with ``flow`` options, the inner
-TOS with ``tos=inherit``, the Geneve options of the TLV map). The underlay walk's own mask is left out: it looks
+neighbour cache and flow fields the walk un-wildcards (``tun_id`` / ``tun_dst`` with ``flow`` options, the Geneve
+options of the TLV map); the outer TOS's inherited DSCP (``tos=inherit``) and ECN are copied by the datapath, per
+frame. The underlay walk's own mask is left out: it looks
 at the outer packet, which the inner megaflow fixes (the UDP source port, a hash the datapath computes per frame,
 reads as 0 there, as in OVS). A route or neighbour change flushes the megaflows (``Datapath.tunnels_changed``).
 """
@@ -130,15 +131,7 @@ def tunnel_output(walk: _Walk, q: int) -> None:
         key = _read(walk, "tun_id") & ((1 << (32 if cfg.kind == "gre" else 24)) - 1)
     elif key == NO_KEY:
         key = None
-    if cfg.tos >= 0:
-        tos = cfg.tos
-    else:
-        walk.r.mask[K.W_ETH_TYPE] |= 0xFFFF
-        ethertype = walk.flow[K.W_ETH_TYPE] & 0xFFFF
-        tos = 0
-        if ethertype in (ETH_IPV4, ETH_IPV6):
-            walk.r.mask[K.W_NW] |= 0xFF << 8
-            tos = walk.flow[K.W_NW] >> 8 & 0xFF
+    tos = max(cfg.tos, 0)     # tos=inherit (-1): the datapath copies each frame's DSCP (and always its ECN)
     options = b""
     oam = False
     if cfg.kind == "geneve":    # the options and the OAM flag go as the flow holds them (received or set)
@@ -181,7 +174,7 @@ def tunnel_output(walk: _Walk, q: int) -> None:
     header = TunnelHeader(
         kind=cfg.kind_id, eth_dst=mac, eth_src=egress.mac, ipv6=ipv6, ip_src=egress.src, ip_dst=remote, tos=tos,
         ttl=cfg.ttl, df=cfg.df, udp_dst=cfg.dst_port, csum=cfg.csum, key=key, options=options, oam=oam,
-        tos_inherit=False, mtu=egress.mtu)
+        tos_inherit=cfg.tos < 0, mtu=egress.mtu)
     _underlay_walk(walk, q, header, egress, ipv6, remote, tos, cfg)
 
 
