@@ -448,7 +448,7 @@ def test_system_port_errors_and_properties(veth: tuple[str, str, str], ports: li
     with pytest.raises(PortError, match="tx_mode"):
         SystemPort(veth[1], tx_mode="carrier-pigeon")
     with pytest.raises(PortError, match="unsupported type"):
-        open_port("geneve", veth[1])
+        open_port("lisp", veth[1])
     p = open_port("", veth[1])
     ports.append(p)
     assert isinstance(p, SystemPort) and p.type == "system"

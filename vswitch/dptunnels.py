@@ -22,7 +22,6 @@ import ipaddress
 import logging
 import socket
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -55,7 +54,6 @@ log = logging.getLogger(__name__)
 ETH_P_ALL = 0x0003
 MAX_BURST = 1024           # vswitch.burstpath's
 SNOOP_ROWS = 64            # ARP / ND answers kept per burst
-REQUEST_INTERVAL = 1.0      # at most one ARP / NS per next hop a second (OVS: one per miss, rate-limited)
 
 
 def _mac_int(mac: str) -> int:
@@ -80,7 +78,6 @@ class SwitchUnderlay:
         self.routes = routes
         self.neigh = neigh
         self.datapath = datapath
-        self._asked: dict[tuple[int, bool], float] = {}
         self._lock = threading.Lock()
 
     def egress(self, remote: int, ipv6: bool, src: int | None) -> Egress | None:
@@ -108,23 +105,22 @@ class SwitchUnderlay:
 
     def resolve(self, ip: int, ipv6: bool, egress: Egress) -> None:
         """Send an ARP request (IPv6: a neighbour solicitation) for ``ip`` out of ``egress.dev``, at most one a
-        second per address."""
-        now = time.monotonic()
+        second per address (the neighbour cache's ``should_request``)."""
+        target = ipaddress.IPv6Address(ip) if ipv6 else ipaddress.IPv4Address(ip)
         with self._lock:
-            if now - self._asked.get((ip, ipv6), -1e9) < REQUEST_INTERVAL:
+            if not self.neigh.should_request(target):
                 return
-            self._asked[(ip, ipv6)] = now
         mac = egress.mac.to_bytes(6, "big")
         try:
             if ipv6:
-                frame = nd_solicit(ipaddress.IPv6Address(ip), ipaddress.IPv6Address(egress.src), mac)
+                frame = nd_solicit(target, ipaddress.IPv6Address(egress.src), mac)
             else:
-                frame = arp_request(ipaddress.IPv4Address(ip), ipaddress.IPv4Address(egress.src), mac)
+                frame = arp_request(target, ipaddress.IPv4Address(egress.src), mac)
             with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as s:
                 s.bind((egress.dev, 0))
                 s.send(frame)
         except OSError as exc:
-            log.warning("tunnel: could not ask for %s's MAC on %s: %s", ip, egress.dev, exc)
+            log.warning("tunnel: could not ask for %s's MAC on %s: %s", target, egress.dev, exc)
 
 
 def egress_status(routes: Any, port: TunnelPort) -> tuple[str, bool] | None:

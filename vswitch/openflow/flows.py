@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -589,8 +590,10 @@ class BridgeFlows:
     def render_actions(self, program: list[int], normal_outputs: list[list[str]]) -> list[str]:
         """The datapath actions of ``program`` in OVS's words, with OpenFlow port numbers (``bridge:port`` for a
         port of another bridge) and each NORMAL replaced by what it does (``normal_outputs``, in order)."""
+        return self._render(program, iter(normal_outputs))
+
+    def _render(self, program: list[int], normals: Iterator[list[str]]) -> list[str]:
         parts: list[str] = []
-        normals = iter(normal_outputs)
         for op, args in DA.decode(program):
             if op == DA.OP_OUTPUT:
                 parts.append(self.port_text(args[0]))
@@ -598,6 +601,14 @@ class BridgeFlows:
                 parts += next(normals, [])
             elif op == DA.OP_USERSPACE:
                 parts.append("controller")
+            elif op == DA.OP_CLONE:      # a tunnel output: OVS prints the push, then where the outer frame goes
+                body = DA.decode(args)
+                if body and body[0][0] == DA.OP_TNL_PUSH:
+                    push = body[0][1]
+                    parts.append(DA.format_actions([DA.OP_TNL_PUSH, len(push), *push]))
+                    parts += self._render(args[2 + len(push):], normals)
+                elif body and body[0][0] != DA.OP_DROP:
+                    parts.append(f"clone({','.join(self._render(args, normals))})")
             elif op != DA.OP_DROP:
                 parts.append(DA.format_actions([op, len(args), *args]))
         return parts

@@ -41,8 +41,8 @@ from ofproto.actions import (
 )
 from ofproto.nxtext import c_hex, field_value, subfield
 from ofproto.rules import ALL_MATCH_FIELDS, Action, Flow, Match
-from xlate.bridges import PF_PATCH, Bridges
-from xlate.translate import MAX_DEPTH, translate
+from xlate.bridges import PF_PATCH, PF_TUNNEL, Bridges
+from xlate.translate import MAX_DEPTH, translate, translate_actions
 
 if TYPE_CHECKING:
     from vswitch.openflow.flows import BridgeFlows
@@ -178,9 +178,27 @@ class TraceRecorder:
         for q in ports:
             if q < len(self.flags) and self.flags[q] & PF_PATCH:
                 texts += self._cross(key, q)
+            elif q < len(self.flags) and self.flags[q] & PF_TUNNEL:
+                texts += self._tunnel(key, q)
             else:
                 texts.append(self.flows.port_text(q))
         self.normal_outputs.append(texts)
+
+    def _tunnel(self, key: list[int], q: int) -> list[str]:
+        """NORMAL sent the frame to tunnel port ``q``: the encapsulation and the underlay bridge's walk, as an
+        OpenFlow output to it is traced (what the datapath does with NORMAL's frames for it)."""
+        b = self.bridges.bridge_of(q)
+        flows = self.flows.peer_flows(q) or self.flows
+        if self.depth >= MAX_DEPTH or b < 0:
+            return []
+        saved, self.normal_outputs = self.normal_outputs, []
+        self.depth += 1
+        res = translate_actions(self.bridges, key, (Output(flows.ofport_of(q)),), self.flags,
+                                self.flows.bridge.dp.cookies, self, bridge=b)
+        self.depth -= 1
+        texts = self.flows.render_actions(res.actions, self.normal_outputs)
+        self.normal_outputs = saved
+        return texts
 
     def _cross(self, key: list[int], q: int) -> list[str]:
         """NORMAL sent the frame to patch port ``q``: the walk in the peer's bridge, and its datapath actions."""
