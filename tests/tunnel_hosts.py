@@ -174,6 +174,14 @@ class PyvSwitch(SideSwitch):
     def __init__(self, ns: str, rundir: str, wrap: tuple[str, ...] = ()) -> None:
         super().__init__(ns, rundir, wrap)
         self.sw = _NsSwitch(rundir, ns, wrap)
+        self.exit: tuple[int, str] | None = None       # (exit status, stderr) once stopped
+
+    def check_exit(self) -> None:
+        """It exited cleanly when stopped, and no kernel compiled after its start-up warm-up."""
+        assert self.exit is not None, "pyvswitch was not stopped"
+        code, err = self.exit
+        assert code == 0, f"pyvswitch exited with {code}: {err[-3000:]}"
+        assert "compiled after the start-up warm-up" not in err, err[-3000:]
 
     def start(self) -> None:
         self.sw.start()
@@ -188,7 +196,7 @@ class PyvSwitch(SideSwitch):
         if self.sw.proc is None:
             return
         with contextlib.suppress(Exception):
-            self.sw.stop()
+            self.exit = self.sw.stop()
         # a daemon killed before it stopped its ovsdb-server leaves it running
         try:
             with open(f"{self.rundir}/ovsdb-server.pid") as f:
@@ -552,6 +560,9 @@ def tunnel_net(kind: str = "geneve", impls: Mapping[str, str] | None = None, ipv
         yield net
     finally:
         net.close()
+    for s in net.sides.values():        # reached only when the block succeeded
+        if isinstance(s.switch, PyvSwitch):
+            s.switch.check_exit()
 
 
 @contextlib.contextmanager
