@@ -297,6 +297,14 @@ def tx_checksum_off(ns: str, ifname: str) -> None:
     in_ns(ns, sys.executable, "-c", TX_OFF, ifname)
 
 
+SEND_SCRIPT = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[1], 0))
+print(sum(1 for f in json.loads(sys.argv[2]) if s.send(bytes.fromhex(f))))
+"""
+
+
 class Capture:
     """An AF_PACKET capture of every frame on one interface of a netns (both directions), running until
     ``stop()``; returns scapy packets, each with ``direction`` = ``"out"`` (sent on the interface) or ``"in"``."""
@@ -528,6 +536,22 @@ class TunnelNet:
         cap = Capture(s.sw_ns, s.underlay_if, limit)
         self._undo.append((f"capture {side}", cap.close))
         return cap
+
+    def send_underlay(self, to: str, frames: list[bytes]) -> int:
+        """Send raw ``frames`` to side ``to``'s switch: out of the far end of its underlay veth, so they arrive on
+        its underlay port as a peer's would. Returns how many the kernel took."""
+        s = self.sides[to]
+        if self.hub_ns:
+            ns, ifname = self.hub_ns, f"{self.prefix}x{to}"
+        else:
+            peer = next(o for o in self.sides.values() if o is not s)
+            ns, ifname = peer.sw_ns, peer.underlay_if
+        proc = in_ns(ns, sys.executable, "-c", SEND_SCRIPT, ifname, json.dumps([f.hex() for f in frames]))
+        return int(proc.stdout.strip())
+
+    def underlay_mac(self, side: str) -> str:
+        """The MAC of ``side``'s br-phy (where the peers send its tunnel packets)."""
+        return in_ns(self.sides[side].sw_ns, "cat", "/sys/class/net/br-phy/address").stdout.strip()
 
     def diagnose(self) -> str:
         """What each switch says about its tunnel state (for assertion messages)."""
