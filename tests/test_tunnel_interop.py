@@ -282,7 +282,7 @@ def _geneve(vni: int, ver: int = 0, opts: bytes = b"", crit: bool = False, proto
 
 
 def _outer(t: TunnelNet, payload: bytes, dport: int | None = 6081, csum: int = 0, **ip: Any) -> bytes:
-    """``payload`` in an outer Ethernet + IPv4 (+ UDP to ``dport``; None: GRE) frame from a's underlay to b's."""
+    """``payload`` in an outer Ethernet + IPv4 (+ UDP to ``dport``; None: GRE) frame from a's br-phy to b's."""
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 
@@ -340,11 +340,11 @@ def malformed_cases(t: TunnelNet, kind: str, key: int) -> list[tuple[str, bytes,
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("impl", _ifaces(["pyvswitch"] + (["ovs"] if ("ovs", "ovs") in _PAIRS else [])))
 def test_malformed_outer_frames(kind: str, impl: str) -> None:
-    """Outer frames sent to side b's underlay port (b: ``impl``, its tunnel port with key 100): the well-formed one
-    and one with an unknown non-critical Geneve option reach host b; each malformed one (truncated at each header,
-    bad version or flags, unknown critical option, another VNI or key, bad checksums, a fragment) reaches nothing, the
-    daemon lives, and the tunnel still carries pings afterwards."""
-    with tunnel_pair(kind, "ovs", impl, options={"key": "100"}) as t:
+    """Outer frames from a's address sent to side b (``impl``, its tunnel port with key 100) from a third port of
+    the underlay: the well-formed one and one with an unknown non-critical Geneve option reach host b; each malformed
+    one (truncated at each header, bad version or flags, unknown critical option, another VNI or key, bad checksums,
+    a fragment) reaches nothing, the daemon lives, and the tunnel still carries pings afterwards."""
+    with tunnel_pair(kind, "ovs", impl, options={"key": "100"}, hub=True) as t:
         assert t.reaches("a", "b"), t.diagnose()
         for what, frame, delivered in malformed_cases(t, kind, 100):
             vm_b = Capture(t.sides["b"].vm_ns, "eth0")
