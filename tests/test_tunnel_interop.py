@@ -10,6 +10,8 @@ OVS <-> OVS variant of every case (each must pass with a correct switch on both 
 from __future__ import annotations
 
 import os
+import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -258,3 +260,99 @@ def test_flow_based_port_steers_to_two_remotes(impl: str) -> None:
         to_b = outer(wire, "geneve", "172.31.0.1", "172.31.0.2")
         to_c = outer(wire, "geneve", "172.31.0.1", "172.31.0.3")
         assert to_b and not to_c, (len(to_b), len(to_c))
+
+
+# ------------------------------------------------------------------ malformed outer frames
+MARK = b"PVTNL-MALFORMED!"
+
+
+def _inner(n: int) -> bytes:
+    """A broadcast inner frame br-int's NORMAL floods to host b when it is decapsulated, with ``MARK`` inside; each
+    case has its own source MAC, so its own megaflow (OVS's megaflows do not match unmapped Geneve options: a frame
+    with an unknown critical option would take the fate of a non-critical one cached before it, and vice versa)."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    return bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=f"02:00:00:00:0a:{n:02x}") / IP(src="10.9.0.77", dst="10.9.0.2") /
+                 UDP(sport=7, dport=9) / MARK)
+
+
+def _geneve(vni: int, ver: int = 0, opts: bytes = b"", crit: bool = False, proto: int = 0x6558) -> bytes:
+    return struct.pack("!BBHI", ver << 6 | len(opts) // 4, 0x40 if crit else 0, proto, vni << 8) + opts
+
+
+def _outer(t: TunnelNet, payload: bytes, dport: int | None = 6081, csum: int = 0, **ip: Any) -> bytes:
+    """``payload`` in an outer Ethernet + IPv4 (+ UDP to ``dport``; None: GRE) frame from a's br-phy to b's."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    fields = {"src": "172.31.0.1", "dst": "172.31.0.2", "flags": "DF", **ip}
+    pkt = Ether(dst=t.underlay_mac("b"), src=t.underlay_mac("a"))
+    if dport is None:
+        return bytes(pkt / IP(proto=47, **fields) / payload)
+    return bytes(pkt / IP(**fields) / UDP(sport=40000, dport=dport, chksum=csum) / payload)
+
+
+def malformed_cases(t: TunnelNet, kind: str, key: int) -> list[tuple[str, bytes, bool]]:
+    """(what, frame, whether a correct switch delivers its inner frame) for a port with ``key``; the first is the
+    well-formed twin of the others."""
+    counter = iter(range(1, 256))
+
+    def inner() -> bytes:
+        """The next case's inner frame."""
+        return _inner(next(counter))
+
+    if kind == "geneve":
+        ok = _geneve(key) + inner()
+        unknown = struct.pack("!HBB", 0x0102, 0x01, 1) + b"\0\0\0\1"
+        return [("well-formed", _outer(t, ok), True),
+                ("an unknown option, not critical", _outer(t, _geneve(key, opts=unknown) + inner()), True),
+                ("truncated header (4 of 8 bytes)", _outer(t, ok[:4]), False),
+                ("options longer than the packet", _outer(t, struct.pack("!BBHI", 0x3F, 0, 0x6558, key << 8)), False),
+                ("version 1", _outer(t, _geneve(key, ver=1) + inner()), False),
+                ("an unknown critical option", _outer(t, _geneve(key, opts=struct.pack("!HBB", 0x0102, 0x80, 1)
+                                                                 + b"\0\0\0\1", crit=True) + inner()), False),
+                ("protocol 0x0800", _outer(t, _geneve(key, proto=0x0800) + inner()[14:]), False),
+                ("another VNI", _outer(t, _geneve(key + 1) + inner()), False),
+                ("a bad UDP checksum", _outer(t, _geneve(key) + inner(), csum=0x1234), False),
+                ("a bad IPv4 header checksum", _outer(t, _geneve(key) + inner(), chksum=0x1234), False),
+                ("an IPv4 fragment", _outer(t, _geneve(key) + inner(), flags="MF"), False),
+                ("a truncated inner frame (6 bytes)", _outer(t, _geneve(key) + inner()[:6]), False)]
+    if kind == "vxlan":
+        def vxlan(vni: int, flags: int = 0x08) -> bytes:
+            return struct.pack("!B3xI", flags, vni << 8)
+        return [("well-formed", _outer(t, vxlan(key) + inner(), 4789), True),
+                ("truncated header (4 of 8 bytes)", _outer(t, (vxlan(key) + inner())[:4], 4789), False),
+                ("no I flag", _outer(t, vxlan(key, flags=0) + inner(), 4789), False),
+                ("another VNI", _outer(t, vxlan(key + 1) + inner(), 4789), False)]
+
+    def gre(flags: int, extra: bytes) -> bytes:
+        return struct.pack("!HH", flags, 0x6558) + extra
+    k = struct.pack("!I", key)
+    return [("well-formed", _outer(t, gre(0x2000, k) + inner(), None), True),
+            ("truncated header (2 bytes)", _outer(t, b"\x20\x00", None), False),
+            ("version 1", _outer(t, gre(0x2001, k) + inner(), None), False),
+            ("the routing bit", _outer(t, gre(0x6000, k) + inner(), None), False),
+            ("another key", _outer(t, gre(0x2000, struct.pack("!I", key + 1)) + inner(), None), False),
+            ("no key", _outer(t, gre(0x0000, b"") + inner(), None), False)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("impl", _ifaces(["pyvswitch"] + (["ovs"] if ("ovs", "ovs") in _PAIRS else [])))
+def test_malformed_outer_frames(kind: str, impl: str) -> None:
+    """Outer frames from a's address sent to side b (``impl``, its tunnel port with key 100) from a third port of
+    the underlay: the well-formed one and one with an unknown non-critical Geneve option reach host b; each malformed
+    one (truncated at each header, bad version or flags, unknown critical option, another VNI or key, bad checksums,
+    a fragment) reaches nothing, the daemon lives, and the tunnel still carries pings afterwards."""
+    with tunnel_pair(kind, "ovs", impl, options={"key": "100"}, hub=True) as t:
+        assert t.reaches("a", "b"), t.diagnose()
+        for what, frame, delivered in malformed_cases(t, kind, 100):
+            vm_b = Capture(t.sides["b"].vm_ns, "eth0")
+            try:
+                assert t.send_underlay("b", [frame] * 3) == 3
+                time.sleep(0.5)
+            finally:
+                got = sum(1 for p in vm_b.stop() if p.direction == "in" and MARK in bytes(p))
+            assert got == (3 if delivered else 0), f"{kind} {what}: {got} of 3 reached host b\n{t.diagnose()}"
+            assert t.switch("b").alive(), f"{kind} {what}: the switch died\n{t.diagnose()}"
+        both_ways(t, lambda s, d: t.reaches(s, d), True)

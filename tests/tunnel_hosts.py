@@ -10,7 +10,8 @@ Per side (``a``, ``b``, ...):
 ```
 
 Two sides: the underlay is one veth pair between the two switch namespaces. More sides: each side's underlay
-veth ends in a Linux bridge in a hub namespace (``<p>hub``), one L2 segment for all.
+veth ends in a Linux bridge in a hub namespace (``<p>hub``), one L2 segment for all (also with two sides when
+asked: ``hub=True``); the hub has one more port, not learning, that ``send_underlay`` sends from.
 
 Everything is created under a unique prefix per topology and removed when the ``with`` block ends, even when
 the block or the set-up fails (the switches stopped, the namespaces deleted).
@@ -174,6 +175,14 @@ class PyvSwitch(SideSwitch):
     def __init__(self, ns: str, rundir: str, wrap: tuple[str, ...] = ()) -> None:
         super().__init__(ns, rundir, wrap)
         self.sw = _NsSwitch(rundir, ns, wrap)
+        self.exit: tuple[int, str] | None = None       # (exit status, stderr) once stopped
+
+    def check_exit(self) -> None:
+        """It exited cleanly when stopped, and no kernel compiled after its start-up warm-up."""
+        assert self.exit is not None, "pyvswitch was not stopped"
+        code, err = self.exit
+        assert code == 0, f"pyvswitch exited with {code}: {err[-3000:]}"
+        assert "compiled after the start-up warm-up" not in err, err[-3000:]
 
     def start(self) -> None:
         self.sw.start()
@@ -188,7 +197,7 @@ class PyvSwitch(SideSwitch):
         if self.sw.proc is None:
             return
         with contextlib.suppress(Exception):
-            self.sw.stop()
+            self.exit = self.sw.stop()
         # a daemon killed before it stopped its ovsdb-server leaves it running
         try:
             with open(f"{self.rundir}/ovsdb-server.pid") as f:
@@ -289,6 +298,14 @@ def tx_checksum_off(ns: str, ifname: str) -> None:
     in_ns(ns, sys.executable, "-c", TX_OFF, ifname)
 
 
+SEND_SCRIPT = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[1], 0))
+print(sum(1 for f in json.loads(sys.argv[2]) if s.send(bytes.fromhex(f))))
+"""
+
+
 class Capture:
     """An AF_PACKET capture of every frame on one interface of a netns (both directions), running until
     ``stop()``; returns scapy packets, each with ``direction`` = ``"out"`` (sent on the interface) or ``"in"``."""
@@ -349,7 +366,8 @@ class Side:
 class TunnelNet:
     """Built switches and hosts; the methods drive them (see ``tunnel_pair``)."""
 
-    def __init__(self, prefix: str, impls: Mapping[str, str], ipv6: bool, wrap: tuple[str, ...] = ()) -> None:
+    def __init__(self, prefix: str, impls: Mapping[str, str], ipv6: bool, wrap: tuple[str, ...] = (),
+                 hub: bool = False) -> None:
         self.prefix = prefix
         self.ipv6 = ipv6
         self.wrap = wrap
@@ -357,7 +375,7 @@ class TunnelNet:
         for i, (name, impl) in enumerate(impls.items()):
             self.sides[name] = Side(name, i, impl, f"{prefix}s{name}", f"{prefix}v{name}", f"{prefix}u{name}",
                                     f"{prefix}h{name}", vm_ip(i), underlay_ip(i, ipv6))
-        self.hub_ns = f"{prefix}hub" if len(self.sides) > 2 else ""
+        self.hub_ns = f"{prefix}hub" if len(self.sides) > 2 or hub else ""
         self._undo: list[tuple[str, Callable[[], None]]] = []
         self._tmp: list[tempfile.TemporaryDirectory] = []
         self.port_of: dict[str, str] = {}
@@ -391,6 +409,10 @@ class TunnelNet:
             for s in self.sides.values():
                 self._veth(s.underlay_if, s.sw_ns, f"{self.prefix}x{s.name}", self.hub_ns)
                 sh(["ip", "-n", self.hub_ns, "link", "set", f"{self.prefix}x{s.name}", "master", "hub"])
+            # the injection port: frames sent from <p>xj enter the hub at <p>xi, which learns nothing from them
+            self._veth(f"{self.prefix}xi", self.hub_ns, f"{self.prefix}xj", self.hub_ns)
+            sh(["ip", "-n", self.hub_ns, "link", "set", f"{self.prefix}xi", "master", "hub"])
+            sh(["bridge", "-n", self.hub_ns, "link", "set", "dev", f"{self.prefix}xi", "learning", "off"])
         else:
             a, b = self.sides.values()
             self._veth(a.underlay_if, a.sw_ns, b.underlay_if, b.sw_ns)
@@ -521,6 +543,24 @@ class TunnelNet:
         self._undo.append((f"capture {side}", cap.close))
         return cap
 
+    def send_underlay(self, to: str, frames: list[bytes]) -> int:
+        """Send raw ``frames`` onto the underlay, to arrive on side ``to``'s underlay port as a peer's would (with a
+        hub: from its injection port, so they may carry a peer's addresses and no one learns them there; without
+        one: out of the far end of ``to``'s veth, where the peer's switch sees them leave and would learn a source
+        MAC of its own on that port). Returns how many the kernel took."""
+        s = self.sides[to]
+        if self.hub_ns:
+            ns, ifname = self.hub_ns, f"{self.prefix}xj"
+        else:
+            peer = next(o for o in self.sides.values() if o is not s)
+            ns, ifname = peer.sw_ns, peer.underlay_if
+        proc = in_ns(ns, sys.executable, "-c", SEND_SCRIPT, ifname, json.dumps([f.hex() for f in frames]))
+        return int(proc.stdout.strip())
+
+    def underlay_mac(self, side: str) -> str:
+        """The MAC of ``side``'s br-phy (where the peers send its tunnel packets)."""
+        return in_ns(self.sides[side].sw_ns, "cat", "/sys/class/net/br-phy/address").stdout.strip()
+
     def diagnose(self) -> str:
         """What each switch says about its tunnel state (for assertion messages)."""
         out = []
@@ -542,22 +582,25 @@ class TunnelNet:
 @contextlib.contextmanager
 def tunnel_net(kind: str = "geneve", impls: Mapping[str, str] | None = None, ipv6: bool = False,
                options: Mapping[str, str] | None = None, per_side: Mapping[str, Mapping[str, str]] | None = None,
-               prefix: str = "ti", wrap: tuple[str, ...] = ()) -> Iterator[TunnelNet]:
+               prefix: str = "ti", wrap: tuple[str, ...] = (), hub: bool = False) -> Iterator[TunnelNet]:
     """Sides ``impls`` (side name -> ``"ovs"`` or ``"pyvswitch"``) joined by ``kind`` tunnels with ``options``
     (``per_side`` adds or overrides some per side; ``remote_ip`` defaults to the other side's address with two
     sides, ``flow`` with more), torn down afterwards. The switch daemons run under ``wrap`` (e.g. ``taskset -c 1``)."""
-    net = TunnelNet(unique(prefix), impls or {"a": "ovs", "b": "ovs"}, ipv6, wrap)
+    net = TunnelNet(unique(prefix), impls or {"a": "ovs", "b": "ovs"}, ipv6, wrap, hub)
     try:
         net.build(kind, options or {}, per_side or {})
         yield net
     finally:
         net.close()
+    for s in net.sides.values():        # reached only when the block succeeded
+        if isinstance(s.switch, PyvSwitch):
+            s.switch.check_exit()
 
 
 @contextlib.contextmanager
 def tunnel_pair(kind: str = "geneve", a: str = "ovs", b: str = "ovs", ipv6: bool = False,
                 options: Mapping[str, str] | None = None, per_side: Mapping[str, Mapping[str, str]] | None = None,
-                prefix: str = "ti", wrap: tuple[str, ...] = ()) -> Iterator[TunnelNet]:
+                prefix: str = "ti", wrap: tuple[str, ...] = (), hub: bool = False) -> Iterator[TunnelNet]:
     """Two sides, ``a`` and ``b`` (``"ovs"`` or ``"pyvswitch"``), joined by a ``kind`` tunnel (see ``tunnel_net``)."""
-    with tunnel_net(kind, {"a": a, "b": b}, ipv6, options, per_side, prefix, wrap) as net:
+    with tunnel_net(kind, {"a": a, "b": b}, ipv6, options, per_side, prefix, wrap, hub) as net:
         yield net
