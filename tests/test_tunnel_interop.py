@@ -21,7 +21,7 @@ from tests.tunnel_hosts import TUN_PORT, Capture, TunnelNet, tunnel_net, tunnel_
 
 pytestmark = pytest.mark.integration
 
-PENDING = False           # pyvswitch has no tunnel ports yet: its cases are strict xfail until this is False
+PENDING = False           # True: the pyvswitch cases become strict xfail (a switch without tunnel ports)
 KINDS = ("geneve", "vxlan", "gre")
 UDP_PORT = {"geneve": 6081, "vxlan": 4789}
 SRC_PORT_RANGE = (32768, 61000)     # OVS's tunnel UDP source ports: a hash of the inner flow scaled into this range
