@@ -30,6 +30,7 @@ from backends.port import TX_BYTES, TX_PACKETS, Port
 from backends.tunnel import FLOW, NO_KEY, TunnelPort
 from dpif import key as K
 from dpif.tunnel import (
+    KIND_NAMES,
     TC_NEIGH_UNRESOLVED,
     TC_NO_ROUTE,
     TC_NO_SLOT,
@@ -37,13 +38,31 @@ from dpif.tunnel import (
     TC_TOO_BIG,
     TC_TX_BYTES,
     TC_TX_PACKETS,
+    TNL_GRE,
     TS_NEIGH_UNRESOLVED,
     TS_NO_ROUTE,
     TS_READY,
     TunnelHeader,
     TunnelPorts,
 )
-from dpif.tunnel_pop import SN_WORDS, SNK_ND_ADVERT, TerminationTable, tlv_table, tnl_terminate
+from dpif.tunnel_pop import (
+    EP_FLAGS,
+    EP_IP_HI,
+    EP_IP_LO,
+    EP_MAC,
+    EP_V4,
+    EP_V6,
+    SN_WORDS,
+    SNK_ND_ADVERT,
+    TP_DP_PORT,
+    TP_FLAGS,
+    TP_KIND,
+    TP_UDP,
+    TPF_V6,
+    TerminationTable,
+    tlv_table,
+    tnl_terminate,
+)
 from ofproto import tlvmap
 from vswitch.tunnels.neigh import arp_request, nd_solicit
 from xlate.bridges import PF_LOCAL
@@ -262,6 +281,36 @@ class DpTunnels:
             return
         endpoints, tports = table.arrays()
         self.term = (port_term, endpoints, tports, tlv_rows())
+
+    def termination_of(self, key: list[int]) -> tuple[int, str] | None:
+        """For ``ofproto/trace``: when a frame with key words ``key`` would be taken by ``tnl_terminate`` (an
+        endpoint's MAC and address, a tunnel port's protocol and UDP port), the datapath port of the first tunnel
+        port of that kind and port (the key and remote are in the outer payload: not in a trace's flow), and the
+        kind; else None."""
+        if self.term is None:
+            return None
+        port_term, endpoints, tports, _tlv = self.term
+        p = key[K.W_IN_PORT]
+        if not (0 <= p < len(port_term) and port_term[p]):
+            return None
+        ethertype, proto = key[K.W_ETH_TYPE] & 0xFFFF, key[K.W_NW] & 0xFF
+        if ethertype == 0x0800:
+            v6, hi, lo = False, 0, key[K.W_NW_DST]
+        elif ethertype == 0x86DD:
+            v6, hi, lo = True, key[K.W_IPV6_DST], key[K.W_IPV6_DST + 1]
+        else:
+            return None
+        if not any(int(e[EP_FLAGS]) == (EP_V6 if v6 else EP_V4) and int(e[EP_MAC]) == key[K.W_ETH_DST]
+                   and int(e[EP_IP_HI]) == hi and int(e[EP_IP_LO]) == lo for e in endpoints):
+            return None
+        udp = key[K.W_TP] >> 16 & 0xFFFF
+        for t in tports:
+            kind = int(t[TP_KIND])
+            if bool(int(t[TP_FLAGS]) & TPF_V6) != v6:
+                continue
+            if (proto == 47 and kind == TNL_GRE) or (proto == 17 and kind != TNL_GRE and int(t[TP_UDP]) == udp):
+                return int(t[TP_DP_PORT]), KIND_NAMES[kind]
+        return None
 
     def _terminate(self, burst: np.ndarray, n: int) -> int:
         """Take the frames for local tunnel endpoints out of ``burst[:n]``: decapsulated ones into ``tburst``

@@ -568,6 +568,14 @@ class BridgeFlows:
         lines = [f"Flow: {format_spec(fields)}", "", f'bridge("{name}")', "-" * (len(name) + 10)]
         ts = self.tables.compile(self.port_map, self.miss_max_len, snapshot=True)
         rec = TraceRecorder(self, flags, dp.xlate_bridges(ts))
+        popped = dp.datapath.termination_of(key) if hasattr(dp.datapath, "termination_of") else None
+        if popped is not None:    # tunnel traffic for this bridge's address: decapsulated before its tables
+            tport, kind = popped
+            rec.note(f"     -> {kind} traffic for this bridge's tunnel endpoint: the datapath removes the outer "
+                     "headers before the bridge's tables and the frame enters the tunnel port "
+                     f"{self.port_text(tport)} (its key and remote pick the port)")
+            lines += rec.lines()
+            return "\n".join(lines + ["", "Final flow: unchanged", f"Datapath actions: tnl_pop({tport})"]) + "\n"
         if self.bypass:
             rec.note("fail-open: no controller connected in standalone mode, the bridge acts as a learning switch")
             rec.normal(key, dense)
