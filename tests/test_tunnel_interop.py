@@ -62,8 +62,8 @@ def outer(pkts: list[Any], kind: str, src: str, dst: str) -> list[Any]:
     for p in pkts:
         if p.direction != "in":
             continue
-        ip = p.getlayer(IP) or p.getlayer(IPv6)
-        if ip is None or ip.src != src or ip.dst != dst:
+        ip = p.payload     # the outer IP header (getlayer could find the inner one once Geneve is dissected)
+        if not isinstance(ip, (IP, IPv6)) or ip.src != src or ip.dst != dst:
             continue
         if kind == "gre":
             if (ip.proto if ip.name == "IP" else ip.nh) == 47:
@@ -75,11 +75,7 @@ def outer(pkts: list[Any], kind: str, src: str, dst: str) -> list[Any]:
 
 def tunnel_header(p: Any, kind: str) -> bytes:
     """The bytes after the outer IP header (UDP + Geneve / VXLAN, or GRE)."""
-    from scapy.layers.inet import IP
-    from scapy.layers.inet6 import IPv6
-
-    ip = p.getlayer(IP) or p.getlayer(IPv6)
-    return bytes(ip.payload)
+    return bytes(p.payload.payload)
 
 
 def geneve_options(p: Any) -> list[tuple[int, int, bytes]]:

@@ -105,6 +105,7 @@ class BurstPath:
     upcalls: Upcalls | None
     xbridges: Bridges
     tnl_port_list: np.ndarray          # the tunnel ports (``vswitch.dptunnels``)
+    round_ports: np.ndarray            # the patch and tunnel ports
     tunnel_ports: Any                  # their headers, states and counts (``dpif.tunnel.TunnelPorts``)
 
     now: Callable[[], int]    # seconds since the datapath started
@@ -346,7 +347,8 @@ class BurstPath:
     def _send(self, now: int) -> None:
         """Transmit the queues, hand what went to patch ports to their peers, free the copies the actions made."""
         self._transmit()
-        if len(self.patch_ports) or len(self.tnl_port_list):
+        rounds = self.round_ports
+        if len(rounds) and self.out_start[1, rounds].any():   # something is queued for a patch or tunnel port
             self._patch_rounds(now)
         if self._n_extra:
             self.pool.free(self.extra, self._n_extra)

@@ -177,6 +177,7 @@ class DpTunnels:
     bridges: list[Any]
     pool: Any
     fdrops: np.ndarray
+    patch_ports: np.ndarray
 
     def _init_tunnels(self) -> None:
         self.underlay: SwitchUnderlay | None = None
@@ -192,6 +193,7 @@ class DpTunnels:
         self.snoop_n = np.zeros(2, dtype=np.int64)
         self.tunnel_ports = TunnelPorts(0)
         self.tnl_port_list = np.zeros(0, dtype=np.int64)
+        self.round_ports = np.zeros(0, dtype=np.int64)   # patch and tunnel ports: what the rounds hand over
 
     # ------------------------------------------------------------ control side
     def set_underlay(self, underlay: SwitchUnderlay | None) -> None:
@@ -227,6 +229,7 @@ class DpTunnels:
         if self.tunnel_ports.state.shape[0] != n:
             self.tunnel_ports = TunnelPorts(n)
         self.tnl_port_list = np.array(sorted(self.tunnel_configs), dtype=np.int64)
+        self.round_ports = np.concatenate([self.patch_ports, self.tnl_port_list])
         self._tunnel_headers()
         self._termination_tables()
 
