@@ -136,6 +136,8 @@ def _warm_tunnel_path(datapath: object, a: object, b: object) -> None:
     tp.set_port(a.port_no, h, b.port_no, TS_READY)               # type: ignore[attr-defined]
     dp.tunnel_ports, dp.tnl_port_list = tp, np.array([a.port_no], dtype=np.int64)   # type: ignore[attr-defined]
     try:
+        dp._patch_rounds(0)     # tunnel_handover (``_send`` runs the rounds only when a frame is queued for them)
+
         n = dp.pool.alloc(dp.burst, 0, 2)                        # type: ignore[attr-defined]
         dp.pool.put(int(dp.burst[0]), bytes(outer), b.port_no)   # type: ignore[attr-defined]
         dp.pool.put(int(dp.burst[1]), inner, b.port_no)          # type: ignore[attr-defined]
