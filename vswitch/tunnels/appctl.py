@@ -67,25 +67,19 @@ class TunnelCommands:
         gw = None
         mark = 0
         if parse_ipv4_cidr(argv[0]) is not None:
-            if len(argv) > 2:
-                scanned = scan_pkt_mark(argv[2])
-                if scanned is not None:
-                    mark = scanned
-                else:
-                    gw = parse_ip(argv[2])
-                    if gw is None:
-                        return _error(conn, "Invalid pkt_mark or gateway")
+            parse_gw, bad_gw = parse_ip, "Invalid pkt_mark or gateway"
         elif parse_ipv6_cidr(argv[0]) is not None:
-            if len(argv) > 2:
-                scanned = scan_pkt_mark(argv[2])
-                if scanned is not None:
-                    mark = scanned
-                else:
-                    gw = parse_ipv6(argv[2])
-                    if gw is None:
-                        return _error(conn, "Invalid pkt_mark or IPv6 gateway")
+            parse_gw, bad_gw = parse_ipv6, "Invalid pkt_mark or IPv6 gateway"
         else:
             return _error(conn, "Invalid parameters")
+        if len(argv) > 2:    # a pkt_mark, or the gateway of the prefix's family
+            scanned = scan_pkt_mark(argv[2])
+            if scanned is not None:
+                mark = scanned
+            else:
+                gw = parse_gw(argv[2])
+                if gw is None:
+                    return _error(conn, bad_gw)
         if len(argv) > 3:
             scanned = scan_pkt_mark(argv[3])
             if scanned is None:
