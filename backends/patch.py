@@ -15,13 +15,10 @@ OpenFlow port number), forwards nothing, and says why in ``error`` as OVS does.
 
 from __future__ import annotations
 
-import numpy as np
-
-from backends.pool import PacketPool
-from backends.port import Port, PortError
+from backends.port import DevicelessPort, PortError
 
 
-class PatchPort(Port):
+class PatchPort(DevicelessPort):
     """An end of a patch port pair (``peer``: the other end's name)."""
 
     type = "patch"
@@ -35,20 +32,6 @@ class PatchPort(Port):
         self.peer = str(peer)
         #: set by the datapath: the peer exists and names this port back
         self.paired = False
-
-    def rx_burst(self, pool: PacketPool, burst: np.ndarray, start: int, max_n: int) -> int:
-        """Nothing arrives from a device: the datapath hands the peer's frames over itself."""
-        return 0
-
-    def tx_burst(self, pool: PacketPool, slots: np.ndarray, vlans: np.ndarray, start: int, count: int) -> int:
-        """Nothing leaves to a device: the datapath hands the frames to the peer before transmitting."""
-        return 0
-
-    def wakeup_fds(self) -> list[int]:
-        return []
-
-    def close(self) -> None:
-        pass
 
     def set_paired(self, paired: bool) -> None:
         """The datapath found (or lost) the peer; ``error`` changes with it."""

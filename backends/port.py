@@ -192,3 +192,19 @@ class StatePort(Port):
     def port_no(self, value: int) -> None:
         self._st[self.PORT_NO_WORD] = value
 
+
+class DevicelessPort(Port):
+    """A port with no device behind it (patch, tunnel): nothing is received or sent by the port itself, the
+    datapath hands its frames over (to a patch peer, or encapsulated into the underlay)."""
+
+    def rx_burst(self, pool: PacketPool, burst: np.ndarray, start: int, max_n: int) -> int:
+        return 0
+
+    def tx_burst(self, pool: PacketPool, slots: np.ndarray, vlans: np.ndarray, start: int, count: int) -> int:
+        return 0
+
+    def wakeup_fds(self) -> list[int]:
+        return []
+
+    def close(self) -> None:
+        pass

@@ -29,10 +29,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-import numpy as np
-
-from backends.pool import PacketPool
-from backends.port import Port, PortError
+from backends.port import DevicelessPort, PortError
 
 KINDS = {"geneve": 1, "vxlan": 2, "gre": 3}
 DEFAULT_DST_PORT = {"geneve": 6081, "vxlan": 4789, "gre": 0}
@@ -184,7 +181,7 @@ def parse_config(name: str, kind: str, options: dict[str, str]) -> tuple[TunnelC
     return TunnelConfig(kind, remote, local, ipv6, in_key, out_key, dst_port, csum, tos, ttl, df), warnings
 
 
-class TunnelPort(Port):
+class TunnelPort(DevicelessPort):
     """A ``geneve`` / ``vxlan`` / ``gre`` port (``options``: its ``Interface.options``). Nothing is received from
     or sent to a device: the datapath encapsulates what is output to it and decapsulates what arrives for it."""
 
@@ -193,20 +190,6 @@ class TunnelPort(Port):
         self.config, self.warnings = parse_config(name, self.type, {k: _text(v) for k, v in options.items()})
         #: set by the switch from the route to ``remote_ip``: (egress interface, its carrier up), or None
         self.egress: tuple[str, bool] | None = None
-
-    def rx_burst(self, pool: PacketPool, burst: np.ndarray, start: int, max_n: int) -> int:
-        """Nothing arrives from a device: decapsulated frames enter the bridge from the datapath."""
-        return 0
-
-    def tx_burst(self, pool: PacketPool, slots: np.ndarray, vlans: np.ndarray, start: int, count: int) -> int:
-        """Nothing leaves to a device: the datapath encapsulates before transmitting."""
-        return 0
-
-    def wakeup_fds(self) -> list[int]:
-        return []
-
-    def close(self) -> None:
-        pass
 
     @property
     def link_up(self) -> bool:
