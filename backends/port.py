@@ -105,6 +105,8 @@ class Port(abc.ABC):
 
     #: OVSDB ``Interface.type`` this class implements ("system", "tap", "internal", ...).
     type: str = ""
+    #: No device: the datapath hands its frames over itself (``DevicelessPort``).
+    deviceless: bool = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -131,6 +133,11 @@ class Port(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the device and every resource the port holds; idempotent."""
+
+    def set_busy_frames(self, n: int) -> None:
+        """The datapath busy-polls every port after an iteration that moved ``n`` frames or more (a port that
+        stops its wake-ups while busy, as vhost-user stops guest kicks, does so only from ``n`` frames)."""
+        return None
 
     @property
     def ifindex(self) -> int:
@@ -196,6 +203,8 @@ class StatePort(Port):
 class DevicelessPort(Port):
     """A port with no device behind it (patch, tunnel): nothing is received or sent by the port itself, the
     datapath hands its frames over (to a patch peer, or encapsulated into the underlay)."""
+
+    deviceless = True
 
     def rx_burst(self, pool: PacketPool, burst: np.ndarray, start: int, max_n: int) -> int:
         return 0

@@ -434,6 +434,10 @@ class VhostUserPort(StatePort):
         finally:
             self._lock.release()
 
+    def set_busy_frames(self, n: int) -> None:
+        """Guest kicks stop after a dequeue of ``n`` frames or more (the datapath busy-polls from there)."""
+        self._st[S_BUSY] = n
+
     def wakeup_fds(self) -> list[int]:
         """The port's epoll fd: readable when the guest kicked its transmit ring (or the ring is polled)."""
         return [self._epoll.fileno()]

@@ -611,6 +611,7 @@ class MegaflowCache:
         self.st[H_RNG] = 0x2545F4914F6CDD1D
         self.ent = _aligned(max_flows, E_W)
         self.ent[:, E_SUB] = -1
+        self._is_live = np.zeros(max_flows, dtype=np.uint8)   # 1: an installed entry (``live``, without a column scan)
         self.buckets = np.zeros(nb, dtype=np.int64)
         self.emc = np.zeros((emc_size, EMC_W), dtype=np.int64)
         self.actions = np.zeros(max(action_words, 16), dtype=np.int64)
@@ -663,7 +664,7 @@ class MegaflowCache:
                 return e
         masked = key[0] & mask
         if self._check_overlap:
-            live = np.flatnonzero(self.ent[:, E_SUB] >= 0)
+            live = self.live()
             clash = ~(((self._dkey[live] ^ masked) & self._dmask[live] & mask) != 0).any(axis=1)
             if clash.any():
                 raise MegaflowOverlap(f"overlaps megaflow {int(live[np.argmax(clash)])}")
@@ -680,6 +681,7 @@ class MegaflowCache:
         a = self._alloc(len(acts))
         self.actions[a:a + len(acts)] = acts
         _install_fill(key, self.st, self._sub_row(sid), sid, self.ent, self.buckets, bmask, h, e, now, a, len(acts))
+        self._is_live[e] = 1
         if self._check_overlap:
             self._dkey[e] = masked
             self._dmask[e] = mask
@@ -694,6 +696,7 @@ class MegaflowCache:
         self.action_free += int(row[E_ACT_LEN])
         row[E_SUB] = -1
         row[E_GEN] = (int(row[E_GEN]) + 1) & GEN_MASK     # the EMC rows naming it are stale
+        self._is_live[entry] = 0
         self._free.append(entry)
         so = self._sub_row(sid)
         self.st[so + S_COUNT] -= 1
@@ -717,6 +720,7 @@ class MegaflowCache:
             self.st[so + S_COUNT] = 0
             self._drop_subtable(sid)
         self.ent[:, E_SUB] = -1
+        self._is_live[:] = 0
         self.buckets[:] = 0
         self.emc[:] = 0
         self._free = list(range(self.max_flows - 1, -1, -1))
@@ -725,9 +729,15 @@ class MegaflowCache:
 
     def expire(self, now: int, idle: int) -> list[Megaflow]:
         """Remove the megaflows no frame hit for ``idle`` or more (``now - used >= idle``); returns them."""
-        live = self.ent[:, E_SUB] >= 0
-        gone = np.flatnonzero(live & (now - self.ent[:, E_USED] >= idle))
-        return [self.remove(int(e)) for e in gone]
+        live = self.live()
+        gone = live[now - self.ent[live, E_USED] >= idle]
+        return [self.remove(int(e)) for e in gone.tolist()]
+
+    def live(self) -> np.ndarray:
+        """The installed entry ids, ascending."""
+        if len(self._free) == self.max_flows:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(self._is_live)
 
     def resort(self) -> None:
         """Order the subtables by their hits since the previous resort (most first), then clear those."""
@@ -756,7 +766,7 @@ class MegaflowCache:
 
     def dump(self) -> list[Megaflow]:
         """Every installed megaflow, by entry id (``dpctl/dump-flows``)."""
-        return [self.get(int(e)) for e in np.flatnonzero(self.ent[:, E_SUB] >= 0)]
+        return [self.get(int(e)) for e in self.live().tolist()]
 
     def __len__(self) -> int:
         return self.max_flows - len(self._free)
@@ -854,7 +864,8 @@ class MegaflowCache:
 
     def _compact(self) -> None:
         """Move every live program to the front of a fresh array, in offset order."""
-        live = np.flatnonzero((self.ent[:, E_SUB] >= 0) & (self.ent[:, E_ACT_LEN] > 0))
+        live = self.live()
+        live = live[self.ent[live, E_ACT_LEN] > 0]
         live = live[np.argsort(self.ent[live, E_ACT], kind="stable")]
         fresh = np.zeros(len(self.actions), dtype=np.int64)
         top = 0

@@ -25,10 +25,11 @@ from dpif.actions import SIDE_NORMAL, SIDE_NORMAL_BRIDGE, SIDE_NORMAL_IN
 
 @numba.njit(nogil=True, cache=True, _nrt=False)
 def group_burst(meta: np.ndarray, burst: np.ndarray, n: int, port_group: np.ndarray, sorted_out: np.ndarray,
-                start: np.ndarray) -> int:
+                start: np.ndarray, used_out: np.ndarray) -> int:
     """Sort ``burst[:n]`` by the group of each frame's ingress port (``port_group``; a port outside it goes to
     the last group) into ``sorted_out[:n]``, stable; ``start[g]`` is where group ``g`` begins (``start`` has
-    one entry more than there are groups). Returns the number of groups that have frames."""
+    one entry more than there are groups). Returns the number of groups that have frames, listed in ascending
+    order in ``used_out`` (as long as ``start``)."""
     n_groups = start.shape[0] - 1
     n_ports = port_group.shape[0]
     for g in range(n_groups + 1):
@@ -42,6 +43,7 @@ def group_burst(meta: np.ndarray, burst: np.ndarray, n: int, port_group: np.ndar
     for g in range(n_groups):     # start[g + 1]: the count of group g, then its cursor, then its end
         c = start[g + 1]
         if c:
+            used_out[used] = g
             used += 1
         start[g + 1] = total
         total += c

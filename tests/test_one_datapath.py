@@ -45,12 +45,14 @@ def test_group_burst_is_a_stable_partition() -> None:
         burst = np.array(rnd.sample(range(n), n), dtype=np.int32)
         out = np.zeros(max(n, 1), dtype=np.int32)
         start = np.zeros(n_groups + 1, dtype=np.int64)
-        used = group_burst(meta, burst, n, port_group, out, start)
+        listed = np.full(n_groups + 1, -1, dtype=np.int64)
+        used = group_burst(meta, burst, n, port_group, out, start, listed)
 
         groups = [int(port_group[p]) if p < n_ports else n_groups - 1 for p in meta[:, META_IN_PORT].tolist()]
         want = [[int(s) for s in burst if groups[s] == g] for g in range(n_groups)]
         assert [out[start[g]:start[g + 1]].tolist() for g in range(n_groups)] == want
         assert used == sum(1 for w in want if w)
+        assert listed[:used].tolist() == [g for g in range(n_groups) if want[g]]
 
 
 def test_group_normal_is_a_stable_partition_and_refuses_no_port() -> None:

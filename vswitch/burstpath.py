@@ -121,6 +121,7 @@ class BurstPath:
         self.good = np.zeros(MAX_BURST, dtype=np.int32)
         self.gsorted = np.zeros(MAX_BURST, dtype=np.int32)
         self.gstart = np.zeros(G_NORMAL + 1, dtype=np.int64)
+        self.gused = np.zeros(G_NORMAL + 1, dtype=np.int64)
         self.out_entry = np.zeros(MAX_BURST, dtype=np.int64)
         self.prog_index = np.zeros((MAX_BURST, 2), dtype=np.int64)
         self.xside = np.zeros((SIDE_ROWS, 2 * MAX_BURST), dtype=np.int32)
@@ -135,6 +136,7 @@ class BurstPath:
     def _size_for_bridges(self, n_bridges: int) -> None:
         """Room in the group and NORMAL-list starts for ``n_bridges`` bridges."""
         self.gstart = np.zeros(G_NORMAL + n_bridges + 1, dtype=np.int64)
+        self.gused = np.zeros(G_NORMAL + n_bridges + 1, dtype=np.int64)
         self.nstart = np.zeros(n_bridges + 1, dtype=np.int64)
 
     def _alloc_queues(self, n_ports: int) -> None:
@@ -156,11 +158,14 @@ class BurstPath:
         if g >= 0:
             self._group(g, burst, n, now, True, tunneled)
             return
-        group_burst(self.pool.meta, burst, n, self.port_group, self.gsorted, self.gstart)
-        start = self.gstart
+        k = group_burst(self.pool.meta, burst, n, self.port_group, self.gsorted, self.gstart, self.gused)
+        if k == 1:      # every frame in one group: the burst as it came
+            self._group(int(self.gused[0]), burst, n, now, True, tunneled)
+            return
+        start = self.gstart.tolist()
         first = True
-        for g in np.flatnonzero(start[1:] - start[:-1]).tolist():
-            a, z = int(start[g]), int(start[g + 1])
+        for g in self.gused[:k].tolist():
+            a, z = start[g], start[g + 1]
             if self._group(g, self.gsorted[a:z], z - a, now, first, tunneled):
                 first = False
         if first:
@@ -346,21 +351,30 @@ class BurstPath:
     # ------------------------------------------------------------ transmit, patch rounds
     def _send(self, now: int) -> None:
         """Transmit the queues, hand what went to patch ports to their peers, free the copies the actions made."""
-        self._transmit()
-        rounds = self.round_ports
-        if len(rounds) and self.out_start[1, rounds].any():   # something is queued for a patch or tunnel port
+        if self._transmit():          # something is queued for a patch or tunnel port
             self._patch_rounds(now)
         if self._n_extra:
             self.pool.free(self.extra, self._n_extra)
             self._n_extra = 0
 
-    def _transmit(self) -> None:
+    def _transmit(self) -> bool:
+        """Send each port's queue; whether a patch or tunnel port has one (their frames go in the rounds)."""
         pool = self.pool
-        start, count = self.out_start
+        starts = self.out_start[0]
+        counts = self.out_start[1].tolist()
         out_slots, out_vlans = self.out_slots, self.out_vlans
-        for port_no, port in enumerate(self.ports):
-            if count[port_no] and port is not None:
-                port.tx_burst(pool, out_slots, out_vlans, int(start[port_no]), int(count[port_no]))
+        ports = self.ports
+        rounds = False
+        for port_no, count in enumerate(counts):
+            if count:
+                port = ports[port_no] if port_no < len(ports) else None
+                if port is None:
+                    continue
+                if port.deviceless:
+                    rounds = True
+                else:
+                    port.tx_burst(pool, out_slots, out_vlans, int(starts[port_no]), count)
+        return rounds
 
     def _patch_rounds(self, now: int) -> None:
         """Hand what was queued for patch ports to their peers' bridges, and what was queued for tunnel ports

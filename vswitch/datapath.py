@@ -1,7 +1,7 @@
 """The datapath: one thread for every bridge, moving bursts port -> pipeline -> ports, with adaptive polling.
 
 ```
-       ┌──────────── busy-poll while an iteration moves BUSY_FRAMES frames or more ─────────────┐
+       ┌───────── busy-poll while an iteration moves busy_frames frames or more (adaptive) ─────────┐
        ▼                                                                                        │
  rx_burst of every port (or of the ready ones; up to MAX_BURST frames) ─► BurstPath: each frame │
        ▲                                              by its bridge ─► tx_burst ─► patch rounds ┘
@@ -41,7 +41,7 @@ import numpy as np
 
 from backends.patch import PatchPort
 from backends.pool import PacketPool
-from backends.port import Port
+from backends.port import DevicelessPort, Port
 from backends.tunnel import TunnelPort
 from classifier.drops import N_DROPS
 from classifier.l2switch import switch_burst
@@ -58,7 +58,7 @@ from xlate.upcall import Upcalls
 
 log = logging.getLogger(__name__)
 
-BUSY_FRAMES = 32         # an iteration moving this many frames makes the next one poll every port
+BUSY_FRAMES = 32         # the fewest frames an iteration moves to make the next one poll every port
 AGING_TICK = 1.0         # seconds between aging passes (and the longest epoll wait)
 
 
@@ -116,6 +116,7 @@ class Datapath(BurstPath, DpTunnels):
         self.port_group = np.zeros(0, dtype=np.int64)    # its burst group (G_*)
         self.peer = np.zeros(0, dtype=np.int64)          # a patch port's peer (-1: none)
         self.patch_ports = np.zeros(0, dtype=np.int64)   # the patch ports, paired or not
+        self.rx_ports: list[Port] = []                   # the ports with a device (what a busy poll reads)
         self.patch_counts = np.zeros((0, PC_FIELDS), dtype=np.int64)
         self.single_group = -1                           # >= 0: every port is in this group
         self.drops = np.zeros((0, N_DROPS), dtype=np.int64)
@@ -144,6 +145,9 @@ class Datapath(BurstPath, DpTunnels):
         self._running = False
         self._flows_pending = False
         self._last_aging = 0.0
+        #: frames an iteration moves to make the next one a busy poll: BUSY_FRAMES up to BURST, doubled by a busy
+        #: poll that found nothing, halved by one that found frames
+        self.busy_frames = BUSY_FRAMES
 
     # ------------------------------------------------------------ time
     def now(self) -> int:
@@ -241,6 +245,7 @@ class Datapath(BurstPath, DpTunnels):
         self.port_group = groups
         used = {int(groups[p]) for p, port in enumerate(self.ports) if port is not None}
         self.single_group = used.pop() if len(used) == 1 else -1
+        self.rx_ports = [p for p in self.ports if p is not None and not isinstance(p, DevicelessPort)]
         self._tunnel_rebuild()
         self.xbridges = Bridges(self.tables(), modes,
                                 [br.normal_rank if br is not None else -1 for br in self.bridges],
@@ -286,6 +291,7 @@ class Datapath(BurstPath, DpTunnels):
             port, TunnelPort) else 0
         self.port_bridge[port_no] = br.index
         port.port_no = port_no
+        port.set_busy_frames(self.busy_frames)
         self.ports[port_no] = port
         for fd in port.wakeup_fds():
             self._epoll.register(fd, select.EPOLLIN)
@@ -326,18 +332,21 @@ class Datapath(BurstPath, DpTunnels):
 
     # ------------------------------------------------------------ the loop
     def poll_once(self, ports: list[Port | None] | None = None) -> int:
-        """One iteration: receive from ``ports`` (default all), switch, transmit; returns frames switched."""
+        """One iteration: receive from ``ports`` (default: every port with a device), switch, transmit; returns
+        frames switched."""
         pool = self.pool
         burst = self.burst
         total = 0
-        for port in self.ports if ports is None else ports:
+        for port in self.rx_ports if ports is None else ports:
             if port is not None and total < MAX_BURST:
                 total += port.rx_burst(pool, burst, total, min(BURST, MAX_BURST - total))
         if total == 0:
             return 0
         self._n_extra = 0
         now = self.now()
-        n = self._terminate(burst, total) if self.term is not None else total
+        n = total
+        if self.term is not None:
+            burst, n = self._terminate(burst, total)
         if n:
             self._process(burst, n, now)
             self._send(now)
@@ -408,10 +417,12 @@ class Datapath(BurstPath, DpTunnels):
     def _run(self) -> None:
         """Adaptive polling: busy-poll every port while bursts keep coming, epoll otherwise.
 
-        While an iteration moves at least ``BUSY_FRAMES`` frames, the next one polls every port
-        at once (a PMD). Below that, the thread asks epoll which ports have work: it polls only
-        those, and blocks (up to ``AGING_TICK``) when none has, so an idle datapath sleeps and a
-        lightly loaded one pays one epoll call per batch instead of spinning.
+        While an iteration moves at least ``busy_frames`` frames, the next one polls every port at once (a
+        PMD). Below that, the thread waits in epoll (up to ``AGING_TICK``) for the ports that have work and
+        polls only those: an idle datapath sleeps, and a lightly loaded one pays one epoll call per batch
+        instead of spinning. ``busy_frames`` adapts: a busy poll that finds nothing doubles it (bursts that
+        arrive whole, then nothing, wake the thread once each), one that finds frames halves it (down to
+        ``BUSY_FRAMES``).
         """
         pmd = self.pmd
         busy = False
@@ -424,14 +435,10 @@ class Datapath(BurstPath, DpTunnels):
             if busy:
                 ports = None
             else:
-                ports = self._ready_ports(0)
+                pmd.sleeps += 1
+                ports = self._ready_ports(AGING_TICK)    # at once when a port (or a call's wake-up) is ready
                 if not ports:
-                    if self._calls or self._flows_pending:  # its wake-up was consumed just now: run it first
-                        continue
-                    pmd.sleeps += 1
-                    ports = self._ready_ports(AGING_TICK)
-                    if not ports:
-                        continue
+                    continue
             t = time.perf_counter_ns()
             try:
                 n = self.poll_once(ports)
@@ -446,5 +453,15 @@ class Datapath(BurstPath, DpTunnels):
                 pmd.busy_ns += time.perf_counter_ns() - t
             else:
                 pmd.idle_polls += 1
-            busy = n >= BUSY_FRAMES
+            if busy:
+                want = max(self.busy_frames // 2, BUSY_FRAMES) if n else min(2 * self.busy_frames, BURST)
+                if want != self.busy_frames:
+                    self._set_busy_frames(want)
+            busy = n >= self.busy_frames
         self._run_calls()
+
+    def _set_busy_frames(self, n: int) -> None:
+        """Busy-poll after iterations of ``n`` frames or more (and tell the ports)."""
+        self.busy_frames = n
+        for port in self.rx_ports:
+            port.set_busy_frames(n)

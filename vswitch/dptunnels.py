@@ -315,9 +315,9 @@ class DpTunnels:
                 return int(t[TP_DP_PORT]), KIND_NAMES[kind]
         return None
 
-    def _terminate(self, burst: np.ndarray, n: int) -> int:
+    def _terminate(self, burst: np.ndarray, n: int) -> tuple[np.ndarray, int]:
         """Take the frames for local tunnel endpoints out of ``burst[:n]``: decapsulated ones into ``tburst``
-        (``tn``), dropped ones counted and freed; the rest stay, compacted; returns how many stay."""
+        (``tn``), dropped ones counted and freed; returns the rest (``tkeep``, in burst order) and their count."""
         assert self.term is not None
         port_term, endpoints, tports, tlv = self.term
         pool = self.pool
@@ -325,12 +325,10 @@ class DpTunnels:
                                    self.tkeep, self.tburst, self.tdropped, self.fdrops, self.snoop, self.snoop_n)
         if nd:
             pool.free(self.tdropped, nd)
-        if nt or nd:
-            burst[:nk] = self.tkeep[:nk]
         self.tn = nt
         if self.snoop_n[0] or self.snoop_n[1]:
             self._snooped()
-        return nk
+        return self.tkeep, nk
 
     def _snooped(self) -> None:
         """The ARP / ND answers the burst held: into the neighbour cache (a change rebuilds the headers)."""

@@ -142,10 +142,10 @@ def _warm_tunnel_path(datapath: object, a: object, b: object) -> None:
         dp.pool.put(int(dp.burst[0]), bytes(outer), b.port_no)   # type: ignore[attr-defined]
         dp.pool.put(int(dp.burst[1]), inner, b.port_no)          # type: ignore[attr-defined]
         dp._n_extra = 0                                          # type: ignore[attr-defined]
-        n = dp._terminate(dp.burst, n)                           # type: ignore[attr-defined]
-        dp._process(dp.burst, n, 0)                              # type: ignore[attr-defined]
+        kept, n = dp._terminate(dp.burst, n)                     # type: ignore[attr-defined]
+        dp._process(kept, n, 0)                                  # type: ignore[attr-defined]
         dp._send(0)                                              # type: ignore[attr-defined]
-        dp.pool.free(dp.burst, n)                                # type: ignore[attr-defined]
+        dp.pool.free(kept, n)                                    # type: ignore[attr-defined]
         tn, dp.tn = dp.tn, 0                                     # type: ignore[attr-defined]
         dp._n_extra = 0                                          # type: ignore[attr-defined]
         assert tn == 1, "the warm-up's Geneve frame was not terminated"

@@ -205,7 +205,7 @@ class Upcalls:
         if len(cache) < cache.max_flows * 7 // 8:
             return 0
         ent = cache.ent
-        live = np.flatnonzero(ent[:, M.E_SUB] >= 0)
+        live = self.cache.live()
         k = len(live) - cache.max_flows * 3 // 4
         if k <= 0:
             return 0
@@ -221,7 +221,7 @@ class Upcalls:
         megaflows forwarded since the last push."""
         tables = _tables(tables)
         ent = self.cache.ent
-        live = np.flatnonzero(ent[:, M.E_SUB] >= 0)
+        live = self.cache.live()
         if not len(live):
             return
         dp = ent[live, M.E_PACKETS] - self.pushed[live, 0]
@@ -289,7 +289,7 @@ class Upcalls:
         """Credit statistics to ``tables``, then remove the megaflows whose walk entered ``bridge``; returns how
         many went."""
         self.push_stats(tables)
-        live = np.flatnonzero(self.cache.ent[:, M.E_SUB] >= 0)
+        live = self.cache.live()
         gone = live[(self.visited[live] & _bit(bridge)) != 0]
         for e in gone:
             self.cache.remove(int(e))
@@ -310,8 +310,7 @@ class Upcalls:
             self.remove_bridge(tables, bridge)
             return
         self.push_stats(tables)
-        ent = self.cache.ent
-        live = np.flatnonzero(ent[:, M.E_SUB] >= 0)
+        live = self.cache.live()
         if not len(live):
             return
         rules = self.rules[live]
