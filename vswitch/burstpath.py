@@ -254,26 +254,25 @@ class BurstPath:
         """What the actions handed to NORMAL (each bridge's L2 switch, from the ingress port the action named)
         and to the controllers. ``packet_out``: the bridge of a packet-out, whose NORMAL without an ingress
         port is refused and counted there."""
-        n_normal = int(self.xside_n[N_NORMAL])
+        n_normal, n_up = self.xside_n[N_NORMAL], self.xside_n[N_USERSPACE]
         if n_normal:
             pool = self.pool
             lost = group_normal(self.xside, n_normal, len(self.ports), self.nslots, self.nin, self.nstart)
             if lost and packet_out is not None:
                 packet_out.dp_drops["packet_out_normal_without_in_port"] += lost
-            start = self.nstart
-            for b in np.flatnonzero(start[1:] - start[:-1]).tolist():
-                br = self.bridges[b]
+            start = self.nstart.tolist()
+            for b in range(len(start) - 1):
+                a, z = start[b], start[b + 1]
+                br = self.bridges[b] if z > a else None
                 if br is None:
                     continue
-                a, z = int(start[b]), int(start[b + 1])
                 switch_list(pool.data, pool.meta, self.nslots[a:z], self.nin[a:z], z - a, self.keys, br.l2,
                             br.l2_info, br.vlan_map, now, self.drops, self.out2, self.out_start2)
                 queue_lost = append_queues(self.out, self.out_start, self.out2, self.out_start2)
                 if queue_lost:
                     br.dp_drops["normal_queue_full"] += queue_lost
-        n_up = int(self.xside_n[N_USERSPACE])
         if n_up:
-            self._packet_ins(n_up)
+            self._packet_ins(int(n_up))
 
     def _packet_ins(self, n: int) -> None:
         """Copy up to each bridge's rate limit of packet-ins for its agent; count the rest by reason."""

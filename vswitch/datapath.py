@@ -350,7 +350,7 @@ class Datapath(BurstPath, DpTunnels):
         if n:
             self._process(burst, n, now)
             self._send(now)
-        pool.free(burst, n)
+            pool.free(burst, n)
         if self.tn:       # decapsulated frames: their own round, in the tunnel ports' bridges
             tn, self.tn = self.tn, 0
             self._n_extra = 0
