@@ -21,7 +21,9 @@ side A, decapsulating side B), ``switch_cycles_per_packet`` their sum (what the 
 CPU 1 also runs other users' work, counted in ``disturbed_runs``, windows during which other processes used more
 than 0.1 CPU-s). At max load the encapsulating switch takes CPU 1 from the decapsulating one, whose socket then
 overflows: the delivered rate is the pair's. Ratios pyvswitch / OVS at the same load; the issue's goal: >= 2x OVS's
-rate at max load with at most half its CPU per packet.
+rate at max load with at most half its CPU per packet (as ``bench forward``; the CPU ratio at the rate-capped loads
+is reported beside it). At the rate-capped loads the generator sends ``--burst`` frames at a time: each burst wakes
+the switches once.
 """
 
 from __future__ import annotations
@@ -195,18 +197,21 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def goal(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's goal: pyvswitch >= 2x OVS's rate at max load, <= 0.5x its CPU per packet (the two switches'
-    processes) at every load."""
+    """The issue's goal, read as ``bench forward`` reads the same words: at max load, pyvswitch >= 2x OVS's rate
+    with <= 0.5x its CPU per packet (the two switches' processes): ``met``. The same CPU bound at every load,
+    the rate-capped ones included, is reported beside it (``met_at_every_load``), not part of the goal."""
     rs = ratios(rows)
-    out: dict[str, Any] = {"rule": f"pyvswitch mpps >= {GOAL_RATE}x ovs at max load and cycles/packet <= "
-                                   f"{GOAL_CYCLES}x ovs (switch_cycles_per_packet) at every load"}
+    out: dict[str, Any] = {"rule": f"at max load: pyvswitch mpps >= {GOAL_RATE}x ovs and switch_cycles_per_packet "
+                                   f"<= {GOAL_CYCLES}x ovs (met_at_every_load: the CPU bound at every load too)"}
     at_max = next((r for r in rs if r["load"] == "max"), None)
     if at_max is None or at_max["mpps_vs_ovs"] is None:
         out["met"] = None
         return out
     out["mpps_ratio_at_max"] = at_max["mpps_vs_ovs"]
     out["cycles_ratios"] = {r["load"]: r["switch_cycles_per_packet_vs_ovs"] for r in rs}
-    out["met"] = bool(at_max["mpps_vs_ovs"] >= GOAL_RATE and all(
+    cyc = at_max["switch_cycles_per_packet_vs_ovs"]
+    out["met"] = bool(at_max["mpps_vs_ovs"] >= GOAL_RATE and cyc is not None and cyc <= GOAL_CYCLES)
+    out["met_at_every_load"] = bool(out["met"] and all(
         v is not None and v <= GOAL_CYCLES for v in out["cycles_ratios"].values()))
     return out
 
