@@ -150,11 +150,12 @@ class BurstPath:
         self.out_start2 = np.zeros((2, n_ports + 1), dtype=np.int32)
 
     # ------------------------------------------------------------ one burst, by group
-    def _process(self, burst: np.ndarray, n: int, now: int, tunneled: bool = False) -> None:
+    def _process(self, burst: np.ndarray, n: int, now: int, tunneled: bool = False, group: int = -1) -> None:
         """Switch ``burst[:n]`` into the port queues, each frame by its bridge; the burst stays allocated
         (``_n_extra``: the fresh slots the actions took, to free after transmit). ``tunneled``: the frames were
-        decapsulated (their keys take the tunnel words the pool keeps per slot)."""
-        g = self.single_group
+        decapsulated (their keys take the tunnel words the pool keeps per slot). ``group`` >= 0: every frame is in
+        that group (the ports they came from share it)."""
+        g = self.single_group if self.single_group >= 0 else group
         if g >= 0:
             self._group(g, burst, n, now, True, tunneled)
             return

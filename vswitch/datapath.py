@@ -119,6 +119,7 @@ class Datapath(BurstPath, DpTunnels):
         self.rx_ports: list[Port] = []                   # the ports with a device (what a busy poll reads)
         self.patch_counts = np.zeros((0, PC_FIELDS), dtype=np.int64)
         self.single_group = -1                           # >= 0: every port is in this group
+        self.group_of: list[int] = []                    # ``port_group`` as a list (a poll's group, in Python)
         self.drops = np.zeros((0, N_DROPS), dtype=np.int64)
         self.port_flags = np.zeros(0, dtype=np.int64)    # xlate.translate PF_* per port
         # flow drops by ingress port (dpif.actions.DROP_REASONS); the last row: frames of no port (packet-out)
@@ -243,6 +244,7 @@ class Datapath(BurstPath, DpTunnels):
             mine = self.port_bridge == b
             groups[mine] = G_TABLES if mode == MODE_TABLES else G_DROP if mode == MODE_DROP else G_NORMAL + b
         self.port_group = groups
+        self.group_of = groups.tolist()
         used = {int(groups[p]) for p, port in enumerate(self.ports) if port is not None}
         self.single_group = used.pop() if len(used) == 1 else -1
         self.rx_ports = [p for p in self.ports if p is not None and not isinstance(p, DevicelessPort)]
@@ -345,16 +347,21 @@ class Datapath(BurstPath, DpTunnels):
         self._n_extra = 0
         now = self.now()
         n = total
-        if self.term is not None:
+        group = -1      # the group of every frame, when the ports polled share one
+        if ports is not None and self.single_group < 0:
+            groups = {self.group_of[p.port_no] for p in ports if p is not None}
+            group = groups.pop() if len(groups) == 1 else -1
+        if self.term is not None and (ports is None or any(p is not None and p.port_no in self.term_ports
+                                                           for p in ports)):
             burst, n = self._terminate(burst, total)
         if n:
-            self._process(burst, n, now)
+            self._process(burst, n, now, group=group)
             self._send(now)
             pool.free(burst, n)
         if self.tn:       # decapsulated frames: their own round, in the tunnel ports' bridges
             tn, self.tn = self.tn, 0
             self._n_extra = 0
-            self._process(self.tburst, tn, now, tunneled=True)
+            self._process(self.tburst, tn, now, tunneled=True, group=self.tunnel_group)
             self._send(now)
             pool.free(self.tburst, tn)
         return total

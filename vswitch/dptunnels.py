@@ -185,6 +185,8 @@ class DpTunnels:
         #: bridge device -> its addresses [(address, ipv6)] (from the control side: ``set_tunnel_endpoints``)
         self.endpoint_addrs: dict[str, list[tuple[int, bool]]] = {}
         self.term: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.term_ports: frozenset[int] = frozenset()    # the ports whose frames ``tnl_terminate`` looks at
+        self.tunnel_group = -1          # >= 0: the burst group of every tunnel port (``BurstPath._process``)
         self.tkeep = np.zeros(MAX_BURST, dtype=np.int32)
         self.tburst = np.zeros(MAX_BURST, dtype=np.int32)
         self.tdropped = np.zeros(MAX_BURST, dtype=np.int32)
@@ -230,6 +232,8 @@ class DpTunnels:
             self.tunnel_ports = TunnelPorts(n)
         self.tnl_port_list = np.array(sorted(self.tunnel_configs), dtype=np.int64)
         self.round_ports = np.concatenate([self.patch_ports, self.tnl_port_list])
+        groups = {int(self.port_group[p]) for p in self.tunnel_configs if p < len(self.port_group)}
+        self.tunnel_group = groups.pop() if len(groups) == 1 else -1
         self._tunnel_headers()
         self._termination_tables()
 
@@ -281,9 +285,11 @@ class DpTunnels:
                            None if cfg.in_key == FLOW else max(cfg.in_key, 0), cfg.ipv6, port_no)
         if not table.endpoints or not table.ports:
             self.term = None
+            self.term_ports = frozenset()
             return
         endpoints, tports = table.arrays()
         self.term = (port_term, endpoints, tports, tlv_rows())
+        self.term_ports = frozenset(np.flatnonzero(port_term).tolist())
 
     def termination_of(self, key: list[int]) -> tuple[int, str] | None:
         """For ``ofproto/trace``: when a frame with key words ``key`` would be taken by ``tnl_terminate`` (an
