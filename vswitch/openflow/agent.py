@@ -727,6 +727,7 @@ class OfAgent(SwitchViews, SwitchConfig, ControllerLinks, NiciraMessages):
         if conn.role == ROLE_SLAVE:
             raise OfpError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "a slave controller cannot send packets")
         self.flows.packet_out(conn.version, Msg(msg.version, msg.type, msg.xid, self.packet_out_fields(conn, msg)))
+        self._take_learned()    # what its learn actions made is in the tables before the next request (as OVS)
 
     @staticmethod
     def packet_out_fields(conn: OfConnection, msg: Msg) -> dict[str, Any]:
