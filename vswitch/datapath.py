@@ -41,7 +41,7 @@ import numpy as np
 
 from backends.patch import PatchPort
 from backends.pool import PacketPool
-from backends.port import DevicelessPort, Port
+from backends.port import Port
 from backends.tunnel import TunnelPort
 from classifier.drops import N_DROPS
 from classifier.l2switch import switch_burst
@@ -247,7 +247,7 @@ class Datapath(BurstPath, DpTunnels):
         self.group_of = groups.tolist()
         used = {int(groups[p]) for p, port in enumerate(self.ports) if port is not None}
         self.single_group = used.pop() if len(used) == 1 else -1
-        self.rx_ports = [p for p in self.ports if p is not None and not isinstance(p, DevicelessPort)]
+        self.rx_ports = [p for p in self.ports if p is not None and not p.deviceless]
         self._tunnel_rebuild()
         self.xbridges = Bridges(self.tables(), modes,
                                 [br.normal_rank if br is not None else -1 for br in self.bridges],
